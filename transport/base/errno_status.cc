@@ -65,9 +65,12 @@ absl::StatusCode ErrnoToCode(int err) {
   }
 }
 
-absl::Status ErrnoStatus(absl::string_view call, int err) {
+absl::Status ErrnoStatus(absl::string_view call, int err) { return ErrnoStatus(call, err, ""); }
+
+absl::Status ErrnoStatus(absl::string_view call, int err, absl::string_view detail) {
   absl::Status status(ErrnoToCode(err),
-                      absl::StrCat(call, ": ", ErrnoName(err), " (", std::strerror(err), ")"));
+                      absl::StrCat(call, ": ", ErrnoName(err), " (", std::strerror(err), ")",
+                                   detail.empty() ? "" : "; ", detail));
   status.SetPayload(kErrnoPayloadUrl, absl::Cord(absl::StrCat(err)));
   return status;
 }

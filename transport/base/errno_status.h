@@ -19,6 +19,8 @@ absl::StatusCode ErrnoToCode(int err);
 // Status for a failed call: message "<call>: <ENAME> (<strerror>)", code from ErrnoToCode.
 // `call` names the call and its arguments, e.g. "ioctl(VFIO_DEVICE_RESET, fd 7)".
 absl::Status ErrnoStatus(absl::string_view call, int err);
+// Same, with "; <detail>" appended to the message.
+absl::Status ErrnoStatus(absl::string_view call, int err, absl::string_view detail);
 
 // The errno an ErrnoStatus carries (0 if `status` did not come from ErrnoStatus).
 int StatusErrno(const absl::Status& status);

@@ -1,0 +1,52 @@
+// SimDeviceSpec: what a simulated migration device looks like and how it misbehaves.
+#ifndef MIGMOVER_DAEMON_DEVICE_SIM_SIM_DEVICE_SPEC_H_
+#define MIGMOVER_DAEMON_DEVICE_SIM_SIM_DEVICE_SPEC_H_
+
+#include <cstdint>
+#include <limits>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "daemon/device/mig_state.h"
+
+namespace migmover::sim {
+
+struct SimDeviceSpec {
+  MigFeatures features{MigFeatures::kStopCopy | MigFeatures::kP2P | MigFeatures::kPreCopy};
+  uint64_t state_size = 64ull << 20;
+  uint32_t chunk_size = 256u << 10;  // Unit of content and of dirtying.
+  uint64_t seed = 1;                 // Content; the resuming side learns it from the stream.
+  // Size of the mandatory first precopy chunk (rounded up to whole chunks, capped at the state).
+  uint64_t initial_bytes = std::numeric_limits<uint64_t>::max();
+  uint64_t dirty_rate = 0;  // Bytes per second dirtied while the device runs.
+  // Data fds are non-blocking pipes of one page, written in pieces of at most a page: readers
+  // see short reads and EAGAIN, writers short writes and EAGAIN.
+  bool short_io = false;
+
+  // Fault injection. The arc fail_from -> fail_to fails with fail_errno every time it is taken;
+  // with fail_to_error the device then lands in ERROR (else it stays where it was).
+  bool fail_arc = false;
+  MigState fail_from = MigState::kError;
+  MigState fail_to = MigState::kError;
+  int fail_errno = 5;  // EIO
+  bool fail_to_error = false;
+  // Flip one byte of the saving stream at this offset (after it was digested), as a wire would.
+  uint64_t corrupt_at = std::numeric_limits<uint64_t>::max();
+
+  absl::Status Validate() const;
+  // "size=64MiB,chunk=256KiB,seed=1,initial=64MiB,dirty_rate=0,features=stop_copy+p2p+pre_copy"
+  std::string ToString() const;
+};
+
+// Parses "key=value" pairs separated by commas. Keys: size, chunk, seed, initial, dirty_rate
+// (bytes per second; sizes take B/KiB/MiB/GiB/KB/MB/GB suffixes), features (stop_copy+p2p+...),
+// short_io (0/1), fail_arc (FROM:TO[:ERRNO[:error]]), corrupt_at. InvalidArgument names the key.
+absl::StatusOr<SimDeviceSpec> ParseSimDeviceSpec(absl::string_view text);
+
+// "1GiB" -> 1073741824; "4096" -> 4096; "10MB" -> 10000000.
+absl::StatusOr<uint64_t> ParseByteSize(absl::string_view text);
+
+}  // namespace migmover::sim
+
+#endif  // MIGMOVER_DAEMON_DEVICE_SIM_SIM_DEVICE_SPEC_H_

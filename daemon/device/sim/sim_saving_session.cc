@@ -1,0 +1,162 @@
+#include "daemon/device/sim/sim_saving_session.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "daemon/device/sim/sim_stream.h"
+#include "transport/base/errno_status.h"
+#include "transport/base/status_macros.h"
+
+namespace migmover::sim {
+
+absl::StatusOr<std::unique_ptr<SimSavingSession>> SimSavingSession::Start(SimDeviceModel* model,
+                                                                          bool stop_copy,
+                                                                          UniqueFd* user_fd) {
+  std::unique_ptr<SimSavingSession> s(new SimSavingSession(model));
+  ASSIGN_OR_RETURN(PipeFds pipe, MakePipe());
+  const SimDeviceSpec& spec = model->spec();
+  // The producer never blocks in write(): it polls, so that cancellation can always wake it.
+  if (::fcntl(pipe.write.get(), F_SETFL, O_NONBLOCK) != 0) {
+    return ErrnoStatus("fcntl(sim saving pipe, F_SETFL, O_NONBLOCK)", errno);
+  }
+  if (spec.short_io) {
+    ::fcntl(pipe.write.get(), F_SETPIPE_SZ, 4096);
+    if (::fcntl(pipe.read.get(), F_SETFL, O_NONBLOCK) != 0) {
+      return ErrnoStatus("fcntl(sim saving pipe read end, F_SETFL, O_NONBLOCK)", errno);
+    }
+  } else {
+    // As large as an unprivileged pipe may be (1 MiB here), so the producer runs ahead.
+    ::fcntl(pipe.write.get(), F_SETPIPE_SZ, 1 << 20);
+  }
+  struct stat st;
+  if (::fstat(pipe.read.get(), &st) != 0) return ErrnoStatus("fstat(sim saving pipe)", errno);
+  s->pipe_dev_ = st.st_dev;
+  s->pipe_ino_ = st.st_ino;
+  s->cancel_fd_.Reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!s->cancel_fd_.valid()) return ErrnoStatus("eventfd(sim saving session)", errno);
+  s->write_fd_ = std::move(pipe.write);
+  s->stop_copy_ = stop_copy;
+  s->initial_stream_bytes_ =
+      sizeof(RecordHeader) + sizeof(BeginPayload) + model->initial_chunks() * model->record_bytes();
+  model->BeginSaving();
+  if (stop_copy) model->EnterStopCopy();
+  *user_fd = std::move(pipe.read);
+  s->thread_ = std::thread([p = s.get()] { p->Run(); });
+  return s;
+}
+
+SimSavingSession::~SimSavingSession() {
+  cancelled_ = true;
+  uint64_t one = 1;
+  (void)!::write(cancel_fd_.get(), &one, sizeof(one));
+  if (thread_.joinable()) thread_.join();
+}
+
+void SimSavingSession::EnterStopCopy() {
+  model_->EnterStopCopy();
+  stop_copy_ = true;
+  uint64_t one = 1;
+  (void)!::write(cancel_fd_.get(), &one, sizeof(one));  // Wake a producer waiting for dirt.
+}
+
+bool SimSavingSession::Owns(int fd) const {
+  struct stat st;
+  return ::fstat(fd, &st) == 0 && st.st_dev == pipe_dev_ && st.st_ino == pipe_ino_;
+}
+
+PrecopyInfo SimSavingSession::Precopy() const {
+  int queued = 0;
+  if (::ioctl(write_fd_.get(), FIONREAD, &queued) != 0) queued = 0;
+  const uint64_t written = written_.load();
+  const uint64_t read = written - std::min<uint64_t>(written, queued);
+  uint64_t emitted = 0, unpicked = 0;
+  model_->Progress(&emitted, &unpicked);
+  const uint64_t pending = (emitted - std::min(emitted, read)) + unpicked;
+  PrecopyInfo info;
+  info.initial_bytes = read < initial_stream_bytes_ ? initial_stream_bytes_ - read : 0;
+  info.initial_bytes = std::min(info.initial_bytes, pending);
+  info.dirty_bytes = pending - info.initial_bytes;
+  return info;
+}
+
+bool SimSavingSession::WriteAll(const uint8_t* data, size_t n) {
+  const SimDeviceSpec& spec = model_->spec();
+  while (n > 0) {
+    if (cancelled_) return false;
+    size_t piece = spec.short_io ? std::min<size_t>(n, 1 + (written_.load() * 7919) % 4096) : n;
+    ssize_t w = ::write(write_fd_.get(), data, piece);
+    if (w > 0) {
+      data += w;
+      n -= w;
+      written_ += w;
+      continue;
+    }
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && errno == EAGAIN) {
+      pollfd fds[2] = {{write_fd_.get(), POLLOUT, 0}, {cancel_fd_.get(), POLLIN, 0}};
+      ::poll(fds, 2, 100);
+      if (fds[1].revents & POLLIN) {
+        uint64_t v;
+        (void)!::read(cancel_fd_.get(), &v, sizeof(v));
+      }
+      continue;
+    }
+    return false;  // EPIPE: userspace closed the data fd; the session is over for us.
+  }
+  return true;
+}
+
+void SimSavingSession::Run() {
+  const SimDeviceSpec& spec = model_->spec();
+  std::vector<uint8_t> buf(sizeof(RecordHeader) + std::max<size_t>(spec.chunk_size, 64));
+  StreamDigest digest;
+  uint64_t seq = 0;
+  auto emit = [&](RecordType type, uint64_t chunk, uint32_t gen, uint32_t len) {
+    RecordHeader h{kRecordMagic, static_cast<uint16_t>(type), kRecordVersion, len, gen, seq++,
+                   chunk};
+    std::memcpy(buf.data(), &h, sizeof(h));
+    const size_t total = sizeof(h) + len;
+    if (type != RecordType::kEnd) digest.Update(buf.data(), total);
+    const uint64_t at = written_.load();
+    if (spec.corrupt_at >= at && spec.corrupt_at < at + total) buf[spec.corrupt_at - at] ^= 0x5a;
+    return WriteAll(buf.data(), total);
+  };
+
+  BeginPayload b{model_->seed(), spec.state_size, spec.chunk_size, 0};
+  std::memcpy(buf.data() + sizeof(RecordHeader), &b, sizeof(b));
+  if (!emit(RecordType::kBegin, 0, 0, sizeof(b))) return;
+  while (!cancelled_) {
+    NextRecord next = model_->Next();
+    if (next.kind == NextRecord::kWait) {
+      pollfd fd = {cancel_fd_.get(), POLLIN, 0};
+      ::poll(&fd, 1, 2);
+      if (fd.revents & POLLIN) {
+        uint64_t v;
+        (void)!::read(cancel_fd_.get(), &v, sizeof(v));
+      }
+      continue;
+    }
+    if (next.kind == NextRecord::kEnd) {
+      EndPayload e{seq, digest.bytes(), digest.Value(), model_->state_digest()};
+      final_digest_ = e.stream_digest;
+      std::memcpy(buf.data() + sizeof(RecordHeader), &e, sizeof(e));
+      if (emit(RecordType::kEnd, 0, 0, sizeof(e))) write_fd_.Reset();  // EOF for the reader.
+      return;
+    }
+    uint32_t len = ChunkLength(spec.state_size, spec.chunk_size, next.chunk);
+    FillChunk(model_->seed(), next.chunk, next.generation,
+              std::span<uint8_t>(buf.data() + sizeof(RecordHeader), len));
+    if (!emit(RecordType::kData, next.chunk, next.generation, len)) return;
+  }
+}
+
+}  // namespace migmover::sim

@@ -1,0 +1,63 @@
+// SimSavingSession: the saving half of the simulated driver. A producer thread writes the
+// device's stream into a pipe whose read end is the data fd handed to userspace, the way a real
+// driver fills its migration file as userspace reads.
+#ifndef MIGMOVER_DAEMON_DEVICE_SIM_SIM_SAVING_SESSION_H_
+#define MIGMOVER_DAEMON_DEVICE_SIM_SIM_SAVING_SESSION_H_
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <memory>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "daemon/device/migratable_device.h"
+#include "daemon/device/sim/sim_device_model.h"
+#include "transport/base/unique_fd.h"
+
+namespace migmover::sim {
+
+class SimSavingSession {
+ public:
+  // Starts producing into a new pipe. `*user_fd` receives the read end (the data fd).
+  // `stop_copy`: the session starts in STOP_COPY (STOP -> STOP_COPY) rather than PRE_COPY.
+  static absl::StatusOr<std::unique_ptr<SimSavingSession>> Start(SimDeviceModel* model,
+                                                                bool stop_copy,
+                                                                UniqueFd* user_fd);
+  // Ends the session (the stream is cut short if unfinished) and joins the producer.
+  ~SimSavingSession();
+
+  // PRE_COPY(_P2P) -> STOP_COPY: the rest of the state follows, then END, then EOF.
+  void EnterStopCopy();
+
+  // Whether `fd` is this session's data fd (same pipe, even through a dup).
+  bool Owns(int fd) const;
+
+  // VFIO_MIG_GET_PRECOPY_INFO's numbers.
+  PrecopyInfo Precopy() const;
+
+  uint64_t bytes_written() const { return written_.load(); }
+  uint64_t stream_digest() const { return final_digest_.load(); }
+
+ private:
+  SimSavingSession(SimDeviceModel* model) : model_(model) {}
+  void Run();
+  // Writes all of `data` unless cancelled. False when cancelled or the reader went away.
+  bool WriteAll(const uint8_t* data, size_t n);
+
+  SimDeviceModel* model_;
+  UniqueFd write_fd_;
+  UniqueFd cancel_fd_;  // eventfd: wakes the producer to stop.
+  dev_t pipe_dev_ = 0;
+  ino_t pipe_ino_ = 0;
+  std::atomic<bool> cancelled_{false};
+  std::atomic<bool> stop_copy_{false};
+  std::atomic<uint64_t> written_{0};
+  std::atomic<uint64_t> final_digest_{0};
+  uint64_t initial_stream_bytes_ = 0;
+  std::thread thread_;
+};
+
+}  // namespace migmover::sim
+
+#endif  // MIGMOVER_DAEMON_DEVICE_SIM_SIM_SAVING_SESSION_H_
