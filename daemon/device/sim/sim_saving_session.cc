@@ -75,8 +75,14 @@ bool SimSavingSession::Owns(int fd) const {
 
 PrecopyInfo SimSavingSession::Precopy() const {
   int queued = 0;
-  if (::ioctl(write_fd_.get(), FIONREAD, &queued) != 0) queued = 0;
-  const uint64_t written = written_.load();
+  uint64_t written;
+  {
+    // With io_mu_ held no write is between its syscall and its count, so written - queued is
+    // exactly what the reader has consumed.
+    absl::MutexLock l(&io_mu_);
+    if (::ioctl(write_fd_.get(), FIONREAD, &queued) != 0) queued = 0;
+    written = written_.load();
+  }
   const uint64_t read = written - std::min<uint64_t>(written, queued);
   uint64_t emitted = 0, unpicked = 0;
   model_->Progress(&emitted, &unpicked);
@@ -93,11 +99,15 @@ bool SimSavingSession::WriteAll(const uint8_t* data, size_t n) {
   while (n > 0) {
     if (cancelled_) return false;
     size_t piece = spec.short_io ? std::min<size_t>(n, 1 + (written_.load() * 7919) % 4096) : n;
-    ssize_t w = ::write(write_fd_.get(), data, piece);
+    ssize_t w;
+    {
+      absl::MutexLock l(&io_mu_);  // The fd is non-blocking: this never waits on the reader.
+      w = ::write(write_fd_.get(), data, piece);
+      if (w > 0) written_ += w;
+    }
     if (w > 0) {
       data += w;
       n -= w;
-      written_ += w;
       continue;
     }
     if (w < 0 && errno == EINTR) continue;
@@ -149,7 +159,10 @@ void SimSavingSession::Run() {
       EndPayload e{seq, digest.bytes(), digest.Value(), model_->state_digest()};
       final_digest_ = e.stream_digest;
       std::memcpy(buf.data() + sizeof(RecordHeader), &e, sizeof(e));
-      if (emit(RecordType::kEnd, 0, 0, sizeof(e))) write_fd_.Reset();  // EOF for the reader.
+      if (emit(RecordType::kEnd, 0, 0, sizeof(e))) {
+        absl::MutexLock l(&io_mu_);
+        write_fd_.Reset();  // EOF for the reader.
+      }
       return;
     }
     uint32_t len = ChunkLength(spec.state_size, spec.chunk_size, next.chunk);

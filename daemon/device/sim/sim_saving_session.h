@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "daemon/device/migratable_device.h"
 #include "daemon/device/sim/sim_device_model.h"
 #include "transport/base/unique_fd.h"
@@ -46,6 +47,7 @@ class SimSavingSession {
   bool WriteAll(const uint8_t* data, size_t n);
 
   SimDeviceModel* model_;
+  mutable absl::Mutex io_mu_;  // Orders writes and their count against precopy queries.
   UniqueFd write_fd_;
   UniqueFd cancel_fd_;  // eventfd: wakes the producer to stop.
   dev_t pipe_dev_ = 0;
