@@ -1,0 +1,78 @@
+// The migmover peer wire format: constants and layouts shared by both daemons. Documented in
+// api/PEER_PROTOCOL.md; encoding and validation live in transport/peer/frame_codec.h.
+#ifndef MIGMOVER_API_PEER_WIRE_H_
+#define MIGMOVER_API_PEER_WIRE_H_
+
+#include <cstddef>
+#include <cstdint>
+
+namespace migmover::wire {
+
+inline constexpr uint32_t kFrameMagic = 0x3146'4d4d;  // "MMF1" on the wire (little-endian).
+inline constexpr uint16_t kProtocolVersion = 1;
+
+// Every frame starts with this 32-byte header; integers are little-endian.
+struct FrameHeader {
+  uint32_t magic;
+  uint8_t type;    // FrameType
+  uint8_t phase;   // Phase
+  uint16_t flags;  // Must be 0 in version 1.
+  uint32_t device; // Device index within the session.
+  uint32_t length; // Payload bytes after the header.
+  uint64_t seq;    // Per-connection frame sequence number, from 0, +1 per frame sent.
+  uint64_t offset; // DATA: stream offset of the payload's first byte. Otherwise 0.
+};
+static_assert(sizeof(FrameHeader) == 32);
+inline constexpr size_t kFrameHeaderSize = sizeof(FrameHeader);
+
+enum class FrameType : uint8_t {
+  kHello = 1,      // source -> destination, first frame: HelloPayload + session id bytes.
+  kHelloAck = 2,   // destination -> source: StatusPayload (code 0 = accepted) + message.
+  kData = 3,       // source -> destination: stream bytes.
+  kEndPhase = 4,   // source -> destination: the phase in `phase` is over (no payload).
+  kEndStream = 5,  // source -> destination: EndStreamPayload. No DATA follows.
+  kCommit = 6,     // destination -> source: StatusPayload; code 0 = device committed.
+  kError = 7,      // either way: StatusPayload; the sender gives up on this stream.
+};
+
+enum class Phase : uint8_t { kNone = 0, kPreCopy = 1, kStopCopy = 2 };
+
+// Bounds every receiver enforces.
+inline constexpr uint32_t kMaxDataLength = 16u << 20;    // One DATA frame's payload.
+inline constexpr uint32_t kMaxControlLength = 4096;      // Any other frame's payload.
+inline constexpr uint32_t kMaxSessionIdLength = 128;
+inline constexpr uint32_t kMaxDevicesPerSession = 256;
+inline constexpr size_t kTokenSize = 32;
+
+struct HelloPayload {
+  uint16_t min_version;
+  uint16_t max_version;
+  uint32_t device_count;  // Devices the source will send in this session.
+  uint8_t token[kTokenSize];  // Shared secret both agents gave their daemon (zeros = none).
+  // Followed by the session id (1..kMaxSessionIdLength bytes, the rest of the payload).
+};
+static_assert(sizeof(HelloPayload) == 40);
+
+struct StatusPayload {
+  uint32_t code;  // A google.rpc canonical code; 0 = OK.
+  uint32_t reserved;
+  // Followed by a UTF-8 message (the rest of the payload).
+};
+static_assert(sizeof(StatusPayload) == 8);
+
+enum class DigestKind : uint32_t {
+  kNone = 0,   // Some bytes were spliced and never seen by the sender's userspace.
+  kXxh3_64 = 1,
+};
+
+struct EndStreamPayload {
+  uint64_t total_bytes;  // Stream bytes sent in DATA frames, all phases.
+  uint64_t digest;       // Of those bytes, in order.
+  uint32_t digest_kind;  // DigestKind
+  uint32_t reserved;
+};
+static_assert(sizeof(EndStreamPayload) == 24);
+
+}  // namespace migmover::wire
+
+#endif  // MIGMOVER_API_PEER_WIRE_H_

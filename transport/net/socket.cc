@@ -1,0 +1,245 @@
+#include "transport/net/socket.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "transport/base/errno_status.h"
+
+namespace migmover::net {
+namespace {
+
+constexpr absl::Duration kSlice = absl::Milliseconds(100);
+
+int PollTimeoutMs(absl::Time deadline) {
+  absl::Duration left = deadline - absl::Now();
+  if (left > kSlice) left = kSlice;
+  if (left < absl::ZeroDuration()) left = absl::ZeroDuration();
+  return static_cast<int>(absl::ToInt64Milliseconds(left)) + 1;
+}
+
+absl::StatusOr<sockaddr_storage> Resolve(const HostPort& addr, socklen_t* len) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV | AI_PASSIVE;
+  addrinfo* res = nullptr;
+  std::string port = absl::StrCat(addr.port);
+  int r = ::getaddrinfo(addr.host.empty() ? nullptr : addr.host.c_str(), port.c_str(), &hints,
+                        &res);
+  if (r != 0 || res == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("getaddrinfo(", addr.host, ":", addr.port, "): ", ::gai_strerror(r)));
+  }
+  sockaddr_storage ss{};
+  std::memcpy(&ss, res->ai_addr, res->ai_addrlen);
+  *len = res->ai_addrlen;
+  ::freeaddrinfo(res);
+  return ss;
+}
+
+}  // namespace
+
+absl::StatusOr<HostPort> ParseHostPort(absl::string_view text) {
+  HostPort hp;
+  absl::string_view port;
+  if (!text.empty() && text.front() == '[') {
+    size_t close = text.find(']');
+    if (close == absl::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return absl::InvalidArgumentError(absl::StrCat("'", text, "' is not [host]:port"));
+    }
+    hp.host = std::string(text.substr(1, close - 1));
+    port = text.substr(close + 2);
+  } else {
+    size_t colon = text.rfind(':');
+    if (colon == absl::string_view::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("'", text, "' is not host:port"));
+    }
+    hp.host = std::string(text.substr(0, colon));
+    port = text.substr(colon + 1);
+  }
+  uint32_t p = 0;
+  if (!absl::SimpleAtoi(port, &p) || p > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("'", text, "': bad port '", port, "'"));
+  }
+  hp.port = static_cast<uint16_t>(p);
+  return hp;
+}
+
+absl::StatusOr<UniqueFd> TcpListen(const HostPort& addr, uint16_t* bound_port) {
+  socklen_t len = 0;
+  auto ss = Resolve(addr, &len);
+  if (!ss.ok()) return ss.status();
+  UniqueFd fd(::socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return ErrnoStatus("socket(TCP)", errno);
+  int one = 1;
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  const std::string where = absl::StrCat(addr.host, ":", addr.port);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&*ss), len) != 0) {
+    return ErrnoStatus(absl::StrCat("bind(", where, ")"), errno);
+  }
+  if (::listen(fd.get(), 64) != 0) return ErrnoStatus(absl::StrCat("listen(", where, ")"), errno);
+  if (bound_port) {
+    sockaddr_storage got{};
+    socklen_t got_len = sizeof(got);
+    ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&got), &got_len);
+    *bound_port = ntohs(got.ss_family == AF_INET6
+                            ? reinterpret_cast<sockaddr_in6*>(&got)->sin6_port
+                            : reinterpret_cast<sockaddr_in*>(&got)->sin_port);
+  }
+  return fd;
+}
+
+absl::StatusOr<UniqueFd> TcpConnect(const HostPort& addr, absl::Duration timeout) {
+  socklen_t len = 0;
+  auto ss = Resolve(addr, &len);
+  if (!ss.ok()) return ss.status();
+  const std::string where = absl::StrCat(addr.host, ":", addr.port);
+  UniqueFd fd(::socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd) return ErrnoStatus("socket(TCP)", errno);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&*ss), len) != 0) {
+    if (errno != EINPROGRESS) return ErrnoStatus(absl::StrCat("connect(", where, ")"), errno);
+    pollfd p{fd.get(), POLLOUT, 0};
+    int r = ::poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(timeout)));
+    if (r == 0) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("connect(", where, "): no answer within ", absl::FormatDuration(timeout)));
+    }
+    int err = 0;
+    socklen_t elen = sizeof(err);
+    ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &elen);
+    if (err != 0) return ErrnoStatus(absl::StrCat("connect(", where, ")"), err);
+  }
+  int flags = ::fcntl(fd.get(), F_GETFL);
+  ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK);
+  int one = 1;
+  ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  return fd;
+}
+
+absl::StatusOr<UniqueFd> Accept(int listen_fd, absl::Duration timeout) {
+  pollfd p{listen_fd, POLLIN, 0};
+  int r = ::poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(timeout)));
+  if (r < 0) return ErrnoStatus(absl::StrCat("poll(listen fd ", listen_fd, ")"), errno);
+  if (r == 0) return absl::DeadlineExceededError("accept: nobody connected");
+  int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+  if (fd < 0) return ErrnoStatus(absl::StrCat("accept4(listen fd ", listen_fd, ")"), errno);
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  return UniqueFd(fd);
+}
+
+absl::StatusOr<UniqueFd> UnixListen(const std::string& path) {
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(sa.sun_path)) {
+    return absl::InvalidArgumentError(absl::StrCat("unix socket path too long: ", path));
+  }
+  std::memcpy(sa.sun_path, path.data(), path.size());
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return ErrnoStatus("socket(AF_UNIX)", errno);
+  struct stat st;
+  if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(path.c_str());
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+    return ErrnoStatus(absl::StrCat("bind(unix:", path, ")"), errno);
+  }
+  ::chmod(path.c_str(), 0660);
+  if (::listen(fd.get(), 16) != 0) return ErrnoStatus(absl::StrCat("listen(unix:", path, ")"), errno);
+  return fd;
+}
+
+absl::StatusOr<UniqueFd> UnixConnect(const std::string& path) {
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(sa.sun_path)) {
+    return absl::InvalidArgumentError(absl::StrCat("unix socket path too long: ", path));
+  }
+  std::memcpy(sa.sun_path, path.data(), path.size());
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return ErrnoStatus("socket(AF_UNIX)", errno);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+    return ErrnoStatus(absl::StrCat("connect(unix:", path, ")"), errno);
+  }
+  return fd;
+}
+
+void TuneDataSocket(int fd, int buffer_bytes) {
+  if (buffer_bytes > 0) {
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer_bytes, sizeof(buffer_bytes));
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buffer_bytes, sizeof(buffer_bytes));
+  }
+  int one = 1, idle = 10, intvl = 5, cnt = 3;
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+}
+
+absl::Status SendAll(int fd, absl::string_view data, absl::Time deadline,
+                     const std::atomic<bool>* cancel) {
+  size_t done = 0;
+  while (done < data.size()) {
+    if (cancel && cancel->load()) return absl::CancelledError("send cancelled");
+    ssize_t n = ::send(fd, data.data() + done, data.size() - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      done += n;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno != EAGAIN) {
+      return ErrnoStatus(absl::StrCat("send(fd ", fd, ", ", data.size() - done, " bytes)"), errno);
+    }
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("send(fd ", fd, "): peer accepted ", done, " of ", data.size(),
+                       " bytes before the deadline"));
+    }
+    pollfd p{fd, POLLOUT, 0};
+    ::poll(&p, 1, PollTimeoutMs(deadline));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RecvExact(int fd, void* buf, size_t n, absl::Time deadline,
+                       const std::atomic<bool>* cancel) {
+  size_t done = 0;
+  auto* p = static_cast<uint8_t*>(buf);
+  while (done < n) {
+    if (cancel && cancel->load()) return absl::CancelledError("receive cancelled");
+    ssize_t r = ::recv(fd, p + done, n - done, MSG_DONTWAIT);
+    if (r > 0) {
+      done += r;
+      continue;
+    }
+    if (r == 0) {
+      return absl::UnavailableError(absl::StrCat("peer closed the connection after ", done,
+                                                 " of ", n, " bytes"));
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN) {
+      return ErrnoStatus(absl::StrCat("recv(fd ", fd, ", ", n - done, " bytes)"), errno);
+    }
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(absl::StrCat("recv(fd ", fd, "): ", done, " of ", n,
+                                                      " bytes arrived before the deadline"));
+    }
+    pollfd pf{fd, POLLIN, 0};
+    ::poll(&pf, 1, PollTimeoutMs(deadline));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace migmover::net

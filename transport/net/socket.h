@@ -1,0 +1,56 @@
+// Socket set-up and the blocking control-frame I/O around the data plane. Every call returns a
+// Status naming the call, its arguments and errno.
+#ifndef MIGMOVER_TRANSPORT_NET_SOCKET_H_
+#define MIGMOVER_TRANSPORT_NET_SOCKET_H_
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "transport/base/unique_fd.h"
+
+namespace migmover::net {
+
+struct HostPort {
+  std::string host;
+  uint16_t port = 0;
+};
+
+// "127.0.0.1:7000", "[::1]:7000", "localhost:7000". InvalidArgument on anything else.
+absl::StatusOr<HostPort> ParseHostPort(absl::string_view text);
+
+// A listening TCP socket (SO_REUSEADDR, CLOEXEC). Port 0 picks a free port; `bound_port`
+// (optional) receives the port actually bound.
+absl::StatusOr<UniqueFd> TcpListen(const HostPort& addr, uint16_t* bound_port = nullptr);
+
+// Connects within `timeout`. The socket is returned in blocking mode with TCP_NODELAY.
+absl::StatusOr<UniqueFd> TcpConnect(const HostPort& addr, absl::Duration timeout);
+
+// accept4 with CLOEXEC, waiting at most `timeout`. DeadlineExceeded when nobody came.
+absl::StatusOr<UniqueFd> Accept(int listen_fd, absl::Duration timeout);
+
+// A listening AF_UNIX stream socket at `path` (an existing socket file there is replaced), mode
+// 0660.
+absl::StatusOr<UniqueFd> UnixListen(const std::string& path);
+absl::StatusOr<UniqueFd> UnixConnect(const std::string& path);
+
+// Sizes the kernel buffers of a data connection and turns on keepalive, so a dead peer is
+// noticed even while no frame is due.
+void TuneDataSocket(int fd, int buffer_bytes);
+
+// Sends all of `data` (MSG_NOSIGNAL), polling in slices so that `cancel` and `deadline` are
+// honoured. Errors: the send errno; Cancelled; DeadlineExceeded.
+absl::Status SendAll(int fd, absl::string_view data, absl::Time deadline,
+                     const std::atomic<bool>* cancel = nullptr);
+
+// Receives exactly `n` bytes. A peer that closes first is Unavailable ("peer closed the
+// connection after X of N bytes").
+absl::Status RecvExact(int fd, void* buf, size_t n, absl::Time deadline,
+                       const std::atomic<bool>* cancel = nullptr);
+
+}  // namespace migmover::net
+
+#endif  // MIGMOVER_TRANSPORT_NET_SOCKET_H_

@@ -1,0 +1,215 @@
+#include "transport/peer/frame_codec.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace migmover::peer {
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "the wire is little-endian; a big-endian port must byte-swap here");
+
+const char* FrameTypeName(uint8_t type) {
+  switch (static_cast<FrameType>(type)) {
+    case FrameType::kHello:
+      return "HELLO";
+    case FrameType::kHelloAck:
+      return "HELLO_ACK";
+    case FrameType::kData:
+      return "DATA";
+    case FrameType::kEndPhase:
+      return "END_PHASE";
+    case FrameType::kEndStream:
+      return "END_STREAM";
+    case FrameType::kCommit:
+      return "COMMIT";
+    case FrameType::kError:
+      return "ERROR";
+  }
+  return "UNKNOWN";
+}
+
+const char* PhaseName(Phase phase) {
+  switch (phase) {
+    case Phase::kNone:
+      return "NONE";
+    case Phase::kPreCopy:
+      return "PRE_COPY";
+    case Phase::kStopCopy:
+      return "STOP_COPY";
+  }
+  return "UNKNOWN";
+}
+
+void EncodeHeader(const FrameHeader& h, std::span<uint8_t, wire::kFrameHeaderSize> out) {
+  std::memcpy(out.data(), &h, sizeof(h));
+}
+
+absl::StatusOr<FrameHeader> DecodeHeader(std::span<const uint8_t, wire::kFrameHeaderSize> in) {
+  FrameHeader h;
+  std::memcpy(&h, in.data(), sizeof(h));
+  auto bad = [&](absl::string_view what) {
+    return absl::DataLossError(absl::StrCat("peer frame ", h.seq, " (", FrameTypeName(h.type),
+                                            "): ", what));
+  };
+  if (h.magic != wire::kFrameMagic) {
+    return bad(absl::StrCat("bad magic 0x", absl::Hex(h.magic), ", expected 0x",
+                            absl::Hex(wire::kFrameMagic)));
+  }
+  if (h.type < static_cast<uint8_t>(FrameType::kHello) ||
+      h.type > static_cast<uint8_t>(FrameType::kError)) {
+    return bad(absl::StrCat("unknown frame type ", h.type));
+  }
+  if (h.phase > static_cast<uint8_t>(Phase::kStopCopy)) {
+    return bad(absl::StrCat("unknown phase ", h.phase));
+  }
+  if (h.flags != 0) return bad(absl::StrCat("flags 0x", absl::Hex(h.flags), " must be 0"));
+  if (h.device >= wire::kMaxDevicesPerSession) {
+    return bad(absl::StrCat("device index ", h.device, " exceeds ",
+                            wire::kMaxDevicesPerSession - 1));
+  }
+  const auto type = static_cast<FrameType>(h.type);
+  uint32_t min = 0, max = wire::kMaxControlLength;
+  switch (type) {
+    case FrameType::kHello:
+      min = sizeof(wire::HelloPayload) + 1;
+      max = sizeof(wire::HelloPayload) + wire::kMaxSessionIdLength;
+      break;
+    case FrameType::kHelloAck:
+    case FrameType::kCommit:
+    case FrameType::kError:
+      min = sizeof(wire::StatusPayload);
+      break;
+    case FrameType::kData:
+      min = 1;
+      max = wire::kMaxDataLength;
+      if (h.phase == static_cast<uint8_t>(Phase::kNone)) return bad("DATA without a phase");
+      break;
+    case FrameType::kEndPhase:
+      max = 0;
+      if (h.phase == static_cast<uint8_t>(Phase::kNone)) return bad("END_PHASE without a phase");
+      break;
+    case FrameType::kEndStream:
+      min = max = sizeof(wire::EndStreamPayload);
+      break;
+  }
+  if (h.length < min || h.length > max) {
+    return bad(absl::StrCat("length ", h.length, " outside ", min, "..", max));
+  }
+  if (type != FrameType::kData && h.offset != 0) {
+    return bad(absl::StrCat("offset ", h.offset, " on a control frame"));
+  }
+  return h;
+}
+
+namespace {
+
+std::string Frame(FrameType type, uint64_t seq, uint32_t device, Phase phase,
+                  absl::string_view payload) {
+  FrameHeader h{wire::kFrameMagic,
+                static_cast<uint8_t>(type),
+                static_cast<uint8_t>(phase),
+                0,
+                device,
+                static_cast<uint32_t>(payload.size()),
+                seq,
+                0};
+  std::string out(wire::kFrameHeaderSize + payload.size(), '\0');
+  std::memcpy(out.data(), &h, sizeof(h));
+  std::memcpy(out.data() + sizeof(h), payload.data(), payload.size());
+  return out;
+}
+
+bool Printable(absl::string_view s) {
+  for (char c : s) {
+    if (c < 0x21 || c > 0x7e) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string EncodeHello(uint64_t seq, const Hello& hello) {
+  wire::HelloPayload p{};
+  p.min_version = hello.min_version;
+  p.max_version = hello.max_version;
+  p.device_count = hello.device_count;
+  std::memcpy(p.token, hello.token.data(), wire::kTokenSize);
+  std::string payload(reinterpret_cast<const char*>(&p), sizeof(p));
+  payload += hello.session_id;
+  return Frame(FrameType::kHello, seq, hello.device, Phase::kNone, payload);
+}
+
+std::string EncodeStatusFrame(FrameType type, uint64_t seq, uint32_t device,
+                              const PeerStatus& status) {
+  wire::StatusPayload p{status.code, 0};
+  std::string payload(reinterpret_cast<const char*>(&p), sizeof(p));
+  payload += status.message.substr(0, wire::kMaxControlLength - sizeof(p));
+  return Frame(type, seq, device, Phase::kNone, payload);
+}
+
+std::string EncodeEndPhase(uint64_t seq, uint32_t device, Phase phase) {
+  return Frame(FrameType::kEndPhase, seq, device, phase, "");
+}
+
+std::string EncodeEndStream(uint64_t seq, uint32_t device, const EndStream& end) {
+  wire::EndStreamPayload p{end.total_bytes, end.digest, static_cast<uint32_t>(end.digest_kind),
+                           0};
+  return Frame(FrameType::kEndStream, seq, device, Phase::kNone,
+               absl::string_view(reinterpret_cast<const char*>(&p), sizeof(p)));
+}
+
+absl::StatusOr<Hello> ParseHello(const FrameHeader& h, absl::string_view payload) {
+  if (payload.size() != h.length || payload.size() <= sizeof(wire::HelloPayload)) {
+    return absl::DataLossError("HELLO: truncated payload");
+  }
+  wire::HelloPayload p;
+  std::memcpy(&p, payload.data(), sizeof(p));
+  Hello hello;
+  hello.min_version = p.min_version;
+  hello.max_version = p.max_version;
+  hello.device_count = p.device_count;
+  hello.device = h.device;
+  std::memcpy(hello.token.data(), p.token, wire::kTokenSize);
+  hello.session_id = std::string(payload.substr(sizeof(p)));
+  if (hello.min_version > hello.max_version) {
+    return absl::DataLossError(absl::StrCat("HELLO: version range ", hello.min_version, "..",
+                                            hello.max_version, " is empty"));
+  }
+  if (hello.device_count == 0 || hello.device_count > wire::kMaxDevicesPerSession ||
+      hello.device >= hello.device_count) {
+    return absl::DataLossError(absl::StrCat("HELLO: device ", hello.device, " of ",
+                                            hello.device_count, " is out of range"));
+  }
+  if (hello.session_id.size() > wire::kMaxSessionIdLength || !Printable(hello.session_id)) {
+    return absl::DataLossError("HELLO: session id must be 1..128 printable ASCII characters");
+  }
+  return hello;
+}
+
+absl::StatusOr<PeerStatus> ParseStatus(const FrameHeader& h, absl::string_view payload) {
+  if (payload.size() != h.length || payload.size() < sizeof(wire::StatusPayload)) {
+    return absl::DataLossError(absl::StrCat(FrameTypeName(h.type), ": truncated payload"));
+  }
+  wire::StatusPayload p;
+  std::memcpy(&p, payload.data(), sizeof(p));
+  if (p.code > 16) {
+    return absl::DataLossError(absl::StrCat(FrameTypeName(h.type), ": status code ", p.code,
+                                            " is not a canonical code"));
+  }
+  return PeerStatus{p.code, std::string(payload.substr(sizeof(p)))};
+}
+
+absl::StatusOr<EndStream> ParseEndStream(const FrameHeader& h, absl::string_view payload) {
+  if (payload.size() != sizeof(wire::EndStreamPayload) || h.length != payload.size()) {
+    return absl::DataLossError("END_STREAM: truncated payload");
+  }
+  wire::EndStreamPayload p;
+  std::memcpy(&p, payload.data(), sizeof(p));
+  if (p.digest_kind > static_cast<uint32_t>(wire::DigestKind::kXxh3_64)) {
+    return absl::DataLossError(absl::StrCat("END_STREAM: unknown digest kind ", p.digest_kind));
+  }
+  return EndStream{p.total_bytes, p.digest, static_cast<wire::DigestKind>(p.digest_kind)};
+}
+
+}  // namespace migmover::peer

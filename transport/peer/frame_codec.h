@@ -1,0 +1,69 @@
+// Encoding and bounded decoding of peer frames (api/peer_wire.h). Every field that arrives from
+// the network is checked here before anything else looks at it.
+#ifndef MIGMOVER_TRANSPORT_PEER_FRAME_CODEC_H_
+#define MIGMOVER_TRANSPORT_PEER_FRAME_CODEC_H_
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "api/peer_wire.h"
+
+namespace migmover::peer {
+
+using wire::FrameHeader;
+using wire::FrameType;
+using wire::Phase;
+
+const char* FrameTypeName(uint8_t type);
+const char* PhaseName(Phase phase);
+
+// Writes `h` into `out` in wire order.
+void EncodeHeader(const FrameHeader& h, std::span<uint8_t, wire::kFrameHeaderSize> out);
+
+// Decodes and validates a header: magic, known type and phase, zero flags, and the length bound
+// for its type (DATA <= kMaxDataLength and > 0; HELLO/ACK/COMMIT/ERROR <= kMaxControlLength and
+// at least their fixed part; END_PHASE 0; END_STREAM exactly its payload).
+// Errors: DataLoss naming the field and value ("frame 7: DATA length 33554432 exceeds 16777216").
+absl::StatusOr<FrameHeader> DecodeHeader(std::span<const uint8_t, wire::kFrameHeaderSize> in);
+
+struct Hello {
+  uint16_t min_version = wire::kProtocolVersion;
+  uint16_t max_version = wire::kProtocolVersion;
+  uint32_t device_count = 1;
+  uint32_t device = 0;  // From the header.
+  std::array<uint8_t, wire::kTokenSize> token{};
+  std::string session_id;
+};
+
+struct PeerStatus {
+  uint32_t code = 0;  // Canonical code; 0 = OK.
+  std::string message;
+};
+
+struct EndStream {
+  uint64_t total_bytes = 0;
+  uint64_t digest = 0;
+  wire::DigestKind digest_kind = wire::DigestKind::kNone;
+};
+
+// A whole control frame (header + payload) as bytes, ready to send.
+std::string EncodeHello(uint64_t seq, const Hello& hello);
+std::string EncodeStatusFrame(FrameType type, uint64_t seq, uint32_t device,
+                              const PeerStatus& status);
+std::string EncodeEndPhase(uint64_t seq, uint32_t device, Phase phase);
+std::string EncodeEndStream(uint64_t seq, uint32_t device, const EndStream& end);
+
+// Parse a control payload whose header DecodeHeader accepted. Errors: DataLoss for bad contents
+// (session id empty or too long or not printable, device index >= device count, unknown digest
+// kind, message too long).
+absl::StatusOr<Hello> ParseHello(const FrameHeader& h, absl::string_view payload);
+absl::StatusOr<PeerStatus> ParseStatus(const FrameHeader& h, absl::string_view payload);
+absl::StatusOr<EndStream> ParseEndStream(const FrameHeader& h, absl::string_view payload);
+
+}  // namespace migmover::peer
+
+#endif  // MIGMOVER_TRANSPORT_PEER_FRAME_CODEC_H_

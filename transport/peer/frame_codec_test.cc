@@ -1,0 +1,142 @@
+#include "transport/peer/frame_codec.h"
+
+#include <cstring>
+
+#include "gtest/gtest.h"
+
+namespace migmover::peer {
+namespace {
+
+FrameHeader Data(uint32_t length) {
+  return FrameHeader{wire::kFrameMagic, static_cast<uint8_t>(FrameType::kData),
+                     static_cast<uint8_t>(Phase::kStopCopy), 0, 3, length, 9, 4096};
+}
+
+absl::StatusOr<FrameHeader> RoundTrip(const FrameHeader& h) {
+  uint8_t buf[wire::kFrameHeaderSize];
+  EncodeHeader(h, buf);
+  return DecodeHeader(buf);
+}
+
+TEST(FrameCodecTest, DataHeaderRoundTrips) {
+  auto h = RoundTrip(Data(1 << 20));
+  ASSERT_TRUE(h.ok()) << h.status();
+  EXPECT_EQ(h->device, 3u);
+  EXPECT_EQ(h->length, 1u << 20);
+  EXPECT_EQ(h->seq, 9u);
+  EXPECT_EQ(h->offset, 4096u);
+}
+
+TEST(FrameCodecTest, WireLayoutIsLittleEndianAtFixedOffsets) {
+  uint8_t buf[wire::kFrameHeaderSize];
+  EncodeHeader(Data(0x01020304), buf);
+  EXPECT_EQ(std::memcmp(buf, "MMF1", 4), 0);
+  EXPECT_EQ(buf[4], 3);   // type DATA
+  EXPECT_EQ(buf[5], 2);   // phase STOP_COPY
+  EXPECT_EQ(buf[8], 3);   // device
+  EXPECT_EQ(buf[12], 0x04);
+  EXPECT_EQ(buf[15], 0x01);
+  EXPECT_EQ(buf[16], 9);  // seq
+  EXPECT_EQ(buf[25], 0x10);  // offset 4096
+}
+
+TEST(FrameCodecTest, RejectsOutOfBoundFields) {
+  FrameHeader h = Data(wire::kMaxDataLength + 1);
+  EXPECT_EQ(RoundTrip(h).status().code(), absl::StatusCode::kDataLoss);
+  h = Data(0);
+  EXPECT_FALSE(RoundTrip(h).ok());
+  h = Data(10);
+  h.magic = 0x12345678;
+  EXPECT_NE(RoundTrip(h).status().message().find("bad magic"), std::string::npos);
+  h = Data(10);
+  h.type = 99;
+  EXPECT_FALSE(RoundTrip(h).ok());
+  h = Data(10);
+  h.phase = 7;
+  EXPECT_FALSE(RoundTrip(h).ok());
+  h = Data(10);
+  h.phase = 0;
+  EXPECT_FALSE(RoundTrip(h).ok());
+  h = Data(10);
+  h.flags = 1;
+  EXPECT_FALSE(RoundTrip(h).ok());
+  h = Data(10);
+  h.device = wire::kMaxDevicesPerSession;
+  EXPECT_FALSE(RoundTrip(h).ok());
+  h = Data(10);
+  h.type = static_cast<uint8_t>(FrameType::kCommit);
+  h.phase = 0;
+  h.offset = 0;
+  h.length = wire::kMaxControlLength + 1;
+  EXPECT_FALSE(RoundTrip(h).ok());
+  h.length = 4;  // Shorter than the status payload.
+  EXPECT_FALSE(RoundTrip(h).ok());
+  h.length = 8;
+  h.offset = 5;  // Offsets only on DATA.
+  EXPECT_FALSE(RoundTrip(h).ok());
+}
+
+std::pair<FrameHeader, std::string> Split(const std::string& frame) {
+  auto h = DecodeHeader(std::span<const uint8_t, wire::kFrameHeaderSize>(
+      reinterpret_cast<const uint8_t*>(frame.data()), wire::kFrameHeaderSize));
+  EXPECT_TRUE(h.ok()) << h.status();
+  return {*h, frame.substr(wire::kFrameHeaderSize)};
+}
+
+TEST(FrameCodecTest, HelloRoundTripsAndIsBounded) {
+  Hello hello;
+  hello.session_id = "vm-42.migration-7";
+  hello.device_count = 4;
+  hello.device = 2;
+  hello.token[0] = 0xab;
+  auto [h, payload] = Split(EncodeHello(0, hello));
+  auto back = ParseHello(h, payload);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->session_id, "vm-42.migration-7");
+  EXPECT_EQ(back->device, 2u);
+  EXPECT_EQ(back->device_count, 4u);
+  EXPECT_EQ(back->token[0], 0xab);
+
+  hello.device = 4;  // Not below device_count.
+  auto [h2, p2] = Split(EncodeHello(0, hello));
+  EXPECT_FALSE(ParseHello(h2, p2).ok());
+
+  hello.device = 0;
+  hello.session_id = "has space";
+  auto [h3, p3] = Split(EncodeHello(0, hello));
+  EXPECT_FALSE(ParseHello(h3, p3).ok());
+
+  hello.session_id = std::string(wire::kMaxSessionIdLength + 1, 'x');
+  std::string too_long = EncodeHello(0, hello);
+  auto decoded = DecodeHeader(std::span<const uint8_t, wire::kFrameHeaderSize>(
+      reinterpret_cast<const uint8_t*>(too_long.data()), wire::kFrameHeaderSize));
+  EXPECT_FALSE(decoded.ok());
+}
+
+TEST(FrameCodecTest, StatusAndEndStreamRoundTrip) {
+  auto [h, payload] =
+      Split(EncodeStatusFrame(FrameType::kCommit, 5, 1, PeerStatus{9, "RESUMING->STOP: EIO"}));
+  auto st = ParseStatus(h, payload);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->code, 9u);
+  EXPECT_EQ(st->message, "RESUMING->STOP: EIO");
+
+  auto [h2, p2] = Split(EncodeEndStream(6, 1, EndStream{123, 0xfeed, wire::DigestKind::kXxh3_64}));
+  auto end = ParseEndStream(h2, p2);
+  ASSERT_TRUE(end.ok());
+  EXPECT_EQ(end->total_bytes, 123u);
+  EXPECT_EQ(end->digest, 0xfeedu);
+  EXPECT_EQ(end->digest_kind, wire::DigestKind::kXxh3_64);
+
+  std::string bad = EncodeEndStream(6, 1, EndStream{});
+  bad[wire::kFrameHeaderSize + 16] = 9;  // digest kind 9
+  auto [h3, p3] = Split(bad);
+  EXPECT_FALSE(ParseEndStream(h3, p3).ok());
+
+  std::string bad_code = EncodeStatusFrame(FrameType::kError, 1, 0, PeerStatus{77, "x"});
+  auto [h4, p4] = Split(bad_code);
+  EXPECT_FALSE(ParseStatus(h4, p4).ok());
+}
+
+}  // namespace
+}  // namespace migmover::peer

@@ -1,0 +1,48 @@
+// BufferPool: the fixed set of I/O buffers of one stream, allocated once, page-aligned, and
+// registered with the stream's ring so reads and writes use READ_FIXED / WRITE_FIXED.
+// Each buffer has kFrameHeaderSize bytes of headroom before its payload, so a frame header and
+// its payload leave in one send.
+#ifndef MIGMOVER_TRANSPORT_STREAM_BUFFER_POOL_H_
+#define MIGMOVER_TRANSPORT_STREAM_BUFFER_POOL_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "transport/uring/ring.h"
+
+namespace migmover::stream {
+
+class BufferPool {
+ public:
+  // `count` buffers of `headroom + payload_size` bytes each, registered with `ring`.
+  static absl::StatusOr<std::unique_ptr<BufferPool>> Create(uring::Ring* ring, uint32_t count,
+                                                            uint32_t payload_size,
+                                                            uint32_t headroom);
+  ~BufferPool();
+  BufferPool(const BufferPool&) = delete;
+  BufferPool& operator=(const BufferPool&) = delete;
+
+  uint32_t count() const { return count_; }
+  uint32_t payload_size() const { return payload_size_; }
+  // Start of buffer `i` (its headroom).
+  uint8_t* base(uint32_t i) const { return mem_ + static_cast<size_t>(i) * stride_; }
+  // Start of buffer `i`'s payload.
+  uint8_t* payload(uint32_t i) const { return base(i) + headroom_; }
+  uint32_t headroom() const { return headroom_; }
+
+ private:
+  BufferPool() = default;
+  uint8_t* mem_ = nullptr;
+  size_t bytes_ = 0;
+  size_t stride_ = 0;
+  uint32_t count_ = 0;
+  uint32_t payload_size_ = 0;
+  uint32_t headroom_ = 0;
+};
+
+}  // namespace migmover::stream
+
+#endif  // MIGMOVER_TRANSPORT_STREAM_BUFFER_POOL_H_

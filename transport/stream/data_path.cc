@@ -1,0 +1,42 @@
+#include "transport/stream/data_path.h"
+
+#include <sys/stat.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+
+namespace migmover::stream {
+
+const char* DataPathName(DataPath path) {
+  switch (path) {
+    case DataPath::kAuto:
+      return "auto";
+    case DataPath::kSplice:
+      return "splice";
+    case DataPath::kCopy:
+      return "copy";
+  }
+  return "?";
+}
+
+absl::StatusOr<DataPath> ParseDataPath(absl::string_view text) {
+  std::string t = absl::AsciiStrToLower(text);
+  if (t == "auto") return DataPath::kAuto;
+  if (t == "splice") return DataPath::kSplice;
+  if (t == "copy") return DataPath::kCopy;
+  return absl::InvalidArgumentError(
+      absl::StrCat("data path '", text, "': expected auto, splice or copy"));
+}
+
+bool FdSupportsSplice(int fd) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return false;
+  return S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || S_ISREG(st.st_mode);
+}
+
+DataPath ResolveDataPath(DataPath requested, int fd) {
+  if (requested != DataPath::kAuto) return requested;
+  return FdSupportsSplice(fd) ? DataPath::kSplice : DataPath::kCopy;
+}
+
+}  // namespace migmover::stream

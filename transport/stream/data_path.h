@@ -1,0 +1,29 @@
+// How a stream's bytes cross between a data fd and a socket.
+#ifndef MIGMOVER_TRANSPORT_STREAM_DATA_PATH_H_
+#define MIGMOVER_TRANSPORT_STREAM_DATA_PATH_H_
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace migmover::stream {
+
+enum class DataPath {
+  kAuto,    // Per fd: splice where the fd supports it, copy otherwise.
+  kSplice,  // fd -> pipe -> socket (and back) in the kernel: no userspace copy.
+  kCopy,    // Reads/writes into registered buffers: one copy, and a digest of every byte.
+};
+
+const char* DataPathName(DataPath path);
+// "auto", "splice", "copy". InvalidArgument otherwise.
+absl::StatusOr<DataPath> ParseDataPath(absl::string_view text);
+
+// Whether the kernel can splice this fd: pipes, sockets and regular files can; anonymous-inode
+// files such as real VFIO migration data fds implement only read/write (splice gives EINVAL).
+bool FdSupportsSplice(int fd);
+
+// The concrete path for `fd`: `requested` unless it is kAuto.
+DataPath ResolveDataPath(DataPath requested, int fd);
+
+}  // namespace migmover::stream
+
+#endif  // MIGMOVER_TRANSPORT_STREAM_DATA_PATH_H_

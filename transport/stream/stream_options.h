@@ -1,0 +1,26 @@
+// Settings shared by the sending and receiving ends of a device stream.
+#ifndef MIGMOVER_TRANSPORT_STREAM_STREAM_OPTIONS_H_
+#define MIGMOVER_TRANSPORT_STREAM_STREAM_OPTIONS_H_
+
+#include <cstdint>
+
+#include "absl/time/time.h"
+#include "transport/stream/data_path.h"
+
+namespace migmover::stream {
+
+struct StreamOptions {
+  DataPath data_path = DataPath::kAuto;
+  // Bytes per DATA frame (and per read of the data fd): 1 MiB, QEMU's VFIO buffer size too.
+  uint32_t chunk_size = 1u << 20;
+  // Buffers in flight on the copy path: one being read/received while others are sent/written.
+  uint32_t buffers = 4;
+  // Kernel socket buffer size for data connections (0 = the kernel's autotuning).
+  int socket_buffer = 0;
+  // A stream that makes no progress for this long fails with DeadlineExceeded.
+  absl::Duration idle_timeout = absl::Seconds(30);
+};
+
+}  // namespace migmover::stream
+
+#endif  // MIGMOVER_TRANSPORT_STREAM_STREAM_OPTIONS_H_

@@ -1,0 +1,83 @@
+// StreamReceiver: the destination end of one device stream. After the daemon's acceptor has
+// read the HELLO and answered it, the receiver takes the connection, writes every DATA frame's
+// payload into the device's resuming data fd in order, and checks END_STREAM (total bytes and,
+// when both ends saw every byte, the XXH3-64 digest). The caller commits the device and sends
+// the verdict with SendCommit.
+//
+// Thread use: Receive and SendCommit on the worker that owns `ring`; getters from any thread.
+#ifndef MIGMOVER_TRANSPORT_STREAM_STREAM_RECEIVER_H_
+#define MIGMOVER_TRANSPORT_STREAM_STREAM_RECEIVER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "api/peer_wire.h"
+#include "transport/base/unique_fd.h"
+#include "transport/peer/frame_codec.h"
+#include "transport/stream/buffer_pool.h"
+#include "transport/stream/stream_options.h"
+#include "transport/uring/ring.h"
+
+namespace migmover::stream {
+
+struct ReceiveResult {
+  uint64_t total_bytes = 0;
+  bool digest_checked = false;  // False when either end spliced (no byte seen in userspace).
+  uint32_t precopy_phases_ended = 0;
+};
+
+class StreamReceiver {
+ public:
+  // `next_seq`: the sequence number the next frame must carry (1 after the HELLO).
+  static absl::StatusOr<std::unique_ptr<StreamReceiver>> Create(uring::Ring* ring,
+                                                               UniqueFd socket, uint32_t device,
+                                                               uint64_t next_seq,
+                                                               const StreamOptions& options);
+  ~StreamReceiver();
+
+  // Receives until END_STREAM and returns once every byte is written to `data_fd`.
+  // Errors: DataLoss for a malformed or out-of-order frame, a total or digest that disagrees;
+  // Aborted with the source's message when it sent ERROR; Unavailable when it disconnected;
+  // the write errno naming the call ("write(data fd 12): EPIPE") when the device refused data;
+  // Cancelled; DeadlineExceeded after the idle timeout.
+  absl::StatusOr<ReceiveResult> Receive(int data_fd, const std::atomic<bool>& cancel);
+
+  // COMMIT with code 0 for OK, else ERROR-coded COMMIT with the status's code and message.
+  absl::Status SendCommit(const absl::Status& result);
+
+  uint64_t bytes_received() const { return bytes_written_.load(std::memory_order_relaxed); }
+  DataPath data_path_used() const { return path_used_.load(); }
+
+ private:
+  StreamReceiver(uring::Ring* ring, UniqueFd socket, uint32_t device, uint64_t next_seq,
+                 const StreamOptions& options);
+  absl::StatusOr<ReceiveResult> ReceiveCopy(int data_fd, const std::atomic<bool>& cancel);
+  absl::StatusOr<ReceiveResult> ReceiveSplice(int data_fd, const std::atomic<bool>& cancel);
+  // Checks a decoded header against the stream's position; for control frames reads and acts
+  // on the payload. Sets *data_len for DATA, *ended for END_STREAM.
+  absl::Status OnHeader(const wire::FrameHeader& h, uint32_t* data_len, bool* ended,
+                        ReceiveResult* result);
+  absl::StatusOr<int> RunOne(const std::atomic<bool>& cancel);
+
+  uring::Ring* ring_;
+  UniqueFd socket_;
+  const uint32_t device_;
+  uint64_t next_seq_;
+  uint64_t next_seq_out_ = 1;  // Frames this end sends: HELLO_ACK was 0.
+  const StreamOptions options_;
+  std::unique_ptr<BufferPool> pool_;
+  UniqueFd pipe_read_, pipe_write_;
+  uint64_t offset_ = 0;  // Stream bytes received in DATA frames.
+  struct DigestState;
+  std::unique_ptr<DigestState> digest_;
+  bool digest_valid_ = true;
+  peer::EndStream end_;
+  std::atomic<uint64_t> bytes_written_{0};
+  std::atomic<DataPath> path_used_{DataPath::kAuto};
+};
+
+}  // namespace migmover::stream
+
+#endif  // MIGMOVER_TRANSPORT_STREAM_STREAM_RECEIVER_H_

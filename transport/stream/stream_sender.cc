@@ -1,0 +1,439 @@
+#include "transport/stream/stream_sender.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "transport/base/errno_status.h"
+#include "transport/base/status_macros.h"
+#include "transport/net/socket.h"
+#include "xxhash.h"
+
+namespace migmover::stream {
+namespace {
+
+using wire::FrameHeader;
+using wire::FrameType;
+using wire::Phase;
+
+enum OpKind : uint8_t { kRead = 1, kPoll = 2, kSend = 3, kSplice = 4 };
+
+constexpr absl::Duration kTick = absl::Milliseconds(100);
+
+FrameHeader DataHeader(uint64_t seq, uint32_t device, Phase phase, uint32_t len,
+                       uint64_t offset) {
+  return FrameHeader{wire::kFrameMagic,
+                     static_cast<uint8_t>(FrameType::kData),
+                     static_cast<uint8_t>(phase),
+                     0,
+                     device,
+                     len,
+                     seq,
+                     offset};
+}
+
+}  // namespace
+
+struct StreamSender::DigestState {
+  XXH3_state_t* state = XXH3_createState();
+  ~DigestState() { XXH3_freeState(state); }
+};
+
+StreamSender::StreamSender(uring::Ring* ring, UniqueFd socket, uint32_t device,
+                           const StreamOptions& options)
+    : ring_(ring),
+      socket_(std::move(socket)),
+      device_(device),
+      options_(options),
+      digest_(new DigestState) {
+  XXH3_64bits_reset(digest_->state);
+}
+
+StreamSender::~StreamSender() = default;
+
+absl::StatusOr<std::unique_ptr<StreamSender>> StreamSender::Create(uring::Ring* ring,
+                                                                   UniqueFd socket,
+                                                                   uint32_t device,
+                                                                   const StreamOptions& options) {
+  if (options.chunk_size == 0 || options.chunk_size > wire::kMaxDataLength) {
+    return absl::InvalidArgumentError(absl::StrCat("chunk size ", options.chunk_size,
+                                                   " outside 1..", wire::kMaxDataLength));
+  }
+  if (options.buffers < 2) return absl::InvalidArgumentError("a stream needs at least 2 buffers");
+  std::unique_ptr<StreamSender> s(new StreamSender(ring, std::move(socket), device, options));
+  net::TuneDataSocket(s->socket_.get(), options.socket_buffer);
+  ASSIGN_OR_RETURN(s->pool_, BufferPool::Create(ring, options.buffers, options.chunk_size,
+                                                wire::kFrameHeaderSize));
+  return s;
+}
+
+absl::Status StreamSender::SendControl(const std::string& frame) {
+  ++seq_;
+  return net::SendAll(socket_.get(), frame, absl::Now() + options_.idle_timeout);
+}
+
+absl::Status StreamSender::Handshake(const peer::Hello& hello, absl::Duration timeout) {
+  RETURN_IF_ERROR(SendControl(peer::EncodeHello(seq_, hello)));
+  uint8_t hdr[wire::kFrameHeaderSize];
+  const absl::Time deadline = absl::Now() + timeout;
+  RETURN_IF_ERROR(net::RecvExact(socket_.get(), hdr, sizeof(hdr), deadline));
+  ASSIGN_OR_RETURN(FrameHeader h, peer::DecodeHeader(hdr));
+  if (h.type != static_cast<uint8_t>(FrameType::kHelloAck) &&
+      h.type != static_cast<uint8_t>(FrameType::kError)) {
+    return absl::DataLossError(absl::StrCat("handshake: expected HELLO_ACK, got ",
+                                            peer::FrameTypeName(h.type)));
+  }
+  std::string payload(h.length, '\0');
+  RETURN_IF_ERROR(net::RecvExact(socket_.get(), payload.data(), payload.size(), deadline));
+  ASSIGN_OR_RETURN(peer::PeerStatus st, peer::ParseStatus(h, payload));
+  if (st.code != 0) {
+    return absl::Status(static_cast<absl::StatusCode>(st.code),
+                        absl::StrCat("destination refused the stream: ", st.message));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<PumpResult> StreamSender::Pump(int data_fd, Phase phase, uint64_t max_bytes,
+                                              const std::atomic<bool>& stop,
+                                              const std::atomic<bool>& cancel) {
+  const DataPath path = ResolveDataPath(options_.data_path, data_fd);
+  if (path == DataPath::kSplice) {
+    bool unsupported = false;
+    auto r = PumpSplice(data_fd, phase, max_bytes, stop, cancel, &unsupported);
+    if (!unsupported) return r;
+    if (options_.data_path == DataPath::kSplice) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "--data_path=splice: data fd ", data_fd, " does not support splice (EINVAL)"));
+    }
+  }
+  path_used_ = DataPath::kCopy;
+  return PumpCopy(data_fd, phase, max_bytes, stop, cancel);
+}
+
+absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint64_t max_bytes,
+                                                  const std::atomic<bool>& stop,
+                                                  const std::atomic<bool>& cancel) {
+  const uint32_t n = pool_->count();
+  struct Slot {
+    uint32_t len = 0;
+    uint32_t sent = 0;
+    uint64_t offset = 0;
+  };
+  // Small fixed rings of slot indices; no allocation per chunk.
+  Slot slots[64];
+  uint32_t free_list[64], ready[64];
+  const uint32_t cap = std::min<uint32_t>(n, 64);
+  uint32_t free_count = 0, ready_head = 0, ready_count = 0;
+  for (uint32_t i = 0; i < cap; ++i) free_list[free_count++] = i;
+
+  PumpResult result;
+  absl::Status error;
+  bool ended = false, read_inflight = false, poll_inflight = false, send_inflight = false;
+  bool cancel_sent = false;
+  bool read_cancel_sent = false;
+  uint64_t read_tag = 0;
+  uint64_t remaining = max_bytes;
+  uint64_t read_offset = offset_;
+  absl::Time last_progress = absl::Now();
+
+  auto fail = [&](absl::Status s) {
+    if (error.ok()) error = std::move(s);
+    ended = true;
+    if (!cancel_sent && (read_inflight || poll_inflight || send_inflight)) {
+      ring_->CancelAll();
+      cancel_sent = true;
+    }
+  };
+
+  while (true) {
+    if (!ended && !read_inflight && !poll_inflight) {
+      if (cancel.load()) {
+        fail(absl::CancelledError("stream cancelled"));
+      } else if (remaining == 0) {
+        ended = true;
+        result.end = PumpResult::End::kBudget;
+      } else if (stop.load()) {
+        ended = true;
+        result.end = PumpResult::End::kStopped;
+      } else if (free_count > 0) {
+        uint32_t slot = free_list[--free_count];
+        uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(options_.chunk_size, remaining));
+        io_uring_sqe* sqe = ring_->Sqe();
+        // Offset -1: the fd's own position, as read(2); data fds are streams.
+        io_uring_prep_read_fixed(sqe, data_fd, pool_->payload(slot), len, -1, slot);
+        read_tag = uring::Tag(kRead, slot);
+        io_uring_sqe_set_data64(sqe, read_tag);
+        read_inflight = true;
+        read_cancel_sent = false;
+      }
+    }
+    if (!send_inflight && ready_count > 0 && error.ok()) {
+      uint32_t slot = ready[ready_head];
+      Slot& s = slots[slot];
+      uint8_t* frame = pool_->base(slot);
+      if (s.sent == 0) {
+        peer::EncodeHeader(DataHeader(seq_++, device_, phase, s.len, s.offset),
+                           std::span<uint8_t, wire::kFrameHeaderSize>(frame,
+                                                                      wire::kFrameHeaderSize));
+      }
+      io_uring_sqe* sqe = ring_->Sqe();
+      io_uring_prep_send(sqe, socket_.get(), frame + s.sent,
+                         wire::kFrameHeaderSize + s.len - s.sent, MSG_NOSIGNAL);
+      io_uring_sqe_set_data64(sqe, uring::Tag(kSend, slot));
+      send_inflight = true;
+    }
+    if (!read_inflight && !poll_inflight && !send_inflight) {
+      if (ended && (ready_count == 0 || !error.ok())) break;
+      if (!ended) continue;
+    }
+
+    uring::Completion c;
+    ASSIGN_OR_RETURN(bool got, ring_->Wait(kTick, &c));
+    if (!got) {
+      if (cancel.load() && !ended) fail(absl::CancelledError("stream cancelled"));
+      // Switchover must not wait on a PRE_COPY read that the driver cannot satisfy (a precopy
+      // estimate that overshot): withdraw it. Only the read: a send must never be cut.
+      if (stop.load() && phase == Phase::kPreCopy && read_inflight && !read_cancel_sent) {
+        ring_->Cancel(read_tag);
+        read_cancel_sent = true;
+      }
+      if (absl::Now() - last_progress > options_.idle_timeout && error.ok()) {
+        fail(absl::DeadlineExceededError(absl::StrCat(
+            "device stream ", device_, ": no progress for ",
+            absl::FormatDuration(options_.idle_timeout),
+            read_inflight ? " (waiting on the data fd)" : " (waiting on the peer)")));
+      }
+      continue;
+    }
+    if (c.user_data == uring::kCancelTag) continue;
+    const uint32_t slot = static_cast<uint32_t>(uring::TagValue(c.user_data));
+    switch (uring::TagKind(c.user_data)) {
+      case kRead: {
+        read_inflight = false;
+        if (c.res > 0) {
+          last_progress = absl::Now();
+          XXH3_64bits_update(digest_->state, pool_->payload(slot), c.res);
+          slots[slot] = Slot{static_cast<uint32_t>(c.res), 0, read_offset};
+          read_offset += c.res;
+          remaining -= c.res;
+          result.bytes += c.res;
+          ready[(ready_head + ready_count++) % cap] = slot;
+          break;
+        }
+        free_list[free_count++] = slot;
+        if (ended) break;  // Cancelled read.
+        if (c.res == -ECANCELED && read_cancel_sent) {
+          ended = true;
+          result.end = PumpResult::End::kStopped;
+          break;
+        }
+        const bool precopy = phase == Phase::kPreCopy;
+        if (c.res == 0 || (precopy && (c.res == -ENOMSG || c.res == -EAGAIN))) {
+          ended = true;
+          result.end = precopy ? PumpResult::End::kDrained : PumpResult::End::kEof;
+        } else if (c.res == -EAGAIN) {
+          io_uring_sqe* sqe = ring_->Sqe();
+          io_uring_prep_poll_add(sqe, data_fd, POLLIN);
+          io_uring_sqe_set_data64(sqe, uring::Tag(kPoll, 0));
+          poll_inflight = true;
+        } else if (c.res != -EINTR) {
+          fail(ErrnoStatus(absl::StrCat("read(data fd ", data_fd, ", ", peer::PhaseName(phase), ")"),
+                           -c.res));
+        }
+        break;
+      }
+      case kPoll:
+        poll_inflight = false;
+        break;
+      case kSend: {
+        send_inflight = false;
+        Slot& s = slots[slot];
+        if (c.res > 0) {
+          last_progress = absl::Now();
+          s.sent += c.res;
+          if (s.sent == wire::kFrameHeaderSize + s.len) {
+            bytes_sent_.fetch_add(s.len, std::memory_order_relaxed);
+            offset_ += s.len;
+            ready_head = (ready_head + 1) % cap;
+            --ready_count;
+            free_list[free_count++] = slot;
+          }
+        } else if (c.res != -EAGAIN && c.res != -EINTR && error.ok()) {
+          fail(ErrnoStatus(absl::StrCat("send(peer socket fd ", socket_.get(), ", DATA)"),
+                           c.res == 0 ? EPIPE : -c.res));
+        }
+        break;
+      }
+    }
+  }
+  if (!error.ok()) return error;
+  return result;
+}
+
+absl::StatusOr<int> StreamSender::RunOne(const std::atomic<bool>& cancel) {
+  absl::Time start = absl::Now();
+  bool cancelled = false;
+  absl::Status why;
+  while (true) {
+    uring::Completion c;
+    ASSIGN_OR_RETURN(bool got, ring_->Wait(kTick, &c));
+    if (got) {
+      if (c.user_data == uring::kCancelTag) continue;
+      if (cancelled) return why;
+      return c.res;
+    }
+    if (cancelled) continue;
+    if (cancel.load()) {
+      why = absl::CancelledError("stream cancelled");
+    } else if (absl::Now() - start > options_.idle_timeout) {
+      why = absl::DeadlineExceededError(absl::StrCat("device stream ", device_,
+                                                     ": no progress for ",
+                                                     absl::FormatDuration(options_.idle_timeout)));
+    } else {
+      continue;
+    }
+    ring_->CancelAll();
+    cancelled = true;
+  }
+}
+
+absl::StatusOr<PumpResult> StreamSender::PumpSplice(int data_fd, Phase phase, uint64_t max_bytes,
+                                                    const std::atomic<bool>& stop,
+                                                    const std::atomic<bool>& cancel,
+                                                    bool* unsupported) {
+  if (!pipe_read_.valid()) {
+    ASSIGN_OR_RETURN(PipeFds p, MakePipe());
+    // A pipe as large as a chunk lets one splice carry a whole frame's payload.
+    ::fcntl(p.write.get(), F_SETPIPE_SZ, options_.chunk_size);
+    pipe_read_ = std::move(p.read);
+    pipe_write_ = std::move(p.write);
+  }
+  PumpResult result;
+  uint64_t remaining = max_bytes;
+  bool first = true;
+  while (true) {
+    if (cancel.load()) return absl::CancelledError("stream cancelled");
+    if (remaining == 0) {
+      result.end = PumpResult::End::kBudget;
+      return result;
+    }
+    if (stop.load()) {
+      result.end = PumpResult::End::kStopped;
+      return result;
+    }
+    const uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(options_.chunk_size, remaining));
+    io_uring_sqe* sqe = ring_->Sqe();
+    io_uring_prep_splice(sqe, data_fd, -1, pipe_write_.get(), -1, len, SPLICE_F_MOVE);
+    io_uring_sqe_set_data64(sqe, uring::Tag(kSplice, 0));
+    ASSIGN_OR_RETURN(int got, RunOne(cancel));
+    if (got == -EINVAL && first && result.bytes == 0) {
+      *unsupported = true;
+      return result;
+    }
+    first = false;
+    const bool precopy = phase == Phase::kPreCopy;
+    if (got == 0 || (precopy && (got == -EAGAIN || got == -ENOMSG))) {
+      result.end = precopy ? PumpResult::End::kDrained : PumpResult::End::kEof;
+      return result;
+    }
+    if (got == -EAGAIN) {
+      sqe = ring_->Sqe();
+      io_uring_prep_poll_add(sqe, data_fd, POLLIN);
+      io_uring_sqe_set_data64(sqe, uring::Tag(kPoll, 0));
+      ASSIGN_OR_RETURN(int unused, RunOne(cancel));
+      (void)unused;
+      continue;
+    }
+    if (got == -EINTR) continue;
+    if (got < 0) {
+      return ErrnoStatus(absl::StrCat("splice(data fd ", data_fd, " -> pipe, ", len, ", ",
+                                      peer::PhaseName(phase), ")"),
+                         -got);
+    }
+    path_used_ = DataPath::kSplice;
+    digest_valid_ = false;  // These bytes never pass through userspace.
+    const uint32_t n = static_cast<uint32_t>(got);
+    uint8_t hdr[wire::kFrameHeaderSize];
+    peer::EncodeHeader(DataHeader(seq_++, device_, phase, n, offset_), hdr);
+    uint32_t hdr_sent = 0;
+    while (hdr_sent < sizeof(hdr)) {
+      sqe = ring_->Sqe();
+      io_uring_prep_send(sqe, socket_.get(), hdr + hdr_sent, sizeof(hdr) - hdr_sent,
+                         MSG_NOSIGNAL | MSG_MORE);
+      io_uring_sqe_set_data64(sqe, uring::Tag(kSend, 0));
+      ASSIGN_OR_RETURN(int sent, RunOne(cancel));
+      if (sent == -EAGAIN || sent == -EINTR) continue;
+      if (sent <= 0) {
+        return ErrnoStatus(absl::StrCat("send(peer socket fd ", socket_.get(), ", DATA header)"),
+                           sent == 0 ? EPIPE : -sent);
+      }
+      hdr_sent += sent;
+    }
+    uint32_t moved = 0;
+    while (moved < n) {
+      sqe = ring_->Sqe();
+      io_uring_prep_splice(sqe, pipe_read_.get(), -1, socket_.get(), -1, n - moved,
+                           SPLICE_F_MOVE);
+      io_uring_sqe_set_data64(sqe, uring::Tag(kSplice, 1));
+      ASSIGN_OR_RETURN(int out, RunOne(cancel));
+      if (out == -EAGAIN || out == -EINTR) continue;
+      if (out <= 0) {
+        return ErrnoStatus(absl::StrCat("splice(pipe -> peer socket fd ", socket_.get(), ", ",
+                                        n - moved, ")"),
+                           out == 0 ? EPIPE : -out);
+      }
+      moved += out;
+    }
+    offset_ += n;
+    remaining -= n;
+    result.bytes += n;
+    bytes_sent_.fetch_add(n, std::memory_order_relaxed);
+  }
+}
+
+absl::Status StreamSender::EndPhase(Phase phase) {
+  return SendControl(peer::EncodeEndPhase(seq_, device_, phase));
+}
+
+absl::Status StreamSender::EndStream() {
+  peer::EndStream end;
+  end.total_bytes = offset_;
+  if (digest_valid_) {
+    end.digest = XXH3_64bits_digest(digest_->state);
+    end.digest_kind = wire::DigestKind::kXxh3_64;
+  }
+  return SendControl(peer::EncodeEndStream(seq_, device_, end));
+}
+
+absl::Status StreamSender::AwaitCommit(absl::Duration timeout, const std::atomic<bool>& cancel) {
+  const absl::Time deadline = absl::Now() + timeout;
+  uint8_t hdr[wire::kFrameHeaderSize];
+  RETURN_IF_ERROR(net::RecvExact(socket_.get(), hdr, sizeof(hdr), deadline, &cancel));
+  ASSIGN_OR_RETURN(FrameHeader h, peer::DecodeHeader(hdr));
+  if (h.type != static_cast<uint8_t>(FrameType::kCommit) &&
+      h.type != static_cast<uint8_t>(FrameType::kError)) {
+    return absl::DataLossError(absl::StrCat("expected COMMIT, got ", peer::FrameTypeName(h.type)));
+  }
+  std::string payload(h.length, '\0');
+  RETURN_IF_ERROR(net::RecvExact(socket_.get(), payload.data(), payload.size(), deadline, &cancel));
+  ASSIGN_OR_RETURN(peer::PeerStatus st, peer::ParseStatus(h, payload));
+  if (st.code == 0 && h.type == static_cast<uint8_t>(FrameType::kCommit)) return absl::OkStatus();
+  return absl::Status(st.code == 0 ? absl::StatusCode::kUnknown
+                                   : static_cast<absl::StatusCode>(st.code),
+                      absl::StrCat("destination: ", st.message));
+}
+
+void StreamSender::SendError(absl::Status why) {
+  peer::PeerStatus st{static_cast<uint32_t>(why.code()), std::string(why.message())};
+  (void)net::SendAll(socket_.get(),
+                     peer::EncodeStatusFrame(FrameType::kError, seq_++, device_, st),
+                     absl::Now() + absl::Seconds(1));
+}
+
+}  // namespace migmover::stream

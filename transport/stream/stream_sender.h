@@ -1,0 +1,98 @@
+// StreamSender: the source end of one device stream. It moves bytes from the device's saving
+// data fd to one TCP connection as DATA frames on the calling thread's io_uring, then closes the
+// stream with END_STREAM (total and digest) and waits for the destination's COMMIT.
+//
+// Thread use: all methods on the one worker thread that owns `ring`, except the stats getters,
+// which any thread may call.
+#ifndef MIGMOVER_TRANSPORT_STREAM_STREAM_SENDER_H_
+#define MIGMOVER_TRANSPORT_STREAM_STREAM_SENDER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "api/peer_wire.h"
+#include "transport/base/unique_fd.h"
+#include "transport/peer/frame_codec.h"
+#include "transport/stream/buffer_pool.h"
+#include "transport/stream/stream_options.h"
+#include "transport/uring/ring.h"
+
+namespace migmover::stream {
+
+struct PumpResult {
+  enum class End {
+    kEof,      // STOP_COPY: read returned 0, the device's stream is complete.
+    kDrained,  // PRE_COPY: nothing more right now (read gave 0, ENOMSG or EAGAIN).
+    kBudget,   // `max_bytes` were moved.
+    kStopped,  // `stop` was raised (switchover): the caller changes phase and pumps again.
+  };
+  uint64_t bytes = 0;
+  End end = End::kEof;
+};
+
+class StreamSender {
+ public:
+  // Takes ownership of the connected `socket`. `ring` is the worker's and must outlive this.
+  static absl::StatusOr<std::unique_ptr<StreamSender>> Create(uring::Ring* ring, UniqueFd socket,
+                                                             uint32_t device,
+                                                             const StreamOptions& options);
+  ~StreamSender();
+
+  // HELLO, then waits for HELLO_ACK. Errors: the destination's refusal as its canonical code
+  // with its message (e.g. NotFound "unknown session"), DataLoss for a malformed answer.
+  absl::Status Handshake(const peer::Hello& hello, absl::Duration timeout);
+
+  // Moves up to `max_bytes` from `data_fd` as DATA frames of `phase`, until the fd ends (see
+  // PumpResult::End), the budget is spent, or `stop` is raised. Reads 0/ENOMSG/EAGAIN in
+  // PRE_COPY are "drained for now"; 0 in STOP_COPY is the end. Short sends and EAGAIN are
+  // requeued. `cancel` aborts with Cancelled. Errors name the call: "read(data fd 9): EIO".
+  absl::StatusOr<PumpResult> Pump(int data_fd, wire::Phase phase, uint64_t max_bytes,
+                                  const std::atomic<bool>& stop,
+                                  const std::atomic<bool>& cancel);
+
+  absl::Status EndPhase(wire::Phase phase);
+  // END_STREAM with the total and, when every byte passed through userspace, its XXH3-64.
+  absl::Status EndStream();
+  // Waits for the destination's verdict. OK only for COMMIT with code 0; a COMMIT or ERROR with
+  // another code becomes that code with the destination's message.
+  absl::Status AwaitCommit(absl::Duration timeout, const std::atomic<bool>& cancel);
+  // Best effort: tells the destination this stream is abandoned.
+  void SendError(absl::Status why);
+
+  uint64_t bytes_sent() const { return bytes_sent_.load(std::memory_order_relaxed); }
+  DataPath data_path_used() const { return path_used_.load(); }
+  bool digest_valid() const { return digest_valid_; }
+
+ private:
+  StreamSender(uring::Ring* ring, UniqueFd socket, uint32_t device, const StreamOptions& options);
+  absl::StatusOr<PumpResult> PumpCopy(int data_fd, wire::Phase phase, uint64_t max_bytes,
+                                      const std::atomic<bool>& stop,
+                                      const std::atomic<bool>& cancel);
+  absl::StatusOr<PumpResult> PumpSplice(int data_fd, wire::Phase phase, uint64_t max_bytes,
+                                        const std::atomic<bool>& stop,
+                                        const std::atomic<bool>& cancel, bool* unsupported);
+  // Submits one op and waits for its completion, honouring cancel and the idle timeout.
+  absl::StatusOr<int> RunOne(const std::atomic<bool>& cancel);
+  absl::Status SendControl(const std::string& frame);
+
+  uring::Ring* ring_;
+  UniqueFd socket_;
+  const uint32_t device_;
+  const StreamOptions options_;
+  std::unique_ptr<BufferPool> pool_;
+  UniqueFd pipe_read_, pipe_write_;  // Splice path only, created on first use.
+  uint64_t seq_ = 0;
+  uint64_t offset_ = 0;  // Stream bytes sent so far.
+  struct DigestState;
+  std::unique_ptr<DigestState> digest_;
+  bool digest_valid_ = true;
+  std::atomic<uint64_t> bytes_sent_{0};
+  std::atomic<DataPath> path_used_{DataPath::kAuto};
+};
+
+}  // namespace migmover::stream
+
+#endif  // MIGMOVER_TRANSPORT_STREAM_STREAM_SENDER_H_

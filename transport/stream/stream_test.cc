@@ -1,0 +1,356 @@
+// Sender and receiver over a real TCP connection on loopback, each on its own thread with its
+// own io_uring, moving pipe-backed streams byte-exact over both data paths.
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/notification.h"
+#include "gtest/gtest.h"
+#include "transport/net/socket.h"
+#include "transport/peer/handshake.h"
+#include "transport/stream/stream_receiver.h"
+#include "transport/stream/stream_sender.h"
+
+namespace migmover::stream {
+namespace {
+
+using wire::Phase;
+
+struct Conn {
+  UniqueFd src, dst;
+};
+
+Conn Connect() {
+  uint16_t port = 0;
+  auto lfd = net::TcpListen({"127.0.0.1", 0}, &port);
+  EXPECT_TRUE(lfd.ok()) << lfd.status();
+  auto src = net::TcpConnect({"127.0.0.1", port}, absl::Seconds(5));
+  EXPECT_TRUE(src.ok()) << src.status();
+  auto dst = net::Accept(lfd->get(), absl::Seconds(5));
+  EXPECT_TRUE(dst.ok()) << dst.status();
+  return {std::move(*src), std::move(*dst)};
+}
+
+std::vector<uint8_t> RandomBytes(size_t n, uint32_t seed) {
+  std::vector<uint8_t> v(n);
+  std::mt19937 rng(seed);
+  for (auto& b : v) b = static_cast<uint8_t>(rng());
+  return v;
+}
+
+void WriteAllBlocking(int fd, const uint8_t* p, size_t n) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EAGAIN) {
+      usleep(100);
+      continue;
+    }
+    ASSERT_GT(w, 0) << strerror(errno);
+    p += w;
+    n -= w;
+  }
+}
+
+struct Outcome {
+  absl::Status sender = absl::OkStatus();
+  absl::Status receiver = absl::OkStatus();
+  std::vector<uint8_t> received;
+  ReceiveResult result;
+  DataPath sender_path = DataPath::kAuto, receiver_path = DataPath::kAuto;
+  bool sender_digest = false;
+};
+
+// Moves `data` (the first `precopy` bytes as a PRE_COPY phase) through sender and receiver.
+Outcome Move(const std::vector<uint8_t>& data, size_t precopy, StreamOptions so,
+             StreamOptions ro, bool nonblocking_fds = false) {
+  ::signal(SIGPIPE, SIG_IGN);
+  Outcome out;
+  Conn conn = Connect();
+  auto src_pipe = MakePipe(nonblocking_fds ? O_NONBLOCK : 0);
+  auto dst_pipe = MakePipe(nonblocking_fds ? O_NONBLOCK : 0);
+  std::atomic<bool> stop{false}, cancel{false};
+
+  std::thread feeder([&] {
+    WriteAllBlocking(src_pipe->write.get(), data.data(), data.size());
+    src_pipe->write.Reset();
+  });
+  std::thread drain([&] {
+    std::vector<uint8_t> buf(1 << 16);
+    while (true) {
+      ssize_t n = ::read(dst_pipe->read.get(), buf.data(), buf.size());
+      if (n > 0) {
+        out.received.insert(out.received.end(), buf.data(), buf.data() + n);
+      } else if (n == 0) {
+        return;
+      } else if (errno == EAGAIN) {
+        usleep(100);
+      } else {
+        return;
+      }
+    }
+  });
+  std::thread source([&] {
+    auto ring = uring::Ring::Create(64);
+    ASSERT_TRUE(ring.ok()) << ring.status();
+    auto sender = StreamSender::Create(ring->get(), std::move(conn.src), 0, so);
+    ASSERT_TRUE(sender.ok()) << sender.status();
+    peer::Hello hello;
+    hello.session_id = "test";
+    out.sender = (*sender)->Handshake(hello, absl::Seconds(5));
+    if (!out.sender.ok()) return;
+    if (precopy > 0) {
+      auto r = (*sender)->Pump(src_pipe->read.get(), Phase::kPreCopy, precopy, stop, cancel);
+      if (!r.ok()) {
+        out.sender = r.status();
+        return;
+      }
+      EXPECT_EQ(r->bytes, precopy);
+      out.sender = (*sender)->EndPhase(Phase::kPreCopy);
+    }
+    auto r = (*sender)->Pump(src_pipe->read.get(), Phase::kStopCopy, UINT64_MAX, stop, cancel);
+    if (!r.ok()) {
+      out.sender = r.status();
+      return;
+    }
+    EXPECT_EQ(r->end, PumpResult::End::kEof);
+    out.sender = (*sender)->EndStream();
+    if (out.sender.ok()) out.sender = (*sender)->AwaitCommit(absl::Seconds(10), cancel);
+    out.sender_path = (*sender)->data_path_used();
+    out.sender_digest = (*sender)->digest_valid();
+  });
+  std::thread dest([&] {
+    auto ring = uring::Ring::Create(64);
+    ASSERT_TRUE(ring.ok());
+    auto hello = peer::ReadHello(conn.dst.get(), absl::Now() + absl::Seconds(5));
+    ASSERT_TRUE(hello.ok()) << hello.status();
+    ASSERT_TRUE(peer::SendHelloAck(conn.dst.get(), absl::OkStatus(), 0,
+                                   absl::Now() + absl::Seconds(5))
+                    .ok());
+    auto receiver = StreamReceiver::Create(ring->get(), std::move(conn.dst), 0, 1, ro);
+    ASSERT_TRUE(receiver.ok());
+    auto r = (*receiver)->Receive(dst_pipe->write.get(), cancel);
+    out.receiver = r.status();
+    if (r.ok()) out.result = *r;
+    dst_pipe->write.Reset();
+    out.receiver_path = (*receiver)->data_path_used();
+    (void)(*receiver)->SendCommit(r.status());
+  });
+  source.join();
+  dest.join();
+  feeder.join();
+  drain.join();
+  return out;
+}
+
+StreamOptions Opts(DataPath p, uint32_t chunk = 1 << 20) {
+  StreamOptions o;
+  o.data_path = p;
+  o.chunk_size = chunk;
+  o.idle_timeout = absl::Seconds(10);
+  return o;
+}
+
+TEST(StreamTest, CopyPathIsByteExactAndDigestChecked) {
+  auto data = RandomBytes(9 << 20 | 12345, 1);
+  Outcome o = Move(data, 3 << 20, Opts(DataPath::kCopy), Opts(DataPath::kCopy));
+  ASSERT_TRUE(o.sender.ok()) << o.sender;
+  ASSERT_TRUE(o.receiver.ok()) << o.receiver;
+  EXPECT_EQ(o.received, data);
+  EXPECT_TRUE(o.result.digest_checked);
+  EXPECT_EQ(o.result.precopy_phases_ended, 1u);
+  EXPECT_EQ(o.result.total_bytes, data.size());
+  EXPECT_EQ(o.sender_path, DataPath::kCopy);
+}
+
+TEST(StreamTest, SplicePathIsByteExact) {
+  auto data = RandomBytes(7 << 20 | 999, 2);
+  Outcome o = Move(data, 1 << 20, Opts(DataPath::kSplice), Opts(DataPath::kSplice));
+  ASSERT_TRUE(o.sender.ok()) << o.sender;
+  ASSERT_TRUE(o.receiver.ok()) << o.receiver;
+  EXPECT_EQ(o.received, data);
+  EXPECT_EQ(o.sender_path, DataPath::kSplice);
+  EXPECT_EQ(o.receiver_path, DataPath::kSplice);
+  EXPECT_FALSE(o.sender_digest);  // Spliced bytes are never seen in userspace.
+}
+
+TEST(StreamTest, AutoPicksSpliceForPipes) {
+  auto data = RandomBytes(1 << 20, 3);
+  Outcome o = Move(data, 0, Opts(DataPath::kAuto), Opts(DataPath::kAuto));
+  ASSERT_TRUE(o.sender.ok() && o.receiver.ok()) << o.sender << o.receiver;
+  EXPECT_EQ(o.received, data);
+  EXPECT_EQ(o.sender_path, DataPath::kSplice);
+  EXPECT_EQ(o.receiver_path, DataPath::kSplice);
+}
+
+TEST(StreamTest, MixedPathsAndSmallReceiverBuffers) {
+  auto data = RandomBytes(5 << 20 | 7, 4);
+  Outcome o = Move(data, 2 << 20, Opts(DataPath::kSplice, 1 << 20),
+                   Opts(DataPath::kCopy, 64 << 10));
+  ASSERT_TRUE(o.sender.ok() && o.receiver.ok()) << o.sender << o.receiver;
+  EXPECT_EQ(o.received, data);
+  Outcome o2 = Move(data, 2 << 20, Opts(DataPath::kCopy, 256 << 10),
+                    Opts(DataPath::kSplice, 64 << 10));
+  ASSERT_TRUE(o2.sender.ok() && o2.receiver.ok()) << o2.sender << o2.receiver;
+  EXPECT_EQ(o2.received, data);
+}
+
+TEST(StreamTest, NonBlockingFdsRequeueEagainAndShortIo) {
+  auto data = RandomBytes(3 << 20 | 5, 5);
+  Outcome o = Move(data, 0, Opts(DataPath::kCopy, 128 << 10), Opts(DataPath::kCopy, 128 << 10),
+                   /*nonblocking_fds=*/true);
+  ASSERT_TRUE(o.sender.ok() && o.receiver.ok()) << o.sender << o.receiver;
+  EXPECT_EQ(o.received, data);
+  Outcome s = Move(data, 0, Opts(DataPath::kSplice, 128 << 10),
+                   Opts(DataPath::kSplice, 128 << 10), true);
+  ASSERT_TRUE(s.sender.ok() && s.receiver.ok()) << s.sender << s.receiver;
+  EXPECT_EQ(s.received, data);
+}
+
+TEST(StreamTest, PrecopyZeroReadMeansDrained) {
+  auto ring = uring::Ring::Create(16);
+  ASSERT_TRUE(ring.ok());
+  Conn conn = Connect();
+  auto sender = StreamSender::Create(ring->get(), std::move(conn.src), 0, Opts(DataPath::kCopy));
+  ASSERT_TRUE(sender.ok());
+  auto pipe = MakePipe();
+  ASSERT_TRUE(::write(pipe->write.get(), "abc", 3) == 3);
+  pipe->write.Reset();  // mtty's way: read returns 0 when precopy data is drained.
+  std::atomic<bool> stop{false}, cancel{false};
+  auto r = (*sender)->Pump(pipe->read.get(), Phase::kPreCopy, 1 << 20, stop, cancel);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->bytes, 3u);
+  EXPECT_EQ(r->end, PumpResult::End::kDrained);
+}
+
+TEST(StreamTest, SwitchoverWithdrawsAPrecopyReadThatCannotComplete) {
+  auto ring = uring::Ring::Create(16);
+  ASSERT_TRUE(ring.ok());
+  Conn conn = Connect();
+  auto sender = StreamSender::Create(ring->get(), std::move(conn.src), 0, Opts(DataPath::kCopy));
+  ASSERT_TRUE(sender.ok());
+  auto pipe = MakePipe();  // Blocking and empty: a read waits forever.
+  std::atomic<bool> stop{false}, cancel{false};
+  std::thread t([&] {
+    absl::SleepFor(absl::Milliseconds(150));
+    stop = true;
+  });
+  auto r = (*sender)->Pump(pipe->read.get(), Phase::kPreCopy, 1 << 20, stop, cancel);
+  t.join();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->bytes, 0u);
+  EXPECT_EQ(r->end, PumpResult::End::kStopped);
+}
+
+// A receiver fed by hand-made frames.
+absl::Status ReceiveFrames(const std::vector<std::string>& frames, bool close_after = true) {
+  Conn conn = Connect();
+  auto ring = uring::Ring::Create(16);
+  auto receiver = StreamReceiver::Create(ring->get(), std::move(conn.dst), 0, 1,
+                                         Opts(DataPath::kCopy));
+  EXPECT_TRUE(receiver.ok());
+  for (const auto& f : frames) {
+    EXPECT_TRUE(net::SendAll(conn.src.get(), f, absl::Now() + absl::Seconds(2)).ok());
+  }
+  if (close_after) conn.src.Reset();
+  auto pipe = MakePipe();
+  std::atomic<bool> cancel{false};
+  return (*receiver)->Receive(pipe->write.get(), cancel).status();
+}
+
+std::string DataFrame(uint64_t seq, uint64_t offset, const std::string& bytes,
+                      uint32_t device = 0) {
+  wire::FrameHeader h{wire::kFrameMagic, static_cast<uint8_t>(wire::FrameType::kData),
+                      static_cast<uint8_t>(Phase::kStopCopy), 0, device,
+                      static_cast<uint32_t>(bytes.size()), seq, offset};
+  std::string f(sizeof(h), '\0');
+  std::memcpy(f.data(), &h, sizeof(h));
+  return f + bytes;
+}
+
+TEST(StreamTest, ReceiverRejectsMalformedStreams) {
+  // Sequence gap.
+  EXPECT_EQ(ReceiveFrames({DataFrame(2, 0, "abc")}).code(), absl::StatusCode::kDataLoss);
+  // Offset gap.
+  EXPECT_EQ(ReceiveFrames({DataFrame(1, 0, "abc"), DataFrame(2, 5, "def")}).code(),
+            absl::StatusCode::kDataLoss);
+  // Wrong device.
+  EXPECT_EQ(ReceiveFrames({DataFrame(1, 0, "abc", 3)}).code(), absl::StatusCode::kDataLoss);
+  // Garbage header.
+  EXPECT_EQ(ReceiveFrames({std::string(32, 'x')}).code(), absl::StatusCode::kDataLoss);
+  // END_STREAM total disagrees.
+  EXPECT_EQ(ReceiveFrames({DataFrame(1, 0, "abc"),
+                           peer::EncodeEndStream(2, 0, peer::EndStream{4, 0,
+                                                                       wire::DigestKind::kNone})})
+                .code(),
+            absl::StatusCode::kDataLoss);
+  // Digest disagrees.
+  absl::Status s = ReceiveFrames(
+      {DataFrame(1, 0, "abc"),
+       peer::EncodeEndStream(2, 0, peer::EndStream{3, 12345, wire::DigestKind::kXxh3_64})});
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(s.message().find("digest mismatch"), std::string::npos) << s;
+  // Source disconnects mid-stream.
+  EXPECT_EQ(ReceiveFrames({DataFrame(1, 0, "abc")}).code(), absl::StatusCode::kUnavailable);
+  // Source gives up.
+  s = ReceiveFrames({DataFrame(1, 0, "abc"),
+                     peer::EncodeStatusFrame(wire::FrameType::kError, 2, 0,
+                                             peer::PeerStatus{13, "device fell over"})});
+  EXPECT_EQ(s.code(), absl::StatusCode::kAborted);
+  EXPECT_NE(s.message().find("device fell over"), std::string::npos);
+}
+
+TEST(StreamTest, ReceiverCancelsWhileWaiting) {
+  Conn conn = Connect();
+  auto ring = uring::Ring::Create(16);
+  auto receiver = StreamReceiver::Create(ring->get(), std::move(conn.dst), 0, 1,
+                                         Opts(DataPath::kCopy));
+  auto pipe = MakePipe();
+  std::atomic<bool> cancel{false};
+  std::thread t([&] {
+    absl::SleepFor(absl::Milliseconds(200));
+    cancel = true;
+  });
+  auto r = (*receiver)->Receive(pipe->write.get(), cancel);
+  t.join();
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kCancelled);
+}
+
+TEST(StreamTest, CommitVerdictReachesSender) {
+  Conn conn = Connect();
+  auto ring = uring::Ring::Create(16);
+  auto sender = StreamSender::Create(ring->get(), std::move(conn.src), 0, Opts(DataPath::kCopy));
+  auto ring2 = uring::Ring::Create(16);
+  auto receiver = StreamReceiver::Create(ring2->get(), std::move(conn.dst), 0, 1,
+                                         Opts(DataPath::kCopy));
+  ASSERT_TRUE((*receiver)
+                  ->SendCommit(absl::InvalidArgumentError(
+                      "ioctl(VFIO_DEVICE_FEATURE SET MIG_DEVICE_STATE RESUMING->STOP): EINVAL"))
+                  .ok());
+  std::atomic<bool> cancel{false};
+  absl::Status s = (*sender)->AwaitCommit(absl::Seconds(5), cancel);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("RESUMING->STOP"), std::string::npos) << s;
+}
+
+TEST(StreamTest, WriteFailureOnDataFdIsReported) {
+  ::signal(SIGPIPE, SIG_IGN);
+  Conn conn = Connect();
+  auto ring = uring::Ring::Create(16);
+  auto receiver = StreamReceiver::Create(ring->get(), std::move(conn.dst), 0, 1,
+                                         Opts(DataPath::kCopy));
+  auto pipe = MakePipe();
+  pipe->read.Reset();  // The "device" refuses every write (EPIPE).
+  ASSERT_TRUE(net::SendAll(conn.src.get(), DataFrame(1, 0, "abc"), absl::Now() + absl::Seconds(1))
+                  .ok());
+  std::atomic<bool> cancel{false};
+  auto r = (*receiver)->Receive(pipe->write.get(), cancel);
+  EXPECT_NE(r.status().message().find("write(data fd"), std::string::npos) << r.status();
+  EXPECT_NE(r.status().message().find("EPIPE"), std::string::npos) << r.status();
+}
+
+}  // namespace
+}  // namespace migmover::stream

@@ -1,0 +1,80 @@
+#include "transport/uring/ring.h"
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "transport/base/errno_status.h"
+
+namespace migmover::uring {
+
+absl::StatusOr<std::unique_ptr<Ring>> Ring::Create(unsigned entries) {
+  std::unique_ptr<Ring> ring(new Ring());
+  int r = io_uring_queue_init(entries, &ring->ring_, 0);
+  if (r < 0) return ErrnoStatus(absl::StrCat("io_uring_queue_init(", entries, ")"), -r);
+  ring->initialized_ = true;
+  return ring;
+}
+
+Ring::~Ring() {
+  if (initialized_) io_uring_queue_exit(&ring_);
+}
+
+io_uring_sqe* Ring::Sqe() {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  while (sqe == nullptr) {
+    io_uring_submit(&ring_);
+    sqe = io_uring_get_sqe(&ring_);
+  }
+  return sqe;
+}
+
+absl::StatusOr<bool> Ring::Wait(absl::Duration timeout, Completion* out) {
+  io_uring_cqe* cqe = nullptr;
+  __kernel_timespec ts = absl::ToTimespec(timeout).tv_sec >= 0
+                             ? __kernel_timespec{absl::ToTimespec(timeout).tv_sec,
+                                                 absl::ToTimespec(timeout).tv_nsec}
+                             : __kernel_timespec{0, 0};
+  while (true) {
+    int r = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+    if (r == -EINTR || r == -EBUSY) continue;
+    if (r == -ETIME) return false;
+    if (r < 0) return ErrnoStatus("io_uring_submit_and_wait_timeout", -r);
+    if (cqe == nullptr) return false;
+    out->user_data = cqe->user_data;
+    out->res = cqe->res;
+    out->flags = cqe->flags;
+    io_uring_cqe_seen(&ring_, cqe);
+    return true;
+  }
+}
+
+void Ring::CancelAll() {
+  io_uring_sqe* sqe = Sqe();
+  io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL);
+  io_uring_sqe_set_data64(sqe, kCancelTag);
+  io_uring_submit(&ring_);
+}
+
+void Ring::Cancel(uint64_t user_data) {
+  io_uring_sqe* sqe = Sqe();
+  io_uring_prep_cancel64(sqe, user_data, 0);
+  io_uring_sqe_set_data64(sqe, kCancelTag);
+  io_uring_submit(&ring_);
+}
+
+absl::Status Ring::RegisterBuffers(std::span<const iovec> iovecs) {
+  if (buffers_registered_) {
+    io_uring_unregister_buffers(&ring_);
+    buffers_registered_ = false;
+  }
+  int r = io_uring_register_buffers(&ring_, iovecs.data(), iovecs.size());
+  if (r < 0) {
+    return ErrnoStatus(absl::StrCat("io_uring_register_buffers(", iovecs.size(), " buffers)"),
+                       -r);
+  }
+  buffers_registered_ = true;
+  return absl::OkStatus();
+}
+
+}  // namespace migmover::uring

@@ -1,0 +1,70 @@
+// Ring: one io_uring, owned by one worker thread. Thin: it gives out SQEs (submitting to make
+// room when the submission queue is full, which is backpressure, not an error), waits for
+// completions with a timeout, and registers buffers.
+#ifndef MIGMOVER_TRANSPORT_URING_RING_H_
+#define MIGMOVER_TRANSPORT_URING_RING_H_
+
+#include <liburing.h>
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace migmover::uring {
+
+struct Completion {
+  uint64_t user_data = 0;
+  int32_t res = 0;
+  uint32_t flags = 0;
+};
+
+class Ring {
+ public:
+  // Errors: the errno of io_uring_queue_init (ENOSYS without io_uring, EPERM when
+  // kernel.io_uring_disabled forbids it, ENOMEM past RLIMIT_MEMLOCK on old kernels).
+  static absl::StatusOr<std::unique_ptr<Ring>> Create(unsigned entries);
+  ~Ring();
+  Ring(const Ring&) = delete;
+  Ring& operator=(const Ring&) = delete;
+
+  // A zeroed SQE. If the submission queue is full, submits what is queued first.
+  io_uring_sqe* Sqe();
+
+  // Submits queued SQEs; waits up to `timeout` for one completion and consumes it.
+  // Returns false on timeout. Errors: the io_uring_enter errno (never EINTR/ETIME/EBUSY).
+  absl::StatusOr<bool> Wait(absl::Duration timeout, Completion* out);
+
+  // Registers `iovecs` as fixed buffers (READ_FIXED/WRITE_FIXED take their index).
+  absl::Status RegisterBuffers(std::span<const iovec> iovecs);
+
+  // Asks the kernel to cancel every in-flight request of this ring. Their completions (with
+  // -ECANCELED, or their real result if they won the race) still arrive and must be reaped; the
+  // cancel request's own completion carries kCancelTag.
+  void CancelAll();
+  // Asks the kernel to cancel the in-flight request whose user data is `user_data`.
+  void Cancel(uint64_t user_data);
+
+  io_uring* raw() { return &ring_; }
+
+ private:
+  Ring() = default;
+  io_uring ring_{};
+  bool initialized_ = false;
+  bool buffers_registered_ = false;
+};
+
+// User data of the completion of CancelAll's request.
+inline constexpr uint64_t kCancelTag = ~uint64_t{0};
+
+// User data tags: the op kind in the top byte, a caller value below.
+inline uint64_t Tag(uint8_t kind, uint64_t value) { return (uint64_t{kind} << 56) | value; }
+inline uint8_t TagKind(uint64_t user_data) { return static_cast<uint8_t>(user_data >> 56); }
+inline uint64_t TagValue(uint64_t user_data) { return user_data & ((uint64_t{1} << 56) - 1); }
+
+}  // namespace migmover::uring
+
+#endif  // MIGMOVER_TRANSPORT_URING_RING_H_
