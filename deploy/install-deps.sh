@@ -14,6 +14,7 @@ PACKAGES=(
   libabsl-dev
   liburing-dev
   libxxhash-dev
+  libssl-dev
   libgtest-dev
   libgmock-dev
   libbenchmark-dev

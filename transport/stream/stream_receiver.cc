@@ -271,6 +271,7 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveCopy(int data_fd,
           last_progress = absl::Now();
           s.written += c.res;
           bytes_written_.fetch_add(c.res, std::memory_order_relaxed);
+          if (counter_) counter_->fetch_add(c.res, std::memory_order_relaxed);
           if (s.written == s.len) {
             q_head = (q_head + 1) % cap;
             --q_count;
@@ -367,30 +368,28 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveSplice(int data_fd,
     uint32_t left = 0;
     RETURN_IF_ERROR(OnHeader(h, &left, &ended, &result));
     while (left > 0) {
-      const uint32_t piece = std::min<uint32_t>(left, pipe_cap);
-      uint32_t in = 0;
-      while (in < piece) {
-        io_uring_sqe* sqe = ring_->Sqe();
-        io_uring_prep_splice(sqe, socket_.get(), -1, pipe_write_.get(), -1, piece - in,
-                             SPLICE_F_MOVE);
-        io_uring_sqe_set_data64(sqe, uring::Tag(kSplice, 0));
-        ASSIGN_OR_RETURN(int r, RunOne(cancel));
-        if (r == -EINTR || r == -EAGAIN) continue;
-        if (r == 0) {
-          return absl::UnavailableError(absl::StrCat(
-              "source closed the connection of device stream ", device_,
-              " inside a DATA frame at offset ", offset_));
-        }
-        if (r < 0) {
-          return ErrnoStatus(absl::StrCat("splice(peer socket fd ", socket_.get(), " -> pipe)"),
-                             -r);
-        }
-        in += r;
+      // Drain after every splice in: a pipe's capacity counts buffers, not bytes, and TCP fills
+      // buffers with whatever a segment held, so waiting to gather a fixed amount can fill the
+      // pipe with less than that and block forever.
+      io_uring_sqe* sqe = ring_->Sqe();
+      io_uring_prep_splice(sqe, socket_.get(), -1, pipe_write_.get(), -1,
+                           std::min<uint32_t>(left, pipe_cap), SPLICE_F_MOVE);
+      io_uring_sqe_set_data64(sqe, uring::Tag(kSplice, 0));
+      ASSIGN_OR_RETURN(int in, RunOne(cancel));
+      if (in == -EINTR || in == -EAGAIN) continue;
+      if (in == 0) {
+        return absl::UnavailableError(absl::StrCat(
+            "source closed the connection of device stream ", device_,
+            " inside a DATA frame at offset ", offset_));
+      }
+      if (in < 0) {
+        return ErrnoStatus(absl::StrCat("splice(peer socket fd ", socket_.get(), " -> pipe)"),
+                           -in);
       }
       uint32_t out = 0;
-      while (out < piece) {
-        io_uring_sqe* sqe = ring_->Sqe();
-        io_uring_prep_splice(sqe, pipe_read_.get(), -1, data_fd, -1, piece - out, SPLICE_F_MOVE);
+      while (out < static_cast<uint32_t>(in)) {
+        sqe = ring_->Sqe();
+        io_uring_prep_splice(sqe, pipe_read_.get(), -1, data_fd, -1, in - out, SPLICE_F_MOVE);
         io_uring_sqe_set_data64(sqe, uring::Tag(kSplice, 1));
         ASSIGN_OR_RETURN(int r, RunOne(cancel));
         if (r == -EINTR) continue;
@@ -403,15 +402,16 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveSplice(int data_fd,
           continue;
         }
         if (r <= 0) {
-          return ErrnoStatus(absl::StrCat("splice(pipe -> data fd ", data_fd, ", ", piece - out,
+          return ErrnoStatus(absl::StrCat("splice(pipe -> data fd ", data_fd, ", ", in - out,
                                           " bytes at stream offset ", offset_ + out, ")"),
                              r == 0 ? EIO : -r);
         }
         out += r;
         bytes_written_.fetch_add(r, std::memory_order_relaxed);
+        if (counter_) counter_->fetch_add(r, std::memory_order_relaxed);
       }
-      offset_ += piece;
-      left -= piece;
+      offset_ += in;
+      left -= in;
     }
   }
   if (end_.total_bytes != offset_) {

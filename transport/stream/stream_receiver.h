@@ -48,6 +48,9 @@ class StreamReceiver {
   absl::Status SendCommit(const absl::Status& result);
 
   uint64_t bytes_received() const { return bytes_written_.load(std::memory_order_relaxed); }
+  // Also adds every byte moved to `*counter` (live progress for status readers); the counter
+  // must outlive this object.
+  void set_progress_counter(std::atomic<uint64_t>* counter) { counter_ = counter; }
   DataPath data_path_used() const { return path_used_.load(); }
 
  private:
@@ -76,6 +79,7 @@ class StreamReceiver {
   peer::EndStream end_;
   std::atomic<uint64_t> bytes_written_{0};
   std::atomic<DataPath> path_used_{DataPath::kAuto};
+  std::atomic<uint64_t>* counter_ = nullptr;
 };
 
 }  // namespace migmover::stream

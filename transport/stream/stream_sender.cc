@@ -259,6 +259,7 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
           s.sent += c.res;
           if (s.sent == wire::kFrameHeaderSize + s.len) {
             bytes_sent_.fetch_add(s.len, std::memory_order_relaxed);
+            if (counter_) counter_->fetch_add(s.len, std::memory_order_relaxed);
             offset_ += s.len;
             ready_head = (ready_head + 1) % cap;
             --ready_count;
@@ -394,6 +395,7 @@ absl::StatusOr<PumpResult> StreamSender::PumpSplice(int data_fd, Phase phase, ui
     remaining -= n;
     result.bytes += n;
     bytes_sent_.fetch_add(n, std::memory_order_relaxed);
+    if (counter_) counter_->fetch_add(n, std::memory_order_relaxed);
   }
 }
 

@@ -63,6 +63,9 @@ class StreamSender {
   void SendError(absl::Status why);
 
   uint64_t bytes_sent() const { return bytes_sent_.load(std::memory_order_relaxed); }
+  // Also adds every byte moved to `*counter` (live progress for status readers); the counter
+  // must outlive this object.
+  void set_progress_counter(std::atomic<uint64_t>* counter) { counter_ = counter; }
   DataPath data_path_used() const { return path_used_.load(); }
   bool digest_valid() const { return digest_valid_; }
 
@@ -91,6 +94,7 @@ class StreamSender {
   bool digest_valid_ = true;
   std::atomic<uint64_t> bytes_sent_{0};
   std::atomic<DataPath> path_used_{DataPath::kAuto};
+  std::atomic<uint64_t>* counter_ = nullptr;
 };
 
 }  // namespace migmover::stream

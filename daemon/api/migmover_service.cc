@@ -1,0 +1,352 @@
+#include "daemon/api/migmover_service.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/base/log.h"
+#include "daemon/device/fsm_path.h"
+#include "daemon/device/ioctl_seam.h"
+#include "daemon/device/sim/sim_driver.h"
+#include "daemon/device/vfio_device.h"
+#include "daemon/session/destination_session.h"
+#include "daemon/session/source_session.h"
+#include "transport/base/status_macros.h"
+#include "transport/net/socket.h"
+
+namespace migmover {
+namespace {
+
+v1::Device::Kind KindToProto(DeviceKind k) {
+  switch (k) {
+    case DeviceKind::kVfio:
+      return v1::Device::VFIO_DEVICE;
+    case DeviceKind::kSimulated:
+      return v1::Device::SIMULATED;
+    case DeviceKind::kSaveDataFd:
+      return v1::Device::SAVE_DATA_FD;
+    case DeviceKind::kResumeDataFd:
+      return v1::Device::RESUME_DATA_FD;
+  }
+  return v1::Device::KIND_UNSPECIFIED;
+}
+
+void FillDevice(const DeviceInfo& info, v1::Device* d) {
+  d->set_name(info.name);
+  d->set_kind(KindToProto(info.kind));
+  if (info.kind == DeviceKind::kVfio || info.kind == DeviceKind::kSimulated) {
+    if (info.features.stop_copy()) d->add_features("stop_copy");
+    if (info.features.p2p()) d->add_features("p2p");
+    if (info.features.pre_copy()) d->add_features("pre_copy");
+    d->set_state(MigStateName(info.state));
+  }
+  d->set_session_id(info.session_id);
+  d->set_description(info.description);
+}
+
+v1::SessionStatus::Phase PhaseToProto(SessionPhase p) {
+  switch (p) {
+    case SessionPhase::kPrepared:
+      return v1::SessionStatus::PREPARED;
+    case SessionPhase::kConnecting:
+      return v1::SessionStatus::CONNECTING;
+    case SessionPhase::kPreCopy:
+      return v1::SessionStatus::PRE_COPY;
+    case SessionPhase::kStopCopy:
+      return v1::SessionStatus::STOP_COPY;
+    case SessionPhase::kCommitting:
+      return v1::SessionStatus::COMMITTING;
+    case SessionPhase::kSucceeded:
+      return v1::SessionStatus::SUCCEEDED;
+    case SessionPhase::kFailed:
+      return v1::SessionStatus::FAILED;
+    case SessionPhase::kCancelled:
+      return v1::SessionStatus::CANCELLED;
+  }
+  return v1::SessionStatus::PHASE_UNSPECIFIED;
+}
+
+void FillStatus(const SessionSnapshot& s, v1::SessionStatus* out) {
+  out->set_session_id(s.id);
+  out->set_role(s.role == SessionRole::kSource ? v1::SessionStatus::SOURCE
+                                               : v1::SessionStatus::DESTINATION);
+  out->set_phase(PhaseToProto(s.phase));
+  out->set_bytes_moved(s.bytes_moved);
+  out->set_precopy_bytes(s.precopy_bytes);
+  out->set_stop_copy_bytes(s.stop_copy_bytes);
+  out->set_pending_bytes(s.pending_bytes);
+  out->set_rate_bytes_per_second(s.rate_bytes_per_second);
+  out->set_expected_downtime_seconds(s.expected_downtime_seconds);
+  out->set_precopy_rounds(s.precopy_rounds);
+  out->set_stop_copy_seconds(s.stop_copy_seconds);
+  out->set_elapsed_seconds(s.elapsed_seconds);
+  if (!s.error.ok()) {
+    out->set_error(std::string(s.error.message()));
+    out->set_error_code(static_cast<int32_t>(s.error.code()));
+  }
+  out->set_verified(s.verified);
+  out->set_version(s.version);
+  for (const auto& d : s.devices) {
+    v1::DeviceProgress* p = out->add_devices();
+    p->set_name(d.name);
+    p->set_state(d.state);
+    p->set_bytes(d.bytes);
+    p->set_precopy_bytes(d.precopy_bytes);
+    p->set_pending_bytes(d.pending_bytes);
+    p->set_data_path(d.data_path);
+    p->set_digest_checked(d.digest_checked);
+    p->set_committed(d.committed);
+    p->set_error(d.error);
+  }
+}
+
+absl::StatusOr<std::array<uint8_t, 32>> TokenFrom(const std::string& bytes) {
+  std::array<uint8_t, 32> token{};
+  if (bytes.size() > token.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("token is ", bytes.size(), " bytes; at most 32"));
+  }
+  std::copy(bytes.begin(), bytes.end(), token.begin());
+  return token;
+}
+
+}  // namespace
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+absl::StatusOr<stream::StreamOptions> MigmoverService::StreamOptionsFrom(
+    const v1::TransferOptions& o) {
+  stream::StreamOptions s = defaults_.stream;
+  if (!o.data_path().empty()) {
+    ASSIGN_OR_RETURN(s.data_path, stream::ParseDataPath(o.data_path()));
+  }
+  if (o.chunk_size() != 0) {
+    if (o.chunk_size() < 4096 || o.chunk_size() > wire::kMaxDataLength) {
+      return absl::InvalidArgumentError(absl::StrCat("chunk_size ", o.chunk_size(),
+                                                     " outside 4096..", wire::kMaxDataLength));
+    }
+    s.chunk_size = o.chunk_size();
+  }
+  if (o.idle_timeout_ms() != 0) s.idle_timeout = absl::Milliseconds(o.idle_timeout_ms());
+  return s;
+}
+
+absl::StatusOr<std::unique_ptr<DeviceEntry>> MigmoverService::MakeEntry(
+    const v1::AttachDeviceRequest& req) {
+  RETURN_IF_ERROR(DeviceRegistry::CheckName(req.name()));
+  auto entry = std::make_unique<DeviceEntry>();
+  entry->name = req.name();
+  switch (req.source_case()) {
+    case v1::AttachDeviceRequest::kSimulated: {
+      ASSIGN_OR_RETURN(sim::SimDeviceSpec spec, sim::ParseSimDeviceSpec(req.simulated()));
+      entry->kind = DeviceKind::kSimulated;
+      ASSIGN_OR_RETURN(entry->device, sim::OpenSimulatedDevice(spec, &entry->sim));
+      return entry;
+    }
+    case v1::AttachDeviceRequest::kFdHandle: {
+      if (intake_ == nullptr) return absl::FailedPreconditionError("fd intake is disabled");
+      ASSIGN_OR_RETURN(ReceivedFd received, intake_->Take(req.fd_handle()));
+      switch (received.purpose) {
+        case FdPurpose::kVfioDevice: {
+          entry->kind = DeviceKind::kVfio;
+          // The kernel seam is process-wide: a non-owning shared_ptr.
+          std::shared_ptr<IoctlSeam> seam(&KernelIoctlSeam(), [](IoctlSeam*) {});
+          ASSIGN_OR_RETURN(entry->device, VfioDevice::Open(std::move(received.fd), seam));
+          return entry;
+        }
+        case FdPurpose::kSaveData:
+          entry->kind = DeviceKind::kSaveDataFd;
+          entry->data_fd = std::move(received.fd);
+          return entry;
+        case FdPurpose::kResumeData:
+          entry->kind = DeviceKind::kResumeDataFd;
+          entry->data_fd = std::move(received.fd);
+          return entry;
+      }
+      return absl::InternalError("unknown fd purpose");
+    }
+    default:
+      return absl::InvalidArgumentError("AttachDevice needs fd_handle or simulated");
+  }
+}
+
+grpc::Status MigmoverService::AttachDevice(grpc::ServerContext*,
+                                           const v1::AttachDeviceRequest* req, v1::Device* resp) {
+  absl::StatusOr<std::unique_ptr<DeviceEntry>> entry = MakeEntry(*req);
+  if (!entry.ok()) {
+    MM_LOG(WARNING) << "AttachDevice " << req->name() << ": " << entry.status();
+    return ToGrpcStatus(entry.status());
+  }
+  std::string name = (*entry)->name;
+  if (absl::Status s = registry_->Add(std::move(*entry)); !s.ok()) return ToGrpcStatus(s);
+  auto info = registry_->Info(name);
+  if (!info.ok()) return ToGrpcStatus(info.status());
+  MM_LOG(INFO) << "attached device " << name << ": " << info->description;
+  FillDevice(*info, resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status MigmoverService::DetachDevice(grpc::ServerContext*,
+                                           const v1::DetachDeviceRequest* req, v1::Device* resp) {
+  auto info = registry_->Remove(req->name());
+  if (!info.ok()) return ToGrpcStatus(info.status());
+  MM_LOG(INFO) << "detached device " << req->name();
+  FillDevice(*info, resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status MigmoverService::ListDevices(grpc::ServerContext*, const v1::ListDevicesRequest*,
+                                          v1::ListDevicesResponse* resp) {
+  for (const DeviceInfo& info : registry_->List()) FillDevice(info, resp->add_devices());
+  return grpc::Status::OK;
+}
+
+grpc::Status MigmoverService::SetDeviceState(grpc::ServerContext*,
+                                             const v1::SetDeviceStateRequest* req,
+                                             v1::SetDeviceStateResponse* resp) {
+  absl::Status status = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(MigState target, ParseMigState(req->state()));
+    ASSIGN_OR_RETURN(DeviceEntry * e, registry_->GetUnclaimed(req->name()));
+    if (!e->runs_fsm()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "device '", e->name, "' is a ", DeviceKindName(e->kind), "; the agent runs its FSM"));
+    }
+    absl::MutexLock l(&e->mu);
+    const MigState from = e->device->last_known_state();
+    ASSIGN_OR_RETURN(FsmPath path, FindFsmPath(e->device->features(), from, target));
+    resp->set_path(path.ToString());
+    absl::StatusOr<UniqueFd> fd = e->device->SetState(target);
+    const MigState now = e->device->last_known_state();
+    // A walk that left the data session (or a failure that reset the device) made the held
+    // data fd dead: drop it.
+    bool ended = now == MigState::kError;
+    for (size_t i = 1; i < path.size(); ++i) {
+      ended = ended || ArcEndsDataSession(path[i - 1], path[i]);
+    }
+    if (ended) e->data_fd.Reset();
+    if (!fd.ok()) return fd.status();
+    if (fd->valid()) {
+      e->data_fd = std::move(*fd);
+      resp->set_data_fd_opened(true);
+    }
+    MM_LOG(INFO) << "device " << e->name << ": " << path.ToString()
+                 << (resp->data_fd_opened() ? " (data fd opened)" : "");
+    return absl::OkStatus();
+  }();
+  if (!status.ok()) return ToGrpcStatus(status);
+  auto info = registry_->Info(req->name());
+  if (info.ok()) FillDevice(*info, resp->mutable_device());
+  return grpc::Status::OK;
+}
+
+grpc::Status MigmoverService::PrepareDestination(grpc::ServerContext*,
+                                                 const v1::PrepareDestinationRequest* req,
+                                                 v1::SessionStatus* resp) {
+  absl::Status status = [&]() -> absl::Status {
+    DestinationConfig config;
+    config.session_id = req->session_id();
+    config.devices.assign(req->devices().begin(), req->devices().end());
+    if (!req->final_state().empty()) {
+      ASSIGN_OR_RETURN(config.final_state, ParseMigState(req->final_state()));
+    }
+    ASSIGN_OR_RETURN(config.token, TokenFrom(req->token()));
+    ASSIGN_OR_RETURN(config.stream, StreamOptionsFrom(req->options()));
+    RETURN_IF_ERROR(sessions_->Reserve(config.session_id));
+    auto session = DestinationSession::Prepare(config, registry_);
+    if (!session.ok()) {
+      sessions_->Unreserve(config.session_id);
+      return session.status();
+    }
+    sessions_->Put(*session);
+    FillStatus((*session)->Snapshot(), resp);
+    return absl::OkStatus();
+  }();
+  if (!status.ok()) MM_LOG(WARNING) << "PrepareDestination " << req->session_id() << ": " << status;
+  return ToGrpcStatus(status);
+}
+
+grpc::Status MigmoverService::StartSource(grpc::ServerContext*, const v1::StartSourceRequest* req,
+                                          v1::SessionStatus* resp) {
+  absl::Status status = [&]() -> absl::Status {
+    SourceConfig config;
+    config.session_id = req->session_id();
+    config.devices.assign(req->devices().begin(), req->devices().end());
+    ASSIGN_OR_RETURN(config.peer, net::ParseHostPort(req->peer()));
+    ASSIGN_OR_RETURN(config.token, TokenFrom(req->token()));
+    config.precopy = req->has_precopy() ? req->precopy() : true;
+    ASSIGN_OR_RETURN(config.stream, StreamOptionsFrom(req->options()));
+    RETURN_IF_ERROR(sessions_->Reserve(config.session_id));
+    auto session = SourceSession::Start(config, registry_);
+    if (!session.ok()) {
+      sessions_->Unreserve(config.session_id);
+      return session.status();
+    }
+    sessions_->Put(*session);
+    MM_LOG(INFO) << "session " << config.session_id << ": source started, " << config.devices.size()
+                 << " device(s) to " << req->peer() << ", precopy "
+                 << (config.precopy ? "on" : "off") << ", data path "
+                 << stream::DataPathName(config.stream.data_path);
+    FillStatus((*session)->Snapshot(), resp);
+    return absl::OkStatus();
+  }();
+  if (!status.ok()) MM_LOG(WARNING) << "StartSource " << req->session_id() << ": " << status;
+  return ToGrpcStatus(status);
+}
+
+grpc::Status MigmoverService::Switchover(grpc::ServerContext*, const v1::SwitchoverRequest* req,
+                                         v1::SessionStatus* resp) {
+  auto session = sessions_->FindSource(req->session_id());
+  if (!session.ok()) return ToGrpcStatus(session.status());
+  if (absl::Status s = (*session)->Switchover(); !s.ok()) return ToGrpcStatus(s);
+  FillStatus((*session)->Snapshot(), resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status MigmoverService::WatchSession(grpc::ServerContext* ctx,
+                                           const v1::WatchSessionRequest* req,
+                                           grpc::ServerWriter<v1::SessionStatus>* writer) {
+  auto session = sessions_->Find(req->session_id());
+  if (!session.ok()) return ToGrpcStatus(session.status());
+  SessionSnapshot snap = (*session)->Snapshot();
+  uint64_t sent_version = 0, sent_bytes = UINT64_MAX;
+  while (true) {
+    if (snap.version != sent_version || snap.bytes_moved != sent_bytes) {
+      v1::SessionStatus out;
+      FillStatus(snap, &out);
+      if (!writer->Write(out)) return grpc::Status::OK;  // The client went away.
+      sent_version = snap.version;
+      sent_bytes = snap.bytes_moved;
+    }
+    if (IsFinal(snap.phase)) return grpc::Status::OK;
+    if (ctx->IsCancelled()) return grpc::Status::CANCELLED;
+    snap = (*session)->WaitForChange(sent_version, absl::Milliseconds(100));
+  }
+}
+
+grpc::Status MigmoverService::GetSession(grpc::ServerContext*, const v1::GetSessionRequest* req,
+                                         v1::SessionStatus* resp) {
+  auto session = sessions_->Find(req->session_id());
+  if (!session.ok()) return ToGrpcStatus(session.status());
+  FillStatus((*session)->Snapshot(), resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status MigmoverService::CancelSession(grpc::ServerContext*,
+                                            const v1::CancelSessionRequest* req,
+                                            v1::SessionStatus* resp) {
+  auto session = sessions_->Find(req->session_id());
+  if (!session.ok()) return ToGrpcStatus(session.status());
+  (*session)->Cancel();
+  // Cancel returns at once; the workers put the devices back. Wait briefly so the answer
+  // usually shows the final phase.
+  SessionSnapshot snap = (*session)->Snapshot();
+  for (int i = 0; i < 50 && !IsFinal(snap.phase); ++i) {
+    snap = (*session)->WaitForChange(snap.version, absl::Milliseconds(100));
+  }
+  FillStatus(snap, resp);
+  return grpc::Status::OK;
+}
+
+}  // namespace migmover

@@ -1,0 +1,61 @@
+// MigmoverService: the gRPC API (api/migmover.proto) over the daemon's registry, fd intake and
+// sessions. This is the one place where absl::Status becomes a gRPC status.
+#ifndef MIGMOVER_DAEMON_API_MIGMOVER_SERVICE_H_
+#define MIGMOVER_DAEMON_API_MIGMOVER_SERVICE_H_
+
+#include "api/migmover.grpc.pb.h"
+#include "daemon/intake/fd_intake.h"
+#include "daemon/registry/device_registry.h"
+#include "daemon/session/session_manager.h"
+#include "transport/stream/stream_options.h"
+
+namespace migmover {
+
+// Daemon-wide defaults for what a request's TransferOptions leave unset.
+struct ServiceDefaults {
+  stream::StreamOptions stream;
+};
+
+// The one mapping from absl::Status to grpc::Status (the canonical codes are the same).
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+class MigmoverService final : public migmover::v1::Migmover::Service {
+ public:
+  MigmoverService(DeviceRegistry* registry, FdIntake* intake, SessionManager* sessions,
+                  ServiceDefaults defaults)
+      : registry_(registry), intake_(intake), sessions_(sessions), defaults_(defaults) {}
+
+  grpc::Status AttachDevice(grpc::ServerContext*, const v1::AttachDeviceRequest* req,
+                            v1::Device* resp) override;
+  grpc::Status DetachDevice(grpc::ServerContext*, const v1::DetachDeviceRequest* req,
+                            v1::Device* resp) override;
+  grpc::Status ListDevices(grpc::ServerContext*, const v1::ListDevicesRequest* req,
+                           v1::ListDevicesResponse* resp) override;
+  grpc::Status SetDeviceState(grpc::ServerContext*, const v1::SetDeviceStateRequest* req,
+                              v1::SetDeviceStateResponse* resp) override;
+  grpc::Status PrepareDestination(grpc::ServerContext*, const v1::PrepareDestinationRequest* req,
+                                  v1::SessionStatus* resp) override;
+  grpc::Status StartSource(grpc::ServerContext*, const v1::StartSourceRequest* req,
+                           v1::SessionStatus* resp) override;
+  grpc::Status Switchover(grpc::ServerContext*, const v1::SwitchoverRequest* req,
+                          v1::SessionStatus* resp) override;
+  grpc::Status WatchSession(grpc::ServerContext* ctx, const v1::WatchSessionRequest* req,
+                            grpc::ServerWriter<v1::SessionStatus>* writer) override;
+  grpc::Status GetSession(grpc::ServerContext*, const v1::GetSessionRequest* req,
+                          v1::SessionStatus* resp) override;
+  grpc::Status CancelSession(grpc::ServerContext*, const v1::CancelSessionRequest* req,
+                             v1::SessionStatus* resp) override;
+
+ private:
+  absl::StatusOr<std::unique_ptr<DeviceEntry>> MakeEntry(const v1::AttachDeviceRequest& req);
+  absl::StatusOr<stream::StreamOptions> StreamOptionsFrom(const v1::TransferOptions& o);
+
+  DeviceRegistry* registry_;
+  FdIntake* intake_;
+  SessionManager* sessions_;
+  const ServiceDefaults defaults_;
+};
+
+}  // namespace migmover
+
+#endif  // MIGMOVER_DAEMON_API_MIGMOVER_SERVICE_H_

@@ -1,0 +1,41 @@
+#include "daemon/cli/ctl_client.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "grpcpp/grpcpp.h"
+
+namespace migmover::ctl {
+
+std::unique_ptr<v1::Migmover::Stub> Connect(const std::string& socket_path) {
+  return v1::Migmover::NewStub(
+      grpc::CreateChannel("unix:" + socket_path, grpc::InsecureChannelCredentials()));
+}
+
+absl::Status FromGrpc(const grpc::Status& s, const std::string& rpc, const std::string& daemon) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                      absl::StrCat(rpc, " on ", daemon, ": ", s.error_message()));
+}
+
+std::string HumanBytes(double bytes) {
+  const char* units[] = {"B", "kB", "MB", "GB", "TB"};
+  int u = 0;
+  while (bytes >= 1000 && u < 4) {
+    bytes /= 1000;
+    ++u;
+  }
+  return absl::StrFormat(u == 0 ? "%.0f %s" : "%.2f %s", bytes, units[u]);
+}
+
+std::string StatusLine(const v1::SessionStatus& s) {
+  std::string line = absl::StrFormat(
+      "%s %s: %s, %s moved (precopy %s, stop-copy %s), pending %s, %s/s, rounds %d",
+      s.role() == v1::SessionStatus::SOURCE ? "source" : "destination", s.session_id(),
+      v1::SessionStatus::Phase_Name(s.phase()), HumanBytes(s.bytes_moved()),
+      HumanBytes(s.precopy_bytes()), HumanBytes(s.stop_copy_bytes()),
+      HumanBytes(s.pending_bytes()), HumanBytes(s.rate_bytes_per_second()), s.precopy_rounds());
+  if (!s.error().empty()) absl::StrAppend(&line, ", error: ", s.error());
+  return line;
+}
+
+}  // namespace migmover::ctl

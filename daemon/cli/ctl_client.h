@@ -1,0 +1,26 @@
+// Helpers for migmoverctl's commands that talk to a daemon over its gRPC socket.
+#ifndef MIGMOVER_DAEMON_CLI_CTL_CLIENT_H_
+#define MIGMOVER_DAEMON_CLI_CTL_CLIENT_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "api/migmover.grpc.pb.h"
+
+namespace migmover::ctl {
+
+// A stub for the daemon whose gRPC socket is `socket_path`.
+std::unique_ptr<v1::Migmover::Stub> Connect(const std::string& socket_path);
+
+// grpc::Status -> absl::Status, naming the RPC and the daemon.
+absl::Status FromGrpc(const grpc::Status& s, const std::string& rpc, const std::string& daemon);
+
+// "1.07 GB", "512.0 MB", "3.2 kB" (decimal, as throughput is quoted).
+std::string HumanBytes(double bytes);
+// A one-line summary of a session status.
+std::string StatusLine(const v1::SessionStatus& s);
+
+}  // namespace migmover::ctl
+
+#endif  // MIGMOVER_DAEMON_CLI_CTL_CLIENT_H_

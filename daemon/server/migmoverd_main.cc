@@ -1,0 +1,161 @@
+// migmoverd: the migmover daemon. One per host.
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "daemon/api/migmover_service.h"
+#include "daemon/base/log.h"
+#include "daemon/intake/fd_intake.h"
+#include "daemon/peer/peer_acceptor.h"
+#include "daemon/registry/device_registry.h"
+#include "daemon/session/session_manager.h"
+#include "grpcpp/grpcpp.h"
+#include "transport/net/socket.h"
+#include "transport/stream/data_path.h"
+
+ABSL_FLAG(std::string, grpc_socket, "/run/migmover/migmoverd.sock",
+          "Unix socket path of the gRPC API (api/migmover.proto) for the hypervisor agent.");
+ABSL_FLAG(std::string, fd_socket, "/run/migmover/migmoverd-fd.sock",
+          "Unix socket path on which the agent passes device and data fds (SCM_RIGHTS); see "
+          "api/FD_INTAKE.md. Empty disables fd intake.");
+ABSL_FLAG(std::string, peer_listen, "0.0.0.0:7411",
+          "host:port on which this daemon accepts migration streams from source daemons. Port 0 "
+          "picks a free port (see --port_file).");
+ABSL_FLAG(std::string, port_file, "",
+          "If set, the bound peer port is written to this file once the daemon is ready.");
+ABSL_FLAG(std::string, data_path, "auto",
+          "Default data path for sessions that do not choose one: auto (splice where the fd "
+          "allows it, copy otherwise), splice, or copy (registered buffers).");
+ABSL_FLAG(uint32_t, chunk_size, 1u << 20, "Default bytes per DATA frame (4096..16777216).");
+ABSL_FLAG(uint32_t, idle_timeout_ms, 30000,
+          "A stream that makes no progress for this long fails (milliseconds).");
+ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
+ABSL_FLAG(std::string, name, "migmoverd", "Name shown in every log line.");
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+void OnSignal(int) { g_stop = true; }
+
+absl::Status EnsureParentDir(const std::string& path) {
+  size_t slash = path.rfind('/');
+  if (slash == std::string::npos || slash == 0) return absl::OkStatus();
+  std::string dir = path.substr(0, slash);
+  struct stat st;
+  if (::stat(dir.c_str(), &st) == 0) return absl::OkStatus();
+  if (::mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) {
+    return absl::InternalError(absl::StrCat("mkdir(", dir, "): ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+int Fail(const absl::Status& s) {
+  MM_LOG(ERROR) << "cannot start: " << s;
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "migmoverd: live-migrates the state of VFIO devices between two hosts.\n\n"
+      "A hypervisor agent passes device (or migration data) fds over --fd_socket and drives\n"
+      "migrations over the gRPC API on --grpc_socket (api/migmover.proto). Source daemons\n"
+      "connect to a destination daemon's --peer_listen address to stream device state.\n\n"
+      "Example (two daemons on one host):\n"
+      "  migmoverd --grpc_socket=/tmp/src.sock --fd_socket=/tmp/src-fd.sock "
+      "--peer_listen=127.0.0.1:7411\n"
+      "  migmoverd --grpc_socket=/tmp/dst.sock --fd_socket=/tmp/dst-fd.sock "
+      "--peer_listen=127.0.0.1:7412");
+  absl::ParseCommandLine(argc, argv);
+  migmover::SetLogTag(absl::GetFlag(FLAGS_name));
+  const std::string level = absl::GetFlag(FLAGS_log_level);
+  if (level == "debug") {
+    migmover::SetMinLogSeverity(migmover::LogSeverity::kDebug);
+  } else if (level == "warning") {
+    migmover::SetMinLogSeverity(migmover::LogSeverity::kWarning);
+  } else if (level == "error") {
+    migmover::SetMinLogSeverity(migmover::LogSeverity::kError);
+  } else if (level != "info") {
+    std::cerr << "--log_level: expected debug, info, warning or error\n";
+    return 2;
+  }
+  ::signal(SIGPIPE, SIG_IGN);  // A peer or a data fd that went away is an error result.
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+
+  migmover::ServiceDefaults defaults;
+  auto path = migmover::stream::ParseDataPath(absl::GetFlag(FLAGS_data_path));
+  if (!path.ok()) return Fail(path.status());
+  defaults.stream.data_path = *path;
+  defaults.stream.chunk_size = absl::GetFlag(FLAGS_chunk_size);
+  if (defaults.stream.chunk_size < 4096 || defaults.stream.chunk_size > (16u << 20)) {
+    return Fail(absl::InvalidArgumentError("--chunk_size must be within 4096..16777216"));
+  }
+  defaults.stream.idle_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_idle_timeout_ms));
+
+  migmover::DeviceRegistry registry;
+  migmover::SessionManager sessions;
+
+  std::unique_ptr<migmover::FdIntake> intake;
+  const std::string fd_socket = absl::GetFlag(FLAGS_fd_socket);
+  if (!fd_socket.empty()) {
+    if (auto s = EnsureParentDir(fd_socket); !s.ok()) return Fail(s);
+    auto started = migmover::FdIntake::Start(fd_socket);
+    if (!started.ok()) return Fail(started.status());
+    intake = std::move(*started);
+  }
+  auto peer_addr = migmover::net::ParseHostPort(absl::GetFlag(FLAGS_peer_listen));
+  if (!peer_addr.ok()) return Fail(peer_addr.status());
+  auto acceptor = migmover::PeerAcceptor::Start(*peer_addr, &sessions);
+  if (!acceptor.ok()) return Fail(acceptor.status());
+
+  const std::string grpc_socket = absl::GetFlag(FLAGS_grpc_socket);
+  if (auto s = EnsureParentDir(grpc_socket); !s.ok()) return Fail(s);
+  ::unlink(grpc_socket.c_str());
+  migmover::MigmoverService service(&registry, intake.get(), &sessions, defaults);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("unix:" + grpc_socket, grpc::InsecureServerCredentials());
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server) {
+    return Fail(absl::UnavailableError(absl::StrCat("gRPC server on unix:", grpc_socket,
+                                                    " did not start")));
+  }
+  ::chmod(grpc_socket.c_str(), 0660);
+
+  const std::string port_file = absl::GetFlag(FLAGS_port_file);
+  if (!port_file.empty()) {
+    std::ofstream(port_file + ".tmp") << (*acceptor)->port() << "\n";
+    std::rename((port_file + ".tmp").c_str(), port_file.c_str());
+  }
+  MM_LOG(INFO) << "ready: gRPC unix:" << grpc_socket << ", fd intake "
+               << (fd_socket.empty() ? "disabled" : "unix:" + fd_socket) << ", peer streams on "
+               << peer_addr->host << ":" << (*acceptor)->port() << ", data path "
+               << migmover::stream::DataPathName(defaults.stream.data_path);
+
+  while (!g_stop.load()) absl::SleepFor(absl::Milliseconds(100));
+  MM_LOG(INFO) << "shutting down: cancelling sessions";
+  sessions.CancelAll();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  acceptor->reset();
+  intake.reset();
+  ::unlink(grpc_socket.c_str());
+  MM_LOG(INFO) << "stopped";
+  return 0;
+}

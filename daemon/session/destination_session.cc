@@ -1,0 +1,214 @@
+#include "daemon/session/destination_session.h"
+
+#include <openssl/crypto.h>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/base/log.h"
+#include "transport/base/status_macros.h"
+#include "transport/peer/handshake.h"
+#include "transport/stream/stream_receiver.h"
+#include "transport/uring/ring.h"
+
+namespace migmover {
+
+absl::StatusOr<std::shared_ptr<DestinationSession>> DestinationSession::Prepare(
+    DestinationConfig config, DeviceRegistry* registry) {
+  if (config.devices.empty()) return absl::InvalidArgumentError("a session needs devices");
+  if (config.devices.size() > wire::kMaxDevicesPerSession) {
+    return absl::InvalidArgumentError(absl::StrCat("at most ", wire::kMaxDevicesPerSession,
+                                                   " devices per session"));
+  }
+  if (config.final_state != MigState::kRunning && config.final_state != MigState::kRunningP2P &&
+      config.final_state != MigState::kStop) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "final state ", MigStateName(config.final_state), ": expected RUNNING, RUNNING_P2P or STOP"));
+  }
+  ASSIGN_OR_RETURN(std::vector<DeviceEntry*> entries,
+                   registry->Claim(config.devices, config.session_id));
+  std::shared_ptr<DestinationSession> s(new DestinationSession(config, registry, entries));
+  for (size_t i = 0; i < entries.size(); ++i) {
+    DeviceEntry* e = entries[i];
+    absl::Status st;
+    if (e->kind == DeviceKind::kSaveDataFd) {
+      st = absl::FailedPreconditionError(
+          absl::StrCat("device '", e->name, "' is a save-data fd; a destination needs resume-data"));
+    } else if (e->runs_fsm()) {
+      absl::MutexLock l(&e->mu);
+      if (!e->device->features().Supports(config.final_state)) {
+        st = absl::InvalidArgumentError(absl::StrCat("device '", e->name, "' has no ",
+                                                     MigStateName(config.final_state), " state"));
+      } else {
+        absl::StatusOr<UniqueFd> fd = e->device->SetState(MigState::kResuming);
+        if (fd.ok()) {
+          s->data_fds_[i] = std::move(*fd);
+          s->SetDeviceState(i, "RESUMING");
+        } else {
+          st = absl::Status(fd.status().code(),
+                            absl::StrCat("device '", e->name, "': ", fd.status().message()));
+        }
+      }
+    }
+    if (!st.ok()) {
+      for (size_t j = 0; j <= i; ++j) s->Abandon(j);
+      registry->Release(config.devices, config.session_id);
+      s->cancel_ = true;
+      s->remaining_ = 0;
+      return st;
+    }
+  }
+  MM_LOG(INFO) << "session " << s->id() << ": destination prepared, " << entries.size()
+               << " device(s) waiting for the source";
+  return s;
+}
+
+DestinationSession::DestinationSession(DestinationConfig config, DeviceRegistry* registry,
+                                       std::vector<DeviceEntry*> entries)
+    : Session(config.session_id, SessionRole::kDestination, config.devices),
+      config_(std::move(config)),
+      registry_(registry),
+      entries_(std::move(entries)),
+      data_fds_(entries_.size()),
+      connected_(entries_.size()) {
+  remaining_ = static_cast<int>(entries_.size());
+}
+
+DestinationSession::~DestinationSession() {
+  Cancel();
+  Join();
+}
+
+void DestinationSession::Join() {
+  std::vector<std::thread> workers;
+  {
+    absl::MutexLock l(&threads_mu_);
+    workers.swap(workers_);
+  }
+  for (auto& t : workers) {
+    if (t.joinable()) t.join();
+  }
+}
+
+absl::Status DestinationSession::AcceptStream(const peer::Hello& hello, UniqueFd socket) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  absl::Status verdict;
+  if (CRYPTO_memcmp(hello.token.data(), config_.token.data(), config_.token.size()) != 0) {
+    verdict = absl::PermissionDeniedError(
+        absl::StrCat("session '", id_, "': the source's token does not match"));
+  } else if (hello.device_count != entries_.size()) {
+    verdict = absl::InvalidArgumentError(absl::StrCat(
+        "session '", id_, "': the source sends ", hello.device_count, " devices, this destination ",
+        "prepared ", entries_.size()));
+  } else if (hello.device >= entries_.size()) {
+    verdict = absl::InvalidArgumentError(absl::StrCat("device index ", hello.device));
+  } else if (IsFinal(phase()) || cancel_.load()) {
+    verdict = absl::FailedPreconditionError(absl::StrCat("session '", id_, "' is over"));
+  } else if (connected_[hello.device].exchange(true)) {
+    verdict = absl::AlreadyExistsError(absl::StrCat("device ", hello.device, " of session '", id_,
+                                                    "' is already connected"));
+  }
+  absl::Status acked = peer::SendHelloAck(socket.get(), verdict, hello.device, deadline);
+  if (!verdict.ok()) return verdict;
+  if (!acked.ok()) {
+    connected_[hello.device] = false;  // The source may retry.
+    return acked;
+  }
+  SetPhase(SessionPhase::kPreCopy);
+  absl::MutexLock l(&threads_mu_);
+  workers_.emplace_back(
+      [this, i = hello.device, sock = std::move(socket)]() mutable { Run(i, std::move(sock)); });
+  return absl::OkStatus();
+}
+
+void DestinationSession::Cancel() {
+  if (cancel_.exchange(true)) return;
+  if (IsFinal(phase())) return;
+  MM_LOG(INFO) << "session " << id_ << ": cancel requested";
+  Fail(SIZE_MAX, absl::CancelledError("session cancelled"));
+  AbandonUnconnected();
+}
+
+void DestinationSession::AbandonUnconnected() {
+  // Devices whose source never connected have no worker to abandon them.
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    if (!connected_[i].exchange(true)) {
+      Abandon(i);
+      WorkerDone();
+    }
+  }
+}
+
+void DestinationSession::Abandon(size_t i) {
+  DeviceEntry* e = entries_[i];
+  data_fds_[i].Reset();
+  if (!e->runs_fsm()) return;
+  absl::MutexLock l(&e->mu);
+  // The only way out of RESUMING that discards the data is a reset.
+  if (absl::Status r = e->device->Reset(); !r.ok()) {
+    MM_LOG(ERROR) << "session " << id_ << ": device " << e->name << ": reset failed: " << r;
+  }
+  SetDeviceState(i, MigStateName(e->device->last_known_state()));
+  MM_LOG(INFO) << "session " << id_ << ": device " << e->name << " reset to "
+               << MigStateName(e->device->last_known_state());
+}
+
+void DestinationSession::WorkerDone() {
+  if (--remaining_ == 0) {
+    registry_->Release(config_.devices, id_);
+    Finish();
+  }
+}
+
+void DestinationSession::Run(size_t i, UniqueFd socket) {
+  DeviceEntry* e = entries_[i];
+  DeviceProgress& p = *progress_[i];
+  std::unique_ptr<stream::StreamReceiver> receiver;
+  absl::Status status = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(std::unique_ptr<uring::Ring> ring, uring::Ring::Create(64));
+    ASSIGN_OR_RETURN(receiver, stream::StreamReceiver::Create(ring.get(), std::move(socket),
+                                                              static_cast<uint32_t>(i), 1,
+                                                              config_.stream));
+    receiver->set_progress_counter(&p.bytes);
+    const int fd = e->runs_fsm() ? data_fds_[i].get() : e->data_fd.get();
+    SetDeviceDataPath(i, stream::DataPathName(stream::ResolveDataPath(config_.stream.data_path, fd)));
+    ASSIGN_OR_RETURN(stream::ReceiveResult r, receiver->Receive(fd, cancel_));
+    p.digest_checked = r.digest_checked;
+    MM_LOG(INFO) << "session " << id_ << ": device " << e->name << ": stream received, "
+                 << r.total_bytes << " bytes, digest "
+                 << (r.digest_checked ? "verified" : "not checked (spliced)");
+    SetPhase(SessionPhase::kCommitting);
+    if (e->runs_fsm()) {
+      absl::MutexLock l(&e->mu);
+      // QEMU closes the resuming fd before RESUMING -> STOP; so do we.
+      data_fds_[i].Reset();
+      absl::StatusOr<UniqueFd> done = e->device->SetState(config_.final_state);
+      if (!done.ok()) {
+        return absl::Status(done.status().code(),
+                            absl::StrCat("device '", e->name, "' commit: ",
+                                         done.status().message()));
+      }
+      SetDeviceState(i, MigStateName(config_.final_state));
+    } else {
+      e->data_fd.Reset();  // The agent's FSM sees the end of the written stream.
+    }
+    p.committed = true;
+    MM_LOG(INFO) << "session " << id_ << ": device " << e->name << " committed, now "
+                 << (e->runs_fsm() ? MigStateName(config_.final_state) : "closed");
+    return absl::OkStatus();
+  }();
+  if (receiver) {
+    absl::Status sent = receiver->SendCommit(status);
+    if (!sent.ok() && status.ok()) {
+      MM_LOG(WARNING) << "session " << id_ << ": device " << e->name
+                      << ": committed but the COMMIT did not reach the source: " << sent;
+    }
+  }
+  if (!status.ok()) {
+    Fail(i, status);
+    Abandon(i);
+    // One device failing fails the migration: stop the other streams too.
+    if (!cancel_.exchange(true)) AbandonUnconnected();
+  }
+  WorkerDone();
+}
+
+}  // namespace migmover

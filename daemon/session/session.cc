@@ -1,0 +1,184 @@
+#include "daemon/session/session.h"
+
+#include <algorithm>
+
+#include "absl/time/clock.h"
+#include "daemon/base/log.h"
+
+namespace migmover {
+
+const char* SessionPhaseName(SessionPhase phase) {
+  switch (phase) {
+    case SessionPhase::kPrepared:
+      return "PREPARED";
+    case SessionPhase::kConnecting:
+      return "CONNECTING";
+    case SessionPhase::kPreCopy:
+      return "PRE_COPY";
+    case SessionPhase::kStopCopy:
+      return "STOP_COPY";
+    case SessionPhase::kCommitting:
+      return "COMMITTING";
+    case SessionPhase::kSucceeded:
+      return "SUCCEEDED";
+    case SessionPhase::kFailed:
+      return "FAILED";
+    case SessionPhase::kCancelled:
+      return "CANCELLED";
+  }
+  return "?";
+}
+
+bool IsFinal(SessionPhase phase) {
+  return phase == SessionPhase::kSucceeded || phase == SessionPhase::kFailed ||
+         phase == SessionPhase::kCancelled;
+}
+
+Session::Session(std::string id, SessionRole role, const std::vector<std::string>& device_names)
+    : id_(std::move(id)), role_(role) {
+  for (const auto& n : device_names) {
+    auto p = std::make_unique<DeviceProgress>();
+    p->name = n;
+    progress_.push_back(std::move(p));
+  }
+}
+
+SessionPhase Session::phase() {
+  absl::MutexLock l(&mu_);
+  return phase_;
+}
+
+void Session::SetPhase(SessionPhase phase) {
+  absl::MutexLock l(&mu_);
+  if (IsFinal(phase_) || phase_ == phase) return;
+  // Phases only move forward; a late worker must not pull the session back.
+  if (!IsFinal(phase) && static_cast<int>(phase) < static_cast<int>(phase_)) return;
+  MM_LOG(INFO) << "session " << id_ << ": " << SessionPhaseName(phase_) << " -> "
+               << SessionPhaseName(phase);
+  phase_ = phase;
+  if (IsFinal(phase)) end_ = absl::Now();
+  ++version_;
+}
+
+void Session::Fail(size_t device, const absl::Status& status) {
+  absl::MutexLock l(&mu_);
+  if (device < progress_.size() && progress_[device]->error.empty()) {
+    progress_[device]->error = std::string(status.message());
+  }
+  if (error_.ok() && !IsFinal(phase_)) {
+    error_ = status;
+    MM_LOG(ERROR) << "session " << id_ << ": device "
+                  << (device < progress_.size() ? progress_[device]->name : "?") << ": "
+                  << status;
+  }
+  ++version_;
+}
+
+absl::Status Session::error() {
+  absl::MutexLock l(&mu_);
+  return error_;
+}
+
+void Session::SetDeviceState(size_t device, const std::string& state) {
+  absl::MutexLock l(&mu_);
+  progress_[device]->state = state;
+  ++version_;
+}
+
+void Session::SetDeviceDataPath(size_t device, const std::string& path) {
+  absl::MutexLock l(&mu_);
+  progress_[device]->data_path = path;
+  ++version_;
+}
+
+void Session::Touch() {
+  absl::MutexLock l(&mu_);
+  ++version_;
+}
+
+void Session::MarkStopCopyStart() {
+  absl::MutexLock l(&mu_);
+  if (stop_copy_start_ == absl::InfinitePast()) stop_copy_start_ = absl::Now();
+}
+
+void Session::MarkStopCopyEnd() {
+  absl::MutexLock l(&mu_);
+  stop_copy_end_ = absl::Now();
+}
+
+void Session::Finish() {
+  absl::MutexLock l(&mu_);
+  if (IsFinal(phase_)) return;
+  SessionPhase next = SessionPhase::kSucceeded;
+  if (!error_.ok()) {
+    next = error_.code() == absl::StatusCode::kCancelled ? SessionPhase::kCancelled
+                                                          : SessionPhase::kFailed;
+  }
+  MM_LOG(INFO) << "session " << id_ << ": " << SessionPhaseName(phase_) << " -> "
+               << SessionPhaseName(next);
+  phase_ = next;
+  end_ = absl::Now();
+  ++version_;
+}
+
+SessionSnapshot Session::Snapshot() {
+  absl::MutexLock l(&mu_);
+  SessionSnapshot s;
+  s.id = id_;
+  s.role = role_;
+  s.phase = phase_;
+  s.error = error_;
+  s.version = version_;
+  const absl::Time now = absl::Now();
+  s.elapsed_seconds = absl::ToDoubleSeconds((IsFinal(phase_) ? end_ : now) - start_);
+  uint32_t rounds = UINT32_MAX;
+  bool all_verified = !progress_.empty();
+  for (const auto& p : progress_) {
+    DeviceSnapshot d;
+    d.name = p->name;
+    d.state = p->state;
+    d.data_path = p->data_path;
+    d.error = p->error;
+    d.bytes = p->bytes.load();
+    d.precopy_bytes = p->precopy_bytes.load();
+    d.pending_bytes = p->pending_bytes.load();
+    d.digest_checked = p->digest_checked.load();
+    d.committed = p->committed.load();
+    s.bytes_moved += d.bytes;
+    s.precopy_bytes += d.precopy_bytes;
+    s.pending_bytes += d.pending_bytes;
+    if (p->precopy_capable.load()) rounds = std::min(rounds, p->precopy_rounds.load());
+    all_verified = all_verified && d.committed;
+    s.devices.push_back(std::move(d));
+  }
+  s.precopy_rounds = rounds == UINT32_MAX ? 0 : rounds;
+  s.stop_copy_bytes = s.bytes_moved - s.precopy_bytes;
+  s.verified = role_ == SessionRole::kDestination && all_verified &&
+               phase_ == SessionPhase::kSucceeded;
+  const double dt = absl::ToDoubleSeconds(now - rate_time_);
+  if (dt >= 0.25) {
+    rate_ = static_cast<double>(s.bytes_moved - rate_bytes_) / dt;
+    rate_time_ = now;
+    rate_bytes_ = s.bytes_moved;
+  }
+  s.rate_bytes_per_second = IsFinal(phase_) ? 0 : rate_;
+  if (s.rate_bytes_per_second > 0) {
+    s.expected_downtime_seconds = static_cast<double>(s.pending_bytes) / s.rate_bytes_per_second;
+  }
+  if (stop_copy_start_ != absl::InfinitePast()) {
+    absl::Time end = stop_copy_end_ != absl::InfinitePast() ? stop_copy_end_ : now;
+    s.stop_copy_seconds = absl::ToDoubleSeconds(end - stop_copy_start_);
+  }
+  return s;
+}
+
+SessionSnapshot Session::WaitForChange(uint64_t version, absl::Duration timeout) {
+  {
+    absl::MutexLock l(&mu_);
+    auto changed = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return version_ != version; };
+    mu_.AwaitWithTimeout(absl::Condition(&changed), timeout);
+  }
+  return Snapshot();
+}
+
+}  // namespace migmover

@@ -1,0 +1,124 @@
+// Session: what a source and a destination migration session share: identity, phase, per-device
+// progress, the first error, and change notification for WatchSession.
+#ifndef MIGMOVER_DAEMON_SESSION_SESSION_H_
+#define MIGMOVER_DAEMON_SESSION_SESSION_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace migmover {
+
+enum class SessionRole { kSource, kDestination };
+enum class SessionPhase {
+  kPrepared,
+  kConnecting,
+  kPreCopy,
+  kStopCopy,
+  kCommitting,
+  kSucceeded,
+  kFailed,
+  kCancelled,
+};
+const char* SessionPhaseName(SessionPhase phase);
+bool IsFinal(SessionPhase phase);
+
+// Per-device progress. Counters are written by the device's worker and read by anyone.
+struct DeviceProgress {
+  std::string name;
+  std::atomic<uint64_t> bytes{0};
+  std::atomic<uint64_t> precopy_bytes{0};
+  std::atomic<uint64_t> pending_bytes{0};
+  std::atomic<uint32_t> precopy_rounds{0};
+  std::atomic<bool> committed{false};
+  std::atomic<bool> digest_checked{false};
+  std::atomic<bool> precopy_capable{false};
+  // Guarded by the session's mutex.
+  std::string state;
+  std::string data_path;
+  std::string error;
+};
+
+struct DeviceSnapshot {
+  std::string name, state, data_path, error;
+  uint64_t bytes = 0, precopy_bytes = 0, pending_bytes = 0;
+  bool digest_checked = false, committed = false;
+};
+
+struct SessionSnapshot {
+  std::string id;
+  SessionRole role = SessionRole::kSource;
+  SessionPhase phase = SessionPhase::kPrepared;
+  uint64_t bytes_moved = 0, precopy_bytes = 0, stop_copy_bytes = 0, pending_bytes = 0;
+  double rate_bytes_per_second = 0;
+  double expected_downtime_seconds = 0;
+  uint32_t precopy_rounds = 0;
+  double stop_copy_seconds = 0;
+  double elapsed_seconds = 0;
+  absl::Status error;
+  std::vector<DeviceSnapshot> devices;
+  bool verified = false;
+  uint64_t version = 0;
+};
+
+class Session {
+ public:
+  Session(std::string id, SessionRole role, const std::vector<std::string>& device_names);
+  virtual ~Session() = default;
+
+  const std::string& id() const { return id_; }
+  SessionRole role() const { return role_; }
+
+  SessionSnapshot Snapshot();
+  // Returns when the session changed after `version`, or after `timeout` (with the current
+  // snapshot either way).
+  SessionSnapshot WaitForChange(uint64_t version, absl::Duration timeout);
+
+  // Aborts the session; idempotent. Devices go back where a hypervisor expects them.
+  virtual void Cancel() = 0;
+  // Blocks until every worker has finished.
+  virtual void Join() = 0;
+
+  SessionPhase phase();
+
+ protected:
+  void SetPhase(SessionPhase phase);
+  // Records the first failure; the session becomes FAILED (or CANCELLED for Cancelled errors).
+  void Fail(size_t device, const absl::Status& status);
+  void SetDeviceState(size_t device, const std::string& state);
+  void SetDeviceDataPath(size_t device, const std::string& path);
+  void Touch();
+  // Called by the last worker to finish.
+  void Finish();
+  absl::Status error();
+  void MarkStopCopyStart();
+  void MarkStopCopyEnd();
+
+  const std::string id_;
+  const SessionRole role_;
+  std::vector<std::unique_ptr<DeviceProgress>> progress_;
+  const absl::Time start_ = absl::Now();
+
+ private:
+  absl::Mutex mu_;
+  SessionPhase phase_ ABSL_GUARDED_BY(mu_) = SessionPhase::kPrepared;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+  uint64_t version_ ABSL_GUARDED_BY(mu_) = 1;
+  absl::Time stop_copy_start_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  absl::Time stop_copy_end_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  absl::Time end_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // Rate estimate over the last sample window.
+  absl::Time rate_time_ ABSL_GUARDED_BY(mu_) = absl::Now();
+  uint64_t rate_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  double rate_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace migmover
+
+#endif  // MIGMOVER_DAEMON_SESSION_SESSION_H_

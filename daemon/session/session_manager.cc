@@ -1,0 +1,93 @@
+#include "daemon/session/session_manager.h"
+
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "api/peer_wire.h"
+
+namespace migmover {
+
+SessionManager::~SessionManager() { CancelAll(); }
+
+absl::Status SessionManager::CheckId(const std::string& id) {
+  if (id.empty() || id.size() > wire::kMaxSessionIdLength) {
+    return absl::InvalidArgumentError("session id must be 1..128 characters");
+  }
+  for (char c : id) {
+    if (c < 0x21 || c > 0x7e) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("session id '", id, "' may only hold printable ASCII without spaces"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SessionManager::Reserve(const std::string& id) {
+  if (absl::Status s = CheckId(id); !s.ok()) return s;
+  absl::MutexLock l(&mu_);
+  auto it = sessions_.find(id);
+  if (it != sessions_.end()) {
+    if (it->second == nullptr || !IsFinal(it->second->phase())) {
+      return absl::AlreadyExistsError(absl::StrCat("session '", id, "' is already running here"));
+    }
+  }
+  sessions_[id] = nullptr;
+  return absl::OkStatus();
+}
+
+void SessionManager::Unreserve(const std::string& id) {
+  absl::MutexLock l(&mu_);
+  auto it = sessions_.find(id);
+  if (it != sessions_.end() && it->second == nullptr) sessions_.erase(it);
+}
+
+void SessionManager::Put(std::shared_ptr<Session> session) {
+  absl::MutexLock l(&mu_);
+  sessions_[session->id()] = std::move(session);
+}
+
+absl::StatusOr<std::shared_ptr<Session>> SessionManager::Find(const std::string& id) {
+  absl::MutexLock l(&mu_);
+  auto it = sessions_.find(id);
+  if (it == sessions_.end() || it->second == nullptr) {
+    return absl::NotFoundError(absl::StrCat("no session '", id, "' on this daemon"));
+  }
+  return it->second;
+}
+
+absl::StatusOr<std::shared_ptr<SourceSession>> SessionManager::FindSource(const std::string& id) {
+  auto s = Find(id);
+  if (!s.ok()) return s.status();
+  auto src = std::dynamic_pointer_cast<SourceSession>(*s);
+  if (!src) {
+    return absl::FailedPreconditionError(absl::StrCat("session '", id,
+                                                      "' is a destination session here"));
+  }
+  return src;
+}
+
+absl::StatusOr<std::shared_ptr<DestinationSession>> SessionManager::FindDestination(
+    const std::string& id) {
+  auto s = Find(id);
+  if (!s.ok()) return s.status();
+  auto dst = std::dynamic_pointer_cast<DestinationSession>(*s);
+  if (!dst) {
+    return absl::FailedPreconditionError(absl::StrCat("session '", id,
+                                                      "' is a source session here"));
+  }
+  return dst;
+}
+
+void SessionManager::CancelAll() {
+  std::vector<std::shared_ptr<Session>> all;
+  {
+    absl::MutexLock l(&mu_);
+    for (auto& [id, s] : sessions_) {
+      if (s) all.push_back(s);
+    }
+  }
+  for (auto& s : all) s->Cancel();
+  for (auto& s : all) s->Join();
+}
+
+}  // namespace migmover

@@ -1,0 +1,42 @@
+// SessionManager: every session of this daemon by id.
+#ifndef MIGMOVER_DAEMON_SESSION_SESSION_MANAGER_H_
+#define MIGMOVER_DAEMON_SESSION_SESSION_MANAGER_H_
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "daemon/session/destination_session.h"
+#include "daemon/session/source_session.h"
+
+namespace migmover {
+
+class SessionManager {
+ public:
+  ~SessionManager();
+
+  // Valid ids: 1..128 printable ASCII characters without spaces.
+  static absl::Status CheckId(const std::string& id);
+  // Reserves `id`. AlreadyExists while a session with that id has not ended; an ended one is
+  // replaced.
+  absl::Status Reserve(const std::string& id);
+  void Unreserve(const std::string& id);
+  void Put(std::shared_ptr<Session> session);
+
+  absl::StatusOr<std::shared_ptr<Session>> Find(const std::string& id);
+  absl::StatusOr<std::shared_ptr<SourceSession>> FindSource(const std::string& id);
+  absl::StatusOr<std::shared_ptr<DestinationSession>> FindDestination(const std::string& id);
+
+  // Cancels every session and waits for their workers (daemon shutdown).
+  void CancelAll();
+
+ private:
+  absl::Mutex mu_;
+  std::map<std::string, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace migmover
+
+#endif  // MIGMOVER_DAEMON_SESSION_SESSION_MANAGER_H_

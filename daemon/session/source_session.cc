@@ -1,0 +1,248 @@
+#include "daemon/session/source_session.h"
+
+#include "absl/strings/str_cat.h"
+#include "daemon/base/log.h"
+#include "daemon/device/fsm_path.h"
+#include "transport/base/status_macros.h"
+#include "transport/peer/frame_codec.h"
+#include "transport/uring/ring.h"
+
+namespace migmover {
+
+using stream::PumpResult;
+using wire::Phase;
+
+absl::StatusOr<std::shared_ptr<SourceSession>> SourceSession::Start(SourceConfig config,
+                                                                    DeviceRegistry* registry) {
+  if (config.devices.empty()) return absl::InvalidArgumentError("a session needs devices");
+  if (config.devices.size() > wire::kMaxDevicesPerSession) {
+    return absl::InvalidArgumentError(absl::StrCat("at most ", wire::kMaxDevicesPerSession,
+                                                   " devices per session"));
+  }
+  ASSIGN_OR_RETURN(std::vector<DeviceEntry*> entries,
+                   registry->Claim(config.devices, config.session_id));
+  for (DeviceEntry* e : entries) {
+    absl::Status bad;
+    if (e->kind == DeviceKind::kResumeDataFd) {
+      bad = absl::FailedPreconditionError(
+          absl::StrCat("device '", e->name, "' is a resume-data fd; a source needs save-data"));
+    } else if (e->runs_fsm()) {
+      absl::MutexLock l(&e->mu);
+      MigState s = e->device->last_known_state();
+      if (s != MigState::kRunning && s != MigState::kRunningP2P) {
+        bad = absl::FailedPreconditionError(absl::StrCat(
+            "device '", e->name, "' is in ", MigStateName(s), "; a source starts from RUNNING"));
+      }
+    }
+    if (!bad.ok()) {
+      registry->Release(config.devices, config.session_id);
+      return bad;
+    }
+  }
+  std::shared_ptr<SourceSession> s(new SourceSession(std::move(config), registry, entries));
+  s->SetPhase(SessionPhase::kConnecting);
+  s->running_workers_ = static_cast<int>(entries.size());
+  for (size_t i = 0; i < entries.size(); ++i) {
+    s->workers_.emplace_back([p = s.get(), i] { p->Run(i); });
+  }
+  return s;
+}
+
+SourceSession::SourceSession(SourceConfig config, DeviceRegistry* registry,
+                             std::vector<DeviceEntry*> entries)
+    : Session(config.session_id, SessionRole::kSource, config.devices),
+      config_(std::move(config)),
+      registry_(registry),
+      entries_(std::move(entries)),
+      data_fds_(entries_.size()) {}
+
+SourceSession::~SourceSession() {
+  Cancel();
+  Join();
+}
+
+void SourceSession::Join() {
+  for (auto& t : workers_) {
+    if (t.joinable()) t.join();
+  }
+}
+
+absl::Status SourceSession::Switchover() {
+  SessionPhase p = phase();
+  if (IsFinal(p)) {
+    return absl::FailedPreconditionError(absl::StrCat("session '", id_, "' already ended (",
+                                                      SessionPhaseName(p), ")"));
+  }
+  if (!switchover_.exchange(true)) {
+    MM_LOG(INFO) << "session " << id_ << ": switchover requested";
+    MarkStopCopyStart();
+    SetPhase(SessionPhase::kStopCopy);
+    absl::MutexLock l(&wake_mu_);  // Wake idle PRE_COPY loops.
+  }
+  return absl::OkStatus();
+}
+
+void SourceSession::Cancel() {
+  if (!cancel_.exchange(true)) {
+    if (!IsFinal(phase())) MM_LOG(INFO) << "session " << id_ << ": cancel requested";
+    absl::MutexLock l(&wake_mu_);
+  }
+}
+
+void SourceSession::Run(size_t i) {
+  stream::StreamSender* sender = nullptr;
+  absl::Status s = RunDevice(i, &sender);
+  if (!s.ok()) {
+    Fail(i, cancel_.load() && error().ok() ? absl::CancelledError("session cancelled") : s);
+    cancel_ = true;  // One device failing fails the migration: stop the others too.
+    {
+      absl::MutexLock l(&wake_mu_);
+    }
+    Recover(i);
+  }
+  if (--running_workers_ == 0) {
+    registry_->Release(config_.devices, id_);
+    Finish();
+  }
+}
+
+void SourceSession::Recover(size_t i) {
+  DeviceEntry* e = entries_[i];
+  data_fds_[i].Reset();
+  if (!e->runs_fsm()) return;
+  absl::MutexLock l(&e->mu);
+  absl::StatusOr<UniqueFd> back = e->device->SetState(MigState::kRunning);
+  if (!back.ok()) {
+    MM_LOG(WARNING) << "session " << id_ << ": device " << e->name
+                    << ": could not return to RUNNING (" << back.status() << "); resetting";
+    if (absl::Status r = e->device->Reset(); !r.ok()) {
+      MM_LOG(ERROR) << "session " << id_ << ": device " << e->name << ": reset failed: " << r;
+    }
+  }
+  SetDeviceState(i, MigStateName(e->device->last_known_state()));
+  MM_LOG(INFO) << "session " << id_ << ": device " << e->name << " back in "
+               << MigStateName(e->device->last_known_state());
+}
+
+absl::Status SourceSession::RunPrecopy(size_t i, MigratableDevice* dev, int data_fd,
+                                       stream::StreamSender* sender) {
+  DeviceProgress& p = *progress_[i];
+  bool had_data = false;
+  while (!switchover_.load() && !cancel_.load()) {
+    absl::StatusOr<PrecopyInfo> info;
+    {
+      absl::MutexLock l(&entries_[i]->mu);
+      info = dev->GetPrecopyInfo(data_fd);
+    }
+    RETURN_IF_ERROR(info.status());
+    const uint64_t pending = info->initial_bytes + info->dirty_bytes;
+    p.pending_bytes = pending;
+    if (pending == 0) {
+      if (had_data) {
+        ++p.precopy_rounds;
+        had_data = false;
+        Touch();
+      }
+      absl::MutexLock l(&wake_mu_);
+      auto woken = [this] { return switchover_.load() || cancel_.load(); };
+      wake_mu_.AwaitWithTimeout(absl::Condition(&woken), config_.precopy_poll);
+      continue;
+    }
+    had_data = true;
+    ASSIGN_OR_RETURN(PumpResult r, sender->Pump(data_fd, Phase::kPreCopy, pending, switchover_,
+                                                cancel_));
+    p.precopy_bytes += r.bytes;
+    if (r.end == PumpResult::End::kDrained) {
+      // The driver says "nothing right now" (0 or ENOMSG) even if its estimate disagreed.
+      ++p.precopy_rounds;
+      had_data = false;
+      Touch();
+    }
+  }
+  p.pending_bytes = 0;
+  return absl::OkStatus();
+}
+
+absl::Status SourceSession::RunDevice(size_t i, stream::StreamSender** sender_out) {
+  DeviceEntry* e = entries_[i];
+  DeviceProgress& p = *progress_[i];
+  ASSIGN_OR_RETURN(std::unique_ptr<uring::Ring> ring, uring::Ring::Create(64));
+  ASSIGN_OR_RETURN(UniqueFd sock, net::TcpConnect(config_.peer, absl::Seconds(10)));
+  ASSIGN_OR_RETURN(std::unique_ptr<stream::StreamSender> sender,
+                   stream::StreamSender::Create(ring.get(), std::move(sock),
+                                                static_cast<uint32_t>(i), config_.stream));
+  *sender_out = sender.get();
+  sender->set_progress_counter(&p.bytes);
+  peer::Hello hello;
+  hello.session_id = id_;
+  hello.device = static_cast<uint32_t>(i);
+  hello.device_count = static_cast<uint32_t>(entries_.size());
+  hello.token = config_.token;
+  RETURN_IF_ERROR(sender->Handshake(hello, absl::Seconds(10)));
+  MM_LOG(INFO) << "session " << id_ << ": device " << e->name << " connected to "
+               << config_.peer.host << ":" << config_.peer.port;
+  SetPhase(SessionPhase::kPreCopy);
+
+  absl::Status status = [&]() -> absl::Status {
+    int data_fd = -1;
+    if (!e->runs_fsm()) {
+      // Data-fd mode: the agent runs the FSM; move the stream to its end.
+      data_fd = e->data_fd.get();
+      SetDeviceState(i, "");
+    } else {
+      MigratableDevice* dev = e->device.get();
+      const bool precopy = config_.precopy && dev->features().pre_copy();
+      p.precopy_capable = precopy;
+      if (precopy) {
+        {
+          absl::MutexLock l(&e->mu);
+          ASSIGN_OR_RETURN(data_fds_[i], dev->SetState(MigState::kPreCopy));
+        }
+        SetDeviceState(i, "PRE_COPY");
+        data_fd = data_fds_[i].get();
+        RETURN_IF_ERROR(RunPrecopy(i, dev, data_fd, sender.get()));
+        if (cancel_.load()) return absl::CancelledError("session cancelled");
+        RETURN_IF_ERROR(sender->EndPhase(Phase::kPreCopy));
+      } else {
+        absl::MutexLock l(&wake_mu_);
+        auto woken = [this] { return switchover_.load() || cancel_.load(); };
+        wake_mu_.Await(absl::Condition(&woken));
+      }
+      if (cancel_.load()) return absl::CancelledError("session cancelled");
+      {
+        absl::MutexLock l(&e->mu);
+        ASSIGN_OR_RETURN(UniqueFd fd, dev->SetState(MigState::kStopCopy));
+        if (fd.valid()) data_fds_[i] = std::move(fd);
+      }
+      data_fd = data_fds_[i].get();
+      SetDeviceState(i, "STOP_COPY");
+    }
+    SetDeviceDataPath(i, stream::DataPathName(stream::ResolveDataPath(config_.stream.data_path,
+                                                                      data_fd)));
+    static const std::atomic<bool> kNever{false};
+    ASSIGN_OR_RETURN(PumpResult r, sender->Pump(data_fd, Phase::kStopCopy, UINT64_MAX, kNever,
+                                                cancel_));
+    SetDeviceDataPath(i, stream::DataPathName(sender->data_path_used()));
+    RETURN_IF_ERROR(sender->EndStream());
+    MM_LOG(INFO) << "session " << id_ << ": device " << e->name << ": stream complete, "
+                 << sender->bytes_sent() << " bytes (" << r.bytes << " in STOP_COPY)";
+    SetPhase(SessionPhase::kCommitting);
+    RETURN_IF_ERROR(sender->AwaitCommit(config_.stream.idle_timeout * 4, cancel_));
+    p.committed = true;
+    MarkStopCopyEnd();
+    MM_LOG(INFO) << "session " << id_ << ": device " << e->name << ": destination committed";
+    if (e->runs_fsm()) {
+      absl::MutexLock l(&e->mu);
+      // Leaving the saving group ends the data session; a hypervisor expects the source in STOP.
+      RETURN_IF_ERROR(e->device->SetState(MigState::kStop).status());
+      data_fds_[i].Reset();
+      SetDeviceState(i, "STOP");
+    }
+    return absl::OkStatus();
+  }();
+  if (!status.ok()) sender->SendError(status);
+  *sender_out = nullptr;
+  return status;
+}
+
+}  // namespace migmover

@@ -1,0 +1,72 @@
+// SourceSession: the saving side of a migration. One worker thread per device, each with its own
+// io_uring and connection to the destination daemon: PRE_COPY rounds while the VM runs (when the
+// device has PRE_COPY), then on Switchover STOP_COPY to the end of the stream, END_STREAM, and
+// the destination's COMMIT. After success every device is in STOP; after any failure every
+// device is back in RUNNING and the destination has been told.
+#ifndef MIGMOVER_DAEMON_SESSION_SOURCE_SESSION_H_
+#define MIGMOVER_DAEMON_SESSION_SOURCE_SESSION_H_
+
+#include <array>
+#include <atomic>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "daemon/registry/device_registry.h"
+#include "daemon/session/session.h"
+#include "transport/net/socket.h"
+#include "transport/stream/stream_options.h"
+#include "transport/stream/stream_sender.h"
+
+namespace migmover {
+
+struct SourceConfig {
+  std::string session_id;
+  std::vector<std::string> devices;
+  net::HostPort peer;
+  std::array<uint8_t, 32> token{};
+  bool precopy = true;
+  stream::StreamOptions stream;
+  // How often an idle PRE_COPY device is asked for new precopy data.
+  absl::Duration precopy_poll = absl::Milliseconds(5);
+};
+
+class SourceSession final : public Session {
+ public:
+  // Claims the devices and starts the workers. Errors: those of DeviceRegistry::Claim, and
+  // FailedPrecondition for an FSM device that is not RUNNING or RUNNING_P2P, or a data fd
+  // that is not a save-data fd.
+  static absl::StatusOr<std::shared_ptr<SourceSession>> Start(SourceConfig config,
+                                                              DeviceRegistry* registry);
+  ~SourceSession() override;
+
+  // The agent has stopped the vCPUs: move to STOP_COPY and drain. FailedPrecondition after the
+  // session ended; a repeated call is a no-op.
+  absl::Status Switchover();
+  void Cancel() override;
+  void Join() override;
+
+ private:
+  SourceSession(SourceConfig config, DeviceRegistry* registry, std::vector<DeviceEntry*> entries);
+  void Run(size_t i);
+  absl::Status RunDevice(size_t i, stream::StreamSender** sender_out);
+  absl::Status RunPrecopy(size_t i, MigratableDevice* dev, int data_fd,
+                          stream::StreamSender* sender);
+  // Brings a device back to RUNNING after a failure (SET, else RESET).
+  void Recover(size_t i);
+
+  const SourceConfig config_;
+  DeviceRegistry* registry_;
+  std::vector<DeviceEntry*> entries_;
+  std::vector<UniqueFd> data_fds_;
+  std::atomic<bool> switchover_{false};
+  std::atomic<bool> cancel_{false};
+  std::atomic<int> running_workers_{0};
+  absl::Mutex wake_mu_;  // Wakes idle PRE_COPY loops at switchover or cancel.
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace migmover
+
+#endif  // MIGMOVER_DAEMON_SESSION_SOURCE_SESSION_H_
