@@ -33,6 +33,7 @@ enum class FrameType : uint8_t {
   kEndStream = 5,  // source -> destination: EndStreamPayload. No DATA follows.
   kCommit = 6,     // destination -> source: StatusPayload; code 0 = device committed.
   kError = 7,      // either way: StatusPayload; the sender gives up on this stream.
+  kKeepalive = 8,  // source -> destination, no payload: idle in PRE_COPY, still there.
 };
 
 enum class Phase : uint8_t { kNone = 0, kPreCopy = 1, kStopCopy = 2 };

@@ -207,10 +207,12 @@ int RunMigrateCommand(const MigrateOptions& o, std::ostream& out, std::ostream& 
     const auto& dev = d.devices(i);
     const auto& sdev = i < s.devices_size() ? s.devices(i) : v1::DeviceProgress();
     out << absl::StrFormat(
-        "device %s: source %s via %s, destination %s via %s, %s, digest %s%s\n", dev.name(),
-        sdev.state(), sdev.data_path(), dev.state(), dev.data_path(),
-        dev.committed() ? "committed" : "NOT committed",
-        dev.digest_checked() ? "verified" : "not checked (spliced)",
+        "device %s: source %s via %s, destination %s via %s, %s, %s%s\n", dev.name(),
+        sdev.state(), sdev.data_path().empty() ? "-" : sdev.data_path(), dev.state(),
+        dev.data_path(), dev.committed() ? "committed" : "NOT committed",
+        !dev.committed()        ? "stream rejected"
+        : dev.digest_checked() ? "stream digest verified by migmover and the device"
+                               : "stream verified by the device (spliced: no userspace digest)",
         dev.error().empty() ? "" : absl::StrCat(", error: ", dev.error()));
   }
   out << "destination verified: "

@@ -128,6 +128,7 @@ absl::Status SourceSession::RunPrecopy(size_t i, MigratableDevice* dev, int data
                                        stream::StreamSender* sender) {
   DeviceProgress& p = *progress_[i];
   bool had_data = false;
+  absl::Time last_sent = absl::Now();
   while (!switchover_.load() && !cancel_.load()) {
     absl::StatusOr<PrecopyInfo> info;
     {
@@ -143,6 +144,10 @@ absl::Status SourceSession::RunPrecopy(size_t i, MigratableDevice* dev, int data
         had_data = false;
         Touch();
       }
+      if (absl::Now() - last_sent > config_.stream.idle_timeout / 4) {
+        RETURN_IF_ERROR(sender->Keepalive());
+        last_sent = absl::Now();
+      }
       absl::MutexLock l(&wake_mu_);
       auto woken = [this] { return switchover_.load() || cancel_.load(); };
       wake_mu_.AwaitWithTimeout(absl::Condition(&woken), config_.precopy_poll);
@@ -152,6 +157,7 @@ absl::Status SourceSession::RunPrecopy(size_t i, MigratableDevice* dev, int data
     ASSIGN_OR_RETURN(PumpResult r, sender->Pump(data_fd, Phase::kPreCopy, pending, switchover_,
                                                 cancel_));
     p.precopy_bytes += r.bytes;
+    last_sent = absl::Now();
     if (r.end == PumpResult::End::kDrained) {
       // The driver says "nothing right now" (0 or ENOMSG) even if its estimate disagreed.
       ++p.precopy_rounds;
@@ -200,13 +206,23 @@ absl::Status SourceSession::RunDevice(size_t i, stream::StreamSender** sender_ou
         }
         SetDeviceState(i, "PRE_COPY");
         data_fd = data_fds_[i].get();
+        SetDeviceDataPath(i, stream::DataPathName(
+                                 stream::ResolveDataPath(config_.stream.data_path, data_fd)));
         RETURN_IF_ERROR(RunPrecopy(i, dev, data_fd, sender.get()));
         if (cancel_.load()) return absl::CancelledError("session cancelled");
         RETURN_IF_ERROR(sender->EndPhase(Phase::kPreCopy));
       } else {
-        absl::MutexLock l(&wake_mu_);
         auto woken = [this] { return switchover_.load() || cancel_.load(); };
-        wake_mu_.Await(absl::Condition(&woken));
+        while (true) {
+          {
+            absl::MutexLock l(&wake_mu_);
+            if (wake_mu_.AwaitWithTimeout(absl::Condition(&woken),
+                                          config_.stream.idle_timeout / 4)) {
+              break;
+            }
+          }
+          RETURN_IF_ERROR(sender->Keepalive());
+        }
       }
       if (cancel_.load()) return absl::CancelledError("session cancelled");
       {

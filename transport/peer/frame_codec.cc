@@ -25,6 +25,8 @@ const char* FrameTypeName(uint8_t type) {
       return "COMMIT";
     case FrameType::kError:
       return "ERROR";
+    case FrameType::kKeepalive:
+      return "KEEPALIVE";
   }
   return "UNKNOWN";
 }
@@ -57,7 +59,7 @@ absl::StatusOr<FrameHeader> DecodeHeader(std::span<const uint8_t, wire::kFrameHe
                             absl::Hex(wire::kFrameMagic)));
   }
   if (h.type < static_cast<uint8_t>(FrameType::kHello) ||
-      h.type > static_cast<uint8_t>(FrameType::kError)) {
+      h.type > static_cast<uint8_t>(FrameType::kKeepalive)) {
     return bad(absl::StrCat("unknown frame type ", h.type));
   }
   if (h.phase > static_cast<uint8_t>(Phase::kStopCopy)) {
@@ -84,6 +86,9 @@ absl::StatusOr<FrameHeader> DecodeHeader(std::span<const uint8_t, wire::kFrameHe
       min = 1;
       max = wire::kMaxDataLength;
       if (h.phase == static_cast<uint8_t>(Phase::kNone)) return bad("DATA without a phase");
+      break;
+    case FrameType::kKeepalive:
+      max = 0;
       break;
     case FrameType::kEndPhase:
       max = 0;
@@ -146,6 +151,10 @@ std::string EncodeStatusFrame(FrameType type, uint64_t seq, uint32_t device,
   std::string payload(reinterpret_cast<const char*>(&p), sizeof(p));
   payload += status.message.substr(0, wire::kMaxControlLength - sizeof(p));
   return Frame(type, seq, device, Phase::kNone, payload);
+}
+
+std::string EncodeKeepalive(uint64_t seq, uint32_t device) {
+  return Frame(FrameType::kKeepalive, seq, device, Phase::kNone, "");
 }
 
 std::string EncodeEndPhase(uint64_t seq, uint32_t device, Phase phase) {

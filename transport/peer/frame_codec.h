@@ -55,6 +55,7 @@ std::string EncodeHello(uint64_t seq, const Hello& hello);
 std::string EncodeStatusFrame(FrameType type, uint64_t seq, uint32_t device,
                               const PeerStatus& status);
 std::string EncodeEndPhase(uint64_t seq, uint32_t device, Phase phase);
+std::string EncodeKeepalive(uint64_t seq, uint32_t device);
 std::string EncodeEndStream(uint64_t seq, uint32_t device, const EndStream& end);
 
 // Parse a control payload whose header DecodeHeader accepted. Errors: DataLoss for bad contents

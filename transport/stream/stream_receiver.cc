@@ -93,6 +93,8 @@ absl::Status StreamReceiver::OnHeader(const FrameHeader& h, uint32_t* data_len, 
       }
       *data_len = h.length;
       return absl::OkStatus();
+    case FrameType::kKeepalive:
+      return absl::OkStatus();
     case FrameType::kEndPhase:
       if (h.phase == static_cast<uint8_t>(Phase::kPreCopy)) ++result->precopy_phases_ended;
       return absl::OkStatus();
@@ -422,11 +424,24 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveSplice(int data_fd,
   return result;
 }
 
-absl::Status StreamReceiver::SendCommit(const absl::Status& verdict) {
+absl::Status StreamReceiver::SendCommit(const absl::Status& verdict, absl::Duration linger) {
   peer::PeerStatus st{static_cast<uint32_t>(verdict.code()), std::string(verdict.message())};
-  return net::SendAll(socket_.get(),
-                      peer::EncodeStatusFrame(FrameType::kCommit, next_seq_out_++, device_, st),
-                      absl::Now() + options_.idle_timeout);
+  absl::Status sent =
+      net::SendAll(socket_.get(),
+                   peer::EncodeStatusFrame(FrameType::kCommit, next_seq_out_++, device_, st),
+                   absl::Now() + (verdict.ok() ? options_.idle_timeout : linger));
+  if (verdict.ok() || !sent.ok()) return sent;
+  // Closing with unread data would reset the connection and could drop the verdict.
+  ::shutdown(socket_.get(), SHUT_WR);
+  const absl::Time until = absl::Now() + linger;
+  char sink[64 << 10];
+  while (absl::Now() < until) {
+    pollfd p{socket_.get(), POLLIN, 0};
+    if (::poll(&p, 1, 50) <= 0) continue;
+    ssize_t n = ::recv(socket_.get(), sink, sizeof(sink), MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) break;
+  }
+  return sent;
 }
 
 }  // namespace migmover::stream

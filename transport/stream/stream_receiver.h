@@ -44,8 +44,11 @@ class StreamReceiver {
   // Cancelled; DeadlineExceeded after the idle timeout.
   absl::StatusOr<ReceiveResult> Receive(int data_fd, const std::atomic<bool>& cancel);
 
-  // COMMIT with code 0 for OK, else ERROR-coded COMMIT with the status's code and message.
-  absl::Status SendCommit(const absl::Status& result);
+  // COMMIT with code 0 for OK, else a COMMIT carrying the status's code and message. After a
+  // failure it then drains and discards what the source still sends (up to `linger`) until the
+  // source closes, so the verdict is read rather than lost to a connection reset.
+  absl::Status SendCommit(const absl::Status& result,
+                          absl::Duration linger = absl::Seconds(2));
 
   uint64_t bytes_received() const { return bytes_written_.load(std::memory_order_relaxed); }
   // Also adds every byte moved to `*counter` (live progress for status readers); the counter

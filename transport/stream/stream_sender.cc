@@ -99,6 +99,29 @@ absl::Status StreamSender::Handshake(const peer::Hello& hello, absl::Duration ti
   return absl::OkStatus();
 }
 
+absl::Status StreamSender::PeerVerdict() {
+  pollfd p{socket_.get(), POLLIN, 0};
+  if (::poll(&p, 1, 0) <= 0 || !(p.revents & (POLLIN | POLLHUP | POLLERR))) {
+    return absl::OkStatus();
+  }
+  uint8_t hdr[wire::kFrameHeaderSize];
+  absl::Status got = net::RecvExact(socket_.get(), hdr, sizeof(hdr), absl::Now() + absl::Seconds(1));
+  if (!got.ok()) return got;
+  ASSIGN_OR_RETURN(FrameHeader h, peer::DecodeHeader(hdr));
+  if (h.type != static_cast<uint8_t>(FrameType::kCommit) &&
+      h.type != static_cast<uint8_t>(FrameType::kError)) {
+    return absl::DataLossError(absl::StrCat("destination sent ", peer::FrameTypeName(h.type),
+                                            " mid-stream"));
+  }
+  std::string payload(h.length, '\0');
+  RETURN_IF_ERROR(net::RecvExact(socket_.get(), payload.data(), payload.size(),
+                                 absl::Now() + absl::Seconds(1)));
+  ASSIGN_OR_RETURN(peer::PeerStatus st, peer::ParseStatus(h, payload));
+  return absl::Status(st.code == 0 ? absl::StatusCode::kAborted
+                                   : static_cast<absl::StatusCode>(st.code),
+                      absl::StrCat("destination gave up: ", st.message));
+}
+
 absl::StatusOr<PumpResult> StreamSender::Pump(int data_fd, Phase phase, uint64_t max_bytes,
                                               const std::atomic<bool>& stop,
                                               const std::atomic<bool>& cancel) {
@@ -264,10 +287,13 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
             ready_head = (ready_head + 1) % cap;
             --ready_count;
             free_list[free_count++] = slot;
+            if (absl::Status v = PeerVerdict(); !v.ok()) fail(v);
           }
         } else if (c.res != -EAGAIN && c.res != -EINTR && error.ok()) {
-          fail(ErrnoStatus(absl::StrCat("send(peer socket fd ", socket_.get(), ", DATA)"),
-                           c.res == 0 ? EPIPE : -c.res));
+          absl::Status v = PeerVerdict();
+          fail(!v.ok() ? v
+                       : ErrnoStatus(absl::StrCat("send(peer socket fd ", socket_.get(), ", DATA)"),
+                                     c.res == 0 ? EPIPE : -c.res));
         }
         break;
       }
@@ -385,12 +411,14 @@ absl::StatusOr<PumpResult> StreamSender::PumpSplice(int data_fd, Phase phase, ui
       ASSIGN_OR_RETURN(int out, RunOne(cancel));
       if (out == -EAGAIN || out == -EINTR) continue;
       if (out <= 0) {
+        RETURN_IF_ERROR(PeerVerdict());
         return ErrnoStatus(absl::StrCat("splice(pipe -> peer socket fd ", socket_.get(), ", ",
                                         n - moved, ")"),
                            out == 0 ? EPIPE : -out);
       }
       moved += out;
     }
+    RETURN_IF_ERROR(PeerVerdict());
     offset_ += n;
     remaining -= n;
     result.bytes += n;
@@ -401,6 +429,11 @@ absl::StatusOr<PumpResult> StreamSender::PumpSplice(int data_fd, Phase phase, ui
 
 absl::Status StreamSender::EndPhase(Phase phase) {
   return SendControl(peer::EncodeEndPhase(seq_, device_, phase));
+}
+
+absl::Status StreamSender::Keepalive() {
+  RETURN_IF_ERROR(PeerVerdict());
+  return SendControl(peer::EncodeKeepalive(seq_, device_));
 }
 
 absl::Status StreamSender::EndStream() {

@@ -54,6 +54,9 @@ class StreamSender {
                                   const std::atomic<bool>& cancel);
 
   absl::Status EndPhase(wire::Phase phase);
+  // Tells an idle destination the source is alive (keeps its idle timeout from firing while
+  // the VM runs in PRE_COPY with nothing to send); also surfaces a destination that gave up.
+  absl::Status Keepalive();
   // END_STREAM with the total and, when every byte passed through userspace, its XXH3-64.
   absl::Status EndStream();
   // Waits for the destination's verdict. OK only for COMMIT with code 0; a COMMIT or ERROR with
@@ -80,6 +83,9 @@ class StreamSender {
   // Submits one op and waits for its completion, honouring cancel and the idle timeout.
   absl::StatusOr<int> RunOne(const std::atomic<bool>& cancel);
   absl::Status SendControl(const std::string& frame);
+  // The destination only speaks mid-stream to give up (ERROR, or a failed COMMIT). If it has,
+  // reads its frame and returns its verdict as an error; OK when it has said nothing.
+  absl::Status PeerVerdict();
 
   uring::Ring* ring_;
   UniqueFd socket_;

@@ -1,0 +1,108 @@
+#include "tests/integration/daemon_process.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "grpcpp/grpcpp.h"
+
+namespace migmover::testing {
+
+std::string MigmoverdPath() {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  std::string base = srcdir ? srcdir : ".";
+  return base + "/migmover/daemon/server/migmoverd";
+}
+
+absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
+    const std::string& binary, const std::string& name, const std::vector<std::string>& extra) {
+  std::unique_ptr<DaemonProcess> d(new DaemonProcess());
+  // Socket paths must stay under 108 bytes: a short private directory in /tmp.
+  char tmpl[] = "/tmp/mmd.XXXXXX";
+  if (::mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp failed");
+  d->dir_ = tmpl;
+  d->grpc_socket_ = d->dir_ + "/grpc.sock";
+  d->fd_socket_ = d->dir_ + "/fd.sock";
+  const std::string port_file = d->dir_ + "/port";
+  const char* outdir = std::getenv("TEST_UNDECLARED_OUTPUTS_DIR");
+  d->log_path_ = absl::StrCat(outdir ? outdir : d->dir_.c_str(), "/", name, ".", getpid(), ".",
+                              absl::ToUnixMicros(absl::Now()), ".log");
+  std::vector<std::string> args = {binary,
+                                   "--name=" + name,
+                                   "--grpc_socket=" + d->grpc_socket_,
+                                   "--fd_socket=" + d->fd_socket_,
+                                   "--peer_listen=127.0.0.1:0",
+                                   "--port_file=" + port_file};
+  args.insert(args.end(), extra.begin(), extra.end());
+  pid_t pid = ::fork();
+  if (pid < 0) return absl::InternalError("fork failed");
+  if (pid == 0) {
+    FILE* log = std::fopen(d->log_path_.c_str(), "w");
+    if (log) {
+      ::dup2(fileno(log), STDERR_FILENO);
+      ::dup2(fileno(log), STDOUT_FILENO);
+    }
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(binary.c_str(), argv.data());
+    std::_Exit(127);
+  }
+  d->pid_ = pid;
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < deadline) {
+    std::ifstream pf(port_file);
+    if (pf >> d->port_ && d->port_ > 0) break;
+    int status;
+    if (::waitpid(pid, &status, WNOHANG) == pid) {
+      d->pid_ = -1;
+      return absl::InternalError(absl::StrCat("migmoverd ", name, " exited at start: ", d->Log()));
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  if (d->port_ <= 0) return absl::DeadlineExceededError("migmoverd did not become ready");
+  auto channel = grpc::CreateChannel("unix:" + d->grpc_socket_, grpc::InsecureChannelCredentials());
+  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
+    return absl::DeadlineExceededError("migmoverd gRPC socket did not answer");
+  }
+  d->stub_ = v1::Migmover::NewStub(channel);
+  return d;
+}
+
+DaemonProcess::~DaemonProcess() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGTERM);
+    int status;
+    for (int i = 0; i < 100; ++i) {
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        break;
+      }
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, &status, 0);
+    }
+  }
+  ::unlink(grpc_socket_.c_str());
+  ::unlink(fd_socket_.c_str());
+  ::unlink((dir_ + "/port").c_str());
+  ::rmdir(dir_.c_str());
+}
+
+std::string DaemonProcess::Log() const {
+  std::ifstream in(log_path_);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace migmover::testing

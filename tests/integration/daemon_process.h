@@ -1,0 +1,47 @@
+// DaemonProcess: a real migmoverd child process for tests, on private sockets and a free
+// loopback peer port.
+#ifndef MIGMOVER_TESTS_INTEGRATION_DAEMON_PROCESS_H_
+#define MIGMOVER_TESTS_INTEGRATION_DAEMON_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "api/migmover.grpc.pb.h"
+
+namespace migmover::testing {
+
+class DaemonProcess {
+ public:
+  // Starts `binary` (migmoverd) named `name`, waits until it serves gRPC.
+  static absl::StatusOr<std::unique_ptr<DaemonProcess>> Start(
+      const std::string& binary, const std::string& name,
+      const std::vector<std::string>& extra_flags = {});
+  // SIGTERM and wait.
+  ~DaemonProcess();
+
+  v1::Migmover::Stub* stub() { return stub_.get(); }
+  const std::string& grpc_socket() const { return grpc_socket_; }
+  const std::string& fd_socket() const { return fd_socket_; }
+  std::string peer_address() const { return "127.0.0.1:" + std::to_string(port_); }
+  const std::string& log_path() const { return log_path_; }
+  // The daemon's log so far (for failure messages).
+  std::string Log() const;
+
+ private:
+  DaemonProcess() = default;
+  pid_t pid_ = -1;
+  std::string dir_, grpc_socket_, fd_socket_, log_path_;
+  int port_ = 0;
+  std::unique_ptr<v1::Migmover::Stub> stub_;
+};
+
+// The migmoverd binary in this test's runfiles.
+std::string MigmoverdPath();
+
+}  // namespace migmover::testing
+
+#endif  // MIGMOVER_TESTS_INTEGRATION_DAEMON_PROCESS_H_

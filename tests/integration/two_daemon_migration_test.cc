@@ -1,0 +1,416 @@
+// Two real migmoverd processes on loopback, driven over their gRPC and fd-intake sockets as a
+// hypervisor agent would. Simulated devices verify every byte they receive (stream digest and
+// final state digest), so "verified" below means byte-exact.
+#include <signal.h>
+#include <unistd.h>
+
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "daemon/intake/fd_intake.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "tests/integration/daemon_process.h"
+
+namespace migmover {
+namespace {
+
+using testing::DaemonProcess;
+using v1::SessionStatus;
+
+class TwoDaemons : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ::signal(SIGPIPE, SIG_IGN);
+    auto src = DaemonProcess::Start(testing::MigmoverdPath(), "src", {"--idle_timeout_ms=10000"});
+    ASSERT_TRUE(src.ok()) << src.status();
+    auto dst = DaemonProcess::Start(testing::MigmoverdPath(), "dst", {"--idle_timeout_ms=10000"});
+    ASSERT_TRUE(dst.ok()) << dst.status();
+    src_ = std::move(*src);
+    dst_ = std::move(*dst);
+  }
+
+  void TearDown() override {
+    if (HasFailure()) {
+      std::cerr << "---- source daemon log ----\n" << src_->Log();
+      std::cerr << "---- destination daemon log ----\n" << dst_->Log();
+    }
+  }
+
+  grpc::Status Attach(DaemonProcess& d, const std::string& name, const std::string& spec) {
+    grpc::ClientContext ctx;
+    v1::AttachDeviceRequest req;
+    req.set_name(name);
+    req.set_simulated(spec);
+    v1::Device out;
+    return d.stub()->AttachDevice(&ctx, req, &out);
+  }
+
+  grpc::Status AttachHandle(DaemonProcess& d, const std::string& name, uint64_t handle) {
+    grpc::ClientContext ctx;
+    v1::AttachDeviceRequest req;
+    req.set_name(name);
+    req.set_fd_handle(handle);
+    v1::Device out;
+    return d.stub()->AttachDevice(&ctx, req, &out);
+  }
+
+  grpc::Status Prepare(const std::string& id, const std::vector<std::string>& devices,
+                       const std::string& data_path = "", const std::string& token = "") {
+    grpc::ClientContext ctx;
+    v1::PrepareDestinationRequest req;
+    req.set_session_id(id);
+    for (const auto& d : devices) req.add_devices(d);
+    req.set_token(token);
+    req.mutable_options()->set_data_path(data_path);
+    SessionStatus out;
+    return dst_->stub()->PrepareDestination(&ctx, req, &out);
+  }
+
+  grpc::Status Start(const std::string& id, const std::vector<std::string>& devices,
+                     bool precopy, const std::string& data_path = "",
+                     const std::string& token = "", const std::string& peer = "") {
+    grpc::ClientContext ctx;
+    v1::StartSourceRequest req;
+    req.set_session_id(id);
+    for (const auto& d : devices) req.add_devices(d);
+    req.set_peer(peer.empty() ? dst_->peer_address() : peer);
+    req.set_precopy(precopy);
+    req.set_token(token);
+    req.mutable_options()->set_data_path(data_path);
+    SessionStatus out;
+    return src_->stub()->StartSource(&ctx, req, &out);
+  }
+
+  SessionStatus Get(DaemonProcess& d, const std::string& id) {
+    grpc::ClientContext ctx;
+    v1::GetSessionRequest req;
+    req.set_session_id(id);
+    SessionStatus out;
+    grpc::Status s = d.stub()->GetSession(&ctx, req, &out);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return out;
+  }
+
+  static bool Final(const SessionStatus& s) {
+    return s.phase() == SessionStatus::SUCCEEDED || s.phase() == SessionStatus::FAILED ||
+           s.phase() == SessionStatus::CANCELLED;
+  }
+
+  SessionStatus WaitFinal(DaemonProcess& d, const std::string& id, double seconds = 60) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(seconds);
+    SessionStatus s;
+    do {
+      s = Get(d, id);
+      if (Final(s)) return s;
+      absl::SleepFor(absl::Milliseconds(20));
+    } while (absl::Now() < deadline);
+    ADD_FAILURE() << "session " << id << " did not end: " << s.DebugString();
+    return s;
+  }
+
+  // Waits (via WatchSession) until the source has done `rounds` precopy rounds.
+  SessionStatus WatchUntilRounds(const std::string& id, uint32_t rounds) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    v1::WatchSessionRequest req;
+    req.set_session_id(id);
+    auto reader = src_->stub()->WatchSession(&ctx, req);
+    SessionStatus s;
+    while (reader->Read(&s)) {
+      if (s.precopy_rounds() >= rounds || Final(s)) {
+        ctx.TryCancel();
+        break;
+      }
+    }
+    reader->Finish();
+    return s;
+  }
+
+  grpc::Status Switchover(const std::string& id) {
+    grpc::ClientContext ctx;
+    v1::SwitchoverRequest req;
+    req.set_session_id(id);
+    SessionStatus out;
+    return src_->stub()->Switchover(&ctx, req, &out);
+  }
+
+  std::string StateOf(DaemonProcess& d, const std::string& name) {
+    grpc::ClientContext ctx;
+    v1::ListDevicesResponse resp;
+    d.stub()->ListDevices(&ctx, v1::ListDevicesRequest(), &resp);
+    for (const auto& dev : resp.devices()) {
+      if (dev.name() == name) return dev.state();
+    }
+    return "<missing>";
+  }
+
+  std::unique_ptr<DaemonProcess> src_, dst_;
+};
+
+struct PathCase {
+  std::string data_path;
+  bool precopy;
+};
+
+class MigrationMatrix : public TwoDaemons, public ::testing::WithParamInterface<PathCase> {};
+
+TEST_P(MigrationMatrix, TwoDevicesMoveByteExact) {
+  const PathCase& c = GetParam();
+  const std::string id = absl::StrCat("m-", c.data_path, c.precopy ? "-pre" : "-nopre");
+  // Device 0 dirties state while running, device 1 has a small initial chunk.
+  const std::vector<std::string> specs = {"size=48MiB,chunk=128KiB,seed=11,dirty_rate=64MiB",
+                                          "size=24MiB,chunk=64KiB,seed=12,initial=4MiB"};
+  std::vector<std::string> names;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    names.push_back(absl::StrCat("dev", i));
+    ASSERT_TRUE(Attach(*src_, names[i], specs[i]).ok());
+    ASSERT_TRUE(Attach(*dst_, names[i], specs[i].substr(0, specs[i].find(','))).ok());
+  }
+  ASSERT_TRUE(Prepare(id, names, c.data_path).ok());
+  EXPECT_EQ(StateOf(*dst_, "dev0"), "RESUMING");
+  grpc::Status started = Start(id, names, c.precopy, c.data_path);
+  ASSERT_TRUE(started.ok()) << started.error_message();
+  if (c.precopy) {
+    SessionStatus s = WatchUntilRounds(id, 1);
+    EXPECT_GE(s.precopy_rounds(), 1u) << s.DebugString();
+    EXPECT_EQ(s.phase(), SessionStatus::PRE_COPY);
+    EXPECT_EQ(StateOf(*src_, "dev0"), "PRE_COPY");
+  } else {
+    absl::SleepFor(absl::Milliseconds(100));
+    EXPECT_EQ(StateOf(*src_, "dev0"), "RUNNING");
+  }
+  ASSERT_TRUE(Switchover(id).ok());
+  SessionStatus s = WaitFinal(*src_, id);
+  SessionStatus d = WaitFinal(*dst_, id);
+  ASSERT_EQ(s.phase(), SessionStatus::SUCCEEDED) << s.DebugString();
+  ASSERT_EQ(d.phase(), SessionStatus::SUCCEEDED) << d.DebugString();
+  EXPECT_TRUE(d.verified());
+  EXPECT_EQ(s.bytes_moved(), d.bytes_moved());
+  EXPECT_GT(s.bytes_moved(), (48u + 24u) << 20);
+  if (c.precopy) {
+    EXPECT_GT(s.precopy_bytes(), 0u);
+  } else {
+    EXPECT_EQ(s.precopy_bytes(), 0u);
+  }
+  EXPECT_GT(s.stop_copy_seconds(), 0);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(d.devices(i).data_path(), c.data_path) << d.DebugString();
+    EXPECT_EQ(s.devices(i).data_path(), c.data_path) << s.DebugString();
+    EXPECT_EQ(d.devices(i).digest_checked(), c.data_path == "copy");
+    EXPECT_TRUE(d.devices(i).committed());
+  }
+  // Where a hypervisor expects them: source stopped, destination running the new state.
+  EXPECT_EQ(StateOf(*src_, "dev0"), "STOP");
+  EXPECT_EQ(StateOf(*src_, "dev1"), "STOP");
+  EXPECT_EQ(StateOf(*dst_, "dev0"), "RUNNING");
+  EXPECT_EQ(StateOf(*dst_, "dev1"), "RUNNING");
+}
+
+INSTANTIATE_TEST_SUITE_P(DataPaths, MigrationMatrix,
+                         ::testing::Values(PathCase{"copy", true}, PathCase{"copy", false},
+                                           PathCase{"splice", true}, PathCase{"splice", false}),
+                         [](const auto& info) {
+                           return info.param.data_path + (info.param.precopy ? "_precopy"
+                                                                             : "_no_precopy");
+                         });
+
+TEST_F(TwoDaemons, ShortReadsAndWritesStillExact) {
+  ASSERT_TRUE(Attach(*src_, "d", "size=4MiB,chunk=16KiB,short_io=1").ok());
+  ASSERT_TRUE(Attach(*dst_, "d", "size=4MiB,short_io=1").ok());
+  ASSERT_TRUE(Prepare("short", {"d"}, "copy").ok());
+  ASSERT_TRUE(Start("short", {"d"}, true, "copy").ok());
+  WatchUntilRounds("short", 1);
+  ASSERT_TRUE(Switchover("short").ok());
+  EXPECT_EQ(WaitFinal(*src_, "short").phase(), SessionStatus::SUCCEEDED);
+  EXPECT_TRUE(WaitFinal(*dst_, "short").verified());
+}
+
+TEST_F(TwoDaemons, FailedResumeFailsBothSidesAndSourceRunsAgain) {
+  ASSERT_TRUE(Attach(*src_, "d", "size=8MiB").ok());
+  ASSERT_TRUE(Attach(*dst_, "d", "size=8MiB,fail_arc=RESUMING:STOP:EIO").ok());
+  ASSERT_TRUE(Prepare("bad-commit", {"d"}).ok());
+  ASSERT_TRUE(Start("bad-commit", {"d"}, true).ok());
+  WatchUntilRounds("bad-commit", 1);
+  ASSERT_TRUE(Switchover("bad-commit").ok());
+  SessionStatus s = WaitFinal(*src_, "bad-commit");
+  SessionStatus d = WaitFinal(*dst_, "bad-commit");
+  EXPECT_EQ(s.phase(), SessionStatus::FAILED);
+  EXPECT_EQ(d.phase(), SessionStatus::FAILED);
+  EXPECT_FALSE(d.verified());
+  EXPECT_NE(s.error().find("RESUMING->STOP"), std::string::npos) << s.error();
+  EXPECT_NE(s.error().find("EIO"), std::string::npos) << s.error();
+  EXPECT_NE(d.error().find("RESUMING->STOP"), std::string::npos) << d.error();
+  EXPECT_EQ(StateOf(*src_, "d"), "RUNNING");
+  EXPECT_EQ(StateOf(*dst_, "d"), "RUNNING");  // Reset, not left in RESUMING.
+}
+
+TEST_F(TwoDaemons, CorruptedStreamIsRejectedAndSourceRunsAgain) {
+  ASSERT_TRUE(Attach(*src_, "d", "size=8MiB,corrupt_at=3000000").ok());
+  ASSERT_TRUE(Attach(*dst_, "d", "size=8MiB").ok());
+  ASSERT_TRUE(Prepare("corrupt", {"d"}, "copy").ok());
+  ASSERT_TRUE(Start("corrupt", {"d"}, false, "copy").ok());
+  ASSERT_TRUE(Switchover("corrupt").ok());
+  SessionStatus s = WaitFinal(*src_, "corrupt");
+  SessionStatus d = WaitFinal(*dst_, "corrupt");
+  EXPECT_EQ(s.phase(), SessionStatus::FAILED);
+  EXPECT_EQ(d.phase(), SessionStatus::FAILED);
+  EXPECT_NE(s.error().find("destination"), std::string::npos) << s.error();
+  EXPECT_EQ(StateOf(*src_, "d"), "RUNNING");
+  EXPECT_EQ(StateOf(*dst_, "d"), "RUNNING");
+}
+
+TEST_F(TwoDaemons, SourceArcFailureReturnsDeviceToRunning) {
+  ASSERT_TRUE(Attach(*src_, "d", "size=8MiB,fail_arc=PRE_COPY_P2P:STOP_COPY:ENOMEM").ok());
+  ASSERT_TRUE(Attach(*dst_, "d", "size=8MiB").ok());
+  ASSERT_TRUE(Prepare("bad-arc", {"d"}).ok());
+  ASSERT_TRUE(Start("bad-arc", {"d"}, true).ok());
+  WatchUntilRounds("bad-arc", 1);
+  ASSERT_TRUE(Switchover("bad-arc").ok());
+  SessionStatus s = WaitFinal(*src_, "bad-arc");
+  EXPECT_EQ(s.phase(), SessionStatus::FAILED);
+  EXPECT_NE(s.error().find("PRE_COPY_P2P->STOP_COPY"), std::string::npos) << s.error();
+  EXPECT_EQ(StateOf(*src_, "d"), "RUNNING");
+  SessionStatus d = WaitFinal(*dst_, "bad-arc");
+  EXPECT_EQ(d.phase(), SessionStatus::FAILED);
+  EXPECT_EQ(StateOf(*dst_, "d"), "RUNNING");
+}
+
+TEST_F(TwoDaemons, CancelDuringPrecopyRestoresBothSides) {
+  ASSERT_TRUE(Attach(*src_, "d", "size=8MiB,dirty_rate=16MiB").ok());
+  ASSERT_TRUE(Attach(*dst_, "d", "size=8MiB").ok());
+  ASSERT_TRUE(Prepare("cancel", {"d"}).ok());
+  ASSERT_TRUE(Start("cancel", {"d"}, true).ok());
+  WatchUntilRounds("cancel", 1);
+  {
+    grpc::ClientContext ctx;
+    v1::CancelSessionRequest req;
+    req.set_session_id("cancel");
+    SessionStatus out;
+    ASSERT_TRUE(src_->stub()->CancelSession(&ctx, req, &out).ok());
+  }
+  EXPECT_EQ(WaitFinal(*src_, "cancel").phase(), SessionStatus::CANCELLED);
+  EXPECT_NE(WaitFinal(*dst_, "cancel").phase(), SessionStatus::SUCCEEDED);
+  EXPECT_EQ(StateOf(*src_, "d"), "RUNNING");
+  EXPECT_EQ(StateOf(*dst_, "d"), "RUNNING");
+  // Cancel is idempotent.
+  grpc::ClientContext ctx;
+  v1::CancelSessionRequest req;
+  req.set_session_id("cancel");
+  SessionStatus out;
+  EXPECT_TRUE(src_->stub()->CancelSession(&ctx, req, &out).ok());
+  EXPECT_EQ(out.phase(), SessionStatus::CANCELLED);
+}
+
+TEST_F(TwoDaemons, DataFdModeOverFdIntakeMovesAnyStream) {
+  // The agent runs the FSM itself and hands the daemons plain stream fds (pipes here).
+  auto in = MakePipe();
+  auto out = MakePipe();
+  ASSERT_TRUE(in.ok() && out.ok());
+  auto h_src = SendFdToIntake(src_->fd_socket(), FdPurpose::kSaveData, in->read.get());
+  auto h_dst = SendFdToIntake(dst_->fd_socket(), FdPurpose::kResumeData, out->write.get());
+  ASSERT_TRUE(h_src.ok()) << h_src.status();
+  ASSERT_TRUE(h_dst.ok()) << h_dst.status();
+  in->read.Reset();
+  out->write.Reset();
+  ASSERT_TRUE(AttachHandle(*src_, "stream", *h_src).ok());
+  ASSERT_TRUE(AttachHandle(*dst_, "stream", *h_dst).ok());
+  // A handle is good for one attach.
+  EXPECT_EQ(AttachHandle(*src_, "again", *h_src).error_code(), grpc::StatusCode::NOT_FOUND);
+
+  std::vector<uint8_t> data(5 << 20 | 321);
+  std::mt19937 rng(7);
+  for (auto& b : data) b = static_cast<uint8_t>(rng());
+  std::thread writer([&] {
+    size_t off = 0;
+    while (off < data.size()) {
+      ssize_t n = ::write(in->write.get(), data.data() + off, data.size() - off);
+      if (n <= 0) break;
+      off += n;
+    }
+    in->write.Reset();
+  });
+  std::vector<uint8_t> got;
+  std::thread reader([&] {
+    std::vector<uint8_t> buf(1 << 16);
+    ssize_t n;
+    while ((n = ::read(out->read.get(), buf.data(), buf.size())) > 0) {
+      got.insert(got.end(), buf.data(), buf.data() + n);
+    }
+  });
+  ASSERT_TRUE(Prepare("fds", {"stream"}, "copy").ok());
+  ASSERT_TRUE(Start("fds", {"stream"}, true, "copy").ok());
+  SessionStatus s = WaitFinal(*src_, "fds");
+  SessionStatus d = WaitFinal(*dst_, "fds");
+  writer.join();
+  reader.join();
+  EXPECT_EQ(s.phase(), SessionStatus::SUCCEEDED) << s.DebugString();
+  EXPECT_EQ(d.phase(), SessionStatus::SUCCEEDED) << d.DebugString();
+  EXPECT_TRUE(d.devices(0).digest_checked());
+  EXPECT_EQ(got, data);
+}
+
+TEST_F(TwoDaemons, BadRequestsGetClearErrors) {
+  ASSERT_TRUE(Attach(*src_, "d", "size=1MiB").ok());
+  ASSERT_TRUE(Attach(*dst_, "d", "size=1MiB").ok());
+  EXPECT_EQ(Attach(*src_, "d", "size=1MiB").error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(Attach(*src_, "bad name", "size=1MiB").error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Attach(*src_, "e", "size=lots").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Start("x", {"nope"}, true).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(Start("x", {"d"}, true, "", "", "no-port").error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Start("x", {"d"}, true, "warp").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  {
+    grpc::ClientContext ctx;
+    v1::GetSessionRequest req;
+    req.set_session_id("x");
+    SessionStatus out;
+    EXPECT_EQ(src_->stub()->GetSession(&ctx, req, &out).error_code(),
+              grpc::StatusCode::NOT_FOUND);  // Refused requests create no session.
+  }
+
+  // The source names a session the destination does not know: refused at the handshake.
+  ASSERT_TRUE(Start("unknown", {"d"}, true).ok());
+  SessionStatus s = WaitFinal(*src_, "unknown");
+  EXPECT_EQ(s.phase(), SessionStatus::FAILED);
+  EXPECT_EQ(s.error_code(), static_cast<int>(grpc::StatusCode::NOT_FOUND)) << s.error();
+  EXPECT_EQ(StateOf(*src_, "d"), "RUNNING");
+
+  // Wrong token.
+  ASSERT_TRUE(Prepare("tok", {"d"}, "", "secret").ok());
+  EXPECT_EQ(Prepare("tok", {"d"}).error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  ASSERT_TRUE(Start("tok", {"d"}, true, "", "guess").ok());
+  s = WaitFinal(*src_, "tok");
+  EXPECT_EQ(s.error_code(), static_cast<int>(grpc::StatusCode::PERMISSION_DENIED)) << s.error();
+  // The destination still waits for the right source.
+  EXPECT_EQ(Get(*dst_, "tok").phase(), SessionStatus::PREPARED);
+  grpc::ClientContext ctx;
+  v1::CancelSessionRequest req;
+  req.set_session_id("tok");
+  SessionStatus out;
+  ASSERT_TRUE(dst_->stub()->CancelSession(&ctx, req, &out).ok());
+  EXPECT_EQ(out.phase(), SessionStatus::CANCELLED);
+  EXPECT_EQ(StateOf(*dst_, "d"), "RUNNING");
+
+  // FSM requests through the daemon: the blocked arc is refused before any ioctl.
+  grpc::ClientContext c1;
+  v1::SetDeviceStateRequest sreq;
+  sreq.set_name("d");
+  sreq.set_state("STOP_COPY");
+  v1::SetDeviceStateResponse sresp;
+  ASSERT_TRUE(src_->stub()->SetDeviceState(&c1, sreq, &sresp).ok());
+  EXPECT_EQ(sresp.path(), "RUNNING > RUNNING_P2P > STOP > STOP_COPY");
+  EXPECT_TRUE(sresp.data_fd_opened());
+  grpc::ClientContext c2;
+  sreq.set_state("PRE_COPY");
+  grpc::Status blocked = src_->stub()->SetDeviceState(&c2, sreq, &sresp);
+  EXPECT_EQ(blocked.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(blocked.error_message().find("blocked"), std::string::npos);
+  EXPECT_EQ(StateOf(*src_, "d"), "STOP_COPY");
+}
+
+}  // namespace
+}  // namespace migmover
