@@ -6,17 +6,49 @@
 
 namespace migmover::peer {
 
-absl::StatusOr<Hello> ReadHello(int fd, absl::Time deadline) {
+absl::StatusOr<std::string> ReadControlPayload(int fd, const wire::FrameHeader& h,
+                                               absl::Time deadline,
+                                               const std::atomic<bool>* cancel) {
+  if (h.type == static_cast<uint8_t>(FrameType::kData)) {
+    return absl::DataLossError(absl::StrCat("unexpected DATA frame ", h.seq));
+  }
+  std::string payload(h.length, '\0');  // DecodeHeader bounded it to kMaxControlLength.
+  RETURN_IF_ERROR(net::RecvExact(fd, payload.data(), payload.size(), deadline, cancel));
+  return payload;
+}
+
+absl::StatusOr<ControlFrame> ReadControlFrame(int fd, absl::Time deadline,
+                                              const std::atomic<bool>* cancel) {
   uint8_t hdr[wire::kFrameHeaderSize];
-  RETURN_IF_ERROR(net::RecvExact(fd, hdr, sizeof(hdr), deadline));
-  ASSIGN_OR_RETURN(wire::FrameHeader h, DecodeHeader(hdr));
+  RETURN_IF_ERROR(net::RecvExact(fd, hdr, sizeof(hdr), deadline, cancel));
+  ControlFrame f;
+  ASSIGN_OR_RETURN(f.header, DecodeHeader(hdr));
+  ASSIGN_OR_RETURN(f.payload, ReadControlPayload(fd, f.header, deadline, cancel));
+  return f;
+}
+
+absl::Status VerdictOf(const ControlFrame& frame, absl::string_view who,
+                       absl::StatusCode fallback) {
+  const uint8_t type = frame.header.type;
+  if (type != static_cast<uint8_t>(FrameType::kCommit) &&
+      type != static_cast<uint8_t>(FrameType::kError)) {
+    return absl::DataLossError(absl::StrCat(who, " sent ", FrameTypeName(type),
+                                            " where COMMIT or ERROR was due"));
+  }
+  ASSIGN_OR_RETURN(PeerStatus st, ParseStatus(frame.header, frame.payload));
+  if (st.code == 0 && type == static_cast<uint8_t>(FrameType::kCommit)) return absl::OkStatus();
+  return absl::Status(st.code == 0 ? fallback : static_cast<absl::StatusCode>(st.code),
+                      absl::StrCat(who, ": ", st.message));
+}
+
+absl::StatusOr<Hello> ReadHello(int fd, absl::Time deadline) {
+  ASSIGN_OR_RETURN(ControlFrame f, ReadControlFrame(fd, deadline));
+  const wire::FrameHeader& h = f.header;
   if (h.type != static_cast<uint8_t>(FrameType::kHello) || h.seq != 0) {
     return absl::DataLossError(absl::StrCat("expected HELLO as frame 0, got ",
                                             FrameTypeName(h.type), " as frame ", h.seq));
   }
-  std::string payload(h.length, '\0');
-  RETURN_IF_ERROR(net::RecvExact(fd, payload.data(), payload.size(), deadline));
-  ASSIGN_OR_RETURN(Hello hello, ParseHello(h, payload));
+  ASSIGN_OR_RETURN(Hello hello, ParseHello(h, f.payload));
   if (hello.min_version > wire::kProtocolVersion || hello.max_version < wire::kProtocolVersion) {
     return absl::FailedPreconditionError(absl::StrCat(
         "peer speaks protocol versions ", hello.min_version, "..", hello.max_version,

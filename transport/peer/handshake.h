@@ -1,12 +1,36 @@
-// The destination side of the peer handshake: read a HELLO, answer HELLO_ACK.
+// Control frames on a peer connection: the handshake (HELLO, HELLO_ACK) and reading any
+// non-DATA frame whole.
 #ifndef MIGMOVER_TRANSPORT_PEER_HANDSHAKE_H_
 #define MIGMOVER_TRANSPORT_PEER_HANDSHAKE_H_
+
+#include <atomic>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "transport/peer/frame_codec.h"
 
 namespace migmover::peer {
+
+struct ControlFrame {
+  wire::FrameHeader header;
+  std::string payload;
+};
+
+// Reads the payload of a control frame whose header was already read and decoded.
+absl::StatusOr<std::string> ReadControlPayload(int fd, const wire::FrameHeader& h,
+                                               absl::Time deadline,
+                                               const std::atomic<bool>* cancel = nullptr);
+
+// Reads one whole frame that must not be DATA (whose payload belongs in the data plane's
+// buffers, not here). Errors: those of RecvExact and DecodeHeader; DataLoss for DATA.
+absl::StatusOr<ControlFrame> ReadControlFrame(int fd, absl::Time deadline,
+                                              const std::atomic<bool>* cancel = nullptr);
+
+// A COMMIT or ERROR frame's verdict: OK for COMMIT with code 0, otherwise the frame's code (or
+// `fallback` for code 0 in an ERROR) with "<who>: <message>". DataLoss for any other frame.
+absl::Status VerdictOf(const ControlFrame& frame, absl::string_view who,
+                       absl::StatusCode fallback);
 
 // Reads the first frame of a new connection, which must be a valid HELLO whose version range
 // includes ours. Errors: DataLoss (not a HELLO, malformed), FailedPrecondition (no common

@@ -11,6 +11,7 @@
 #include "transport/base/errno_status.h"
 #include "transport/base/status_macros.h"
 #include "transport/net/socket.h"
+#include "transport/peer/handshake.h"
 #include "xxhash.h"
 
 namespace migmover::stream {
@@ -99,15 +100,13 @@ absl::Status StreamReceiver::OnHeader(const FrameHeader& h, uint32_t* data_len, 
       if (h.phase == static_cast<uint8_t>(Phase::kPreCopy)) ++result->precopy_phases_ended;
       return absl::OkStatus();
     case FrameType::kEndStream: {
-      std::string payload(h.length, '\0');
-      RETURN_IF_ERROR(net::RecvExact(socket_.get(), payload.data(), payload.size(), deadline));
+      ASSIGN_OR_RETURN(std::string payload, peer::ReadControlPayload(socket_.get(), h, deadline));
       ASSIGN_OR_RETURN(end_, peer::ParseEndStream(h, payload));
       *ended = true;
       return absl::OkStatus();
     }
     case FrameType::kError: {
-      std::string payload(h.length, '\0');
-      RETURN_IF_ERROR(net::RecvExact(socket_.get(), payload.data(), payload.size(), deadline));
+      ASSIGN_OR_RETURN(std::string payload, peer::ReadControlPayload(socket_.get(), h, deadline));
       ASSIGN_OR_RETURN(peer::PeerStatus st, peer::ParseStatus(h, payload));
       return absl::AbortedError(absl::StrCat("source abandoned the stream: ", st.message));
     }
@@ -208,12 +207,7 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveCopy(int data_fd,
         recv_inflight = false;
         if (!error.ok()) break;
         if (c.res <= 0) {
-          if (c.res == -EINTR || c.res == -EAGAIN) break;
-          fail(c.res == 0 ? absl::UnavailableError(absl::StrCat(
-                                "source closed the connection of device stream ", device_,
-                                " after ", offset_, " bytes, before END_STREAM"))
-                          : ErrnoStatus(absl::StrCat("recv(peer socket fd ", socket_.get(), ")"),
-                                        -c.res));
+          if (c.res != -EINTR && c.res != -EAGAIN) fail(RecvFailure(c.res, "before END_STREAM"));
           break;
         }
         last_progress = absl::Now();
@@ -242,12 +236,7 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveCopy(int data_fd,
         recv_inflight = false;
         if (!error.ok()) break;
         if (c.res <= 0) {
-          if (c.res == -EINTR || c.res == -EAGAIN) break;
-          fail(c.res == 0 ? absl::UnavailableError(absl::StrCat(
-                                "source closed the connection of device stream ", device_,
-                                " inside a DATA frame at offset ", offset_))
-                          : ErrnoStatus(absl::StrCat("recv(peer socket fd ", socket_.get(), ")"),
-                                        -c.res));
+          if (c.res != -EINTR && c.res != -EAGAIN) fail(RecvFailure(c.res, "inside a DATA frame"));
           break;
         }
         last_progress = absl::Now();
@@ -310,31 +299,17 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveCopy(int data_fd,
   return result;
 }
 
-absl::StatusOr<int> StreamReceiver::RunOne(const std::atomic<bool>& cancel) {
-  absl::Time start = absl::Now();
-  bool cancelled = false;
-  absl::Status why;
-  while (true) {
-    uring::Completion c;
-    ASSIGN_OR_RETURN(bool got, ring_->Wait(kTick, &c));
-    if (got) {
-      if (c.user_data == uring::kCancelTag) continue;
-      if (cancelled) return why;
-      return c.res;
-    }
-    if (cancelled) continue;
-    if (cancel.load()) {
-      why = absl::CancelledError("stream cancelled");
-    } else if (absl::Now() - start > options_.idle_timeout) {
-      why = absl::DeadlineExceededError(absl::StrCat("device stream ", device_,
-                                                     ": no progress for ",
-                                                     absl::FormatDuration(options_.idle_timeout)));
-    } else {
-      continue;
-    }
-    ring_->CancelAll();
-    cancelled = true;
+absl::Status StreamReceiver::RecvFailure(int res, absl::string_view where) const {
+  if (res == 0) {
+    return absl::UnavailableError(absl::StrCat("source closed the connection of device stream ",
+                                               device_, " at stream offset ", offset_, ", ",
+                                               where));
   }
+  return ErrnoStatus(absl::StrCat("recv(peer socket fd ", socket_.get(), ", ", where, ")"), -res);
+}
+
+absl::StatusOr<int> StreamReceiver::RunOne(const std::atomic<bool>& cancel) {
+  return ring_->RunOne(cancel, options_.idle_timeout, absl::StrCat("device stream ", device_));
 }
 
 absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveSplice(int data_fd,
@@ -358,12 +333,7 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveSplice(int data_fd,
       io_uring_sqe_set_data64(sqe, uring::Tag(kRecvHeader, 0));
       ASSIGN_OR_RETURN(int r, RunOne(cancel));
       if (r == -EINTR || r == -EAGAIN) continue;
-      if (r == 0) {
-        return absl::UnavailableError(absl::StrCat("source closed the connection of device stream ",
-                                                   device_, " after ", offset_,
-                                                   " bytes, before END_STREAM"));
-      }
-      if (r < 0) return ErrnoStatus(absl::StrCat("recv(peer socket fd ", socket_.get(), ")"), -r);
+      if (r <= 0) return RecvFailure(r, "before END_STREAM");
       got += r;
     }
     ASSIGN_OR_RETURN(FrameHeader h, peer::DecodeHeader(hdr));
@@ -379,15 +349,7 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveSplice(int data_fd,
       io_uring_sqe_set_data64(sqe, uring::Tag(kSplice, 0));
       ASSIGN_OR_RETURN(int in, RunOne(cancel));
       if (in == -EINTR || in == -EAGAIN) continue;
-      if (in == 0) {
-        return absl::UnavailableError(absl::StrCat(
-            "source closed the connection of device stream ", device_,
-            " inside a DATA frame at offset ", offset_));
-      }
-      if (in < 0) {
-        return ErrnoStatus(absl::StrCat("splice(peer socket fd ", socket_.get(), " -> pipe)"),
-                           -in);
-      }
+      if (in <= 0) return RecvFailure(in, "inside a DATA frame");
       uint32_t out = 0;
       while (out < static_cast<uint32_t>(in)) {
         sqe = ring_->Sqe();

@@ -66,6 +66,8 @@ class StreamReceiver {
   absl::Status OnHeader(const wire::FrameHeader& h, uint32_t* data_len, bool* ended,
                         ReceiveResult* result);
   absl::StatusOr<int> RunOne(const std::atomic<bool>& cancel);
+  // A receive that returned `res` <= 0: the source went away (0) or the recv failed.
+  absl::Status RecvFailure(int res, absl::string_view where) const;
 
   uring::Ring* ring_;
   UniqueFd socket_;

@@ -13,6 +13,7 @@
 #include "transport/base/errno_status.h"
 #include "transport/base/status_macros.h"
 #include "transport/net/socket.h"
+#include "transport/peer/handshake.h"
 #include "xxhash.h"
 
 namespace migmover::stream {
@@ -80,18 +81,13 @@ absl::Status StreamSender::SendControl(const std::string& frame) {
 
 absl::Status StreamSender::Handshake(const peer::Hello& hello, absl::Duration timeout) {
   RETURN_IF_ERROR(SendControl(peer::EncodeHello(seq_, hello)));
-  uint8_t hdr[wire::kFrameHeaderSize];
-  const absl::Time deadline = absl::Now() + timeout;
-  RETURN_IF_ERROR(net::RecvExact(socket_.get(), hdr, sizeof(hdr), deadline));
-  ASSIGN_OR_RETURN(FrameHeader h, peer::DecodeHeader(hdr));
-  if (h.type != static_cast<uint8_t>(FrameType::kHelloAck) &&
-      h.type != static_cast<uint8_t>(FrameType::kError)) {
+  ASSIGN_OR_RETURN(peer::ControlFrame f,
+                   peer::ReadControlFrame(socket_.get(), absl::Now() + timeout));
+  if (f.header.type != static_cast<uint8_t>(FrameType::kHelloAck)) {
     return absl::DataLossError(absl::StrCat("handshake: expected HELLO_ACK, got ",
-                                            peer::FrameTypeName(h.type)));
+                                            peer::FrameTypeName(f.header.type)));
   }
-  std::string payload(h.length, '\0');
-  RETURN_IF_ERROR(net::RecvExact(socket_.get(), payload.data(), payload.size(), deadline));
-  ASSIGN_OR_RETURN(peer::PeerStatus st, peer::ParseStatus(h, payload));
+  ASSIGN_OR_RETURN(peer::PeerStatus st, peer::ParseStatus(f.header, f.payload));
   if (st.code != 0) {
     return absl::Status(static_cast<absl::StatusCode>(st.code),
                         absl::StrCat("destination refused the stream: ", st.message));
@@ -104,22 +100,11 @@ absl::Status StreamSender::PeerVerdict() {
   if (::poll(&p, 1, 0) <= 0 || !(p.revents & (POLLIN | POLLHUP | POLLERR))) {
     return absl::OkStatus();
   }
-  uint8_t hdr[wire::kFrameHeaderSize];
-  absl::Status got = net::RecvExact(socket_.get(), hdr, sizeof(hdr), absl::Now() + absl::Seconds(1));
-  if (!got.ok()) return got;
-  ASSIGN_OR_RETURN(FrameHeader h, peer::DecodeHeader(hdr));
-  if (h.type != static_cast<uint8_t>(FrameType::kCommit) &&
-      h.type != static_cast<uint8_t>(FrameType::kError)) {
-    return absl::DataLossError(absl::StrCat("destination sent ", peer::FrameTypeName(h.type),
-                                            " mid-stream"));
-  }
-  std::string payload(h.length, '\0');
-  RETURN_IF_ERROR(net::RecvExact(socket_.get(), payload.data(), payload.size(),
-                                 absl::Now() + absl::Seconds(1)));
-  ASSIGN_OR_RETURN(peer::PeerStatus st, peer::ParseStatus(h, payload));
-  return absl::Status(st.code == 0 ? absl::StatusCode::kAborted
-                                   : static_cast<absl::StatusCode>(st.code),
-                      absl::StrCat("destination gave up: ", st.message));
+  ASSIGN_OR_RETURN(peer::ControlFrame f,
+                   peer::ReadControlFrame(socket_.get(), absl::Now() + absl::Seconds(1)));
+  absl::Status verdict = peer::VerdictOf(f, "destination gave up", absl::StatusCode::kAborted);
+  // Even a COMMIT(0) is wrong mid-stream: nothing was committed yet.
+  return verdict.ok() ? absl::DataLossError("destination committed before END_STREAM") : verdict;
 }
 
 absl::StatusOr<PumpResult> StreamSender::Pump(int data_fd, Phase phase, uint64_t max_bytes,
@@ -304,30 +289,7 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
 }
 
 absl::StatusOr<int> StreamSender::RunOne(const std::atomic<bool>& cancel) {
-  absl::Time start = absl::Now();
-  bool cancelled = false;
-  absl::Status why;
-  while (true) {
-    uring::Completion c;
-    ASSIGN_OR_RETURN(bool got, ring_->Wait(kTick, &c));
-    if (got) {
-      if (c.user_data == uring::kCancelTag) continue;
-      if (cancelled) return why;
-      return c.res;
-    }
-    if (cancelled) continue;
-    if (cancel.load()) {
-      why = absl::CancelledError("stream cancelled");
-    } else if (absl::Now() - start > options_.idle_timeout) {
-      why = absl::DeadlineExceededError(absl::StrCat("device stream ", device_,
-                                                     ": no progress for ",
-                                                     absl::FormatDuration(options_.idle_timeout)));
-    } else {
-      continue;
-    }
-    ring_->CancelAll();
-    cancelled = true;
-  }
+  return ring_->RunOne(cancel, options_.idle_timeout, absl::StrCat("device stream ", device_));
 }
 
 absl::StatusOr<PumpResult> StreamSender::PumpSplice(int data_fd, Phase phase, uint64_t max_bytes,
@@ -447,21 +409,9 @@ absl::Status StreamSender::EndStream() {
 }
 
 absl::Status StreamSender::AwaitCommit(absl::Duration timeout, const std::atomic<bool>& cancel) {
-  const absl::Time deadline = absl::Now() + timeout;
-  uint8_t hdr[wire::kFrameHeaderSize];
-  RETURN_IF_ERROR(net::RecvExact(socket_.get(), hdr, sizeof(hdr), deadline, &cancel));
-  ASSIGN_OR_RETURN(FrameHeader h, peer::DecodeHeader(hdr));
-  if (h.type != static_cast<uint8_t>(FrameType::kCommit) &&
-      h.type != static_cast<uint8_t>(FrameType::kError)) {
-    return absl::DataLossError(absl::StrCat("expected COMMIT, got ", peer::FrameTypeName(h.type)));
-  }
-  std::string payload(h.length, '\0');
-  RETURN_IF_ERROR(net::RecvExact(socket_.get(), payload.data(), payload.size(), deadline, &cancel));
-  ASSIGN_OR_RETURN(peer::PeerStatus st, peer::ParseStatus(h, payload));
-  if (st.code == 0 && h.type == static_cast<uint8_t>(FrameType::kCommit)) return absl::OkStatus();
-  return absl::Status(st.code == 0 ? absl::StatusCode::kUnknown
-                                   : static_cast<absl::StatusCode>(st.code),
-                      absl::StrCat("destination: ", st.message));
+  ASSIGN_OR_RETURN(peer::ControlFrame f,
+                   peer::ReadControlFrame(socket_.get(), absl::Now() + timeout, &cancel));
+  return peer::VerdictOf(f, "destination", absl::StatusCode::kUnknown);
 }
 
 void StreamSender::SendError(absl::Status why) {

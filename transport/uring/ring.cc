@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "transport/base/errno_status.h"
 
 namespace migmover::uring {
@@ -46,6 +47,34 @@ absl::StatusOr<bool> Ring::Wait(absl::Duration timeout, Completion* out) {
     out->flags = cqe->flags;
     io_uring_cqe_seen(&ring_, cqe);
     return true;
+  }
+}
+
+absl::StatusOr<int> Ring::RunOne(const std::atomic<bool>& cancel, absl::Duration idle_timeout,
+                                 absl::string_view what) {
+  const absl::Time start = absl::Now();
+  bool cancelled = false;
+  absl::Status why;
+  while (true) {
+    Completion c;
+    absl::StatusOr<bool> got = Wait(absl::Milliseconds(100), &c);
+    if (!got.ok()) return got.status();
+    if (*got) {
+      if (c.user_data == kCancelTag) continue;
+      if (cancelled) return why;
+      return c.res;
+    }
+    if (cancelled) continue;
+    if (cancel.load()) {
+      why = absl::CancelledError(absl::StrCat(what, ": cancelled"));
+    } else if (absl::Now() - start > idle_timeout) {
+      why = absl::DeadlineExceededError(
+          absl::StrCat(what, ": no progress for ", absl::FormatDuration(idle_timeout)));
+    } else {
+      continue;
+    }
+    CancelAll();
+    cancelled = true;
   }
 }
 

@@ -7,11 +7,13 @@
 #include <liburing.h>
 #include <sys/uio.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <span>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace migmover::uring {
@@ -40,6 +42,13 @@ class Ring {
 
   // Registers `iovecs` as fixed buffers (READ_FIXED/WRITE_FIXED take their index).
   absl::Status RegisterBuffers(std::span<const iovec> iovecs);
+
+  // For rings that have exactly one request in flight: waits for its completion and returns its
+  // result (the syscall's value or -errno). If `cancel` is raised, or nothing completes within
+  // `idle_timeout`, the request is cancelled and, once the kernel has let go of it (its buffers
+  // are free again), Cancelled or DeadlineExceeded naming `what` is returned.
+  absl::StatusOr<int> RunOne(const std::atomic<bool>& cancel, absl::Duration idle_timeout,
+                             absl::string_view what);
 
   // Asks the kernel to cancel every in-flight request of this ring. Their completions (with
   // -ECANCELED, or their real result if they won the race) still arrive and must be reaped; the
