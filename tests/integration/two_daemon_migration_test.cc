@@ -153,16 +153,19 @@ class TwoDaemons : public ::testing::Test {
 struct PathCase {
   std::string data_path;
   bool precopy;
+  std::string save_fd = "pipe";  // The simulated source's data fd: pipe, or mtty-like file.
 };
 
 class MigrationMatrix : public TwoDaemons, public ::testing::WithParamInterface<PathCase> {};
 
 TEST_P(MigrationMatrix, TwoDevicesMoveByteExact) {
   const PathCase& c = GetParam();
-  const std::string id = absl::StrCat("m-", c.data_path, c.precopy ? "-pre" : "-nopre");
+  const std::string id =
+      absl::StrCat("m-", c.data_path, c.precopy ? "-pre-" : "-nopre-", c.save_fd);
   // Device 0 dirties state while running, device 1 has a small initial chunk.
-  const std::vector<std::string> specs = {"size=48MiB,chunk=128KiB,seed=11,dirty_rate=64MiB",
-                                          "size=24MiB,chunk=64KiB,seed=12,initial=4MiB"};
+  const std::vector<std::string> specs = {
+      "size=48MiB,chunk=128KiB,seed=11,dirty_rate=64MiB,save_fd=" + c.save_fd,
+      "size=24MiB,chunk=64KiB,seed=12,initial=4MiB,save_fd=" + c.save_fd};
   std::vector<std::string> names;
   for (size_t i = 0; i < specs.size(); ++i) {
     names.push_back(absl::StrCat("dev", i));
@@ -211,10 +214,13 @@ TEST_P(MigrationMatrix, TwoDevicesMoveByteExact) {
 
 INSTANTIATE_TEST_SUITE_P(DataPaths, MigrationMatrix,
                          ::testing::Values(PathCase{"copy", true}, PathCase{"copy", false},
-                                           PathCase{"splice", true}, PathCase{"splice", false}),
+                                           PathCase{"splice", true}, PathCase{"splice", false},
+                                           PathCase{"copy", true, "file"},
+                                           PathCase{"splice", true, "file"}),
                          [](const auto& info) {
-                           return info.param.data_path + (info.param.precopy ? "_precopy"
-                                                                             : "_no_precopy");
+                           return info.param.data_path +
+                                  (info.param.precopy ? "_precopy" : "_no_precopy") + "_" +
+                                  info.param.save_fd + "_fd";
                          });
 
 TEST_F(TwoDaemons, ShortReadsAndWritesStillExact) {

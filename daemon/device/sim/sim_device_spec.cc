@@ -68,6 +68,7 @@ std::string SimDeviceSpec::ToString() const {
     absl::StrAppend(&s, ",initial=", initial_bytes);
   }
   if (short_io) absl::StrAppend(&s, ",short_io=1");
+  if (save_fd == SaveFd::kFile) absl::StrAppend(&s, ",save_fd=file");
   if (fail_arc) {
     absl::StrAppend(&s, ",fail_arc=", MigStateName(fail_from), ":", MigStateName(fail_to), ":",
                     ErrnoName(fail_errno), fail_to_error ? ":error" : "");
@@ -121,6 +122,9 @@ absl::StatusOr<SimDeviceSpec> ParseSimDeviceSpec(absl::string_view text) {
     } else if (key == "short_io") {
       if (value != "0" && value != "1") return bad("expected 0 or 1");
       spec.short_io = value == "1";
+    } else if (key == "save_fd") {
+      if (value != "pipe" && value != "file") return bad("expected pipe or file");
+      spec.save_fd = value == "file" ? SimDeviceSpec::SaveFd::kFile : SimDeviceSpec::SaveFd::kPipe;
     } else if (key == "fail_arc") {
       std::vector<std::string> parts = absl::StrSplit(value, ':');
       if (parts.size() < 2 || parts.size() > 4) return bad("expected FROM:TO[:ERRNO[:error]]");
@@ -141,7 +145,8 @@ absl::StatusOr<SimDeviceSpec> ParseSimDeviceSpec(absl::string_view text) {
       }
     } else {
       return bad(
-          "unknown key (size, chunk, seed, initial, dirty_rate, features, short_io, fail_arc, "
+          "unknown key (size, chunk, seed, initial, dirty_rate, features, short_io, save_fd, "
+          "fail_arc, "
           "corrupt_at)");
     }
   }

@@ -23,6 +23,12 @@ struct SimDeviceSpec {
   // Data fds are non-blocking pipes of one page, written in pieces of at most a page: readers
   // see short reads and EAGAIN, writers short writes and EAGAIN.
   bool short_io = false;
+  // The saving data fd's kind. kPipe: reads block until data comes (EAGAIN with short_io), EOF
+  // only at the end of STOP_COPY. kFile (mtty's behaviour): a memfd read through its own file
+  // offset; a read at a temporary end of precopy returns 0 and later data follows; the STOP_COPY
+  // data is all produced inside the arc, as mtty does, so 0 in STOP_COPY is the end.
+  enum class SaveFd { kPipe, kFile };
+  SaveFd save_fd = SaveFd::kPipe;
 
   // Fault injection. The arc fail_from -> fail_to fails with fail_errno every time it is taken;
   // with fail_to_error the device then lands in ERROR (else it stays where it was).
@@ -41,7 +47,7 @@ struct SimDeviceSpec {
 
 // Parses "key=value" pairs separated by commas. Keys: size, chunk, seed, initial, dirty_rate
 // (bytes per second; sizes take B/KiB/MiB/GiB/KB/MB/GB suffixes), features (stop_copy+p2p+...),
-// short_io (0/1), fail_arc (FROM:TO[:ERRNO[:error]]), corrupt_at. InvalidArgument names the key.
+// short_io (0/1), save_fd (pipe|file), fail_arc (FROM:TO[:ERRNO[:error]]), corrupt_at. InvalidArgument names the key.
 absl::StatusOr<SimDeviceSpec> ParseSimDeviceSpec(absl::string_view text);
 
 // "1GiB" -> 1073741824; "4096" -> 4096; "10MB" -> 10000000.

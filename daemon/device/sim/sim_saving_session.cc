@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include <cstring>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "daemon/device/sim/sim_stream.h"
 #include "transport/base/errno_status.h"
 #include "transport/base/status_macros.h"
@@ -22,8 +24,45 @@ absl::StatusOr<std::unique_ptr<SimSavingSession>> SimSavingSession::Start(SimDev
                                                                           bool stop_copy,
                                                                           UniqueFd* user_fd) {
   std::unique_ptr<SimSavingSession> s(new SimSavingSession(model));
-  ASSIGN_OR_RETURN(PipeFds pipe, MakePipe());
   const SimDeviceSpec& spec = model->spec();
+  if (spec.save_fd == SimDeviceSpec::SaveFd::kFile) {
+    RETURN_IF_ERROR(s->OpenFile(user_fd));
+  } else {
+    RETURN_IF_ERROR(s->OpenPipe(user_fd));
+  }
+  s->cancel_fd_.Reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!s->cancel_fd_.valid()) return ErrnoStatus("eventfd(sim saving session)", errno);
+  s->stop_copy_ = stop_copy;
+  s->initial_stream_bytes_ =
+      sizeof(RecordHeader) + sizeof(BeginPayload) + model->initial_chunks() * model->record_bytes();
+  model->BeginSaving();
+  if (stop_copy) model->EnterStopCopy();
+  s->thread_ = std::thread([p = s.get()] { p->Run(); });
+  if (stop_copy) s->AwaitProducedIfFile();
+  return s;
+}
+
+absl::Status SimSavingSession::OpenFile(UniqueFd* user_fd) {
+  file_mode_ = true;
+  UniqueFd mem(::memfd_create("migmover-sim-saving", MFD_CLOEXEC));
+  if (!mem) return ErrnoStatus("memfd_create(sim saving file)", errno);
+  // The user's fd is its own open file description, so it has its own offset: a read at the
+  // end of what was produced so far returns 0, and later data is read from where it stopped.
+  UniqueFd user(::open(absl::StrCat("/proc/self/fd/", mem.get()).c_str(), O_RDONLY | O_CLOEXEC));
+  if (!user) return ErrnoStatus("open(/proc/self/fd/<sim memfd>, O_RDONLY)", errno);
+  ASSIGN_OR_RETURN(reader_probe_, user.Dup());  // Shares the user's offset.
+  struct stat st;
+  if (::fstat(mem.get(), &st) != 0) return ErrnoStatus("fstat(sim saving file)", errno);
+  pipe_dev_ = st.st_dev;
+  pipe_ino_ = st.st_ino;
+  write_fd_ = std::move(mem);
+  *user_fd = std::move(user);
+  return absl::OkStatus();
+}
+
+absl::Status SimSavingSession::OpenPipe(UniqueFd* user_fd) {
+  const SimDeviceSpec& spec = model_->spec();
+  ASSIGN_OR_RETURN(PipeFds pipe, MakePipe());
   // The producer never blocks in write(): it polls, so that cancellation can always wake it.
   if (::fcntl(pipe.write.get(), F_SETFL, O_NONBLOCK) != 0) {
     return ErrnoStatus("fcntl(sim saving pipe, F_SETFL, O_NONBLOCK)", errno);
@@ -39,19 +78,29 @@ absl::StatusOr<std::unique_ptr<SimSavingSession>> SimSavingSession::Start(SimDev
   }
   struct stat st;
   if (::fstat(pipe.read.get(), &st) != 0) return ErrnoStatus("fstat(sim saving pipe)", errno);
-  s->pipe_dev_ = st.st_dev;
-  s->pipe_ino_ = st.st_ino;
-  s->cancel_fd_.Reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!s->cancel_fd_.valid()) return ErrnoStatus("eventfd(sim saving session)", errno);
-  s->write_fd_ = std::move(pipe.write);
-  s->stop_copy_ = stop_copy;
-  s->initial_stream_bytes_ =
-      sizeof(RecordHeader) + sizeof(BeginPayload) + model->initial_chunks() * model->record_bytes();
-  model->BeginSaving();
-  if (stop_copy) model->EnterStopCopy();
+  pipe_dev_ = st.st_dev;
+  pipe_ino_ = st.st_ino;
+  write_fd_ = std::move(pipe.write);
   *user_fd = std::move(pipe.read);
-  s->thread_ = std::thread([p = s.get()] { p->Run(); });
-  return s;
+  return absl::OkStatus();
+}
+
+uint64_t SimSavingSession::QueuedLocked() const {
+  if (file_mode_) {
+    off_t pos = ::lseek(reader_probe_.get(), 0, SEEK_CUR);
+    return pos < 0 ? 0 : written_.load() - std::min<uint64_t>(written_.load(), pos);
+  }
+  int queued = 0;
+  if (::ioctl(write_fd_.get(), FIONREAD, &queued) != 0) queued = 0;
+  return static_cast<uint64_t>(queued);
+}
+
+void SimSavingSession::AwaitProducedIfFile() {
+  if (!file_mode_) return;
+  // mtty produces its STOP_COPY data inside the arc: the SET returns with all of it readable.
+  absl::MutexLock l(&io_mu_);
+  io_mu_.Await(absl::Condition(
+      +[](std::atomic<bool>* done) { return done->load(); }, &produced_));
 }
 
 SimSavingSession::~SimSavingSession() {
@@ -66,6 +115,7 @@ void SimSavingSession::EnterStopCopy() {
   stop_copy_ = true;
   uint64_t one = 1;
   (void)!::write(cancel_fd_.get(), &one, sizeof(one));  // Wake a producer waiting for dirt.
+  AwaitProducedIfFile();
 }
 
 bool SimSavingSession::Owns(int fd) const {
@@ -74,13 +124,13 @@ bool SimSavingSession::Owns(int fd) const {
 }
 
 PrecopyInfo SimSavingSession::Precopy() const {
-  int queued = 0;
+  uint64_t queued;
   uint64_t written;
   {
     // With io_mu_ held no write is between its syscall and its count, so written - queued is
     // exactly what the reader has consumed.
     absl::MutexLock l(&io_mu_);
-    if (::ioctl(write_fd_.get(), FIONREAD, &queued) != 0) queued = 0;
+    queued = QueuedLocked();
     written = written_.load();
   }
   const uint64_t read = written - std::min<uint64_t>(written, queued);
@@ -100,7 +150,24 @@ bool SimSavingSession::WriteAll(const uint8_t* data, size_t n) {
     if (cancelled_) return false;
     size_t piece = spec.short_io ? std::min<size_t>(n, 1 + (written_.load() * 7919) % 4096) : n;
     ssize_t w;
-    {
+    if (file_mode_) {
+      absl::MutexLock l(&io_mu_);
+      const uint64_t queued = QueuedLocked();
+      if (!stop_copy_.load() && queued > kFileWindow) {
+        w = -1;
+        errno = EAGAIN;  // Stay at most a window ahead of the reader while precopying.
+      } else {
+        w = ::pwrite(write_fd_.get(), data, piece, written_.load());
+        if (w > 0) written_ += w;
+        // Release what the reader has consumed, in whole pages.
+        const uint64_t consumed = (written_.load() - QueuedLocked()) & ~uint64_t{4095};
+        if (consumed > punched_) {
+          ::fallocate(write_fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, punched_,
+                      consumed - punched_);
+          punched_ = consumed;
+        }
+      }
+    } else {
       absl::MutexLock l(&io_mu_);  // The fd is non-blocking: this never waits on the reader.
       w = ::write(write_fd_.get(), data, piece);
       if (w > 0) written_ += w;
@@ -112,8 +179,10 @@ bool SimSavingSession::WriteAll(const uint8_t* data, size_t n) {
     }
     if (w < 0 && errno == EINTR) continue;
     if (w < 0 && errno == EAGAIN) {
-      pollfd fds[2] = {{write_fd_.get(), POLLOUT, 0}, {cancel_fd_.get(), POLLIN, 0}};
-      ::poll(fds, 2, 100);
+      // A file is always writable: there, wait for the reader by time instead.
+      pollfd fds[2] = {{write_fd_.get(), static_cast<short>(file_mode_ ? 0 : POLLOUT), 0},
+                       {cancel_fd_.get(), POLLIN, 0}};
+      ::poll(fds, 2, file_mode_ ? 1 : 100);
       if (fds[1].revents & POLLIN) {
         uint64_t v;
         (void)!::read(cancel_fd_.get(), &v, sizeof(v));
@@ -125,7 +194,17 @@ bool SimSavingSession::WriteAll(const uint8_t* data, size_t n) {
   return true;
 }
 
+void SimSavingSession::MarkProduced() {
+  absl::MutexLock l(&io_mu_);
+  produced_ = true;
+}
+
 void SimSavingSession::Run() {
+  // However the producer ends, nobody may wait for it any longer.
+  struct Done {
+    SimSavingSession* s;
+    ~Done() { s->MarkProduced(); }
+  } done{this};
   const SimDeviceSpec& spec = model_->spec();
   std::vector<uint8_t> buf(sizeof(RecordHeader) + std::max<size_t>(spec.chunk_size, 64));
   StreamDigest digest;
@@ -159,10 +238,11 @@ void SimSavingSession::Run() {
       EndPayload e{seq, digest.bytes(), digest.Value(), model_->state_digest()};
       final_digest_ = e.stream_digest;
       std::memcpy(buf.data() + sizeof(RecordHeader), &e, sizeof(e));
-      if (emit(RecordType::kEnd, 0, 0, sizeof(e))) {
+      if (emit(RecordType::kEnd, 0, 0, sizeof(e)) && !file_mode_) {
         absl::MutexLock l(&io_mu_);
         write_fd_.Reset();  // EOF for the reader.
       }
+      MarkProduced();
       return;
     }
     uint32_t len = ChunkLength(spec.state_size, spec.chunk_size, next.chunk);

@@ -41,14 +41,27 @@ class SimSavingSession {
   uint64_t stream_digest() const { return final_digest_.load(); }
 
  private:
-  SimSavingSession(SimDeviceModel* model) : model_(model) {}
+  // The producer runs at most this far ahead of a file-mode reader during precopy.
+  static constexpr uint64_t kFileWindow = 4u << 20;
+
+  explicit SimSavingSession(SimDeviceModel* model) : model_(model) {}
+  absl::Status OpenPipe(UniqueFd* user_fd);
+  absl::Status OpenFile(UniqueFd* user_fd);
+  // Bytes written but not yet read by the user.
+  uint64_t QueuedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
+  void AwaitProducedIfFile();
+  void MarkProduced();
   void Run();
   // Writes all of `data` unless cancelled. False when cancelled or the reader went away.
   bool WriteAll(const uint8_t* data, size_t n);
 
   SimDeviceModel* model_;
   mutable absl::Mutex io_mu_;  // Orders writes and their count against precopy queries.
-  UniqueFd write_fd_;
+  UniqueFd write_fd_;      // Pipe write end, or the memfd (file mode).
+  UniqueFd reader_probe_;  // File mode: shares the user's file offset.
+  bool file_mode_ = false;
+  uint64_t punched_ ABSL_GUARDED_BY(io_mu_) = 0;
+  std::atomic<bool> produced_{false};  // The producer has finished (END written, or gave up).
   UniqueFd cancel_fd_;  // eventfd: wakes the producer to stop.
   dev_t pipe_dev_ = 0;
   ino_t pipe_ino_ = 0;
