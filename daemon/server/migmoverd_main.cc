@@ -71,7 +71,7 @@ int Fail(const absl::Status& s) {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "migmoverd: live-migrates the state of VFIO devices between two hosts.\n\n"
+      "live-migrates the state of VFIO devices between two hosts.\n\n"
       "A hypervisor agent passes device (or migration data) fds over --fd_socket and drives\n"
       "migrations over the gRPC API on --grpc_socket (api/migmover.proto). Source daemons\n"
       "connect to a destination daemon's --peer_listen address to stream device state.\n\n"

@@ -1,6 +1,7 @@
 #include "transport/peer/frame_codec.h"
 
 #include <cstring>
+#include <random>
 
 #include "gtest/gtest.h"
 
@@ -136,6 +137,42 @@ TEST(FrameCodecTest, StatusAndEndStreamRoundTrip) {
   std::string bad_code = EncodeStatusFrame(FrameType::kError, 1, 0, PeerStatus{77, "x"});
   auto [h4, p4] = Split(bad_code);
   EXPECT_FALSE(ParseStatus(h4, p4).ok());
+}
+
+// Whatever arrives, the decoder either refuses it or returns a header within every bound.
+TEST(FrameCodecTest, RandomHeadersAreRefusedOrBounded) {
+  std::mt19937_64 rng(42);
+  int accepted = 0;
+  for (int i = 0; i < 200000; ++i) {
+    uint8_t buf[wire::kFrameHeaderSize];
+    for (auto& b : buf) b = static_cast<uint8_t>(rng());
+    if (i % 2) {
+      // Keep the magic and a plausible type half the time, so the later checks get exercised.
+      std::memcpy(buf, "MMF1", 4);
+      buf[4] = static_cast<uint8_t>(1 + rng() % 8);
+      buf[5] = static_cast<uint8_t>(rng() % 3);
+      buf[6] = buf[7] = 0;
+      buf[9] = buf[10] = buf[11] = 0;
+      if (rng() % 2) {
+        buf[13] = buf[14] = buf[15] = 0;
+      }
+      if (buf[4] != 3) std::memset(buf + 24, 0, 8);
+    }
+    auto h = DecodeHeader(buf);
+    if (!h.ok()) continue;
+    ++accepted;
+    EXPECT_EQ(h->magic, wire::kFrameMagic);
+    EXPECT_LE(h->device, wire::kMaxDevicesPerSession - 1);
+    EXPECT_EQ(h->flags, 0);
+    if (h->type == static_cast<uint8_t>(FrameType::kData)) {
+      EXPECT_GE(h->length, 1u);
+      EXPECT_LE(h->length, wire::kMaxDataLength);
+    } else {
+      EXPECT_LE(h->length, wire::kMaxControlLength);
+      EXPECT_EQ(h->offset, 0u);
+    }
+  }
+  EXPECT_GT(accepted, 1000);  // The generator reaches the accepting paths.
 }
 
 }  // namespace
