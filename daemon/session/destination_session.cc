@@ -153,6 +153,13 @@ void DestinationSession::Abandon(size_t i) {
 
 void DestinationSession::WorkerDone() {
   if (--remaining_ == 0) {
+    if (!error().ok()) {
+      // The migration failed as a whole and the VM stays on the source: devices that had
+      // committed their own stream are reset too, not left running a state nobody uses.
+      for (size_t i = 0; i < entries_.size(); ++i) {
+        if (progress_[i]->committed.exchange(false)) Abandon(i);
+      }
+    }
     registry_->Release(config_.devices, id_);
     Finish();
   }

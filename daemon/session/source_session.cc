@@ -101,6 +101,13 @@ void SourceSession::Run(size_t i) {
     Recover(i);
   }
   if (--running_workers_ == 0) {
+    if (!error().ok()) {
+      // The migration failed as a whole: devices whose own stream had committed go back to
+      // RUNNING too, since the VM resumes here.
+      for (size_t j = 0; j < entries_.size(); ++j) {
+        if (progress_[j]->committed.load()) Recover(j);
+      }
+    }
     registry_->Release(config_.devices, id_);
     Finish();
   }
@@ -250,9 +257,16 @@ absl::Status SourceSession::RunDevice(size_t i, stream::StreamSender** sender_ou
     if (e->runs_fsm()) {
       absl::MutexLock l(&e->mu);
       // Leaving the saving group ends the data session; a hypervisor expects the source in STOP.
-      RETURN_IF_ERROR(e->device->SetState(MigState::kStop).status());
+      // The destination owns the device state now: a failure here must not send the source
+      // back to RUNNING (two live copies), so it is reported, not failed on.
+      absl::StatusOr<UniqueFd> stopped = e->device->SetState(MigState::kStop);
       data_fds_[i].Reset();
-      SetDeviceState(i, "STOP");
+      SetDeviceState(i, MigStateName(e->device->last_known_state()));
+      if (!stopped.ok()) {
+        MM_LOG(WARNING) << "session " << id_ << ": device " << e->name
+                        << ": committed on the destination, but STOP_COPY -> STOP failed here: "
+                        << stopped.status();
+      }
     }
     return absl::OkStatus();
   }();

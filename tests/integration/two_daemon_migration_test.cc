@@ -253,6 +253,27 @@ TEST_F(TwoDaemons, FailedResumeFailsBothSidesAndSourceRunsAgain) {
   EXPECT_EQ(StateOf(*dst_, "d"), "RUNNING");  // Reset, not left in RESUMING.
 }
 
+TEST_F(TwoDaemons, OneDeviceFailingFailsTheWholeMigration) {
+  // Device a is small and commits first; device b then fails its commit. The VM stays on the
+  // source, so every source device must run again and no destination device keeps the state.
+  ASSERT_TRUE(Attach(*src_, "a", "size=1MiB").ok());
+  ASSERT_TRUE(Attach(*src_, "b", "size=16MiB").ok());
+  ASSERT_TRUE(Attach(*dst_, "a", "size=1MiB").ok());
+  ASSERT_TRUE(Attach(*dst_, "b", "size=16MiB,fail_arc=RESUMING:STOP:EIO").ok());
+  ASSERT_TRUE(Prepare("one-bad", {"a", "b"}).ok());
+  ASSERT_TRUE(Start("one-bad", {"a", "b"}, false).ok());
+  ASSERT_TRUE(Switchover("one-bad").ok());
+  SessionStatus s = WaitFinal(*src_, "one-bad");
+  SessionStatus d = WaitFinal(*dst_, "one-bad");
+  EXPECT_EQ(s.phase(), SessionStatus::FAILED);
+  EXPECT_EQ(d.phase(), SessionStatus::FAILED);
+  EXPECT_FALSE(d.verified());
+  for (const char* dev : {"a", "b"}) {
+    EXPECT_EQ(StateOf(*src_, dev), "RUNNING") << dev;
+    EXPECT_EQ(StateOf(*dst_, dev), "RUNNING") << dev;
+  }
+}
+
 TEST_F(TwoDaemons, CorruptedStreamIsRejectedAndSourceRunsAgain) {
   ASSERT_TRUE(Attach(*src_, "d", "size=8MiB,corrupt_at=3000000").ok());
   ASSERT_TRUE(Attach(*dst_, "d", "size=8MiB").ok());
