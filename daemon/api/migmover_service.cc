@@ -85,6 +85,7 @@ void FillStatus(const SessionSnapshot& s, v1::SessionStatus* out) {
   }
   out->set_verified(s.verified);
   out->set_version(s.version);
+  out->set_bandwidth_bytes_per_second(s.bandwidth);
   for (const auto& d : s.devices) {
     v1::DeviceProgress* p = out->add_devices();
     p->set_name(d.name);
@@ -276,6 +277,7 @@ grpc::Status MigmoverService::StartSource(grpc::ServerContext*, const v1::StartS
     ASSIGN_OR_RETURN(config.peer, net::ParseHostPort(req->peer()));
     ASSIGN_OR_RETURN(config.token, TokenFrom(req->token()));
     config.precopy = req->has_precopy() ? req->precopy() : true;
+    config.bandwidth = req->bandwidth_bytes_per_second();
     ASSIGN_OR_RETURN(config.stream, StreamOptionsFrom(req->options()));
     RETURN_IF_ERROR(sessions_->Reserve(config.session_id));
     auto session = SourceSession::Start(config, registry_);
@@ -300,6 +302,16 @@ grpc::Status MigmoverService::Switchover(grpc::ServerContext*, const v1::Switcho
   auto session = sessions_->FindSource(req->session_id());
   if (!session.ok()) return ToGrpcStatus(session.status());
   if (absl::Status s = (*session)->Switchover(); !s.ok()) return ToGrpcStatus(s);
+  FillStatus((*session)->Snapshot(), resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status MigmoverService::SetBandwidth(grpc::ServerContext*,
+                                           const v1::SetBandwidthRequest* req,
+                                           v1::SessionStatus* resp) {
+  auto session = sessions_->FindSource(req->session_id());
+  if (!session.ok()) return ToGrpcStatus(session.status());
+  (*session)->SetBandwidth(req->bytes_per_second());
   FillStatus((*session)->Snapshot(), resp);
   return grpc::Status::OK;
 }

@@ -39,6 +39,8 @@ class MigmoverService final : public migmover::v1::Migmover::Service {
                            v1::SessionStatus* resp) override;
   grpc::Status Switchover(grpc::ServerContext*, const v1::SwitchoverRequest* req,
                           v1::SessionStatus* resp) override;
+  grpc::Status SetBandwidth(grpc::ServerContext*, const v1::SetBandwidthRequest* req,
+                            v1::SessionStatus* resp) override;
   grpc::Status WatchSession(grpc::ServerContext* ctx, const v1::WatchSessionRequest* req,
                             grpc::ServerWriter<v1::SessionStatus>* writer) override;
   grpc::Status GetSession(grpc::ServerContext*, const v1::GetSessionRequest* req,

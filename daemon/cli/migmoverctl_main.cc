@@ -9,6 +9,7 @@
 #include "daemon/cli/ctl_client.h"
 #include "daemon/cli/fsm_path_command.h"
 #include "daemon/cli/migrate_command.h"
+#include "daemon/device/sim/sim_device_spec.h"
 #include "grpcpp/grpcpp.h"
 
 ABSL_FLAG(std::string, features, "stop_copy,p2p,pre_copy",
@@ -32,6 +33,9 @@ ABSL_FLAG(bool, precopy, true, "migrate: use PRE_COPY when the devices support i
 ABSL_FLAG(int, min_precopy_rounds, 1, "migrate: PRE_COPY rounds to wait for before switchover");
 ABSL_FLAG(double, timeout, 300, "migrate: give up after this many seconds");
 ABSL_FLAG(bool, json, false, "migrate: also print a one-line JSON summary");
+ABSL_FLAG(std::string, bandwidth, "0",
+          "migrate: bandwidth cap per migration in bytes per second, with units (200MB, 1GiB); "
+          "0 = unlimited");
 
 namespace {
 constexpr char kUsage[] =
@@ -54,6 +58,9 @@ Commands:
   watch [--socket S] SESSION    Follow a session until it ends.
   switchover [--socket S] SESSION
   cancel [--socket S] SESSION
+  bandwidth [--socket S] SESSION RATE
+      Change a running source session's bandwidth cap (bytes per second, units allowed: 500MB,
+      1GiB; 0 = unlimited).
 
 States: ERROR STOP RUNNING STOP_COPY RESUMING RUNNING_P2P PRE_COPY PRE_COPY_P2P)";
 
@@ -133,6 +140,12 @@ int main(int argc, char** argv) {
     o.min_precopy_rounds = absl::GetFlag(FLAGS_min_precopy_rounds);
     o.timeout_seconds = absl::GetFlag(FLAGS_timeout);
     o.json = absl::GetFlag(FLAGS_json);
+    auto bw = migmover::sim::ParseByteSize(absl::GetFlag(FLAGS_bandwidth));
+    if (!bw.ok()) {
+      std::cerr << "migrate: --bandwidth: " << bw.status().message() << "\n";
+      return 2;
+    }
+    o.bandwidth = *bw;
     return migmover::RunMigrateCommand(o, std::cout, std::cerr);
   }
   if (command == "devices") {
@@ -150,6 +163,34 @@ int main(int argc, char** argv) {
                 << (d.session_id().empty() ? "-" : d.session_id()) << "\t" << d.description()
                 << "\n";
     }
+    return 0;
+  }
+  if (command == "bandwidth") {
+    if (args.size() != 2) {
+      std::cerr << "bandwidth: expected SESSION RATE\n";
+      return 2;
+    }
+    auto rate = migmover::sim::ParseByteSize(args[1]);
+    if (!rate.ok()) {
+      std::cerr << "bandwidth: " << rate.status().message() << "\n";
+      return 2;
+    }
+    auto stub = migmover::ctl::Connect(absl::GetFlag(FLAGS_socket));
+    grpc::ClientContext ctx;
+    migmover::v1::SetBandwidthRequest req;
+    req.set_session_id(args[0]);
+    req.set_bytes_per_second(*rate);
+    migmover::v1::SessionStatus s;
+    grpc::Status st = stub->SetBandwidth(&ctx, req, &s);
+    if (!st.ok()) {
+      std::cerr << migmover::ctl::FromGrpc(st, "SetBandwidth", absl::GetFlag(FLAGS_socket)) << "\n";
+      return 1;
+    }
+    std::cout << migmover::ctl::StatusLine(s) << ", cap "
+              << (s.bandwidth_bytes_per_second()
+                      ? migmover::ctl::HumanBytes(s.bandwidth_bytes_per_second()) + "/s"
+                      : std::string("off"))
+              << "\n";
     return 0;
   }
   if (command == "status" || command == "watch" || command == "cancel" ||

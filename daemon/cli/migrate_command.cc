@@ -117,6 +117,7 @@ int RunMigrateCommand(const MigrateOptions& o, std::ostream& out, std::ostream& 
     for (const auto& n : names) req.add_devices(n);
     req.set_peer(o.peer);
     req.set_precopy(o.precopy);
+    req.set_bandwidth_bytes_per_second(o.bandwidth);
     *req.mutable_options() = topts;
     SessionStatus s;
     absl::Status st = ctl::FromGrpc(src.stub->StartSource(&ctx, req, &s), "StartSource", src.name);

@@ -24,6 +24,7 @@ struct MigrateOptions {
   int min_precopy_rounds = 1;
   double timeout_seconds = 300;
   bool json = false;
+  uint64_t bandwidth = 0;  // Bytes per second, 0 = unlimited.
 };
 
 // Returns the exit code: 0 only if the migration succeeded on both sides and the destination

@@ -129,6 +129,7 @@ SessionSnapshot Session::Snapshot() {
   s.phase = phase_;
   s.error = error_;
   s.version = version_;
+  s.bandwidth = bandwidth_.load();
   const absl::Time now = absl::Now();
   s.elapsed_seconds = absl::ToDoubleSeconds((IsFinal(phase_) ? end_ : now) - start_);
   uint32_t rounds = UINT32_MAX;

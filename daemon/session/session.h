@@ -65,6 +65,7 @@ struct SessionSnapshot {
   std::vector<DeviceSnapshot> devices;
   bool verified = false;
   uint64_t version = 0;
+  uint64_t bandwidth = 0;  // Source: the cap in force, 0 = none.
 };
 
 class Session {
@@ -104,6 +105,7 @@ class Session {
   const SessionRole role_;
   std::vector<std::unique_ptr<DeviceProgress>> progress_;
   const absl::Time start_ = absl::Now();
+  std::atomic<uint64_t> bandwidth_{0};
 
  private:
   absl::Mutex mu_;

@@ -39,7 +39,9 @@ absl::StatusOr<std::shared_ptr<SourceSession>> SourceSession::Start(SourceConfig
       return bad;
     }
   }
+  config.stream.limiter = std::make_shared<stream::RateLimiter>(config.bandwidth);
   std::shared_ptr<SourceSession> s(new SourceSession(std::move(config), registry, entries));
+  s->bandwidth_ = s->config_.bandwidth;
   s->SetPhase(SessionPhase::kConnecting);
   s->running_workers_ = static_cast<int>(entries.size());
   for (size_t i = 0; i < entries.size(); ++i) {
@@ -80,6 +82,14 @@ absl::Status SourceSession::Switchover() {
     absl::MutexLock l(&wake_mu_);  // Wake idle PRE_COPY loops.
   }
   return absl::OkStatus();
+}
+
+void SourceSession::SetBandwidth(uint64_t bytes_per_second) {
+  config_.stream.limiter->SetRate(bytes_per_second);
+  bandwidth_ = bytes_per_second;
+  MM_LOG(INFO) << "session " << id_ << ": bandwidth cap "
+               << (bytes_per_second ? absl::StrCat(bytes_per_second, " bytes/s") : "off");
+  Touch();
 }
 
 void SourceSession::Cancel() {

@@ -28,6 +28,7 @@ struct SourceConfig {
   std::array<uint8_t, 32> token{};
   bool precopy = true;
   stream::StreamOptions stream;
+  uint64_t bandwidth = 0;  // Bytes per second, 0 = unlimited.
   // How often an idle PRE_COPY device is asked for new precopy data.
   absl::Duration precopy_poll = absl::Milliseconds(5);
 };
@@ -44,6 +45,9 @@ class SourceSession final : public Session {
   // The agent has stopped the vCPUs: move to STOP_COPY and drain. FailedPrecondition after the
   // session ended; a repeated call is a no-op.
   absl::Status Switchover();
+  // Changes the bandwidth cap of every stream of this session (0 = unlimited).
+  void SetBandwidth(uint64_t bytes_per_second);
+  uint64_t bandwidth() const { return config_.stream.limiter->rate(); }
   void Cancel() override;
   void Join() override;
 

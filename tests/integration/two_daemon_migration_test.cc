@@ -379,6 +379,43 @@ TEST_F(TwoDaemons, DataFdModeOverFdIntakeMovesAnyStream) {
   EXPECT_EQ(got, data);
 }
 
+TEST_F(TwoDaemons, BandwidthCapAppliesAndChangesWhileRunning) {
+  ASSERT_TRUE(Attach(*src_, "d", "size=32MiB").ok());
+  ASSERT_TRUE(Attach(*dst_, "d", "size=32MiB").ok());
+  ASSERT_TRUE(Prepare("capped", {"d"}, "copy").ok());
+  {
+    grpc::ClientContext ctx;
+    v1::StartSourceRequest req;
+    req.set_session_id("capped");
+    req.add_devices("d");
+    req.set_peer(dst_->peer_address());
+    req.set_bandwidth_bytes_per_second(8u << 20);
+    req.mutable_options()->set_data_path("copy");
+    SessionStatus out;
+    ASSERT_TRUE(src_->stub()->StartSource(&ctx, req, &out).ok());
+    EXPECT_EQ(out.bandwidth_bytes_per_second(), 8u << 20);
+  }
+  absl::SleepFor(absl::Milliseconds(500));
+  SessionStatus s = Get(*src_, "capped");
+  // Half a second at 8 MiB/s (plus the burst allowance): far from the 32 MiB an uncapped
+  // stream would have moved by now.
+  EXPECT_LT(s.bytes_moved(), 6u << 20) << s.DebugString();
+  EXPECT_GT(s.bytes_moved(), 0u);
+  {
+    grpc::ClientContext ctx;
+    v1::SetBandwidthRequest req;
+    req.set_session_id("capped");
+    req.set_bytes_per_second(0);
+    SessionStatus out;
+    ASSERT_TRUE(src_->stub()->SetBandwidth(&ctx, req, &out).ok());
+    EXPECT_EQ(out.bandwidth_bytes_per_second(), 0u);
+  }
+  WatchUntilRounds("capped", 1);
+  ASSERT_TRUE(Switchover("capped").ok());
+  EXPECT_EQ(WaitFinal(*src_, "capped", 30).phase(), SessionStatus::SUCCEEDED);
+  EXPECT_TRUE(WaitFinal(*dst_, "capped").verified());
+}
+
 TEST_F(TwoDaemons, BadRequestsGetClearErrors) {
   ASSERT_TRUE(Attach(*src_, "d", "size=1MiB").ok());
   ASSERT_TRUE(Attach(*dst_, "d", "size=1MiB").ok());

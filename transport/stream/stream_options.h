@@ -3,9 +3,11 @@
 #define MIGMOVER_TRANSPORT_STREAM_STREAM_OPTIONS_H_
 
 #include <cstdint>
+#include <memory>
 
 #include "absl/time/time.h"
 #include "transport/stream/data_path.h"
+#include "transport/stream/rate_limiter.h"
 
 namespace migmover::stream {
 
@@ -19,6 +21,8 @@ struct StreamOptions {
   int socket_buffer = 0;
   // A stream that makes no progress for this long fails with DeadlineExceeded.
   absl::Duration idle_timeout = absl::Seconds(30);
+  // The migration's bandwidth cap, shared by all its streams (null: none).
+  std::shared_ptr<RateLimiter> limiter;
 };
 
 }  // namespace migmover::stream

@@ -132,6 +132,7 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
     uint32_t len = 0;
     uint32_t sent = 0;
     uint64_t offset = 0;
+    bool encoded = false;  // Header written (and bandwidth reserved) once per frame.
   };
   // Small fixed rings of slot indices; no allocation per chunk.
   Slot slots[64];
@@ -149,6 +150,7 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
   uint64_t remaining = max_bytes;
   uint64_t read_offset = offset_;
   absl::Time last_progress = absl::Now();
+  absl::Time send_not_before = absl::InfinitePast();
 
   auto fail = [&](absl::Status s) {
     if (error.ok()) error = std::move(s);
@@ -185,11 +187,20 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
       uint32_t slot = ready[ready_head];
       Slot& s = slots[slot];
       uint8_t* frame = pool_->base(slot);
-      if (s.sent == 0) {
+      if (!s.encoded) {
         peer::EncodeHeader(DataHeader(seq_++, device_, phase, s.len, s.offset),
                            std::span<uint8_t, wire::kFrameHeaderSize>(frame,
                                                                       wire::kFrameHeaderSize));
+        s.encoded = true;
+        if (options_.limiter) {
+          send_not_before = absl::Now() + options_.limiter->Reserve(wire::kFrameHeaderSize + s.len);
+        }
       }
+    }
+    if (!send_inflight && ready_count > 0 && error.ok() && absl::Now() >= send_not_before) {
+      uint32_t slot = ready[ready_head];
+      Slot& s = slots[slot];
+      uint8_t* frame = pool_->base(slot);
       io_uring_sqe* sqe = ring_->Sqe();
       io_uring_prep_send(sqe, socket_.get(), frame + s.sent,
                          wire::kFrameHeaderSize + s.len - s.sent, MSG_NOSIGNAL);
@@ -198,11 +209,13 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
     }
     if (!read_inflight && !poll_inflight && !send_inflight) {
       if (ended && (ready_count == 0 || !error.ok())) break;
-      if (!ended) continue;
+      // Otherwise a frame waits for the bandwidth cap: the Wait below is the sleep.
     }
 
     uring::Completion c;
-    ASSIGN_OR_RETURN(bool got, ring_->Wait(kTick, &c));
+    absl::Duration tick = kTick;
+    if (send_not_before > absl::Now()) tick = std::min(tick, send_not_before - absl::Now());
+    ASSIGN_OR_RETURN(bool got, ring_->Wait(tick, &c));
     if (!got) {
       if (cancel.load() && !ended) fail(absl::CancelledError("stream cancelled"));
       // Switchover must not wait on a PRE_COPY read that the driver cannot satisfy (a precopy
@@ -211,6 +224,7 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
         ring_->Cancel(read_tag);
         read_cancel_sent = true;
       }
+      if (send_not_before > last_progress) last_progress = std::min(absl::Now(), send_not_before);
       if (absl::Now() - last_progress > options_.idle_timeout && error.ok()) {
         fail(absl::DeadlineExceededError(absl::StrCat(
             "device stream ", device_, ": no progress for ",
@@ -227,7 +241,7 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
         if (c.res > 0) {
           last_progress = absl::Now();
           XXH3_64bits_update(digest_->state, pool_->payload(slot), c.res);
-          slots[slot] = Slot{static_cast<uint32_t>(c.res), 0, read_offset};
+          slots[slot] = Slot{static_cast<uint32_t>(c.res), 0, read_offset, false};
           read_offset += c.res;
           remaining -= c.res;
           result.bytes += c.res;
@@ -348,6 +362,14 @@ absl::StatusOr<PumpResult> StreamSender::PumpSplice(int data_fd, Phase phase, ui
     path_used_ = DataPath::kSplice;
     digest_valid_ = false;  // These bytes never pass through userspace.
     const uint32_t n = static_cast<uint32_t>(got);
+    if (options_.limiter) {
+      const absl::Time until =
+          absl::Now() + options_.limiter->Reserve(wire::kFrameHeaderSize + n);
+      while (absl::Now() < until) {
+        if (cancel.load()) return absl::CancelledError("stream cancelled");
+        absl::SleepFor(std::min(until - absl::Now(), kTick));
+      }
+    }
     uint8_t hdr[wire::kFrameHeaderSize];
     peer::EncodeHeader(DataHeader(seq_++, device_, phase, n, offset_), hdr);
     uint32_t hdr_sent = 0;

@@ -210,6 +210,21 @@ TEST(StreamTest, NonBlockingFdsRequeueEagainAndShortIo) {
   EXPECT_EQ(s.received, data);
 }
 
+TEST(StreamTest, BandwidthCapIsNeverExceeded) {
+  auto data = RandomBytes(8 << 20, 9);
+  for (DataPath p : {DataPath::kCopy, DataPath::kSplice}) {
+    StreamOptions so = Opts(p, 256 << 10);
+    so.limiter = std::make_shared<RateLimiter>(32u << 20, absl::ZeroDuration());
+    const absl::Time start = absl::Now();
+    Outcome o = Move(data, 0, so, Opts(p));
+    const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+    ASSERT_TRUE(o.sender.ok() && o.receiver.ok()) << o.sender << o.receiver;
+    EXPECT_EQ(o.received, data);
+    // 8 MiB at 32 MiB/s: a quarter second at least (a busy machine can only make it slower).
+    EXPECT_GT(seconds, 0.25 * 0.95) << DataPathName(p);
+  }
+}
+
 TEST(StreamTest, PrecopyZeroReadMeansDrained) {
   auto ring = uring::Ring::Create(16);
   ASSERT_TRUE(ring.ok());
