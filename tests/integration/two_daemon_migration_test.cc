@@ -12,7 +12,7 @@
 #include "daemon/intake/fd_intake.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "tests/integration/daemon_process.h"
+#include "daemon/testing/daemon_process.h"
 
 namespace migmover {
 namespace {

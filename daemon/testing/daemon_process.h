@@ -1,7 +1,7 @@
-// DaemonProcess: a real migmoverd child process for tests, on private sockets and a free
-// loopback peer port.
-#ifndef MIGMOVER_TESTS_INTEGRATION_DAEMON_PROCESS_H_
-#define MIGMOVER_TESTS_INTEGRATION_DAEMON_PROCESS_H_
+// DaemonProcess: a real migmoverd child process on private sockets and a free loopback peer
+// port, for tests and migmover-bench.
+#ifndef MIGMOVER_DAEMON_TESTING_DAEMON_PROCESS_H_
+#define MIGMOVER_DAEMON_TESTING_DAEMON_PROCESS_H_
 
 #include <sys/types.h>
 
@@ -24,6 +24,7 @@ class DaemonProcess {
   ~DaemonProcess();
 
   v1::Migmover::Stub* stub() { return stub_.get(); }
+  pid_t pid() const { return pid_; }
   const std::string& grpc_socket() const { return grpc_socket_; }
   const std::string& fd_socket() const { return fd_socket_; }
   std::string peer_address() const { return "127.0.0.1:" + std::to_string(port_); }
@@ -39,9 +40,10 @@ class DaemonProcess {
   std::unique_ptr<v1::Migmover::Stub> stub_;
 };
 
-// The migmoverd binary in this test's runfiles.
+// The migmoverd binary in this program's runfiles (tests and `bazel run`), else next to
+// this program's own binary in bazel-bin.
 std::string MigmoverdPath();
 
 }  // namespace migmover::testing
 
-#endif  // MIGMOVER_TESTS_INTEGRATION_DAEMON_PROCESS_H_
+#endif  // MIGMOVER_DAEMON_TESTING_DAEMON_PROCESS_H_

@@ -1,4 +1,4 @@
-#include "tests/integration/daemon_process.h"
+#include "daemon/testing/daemon_process.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -17,8 +17,16 @@ namespace migmover::testing {
 
 std::string MigmoverdPath() {
   const char* srcdir = std::getenv("TEST_SRCDIR");
-  std::string base = srcdir ? srcdir : ".";
-  return base + "/migmover/daemon/server/migmoverd";
+  if (srcdir) return std::string(srcdir) + "/migmover/daemon/server/migmoverd";
+  char self[4096];
+  ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
+  std::string exe = n > 0 ? std::string(self, n) : "";
+  const std::string runfiles = exe + ".runfiles/migmover/daemon/server/migmoverd";
+  if (::access(runfiles.c_str(), X_OK) == 0) return runfiles;
+  // bazel-bin/<pkg>/<binary> -> bazel-bin/daemon/server/migmoverd
+  size_t bin = exe.rfind("/bin/");
+  if (bin != std::string::npos) return exe.substr(0, bin) + "/bin/daemon/server/migmoverd";
+  return "migmoverd";
 }
 
 absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(

@@ -1,0 +1,335 @@
+// migmover-bench: end-to-end throughput, CPU cost, downtime and memory of a migration between
+// two real migmoverd processes on this machine, optionally against a raw-TCP baseline measured
+// in the same run (figures as ratios, since machines here are shared and noisy).
+#include <signal.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "bench/e2e/proc_stats.h"
+#include "bench/e2e/raw_tcp_baseline.h"
+#include "daemon/device/sim/sim_device_spec.h"
+#include "daemon/testing/daemon_process.h"
+#include "grpcpp/grpcpp.h"
+
+ABSL_FLAG(int, devices, 1, "Simulated devices migrated at once.");
+ABSL_FLAG(std::string, device_size, "1GiB", "State size of each device (units: KiB MiB GiB).");
+ABSL_FLAG(int, streams, 1, "Connections per device (striping; 1 until striping lands).");
+ABSL_FLAG(std::string, chunk_size, "1MiB", "Bytes per DATA frame and per data-fd read.");
+ABSL_FLAG(std::string, pipe_size, "1MiB", "Pipe size for the splice path.");
+ABSL_FLAG(std::string, data_path, "auto", "auto, splice or copy.");
+ABSL_FLAG(std::string, transport, "tcp", "tcp (dpdk is not built yet).");
+ABSL_FLAG(std::string, bandwidth, "0", "Bandwidth cap per migration (bytes/s, units), 0 = none.");
+ABSL_FLAG(bool, precopy, false,
+          "Run PRE_COPY before the switchover (default: off, so the whole state moves in "
+          "STOP_COPY and throughput = bytes / downtime).");
+ABSL_FLAG(bool, baseline, false, "Also measure a raw TCP sender/receiver pair per device.");
+ABSL_FLAG(bool, json, false, "Print one JSON object instead of the table.");
+ABSL_FLAG(int, repeat, 1, "Runs of each; the median by throughput is reported.");
+ABSL_FLAG(std::string, migmoverd, "", "Path of migmoverd (default: next to this binary).");
+
+namespace migmover::bench {
+namespace {
+
+using v1::SessionStatus;
+
+struct Figures {
+  uint64_t bytes = 0;
+  double seconds = 0;
+  double downtime = 0;
+  SideFigures source, destination;
+  std::string data_path;
+  bool verified = false;
+
+  double throughput() const { return seconds > 0 ? bytes / seconds : 0; }
+  double cpu_per_gb(const SideFigures& s) const { return bytes ? s.cpu_seconds / (bytes / 1e9) : 0; }
+};
+
+absl::Status Check(const grpc::Status& s, const char* what) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                      absl::StrCat(what, ": ", s.error_message()));
+}
+
+absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, int run) {
+  const std::string binary = absl::GetFlag(FLAGS_migmoverd).empty()
+                                 ? testing::MigmoverdPath()
+                                 : absl::GetFlag(FLAGS_migmoverd);
+  std::vector<std::string> flags = {"--data_path=" + absl::GetFlag(FLAGS_data_path),
+                                    "--log_level=warning"};
+  auto src = testing::DaemonProcess::Start(binary, "bench-src", flags);
+  if (!src.ok()) return src.status();
+  auto dst = testing::DaemonProcess::Start(binary, "bench-dst", flags);
+  if (!dst.ok()) return dst.status();
+  const std::string id = absl::StrCat("bench-", run);
+  auto chunk = sim::ParseByteSize(absl::GetFlag(FLAGS_chunk_size));
+  auto bandwidth = sim::ParseByteSize(absl::GetFlag(FLAGS_bandwidth));
+  if (!chunk.ok()) return chunk.status();
+  if (!bandwidth.ok()) return bandwidth.status();
+
+  std::vector<std::string> names;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    names.push_back(absl::StrCat("dev", i));
+    for (auto* d : {src->get(), dst->get()}) {
+      grpc::ClientContext ctx;
+      v1::AttachDeviceRequest req;
+      req.set_name(names.back());
+      req.set_simulated(d == src->get() ? specs[i].ToString()
+                                        : absl::StrCat("size=", specs[i].state_size));
+      v1::Device out;
+      auto s = Check(d->stub()->AttachDevice(&ctx, req, &out), "AttachDevice");
+      if (!s.ok()) return s;
+    }
+  }
+  v1::TransferOptions opts;
+  opts.set_chunk_size(static_cast<uint32_t>(*chunk));
+  {
+    grpc::ClientContext ctx;
+    v1::PrepareDestinationRequest req;
+    req.set_session_id(id);
+    for (auto& n : names) req.add_devices(n);
+    *req.mutable_options() = opts;
+    SessionStatus out;
+    auto s = Check((*dst)->stub()->PrepareDestination(&ctx, req, &out), "PrepareDestination");
+    if (!s.ok()) return s;
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::StartSourceRequest req;
+    req.set_session_id(id);
+    for (auto& n : names) req.add_devices(n);
+    req.set_peer((*dst)->peer_address());
+    req.set_precopy(absl::GetFlag(FLAGS_precopy));
+    req.set_bandwidth_bytes_per_second(*bandwidth);
+    *req.mutable_options() = opts;
+    SessionStatus out;
+    auto s = Check((*src)->stub()->StartSource(&ctx, req, &out), "StartSource");
+    if (!s.ok()) return s;
+  }
+  auto get = [&](testing::DaemonProcess& d) {
+    grpc::ClientContext ctx;
+    v1::GetSessionRequest req;
+    req.set_session_id(id);
+    SessionStatus out;
+    d.stub()->GetSession(&ctx, req, &out);
+    return out;
+  };
+  auto final = [](const SessionStatus& s) {
+    return s.phase() == SessionStatus::SUCCEEDED || s.phase() == SessionStatus::FAILED ||
+           s.phase() == SessionStatus::CANCELLED;
+  };
+  // Connected, and (with --precopy) the initial data sent.
+  for (int i = 0; i < 6000; ++i) {
+    SessionStatus s = get(**src);
+    if (final(s)) return absl::InternalError("session ended before switchover: " + s.error());
+    if (s.phase() == SessionStatus::PRE_COPY &&
+        (!absl::GetFlag(FLAGS_precopy) || s.precopy_rounds() >= 1)) {
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  absl::SleepFor(absl::Milliseconds(100));  // Every device's connection is up.
+  auto cpu0_src = ReadProcStats((*src)->pid());
+  auto cpu0_dst = ReadProcStats((*dst)->pid());
+  if (!cpu0_src.ok() || !cpu0_dst.ok()) return absl::InternalError("cannot read /proc");
+  const absl::Time t0 = absl::Now();
+  {
+    grpc::ClientContext ctx;
+    v1::SwitchoverRequest req;
+    req.set_session_id(id);
+    SessionStatus out;
+    auto s = Check((*src)->stub()->Switchover(&ctx, req, &out), "Switchover");
+    if (!s.ok()) return s;
+  }
+  SessionStatus s, d;
+  while (true) {
+    s = get(**src);
+    if (final(s)) break;
+    if (absl::Now() - t0 > absl::Minutes(10)) return absl::DeadlineExceededError("too slow");
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  for (int i = 0; i < 500; ++i) {
+    d = get(**dst);
+    if (final(d)) break;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  auto cpu1_src = ReadProcStats((*src)->pid());
+  auto cpu1_dst = ReadProcStats((*dst)->pid());
+  if (!cpu1_src.ok() || !cpu1_dst.ok()) return absl::InternalError("cannot read /proc");
+  if (s.phase() != SessionStatus::SUCCEEDED) {
+    return absl::InternalError(absl::StrCat("migration failed: ", s.error(), " / ", d.error()));
+  }
+  Figures f;
+  // Without precopy every byte moves after the switchover; with it, what STOP_COPY moved.
+  f.bytes = absl::GetFlag(FLAGS_precopy) ? s.stop_copy_bytes() : s.bytes_moved();
+  f.downtime = s.stop_copy_seconds();
+  f.seconds = s.stop_copy_seconds();
+  f.source = {cpu1_src->cpu_seconds - cpu0_src->cpu_seconds, cpu1_src->peak_rss_bytes};
+  f.destination = {cpu1_dst->cpu_seconds - cpu0_dst->cpu_seconds, cpu1_dst->peak_rss_bytes};
+  f.data_path = s.devices_size() ? s.devices(0).data_path() : "";
+  f.verified = d.verified();
+  return f;
+}
+
+std::string Human(double bytes) {
+  const char* units[] = {"B", "kB", "MB", "GB"};
+  int u = 0;
+  while (bytes >= 1000 && u < 3) {
+    bytes /= 1000;
+    ++u;
+  }
+  return absl::StrFormat("%.2f %s", bytes, units[u]);
+}
+
+std::string FiguresJson(const Figures& f, bool with_extra) {
+  std::string j = absl::StrFormat(
+      "\"throughput_bytes_per_s\":%.1f,\"bytes\":%d,\"seconds\":%.6f,"
+      "\"cpu_seconds_per_gb\":{\"source\":%.4f,\"destination\":%.4f},"
+      "\"peak_rss_bytes\":{\"source\":%d,\"destination\":%d}",
+      f.throughput(), f.bytes, f.seconds, f.cpu_per_gb(f.source), f.cpu_per_gb(f.destination),
+      f.source.peak_rss_bytes, f.destination.peak_rss_bytes);
+  if (with_extra) {
+    absl::StrAppend(&j, absl::StrFormat(",\"downtime_seconds\":%.6f,\"data_path\":\"%s\","
+                                        "\"verified\":%s",
+                                        f.downtime, f.data_path, f.verified ? "true" : "false"));
+  }
+  return "{" + j + "}";
+}
+
+template <typename T>
+T Median(std::vector<T> v) {
+  std::sort(v.begin(), v.end(),
+            [](const T& a, const T& b) { return a.throughput() < b.throughput(); });
+  return v[v.size() / 2];
+}
+
+struct BaselineFigures {
+  BaselineResult r;
+  double throughput() const { return r.seconds > 0 ? r.bytes / r.seconds : 0; }
+};
+
+int Main() {
+  ::signal(SIGPIPE, SIG_IGN);
+  if (absl::GetFlag(FLAGS_transport) != "tcp") {
+    std::cerr << "migmover-bench: --transport=" << absl::GetFlag(FLAGS_transport)
+              << " is not available yet; only tcp\n";
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_streams) != 1) {
+    std::cerr << "migmover-bench: --streams other than 1 needs striping, which is not built "
+                 "yet\n";
+    return 2;
+  }
+  auto size = sim::ParseByteSize(absl::GetFlag(FLAGS_device_size));
+  auto chunk = sim::ParseByteSize(absl::GetFlag(FLAGS_chunk_size));
+  if (!size.ok() || !chunk.ok()) {
+    std::cerr << "migmover-bench: " << (size.ok() ? chunk.status() : size.status()) << "\n";
+    return 2;
+  }
+  std::vector<sim::SimDeviceSpec> specs;
+  for (int i = 0; i < absl::GetFlag(FLAGS_devices); ++i) {
+    sim::SimDeviceSpec spec;
+    spec.state_size = *size;
+    spec.seed = 100 + i;
+    specs.push_back(spec);
+  }
+  std::vector<Figures> ours;
+  std::vector<BaselineFigures> base;
+  for (int run = 0; run < std::max(1, absl::GetFlag(FLAGS_repeat)); ++run) {
+    if (absl::GetFlag(FLAGS_baseline)) {
+      auto b = RunRawTcpBaseline(specs, *chunk);
+      if (!b.ok()) {
+        std::cerr << "migmover-bench: baseline: " << b.status() << "\n";
+        return 1;
+      }
+      base.push_back({*b});
+    }
+    auto f = RunOurs(specs, run);
+    if (!f.ok()) {
+      std::cerr << "migmover-bench: " << f.status() << "\n";
+      return 1;
+    }
+    ours.push_back(*f);
+  }
+  Figures m = Median(ours);
+  const bool have_base = !base.empty();
+  BaselineFigures b = have_base ? Median(base) : BaselineFigures{};
+  Figures bf;
+  bf.bytes = b.r.bytes;
+  bf.seconds = b.r.seconds;
+  bf.source = b.r.source;
+  bf.destination = b.r.destination;
+
+  if (absl::GetFlag(FLAGS_json)) {
+    std::string j = FiguresJson(m, true);
+    j.pop_back();
+    absl::StrAppend(&j, absl::StrFormat(
+                            ",\"devices\":%d,\"device_size_bytes\":%d,\"streams\":%d,"
+                            "\"chunk_size\":%d,\"transport\":\"tcp\",\"runs\":%d",
+                            absl::GetFlag(FLAGS_devices), *size, absl::GetFlag(FLAGS_streams),
+                            *chunk, static_cast<int>(ours.size())));
+    if (have_base) {
+      absl::StrAppend(&j, ",\"baseline\":", FiguresJson(bf, false));
+      absl::StrAppend(
+          &j, absl::StrFormat(",\"ratio\":{\"throughput\":%.4f,\"cpu_seconds_per_gb\":{"
+                              "\"source\":%.4f,\"destination\":%.4f},\"peak_rss_bytes\":{"
+                              "\"source\":%.4f,\"destination\":%.4f}}",
+                              m.throughput() / bf.throughput(),
+                              m.cpu_per_gb(m.source) / bf.cpu_per_gb(bf.source),
+                              m.cpu_per_gb(m.destination) / bf.cpu_per_gb(bf.destination),
+                              static_cast<double>(m.source.peak_rss_bytes) /
+                                  bf.source.peak_rss_bytes,
+                              static_cast<double>(m.destination.peak_rss_bytes) /
+                                  bf.destination.peak_rss_bytes));
+    }
+    std::cout << j << "}\n";
+    return m.verified ? 0 : 1;
+  }
+  std::cout << absl::StrFormat(
+      "migmover-bench: %d device(s) x %s, %d stream(s), chunk %s, data path %s, tcp, %d run(s)\n",
+      absl::GetFlag(FLAGS_devices), Human(*size), absl::GetFlag(FLAGS_streams), Human(*chunk),
+      m.data_path, static_cast<int>(ours.size()));
+  std::cout << absl::StrFormat("%-18s %12s %13s %13s %11s %13s %13s\n", "", "throughput",
+                               "cpu s/GB src", "cpu s/GB dst", "downtime", "peak RSS src",
+                               "peak RSS dst");
+  auto row = [](const char* name, const Figures& f, bool downtime) {
+    std::cout << absl::StrFormat(
+        "%-18s %10s/s %13.3f %13.3f %11s %13s %13s\n", name, Human(f.throughput()),
+        f.cpu_per_gb(f.source), f.cpu_per_gb(f.destination),
+        downtime ? absl::StrFormat("%.1f ms", f.downtime * 1000) : "-",
+        Human(f.source.peak_rss_bytes), Human(f.destination.peak_rss_bytes));
+  };
+  row("migmover", m, true);
+  if (have_base) {
+    row("raw TCP baseline", bf, false);
+    std::cout << absl::StrFormat(
+        "%-18s %12.3f %13.3f %13.3f %11s %13.3f %13.3f\n", "ratio", m.throughput() / bf.throughput(),
+        m.cpu_per_gb(m.source) / bf.cpu_per_gb(bf.source),
+        m.cpu_per_gb(m.destination) / bf.cpu_per_gb(bf.destination), "-",
+        static_cast<double>(m.source.peak_rss_bytes) / bf.source.peak_rss_bytes,
+        static_cast<double>(m.destination.peak_rss_bytes) / bf.destination.peak_rss_bytes);
+  }
+  std::cout << "destination verified: " << (m.verified ? "yes" : "NO") << "\n";
+  return m.verified ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace migmover::bench
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "end-to-end benchmark: migrates simulated devices between two real migmoverd processes on "
+      "this machine and reports GB/s, CPU seconds per GB on each side, STOP_COPY downtime and "
+      "peak RSS; --baseline also measures raw TCP pairs moving the same bytes and prints ratios.");
+  absl::ParseCommandLine(argc, argv);
+  return migmover::bench::Main();
+}
