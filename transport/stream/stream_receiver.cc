@@ -10,9 +10,9 @@
 #include "absl/time/clock.h"
 #include "transport/base/errno_status.h"
 #include "transport/base/status_macros.h"
+#include "transport/base/stream_digest.h"
 #include "transport/net/socket.h"
 #include "transport/peer/handshake.h"
-#include "xxhash.h"
 
 namespace migmover::stream {
 namespace {
@@ -27,10 +27,6 @@ constexpr absl::Duration kTick = absl::Milliseconds(100);
 
 }  // namespace
 
-struct StreamReceiver::DigestState {
-  XXH3_state_t* state = XXH3_createState();
-  ~DigestState() { XXH3_freeState(state); }
-};
 
 StreamReceiver::StreamReceiver(uring::Ring* ring, UniqueFd socket, uint32_t device,
                                uint64_t next_seq, const StreamOptions& options)
@@ -39,9 +35,7 @@ StreamReceiver::StreamReceiver(uring::Ring* ring, UniqueFd socket, uint32_t devi
       device_(device),
       next_seq_(next_seq),
       options_(options),
-      digest_(new DigestState) {
-  XXH3_64bits_reset(digest_->state);
-}
+      digest_(new StreamDigest) {}
 
 StreamReceiver::~StreamReceiver() = default;
 
@@ -242,7 +236,7 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveCopy(int data_fd,
         last_progress = absl::Now();
         recv_got += c.res;
         if (recv_got < recv_want) break;
-        XXH3_64bits_update(digest_->state, pool_->payload(slot), recv_want);
+        digest_->Update(pool_->payload(slot), recv_want);
         slots[slot] = Slot{recv_want, 0};
         queue[(q_head + q_count++) % cap] = slot;
         offset_ += recv_want;
@@ -290,7 +284,7 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveCopy(int data_fd,
   }
   result.total_bytes = offset_;
   if (end_.digest_kind == wire::DigestKind::kXxh3_64 && digest_valid_) {
-    if (XXH3_64bits_digest(digest_->state) != end_.digest) {
+    if (digest_->Value() != end_.digest) {
       return absl::DataLossError(
           "stream digest mismatch: the bytes received differ from the bytes the source read");
     }

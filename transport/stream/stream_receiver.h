@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "api/peer_wire.h"
+#include "transport/base/stream_digest.h"
 #include "transport/base/unique_fd.h"
 #include "transport/peer/frame_codec.h"
 #include "transport/stream/buffer_pool.h"
@@ -78,8 +79,7 @@ class StreamReceiver {
   std::unique_ptr<BufferPool> pool_;
   UniqueFd pipe_read_, pipe_write_;
   uint64_t offset_ = 0;  // Stream bytes received in DATA frames.
-  struct DigestState;
-  std::unique_ptr<DigestState> digest_;
+  std::unique_ptr<StreamDigest> digest_;
   bool digest_valid_ = true;
   peer::EndStream end_;
   std::atomic<uint64_t> bytes_written_{0};

@@ -12,9 +12,9 @@
 #include "absl/time/clock.h"
 #include "transport/base/errno_status.h"
 #include "transport/base/status_macros.h"
+#include "transport/base/stream_digest.h"
 #include "transport/net/socket.h"
 #include "transport/peer/handshake.h"
-#include "xxhash.h"
 
 namespace migmover::stream {
 namespace {
@@ -41,10 +41,6 @@ FrameHeader DataHeader(uint64_t seq, uint32_t device, Phase phase, uint32_t len,
 
 }  // namespace
 
-struct StreamSender::DigestState {
-  XXH3_state_t* state = XXH3_createState();
-  ~DigestState() { XXH3_freeState(state); }
-};
 
 StreamSender::StreamSender(uring::Ring* ring, UniqueFd socket, uint32_t device,
                            const StreamOptions& options)
@@ -52,9 +48,7 @@ StreamSender::StreamSender(uring::Ring* ring, UniqueFd socket, uint32_t device,
       socket_(std::move(socket)),
       device_(device),
       options_(options),
-      digest_(new DigestState) {
-  XXH3_64bits_reset(digest_->state);
-}
+      digest_(new StreamDigest) {}
 
 StreamSender::~StreamSender() = default;
 
@@ -240,7 +234,7 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
         read_inflight = false;
         if (c.res > 0) {
           last_progress = absl::Now();
-          XXH3_64bits_update(digest_->state, pool_->payload(slot), c.res);
+          digest_->Update(pool_->payload(slot), c.res);
           slots[slot] = Slot{static_cast<uint32_t>(c.res), 0, read_offset, false};
           read_offset += c.res;
           remaining -= c.res;
@@ -424,7 +418,7 @@ absl::Status StreamSender::EndStream() {
   peer::EndStream end;
   end.total_bytes = offset_;
   if (digest_valid_) {
-    end.digest = XXH3_64bits_digest(digest_->state);
+    end.digest = digest_->Value();
     end.digest_kind = wire::DigestKind::kXxh3_64;
   }
   return SendControl(peer::EncodeEndStream(seq_, device_, end));

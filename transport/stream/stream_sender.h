@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "api/peer_wire.h"
+#include "transport/base/stream_digest.h"
 #include "transport/base/unique_fd.h"
 #include "transport/peer/frame_codec.h"
 #include "transport/stream/buffer_pool.h"
@@ -95,8 +96,7 @@ class StreamSender {
   UniqueFd pipe_read_, pipe_write_;  // Splice path only, created on first use.
   uint64_t seq_ = 0;
   uint64_t offset_ = 0;  // Stream bytes sent so far.
-  struct DigestState;
-  std::unique_ptr<DigestState> digest_;
+  std::unique_ptr<StreamDigest> digest_;
   bool digest_valid_ = true;
   std::atomic<uint64_t> bytes_sent_{0};
   std::atomic<DataPath> path_used_{DataPath::kAuto};

@@ -54,22 +54,6 @@ uint64_t StateDigest(std::span<const uint32_t> generations) {
   return XXH3_64bits(generations.data(), generations.size_bytes());
 }
 
-struct StreamDigest::State {
-  XXH3_state_t* s;
-};
-
-StreamDigest::StreamDigest() : state_(new State{XXH3_createState()}) {
-  XXH3_64bits_reset(state_->s);
-}
-StreamDigest::~StreamDigest() { XXH3_freeState(state_->s); }
-
-void StreamDigest::Update(const void* data, size_t n) {
-  XXH3_64bits_update(state_->s, data, n);
-  bytes_ += n;
-}
-
-uint64_t StreamDigest::Value() const { return XXH3_64bits_digest(state_->s); }
-
 StreamVerifier::StreamVerifier(uint64_t expected_state_size)
     : expected_state_size_(expected_state_size) {}
 

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "transport/base/stream_digest.h"
 
 namespace migmover::sim {
 
@@ -65,23 +66,6 @@ void FillChunk(uint64_t seed, uint64_t chunk, uint32_t generation, std::span<uin
 
 // XXH3-64 over the generation of every chunk.
 uint64_t StateDigest(std::span<const uint32_t> generations);
-
-// Incremental XXH3-64 of a byte stream.
-class StreamDigest {
- public:
-  StreamDigest();
-  ~StreamDigest();
-  StreamDigest(const StreamDigest&) = delete;
-  StreamDigest& operator=(const StreamDigest&) = delete;
-  void Update(const void* data, size_t n);
-  uint64_t Value() const;
-  uint64_t bytes() const { return bytes_; }
-
- private:
-  struct State;
-  std::unique_ptr<State> state_;
-  uint64_t bytes_ = 0;
-};
 
 // Parses and checks a resuming stream as it arrives, in pieces of any size. Holds the state the
 // stream builds (chunk generations) and never buffers more than one chunk.
