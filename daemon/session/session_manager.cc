@@ -1,5 +1,6 @@
 #include "daemon/session/session_manager.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -31,6 +32,11 @@ absl::Status SessionManager::Reserve(const std::string& id) {
       return absl::AlreadyExistsError(absl::StrCat("session '", id, "' is already running here"));
     }
   }
+  if (it != sessions_.end() && it->second != nullptr) {
+    // An ended session under this id is replaced: reap it now.
+    it->second->Join();
+    ended_.erase(std::remove(ended_.begin(), ended_.end(), id), ended_.end());
+  }
   sessions_[id] = nullptr;
   return absl::OkStatus();
 }
@@ -43,7 +49,23 @@ void SessionManager::Unreserve(const std::string& id) {
 
 void SessionManager::Put(std::shared_ptr<Session> session) {
   absl::MutexLock l(&mu_);
+  PruneLocked();
   sessions_[session->id()] = std::move(session);
+}
+
+void SessionManager::PruneLocked() {
+  for (auto& [id, s] : sessions_) {
+    if (s == nullptr || !IsFinal(s->phase())) continue;
+    if (std::find(ended_.begin(), ended_.end(), id) == ended_.end()) {
+      s->Join();  // Its workers have returned: this only reaps them.
+      ended_.push_back(id);
+    }
+  }
+  while (ended_.size() > kKeepEnded) {
+    auto it = sessions_.find(ended_.front());
+    if (it != sessions_.end() && it->second && IsFinal(it->second->phase())) sessions_.erase(it);
+    ended_.pop_front();
+  }
 }
 
 absl::StatusOr<std::shared_ptr<Session>> SessionManager::Find(const std::string& id) {

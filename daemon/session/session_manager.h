@@ -2,6 +2,7 @@
 #ifndef MIGMOVER_DAEMON_SESSION_SESSION_MANAGER_H_
 #define MIGMOVER_DAEMON_SESSION_SESSION_MANAGER_H_
 
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -32,9 +33,17 @@ class SessionManager {
   // Cancels every session and waits for their workers (daemon shutdown).
   void CancelAll();
 
+  // Ended sessions stay queryable (GetSession) until this many newer ones have ended.
+  static constexpr size_t kKeepEnded = 64;
+
  private:
+  // Joins the workers of ended sessions (their threads hold stacks until joined) and forgets
+  // the oldest ended sessions beyond kKeepEnded.
+  void PruneLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> ended_ ABSL_GUARDED_BY(mu_);  // Oldest first.
 };
 
 }  // namespace migmover

@@ -458,6 +458,16 @@ TEST_F(TwoDaemons, BadRequestsGetClearErrors) {
   ASSERT_TRUE(dst_->stub()->CancelSession(&ctx, req, &out).ok());
   EXPECT_EQ(out.phase(), SessionStatus::CANCELLED);
   EXPECT_EQ(StateOf(*dst_, "d"), "RUNNING");
+  // An ended session's id can be used again; the new session replaces it.
+  ASSERT_TRUE(Prepare("tok", {"d"}).ok());
+  EXPECT_EQ(Get(*dst_, "tok").phase(), SessionStatus::PREPARED);
+  {
+    grpc::ClientContext c;
+    v1::CancelSessionRequest r;
+    r.set_session_id("tok");
+    SessionStatus o;
+    ASSERT_TRUE(dst_->stub()->CancelSession(&c, r, &o).ok());
+  }
 
   // FSM requests through the daemon: the blocked arc is refused before any ioctl.
   grpc::ClientContext c1;
