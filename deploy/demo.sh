@@ -7,14 +7,15 @@
 #
 #   ./deploy/demo.sh                      1 device of 1 GiB
 #   DEVICES=4 SIZE=256MiB ./deploy/demo.sh
-#   DATA_PATH=splice ./deploy/demo.sh     force the zero-copy splice path (default: copy)
+#   DATA_PATH=splice ./deploy/demo.sh     force a data path (default auto: the daemons measure splice
+#                                         against copy at start-up and use the faster)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEVICES=${DEVICES:-1}
 SIZE=${SIZE:-1GiB}
 DIRTY_RATE=${DIRTY_RATE:-64MiB}
-DATA_PATH=${DATA_PATH:-copy}
+DATA_PATH=${DATA_PATH:-auto}
 
 ./deploy/install-deps.sh
 echo "demo: building migmoverd and migmoverctl"

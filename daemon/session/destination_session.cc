@@ -176,7 +176,8 @@ void DestinationSession::Run(size_t i, UniqueFd socket) {
                                                               config_.stream));
     receiver->set_progress_counter(&p.bytes);
     const int fd = e->runs_fsm() ? data_fds_[i].get() : e->data_fd.get();
-    SetDeviceDataPath(i, stream::DataPathName(stream::ResolveDataPath(config_.stream.data_path, fd)));
+    SetDeviceDataPath(i, stream::DataPathName(stream::ResolveDataPath(
+                                 config_.stream.data_path, fd, config_.stream.auto_spliceable)));
     ASSIGN_OR_RETURN(stream::ReceiveResult r, receiver->Receive(fd, cancel_));
     p.digest_checked = r.digest_checked;
     MM_LOG(INFO) << "session " << id_ << ": device " << e->name << ": stream received, "

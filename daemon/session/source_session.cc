@@ -224,7 +224,8 @@ absl::Status SourceSession::RunDevice(size_t i, stream::StreamSender** sender_ou
         SetDeviceState(i, "PRE_COPY");
         data_fd = data_fds_[i].get();
         SetDeviceDataPath(i, stream::DataPathName(
-                                 stream::ResolveDataPath(config_.stream.data_path, data_fd)));
+                                 stream::ResolveDataPath(config_.stream.data_path, data_fd,
+                                                         config_.stream.auto_spliceable)));
         RETURN_IF_ERROR(RunPrecopy(i, dev, data_fd, sender.get()));
         if (cancel_.load()) return absl::CancelledError("session cancelled");
         RETURN_IF_ERROR(sender->EndPhase(Phase::kPreCopy));
@@ -250,8 +251,8 @@ absl::Status SourceSession::RunDevice(size_t i, stream::StreamSender** sender_ou
       data_fd = data_fds_[i].get();
       SetDeviceState(i, "STOP_COPY");
     }
-    SetDeviceDataPath(i, stream::DataPathName(stream::ResolveDataPath(config_.stream.data_path,
-                                                                      data_fd)));
+    SetDeviceDataPath(i, stream::DataPathName(stream::ResolveDataPath(config_.stream.data_path, data_fd,
+                                                         config_.stream.auto_spliceable)));
     static const std::atomic<bool> kNever{false};
     ASSIGN_OR_RETURN(PumpResult r, sender->Pump(data_fd, Phase::kStopCopy, UINT64_MAX, kNever,
                                                 cancel_));

@@ -34,9 +34,10 @@ bool FdSupportsSplice(int fd) {
   return S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || S_ISREG(st.st_mode);
 }
 
-DataPath ResolveDataPath(DataPath requested, int fd) {
+DataPath ResolveDataPath(DataPath requested, int fd, DataPath auto_spliceable) {
   if (requested != DataPath::kAuto) return requested;
-  return FdSupportsSplice(fd) ? DataPath::kSplice : DataPath::kCopy;
+  if (!FdSupportsSplice(fd)) return DataPath::kCopy;
+  return auto_spliceable == DataPath::kAuto ? DataPath::kSplice : auto_spliceable;
 }
 
 }  // namespace migmover::stream

@@ -8,7 +8,7 @@
 namespace migmover::stream {
 
 enum class DataPath {
-  kAuto,    // Per fd: splice where the fd supports it, copy otherwise.
+  kAuto,    // Per fd: copy where the fd cannot splice; where it can, whichever measured faster.
   kSplice,  // fd -> pipe -> socket (and back) in the kernel: no userspace copy.
   kCopy,    // Reads/writes into registered buffers: one copy, and a digest of every byte.
 };
@@ -21,8 +21,9 @@ absl::StatusOr<DataPath> ParseDataPath(absl::string_view text);
 // files such as real VFIO migration data fds implement only read/write (splice gives EINVAL).
 bool FdSupportsSplice(int fd);
 
-// The concrete path for `fd`: `requested` unless it is kAuto.
-DataPath ResolveDataPath(DataPath requested, int fd);
+// The concrete path for `fd`: `requested` unless it is kAuto; then copy for fds that cannot
+// splice, and `auto_spliceable` (what measured faster on this machine) for those that can.
+DataPath ResolveDataPath(DataPath requested, int fd, DataPath auto_spliceable = DataPath::kSplice);
 
 }  // namespace migmover::stream
 

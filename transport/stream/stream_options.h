@@ -13,6 +13,9 @@ namespace migmover::stream {
 
 struct StreamOptions {
   DataPath data_path = DataPath::kAuto;
+  // What kAuto picks for fds that can splice (pipes, sockets, files): set from the daemon's
+  // start-up measurement (data_path_probe.h), splice until measured.
+  DataPath auto_spliceable = DataPath::kSplice;
   // Bytes per DATA frame (and per read of the data fd): 1 MiB, QEMU's VFIO buffer size too.
   uint32_t chunk_size = 1u << 20;
   // Buffers in flight on the copy path: one being read/received while others are sent/written.

@@ -56,7 +56,7 @@ absl::StatusOr<std::unique_ptr<StreamReceiver>> StreamReceiver::Create(
 
 absl::StatusOr<ReceiveResult> StreamReceiver::Receive(int data_fd,
                                                       const std::atomic<bool>& cancel) {
-  DataPath path = ResolveDataPath(options_.data_path, data_fd);
+  DataPath path = ResolveDataPath(options_.data_path, data_fd, options_.auto_spliceable);
   if (path == DataPath::kSplice && !FdSupportsSplice(data_fd)) {
     return absl::FailedPreconditionError(absl::StrCat(
         "--data_path=splice: data fd ", data_fd, " does not support splice"));

@@ -104,7 +104,7 @@ absl::Status StreamSender::PeerVerdict() {
 absl::StatusOr<PumpResult> StreamSender::Pump(int data_fd, Phase phase, uint64_t max_bytes,
                                               const std::atomic<bool>& stop,
                                               const std::atomic<bool>& cancel) {
-  const DataPath path = ResolveDataPath(options_.data_path, data_fd);
+  const DataPath path = ResolveDataPath(options_.data_path, data_fd, options_.auto_spliceable);
   if (path == DataPath::kSplice) {
     bool unsupported = false;
     auto r = PumpSplice(data_fd, phase, max_bytes, stop, cancel, &unsupported);

@@ -1,0 +1,82 @@
+#include "transport/stream/data_path_probe.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <thread>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "transport/base/status_macros.h"
+#include "transport/net/socket.h"
+#include "transport/stream/stream_sender.h"
+
+namespace migmover::stream {
+namespace {
+
+absl::StatusOr<double> Trial(DataPath path, uint64_t bytes, uint32_t chunk) {
+  uint16_t port = 0;
+  ASSIGN_OR_RETURN(UniqueFd listener, net::TcpListen({"127.0.0.1", 0}, &port));
+  ASSIGN_OR_RETURN(UniqueFd out, net::TcpConnect({"127.0.0.1", port}, absl::Seconds(5)));
+  ASSIGN_OR_RETURN(UniqueFd in, net::Accept(listener.get(), absl::Seconds(5)));
+  ASSIGN_OR_RETURN(PipeFds pipe, MakePipe());
+  ::fcntl(pipe.write.get(), F_SETPIPE_SZ, 1 << 20);
+  ASSIGN_OR_RETURN(std::unique_ptr<uring::Ring> ring, uring::Ring::Create(64));
+  StreamOptions options;
+  options.data_path = path;
+  options.chunk_size = chunk;
+  ASSIGN_OR_RETURN(std::unique_ptr<StreamSender> sender,
+                   StreamSender::Create(ring.get(), std::move(out), 0, options));
+
+  std::thread drain([fd = in.get()] {
+    std::vector<char> buf(1 << 20);
+    while (::recv(fd, buf.data(), buf.size(), 0) > 0) {
+    }
+  });
+  std::thread feed([&pipe, bytes] {
+    std::vector<char> buf(1 << 20, 'm');
+    uint64_t left = bytes;
+    while (left > 0) {
+      ssize_t n = ::write(pipe.write.get(), buf.data(), std::min<uint64_t>(left, buf.size()));
+      if (n <= 0) break;
+      left -= n;
+    }
+    pipe.write.Reset();
+  });
+  std::atomic<bool> never{false};
+  const absl::Time start = absl::Now();
+  absl::StatusOr<PumpResult> r =
+      sender->Pump(pipe.read.get(), wire::Phase::kStopCopy, UINT64_MAX, never, never);
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  feed.join();
+  sender.reset();  // Closes the connection: the drain sees EOF.
+  drain.join();
+  RETURN_IF_ERROR(r.status());
+  if (r->bytes != bytes) return absl::InternalError("data path probe moved the wrong count");
+  return bytes / std::max(seconds, 1e-9);
+}
+
+}  // namespace
+
+absl::StatusOr<DataPathProbe> ProbeDataPaths(uint64_t bytes, int rounds, uint32_t chunk) {
+  std::vector<double> copy, splice;
+  for (int i = 0; i < std::max(1, rounds); ++i) {
+    // Alternate so a burst of load on the machine hits both paths alike.
+    ASSIGN_OR_RETURN(double c, Trial(DataPath::kCopy, bytes, chunk));
+    ASSIGN_OR_RETURN(double s, Trial(DataPath::kSplice, bytes, chunk));
+    copy.push_back(c);
+    splice.push_back(s);
+  }
+  std::sort(copy.begin(), copy.end());
+  std::sort(splice.begin(), splice.end());
+  DataPathProbe p;
+  p.copy_bytes_per_second = copy[copy.size() / 2];
+  p.splice_bytes_per_second = splice[splice.size() / 2];
+  p.faster = p.copy_bytes_per_second > p.splice_bytes_per_second ? DataPath::kCopy
+                                                                  : DataPath::kSplice;
+  return p;
+}
+
+}  // namespace migmover::stream
