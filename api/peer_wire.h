@@ -43,16 +43,20 @@ inline constexpr uint32_t kMaxDataLength = 16u << 20;    // One DATA frame's pay
 inline constexpr uint32_t kMaxControlLength = 4096;      // Any other frame's payload.
 inline constexpr uint32_t kMaxSessionIdLength = 128;
 inline constexpr uint32_t kMaxDevicesPerSession = 256;
+inline constexpr uint32_t kMaxStreamsPerDevice = 16;
 inline constexpr size_t kTokenSize = 32;
 
 struct HelloPayload {
   uint16_t min_version;
   uint16_t max_version;
   uint32_t device_count;  // Devices the source will send in this session.
+  uint16_t stream;        // This connection's index among the device's streams.
+  uint16_t stream_count;  // Connections the device's stream is striped over (1..kMaxStreams).
+  uint32_t reserved;      // 0.
   uint8_t token[kTokenSize];  // Shared secret both agents gave their daemon (zeros = none).
   // Followed by the session id (1..kMaxSessionIdLength bytes, the rest of the payload).
 };
-static_assert(sizeof(HelloPayload) == 40);
+static_assert(sizeof(HelloPayload) == 48);
 
 struct StatusPayload {
   uint32_t code;  // A google.rpc canonical code; 0 = OK.

@@ -139,6 +139,8 @@ std::string EncodeHello(uint64_t seq, const Hello& hello) {
   p.min_version = hello.min_version;
   p.max_version = hello.max_version;
   p.device_count = hello.device_count;
+  p.stream = hello.stream;
+  p.stream_count = hello.stream_count;
   std::memcpy(p.token, hello.token.data(), wire::kTokenSize);
   std::string payload(reinterpret_cast<const char*>(&p), sizeof(p));
   payload += hello.session_id;
@@ -178,6 +180,8 @@ absl::StatusOr<Hello> ParseHello(const FrameHeader& h, absl::string_view payload
   hello.min_version = p.min_version;
   hello.max_version = p.max_version;
   hello.device_count = p.device_count;
+  hello.stream = p.stream;
+  hello.stream_count = p.stream_count;
   hello.device = h.device;
   std::memcpy(hello.token.data(), p.token, wire::kTokenSize);
   hello.session_id = std::string(payload.substr(sizeof(p)));
@@ -189,6 +193,11 @@ absl::StatusOr<Hello> ParseHello(const FrameHeader& h, absl::string_view payload
       hello.device >= hello.device_count) {
     return absl::DataLossError(absl::StrCat("HELLO: device ", hello.device, " of ",
                                             hello.device_count, " is out of range"));
+  }
+  if (hello.stream_count == 0 || hello.stream_count > wire::kMaxStreamsPerDevice ||
+      hello.stream >= hello.stream_count || p.reserved != 0) {
+    return absl::DataLossError(absl::StrCat("HELLO: stream ", hello.stream, " of ",
+                                            hello.stream_count, " is out of range"));
   }
   if (hello.session_id.size() > wire::kMaxSessionIdLength || !Printable(hello.session_id)) {
     return absl::DataLossError("HELLO: session id must be 1..128 printable ASCII characters");

@@ -35,6 +35,8 @@ struct Hello {
   uint16_t max_version = wire::kProtocolVersion;
   uint32_t device_count = 1;
   uint32_t device = 0;  // From the header.
+  uint16_t stream = 0;
+  uint16_t stream_count = 1;
   std::array<uint8_t, wire::kTokenSize> token{};
   std::string session_id;
 };
@@ -59,7 +61,8 @@ std::string EncodeKeepalive(uint64_t seq, uint32_t device);
 std::string EncodeEndStream(uint64_t seq, uint32_t device, const EndStream& end);
 
 // Parse a control payload whose header DecodeHeader accepted. Errors: DataLoss for bad contents
-// (session id empty or too long or not printable, device index >= device count, unknown digest
+// (session id empty or too long or not printable, device index >= device count, stream index
+// >= stream count or a count outside 1..kMaxStreamsPerDevice, unknown digest
 // kind, message too long).
 absl::StatusOr<Hello> ParseHello(const FrameHeader& h, absl::string_view payload);
 absl::StatusOr<PeerStatus> ParseStatus(const FrameHeader& h, absl::string_view payload);

@@ -98,6 +98,27 @@ TEST(FrameCodecTest, HelloRoundTripsAndIsBounded) {
   EXPECT_EQ(back->device_count, 4u);
   EXPECT_EQ(back->token[0], 0xab);
 
+  hello.stream = 1;
+  hello.stream_count = 3;
+  {
+    auto [hs, ps] = Split(EncodeHello(0, hello));
+    auto st = ParseHello(hs, ps);
+    ASSERT_TRUE(st.ok());
+    EXPECT_EQ(st->stream, 1);
+    EXPECT_EQ(st->stream_count, 3);
+  }
+  hello.stream = 3;  // Not below stream_count.
+  {
+    auto [hs, ps] = Split(EncodeHello(0, hello));
+    EXPECT_FALSE(ParseHello(hs, ps).ok());
+  }
+  hello.stream = 0;
+  hello.stream_count = wire::kMaxStreamsPerDevice + 1;
+  {
+    auto [hs, ps] = Split(EncodeHello(0, hello));
+    EXPECT_FALSE(ParseHello(hs, ps).ok());
+  }
+  hello.stream_count = 1;
   hello.device = 4;  // Not below device_count.
   auto [h2, p2] = Split(EncodeHello(0, hello));
   EXPECT_FALSE(ParseHello(h2, p2).ok());

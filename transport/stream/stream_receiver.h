@@ -1,8 +1,14 @@
 // StreamReceiver: the destination end of one device stream. After the daemon's acceptor has
-// read the HELLO and answered it, the receiver takes the connection, writes every DATA frame's
-// payload into the device's resuming data fd in order, and checks END_STREAM (total bytes and,
-// when both ends saw every byte, the XXH3-64 digest). The caller commits the device and sends
-// the verdict with SendCommit.
+// read the HELLOs and answered them, the receiver takes the stream's connections (one, or
+// several when the source stripes), writes every DATA frame's payload into the device's resuming
+// data fd in stream order, and checks END_STREAM (total bytes and, when both ends saw every
+// byte, the XXH3-64 digest). The caller commits the device and sends the verdict with
+// SendCommit.
+//
+// Striped frames are put back in order in a bounded set of buffers: each connection may hold
+// at most its share of them, so a connection that runs ahead stalls (TCP pushes back on the
+// source) instead of growing memory, and the connection carrying the next frame always has room
+// for it.
 //
 // Thread use: Receive and SendCommit on the worker that owns `ring`; getters from any thread.
 #ifndef MIGMOVER_TRANSPORT_STREAM_STREAM_RECEIVER_H_
@@ -11,6 +17,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "api/peer_wire.h"
@@ -31,7 +38,13 @@ struct ReceiveResult {
 
 class StreamReceiver {
  public:
-  // `next_seq`: the sequence number the next frame must carry (1 after the HELLO).
+  // `sockets`: the stream's connections by stream index (the first carries control frames),
+  // each past its HELLO, so the next frame on each must carry sequence number 1.
+  static absl::StatusOr<std::unique_ptr<StreamReceiver>> Create(uring::Ring* ring,
+                                                               std::vector<UniqueFd> sockets,
+                                                               uint32_t device,
+                                                               const StreamOptions& options);
+  // One connection; `next_seq`: the sequence number its next frame must carry.
   static absl::StatusOr<std::unique_ptr<StreamReceiver>> Create(uring::Ring* ring,
                                                                UniqueFd socket, uint32_t device,
                                                                uint64_t next_seq,
@@ -58,22 +71,25 @@ class StreamReceiver {
   DataPath data_path_used() const { return path_used_.load(); }
 
  private:
-  StreamReceiver(uring::Ring* ring, UniqueFd socket, uint32_t device, uint64_t next_seq,
-                 const StreamOptions& options);
+  StreamReceiver(uring::Ring* ring, std::vector<UniqueFd> sockets, uint32_t device,
+                 uint64_t next_seq, const StreamOptions& options);
   absl::StatusOr<ReceiveResult> ReceiveCopy(int data_fd, const std::atomic<bool>& cancel);
   absl::StatusOr<ReceiveResult> ReceiveSplice(int data_fd, const std::atomic<bool>& cancel);
-  // Checks a decoded header against the stream's position; for control frames reads and acts
-  // on the payload. Sets *data_len for DATA, *ended for END_STREAM.
-  absl::Status OnHeader(const wire::FrameHeader& h, uint32_t* data_len, bool* ended,
+  // Checks a header that arrived on connection `k`; for control frames (first connection only)
+  // reads and acts on the payload. Sets *data_len for DATA, *ended for END_STREAM.
+  absl::Status OnHeader(size_t k, const wire::FrameHeader& h, uint32_t* data_len, bool* ended,
                         ReceiveResult* result);
   absl::StatusOr<int> RunOne(const std::atomic<bool>& cancel);
   // A receive that returned `res` <= 0: the source went away (0) or the recv failed.
   absl::Status RecvFailure(int res, absl::string_view where) const;
 
+  int control_fd() const { return sockets_[0].get(); }
+
   uring::Ring* ring_;
-  UniqueFd socket_;
+  std::vector<UniqueFd> sockets_;
   const uint32_t device_;
-  uint64_t next_seq_;
+  std::vector<uint64_t> next_seqs_;     // Per connection.
+  std::vector<uint64_t> last_offsets_;  // Per connection: end of its last DATA frame.
   uint64_t next_seq_out_ = 1;  // Frames this end sends: HELLO_ACK was 0.
   const StreamOptions options_;
   std::unique_ptr<BufferPool> pool_;

@@ -42,10 +42,11 @@ FrameHeader DataHeader(uint64_t seq, uint32_t device, Phase phase, uint32_t len,
 }  // namespace
 
 
-StreamSender::StreamSender(uring::Ring* ring, UniqueFd socket, uint32_t device,
+StreamSender::StreamSender(uring::Ring* ring, std::vector<UniqueFd> sockets, uint32_t device,
                            const StreamOptions& options)
     : ring_(ring),
-      socket_(std::move(socket)),
+      sockets_(std::move(sockets)),
+      seqs_(sockets_.size(), 0),
       device_(device),
       options_(options),
       digest_(new StreamDigest) {}
@@ -56,46 +57,71 @@ absl::StatusOr<std::unique_ptr<StreamSender>> StreamSender::Create(uring::Ring* 
                                                                    UniqueFd socket,
                                                                    uint32_t device,
                                                                    const StreamOptions& options) {
+  std::vector<UniqueFd> sockets;
+  sockets.push_back(std::move(socket));
+  return Create(ring, std::move(sockets), device, options);
+}
+
+absl::StatusOr<std::unique_ptr<StreamSender>> StreamSender::Create(uring::Ring* ring,
+                                                                   std::vector<UniqueFd> sockets,
+                                                                   uint32_t device,
+                                                                   const StreamOptions& options) {
+  if (sockets.empty() || sockets.size() > wire::kMaxStreamsPerDevice) {
+    return absl::InvalidArgumentError(absl::StrCat("a device stream takes 1..",
+                                                   wire::kMaxStreamsPerDevice, " connections, not ",
+                                                   sockets.size()));
+  }
   if (options.chunk_size == 0 || options.chunk_size > wire::kMaxDataLength) {
     return absl::InvalidArgumentError(absl::StrCat("chunk size ", options.chunk_size,
                                                    " outside 1..", wire::kMaxDataLength));
   }
   if (options.buffers < 2) return absl::InvalidArgumentError("a stream needs at least 2 buffers");
-  std::unique_ptr<StreamSender> s(new StreamSender(ring, std::move(socket), device, options));
-  net::TuneDataSocket(s->socket_.get(), options.socket_buffer);
-  ASSIGN_OR_RETURN(s->pool_, BufferPool::Create(ring, options.buffers, options.chunk_size,
-                                                wire::kFrameHeaderSize));
+  const size_t n = sockets.size();
+  std::unique_ptr<StreamSender> s(new StreamSender(ring, std::move(sockets), device, options));
+  for (const UniqueFd& fd : s->sockets_) net::TuneDataSocket(fd.get(), options.socket_buffer);
+  // Every connection may have a frame in flight while the next ones are read.
+  const uint32_t buffers =
+      std::min<uint32_t>(64, std::max<uint32_t>(options.buffers, static_cast<uint32_t>(n) + 2));
+  ASSIGN_OR_RETURN(s->pool_,
+                   BufferPool::Create(ring, buffers, options.chunk_size, wire::kFrameHeaderSize));
   return s;
 }
 
 absl::Status StreamSender::SendControl(const std::string& frame) {
-  ++seq_;
-  return net::SendAll(socket_.get(), frame, absl::Now() + options_.idle_timeout);
+  ++seqs_[0];
+  return net::SendAll(control_fd(), frame, absl::Now() + options_.idle_timeout);
 }
 
 absl::Status StreamSender::Handshake(const peer::Hello& hello, absl::Duration timeout) {
-  RETURN_IF_ERROR(SendControl(peer::EncodeHello(seq_, hello)));
-  ASSIGN_OR_RETURN(peer::ControlFrame f,
-                   peer::ReadControlFrame(socket_.get(), absl::Now() + timeout));
-  if (f.header.type != static_cast<uint8_t>(FrameType::kHelloAck)) {
-    return absl::DataLossError(absl::StrCat("handshake: expected HELLO_ACK, got ",
-                                            peer::FrameTypeName(f.header.type)));
+  const absl::Time deadline = absl::Now() + timeout;
+  for (size_t k = 0; k < sockets_.size(); ++k) {
+    peer::Hello h = hello;
+    h.stream = static_cast<uint16_t>(k);
+    h.stream_count = static_cast<uint16_t>(sockets_.size());
+    RETURN_IF_ERROR(net::SendAll(sockets_[k].get(), peer::EncodeHello(seqs_[k]++, h), deadline));
   }
-  ASSIGN_OR_RETURN(peer::PeerStatus st, peer::ParseStatus(f.header, f.payload));
-  if (st.code != 0) {
-    return absl::Status(static_cast<absl::StatusCode>(st.code),
-                        absl::StrCat("destination refused the stream: ", st.message));
+  for (size_t k = 0; k < sockets_.size(); ++k) {
+    ASSIGN_OR_RETURN(peer::ControlFrame f, peer::ReadControlFrame(sockets_[k].get(), deadline));
+    if (f.header.type != static_cast<uint8_t>(FrameType::kHelloAck)) {
+      return absl::DataLossError(absl::StrCat("handshake: expected HELLO_ACK, got ",
+                                              peer::FrameTypeName(f.header.type)));
+    }
+    ASSIGN_OR_RETURN(peer::PeerStatus st, peer::ParseStatus(f.header, f.payload));
+    if (st.code != 0) {
+      return absl::Status(static_cast<absl::StatusCode>(st.code),
+                          absl::StrCat("destination refused the stream: ", st.message));
+    }
   }
   return absl::OkStatus();
 }
 
 absl::Status StreamSender::PeerVerdict() {
-  pollfd p{socket_.get(), POLLIN, 0};
+  pollfd p{control_fd(), POLLIN, 0};
   if (::poll(&p, 1, 0) <= 0 || !(p.revents & (POLLIN | POLLHUP | POLLERR))) {
     return absl::OkStatus();
   }
   ASSIGN_OR_RETURN(peer::ControlFrame f,
-                   peer::ReadControlFrame(socket_.get(), absl::Now() + absl::Seconds(1)));
+                   peer::ReadControlFrame(control_fd(), absl::Now() + absl::Seconds(1)));
   absl::Status verdict = peer::VerdictOf(f, "destination gave up", absl::StatusCode::kAborted);
   // Even a COMMIT(0) is wrong mid-stream: nothing was committed yet.
   return verdict.ok() ? absl::DataLossError("destination committed before END_STREAM") : verdict;
@@ -126,7 +152,7 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
     uint32_t len = 0;
     uint32_t sent = 0;
     uint64_t offset = 0;
-    bool encoded = false;  // Header written (and bandwidth reserved) once per frame.
+    uint32_t sock = 0;  // The connection the frame goes out on, once assigned.
   };
   // Small fixed rings of slot indices; no allocation per chunk.
   Slot slots[64];
@@ -137,7 +163,14 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
 
   PumpResult result;
   absl::Status error;
-  bool ended = false, read_inflight = false, poll_inflight = false, send_inflight = false;
+  bool ended = false, read_inflight = false, poll_inflight = false;
+  // Per connection: the slot being sent, or -1. One frame at a time per connection keeps each
+  // connection's frames in stream order.
+  int sending[wire::kMaxStreamsPerDevice];
+  const size_t nsock = sockets_.size();
+  for (size_t k = 0; k < nsock; ++k) sending[k] = -1;
+  uint32_t sends_inflight = 0;
+  bool head_reserved = false;  // The bandwidth for the frame at the head of `ready` is booked.
   bool cancel_sent = false;
   bool read_cancel_sent = false;
   uint64_t read_tag = 0;
@@ -149,7 +182,7 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
   auto fail = [&](absl::Status s) {
     if (error.ok()) error = std::move(s);
     ended = true;
-    if (!cancel_sent && (read_inflight || poll_inflight || send_inflight)) {
+    if (!cancel_sent && (read_inflight || poll_inflight || sends_inflight > 0)) {
       ring_->CancelAll();
       cancel_sent = true;
     }
@@ -177,31 +210,33 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
         read_cancel_sent = false;
       }
     }
-    if (!send_inflight && ready_count > 0 && error.ok()) {
-      uint32_t slot = ready[ready_head];
+    // Hand ready frames, in stream order, to free connections.
+    while (ready_count > 0 && error.ok() && sends_inflight < nsock) {
+      const uint32_t slot = ready[ready_head];
       Slot& s = slots[slot];
-      uint8_t* frame = pool_->base(slot);
-      if (!s.encoded) {
-        peer::EncodeHeader(DataHeader(seq_++, device_, phase, s.len, s.offset),
-                           std::span<uint8_t, wire::kFrameHeaderSize>(frame,
-                                                                      wire::kFrameHeaderSize));
-        s.encoded = true;
-        if (options_.limiter) {
-          send_not_before = absl::Now() + options_.limiter->Reserve(wire::kFrameHeaderSize + s.len);
-        }
+      if (options_.limiter && !head_reserved) {
+        send_not_before = absl::Now() + options_.limiter->Reserve(wire::kFrameHeaderSize + s.len);
+        head_reserved = true;
       }
-    }
-    if (!send_inflight && ready_count > 0 && error.ok() && absl::Now() >= send_not_before) {
-      uint32_t slot = ready[ready_head];
-      Slot& s = slots[slot];
+      if (absl::Now() < send_not_before) break;
+      size_t k = next_socket_;
+      while (sending[k] >= 0) k = (k + 1) % nsock;
+      next_socket_ = (k + 1) % nsock;
+      head_reserved = false;
+      ready_head = (ready_head + 1) % cap;
+      --ready_count;
+      s.sock = static_cast<uint32_t>(k);
       uint8_t* frame = pool_->base(slot);
+      peer::EncodeHeader(DataHeader(seqs_[k]++, device_, phase, s.len, s.offset),
+                         std::span<uint8_t, wire::kFrameHeaderSize>(frame, wire::kFrameHeaderSize));
       io_uring_sqe* sqe = ring_->Sqe();
-      io_uring_prep_send(sqe, socket_.get(), frame + s.sent,
-                         wire::kFrameHeaderSize + s.len - s.sent, MSG_NOSIGNAL);
+      io_uring_prep_send(sqe, sockets_[k].get(), frame, wire::kFrameHeaderSize + s.len,
+                         MSG_NOSIGNAL);
       io_uring_sqe_set_data64(sqe, uring::Tag(kSend, slot));
-      send_inflight = true;
+      sending[k] = static_cast<int>(slot);
+      ++sends_inflight;
     }
-    if (!read_inflight && !poll_inflight && !send_inflight) {
+    if (!read_inflight && !poll_inflight && sends_inflight == 0) {
       if (ended && (ready_count == 0 || !error.ok())) break;
       // Otherwise a frame waits for the bandwidth cap: the Wait below is the sleep.
     }
@@ -235,7 +270,7 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
         if (c.res > 0) {
           last_progress = absl::Now();
           digest_->Update(pool_->payload(slot), c.res);
-          slots[slot] = Slot{static_cast<uint32_t>(c.res), 0, read_offset, false};
+          slots[slot] = Slot{static_cast<uint32_t>(c.res), 0, read_offset, 0};
           read_offset += c.res;
           remaining -= c.res;
           result.bytes += c.res;
@@ -268,24 +303,33 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
         poll_inflight = false;
         break;
       case kSend: {
-        send_inflight = false;
         Slot& s = slots[slot];
+        const int fd = sockets_[s.sock].get();
+        const uint32_t total = wire::kFrameHeaderSize + s.len;
         if (c.res > 0) {
           last_progress = absl::Now();
           s.sent += c.res;
-          if (s.sent == wire::kFrameHeaderSize + s.len) {
-            bytes_sent_.fetch_add(s.len, std::memory_order_relaxed);
-            if (counter_) counter_->fetch_add(s.len, std::memory_order_relaxed);
-            offset_ += s.len;
-            ready_head = (ready_head + 1) % cap;
-            --ready_count;
-            free_list[free_count++] = slot;
-            if (absl::Status v = PeerVerdict(); !v.ok()) fail(v);
-          }
-        } else if (c.res != -EAGAIN && c.res != -EINTR && error.ok()) {
+        }
+        const bool retry = c.res == -EAGAIN || c.res == -EINTR;
+        if (error.ok() && (c.res > 0 || retry) && s.sent < total) {
+          // A short send: the rest of this frame goes next on the same connection.
+          io_uring_sqe* sqe = ring_->Sqe();
+          io_uring_prep_send(sqe, fd, pool_->base(slot) + s.sent, total - s.sent, MSG_NOSIGNAL);
+          io_uring_sqe_set_data64(sqe, uring::Tag(kSend, slot));
+          break;
+        }
+        sending[s.sock] = -1;
+        --sends_inflight;
+        if (c.res > 0 && s.sent == total) {
+          bytes_sent_.fetch_add(s.len, std::memory_order_relaxed);
+          if (counter_) counter_->fetch_add(s.len, std::memory_order_relaxed);
+          offset_ += s.len;
+          free_list[free_count++] = slot;
+          if (absl::Status v = PeerVerdict(); !v.ok()) fail(v);
+        } else if (error.ok()) {
           absl::Status v = PeerVerdict();
           fail(!v.ok() ? v
-                       : ErrnoStatus(absl::StrCat("send(peer socket fd ", socket_.get(), ", DATA)"),
+                       : ErrnoStatus(absl::StrCat("send(peer socket fd ", fd, ", DATA)"),
                                      c.res == 0 ? EPIPE : -c.res));
         }
         break;
@@ -364,18 +408,21 @@ absl::StatusOr<PumpResult> StreamSender::PumpSplice(int data_fd, Phase phase, ui
         absl::SleepFor(std::min(until - absl::Now(), kTick));
       }
     }
+    const size_t k = next_socket_;
+    next_socket_ = (k + 1) % sockets_.size();
+    const int sock = sockets_[k].get();
     uint8_t hdr[wire::kFrameHeaderSize];
-    peer::EncodeHeader(DataHeader(seq_++, device_, phase, n, offset_), hdr);
+    peer::EncodeHeader(DataHeader(seqs_[k]++, device_, phase, n, offset_), hdr);
     uint32_t hdr_sent = 0;
     while (hdr_sent < sizeof(hdr)) {
       sqe = ring_->Sqe();
-      io_uring_prep_send(sqe, socket_.get(), hdr + hdr_sent, sizeof(hdr) - hdr_sent,
+      io_uring_prep_send(sqe, sock, hdr + hdr_sent, sizeof(hdr) - hdr_sent,
                          MSG_NOSIGNAL | MSG_MORE);
       io_uring_sqe_set_data64(sqe, uring::Tag(kSend, 0));
       ASSIGN_OR_RETURN(int sent, RunOne(cancel));
       if (sent == -EAGAIN || sent == -EINTR) continue;
       if (sent <= 0) {
-        return ErrnoStatus(absl::StrCat("send(peer socket fd ", socket_.get(), ", DATA header)"),
+        return ErrnoStatus(absl::StrCat("send(peer socket fd ", sock, ", DATA header)"),
                            sent == 0 ? EPIPE : -sent);
       }
       hdr_sent += sent;
@@ -383,14 +430,13 @@ absl::StatusOr<PumpResult> StreamSender::PumpSplice(int data_fd, Phase phase, ui
     uint32_t moved = 0;
     while (moved < n) {
       sqe = ring_->Sqe();
-      io_uring_prep_splice(sqe, pipe_read_.get(), -1, socket_.get(), -1, n - moved,
-                           SPLICE_F_MOVE);
+      io_uring_prep_splice(sqe, pipe_read_.get(), -1, sock, -1, n - moved, SPLICE_F_MOVE);
       io_uring_sqe_set_data64(sqe, uring::Tag(kSplice, 1));
       ASSIGN_OR_RETURN(int out, RunOne(cancel));
       if (out == -EAGAIN || out == -EINTR) continue;
       if (out <= 0) {
         RETURN_IF_ERROR(PeerVerdict());
-        return ErrnoStatus(absl::StrCat("splice(pipe -> peer socket fd ", socket_.get(), ", ",
+        return ErrnoStatus(absl::StrCat("splice(pipe -> peer socket fd ", sock, ", ",
                                         n - moved, ")"),
                            out == 0 ? EPIPE : -out);
       }
@@ -406,12 +452,12 @@ absl::StatusOr<PumpResult> StreamSender::PumpSplice(int data_fd, Phase phase, ui
 }
 
 absl::Status StreamSender::EndPhase(Phase phase) {
-  return SendControl(peer::EncodeEndPhase(seq_, device_, phase));
+  return SendControl(peer::EncodeEndPhase(seqs_[0], device_, phase));
 }
 
 absl::Status StreamSender::Keepalive() {
   RETURN_IF_ERROR(PeerVerdict());
-  return SendControl(peer::EncodeKeepalive(seq_, device_));
+  return SendControl(peer::EncodeKeepalive(seqs_[0], device_));
 }
 
 absl::Status StreamSender::EndStream() {
@@ -421,19 +467,19 @@ absl::Status StreamSender::EndStream() {
     end.digest = digest_->Value();
     end.digest_kind = wire::DigestKind::kXxh3_64;
   }
-  return SendControl(peer::EncodeEndStream(seq_, device_, end));
+  return SendControl(peer::EncodeEndStream(seqs_[0], device_, end));
 }
 
 absl::Status StreamSender::AwaitCommit(absl::Duration timeout, const std::atomic<bool>& cancel) {
   ASSIGN_OR_RETURN(peer::ControlFrame f,
-                   peer::ReadControlFrame(socket_.get(), absl::Now() + timeout, &cancel));
+                   peer::ReadControlFrame(control_fd(), absl::Now() + timeout, &cancel));
   return peer::VerdictOf(f, "destination", absl::StatusCode::kUnknown);
 }
 
 void StreamSender::SendError(absl::Status why) {
   peer::PeerStatus st{static_cast<uint32_t>(why.code()), std::string(why.message())};
-  (void)net::SendAll(socket_.get(),
-                     peer::EncodeStatusFrame(FrameType::kError, seq_++, device_, st),
+  (void)net::SendAll(control_fd(),
+                     peer::EncodeStatusFrame(FrameType::kError, seqs_[0]++, device_, st),
                      absl::Now() + absl::Seconds(1));
 }
 

@@ -1,6 +1,8 @@
 // StreamSender: the source end of one device stream. It moves bytes from the device's saving
-// data fd to one TCP connection as DATA frames on the calling thread's io_uring, then closes the
-// stream with END_STREAM (total and digest) and waits for the destination's COMMIT.
+// data fd as DATA frames over one or more TCP connections (striping: frames go to whichever
+// connection is free, each carrying its stream offset, and the destination puts them back in
+// order) on the calling thread's io_uring, then closes the stream with END_STREAM (total and
+// digest) on the first connection and waits there for the destination's COMMIT.
 //
 // Thread use: all methods on the one worker thread that owns `ring`, except the stats getters,
 // which any thread may call.
@@ -11,6 +13,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "api/peer_wire.h"
@@ -36,13 +39,19 @@ struct PumpResult {
 
 class StreamSender {
  public:
-  // Takes ownership of the connected `socket`. `ring` is the worker's and must outlive this.
+  // Takes ownership of the connected `sockets` (1..kMaxStreamsPerDevice; the first carries the
+  // control frames). `ring` is the worker's and must outlive this.
+  static absl::StatusOr<std::unique_ptr<StreamSender>> Create(uring::Ring* ring,
+                                                             std::vector<UniqueFd> sockets,
+                                                             uint32_t device,
+                                                             const StreamOptions& options);
   static absl::StatusOr<std::unique_ptr<StreamSender>> Create(uring::Ring* ring, UniqueFd socket,
                                                              uint32_t device,
                                                              const StreamOptions& options);
   ~StreamSender();
 
-  // HELLO, then waits for HELLO_ACK. Errors: the destination's refusal as its canonical code
+  // HELLO on every connection (its stream index and the count filled in), then waits for each
+  // HELLO_ACK. Errors: the destination's refusal as its canonical code
   // with its message (e.g. NotFound "unknown session"), DataLoss for a malformed answer.
   absl::Status Handshake(const peer::Hello& hello, absl::Duration timeout);
 
@@ -74,7 +83,8 @@ class StreamSender {
   bool digest_valid() const { return digest_valid_; }
 
  private:
-  StreamSender(uring::Ring* ring, UniqueFd socket, uint32_t device, const StreamOptions& options);
+  StreamSender(uring::Ring* ring, std::vector<UniqueFd> sockets, uint32_t device,
+               const StreamOptions& options);
   absl::StatusOr<PumpResult> PumpCopy(int data_fd, wire::Phase phase, uint64_t max_bytes,
                                       const std::atomic<bool>& stop,
                                       const std::atomic<bool>& cancel);
@@ -88,13 +98,16 @@ class StreamSender {
   // reads its frame and returns its verdict as an error; OK when it has said nothing.
   absl::Status PeerVerdict();
 
+  int control_fd() const { return sockets_[0].get(); }
+
   uring::Ring* ring_;
-  UniqueFd socket_;
+  std::vector<UniqueFd> sockets_;
+  std::vector<uint64_t> seqs_;  // Next frame sequence number, per connection.
+  size_t next_socket_ = 0;      // Round-robin start for the next frame.
   const uint32_t device_;
   const StreamOptions options_;
   std::unique_ptr<BufferPool> pool_;
   UniqueFd pipe_read_, pipe_write_;  // Splice path only, created on first use.
-  uint64_t seq_ = 0;
   uint64_t offset_ = 0;  // Stream bytes sent so far.
   std::unique_ptr<StreamDigest> digest_;
   bool digest_valid_ = true;

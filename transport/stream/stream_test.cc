@@ -146,6 +146,90 @@ Outcome Move(const std::vector<uint8_t>& data, size_t precopy, StreamOptions so,
   return out;
 }
 
+// Moves `data` over `n` striped connections (first `precopy` bytes as PRE_COPY).
+Outcome MoveStriped(const std::vector<uint8_t>& data, size_t precopy, int n, StreamOptions so,
+                    StreamOptions ro) {
+  ::signal(SIGPIPE, SIG_IGN);
+  Outcome out;
+  std::vector<UniqueFd> src, dst;
+  for (int i = 0; i < n; ++i) {
+    Conn c = Connect();
+    src.push_back(std::move(c.src));
+    dst.push_back(std::move(c.dst));
+  }
+  auto src_pipe = MakePipe();
+  auto dst_pipe = MakePipe();
+  std::atomic<bool> stop{false}, cancel{false};
+  std::thread feeder([&] {
+    WriteAllBlocking(src_pipe->write.get(), data.data(), data.size());
+    src_pipe->write.Reset();
+  });
+  std::thread drain([&] {
+    std::vector<uint8_t> buf(1 << 16);
+    ssize_t r;
+    while ((r = ::read(dst_pipe->read.get(), buf.data(), buf.size())) > 0) {
+      out.received.insert(out.received.end(), buf.data(), buf.data() + r);
+    }
+  });
+  std::thread source([&] {
+    auto ring = uring::Ring::Create(64);
+    auto sender = StreamSender::Create(ring->get(), std::move(src), 0, so);
+    ASSERT_TRUE(sender.ok()) << sender.status();
+    peer::Hello hello;
+    hello.session_id = "striped";
+    out.sender = (*sender)->Handshake(hello, absl::Seconds(5));
+    if (!out.sender.ok()) return;
+    if (precopy > 0) {
+      auto r = (*sender)->Pump(src_pipe->read.get(), Phase::kPreCopy, precopy, stop, cancel);
+      if (!r.ok()) {
+        out.sender = r.status();
+        return;
+      }
+      out.sender = (*sender)->EndPhase(Phase::kPreCopy);
+    }
+    auto r = (*sender)->Pump(src_pipe->read.get(), Phase::kStopCopy, UINT64_MAX, stop, cancel);
+    out.sender = r.status();
+    if (out.sender.ok()) out.sender = (*sender)->EndStream();
+    if (out.sender.ok()) out.sender = (*sender)->AwaitCommit(absl::Seconds(10), cancel);
+    out.sender_path = (*sender)->data_path_used();
+  });
+  std::thread dest([&] {
+    auto ring = uring::Ring::Create(64);
+    for (int i = 0; i < n; ++i) {
+      auto hello = peer::ReadHello(dst[i].get(), absl::Now() + absl::Seconds(5));
+      ASSERT_TRUE(hello.ok()) << hello.status();
+      EXPECT_EQ(hello->stream, i);
+      EXPECT_EQ(hello->stream_count, n);
+      ASSERT_TRUE(peer::SendHelloAck(dst[i].get(), absl::OkStatus(), 0,
+                                     absl::Now() + absl::Seconds(5))
+                      .ok());
+    }
+    auto receiver = StreamReceiver::Create(ring->get(), std::move(dst), 0, ro);
+    ASSERT_TRUE(receiver.ok()) << receiver.status();
+    auto r = (*receiver)->Receive(dst_pipe->write.get(), cancel);
+    out.receiver = r.status();
+    if (r.ok()) out.result = *r;
+    dst_pipe->write.Reset();
+    out.receiver_path = (*receiver)->data_path_used();
+    (void)(*receiver)->SendCommit(r.status());
+  });
+  source.join();
+  dest.join();
+  feeder.join();
+  drain.join();
+  return out;
+}
+
+std::string DataFrame(uint64_t seq, uint64_t offset, const std::string& bytes,
+                      uint32_t device = 0) {
+  wire::FrameHeader h{wire::kFrameMagic, static_cast<uint8_t>(wire::FrameType::kData),
+                      static_cast<uint8_t>(Phase::kStopCopy), 0, device,
+                      static_cast<uint32_t>(bytes.size()), seq, offset};
+  std::string f(sizeof(h), '\0');
+  std::memcpy(f.data(), &h, sizeof(h));
+  return f + bytes;
+}
+
 StreamOptions Opts(DataPath p, uint32_t chunk = 1 << 20) {
   StreamOptions o;
   o.data_path = p;
@@ -225,6 +309,126 @@ TEST(StreamTest, BandwidthCapIsNeverExceeded) {
   }
 }
 
+TEST(StreamTest, StripedStreamsAreReassembledByteExact) {
+  auto data = RandomBytes(11 << 20 | 4321, 21);
+  for (int n : {2, 3, 4}) {
+    Outcome o = MoveStriped(data, 3 << 20, n, Opts(DataPath::kCopy, 256 << 10),
+                            Opts(DataPath::kCopy, 128 << 10));
+    ASSERT_TRUE(o.sender.ok()) << n << ": " << o.sender;
+    ASSERT_TRUE(o.receiver.ok()) << n << ": " << o.receiver;
+    EXPECT_EQ(o.received, data) << n;
+    EXPECT_TRUE(o.result.digest_checked);
+    EXPECT_EQ(o.result.precopy_phases_ended, 1u);
+  }
+  // Spliced sending over stripes; the receiver reassembles in buffers.
+  Outcome s = MoveStriped(data, 0, 2, Opts(DataPath::kSplice, 512 << 10),
+                          Opts(DataPath::kSplice, 512 << 10));
+  ASSERT_TRUE(s.sender.ok() && s.receiver.ok()) << s.sender << s.receiver;
+  EXPECT_EQ(s.received, data);
+  EXPECT_EQ(s.receiver_path, DataPath::kCopy);
+}
+
+// Frames by hand on two connections: connection 1 runs 6 frames ahead while connection 0's
+// first frame is held back. The receiver may buffer only its share (2 of 4 buffers) for
+// connection 1, leaves the rest in TCP, and completes once connection 0 delivers.
+TEST(StreamTest, StalledStripeHoldsOthersWithinBoundedBuffers) {
+  ::signal(SIGPIPE, SIG_IGN);
+  Conn c0 = Connect(), c1 = Connect();
+  std::vector<UniqueFd> dst;
+  dst.push_back(std::move(c0.dst));
+  dst.push_back(std::move(c1.dst));
+  auto ring = uring::Ring::Create(32);
+  StreamOptions ro = Opts(DataPath::kCopy, 64 << 10);
+  ro.buffers = 4;
+  auto receiver = StreamReceiver::Create(ring->get(), std::move(dst), 0, ro);
+  ASSERT_TRUE(receiver.ok());
+  const size_t frame = 64 << 10;
+  auto data = RandomBytes(8 * frame, 5);
+  auto slice = [&](size_t i) {
+    return std::string(reinterpret_cast<const char*>(data.data()) + i * frame, frame);
+  };
+  std::thread source([&] {
+    const absl::Time d = absl::Now() + absl::Seconds(5);
+    // Connection 1 carries frames 1, 3, 5, 6, 7 ... far ahead of frame 0.
+    uint64_t seq1 = 1;
+    for (size_t i : {1, 3, 5, 6, 7}) {
+      ASSERT_TRUE(net::SendAll(c1.src.get(), DataFrame(seq1++, i * frame, slice(i)), d).ok());
+    }
+    absl::SleepFor(absl::Milliseconds(300));
+    uint64_t seq0 = 1;
+    for (size_t i : {0, 2, 4}) {
+      ASSERT_TRUE(net::SendAll(c0.src.get(), DataFrame(seq0++, i * frame, slice(i)), d).ok());
+    }
+    ASSERT_TRUE(net::SendAll(c0.src.get(),
+                             peer::EncodeEndStream(seq0++, 0,
+                                                   peer::EndStream{8 * frame, 0,
+                                                                   wire::DigestKind::kNone}),
+                             d)
+                    .ok());
+  });
+  auto pipe = MakePipe();
+  std::vector<uint8_t> got;
+  std::thread drain([&] {
+    std::vector<uint8_t> buf(1 << 16);
+    ssize_t r;
+    while ((r = ::read(pipe->read.get(), buf.data(), buf.size())) > 0) {
+      got.insert(got.end(), buf.data(), buf.data() + r);
+    }
+  });
+  std::atomic<bool> cancel{false};
+  auto r = (*receiver)->Receive(pipe->write.get(), cancel);
+  source.join();
+  pipe->write.Reset();
+  drain.join();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(got, data);
+}
+
+TEST(StreamTest, StripedHoleOrDuplicateIsDataLoss) {
+  auto run = [](std::vector<std::pair<int, std::string>> frames, uint64_t total) {
+    Conn c0 = Connect(), c1 = Connect();
+    std::vector<UniqueFd> dst;
+    dst.push_back(std::move(c0.dst));
+    dst.push_back(std::move(c1.dst));
+    auto ring = uring::Ring::Create(32);
+    StreamOptions ro = Opts(DataPath::kCopy, 64 << 10);
+    ro.idle_timeout = absl::Seconds(3);
+    auto receiver = StreamReceiver::Create(ring->get(), std::move(dst), 0, ro);
+    uint64_t seq[2] = {1, 1};
+    const absl::Time d = absl::Now() + absl::Seconds(2);
+    for (auto& [k, f] : frames) {
+      std::string framed = f;
+      // Patch the sequence number for the connection it goes on.
+      uint64_t s = seq[k]++;
+      std::memcpy(framed.data() + 16, &s, 8);
+      EXPECT_TRUE(net::SendAll((k ? c1 : c0).src.get(), framed, d).ok());
+    }
+    std::string end =
+        peer::EncodeEndStream(seq[0]++, 0, peer::EndStream{total, 0, wire::DigestKind::kNone});
+    EXPECT_TRUE(net::SendAll(c0.src.get(), end, d).ok());
+    auto pipe = MakePipe();
+    std::thread drain([&] {
+      char buf[4096];
+      while (::read(pipe->read.get(), buf, sizeof(buf)) > 0) {
+      }
+    });
+    std::atomic<bool> cancel{false};
+    absl::Status st = (*receiver)->Receive(pipe->write.get(), cancel).status();
+    pipe->write.Reset();
+    drain.join();
+    return st;
+  };
+  // A hole: bytes 3..5 never sent, the END total still matches what arrived.
+  absl::Status hole = run({{0, DataFrame(0, 0, "abc")}, {1, DataFrame(0, 6, "ghi")}}, 6);
+  EXPECT_EQ(hole.code(), absl::StatusCode::kDataLoss) << hole;
+  // The same offset twice.
+  absl::Status dup = run({{0, DataFrame(0, 0, "abc")}, {1, DataFrame(0, 0, "abc")}}, 6);
+  EXPECT_EQ(dup.code(), absl::StatusCode::kDataLoss) << dup;
+  // A control frame on a striped connection (the END total keeps the receiver listening).
+  absl::Status ctl = run({{1, peer::EncodeKeepalive(0, 0)}}, 3);
+  EXPECT_EQ(ctl.code(), absl::StatusCode::kDataLoss) << ctl;
+}
+
 TEST(StreamTest, PrecopyZeroReadMeansDrained) {
   auto ring = uring::Ring::Create(16);
   ASSERT_TRUE(ring.ok());
@@ -276,15 +480,6 @@ absl::Status ReceiveFrames(const std::vector<std::string>& frames, bool close_af
   return (*receiver)->Receive(pipe->write.get(), cancel).status();
 }
 
-std::string DataFrame(uint64_t seq, uint64_t offset, const std::string& bytes,
-                      uint32_t device = 0) {
-  wire::FrameHeader h{wire::kFrameMagic, static_cast<uint8_t>(wire::FrameType::kData),
-                      static_cast<uint8_t>(Phase::kStopCopy), 0, device,
-                      static_cast<uint32_t>(bytes.size()), seq, offset};
-  std::string f(sizeof(h), '\0');
-  std::memcpy(f.data(), &h, sizeof(h));
-  return f + bytes;
-}
 
 TEST(StreamTest, ReceiverRejectsMalformedStreams) {
   // Sequence gap.
