@@ -23,7 +23,9 @@
 
 ABSL_FLAG(int, devices, 1, "Simulated devices migrated at once.");
 ABSL_FLAG(std::string, device_size, "1GiB", "State size of each device (units: KiB MiB GiB).");
-ABSL_FLAG(int, streams, 1, "Connections per device (striping; 1 until striping lands).");
+ABSL_FLAG(int, streams, 1,
+          "Connections each device's stream is striped over (1..16). The baseline then runs "
+          "that many raw pairs per device, each moving its share of the device's bytes.");
 ABSL_FLAG(std::string, chunk_size, "1MiB", "Bytes per DATA frame and per data-fd read.");
 ABSL_FLAG(std::string, pipe_size, "1MiB", "Pipe size for the splice path.");
 ABSL_FLAG(std::string, data_path, "auto", "auto, splice or copy.");
@@ -92,6 +94,7 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
   }
   v1::TransferOptions opts;
   opts.set_chunk_size(static_cast<uint32_t>(*chunk));
+  opts.set_streams(absl::GetFlag(FLAGS_streams));
   {
     grpc::ClientContext ctx;
     v1::PrepareDestinationRequest req;
@@ -224,9 +227,8 @@ int Main() {
               << " is not available yet; only tcp\n";
     return 2;
   }
-  if (absl::GetFlag(FLAGS_streams) != 1) {
-    std::cerr << "migmover-bench: --streams other than 1 needs striping, which is not built "
-                 "yet\n";
+  if (absl::GetFlag(FLAGS_streams) < 1 || absl::GetFlag(FLAGS_streams) > 16) {
+    std::cerr << "migmover-bench: --streams must be 1..16\n";
     return 2;
   }
   auto size = sim::ParseByteSize(absl::GetFlag(FLAGS_device_size));
@@ -242,11 +244,22 @@ int Main() {
     spec.seed = 100 + i;
     specs.push_back(spec);
   }
+  // The baseline: one raw pair per stream, each moving its share of a device.
+  std::vector<sim::SimDeviceSpec> baseline_specs;
+  const int streams = absl::GetFlag(FLAGS_streams);
+  for (const auto& spec : specs) {
+    for (int k = 0; k < streams; ++k) {
+      sim::SimDeviceSpec share = spec;
+      share.state_size = spec.state_size / streams;
+      share.seed = spec.seed * 100 + k;
+      baseline_specs.push_back(share);
+    }
+  }
   std::vector<Figures> ours;
   std::vector<BaselineFigures> base;
   for (int run = 0; run < std::max(1, absl::GetFlag(FLAGS_repeat)); ++run) {
     if (absl::GetFlag(FLAGS_baseline)) {
-      auto b = RunRawTcpBaseline(specs, *chunk);
+      auto b = RunRawTcpBaseline(baseline_specs, *chunk);
       if (!b.ok()) {
         std::cerr << "migmover-bench: baseline: " << b.status() << "\n";
         return 1;

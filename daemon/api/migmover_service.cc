@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "api/peer_wire.h"
 #include "daemon/base/log.h"
 #include "daemon/device/fsm_path.h"
 #include "daemon/device/ioctl_seam.h"
@@ -278,6 +279,11 @@ grpc::Status MigmoverService::StartSource(grpc::ServerContext*, const v1::StartS
     ASSIGN_OR_RETURN(config.token, TokenFrom(req->token()));
     config.precopy = req->has_precopy() ? req->precopy() : true;
     config.bandwidth = req->bandwidth_bytes_per_second();
+    config.streams = req->options().streams() ? req->options().streams() : defaults_.streams;
+    if (config.streams > wire::kMaxStreamsPerDevice) {
+      return absl::InvalidArgumentError(absl::StrCat("streams ", config.streams, " outside 1..",
+                                                     wire::kMaxStreamsPerDevice));
+    }
     ASSIGN_OR_RETURN(config.stream, StreamOptionsFrom(req->options()));
     RETURN_IF_ERROR(sessions_->Reserve(config.session_id));
     auto session = SourceSession::Start(config, registry_);
@@ -288,7 +294,8 @@ grpc::Status MigmoverService::StartSource(grpc::ServerContext*, const v1::StartS
     sessions_->Put(*session);
     MM_LOG(INFO) << "session " << config.session_id << ": source started, " << config.devices.size()
                  << " device(s) to " << req->peer() << ", precopy "
-                 << (config.precopy ? "on" : "off") << ", data path "
+                 << (config.precopy ? "on" : "off") << ", " << config.streams
+                 << " stream(s) per device, data path "
                  << stream::DataPathName(config.stream.data_path);
     FillStatus((*session)->Snapshot(), resp);
     return absl::OkStatus();

@@ -14,6 +14,7 @@ namespace migmover {
 // Daemon-wide defaults for what a request's TransferOptions leave unset.
 struct ServiceDefaults {
   stream::StreamOptions stream;
+  uint32_t streams = 1;  // Connections per device stream when a request leaves it 0.
 };
 
 // The one mapping from absl::Status to grpc::Status (the canonical codes are the same).

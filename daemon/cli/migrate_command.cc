@@ -96,6 +96,7 @@ int RunMigrateCommand(const MigrateOptions& o, std::ostream& out, std::ostream& 
   v1::TransferOptions topts;
   topts.set_data_path(o.data_path);
   topts.set_chunk_size(o.chunk_size);
+  topts.set_streams(o.streams);
   {
     grpc::ClientContext ctx;
     v1::PrepareDestinationRequest req;

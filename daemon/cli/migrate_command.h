@@ -25,6 +25,7 @@ struct MigrateOptions {
   double timeout_seconds = 300;
   bool json = false;
   uint64_t bandwidth = 0;  // Bytes per second, 0 = unlimited.
+  uint32_t streams = 0;    // Connections per device; 0 = the daemon's default.
 };
 
 // Returns the exit code: 0 only if the migration succeeded on both sides and the destination

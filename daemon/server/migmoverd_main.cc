@@ -8,6 +8,7 @@
 #include <iostream>
 #include <memory>
 #include <string>
+#include <algorithm>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -44,6 +45,9 @@ ABSL_FLAG(bool, probe_data_path, true,
           "With --data_path=auto: at start-up, measure splice against copy through this engine "
           "(pipe into loopback TCP, ~0.2 s) and let auto use the faster one for fds that can "
           "splice. Off: auto splices wherever it can.");
+ABSL_FLAG(uint32_t, streams, 0,
+          "Default connections each device's stream is striped over (1..16); 0 picks one per "
+          "two cores, at most 4.");
 ABSL_FLAG(uint32_t, chunk_size, 1u << 20, "Default bytes per DATA frame (4096..16777216).");
 ABSL_FLAG(uint32_t, idle_timeout_ms, 30000,
           "A stream that makes no progress for this long fails (milliseconds).");
@@ -114,6 +118,11 @@ int main(int argc, char** argv) {
     return Fail(absl::InvalidArgumentError("--chunk_size must be within 4096..16777216"));
   }
   defaults.stream.idle_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_idle_timeout_ms));
+  defaults.streams = absl::GetFlag(FLAGS_streams);
+  if (defaults.streams == 0) {
+    defaults.streams = std::clamp(std::thread::hardware_concurrency() / 2, 1u, 4u);
+  }
+  if (defaults.streams > 16) return Fail(absl::InvalidArgumentError("--streams must be 1..16"));
   if (defaults.stream.data_path == migmover::stream::DataPath::kAuto &&
       absl::GetFlag(FLAGS_probe_data_path)) {
     auto probe = migmover::stream::ProbeDataPaths(64ull << 20, 2, defaults.stream.chunk_size);

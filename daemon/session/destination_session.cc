@@ -2,6 +2,8 @@
 
 #include <openssl/crypto.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "daemon/base/log.h"
 #include "transport/base/status_macros.h"
@@ -68,7 +70,8 @@ DestinationSession::DestinationSession(DestinationConfig config, DeviceRegistry*
       registry_(registry),
       entries_(std::move(entries)),
       data_fds_(entries_.size()),
-      connected_(entries_.size()) {
+      connected_(entries_.size()),
+      pending_(entries_.size()) {
   remaining_ = static_cast<int>(entries_.size());
 }
 
@@ -91,31 +94,52 @@ void DestinationSession::Join() {
 absl::Status DestinationSession::AcceptStream(const peer::Hello& hello, UniqueFd socket) {
   const absl::Time deadline = absl::Now() + absl::Seconds(5);
   absl::Status verdict;
-  if (CRYPTO_memcmp(hello.token.data(), config_.token.data(), config_.token.size()) != 0) {
-    verdict = absl::PermissionDeniedError(
-        absl::StrCat("session '", id_, "': the source's token does not match"));
-  } else if (hello.device_count != entries_.size()) {
-    verdict = absl::InvalidArgumentError(absl::StrCat(
-        "session '", id_, "': the source sends ", hello.device_count, " devices, this destination ",
-        "prepared ", entries_.size()));
-  } else if (hello.device >= entries_.size()) {
-    verdict = absl::InvalidArgumentError(absl::StrCat("device index ", hello.device));
-  } else if (IsFinal(phase()) || cancel_.load()) {
-    verdict = absl::FailedPreconditionError(absl::StrCat("session '", id_, "' is over"));
-  } else if (connected_[hello.device].exchange(true)) {
-    verdict = absl::AlreadyExistsError(absl::StrCat("device ", hello.device, " of session '", id_,
-                                                    "' is already connected"));
+  std::vector<UniqueFd> complete;  // Set when this connection completes its device's set.
+  {
+    absl::MutexLock l(&threads_mu_);
+    if (CRYPTO_memcmp(hello.token.data(), config_.token.data(), config_.token.size()) != 0) {
+      verdict = absl::PermissionDeniedError(
+          absl::StrCat("session '", id_, "': the source's token does not match"));
+    } else if (hello.device_count != entries_.size()) {
+      verdict = absl::InvalidArgumentError(
+          absl::StrCat("session '", id_, "': the source sends ", hello.device_count,
+                       " devices, this destination prepared ", entries_.size()));
+    } else if (hello.device >= entries_.size()) {
+      verdict = absl::InvalidArgumentError(absl::StrCat("device index ", hello.device));
+    } else if (IsFinal(phase()) || cancel_.load() || connected_[hello.device].load()) {
+      verdict = connected_[hello.device].load() && !IsFinal(phase()) && !cancel_.load()
+                    ? absl::AlreadyExistsError(absl::StrCat("device ", hello.device,
+                                                            " of session '", id_,
+                                                            "' is already connected"))
+                    : absl::FailedPreconditionError(absl::StrCat("session '", id_, "' is over"));
+    } else {
+      std::vector<UniqueFd>& group = pending_[hello.device];
+      if (group.empty()) group.resize(hello.stream_count);
+      if (group.size() != hello.stream_count) {
+        verdict = absl::InvalidArgumentError(absl::StrCat(
+            "device ", hello.device, ": stream ", hello.stream, " says ", hello.stream_count,
+            " streams, an earlier one said ", group.size()));
+      } else if (group[hello.stream].valid()) {
+        verdict = absl::AlreadyExistsError(absl::StrCat("device ", hello.device, " stream ",
+                                                        hello.stream, " is already connected"));
+      }
+    }
+    absl::Status acked = peer::SendHelloAck(socket.get(), verdict, hello.device, deadline);
+    if (!verdict.ok()) return verdict;
+    if (!acked.ok()) return acked;  // This stream may connect again.
+    std::vector<UniqueFd>& group = pending_[hello.device];
+    group[hello.stream] = std::move(socket);
+    if (std::all_of(group.begin(), group.end(), [](const UniqueFd& fd) { return fd.valid(); })) {
+      connected_[hello.device] = true;
+      complete.swap(group);
+    }
   }
-  absl::Status acked = peer::SendHelloAck(socket.get(), verdict, hello.device, deadline);
-  if (!verdict.ok()) return verdict;
-  if (!acked.ok()) {
-    connected_[hello.device] = false;  // The source may retry.
-    return acked;
-  }
+  if (complete.empty()) return absl::OkStatus();  // More streams of this device to come.
   SetPhase(SessionPhase::kPreCopy);
   absl::MutexLock l(&threads_mu_);
-  workers_.emplace_back(
-      [this, i = hello.device, sock = std::move(socket)]() mutable { Run(i, std::move(sock)); });
+  workers_.emplace_back([this, i = hello.device, socks = std::move(complete)]() mutable {
+    Run(i, std::move(socks));
+  });
   return absl::OkStatus();
 }
 
@@ -128,8 +152,12 @@ void DestinationSession::Cancel() {
 }
 
 void DestinationSession::AbandonUnconnected() {
-  // Devices whose source never connected have no worker to abandon them.
+  // Devices whose source never connected (all its streams) have no worker to abandon them.
   for (size_t i = 0; i < entries_.size(); ++i) {
+    {
+      absl::MutexLock l(&threads_mu_);
+      pending_[i].clear();  // Close partially connected stream sets.
+    }
     if (!connected_[i].exchange(true)) {
       Abandon(i);
       WorkerDone();
@@ -165,20 +193,22 @@ void DestinationSession::WorkerDone() {
   }
 }
 
-void DestinationSession::Run(size_t i, UniqueFd socket) {
+void DestinationSession::Run(size_t i, std::vector<UniqueFd> sockets) {
   DeviceEntry* e = entries_[i];
   DeviceProgress& p = *progress_[i];
   std::unique_ptr<stream::StreamReceiver> receiver;
   absl::Status status = [&]() -> absl::Status {
     ASSIGN_OR_RETURN(std::unique_ptr<uring::Ring> ring, uring::Ring::Create(64));
-    ASSIGN_OR_RETURN(receiver, stream::StreamReceiver::Create(ring.get(), std::move(socket),
-                                                              static_cast<uint32_t>(i), 1,
+    ASSIGN_OR_RETURN(receiver, stream::StreamReceiver::Create(ring.get(), std::move(sockets),
+                                                              static_cast<uint32_t>(i),
                                                               config_.stream));
     receiver->set_progress_counter(&p.bytes);
     const int fd = e->runs_fsm() ? data_fds_[i].get() : e->data_fd.get();
     SetDeviceDataPath(i, stream::DataPathName(stream::ResolveDataPath(
                                  config_.stream.data_path, fd, config_.stream.auto_spliceable)));
-    ASSIGN_OR_RETURN(stream::ReceiveResult r, receiver->Receive(fd, cancel_));
+    absl::StatusOr<stream::ReceiveResult> received = receiver->Receive(fd, cancel_);
+    SetDeviceDataPath(i, stream::DataPathName(receiver->data_path_used()));
+    ASSIGN_OR_RETURN(stream::ReceiveResult r, std::move(received));
     p.digest_checked = r.digest_checked;
     MM_LOG(INFO) << "session " << id_ << ": device " << e->name << ": stream received, "
                  << r.total_bytes << " bytes, digest "

@@ -38,8 +38,9 @@ class DestinationSession final : public Session {
                                                                      DeviceRegistry* registry);
   ~DestinationSession() override;
 
-  // A source connection for one device, after its HELLO was read. Checks the token, device
-  // index and count, answers HELLO_ACK, and starts the device's worker. Errors (also sent to
+  // A source connection for one stream of one device, after its HELLO was read. Checks the
+  // token, device index and count, stream index and count, answers HELLO_ACK, and starts the
+  // device's worker once all of its streams are connected. Errors (also sent to
   // the peer as the HELLO_ACK refusal): PermissionDenied (token), InvalidArgument (device
   // count or index), AlreadyExists (device already connected), FailedPrecondition (session
   // over).
@@ -51,7 +52,7 @@ class DestinationSession final : public Session {
  private:
   DestinationSession(DestinationConfig config, DeviceRegistry* registry,
                      std::vector<DeviceEntry*> entries);
-  void Run(size_t i, UniqueFd socket);
+  void Run(size_t i, std::vector<UniqueFd> sockets);
   // Abandons a device's resume: RESET for FSM devices, close for data fds.
   void Abandon(size_t i);
   void WorkerDone();
@@ -66,6 +67,8 @@ class DestinationSession final : public Session {
   std::atomic<int> remaining_{0};  // Devices not yet finished (committed or abandoned).
   absl::Mutex threads_mu_;
   std::vector<std::thread> workers_ ABSL_GUARDED_BY(threads_mu_);
+  // Per device: the streams connected so far, by stream index, until all have come.
+  std::vector<std::vector<UniqueFd>> pending_ ABSL_GUARDED_BY(threads_mu_);
 };
 
 }  // namespace migmover

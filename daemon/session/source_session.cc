@@ -190,9 +190,13 @@ absl::Status SourceSession::RunDevice(size_t i, stream::StreamSender** sender_ou
   DeviceEntry* e = entries_[i];
   DeviceProgress& p = *progress_[i];
   ASSIGN_OR_RETURN(std::unique_ptr<uring::Ring> ring, uring::Ring::Create(64));
-  ASSIGN_OR_RETURN(UniqueFd sock, net::TcpConnect(config_.peer, absl::Seconds(10)));
+  std::vector<UniqueFd> socks;
+  for (uint32_t k = 0; k < std::max<uint32_t>(1, config_.streams); ++k) {
+    ASSIGN_OR_RETURN(UniqueFd sock, net::TcpConnect(config_.peer, absl::Seconds(10)));
+    socks.push_back(std::move(sock));
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<stream::StreamSender> sender,
-                   stream::StreamSender::Create(ring.get(), std::move(sock),
+                   stream::StreamSender::Create(ring.get(), std::move(socks),
                                                 static_cast<uint32_t>(i), config_.stream));
   *sender_out = sender.get();
   sender->set_progress_counter(&p.bytes);
@@ -203,7 +207,8 @@ absl::Status SourceSession::RunDevice(size_t i, stream::StreamSender** sender_ou
   hello.token = config_.token;
   RETURN_IF_ERROR(sender->Handshake(hello, absl::Seconds(10)));
   MM_LOG(INFO) << "session " << id_ << ": device " << e->name << " connected to "
-               << config_.peer.host << ":" << config_.peer.port;
+               << config_.peer.host << ":" << config_.peer.port << " over "
+               << std::max<uint32_t>(1, config_.streams) << " stream(s)";
   SetPhase(SessionPhase::kPreCopy);
 
   absl::Status status = [&]() -> absl::Status {

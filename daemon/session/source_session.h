@@ -29,6 +29,7 @@ struct SourceConfig {
   bool precopy = true;
   stream::StreamOptions stream;
   uint64_t bandwidth = 0;  // Bytes per second, 0 = unlimited.
+  uint32_t streams = 1;    // Connections each device's stream is striped over.
   // How often an idle PRE_COPY device is asked for new precopy data.
   absl::Duration precopy_poll = absl::Milliseconds(5);
 };

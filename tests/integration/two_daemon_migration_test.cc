@@ -71,7 +71,8 @@ class TwoDaemons : public ::testing::Test {
 
   grpc::Status Start(const std::string& id, const std::vector<std::string>& devices,
                      bool precopy, const std::string& data_path = "",
-                     const std::string& token = "", const std::string& peer = "") {
+                     const std::string& token = "", const std::string& peer = "",
+                     int streams = 1) {
     grpc::ClientContext ctx;
     v1::StartSourceRequest req;
     req.set_session_id(id);
@@ -80,6 +81,7 @@ class TwoDaemons : public ::testing::Test {
     req.set_precopy(precopy);
     req.set_token(token);
     req.mutable_options()->set_data_path(data_path);
+    req.mutable_options()->set_streams(streams);
     SessionStatus out;
     return src_->stub()->StartSource(&ctx, req, &out);
   }
@@ -154,14 +156,15 @@ struct PathCase {
   std::string data_path;
   bool precopy;
   std::string save_fd = "pipe";  // The simulated source's data fd: pipe, or mtty-like file.
+  int streams = 1;               // Connections per device.
 };
 
 class MigrationMatrix : public TwoDaemons, public ::testing::WithParamInterface<PathCase> {};
 
 TEST_P(MigrationMatrix, TwoDevicesMoveByteExact) {
   const PathCase& c = GetParam();
-  const std::string id =
-      absl::StrCat("m-", c.data_path, c.precopy ? "-pre-" : "-nopre-", c.save_fd);
+  const std::string id = absl::StrCat("m-", c.data_path, c.precopy ? "-pre-" : "-nopre-",
+                                      c.save_fd, "-", c.streams);
   // Device 0 dirties state while running, device 1 has a small initial chunk.
   const std::vector<std::string> specs = {
       "size=48MiB,chunk=128KiB,seed=11,dirty_rate=64MiB,save_fd=" + c.save_fd,
@@ -174,7 +177,7 @@ TEST_P(MigrationMatrix, TwoDevicesMoveByteExact) {
   }
   ASSERT_TRUE(Prepare(id, names, c.data_path).ok());
   EXPECT_EQ(StateOf(*dst_, "dev0"), "RESUMING");
-  grpc::Status started = Start(id, names, c.precopy, c.data_path);
+  grpc::Status started = Start(id, names, c.precopy, c.data_path, "", "", c.streams);
   ASSERT_TRUE(started.ok()) << started.error_message();
   if (c.precopy) {
     SessionStatus s = WatchUntilRounds(id, 1);
@@ -200,7 +203,9 @@ TEST_P(MigrationMatrix, TwoDevicesMoveByteExact) {
   }
   EXPECT_GT(s.stop_copy_seconds(), 0);
   for (int i = 0; i < 2; ++i) {
-    EXPECT_EQ(d.devices(i).data_path(), c.data_path) << d.DebugString();
+    // Striped streams are put back in order in buffers: the destination copies.
+    const std::string dst_path = c.streams > 1 ? "copy" : c.data_path;
+    EXPECT_EQ(d.devices(i).data_path(), dst_path) << d.DebugString();
     EXPECT_EQ(s.devices(i).data_path(), c.data_path) << s.DebugString();
     EXPECT_EQ(d.devices(i).digest_checked(), c.data_path == "copy");
     EXPECT_TRUE(d.devices(i).committed());
@@ -216,11 +221,14 @@ INSTANTIATE_TEST_SUITE_P(DataPaths, MigrationMatrix,
                          ::testing::Values(PathCase{"copy", true}, PathCase{"copy", false},
                                            PathCase{"splice", true}, PathCase{"splice", false},
                                            PathCase{"copy", true, "file"},
-                                           PathCase{"splice", true, "file"}),
+                                           PathCase{"splice", true, "file"},
+                                           PathCase{"copy", true, "pipe", 3},
+                                           PathCase{"splice", false, "pipe", 2}),
                          [](const auto& info) {
                            return info.param.data_path +
                                   (info.param.precopy ? "_precopy" : "_no_precopy") + "_" +
-                                  info.param.save_fd + "_fd";
+                                  info.param.save_fd + "_fd_" +
+                                  std::to_string(info.param.streams) + "_streams";
                          });
 
 TEST_F(TwoDaemons, ShortReadsAndWritesStillExact) {
