@@ -34,6 +34,7 @@ ABSL_FLAG(std::string, bandwidth, "0", "Bandwidth cap per migration (bytes/s, un
 ABSL_FLAG(bool, precopy, false,
           "Run PRE_COPY before the switchover (default: off, so the whole state moves in "
           "STOP_COPY and throughput = bytes / downtime).");
+ABSL_FLAG(bool, send_zc, false, "Copy path sends with SEND_ZC (no gain possible on loopback).");
 ABSL_FLAG(bool, baseline, false, "Also measure a raw TCP sender/receiver pair per device.");
 ABSL_FLAG(bool, json, false, "Print one JSON object instead of the table.");
 ABSL_FLAG(int, repeat, 1, "Runs of each; the median by throughput is reported.");
@@ -95,6 +96,7 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
   v1::TransferOptions opts;
   opts.set_chunk_size(static_cast<uint32_t>(*chunk));
   opts.set_streams(absl::GetFlag(FLAGS_streams));
+  opts.set_send_zc(absl::GetFlag(FLAGS_send_zc));
   {
     grpc::ClientContext ctx;
     v1::PrepareDestinationRequest req;

@@ -132,6 +132,7 @@ absl::StatusOr<stream::StreamOptions> MigmoverService::StreamOptionsFrom(
     s.chunk_size = o.chunk_size();
   }
   if (o.idle_timeout_ms() != 0) s.idle_timeout = absl::Milliseconds(o.idle_timeout_ms());
+  if (o.has_send_zc()) s.send_zc = o.send_zc();
   return s;
 }
 

@@ -48,6 +48,10 @@ ABSL_FLAG(bool, probe_data_path, true,
 ABSL_FLAG(uint32_t, streams, 0,
           "Default connections each device's stream is striped over (1..16); 0 picks one per "
           "two cores, at most 4.");
+ABSL_FLAG(bool, send_zc, false,
+          "Copy path: send with io_uring SEND_ZC from the registered buffers (zero copy to the "
+          "NIC). Off by default: it only pays with real NICs and large frames, never on "
+          "loopback.");
 ABSL_FLAG(uint32_t, chunk_size, 1u << 20, "Default bytes per DATA frame (4096..16777216).");
 ABSL_FLAG(uint32_t, idle_timeout_ms, 30000,
           "A stream that makes no progress for this long fails (milliseconds).");
@@ -118,6 +122,7 @@ int main(int argc, char** argv) {
     return Fail(absl::InvalidArgumentError("--chunk_size must be within 4096..16777216"));
   }
   defaults.stream.idle_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_idle_timeout_ms));
+  defaults.stream.send_zc = absl::GetFlag(FLAGS_send_zc);
   defaults.streams = absl::GetFlag(FLAGS_streams);
   if (defaults.streams == 0) {
     defaults.streams = std::clamp(std::thread::hardware_concurrency() / 2, 1u, 4u);

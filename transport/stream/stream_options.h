@@ -24,6 +24,10 @@ struct StreamOptions {
   int socket_buffer = 0;
   // A stream that makes no progress for this long fails with DeadlineExceeded.
   absl::Duration idle_timeout = absl::Seconds(30);
+  // Copy path: send with IORING_OP_SEND_ZC from the registered buffers (the NIC reads them; a
+  // buffer is reused only after the kernel's notification). Pays on real NICs with large
+  // frames; on loopback the kernel copies anyway, so it cannot win there.
+  bool send_zc = false;
   // The migration's bandwidth cap, shared by all its streams (null: none).
   std::shared_ptr<RateLimiter> limiter;
 };

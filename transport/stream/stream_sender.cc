@@ -153,6 +153,9 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
     uint32_t sent = 0;
     uint64_t offset = 0;
     uint32_t sock = 0;  // The connection the frame goes out on, once assigned.
+    // SEND_ZC: the kernel still reads the buffer until each send's notification arrives.
+    uint32_t notifs = 0;
+    bool sent_all = false;
   };
   // Small fixed rings of slot indices; no allocation per chunk.
   Slot slots[64];
@@ -179,10 +182,21 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
   absl::Time last_progress = absl::Now();
   absl::Time send_not_before = absl::InfinitePast();
 
+  uint32_t notifs_outstanding = 0;
+  auto submit_send = [&](uint32_t slot, int fd, uint32_t from, uint32_t len) {
+    io_uring_sqe* sqe = ring_->Sqe();
+    if (options_.send_zc) {
+      io_uring_prep_send_zc_fixed(sqe, fd, pool_->base(slot) + from, len, MSG_NOSIGNAL, 0, slot);
+    } else {
+      io_uring_prep_send(sqe, fd, pool_->base(slot) + from, len, MSG_NOSIGNAL);
+    }
+    io_uring_sqe_set_data64(sqe, uring::Tag(kSend, slot));
+  };
   auto fail = [&](absl::Status s) {
     if (error.ok()) error = std::move(s);
     ended = true;
-    if (!cancel_sent && (read_inflight || poll_inflight || sends_inflight > 0)) {
+    if (!cancel_sent && (read_inflight || poll_inflight || sends_inflight > 0 ||
+                         notifs_outstanding > 0)) {
       ring_->CancelAll();
       cancel_sent = true;
     }
@@ -229,14 +243,11 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
       uint8_t* frame = pool_->base(slot);
       peer::EncodeHeader(DataHeader(seqs_[k]++, device_, phase, s.len, s.offset),
                          std::span<uint8_t, wire::kFrameHeaderSize>(frame, wire::kFrameHeaderSize));
-      io_uring_sqe* sqe = ring_->Sqe();
-      io_uring_prep_send(sqe, sockets_[k].get(), frame, wire::kFrameHeaderSize + s.len,
-                         MSG_NOSIGNAL);
-      io_uring_sqe_set_data64(sqe, uring::Tag(kSend, slot));
+      submit_send(slot, sockets_[k].get(), 0, wire::kFrameHeaderSize + s.len);
       sending[k] = static_cast<int>(slot);
       ++sends_inflight;
     }
-    if (!read_inflight && !poll_inflight && sends_inflight == 0) {
+    if (!read_inflight && !poll_inflight && sends_inflight == 0 && notifs_outstanding == 0) {
       if (ended && (ready_count == 0 || !error.ok())) break;
       // Otherwise a frame waits for the bandwidth cap: the Wait below is the sleep.
     }
@@ -270,7 +281,7 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
         if (c.res > 0) {
           last_progress = absl::Now();
           digest_->Update(pool_->payload(slot), c.res);
-          slots[slot] = Slot{static_cast<uint32_t>(c.res), 0, read_offset, 0};
+          slots[slot] = Slot{static_cast<uint32_t>(c.res), 0, read_offset, 0, 0, false};
           read_offset += c.res;
           remaining -= c.res;
           result.bytes += c.res;
@@ -304,6 +315,17 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
         break;
       case kSend: {
         Slot& s = slots[slot];
+        if (c.flags & IORING_CQE_F_NOTIF) {
+          // SEND_ZC: the kernel is done with the buffer of one send of this frame.
+          --s.notifs;
+          --notifs_outstanding;
+          if (s.notifs == 0 && s.sent_all) free_list[free_count++] = slot;
+          break;
+        }
+        if (c.flags & IORING_CQE_F_MORE) {
+          ++s.notifs;
+          ++notifs_outstanding;
+        }
         const int fd = sockets_[s.sock].get();
         const uint32_t total = wire::kFrameHeaderSize + s.len;
         if (c.res > 0) {
@@ -313,9 +335,7 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
         const bool retry = c.res == -EAGAIN || c.res == -EINTR;
         if (error.ok() && (c.res > 0 || retry) && s.sent < total) {
           // A short send: the rest of this frame goes next on the same connection.
-          io_uring_sqe* sqe = ring_->Sqe();
-          io_uring_prep_send(sqe, fd, pool_->base(slot) + s.sent, total - s.sent, MSG_NOSIGNAL);
-          io_uring_sqe_set_data64(sqe, uring::Tag(kSend, slot));
+          submit_send(slot, fd, s.sent, total - s.sent);
           break;
         }
         sending[s.sock] = -1;
@@ -324,7 +344,8 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
           bytes_sent_.fetch_add(s.len, std::memory_order_relaxed);
           if (counter_) counter_->fetch_add(s.len, std::memory_order_relaxed);
           offset_ += s.len;
-          free_list[free_count++] = slot;
+          s.sent_all = true;
+          if (s.notifs == 0) free_list[free_count++] = slot;
           if (absl::Status v = PeerVerdict(); !v.ok()) fail(v);
         } else if (error.ok()) {
           absl::Status v = PeerVerdict();

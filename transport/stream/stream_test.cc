@@ -250,6 +250,20 @@ TEST(StreamTest, CopyPathIsByteExactAndDigestChecked) {
   EXPECT_EQ(o.sender_path, DataPath::kCopy);
 }
 
+TEST(StreamTest, SendZcCopyPathIsByteExact) {
+  auto data = RandomBytes(6 << 20 | 77, 12);
+  StreamOptions so = Opts(DataPath::kCopy, 256 << 10);
+  so.send_zc = true;
+  Outcome o = Move(data, 1 << 20, so, Opts(DataPath::kCopy));
+  ASSERT_TRUE(o.sender.ok()) << o.sender;
+  ASSERT_TRUE(o.receiver.ok()) << o.receiver;
+  EXPECT_EQ(o.received, data);
+  EXPECT_TRUE(o.result.digest_checked);
+  Outcome striped = MoveStriped(data, 0, 2, so, Opts(DataPath::kCopy));
+  ASSERT_TRUE(striped.sender.ok() && striped.receiver.ok()) << striped.sender << striped.receiver;
+  EXPECT_EQ(striped.received, data);
+}
+
 TEST(StreamTest, SplicePathIsByteExact) {
   auto data = RandomBytes(7 << 20 | 999, 2);
   Outcome o = Move(data, 1 << 20, Opts(DataPath::kSplice), Opts(DataPath::kSplice));
