@@ -231,6 +231,33 @@ INSTANTIATE_TEST_SUITE_P(DataPaths, MigrationMatrix,
                                   std::to_string(info.param.streams) + "_streams";
                          });
 
+TEST_F(TwoDaemons, ManyDevicesStripedAtOnce) {
+  std::vector<std::string> names;
+  for (int i = 0; i < 6; ++i) {
+    names.push_back(absl::StrCat("many", i));
+    const std::string size = absl::StrCat(2 + 3 * i, "MiB");
+    ASSERT_TRUE(Attach(*src_, names.back(),
+                       absl::StrCat("size=", size, ",chunk=64KiB,seed=", 40 + i,
+                                    i % 2 ? ",dirty_rate=32MiB" : ""))
+                    .ok());
+    ASSERT_TRUE(Attach(*dst_, names.back(), "size=" + size).ok());
+  }
+  ASSERT_TRUE(Prepare("many", names, "copy").ok());
+  ASSERT_TRUE(Start("many", names, true, "copy", "", "", 3).ok());
+  WatchUntilRounds("many", 1);
+  ASSERT_TRUE(Switchover("many").ok());
+  SessionStatus s = WaitFinal(*src_, "many");
+  SessionStatus d = WaitFinal(*dst_, "many");
+  ASSERT_EQ(s.phase(), SessionStatus::SUCCEEDED) << s.DebugString();
+  ASSERT_EQ(d.phase(), SessionStatus::SUCCEEDED) << d.DebugString();
+  EXPECT_TRUE(d.verified());
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_TRUE(d.devices(i).digest_checked()) << i;
+    EXPECT_EQ(StateOf(*src_, names[i]), "STOP");
+    EXPECT_EQ(StateOf(*dst_, names[i]), "RUNNING");
+  }
+}
+
 TEST_F(TwoDaemons, ShortReadsAndWritesStillExact) {
   ASSERT_TRUE(Attach(*src_, "d", "size=4MiB,chunk=16KiB,short_io=1").ok());
   ASSERT_TRUE(Attach(*dst_, "d", "size=4MiB,short_io=1").ok());
