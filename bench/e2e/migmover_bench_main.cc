@@ -27,7 +27,9 @@ ABSL_FLAG(int, streams, 1,
           "Connections each device's stream is striped over (1..16). The baseline then runs "
           "that many raw pairs per device, each moving its share of the device's bytes.");
 ABSL_FLAG(std::string, chunk_size, "1MiB", "Bytes per DATA frame and per data-fd read.");
-ABSL_FLAG(std::string, pipe_size, "1MiB", "Pipe size for the splice path.");
+ABSL_FLAG(std::string, pipe_size, "0",
+          "Intermediate pipe size for the splice path (0 = the chunk size; above 1 MiB needs "
+          "root, as /proc/sys/fs/pipe-max-size caps it).");
 ABSL_FLAG(std::string, data_path, "auto", "auto, splice or copy.");
 ABSL_FLAG(std::string, transport, "tcp", "tcp (dpdk is not built yet).");
 ABSL_FLAG(std::string, bandwidth, "0", "Bandwidth cap per migration (bytes/s, units), 0 = none.");
@@ -97,6 +99,9 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
   opts.set_chunk_size(static_cast<uint32_t>(*chunk));
   opts.set_streams(absl::GetFlag(FLAGS_streams));
   opts.set_send_zc(absl::GetFlag(FLAGS_send_zc));
+  auto pipe_size = sim::ParseByteSize(absl::GetFlag(FLAGS_pipe_size));
+  if (!pipe_size.ok()) return pipe_size.status();
+  opts.set_pipe_size(static_cast<uint32_t>(*pipe_size));
   {
     grpc::ClientContext ctx;
     v1::PrepareDestinationRequest req;

@@ -133,6 +133,13 @@ absl::StatusOr<stream::StreamOptions> MigmoverService::StreamOptionsFrom(
   }
   if (o.idle_timeout_ms() != 0) s.idle_timeout = absl::Milliseconds(o.idle_timeout_ms());
   if (o.has_send_zc()) s.send_zc = o.send_zc();
+  if (o.pipe_size() != 0) {
+    if (o.pipe_size() < 4096 || o.pipe_size() > (64u << 20)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("pipe_size ", o.pipe_size(), " outside 4096..67108864"));
+    }
+    s.pipe_size = o.pipe_size();
+  }
   return s;
 }
 

@@ -18,6 +18,8 @@ struct StreamOptions {
   DataPath auto_spliceable = DataPath::kSplice;
   // Bytes per DATA frame (and per read of the data fd): 1 MiB, QEMU's VFIO buffer size too.
   uint32_t chunk_size = 1u << 20;
+  // Splice path: the size of the intermediate pipe (0 = chunk_size).
+  uint32_t pipe_size = 0;
   // Buffers in flight on the copy path: one being read/received while others are sent/written.
   uint32_t buffers = 4;
   // Kernel socket buffer size for data connections (0 = the kernel's autotuning).

@@ -426,7 +426,8 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveSplice(int data_fd,
   digest_valid_ = false;
   if (!pipe_read_.valid()) {
     ASSIGN_OR_RETURN(PipeFds p, MakePipe());
-    ::fcntl(p.write.get(), F_SETPIPE_SZ, options_.chunk_size);
+    ::fcntl(p.write.get(), F_SETPIPE_SZ,
+            options_.pipe_size ? options_.pipe_size : options_.chunk_size);
     pipe_read_ = std::move(p.read);
     pipe_write_ = std::move(p.write);
   }

@@ -371,8 +371,10 @@ absl::StatusOr<PumpResult> StreamSender::PumpSplice(int data_fd, Phase phase, ui
                                                     bool* unsupported) {
   if (!pipe_read_.valid()) {
     ASSIGN_OR_RETURN(PipeFds p, MakePipe());
-    // A pipe as large as a chunk lets one splice carry a whole frame's payload.
-    ::fcntl(p.write.get(), F_SETPIPE_SZ, options_.chunk_size);
+    // A pipe as large as a chunk lets one splice carry a whole frame's payload (the kernel
+    // rounds the size to pages and caps it at /proc/sys/fs/pipe-max-size for non-root).
+    ::fcntl(p.write.get(), F_SETPIPE_SZ,
+            options_.pipe_size ? options_.pipe_size : options_.chunk_size);
     pipe_read_ = std::move(p.read);
     pipe_write_ = std::move(p.write);
   }
