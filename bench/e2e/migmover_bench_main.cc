@@ -310,6 +310,10 @@ int Main() {
                                   bf.source.peak_rss_bytes,
                               static_cast<double>(m.destination.peak_rss_bytes) /
                                   bf.destination.peak_rss_bytes));
+      // The downtime target: STOP_COPY downtime against the time the baseline needs to move
+      // the same bytes.
+      absl::StrAppend(&j, absl::StrFormat(",\"downtime_over_baseline_transfer_seconds\":%.6f",
+                                          m.downtime - m.bytes / bf.throughput()));
     }
     std::cout << j << "}\n";
     return m.verified ? 0 : 1;
@@ -337,6 +341,12 @@ int Main() {
         m.cpu_per_gb(m.destination) / bf.cpu_per_gb(bf.destination), "-",
         static_cast<double>(m.source.peak_rss_bytes) / bf.source.peak_rss_bytes,
         static_cast<double>(m.destination.peak_rss_bytes) / bf.destination.peak_rss_bytes);
+  }
+  if (have_base) {
+    std::cout << absl::StrFormat(
+        "downtime %.1f ms = baseline transfer time for the same bytes (%.1f ms) %+.1f ms\n",
+        m.downtime * 1000, m.bytes / bf.throughput() * 1000,
+        (m.downtime - m.bytes / bf.throughput()) * 1000);
   }
   std::cout << "destination verified: " << (m.verified ? "yes" : "NO") << "\n";
   return m.verified ? 0 : 1;
