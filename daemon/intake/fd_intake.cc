@@ -1,5 +1,7 @@
 #include "daemon/intake/fd_intake.h"
 
+#include <pthread.h>
+
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -96,6 +98,7 @@ FdIntake::~FdIntake() {
 }
 
 void FdIntake::Serve() {
+  pthread_setname_np(pthread_self(), "mm-fd-intake");
   while (true) {
     pollfd fds[2] = {{listen_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
     if (::poll(fds, 2, -1) < 0 && errno != EINTR) return;

@@ -1,5 +1,7 @@
 #include "daemon/peer/peer_acceptor.h"
 
+#include <pthread.h>
+
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -25,6 +27,7 @@ PeerAcceptor::~PeerAcceptor() {
 }
 
 void PeerAcceptor::Serve() {
+  pthread_setname_np(pthread_self(), "mm-peer-accept");
   while (!stop_.load()) {
     absl::StatusOr<UniqueFd> conn = net::Accept(listen_fd_.get(), absl::Milliseconds(200));
     if (!conn.ok()) {

@@ -1,5 +1,7 @@
 #include "daemon/session/destination_session.h"
 
+#include <pthread.h>
+
 #include <openssl/crypto.h>
 
 #include <algorithm>
@@ -194,6 +196,7 @@ void DestinationSession::WorkerDone() {
 }
 
 void DestinationSession::Run(size_t i, std::vector<UniqueFd> sockets) {
+  pthread_setname_np(pthread_self(), absl::StrCat("mm-dst-dev", i).substr(0, 15).c_str());
   DeviceEntry* e = entries_[i];
   DeviceProgress& p = *progress_[i];
   std::unique_ptr<stream::StreamReceiver> receiver;

@@ -1,5 +1,7 @@
 #include "daemon/session/source_session.h"
 
+#include <pthread.h>
+
 #include "absl/strings/str_cat.h"
 #include "daemon/base/log.h"
 #include "daemon/device/fsm_path.h"
@@ -100,6 +102,7 @@ void SourceSession::Cancel() {
 }
 
 void SourceSession::Run(size_t i) {
+  pthread_setname_np(pthread_self(), absl::StrCat("mm-src-dev", i).substr(0, 15).c_str());
   stream::StreamSender* sender = nullptr;
   absl::Status s = RunDevice(i, &sender);
   if (!s.ok()) {

@@ -1,5 +1,7 @@
 #include "daemon/device/sim/sim_resuming_session.h"
 
+#include <pthread.h>
+
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -87,6 +89,7 @@ bool SimResumingSession::Drain() {
 }
 
 void SimResumingSession::Run() {
+  pthread_setname_np(pthread_self(), "mm-sim-resume");
   while (!stop_) {
     if (!Drain()) return;
     pollfd fds[2] = {{read_fd_.get(), POLLIN, 0}, {cancel_fd_.get(), POLLIN, 0}};

@@ -1,5 +1,7 @@
 #include "daemon/device/sim/sim_saving_session.h"
 
+#include <pthread.h>
+
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -200,6 +202,7 @@ void SimSavingSession::MarkProduced() {
 }
 
 void SimSavingSession::Run() {
+  pthread_setname_np(pthread_self(), "mm-sim-save");
   // However the producer ends, nobody may wait for it any longer.
   struct Done {
     SimSavingSession* s;
