@@ -27,6 +27,8 @@ absl::StatusOr<double> Trial(DataPath path, uint64_t bytes, uint32_t chunk) {
   StreamOptions options;
   options.data_path = path;
   options.chunk_size = chunk;
+  // A probe must never hold up the daemon's start for long.
+  options.idle_timeout = absl::Seconds(2);
   ASSIGN_OR_RETURN(std::unique_ptr<StreamSender> sender,
                    StreamSender::Create(ring.get(), std::move(out), 0, options));
 
@@ -50,6 +52,7 @@ absl::StatusOr<double> Trial(DataPath path, uint64_t bytes, uint32_t chunk) {
   absl::StatusOr<PumpResult> r =
       sender->Pump(pipe.read.get(), wire::Phase::kStopCopy, UINT64_MAX, never, never);
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  pipe.read.Reset();  // If the pump stopped early, the feeder's next write fails instead of blocking.
   feed.join();
   sender.reset();  // Closes the connection: the drain sees EOF.
   drain.join();

@@ -24,8 +24,7 @@ struct Completion {
   uint32_t flags = 0;
 };
 
-// Create() and every other call must come from the one thread that owns the ring
-// (IORING_SETUP_SINGLE_ISSUER).
+// Create() and every other call come from the one thread that owns the ring.
 class Ring {
  public:
   // Errors: the errno of io_uring_queue_init (ENOSYS without io_uring, EPERM when
