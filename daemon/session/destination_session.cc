@@ -132,8 +132,12 @@ absl::Status DestinationSession::AcceptStream(const peer::Hello& hello, UniqueFd
     std::vector<UniqueFd>& group = pending_[hello.device];
     group[hello.stream] = std::move(socket);
     if (std::all_of(group.begin(), group.end(), [](const UniqueFd& fd) { return fd.valid(); })) {
-      connected_[hello.device] = true;
-      complete.swap(group);
+      // A cancel may have abandoned the device meanwhile: exactly one of us takes it.
+      if (!connected_[hello.device].exchange(true)) {
+        complete.swap(group);
+      } else {
+        group.clear();
+      }
     }
   }
   if (complete.empty()) return absl::OkStatus();  // More streams of this device to come.
