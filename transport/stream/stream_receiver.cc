@@ -27,7 +27,6 @@ constexpr absl::Duration kTick = absl::Milliseconds(100);
 
 }  // namespace
 
-
 StreamReceiver::StreamReceiver(uring::Ring* ring, std::vector<UniqueFd> sockets, uint32_t device,
                                uint64_t next_seq, const StreamOptions& options)
     : ring_(ring),
@@ -54,13 +53,12 @@ absl::StatusOr<std::unique_ptr<StreamReceiver>> StreamReceiver::Create(
 absl::StatusOr<std::unique_ptr<StreamReceiver>> StreamReceiver::Create(
     uring::Ring* ring, std::vector<UniqueFd> sockets, uint32_t device,
     const StreamOptions& options) {
-  if (options.chunk_size == 0 || options.chunk_size > wire::kMaxDataLength ||
-      options.buffers < 2) {
+  if (options.chunk_size == 0 || options.chunk_size > wire::kMaxDataLength || options.buffers < 2) {
     return absl::InvalidArgumentError("receiver: bad chunk size or buffer count");
   }
   if (sockets.empty() || sockets.size() > wire::kMaxStreamsPerDevice) {
-    return absl::InvalidArgumentError(absl::StrCat("a device stream takes 1..",
-                                                   wire::kMaxStreamsPerDevice, " connections"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("a device stream takes 1..", wire::kMaxStreamsPerDevice, " connections"));
   }
   const uint32_t n = static_cast<uint32_t>(sockets.size());
   std::unique_ptr<StreamReceiver> r(
@@ -77,8 +75,8 @@ absl::StatusOr<ReceiveResult> StreamReceiver::Receive(int data_fd,
                                                       const std::atomic<bool>& cancel) {
   DataPath path = ResolveDataPath(options_.data_path, data_fd, options_.auto_spliceable);
   if (path == DataPath::kSplice && !FdSupportsSplice(data_fd)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "--data_path=splice: data fd ", data_fd, " does not support splice"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("--data_path=splice: data fd ", data_fd, " does not support splice"));
   }
   // Striped frames must be put back in order in buffers: splice cannot reorder.
   if (sockets_.size() > 1) path = DataPath::kCopy;
@@ -97,8 +95,8 @@ absl::Status StreamReceiver::OnHeader(size_t k, const FrameHeader& h, uint32_t* 
   }
   ++next_seqs_[k];
   if (h.device != device_) {
-    return absl::DataLossError(absl::StrCat("frame for device ", h.device,
-                                            " on the connection of device ", device_));
+    return absl::DataLossError(
+        absl::StrCat("frame for device ", h.device, " on the connection of device ", device_));
   }
   const auto type = static_cast<FrameType>(h.type);
   if (k != 0 && type != FrameType::kData) {
@@ -134,8 +132,8 @@ absl::Status StreamReceiver::OnHeader(size_t k, const FrameHeader& h, uint32_t* 
       return absl::AbortedError(absl::StrCat("source abandoned the stream: ", st.message));
     }
     default:
-      return absl::DataLossError(absl::StrCat("unexpected ", peer::FrameTypeName(h.type),
-                                              " frame in a device stream"));
+      return absl::DataLossError(
+          absl::StrCat("unexpected ", peer::FrameTypeName(h.type), " frame in a device stream"));
   }
 }
 
@@ -165,10 +163,10 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveCopy(int data_fd,
     uint8_t hdr[wire::kFrameHeaderSize];
     uint32_t hdr_got = 0;
     enum { kIdle, kHeader, kPayload } state = kIdle;
-    uint32_t frame_left = 0;     // DATA payload bytes still to receive.
-    uint64_t frame_offset = 0;   // Stream offset of the next payload byte.
+    uint32_t frame_left = 0;    // DATA payload bytes still to receive.
+    uint64_t frame_offset = 0;  // Stream offset of the next payload byte.
     uint32_t slot = 0, got = 0, want = 0;
-    uint32_t used = 0;           // Buffers this connection holds.
+    uint32_t used = 0;  // Buffers this connection holds.
     bool inflight = false;
   };
   Conn conns[wire::kMaxStreamsPerDevice];
@@ -176,9 +174,9 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveCopy(int data_fd,
   ReceiveResult result;
   absl::Status error;
   bool write_inflight = false, poll_inflight = false, ended = false, cancel_sent = false;
-  int writing = -1;              // The slot being written.
-  uint64_t write_offset = 0;     // Stream bytes written to the data fd.
-  uint64_t received = 0;         // Stream bytes received.
+  int writing = -1;           // The slot being written.
+  uint64_t write_offset = 0;  // Stream bytes written to the data fd.
+  uint64_t received = 0;      // Stream bytes received.
   absl::Time last_progress = absl::Now();
 
   auto any_inflight = [&] {
@@ -216,8 +214,8 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveCopy(int data_fd,
       }
       if (cn.state == Conn::kHeader) {
         io_uring_sqe* sqe = ring_->Sqe();
-        io_uring_prep_recv(sqe, sockets_[k].get(), cn.hdr + cn.hdr_got,
-                           sizeof(cn.hdr) - cn.hdr_got, MSG_WAITALL);
+        io_uring_prep_recv(sqe, sockets_[k].get(), cn.hdr + cn.hdr_got, sizeof(cn.hdr) - cn.hdr_got,
+                           MSG_WAITALL);
         io_uring_sqe_set_data64(sqe, uring::Tag(kRecvHeader, k));
         cn.inflight = true;
       } else if (cn.state == Conn::kPayload) {
@@ -271,9 +269,9 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveCopy(int data_fd,
       continue;
     }
 
-    uring::Completion c;
-    ASSIGN_OR_RETURN(bool got, ring_->Wait(kTick, &c));
-    if (!got) {
+    uring::Completion batch[32];
+    ASSIGN_OR_RETURN(size_t got, ring_->WaitBatch(kTick, batch));
+    if (got == 0) {
       if (cancel.load() && error.ok()) fail(absl::CancelledError("stream cancelled"));
       if (absl::Now() - last_progress > options_.idle_timeout && error.ok() && !done) {
         fail(absl::DeadlineExceededError(absl::StrCat(
@@ -283,115 +281,118 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveCopy(int data_fd,
       }
       continue;
     }
-    if (c.user_data == uring::kCancelTag) continue;
-    const uint32_t v = static_cast<uint32_t>(uring::TagValue(c.user_data));
-    switch (uring::TagKind(c.user_data)) {
-      case kRecvHeader: {
-        Conn& cn = conns[v];
-        cn.inflight = false;
-        if (!error.ok() || done) break;
-        if (c.res <= 0) {
-          if (c.res != -EINTR && c.res != -EAGAIN) fail(RecvFailure(c.res, "before END_STREAM"));
-          break;
-        }
-        last_progress = absl::Now();
-        cn.hdr_got += c.res;
-        if (cn.hdr_got < sizeof(cn.hdr)) break;
-        auto h = peer::DecodeHeader(cn.hdr);
-        if (!h.ok()) {
-          fail(h.status());
-          break;
-        }
-        uint32_t data_len = 0;
-        if (absl::Status s = OnHeader(v, *h, &data_len, &ended, &result); !s.ok()) {
-          fail(s);
-          break;
-        }
-        if (data_len > 0) {
-          if (h->offset < write_offset) {
-            fail(absl::DataLossError(absl::StrCat("device stream ", device_, ": DATA at offset ",
-                                                  h->offset, " overlaps bytes already written")));
+    for (size_t ci = 0; ci < got; ++ci) {
+      const uring::Completion& c = batch[ci];
+      if (c.user_data == uring::kCancelTag) continue;
+      const uint32_t v = static_cast<uint32_t>(uring::TagValue(c.user_data));
+      switch (uring::TagKind(c.user_data)) {
+        case kRecvHeader: {
+          Conn& cn = conns[v];
+          cn.inflight = false;
+          if (!error.ok() || done) break;
+          if (c.res <= 0) {
+            if (c.res != -EINTR && c.res != -EAGAIN) fail(RecvFailure(c.res, "before END_STREAM"));
             break;
           }
-          cn.state = Conn::kPayload;
-          cn.frame_left = data_len;
-          cn.frame_offset = h->offset;
-          cn.want = 0;
-        } else {
-          cn.state = Conn::kIdle;
-        }
-        // On one connection nothing follows END_STREAM; striped, frames on the other
-        // connections may still be on their way.
-        if (ended && (received > end_.total_bytes ||
-                      (nsock == 1 && received != end_.total_bytes))) {
-          fail(absl::DataLossError(absl::StrCat("END_STREAM counts ", end_.total_bytes,
-                                                " bytes; ", received, " arrived")));
-        }
-        break;
-      }
-      case kRecvPayload: {
-        Conn& cn = conns[v];
-        cn.inflight = false;
-        if (!error.ok() || done) break;
-        if (c.res <= 0) {
-          if (c.res != -EINTR && c.res != -EAGAIN) fail(RecvFailure(c.res, "inside a DATA frame"));
+          last_progress = absl::Now();
+          cn.hdr_got += c.res;
+          if (cn.hdr_got < sizeof(cn.hdr)) break;
+          auto h = peer::DecodeHeader(cn.hdr);
+          if (!h.ok()) {
+            fail(h.status());
+            break;
+          }
+          uint32_t data_len = 0;
+          if (absl::Status s = OnHeader(v, *h, &data_len, &ended, &result); !s.ok()) {
+            fail(s);
+            break;
+          }
+          if (data_len > 0) {
+            if (h->offset < write_offset) {
+              fail(absl::DataLossError(absl::StrCat("device stream ", device_, ": DATA at offset ",
+                                                    h->offset, " overlaps bytes already written")));
+              break;
+            }
+            cn.state = Conn::kPayload;
+            cn.frame_left = data_len;
+            cn.frame_offset = h->offset;
+            cn.want = 0;
+          } else {
+            cn.state = Conn::kIdle;
+          }
+          // On one connection nothing follows END_STREAM; striped, frames on the other
+          // connections may still be on their way.
+          if (ended &&
+              (received > end_.total_bytes || (nsock == 1 && received != end_.total_bytes))) {
+            fail(absl::DataLossError(absl::StrCat("END_STREAM counts ", end_.total_bytes,
+                                                  " bytes; ", received, " arrived")));
+          }
           break;
         }
-        last_progress = absl::Now();
-        cn.got += c.res;
-        if (cn.got < cn.want) break;
-        for (uint32_t i = 0; i < cap; ++i) {
-          if (held[i] && pieces[i].offset == cn.frame_offset) {
-            fail(absl::DataLossError(absl::StrCat("device stream ", device_,
-                                                  ": two DATA frames at offset ",
-                                                  cn.frame_offset)));
+        case kRecvPayload: {
+          Conn& cn = conns[v];
+          cn.inflight = false;
+          if (!error.ok() || done) break;
+          if (c.res <= 0) {
+            if (c.res != -EINTR && c.res != -EAGAIN)
+              fail(RecvFailure(c.res, "inside a DATA frame"));
+            break;
           }
-        }
-        if (!error.ok()) break;
-        pieces[cn.slot] = Piece{cn.frame_offset, cn.want, 0, v};
-        held[cn.slot] = true;
-        received += cn.want;
-        offset_ = received;
-        cn.frame_offset += cn.want;
-        cn.frame_left -= cn.want;
-        cn.want = 0;
-        if (cn.frame_left == 0) cn.state = Conn::kIdle;
-        if (ended && received > end_.total_bytes) {
-          fail(absl::DataLossError(absl::StrCat("END_STREAM counts ", end_.total_bytes,
-                                                " bytes; ", received, " arrived")));
-        }
-        break;
-      }
-      case kPoll:
-        poll_inflight = false;
-        break;
-      case kWrite: {
-        write_inflight = false;
-        if (!error.ok()) break;
-        Piece& pc = pieces[v];
-        if (c.res > 0) {
           last_progress = absl::Now();
-          pc.written += c.res;
-          bytes_written_.fetch_add(c.res, std::memory_order_relaxed);
-          if (counter_) counter_->fetch_add(c.res, std::memory_order_relaxed);
-          if (pc.written == pc.len) {
-            write_offset += pc.len;
-            held[v] = false;
-            --conns[pc.sock].used;
-            free_list[free_count++] = v;
-            writing = -1;
+          cn.got += c.res;
+          if (cn.got < cn.want) break;
+          for (uint32_t i = 0; i < cap; ++i) {
+            if (held[i] && pieces[i].offset == cn.frame_offset) {
+              fail(absl::DataLossError(absl::StrCat(
+                  "device stream ", device_, ": two DATA frames at offset ", cn.frame_offset)));
+            }
           }
-        } else if (c.res == -EAGAIN) {
-          io_uring_sqe* sqe = ring_->Sqe();
-          io_uring_prep_poll_add(sqe, data_fd, POLLOUT);
-          io_uring_sqe_set_data64(sqe, uring::Tag(kPoll, 0));
-          poll_inflight = true;
-        } else if (c.res != -EINTR) {
-          fail(ErrnoStatus(absl::StrCat("write(data fd ", data_fd, ", ", pc.len - pc.written,
-                                        " bytes at stream offset ", pc.offset + pc.written, ")"),
-                           c.res == 0 ? EIO : -c.res));
+          if (!error.ok()) break;
+          pieces[cn.slot] = Piece{cn.frame_offset, cn.want, 0, v};
+          held[cn.slot] = true;
+          received += cn.want;
+          offset_ = received;
+          cn.frame_offset += cn.want;
+          cn.frame_left -= cn.want;
+          cn.want = 0;
+          if (cn.frame_left == 0) cn.state = Conn::kIdle;
+          if (ended && received > end_.total_bytes) {
+            fail(absl::DataLossError(absl::StrCat("END_STREAM counts ", end_.total_bytes,
+                                                  " bytes; ", received, " arrived")));
+          }
+          break;
         }
-        break;
+        case kPoll:
+          poll_inflight = false;
+          break;
+        case kWrite: {
+          write_inflight = false;
+          if (!error.ok()) break;
+          Piece& pc = pieces[v];
+          if (c.res > 0) {
+            last_progress = absl::Now();
+            pc.written += c.res;
+            bytes_written_.fetch_add(c.res, std::memory_order_relaxed);
+            if (counter_) counter_->fetch_add(c.res, std::memory_order_relaxed);
+            if (pc.written == pc.len) {
+              write_offset += pc.len;
+              held[v] = false;
+              --conns[pc.sock].used;
+              free_list[free_count++] = v;
+              writing = -1;
+            }
+          } else if (c.res == -EAGAIN) {
+            io_uring_sqe* sqe = ring_->Sqe();
+            io_uring_prep_poll_add(sqe, data_fd, POLLOUT);
+            io_uring_sqe_set_data64(sqe, uring::Tag(kPoll, 0));
+            poll_inflight = true;
+          } else if (c.res != -EINTR) {
+            fail(ErrnoStatus(absl::StrCat("write(data fd ", data_fd, ", ", pc.len - pc.written,
+                                          " bytes at stream offset ", pc.offset + pc.written, ")"),
+                             c.res == 0 ? EIO : -c.res));
+          }
+          break;
+        }
       }
     }
   }
@@ -489,8 +490,8 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveSplice(int data_fd,
     }
   }
   if (end_.total_bytes != offset_) {
-    return absl::DataLossError(absl::StrCat("END_STREAM counts ", end_.total_bytes,
-                                            " bytes; ", offset_, " arrived"));
+    return absl::DataLossError(
+        absl::StrCat("END_STREAM counts ", end_.total_bytes, " bytes; ", offset_, " arrived"));
   }
   result.total_bytes = offset_;
   return result;
@@ -498,10 +499,9 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveSplice(int data_fd,
 
 absl::Status StreamReceiver::SendCommit(const absl::Status& verdict, absl::Duration linger) {
   peer::PeerStatus st{static_cast<uint32_t>(verdict.code()), std::string(verdict.message())};
-  absl::Status sent =
-      net::SendAll(control_fd(),
-                   peer::EncodeStatusFrame(FrameType::kCommit, next_seq_out_++, device_, st),
-                   absl::Now() + (verdict.ok() ? options_.idle_timeout : linger));
+  absl::Status sent = net::SendAll(
+      control_fd(), peer::EncodeStatusFrame(FrameType::kCommit, next_seq_out_++, device_, st),
+      absl::Now() + (verdict.ok() ? options_.idle_timeout : linger));
   if (verdict.ok() || !sent.ok()) return sent;
   // Closing with unread data would reset the connection and could drop the verdict.
   for (const UniqueFd& fd : sockets_) ::shutdown(fd.get(), SHUT_WR);

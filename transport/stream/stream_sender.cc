@@ -27,8 +27,7 @@ enum OpKind : uint8_t { kRead = 1, kPoll = 2, kSend = 3, kSplice = 4 };
 
 constexpr absl::Duration kTick = absl::Milliseconds(100);
 
-FrameHeader DataHeader(uint64_t seq, uint32_t device, Phase phase, uint32_t len,
-                       uint64_t offset) {
+FrameHeader DataHeader(uint64_t seq, uint32_t device, Phase phase, uint32_t len, uint64_t offset) {
   return FrameHeader{wire::kFrameMagic,
                      static_cast<uint8_t>(FrameType::kData),
                      static_cast<uint8_t>(phase),
@@ -40,7 +39,6 @@ FrameHeader DataHeader(uint64_t seq, uint32_t device, Phase phase, uint32_t len,
 }
 
 }  // namespace
-
 
 StreamSender::StreamSender(uring::Ring* ring, std::vector<UniqueFd> sockets, uint32_t device,
                            const StreamOptions& options)
@@ -54,8 +52,7 @@ StreamSender::StreamSender(uring::Ring* ring, std::vector<UniqueFd> sockets, uin
 StreamSender::~StreamSender() = default;
 
 absl::StatusOr<std::unique_ptr<StreamSender>> StreamSender::Create(uring::Ring* ring,
-                                                                   UniqueFd socket,
-                                                                   uint32_t device,
+                                                                   UniqueFd socket, uint32_t device,
                                                                    const StreamOptions& options) {
   std::vector<UniqueFd> sockets;
   sockets.push_back(std::move(socket));
@@ -72,8 +69,8 @@ absl::StatusOr<std::unique_ptr<StreamSender>> StreamSender::Create(uring::Ring* 
                                                    sockets.size()));
   }
   if (options.chunk_size == 0 || options.chunk_size > wire::kMaxDataLength) {
-    return absl::InvalidArgumentError(absl::StrCat("chunk size ", options.chunk_size,
-                                                   " outside 1..", wire::kMaxDataLength));
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunk size ", options.chunk_size, " outside 1..", wire::kMaxDataLength));
   }
   if (options.buffers < 2) return absl::InvalidArgumentError("a stream needs at least 2 buffers");
   const size_t n = sockets.size();
@@ -103,8 +100,8 @@ absl::Status StreamSender::Handshake(const peer::Hello& hello, absl::Duration ti
   for (size_t k = 0; k < sockets_.size(); ++k) {
     ASSIGN_OR_RETURN(peer::ControlFrame f, peer::ReadControlFrame(sockets_[k].get(), deadline));
     if (f.header.type != static_cast<uint8_t>(FrameType::kHelloAck)) {
-      return absl::DataLossError(absl::StrCat("handshake: expected HELLO_ACK, got ",
-                                              peer::FrameTypeName(f.header.type)));
+      return absl::DataLossError(
+          absl::StrCat("handshake: expected HELLO_ACK, got ", peer::FrameTypeName(f.header.type)));
     }
     ASSIGN_OR_RETURN(peer::PeerStatus st, peer::ParseStatus(f.header, f.payload));
     if (st.code != 0) {
@@ -136,8 +133,8 @@ absl::StatusOr<PumpResult> StreamSender::Pump(int data_fd, Phase phase, uint64_t
     auto r = PumpSplice(data_fd, phase, max_bytes, stop, cancel, &unsupported);
     if (!unsupported) return r;
     if (options_.data_path == DataPath::kSplice) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "--data_path=splice: data fd ", data_fd, " does not support splice (EINVAL)"));
+      return absl::FailedPreconditionError(absl::StrCat("--data_path=splice: data fd ", data_fd,
+                                                        " does not support splice (EINVAL)"));
     }
   }
   path_used_ = DataPath::kCopy;
@@ -195,8 +192,8 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
   auto fail = [&](absl::Status s) {
     if (error.ok()) error = std::move(s);
     ended = true;
-    if (!cancel_sent && (read_inflight || poll_inflight || sends_inflight > 0 ||
-                         notifs_outstanding > 0)) {
+    if (!cancel_sent &&
+        (read_inflight || poll_inflight || sends_inflight > 0 || notifs_outstanding > 0)) {
       ring_->CancelAll();
       cancel_sent = true;
     }
@@ -252,11 +249,11 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
       // Otherwise a frame waits for the bandwidth cap: the Wait below is the sleep.
     }
 
-    uring::Completion c;
+    uring::Completion batch[32];
     absl::Duration tick = kTick;
     if (send_not_before > absl::Now()) tick = std::min(tick, send_not_before - absl::Now());
-    ASSIGN_OR_RETURN(bool got, ring_->Wait(tick, &c));
-    if (!got) {
+    ASSIGN_OR_RETURN(size_t got, ring_->WaitBatch(tick, batch));
+    if (got == 0) {
       if (cancel.load() && !ended) fail(absl::CancelledError("stream cancelled"));
       // Switchover must not wait on a PRE_COPY read that the driver cannot satisfy (a precopy
       // estimate that overshot): withdraw it. Only the read: a send must never be cut.
@@ -266,94 +263,97 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
       }
       if (send_not_before > last_progress) last_progress = std::min(absl::Now(), send_not_before);
       if (absl::Now() - last_progress > options_.idle_timeout && error.ok()) {
-        fail(absl::DeadlineExceededError(absl::StrCat(
-            "device stream ", device_, ": no progress for ",
-            absl::FormatDuration(options_.idle_timeout),
-            read_inflight ? " (waiting on the data fd)" : " (waiting on the peer)")));
+        fail(absl::DeadlineExceededError(
+            absl::StrCat("device stream ", device_, ": no progress for ",
+                         absl::FormatDuration(options_.idle_timeout),
+                         read_inflight ? " (waiting on the data fd)" : " (waiting on the peer)")));
       }
       continue;
     }
-    if (c.user_data == uring::kCancelTag) continue;
-    const uint32_t slot = static_cast<uint32_t>(uring::TagValue(c.user_data));
-    switch (uring::TagKind(c.user_data)) {
-      case kRead: {
-        read_inflight = false;
-        if (c.res > 0) {
-          last_progress = absl::Now();
-          digest_->Update(pool_->payload(slot), c.res);
-          slots[slot] = Slot{static_cast<uint32_t>(c.res), 0, read_offset, 0, 0, false};
-          read_offset += c.res;
-          remaining -= c.res;
-          result.bytes += c.res;
-          ready[(ready_head + ready_count++) % cap] = slot;
+    for (size_t ci = 0; ci < got; ++ci) {
+      const uring::Completion& c = batch[ci];
+      if (c.user_data == uring::kCancelTag) continue;
+      const uint32_t slot = static_cast<uint32_t>(uring::TagValue(c.user_data));
+      switch (uring::TagKind(c.user_data)) {
+        case kRead: {
+          read_inflight = false;
+          if (c.res > 0) {
+            last_progress = absl::Now();
+            digest_->Update(pool_->payload(slot), c.res);
+            slots[slot] = Slot{static_cast<uint32_t>(c.res), 0, read_offset, 0, 0, false};
+            read_offset += c.res;
+            remaining -= c.res;
+            result.bytes += c.res;
+            ready[(ready_head + ready_count++) % cap] = slot;
+            break;
+          }
+          free_list[free_count++] = slot;
+          if (ended) break;  // Cancelled read.
+          if (c.res == -ECANCELED && read_cancel_sent) {
+            ended = true;
+            result.end = PumpResult::End::kStopped;
+            break;
+          }
+          const bool precopy = phase == Phase::kPreCopy;
+          if (c.res == 0 || (precopy && (c.res == -ENOMSG || c.res == -EAGAIN))) {
+            ended = true;
+            result.end = precopy ? PumpResult::End::kDrained : PumpResult::End::kEof;
+          } else if (c.res == -EAGAIN) {
+            io_uring_sqe* sqe = ring_->Sqe();
+            io_uring_prep_poll_add(sqe, data_fd, POLLIN);
+            io_uring_sqe_set_data64(sqe, uring::Tag(kPoll, 0));
+            poll_inflight = true;
+          } else if (c.res != -EINTR) {
+            fail(ErrnoStatus(
+                absl::StrCat("read(data fd ", data_fd, ", ", peer::PhaseName(phase), ")"), -c.res));
+          }
           break;
         }
-        free_list[free_count++] = slot;
-        if (ended) break;  // Cancelled read.
-        if (c.res == -ECANCELED && read_cancel_sent) {
-          ended = true;
-          result.end = PumpResult::End::kStopped;
+        case kPoll:
+          poll_inflight = false;
+          break;
+        case kSend: {
+          Slot& s = slots[slot];
+          if (c.flags & IORING_CQE_F_NOTIF) {
+            // SEND_ZC: the kernel is done with the buffer of one send of this frame.
+            --s.notifs;
+            --notifs_outstanding;
+            if (s.notifs == 0 && s.sent_all) free_list[free_count++] = slot;
+            break;
+          }
+          if (c.flags & IORING_CQE_F_MORE) {
+            ++s.notifs;
+            ++notifs_outstanding;
+          }
+          const int fd = sockets_[s.sock].get();
+          const uint32_t total = wire::kFrameHeaderSize + s.len;
+          if (c.res > 0) {
+            last_progress = absl::Now();
+            s.sent += c.res;
+          }
+          const bool retry = c.res == -EAGAIN || c.res == -EINTR;
+          if (error.ok() && (c.res > 0 || retry) && s.sent < total) {
+            // A short send: the rest of this frame goes next on the same connection.
+            submit_send(slot, fd, s.sent, total - s.sent);
+            break;
+          }
+          sending[s.sock] = -1;
+          --sends_inflight;
+          if (c.res > 0 && s.sent == total) {
+            bytes_sent_.fetch_add(s.len, std::memory_order_relaxed);
+            if (counter_) counter_->fetch_add(s.len, std::memory_order_relaxed);
+            offset_ += s.len;
+            s.sent_all = true;
+            if (s.notifs == 0) free_list[free_count++] = slot;
+            if (absl::Status v = PeerVerdict(); !v.ok()) fail(v);
+          } else if (error.ok()) {
+            absl::Status v = PeerVerdict();
+            fail(!v.ok() ? v
+                         : ErrnoStatus(absl::StrCat("send(peer socket fd ", fd, ", DATA)"),
+                                       c.res == 0 ? EPIPE : -c.res));
+          }
           break;
         }
-        const bool precopy = phase == Phase::kPreCopy;
-        if (c.res == 0 || (precopy && (c.res == -ENOMSG || c.res == -EAGAIN))) {
-          ended = true;
-          result.end = precopy ? PumpResult::End::kDrained : PumpResult::End::kEof;
-        } else if (c.res == -EAGAIN) {
-          io_uring_sqe* sqe = ring_->Sqe();
-          io_uring_prep_poll_add(sqe, data_fd, POLLIN);
-          io_uring_sqe_set_data64(sqe, uring::Tag(kPoll, 0));
-          poll_inflight = true;
-        } else if (c.res != -EINTR) {
-          fail(ErrnoStatus(absl::StrCat("read(data fd ", data_fd, ", ", peer::PhaseName(phase), ")"),
-                           -c.res));
-        }
-        break;
-      }
-      case kPoll:
-        poll_inflight = false;
-        break;
-      case kSend: {
-        Slot& s = slots[slot];
-        if (c.flags & IORING_CQE_F_NOTIF) {
-          // SEND_ZC: the kernel is done with the buffer of one send of this frame.
-          --s.notifs;
-          --notifs_outstanding;
-          if (s.notifs == 0 && s.sent_all) free_list[free_count++] = slot;
-          break;
-        }
-        if (c.flags & IORING_CQE_F_MORE) {
-          ++s.notifs;
-          ++notifs_outstanding;
-        }
-        const int fd = sockets_[s.sock].get();
-        const uint32_t total = wire::kFrameHeaderSize + s.len;
-        if (c.res > 0) {
-          last_progress = absl::Now();
-          s.sent += c.res;
-        }
-        const bool retry = c.res == -EAGAIN || c.res == -EINTR;
-        if (error.ok() && (c.res > 0 || retry) && s.sent < total) {
-          // A short send: the rest of this frame goes next on the same connection.
-          submit_send(slot, fd, s.sent, total - s.sent);
-          break;
-        }
-        sending[s.sock] = -1;
-        --sends_inflight;
-        if (c.res > 0 && s.sent == total) {
-          bytes_sent_.fetch_add(s.len, std::memory_order_relaxed);
-          if (counter_) counter_->fetch_add(s.len, std::memory_order_relaxed);
-          offset_ += s.len;
-          s.sent_all = true;
-          if (s.notifs == 0) free_list[free_count++] = slot;
-          if (absl::Status v = PeerVerdict(); !v.ok()) fail(v);
-        } else if (error.ok()) {
-          absl::Status v = PeerVerdict();
-          fail(!v.ok() ? v
-                       : ErrnoStatus(absl::StrCat("send(peer socket fd ", fd, ", DATA)"),
-                                     c.res == 0 ? EPIPE : -c.res));
-        }
-        break;
       }
     }
   }
@@ -424,8 +424,7 @@ absl::StatusOr<PumpResult> StreamSender::PumpSplice(int data_fd, Phase phase, ui
     digest_valid_ = false;  // These bytes never pass through userspace.
     const uint32_t n = static_cast<uint32_t>(got);
     if (options_.limiter) {
-      const absl::Time until =
-          absl::Now() + options_.limiter->Reserve(wire::kFrameHeaderSize + n);
+      const absl::Time until = absl::Now() + options_.limiter->Reserve(wire::kFrameHeaderSize + n);
       while (absl::Now() < until) {
         if (cancel.load()) return absl::CancelledError("stream cancelled");
         absl::SleepFor(std::min(until - absl::Now(), kTick));
@@ -459,9 +458,9 @@ absl::StatusOr<PumpResult> StreamSender::PumpSplice(int data_fd, Phase phase, ui
       if (out == -EAGAIN || out == -EINTR) continue;
       if (out <= 0) {
         RETURN_IF_ERROR(PeerVerdict());
-        return ErrnoStatus(absl::StrCat("splice(pipe -> peer socket fd ", sock, ", ",
-                                        n - moved, ")"),
-                           out == 0 ? EPIPE : -out);
+        return ErrnoStatus(
+            absl::StrCat("splice(pipe -> peer socket fd ", sock, ", ", n - moved, ")"),
+            out == 0 ? EPIPE : -out);
       }
       moved += out;
     }

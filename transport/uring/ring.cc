@@ -94,6 +94,20 @@ void Ring::Cancel(uint64_t user_data) {
   io_uring_submit(&ring_);
 }
 
+absl::StatusOr<size_t> Ring::WaitBatch(absl::Duration timeout, std::span<Completion> out) {
+  if (out.empty()) return 0;
+  absl::StatusOr<bool> got = Wait(timeout, &out[0]);
+  if (!got.ok()) return got.status();
+  if (!*got) return 0;
+  size_t n = 1;
+  io_uring_cqe* cqe;
+  while (n < out.size() && io_uring_peek_cqe(&ring_, &cqe) == 0 && cqe != nullptr) {
+    out[n++] = Completion{cqe->user_data, cqe->res, cqe->flags};
+    io_uring_cqe_seen(&ring_, cqe);
+  }
+  return n;
+}
+
 absl::Status Ring::RegisterBuffers(std::span<const iovec> iovecs) {
   if (buffers_registered_) {
     io_uring_unregister_buffers(&ring_);

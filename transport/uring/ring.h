@@ -41,6 +41,10 @@ class Ring {
   // Returns false on timeout. Errors: the io_uring_enter errno (never EINTR/ETIME/EBUSY).
   absl::StatusOr<bool> Wait(absl::Duration timeout, Completion* out);
 
+  // Like Wait, then also takes every other completion already posted, up to out.size(): one
+  // io_uring_enter for a burst of completions. Returns how many were taken (0 on timeout).
+  absl::StatusOr<size_t> WaitBatch(absl::Duration timeout, std::span<Completion> out);
+
   // Registers `iovecs` as fixed buffers (READ_FIXED/WRITE_FIXED take their index).
   absl::Status RegisterBuffers(std::span<const iovec> iovecs);
 
