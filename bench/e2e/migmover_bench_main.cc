@@ -15,11 +15,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "bench/e2e/inprocess_run.h"
+#include "daemon/base/log.h"
 #include "bench/e2e/proc_stats.h"
 #include "bench/e2e/raw_tcp_baseline.h"
 #include "daemon/device/sim/sim_device_spec.h"
 #include "daemon/testing/daemon_process.h"
 #include "grpcpp/grpcpp.h"
+#include "transport/stream/data_path.h"
 
 ABSL_FLAG(int, devices, 1, "Simulated devices migrated at once.");
 ABSL_FLAG(std::string, device_size, "1GiB", "State size of each device (units: KiB MiB GiB).");
@@ -40,6 +43,9 @@ ABSL_FLAG(bool, send_zc, false, "Copy path sends with SEND_ZC (no gain possible 
 ABSL_FLAG(bool, baseline, false, "Also measure a raw TCP sender/receiver pair per device.");
 ABSL_FLAG(bool, json, false, "Print one JSON object instead of the table.");
 ABSL_FLAG(int, repeat, 1, "Runs of each; the median by throughput is reported.");
+ABSL_FLAG(bool, inprocess, false,
+          "Quick run: both sides inside this process (same session code, no daemons, no gRPC). "
+          "CPU per side comes from sampling thread CPU by role; peak RSS is this process's.");
 ABSL_FLAG(std::string, migmoverd, "", "Path of migmoverd (default: next to this binary).");
 
 namespace migmover::bench {
@@ -273,7 +279,35 @@ int Main() {
       }
       base.push_back({*b});
     }
-    auto f = RunOurs(specs, run);
+    absl::StatusOr<Figures> f;
+    if (absl::GetFlag(FLAGS_inprocess)) {
+      stream::StreamOptions so;
+      auto dp = stream::ParseDataPath(absl::GetFlag(FLAGS_data_path));
+      auto bw = sim::ParseByteSize(absl::GetFlag(FLAGS_bandwidth));
+      if (!dp.ok() || !bw.ok()) {
+        std::cerr << "migmover-bench: bad --data_path or --bandwidth\n";
+        return 2;
+      }
+      so.data_path = *dp;
+      so.chunk_size = static_cast<uint32_t>(*chunk);
+      so.send_zc = absl::GetFlag(FLAGS_send_zc);
+      auto r = RunInProcess(specs, so, absl::GetFlag(FLAGS_streams), *bw,
+                            absl::GetFlag(FLAGS_precopy));
+      if (r.ok()) {
+        Figures g;
+        g.bytes = r->bytes;
+        g.seconds = g.downtime = r->downtime_seconds;
+        g.source = r->source;
+        g.destination = r->destination;
+        g.data_path = r->data_path;
+        g.verified = r->verified;
+        f = g;
+      } else {
+        f = r.status();
+      }
+    } else {
+      f = RunOurs(specs, run);
+    }
     if (!f.ok()) {
       std::cerr << "migmover-bench: " << f.status() << "\n";
       return 1;
@@ -361,5 +395,6 @@ int main(int argc, char** argv) {
       "this machine and reports GB/s, CPU seconds per GB on each side, STOP_COPY downtime and "
       "peak RSS; --baseline also measures raw TCP pairs moving the same bytes and prints ratios.");
   absl::ParseCommandLine(argc, argv);
+  migmover::SetMinLogSeverity(migmover::LogSeverity::kWarning);  // In-process sessions log.
   return migmover::bench::Main();
 }
