@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# migmover-bench runs in both modes and prints the JSON keys scripts rely on. (It checks the tool
+# works, not how fast: speed is for bench/README.md, measured as ratios.)
+set -euo pipefail
+dir="${TEST_SRCDIR}/migmover"
+bench="$dir/bench/e2e/migmover-bench"
+check='
+import json, sys
+d = json.load(sys.stdin)
+for k in ["throughput_bytes_per_s", "cpu_seconds_per_gb", "downtime_seconds", "peak_rss_bytes",
+          "data_path", "verified"]:
+    assert k in d, k
+for side in ["source", "destination"]:
+    assert d["cpu_seconds_per_gb"][side] >= 0 and d["peak_rss_bytes"][side] > 0, side
+assert d["verified"] is True and d["throughput_bytes_per_s"] > 0
+if "--baseline" in sys.argv:
+    assert d["baseline"]["throughput_bytes_per_s"] > 0
+    assert d["ratio"]["throughput"] > 0
+    assert "downtime_over_baseline_transfer_seconds" in d
+print("ok:", d["data_path"], round(d["throughput_bytes_per_s"] / 1e9, 2), "GB/s")
+'
+"$bench" --migmoverd="$dir/daemon/server/migmoverd" --device_size=32MiB --data_path=copy \
+  --baseline --json | python3 -c "$check" --baseline
+"$bench" --migmoverd="$dir/daemon/server/migmoverd" --device_size=16MiB --streams=2 --devices=2 \
+  --json | python3 -c "$check"
+"$bench" --inprocess --device_size=16MiB --data_path=splice --json | python3 -c "$check"
+# Bad flags are refused with a clear message.
+if "$bench" --transport=dpdk 2>/tmp/bench-err.$$; then exit 1; fi
+grep -q "not available yet" /tmp/bench-err.$$ && rm -f /tmp/bench-err.$$
+echo "migmover-bench smoke test: all modes ok"
