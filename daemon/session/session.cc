@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "daemon/base/log.h"
 
@@ -119,6 +121,28 @@ void Session::Finish() {
   phase_ = next;
   end_ = absl::Now();
   ++version_;
+  // One line an SRE can grep for: what moved, how fast, and what the VM paid.
+  uint64_t bytes = 0, precopy = 0;
+  for (const auto& p : progress_) {
+    bytes += p->bytes.load();
+    precopy += p->precopy_bytes.load();
+  }
+  const double seconds = absl::ToDoubleSeconds(end_ - start_);
+  std::string summary = absl::StrFormat(
+      "session %s %s: %s, %d device(s), %d bytes in %.3f s", id_,
+      role_ == SessionRole::kSource ? "source" : "destination", SessionPhaseName(next),
+      progress_.size(), bytes, seconds);
+  if (role_ == SessionRole::kSource) {
+    absl::StrAppendFormat(&summary, " (%d in PRE_COPY, %d in STOP_COPY)", precopy,
+                          bytes - precopy);
+  }
+  if (role_ == SessionRole::kSource && stop_copy_start_ != absl::InfinitePast() &&
+      stop_copy_end_ != absl::InfinitePast()) {
+    absl::StrAppendFormat(&summary, ", STOP_COPY downtime %.1f ms",
+                          absl::ToDoubleMilliseconds(stop_copy_end_ - stop_copy_start_));
+  }
+  if (!error_.ok()) absl::StrAppend(&summary, ", error: ", error_.message());
+  MM_LOG(INFO) << summary;
 }
 
 SessionSnapshot Session::Snapshot() {
