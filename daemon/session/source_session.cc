@@ -148,6 +148,7 @@ absl::Status SourceSession::RunPrecopy(size_t i, MigratableDevice* dev, int data
                                        stream::StreamSender* sender) {
   DeviceProgress& p = *progress_[i];
   bool had_data = false;
+  uint64_t round_bytes = 0;  // Moved since the last completed round.
   absl::Time last_sent = absl::Now();
   while (!switchover_.load() && !cancel_.load()) {
     absl::StatusOr<PrecopyInfo> info;
@@ -159,11 +160,12 @@ absl::Status SourceSession::RunPrecopy(size_t i, MigratableDevice* dev, int data
     const uint64_t pending = info->initial_bytes + info->dirty_bytes;
     p.pending_bytes = pending;
     if (pending == 0) {
-      if (had_data) {
+      if (had_data && round_bytes > 0) {
         ++p.precopy_rounds;
-        had_data = false;
         Touch();
       }
+      had_data = false;
+      round_bytes = 0;
       if (absl::Now() - last_sent > config_.stream.idle_timeout / 4) {
         RETURN_IF_ERROR(sender->Keepalive());
         last_sent = absl::Now();
@@ -177,12 +179,22 @@ absl::Status SourceSession::RunPrecopy(size_t i, MigratableDevice* dev, int data
     ASSIGN_OR_RETURN(PumpResult r, sender->Pump(data_fd, Phase::kPreCopy, pending, switchover_,
                                                 cancel_));
     p.precopy_bytes += r.bytes;
+    round_bytes += r.bytes;
     last_sent = absl::Now();
     if (r.end == PumpResult::End::kDrained) {
-      // The driver says "nothing right now" (0 or ENOMSG) even if its estimate disagreed.
-      ++p.precopy_rounds;
+      // The driver says "nothing right now" (0 or ENOMSG) even if its estimate disagreed. A
+      // round is a pass that moved data: a driver answering 0 before producing any does not
+      // complete one.
+      if (round_bytes > 0) {
+        ++p.precopy_rounds;
+        Touch();
+      } else {
+        absl::MutexLock l(&wake_mu_);
+        auto woken = [this] { return switchover_.load() || cancel_.load(); };
+        wake_mu_.AwaitWithTimeout(absl::Condition(&woken), config_.precopy_poll);
+      }
+      round_bytes = 0;
       had_data = false;
-      Touch();
     }
   }
   p.pending_bytes = 0;

@@ -40,7 +40,19 @@ absl::StatusOr<std::unique_ptr<SimSavingSession>> SimSavingSession::Start(SimDev
   model->BeginSaving();
   if (stop_copy) model->EnterStopCopy();
   s->thread_ = std::thread([p = s.get()] { p->Run(); });
-  if (stop_copy) s->AwaitProducedIfFile();
+  if (stop_copy) {
+    s->AwaitProducedIfFile();
+  } else if (s->file_mode_) {
+    // mtty has its initial data readable when the arc into PRE_COPY returns; so does this
+    // file: at least the BEGIN record and the first chunk's record.
+    const uint64_t first = sizeof(RecordHeader) + sizeof(BeginPayload) +
+                           std::min<uint64_t>(s->initial_stream_bytes_ -
+                                                  sizeof(RecordHeader) - sizeof(BeginPayload),
+                                              model->record_bytes());
+    absl::MutexLock l(&s->io_mu_);
+    auto ready = [p = s.get(), first] { return p->written_.load() >= first || p->produced_.load(); };
+    s->io_mu_.Await(absl::Condition(&ready));
+  }
   return s;
 }
 
