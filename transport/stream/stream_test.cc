@@ -527,6 +527,71 @@ TEST(StreamTest, ReceiverRejectsMalformedStreams) {
   EXPECT_NE(s.message().find("device fell over"), std::string::npos);
 }
 
+// Whatever a peer sends, the receiver ends (never hangs past its idle timeout, never crashes),
+// and it only succeeds on a well-formed stream whose bytes it then wrote exactly.
+TEST(StreamTest, ReceiverSurvivesRandomFrames) {
+  ::signal(SIGPIPE, SIG_IGN);
+  std::mt19937_64 rng(2026);
+  int ok = 0, refused = 0;
+  for (int iter = 0; iter < 150; ++iter) {
+    Conn conn = Connect();
+    auto ring = uring::Ring::Create(16);
+    StreamOptions ro = Opts(DataPath::kCopy, 64 << 10);
+    ro.idle_timeout = absl::Milliseconds(500);
+    auto receiver = StreamReceiver::Create(ring->get(), std::move(conn.dst), 0, 1, ro);
+    ASSERT_TRUE(receiver.ok());
+    std::string wire;
+    std::string expected;
+    uint64_t seq = 1, offset = 0;
+    const int frames = 1 + rng() % 5;
+    for (int f = 0; f < frames; ++f) {
+      const int kind = rng() % 6;
+      if (kind <= 2) {  // A DATA frame, usually in order.
+        std::string payload(1 + rng() % 3000, static_cast<char>('a' + rng() % 26));
+        const bool skew = kind == 2 && rng() % 2;
+        wire += DataFrame(skew ? seq + 1 : seq, skew ? offset + 7 : offset, payload);
+        ++seq;
+        offset += payload.size();
+        expected += payload;
+      } else if (kind == 3) {  // END_STREAM, right or wrong.
+        const uint64_t total = rng() % 2 ? offset : offset + rng() % 100;
+        wire += peer::EncodeEndStream(seq++, 0, peer::EndStream{total, 0, wire::DigestKind::kNone});
+      } else if (kind == 4) {  // Garbage.
+        std::string junk(1 + rng() % 80, '\0');
+        for (auto& c : junk) c = static_cast<char>(rng());
+        wire += junk;
+      } else {  // A header claiming a huge frame.
+        wire += DataFrame(seq++, offset, "x").substr(0, wire::kFrameHeaderSize - 20) +
+                std::string(20, '\xff');
+      }
+    }
+    // Write what fits and close: the receiver must finish on its own.
+    (void)net::SendAll(conn.src.get(), wire, absl::Now() + absl::Seconds(1));
+    conn.src.Reset();
+    auto pipe = MakePipe();
+    std::string got;
+    std::thread drain([&] {
+      char buf[4096];
+      ssize_t n;
+      while ((n = ::read(pipe->read.get(), buf, sizeof(buf))) > 0) got.append(buf, n);
+    });
+    std::atomic<bool> cancel{false};
+    const absl::Time start = absl::Now();
+    auto r = (*receiver)->Receive(pipe->write.get(), cancel);
+    pipe->write.Reset();
+    drain.join();
+    EXPECT_LT(absl::Now() - start, absl::Seconds(3)) << "iteration " << iter;
+    if (r.ok()) {
+      ++ok;
+      EXPECT_EQ(got, expected.substr(0, got.size())) << "iteration " << iter;
+      EXPECT_EQ(r->total_bytes, got.size());
+    } else {
+      ++refused;
+    }
+  }
+  EXPECT_GT(refused, 0);
+}
+
 TEST(StreamTest, ReceiverCancelsWhileWaiting) {
   Conn conn = Connect();
   auto ring = uring::Ring::Create(16);
