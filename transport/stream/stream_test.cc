@@ -64,16 +64,21 @@ struct Outcome {
   bool sender_digest = false;
 };
 
-// Moves `data` (the first `precopy` bytes as a PRE_COPY phase) through sender and receiver.
-Outcome Move(const std::vector<uint8_t>& data, size_t precopy, StreamOptions so,
-             StreamOptions ro, bool nonblocking_fds = false) {
+// Moves `data` (the first `precopy` bytes as a PRE_COPY phase) from a pipe through a sender
+// and a receiver over `n` striped connections into another pipe.
+Outcome MoveStriped(const std::vector<uint8_t>& data, size_t precopy, int n, StreamOptions so,
+                    StreamOptions ro, bool nonblocking_fds = false) {
   ::signal(SIGPIPE, SIG_IGN);
   Outcome out;
-  Conn conn = Connect();
+  std::vector<UniqueFd> src, dst;
+  for (int i = 0; i < n; ++i) {
+    Conn c = Connect();
+    src.push_back(std::move(c.src));
+    dst.push_back(std::move(c.dst));
+  }
   auto src_pipe = MakePipe(nonblocking_fds ? O_NONBLOCK : 0);
   auto dst_pipe = MakePipe(nonblocking_fds ? O_NONBLOCK : 0);
   std::atomic<bool> stop{false}, cancel{false};
-
   std::thread feeder([&] {
     WriteAllBlocking(src_pipe->write.get(), data.data(), data.size());
     src_pipe->write.Reset();
@@ -81,12 +86,10 @@ Outcome Move(const std::vector<uint8_t>& data, size_t precopy, StreamOptions so,
   std::thread drain([&] {
     std::vector<uint8_t> buf(1 << 16);
     while (true) {
-      ssize_t n = ::read(dst_pipe->read.get(), buf.data(), buf.size());
-      if (n > 0) {
-        out.received.insert(out.received.end(), buf.data(), buf.data() + n);
-      } else if (n == 0) {
-        return;
-      } else if (errno == EAGAIN) {
+      ssize_t r = ::read(dst_pipe->read.get(), buf.data(), buf.size());
+      if (r > 0) {
+        out.received.insert(out.received.end(), buf.data(), buf.data() + r);
+      } else if (r < 0 && errno == EAGAIN) {
         usleep(100);
       } else {
         return;
@@ -96,7 +99,7 @@ Outcome Move(const std::vector<uint8_t>& data, size_t precopy, StreamOptions so,
   std::thread source([&] {
     auto ring = uring::Ring::Create(64);
     ASSERT_TRUE(ring.ok()) << ring.status();
-    auto sender = StreamSender::Create(ring->get(), std::move(conn.src), 0, so);
+    auto sender = StreamSender::Create(ring->get(), std::move(src), 0, so);
     ASSERT_TRUE(sender.ok()) << sender.status();
     peer::Hello hello;
     hello.session_id = "test";
@@ -125,76 +128,6 @@ Outcome Move(const std::vector<uint8_t>& data, size_t precopy, StreamOptions so,
   std::thread dest([&] {
     auto ring = uring::Ring::Create(64);
     ASSERT_TRUE(ring.ok());
-    auto hello = peer::ReadHello(conn.dst.get(), absl::Now() + absl::Seconds(5));
-    ASSERT_TRUE(hello.ok()) << hello.status();
-    ASSERT_TRUE(peer::SendHelloAck(conn.dst.get(), absl::OkStatus(), 0,
-                                   absl::Now() + absl::Seconds(5))
-                    .ok());
-    auto receiver = StreamReceiver::Create(ring->get(), std::move(conn.dst), 0, 1, ro);
-    ASSERT_TRUE(receiver.ok());
-    auto r = (*receiver)->Receive(dst_pipe->write.get(), cancel);
-    out.receiver = r.status();
-    if (r.ok()) out.result = *r;
-    dst_pipe->write.Reset();
-    out.receiver_path = (*receiver)->data_path_used();
-    (void)(*receiver)->SendCommit(r.status());
-  });
-  source.join();
-  dest.join();
-  feeder.join();
-  drain.join();
-  return out;
-}
-
-// Moves `data` over `n` striped connections (first `precopy` bytes as PRE_COPY).
-Outcome MoveStriped(const std::vector<uint8_t>& data, size_t precopy, int n, StreamOptions so,
-                    StreamOptions ro) {
-  ::signal(SIGPIPE, SIG_IGN);
-  Outcome out;
-  std::vector<UniqueFd> src, dst;
-  for (int i = 0; i < n; ++i) {
-    Conn c = Connect();
-    src.push_back(std::move(c.src));
-    dst.push_back(std::move(c.dst));
-  }
-  auto src_pipe = MakePipe();
-  auto dst_pipe = MakePipe();
-  std::atomic<bool> stop{false}, cancel{false};
-  std::thread feeder([&] {
-    WriteAllBlocking(src_pipe->write.get(), data.data(), data.size());
-    src_pipe->write.Reset();
-  });
-  std::thread drain([&] {
-    std::vector<uint8_t> buf(1 << 16);
-    ssize_t r;
-    while ((r = ::read(dst_pipe->read.get(), buf.data(), buf.size())) > 0) {
-      out.received.insert(out.received.end(), buf.data(), buf.data() + r);
-    }
-  });
-  std::thread source([&] {
-    auto ring = uring::Ring::Create(64);
-    auto sender = StreamSender::Create(ring->get(), std::move(src), 0, so);
-    ASSERT_TRUE(sender.ok()) << sender.status();
-    peer::Hello hello;
-    hello.session_id = "striped";
-    out.sender = (*sender)->Handshake(hello, absl::Seconds(5));
-    if (!out.sender.ok()) return;
-    if (precopy > 0) {
-      auto r = (*sender)->Pump(src_pipe->read.get(), Phase::kPreCopy, precopy, stop, cancel);
-      if (!r.ok()) {
-        out.sender = r.status();
-        return;
-      }
-      out.sender = (*sender)->EndPhase(Phase::kPreCopy);
-    }
-    auto r = (*sender)->Pump(src_pipe->read.get(), Phase::kStopCopy, UINT64_MAX, stop, cancel);
-    out.sender = r.status();
-    if (out.sender.ok()) out.sender = (*sender)->EndStream();
-    if (out.sender.ok()) out.sender = (*sender)->AwaitCommit(absl::Seconds(10), cancel);
-    out.sender_path = (*sender)->data_path_used();
-  });
-  std::thread dest([&] {
-    auto ring = uring::Ring::Create(64);
     for (int i = 0; i < n; ++i) {
       auto hello = peer::ReadHello(dst[i].get(), absl::Now() + absl::Seconds(5));
       ASSERT_TRUE(hello.ok()) << hello.status();
@@ -219,6 +152,12 @@ Outcome MoveStriped(const std::vector<uint8_t>& data, size_t precopy, int n, Str
   drain.join();
   return out;
 }
+
+Outcome Move(const std::vector<uint8_t>& data, size_t precopy, StreamOptions so,
+             StreamOptions ro, bool nonblocking_fds = false) {
+  return MoveStriped(data, precopy, 1, so, ro, nonblocking_fds);
+}
+
 
 std::string DataFrame(uint64_t seq, uint64_t offset, const std::string& bytes,
                       uint32_t device = 0) {
