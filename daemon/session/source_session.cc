@@ -42,7 +42,24 @@ absl::StatusOr<std::shared_ptr<SourceSession>> SourceSession::Start(SourceConfig
     }
   }
   config.stream.limiter = std::make_shared<stream::RateLimiter>(config.bandwidth);
+  std::vector<std::unique_ptr<stream::PumpWorker>> pump_workers;
+  if (config.workers > 0) {
+    const uint32_t w = std::min<uint32_t>(config.workers, entries.size());
+    const uint32_t per_device = std::min<uint32_t>(
+        64, std::max<uint32_t>(config.stream.buffers, std::max<uint32_t>(1, config.streams) + 2));
+    const uint32_t devices_per_worker = (entries.size() + w - 1) / w;
+    for (uint32_t k = 0; k < w; ++k) {
+      auto worker =
+          stream::PumpWorker::Start(per_device * devices_per_worker, config.stream.chunk_size);
+      if (!worker.ok()) {
+        registry->Release(config.devices, config.session_id);
+        return worker.status();
+      }
+      pump_workers.push_back(std::move(*worker));
+    }
+  }
   std::shared_ptr<SourceSession> s(new SourceSession(std::move(config), registry, entries));
+  s->pump_workers_ = std::move(pump_workers);
   s->bandwidth_ = s->config_.bandwidth;
   s->SetPhase(SessionPhase::kConnecting);
   s->running_workers_ = static_cast<int>(entries.size());
@@ -63,6 +80,7 @@ SourceSession::SourceSession(SourceConfig config, DeviceRegistry* registry,
 SourceSession::~SourceSession() {
   Cancel();
   Join();
+  pump_workers_.clear();  // After every device thread: their pumps ran on these.
 }
 
 void SourceSession::Join() {
@@ -215,6 +233,7 @@ absl::Status SourceSession::RunDevice(size_t i, stream::StreamSender** sender_ou
                                                 static_cast<uint32_t>(i), config_.stream));
   *sender_out = sender.get();
   sender->set_progress_counter(&p.bytes);
+  if (!pump_workers_.empty()) sender->set_worker(pump_workers_[i % pump_workers_.size()].get());
   peer::Hello hello;
   hello.session_id = id_;
   hello.device = static_cast<uint32_t>(i);

@@ -17,6 +17,7 @@
 #include "daemon/session/session.h"
 #include "transport/net/socket.h"
 #include "transport/stream/stream_options.h"
+#include "transport/stream/pump_worker.h"
 #include "transport/stream/stream_sender.h"
 
 namespace migmover {
@@ -30,6 +31,9 @@ struct SourceConfig {
   stream::StreamOptions stream;
   uint64_t bandwidth = 0;  // Bytes per second, 0 = unlimited.
   uint32_t streams = 1;    // Connections each device's stream is striped over.
+  // Threads (each with one io_uring) that move the session's copy-path data; 0 = each device's
+  // own thread does.
+  uint32_t workers = 0;
   // How often an idle PRE_COPY device is asked for new precopy data.
   absl::Duration precopy_poll = absl::Milliseconds(5);
 };
@@ -70,6 +74,7 @@ class SourceSession final : public Session {
   std::atomic<int> running_workers_{0};
   absl::Mutex wake_mu_;  // Wakes idle PRE_COPY loops at switchover or cancel.
   std::vector<std::thread> workers_;
+  std::vector<std::unique_ptr<stream::PumpWorker>> pump_workers_;
 };
 
 }  // namespace migmover

@@ -259,6 +259,36 @@ TEST_F(TwoDaemons, ManyDevicesStripedAtOnce) {
   }
 }
 
+TEST_F(TwoDaemons, SharedPumpWorkersMoveSeveralDevices) {
+  std::vector<std::string> names = {"w0", "w1", "w2"};
+  for (size_t i = 0; i < names.size(); ++i) {
+    ASSERT_TRUE(Attach(*src_, names[i], absl::StrCat("size=", 4 + 4 * i, "MiB,seed=", 70 + i,
+                                                     ",dirty_rate=16MiB"))
+                    .ok());
+    ASSERT_TRUE(Attach(*dst_, names[i], absl::StrCat("size=", 4 + 4 * i, "MiB")).ok());
+  }
+  ASSERT_TRUE(Prepare("workers", names, "copy").ok());
+  {
+    grpc::ClientContext ctx;
+    v1::StartSourceRequest req;
+    req.set_session_id("workers");
+    for (const auto& n : names) req.add_devices(n);
+    req.set_peer(dst_->peer_address());
+    req.mutable_options()->set_data_path("copy");
+    req.mutable_options()->set_workers(1);  // All three devices' data on one thread.
+    req.mutable_options()->set_streams(2);
+    SessionStatus out;
+    ASSERT_TRUE(src_->stub()->StartSource(&ctx, req, &out).ok());
+  }
+  WatchUntilRounds("workers", 1);
+  ASSERT_TRUE(Switchover("workers").ok());
+  SessionStatus s = WaitFinal(*src_, "workers");
+  SessionStatus d = WaitFinal(*dst_, "workers");
+  ASSERT_EQ(s.phase(), SessionStatus::SUCCEEDED) << s.DebugString();
+  EXPECT_TRUE(d.verified()) << d.DebugString();
+  for (const auto& n : names) EXPECT_EQ(StateOf(*dst_, n), "RUNNING");
+}
+
 TEST_F(TwoDaemons, ShortReadsAndWritesStillExact) {
   ASSERT_TRUE(Attach(*src_, "d", "size=4MiB,chunk=16KiB,short_io=1").ok());
   ASSERT_TRUE(Attach(*dst_, "d", "size=4MiB,short_io=1").ok());

@@ -15,6 +15,7 @@
 #include "transport/base/stream_digest.h"
 #include "transport/net/socket.h"
 #include "transport/peer/handshake.h"
+#include "transport/stream/pump_worker.h"
 
 namespace migmover::stream {
 namespace {
@@ -76,11 +77,7 @@ absl::StatusOr<std::unique_ptr<StreamSender>> StreamSender::Create(uring::Ring* 
   const size_t n = sockets.size();
   std::unique_ptr<StreamSender> s(new StreamSender(ring, std::move(sockets), device, options));
   for (const UniqueFd& fd : s->sockets_) net::TuneDataSocket(fd.get(), options.socket_buffer);
-  // Every connection may have a frame in flight while the next ones are read.
-  const uint32_t buffers =
-      std::min<uint32_t>(64, std::max<uint32_t>(options.buffers, static_cast<uint32_t>(n) + 2));
-  ASSIGN_OR_RETURN(s->pool_,
-                   BufferPool::Create(ring, buffers, options.chunk_size, wire::kFrameHeaderSize));
+  (void)n;
   return s;
 }
 
@@ -141,10 +138,132 @@ absl::StatusOr<PumpResult> StreamSender::Pump(int data_fd, Phase phase, uint64_t
   return PumpCopy(data_fd, phase, max_bytes, stop, cancel);
 }
 
-absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint64_t max_bytes,
-                                                  const std::atomic<bool>& stop,
-                                                  const std::atomic<bool>& cancel) {
-  const uint32_t n = pool_->count();
+// The copy path of one Pump call: reads the data fd into registered buffers and sends each as a
+// DATA frame on a free connection, with one read in flight (a data fd is a stream) and one frame
+// in flight per connection (each connection's frames stay in stream order).
+class StreamSender::CopyJob final : public PumpJob {
+ public:
+  CopyJob(StreamSender* s, uring::Ring* ring, BufferPool* pool, std::span<const uint32_t> slots,
+          uint32_t job, int data_fd, Phase phase, uint64_t max_bytes,
+          const std::atomic<bool>& stop, const std::atomic<bool>& cancel)
+      : s_(s),
+        ring_(ring),
+        pool_(pool),
+        job_(job),
+        data_fd_(data_fd),
+        phase_(phase),
+        stop_(stop),
+        cancel_(cancel),
+        cap_(static_cast<uint32_t>(std::min<size_t>(slots.size(), 64))),
+        nsock_(s->sockets_.size()),
+        remaining_(max_bytes),
+        read_offset_(s->offset_) {
+    for (uint32_t i = 0; i < cap_; ++i) {
+      pool_index_[i] = slots[i];
+      free_list_[free_count_++] = i;
+    }
+    for (size_t k = 0; k < nsock_; ++k) sending_[k] = -1;
+  }
+
+  absl::StatusOr<PumpResult> Result() const {
+    if (!error_.ok()) return error_;
+    return result_;
+  }
+
+  bool Done() const override {
+    return ended_ && !read_inflight_ && !poll_inflight_ && sends_inflight_ == 0 &&
+           notifs_outstanding_ == 0 && (ready_count_ == 0 || !error_.ok());
+  }
+
+  absl::Time WakeBy() const override {
+    return send_not_before_ > absl::Now() ? send_not_before_ : absl::InfiniteFuture();
+  }
+
+  void Issue() override {
+    if (!ended_ && !read_inflight_ && !poll_inflight_) {
+      if (cancel_.load()) {
+        Fail(absl::CancelledError("stream cancelled"));
+      } else if (remaining_ == 0) {
+        ended_ = true;
+        result_.end = PumpResult::End::kBudget;
+      } else if (stop_.load()) {
+        ended_ = true;
+        result_.end = PumpResult::End::kStopped;
+      } else if (free_count_ > 0) {
+        const uint32_t slot = free_list_[--free_count_];
+        const uint32_t len =
+            static_cast<uint32_t>(std::min<uint64_t>(s_->options_.chunk_size, remaining_));
+        io_uring_sqe* sqe = ring_->Sqe();
+        // Offset -1: the fd's own position, as read(2); data fds are streams.
+        io_uring_prep_read_fixed(sqe, data_fd_, pool_->payload(pool_index_[slot]), len, -1,
+                                 pool_index_[slot]);
+        read_tag_ = JobTag(kRead, job_, slot);
+        io_uring_sqe_set_data64(sqe, read_tag_);
+        read_inflight_ = true;
+        read_cancel_sent_ = false;
+      }
+    }
+    // Hand ready frames, in stream order, to free connections.
+    while (ready_count_ > 0 && error_.ok() && sends_inflight_ < nsock_) {
+      const uint32_t slot = ready_[ready_head_];
+      Slot& sl = slots_[slot];
+      if (s_->options_.limiter && !head_reserved_) {
+        send_not_before_ =
+            absl::Now() + s_->options_.limiter->Reserve(wire::kFrameHeaderSize + sl.len);
+        head_reserved_ = true;
+      }
+      if (absl::Now() < send_not_before_) break;
+      size_t k = s_->next_socket_;
+      while (sending_[k] >= 0) k = (k + 1) % nsock_;
+      s_->next_socket_ = (k + 1) % nsock_;
+      head_reserved_ = false;
+      ready_head_ = (ready_head_ + 1) % cap_;
+      --ready_count_;
+      sl.sock = static_cast<uint32_t>(k);
+      uint8_t* frame = pool_->base(pool_index_[slot]);
+      peer::EncodeHeader(DataHeader(s_->seqs_[k]++, s_->device_, phase_, sl.len, sl.offset),
+                         std::span<uint8_t, wire::kFrameHeaderSize>(frame, wire::kFrameHeaderSize));
+      SubmitSend(slot, s_->sockets_[k].get(), 0, wire::kFrameHeaderSize + sl.len);
+      sending_[k] = static_cast<int>(slot);
+      ++sends_inflight_;
+    }
+  }
+
+  void OnTick() override {
+    if (cancel_.load() && !ended_) Fail(absl::CancelledError("stream cancelled"));
+    // Switchover must not wait on a PRE_COPY read that the driver cannot satisfy (a precopy
+    // estimate that overshot): withdraw it. Only the read: a send must never be cut.
+    if (stop_.load() && phase_ == Phase::kPreCopy && read_inflight_ && !read_cancel_sent_) {
+      ring_->Cancel(read_tag_);
+      read_cancel_sent_ = true;
+    }
+    if (send_not_before_ > last_progress_) {
+      last_progress_ = std::min(absl::Now(), send_not_before_);
+    }
+    if (absl::Now() - last_progress_ > s_->options_.idle_timeout && error_.ok() && !ended_) {
+      Fail(absl::DeadlineExceededError(absl::StrCat(
+          "device stream ", s_->device_, ": no progress for ",
+          absl::FormatDuration(s_->options_.idle_timeout),
+          read_inflight_ ? " (waiting on the data fd)" : " (waiting on the peer)")));
+    }
+  }
+
+  void OnCompletion(const uring::Completion& c) override {
+    const uint32_t slot = SlotOf(c.user_data);
+    switch (uring::TagKind(c.user_data)) {
+      case kRead:
+        OnRead(slot, c.res);
+        break;
+      case kPoll:
+        poll_inflight_ = false;
+        break;
+      case kSend:
+        OnSend(slot, c);
+        break;
+    }
+  }
+
+ private:
   struct Slot {
     uint32_t len = 0;
     uint32_t sent = 0;
@@ -154,211 +273,192 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
     uint32_t notifs = 0;
     bool sent_all = false;
   };
-  // Small fixed rings of slot indices; no allocation per chunk.
-  Slot slots[64];
-  uint32_t free_list[64], ready[64];
-  const uint32_t cap = std::min<uint32_t>(n, 64);
-  uint32_t free_count = 0, ready_head = 0, ready_count = 0;
-  for (uint32_t i = 0; i < cap; ++i) free_list[free_count++] = i;
 
-  PumpResult result;
-  absl::Status error;
-  bool ended = false, read_inflight = false, poll_inflight = false;
-  // Per connection: the slot being sent, or -1. One frame at a time per connection keeps each
-  // connection's frames in stream order.
-  int sending[wire::kMaxStreamsPerDevice];
-  const size_t nsock = sockets_.size();
-  for (size_t k = 0; k < nsock; ++k) sending[k] = -1;
-  uint32_t sends_inflight = 0;
-  bool head_reserved = false;  // The bandwidth for the frame at the head of `ready` is booked.
-  bool cancel_sent = false;
-  bool read_cancel_sent = false;
-  uint64_t read_tag = 0;
-  uint64_t remaining = max_bytes;
-  uint64_t read_offset = offset_;
-  absl::Time last_progress = absl::Now();
-  absl::Time send_not_before = absl::InfinitePast();
-
-  uint32_t notifs_outstanding = 0;
-  auto submit_send = [&](uint32_t slot, int fd, uint32_t from, uint32_t len) {
+  void SubmitSend(uint32_t slot, int fd, uint32_t from, uint32_t len) {
     io_uring_sqe* sqe = ring_->Sqe();
-    if (options_.send_zc) {
-      io_uring_prep_send_zc_fixed(sqe, fd, pool_->base(slot) + from, len, MSG_NOSIGNAL, 0, slot);
+    uint8_t* base = pool_->base(pool_index_[slot]);
+    if (s_->options_.send_zc) {
+      io_uring_prep_send_zc_fixed(sqe, fd, base + from, len, MSG_NOSIGNAL, 0, pool_index_[slot]);
     } else {
-      io_uring_prep_send(sqe, fd, pool_->base(slot) + from, len, MSG_NOSIGNAL);
+      io_uring_prep_send(sqe, fd, base + from, len, MSG_NOSIGNAL);
     }
-    io_uring_sqe_set_data64(sqe, uring::Tag(kSend, slot));
-  };
-  auto fail = [&](absl::Status s) {
-    if (error.ok()) error = std::move(s);
-    ended = true;
-    if (!cancel_sent &&
-        (read_inflight || poll_inflight || sends_inflight > 0 || notifs_outstanding > 0)) {
-      ring_->CancelAll();
-      cancel_sent = true;
-    }
-  };
+    io_uring_sqe_set_data64(sqe, JobTag(kSend, job_, slot));
+  }
 
-  while (true) {
-    if (!ended && !read_inflight && !poll_inflight) {
-      if (cancel.load()) {
-        fail(absl::CancelledError("stream cancelled"));
-      } else if (remaining == 0) {
-        ended = true;
-        result.end = PumpResult::End::kBudget;
-      } else if (stop.load()) {
-        ended = true;
-        result.end = PumpResult::End::kStopped;
-      } else if (free_count > 0) {
-        uint32_t slot = free_list[--free_count];
-        uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(options_.chunk_size, remaining));
-        io_uring_sqe* sqe = ring_->Sqe();
-        // Offset -1: the fd's own position, as read(2); data fds are streams.
-        io_uring_prep_read_fixed(sqe, data_fd, pool_->payload(slot), len, -1, slot);
-        read_tag = uring::Tag(kRead, slot);
-        io_uring_sqe_set_data64(sqe, read_tag);
-        read_inflight = true;
-        read_cancel_sent = false;
-      }
-    }
-    // Hand ready frames, in stream order, to free connections.
-    while (ready_count > 0 && error.ok() && sends_inflight < nsock) {
-      const uint32_t slot = ready[ready_head];
-      Slot& s = slots[slot];
-      if (options_.limiter && !head_reserved) {
-        send_not_before = absl::Now() + options_.limiter->Reserve(wire::kFrameHeaderSize + s.len);
-        head_reserved = true;
-      }
-      if (absl::Now() < send_not_before) break;
-      size_t k = next_socket_;
-      while (sending[k] >= 0) k = (k + 1) % nsock;
-      next_socket_ = (k + 1) % nsock;
-      head_reserved = false;
-      ready_head = (ready_head + 1) % cap;
-      --ready_count;
-      s.sock = static_cast<uint32_t>(k);
-      uint8_t* frame = pool_->base(slot);
-      peer::EncodeHeader(DataHeader(seqs_[k]++, device_, phase, s.len, s.offset),
-                         std::span<uint8_t, wire::kFrameHeaderSize>(frame, wire::kFrameHeaderSize));
-      submit_send(slot, sockets_[k].get(), 0, wire::kFrameHeaderSize + s.len);
-      sending[k] = static_cast<int>(slot);
-      ++sends_inflight;
-    }
-    if (!read_inflight && !poll_inflight && sends_inflight == 0 && notifs_outstanding == 0) {
-      if (ended && (ready_count == 0 || !error.ok())) break;
-      // Otherwise a frame waits for the bandwidth cap: the Wait below is the sleep.
-    }
-
-    uring::Completion batch[32];
-    absl::Duration tick = kTick;
-    if (send_not_before > absl::Now()) tick = std::min(tick, send_not_before - absl::Now());
-    ASSIGN_OR_RETURN(size_t got, ring_->WaitBatch(tick, batch));
-    if (got == 0) {
-      if (cancel.load() && !ended) fail(absl::CancelledError("stream cancelled"));
-      // Switchover must not wait on a PRE_COPY read that the driver cannot satisfy (a precopy
-      // estimate that overshot): withdraw it. Only the read: a send must never be cut.
-      if (stop.load() && phase == Phase::kPreCopy && read_inflight && !read_cancel_sent) {
-        ring_->Cancel(read_tag);
-        read_cancel_sent = true;
-      }
-      if (send_not_before > last_progress) last_progress = std::min(absl::Now(), send_not_before);
-      if (absl::Now() - last_progress > options_.idle_timeout && error.ok()) {
-        fail(absl::DeadlineExceededError(
-            absl::StrCat("device stream ", device_, ": no progress for ",
-                         absl::FormatDuration(options_.idle_timeout),
-                         read_inflight ? " (waiting on the data fd)" : " (waiting on the peer)")));
-      }
-      continue;
-    }
-    for (size_t ci = 0; ci < got; ++ci) {
-      const uring::Completion& c = batch[ci];
-      if (c.user_data == uring::kCancelTag) continue;
-      const uint32_t slot = static_cast<uint32_t>(uring::TagValue(c.user_data));
-      switch (uring::TagKind(c.user_data)) {
-        case kRead: {
-          read_inflight = false;
-          if (c.res > 0) {
-            last_progress = absl::Now();
-            digest_->Update(pool_->payload(slot), c.res);
-            slots[slot] = Slot{static_cast<uint32_t>(c.res), 0, read_offset, 0, 0, false};
-            read_offset += c.res;
-            remaining -= c.res;
-            result.bytes += c.res;
-            ready[(ready_head + ready_count++) % cap] = slot;
-            break;
-          }
-          free_list[free_count++] = slot;
-          if (ended) break;  // Cancelled read.
-          if (c.res == -ECANCELED && read_cancel_sent) {
-            ended = true;
-            result.end = PumpResult::End::kStopped;
-            break;
-          }
-          const bool precopy = phase == Phase::kPreCopy;
-          if (c.res == 0 || (precopy && (c.res == -ENOMSG || c.res == -EAGAIN))) {
-            ended = true;
-            result.end = precopy ? PumpResult::End::kDrained : PumpResult::End::kEof;
-          } else if (c.res == -EAGAIN) {
-            io_uring_sqe* sqe = ring_->Sqe();
-            io_uring_prep_poll_add(sqe, data_fd, POLLIN);
-            io_uring_sqe_set_data64(sqe, uring::Tag(kPoll, 0));
-            poll_inflight = true;
-          } else if (c.res != -EINTR) {
-            fail(ErrnoStatus(
-                absl::StrCat("read(data fd ", data_fd, ", ", peer::PhaseName(phase), ")"), -c.res));
-          }
-          break;
-        }
-        case kPoll:
-          poll_inflight = false;
-          break;
-        case kSend: {
-          Slot& s = slots[slot];
-          if (c.flags & IORING_CQE_F_NOTIF) {
-            // SEND_ZC: the kernel is done with the buffer of one send of this frame.
-            --s.notifs;
-            --notifs_outstanding;
-            if (s.notifs == 0 && s.sent_all) free_list[free_count++] = slot;
-            break;
-          }
-          if (c.flags & IORING_CQE_F_MORE) {
-            ++s.notifs;
-            ++notifs_outstanding;
-          }
-          const int fd = sockets_[s.sock].get();
-          const uint32_t total = wire::kFrameHeaderSize + s.len;
-          if (c.res > 0) {
-            last_progress = absl::Now();
-            s.sent += c.res;
-          }
-          const bool retry = c.res == -EAGAIN || c.res == -EINTR;
-          if (error.ok() && (c.res > 0 || retry) && s.sent < total) {
-            // A short send: the rest of this frame goes next on the same connection.
-            submit_send(slot, fd, s.sent, total - s.sent);
-            break;
-          }
-          sending[s.sock] = -1;
-          --sends_inflight;
-          if (c.res > 0 && s.sent == total) {
-            bytes_sent_.fetch_add(s.len, std::memory_order_relaxed);
-            if (counter_) counter_->fetch_add(s.len, std::memory_order_relaxed);
-            offset_ += s.len;
-            s.sent_all = true;
-            if (s.notifs == 0) free_list[free_count++] = slot;
-            if (absl::Status v = PeerVerdict(); !v.ok()) fail(v);
-          } else if (error.ok()) {
-            absl::Status v = PeerVerdict();
-            fail(!v.ok() ? v
-                         : ErrnoStatus(absl::StrCat("send(peer socket fd ", fd, ", DATA)"),
-                                       c.res == 0 ? EPIPE : -c.res));
-          }
-          break;
-        }
-      }
+  void Fail(absl::Status st) {
+    if (error_.ok()) error_ = std::move(st);
+    ended_ = true;
+    if (!cancel_sent_ &&
+        (read_inflight_ || poll_inflight_ || sends_inflight_ > 0 || notifs_outstanding_ > 0)) {
+      // Only this job's requests: the ring may carry other streams.
+      ring_->CancelFd(data_fd_);
+      for (const UniqueFd& fd : s_->sockets_) ring_->CancelFd(fd.get());
+      cancel_sent_ = true;
     }
   }
-  if (!error.ok()) return error;
-  return result;
+
+  void OnRead(uint32_t slot, int32_t res) {
+    read_inflight_ = false;
+    if (res > 0) {
+      last_progress_ = absl::Now();
+      s_->digest_->Update(pool_->payload(pool_index_[slot]), res);
+      slots_[slot] = Slot{static_cast<uint32_t>(res), 0, read_offset_, 0, 0, false};
+      read_offset_ += res;
+      remaining_ -= res;
+      result_.bytes += res;
+      ready_[(ready_head_ + ready_count_++) % cap_] = slot;
+      return;
+    }
+    free_list_[free_count_++] = slot;
+    if (ended_) return;  // Cancelled read.
+    if (res == -ECANCELED && read_cancel_sent_) {
+      ended_ = true;
+      result_.end = PumpResult::End::kStopped;
+      return;
+    }
+    const bool precopy = phase_ == Phase::kPreCopy;
+    if (res == 0 || (precopy && (res == -ENOMSG || res == -EAGAIN))) {
+      ended_ = true;
+      result_.end = precopy ? PumpResult::End::kDrained : PumpResult::End::kEof;
+    } else if (res == -EAGAIN) {
+      io_uring_sqe* sqe = ring_->Sqe();
+      io_uring_prep_poll_add(sqe, data_fd_, POLLIN);
+      io_uring_sqe_set_data64(sqe, JobTag(kPoll, job_, 0));
+      poll_inflight_ = true;
+    } else if (res != -EINTR) {
+      Fail(ErrnoStatus(
+          absl::StrCat("read(data fd ", data_fd_, ", ", peer::PhaseName(phase_), ")"), -res));
+    }
+  }
+
+  void OnSend(uint32_t slot, const uring::Completion& c) {
+    Slot& sl = slots_[slot];
+    if (c.flags & IORING_CQE_F_NOTIF) {
+      // SEND_ZC: the kernel is done with the buffer of one send of this frame.
+      --sl.notifs;
+      --notifs_outstanding_;
+      if (sl.notifs == 0 && sl.sent_all) free_list_[free_count_++] = slot;
+      return;
+    }
+    if (c.flags & IORING_CQE_F_MORE) {
+      ++sl.notifs;
+      ++notifs_outstanding_;
+    }
+    const int fd = s_->sockets_[sl.sock].get();
+    const uint32_t total = wire::kFrameHeaderSize + sl.len;
+    if (c.res > 0) {
+      last_progress_ = absl::Now();
+      sl.sent += c.res;
+    }
+    const bool retry = c.res == -EAGAIN || c.res == -EINTR;
+    if (error_.ok() && (c.res > 0 || retry) && sl.sent < total) {
+      // A short send: the rest of this frame goes next on the same connection.
+      SubmitSend(slot, fd, sl.sent, total - sl.sent);
+      return;
+    }
+    sending_[sl.sock] = -1;
+    --sends_inflight_;
+    if (c.res > 0 && sl.sent == total) {
+      s_->bytes_sent_.fetch_add(sl.len, std::memory_order_relaxed);
+      if (s_->counter_) s_->counter_->fetch_add(sl.len, std::memory_order_relaxed);
+      s_->offset_ += sl.len;
+      sl.sent_all = true;
+      if (sl.notifs == 0) free_list_[free_count_++] = slot;
+      if (absl::Status v = s_->PeerVerdict(); !v.ok()) Fail(v);
+    } else if (error_.ok()) {
+      absl::Status v = s_->PeerVerdict();
+      Fail(!v.ok() ? v
+                   : ErrnoStatus(absl::StrCat("send(peer socket fd ", fd, ", DATA)"),
+                                 c.res == 0 ? EPIPE : -c.res));
+    }
+  }
+
+  StreamSender* const s_;
+  uring::Ring* const ring_;
+  BufferPool* const pool_;
+  const uint32_t job_;
+  const int data_fd_;
+  const Phase phase_;
+  const std::atomic<bool>& stop_;
+  const std::atomic<bool>& cancel_;
+  const uint32_t cap_;
+  const size_t nsock_;
+
+  // Small fixed rings of slot indices; no allocation per chunk.
+  uint32_t pool_index_[64];  // This job's slot -> buffer in the pool.
+  Slot slots_[64];
+  uint32_t free_list_[64], ready_[64];
+  uint32_t free_count_ = 0, ready_head_ = 0, ready_count_ = 0;
+  // Per connection: the slot being sent, or -1.
+  int sending_[wire::kMaxStreamsPerDevice];
+  uint32_t sends_inflight_ = 0;
+  uint32_t notifs_outstanding_ = 0;
+  bool head_reserved_ = false;  // The bandwidth for the frame at the head of `ready_` is booked.
+
+  PumpResult result_;
+  absl::Status error_;
+  bool ended_ = false, read_inflight_ = false, poll_inflight_ = false;
+  bool cancel_sent_ = false, read_cancel_sent_ = false;
+  uint64_t read_tag_ = 0;
+  uint64_t remaining_;
+  uint64_t read_offset_;
+  absl::Time last_progress_ = absl::Now();
+  absl::Time send_not_before_ = absl::InfinitePast();
+};
+
+std::unique_ptr<PumpJob> StreamSender::MakeCopyJob(
+    uring::Ring* ring, BufferPool* pool, std::span<const uint32_t> slots, uint32_t job, int data_fd,
+    Phase phase, uint64_t max_bytes, const std::atomic<bool>& stop,
+    const std::atomic<bool>& cancel) {
+  return std::make_unique<CopyJob>(this, ring, pool, slots, job, data_fd, phase, max_bytes, stop,
+                                   cancel);
+}
+
+absl::StatusOr<PumpResult> StreamSender::CopyJobResult(const PumpJob& job) {
+  return static_cast<const CopyJob&>(job).Result();
+}
+
+uint32_t StreamSender::CopyJobSlots() const {
+  return std::min<uint32_t>(
+      64, std::max<uint32_t>(options_.buffers, static_cast<uint32_t>(sockets_.size()) + 2));
+}
+
+absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint64_t max_bytes,
+                                                  const std::atomic<bool>& stop,
+                                                  const std::atomic<bool>& cancel) {
+  if (worker_ != nullptr) {
+    return worker_->Run(this, data_fd, phase, max_bytes, stop, cancel);
+  }
+  if (pool_ == nullptr) {
+    // Made on the first pump that runs on the stream's own ring (a stream handed to a
+    // PumpWorker never needs one). Every connection may have a frame in flight while the next
+    // ones are read.
+    ASSIGN_OR_RETURN(pool_, BufferPool::Create(ring_, CopyJobSlots(), options_.chunk_size,
+                                               wire::kFrameHeaderSize));
+  }
+  uint32_t slots[64];
+  const uint32_t n = std::min<uint32_t>(pool_->count(), 64);
+  for (uint32_t i = 0; i < n; ++i) slots[i] = i;
+  CopyJob job(this, ring_, pool_.get(), std::span<const uint32_t>(slots, n), 0, data_fd, phase,
+              max_bytes, stop, cancel);
+  absl::Time next_tick = absl::Now() + kTick;
+  while (true) {
+    job.Issue();
+    if (job.Done()) break;
+    uring::Completion batch[32];
+    absl::Duration wait = std::min(kTick, next_tick - absl::Now());
+    if (job.WakeBy() != absl::InfiniteFuture()) wait = std::min(wait, job.WakeBy() - absl::Now());
+    ASSIGN_OR_RETURN(size_t got,
+                     ring_->WaitBatch(std::max(wait, absl::ZeroDuration()), batch));
+    for (size_t i = 0; i < got; ++i) {
+      if (batch[i].user_data != uring::kCancelTag) job.OnCompletion(batch[i]);
+    }
+    if (got == 0 || absl::Now() >= next_tick) {
+      job.OnTick();
+      next_tick = absl::Now() + kTick;
+    }
+  }
+  return job.Result();
 }
 
 absl::StatusOr<int> StreamSender::RunOne(const std::atomic<bool>& cancel) {

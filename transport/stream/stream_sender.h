@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -21,10 +22,13 @@
 #include "transport/base/unique_fd.h"
 #include "transport/peer/frame_codec.h"
 #include "transport/stream/buffer_pool.h"
+#include "transport/stream/pump_job.h"
 #include "transport/stream/stream_options.h"
 #include "transport/uring/ring.h"
 
 namespace migmover::stream {
+
+class PumpWorker;
 
 struct PumpResult {
   enum class End {
@@ -75,6 +79,22 @@ class StreamSender {
   // Best effort: tells the destination this stream is abandoned.
   void SendError(absl::Status why);
 
+  // Runs this stream's copy-path pumps on `worker` (shared with other streams) instead of the
+  // stream's own ring; null: back to its own. The worker must outlive the pumps.
+  void set_worker(PumpWorker* worker) { worker_ = worker; }
+
+  // For PumpWorker: the copy path of one Pump call as a job on `ring`, using the given buffers
+  // of `pool` (registered with `ring`), its requests tagged with `job`.
+  std::unique_ptr<PumpJob> MakeCopyJob(uring::Ring* ring, BufferPool* pool,
+                                       std::span<const uint32_t> slots, uint32_t job, int data_fd,
+                                       wire::Phase phase, uint64_t max_bytes,
+                                       const std::atomic<bool>& stop,
+                                       const std::atomic<bool>& cancel);
+  // The outcome of a job MakeCopyJob made, once it is Done().
+  static absl::StatusOr<PumpResult> CopyJobResult(const PumpJob& job);
+  // How many buffers a copy job of this stream wants.
+  uint32_t CopyJobSlots() const;
+
   uint64_t bytes_sent() const { return bytes_sent_.load(std::memory_order_relaxed); }
   // Also adds every byte moved to `*counter` (live progress for status readers); the counter
   // must outlive this object.
@@ -85,6 +105,7 @@ class StreamSender {
  private:
   StreamSender(uring::Ring* ring, std::vector<UniqueFd> sockets, uint32_t device,
                const StreamOptions& options);
+  class CopyJob;
   absl::StatusOr<PumpResult> PumpCopy(int data_fd, wire::Phase phase, uint64_t max_bytes,
                                       const std::atomic<bool>& stop,
                                       const std::atomic<bool>& cancel);
@@ -101,6 +122,7 @@ class StreamSender {
   int control_fd() const { return sockets_[0].get(); }
 
   uring::Ring* ring_;
+  PumpWorker* worker_ = nullptr;
   std::vector<UniqueFd> sockets_;
   std::vector<uint64_t> seqs_;  // Next frame sequence number, per connection.
   size_t next_socket_ = 0;      // Round-robin start for the next frame.

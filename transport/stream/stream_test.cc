@@ -13,6 +13,7 @@
 #include "transport/net/socket.h"
 #include "transport/peer/handshake.h"
 #include "transport/stream/stream_receiver.h"
+#include "transport/stream/pump_worker.h"
 #include "transport/stream/stream_sender.h"
 
 namespace migmover::stream {
@@ -67,7 +68,8 @@ struct Outcome {
 // Moves `data` (the first `precopy` bytes as a PRE_COPY phase) from a pipe through a sender
 // and a receiver over `n` striped connections into another pipe.
 Outcome MoveStriped(const std::vector<uint8_t>& data, size_t precopy, int n, StreamOptions so,
-                    StreamOptions ro, bool nonblocking_fds = false) {
+                    StreamOptions ro, bool nonblocking_fds = false,
+                    PumpWorker* worker = nullptr) {
   ::signal(SIGPIPE, SIG_IGN);
   Outcome out;
   std::vector<UniqueFd> src, dst;
@@ -101,6 +103,7 @@ Outcome MoveStriped(const std::vector<uint8_t>& data, size_t precopy, int n, Str
     ASSERT_TRUE(ring.ok()) << ring.status();
     auto sender = StreamSender::Create(ring->get(), std::move(src), 0, so);
     ASSERT_TRUE(sender.ok()) << sender.status();
+    (*sender)->set_worker(worker);
     peer::Hello hello;
     hello.session_id = "test";
     out.sender = (*sender)->Handshake(hello, absl::Seconds(5));
@@ -201,6 +204,32 @@ TEST(StreamTest, SendZcCopyPathIsByteExact) {
   Outcome striped = MoveStriped(data, 0, 2, so, Opts(DataPath::kCopy));
   ASSERT_TRUE(striped.sender.ok() && striped.receiver.ok()) << striped.sender << striped.receiver;
   EXPECT_EQ(striped.received, data);
+}
+
+// Several streams' copy-path pumps share one worker thread, ring and buffer pool.
+TEST(StreamTest, StreamsSharingAPumpWorkerAreByteExact) {
+  auto worker = PumpWorker::Start(12, 256 << 10);
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  std::vector<std::vector<uint8_t>> data = {RandomBytes(6 << 20 | 11, 31),
+                                            RandomBytes(3 << 20 | 5, 32),
+                                            RandomBytes(5 << 20, 33)};
+  std::vector<Outcome> out(data.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < data.size(); ++i) {
+    threads.emplace_back([&, i] {
+      // The third stream is striped; buffers run short, so some pumps wait for others.
+      out[i] = MoveStriped(data[i], i == 0 ? 1 << 20 : 0, i == 2 ? 2 : 1,
+                           Opts(DataPath::kCopy, 256 << 10), Opts(DataPath::kCopy, 128 << 10),
+                           false, worker->get());
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < data.size(); ++i) {
+    ASSERT_TRUE(out[i].sender.ok()) << i << ": " << out[i].sender;
+    ASSERT_TRUE(out[i].receiver.ok()) << i << ": " << out[i].receiver;
+    EXPECT_EQ(out[i].received, data[i]) << i;
+    EXPECT_TRUE(out[i].result.digest_checked) << i;
+  }
 }
 
 TEST(StreamTest, SplicePathIsByteExact) {

@@ -94,6 +94,13 @@ void Ring::Cancel(uint64_t user_data) {
   io_uring_submit(&ring_);
 }
 
+void Ring::CancelFd(int fd) {
+  io_uring_sqe* sqe = Sqe();
+  io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+  io_uring_sqe_set_data64(sqe, kCancelTag);
+  io_uring_submit(&ring_);
+}
+
 absl::StatusOr<size_t> Ring::WaitBatch(absl::Duration timeout, std::span<Completion> out) {
   if (out.empty()) return 0;
   absl::StatusOr<bool> got = Wait(timeout, &out[0]);

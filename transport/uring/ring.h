@@ -61,6 +61,8 @@ class Ring {
   void CancelAll();
   // Asks the kernel to cancel the in-flight request whose user data is `user_data`.
   void Cancel(uint64_t user_data);
+  // Asks the kernel to cancel every in-flight request on `fd` (and no other).
+  void CancelFd(int fd);
 
   io_uring* raw() { return &ring_; }
 

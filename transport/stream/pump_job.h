@@ -1,0 +1,42 @@
+// PumpJob: one stream's data movement as a state machine on a ring it may share with other
+// jobs, so one worker thread can drive several device streams (PumpWorker) or just one (the
+// stream's own Pump).
+#ifndef MIGMOVER_TRANSPORT_STREAM_PUMP_JOB_H_
+#define MIGMOVER_TRANSPORT_STREAM_PUMP_JOB_H_
+
+#include <cstdint>
+
+#include "absl/time/time.h"
+#include "transport/uring/ring.h"
+
+namespace migmover::stream {
+
+class PumpJob {
+ public:
+  virtual ~PumpJob() = default;
+  // Submits what can go now (reads, sends). Never blocks.
+  virtual void Issue() = 0;
+  // A completion whose tag carries this job's id (see JobTag).
+  virtual void OnCompletion(const uring::Completion& c) = 0;
+  // Periodic checks: cancellation, the idle timeout, a PRE_COPY read to withdraw at stop.
+  virtual void OnTick() = 0;
+  // Finished, and nothing of it is in flight any more.
+  virtual bool Done() const = 0;
+  // The latest time Issue() should run again without a completion (a bandwidth cap's wait).
+  virtual absl::Time WakeBy() const = 0;
+};
+
+// User data of a job's request: the op kind, the job's id (24 bits) and a slot (24 bits).
+inline uint64_t JobTag(uint8_t kind, uint32_t job, uint32_t slot) {
+  return uring::Tag(kind, (uint64_t{job & 0xffffff} << 24) | (slot & 0xffffff));
+}
+inline uint32_t JobOf(uint64_t user_data) {
+  return static_cast<uint32_t>(uring::TagValue(user_data) >> 24) & 0xffffff;
+}
+inline uint32_t SlotOf(uint64_t user_data) {
+  return static_cast<uint32_t>(uring::TagValue(user_data) & 0xffffff);
+}
+
+}  // namespace migmover::stream
+
+#endif  // MIGMOVER_TRANSPORT_STREAM_PUMP_JOB_H_

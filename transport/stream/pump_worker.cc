@@ -1,0 +1,186 @@
+#include "transport/stream/pump_worker.h"
+
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "transport/base/errno_status.h"
+
+namespace migmover::stream {
+namespace {
+constexpr uint8_t kWake = 0x7f;
+constexpr absl::Duration kTick = absl::Milliseconds(50);
+}  // namespace
+
+struct PumpWorker::Request {
+  StreamSender* sender;
+  int data_fd;
+  wire::Phase phase;
+  uint64_t max_bytes;
+  const std::atomic<bool>* stop;
+  const std::atomic<bool>* cancel;
+  absl::StatusOr<PumpResult> result = absl::UnknownError("not run");
+  bool done = false;  // Guarded by the worker's mu_.
+};
+
+absl::StatusOr<std::unique_ptr<PumpWorker>> PumpWorker::Start(uint32_t buffers,
+                                                             uint32_t chunk_size) {
+  std::unique_ptr<PumpWorker> w(new PumpWorker());
+  w->chunk_size_ = chunk_size;
+  w->buffers_ = buffers;
+  w->wake_fd_.Reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!w->wake_fd_) return ErrnoStatus("eventfd(pump worker)", errno);
+  w->thread_ = std::thread([p = w.get()] { p->Loop(); });
+  absl::MutexLock l(&w->mu_);
+  w->mu_.Await(absl::Condition(&w->started_));
+  if (!w->start_status_.ok()) {
+    absl::Status s = w->start_status_;
+    w->mu_.Unlock();
+    w->stop_ = true;
+    w->thread_.join();
+    w->mu_.Lock();
+    return s;
+  }
+  return w;
+}
+
+PumpWorker::~PumpWorker() {
+  stop_ = true;
+  WakeRing();
+  if (thread_.joinable()) thread_.join();
+}
+
+void PumpWorker::WakeRing() {
+  uint64_t one = 1;
+  (void)!::write(wake_fd_.get(), &one, sizeof(one));
+}
+
+absl::StatusOr<PumpResult> PumpWorker::Run(StreamSender* sender, int data_fd, wire::Phase phase,
+                                           uint64_t max_bytes, const std::atomic<bool>& stop,
+                                           const std::atomic<bool>& cancel) {
+  Request r{sender, data_fd, phase, max_bytes, &stop, &cancel};
+  {
+    absl::MutexLock l(&mu_);
+    queue_.push_back(&r);
+  }
+  WakeRing();
+  absl::MutexLock l(&mu_);
+  mu_.Await(absl::Condition(&r.done));
+  return std::move(r.result);
+}
+
+void PumpWorker::Loop() {
+  pthread_setname_np(pthread_self(), "mm-pump-worker");
+  {
+    absl::Status s;
+    auto ring = uring::Ring::Create(256);
+    if (!ring.ok()) {
+      s = ring.status();
+    } else {
+      ring_ = std::move(*ring);
+      auto pool = BufferPool::Create(ring_.get(), buffers_, chunk_size_, wire::kFrameHeaderSize);
+      if (pool.ok()) {
+        pool_ = std::move(*pool);
+      } else {
+        s = pool.status();
+      }
+    }
+    absl::MutexLock l(&mu_);
+    start_status_ = s;
+    started_ = true;
+    if (!s.ok()) return;
+  }
+  struct Active {
+    Request* request;
+    std::unique_ptr<PumpJob> job;
+    std::vector<uint32_t> slots;
+  };
+  std::map<uint32_t, Active> active;
+  std::deque<Request*> waiting;  // Taken from the queue, waiting for buffers.
+  std::vector<uint32_t> free_slots;
+  for (uint32_t i = 0; i < buffers_; ++i) free_slots.push_back(i);
+  uint32_t next_job = 1;
+  uint64_t wake_value = 0;
+  auto arm_wake = [&] {
+    io_uring_sqe* sqe = ring_->Sqe();
+    io_uring_prep_read(sqe, wake_fd_.get(), &wake_value, sizeof(wake_value), 0);
+    io_uring_sqe_set_data64(sqe, uring::Tag(kWake, 0));
+  };
+  arm_wake();
+  absl::Time next_tick = absl::Now() + kTick;
+  while (!(stop_.load() && active.empty())) {
+    {
+      absl::MutexLock l(&mu_);
+      while (!queue_.empty()) {
+        waiting.push_back(queue_.front());
+        queue_.pop_front();
+      }
+    }
+    while (!waiting.empty()) {
+      Request* r = waiting.front();
+      const uint32_t want = std::min<uint32_t>(r->sender->CopyJobSlots(), buffers_);
+      if (free_slots.size() < want) break;
+      Active a{r, nullptr, {}};
+      a.slots.assign(free_slots.end() - want, free_slots.end());
+      free_slots.resize(free_slots.size() - want);
+      const uint32_t id = next_job++ & 0xffffff;
+      a.job = r->sender->MakeCopyJob(ring_.get(), pool_.get(), a.slots, id, r->data_fd, r->phase,
+                                     r->max_bytes, *r->stop, *r->cancel);
+      active.emplace(id, std::move(a));
+      waiting.pop_front();
+    }
+    absl::Time wake_by = next_tick;
+    for (auto it = active.begin(); it != active.end();) {
+      it->second.job->Issue();
+      if (it->second.job->Done()) {
+        Request* r = it->second.request;
+        free_slots.insert(free_slots.end(), it->second.slots.begin(), it->second.slots.end());
+        absl::StatusOr<PumpResult> result = StreamSender::CopyJobResult(*it->second.job);
+        it = active.erase(it);
+        absl::MutexLock l(&mu_);
+        r->result = std::move(result);
+        r->done = true;
+        continue;
+      }
+      wake_by = std::min(wake_by, it->second.job->WakeBy());
+      ++it;
+    }
+    if (stop_.load() && active.empty()) break;
+    uring::Completion batch[64];
+    absl::Duration wait = std::max(wake_by - absl::Now(), absl::ZeroDuration());
+    absl::StatusOr<size_t> got = ring_->WaitBatch(wait, batch);
+    if (!got.ok()) continue;  // Only EINTR-like failures reach here; try again.
+    for (size_t i = 0; i < *got; ++i) {
+      const uint64_t ud = batch[i].user_data;
+      if (ud == uring::kCancelTag) continue;
+      if (uring::TagKind(ud) == kWake) {
+        arm_wake();
+        continue;
+      }
+      auto it = active.find(JobOf(ud));
+      if (it != active.end()) it->second.job->OnCompletion(batch[i]);
+    }
+    if (absl::Now() >= next_tick) {
+      for (auto& [id, a] : active) a.job->OnTick();
+      next_tick = absl::Now() + kTick;
+    }
+  }
+  // Anyone still waiting for buffers: the worker is going away.
+  absl::MutexLock l(&mu_);
+  for (Request* r : waiting) {
+    r->result = absl::CancelledError("pump worker stopped");
+    r->done = true;
+  }
+  for (Request* r : queue_) {
+    r->result = absl::CancelledError("pump worker stopped");
+    r->done = true;
+  }
+  queue_.clear();
+}
+
+}  // namespace migmover::stream

@@ -1,0 +1,59 @@
+// PumpWorker: one thread with one io_uring and one registered buffer pool that moves the data
+// of several device streams at once. A session with W workers spreads its devices over them, so
+// the number of data-moving threads is the migration's choice, not the device count. Callers
+// keep their own (mostly idle) control threads: Run() hands a pump to the worker and waits.
+#ifndef MIGMOVER_TRANSPORT_STREAM_PUMP_WORKER_H_
+#define MIGMOVER_TRANSPORT_STREAM_PUMP_WORKER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "api/peer_wire.h"
+#include "transport/base/unique_fd.h"
+#include "transport/stream/buffer_pool.h"
+#include "transport/stream/stream_sender.h"
+#include "transport/uring/ring.h"
+
+namespace migmover::stream {
+
+class PumpWorker {
+ public:
+  // `buffers` buffers of `chunk_size` bytes (+ frame headroom) are shared by the worker's
+  // concurrent pumps; a pump waits for its share when they are all taken.
+  static absl::StatusOr<std::unique_ptr<PumpWorker>> Start(uint32_t buffers, uint32_t chunk_size);
+  ~PumpWorker();
+
+  // Runs `sender`'s copy-path pump (see StreamSender::Pump) on this worker; blocks until it
+  // ends. The sender's chunk size must not exceed the worker's.
+  absl::StatusOr<PumpResult> Run(StreamSender* sender, int data_fd, wire::Phase phase,
+                                 uint64_t max_bytes, const std::atomic<bool>& stop,
+                                 const std::atomic<bool>& cancel);
+
+ private:
+  struct Request;
+  PumpWorker() = default;
+  void Loop();
+  void WakeRing();
+
+  uint32_t chunk_size_ = 0;
+  uint32_t buffers_ = 0;
+  std::unique_ptr<uring::Ring> ring_;
+  std::unique_ptr<BufferPool> pool_;
+  UniqueFd wake_fd_;  // eventfd: a new request or shutdown.
+  std::atomic<bool> stop_{false};
+  absl::Mutex mu_;
+  std::deque<Request*> queue_ ABSL_GUARDED_BY(mu_);
+  absl::Status start_status_ ABSL_GUARDED_BY(mu_);
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+}  // namespace migmover::stream
+
+#endif  // MIGMOVER_TRANSPORT_STREAM_PUMP_WORKER_H_
