@@ -101,7 +101,8 @@ class ThreadCpuSampler {
 
 absl::StatusOr<InProcessResult> RunInProcess(const std::vector<sim::SimDeviceSpec>& specs,
                                              const stream::StreamOptions& options,
-                                             uint32_t streams, uint64_t bandwidth, bool precopy) {
+                                             uint32_t streams, uint64_t bandwidth, bool precopy,
+                                             uint32_t workers) {
   DeviceRegistry src_devices, dst_devices;
   SessionManager src_sessions, dst_sessions;
   uint16_t port = 0;
@@ -140,6 +141,7 @@ absl::StatusOr<InProcessResult> RunInProcess(const std::vector<sim::SimDeviceSpe
   sc.stream = options;
   sc.bandwidth = bandwidth;
   sc.streams = streams;
+  sc.workers = workers ? workers : std::max(1u, std::thread::hardware_concurrency());
   RETURN_IF_ERROR(src_sessions.Reserve(sc.session_id));
   ASSIGN_OR_RETURN(std::shared_ptr<SourceSession> src, SourceSession::Start(sc, &src_devices));
   src_sessions.Put(src);

@@ -39,8 +39,8 @@ ABSL_FLAG(std::string, bandwidth, "0", "Bandwidth cap per migration (bytes/s, un
 ABSL_FLAG(bool, precopy, false,
           "Run PRE_COPY before the switchover (default: off, so the whole state moves in "
           "STOP_COPY and throughput = bytes / downtime).");
-ABSL_FLAG(int, workers, -1,
-          "Source pump threads per migration (0 = one per device; -1 = the daemon's default).");
+ABSL_FLAG(int, workers, 0,
+          "Source pump threads per migration (0 = the daemon's default: one per core).");
 ABSL_FLAG(bool, send_zc, false, "Copy path sends with SEND_ZC (no gain possible on loopback).");
 ABSL_FLAG(bool, baseline, false, "Also measure a raw TCP sender/receiver pair per device.");
 ABSL_FLAG(bool, json, false, "Print one JSON object instead of the table.");
@@ -107,7 +107,7 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
   opts.set_chunk_size(static_cast<uint32_t>(*chunk));
   opts.set_streams(absl::GetFlag(FLAGS_streams));
   opts.set_send_zc(absl::GetFlag(FLAGS_send_zc));
-  if (absl::GetFlag(FLAGS_workers) >= 0) opts.set_workers(absl::GetFlag(FLAGS_workers));
+  opts.set_workers(static_cast<uint32_t>(std::max(0, absl::GetFlag(FLAGS_workers))));
   auto pipe_size = sim::ParseByteSize(absl::GetFlag(FLAGS_pipe_size));
   if (!pipe_size.ok()) return pipe_size.status();
   opts.set_pipe_size(static_cast<uint32_t>(*pipe_size));
@@ -295,7 +295,8 @@ int Main() {
       so.chunk_size = static_cast<uint32_t>(*chunk);
       so.send_zc = absl::GetFlag(FLAGS_send_zc);
       auto r = RunInProcess(specs, so, absl::GetFlag(FLAGS_streams), *bw,
-                            absl::GetFlag(FLAGS_precopy));
+                            absl::GetFlag(FLAGS_precopy),
+                            static_cast<uint32_t>(std::max(0, absl::GetFlag(FLAGS_workers))));
       if (r.ok()) {
         Figures g;
         g.bytes = r->bytes;

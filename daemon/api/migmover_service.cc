@@ -288,8 +288,7 @@ grpc::Status MigmoverService::StartSource(grpc::ServerContext*, const v1::StartS
     config.precopy = req->has_precopy() ? req->precopy() : true;
     config.bandwidth = req->bandwidth_bytes_per_second();
     config.streams = req->options().streams() ? req->options().streams() : defaults_.streams;
-    config.workers =
-        req->options().has_workers() ? req->options().workers() : defaults_.workers;
+    config.workers = req->options().workers() ? req->options().workers() : defaults_.workers;
     if (config.workers > 64) return absl::InvalidArgumentError("workers must be 0..64");
     if (config.streams > wire::kMaxStreamsPerDevice) {
       return absl::InvalidArgumentError(absl::StrCat("streams ", config.streams, " outside 1..",

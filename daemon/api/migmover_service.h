@@ -15,7 +15,7 @@ namespace migmover {
 struct ServiceDefaults {
   stream::StreamOptions stream;
   uint32_t streams = 1;  // Connections per device stream when a request leaves it 0.
-  uint32_t workers = 0;  // Shared pump threads per source session (0: one per device).
+  uint32_t workers = 1;  // Shared pump threads per source session when a request leaves it 0.
 };
 
 // The one mapping from absl::Status to grpc::Status (the canonical codes are the same).

@@ -50,7 +50,8 @@ ABSL_FLAG(uint32_t, streams, 0,
           "two cores, at most 4.");
 ABSL_FLAG(uint32_t, workers, 0,
           "Default threads per source session that move its devices' copy-path data, each with "
-          "one io_uring and buffer pool; 0 = each device's own thread.");
+          "one io_uring and buffer pool (never more than the session has devices); 0 = one per "
+          "core.");
 ABSL_FLAG(bool, send_zc, false,
           "Copy path: send with io_uring SEND_ZC from the registered buffers (zero copy to the "
           "NIC). Off by default: it only pays with real NICs and large frames, never on "
@@ -127,6 +128,8 @@ int main(int argc, char** argv) {
   defaults.stream.idle_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_idle_timeout_ms));
   defaults.stream.send_zc = absl::GetFlag(FLAGS_send_zc);
   defaults.workers = absl::GetFlag(FLAGS_workers);
+  if (defaults.workers == 0) defaults.workers = std::max(1u, std::thread::hardware_concurrency());
+  if (defaults.workers > 64) return Fail(absl::InvalidArgumentError("--workers must be 0..64"));
   defaults.streams = absl::GetFlag(FLAGS_streams);
   if (defaults.streams == 0) {
     defaults.streams = std::clamp(std::thread::hardware_concurrency() / 2, 1u, 4u);
