@@ -15,6 +15,14 @@
 
 namespace migmover {
 
+namespace {
+// Each device's share of its pump worker's buffers: every device of a worker receives for the
+// whole migration at once, so shares must add up to the pool.
+uint32_t DestinationBuffersPerDevice(const DestinationConfig& config) {
+  return std::min<uint32_t>(64, std::max<uint32_t>(config.stream.buffers, 4));
+}
+}  // namespace
+
 absl::StatusOr<std::shared_ptr<DestinationSession>> DestinationSession::Prepare(
     DestinationConfig config, DeviceRegistry* registry) {
   if (config.devices.empty()) return absl::InvalidArgumentError("a session needs devices");
@@ -27,9 +35,24 @@ absl::StatusOr<std::shared_ptr<DestinationSession>> DestinationSession::Prepare(
     return absl::InvalidArgumentError(absl::StrCat(
         "final state ", MigStateName(config.final_state), ": expected RUNNING, RUNNING_P2P or STOP"));
   }
+  std::vector<std::unique_ptr<stream::PumpWorker>> pump_workers;
+  if (config.workers > 0) {
+    const uint32_t w = std::min<uint32_t>(config.workers, config.devices.size());
+    // A striped device's receive may want more (two per connection); the worker caps each job
+    // at its pool, and a job waits for buffers another device's job still holds.
+    const uint32_t per_device = DestinationBuffersPerDevice(config);
+    const uint32_t devices_per_worker = (config.devices.size() + w - 1) / w;
+    for (uint32_t k = 0; k < w; ++k) {
+      ASSIGN_OR_RETURN(std::unique_ptr<stream::PumpWorker> worker,
+                       stream::PumpWorker::Start(per_device * devices_per_worker,
+                                                 config.stream.chunk_size));
+      pump_workers.push_back(std::move(worker));
+    }
+  }
   ASSIGN_OR_RETURN(std::vector<DeviceEntry*> entries,
                    registry->Claim(config.devices, config.session_id));
   std::shared_ptr<DestinationSession> s(new DestinationSession(config, registry, entries));
+  s->pump_workers_ = std::move(pump_workers);
   for (size_t i = 0; i < entries.size(); ++i) {
     DeviceEntry* e = entries[i];
     absl::Status st;
@@ -80,6 +103,7 @@ DestinationSession::DestinationSession(DestinationConfig config, DeviceRegistry*
 DestinationSession::~DestinationSession() {
   Cancel();
   Join();
+  pump_workers_.clear();  // After every device thread: their receives ran on these.
 }
 
 void DestinationSession::Join() {
@@ -210,6 +234,10 @@ void DestinationSession::Run(size_t i, std::vector<UniqueFd> sockets) {
                                                               static_cast<uint32_t>(i),
                                                               config_.stream));
     receiver->set_progress_counter(&p.bytes);
+    if (!pump_workers_.empty()) {
+      receiver->set_worker(pump_workers_[i % pump_workers_.size()].get(),
+                           DestinationBuffersPerDevice(config_));
+    }
     const int fd = e->runs_fsm() ? data_fds_[i].get() : e->data_fd.get();
     SetDeviceDataPath(i, stream::DataPathName(stream::ResolveDataPath(
                                  config_.stream.data_path, fd, config_.stream.auto_spliceable)));

@@ -16,6 +16,7 @@
 #include "daemon/registry/device_registry.h"
 #include "daemon/session/session.h"
 #include "transport/peer/frame_codec.h"
+#include "transport/stream/pump_worker.h"
 #include "transport/stream/stream_options.h"
 
 namespace migmover {
@@ -26,6 +27,9 @@ struct DestinationConfig {
   MigState final_state = MigState::kRunning;
   std::array<uint8_t, 32> token{};
   stream::StreamOptions stream;
+  // Threads (each with one io_uring and buffer pool) that receive the session's copy-path data;
+  // 0 = each device's own thread does.
+  uint32_t workers = 0;
 };
 
 class DestinationSession final : public Session {
@@ -69,6 +73,7 @@ class DestinationSession final : public Session {
   std::vector<std::thread> workers_ ABSL_GUARDED_BY(threads_mu_);
   // Per device: the streams connected so far, by stream index, until all have come.
   std::vector<std::vector<UniqueFd>> pending_ ABSL_GUARDED_BY(threads_mu_);
+  std::vector<std::unique_ptr<stream::PumpWorker>> pump_workers_;
 };
 
 }  // namespace migmover

@@ -233,7 +233,11 @@ absl::Status SourceSession::RunDevice(size_t i, stream::StreamSender** sender_ou
                                                 static_cast<uint32_t>(i), config_.stream));
   *sender_out = sender.get();
   sender->set_progress_counter(&p.bytes);
-  if (!pump_workers_.empty()) sender->set_worker(pump_workers_[i % pump_workers_.size()].get());
+  if (!pump_workers_.empty()) {
+    sender->set_worker(pump_workers_[i % pump_workers_.size()].get(),
+                       std::min<uint32_t>(64, std::max<uint32_t>(config_.stream.buffers,
+                                                                 config_.streams + 2)));
+  }
   peer::Hello hello;
   hello.session_id = id_;
   hello.device = static_cast<uint32_t>(i);

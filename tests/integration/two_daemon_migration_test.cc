@@ -117,18 +117,23 @@ class TwoDaemons : public ::testing::Test {
   // Waits (via WatchSession) until the source has done `rounds` precopy rounds.
   SessionStatus WatchUntilRounds(const std::string& id, uint32_t rounds) {
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
     v1::WatchSessionRequest req;
     req.set_session_id(id);
     auto reader = src_->stub()->WatchSession(&ctx, req);
     SessionStatus s;
+    bool reached = false;
     while (reader->Read(&s)) {
       if (s.precopy_rounds() >= rounds || Final(s)) {
+        reached = true;
         ctx.TryCancel();
         break;
       }
     }
     reader->Finish();
+    // Every device must get through its rounds promptly: a stall here is a bug, not slowness.
+    EXPECT_TRUE(reached) << "session " << id << " did not reach " << rounds
+                         << " precopy round(s)  within 20 s: " << s.DebugString();
     return s;
   }
 

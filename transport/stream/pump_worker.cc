@@ -18,14 +18,10 @@ constexpr absl::Duration kTick = absl::Milliseconds(50);
 }  // namespace
 
 struct PumpWorker::Request {
-  StreamSender* sender;
-  int data_fd;
-  wire::Phase phase;
-  uint64_t max_bytes;
-  const std::atomic<bool>* stop;
-  const std::atomic<bool>* cancel;
-  absl::StatusOr<PumpResult> result = absl::UnknownError("not run");
-  bool done = false;  // Guarded by the worker's mu_.
+  uint32_t want;
+  JobFactory make;
+  std::unique_ptr<PumpJob> job;  // Handed back when done.
+  bool done = false;             // Guarded by the worker's mu_.
 };
 
 absl::StatusOr<std::unique_ptr<PumpWorker>> PumpWorker::Start(uint32_t buffers,
@@ -60,10 +56,8 @@ void PumpWorker::WakeRing() {
   (void)!::write(wake_fd_.get(), &one, sizeof(one));
 }
 
-absl::StatusOr<PumpResult> PumpWorker::Run(StreamSender* sender, int data_fd, wire::Phase phase,
-                                           uint64_t max_bytes, const std::atomic<bool>& stop,
-                                           const std::atomic<bool>& cancel) {
-  Request r{sender, data_fd, phase, max_bytes, &stop, &cancel};
+std::unique_ptr<PumpJob> PumpWorker::RunJob(uint32_t slots_wanted, JobFactory make) {
+  Request r{std::min(slots_wanted, buffers_), std::move(make)};
   {
     absl::MutexLock l(&mu_);
     queue_.push_back(&r);
@@ -71,7 +65,19 @@ absl::StatusOr<PumpResult> PumpWorker::Run(StreamSender* sender, int data_fd, wi
   WakeRing();
   absl::MutexLock l(&mu_);
   mu_.Await(absl::Condition(&r.done));
-  return std::move(r.result);
+  return std::move(r.job);
+}
+
+absl::StatusOr<PumpResult> PumpWorker::Run(StreamSender* sender, int data_fd, wire::Phase phase,
+                                           uint64_t max_bytes, const std::atomic<bool>& stop,
+                                           const std::atomic<bool>& cancel) {
+  std::unique_ptr<PumpJob> job = RunJob(
+      sender->CopyJobSlots(), [&](uring::Ring* ring, BufferPool* pool,
+                                  std::span<const uint32_t> slots, uint32_t id) {
+        return sender->MakeCopyJob(ring, pool, slots, id, data_fd, phase, max_bytes, stop, cancel);
+      });
+  if (job == nullptr) return absl::CancelledError("pump worker stopped");
+  return StreamSender::CopyJobResult(*job);
 }
 
 void PumpWorker::Loop() {
@@ -123,14 +129,12 @@ void PumpWorker::Loop() {
     }
     while (!waiting.empty()) {
       Request* r = waiting.front();
-      const uint32_t want = std::min<uint32_t>(r->sender->CopyJobSlots(), buffers_);
-      if (free_slots.size() < want) break;
+      if (free_slots.size() < r->want) break;
       Active a{r, nullptr, {}};
-      a.slots.assign(free_slots.end() - want, free_slots.end());
-      free_slots.resize(free_slots.size() - want);
+      a.slots.assign(free_slots.end() - r->want, free_slots.end());
+      free_slots.resize(free_slots.size() - r->want);
       const uint32_t id = next_job++ & 0xffffff;
-      a.job = r->sender->MakeCopyJob(ring_.get(), pool_.get(), a.slots, id, r->data_fd, r->phase,
-                                     r->max_bytes, *r->stop, *r->cancel);
+      a.job = r->make(ring_.get(), pool_.get(), a.slots, id);
       active.emplace(id, std::move(a));
       waiting.pop_front();
     }
@@ -140,10 +144,10 @@ void PumpWorker::Loop() {
       if (it->second.job->Done()) {
         Request* r = it->second.request;
         free_slots.insert(free_slots.end(), it->second.slots.begin(), it->second.slots.end());
-        absl::StatusOr<PumpResult> result = StreamSender::CopyJobResult(*it->second.job);
+        std::unique_ptr<PumpJob> job = std::move(it->second.job);
         it = active.erase(it);
         absl::MutexLock l(&mu_);
-        r->result = std::move(result);
+        r->job = std::move(job);
         r->done = true;
         continue;
       }
@@ -172,14 +176,8 @@ void PumpWorker::Loop() {
   }
   // Anyone still waiting for buffers: the worker is going away.
   absl::MutexLock l(&mu_);
-  for (Request* r : waiting) {
-    r->result = absl::CancelledError("pump worker stopped");
-    r->done = true;
-  }
-  for (Request* r : queue_) {
-    r->result = absl::CancelledError("pump worker stopped");
-    r->done = true;
-  }
+  for (Request* r : waiting) r->done = true;
+  for (Request* r : queue_) r->done = true;
   queue_.clear();
 }
 

@@ -8,6 +8,8 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
+#include <span>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -17,6 +19,7 @@
 #include "api/peer_wire.h"
 #include "transport/base/unique_fd.h"
 #include "transport/stream/buffer_pool.h"
+#include "transport/stream/pump_job.h"
 #include "transport/stream/stream_sender.h"
 #include "transport/uring/ring.h"
 
@@ -29,11 +32,21 @@ class PumpWorker {
   static absl::StatusOr<std::unique_ptr<PumpWorker>> Start(uint32_t buffers, uint32_t chunk_size);
   ~PumpWorker();
 
-  // Runs `sender`'s copy-path pump (see StreamSender::Pump) on this worker; blocks until it
-  // ends. The sender's chunk size must not exceed the worker's.
+  // Makes a job on the worker's thread, ring and `slots_wanted` of its buffers (waiting for
+  // them if they are taken), drives it with the worker's other jobs until it is Done(), and
+  // hands it back for its result; blocks the caller meanwhile. `make` runs on the worker
+  // thread. Null when the worker is stopping.
+  using JobFactory = std::function<std::unique_ptr<PumpJob>(
+      uring::Ring* ring, BufferPool* pool, std::span<const uint32_t> slots, uint32_t job_id)>;
+  std::unique_ptr<PumpJob> RunJob(uint32_t slots_wanted, JobFactory make);
+
+  // A stream's copy-path pump (see StreamSender::Pump) as a job of this worker. The sender's
+  // chunk size must not exceed the worker's.
   absl::StatusOr<PumpResult> Run(StreamSender* sender, int data_fd, wire::Phase phase,
                                  uint64_t max_bytes, const std::atomic<bool>& stop,
                                  const std::atomic<bool>& cancel);
+
+  uint32_t chunk_size() const { return chunk_size_; }
 
  private:
   struct Request;

@@ -13,6 +13,7 @@
 #include "transport/base/stream_digest.h"
 #include "transport/net/socket.h"
 #include "transport/peer/handshake.h"
+#include "transport/stream/pump_worker.h"
 
 namespace migmover::stream {
 namespace {
@@ -60,14 +61,9 @@ absl::StatusOr<std::unique_ptr<StreamReceiver>> StreamReceiver::Create(
     return absl::InvalidArgumentError(
         absl::StrCat("a device stream takes 1..", wire::kMaxStreamsPerDevice, " connections"));
   }
-  const uint32_t n = static_cast<uint32_t>(sockets.size());
   std::unique_ptr<StreamReceiver> r(
       new StreamReceiver(ring, std::move(sockets), device, 1, options));
   for (const UniqueFd& fd : r->sockets_) net::TuneDataSocket(fd.get(), options.socket_buffer);
-  // At least two buffers per connection: one filling while an earlier one is written.
-  const uint32_t buffers = std::min<uint32_t>(64, std::max(options.buffers, 2 * n));
-  ASSIGN_OR_RETURN(r->pool_,
-                   BufferPool::Create(ring, buffers, options.chunk_size, wire::kFrameHeaderSize));
   return r;
 }
 
@@ -137,14 +133,153 @@ absl::Status StreamReceiver::OnHeader(size_t k, const FrameHeader& h, uint32_t* 
   }
 }
 
-absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveCopy(int data_fd,
-                                                          const std::atomic<bool>& cancel) {
-  const uint32_t cap = std::min<uint32_t>(pool_->count(), 64);
-  const uint32_t piece_max = pool_->payload_size();
-  const size_t nsock = sockets_.size();
-  // Each connection may hold this many buffers awaiting their turn to be written.
-  const uint32_t quota = std::max<uint32_t>(1, cap / static_cast<uint32_t>(nsock));
+// The copy path of a stream's Receive: receives frames on every connection into registered
+// buffers, puts the pieces back in stream order, and writes them into the data fd, one write in
+// flight at a time. Each connection may hold at most `quota_` buffers, so a connection that runs
+// ahead stalls (TCP pushes back) while the one carrying the next piece always has room.
+class StreamReceiver::ReceiveJob final : public PumpJob {
+ public:
+  ReceiveJob(StreamReceiver* r, uring::Ring* ring, BufferPool* pool,
+             std::span<const uint32_t> slots, uint32_t job, int data_fd,
+             const std::atomic<bool>& cancel)
+      : r_(r),
+        ring_(ring),
+        pool_(pool),
+        job_(job),
+        data_fd_(data_fd),
+        cancel_(cancel),
+        cap_(static_cast<uint32_t>(std::min<size_t>(slots.size(), 64))),
+        piece_max_(std::min(pool->payload_size(), r->options_.chunk_size)),
+        nsock_(r->sockets_.size()),
+        quota_(std::max<uint32_t>(1, cap_ / static_cast<uint32_t>(r->sockets_.size()))) {
+    for (uint32_t i = 0; i < cap_; ++i) {
+      pool_index_[i] = slots[i];
+      free_list_[free_count_++] = i;
+    }
+  }
 
+  absl::StatusOr<ReceiveResult> Result() const {
+    if (!error_.ok()) return error_;
+    ReceiveResult result = result_;
+    result.total_bytes = write_offset_;
+    if (r_->end_.digest_kind == wire::DigestKind::kXxh3_64 && r_->digest_valid_) {
+      if (r_->digest_->Value() != r_->end_.digest) {
+        return absl::DataLossError(
+            "stream digest mismatch: the bytes received differ from the bytes the source read");
+      }
+      result.digest_checked = true;
+    }
+    return result;
+  }
+
+  bool Done() const override { return !AnyInflight() && (!error_.ok() || Complete()); }
+  absl::Time WakeBy() const override { return absl::InfiniteFuture(); }
+
+  void Issue() override {
+    const bool done = error_.ok() && Complete();
+    if (done && !cancel_sent_ && AnyInflight()) {
+      // Every byte is in: the other connections' pending receives will never complete.
+      CancelOwn();
+    }
+    for (size_t k = 0; k < nsock_ && error_.ok() && !done; ++k) {
+      Conn& cn = conns_[k];
+      // After END_STREAM the first connection carries only our COMMIT back.
+      if (cn.inflight || (ended_ && k == 0)) continue;
+      if (cn.state == Conn::kIdle) {
+        cn.state = Conn::kHeader;
+        cn.hdr_got = 0;
+      }
+      if (cn.state == Conn::kHeader) {
+        io_uring_sqe* sqe = ring_->Sqe();
+        io_uring_prep_recv(sqe, r_->sockets_[k].get(), cn.hdr + cn.hdr_got,
+                           sizeof(cn.hdr) - cn.hdr_got, MSG_WAITALL);
+        io_uring_sqe_set_data64(sqe, JobTag(kRecvHeader, job_, k));
+        cn.inflight = true;
+      } else if (cn.state == Conn::kPayload) {
+        if (cn.want == 0 && free_count_ > 0 && cn.used < quota_) {
+          cn.slot = free_list_[--free_count_];
+          ++cn.used;
+          cn.got = 0;
+          cn.want = std::min(cn.frame_left, piece_max_);
+        }
+        if (cn.want > 0) {
+          io_uring_sqe* sqe = ring_->Sqe();
+          io_uring_prep_recv(sqe, r_->sockets_[k].get(),
+                             pool_->payload(pool_index_[cn.slot]) + cn.got, cn.want - cn.got,
+                             MSG_WAITALL);
+          io_uring_sqe_set_data64(sqe, JobTag(kRecvPayload, job_, k));
+          cn.inflight = true;
+        }
+      }
+    }
+    if (error_.ok() && !write_inflight_ && !poll_inflight_) {
+      if (writing_ < 0) {
+        // The piece that continues the stream, if it has arrived.
+        for (uint32_t i = 0; i < cap_; ++i) {
+          if (held_[i] && pieces_[i].offset == write_offset_) {
+            writing_ = static_cast<int>(i);
+            r_->digest_->Update(pool_->payload(pool_index_[i]), pieces_[i].len);
+            break;
+          }
+        }
+      }
+      if (writing_ >= 0) {
+        const Piece& pc = pieces_[writing_];
+        io_uring_sqe* sqe = ring_->Sqe();
+        io_uring_prep_write_fixed(sqe, data_fd_,
+                                  pool_->payload(pool_index_[writing_]) + pc.written,
+                                  pc.len - pc.written, -1, pool_index_[writing_]);
+        io_uring_sqe_set_data64(sqe, JobTag(kWrite, job_, writing_));
+        write_inflight_ = true;
+      } else if (ended_ && received_ == r_->end_.total_bytes && write_offset_ < received_) {
+        // Every byte the source counted has arrived, yet the next one is missing: the frames
+        // left a hole (and so overlapped elsewhere).
+        Fail(absl::DataLossError(absl::StrCat("device stream ", r_->device_,
+                                              ": the striped frames leave a hole at offset ",
+                                              write_offset_)));
+      }
+    }
+    if (!AnyInflight() && error_.ok() && !Complete()) {
+      // Every connection waits for a buffer that only a missing piece would free: the source
+      // left a hole (or overlapped) in the stream.
+      Fail(absl::DataLossError(absl::StrCat("device stream ", r_->device_, ": no piece at offset ",
+                                            write_offset_, " and no room to receive one")));
+    }
+  }
+
+  void OnTick() override {
+    if (cancel_.load() && error_.ok()) Fail(absl::CancelledError("stream cancelled"));
+    if (absl::Now() - last_progress_ > r_->options_.idle_timeout && error_.ok() && !Complete()) {
+      Fail(absl::DeadlineExceededError(absl::StrCat(
+          "device stream ", r_->device_, ": no progress for ",
+          absl::FormatDuration(r_->options_.idle_timeout),
+          write_inflight_ ? " (waiting on the data fd)" : " (waiting on the source)")));
+    }
+  }
+
+  void OnCompletion(const uring::Completion& c) override {
+    const uint32_t v = SlotOf(c.user_data);
+    const bool done = error_.ok() && Complete();
+    switch (uring::TagKind(c.user_data)) {
+      case kRecvHeader:
+        conns_[v].inflight = false;
+        if (error_.ok() && !done) OnHeaderBytes(v, c.res);
+        break;
+      case kRecvPayload:
+        conns_[v].inflight = false;
+        if (error_.ok() && !done) OnPayloadBytes(v, c.res);
+        break;
+      case kPoll:
+        poll_inflight_ = false;
+        break;
+      case kWrite:
+        write_inflight_ = false;
+        if (error_.ok()) OnWritten(v, c.res);
+        break;
+    }
+  }
+
+ private:
   // A received piece of stream, waiting to be written in order.
   struct Piece {
     uint64_t offset = 0;
@@ -152,12 +287,6 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveCopy(int data_fd,
     uint32_t written = 0;
     uint32_t sock = 0;
   };
-  Piece pieces[64];
-  bool held[64] = {};  // pieces[slot] holds received bytes not yet written.
-  uint32_t free_list[64];
-  uint32_t free_count = 0;
-  for (uint32_t i = 0; i < cap; ++i) free_list[free_count++] = i;
-
   // Per connection receive state.
   struct Conn {
     uint8_t hdr[wire::kFrameHeaderSize];
@@ -169,243 +298,198 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveCopy(int data_fd,
     uint32_t used = 0;  // Buffers this connection holds.
     bool inflight = false;
   };
-  Conn conns[wire::kMaxStreamsPerDevice];
 
-  ReceiveResult result;
-  absl::Status error;
-  bool write_inflight = false, poll_inflight = false, ended = false, cancel_sent = false;
-  int writing = -1;           // The slot being written.
-  uint64_t write_offset = 0;  // Stream bytes written to the data fd.
-  uint64_t received = 0;      // Stream bytes received.
-  absl::Time last_progress = absl::Now();
-
-  auto any_inflight = [&] {
-    if (write_inflight || poll_inflight) return true;
-    for (size_t k = 0; k < nsock; ++k) {
-      if (conns[k].inflight) return true;
+  bool AnyInflight() const {
+    if (write_inflight_ || poll_inflight_) return true;
+    for (size_t k = 0; k < nsock_; ++k) {
+      if (conns_[k].inflight) return true;
     }
     return false;
-  };
-  auto fail = [&](absl::Status s) {
-    if (error.ok()) error = std::move(s);
-    if (!cancel_sent && any_inflight()) {
-      ring_->CancelAll();
-      cancel_sent = true;
-    }
-  };
-  auto complete = [&] {
-    return ended && received == end_.total_bytes && write_offset == received && !write_inflight;
-  };
+  }
+  bool Complete() const {
+    return ended_ && received_ == r_->end_.total_bytes && write_offset_ == received_ &&
+           !write_inflight_;
+  }
+  void CancelOwn() {
+    // Only this stream's requests: the ring may carry other streams.
+    for (const UniqueFd& fd : r_->sockets_) ring_->CancelFd(fd.get());
+    ring_->CancelFd(data_fd_);
+    cancel_sent_ = true;
+  }
+  void Fail(absl::Status st) {
+    if (error_.ok()) error_ = std::move(st);
+    if (!cancel_sent_ && AnyInflight()) CancelOwn();
+  }
 
+  void OnHeaderBytes(uint32_t k, int32_t res) {
+    Conn& cn = conns_[k];
+    if (res <= 0) {
+      if (res != -EINTR && res != -EAGAIN) Fail(r_->RecvFailure(res, "before END_STREAM"));
+      return;
+    }
+    last_progress_ = absl::Now();
+    cn.hdr_got += res;
+    if (cn.hdr_got < sizeof(cn.hdr)) return;
+    auto h = peer::DecodeHeader(cn.hdr);
+    if (!h.ok()) {
+      Fail(h.status());
+      return;
+    }
+    uint32_t data_len = 0;
+    if (absl::Status s = r_->OnHeader(k, *h, &data_len, &ended_, &result_); !s.ok()) {
+      Fail(s);
+      return;
+    }
+    if (data_len > 0) {
+      if (h->offset < write_offset_) {
+        Fail(absl::DataLossError(absl::StrCat("device stream ", r_->device_, ": DATA at offset ",
+                                              h->offset, " overlaps bytes already written")));
+        return;
+      }
+      cn.state = Conn::kPayload;
+      cn.frame_left = data_len;
+      cn.frame_offset = h->offset;
+      cn.want = 0;
+    } else {
+      cn.state = Conn::kIdle;
+    }
+    // On one connection nothing follows END_STREAM; striped, frames on the other connections
+    // may still be on their way.
+    if (ended_ &&
+        (received_ > r_->end_.total_bytes || (nsock_ == 1 && received_ != r_->end_.total_bytes))) {
+      Fail(absl::DataLossError(absl::StrCat("END_STREAM counts ", r_->end_.total_bytes,
+                                            " bytes; ", received_, " arrived")));
+    }
+  }
+
+  void OnPayloadBytes(uint32_t k, int32_t res) {
+    Conn& cn = conns_[k];
+    if (res <= 0) {
+      if (res != -EINTR && res != -EAGAIN) Fail(r_->RecvFailure(res, "inside a DATA frame"));
+      return;
+    }
+    last_progress_ = absl::Now();
+    cn.got += res;
+    if (cn.got < cn.want) return;
+    for (uint32_t i = 0; i < cap_; ++i) {
+      if (held_[i] && pieces_[i].offset == cn.frame_offset) {
+        Fail(absl::DataLossError(absl::StrCat("device stream ", r_->device_,
+                                              ": two DATA frames at offset ", cn.frame_offset)));
+        return;
+      }
+    }
+    pieces_[cn.slot] = Piece{cn.frame_offset, cn.want, 0, k};
+    held_[cn.slot] = true;
+    received_ += cn.want;
+    r_->offset_ = received_;
+    cn.frame_offset += cn.want;
+    cn.frame_left -= cn.want;
+    cn.want = 0;
+    if (cn.frame_left == 0) cn.state = Conn::kIdle;
+    if (ended_ && received_ > r_->end_.total_bytes) {
+      Fail(absl::DataLossError(absl::StrCat("END_STREAM counts ", r_->end_.total_bytes,
+                                            " bytes; ", received_, " arrived")));
+    }
+  }
+
+  void OnWritten(uint32_t slot, int32_t res) {
+    Piece& pc = pieces_[slot];
+    if (res > 0) {
+      last_progress_ = absl::Now();
+      pc.written += res;
+      r_->bytes_written_.fetch_add(res, std::memory_order_relaxed);
+      if (r_->counter_) r_->counter_->fetch_add(res, std::memory_order_relaxed);
+      if (pc.written == pc.len) {
+        write_offset_ += pc.len;
+        held_[slot] = false;
+        --conns_[pc.sock].used;
+        free_list_[free_count_++] = slot;
+        writing_ = -1;
+      }
+    } else if (res == -EAGAIN) {
+      io_uring_sqe* sqe = ring_->Sqe();
+      io_uring_prep_poll_add(sqe, data_fd_, POLLOUT);
+      io_uring_sqe_set_data64(sqe, JobTag(kPoll, job_, 0));
+      poll_inflight_ = true;
+    } else if (res != -EINTR) {
+      Fail(ErrnoStatus(absl::StrCat("write(data fd ", data_fd_, ", ", pc.len - pc.written,
+                                    " bytes at stream offset ", pc.offset + pc.written, ")"),
+                       res == 0 ? EIO : -res));
+    }
+  }
+
+  StreamReceiver* const r_;
+  uring::Ring* const ring_;
+  BufferPool* const pool_;
+  const uint32_t job_;
+  const int data_fd_;
+  const std::atomic<bool>& cancel_;
+  const uint32_t cap_;
+  const uint32_t piece_max_;
+  const size_t nsock_;
+  const uint32_t quota_;
+
+  uint32_t pool_index_[64];  // This job's slot -> buffer in the pool.
+  Piece pieces_[64];
+  bool held_[64] = {};  // pieces_[slot] holds received bytes not yet written.
+  uint32_t free_list_[64];
+  uint32_t free_count_ = 0;
+  Conn conns_[wire::kMaxStreamsPerDevice];
+
+  ReceiveResult result_;
+  absl::Status error_;
+  bool write_inflight_ = false, poll_inflight_ = false, ended_ = false, cancel_sent_ = false;
+  int writing_ = -1;           // The slot being written.
+  uint64_t write_offset_ = 0;  // Stream bytes written to the data fd.
+  uint64_t received_ = 0;      // Stream bytes received.
+  absl::Time last_progress_ = absl::Now();
+};
+
+uint32_t StreamReceiver::CopyJobSlots() const {
+  // Two buffers per connection (one filling while an earlier one is written), if the worker
+  // can spare them; with fewer, each connection still gets one.
+  const uint32_t want =
+      std::min<uint32_t>(64, std::max(options_.buffers, 2 * static_cast<uint32_t>(sockets_.size())));
+  return worker_ != nullptr ? std::max<uint32_t>(1, std::min(want, worker_buffers_)) : want;
+}
+
+absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveCopy(int data_fd,
+                                                          const std::atomic<bool>& cancel) {
+  if (worker_ != nullptr) {
+    std::unique_ptr<PumpJob> job = worker_->RunJob(
+        CopyJobSlots(), [&](uring::Ring* ring, BufferPool* pool, std::span<const uint32_t> slots,
+                            uint32_t id) -> std::unique_ptr<PumpJob> {
+          return std::make_unique<ReceiveJob>(this, ring, pool, slots, id, data_fd, cancel);
+        });
+    if (job == nullptr) return absl::CancelledError("pump worker stopped");
+    return static_cast<const ReceiveJob&>(*job).Result();
+  }
+  if (pool_ == nullptr) {
+    ASSIGN_OR_RETURN(pool_, BufferPool::Create(ring_, CopyJobSlots(), options_.chunk_size,
+                                               wire::kFrameHeaderSize));
+  }
+  uint32_t slots[64];
+  const uint32_t n = std::min<uint32_t>(pool_->count(), 64);
+  for (uint32_t i = 0; i < n; ++i) slots[i] = i;
+  ReceiveJob job(this, ring_, pool_.get(), std::span<const uint32_t>(slots, n), 0, data_fd,
+                 cancel);
+  absl::Time next_tick = absl::Now() + kTick;
   while (true) {
-    const bool done = error.ok() && complete();
-    if (done && !cancel_sent && any_inflight()) {
-      // Every byte is in: the other connections' pending receives will never complete.
-      ring_->CancelAll();
-      cancel_sent = true;
-    }
-    for (size_t k = 0; k < nsock && error.ok() && !done; ++k) {
-      Conn& cn = conns[k];
-      // After END_STREAM the first connection carries only our COMMIT back.
-      if (cn.inflight || (ended && k == 0)) continue;
-      if (cn.state == Conn::kIdle) {
-        cn.state = Conn::kHeader;
-        cn.hdr_got = 0;
-      }
-      if (cn.state == Conn::kHeader) {
-        io_uring_sqe* sqe = ring_->Sqe();
-        io_uring_prep_recv(sqe, sockets_[k].get(), cn.hdr + cn.hdr_got, sizeof(cn.hdr) - cn.hdr_got,
-                           MSG_WAITALL);
-        io_uring_sqe_set_data64(sqe, uring::Tag(kRecvHeader, k));
-        cn.inflight = true;
-      } else if (cn.state == Conn::kPayload) {
-        if (cn.want == 0 && free_count > 0 && cn.used < quota) {
-          cn.slot = free_list[--free_count];
-          ++cn.used;
-          cn.got = 0;
-          cn.want = std::min(cn.frame_left, piece_max);
-        }
-        if (cn.want > 0) {
-          io_uring_sqe* sqe = ring_->Sqe();
-          io_uring_prep_recv(sqe, sockets_[k].get(), pool_->payload(cn.slot) + cn.got,
-                             cn.want - cn.got, MSG_WAITALL);
-          io_uring_sqe_set_data64(sqe, uring::Tag(kRecvPayload, k));
-          cn.inflight = true;
-        }
-      }
-    }
-    if (error.ok() && !write_inflight && !poll_inflight) {
-      if (writing < 0) {
-        // The piece that continues the stream, if it has arrived.
-        for (uint32_t i = 0; i < cap; ++i) {
-          if (held[i] && pieces[i].offset == write_offset) {
-            writing = static_cast<int>(i);
-            digest_->Update(pool_->payload(i), pieces[i].len);
-            break;
-          }
-        }
-      }
-      if (writing >= 0) {
-        const Piece& pc = pieces[writing];
-        io_uring_sqe* sqe = ring_->Sqe();
-        io_uring_prep_write_fixed(sqe, data_fd, pool_->payload(writing) + pc.written,
-                                  pc.len - pc.written, -1, writing);
-        io_uring_sqe_set_data64(sqe, uring::Tag(kWrite, writing));
-        write_inflight = true;
-      } else if (ended && received == end_.total_bytes && write_offset < received) {
-        // Every byte the source counted has arrived, yet the next one is missing: the frames
-        // left a hole (and so overlapped elsewhere).
-        fail(absl::DataLossError(absl::StrCat("device stream ", device_,
-                                              ": the striped frames leave a hole at offset ",
-                                              write_offset)));
-      }
-    }
-    if (!any_inflight()) {
-      if (!error.ok() || done) break;
-      // Every connection waits for a buffer that only a missing piece would free: the source
-      // left a hole (or overlapped) in the stream.
-      fail(absl::DataLossError(absl::StrCat("device stream ", device_, ": no piece at offset ",
-                                            write_offset, " and no room to receive one")));
-      continue;
-    }
-
+    job.Issue();
+    if (job.Done()) break;
     uring::Completion batch[32];
-    ASSIGN_OR_RETURN(size_t got, ring_->WaitBatch(kTick, batch));
-    if (got == 0) {
-      if (cancel.load() && error.ok()) fail(absl::CancelledError("stream cancelled"));
-      if (absl::Now() - last_progress > options_.idle_timeout && error.ok() && !done) {
-        fail(absl::DeadlineExceededError(absl::StrCat(
-            "device stream ", device_, ": no progress for ",
-            absl::FormatDuration(options_.idle_timeout),
-            write_inflight ? " (waiting on the data fd)" : " (waiting on the source)")));
-      }
-      continue;
+    ASSIGN_OR_RETURN(size_t got, ring_->WaitBatch(
+                                     std::max(next_tick - absl::Now(), absl::ZeroDuration()),
+                                     batch));
+    for (size_t i = 0; i < got; ++i) {
+      if (batch[i].user_data != uring::kCancelTag) job.OnCompletion(batch[i]);
     }
-    for (size_t ci = 0; ci < got; ++ci) {
-      const uring::Completion& c = batch[ci];
-      if (c.user_data == uring::kCancelTag) continue;
-      const uint32_t v = static_cast<uint32_t>(uring::TagValue(c.user_data));
-      switch (uring::TagKind(c.user_data)) {
-        case kRecvHeader: {
-          Conn& cn = conns[v];
-          cn.inflight = false;
-          if (!error.ok() || done) break;
-          if (c.res <= 0) {
-            if (c.res != -EINTR && c.res != -EAGAIN) fail(RecvFailure(c.res, "before END_STREAM"));
-            break;
-          }
-          last_progress = absl::Now();
-          cn.hdr_got += c.res;
-          if (cn.hdr_got < sizeof(cn.hdr)) break;
-          auto h = peer::DecodeHeader(cn.hdr);
-          if (!h.ok()) {
-            fail(h.status());
-            break;
-          }
-          uint32_t data_len = 0;
-          if (absl::Status s = OnHeader(v, *h, &data_len, &ended, &result); !s.ok()) {
-            fail(s);
-            break;
-          }
-          if (data_len > 0) {
-            if (h->offset < write_offset) {
-              fail(absl::DataLossError(absl::StrCat("device stream ", device_, ": DATA at offset ",
-                                                    h->offset, " overlaps bytes already written")));
-              break;
-            }
-            cn.state = Conn::kPayload;
-            cn.frame_left = data_len;
-            cn.frame_offset = h->offset;
-            cn.want = 0;
-          } else {
-            cn.state = Conn::kIdle;
-          }
-          // On one connection nothing follows END_STREAM; striped, frames on the other
-          // connections may still be on their way.
-          if (ended &&
-              (received > end_.total_bytes || (nsock == 1 && received != end_.total_bytes))) {
-            fail(absl::DataLossError(absl::StrCat("END_STREAM counts ", end_.total_bytes,
-                                                  " bytes; ", received, " arrived")));
-          }
-          break;
-        }
-        case kRecvPayload: {
-          Conn& cn = conns[v];
-          cn.inflight = false;
-          if (!error.ok() || done) break;
-          if (c.res <= 0) {
-            if (c.res != -EINTR && c.res != -EAGAIN)
-              fail(RecvFailure(c.res, "inside a DATA frame"));
-            break;
-          }
-          last_progress = absl::Now();
-          cn.got += c.res;
-          if (cn.got < cn.want) break;
-          for (uint32_t i = 0; i < cap; ++i) {
-            if (held[i] && pieces[i].offset == cn.frame_offset) {
-              fail(absl::DataLossError(absl::StrCat(
-                  "device stream ", device_, ": two DATA frames at offset ", cn.frame_offset)));
-            }
-          }
-          if (!error.ok()) break;
-          pieces[cn.slot] = Piece{cn.frame_offset, cn.want, 0, v};
-          held[cn.slot] = true;
-          received += cn.want;
-          offset_ = received;
-          cn.frame_offset += cn.want;
-          cn.frame_left -= cn.want;
-          cn.want = 0;
-          if (cn.frame_left == 0) cn.state = Conn::kIdle;
-          if (ended && received > end_.total_bytes) {
-            fail(absl::DataLossError(absl::StrCat("END_STREAM counts ", end_.total_bytes,
-                                                  " bytes; ", received, " arrived")));
-          }
-          break;
-        }
-        case kPoll:
-          poll_inflight = false;
-          break;
-        case kWrite: {
-          write_inflight = false;
-          if (!error.ok()) break;
-          Piece& pc = pieces[v];
-          if (c.res > 0) {
-            last_progress = absl::Now();
-            pc.written += c.res;
-            bytes_written_.fetch_add(c.res, std::memory_order_relaxed);
-            if (counter_) counter_->fetch_add(c.res, std::memory_order_relaxed);
-            if (pc.written == pc.len) {
-              write_offset += pc.len;
-              held[v] = false;
-              --conns[pc.sock].used;
-              free_list[free_count++] = v;
-              writing = -1;
-            }
-          } else if (c.res == -EAGAIN) {
-            io_uring_sqe* sqe = ring_->Sqe();
-            io_uring_prep_poll_add(sqe, data_fd, POLLOUT);
-            io_uring_sqe_set_data64(sqe, uring::Tag(kPoll, 0));
-            poll_inflight = true;
-          } else if (c.res != -EINTR) {
-            fail(ErrnoStatus(absl::StrCat("write(data fd ", data_fd, ", ", pc.len - pc.written,
-                                          " bytes at stream offset ", pc.offset + pc.written, ")"),
-                             c.res == 0 ? EIO : -c.res));
-          }
-          break;
-        }
-      }
+    if (got == 0 || absl::Now() >= next_tick) {
+      job.OnTick();
+      next_tick = absl::Now() + kTick;
     }
   }
-  if (!error.ok()) return error;
-  result.total_bytes = write_offset;
-  if (end_.digest_kind == wire::DigestKind::kXxh3_64 && digest_valid_) {
-    if (digest_->Value() != end_.digest) {
-      return absl::DataLossError(
-          "stream digest mismatch: the bytes received differ from the bytes the source read");
-    }
-    result.digest_checked = true;
-  }
-  return result;
+  return job.Result();
 }
 
 absl::Status StreamReceiver::RecvFailure(int res, absl::string_view where) const {

@@ -25,10 +25,13 @@
 #include "transport/base/unique_fd.h"
 #include "transport/peer/frame_codec.h"
 #include "transport/stream/buffer_pool.h"
+#include "transport/stream/pump_job.h"
 #include "transport/stream/stream_options.h"
 #include "transport/uring/ring.h"
 
 namespace migmover::stream {
+
+class PumpWorker;
 
 struct ReceiveResult {
   uint64_t total_bytes = 0;
@@ -64,6 +67,15 @@ class StreamReceiver {
   absl::Status SendCommit(const absl::Status& result,
                           absl::Duration linger = absl::Seconds(2));
 
+  // Runs this stream's copy-path receive on `worker` (shared with other streams) instead of
+  // the stream's own ring; null: back to its own. The worker must outlive the receive.
+  // `max_buffers`: the most of the worker's buffers one pump of this stream may hold; the
+  // worker's pool must fit every stream it carries at once (receives last a whole migration).
+  void set_worker(PumpWorker* worker, uint32_t max_buffers = 64) {
+    worker_ = worker;
+    worker_buffers_ = max_buffers;
+  }
+
   uint64_t bytes_received() const { return bytes_written_.load(std::memory_order_relaxed); }
   // Also adds every byte moved to `*counter` (live progress for status readers); the counter
   // must outlive this object.
@@ -73,6 +85,8 @@ class StreamReceiver {
  private:
   StreamReceiver(uring::Ring* ring, std::vector<UniqueFd> sockets, uint32_t device,
                  uint64_t next_seq, const StreamOptions& options);
+  class ReceiveJob;
+  uint32_t CopyJobSlots() const;
   absl::StatusOr<ReceiveResult> ReceiveCopy(int data_fd, const std::atomic<bool>& cancel);
   absl::StatusOr<ReceiveResult> ReceiveSplice(int data_fd, const std::atomic<bool>& cancel);
   // Checks a header that arrived on connection `k`; for control frames (first connection only)
@@ -86,6 +100,8 @@ class StreamReceiver {
   int control_fd() const { return sockets_[0].get(); }
 
   uring::Ring* ring_;
+  PumpWorker* worker_ = nullptr;
+  uint32_t worker_buffers_ = 64;
   std::vector<UniqueFd> sockets_;
   const uint32_t device_;
   std::vector<uint64_t> next_seqs_;     // Per connection.

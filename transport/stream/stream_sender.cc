@@ -74,10 +74,8 @@ absl::StatusOr<std::unique_ptr<StreamSender>> StreamSender::Create(uring::Ring* 
         absl::StrCat("chunk size ", options.chunk_size, " outside 1..", wire::kMaxDataLength));
   }
   if (options.buffers < 2) return absl::InvalidArgumentError("a stream needs at least 2 buffers");
-  const size_t n = sockets.size();
   std::unique_ptr<StreamSender> s(new StreamSender(ring, std::move(sockets), device, options));
   for (const UniqueFd& fd : s->sockets_) net::TuneDataSocket(fd.get(), options.socket_buffer);
-  (void)n;
   return s;
 }
 
@@ -419,8 +417,9 @@ absl::StatusOr<PumpResult> StreamSender::CopyJobResult(const PumpJob& job) {
 }
 
 uint32_t StreamSender::CopyJobSlots() const {
-  return std::min<uint32_t>(
+  const uint32_t want = std::min<uint32_t>(
       64, std::max<uint32_t>(options_.buffers, static_cast<uint32_t>(sockets_.size()) + 2));
+  return worker_ != nullptr ? std::max<uint32_t>(2, std::min(want, worker_buffers_)) : want;
 }
 
 absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint64_t max_bytes,

@@ -81,7 +81,12 @@ class StreamSender {
 
   // Runs this stream's copy-path pumps on `worker` (shared with other streams) instead of the
   // stream's own ring; null: back to its own. The worker must outlive the pumps.
-  void set_worker(PumpWorker* worker) { worker_ = worker; }
+  // `max_buffers`: the most of the worker's buffers one pump of this stream may hold; the
+  // worker's pool must fit every stream it carries at once (receives last a whole migration).
+  void set_worker(PumpWorker* worker, uint32_t max_buffers = 64) {
+    worker_ = worker;
+    worker_buffers_ = max_buffers;
+  }
 
   // For PumpWorker: the copy path of one Pump call as a job on `ring`, using the given buffers
   // of `pool` (registered with `ring`), its requests tagged with `job`.
@@ -123,6 +128,7 @@ class StreamSender {
 
   uring::Ring* ring_;
   PumpWorker* worker_ = nullptr;
+  uint32_t worker_buffers_ = 64;
   std::vector<UniqueFd> sockets_;
   std::vector<uint64_t> seqs_;  // Next frame sequence number, per connection.
   size_t next_socket_ = 0;      // Round-robin start for the next frame.

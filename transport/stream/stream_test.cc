@@ -69,7 +69,7 @@ struct Outcome {
 // and a receiver over `n` striped connections into another pipe.
 Outcome MoveStriped(const std::vector<uint8_t>& data, size_t precopy, int n, StreamOptions so,
                     StreamOptions ro, bool nonblocking_fds = false,
-                    PumpWorker* worker = nullptr) {
+                    PumpWorker* worker = nullptr, PumpWorker* receive_worker = nullptr) {
   ::signal(SIGPIPE, SIG_IGN);
   Outcome out;
   std::vector<UniqueFd> src, dst;
@@ -142,6 +142,7 @@ Outcome MoveStriped(const std::vector<uint8_t>& data, size_t precopy, int n, Str
     }
     auto receiver = StreamReceiver::Create(ring->get(), std::move(dst), 0, ro);
     ASSERT_TRUE(receiver.ok()) << receiver.status();
+    (*receiver)->set_worker(receive_worker);
     auto r = (*receiver)->Receive(dst_pipe->write.get(), cancel);
     out.receiver = r.status();
     if (r.ok()) out.result = *r;
@@ -206,10 +207,12 @@ TEST(StreamTest, SendZcCopyPathIsByteExact) {
   EXPECT_EQ(striped.received, data);
 }
 
-// Several streams' copy-path pumps share one worker thread, ring and buffer pool.
+// Several streams' copy-path pumps share one worker thread, ring and buffer pool on each side.
 TEST(StreamTest, StreamsSharingAPumpWorkerAreByteExact) {
   auto worker = PumpWorker::Start(12, 256 << 10);
   ASSERT_TRUE(worker.ok()) << worker.status();
+  auto receive_worker = PumpWorker::Start(10, 128 << 10);
+  ASSERT_TRUE(receive_worker.ok()) << receive_worker.status();
   std::vector<std::vector<uint8_t>> data = {RandomBytes(6 << 20 | 11, 31),
                                             RandomBytes(3 << 20 | 5, 32),
                                             RandomBytes(5 << 20, 33)};
@@ -220,7 +223,7 @@ TEST(StreamTest, StreamsSharingAPumpWorkerAreByteExact) {
       // The third stream is striped; buffers run short, so some pumps wait for others.
       out[i] = MoveStriped(data[i], i == 0 ? 1 << 20 : 0, i == 2 ? 2 : 1,
                            Opts(DataPath::kCopy, 256 << 10), Opts(DataPath::kCopy, 128 << 10),
-                           false, worker->get());
+                           false, worker->get(), receive_worker->get());
     });
   }
   for (auto& t : threads) t.join();
