@@ -129,7 +129,7 @@ absl::StatusOr<InProcessResult> RunInProcess(const std::vector<sim::SimDeviceSpe
   dc.session_id = "inprocess";
   dc.devices = names;
   dc.stream = options;
-  dc.workers = workers ? workers : std::max(1u, std::thread::hardware_concurrency());
+  dc.workers = workers;
   RETURN_IF_ERROR(dst_sessions.Reserve(dc.session_id));
   ASSIGN_OR_RETURN(std::shared_ptr<DestinationSession> dst,
                    DestinationSession::Prepare(dc, &dst_devices));

@@ -263,7 +263,8 @@ grpc::Status MigmoverService::PrepareDestination(grpc::ServerContext*,
     }
     ASSIGN_OR_RETURN(config.token, TokenFrom(req->token()));
     ASSIGN_OR_RETURN(config.stream, StreamOptionsFrom(req->options()));
-    config.workers = req->options().workers() ? req->options().workers() : defaults_.workers;
+    // Receives keep a thread per device unless asked: sharing measured no better there.
+    config.workers = req->options().workers();
     if (config.workers > 64) return absl::InvalidArgumentError("workers must be 0..64");
     RETURN_IF_ERROR(sessions_->Reserve(config.session_id));
     auto session = DestinationSession::Prepare(config, registry_);
