@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "transport/uring/ring.h"
 
@@ -25,6 +27,15 @@ class PumpJob {
   // The latest time Issue() should run again without a completion (a bandwidth cap's wait).
   virtual absl::Time WakeBy() const = 0;
 };
+
+// Drives `job` alone on `ring` (which carries nothing else) until it is Done(), calling
+// OnTick() every `tick`. Errors: the ring's own (a failed io_uring_enter); the job keeps its.
+absl::Status DriveJob(uring::Ring* ring, PumpJob& job,
+                      absl::Duration tick = absl::Milliseconds(100));
+
+// "device stream 3: no progress for 30s (waiting on the peer)".
+absl::Status NoProgressError(uint32_t device, absl::Duration idle_timeout,
+                             absl::string_view waiting_on);
 
 // User data of a job's request: the op kind, the job's id (24 bits) and a slot (24 bits).
 inline uint64_t JobTag(uint8_t kind, uint32_t job, uint32_t slot) {

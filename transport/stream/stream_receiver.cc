@@ -24,7 +24,6 @@ using wire::Phase;
 
 enum OpKind : uint8_t { kRecvHeader = 1, kRecvPayload = 2, kWrite = 3, kPoll = 4, kSplice = 5 };
 
-constexpr absl::Duration kTick = absl::Milliseconds(100);
 
 }  // namespace
 
@@ -250,10 +249,8 @@ class StreamReceiver::ReceiveJob final : public PumpJob {
   void OnTick() override {
     if (cancel_.load() && error_.ok()) Fail(absl::CancelledError("stream cancelled"));
     if (absl::Now() - last_progress_ > r_->options_.idle_timeout && error_.ok() && !Complete()) {
-      Fail(absl::DeadlineExceededError(absl::StrCat(
-          "device stream ", r_->device_, ": no progress for ",
-          absl::FormatDuration(r_->options_.idle_timeout),
-          write_inflight_ ? " (waiting on the data fd)" : " (waiting on the source)")));
+      Fail(NoProgressError(r_->device_, r_->options_.idle_timeout,
+                           write_inflight_ ? "waiting on the data fd" : "waiting on the source"));
     }
   }
 
@@ -473,22 +470,7 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveCopy(int data_fd,
   for (uint32_t i = 0; i < n; ++i) slots[i] = i;
   ReceiveJob job(this, ring_, pool_.get(), std::span<const uint32_t>(slots, n), 0, data_fd,
                  cancel);
-  absl::Time next_tick = absl::Now() + kTick;
-  while (true) {
-    job.Issue();
-    if (job.Done()) break;
-    uring::Completion batch[32];
-    ASSIGN_OR_RETURN(size_t got, ring_->WaitBatch(
-                                     std::max(next_tick - absl::Now(), absl::ZeroDuration()),
-                                     batch));
-    for (size_t i = 0; i < got; ++i) {
-      if (batch[i].user_data != uring::kCancelTag) job.OnCompletion(batch[i]);
-    }
-    if (got == 0 || absl::Now() >= next_tick) {
-      job.OnTick();
-      next_tick = absl::Now() + kTick;
-    }
-  }
+  RETURN_IF_ERROR(DriveJob(ring_, job));
   return job.Result();
 }
 

@@ -239,10 +239,8 @@ class StreamSender::CopyJob final : public PumpJob {
       last_progress_ = std::min(absl::Now(), send_not_before_);
     }
     if (absl::Now() - last_progress_ > s_->options_.idle_timeout && error_.ok() && !ended_) {
-      Fail(absl::DeadlineExceededError(absl::StrCat(
-          "device stream ", s_->device_, ": no progress for ",
-          absl::FormatDuration(s_->options_.idle_timeout),
-          read_inflight_ ? " (waiting on the data fd)" : " (waiting on the peer)")));
+      Fail(NoProgressError(s_->device_, s_->options_.idle_timeout,
+                           read_inflight_ ? "waiting on the data fd" : "waiting on the peer"));
     }
   }
 
@@ -440,23 +438,7 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
   for (uint32_t i = 0; i < n; ++i) slots[i] = i;
   CopyJob job(this, ring_, pool_.get(), std::span<const uint32_t>(slots, n), 0, data_fd, phase,
               max_bytes, stop, cancel);
-  absl::Time next_tick = absl::Now() + kTick;
-  while (true) {
-    job.Issue();
-    if (job.Done()) break;
-    uring::Completion batch[32];
-    absl::Duration wait = std::min(kTick, next_tick - absl::Now());
-    if (job.WakeBy() != absl::InfiniteFuture()) wait = std::min(wait, job.WakeBy() - absl::Now());
-    ASSIGN_OR_RETURN(size_t got,
-                     ring_->WaitBatch(std::max(wait, absl::ZeroDuration()), batch));
-    for (size_t i = 0; i < got; ++i) {
-      if (batch[i].user_data != uring::kCancelTag) job.OnCompletion(batch[i]);
-    }
-    if (got == 0 || absl::Now() >= next_tick) {
-      job.OnTick();
-      next_tick = absl::Now() + kTick;
-    }
-  }
+  RETURN_IF_ERROR(DriveJob(ring_, job));
   return job.Result();
 }
 

@@ -1,0 +1,37 @@
+#include "transport/stream/pump_job.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+
+namespace migmover::stream {
+
+absl::Status DriveJob(uring::Ring* ring, PumpJob& job, absl::Duration tick) {
+  absl::Time next_tick = absl::Now() + tick;
+  while (true) {
+    job.Issue();
+    if (job.Done()) return absl::OkStatus();
+    uring::Completion batch[32];
+    absl::Time wake = std::min(next_tick, job.WakeBy());
+    absl::StatusOr<size_t> got =
+        ring->WaitBatch(std::max(wake - absl::Now(), absl::ZeroDuration()), batch);
+    if (!got.ok()) return got.status();
+    for (size_t i = 0; i < *got; ++i) {
+      if (batch[i].user_data != uring::kCancelTag) job.OnCompletion(batch[i]);
+    }
+    if (*got == 0 || absl::Now() >= next_tick) {
+      job.OnTick();
+      next_tick = absl::Now() + tick;
+    }
+  }
+}
+
+absl::Status NoProgressError(uint32_t device, absl::Duration idle_timeout,
+                             absl::string_view waiting_on) {
+  return absl::DeadlineExceededError(absl::StrCat("device stream ", device, ": no progress for ",
+                                                  absl::FormatDuration(idle_timeout), " (",
+                                                  waiting_on, ")"));
+}
+
+}  // namespace migmover::stream
