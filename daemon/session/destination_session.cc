@@ -220,6 +220,7 @@ void DestinationSession::WorkerDone() {
     }
     registry_->Release(config_.devices, id_);
     Finish();
+    pump_workers_.clear();  // No device receives any more.
   }
 }
 

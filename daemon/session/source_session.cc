@@ -141,6 +141,9 @@ void SourceSession::Run(size_t i) {
     }
     registry_->Release(config_.devices, id_);
     Finish();
+    // Every device is done with the pump workers: do not keep their threads for an ended
+    // session that stays queryable.
+    pump_workers_.clear();
   }
 }
 
