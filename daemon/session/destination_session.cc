@@ -17,7 +17,8 @@ namespace migmover {
 
 namespace {
 // Each device's share of its pump worker's buffers: every device of a worker receives for the
-// whole migration at once, so shares must add up to the pool.
+// whole migration at once, so shares must add up to the pool. A striped receive wants two per
+// connection; with a smaller share each connection still gets one.
 uint32_t DestinationBuffersPerDevice(const DestinationConfig& config) {
   return std::min<uint32_t>(64, std::max<uint32_t>(config.stream.buffers, 4));
 }
@@ -35,20 +36,10 @@ absl::StatusOr<std::shared_ptr<DestinationSession>> DestinationSession::Prepare(
     return absl::InvalidArgumentError(absl::StrCat(
         "final state ", MigStateName(config.final_state), ": expected RUNNING, RUNNING_P2P or STOP"));
   }
-  std::vector<std::unique_ptr<stream::PumpWorker>> pump_workers;
-  if (config.workers > 0) {
-    const uint32_t w = std::min<uint32_t>(config.workers, config.devices.size());
-    // A striped device's receive may want more (two per connection); the worker caps each job
-    // at its pool, and a job waits for buffers another device's job still holds.
-    const uint32_t per_device = DestinationBuffersPerDevice(config);
-    const uint32_t devices_per_worker = (config.devices.size() + w - 1) / w;
-    for (uint32_t k = 0; k < w; ++k) {
-      ASSIGN_OR_RETURN(std::unique_ptr<stream::PumpWorker> worker,
-                       stream::PumpWorker::Start(per_device * devices_per_worker,
+  ASSIGN_OR_RETURN(std::vector<std::unique_ptr<stream::PumpWorker>> pump_workers,
+                   stream::PumpWorker::StartPool(config.workers, config.devices.size(),
+                                                 DestinationBuffersPerDevice(config),
                                                  config.stream.chunk_size));
-      pump_workers.push_back(std::move(worker));
-    }
-  }
   ASSIGN_OR_RETURN(std::vector<DeviceEntry*> entries,
                    registry->Claim(config.devices, config.session_id));
   std::shared_ptr<DestinationSession> s(new DestinationSession(config, registry, entries));

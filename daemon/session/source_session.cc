@@ -14,6 +14,15 @@ namespace migmover {
 using stream::PumpResult;
 using wire::Phase;
 
+namespace {
+// A device's share of its pump worker's buffers: what its sender's copy path wants (a frame in
+// flight per connection while the next ones are read).
+uint32_t BuffersPerDevice(const SourceConfig& config) {
+  return std::min<uint32_t>(
+      64, std::max<uint32_t>(config.stream.buffers, std::max<uint32_t>(1, config.streams) + 2));
+}
+}  // namespace
+
 absl::StatusOr<std::shared_ptr<SourceSession>> SourceSession::Start(SourceConfig config,
                                                                     DeviceRegistry* registry) {
   if (config.devices.empty()) return absl::InvalidArgumentError("a session needs devices");
@@ -42,24 +51,14 @@ absl::StatusOr<std::shared_ptr<SourceSession>> SourceSession::Start(SourceConfig
     }
   }
   config.stream.limiter = std::make_shared<stream::RateLimiter>(config.bandwidth);
-  std::vector<std::unique_ptr<stream::PumpWorker>> pump_workers;
-  if (config.workers > 0) {
-    const uint32_t w = std::min<uint32_t>(config.workers, entries.size());
-    const uint32_t per_device = std::min<uint32_t>(
-        64, std::max<uint32_t>(config.stream.buffers, std::max<uint32_t>(1, config.streams) + 2));
-    const uint32_t devices_per_worker = (entries.size() + w - 1) / w;
-    for (uint32_t k = 0; k < w; ++k) {
-      auto worker =
-          stream::PumpWorker::Start(per_device * devices_per_worker, config.stream.chunk_size);
-      if (!worker.ok()) {
-        registry->Release(config.devices, config.session_id);
-        return worker.status();
-      }
-      pump_workers.push_back(std::move(*worker));
-    }
+  auto pump_workers = stream::PumpWorker::StartPool(
+      config.workers, entries.size(), BuffersPerDevice(config), config.stream.chunk_size);
+  if (!pump_workers.ok()) {
+    registry->Release(config.devices, config.session_id);
+    return pump_workers.status();
   }
   std::shared_ptr<SourceSession> s(new SourceSession(std::move(config), registry, entries));
-  s->pump_workers_ = std::move(pump_workers);
+  s->pump_workers_ = std::move(*pump_workers);
   s->bandwidth_ = s->config_.bandwidth;
   s->SetPhase(SessionPhase::kConnecting);
   s->running_workers_ = static_cast<int>(entries.size());
@@ -237,9 +236,7 @@ absl::Status SourceSession::RunDevice(size_t i, stream::StreamSender** sender_ou
   *sender_out = sender.get();
   sender->set_progress_counter(&p.bytes);
   if (!pump_workers_.empty()) {
-    sender->set_worker(pump_workers_[i % pump_workers_.size()].get(),
-                       std::min<uint32_t>(64, std::max<uint32_t>(config_.stream.buffers,
-                                                                 config_.streams + 2)));
+    sender->set_worker(pump_workers_[i % pump_workers_.size()].get(), BuffersPerDevice(config_));
   }
   peer::Hello hello;
   hello.session_id = id_;

@@ -38,8 +38,8 @@ absl::StatusOr<sockaddr_storage> Resolve(const HostPort& addr, socklen_t* len) {
   hints.ai_flags = AI_NUMERICSERV | AI_PASSIVE;
   addrinfo* res = nullptr;
   std::string port = absl::StrCat(addr.port);
-  int r = ::getaddrinfo(addr.host.empty() ? nullptr : addr.host.c_str(), port.c_str(), &hints,
-                        &res);
+  int r =
+      ::getaddrinfo(addr.host.empty() ? nullptr : addr.host.c_str(), port.c_str(), &hints, &res);
   if (r != 0 || res == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat("getaddrinfo(", addr.host, ":", addr.port, "): ", ::gai_strerror(r)));
@@ -96,9 +96,8 @@ absl::StatusOr<UniqueFd> TcpListen(const HostPort& addr, uint16_t* bound_port) {
     sockaddr_storage got{};
     socklen_t got_len = sizeof(got);
     ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&got), &got_len);
-    *bound_port = ntohs(got.ss_family == AF_INET6
-                            ? reinterpret_cast<sockaddr_in6*>(&got)->sin6_port
-                            : reinterpret_cast<sockaddr_in*>(&got)->sin_port);
+    *bound_port = ntohs(got.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&got)->sin6_port
+                                                  : reinterpret_cast<sockaddr_in*>(&got)->sin_port);
   }
   return fd;
 }
@@ -142,35 +141,42 @@ absl::StatusOr<UniqueFd> Accept(int listen_fd, absl::Duration timeout) {
   return UniqueFd(fd);
 }
 
-absl::StatusOr<UniqueFd> UnixListen(const std::string& path) {
+namespace {
+absl::StatusOr<sockaddr_un> UnixAddress(const std::string& path) {
   sockaddr_un sa{};
   sa.sun_family = AF_UNIX;
   if (path.size() >= sizeof(sa.sun_path)) {
-    return absl::InvalidArgumentError(absl::StrCat("unix socket path too long: ", path));
+    return absl::InvalidArgumentError(absl::StrCat("unix socket path too long (", path.size(),
+                                                   " bytes, at most ", sizeof(sa.sun_path) - 1,
+                                                   "): ", path));
   }
   std::memcpy(sa.sun_path, path.data(), path.size());
+  return sa;
+}
+}  // namespace
+
+absl::StatusOr<UniqueFd> UnixListen(const std::string& path) {
+  absl::StatusOr<sockaddr_un> sa = UnixAddress(path);
+  if (!sa.ok()) return sa.status();
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd) return ErrnoStatus("socket(AF_UNIX)", errno);
   struct stat st;
   if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(path.c_str());
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&*sa), sizeof(*sa)) != 0) {
     return ErrnoStatus(absl::StrCat("bind(unix:", path, ")"), errno);
   }
   ::chmod(path.c_str(), 0660);
-  if (::listen(fd.get(), 16) != 0) return ErrnoStatus(absl::StrCat("listen(unix:", path, ")"), errno);
+  if (::listen(fd.get(), 16) != 0)
+    return ErrnoStatus(absl::StrCat("listen(unix:", path, ")"), errno);
   return fd;
 }
 
 absl::StatusOr<UniqueFd> UnixConnect(const std::string& path) {
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  if (path.size() >= sizeof(sa.sun_path)) {
-    return absl::InvalidArgumentError(absl::StrCat("unix socket path too long: ", path));
-  }
-  std::memcpy(sa.sun_path, path.data(), path.size());
+  absl::StatusOr<sockaddr_un> sa = UnixAddress(path);
+  if (!sa.ok()) return sa.status();
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd) return ErrnoStatus("socket(AF_UNIX)", errno);
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&*sa), sizeof(*sa)) != 0) {
     return ErrnoStatus(absl::StrCat("connect(unix:", path, ")"), errno);
   }
   return fd;
@@ -203,9 +209,9 @@ absl::Status SendAll(int fd, absl::string_view data, absl::Time deadline,
       return ErrnoStatus(absl::StrCat("send(fd ", fd, ", ", data.size() - done, " bytes)"), errno);
     }
     if (absl::Now() >= deadline) {
-      return absl::DeadlineExceededError(
-          absl::StrCat("send(fd ", fd, "): peer accepted ", done, " of ", data.size(),
-                       " bytes before the deadline"));
+      return absl::DeadlineExceededError(absl::StrCat("send(fd ", fd, "): peer accepted ", done,
+                                                      " of ", data.size(),
+                                                      " bytes before the deadline"));
     }
     pollfd p{fd, POLLOUT, 0};
     ::poll(&p, 1, PollTimeoutMs(deadline));
@@ -225,8 +231,8 @@ absl::Status RecvExact(int fd, void* buf, size_t n, absl::Time deadline,
       continue;
     }
     if (r == 0) {
-      return absl::UnavailableError(absl::StrCat("peer closed the connection after ", done,
-                                                 " of ", n, " bytes"));
+      return absl::UnavailableError(
+          absl::StrCat("peer closed the connection after ", done, " of ", n, " bytes"));
     }
     if (errno == EINTR) continue;
     if (errno != EAGAIN) {

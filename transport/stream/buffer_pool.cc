@@ -33,6 +33,7 @@ absl::StatusOr<std::unique_ptr<BufferPool>> BufferPool::Create(uring::Ring* ring
   std::vector<iovec> iov(count);
   for (uint32_t i = 0; i < count; ++i) iov[i] = {pool->base(i), pool->stride_};
   RETURN_IF_ERROR(ring->RegisterBuffers(iov));
+  for (uint32_t i = 0; i < count; ++i) pool->all_.push_back(i);
   return pool;
 }
 

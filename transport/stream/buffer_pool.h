@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -32,6 +33,8 @@ class BufferPool {
   // Start of buffer `i`'s payload.
   uint8_t* payload(uint32_t i) const { return base(i) + headroom_; }
   uint32_t headroom() const { return headroom_; }
+  // Every buffer index, 0..count-1 (for a job that uses the whole pool).
+  std::span<const uint32_t> all() const { return all_; }
 
  private:
   BufferPool() = default;
@@ -41,6 +44,7 @@ class BufferPool {
   uint32_t count_ = 0;
   uint32_t payload_size_ = 0;
   uint32_t headroom_ = 0;
+  std::vector<uint32_t> all_;
 };
 
 }  // namespace migmover::stream

@@ -45,6 +45,21 @@ absl::StatusOr<std::unique_ptr<PumpWorker>> PumpWorker::Start(uint32_t buffers,
   return w;
 }
 
+absl::StatusOr<std::vector<std::unique_ptr<PumpWorker>>> PumpWorker::StartPool(
+    uint32_t workers, size_t streams, uint32_t buffers_per_stream, uint32_t chunk_size) {
+  std::vector<std::unique_ptr<PumpWorker>> pool;
+  const size_t w = std::min<size_t>(workers, streams);
+  if (w == 0) return pool;
+  const size_t streams_per_worker = (streams + w - 1) / w;
+  for (size_t k = 0; k < w; ++k) {
+    absl::StatusOr<std::unique_ptr<PumpWorker>> worker =
+        Start(static_cast<uint32_t>(buffers_per_stream * streams_per_worker), chunk_size);
+    if (!worker.ok()) return worker.status();
+    pool.push_back(std::move(*worker));
+  }
+  return pool;
+}
+
 PumpWorker::~PumpWorker() {
   stop_ = true;
   WakeRing();

@@ -30,6 +30,12 @@ class PumpWorker {
   // `buffers` buffers of `chunk_size` bytes (+ frame headroom) are shared by the worker's
   // concurrent pumps; a pump waits for its share when they are all taken.
   static absl::StatusOr<std::unique_ptr<PumpWorker>> Start(uint32_t buffers, uint32_t chunk_size);
+
+  // min(`workers`, `streams`) workers for `streams` long-lived streams spread over them round
+  // robin, each stream holding up to `buffers_per_stream` buffers at once, so every stream of a
+  // worker fits its pool together.
+  static absl::StatusOr<std::vector<std::unique_ptr<PumpWorker>>> StartPool(
+      uint32_t workers, size_t streams, uint32_t buffers_per_stream, uint32_t chunk_size);
   ~PumpWorker();
 
   // Makes a job on the worker's thread, ring and `slots_wanted` of its buffers (waiting for

@@ -24,7 +24,6 @@ using wire::Phase;
 
 enum OpKind : uint8_t { kRecvHeader = 1, kRecvPayload = 2, kWrite = 3, kPoll = 4, kSplice = 5 };
 
-
 }  // namespace
 
 StreamReceiver::StreamReceiver(uring::Ring* ring, std::vector<UniqueFd> sockets, uint32_t device,
@@ -225,8 +224,7 @@ class StreamReceiver::ReceiveJob final : public PumpJob {
       if (writing_ >= 0) {
         const Piece& pc = pieces_[writing_];
         io_uring_sqe* sqe = ring_->Sqe();
-        io_uring_prep_write_fixed(sqe, data_fd_,
-                                  pool_->payload(pool_index_[writing_]) + pc.written,
+        io_uring_prep_write_fixed(sqe, data_fd_, pool_->payload(pool_index_[writing_]) + pc.written,
                                   pc.len - pc.written, -1, pool_index_[writing_]);
         io_uring_sqe_set_data64(sqe, JobTag(kWrite, job_, writing_));
         write_inflight_ = true;
@@ -354,8 +352,8 @@ class StreamReceiver::ReceiveJob final : public PumpJob {
     // may still be on their way.
     if (ended_ &&
         (received_ > r_->end_.total_bytes || (nsock_ == 1 && received_ != r_->end_.total_bytes))) {
-      Fail(absl::DataLossError(absl::StrCat("END_STREAM counts ", r_->end_.total_bytes,
-                                            " bytes; ", received_, " arrived")));
+      Fail(absl::DataLossError(absl::StrCat("END_STREAM counts ", r_->end_.total_bytes, " bytes; ",
+                                            received_, " arrived")));
     }
   }
 
@@ -384,8 +382,8 @@ class StreamReceiver::ReceiveJob final : public PumpJob {
     cn.want = 0;
     if (cn.frame_left == 0) cn.state = Conn::kIdle;
     if (ended_ && received_ > r_->end_.total_bytes) {
-      Fail(absl::DataLossError(absl::StrCat("END_STREAM counts ", r_->end_.total_bytes,
-                                            " bytes; ", received_, " arrived")));
+      Fail(absl::DataLossError(absl::StrCat("END_STREAM counts ", r_->end_.total_bytes, " bytes; ",
+                                            received_, " arrived")));
     }
   }
 
@@ -445,8 +443,8 @@ class StreamReceiver::ReceiveJob final : public PumpJob {
 uint32_t StreamReceiver::CopyJobSlots() const {
   // Two buffers per connection (one filling while an earlier one is written), if the worker
   // can spare them; with fewer, each connection still gets one.
-  const uint32_t want =
-      std::min<uint32_t>(64, std::max(options_.buffers, 2 * static_cast<uint32_t>(sockets_.size())));
+  const uint32_t want = std::min<uint32_t>(
+      64, std::max(options_.buffers, 2 * static_cast<uint32_t>(sockets_.size())));
   return worker_ != nullptr ? std::max<uint32_t>(1, std::min(want, worker_buffers_)) : want;
 }
 
@@ -454,8 +452,9 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveCopy(int data_fd,
                                                           const std::atomic<bool>& cancel) {
   if (worker_ != nullptr) {
     std::unique_ptr<PumpJob> job = worker_->RunJob(
-        CopyJobSlots(), [&](uring::Ring* ring, BufferPool* pool, std::span<const uint32_t> slots,
-                            uint32_t id) -> std::unique_ptr<PumpJob> {
+        CopyJobSlots(),
+        [&](uring::Ring* ring, BufferPool* pool, std::span<const uint32_t> slots,
+            uint32_t id) -> std::unique_ptr<PumpJob> {
           return std::make_unique<ReceiveJob>(this, ring, pool, slots, id, data_fd, cancel);
         });
     if (job == nullptr) return absl::CancelledError("pump worker stopped");
@@ -465,11 +464,7 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveCopy(int data_fd,
     ASSIGN_OR_RETURN(pool_, BufferPool::Create(ring_, CopyJobSlots(), options_.chunk_size,
                                                wire::kFrameHeaderSize));
   }
-  uint32_t slots[64];
-  const uint32_t n = std::min<uint32_t>(pool_->count(), 64);
-  for (uint32_t i = 0; i < n; ++i) slots[i] = i;
-  ReceiveJob job(this, ring_, pool_.get(), std::span<const uint32_t>(slots, n), 0, data_fd,
-                 cancel);
+  ReceiveJob job(this, ring_, pool_.get(), pool_->all(), 0, data_fd, cancel);
   RETURN_IF_ERROR(DriveJob(ring_, job));
   return job.Result();
 }

@@ -24,7 +24,7 @@ using wire::FrameHeader;
 using wire::FrameType;
 using wire::Phase;
 
-enum OpKind : uint8_t { kRead = 1, kPoll = 2, kSend = 3, kSplice = 4 };
+enum OpKind : uint8_t { kRead = 1, kPoll = 2, kSend = 3, kSplice = 4, kPeer = 5 };
 
 constexpr absl::Duration kTick = absl::Milliseconds(100);
 
@@ -142,8 +142,8 @@ absl::StatusOr<PumpResult> StreamSender::Pump(int data_fd, Phase phase, uint64_t
 class StreamSender::CopyJob final : public PumpJob {
  public:
   CopyJob(StreamSender* s, uring::Ring* ring, BufferPool* pool, std::span<const uint32_t> slots,
-          uint32_t job, int data_fd, Phase phase, uint64_t max_bytes,
-          const std::atomic<bool>& stop, const std::atomic<bool>& cancel)
+          uint32_t job, int data_fd, Phase phase, uint64_t max_bytes, const std::atomic<bool>& stop,
+          const std::atomic<bool>& cancel)
       : s_(s),
         ring_(ring),
         pool_(pool),
@@ -168,16 +168,22 @@ class StreamSender::CopyJob final : public PumpJob {
     return result_;
   }
 
-  bool Done() const override {
-    return ended_ && !read_inflight_ && !poll_inflight_ && sends_inflight_ == 0 &&
-           notifs_outstanding_ == 0 && (ready_count_ == 0 || !error_.ok());
-  }
+  bool Done() const override { return Drained() && !peer_poll_inflight_; }
 
   absl::Time WakeBy() const override {
     return send_not_before_ > absl::Now() ? send_not_before_ : absl::InfiniteFuture();
   }
 
   void Issue() override {
+    // The destination only speaks mid-stream to give up. The ring watches its connection, so
+    // noticing costs nothing per frame.
+    if (!ended_ && !peer_poll_inflight_) {
+      io_uring_sqe* sqe = ring_->Sqe();
+      io_uring_prep_poll_add(sqe, s_->control_fd(), POLLIN);
+      io_uring_sqe_set_data64(sqe, JobTag(kPeer, job_, 0));
+      peer_poll_inflight_ = true;
+      peer_cancel_sent_ = false;
+    }
     if (!ended_ && !read_inflight_ && !poll_inflight_) {
       if (cancel_.load()) {
         Fail(absl::CancelledError("stream cancelled"));
@@ -225,6 +231,10 @@ class StreamSender::CopyJob final : public PumpJob {
       sending_[k] = static_cast<int>(slot);
       ++sends_inflight_;
     }
+    if (Drained() && peer_poll_inflight_ && !peer_cancel_sent_) {
+      ring_->Cancel(JobTag(kPeer, job_, 0));
+      peer_cancel_sent_ = true;
+    }
   }
 
   void OnTick() override {
@@ -256,6 +266,14 @@ class StreamSender::CopyJob final : public PumpJob {
       case kSend:
         OnSend(slot, c);
         break;
+      case kPeer:
+        peer_poll_inflight_ = false;
+        // Readable (or hung up) while frames still go out: read why, and stop.
+        if (c.res > 0 && !ended_) {
+          absl::Status v = s_->PeerVerdict();
+          if (!v.ok()) Fail(v);
+        }
+        break;
     }
   }
 
@@ -281,11 +299,17 @@ class StreamSender::CopyJob final : public PumpJob {
     io_uring_sqe_set_data64(sqe, JobTag(kSend, job_, slot));
   }
 
+  // Ended, with no data-path request of this job in flight.
+  bool Drained() const {
+    return ended_ && !read_inflight_ && !poll_inflight_ && sends_inflight_ == 0 &&
+           notifs_outstanding_ == 0 && (ready_count_ == 0 || !error_.ok());
+  }
+
   void Fail(absl::Status st) {
     if (error_.ok()) error_ = std::move(st);
     ended_ = true;
-    if (!cancel_sent_ &&
-        (read_inflight_ || poll_inflight_ || sends_inflight_ > 0 || notifs_outstanding_ > 0)) {
+    if (!cancel_sent_ && (read_inflight_ || poll_inflight_ || sends_inflight_ > 0 ||
+                          notifs_outstanding_ > 0 || peer_poll_inflight_)) {
       // Only this job's requests: the ring may carry other streams.
       ring_->CancelFd(data_fd_);
       for (const UniqueFd& fd : s_->sockets_) ring_->CancelFd(fd.get());
@@ -322,8 +346,8 @@ class StreamSender::CopyJob final : public PumpJob {
       io_uring_sqe_set_data64(sqe, JobTag(kPoll, job_, 0));
       poll_inflight_ = true;
     } else if (res != -EINTR) {
-      Fail(ErrnoStatus(
-          absl::StrCat("read(data fd ", data_fd_, ", ", peer::PhaseName(phase_), ")"), -res));
+      Fail(ErrnoStatus(absl::StrCat("read(data fd ", data_fd_, ", ", peer::PhaseName(phase_), ")"),
+                       -res));
     }
   }
 
@@ -360,7 +384,6 @@ class StreamSender::CopyJob final : public PumpJob {
       s_->offset_ += sl.len;
       sl.sent_all = true;
       if (sl.notifs == 0) free_list_[free_count_++] = slot;
-      if (absl::Status v = s_->PeerVerdict(); !v.ok()) Fail(v);
     } else if (error_.ok()) {
       absl::Status v = s_->PeerVerdict();
       Fail(!v.ok() ? v
@@ -395,6 +418,7 @@ class StreamSender::CopyJob final : public PumpJob {
   absl::Status error_;
   bool ended_ = false, read_inflight_ = false, poll_inflight_ = false;
   bool cancel_sent_ = false, read_cancel_sent_ = false;
+  bool peer_poll_inflight_ = false, peer_cancel_sent_ = false;
   uint64_t read_tag_ = 0;
   uint64_t remaining_;
   uint64_t read_offset_;
@@ -402,10 +426,11 @@ class StreamSender::CopyJob final : public PumpJob {
   absl::Time send_not_before_ = absl::InfinitePast();
 };
 
-std::unique_ptr<PumpJob> StreamSender::MakeCopyJob(
-    uring::Ring* ring, BufferPool* pool, std::span<const uint32_t> slots, uint32_t job, int data_fd,
-    Phase phase, uint64_t max_bytes, const std::atomic<bool>& stop,
-    const std::atomic<bool>& cancel) {
+std::unique_ptr<PumpJob> StreamSender::MakeCopyJob(uring::Ring* ring, BufferPool* pool,
+                                                   std::span<const uint32_t> slots, uint32_t job,
+                                                   int data_fd, Phase phase, uint64_t max_bytes,
+                                                   const std::atomic<bool>& stop,
+                                                   const std::atomic<bool>& cancel) {
   return std::make_unique<CopyJob>(this, ring, pool, slots, job, data_fd, phase, max_bytes, stop,
                                    cancel);
 }
@@ -433,11 +458,7 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
     ASSIGN_OR_RETURN(pool_, BufferPool::Create(ring_, CopyJobSlots(), options_.chunk_size,
                                                wire::kFrameHeaderSize));
   }
-  uint32_t slots[64];
-  const uint32_t n = std::min<uint32_t>(pool_->count(), 64);
-  for (uint32_t i = 0; i < n; ++i) slots[i] = i;
-  CopyJob job(this, ring_, pool_.get(), std::span<const uint32_t>(slots, n), 0, data_fd, phase,
-              max_bytes, stop, cancel);
+  CopyJob job(this, ring_, pool_.get(), pool_->all(), 0, data_fd, phase, max_bytes, stop, cancel);
   RETURN_IF_ERROR(DriveJob(ring_, job));
   return job.Result();
 }

@@ -121,7 +121,8 @@ class StreamSender {
   absl::StatusOr<int> RunOne(const std::atomic<bool>& cancel);
   absl::Status SendControl(const std::string& frame);
   // The destination only speaks mid-stream to give up (ERROR, or a failed COMMIT). If it has,
-  // reads its frame and returns its verdict as an error; OK when it has said nothing.
+  // reads its frame and returns its verdict as an error; OK when it has said nothing. The copy
+  // path calls it when its ring reports the connection readable; the splice path per frame.
   absl::Status PeerVerdict();
 
   int control_fd() const { return sockets_[0].get(); }

@@ -414,6 +414,53 @@ TEST(StreamTest, StripedHoleOrDuplicateIsDataLoss) {
   EXPECT_EQ(ctl.code(), absl::StatusCode::kDataLoss) << ctl;
 }
 
+// The destination gives up while it keeps draining the connection (so sends still succeed):
+// the sender must notice from its ring's watch on the connection, not only at the end.
+TEST(StreamTest, SenderStopsWhenTheDestinationGivesUpMidStream) {
+  ::signal(SIGPIPE, SIG_IGN);
+  for (DataPath p : {DataPath::kCopy, DataPath::kSplice}) {
+    Conn conn = Connect();
+    auto ring = uring::Ring::Create(32);
+    auto sender = StreamSender::Create(ring->get(), std::move(conn.src), 0, Opts(p, 256 << 10));
+    ASSERT_TRUE(sender.ok());
+    auto pipe = MakePipe();
+    std::atomic<bool> stop{false}, cancel{false}, fed{false};
+    const uint64_t total = 512ull << 20;
+    std::thread feeder([&] {
+      std::vector<char> buf(1 << 20, 'z');
+      uint64_t left = total;
+      while (left > 0) {
+        ssize_t n = ::write(pipe->write.get(), buf.data(), std::min<uint64_t>(left, buf.size()));
+        if (n <= 0) break;
+        left -= n;
+      }
+      fed = true;
+    });
+    std::thread dest([&] {
+      absl::SleepFor(absl::Milliseconds(20));
+      ASSERT_TRUE(net::SendAll(conn.dst.get(),
+                               peer::EncodeStatusFrame(wire::FrameType::kCommit, 1, 0,
+                                                       peer::PeerStatus{9, "device says no"}),
+                               absl::Now() + absl::Seconds(1))
+                      .ok());
+      char sink[1 << 16];
+      const absl::Time until = absl::Now() + absl::Seconds(5);
+      while (absl::Now() < until && ::recv(conn.dst.get(), sink, sizeof(sink), 0) > 0) {
+      }
+    });
+    auto r = (*sender)->Pump(pipe->read.get(), Phase::kStopCopy, UINT64_MAX, stop, cancel);
+    const uint64_t sent = (*sender)->bytes_sent();
+    pipe->read.Reset();  // Unblocks the feeder.
+    sender->reset();     // Closes the connection: the destination's drain ends.
+    feeder.join();
+    dest.join();
+    ASSERT_FALSE(r.ok()) << DataPathName(p);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
+    EXPECT_NE(r.status().message().find("device says no"), std::string::npos) << r.status();
+    EXPECT_LT(sent, total) << DataPathName(p);
+  }
+}
+
 TEST(StreamTest, PrecopyZeroReadMeansDrained) {
   auto ring = uring::Ring::Create(16);
   ASSERT_TRUE(ring.ok());
