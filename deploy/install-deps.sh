@@ -13,6 +13,7 @@ PACKAGES=(
   libgrpc++-dev
   libabsl-dev
   liburing-dev
+  libdpdk-dev
   libxxhash-dev
   libssl-dev
   libgtest-dev

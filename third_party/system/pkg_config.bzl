@@ -14,7 +14,9 @@ def _run_pkg_config(ctx, flag, modules):
 
 def _pkg_config_library_impl(ctx):
     cflags = _run_pkg_config(ctx, "--cflags", ctx.attr.modules)
-    libs = _run_pkg_config(ctx, "--libs", ctx.attr.modules)
+    # --as-needed (libdpdk.pc starts with it) drops a library the test binary itself does not
+    # call, though the shared objects Bazel links tests from do: keep every listed library.
+    libs = [f for f in _run_pkg_config(ctx, "--libs", ctx.attr.modules) if f != "-Wl,--as-needed"]
 
     includes = []
     defines = []

@@ -1,0 +1,129 @@
+#include "transport/dpdk/port.h"
+
+#include <rte_bus_vdev.h>
+#include <rte_dev.h>
+#include <rte_errno.h>
+#include <rte_ethdev.h>
+
+#include <atomic>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "transport/dpdk/eal.h"
+
+namespace migmover::dpdk {
+namespace {
+
+absl::Status RteError(absl::string_view call, int rc) {
+  const int err = rc < 0 ? -rc : rte_errno;
+  return absl::InternalError(absl::StrCat(call, ": ", rte_strerror(err)));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<DpdkPort>> DpdkPort::Open(const PortOptions& o) {
+  if (!EalInitialized()) {
+    return absl::FailedPreconditionError("DPDK port " + o.devargs + ": the EAL is not started");
+  }
+  const std::string name = o.devargs.substr(0, o.devargs.find(','));
+  std::string devargs = o.devargs;
+  if (name.rfind("net_memif", 0) == 0 && devargs.find("bsize=") == std::string::npos) {
+    // memif splits a frame larger than its buffers over several ring slots, and DPDK 22.11
+    // garbles such frames for good once the ring fills in the middle of one (seen here): one
+    // slot per frame.
+    absl::StrAppend(&devargs, ",bsize=", o.frame_capacity);
+  }
+  if (name.empty()) return absl::InvalidArgumentError("DPDK port: empty devargs");
+  uint16_t port = 0;
+  bool created = false;
+  if (rte_eth_dev_get_port_by_name(name.c_str(), &port) != 0) {
+    const size_t comma = devargs.find(',');
+    const std::string args = comma == std::string::npos ? "" : devargs.substr(comma + 1);
+    if (int rc = rte_vdev_init(name.c_str(), args.c_str()); rc != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("rte_vdev_init(", name, ", \"", args, "\"): ", rte_strerror(-rc)));
+    }
+    created = true;
+    if (rte_eth_dev_get_port_by_name(name.c_str(), &port) != 0) {
+      rte_vdev_uninit(name.c_str());
+      return absl::InternalError(absl::StrCat("DPDK device ", name, " created no Ethernet port"));
+    }
+  }
+  auto undo = [&] {
+    if (created) rte_vdev_uninit(name.c_str());
+  };
+  static std::atomic<int> pools{0};
+  const std::string pool_name = absl::StrCat("mm", port, "_", pools.fetch_add(1));
+  rte_mempool* pool =
+      rte_pktmbuf_pool_create(pool_name.c_str(), o.buffers, 256, 0,
+                              RTE_PKTMBUF_HEADROOM + o.frame_capacity, rte_eth_dev_socket_id(port));
+  if (pool == nullptr) {
+    undo();
+    return RteError(
+        absl::StrCat("rte_pktmbuf_pool_create(", o.buffers, " x ", o.frame_capacity, " bytes)"), 0);
+  }
+  std::unique_ptr<DpdkPort> p(new DpdkPort(port, name, created, pool, o.frame_capacity));
+  rte_eth_conf conf{};
+  if (int rc = rte_eth_dev_configure(port, 1, 1, &conf); rc != 0) {
+    return RteError(absl::StrCat("rte_eth_dev_configure(", name, ")"), rc);
+  }
+  uint16_t rx = o.ring_size, tx = o.ring_size;
+  if (int rc = rte_eth_dev_adjust_nb_rx_tx_desc(port, &rx, &tx); rc != 0) {
+    return RteError(absl::StrCat("rte_eth_dev_adjust_nb_rx_tx_desc(", name, ")"), rc);
+  }
+  const int socket = rte_eth_dev_socket_id(port);
+  if (int rc = rte_eth_rx_queue_setup(port, 0, rx, socket, nullptr, pool); rc != 0) {
+    return RteError(absl::StrCat("rte_eth_rx_queue_setup(", name, ", ", rx, " descriptors)"), rc);
+  }
+  if (int rc = rte_eth_tx_queue_setup(port, 0, tx, socket, nullptr); rc != 0) {
+    return RteError(absl::StrCat("rte_eth_tx_queue_setup(", name, ", ", tx, " descriptors)"), rc);
+  }
+  if (int rc = rte_eth_dev_start(port); rc != 0) {
+    return RteError(absl::StrCat("rte_eth_dev_start(", name, ")"), rc);
+  }
+  rte_eth_macaddr_get(port, &p->mac_);
+  return p;
+}
+
+DpdkPort::DpdkPort(uint16_t port, std::string name, bool created, rte_mempool* pool,
+                   uint16_t frame_capacity)
+    : port_(port),
+      name_(std::move(name)),
+      created_(created),
+      pool_(pool),
+      frame_capacity_(frame_capacity) {}
+
+DpdkPort::~DpdkPort() {
+  rte_eth_dev_stop(port_);
+  rte_eth_dev_close(port_);
+  if (created_) rte_vdev_uninit(name_.c_str());
+  // Only after the device is gone: its queues held buffers of this pool.
+  rte_mempool_free(pool_);
+}
+
+absl::Status DpdkPort::WaitLinkUp(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    rte_eth_link link{};
+    if (rte_eth_link_get_nowait(port_, &link) == 0 && link.link_status == RTE_ETH_LINK_UP) {
+      return absl::OkStatus();
+    }
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "DPDK port ", name_, ": link still down after ", absl::FormatDuration(timeout)));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+uint16_t DpdkPort::Receive(rte_mbuf** frames, uint16_t n) {
+  return rte_eth_rx_burst(port_, 0, frames, n);
+}
+
+uint16_t DpdkPort::Transmit(rte_mbuf** frames, uint16_t n) {
+  return rte_eth_tx_burst(port_, 0, frames, n);
+}
+
+rte_mbuf* DpdkPort::Alloc() { return rte_pktmbuf_alloc(pool_); }
+
+}  // namespace migmover::dpdk

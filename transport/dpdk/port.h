@@ -1,0 +1,83 @@
+// DpdkPort: one DPDK Ethernet port with one receive and one transmit queue, and the packet
+// buffer pool it draws from. FrameIo is the frame-level seam the reliable link runs over.
+#ifndef MIGMOVER_TRANSPORT_DPDK_PORT_H_
+#define MIGMOVER_TRANSPORT_DPDK_PORT_H_
+
+#include <rte_ether.h>
+#include <rte_mbuf.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace migmover::dpdk {
+
+// Frames in and out. Not thread-safe: one polling thread per FrameIo.
+class FrameIo {
+ public:
+  virtual ~FrameIo() = default;
+  // Up to `n` received frames into `frames`; the caller owns (and frees) them. Never blocks.
+  virtual uint16_t Receive(rte_mbuf** frames, uint16_t n) = 0;
+  // Queues up to `n` frames; returns k, the number taken (the first k: their ownership passes
+  // on). The rest stay the caller's: a full queue is backpressure, not an error.
+  virtual uint16_t Transmit(rte_mbuf** frames, uint16_t n) = 0;
+  // An empty frame buffer from the pool, or nullptr when the pool is exhausted (backpressure).
+  virtual rte_mbuf* Alloc() = 0;
+  // Bytes one frame's buffer holds (Ethernet header included).
+  virtual uint16_t frame_capacity() const = 0;
+  virtual rte_ether_addr mac() const = 0;
+};
+
+struct PortOptions {
+  // DPDK device arguments; the port's name is the part before the first comma, e.g.
+  // "net_memif0,role=server,socket=/run/migmover/memif0.sock,bsize=9216". A port created at EAL
+  // start (EalOptions::vdevs) is found by its name; otherwise the device is created here.
+  std::string devargs;
+  uint16_t ring_size = 1024;  // Descriptors per queue.
+  uint32_t buffers = 8191;    // Frame buffers in the pool (the link's window draws from it).
+  uint16_t frame_capacity = 9216;
+};
+
+class DpdkPort final : public FrameIo {
+ public:
+  // Creates (or finds) the device, configures one queue each way, starts it. The EAL must be up
+  // (InitEal). Errors: FailedPrecondition without the EAL; InvalidArgument for devargs DPDK
+  // refuses; Internal naming the rte_ call and DPDK's reason otherwise.
+  static absl::StatusOr<std::unique_ptr<DpdkPort>> Open(const PortOptions& options);
+  // Stops and closes the port and frees the pool; removes the device if Open created it.
+  ~DpdkPort() override;
+  DpdkPort(const DpdkPort&) = delete;
+  DpdkPort& operator=(const DpdkPort&) = delete;
+
+  // Waits until the port reports link up (for net_memif: the peer process has connected).
+  // DeadlineExceeded after `timeout`.
+  absl::Status WaitLinkUp(absl::Duration timeout);
+
+  uint16_t Receive(rte_mbuf** frames, uint16_t n) override;
+  uint16_t Transmit(rte_mbuf** frames, uint16_t n) override;
+  rte_mbuf* Alloc() override;
+  uint16_t frame_capacity() const override { return frame_capacity_; }
+  rte_ether_addr mac() const override { return mac_; }
+
+  uint16_t port_id() const { return port_; }
+  const std::string& name() const { return name_; }
+
+ private:
+  DpdkPort(uint16_t port, std::string name, bool created, rte_mempool* pool,
+           uint16_t frame_capacity);
+
+  const uint16_t port_;
+  const std::string name_;
+  const bool created_;
+  rte_mempool* const pool_;
+  const uint16_t frame_capacity_;
+  rte_ether_addr mac_{};
+};
+
+}  // namespace migmover::dpdk
+
+#endif  // MIGMOVER_TRANSPORT_DPDK_PORT_H_

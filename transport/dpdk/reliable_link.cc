@@ -1,0 +1,342 @@
+#include "transport/dpdk/reliable_link.h"
+
+#include <rte_memcpy.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "xxh_x86dispatch.h"
+#include "xxhash.h"
+
+namespace migmover::dpdk {
+namespace {
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "the link header is little-endian; a big-endian port must byte-swap here");
+
+constexpr uint32_t kHeaders = wire::kEthernetHeaderSize + wire::kLinkHeaderSize;
+constexpr uint16_t kBurst = 32;
+
+// Sequence numbers wrap; compare them as distances.
+bool SeqLt(uint32_t a, uint32_t b) { return static_cast<int32_t>(a - b) < 0; }
+
+uint64_t Checksum(const uint8_t* payload, size_t n, uint32_t seq) {
+  return XXH3_64bits_withSeed_dispatch(payload, n, seq);
+}
+
+int64_t NowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+wire::LinkHeader* HeaderOf(rte_mbuf* m) {
+  return rte_pktmbuf_mtod_offset(m, wire::LinkHeader*, wire::kEthernetHeaderSize);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ReliableLink>> ReliableLink::Create(FrameIo* io,
+                                                                   LinkOptions options) {
+  if (options.mss == 0 || options.mss + kHeaders > io->frame_capacity()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("DPDK link: mss ", options.mss, " does not fit a ", io->frame_capacity(),
+                     "-byte frame with its ", kHeaders, " header bytes"));
+  }
+  const uint32_t w = options.window;
+  if (w < 2 || w > 32768 || (w & (w - 1)) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("DPDK link: window ", w, " is not a power of two in [2, 32768]"));
+  }
+  options.ack_every = std::clamp<uint32_t>(options.ack_every, 1, w / 2);
+  return std::unique_ptr<ReliableLink>(new ReliableLink(io, options));
+}
+
+ReliableLink::ReliableLink(FrameIo* io, LinkOptions options)
+    : io_(io),
+      o_(options),
+      mask_(options.window - 1),
+      rto_ns_(absl::ToInt64Nanoseconds(options.retransmit_after)),
+      keepalive_ns_(absl::ToInt64Nanoseconds(options.keepalive)),
+      dead_ns_(absl::ToInt64Nanoseconds(options.dead_after)),
+      tx_(options.window, nullptr),
+      peer_window_(options.window),
+      rx_(options.window, nullptr),
+      advertised_room_(options.window) {
+  progress_ns_ = heard_ns_ = NowNs();
+}
+
+ReliableLink::~ReliableLink() {
+  for (uint32_t s = snd_una_; s != snd_nxt_; ++s) rte_pktmbuf_free(tx_[s & mask_]);
+  for (uint32_t i = 0; i < rx_count_; ++i) rte_pktmbuf_free(rx_[(rx_head_ + i) & mask_]);
+}
+
+rte_mbuf* ReliableLink::NewFrame(wire::LinkFrameType type) {
+  rte_mbuf* m = io_->Alloc();
+  if (m == nullptr) return nullptr;
+  char* p = rte_pktmbuf_append(m, kHeaders);
+  auto* eth = reinterpret_cast<rte_ether_hdr*>(p);
+  eth->dst_addr = o_.peer;
+  eth->src_addr = io_->mac();
+  eth->ether_type = rte_cpu_to_be_16(wire::kLinkEtherType);
+  wire::LinkHeader h{};
+  h.magic = wire::kLinkMagic;
+  h.version = wire::kLinkVersion;
+  h.type = static_cast<uint8_t>(type);
+  h.link_id = o_.link_id;
+  std::memcpy(p + wire::kEthernetHeaderSize, &h, sizeof(h));
+  return m;
+}
+
+std::span<uint8_t> ReliableLink::Reserve() {
+  if (open_) {
+    rte_mbuf* m = tx_[(snd_nxt_ - 1) & mask_];
+    const uint32_t used = rte_pktmbuf_data_len(m) - kHeaders;
+    if (used < o_.mss) {
+      return {rte_pktmbuf_mtod_offset(m, uint8_t*, kHeaders + used), o_.mss - used};
+    }
+    CloseOpenFrame();
+  }
+  if (snd_nxt_ - snd_una_ >= o_.window) return {};
+  rte_mbuf* m = NewFrame(wire::LinkFrameType::kData);
+  if (m == nullptr) return {};
+  wire::LinkHeader* h = HeaderOf(m);
+  h->seq = snd_nxt_;
+  tx_[snd_nxt_ & mask_] = m;
+  ++snd_nxt_;
+  open_ = true;
+  return {rte_pktmbuf_mtod_offset(m, uint8_t*, kHeaders), o_.mss};
+}
+
+void ReliableLink::Commit(size_t n) {
+  if (n == 0 || !open_) return;
+  rte_mbuf* m = tx_[(snd_nxt_ - 1) & mask_];
+  rte_pktmbuf_append(m, static_cast<uint16_t>(n));
+  stats_.bytes_written += n;
+  if (rte_pktmbuf_data_len(m) - kHeaders >= o_.mss) CloseOpenFrame();
+}
+
+void ReliableLink::CloseOpenFrame() {
+  if (!open_) return;
+  rte_mbuf* m = tx_[(snd_nxt_ - 1) & mask_];
+  const uint16_t len = rte_pktmbuf_data_len(m) - kHeaders;
+  if (len == 0) {
+    // Reserved but never written: give the sequence number back.
+    rte_pktmbuf_free(m);
+    --snd_nxt_;
+  } else {
+    wire::LinkHeader* h = HeaderOf(m);
+    h->length = len;
+    h->checksum = Checksum(rte_pktmbuf_mtod_offset(m, const uint8_t*, kHeaders), len, h->seq);
+  }
+  open_ = false;
+}
+
+size_t ReliableLink::Write(std::span<const uint8_t> bytes) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    std::span<uint8_t> room = Reserve();
+    if (room.empty()) break;
+    const size_t n = std::min(room.size(), bytes.size() - done);
+    rte_memcpy(room.data(), bytes.data() + done, n);
+    Commit(n);
+    done += n;
+  }
+  return done;
+}
+
+std::span<const uint8_t> ReliableLink::Peek() {
+  if (rx_count_ == 0) return {};
+  rte_mbuf* m = rx_[rx_head_ & mask_];
+  const uint16_t len = HeaderOf(m)->length;
+  return {rte_pktmbuf_mtod_offset(m, const uint8_t*, kHeaders + rx_offset_),
+          static_cast<size_t>(len - rx_offset_)};
+}
+
+void ReliableLink::Consume(size_t n) {
+  while (n > 0 && rx_count_ > 0) {
+    rte_mbuf* m = rx_[rx_head_ & mask_];
+    const uint32_t left = HeaderOf(m)->length - rx_offset_;
+    const uint32_t take = static_cast<uint32_t>(std::min<size_t>(n, left));
+    rx_offset_ += take;
+    n -= take;
+    stats_.bytes_read += take;
+    if (take == left) {
+      rte_pktmbuf_free(m);
+      ++rx_head_;
+      --rx_count_;
+      rx_offset_ = 0;
+    }
+  }
+}
+
+size_t ReliableLink::Read(std::span<uint8_t> out) {
+  size_t done = 0;
+  while (done < out.size()) {
+    std::span<const uint8_t> in = Peek();
+    if (in.empty()) break;
+    const size_t n = std::min(in.size(), out.size() - done);
+    rte_memcpy(out.data() + done, in.data(), n);
+    Consume(n);
+    done += n;
+  }
+  return done;
+}
+
+void ReliableLink::OnAck(uint32_t ack, uint32_t window, uint32_t flags, int64_t now) {
+  // An ack past what was ever sent is not ours to trust.
+  if (SeqLt(snd_sent_, ack) || SeqLt(ack, snd_una_)) return;
+  if (ack != snd_una_) {
+    for (uint32_t s = snd_una_; s != ack; ++s) {
+      rte_pktmbuf_free(tx_[s & mask_]);
+      tx_[s & mask_] = nullptr;
+    }
+    snd_una_ = ack;
+    progress_ns_ = now;
+    if (recovering_ && !SeqLt(snd_una_, recover_until_)) recovering_ = false;
+  } else if ((flags & wire::kLinkAckGap) && snd_una_ != snd_sent_ && !recovering_) {
+    // A frame was lost: go back to it now rather than after the timer.
+    stats_.frames_retransmitted += snd_sent_ - snd_una_;
+    recover_until_ = snd_sent_;
+    recovering_ = true;
+    snd_sent_ = snd_una_;
+    progress_ns_ = now;
+  }
+  peer_window_ = window;
+}
+
+void ReliableLink::HandleFrame(rte_mbuf* m, int64_t now) {
+  if (m->nb_segs != 1 || rte_pktmbuf_data_len(m) < kHeaders) {
+    ++stats_.frames_ignored;
+    rte_pktmbuf_free(m);
+    return;
+  }
+  const auto* eth = rte_pktmbuf_mtod(m, const rte_ether_hdr*);
+  wire::LinkHeader h;
+  std::memcpy(&h, HeaderOf(m), sizeof(h));
+  if (eth->ether_type != rte_cpu_to_be_16(wire::kLinkEtherType) || h.magic != wire::kLinkMagic ||
+      h.version != wire::kLinkVersion || h.link_id != o_.link_id) {
+    ++stats_.frames_ignored;
+    rte_pktmbuf_free(m);
+    return;
+  }
+  heard_ns_ = now;
+  if (h.type == static_cast<uint8_t>(wire::LinkFrameType::kAck)) {
+    ++stats_.acks_received;
+    OnAck(h.ack, h.window, h.flags, now);
+    rte_pktmbuf_free(m);
+    return;
+  }
+  if (h.type != static_cast<uint8_t>(wire::LinkFrameType::kData) || h.length == 0 ||
+      h.length > o_.mss || h.length != rte_pktmbuf_data_len(m) - kHeaders) {
+    ++stats_.frames_ignored;
+    rte_pktmbuf_free(m);
+    return;
+  }
+  if (Checksum(rte_pktmbuf_mtod_offset(m, const uint8_t*, kHeaders), h.length, h.seq) !=
+      h.checksum) {
+    // Damaged on the way: treat it as lost, so the sender goes back to it.
+    ++stats_.frames_corrupt;
+    if (h.seq == rcv_nxt_) gap_seen_ = true;
+    ++unacked_in_order_;
+    rte_pktmbuf_free(m);
+    return;
+  }
+  if (h.seq == rcv_nxt_ && rx_count_ < o_.window) {
+    rx_[(rx_head_ + rx_count_++) & mask_] = m;
+    ++rcv_nxt_;
+    ++unacked_in_order_;
+    ++stats_.frames_received;
+    return;
+  }
+  // Ahead of a gap, a duplicate of one already taken, or no room: drop it and say where we are.
+  if (SeqLt(rcv_nxt_, h.seq)) gap_seen_ = true;
+  ++stats_.frames_dropped;
+  ++unacked_in_order_;  // Forces an ack: the sender learns where to resume.
+  rte_pktmbuf_free(m);
+}
+
+void ReliableLink::SendAck(int64_t now) {
+  rte_mbuf* m = NewFrame(wire::LinkFrameType::kAck);
+  if (m == nullptr) return;  // Pool exhausted: the next Poll tries again.
+  wire::LinkHeader* h = HeaderOf(m);
+  const uint32_t room = o_.window - rx_count_;
+  h->ack = rcv_nxt_;
+  h->window = room;
+  h->flags = gap_seen_ ? wire::kLinkAckGap : 0;
+  if (io_->Transmit(&m, 1) != 1) {
+    rte_pktmbuf_free(m);
+    return;
+  }
+  ++stats_.acks_sent;
+  unacked_in_order_ = 0;
+  advertised_room_ = room;
+  gap_seen_ = false;
+  sent_ns_ = now;
+}
+
+void ReliableLink::Transmit(int64_t now) {
+  if (now - progress_ns_ > rto_ns_ && snd_una_ != snd_sent_) {
+    // Nothing acknowledged for a while: the frames (or their acks) were lost. Go back.
+    stats_.frames_retransmitted += snd_sent_ - snd_una_;
+    recover_until_ = snd_sent_;
+    recovering_ = true;
+    snd_sent_ = snd_una_;
+    progress_ns_ = now;
+  }
+  const uint32_t limit = snd_una_ + std::min(peer_window_, o_.window);
+  rte_mbuf* burst[kBurst];
+  while (snd_sent_ != snd_nxt_ && SeqLt(snd_sent_, limit)) {
+    uint16_t n = 0;
+    for (uint32_t s = snd_sent_; s != snd_nxt_ && SeqLt(s, limit) && n < kBurst; ++s) {
+      burst[n] = tx_[s & mask_];
+      // The port frees what it sends; the link keeps its own reference until the ack.
+      rte_mbuf_refcnt_update(burst[n], 1);
+      ++n;
+    }
+    const uint16_t sent = io_->Transmit(burst, n);
+    for (uint16_t i = sent; i < n; ++i) rte_mbuf_refcnt_update(burst[i], -1);
+    snd_sent_ += sent;
+    stats_.frames_sent += sent;
+    if (sent > 0) sent_ns_ = now;
+    if (sent < n) break;  // The port's queue is full: the rest go next Poll.
+  }
+}
+
+absl::Status ReliableLink::Poll() {
+  const int64_t now = NowNs();
+  rte_mbuf* burst[kBurst];
+  uint16_t n;
+  uint32_t rounds = 0;
+  do {
+    n = io_->Receive(burst, kBurst);
+    for (uint16_t i = 0; i < n; ++i) HandleFrame(burst[i], now);
+  } while (n == kBurst && ++rounds < 8);
+
+  const uint32_t room = o_.window - rx_count_;
+  const bool ack_due = unacked_in_order_ >= o_.ack_every || gap_seen_ ||
+                       // The receive side went quiet: acknowledge what it took now.
+                       (unacked_in_order_ > 0 && n < kBurst) ||
+                       // The reader made room the sender does not know about yet.
+                       room >= advertised_room_ + o_.ack_every ||
+                       (advertised_room_ == 0 && room > 0) || now - sent_ns_ > keepalive_ns_;
+  if (ack_due) SendAck(now);
+
+  // Nothing more comes before the next Poll: a partly filled frame goes out as it is.
+  CloseOpenFrame();
+  Transmit(now);
+
+  if (now - heard_ns_ > dead_ns_) {
+    return absl::UnavailableError(
+        absl::StrCat("DPDK link ", o_.link_id, ": nothing heard from the peer for ",
+                     absl::FormatDuration(absl::Nanoseconds(now - heard_ns_)), " (",
+                     snd_nxt_ - snd_una_, " frames unacknowledged)"));
+  }
+  return absl::OkStatus();
+}
+
+bool ReliableLink::AllAcknowledged() const { return snd_una_ == snd_nxt_ && !open_; }
+
+}  // namespace migmover::dpdk
