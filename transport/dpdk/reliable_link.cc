@@ -71,6 +71,7 @@ ReliableLink::ReliableLink(FrameIo* io, LinkOptions options)
 ReliableLink::~ReliableLink() {
   for (uint32_t s = snd_una_; s != snd_nxt_; ++s) rte_pktmbuf_free(tx_[s & mask_]);
   for (uint32_t i = 0; i < rx_count_; ++i) rte_pktmbuf_free(rx_[(rx_head_ + i) & mask_]);
+  for (rte_mbuf* m : reserved_) rte_pktmbuf_free(m);
 }
 
 rte_mbuf* ReliableLink::NewFrame(wire::LinkFrameType type) {
@@ -90,32 +91,53 @@ rte_mbuf* ReliableLink::NewFrame(wire::LinkFrameType type) {
   return m;
 }
 
-std::span<uint8_t> ReliableLink::Reserve() {
-  if (open_) {
+size_t ReliableLink::Reserve(size_t max, iovec* iov, size_t max_iov) {
+  size_t pieces = 0, room = 0;
+  if (open_ && max_iov > 0) {
     rte_mbuf* m = tx_[(snd_nxt_ - 1) & mask_];
     const uint32_t used = rte_pktmbuf_data_len(m) - kHeaders;
     if (used < o_.mss) {
-      return {rte_pktmbuf_mtod_offset(m, uint8_t*, kHeaders + used), o_.mss - used};
+      const size_t n = std::min<size_t>(o_.mss - used, max);
+      iov[pieces++] = {rte_pktmbuf_mtod_offset(m, uint8_t*, kHeaders + used), n};
+      room += n;
     }
-    CloseOpenFrame();
   }
-  if (snd_nxt_ - snd_una_ >= o_.window) return {};
-  rte_mbuf* m = NewFrame(wire::LinkFrameType::kData);
-  if (m == nullptr) return {};
-  wire::LinkHeader* h = HeaderOf(m);
-  h->seq = snd_nxt_;
-  tx_[snd_nxt_ & mask_] = m;
-  ++snd_nxt_;
-  open_ = true;
-  return {rte_pktmbuf_mtod_offset(m, uint8_t*, kHeaders), o_.mss};
+  while (room < max && pieces < max_iov && snd_nxt_ + reserved_.size() - snd_una_ < o_.window) {
+    rte_mbuf* m = NewFrame(wire::LinkFrameType::kData);
+    if (m == nullptr) break;
+    reserved_.push_back(m);
+    const size_t n = std::min<size_t>(o_.mss, max - room);
+    iov[pieces++] = {rte_pktmbuf_mtod_offset(m, uint8_t*, kHeaders), n};
+    room += n;
+  }
+  return pieces;
 }
 
 void ReliableLink::Commit(size_t n) {
-  if (n == 0 || !open_) return;
-  rte_mbuf* m = tx_[(snd_nxt_ - 1) & mask_];
-  rte_pktmbuf_append(m, static_cast<uint16_t>(n));
   stats_.bytes_written += n;
-  if (rte_pktmbuf_data_len(m) - kHeaders >= o_.mss) CloseOpenFrame();
+  if (open_ && n > 0) {
+    rte_mbuf* m = tx_[(snd_nxt_ - 1) & mask_];
+    const uint32_t take = std::min<uint32_t>(n, o_.mss - (rte_pktmbuf_data_len(m) - kHeaders));
+    rte_pktmbuf_append(m, static_cast<uint16_t>(take));
+    n -= take;
+    if (rte_pktmbuf_data_len(m) - kHeaders >= o_.mss) CloseOpenFrame();
+  }
+  for (rte_mbuf* m : reserved_) {
+    if (n == 0) {
+      rte_pktmbuf_free(m);
+      continue;
+    }
+    CloseOpenFrame();
+    const uint32_t take = std::min<uint32_t>(n, o_.mss);
+    rte_pktmbuf_append(m, static_cast<uint16_t>(take));
+    n -= take;
+    HeaderOf(m)->seq = snd_nxt_;
+    tx_[snd_nxt_ & mask_] = m;
+    ++snd_nxt_;
+    open_ = true;
+    if (take == o_.mss) CloseOpenFrame();
+  }
+  reserved_.clear();
 }
 
 void ReliableLink::CloseOpenFrame() {
@@ -135,24 +157,32 @@ void ReliableLink::CloseOpenFrame() {
 }
 
 size_t ReliableLink::Write(std::span<const uint8_t> bytes) {
+  iovec iov[16];
   size_t done = 0;
   while (done < bytes.size()) {
-    std::span<uint8_t> room = Reserve();
-    if (room.empty()) break;
-    const size_t n = std::min(room.size(), bytes.size() - done);
-    rte_memcpy(room.data(), bytes.data() + done, n);
+    const size_t pieces = Reserve(bytes.size() - done, iov, 16);
+    if (pieces == 0) break;
+    size_t n = 0;
+    for (size_t i = 0; i < pieces; ++i) {
+      rte_memcpy(iov[i].iov_base, bytes.data() + done + n, iov[i].iov_len);
+      n += iov[i].iov_len;
+    }
     Commit(n);
     done += n;
   }
   return done;
 }
 
-std::span<const uint8_t> ReliableLink::Peek() {
-  if (rx_count_ == 0) return {};
-  rte_mbuf* m = rx_[rx_head_ & mask_];
-  const uint16_t len = HeaderOf(m)->length;
-  return {rte_pktmbuf_mtod_offset(m, const uint8_t*, kHeaders + rx_offset_),
-          static_cast<size_t>(len - rx_offset_)};
+size_t ReliableLink::Peek(size_t max, iovec* iov, size_t max_iov) const {
+  size_t pieces = 0, got = 0;
+  for (uint32_t i = 0; i < rx_count_ && pieces < max_iov && got < max; ++i) {
+    rte_mbuf* m = rx_[(rx_head_ + i) & mask_];
+    const uint32_t skip = i == 0 ? rx_offset_ : 0;
+    const size_t n = std::min<size_t>(HeaderOf(m)->length - skip, max - got);
+    iov[pieces++] = {rte_pktmbuf_mtod_offset(m, uint8_t*, kHeaders + skip), n};
+    got += n;
+  }
+  return pieces;
 }
 
 void ReliableLink::Consume(size_t n) {
@@ -162,6 +192,7 @@ void ReliableLink::Consume(size_t n) {
     const uint32_t take = static_cast<uint32_t>(std::min<size_t>(n, left));
     rx_offset_ += take;
     n -= take;
+    readable_ -= take;
     stats_.bytes_read += take;
     if (take == left) {
       rte_pktmbuf_free(m);
@@ -173,12 +204,16 @@ void ReliableLink::Consume(size_t n) {
 }
 
 size_t ReliableLink::Read(std::span<uint8_t> out) {
+  iovec iov[16];
   size_t done = 0;
   while (done < out.size()) {
-    std::span<const uint8_t> in = Peek();
-    if (in.empty()) break;
-    const size_t n = std::min(in.size(), out.size() - done);
-    rte_memcpy(out.data() + done, in.data(), n);
+    const size_t pieces = Peek(out.size() - done, iov, 16);
+    if (pieces == 0) break;
+    size_t n = 0;
+    for (size_t i = 0; i < pieces; ++i) {
+      rte_memcpy(out.data() + done + n, iov[i].iov_base, iov[i].iov_len);
+      n += iov[i].iov_len;
+    }
     Consume(n);
     done += n;
   }
@@ -246,6 +281,7 @@ void ReliableLink::HandleFrame(rte_mbuf* m, int64_t now) {
   }
   if (h.seq == rcv_nxt_ && rx_count_ < o_.window) {
     rx_[(rx_head_ + rx_count_++) & mask_] = m;
+    readable_ += h.length;
     ++rcv_nxt_;
     ++unacked_in_order_;
     ++stats_.frames_received;

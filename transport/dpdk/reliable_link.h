@@ -23,6 +23,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <sys/uio.h>
 #include <span>
 #include <vector>
 
@@ -75,19 +76,22 @@ class ReliableLink {
   ReliableLink(const ReliableLink&) = delete;
   ReliableLink& operator=(const ReliableLink&) = delete;
 
-  // Sending. Room for the next bytes, inside a frame buffer: empty when the window is full or the
-  // pool has no free buffer (backpressure: Poll and try again). Commit(n) marks the first n bytes
-  // of the last Reserve as written (n <= its size). No Poll between the two: Poll sends (or drops,
-  // if empty) the frame a Reserve handed out.
-  std::span<uint8_t> Reserve();
+  // Sending, in place. Room for up to `max` bytes, as up to `max_iov` pieces in `iov`: the rest
+  // of the frame being filled, then new frames. Returns the number of pieces; 0 when the window
+  // is full or the pool has no free buffer (backpressure: Poll and try again). Commit(n) keeps
+  // the first n bytes in piece order (n <= the room handed out) and gives the rest back. No Poll
+  // between the two: Poll sends the frame being filled as it is.
+  size_t Reserve(size_t max, iovec* iov, size_t max_iov);
   void Commit(size_t n);
   // Copies up to bytes.size() bytes into frames; returns how many it took (0 = backpressure).
   size_t Write(std::span<const uint8_t> bytes);
 
-  // Receiving. The next in-order bytes, in place (empty if none yet); Consume(n) releases the
-  // first n of them (n <= size of the last Peek).
-  std::span<const uint8_t> Peek();
+  // Receiving, in place. Up to `max` of the next in-order bytes as up to `max_iov` pieces in
+  // `iov` (0 pieces: none yet); Consume(n) releases the first n (n <= what Peek handed out).
+  size_t Peek(size_t max, iovec* iov, size_t max_iov) const;
   void Consume(size_t n);
+  // Bytes ready to read.
+  size_t readable() const { return readable_; }
   // Copies up to out.size() bytes; returns how many (0 = none yet).
   size_t Read(std::span<uint8_t> out);
 
@@ -120,6 +124,7 @@ class ReliableLink {
   std::vector<rte_mbuf*> tx_;
   uint32_t snd_una_ = 0, snd_sent_ = 0, snd_nxt_ = 0;
   bool open_ = false;
+  std::vector<rte_mbuf*> reserved_;  // New frames handed out by Reserve, not yet committed.
   uint32_t peer_window_;  // Frames past snd_una_ the peer can take.
   uint32_t recover_until_ = 0;
   bool recovering_ = false;
@@ -129,6 +134,7 @@ class ReliableLink {
   std::vector<rte_mbuf*> rx_;
   uint32_t rx_head_ = 0, rx_count_ = 0, rx_offset_ = 0;
   uint32_t rcv_nxt_ = 0;
+  size_t readable_ = 0;
   uint32_t unacked_in_order_ = 0;
   uint32_t advertised_room_ = 0;
   bool gap_seen_ = false;

@@ -1,0 +1,399 @@
+#include "transport/dpdk/link_stream.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+#include "transport/base/errno_status.h"
+#include "transport/base/status_macros.h"
+
+namespace migmover::dpdk {
+namespace {
+
+using wire::FrameHeader;
+using wire::FrameType;
+using wire::Phase;
+
+// Pieces of link room per readv: a whole 1 MiB chunk in 8 KiB frames, plus the frame being
+// filled.
+constexpr size_t kMaxPieces = 160;
+// Link polls without progress before a wait on the data fd gives the core away.
+constexpr int kSpinsBeforeWait = 64;
+
+bool NonBlocking(int fd) {
+  const int fl = ::fcntl(fd, F_GETFL);
+  return fl >= 0 && (fl & O_NONBLOCK);
+}
+
+// Waits up to 1 ms for `fd` to be ready: keeps a stalled device from burning a shared core while
+// the link is still polled a thousand times a second.
+void WaitFd(int fd, short events) {
+  pollfd p{fd, events, 0};
+  ::poll(&p, 1, 1);
+}
+
+// Copies `n` bytes of `src` into the start of the pieces `iov`.
+void Scatter(const iovec* iov, const uint8_t* src, size_t n) {
+  for (size_t i = 0; n > 0; ++i) {
+    const size_t k = std::min(n, iov[i].iov_len);
+    std::memcpy(iov[i].iov_base, src, k);
+    src += k;
+    n -= k;
+  }
+}
+
+// The pieces of `iov` after the first `skip` bytes, into `out`; returns their count.
+size_t Skip(const iovec* iov, size_t pieces, size_t skip, iovec* out) {
+  size_t k = 0;
+  for (size_t i = 0; i < pieces; ++i) {
+    if (skip >= iov[i].iov_len) {
+      skip -= iov[i].iov_len;
+      continue;
+    }
+    out[k++] = {static_cast<uint8_t*>(iov[i].iov_base) + skip, iov[i].iov_len - skip};
+    skip = 0;
+  }
+  return k;
+}
+
+// Reads one whole frame's header (and, for control frames, its payload) off the link once
+// enough bytes are there. DATA payloads stay on the link for the caller to take in place.
+class FrameReader {
+ public:
+  // True once a frame is complete: `header()` (and `payload()` for control frames) are set.
+  absl::StatusOr<bool> Next(ReliableLink* link) {
+    if (!have_header_) {
+      if (link->readable() < wire::kFrameHeaderSize) return false;
+      std::array<uint8_t, wire::kFrameHeaderSize> raw;
+      link->Read(raw);
+      ASSIGN_OR_RETURN(header_, peer::DecodeHeader(raw));
+      have_header_ = true;
+      payload_.clear();
+    }
+    if (header_.type == static_cast<uint8_t>(FrameType::kData)) return true;
+    if (link->readable() < header_.length) return false;
+    payload_.resize(header_.length);
+    link->Read({reinterpret_cast<uint8_t*>(payload_.data()), payload_.size()});
+    return true;
+  }
+  void Done() { have_header_ = false; }
+  const FrameHeader& header() const { return header_; }
+  const std::string& payload() const { return payload_; }
+
+ private:
+  bool have_header_ = false;
+  FrameHeader header_{};
+  std::string payload_;
+};
+
+// The verdict a COMMIT or ERROR frame carries, as a status.
+absl::Status Verdict(const FrameHeader& h, const std::string& payload) {
+  const auto type = static_cast<FrameType>(h.type);
+  if (type != FrameType::kCommit && type != FrameType::kError) {
+    return absl::DataLossError(absl::StrCat("destination sent ", peer::FrameTypeName(h.type),
+                                            "; expected COMMIT or ERROR"));
+  }
+  ASSIGN_OR_RETURN(peer::PeerStatus st, peer::ParseStatus(h, payload));
+  if (type == FrameType::kCommit && st.code == 0) return absl::OkStatus();
+  const auto code = st.code == 0 ? absl::StatusCode::kAborted
+                                 : static_cast<absl::StatusCode>(st.code);
+  return absl::Status(code, absl::StrCat("destination: ", st.message));
+}
+
+absl::Status Idle(uint32_t device, absl::Duration timeout, absl::string_view waiting_on) {
+  return absl::DeadlineExceededError(absl::StrCat("device stream ", device,
+                                                  ": no progress over the DPDK link for ",
+                                                  absl::FormatDuration(timeout), ", ",
+                                                  waiting_on));
+}
+
+}  // namespace
+
+LinkStreamSender::LinkStreamSender(ReliableLink* link, uint32_t device,
+                                   const LinkStreamOptions& options)
+    : link_(link), device_(device), options_(options) {}
+
+absl::Status LinkStreamSender::PollAndCheckPeer() {
+  RETURN_IF_ERROR(link_->Poll());
+  if (link_->readable() == 0) return absl::OkStatus();
+  // The destination only speaks mid-stream to give up.
+  FrameReader reader;
+  const absl::Time deadline = absl::Now() + absl::Seconds(1);
+  while (true) {
+    ASSIGN_OR_RETURN(bool complete, reader.Next(link_));
+    if (complete) break;
+    if (absl::Now() > deadline) return absl::DataLossError("destination sent a partial frame");
+    RETURN_IF_ERROR(link_->Poll());
+  }
+  absl::Status v = Verdict(reader.header(), reader.payload());
+  return v.ok() ? absl::DataLossError("destination committed before END_STREAM") : v;
+}
+
+absl::StatusOr<stream::PumpResult> LinkStreamSender::Pump(int data_fd, Phase phase,
+                                                          uint64_t max_bytes,
+                                                          const std::atomic<bool>& stop,
+                                                          const std::atomic<bool>& cancel) {
+  stream::PumpResult result;
+  const bool nonblocking = NonBlocking(data_fd);
+  const bool precopy = phase == Phase::kPreCopy;
+  iovec room[kMaxPieces], data[kMaxPieces];
+  absl::Time progress = absl::Now();
+  int spins = 0;
+  while (true) {
+    if (cancel.load()) return absl::CancelledError("stream cancelled");
+    if (result.bytes == max_bytes) {
+      result.end = stream::PumpResult::End::kBudget;
+      return result;
+    }
+    if (stop.load()) {
+      result.end = stream::PumpResult::End::kStopped;
+      return result;
+    }
+    const size_t want =
+        wire::kFrameHeaderSize + std::min<uint64_t>(options_.chunk_size, max_bytes - result.bytes);
+    const size_t pieces = link_->Reserve(want, room, kMaxPieces);
+    size_t got_room = 0;
+    for (size_t i = 0; i < pieces; ++i) got_room += room[i].iov_len;
+    if (got_room <= wire::kFrameHeaderSize) {
+      // Backpressure: the window is full. Let acks in.
+      link_->Commit(0);
+      RETURN_IF_ERROR(PollAndCheckPeer());
+      if (absl::Now() - progress > options_.idle_timeout) {
+        return Idle(device_, options_.idle_timeout, "waiting on the peer");
+      }
+      continue;
+    }
+    const size_t n_data = Skip(room, pieces, wire::kFrameHeaderSize, data);
+    const ssize_t n = ::readv(data_fd, data, static_cast<int>(n_data));
+    if (n > 0) {
+      FrameHeader h{};
+      h.magic = wire::kFrameMagic;
+      h.type = static_cast<uint8_t>(FrameType::kData);
+      h.phase = static_cast<uint8_t>(phase);
+      h.device = device_;
+      h.length = static_cast<uint32_t>(n);
+      h.seq = seq_++;
+      h.offset = offset_;
+      std::array<uint8_t, wire::kFrameHeaderSize> raw;
+      peer::EncodeHeader(h, raw);
+      Scatter(room, raw.data(), raw.size());
+      for (size_t i = 0, left = n; left > 0; ++i) {
+        const size_t k = std::min(left, data[i].iov_len);
+        digest_.Update(static_cast<const uint8_t*>(data[i].iov_base), k);
+        left -= k;
+      }
+      link_->Commit(wire::kFrameHeaderSize + n);
+      offset_ += n;
+      result.bytes += n;
+      progress = absl::Now();
+      spins = 0;
+      RETURN_IF_ERROR(PollAndCheckPeer());
+      continue;
+    }
+    link_->Commit(0);
+    const int err = n < 0 ? errno : 0;
+    if (n == 0 || (precopy && (err == ENOMSG || err == EAGAIN))) {
+      result.end = precopy ? stream::PumpResult::End::kDrained : stream::PumpResult::End::kEof;
+      return result;
+    }
+    if (err != EAGAIN && err != EINTR) {
+      return ErrnoStatus(absl::StrCat("readv(data fd ", data_fd, ", ", peer::PhaseName(phase),
+                                      ", ", n_data, " pieces)"),
+                         err);
+    }
+    RETURN_IF_ERROR(PollAndCheckPeer());
+    if (nonblocking && ++spins > kSpinsBeforeWait) WaitFd(data_fd, POLLIN);
+    if (absl::Now() - progress > options_.idle_timeout) {
+      return Idle(device_, options_.idle_timeout, "waiting on the data fd");
+    }
+  }
+}
+
+absl::Status LinkStreamSender::SendControl(const std::string& frame) {
+  size_t done = 0;
+  const absl::Time deadline = absl::Now() + options_.idle_timeout;
+  while (done < frame.size()) {
+    done += link_->Write(
+        {reinterpret_cast<const uint8_t*>(frame.data()) + done, frame.size() - done});
+    RETURN_IF_ERROR(PollAndCheckPeer());
+    if (absl::Now() > deadline) return Idle(device_, options_.idle_timeout, "waiting on the peer");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LinkStreamSender::EndPhase(Phase phase) {
+  return SendControl(peer::EncodeEndPhase(seq_++, device_, phase));
+}
+
+absl::Status LinkStreamSender::Keepalive() {
+  return SendControl(peer::EncodeKeepalive(seq_++, device_));
+}
+
+absl::Status LinkStreamSender::EndStream() {
+  peer::EndStream end;
+  end.total_bytes = offset_;
+  end.digest = digest_.Value();
+  end.digest_kind = wire::DigestKind::kXxh3_64;
+  return SendControl(peer::EncodeEndStream(seq_++, device_, end));
+}
+
+absl::Status LinkStreamSender::AwaitCommit(absl::Duration timeout,
+                                           const std::atomic<bool>& cancel) {
+  FrameReader reader;
+  const absl::Time deadline = absl::Now() + timeout;
+  int spins = 0;
+  while (true) {
+    if (cancel.load()) return absl::CancelledError("stream cancelled while awaiting COMMIT");
+    RETURN_IF_ERROR(link_->Poll());
+    ASSIGN_OR_RETURN(bool complete, reader.Next(link_));
+    if (complete) return Verdict(reader.header(), reader.payload());
+    if (absl::Now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "device stream ", device_, ": no COMMIT within ", absl::FormatDuration(timeout)));
+    }
+    // The destination is writing the device and committing it: no hurry to spin.
+    if (++spins > kSpinsBeforeWait) ::usleep(100);
+  }
+}
+
+LinkStreamReceiver::LinkStreamReceiver(ReliableLink* link, uint32_t device,
+                                       const LinkStreamOptions& options)
+    : link_(link), device_(device), options_(options) {}
+
+absl::StatusOr<stream::ReceiveResult> LinkStreamReceiver::Receive(
+    int data_fd, const std::atomic<bool>& cancel) {
+  stream::ReceiveResult result;
+  const bool nonblocking = NonBlocking(data_fd);
+  FrameReader reader;
+  uint64_t payload_left = 0;  // Of the DATA frame being written.
+  iovec pieces[kMaxPieces];
+  absl::Time progress = absl::Now();
+  int spins = 0;
+  while (true) {
+    if (cancel.load()) return absl::CancelledError("stream cancelled");
+    RETURN_IF_ERROR(link_->Poll());
+    if (absl::Now() - progress > options_.idle_timeout) {
+      return Idle(device_, options_.idle_timeout,
+                  payload_left > 0 ? "waiting on the data fd or the peer" : "waiting on the peer");
+    }
+    if (payload_left > 0) {
+      const size_t n = link_->Peek(payload_left, pieces, kMaxPieces);
+      if (n == 0) {
+        if (++spins > kSpinsBeforeWait) ::usleep(50);
+        continue;
+      }
+      const ssize_t w = ::writev(data_fd, pieces, static_cast<int>(n));
+      if (w < 0) {
+        if (errno == EAGAIN || errno == EINTR) {
+          if (nonblocking) WaitFd(data_fd, POLLOUT);
+          continue;
+        }
+        return ErrnoStatus(absl::StrCat("writev(data fd ", data_fd, ", ", n, " pieces)"), errno);
+      }
+      for (size_t i = 0, left = w; left > 0; ++i) {
+        const size_t k = std::min<size_t>(left, pieces[i].iov_len);
+        digest_.Update(static_cast<const uint8_t*>(pieces[i].iov_base), k);
+        left -= k;
+      }
+      link_->Consume(w);
+      payload_left -= w;
+      offset_ += w;
+      result.total_bytes += w;
+      progress = absl::Now();
+      spins = 0;
+      continue;
+    }
+    ASSIGN_OR_RETURN(bool complete, reader.Next(link_));
+    if (!complete) {
+      if (++spins > kSpinsBeforeWait) ::usleep(50);
+      continue;
+    }
+    progress = absl::Now();
+    spins = 0;
+    const FrameHeader& h = reader.header();
+    reader.Done();
+    if (h.seq != next_seq_) {
+      return absl::DataLossError(absl::StrCat("device stream ", device_, ": frame sequence ",
+                                              h.seq, ", expected ", next_seq_));
+    }
+    ++next_seq_;
+    if (h.device != device_) {
+      return absl::DataLossError(
+          absl::StrCat("frame for device ", h.device, " on the link of device ", device_));
+    }
+    switch (static_cast<FrameType>(h.type)) {
+      case FrameType::kData:
+        if (h.offset != offset_) {
+          return absl::DataLossError(absl::StrCat("device stream ", device_, ": DATA at offset ",
+                                                  h.offset, ", expected ", offset_));
+        }
+        payload_left = h.length;
+        break;
+      case FrameType::kKeepalive:
+        break;
+      case FrameType::kEndPhase:
+        if (h.phase == static_cast<uint8_t>(Phase::kPreCopy)) ++result.precopy_phases_ended;
+        break;
+      case FrameType::kEndStream: {
+        ASSIGN_OR_RETURN(peer::EndStream end, peer::ParseEndStream(h, reader.payload()));
+        if (end.total_bytes != offset_) {
+          return absl::DataLossError(absl::StrCat("END_STREAM counts ", end.total_bytes,
+                                                  " bytes; ", offset_, " arrived"));
+        }
+        if (end.digest_kind == wire::DigestKind::kXxh3_64) {
+          if (end.digest != digest_.Value()) {
+            return absl::DataLossError(
+                "stream digest mismatch: the bytes received differ from the bytes the source "
+                "read");
+          }
+          result.digest_checked = true;
+        }
+        return result;
+      }
+      case FrameType::kError: {
+        ASSIGN_OR_RETURN(peer::PeerStatus st, peer::ParseStatus(h, reader.payload()));
+        return absl::AbortedError(absl::StrCat("source abandoned the stream: ", st.message));
+      }
+      default:
+        return absl::DataLossError(absl::StrCat(
+            "unexpected ", peer::FrameTypeName(h.type), " frame in a device stream"));
+    }
+  }
+}
+
+absl::Status LinkStreamReceiver::SendCommit(const absl::Status& result, absl::Duration linger) {
+  peer::PeerStatus st;
+  st.code = static_cast<uint32_t>(result.code());
+  st.message = std::string(result.message());
+  const std::string frame = peer::EncodeStatusFrame(FrameType::kCommit, next_seq_, device_, st);
+  size_t done = 0;
+  const absl::Time deadline = absl::Now() + linger;
+  while (done < frame.size() || !link_->AllAcknowledged()) {
+    done += link_->Write(
+        {reinterpret_cast<const uint8_t*>(frame.data()) + done, frame.size() - done});
+    RETURN_IF_ERROR(link_->Poll());
+    // After a failure the source may still be sending: drop it, so its frames cannot fill our
+    // window and hide the verdict.
+    if (!result.ok()) {
+      iovec pieces[kMaxPieces];
+      size_t n = 0;
+      for (size_t k = 0, c = link_->Peek(SIZE_MAX, pieces, kMaxPieces); k < c; ++k) {
+        n += pieces[k].iov_len;
+      }
+      link_->Consume(n);
+    }
+    if (absl::Now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "device stream ", device_, ": the source did not take the verdict within ",
+          absl::FormatDuration(linger)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace migmover::dpdk

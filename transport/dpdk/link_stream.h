@@ -1,0 +1,99 @@
+// LinkStreamSender / LinkStreamReceiver: one device stream over a ReliableLink, in the peer
+// protocol's frames (api/PEER_PROTOCOL.md): DATA, END_PHASE, KEEPALIVE and END_STREAM from the
+// source, COMMIT or ERROR back. The DPDK counterparts of StreamSender and StreamReceiver for one
+// connection; the link is already ordered, so nothing is reassembled.
+//
+// Zero copy between the device and the frames: the source reads the data fd with readv(2)
+// straight into frame buffers (a DATA frame of up to `chunk_size` spans many link frames), the
+// destination writes the data fd with writev(2) straight from received frames. Every byte passes
+// through userspace, so END_STREAM always carries the XXH3-64 digest and the destination checks it.
+//
+// Each call polls the link on the calling thread until it returns; a link belongs to one thread.
+// A data fd that is O_NONBLOCK is waited on with poll(2) between link polls; a blocking one (a real
+// VFIO data fd) is read and written as it is.
+#ifndef MIGMOVER_TRANSPORT_DPDK_LINK_STREAM_H_
+#define MIGMOVER_TRANSPORT_DPDK_LINK_STREAM_H_
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "api/peer_wire.h"
+#include "transport/base/stream_digest.h"
+#include "transport/dpdk/reliable_link.h"
+#include "transport/peer/frame_codec.h"
+#include "transport/stream/stream_receiver.h"
+#include "transport/stream/stream_sender.h"
+
+namespace migmover::dpdk {
+
+struct LinkStreamOptions {
+  uint32_t chunk_size = 1u << 20;  // Most payload bytes per DATA frame (and per readv).
+  absl::Duration idle_timeout = absl::Seconds(30);
+};
+
+class LinkStreamSender {
+ public:
+  // `link` must outlive this; frames of device `device` start at sequence number 0.
+  LinkStreamSender(ReliableLink* link, uint32_t device, const LinkStreamOptions& options);
+
+  // As StreamSender::Pump: moves up to `max_bytes` from `data_fd` as DATA frames of `phase`
+  // until the fd ends, the budget is spent, or `stop` is raised. Errors: the read's errno naming
+  // the call; Aborted with the destination's message if it gave up; Unavailable when the link
+  // died; DeadlineExceeded after the idle timeout; Cancelled.
+  absl::StatusOr<stream::PumpResult> Pump(int data_fd, wire::Phase phase, uint64_t max_bytes,
+                                          const std::atomic<bool>& stop,
+                                          const std::atomic<bool>& cancel);
+  absl::Status EndPhase(wire::Phase phase);
+  absl::Status Keepalive();
+  absl::Status EndStream();
+  // The destination's verdict: OK only for COMMIT with code 0.
+  absl::Status AwaitCommit(absl::Duration timeout, const std::atomic<bool>& cancel);
+
+  uint64_t bytes_sent() const { return offset_; }
+
+ private:
+  absl::Status SendControl(const std::string& frame);
+  // Polls once; if the destination spoke, returns its verdict as an error.
+  absl::Status PollAndCheckPeer();
+
+  ReliableLink* const link_;
+  const uint32_t device_;
+  const LinkStreamOptions options_;
+  uint64_t seq_ = 0;
+  uint64_t offset_ = 0;
+  StreamDigest digest_;
+};
+
+class LinkStreamReceiver {
+ public:
+  LinkStreamReceiver(ReliableLink* link, uint32_t device, const LinkStreamOptions& options);
+
+  // As StreamReceiver::Receive: writes every DATA payload into `data_fd` in order until
+  // END_STREAM, then checks the total and digest. Errors: DataLoss for a malformed or
+  // out-of-sequence frame or a total/digest that disagrees; Aborted with the source's message on
+  // ERROR; the write's errno naming the call; Unavailable when the link died; DeadlineExceeded;
+  // Cancelled.
+  absl::StatusOr<stream::ReceiveResult> Receive(int data_fd, const std::atomic<bool>& cancel);
+  // COMMIT carrying `result` (code 0 = committed); waits until the source has it or `linger`.
+  absl::Status SendCommit(const absl::Status& result, absl::Duration linger = absl::Seconds(2));
+
+  uint64_t bytes_received() const { return offset_; }
+
+ private:
+  ReliableLink* const link_;
+  const uint32_t device_;
+  const LinkStreamOptions options_;
+  uint64_t next_seq_ = 0;
+  uint64_t offset_ = 0;
+  StreamDigest digest_;
+};
+
+}  // namespace migmover::dpdk
+
+#endif  // MIGMOVER_TRANSPORT_DPDK_LINK_STREAM_H_

@@ -1,0 +1,228 @@
+// A device stream over the DPDK link, end to end: a source thread pumps a pipe (the device's
+// saving data fd) into a real net_memif port, a destination thread writes what arrives into
+// another pipe (the resuming data fd), and the bytes are checked on the far side.
+#include "transport/dpdk/link_stream.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "transport/base/unique_fd.h"
+#include "transport/dpdk/eal.h"
+#include "transport/dpdk/port.h"
+#include "transport/peer/frame_codec.h"
+
+namespace migmover::dpdk {
+namespace {
+
+using wire::Phase;
+
+uint8_t Pattern(uint64_t i) { return static_cast<uint8_t>((i * 2654435761u) >> 11); }
+
+class LinkStreamTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ::signal(SIGPIPE, SIG_IGN);
+    ASSERT_TRUE(InitEal(EalOptions{}).ok());
+    static int n = 0;
+    const std::string sock = absl::StrCat("migmover-stream-test-", ::getpid(), "-", n++);
+    auto a = DpdkPort::Open({.devargs = absl::StrCat("net_memif_s,role=server,socket=", sock)});
+    auto b = DpdkPort::Open({.devargs = absl::StrCat("net_memif_d,role=client,socket=", sock)});
+    ASSERT_TRUE(a.ok()) << a.status();
+    ASSERT_TRUE(b.ok()) << b.status();
+    a_ = std::move(*a);
+    b_ = std::move(*b);
+    ASSERT_TRUE(a_->WaitLinkUp(absl::Seconds(10)).ok());
+    ASSERT_TRUE(b_->WaitLinkUp(absl::Seconds(10)).ok());
+    LinkOptions o;
+    o.link_id = 5;
+    auto tx = ReliableLink::Create(a_.get(), o);
+    auto rx = ReliableLink::Create(b_.get(), o);
+    ASSERT_TRUE(tx.ok() && rx.ok());
+    src_link_ = std::move(*tx);
+    dst_link_ = std::move(*rx);
+  }
+
+  // Writes `total` patterned bytes into a pipe from a thread; returns the read end (the
+  // "device's" saving data fd) and closes the write end when done.
+  UniqueFd Producer(uint64_t total, int flags = 0) {
+    auto p = MakePipe(flags);
+    EXPECT_TRUE(p.ok());
+    // Only the reader's end is the "device's"; the producer blocks as it pleases.
+    ::fcntl(p->write.get(), F_SETFL, 0);
+    threads_.emplace_back([w = std::move(p->write), total] {
+      std::vector<uint8_t> buf(1 << 16);
+      for (uint64_t at = 0; at < total;) {
+        const size_t n = std::min<uint64_t>(buf.size(), total - at);
+        for (size_t i = 0; i < n; ++i) buf[i] = Pattern(at + i);
+        size_t off = 0;
+        while (off < n) {
+          ssize_t k = ::write(w.get(), buf.data() + off, n - off);
+          if (k <= 0) return;
+          off += k;
+        }
+        at += n;
+      }
+    });
+    return std::move(p->read);
+  }
+
+  // A pipe whose reader checks every byte against the pattern; returns the write end.
+  UniqueFd Consumer(uint64_t* checked, bool* intact) {
+    auto p = MakePipe();
+    EXPECT_TRUE(p.ok());
+    threads_.emplace_back([r = std::move(p->read), checked, intact] {
+      std::vector<uint8_t> buf(1 << 16);
+      uint64_t at = 0;
+      bool ok = true;
+      while (true) {
+        ssize_t n = ::read(r.get(), buf.data(), buf.size());
+        if (n <= 0) break;
+        for (ssize_t i = 0; i < n; ++i) ok = ok && buf[i] == Pattern(at + i);
+        at += n;
+      }
+      *checked = at;
+      *intact = ok;
+    });
+    return std::move(p->write);
+  }
+
+  void TearDown() override {
+    for (auto& t : threads_) t.join();
+  }
+
+  std::unique_ptr<DpdkPort> a_, b_;
+  std::unique_ptr<ReliableLink> src_link_, dst_link_;
+  std::vector<std::thread> threads_;
+};
+
+TEST_F(LinkStreamTest, MovesAStreamByteExactAndCommits) {
+  constexpr uint64_t kTotal = 48ull << 20;
+  std::atomic<bool> stop{false}, cancel{false};
+  uint64_t checked = 0;
+  bool intact = false;
+  UniqueFd saving = Producer(kTotal);
+  UniqueFd resuming = Consumer(&checked, &intact);
+
+  absl::StatusOr<stream::ReceiveResult> received;
+  std::thread dst([&] {
+    LinkStreamReceiver r(dst_link_.get(), 3, {});
+    received = r.Receive(resuming.get(), cancel);
+    resuming.Reset();  // The "device" has everything: commit.
+    EXPECT_TRUE(r.SendCommit(received.status()).ok());
+  });
+  LinkStreamSender s(src_link_.get(), 3, {});
+  ASSERT_TRUE(s.EndPhase(Phase::kPreCopy).ok());
+  auto pumped = s.Pump(saving.get(), Phase::kStopCopy, UINT64_MAX, stop, cancel);
+  ASSERT_TRUE(pumped.ok()) << pumped.status();
+  EXPECT_EQ(pumped->end, stream::PumpResult::End::kEof);
+  EXPECT_EQ(pumped->bytes, kTotal);
+  ASSERT_TRUE(s.EndStream().ok());
+  const absl::Status commit = s.AwaitCommit(absl::Seconds(30), cancel);
+  dst.join();
+  EXPECT_TRUE(commit.ok()) << commit;
+  ASSERT_TRUE(received.ok()) << received.status();
+  EXPECT_EQ(received->total_bytes, kTotal);
+  EXPECT_TRUE(received->digest_checked);
+  EXPECT_EQ(received->precopy_phases_ended, 1u);
+  threads_[1].join();
+  threads_.erase(threads_.begin() + 1);
+  EXPECT_EQ(checked, kTotal);
+  EXPECT_TRUE(intact) << "a byte differs from what the source read";
+}
+
+TEST_F(LinkStreamTest, NonBlockingSourceInPreCopyDrainsThenStopCopyEnds) {
+  constexpr uint64_t kTotal = 8ull << 20;
+  std::atomic<bool> stop{false}, cancel{false};
+  uint64_t checked = 0;
+  bool intact = false;
+  UniqueFd saving = Producer(kTotal, O_NONBLOCK);
+  UniqueFd resuming = Consumer(&checked, &intact);
+  absl::StatusOr<stream::ReceiveResult> received;
+  std::thread dst([&] {
+    LinkStreamReceiver r(dst_link_.get(), 0, {});
+    received = r.Receive(resuming.get(), cancel);
+    resuming.Reset();
+    r.SendCommit(received.status()).IgnoreError();
+  });
+  LinkStreamSender s(src_link_.get(), 0, {});
+  // PRE_COPY: whatever is there now; EAGAIN means "drained for now", not an error.
+  auto pre = s.Pump(saving.get(), Phase::kPreCopy, UINT64_MAX, stop, cancel);
+  ASSERT_TRUE(pre.ok()) << pre.status();
+  EXPECT_TRUE(pre->end == stream::PumpResult::End::kDrained ||
+              pre->end == stream::PumpResult::End::kEof);
+  ASSERT_TRUE(s.EndPhase(Phase::kPreCopy).ok());
+  auto rest = s.Pump(saving.get(), Phase::kStopCopy, UINT64_MAX, stop, cancel);
+  ASSERT_TRUE(rest.ok()) << rest.status();
+  EXPECT_EQ(pre->bytes + rest->bytes, kTotal);
+  ASSERT_TRUE(s.EndStream().ok());
+  EXPECT_TRUE(s.AwaitCommit(absl::Seconds(30), cancel).ok());
+  dst.join();
+  ASSERT_TRUE(received.ok()) << received.status();
+  EXPECT_EQ(received->total_bytes, kTotal);
+}
+
+TEST_F(LinkStreamTest, DestinationWriteFailureReachesTheSource) {
+  std::atomic<bool> stop{false}, cancel{false};
+  UniqueFd saving = Producer(16ull << 20);
+  auto broken = MakePipe();
+  ASSERT_TRUE(broken.ok());
+  broken->read.Reset();  // The "device" refuses data: every write gets EPIPE.
+  absl::StatusOr<stream::ReceiveResult> received;
+  std::thread dst([&] {
+    LinkStreamReceiver r(dst_link_.get(), 0, {});
+    received = r.Receive(broken->write.get(), cancel);
+    r.SendCommit(received.status()).IgnoreError();
+  });
+  LinkStreamSender s(src_link_.get(), 0, {});
+  absl::Status st = s.Pump(saving.get(), Phase::kStopCopy, UINT64_MAX, stop, cancel).status();
+  if (st.ok()) st = s.EndStream();
+  if (st.ok()) st = s.AwaitCommit(absl::Seconds(30), cancel);
+  dst.join();
+  ASSERT_FALSE(received.ok());
+  EXPECT_NE(received.status().message().find("writev(data fd"), std::string::npos)
+      << received.status();
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("destination: "), std::string::npos) << st;
+  EXPECT_NE(st.message().find("EPIPE"), std::string::npos) << st;
+  // Unblock the producer.
+  saving.Reset();
+}
+
+TEST_F(LinkStreamTest, OutOfPlaceDataIsDataLoss) {
+  std::atomic<bool> cancel{false};
+  wire::FrameHeader h{};
+  h.magic = wire::kFrameMagic;
+  h.type = static_cast<uint8_t>(wire::FrameType::kData);
+  h.phase = static_cast<uint8_t>(Phase::kStopCopy);
+  h.length = 4;
+  h.seq = 0;
+  h.offset = 4096;  // The stream starts at 0.
+  std::array<uint8_t, wire::kFrameHeaderSize + 4> frame{};
+  peer::EncodeHeader(h, std::span<uint8_t, wire::kFrameHeaderSize>(frame.data(),
+                                                                   wire::kFrameHeaderSize));
+  ASSERT_EQ(src_link_->Write(frame), frame.size());
+  std::thread pump([&] {
+    for (int i = 0; i < 2000 && !cancel.load(); ++i) {
+      src_link_->Poll().IgnoreError();
+      ::usleep(500);
+    }
+  });
+  auto p = MakePipe();
+  ASSERT_TRUE(p.ok());
+  LinkStreamReceiver r(dst_link_.get(), 0, {});
+  auto got = r.Receive(p->write.get(), cancel);
+  cancel = true;
+  pump.join();
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kDataLoss) << got.status();
+  EXPECT_NE(got.status().message().find("offset 4096, expected 0"), std::string::npos)
+      << got.status();
+}
+
+}  // namespace
+}  // namespace migmover::dpdk
