@@ -1,108 +1,23 @@
 #include "bench/e2e/inprocess_run.h"
 
-#include <dirent.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <fstream>
-#include <map>
-#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "bench/e2e/proc_stats.h"
+#include "bench/e2e/thread_cpu_sampler.h"
 #include "daemon/peer/peer_acceptor.h"
 #include "daemon/registry/device_registry.h"
 #include "daemon/session/session_manager.h"
 #include "transport/base/status_macros.h"
 
 namespace migmover::bench {
-namespace {
-
-// Samples the CPU time of this process's threads by role until stopped.
-class ThreadCpuSampler {
- public:
-  ThreadCpuSampler() : thread_([this] { Loop(); }) {}
-  ~ThreadCpuSampler() { Stop(); }
-  void Stop() {
-    stop_ = true;
-    if (thread_.joinable()) thread_.join();
-  }
-  void Reset() {
-    Sample();
-    absl::MutexLock l(&mu_);
-    base_ = last_;
-  }
-  // CPU seconds since Reset() of threads whose name starts with any of `prefixes`.
-  double Seconds(std::initializer_list<const char*> prefixes) {
-    Sample();
-    absl::MutexLock l(&mu_);
-    double total = 0;
-    for (auto& [tid, e] : last_) {
-      bool match = false;
-      for (const char* p : prefixes) match = match || e.name.rfind(p, 0) == 0;
-      if (!match) continue;
-      auto b = base_.find(tid);
-      total += e.seconds - (b != base_.end() ? b->second.seconds : 0);
-    }
-    return total;
-  }
-
- private:
-  struct Entry {
-    std::string name;
-    double seconds = 0;
-  };
-  void Loop() {
-    while (!stop_) {
-      Sample();
-      absl::SleepFor(absl::Milliseconds(5));
-    }
-  }
-  void Sample() {
-    const double tick = static_cast<double>(::sysconf(_SC_CLK_TCK));
-    DIR* d = ::opendir("/proc/self/task");
-    if (d == nullptr) return;
-    std::map<int, Entry> now;
-    while (dirent* de = ::readdir(d)) {
-      if (de->d_name[0] == '.') continue;
-      std::ifstream f(absl::StrCat("/proc/self/task/", de->d_name, "/stat"));
-      std::string line;
-      if (!std::getline(f, line)) continue;
-      size_t open = line.find('('), close = line.rfind(')');
-      if (open == std::string::npos || close == std::string::npos) continue;
-      std::istringstream rest(line.substr(close + 2));
-      std::string tok;
-      std::vector<std::string> fs;
-      while (rest >> tok) fs.push_back(tok);
-      if (fs.size() < 13) continue;
-      now[std::atoi(de->d_name)] = {line.substr(open + 1, close - open - 1),
-                                    (std::stod(fs[11]) + std::stod(fs[12])) / tick};
-    }
-    ::closedir(d);
-    absl::MutexLock l(&mu_);
-    for (auto& [tid, e] : now) {
-      Entry& slot = last_[tid];  // Exited threads keep their last sample.
-      slot.name = e.name;
-      slot.seconds = std::max(slot.seconds, e.seconds);
-    }
-  }
-
-  std::atomic<bool> stop_{false};
-  absl::Mutex mu_;
-  std::map<int, Entry> last_ ABSL_GUARDED_BY(mu_);
-  std::map<int, Entry> base_ ABSL_GUARDED_BY(mu_);
-  std::thread thread_;
-};
-
-}  // namespace
-
 absl::StatusOr<InProcessResult> RunInProcess(const std::vector<sim::SimDeviceSpec>& specs,
-                                             const stream::StreamOptions& options,
-                                             uint32_t streams, uint64_t bandwidth, bool precopy,
-                                             uint32_t workers) {
+                                             const stream::StreamOptions& options, uint32_t streams,
+                                             uint64_t bandwidth, bool precopy, uint32_t workers) {
   DeviceRegistry src_devices, dst_devices;
   SessionManager src_sessions, dst_sessions;
   uint16_t port = 0;
@@ -165,8 +80,8 @@ absl::StatusOr<InProcessResult> RunInProcess(const std::vector<sim::SimDeviceSpe
   r.destination.cpu_seconds = sampler.Seconds({"mm-dst-", "mm-sim-resume"});
   sampler.Stop();
   if (s.phase != SessionPhase::kSucceeded) {
-    return absl::InternalError(absl::StrCat("migration failed: ", s.error.ToString(), " / ",
-                                            d.error.ToString()));
+    return absl::InternalError(
+        absl::StrCat("migration failed: ", s.error.ToString(), " / ", d.error.ToString()));
   }
   r.bytes = precopy ? s.stop_copy_bytes : s.bytes_moved;
   r.downtime_seconds = s.stop_copy_seconds;

@@ -24,9 +24,8 @@ struct InProcessResult {
 };
 
 absl::StatusOr<InProcessResult> RunInProcess(const std::vector<sim::SimDeviceSpec>& specs,
-                                             const stream::StreamOptions& options,
-                                             uint32_t streams, uint64_t bandwidth, bool precopy,
-                                             uint32_t workers);
+                                             const stream::StreamOptions& options, uint32_t streams,
+                                             uint64_t bandwidth, bool precopy, uint32_t workers);
 
 }  // namespace migmover::bench
 

@@ -15,10 +15,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "bench/e2e/dpdk_link_run.h"
 #include "bench/e2e/inprocess_run.h"
-#include "daemon/base/log.h"
 #include "bench/e2e/proc_stats.h"
 #include "bench/e2e/raw_tcp_baseline.h"
+#include "daemon/base/log.h"
 #include "daemon/device/sim/sim_device_spec.h"
 #include "daemon/testing/daemon_process.h"
 #include "grpcpp/grpcpp.h"
@@ -34,7 +35,11 @@ ABSL_FLAG(std::string, pipe_size, "0",
           "Intermediate pipe size for the splice path (0 = the chunk size; above 1 MiB needs "
           "root, as /proc/sys/fs/pipe-max-size caps it).");
 ABSL_FLAG(std::string, data_path, "auto", "auto, splice or copy.");
-ABSL_FLAG(std::string, transport, "tcp", "tcp (dpdk is not built yet).");
+ABSL_FLAG(std::string, transport, "tcp",
+          "tcp: between two migmoverd processes (or --inprocess sessions) over loopback TCP. "
+          "dpdk: each device's STOP_COPY stream over DPDK net_memif ports in this process "
+          "(the daemons do not negotiate DPDK yet; --streams, --data_path, --bandwidth and "
+          "--precopy do not apply).");
 ABSL_FLAG(std::string, bandwidth, "0", "Bandwidth cap per migration (bytes/s, units), 0 = none.");
 ABSL_FLAG(bool, precopy, false,
           "Run PRE_COPY before the switchover (default: off, so the whole state moves in "
@@ -64,7 +69,9 @@ struct Figures {
   bool verified = false;
 
   double throughput() const { return seconds > 0 ? bytes / seconds : 0; }
-  double cpu_per_gb(const SideFigures& s) const { return bytes ? s.cpu_seconds / (bytes / 1e9) : 0; }
+  double cpu_per_gb(const SideFigures& s) const {
+    return bytes ? s.cpu_seconds / (bytes / 1e9) : 0;
+  }
 };
 
 absl::Status Check(const grpc::Status& s, const char* what) {
@@ -238,9 +245,14 @@ struct BaselineFigures {
 
 int Main() {
   ::signal(SIGPIPE, SIG_IGN);
-  if (absl::GetFlag(FLAGS_transport) != "tcp") {
-    std::cerr << "migmover-bench: --transport=" << absl::GetFlag(FLAGS_transport)
-              << " is not available yet; only tcp\n";
+  const std::string transport = absl::GetFlag(FLAGS_transport);
+  if (transport != "tcp" && transport != "dpdk") {
+    std::cerr << "migmover-bench: --transport=" << transport << ": expected tcp or dpdk\n";
+    return 2;
+  }
+  if (transport == "dpdk" && absl::GetFlag(FLAGS_streams) != 1) {
+    std::cerr << "migmover-bench: --transport=dpdk moves each device on one link; --streams "
+                 "must be 1\n";
     return 2;
   }
   if (absl::GetFlag(FLAGS_streams) < 1 || absl::GetFlag(FLAGS_streams) > 16) {
@@ -283,7 +295,21 @@ int Main() {
       base.push_back({*b});
     }
     absl::StatusOr<Figures> f;
-    if (absl::GetFlag(FLAGS_inprocess)) {
+    if (transport == "dpdk") {
+      auto r = RunDpdkLinkInProcess(specs, static_cast<uint32_t>(*chunk));
+      if (r.ok()) {
+        Figures g;
+        g.bytes = r->bytes;
+        g.seconds = g.downtime = r->downtime_seconds;
+        g.source = r->source;
+        g.destination = r->destination;
+        g.data_path = r->data_path;
+        g.verified = r->verified;
+        f = g;
+      } else {
+        f = r.status();
+      }
+    } else if (absl::GetFlag(FLAGS_inprocess)) {
       stream::StreamOptions so;
       auto dp = stream::ParseDataPath(absl::GetFlag(FLAGS_data_path));
       auto bw = sim::ParseByteSize(absl::GetFlag(FLAGS_bandwidth));
@@ -294,9 +320,9 @@ int Main() {
       so.data_path = *dp;
       so.chunk_size = static_cast<uint32_t>(*chunk);
       so.send_zc = absl::GetFlag(FLAGS_send_zc);
-      auto r = RunInProcess(specs, so, absl::GetFlag(FLAGS_streams), *bw,
-                            absl::GetFlag(FLAGS_precopy),
-                            static_cast<uint32_t>(std::max(0, absl::GetFlag(FLAGS_workers))));
+      auto r =
+          RunInProcess(specs, so, absl::GetFlag(FLAGS_streams), *bw, absl::GetFlag(FLAGS_precopy),
+                       static_cast<uint32_t>(std::max(0, absl::GetFlag(FLAGS_workers))));
       if (r.ok()) {
         Figures g;
         g.bytes = r->bytes;
@@ -330,24 +356,23 @@ int Main() {
   if (absl::GetFlag(FLAGS_json)) {
     std::string j = FiguresJson(m, true);
     j.pop_back();
-    absl::StrAppend(&j, absl::StrFormat(
-                            ",\"devices\":%d,\"device_size_bytes\":%d,\"streams\":%d,"
-                            "\"chunk_size\":%d,\"transport\":\"tcp\",\"runs\":%d",
+    absl::StrAppend(
+        &j, absl::StrFormat(",\"devices\":%d,\"device_size_bytes\":%d,\"streams\":%d,"
+                            "\"chunk_size\":%d,\"transport\":\"%s\",\"runs\":%d",
                             absl::GetFlag(FLAGS_devices), *size, absl::GetFlag(FLAGS_streams),
-                            *chunk, static_cast<int>(ours.size())));
+                            *chunk, transport, static_cast<int>(ours.size())));
     if (have_base) {
       absl::StrAppend(&j, ",\"baseline\":", FiguresJson(bf, false));
       absl::StrAppend(
-          &j, absl::StrFormat(",\"ratio\":{\"throughput\":%.4f,\"cpu_seconds_per_gb\":{"
-                              "\"source\":%.4f,\"destination\":%.4f},\"peak_rss_bytes\":{"
-                              "\"source\":%.4f,\"destination\":%.4f}}",
-                              m.throughput() / bf.throughput(),
-                              m.cpu_per_gb(m.source) / bf.cpu_per_gb(bf.source),
-                              m.cpu_per_gb(m.destination) / bf.cpu_per_gb(bf.destination),
-                              static_cast<double>(m.source.peak_rss_bytes) /
-                                  bf.source.peak_rss_bytes,
-                              static_cast<double>(m.destination.peak_rss_bytes) /
-                                  bf.destination.peak_rss_bytes));
+          &j,
+          absl::StrFormat(
+              ",\"ratio\":{\"throughput\":%.4f,\"cpu_seconds_per_gb\":{"
+              "\"source\":%.4f,\"destination\":%.4f},\"peak_rss_bytes\":{"
+              "\"source\":%.4f,\"destination\":%.4f}}",
+              m.throughput() / bf.throughput(), m.cpu_per_gb(m.source) / bf.cpu_per_gb(bf.source),
+              m.cpu_per_gb(m.destination) / bf.cpu_per_gb(bf.destination),
+              static_cast<double>(m.source.peak_rss_bytes) / bf.source.peak_rss_bytes,
+              static_cast<double>(m.destination.peak_rss_bytes) / bf.destination.peak_rss_bytes));
       // The downtime target: STOP_COPY downtime against the time the baseline needs to move
       // the same bytes.
       absl::StrAppend(&j, absl::StrFormat(",\"downtime_over_baseline_transfer_seconds\":%.6f",
@@ -357,9 +382,10 @@ int Main() {
     return m.verified ? 0 : 1;
   }
   std::cout << absl::StrFormat(
-      "migmover-bench: %d device(s) x %s, %d stream(s), chunk %s, data path %s, tcp, %d run(s)\n",
+      "migmover-bench: %d device(s) x %s, %d stream(s), chunk %s, data path %s, %s, %d run(s)\n",
       absl::GetFlag(FLAGS_devices), Human(*size), absl::GetFlag(FLAGS_streams), Human(*chunk),
-      m.data_path, static_cast<int>(ours.size()));
+      m.data_path, transport == "dpdk" ? "dpdk (net_memif, in-process)" : "tcp",
+      static_cast<int>(ours.size()));
   std::cout << absl::StrFormat("%-18s %12s %13s %13s %11s %13s %13s\n", "", "throughput",
                                "cpu s/GB src", "cpu s/GB dst", "downtime", "peak RSS src",
                                "peak RSS dst");
@@ -374,8 +400,8 @@ int Main() {
   if (have_base) {
     row("raw TCP baseline", bf, false);
     std::cout << absl::StrFormat(
-        "%-18s %12.3f %13.3f %13.3f %11s %13.3f %13.3f\n", "ratio", m.throughput() / bf.throughput(),
-        m.cpu_per_gb(m.source) / bf.cpu_per_gb(bf.source),
+        "%-18s %12.3f %13.3f %13.3f %11s %13.3f %13.3f\n", "ratio",
+        m.throughput() / bf.throughput(), m.cpu_per_gb(m.source) / bf.cpu_per_gb(bf.source),
         m.cpu_per_gb(m.destination) / bf.cpu_per_gb(bf.destination), "-",
         static_cast<double>(m.source.peak_rss_bytes) / bf.source.peak_rss_bytes,
         static_cast<double>(m.destination.peak_rss_bytes) / bf.destination.peak_rss_bytes);

@@ -113,8 +113,8 @@ bool ReadAll(int fd, void* p, size_t n) {
   std::_Exit(0);
 }
 
-[[noreturn]] void Sender(const sim::SimDeviceSpec& spec, size_t buffer, uint16_t port,
-                         int go_fd, int report_fd) {
+[[noreturn]] void Sender(const sim::SimDeviceSpec& spec, size_t buffer, uint16_t port, int go_fd,
+                         int report_fd) {
   ChildReport r;
   auto dev = sim::OpenSimulatedDevice(spec);
   if (!dev.ok()) Die(report_fd, r, std::string(dev.status().message()));

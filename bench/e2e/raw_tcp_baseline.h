@@ -21,7 +21,7 @@ struct SideFigures {
 
 struct BaselineResult {
   uint64_t bytes = 0;
-  double seconds = 0;  // First sender start to last receiver commit.
+  double seconds = 0;               // First sender start to last receiver commit.
   SideFigures source, destination;  // Summed over the per-device processes.
   bool verified = false;            // Every receiver's device committed the stream.
 };

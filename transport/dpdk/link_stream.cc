@@ -100,16 +100,15 @@ absl::Status Verdict(const FrameHeader& h, const std::string& payload) {
   }
   ASSIGN_OR_RETURN(peer::PeerStatus st, peer::ParseStatus(h, payload));
   if (type == FrameType::kCommit && st.code == 0) return absl::OkStatus();
-  const auto code = st.code == 0 ? absl::StatusCode::kAborted
-                                 : static_cast<absl::StatusCode>(st.code);
+  const auto code =
+      st.code == 0 ? absl::StatusCode::kAborted : static_cast<absl::StatusCode>(st.code);
   return absl::Status(code, absl::StrCat("destination: ", st.message));
 }
 
 absl::Status Idle(uint32_t device, absl::Duration timeout, absl::string_view waiting_on) {
   return absl::DeadlineExceededError(absl::StrCat("device stream ", device,
                                                   ": no progress over the DPDK link for ",
-                                                  absl::FormatDuration(timeout), ", ",
-                                                  waiting_on));
+                                                  absl::FormatDuration(timeout), ", ", waiting_on));
 }
 
 }  // namespace
@@ -202,8 +201,8 @@ absl::StatusOr<stream::PumpResult> LinkStreamSender::Pump(int data_fd, Phase pha
       return result;
     }
     if (err != EAGAIN && err != EINTR) {
-      return ErrnoStatus(absl::StrCat("readv(data fd ", data_fd, ", ", peer::PhaseName(phase),
-                                      ", ", n_data, " pieces)"),
+      return ErrnoStatus(absl::StrCat("readv(data fd ", data_fd, ", ", peer::PhaseName(phase), ", ",
+                                      n_data, " pieces)"),
                          err);
     }
     RETURN_IF_ERROR(PollAndCheckPeer());
@@ -218,8 +217,8 @@ absl::Status LinkStreamSender::SendControl(const std::string& frame) {
   size_t done = 0;
   const absl::Time deadline = absl::Now() + options_.idle_timeout;
   while (done < frame.size()) {
-    done += link_->Write(
-        {reinterpret_cast<const uint8_t*>(frame.data()) + done, frame.size() - done});
+    done +=
+        link_->Write({reinterpret_cast<const uint8_t*>(frame.data()) + done, frame.size() - done});
     RETURN_IF_ERROR(PollAndCheckPeer());
     if (absl::Now() > deadline) return Idle(device_, options_.idle_timeout, "waiting on the peer");
   }
@@ -265,8 +264,8 @@ LinkStreamReceiver::LinkStreamReceiver(ReliableLink* link, uint32_t device,
                                        const LinkStreamOptions& options)
     : link_(link), device_(device), options_(options) {}
 
-absl::StatusOr<stream::ReceiveResult> LinkStreamReceiver::Receive(
-    int data_fd, const std::atomic<bool>& cancel) {
+absl::StatusOr<stream::ReceiveResult> LinkStreamReceiver::Receive(int data_fd,
+                                                                  const std::atomic<bool>& cancel) {
   stream::ReceiveResult result;
   const bool nonblocking = NonBlocking(data_fd);
   FrameReader reader;
@@ -318,8 +317,8 @@ absl::StatusOr<stream::ReceiveResult> LinkStreamReceiver::Receive(
     const FrameHeader& h = reader.header();
     reader.Done();
     if (h.seq != next_seq_) {
-      return absl::DataLossError(absl::StrCat("device stream ", device_, ": frame sequence ",
-                                              h.seq, ", expected ", next_seq_));
+      return absl::DataLossError(absl::StrCat("device stream ", device_, ": frame sequence ", h.seq,
+                                              ", expected ", next_seq_));
     }
     ++next_seq_;
     if (h.device != device_) {
@@ -342,8 +341,8 @@ absl::StatusOr<stream::ReceiveResult> LinkStreamReceiver::Receive(
       case FrameType::kEndStream: {
         ASSIGN_OR_RETURN(peer::EndStream end, peer::ParseEndStream(h, reader.payload()));
         if (end.total_bytes != offset_) {
-          return absl::DataLossError(absl::StrCat("END_STREAM counts ", end.total_bytes,
-                                                  " bytes; ", offset_, " arrived"));
+          return absl::DataLossError(
+              absl::StrCat("END_STREAM counts ", end.total_bytes, " bytes; ", offset_, " arrived"));
         }
         if (end.digest_kind == wire::DigestKind::kXxh3_64) {
           if (end.digest != digest_.Value()) {
@@ -360,8 +359,8 @@ absl::StatusOr<stream::ReceiveResult> LinkStreamReceiver::Receive(
         return absl::AbortedError(absl::StrCat("source abandoned the stream: ", st.message));
       }
       default:
-        return absl::DataLossError(absl::StrCat(
-            "unexpected ", peer::FrameTypeName(h.type), " frame in a device stream"));
+        return absl::DataLossError(
+            absl::StrCat("unexpected ", peer::FrameTypeName(h.type), " frame in a device stream"));
     }
   }
 }
@@ -374,8 +373,8 @@ absl::Status LinkStreamReceiver::SendCommit(const absl::Status& result, absl::Du
   size_t done = 0;
   const absl::Time deadline = absl::Now() + linger;
   while (done < frame.size() || !link_->AllAcknowledged()) {
-    done += link_->Write(
-        {reinterpret_cast<const uint8_t*>(frame.data()) + done, frame.size() - done});
+    done +=
+        link_->Write({reinterpret_cast<const uint8_t*>(frame.data()) + done, frame.size() - done});
     RETURN_IF_ERROR(link_->Poll());
     // After a failure the source may still be sending: drop it, so its frames cannot fill our
     // window and hide the verdict.
@@ -388,9 +387,9 @@ absl::Status LinkStreamReceiver::SendCommit(const absl::Status& result, absl::Du
       link_->Consume(n);
     }
     if (absl::Now() > deadline) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          "device stream ", device_, ": the source did not take the verdict within ",
-          absl::FormatDuration(linger)));
+      return absl::DeadlineExceededError(
+          absl::StrCat("device stream ", device_, ": the source did not take the verdict within ",
+                       absl::FormatDuration(linger)));
     }
   }
   return absl::OkStatus();

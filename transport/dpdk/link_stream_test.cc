@@ -204,8 +204,8 @@ TEST_F(LinkStreamTest, OutOfPlaceDataIsDataLoss) {
   h.seq = 0;
   h.offset = 4096;  // The stream starts at 0.
   std::array<uint8_t, wire::kFrameHeaderSize + 4> frame{};
-  peer::EncodeHeader(h, std::span<uint8_t, wire::kFrameHeaderSize>(frame.data(),
-                                                                   wire::kFrameHeaderSize));
+  peer::EncodeHeader(
+      h, std::span<uint8_t, wire::kFrameHeaderSize>(frame.data(), wire::kFrameHeaderSize));
   ASSERT_EQ(src_link_->Write(frame), frame.size());
   std::thread pump([&] {
     for (int i = 0; i < 2000 && !cancel.load(); ++i) {

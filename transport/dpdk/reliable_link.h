@@ -20,10 +20,10 @@
 
 #include <rte_ether.h>
 #include <rte_mbuf.h>
+#include <sys/uio.h>
 
 #include <cstdint>
 #include <memory>
-#include <sys/uio.h>
 #include <span>
 #include <vector>
 
@@ -125,7 +125,7 @@ class ReliableLink {
   uint32_t snd_una_ = 0, snd_sent_ = 0, snd_nxt_ = 0;
   bool open_ = false;
   std::vector<rte_mbuf*> reserved_;  // New frames handed out by Reserve, not yet committed.
-  uint32_t peer_window_;  // Frames past snd_una_ the peer can take.
+  uint32_t peer_window_;             // Frames past snd_una_ the peer can take.
   uint32_t recover_until_ = 0;
   bool recovering_ = false;
   int64_t progress_ns_;  // Last time snd_una_ advanced (or a retransmission started).

@@ -1,0 +1,44 @@
+// ThreadCpuSampler: CPU time of this process's threads, by thread-name prefix, sampled from
+// /proc every few milliseconds (a thread's last few milliseconds before it exits may be missed).
+#ifndef MIGMOVER_BENCH_E2E_THREAD_CPU_SAMPLER_H_
+#define MIGMOVER_BENCH_E2E_THREAD_CPU_SAMPLER_H_
+
+#include <atomic>
+#include <initializer_list>
+#include <map>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+
+namespace migmover::bench {
+
+class ThreadCpuSampler {
+ public:
+  ThreadCpuSampler();
+  ~ThreadCpuSampler();
+  void Stop();
+  // From now on: Seconds() counts CPU time used after this call.
+  void Reset();
+  // CPU seconds since Reset() of threads whose name starts with any of `prefixes`.
+  double Seconds(std::initializer_list<const char*> prefixes);
+
+ private:
+  struct Entry {
+    std::string name;
+    double seconds = 0;
+  };
+  void Loop();
+  void Sample();
+
+  std::atomic<bool> stop_{false};
+  absl::Mutex mu_;
+  std::map<int, Entry> last_ ABSL_GUARDED_BY(mu_);
+  std::map<int, Entry> base_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+};
+
+}  // namespace migmover::bench
+
+#endif  // MIGMOVER_BENCH_E2E_THREAD_CPU_SAMPLER_H_
