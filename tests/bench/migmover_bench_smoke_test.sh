@@ -24,7 +24,13 @@ print("ok:", d["data_path"], round(d["throughput_bytes_per_s"] / 1e9, 2), "GB/s"
 "$bench" --migmoverd="$dir/daemon/server/migmoverd" --device_size=16MiB --streams=2 --devices=2 \
   --json | python3 -c "$check"
 "$bench" --inprocess --device_size=16MiB --data_path=splice --json | python3 -c "$check"
+# The DPDK transport: two devices over net_memif ports, against the TCP baseline.
+"$bench" --transport=dpdk --devices=2 --device_size=16MiB --baseline --json 2>/dev/null |
+  python3 -c "$check" --baseline
 # Bad flags are refused with a clear message.
-if "$bench" --transport=dpdk 2>/tmp/bench-err.$$; then exit 1; fi
-grep -q "not available yet" /tmp/bench-err.$$ && rm -f /tmp/bench-err.$$
+err="${TEST_TMPDIR:-/tmp}/bench-err"
+if "$bench" --transport=rdma 2>"$err"; then exit 1; fi
+grep -q "expected tcp or dpdk" "$err"
+if "$bench" --transport=dpdk --streams=2 2>"$err"; then exit 1; fi
+grep -q "streams must be 1" "$err"
 echo "migmover-bench smoke test: all modes ok"
