@@ -16,6 +16,7 @@
 #include "transport/base/status_macros.h"
 #include "transport/dpdk/eal.h"
 #include "transport/dpdk/link_stream.h"
+#include "transport/dpdk/memif_pair.h"
 #include "transport/dpdk/port.h"
 #include "transport/dpdk/reliable_link.h"
 
@@ -47,7 +48,8 @@ absl::StatusOr<InProcessResult> RunDpdkLinkInProcess(const std::vector<sim::SimD
 
   struct Device {
     std::unique_ptr<VfioDevice> src, dst;
-    std::unique_ptr<dpdk::DpdkPort> src_port, dst_port;
+    dpdk::DpdkPort* src_port = nullptr;
+    dpdk::DpdkPort* dst_port = nullptr;
     std::unique_ptr<dpdk::ReliableLink> src_link, dst_link;
     DeviceRun out;
   };
@@ -58,21 +60,21 @@ absl::StatusOr<InProcessResult> RunDpdkLinkInProcess(const std::vector<sim::SimD
     sim::SimDeviceSpec dst_spec;
     dst_spec.state_size = specs[i].state_size;
     ASSIGN_OR_RETURN(d.dst, sim::OpenSimulatedDevice(dst_spec));
-    const std::string sock = absl::StrCat("migmover-bench-", ::getpid(), "-", run, "-", i);
-    ASSIGN_OR_RETURN(d.src_port,
-                     dpdk::DpdkPort::Open(
-                         {.devargs = absl::StrCat("net_memif_bs", i, ",role=server,socket=", sock),
-                          .buffers = kBuffersPerPort}));
-    ASSIGN_OR_RETURN(d.dst_port,
-                     dpdk::DpdkPort::Open(
-                         {.devargs = absl::StrCat("net_memif_bd", i, ",role=client,socket=", sock),
-                          .buffers = kBuffersPerPort}));
-    RETURN_IF_ERROR(d.src_port->WaitLinkUp(absl::Seconds(10)));
-    RETURN_IF_ERROR(d.dst_port->WaitLinkUp(absl::Seconds(10)));
+    // Ports live as long as the process and serve every run: DPDK 22.11's memif crashed in
+    // its control thread when pairs were torn down and created again in one process (seen
+    // here). Each run's links get new ids, so nothing of an earlier run is taken for its own.
+    static std::vector<dpdk::MemifPair>* pairs = new std::vector<dpdk::MemifPair>;
+    if (pairs->size() <= i) {
+      ASSIGN_OR_RETURN(dpdk::MemifPair pair,
+                       dpdk::OpenMemifPair(absl::StrCat("bench", i), kBuffersPerPort));
+      pairs->push_back(std::move(pair));
+    }
+    d.src_port = (*pairs)[i].server.get();
+    d.dst_port = (*pairs)[i].client.get();
     dpdk::LinkOptions lo;
-    lo.link_id = i + 1;
-    ASSIGN_OR_RETURN(d.src_link, dpdk::ReliableLink::Create(d.src_port.get(), lo));
-    ASSIGN_OR_RETURN(d.dst_link, dpdk::ReliableLink::Create(d.dst_port.get(), lo));
+    lo.link_id = (static_cast<uint64_t>(run) << 32) | (i + 1);
+    ASSIGN_OR_RETURN(d.src_link, dpdk::ReliableLink::Create(d.src_port, lo));
+    ASSIGN_OR_RETURN(d.dst_link, dpdk::ReliableLink::Create(d.dst_port, lo));
     if (auto s = d.src->SetState(MigState::kStop); !s.ok()) return s.status();
   }
 

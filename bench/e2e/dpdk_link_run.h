@@ -15,7 +15,8 @@
 namespace migmover::bench {
 
 // `chunk_size`: most bytes per DATA frame (and per readv of the data fd). Starts DPDK's EAL in
-// this process on first use (anonymous memory, no PCI); later calls must ask for as many devices.
+// this process on first use (anonymous memory, no PCI) and keeps its ports for later calls,
+// which must ask for no more devices than the first.
 absl::StatusOr<InProcessResult> RunDpdkLinkInProcess(const std::vector<sim::SimDeviceSpec>& specs,
                                                      uint32_t chunk_size);
 

@@ -243,6 +243,18 @@ struct BaselineFigures {
   double throughput() const { return r.seconds > 0 ? r.bytes / r.seconds : 0; }
 };
 
+// A run inside this process: its time is the STOP_COPY downtime (no PRE_COPY bytes counted).
+Figures FiguresOf(const InProcessResult& r) {
+  Figures g;
+  g.bytes = r.bytes;
+  g.seconds = g.downtime = r.downtime_seconds;
+  g.source = r.source;
+  g.destination = r.destination;
+  g.data_path = r.data_path;
+  g.verified = r.verified;
+  return g;
+}
+
 int Main() {
   ::signal(SIGPIPE, SIG_IGN);
   const std::string transport = absl::GetFlag(FLAGS_transport);
@@ -297,18 +309,7 @@ int Main() {
     absl::StatusOr<Figures> f;
     if (transport == "dpdk") {
       auto r = RunDpdkLinkInProcess(specs, static_cast<uint32_t>(*chunk));
-      if (r.ok()) {
-        Figures g;
-        g.bytes = r->bytes;
-        g.seconds = g.downtime = r->downtime_seconds;
-        g.source = r->source;
-        g.destination = r->destination;
-        g.data_path = r->data_path;
-        g.verified = r->verified;
-        f = g;
-      } else {
-        f = r.status();
-      }
+      f = r.ok() ? absl::StatusOr<Figures>(FiguresOf(*r)) : r.status();
     } else if (absl::GetFlag(FLAGS_inprocess)) {
       stream::StreamOptions so;
       auto dp = stream::ParseDataPath(absl::GetFlag(FLAGS_data_path));
@@ -323,18 +324,7 @@ int Main() {
       auto r =
           RunInProcess(specs, so, absl::GetFlag(FLAGS_streams), *bw, absl::GetFlag(FLAGS_precopy),
                        static_cast<uint32_t>(std::max(0, absl::GetFlag(FLAGS_workers))));
-      if (r.ok()) {
-        Figures g;
-        g.bytes = r->bytes;
-        g.seconds = g.downtime = r->downtime_seconds;
-        g.source = r->source;
-        g.destination = r->destination;
-        g.data_path = r->data_path;
-        g.verified = r->verified;
-        f = g;
-      } else {
-        f = r.status();
-      }
+      f = r.ok() ? absl::StatusOr<Figures>(FiguresOf(*r)) : r.status();
     } else {
       f = RunOurs(specs, run);
     }

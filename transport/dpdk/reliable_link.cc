@@ -233,11 +233,7 @@ void ReliableLink::OnAck(uint32_t ack, uint32_t window, uint32_t flags, int64_t 
     if (recovering_ && !SeqLt(snd_una_, recover_until_)) recovering_ = false;
   } else if ((flags & wire::kLinkAckGap) && snd_una_ != snd_sent_ && !recovering_) {
     // A frame was lost: go back to it now rather than after the timer.
-    stats_.frames_retransmitted += snd_sent_ - snd_una_;
-    recover_until_ = snd_sent_;
-    recovering_ = true;
-    snd_sent_ = snd_una_;
-    progress_ns_ = now;
+    GoBack(now);
   }
   peer_window_ = window;
 }
@@ -313,14 +309,18 @@ void ReliableLink::SendAck(int64_t now) {
   sent_ns_ = now;
 }
 
+void ReliableLink::GoBack(int64_t now) {
+  stats_.frames_retransmitted += snd_sent_ - snd_una_;
+  recover_until_ = snd_sent_;
+  recovering_ = true;
+  snd_sent_ = snd_una_;
+  progress_ns_ = now;
+}
+
 void ReliableLink::Transmit(int64_t now) {
   if (now - progress_ns_ > rto_ns_ && snd_una_ != snd_sent_) {
-    // Nothing acknowledged for a while: the frames (or their acks) were lost. Go back.
-    stats_.frames_retransmitted += snd_sent_ - snd_una_;
-    recover_until_ = snd_sent_;
-    recovering_ = true;
-    snd_sent_ = snd_una_;
-    progress_ns_ = now;
+    // Nothing acknowledged for a while: the frames (or their acks) were lost.
+    GoBack(now);
   }
   const uint32_t limit = snd_una_ + std::min(peer_window_, o_.window);
   rte_mbuf* burst[kBurst];

@@ -111,6 +111,8 @@ class ReliableLink {
   void OnAck(uint32_t ack, uint32_t window, uint32_t flags, int64_t now);
   void CloseOpenFrame();
   void SendAck(int64_t now);
+  // Go-back-N: everything unacknowledged goes out again, from the oldest.
+  void GoBack(int64_t now);
   void Transmit(int64_t now);
   rte_mbuf* NewFrame(wire::LinkFrameType type);
 
