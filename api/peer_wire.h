@@ -52,7 +52,10 @@ struct HelloPayload {
   uint32_t device_count;  // Devices the source will send in this session.
   uint16_t stream;        // This connection's index among the device's streams.
   uint16_t stream_count;  // Connections the device's stream is striped over (1..kMaxStreams).
-  uint32_t reserved;      // 0.
+  // 0: the device's stream travels on this connection (and its stripes). Otherwise it travels
+  // on the DPDK link with this id (api/DPDK_LINK.md) and this connection carries only HELLO and
+  // HELLO_ACK; stream_count must then be 1.
+  uint32_t link;
   uint8_t token[kTokenSize];  // Shared secret both agents gave their daemon (zeros = none).
   // Followed by the session id (1..kMaxSessionIdLength bytes, the rest of the payload).
 };

@@ -25,6 +25,12 @@ constexpr size_t kMaxPieces = 160;
 // Link polls without progress before a wait on the data fd gives the core away.
 constexpr int kSpinsBeforeWait = 64;
 
+// How long an idle receive loop sleeps between link polls: nothing while data flows, then
+// longer the longer nothing comes (up to 1 ms, so a PRE_COPY wait costs little CPU).
+int IdleSleepUs(int spins) {
+  return spins < kSpinsBeforeWait ? 0 : std::min(1000, 50 * (spins / kSpinsBeforeWait));
+}
+
 bool NonBlocking(int fd) {
   const int fl = ::fcntl(fd, F_GETFL);
   return fl >= 0 && (fl & O_NONBLOCK);
@@ -117,6 +123,17 @@ LinkStreamSender::LinkStreamSender(ReliableLink* link, uint32_t device,
                                    const LinkStreamOptions& options)
     : link_(link), device_(device), options_(options) {}
 
+absl::StatusOr<std::unique_ptr<LinkStreamSender>> LinkStreamSender::Create(
+    std::unique_ptr<FrameIo> io, const LinkOptions& link_options, uint32_t device,
+    const LinkStreamOptions& options) {
+  ASSIGN_OR_RETURN(std::unique_ptr<ReliableLink> link,
+                   ReliableLink::Create(io.get(), link_options));
+  auto s = std::make_unique<LinkStreamSender>(link.get(), device, options);
+  s->io_ = std::move(io);
+  s->owned_link_ = std::move(link);
+  return s;
+}
+
 absl::Status LinkStreamSender::PollAndCheckPeer() {
   RETURN_IF_ERROR(link_->Poll());
   if (link_->readable() == 0) return absl::OkStatus();
@@ -188,6 +205,8 @@ absl::StatusOr<stream::PumpResult> LinkStreamSender::Pump(int data_fd, Phase pha
       }
       link_->Commit(wire::kFrameHeaderSize + n);
       offset_ += n;
+      sent_.store(offset_, std::memory_order_relaxed);
+      if (counter_ != nullptr) counter_->fetch_add(n, std::memory_order_relaxed);
       result.bytes += n;
       progress = absl::Now();
       spins = 0;
@@ -241,6 +260,21 @@ absl::Status LinkStreamSender::EndStream() {
   return SendControl(peer::EncodeEndStream(seq_++, device_, end));
 }
 
+void LinkStreamSender::SendError(absl::Status why) {
+  peer::PeerStatus st;
+  st.code = static_cast<uint32_t>(why.code());
+  st.message = std::string(why.message());
+  const std::string frame = peer::EncodeStatusFrame(FrameType::kError, seq_++, device_, st);
+  // Best effort, briefly: the destination may be gone, which is why we give up.
+  size_t done = 0;
+  const absl::Time deadline = absl::Now() + absl::Milliseconds(500);
+  while ((done < frame.size() || !link_->AllAcknowledged()) && absl::Now() < deadline) {
+    done +=
+        link_->Write({reinterpret_cast<const uint8_t*>(frame.data()) + done, frame.size() - done});
+    if (!link_->Poll().ok()) return;
+  }
+}
+
 absl::Status LinkStreamSender::AwaitCommit(absl::Duration timeout,
                                            const std::atomic<bool>& cancel) {
   FrameReader reader;
@@ -264,6 +298,17 @@ LinkStreamReceiver::LinkStreamReceiver(ReliableLink* link, uint32_t device,
                                        const LinkStreamOptions& options)
     : link_(link), device_(device), options_(options) {}
 
+absl::StatusOr<std::unique_ptr<LinkStreamReceiver>> LinkStreamReceiver::Create(
+    std::unique_ptr<FrameIo> io, const LinkOptions& link_options, uint32_t device,
+    const LinkStreamOptions& options) {
+  ASSIGN_OR_RETURN(std::unique_ptr<ReliableLink> link,
+                   ReliableLink::Create(io.get(), link_options));
+  auto r = std::make_unique<LinkStreamReceiver>(link.get(), device, options);
+  r->io_ = std::move(io);
+  r->owned_link_ = std::move(link);
+  return r;
+}
+
 absl::StatusOr<stream::ReceiveResult> LinkStreamReceiver::Receive(int data_fd,
                                                                   const std::atomic<bool>& cancel) {
   stream::ReceiveResult result;
@@ -283,7 +328,7 @@ absl::StatusOr<stream::ReceiveResult> LinkStreamReceiver::Receive(int data_fd,
     if (payload_left > 0) {
       const size_t n = link_->Peek(payload_left, pieces, kMaxPieces);
       if (n == 0) {
-        if (++spins > kSpinsBeforeWait) ::usleep(50);
+        if (int us = IdleSleepUs(++spins); us > 0) ::usleep(us);
         continue;
       }
       const ssize_t w = ::writev(data_fd, pieces, static_cast<int>(n));
@@ -302,6 +347,8 @@ absl::StatusOr<stream::ReceiveResult> LinkStreamReceiver::Receive(int data_fd,
       link_->Consume(w);
       payload_left -= w;
       offset_ += w;
+      received_.store(offset_, std::memory_order_relaxed);
+      if (counter_ != nullptr) counter_->fetch_add(w, std::memory_order_relaxed);
       result.total_bytes += w;
       progress = absl::Now();
       spins = 0;
@@ -309,7 +356,7 @@ absl::StatusOr<stream::ReceiveResult> LinkStreamReceiver::Receive(int data_fd,
     }
     ASSIGN_OR_RETURN(bool complete, reader.Next(link_));
     if (!complete) {
-      if (++spins > kSpinsBeforeWait) ::usleep(50);
+      if (int us = IdleSleepUs(++spins); us > 0) ::usleep(us);
       continue;
     }
     progress = absl::Now();

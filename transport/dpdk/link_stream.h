@@ -25,10 +25,10 @@
 #include "absl/time/time.h"
 #include "api/peer_wire.h"
 #include "transport/base/stream_digest.h"
+#include "transport/dpdk/port.h"
 #include "transport/dpdk/reliable_link.h"
 #include "transport/peer/frame_codec.h"
-#include "transport/stream/stream_receiver.h"
-#include "transport/stream/stream_sender.h"
+#include "transport/stream/device_stream.h"
 
 namespace migmover::dpdk {
 
@@ -37,10 +37,15 @@ struct LinkStreamOptions {
   absl::Duration idle_timeout = absl::Seconds(30);
 };
 
-class LinkStreamSender {
+class LinkStreamSender final : public stream::DeviceStreamSender {
  public:
   // `link` must outlive this; frames of device `device` start at sequence number 0.
   LinkStreamSender(ReliableLink* link, uint32_t device, const LinkStreamOptions& options);
+  // One that owns its link, made over `io` with `link_options`. Errors: ReliableLink::Create's.
+  static absl::StatusOr<std::unique_ptr<LinkStreamSender>> Create(std::unique_ptr<FrameIo> io,
+                                                                  const LinkOptions& link_options,
+                                                                  uint32_t device,
+                                                                  const LinkStreamOptions& options);
 
   // As StreamSender::Pump: moves up to `max_bytes` from `data_fd` as DATA frames of `phase`
   // until the fd ends, the budget is spent, or `stop` is raised. Errors: the read's errno naming
@@ -48,49 +53,68 @@ class LinkStreamSender {
   // died; DeadlineExceeded after the idle timeout; Cancelled.
   absl::StatusOr<stream::PumpResult> Pump(int data_fd, wire::Phase phase, uint64_t max_bytes,
                                           const std::atomic<bool>& stop,
-                                          const std::atomic<bool>& cancel);
-  absl::Status EndPhase(wire::Phase phase);
-  absl::Status Keepalive();
-  absl::Status EndStream();
+                                          const std::atomic<bool>& cancel) override;
+  absl::Status EndPhase(wire::Phase phase) override;
+  absl::Status Keepalive() override;
+  absl::Status EndStream() override;
   // The destination's verdict: OK only for COMMIT with code 0.
-  absl::Status AwaitCommit(absl::Duration timeout, const std::atomic<bool>& cancel);
+  absl::Status AwaitCommit(absl::Duration timeout, const std::atomic<bool>& cancel) override;
+  void SendError(absl::Status why) override;
 
-  uint64_t bytes_sent() const { return offset_; }
+  uint64_t bytes_sent() const override { return sent_.load(std::memory_order_relaxed); }
+  stream::DataPath data_path_used() const override { return stream::DataPath::kCopy; }
+  void set_progress_counter(std::atomic<uint64_t>* counter) override { counter_ = counter; }
 
  private:
   absl::Status SendControl(const std::string& frame);
   // Polls once; if the destination spoke, returns its verdict as an error.
   absl::Status PollAndCheckPeer();
 
+  // Owned only when made by Create; the link goes before its io.
+  std::unique_ptr<FrameIo> io_;
+  std::unique_ptr<ReliableLink> owned_link_;
   ReliableLink* const link_;
   const uint32_t device_;
   const LinkStreamOptions options_;
   uint64_t seq_ = 0;
   uint64_t offset_ = 0;
+  std::atomic<uint64_t> sent_{0};
+  std::atomic<uint64_t>* counter_ = nullptr;
   StreamDigest digest_;
 };
 
-class LinkStreamReceiver {
+class LinkStreamReceiver final : public stream::DeviceStreamReceiver {
  public:
   LinkStreamReceiver(ReliableLink* link, uint32_t device, const LinkStreamOptions& options);
+  static absl::StatusOr<std::unique_ptr<LinkStreamReceiver>> Create(
+      std::unique_ptr<FrameIo> io, const LinkOptions& link_options, uint32_t device,
+      const LinkStreamOptions& options);
 
   // As StreamReceiver::Receive: writes every DATA payload into `data_fd` in order until
   // END_STREAM, then checks the total and digest. Errors: DataLoss for a malformed or
   // out-of-sequence frame or a total/digest that disagrees; Aborted with the source's message on
   // ERROR; the write's errno naming the call; Unavailable when the link died; DeadlineExceeded;
   // Cancelled.
-  absl::StatusOr<stream::ReceiveResult> Receive(int data_fd, const std::atomic<bool>& cancel);
+  absl::StatusOr<stream::ReceiveResult> Receive(int data_fd,
+                                                const std::atomic<bool>& cancel) override;
   // COMMIT carrying `result` (code 0 = committed); waits until the source has it or `linger`.
-  absl::Status SendCommit(const absl::Status& result, absl::Duration linger = absl::Seconds(2));
+  absl::Status SendCommit(const absl::Status& result,
+                          absl::Duration linger = absl::Seconds(2)) override;
 
-  uint64_t bytes_received() const { return offset_; }
+  uint64_t bytes_received() const override { return received_.load(std::memory_order_relaxed); }
+  stream::DataPath data_path_used() const override { return stream::DataPath::kCopy; }
+  void set_progress_counter(std::atomic<uint64_t>* counter) override { counter_ = counter; }
 
  private:
+  std::unique_ptr<FrameIo> io_;
+  std::unique_ptr<ReliableLink> owned_link_;
   ReliableLink* const link_;
   const uint32_t device_;
   const LinkStreamOptions options_;
   uint64_t next_seq_ = 0;
   uint64_t offset_ = 0;
+  std::atomic<uint64_t> received_{0};
+  std::atomic<uint64_t>* counter_ = nullptr;
   StreamDigest digest_;
 };
 

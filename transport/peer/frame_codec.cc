@@ -141,6 +141,7 @@ std::string EncodeHello(uint64_t seq, const Hello& hello) {
   p.device_count = hello.device_count;
   p.stream = hello.stream;
   p.stream_count = hello.stream_count;
+  p.link = hello.link;
   std::memcpy(p.token, hello.token.data(), wire::kTokenSize);
   std::string payload(reinterpret_cast<const char*>(&p), sizeof(p));
   payload += hello.session_id;
@@ -182,6 +183,7 @@ absl::StatusOr<Hello> ParseHello(const FrameHeader& h, absl::string_view payload
   hello.device_count = p.device_count;
   hello.stream = p.stream;
   hello.stream_count = p.stream_count;
+  hello.link = p.link;
   hello.device = h.device;
   std::memcpy(hello.token.data(), p.token, wire::kTokenSize);
   hello.session_id = std::string(payload.substr(sizeof(p)));
@@ -195,9 +197,14 @@ absl::StatusOr<Hello> ParseHello(const FrameHeader& h, absl::string_view payload
                                             hello.device_count, " is out of range"));
   }
   if (hello.stream_count == 0 || hello.stream_count > wire::kMaxStreamsPerDevice ||
-      hello.stream >= hello.stream_count || p.reserved != 0) {
+      hello.stream >= hello.stream_count) {
     return absl::DataLossError(absl::StrCat("HELLO: stream ", hello.stream, " of ",
                                             hello.stream_count, " is out of range"));
+  }
+  if (hello.link != 0 && hello.stream_count != 1) {
+    return absl::DataLossError(absl::StrCat("HELLO: a stream on DPDK link ", hello.link,
+                                            " cannot be striped over ", hello.stream_count,
+                                            " connections"));
   }
   if (hello.session_id.size() > wire::kMaxSessionIdLength || !Printable(hello.session_id)) {
     return absl::DataLossError("HELLO: session id must be 1..128 printable ASCII characters");

@@ -37,6 +37,7 @@ struct Hello {
   uint32_t device = 0;  // From the header.
   uint16_t stream = 0;
   uint16_t stream_count = 1;
+  uint32_t link = 0;  // DPDK link id carrying the stream; 0 = this connection (TCP).
   std::array<uint8_t, wire::kTokenSize> token{};
   std::string session_id;
 };

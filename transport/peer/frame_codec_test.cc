@@ -119,6 +119,22 @@ TEST(FrameCodecTest, HelloRoundTripsAndIsBounded) {
     EXPECT_FALSE(ParseHello(hs, ps).ok());
   }
   hello.stream_count = 1;
+  hello.link = 0x1234'5678;  // The stream travels on a DPDK link.
+  {
+    auto [hs, ps] = Split(EncodeHello(0, hello));
+    auto st = ParseHello(hs, ps);
+    ASSERT_TRUE(st.ok()) << st.status();
+    EXPECT_EQ(st->link, 0x1234'5678u);
+  }
+  hello.stream_count = 2;  // A link stream is not striped.
+  {
+    auto [hs, ps] = Split(EncodeHello(0, hello));
+    auto st = ParseHello(hs, ps);
+    EXPECT_FALSE(st.ok());
+    EXPECT_NE(st.status().message().find("cannot be striped"), std::string::npos) << st.status();
+  }
+  hello.stream_count = 1;
+  hello.link = 0;
   hello.device = 4;  // Not below device_count.
   auto [h2, p2] = Split(EncodeHello(0, hello));
   EXPECT_FALSE(ParseHello(h2, p2).ok());

@@ -25,6 +25,7 @@
 #include "transport/base/unique_fd.h"
 #include "transport/peer/frame_codec.h"
 #include "transport/stream/buffer_pool.h"
+#include "transport/stream/device_stream.h"
 #include "transport/stream/pump_job.h"
 #include "transport/stream/stream_options.h"
 #include "transport/uring/ring.h"
@@ -33,13 +34,7 @@ namespace migmover::stream {
 
 class PumpWorker;
 
-struct ReceiveResult {
-  uint64_t total_bytes = 0;
-  bool digest_checked = false;  // False when either end spliced (no byte seen in userspace).
-  uint32_t precopy_phases_ended = 0;
-};
-
-class StreamReceiver {
+class StreamReceiver final : public DeviceStreamReceiver {
  public:
   // `sockets`: the stream's connections by stream index (the first carries control frames),
   // each past its HELLO, so the next frame on each must carry sequence number 1.
@@ -52,20 +47,20 @@ class StreamReceiver {
                                                                UniqueFd socket, uint32_t device,
                                                                uint64_t next_seq,
                                                                const StreamOptions& options);
-  ~StreamReceiver();
+  ~StreamReceiver() override;
 
   // Receives until END_STREAM and returns once every byte is written to `data_fd`.
   // Errors: DataLoss for a malformed or out-of-order frame, a total or digest that disagrees;
   // Aborted with the source's message when it sent ERROR; Unavailable when it disconnected;
   // the write errno naming the call ("write(data fd 12): EPIPE") when the device refused data;
   // Cancelled; DeadlineExceeded after the idle timeout.
-  absl::StatusOr<ReceiveResult> Receive(int data_fd, const std::atomic<bool>& cancel);
+  absl::StatusOr<ReceiveResult> Receive(int data_fd, const std::atomic<bool>& cancel) override;
 
   // COMMIT with code 0 for OK, else a COMMIT carrying the status's code and message. After a
   // failure it then drains and discards what the source still sends (up to `linger`) until the
   // source closes, so the verdict is read rather than lost to a connection reset.
   absl::Status SendCommit(const absl::Status& result,
-                          absl::Duration linger = absl::Seconds(2));
+                          absl::Duration linger = absl::Seconds(2)) override;
 
   // Runs this stream's copy-path receive on `worker` (shared with other streams) instead of
   // the stream's own ring; null: back to its own. The worker must outlive the receive.
@@ -76,11 +71,11 @@ class StreamReceiver {
     worker_buffers_ = max_buffers;
   }
 
-  uint64_t bytes_received() const { return bytes_written_.load(std::memory_order_relaxed); }
+  uint64_t bytes_received() const override { return bytes_written_.load(std::memory_order_relaxed); }
   // Also adds every byte moved to `*counter` (live progress for status readers); the counter
   // must outlive this object.
-  void set_progress_counter(std::atomic<uint64_t>* counter) { counter_ = counter; }
-  DataPath data_path_used() const { return path_used_.load(); }
+  void set_progress_counter(std::atomic<uint64_t>* counter) override { counter_ = counter; }
+  DataPath data_path_used() const override { return path_used_.load(); }
 
  private:
   StreamReceiver(uring::Ring* ring, std::vector<UniqueFd> sockets, uint32_t device,

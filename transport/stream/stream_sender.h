@@ -22,6 +22,7 @@
 #include "transport/base/unique_fd.h"
 #include "transport/peer/frame_codec.h"
 #include "transport/stream/buffer_pool.h"
+#include "transport/stream/device_stream.h"
 #include "transport/stream/pump_job.h"
 #include "transport/stream/stream_options.h"
 #include "transport/uring/ring.h"
@@ -30,18 +31,7 @@ namespace migmover::stream {
 
 class PumpWorker;
 
-struct PumpResult {
-  enum class End {
-    kEof,      // STOP_COPY: read returned 0, the device's stream is complete.
-    kDrained,  // PRE_COPY: nothing more right now (read gave 0, ENOMSG or EAGAIN).
-    kBudget,   // `max_bytes` were moved.
-    kStopped,  // `stop` was raised (switchover): the caller changes phase and pumps again.
-  };
-  uint64_t bytes = 0;
-  End end = End::kEof;
-};
-
-class StreamSender {
+class StreamSender final : public DeviceStreamSender {
  public:
   // Takes ownership of the connected `sockets` (1..kMaxStreamsPerDevice; the first carries the
   // control frames). `ring` is the worker's and must outlive this.
@@ -52,7 +42,7 @@ class StreamSender {
   static absl::StatusOr<std::unique_ptr<StreamSender>> Create(uring::Ring* ring, UniqueFd socket,
                                                              uint32_t device,
                                                              const StreamOptions& options);
-  ~StreamSender();
+  ~StreamSender() override;
 
   // HELLO on every connection (its stream index and the count filled in), then waits for each
   // HELLO_ACK. Errors: the destination's refusal as its canonical code
@@ -65,19 +55,19 @@ class StreamSender {
   // requeued. `cancel` aborts with Cancelled. Errors name the call: "read(data fd 9): EIO".
   absl::StatusOr<PumpResult> Pump(int data_fd, wire::Phase phase, uint64_t max_bytes,
                                   const std::atomic<bool>& stop,
-                                  const std::atomic<bool>& cancel);
+                                  const std::atomic<bool>& cancel) override;
 
-  absl::Status EndPhase(wire::Phase phase);
+  absl::Status EndPhase(wire::Phase phase) override;
   // Tells an idle destination the source is alive (keeps its idle timeout from firing while
   // the VM runs in PRE_COPY with nothing to send); also surfaces a destination that gave up.
-  absl::Status Keepalive();
+  absl::Status Keepalive() override;
   // END_STREAM with the total and, when every byte passed through userspace, its XXH3-64.
-  absl::Status EndStream();
+  absl::Status EndStream() override;
   // Waits for the destination's verdict. OK only for COMMIT with code 0; a COMMIT or ERROR with
   // another code becomes that code with the destination's message.
-  absl::Status AwaitCommit(absl::Duration timeout, const std::atomic<bool>& cancel);
+  absl::Status AwaitCommit(absl::Duration timeout, const std::atomic<bool>& cancel) override;
   // Best effort: tells the destination this stream is abandoned.
-  void SendError(absl::Status why);
+  void SendError(absl::Status why) override;
 
   // Runs this stream's copy-path pumps on `worker` (shared with other streams) instead of the
   // stream's own ring; null: back to its own. The worker must outlive the pumps.
@@ -100,11 +90,11 @@ class StreamSender {
   // How many buffers a copy job of this stream wants.
   uint32_t CopyJobSlots() const;
 
-  uint64_t bytes_sent() const { return bytes_sent_.load(std::memory_order_relaxed); }
+  uint64_t bytes_sent() const override { return bytes_sent_.load(std::memory_order_relaxed); }
   // Also adds every byte moved to `*counter` (live progress for status readers); the counter
   // must outlive this object.
-  void set_progress_counter(std::atomic<uint64_t>* counter) { counter_ = counter; }
-  DataPath data_path_used() const { return path_used_.load(); }
+  void set_progress_counter(std::atomic<uint64_t>* counter) override { counter_ = counter; }
+  DataPath data_path_used() const override { return path_used_.load(); }
   bool digest_valid() const { return digest_valid_; }
 
  private:

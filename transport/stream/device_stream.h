@@ -1,0 +1,83 @@
+// DeviceStreamSender / DeviceStreamReceiver: one device's migration stream as a session drives
+// it, whatever carries it: TCP connections (StreamSender / StreamReceiver, on io_uring) or a DPDK
+// link (dpdk::LinkStreamSender / LinkStreamReceiver). Both speak the peer protocol's frames
+// (api/PEER_PROTOCOL.md); the destination checks totals and digests the same way.
+#ifndef MIGMOVER_TRANSPORT_STREAM_DEVICE_STREAM_H_
+#define MIGMOVER_TRANSPORT_STREAM_DEVICE_STREAM_H_
+
+#include <atomic>
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "api/peer_wire.h"
+#include "transport/stream/data_path.h"
+
+namespace migmover::stream {
+
+struct PumpResult {
+  enum class End {
+    kEof,      // STOP_COPY: read returned 0, the device's stream is complete.
+    kDrained,  // PRE_COPY: nothing more right now (read gave 0, ENOMSG or EAGAIN).
+    kBudget,   // `max_bytes` were moved.
+    kStopped,  // `stop` was raised (switchover): the caller changes phase and pumps again.
+  };
+  uint64_t bytes = 0;
+  End end = End::kEof;
+};
+
+struct ReceiveResult {
+  uint64_t total_bytes = 0;
+  bool digest_checked = false;  // False when either end spliced (no byte seen in userspace).
+  uint32_t precopy_phases_ended = 0;
+};
+
+// The source end. Methods on one thread (the session's device thread); getters from any.
+class DeviceStreamSender {
+ public:
+  virtual ~DeviceStreamSender() = default;
+  // Moves up to `max_bytes` from `data_fd` as DATA frames of `phase`, until the fd ends (see
+  // PumpResult::End), the budget is spent, or `stop` is raised. Reads 0/ENOMSG/EAGAIN in
+  // PRE_COPY are "drained for now"; 0 in STOP_COPY is the end. `cancel` aborts with Cancelled.
+  // Errors name the call: "read(data fd 9): EIO"; the destination's verdict if it gave up.
+  virtual absl::StatusOr<PumpResult> Pump(int data_fd, wire::Phase phase, uint64_t max_bytes,
+                                          const std::atomic<bool>& stop,
+                                          const std::atomic<bool>& cancel) = 0;
+  virtual absl::Status EndPhase(wire::Phase phase) = 0;
+  // Tells an idle destination the source is alive (PRE_COPY with nothing to send).
+  virtual absl::Status Keepalive() = 0;
+  // END_STREAM with the total and, when every byte passed through userspace, its XXH3-64.
+  virtual absl::Status EndStream() = 0;
+  // OK only for COMMIT with code 0; otherwise the destination's code and message.
+  virtual absl::Status AwaitCommit(absl::Duration timeout, const std::atomic<bool>& cancel) = 0;
+  // Best effort: tells the destination this stream is abandoned.
+  virtual void SendError(absl::Status why) = 0;
+  virtual uint64_t bytes_sent() const = 0;
+  virtual DataPath data_path_used() const = 0;
+  // Also adds every byte moved to `*counter`, which must outlive this.
+  virtual void set_progress_counter(std::atomic<uint64_t>* counter) = 0;
+};
+
+// The destination end.
+class DeviceStreamReceiver {
+ public:
+  virtual ~DeviceStreamReceiver() = default;
+  // Receives until END_STREAM and returns once every byte is written to `data_fd`.
+  // Errors: DataLoss for a malformed or out-of-order frame, a total or digest that disagrees;
+  // Aborted with the source's message when it sent ERROR; Unavailable when it disconnected;
+  // the write errno naming the call when the device refused data; Cancelled; DeadlineExceeded
+  // after the idle timeout.
+  virtual absl::StatusOr<ReceiveResult> Receive(int data_fd, const std::atomic<bool>& cancel) = 0;
+  // COMMIT with code 0 for OK, else carrying the status's code and message; then waits (up to
+  // `linger`) until the source has it.
+  virtual absl::Status SendCommit(const absl::Status& result,
+                                  absl::Duration linger = absl::Seconds(2)) = 0;
+  virtual uint64_t bytes_received() const = 0;
+  virtual DataPath data_path_used() const = 0;
+  virtual void set_progress_counter(std::atomic<uint64_t>* counter) = 0;
+};
+
+}  // namespace migmover::stream
+
+#endif  // MIGMOVER_TRANSPORT_STREAM_DEVICE_STREAM_H_
