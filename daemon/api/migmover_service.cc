@@ -113,6 +113,25 @@ absl::StatusOr<std::array<uint8_t, 32>> TokenFrom(const std::string& bytes) {
 
 }  // namespace
 
+namespace {
+
+// Whether a request's transport asks for DPDK. Errors: InvalidArgument for an unknown transport;
+// FailedPrecondition for DPDK on a daemon without a port.
+absl::StatusOr<bool> WantsDpdk(const v1::TransferOptions& o, const ServiceDefaults& defaults) {
+  if (o.transport().empty() || o.transport() == "tcp") return false;
+  if (o.transport() != "dpdk") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("transport '", o.transport(), "': expected \"tcp\" or \"dpdk\""));
+  }
+  if (defaults.dpdk == nullptr) {
+    return absl::FailedPreconditionError(
+        "transport dpdk: this daemon has no DPDK port (start migmoverd with --dpdk_port)");
+  }
+  return true;
+}
+
+}  // namespace
+
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
@@ -126,8 +145,8 @@ absl::StatusOr<stream::StreamOptions> MigmoverService::StreamOptionsFrom(
   }
   if (o.chunk_size() != 0) {
     if (o.chunk_size() < 4096 || o.chunk_size() > wire::kMaxDataLength) {
-      return absl::InvalidArgumentError(absl::StrCat("chunk_size ", o.chunk_size(),
-                                                     " outside 4096..", wire::kMaxDataLength));
+      return absl::InvalidArgumentError(
+          absl::StrCat("chunk_size ", o.chunk_size(), " outside 4096..", wire::kMaxDataLength));
     }
     s.chunk_size = o.chunk_size();
   }
@@ -182,8 +201,8 @@ absl::StatusOr<std::unique_ptr<DeviceEntry>> MigmoverService::MakeEntry(
   }
 }
 
-grpc::Status MigmoverService::AttachDevice(grpc::ServerContext*,
-                                           const v1::AttachDeviceRequest* req, v1::Device* resp) {
+grpc::Status MigmoverService::AttachDevice(grpc::ServerContext*, const v1::AttachDeviceRequest* req,
+                                           v1::Device* resp) {
   absl::StatusOr<std::unique_ptr<DeviceEntry>> entry = MakeEntry(*req);
   if (!entry.ok()) {
     MM_LOG(WARNING) << "AttachDevice " << req->name() << ": " << entry.status();
@@ -198,8 +217,8 @@ grpc::Status MigmoverService::AttachDevice(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status MigmoverService::DetachDevice(grpc::ServerContext*,
-                                           const v1::DetachDeviceRequest* req, v1::Device* resp) {
+grpc::Status MigmoverService::DetachDevice(grpc::ServerContext*, const v1::DetachDeviceRequest* req,
+                                           v1::Device* resp) {
   auto info = registry_->Remove(req->name());
   if (!info.ok()) return ToGrpcStatus(info.status());
   MM_LOG(INFO) << "detached device " << req->name();
@@ -266,6 +285,9 @@ grpc::Status MigmoverService::PrepareDestination(grpc::ServerContext*,
     // Receives keep a thread per device unless asked: sharing measured no better there.
     config.workers = req->options().workers();
     if (config.workers > 64) return absl::InvalidArgumentError("workers must be 0..64");
+    // Whatever the source chooses is accepted; asking for DPDK here only checks for a port.
+    RETURN_IF_ERROR(WantsDpdk(req->options(), defaults_).status());
+    config.dpdk = defaults_.dpdk;
     RETURN_IF_ERROR(sessions_->Reserve(config.session_id));
     auto session = DestinationSession::Prepare(config, registry_);
     if (!session.ok()) {
@@ -290,12 +312,22 @@ grpc::Status MigmoverService::StartSource(grpc::ServerContext*, const v1::StartS
     ASSIGN_OR_RETURN(config.token, TokenFrom(req->token()));
     config.precopy = req->has_precopy() ? req->precopy() : true;
     config.bandwidth = req->bandwidth_bytes_per_second();
-    config.streams = req->options().streams() ? req->options().streams() : defaults_.streams;
+    ASSIGN_OR_RETURN(const bool dpdk, WantsDpdk(req->options(), defaults_));
+    if (dpdk) {
+      config.dpdk = defaults_.dpdk;
+      if (req->options().streams() > 1) {
+        return absl::InvalidArgumentError(
+            "transport dpdk carries each device's stream on one link: streams must be 0 or 1");
+      }
+    }
+    config.streams = req->options().streams() ? req->options().streams()
+                     : dpdk                   ? 1
+                                              : defaults_.streams;
     config.workers = req->options().workers() ? req->options().workers() : defaults_.workers;
     if (config.workers > 64) return absl::InvalidArgumentError("workers must be 0..64");
     if (config.streams > wire::kMaxStreamsPerDevice) {
-      return absl::InvalidArgumentError(absl::StrCat("streams ", config.streams, " outside 1..",
-                                                     wire::kMaxStreamsPerDevice));
+      return absl::InvalidArgumentError(
+          absl::StrCat("streams ", config.streams, " outside 1..", wire::kMaxStreamsPerDevice));
     }
     ASSIGN_OR_RETURN(config.stream, StreamOptionsFrom(req->options()));
     RETURN_IF_ERROR(sessions_->Reserve(config.session_id));
@@ -307,7 +339,8 @@ grpc::Status MigmoverService::StartSource(grpc::ServerContext*, const v1::StartS
     sessions_->Put(*session);
     MM_LOG(INFO) << "session " << config.session_id << ": source started, " << config.devices.size()
                  << " device(s) to " << req->peer() << ", precopy "
-                 << (config.precopy ? "on" : "off") << ", " << config.streams
+                 << (config.precopy ? "on" : "off") << ", "
+                 << (config.dpdk != nullptr ? "over DPDK, " : "") << config.streams
                  << " stream(s) per device, data path "
                  << stream::DataPathName(config.stream.data_path);
     FillStatus((*session)->Snapshot(), resp);
@@ -326,8 +359,7 @@ grpc::Status MigmoverService::Switchover(grpc::ServerContext*, const v1::Switcho
   return grpc::Status::OK;
 }
 
-grpc::Status MigmoverService::SetBandwidth(grpc::ServerContext*,
-                                           const v1::SetBandwidthRequest* req,
+grpc::Status MigmoverService::SetBandwidth(grpc::ServerContext*, const v1::SetBandwidthRequest* req,
                                            v1::SessionStatus* resp) {
   auto session = sessions_->FindSource(req->session_id());
   if (!session.ok()) return ToGrpcStatus(session.status());

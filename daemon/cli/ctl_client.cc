@@ -32,8 +32,8 @@ std::string StatusLine(const v1::SessionStatus& s) {
       "%s %s: %s, %s moved (precopy %s, stop-copy %s), pending %s, %s/s, rounds %d",
       s.role() == v1::SessionStatus::SOURCE ? "source" : "destination", s.session_id(),
       v1::SessionStatus::Phase_Name(s.phase()), HumanBytes(s.bytes_moved()),
-      HumanBytes(s.precopy_bytes()), HumanBytes(s.stop_copy_bytes()),
-      HumanBytes(s.pending_bytes()), HumanBytes(s.rate_bytes_per_second()), s.precopy_rounds());
+      HumanBytes(s.precopy_bytes()), HumanBytes(s.stop_copy_bytes()), HumanBytes(s.pending_bytes()),
+      HumanBytes(s.rate_bytes_per_second()), s.precopy_rounds());
   if (!s.error().empty()) absl::StrAppend(&line, ", error: ", s.error());
   return line;
 }

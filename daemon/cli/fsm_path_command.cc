@@ -23,9 +23,8 @@ int RunFsmPathCommand(const std::string& features, bool all, const std::vector<s
         auto path = FindFsmPath(*parsed, from, to);
         out << MigStateName(from) << "\t" << MigStateName(to) << "\t";
         if (path.ok()) {
-          out << absl::StrJoin(*path, ">", [](std::string* o, MigState s) {
-            o->append(MigStateName(s));
-          });
+          out << absl::StrJoin(*path, ">",
+                               [](std::string* o, MigState s) { o->append(MigStateName(s)); });
         } else {
           out << ErrnoName(StatusErrno(path.status()));
         }

@@ -33,6 +33,8 @@ ABSL_FLAG(bool, precopy, true, "migrate: use PRE_COPY when the devices support i
 ABSL_FLAG(int, min_precopy_rounds, 1, "migrate: PRE_COPY rounds to wait for before switchover");
 ABSL_FLAG(double, timeout, 300, "migrate: give up after this many seconds");
 ABSL_FLAG(bool, json, false, "migrate: also print a one-line JSON summary");
+ABSL_FLAG(std::string, transport, "",
+          "migrate: tcp or dpdk (both daemons need --dpdk_port; default: tcp)");
 ABSL_FLAG(uint32_t, streams, 0,
           "migrate: connections each device's stream is striped over (0: the daemon's default)");
 ABSL_FLAG(std::string, bandwidth, "0",
@@ -143,6 +145,7 @@ int main(int argc, char** argv) {
     o.timeout_seconds = absl::GetFlag(FLAGS_timeout);
     o.json = absl::GetFlag(FLAGS_json);
     o.streams = absl::GetFlag(FLAGS_streams);
+    o.transport = absl::GetFlag(FLAGS_transport);
     auto bw = migmover::sim::ParseByteSize(absl::GetFlag(FLAGS_bandwidth));
     if (!bw.ok()) {
       std::cerr << "migrate: --bandwidth: " << bw.status().message() << "\n";
@@ -196,8 +199,7 @@ int main(int argc, char** argv) {
               << "\n";
     return 0;
   }
-  if (command == "status" || command == "watch" || command == "cancel" ||
-      command == "switchover") {
+  if (command == "status" || command == "watch" || command == "cancel" || command == "switchover") {
     return SessionCommand(command, args);
   }
   std::cerr << "migmoverctl: unknown command '" << command << "'\n\n" << kUsage << "\n";

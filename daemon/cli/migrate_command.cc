@@ -2,8 +2,8 @@
 
 #include <unistd.h>
 
-#include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -97,6 +97,7 @@ int RunMigrateCommand(const MigrateOptions& o, std::ostream& out, std::ostream& 
   topts.set_data_path(o.data_path);
   topts.set_chunk_size(o.chunk_size);
   topts.set_streams(o.streams);
+  topts.set_transport(o.transport);
   {
     grpc::ClientContext ctx;
     v1::PrepareDestinationRequest req;
@@ -156,8 +157,8 @@ int RunMigrateCommand(const MigrateOptions& o, std::ostream& out, std::ostream& 
     v1::SwitchoverRequest req;
     req.set_session_id(id);
     SessionStatus ignored;
-    absl::Status st = ctl::FromGrpc(src.stub->Switchover(&ctx, req, &ignored), "Switchover",
-                                    src.name);
+    absl::Status st =
+        ctl::FromGrpc(src.stub->Switchover(&ctx, req, &ignored), "Switchover", src.name);
     if (!st.ok()) return fail(st);
   }
   {
@@ -196,11 +197,11 @@ int RunMigrateCommand(const MigrateOptions& o, std::ostream& out, std::ostream& 
   out << "\n=== migration " << id << ": "
       << (ok ? "SUCCEEDED" : SessionStatus::Phase_Name(s.phase())) << " ===\n";
   out << absl::StrFormat("devices:            %d x %s\n", o.devices, o.src_spec);
-  out << absl::StrFormat("bytes moved:        %s (%d bytes; precopy %s in %d round(s), "
-                         "stop-copy %s)\n",
-                         ctl::HumanBytes(s.bytes_moved()), s.bytes_moved(),
-                         ctl::HumanBytes(s.precopy_bytes()), s.precopy_rounds(),
-                         ctl::HumanBytes(s.stop_copy_bytes()));
+  out << absl::StrFormat(
+      "bytes moved:        %s (%d bytes; precopy %s in %d round(s), "
+      "stop-copy %s)\n",
+      ctl::HumanBytes(s.bytes_moved()), s.bytes_moved(), ctl::HumanBytes(s.precopy_bytes()),
+      s.precopy_rounds(), ctl::HumanBytes(s.stop_copy_bytes()));
   out << absl::StrFormat("throughput:         %s/s (bytes moved / %.3f s from start to commit)\n",
                          ctl::HumanBytes(s.bytes_moved() / std::max(seconds, 1e-9)), seconds);
   out << absl::StrFormat("STOP_COPY downtime: %.1f ms (switchover to commit acknowledged)\n",
@@ -209,10 +210,10 @@ int RunMigrateCommand(const MigrateOptions& o, std::ostream& out, std::ostream& 
     const auto& dev = d.devices(i);
     const auto& sdev = i < s.devices_size() ? s.devices(i) : v1::DeviceProgress();
     out << absl::StrFormat(
-        "device %s: source %s via %s, destination %s via %s, %s, %s%s\n", dev.name(),
-        sdev.state(), sdev.data_path().empty() ? "-" : sdev.data_path(), dev.state(),
-        dev.data_path(), dev.committed() ? "committed" : "NOT committed",
-        !dev.committed()        ? "stream rejected"
+        "device %s: source %s via %s, destination %s via %s, %s, %s%s\n", dev.name(), sdev.state(),
+        sdev.data_path().empty() ? "-" : sdev.data_path(), dev.state(), dev.data_path(),
+        dev.committed() ? "committed" : "NOT committed",
+        !dev.committed()       ? "stream rejected"
         : dev.digest_checked() ? "stream digest verified by migmover and the device"
                                : "stream verified by the device (spliced: no userspace digest)",
         dev.error().empty() ? "" : absl::StrCat(", error: ", dev.error()));

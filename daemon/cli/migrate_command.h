@@ -13,12 +13,12 @@ namespace migmover {
 struct MigrateOptions {
   std::string src_socket;
   std::string dst_socket;
-  std::string peer;          // The destination daemon's peer address.
-  std::string session_id;    // Empty: a generated one.
+  std::string peer;        // The destination daemon's peer address.
+  std::string session_id;  // Empty: a generated one.
   int devices = 1;
   std::string src_spec = "size=1GiB";
-  std::string dst_spec;      // Empty: the source spec's size with default behaviour.
-  std::string data_path;     // Empty: the daemons' default.
+  std::string dst_spec;   // Empty: the source spec's size with default behaviour.
+  std::string data_path;  // Empty: the daemons' default.
   uint32_t chunk_size = 0;
   bool precopy = true;
   int min_precopy_rounds = 1;
@@ -26,6 +26,7 @@ struct MigrateOptions {
   bool json = false;
   uint64_t bandwidth = 0;  // Bytes per second, 0 = unlimited.
   uint32_t streams = 0;    // Connections per device; 0 = the daemon's default.
+  std::string transport;   // "tcp" (default) or "dpdk" (both daemons need --dpdk_port).
 };
 
 // Returns the exit code: 0 only if the migration succeeded on both sides and the destination

@@ -2,13 +2,13 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <memory>
 #include <string>
-#include <algorithm>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -24,6 +24,7 @@
 #include "daemon/registry/device_registry.h"
 #include "daemon/session/session_manager.h"
 #include "grpcpp/grpcpp.h"
+#include "transport/dpdk/dpdk_transport.h"
 #include "transport/net/socket.h"
 #include "transport/stream/data_path.h"
 #include "transport/stream/data_path_probe.h"
@@ -59,6 +60,15 @@ ABSL_FLAG(bool, send_zc, false,
 ABSL_FLAG(uint32_t, chunk_size, 1u << 20, "Default bytes per DATA frame (4096..16777216).");
 ABSL_FLAG(uint32_t, idle_timeout_ms, 30000,
           "A stream that makes no progress for this long fails (milliseconds).");
+ABSL_FLAG(std::string, dpdk_port, "",
+          "DPDK port for device streams a migration asks to move over DPDK (TransferOptions."
+          "transport = \"dpdk\"), as DPDK device arguments, e.g. "
+          "\"net_memif0,role=server,socket=migmover-memif\" here and role=client on the peer "
+          "daemon (api/DPDK_LINK.md). Empty: no DPDK; such migrations are refused.");
+ABSL_FLAG(int32_t, dpdk_memory_mb, 512,
+          "Memory DPDK reserves for its frame buffers, in MiB (anonymous memory unless "
+          "--dpdk_hugepages).");
+ABSL_FLAG(bool, dpdk_hugepages, false, "Back DPDK's memory with hugepages (a NIC needs them).");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
 ABSL_FLAG(std::string, name, "migmoverd", "Name shown in every log line.");
 
@@ -144,13 +154,23 @@ int main(int argc, char** argv) {
                    << absl::StrFormat("%.2f", probe->copy_bytes_per_second / 1e9)
                    << " GB/s, splice "
                    << absl::StrFormat("%.2f", probe->splice_bytes_per_second / 1e9)
-                   << " GB/s: auto uses "
-                   << migmover::stream::DataPathName(probe->faster)
+                   << " GB/s: auto uses " << migmover::stream::DataPathName(probe->faster)
                    << " where an fd can splice (VFIO data fds always copy)";
     } else {
       MM_LOG(WARNING) << "data path probe failed (" << probe.status()
                       << "); auto splices where it can";
     }
+  }
+
+  std::unique_ptr<migmover::dpdk::DpdkTransport> dpdk;
+  if (!absl::GetFlag(FLAGS_dpdk_port).empty()) {
+    auto started =
+        migmover::dpdk::DpdkTransport::Start({.devargs = absl::GetFlag(FLAGS_dpdk_port),
+                                              .memory_mb = absl::GetFlag(FLAGS_dpdk_memory_mb),
+                                              .hugepages = absl::GetFlag(FLAGS_dpdk_hugepages)});
+    if (!started.ok()) return Fail(started.status());
+    dpdk = std::move(*started);
+    defaults.dpdk = dpdk.get();
   }
 
   auto registry = std::make_unique<migmover::DeviceRegistry>();
@@ -178,8 +198,8 @@ int main(int argc, char** argv) {
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server) {
-    return Fail(absl::UnavailableError(absl::StrCat("gRPC server on unix:", grpc_socket,
-                                                    " did not start")));
+    return Fail(absl::UnavailableError(
+        absl::StrCat("gRPC server on unix:", grpc_socket, " did not start")));
   }
   ::chmod(grpc_socket.c_str(), 0660);
 
@@ -193,10 +213,11 @@ int main(int argc, char** argv) {
                << peer_addr->host << ":" << (*acceptor)->port() << ", data path "
                << migmover::stream::DataPathName(defaults.stream.data_path)
                << (defaults.stream.data_path == migmover::stream::DataPath::kAuto
-                       ? absl::StrCat(" (", migmover::stream::DataPathName(
-                                                defaults.stream.auto_spliceable),
-                                      " where an fd can splice)")
-                       : "");
+                       ? absl::StrCat(
+                             " (", migmover::stream::DataPathName(defaults.stream.auto_spliceable),
+                             " where an fd can splice)")
+                       : "")
+               << ", DPDK " << (dpdk ? dpdk->Describe() : "off");
 
   while (!g_stop.load()) absl::SleepFor(absl::Milliseconds(100));
   MM_LOG(INFO) << "shutting down: cancelling sessions";
@@ -206,7 +227,9 @@ int main(int argc, char** argv) {
   acceptor->reset();
   intake.reset();
   ::unlink(grpc_socket.c_str());
-  registry.reset();  // Closes every device fd; no session or RPC uses them any more.
+  registry.reset();
+  dpdk.reset();  // No session uses the port any more.  // Closes every device fd; no session or RPC
+                 // uses them any more.
   MM_LOG(INFO) << "stopped";
   // gRPC's library teardown waits up to seconds for its timer threads; every fd and device
   // is already released, so skip it.

@@ -1,8 +1,7 @@
 #include "daemon/session/destination_session.h"
 
-#include <pthread.h>
-
 #include <openssl/crypto.h>
+#include <pthread.h>
 
 #include <algorithm>
 
@@ -28,18 +27,18 @@ absl::StatusOr<std::shared_ptr<DestinationSession>> DestinationSession::Prepare(
     DestinationConfig config, DeviceRegistry* registry) {
   if (config.devices.empty()) return absl::InvalidArgumentError("a session needs devices");
   if (config.devices.size() > wire::kMaxDevicesPerSession) {
-    return absl::InvalidArgumentError(absl::StrCat("at most ", wire::kMaxDevicesPerSession,
-                                                   " devices per session"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("at most ", wire::kMaxDevicesPerSession, " devices per session"));
   }
   if (config.final_state != MigState::kRunning && config.final_state != MigState::kRunningP2P &&
       config.final_state != MigState::kStop) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "final state ", MigStateName(config.final_state), ": expected RUNNING, RUNNING_P2P or STOP"));
+    return absl::InvalidArgumentError(absl::StrCat("final state ", MigStateName(config.final_state),
+                                                   ": expected RUNNING, RUNNING_P2P or STOP"));
   }
-  ASSIGN_OR_RETURN(std::vector<std::unique_ptr<stream::PumpWorker>> pump_workers,
-                   stream::PumpWorker::StartPool(config.workers, config.devices.size(),
-                                                 DestinationBuffersPerDevice(config),
-                                                 config.stream.chunk_size));
+  ASSIGN_OR_RETURN(
+      std::vector<std::unique_ptr<stream::PumpWorker>> pump_workers,
+      stream::PumpWorker::StartPool(config.workers, config.devices.size(),
+                                    DestinationBuffersPerDevice(config), config.stream.chunk_size));
   ASSIGN_OR_RETURN(std::vector<DeviceEntry*> entries,
                    registry->Claim(config.devices, config.session_id));
   std::shared_ptr<DestinationSession> s(new DestinationSession(config, registry, entries));
@@ -48,8 +47,8 @@ absl::StatusOr<std::shared_ptr<DestinationSession>> DestinationSession::Prepare(
     DeviceEntry* e = entries[i];
     absl::Status st;
     if (e->kind == DeviceKind::kSaveDataFd) {
-      st = absl::FailedPreconditionError(
-          absl::StrCat("device '", e->name, "' is a save-data fd; a destination needs resume-data"));
+      st = absl::FailedPreconditionError(absl::StrCat(
+          "device '", e->name, "' is a save-data fd; a destination needs resume-data"));
     } else if (e->runs_fsm()) {
       absl::MutexLock l(&e->mu);
       if (!e->device->features().Supports(config.final_state)) {
@@ -112,6 +111,7 @@ absl::Status DestinationSession::AcceptStream(const peer::Hello& hello, UniqueFd
   const absl::Time deadline = absl::Now() + absl::Seconds(5);
   absl::Status verdict;
   std::vector<UniqueFd> complete;  // Set when this connection completes its device's set.
+  std::unique_ptr<stream::DeviceStreamReceiver> link;  // The stream's end on a DPDK link.
   {
     absl::MutexLock l(&threads_mu_);
     if (CRYPTO_memcmp(hello.token.data(), config_.token.data(), config_.token.size()) != 0) {
@@ -125,20 +125,32 @@ absl::Status DestinationSession::AcceptStream(const peer::Hello& hello, UniqueFd
       verdict = absl::InvalidArgumentError(absl::StrCat("device index ", hello.device));
     } else if (IsFinal(phase()) || cancel_.load() || connected_[hello.device].load()) {
       verdict = connected_[hello.device].load() && !IsFinal(phase()) && !cancel_.load()
-                    ? absl::AlreadyExistsError(absl::StrCat("device ", hello.device,
-                                                            " of session '", id_,
-                                                            "' is already connected"))
+                    ? absl::AlreadyExistsError(absl::StrCat(
+                          "device ", hello.device, " of session '", id_, "' is already connected"))
                     : absl::FailedPreconditionError(absl::StrCat("session '", id_, "' is over"));
     } else {
       std::vector<UniqueFd>& group = pending_[hello.device];
       if (group.empty()) group.resize(hello.stream_count);
       if (group.size() != hello.stream_count) {
-        verdict = absl::InvalidArgumentError(absl::StrCat(
-            "device ", hello.device, ": stream ", hello.stream, " says ", hello.stream_count,
-            " streams, an earlier one said ", group.size()));
+        verdict = absl::InvalidArgumentError(
+            absl::StrCat("device ", hello.device, ": stream ", hello.stream, " says ",
+                         hello.stream_count, " streams, an earlier one said ", group.size()));
       } else if (group[hello.stream].valid()) {
         verdict = absl::AlreadyExistsError(absl::StrCat("device ", hello.device, " stream ",
                                                         hello.stream, " is already connected"));
+      } else if (hello.link != 0 && config_.dpdk == nullptr) {
+        verdict = absl::FailedPreconditionError(
+            absl::StrCat("the source sends device ", hello.device, " over DPDK link ", hello.link,
+                         ", but this daemon has no DPDK port (start migmoverd with --dpdk_port)"));
+      } else if (hello.link != 0) {
+        // Attached before the answer, so the link's first frames find their queue.
+        auto opened =
+            config_.dpdk->OpenReceiver(hello.link, hello.device, config_.stream, absl::Seconds(2));
+        if (opened.ok()) {
+          link = std::move(*opened);
+        } else {
+          verdict = opened.status();
+        }
       }
     }
     absl::Status acked = peer::SendHelloAck(socket.get(), verdict, hello.device, deadline);
@@ -158,9 +170,10 @@ absl::Status DestinationSession::AcceptStream(const peer::Hello& hello, UniqueFd
   if (complete.empty()) return absl::OkStatus();  // More streams of this device to come.
   SetPhase(SessionPhase::kPreCopy);
   absl::MutexLock l(&threads_mu_);
-  workers_.emplace_back([this, i = hello.device, socks = std::move(complete)]() mutable {
-    Run(i, std::move(socks));
-  });
+  workers_.emplace_back(
+      [this, i = hello.device, socks = std::move(complete), link = std::move(link)]() mutable {
+        Run(i, std::move(socks), std::move(link));
+      });
   return absl::OkStatus();
 }
 
@@ -215,24 +228,33 @@ void DestinationSession::WorkerDone() {
   }
 }
 
-void DestinationSession::Run(size_t i, std::vector<UniqueFd> sockets) {
+void DestinationSession::Run(size_t i, std::vector<UniqueFd> sockets,
+                             std::unique_ptr<stream::DeviceStreamReceiver> link) {
   pthread_setname_np(pthread_self(), absl::StrCat("mm-dst-dev", i).substr(0, 15).c_str());
   DeviceEntry* e = entries_[i];
   DeviceProgress& p = *progress_[i];
-  std::unique_ptr<stream::StreamReceiver> receiver;
+  std::unique_ptr<uring::Ring> ring;  // Before the receiver that uses it: goes last.
+  std::unique_ptr<stream::DeviceStreamReceiver> receiver;
   absl::Status status = [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(std::unique_ptr<uring::Ring> ring, uring::Ring::Create(64));
-    ASSIGN_OR_RETURN(receiver, stream::StreamReceiver::Create(ring.get(), std::move(sockets),
-                                                              static_cast<uint32_t>(i),
-                                                              config_.stream));
-    receiver->set_progress_counter(&p.bytes);
-    if (!pump_workers_.empty()) {
-      receiver->set_worker(pump_workers_[i % pump_workers_.size()].get(),
-                           DestinationBuffersPerDevice(config_));
-    }
     const int fd = e->runs_fsm() ? data_fds_[i].get() : e->data_fd.get();
-    SetDeviceDataPath(i, stream::DataPathName(stream::ResolveDataPath(
-                                 config_.stream.data_path, fd, config_.stream.auto_spliceable)));
+    if (link) {
+      // The stream comes over DPDK; the connection only carried the HELLO exchange.
+      receiver = std::move(link);
+      SetDeviceDataPath(i, stream::DataPathName(stream::DataPath::kCopy));
+    } else {
+      ASSIGN_OR_RETURN(ring, uring::Ring::Create(64));
+      ASSIGN_OR_RETURN(std::unique_ptr<stream::StreamReceiver> tcp,
+                       stream::StreamReceiver::Create(ring.get(), std::move(sockets),
+                                                      static_cast<uint32_t>(i), config_.stream));
+      if (!pump_workers_.empty()) {
+        tcp->set_worker(pump_workers_[i % pump_workers_.size()].get(),
+                        DestinationBuffersPerDevice(config_));
+      }
+      receiver = std::move(tcp);
+      SetDeviceDataPath(i, stream::DataPathName(stream::ResolveDataPath(
+                               config_.stream.data_path, fd, config_.stream.auto_spliceable)));
+    }
+    receiver->set_progress_counter(&p.bytes);
     absl::StatusOr<stream::ReceiveResult> received = receiver->Receive(fd, cancel_);
     SetDeviceDataPath(i, stream::DataPathName(receiver->data_path_used()));
     ASSIGN_OR_RETURN(stream::ReceiveResult r, std::move(received));
@@ -247,9 +269,9 @@ void DestinationSession::Run(size_t i, std::vector<UniqueFd> sockets) {
       data_fds_[i].Reset();
       absl::StatusOr<UniqueFd> done = e->device->SetState(config_.final_state);
       if (!done.ok()) {
-        return absl::Status(done.status().code(),
-                            absl::StrCat("device '", e->name, "' commit: ",
-                                         done.status().message()));
+        return absl::Status(
+            done.status().code(),
+            absl::StrCat("device '", e->name, "' commit: ", done.status().message()));
       }
       SetDeviceState(i, MigStateName(config_.final_state));
     } else {

@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "daemon/registry/device_registry.h"
 #include "daemon/session/session.h"
+#include "transport/dpdk/dpdk_transport.h"
 #include "transport/peer/frame_codec.h"
 #include "transport/stream/pump_worker.h"
 #include "transport/stream/stream_options.h"
@@ -27,6 +28,9 @@ struct DestinationConfig {
   MigState final_state = MigState::kRunning;
   std::array<uint8_t, 32> token{};
   stream::StreamOptions stream;
+  // The daemon's DPDK port (null: none). A source whose HELLO names a DPDK link has its stream
+  // received there; without a port such a source is refused.
+  dpdk::DpdkTransport* dpdk = nullptr;
   // Threads (each with one io_uring and buffer pool) that receive the session's copy-path data;
   // 0 = each device's own thread does.
   uint32_t workers = 0;
@@ -56,7 +60,9 @@ class DestinationSession final : public Session {
  private:
   DestinationSession(DestinationConfig config, DeviceRegistry* registry,
                      std::vector<DeviceEntry*> entries);
-  void Run(size_t i, std::vector<UniqueFd> sockets);
+  // `link`: the stream's receiving end on a DPDK link, or null to receive on `sockets`.
+  void Run(size_t i, std::vector<UniqueFd> sockets,
+           std::unique_ptr<stream::DeviceStreamReceiver> link);
   // Abandons a device's resume: RESET for FSM devices, close for data fds.
   void Abandon(size_t i);
   void WorkerDone();

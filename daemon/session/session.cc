@@ -70,8 +70,7 @@ void Session::Fail(size_t device, const absl::Status& status) {
   if (error_.ok() && !IsFinal(phase_)) {
     error_ = status;
     MM_LOG(ERROR) << "session " << id_ << ": device "
-                  << (device < progress_.size() ? progress_[device]->name : "?") << ": "
-                  << status;
+                  << (device < progress_.size() ? progress_[device]->name : "?") << ": " << status;
   }
   ++version_;
 }
@@ -114,7 +113,7 @@ void Session::Finish() {
   SessionPhase next = SessionPhase::kSucceeded;
   if (!error_.ok()) {
     next = error_.code() == absl::StatusCode::kCancelled ? SessionPhase::kCancelled
-                                                          : SessionPhase::kFailed;
+                                                         : SessionPhase::kFailed;
   }
   MM_LOG(INFO) << "session " << id_ << ": " << SessionPhaseName(phase_) << " -> "
                << SessionPhaseName(next);
@@ -128,13 +127,11 @@ void Session::Finish() {
     precopy += p->precopy_bytes.load();
   }
   const double seconds = absl::ToDoubleSeconds(end_ - start_);
-  std::string summary = absl::StrFormat(
-      "session %s %s: %s, %d device(s), %d bytes in %.3f s", id_,
-      role_ == SessionRole::kSource ? "source" : "destination", SessionPhaseName(next),
-      progress_.size(), bytes, seconds);
+  std::string summary = absl::StrFormat("session %s %s: %s, %d device(s), %d bytes in %.3f s", id_,
+                                        role_ == SessionRole::kSource ? "source" : "destination",
+                                        SessionPhaseName(next), progress_.size(), bytes, seconds);
   if (role_ == SessionRole::kSource) {
-    absl::StrAppendFormat(&summary, " (%d in PRE_COPY, %d in STOP_COPY)", precopy,
-                          bytes - precopy);
+    absl::StrAppendFormat(&summary, " (%d in PRE_COPY, %d in STOP_COPY)", precopy, bytes - precopy);
   }
   if (role_ == SessionRole::kSource && stop_copy_start_ != absl::InfinitePast() &&
       stop_copy_end_ != absl::InfinitePast()) {
@@ -178,8 +175,8 @@ SessionSnapshot Session::Snapshot() {
   }
   s.precopy_rounds = rounds == UINT32_MAX ? 0 : rounds;
   s.stop_copy_bytes = s.bytes_moved - s.precopy_bytes;
-  s.verified = role_ == SessionRole::kDestination && all_verified &&
-               phase_ == SessionPhase::kSucceeded;
+  s.verified =
+      role_ == SessionRole::kDestination && all_verified && phase_ == SessionPhase::kSucceeded;
   const double dt = absl::ToDoubleSeconds(now - rate_time_);
   if (dt >= 0.25) {
     rate_ = static_cast<double>(s.bytes_moved - rate_bytes_) / dt;

@@ -82,8 +82,8 @@ absl::StatusOr<std::shared_ptr<SourceSession>> SessionManager::FindSource(const 
   if (!s.ok()) return s.status();
   auto src = std::dynamic_pointer_cast<SourceSession>(*s);
   if (!src) {
-    return absl::FailedPreconditionError(absl::StrCat("session '", id,
-                                                      "' is a destination session here"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("session '", id, "' is a destination session here"));
   }
   return src;
 }
@@ -94,8 +94,8 @@ absl::StatusOr<std::shared_ptr<DestinationSession>> SessionManager::FindDestinat
   if (!s.ok()) return s.status();
   auto dst = std::dynamic_pointer_cast<DestinationSession>(*s);
   if (!dst) {
-    return absl::FailedPreconditionError(absl::StrCat("session '", id,
-                                                      "' is a source session here"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("session '", id, "' is a source session here"));
   }
   return dst;
 }

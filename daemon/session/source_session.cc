@@ -27,8 +27,12 @@ absl::StatusOr<std::shared_ptr<SourceSession>> SourceSession::Start(SourceConfig
                                                                     DeviceRegistry* registry) {
   if (config.devices.empty()) return absl::InvalidArgumentError("a session needs devices");
   if (config.devices.size() > wire::kMaxDevicesPerSession) {
-    return absl::InvalidArgumentError(absl::StrCat("at most ", wire::kMaxDevicesPerSession,
-                                                   " devices per session"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("at most ", wire::kMaxDevicesPerSession, " devices per session"));
+  }
+  if (config.dpdk != nullptr && config.streams > 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a DPDK link carries each device's stream whole: streams must be 1, not ", config.streams));
   }
   ASSIGN_OR_RETURN(std::vector<DeviceEntry*> entries,
                    registry->Claim(config.devices, config.session_id));
@@ -91,8 +95,8 @@ void SourceSession::Join() {
 absl::Status SourceSession::Switchover() {
   SessionPhase p = phase();
   if (IsFinal(p)) {
-    return absl::FailedPreconditionError(absl::StrCat("session '", id_, "' already ended (",
-                                                      SessionPhaseName(p), ")"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("session '", id_, "' already ended (", SessionPhaseName(p), ")"));
   }
   if (!switchover_.exchange(true)) {
     MM_LOG(INFO) << "session " << id_ << ": switchover requested";
@@ -120,14 +124,12 @@ void SourceSession::Cancel() {
 
 void SourceSession::Run(size_t i) {
   pthread_setname_np(pthread_self(), absl::StrCat("mm-src-dev", i).substr(0, 15).c_str());
-  stream::StreamSender* sender = nullptr;
+  stream::DeviceStreamSender* sender = nullptr;
   absl::Status s = RunDevice(i, &sender);
   if (!s.ok()) {
     Fail(i, cancel_.load() && error().ok() ? absl::CancelledError("session cancelled") : s);
     cancel_ = true;  // One device failing fails the migration: stop the others too.
-    {
-      absl::MutexLock l(&wake_mu_);
-    }
+    { absl::MutexLock l(&wake_mu_); }
     Recover(i);
   }
   if (--running_workers_ == 0) {
@@ -165,7 +167,7 @@ void SourceSession::Recover(size_t i) {
 }
 
 absl::Status SourceSession::RunPrecopy(size_t i, MigratableDevice* dev, int data_fd,
-                                       stream::StreamSender* sender) {
+                                       stream::DeviceStreamSender* sender) {
   DeviceProgress& p = *progress_[i];
   bool had_data = false;
   uint64_t round_bytes = 0;  // Moved since the last completed round.
@@ -196,8 +198,8 @@ absl::Status SourceSession::RunPrecopy(size_t i, MigratableDevice* dev, int data
       continue;
     }
     had_data = true;
-    ASSIGN_OR_RETURN(PumpResult r, sender->Pump(data_fd, Phase::kPreCopy, pending, switchover_,
-                                                cancel_));
+    ASSIGN_OR_RETURN(PumpResult r,
+                     sender->Pump(data_fd, Phase::kPreCopy, pending, switchover_, cancel_));
     p.precopy_bytes += r.bytes;
     round_bytes += r.bytes;
     last_sent = absl::Now();
@@ -221,7 +223,13 @@ absl::Status SourceSession::RunPrecopy(size_t i, MigratableDevice* dev, int data
   return absl::OkStatus();
 }
 
-absl::Status SourceSession::RunDevice(size_t i, stream::StreamSender** sender_out) {
+stream::DataPath SourceSession::PlannedDataPath(int data_fd) const {
+  // A DPDK link reads the data fd straight into its frames: always the copy path.
+  if (config_.dpdk != nullptr) return stream::DataPath::kCopy;
+  return stream::ResolveDataPath(config_.stream.data_path, data_fd, config_.stream.auto_spliceable);
+}
+
+absl::Status SourceSession::RunDevice(size_t i, stream::DeviceStreamSender** sender_out) {
   DeviceEntry* e = entries_[i];
   DeviceProgress& p = *progress_[i];
   ASSIGN_OR_RETURN(std::unique_ptr<uring::Ring> ring, uring::Ring::Create(64));
@@ -230,23 +238,33 @@ absl::Status SourceSession::RunDevice(size_t i, stream::StreamSender** sender_ou
     ASSIGN_OR_RETURN(UniqueFd sock, net::TcpConnect(config_.peer, absl::Seconds(10)));
     socks.push_back(std::move(sock));
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<stream::StreamSender> sender,
+  // Over TCP, the connections carry the stream. Over DPDK, the one connection carries only the
+  // HELLO exchange that names the link; the stream runs on the link.
+  ASSIGN_OR_RETURN(std::unique_ptr<stream::StreamSender> tcp,
                    stream::StreamSender::Create(ring.get(), std::move(socks),
                                                 static_cast<uint32_t>(i), config_.stream));
-  *sender_out = sender.get();
-  sender->set_progress_counter(&p.bytes);
-  if (!pump_workers_.empty()) {
-    sender->set_worker(pump_workers_[i % pump_workers_.size()].get(), BuffersPerDevice(config_));
-  }
   peer::Hello hello;
   hello.session_id = id_;
   hello.device = static_cast<uint32_t>(i);
   hello.device_count = static_cast<uint32_t>(entries_.size());
   hello.token = config_.token;
-  RETURN_IF_ERROR(sender->Handshake(hello, absl::Seconds(10)));
+  std::unique_ptr<stream::DeviceStreamSender> link;
+  if (config_.dpdk != nullptr) {
+    hello.link = dpdk::NewLinkId();
+    ASSIGN_OR_RETURN(
+        link, config_.dpdk->OpenSender(hello.link, static_cast<uint32_t>(i), config_.stream));
+  } else if (!pump_workers_.empty()) {
+    tcp->set_worker(pump_workers_[i % pump_workers_.size()].get(), BuffersPerDevice(config_));
+  }
+  stream::DeviceStreamSender* sender = link ? link.get() : tcp.get();
+  *sender_out = sender;
+  sender->set_progress_counter(&p.bytes);
+  RETURN_IF_ERROR(tcp->Handshake(hello, absl::Seconds(10)));
   MM_LOG(INFO) << "session " << id_ << ": device " << e->name << " connected to "
-               << config_.peer.host << ":" << config_.peer.port << " over "
-               << std::max<uint32_t>(1, config_.streams) << " stream(s)";
+               << config_.peer.host << ":" << config_.peer.port << ", "
+               << (link ? absl::StrCat("stream on DPDK link ", hello.link, " of ",
+                                       config_.dpdk->Describe())
+                        : absl::StrCat(std::max<uint32_t>(1, config_.streams), " TCP stream(s)"));
   SetPhase(SessionPhase::kPreCopy);
 
   absl::Status status = [&]() -> absl::Status {
@@ -266,10 +284,8 @@ absl::Status SourceSession::RunDevice(size_t i, stream::StreamSender** sender_ou
         }
         SetDeviceState(i, "PRE_COPY");
         data_fd = data_fds_[i].get();
-        SetDeviceDataPath(i, stream::DataPathName(
-                                 stream::ResolveDataPath(config_.stream.data_path, data_fd,
-                                                         config_.stream.auto_spliceable)));
-        RETURN_IF_ERROR(RunPrecopy(i, dev, data_fd, sender.get()));
+        SetDeviceDataPath(i, stream::DataPathName(PlannedDataPath(data_fd)));
+        RETURN_IF_ERROR(RunPrecopy(i, dev, data_fd, sender));
         if (cancel_.load()) return absl::CancelledError("session cancelled");
         RETURN_IF_ERROR(sender->EndPhase(Phase::kPreCopy));
       } else {
@@ -294,11 +310,10 @@ absl::Status SourceSession::RunDevice(size_t i, stream::StreamSender** sender_ou
       data_fd = data_fds_[i].get();
       SetDeviceState(i, "STOP_COPY");
     }
-    SetDeviceDataPath(i, stream::DataPathName(stream::ResolveDataPath(config_.stream.data_path, data_fd,
-                                                         config_.stream.auto_spliceable)));
+    SetDeviceDataPath(i, stream::DataPathName(PlannedDataPath(data_fd)));
     static const std::atomic<bool> kNever{false};
-    ASSIGN_OR_RETURN(PumpResult r, sender->Pump(data_fd, Phase::kStopCopy, UINT64_MAX, kNever,
-                                                cancel_));
+    ASSIGN_OR_RETURN(PumpResult r,
+                     sender->Pump(data_fd, Phase::kStopCopy, UINT64_MAX, kNever, cancel_));
     SetDeviceDataPath(i, stream::DataPathName(sender->data_path_used()));
     RETURN_IF_ERROR(sender->EndStream());
     MM_LOG(INFO) << "session " << id_ << ": device " << e->name << ": stream complete, "

@@ -15,9 +15,10 @@
 #include "absl/status/statusor.h"
 #include "daemon/registry/device_registry.h"
 #include "daemon/session/session.h"
+#include "transport/dpdk/dpdk_transport.h"
 #include "transport/net/socket.h"
-#include "transport/stream/stream_options.h"
 #include "transport/stream/pump_worker.h"
+#include "transport/stream/stream_options.h"
 #include "transport/stream/stream_sender.h"
 
 namespace migmover {
@@ -29,6 +30,10 @@ struct SourceConfig {
   std::array<uint8_t, 32> token{};
   bool precopy = true;
   stream::StreamOptions stream;
+  // Non-null: every device stream travels on its own link over this DPDK port (the daemon's
+  // --dpdk_port) instead of TCP; `streams` must then be 1. The TCP connection carries only the
+  // HELLO exchange.
+  dpdk::DpdkTransport* dpdk = nullptr;
   uint64_t bandwidth = 0;  // Bytes per second, 0 = unlimited.
   uint32_t streams = 1;    // Connections each device's stream is striped over.
   // Threads (each with one io_uring) that move the session's copy-path data; 0 = each device's
@@ -59,11 +64,13 @@ class SourceSession final : public Session {
  private:
   SourceSession(SourceConfig config, DeviceRegistry* registry, std::vector<DeviceEntry*> entries);
   void Run(size_t i);
-  absl::Status RunDevice(size_t i, stream::StreamSender** sender_out);
+  absl::Status RunDevice(size_t i, stream::DeviceStreamSender** sender_out);
   absl::Status RunPrecopy(size_t i, MigratableDevice* dev, int data_fd,
-                          stream::StreamSender* sender);
+                          stream::DeviceStreamSender* sender);
   // Brings a device back to RUNNING after a failure (SET, else RESET).
   void Recover(size_t i);
+  // The data path a device's stream will take (what the status shows before it moves).
+  stream::DataPath PlannedDataPath(int data_fd) const;
 
   const SourceConfig config_;
   DeviceRegistry* registry_;

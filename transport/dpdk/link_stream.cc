@@ -119,6 +119,13 @@ absl::Status Idle(uint32_t device, absl::Duration timeout, absl::string_view wai
 
 }  // namespace
 
+LinkOptions SessionLinkOptions(uint64_t link_id, absl::Duration idle_timeout) {
+  LinkOptions o;
+  o.link_id = link_id;
+  o.dead_after = std::max(o.dead_after, idle_timeout);
+  return o;
+}
+
 LinkStreamSender::LinkStreamSender(ReliableLink* link, uint32_t device,
                                    const LinkStreamOptions& options)
     : link_(link), device_(device), options_(options) {}
@@ -159,9 +166,18 @@ absl::StatusOr<stream::PumpResult> LinkStreamSender::Pump(int data_fd, Phase pha
   const bool precopy = phase == Phase::kPreCopy;
   iovec room[kMaxPieces], data[kMaxPieces];
   absl::Time progress = absl::Now();
+  absl::Time not_before = absl::InfinitePast();  // The bandwidth cap's next read.
   int spins = 0;
   while (true) {
     if (cancel.load()) return absl::CancelledError("stream cancelled");
+    if (not_before > absl::Now()) {
+      // Over the cap: keep the link (acks, the peer's verdict) going while the time passes.
+      RETURN_IF_ERROR(PollAndCheckPeer());
+      ::usleep(static_cast<useconds_t>(
+          std::min<int64_t>(200, absl::ToInt64Microseconds(not_before - absl::Now()))));
+      progress = absl::Now();
+      continue;
+    }
     if (result.bytes == max_bytes) {
       result.end = stream::PumpResult::End::kBudget;
       return result;
@@ -204,6 +220,9 @@ absl::StatusOr<stream::PumpResult> LinkStreamSender::Pump(int data_fd, Phase pha
         left -= k;
       }
       link_->Commit(wire::kFrameHeaderSize + n);
+      if (options_.limiter) {
+        not_before = absl::Now() + options_.limiter->Reserve(wire::kFrameHeaderSize + n);
+      }
       offset_ += n;
       sent_.store(offset_, std::memory_order_relaxed);
       if (counter_ != nullptr) counter_->fetch_add(n, std::memory_order_relaxed);

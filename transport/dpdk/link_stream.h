@@ -29,13 +29,21 @@
 #include "transport/dpdk/reliable_link.h"
 #include "transport/peer/frame_codec.h"
 #include "transport/stream/device_stream.h"
+#include "transport/stream/rate_limiter.h"
 
 namespace migmover::dpdk {
 
 struct LinkStreamOptions {
   uint32_t chunk_size = 1u << 20;  // Most payload bytes per DATA frame (and per readv).
   absl::Duration idle_timeout = absl::Seconds(30);
+  // The migration's bandwidth cap, shared with its other streams (null: none).
+  std::shared_ptr<stream::RateLimiter> limiter;
 };
+
+// The link settings both daemons use for a device stream on link `link_id`: the peer counts as
+// dead only after the stream's idle timeout (a source waiting in PRE_COPY polls its link only
+// when it sends a KEEPALIVE, every quarter of that timeout).
+LinkOptions SessionLinkOptions(uint64_t link_id, absl::Duration idle_timeout);
 
 class LinkStreamSender final : public stream::DeviceStreamSender {
  public:

@@ -1,0 +1,91 @@
+#include "transport/dpdk/dpdk_transport.h"
+
+#include <sys/random.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "transport/base/status_macros.h"
+#include "transport/dpdk/eal.h"
+#include "transport/dpdk/link_stream.h"
+#include "transport/dpdk/port.h"
+#include "transport/dpdk/port_mux.h"
+
+namespace migmover::dpdk {
+
+struct DpdkTransport::Impl {
+  std::unique_ptr<DpdkPort> port;
+  std::unique_ptr<PortMux> mux;  // After the port: goes first.
+
+  absl::Status Up(absl::Duration wait) {
+    absl::Status up = port->WaitLinkUp(wait);
+    if (up.ok()) return up;
+    return absl::UnavailableError(absl::StrCat("DPDK port ", port->name(),
+                                               " is down: is the peer daemon's port up? (",
+                                               up.message(), ")"));
+  }
+
+  LinkStreamOptions StreamOptions(const stream::StreamOptions& o) const {
+    LinkStreamOptions l;
+    l.chunk_size = o.chunk_size;
+    l.idle_timeout = o.idle_timeout;
+    l.limiter = o.limiter;
+    return l;
+  }
+};
+
+absl::StatusOr<std::unique_ptr<DpdkTransport>> DpdkTransport::Start(
+    const DpdkTransportOptions& options) {
+  EalOptions eal;
+  eal.memory_mb = options.memory_mb;
+  eal.no_huge = !options.hugepages;
+  RETURN_IF_ERROR(InitEal(eal));
+  auto impl = std::make_unique<Impl>();
+  ASSIGN_OR_RETURN(impl->port, DpdkPort::Open({.devargs = options.devargs}));
+  impl->mux = std::make_unique<PortMux>(impl->port.get());
+  return std::unique_ptr<DpdkTransport>(new DpdkTransport(std::move(impl)));
+}
+
+DpdkTransport::DpdkTransport(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+DpdkTransport::~DpdkTransport() = default;
+
+absl::StatusOr<std::unique_ptr<stream::DeviceStreamSender>> DpdkTransport::OpenSender(
+    uint64_t link_id, uint32_t device, const stream::StreamOptions& options,
+    absl::Duration link_wait) {
+  RETURN_IF_ERROR(impl_->Up(link_wait));
+  ASSIGN_OR_RETURN(std::unique_ptr<FrameIo> io, impl_->mux->Attach(link_id));
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<LinkStreamSender> s,
+      LinkStreamSender::Create(std::move(io), SessionLinkOptions(link_id, options.idle_timeout),
+                               device, impl_->StreamOptions(options)));
+  return std::unique_ptr<stream::DeviceStreamSender>(std::move(s));
+}
+
+absl::StatusOr<std::unique_ptr<stream::DeviceStreamReceiver>> DpdkTransport::OpenReceiver(
+    uint64_t link_id, uint32_t device, const stream::StreamOptions& options,
+    absl::Duration link_wait) {
+  RETURN_IF_ERROR(impl_->Up(link_wait));
+  ASSIGN_OR_RETURN(std::unique_ptr<FrameIo> io, impl_->mux->Attach(link_id));
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<LinkStreamReceiver> r,
+      LinkStreamReceiver::Create(std::move(io), SessionLinkOptions(link_id, options.idle_timeout),
+                                 device, impl_->StreamOptions(options)));
+  return std::unique_ptr<stream::DeviceStreamReceiver>(std::move(r));
+}
+
+std::string DpdkTransport::Describe() const {
+  const rte_ether_addr mac = impl_->port->mac();
+  return absl::StrFormat("%s (%02x:%02x:%02x:%02x:%02x:%02x)", impl_->port->name(),
+                         mac.addr_bytes[0], mac.addr_bytes[1], mac.addr_bytes[2], mac.addr_bytes[3],
+                         mac.addr_bytes[4], mac.addr_bytes[5]);
+}
+
+uint32_t NewLinkId() {
+  uint32_t id = 0;
+  while (id == 0) {
+    if (::getrandom(&id, sizeof(id), 0) != sizeof(id)) id = 0;
+  }
+  return id;
+}
+
+}  // namespace migmover::dpdk
