@@ -11,152 +11,17 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "daemon/intake/fd_intake.h"
+#include "daemon/testing/daemon_process.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "daemon/testing/daemon_process.h"
+#include "tests/integration/two_daemons.h"
 
 namespace migmover {
 namespace {
 
 using testing::DaemonProcess;
+using testing::TwoDaemons;
 using v1::SessionStatus;
-
-class TwoDaemons : public ::testing::Test {
- protected:
-  void SetUp() override {
-    ::signal(SIGPIPE, SIG_IGN);
-    auto src = DaemonProcess::Start(testing::MigmoverdPath(), "src", {"--idle_timeout_ms=10000"});
-    ASSERT_TRUE(src.ok()) << src.status();
-    auto dst = DaemonProcess::Start(testing::MigmoverdPath(), "dst", {"--idle_timeout_ms=10000"});
-    ASSERT_TRUE(dst.ok()) << dst.status();
-    src_ = std::move(*src);
-    dst_ = std::move(*dst);
-  }
-
-  void TearDown() override {
-    if (HasFailure()) {
-      std::cerr << "---- source daemon log ----\n" << src_->Log();
-      std::cerr << "---- destination daemon log ----\n" << dst_->Log();
-    }
-  }
-
-  grpc::Status Attach(DaemonProcess& d, const std::string& name, const std::string& spec) {
-    grpc::ClientContext ctx;
-    v1::AttachDeviceRequest req;
-    req.set_name(name);
-    req.set_simulated(spec);
-    v1::Device out;
-    return d.stub()->AttachDevice(&ctx, req, &out);
-  }
-
-  grpc::Status AttachHandle(DaemonProcess& d, const std::string& name, uint64_t handle) {
-    grpc::ClientContext ctx;
-    v1::AttachDeviceRequest req;
-    req.set_name(name);
-    req.set_fd_handle(handle);
-    v1::Device out;
-    return d.stub()->AttachDevice(&ctx, req, &out);
-  }
-
-  grpc::Status Prepare(const std::string& id, const std::vector<std::string>& devices,
-                       const std::string& data_path = "", const std::string& token = "") {
-    grpc::ClientContext ctx;
-    v1::PrepareDestinationRequest req;
-    req.set_session_id(id);
-    for (const auto& d : devices) req.add_devices(d);
-    req.set_token(token);
-    req.mutable_options()->set_data_path(data_path);
-    SessionStatus out;
-    return dst_->stub()->PrepareDestination(&ctx, req, &out);
-  }
-
-  grpc::Status Start(const std::string& id, const std::vector<std::string>& devices,
-                     bool precopy, const std::string& data_path = "",
-                     const std::string& token = "", const std::string& peer = "",
-                     int streams = 1) {
-    grpc::ClientContext ctx;
-    v1::StartSourceRequest req;
-    req.set_session_id(id);
-    for (const auto& d : devices) req.add_devices(d);
-    req.set_peer(peer.empty() ? dst_->peer_address() : peer);
-    req.set_precopy(precopy);
-    req.set_token(token);
-    req.mutable_options()->set_data_path(data_path);
-    req.mutable_options()->set_streams(streams);
-    SessionStatus out;
-    return src_->stub()->StartSource(&ctx, req, &out);
-  }
-
-  SessionStatus Get(DaemonProcess& d, const std::string& id) {
-    grpc::ClientContext ctx;
-    v1::GetSessionRequest req;
-    req.set_session_id(id);
-    SessionStatus out;
-    grpc::Status s = d.stub()->GetSession(&ctx, req, &out);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    return out;
-  }
-
-  static bool Final(const SessionStatus& s) {
-    return s.phase() == SessionStatus::SUCCEEDED || s.phase() == SessionStatus::FAILED ||
-           s.phase() == SessionStatus::CANCELLED;
-  }
-
-  SessionStatus WaitFinal(DaemonProcess& d, const std::string& id, double seconds = 60) {
-    const absl::Time deadline = absl::Now() + absl::Seconds(seconds);
-    SessionStatus s;
-    do {
-      s = Get(d, id);
-      if (Final(s)) return s;
-      absl::SleepFor(absl::Milliseconds(20));
-    } while (absl::Now() < deadline);
-    ADD_FAILURE() << "session " << id << " did not end: " << s.DebugString();
-    return s;
-  }
-
-  // Waits (via WatchSession) until the source has done `rounds` precopy rounds.
-  SessionStatus WatchUntilRounds(const std::string& id, uint32_t rounds) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
-    v1::WatchSessionRequest req;
-    req.set_session_id(id);
-    auto reader = src_->stub()->WatchSession(&ctx, req);
-    SessionStatus s;
-    bool reached = false;
-    while (reader->Read(&s)) {
-      if (s.precopy_rounds() >= rounds || Final(s)) {
-        reached = true;
-        ctx.TryCancel();
-        break;
-      }
-    }
-    reader->Finish();
-    // Every device must get through its rounds promptly: a stall here is a bug, not slowness.
-    EXPECT_TRUE(reached) << "session " << id << " did not reach " << rounds
-                         << " precopy round(s)  within 20 s: " << s.DebugString();
-    return s;
-  }
-
-  grpc::Status Switchover(const std::string& id) {
-    grpc::ClientContext ctx;
-    v1::SwitchoverRequest req;
-    req.set_session_id(id);
-    SessionStatus out;
-    return src_->stub()->Switchover(&ctx, req, &out);
-  }
-
-  std::string StateOf(DaemonProcess& d, const std::string& name) {
-    grpc::ClientContext ctx;
-    v1::ListDevicesResponse resp;
-    d.stub()->ListDevices(&ctx, v1::ListDevicesRequest(), &resp);
-    for (const auto& dev : resp.devices()) {
-      if (dev.name() == name) return dev.state();
-    }
-    return "<missing>";
-  }
-
-  std::unique_ptr<DaemonProcess> src_, dst_;
-};
 
 struct PathCase {
   std::string data_path;
@@ -169,8 +34,8 @@ class MigrationMatrix : public TwoDaemons, public ::testing::WithParamInterface<
 
 TEST_P(MigrationMatrix, TwoDevicesMoveByteExact) {
   const PathCase& c = GetParam();
-  const std::string id = absl::StrCat("m-", c.data_path, c.precopy ? "-pre-" : "-nopre-",
-                                      c.save_fd, "-", c.streams);
+  const std::string id =
+      absl::StrCat("m-", c.data_path, c.precopy ? "-pre-" : "-nopre-", c.save_fd, "-", c.streams);
   // Device 0 dirties state while running, device 1 has a small initial chunk.
   const std::vector<std::string> specs = {
       "size=48MiB,chunk=128KiB,seed=11,dirty_rate=64MiB,save_fd=" + c.save_fd,
@@ -223,19 +88,16 @@ TEST_P(MigrationMatrix, TwoDevicesMoveByteExact) {
   EXPECT_EQ(StateOf(*dst_, "dev1"), "RUNNING");
 }
 
-INSTANTIATE_TEST_SUITE_P(DataPaths, MigrationMatrix,
-                         ::testing::Values(PathCase{"copy", true}, PathCase{"copy", false},
-                                           PathCase{"splice", true}, PathCase{"splice", false},
-                                           PathCase{"copy", true, "file"},
-                                           PathCase{"splice", true, "file"},
-                                           PathCase{"copy", true, "pipe", 3},
-                                           PathCase{"splice", false, "pipe", 2}),
-                         [](const auto& info) {
-                           return info.param.data_path +
-                                  (info.param.precopy ? "_precopy" : "_no_precopy") + "_" +
-                                  info.param.save_fd + "_fd_" +
-                                  std::to_string(info.param.streams) + "_streams";
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    DataPaths, MigrationMatrix,
+    ::testing::Values(PathCase{"copy", true}, PathCase{"copy", false}, PathCase{"splice", true},
+                      PathCase{"splice", false}, PathCase{"copy", true, "file"},
+                      PathCase{"splice", true, "file"}, PathCase{"copy", true, "pipe", 3},
+                      PathCase{"splice", false, "pipe", 2}),
+    [](const auto& info) {
+      return info.param.data_path + (info.param.precopy ? "_precopy" : "_no_precopy") + "_" +
+             info.param.save_fd + "_fd_" + std::to_string(info.param.streams) + "_streams";
+    });
 
 TEST_F(TwoDaemons, ManyDevicesStripedAtOnce) {
   std::vector<std::string> names;
@@ -267,8 +129,8 @@ TEST_F(TwoDaemons, ManyDevicesStripedAtOnce) {
 TEST_F(TwoDaemons, SharedPumpWorkersMoveSeveralDevices) {
   std::vector<std::string> names = {"w0", "w1", "w2"};
   for (size_t i = 0; i < names.size(); ++i) {
-    ASSERT_TRUE(Attach(*src_, names[i], absl::StrCat("size=", 4 + 4 * i, "MiB,seed=", 70 + i,
-                                                     ",dirty_rate=16MiB"))
+    ASSERT_TRUE(Attach(*src_, names[i],
+                       absl::StrCat("size=", 4 + 4 * i, "MiB,seed=", 70 + i, ",dirty_rate=16MiB"))
                     .ok());
     ASSERT_TRUE(Attach(*dst_, names[i], absl::StrCat("size=", 4 + 4 * i, "MiB")).ok());
   }

@@ -6,6 +6,7 @@
 #include <rte_ethdev.h>
 
 #include <atomic>
+#include <mutex>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -78,9 +79,9 @@ absl::StatusOr<std::unique_ptr<DpdkPort>> DpdkPort::Open(const PortOptions& o) {
   if (int rc = rte_eth_tx_queue_setup(port, 0, tx, socket, nullptr); rc != 0) {
     return RteError(absl::StrCat("rte_eth_tx_queue_setup(", name, ", ", tx, " descriptors)"), rc);
   }
-  if (int rc = rte_eth_dev_start(port); rc != 0) {
-    return RteError(absl::StrCat("rte_eth_dev_start(", name, ")"), rc);
-  }
+  // A memif client cannot start while its server is not there yet (DPDK 22.11 says EPERM):
+  // daemons start in any order, so WaitLinkUp starts the port again until it comes up.
+  p->started_ = rte_eth_dev_start(port) == 0;
   rte_eth_macaddr_get(port, &p->mac_);
   return p;
 }
@@ -94,7 +95,7 @@ DpdkPort::DpdkPort(uint16_t port, std::string name, bool created, rte_mempool* p
       frame_capacity_(frame_capacity) {}
 
 DpdkPort::~DpdkPort() {
-  rte_eth_dev_stop(port_);
+  if (started_) rte_eth_dev_stop(port_);
   rte_eth_dev_close(port_);
   if (created_) rte_vdev_uninit(name_.c_str());
   // Only after the device is gone: its queues held buffers of this pool.
@@ -103,7 +104,15 @@ DpdkPort::~DpdkPort() {
 
 absl::Status DpdkPort::WaitLinkUp(absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
+  int start_rc = 0;
   while (true) {
+    if (!started_) {
+      std::lock_guard<std::mutex> lock(start_mu_);
+      if (!started_) {
+        start_rc = rte_eth_dev_start(port_);
+        started_ = start_rc == 0;
+      }
+    }
     rte_eth_link link{};
     if (rte_eth_link_get_nowait(port_, &link) == 0 && link.link_status == RTE_ETH_LINK_UP) {
       return absl::OkStatus();

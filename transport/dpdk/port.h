@@ -6,8 +6,10 @@
 #include <rte_ether.h>
 #include <rte_mbuf.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "absl/status/status.h"
@@ -44,7 +46,8 @@ struct PortOptions {
 
 class DpdkPort final : public FrameIo {
  public:
-  // Creates (or finds) the device, configures one queue each way, starts it. The EAL must be up
+  // Creates (or finds) the device, configures one queue each way, starts it (or leaves that to
+  // WaitLinkUp when the device cannot start yet). The EAL must be up
   // (InitEal). Errors: FailedPrecondition without the EAL; InvalidArgument for devargs DPDK
   // refuses; Internal naming the rte_ call and DPDK's reason otherwise.
   static absl::StatusOr<std::unique_ptr<DpdkPort>> Open(const PortOptions& options);
@@ -53,8 +56,9 @@ class DpdkPort final : public FrameIo {
   DpdkPort(const DpdkPort&) = delete;
   DpdkPort& operator=(const DpdkPort&) = delete;
 
-  // Waits until the port reports link up (for net_memif: the peer process has connected).
-  // DeadlineExceeded after `timeout`.
+  // Waits until the port reports link up (for net_memif: the peer process has connected),
+  // starting it first if Open could not (a memif client whose server is not there yet).
+  // DeadlineExceeded after `timeout`. Thread-safe.
   absl::Status WaitLinkUp(absl::Duration timeout);
 
   uint16_t Receive(rte_mbuf** frames, uint16_t n) override;
@@ -76,6 +80,8 @@ class DpdkPort final : public FrameIo {
   rte_mempool* const pool_;
   const uint16_t frame_capacity_;
   rte_ether_addr mac_{};
+  std::mutex start_mu_;
+  std::atomic<bool> started_{false};
 };
 
 }  // namespace migmover::dpdk

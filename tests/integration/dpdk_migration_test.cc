@@ -1,0 +1,164 @@
+// Two real migmoverd processes whose device streams travel over DPDK: each daemon opens one
+// net_memif port (the destination's the server, the source's the client, on one abstract socket),
+// every device stream runs on its own link over it, and only the HELLO exchange uses TCP.
+// Simulated devices verify every byte they receive, so "verified" means byte-exact.
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "tests/integration/two_daemons.h"
+
+namespace migmover {
+namespace {
+
+using testing::DaemonProcess;
+using testing::TwoDaemons;
+using v1::SessionStatus;
+
+class DpdkDaemons : public TwoDaemons {
+ protected:
+  void SetUp() override {
+    static int n = 0;
+    const std::string sock = absl::StrCat("migmover-it-", ::getpid(), "-", n++);
+    dst_flags_.push_back(absl::StrCat("--dpdk_port=net_memif0,role=server,socket=", sock));
+    src_flags_.push_back(absl::StrCat("--dpdk_port=net_memif0,role=client,socket=", sock));
+    for (auto* flags : {&src_flags_, &dst_flags_}) flags->push_back("--dpdk_memory_mb=256");
+    transport_ = "dpdk";
+    TwoDaemons::SetUp();
+  }
+};
+
+TEST_F(DpdkDaemons, TwoDevicesWithPrecopyMoveByteExact) {
+  const std::vector<std::string> specs = {"size=48MiB,chunk=128KiB,seed=21,dirty_rate=64MiB",
+                                          "size=24MiB,chunk=64KiB,seed=22,initial=4MiB"};
+  std::vector<std::string> names;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    names.push_back(absl::StrCat("dev", i));
+    ASSERT_TRUE(Attach(*src_, names[i], specs[i]).ok());
+    ASSERT_TRUE(Attach(*dst_, names[i], specs[i].substr(0, specs[i].find(','))).ok());
+  }
+  ASSERT_TRUE(Prepare("dpdk-pre", names).ok());
+  grpc::Status started = Start("dpdk-pre", names, true);
+  ASSERT_TRUE(started.ok()) << started.error_message();
+  SessionStatus r = WatchUntilRounds("dpdk-pre", 1);
+  EXPECT_EQ(r.phase(), SessionStatus::PRE_COPY);
+  ASSERT_TRUE(Switchover("dpdk-pre").ok());
+  SessionStatus s = WaitFinal(*src_, "dpdk-pre");
+  SessionStatus d = WaitFinal(*dst_, "dpdk-pre");
+  ASSERT_EQ(s.phase(), SessionStatus::SUCCEEDED) << s.DebugString();
+  ASSERT_EQ(d.phase(), SessionStatus::SUCCEEDED) << d.DebugString();
+  EXPECT_TRUE(d.verified());
+  EXPECT_EQ(s.bytes_moved(), d.bytes_moved());
+  EXPECT_GT(s.precopy_bytes(), 0u);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(s.devices(i).data_path(), "copy") << "a link reads into its frames";
+    EXPECT_EQ(d.devices(i).data_path(), "copy");
+    EXPECT_TRUE(d.devices(i).digest_checked()) << "every byte passed through userspace";
+    EXPECT_TRUE(d.devices(i).committed());
+  }
+  EXPECT_EQ(StateOf(*src_, "dev0"), "STOP");
+  EXPECT_EQ(StateOf(*dst_, "dev0"), "RUNNING");
+  EXPECT_NE(src_->Log().find("stream on DPDK link"), std::string::npos) << src_->Log();
+}
+
+TEST_F(DpdkDaemons, WithoutPrecopyFourDevicesAtOnce) {
+  std::vector<std::string> names;
+  for (int i = 0; i < 4; ++i) {
+    names.push_back(absl::StrCat("d", i));
+    ASSERT_TRUE(Attach(*src_, names.back(), absl::StrCat("size=16MiB,seed=", 30 + i)).ok());
+    ASSERT_TRUE(Attach(*dst_, names.back(), "size=16MiB").ok());
+  }
+  ASSERT_TRUE(Prepare("dpdk-four", names).ok());
+  ASSERT_TRUE(Start("dpdk-four", names, false).ok());
+  ASSERT_TRUE(Switchover("dpdk-four").ok());
+  SessionStatus s = WaitFinal(*src_, "dpdk-four");
+  SessionStatus d = WaitFinal(*dst_, "dpdk-four");
+  ASSERT_EQ(s.phase(), SessionStatus::SUCCEEDED) << s.DebugString();
+  ASSERT_EQ(d.phase(), SessionStatus::SUCCEEDED) << d.DebugString();
+  EXPECT_TRUE(d.verified());
+  EXPECT_EQ(s.bytes_moved(), d.bytes_moved());
+  EXPECT_GE(s.bytes_moved(), 4u * (16u << 20)) << "every device's whole state";
+}
+
+TEST_F(DpdkDaemons, CorruptedStreamIsRejectedAndSourceRunsAgain) {
+  ASSERT_TRUE(Attach(*src_, "d", "size=8MiB,corrupt_at=3000000").ok());
+  ASSERT_TRUE(Attach(*dst_, "d", "size=8MiB").ok());
+  ASSERT_TRUE(Prepare("dpdk-corrupt", {"d"}).ok());
+  ASSERT_TRUE(Start("dpdk-corrupt", {"d"}, false).ok());
+  ASSERT_TRUE(Switchover("dpdk-corrupt").ok());
+  SessionStatus s = WaitFinal(*src_, "dpdk-corrupt");
+  SessionStatus d = WaitFinal(*dst_, "dpdk-corrupt");
+  EXPECT_EQ(s.phase(), SessionStatus::FAILED);
+  EXPECT_EQ(d.phase(), SessionStatus::FAILED);
+  EXPECT_NE(s.error().find("destination"), std::string::npos) << s.error();
+  EXPECT_EQ(StateOf(*src_, "d"), "RUNNING");
+  EXPECT_EQ(StateOf(*dst_, "d"), "RUNNING") << "reset, not left half-resumed";
+}
+
+TEST_F(DpdkDaemons, FailedResumeFailsBothSidesAndSourceRunsAgain) {
+  ASSERT_TRUE(Attach(*src_, "d", "size=8MiB").ok());
+  ASSERT_TRUE(Attach(*dst_, "d", "size=8MiB,fail_arc=RESUMING:STOP:EIO").ok());
+  ASSERT_TRUE(Prepare("dpdk-bad-commit", {"d"}).ok());
+  ASSERT_TRUE(Start("dpdk-bad-commit", {"d"}, true).ok());
+  WatchUntilRounds("dpdk-bad-commit", 1);
+  ASSERT_TRUE(Switchover("dpdk-bad-commit").ok());
+  SessionStatus s = WaitFinal(*src_, "dpdk-bad-commit");
+  SessionStatus d = WaitFinal(*dst_, "dpdk-bad-commit");
+  EXPECT_EQ(s.phase(), SessionStatus::FAILED);
+  EXPECT_EQ(d.phase(), SessionStatus::FAILED);
+  EXPECT_NE(s.error().find("RESUMING->STOP"), std::string::npos) << s.error();
+  EXPECT_EQ(StateOf(*src_, "d"), "RUNNING");
+  EXPECT_EQ(StateOf(*dst_, "d"), "RUNNING");
+}
+
+TEST_F(DpdkDaemons, CancelDuringPrecopyRestoresBothSides) {
+  ASSERT_TRUE(Attach(*src_, "d", "size=32MiB,dirty_rate=256MiB").ok());
+  ASSERT_TRUE(Attach(*dst_, "d", "size=32MiB").ok());
+  ASSERT_TRUE(Prepare("dpdk-cancel", {"d"}).ok());
+  ASSERT_TRUE(Start("dpdk-cancel", {"d"}, true).ok());
+  WatchUntilRounds("dpdk-cancel", 1);
+  grpc::ClientContext ctx;
+  v1::CancelSessionRequest req;
+  req.set_session_id("dpdk-cancel");
+  SessionStatus out;
+  ASSERT_TRUE(src_->stub()->CancelSession(&ctx, req, &out).ok());
+  SessionStatus s = WaitFinal(*src_, "dpdk-cancel");
+  SessionStatus d = WaitFinal(*dst_, "dpdk-cancel");
+  EXPECT_EQ(s.phase(), SessionStatus::CANCELLED) << s.DebugString();
+  EXPECT_NE(d.phase(), SessionStatus::SUCCEEDED) << d.DebugString();
+  EXPECT_EQ(StateOf(*src_, "d"), "RUNNING");
+  EXPECT_EQ(StateOf(*dst_, "d"), "RUNNING");
+}
+
+TEST_F(DpdkDaemons, RequestsThatCannotWorkAreRefusedClearly) {
+  ASSERT_TRUE(Attach(*src_, "d", "size=1MiB").ok());
+  ASSERT_TRUE(Attach(*dst_, "d", "size=1MiB").ok());
+  ASSERT_TRUE(Prepare("dpdk-bad", {"d"}).ok());
+  // A DPDK link carries a stream whole: no striping.
+  grpc::Status striped = Start("dpdk-bad", {"d"}, false, "", "", "", 2);
+  EXPECT_EQ(striped.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(striped.error_message().find("streams"), std::string::npos) << striped.error_message();
+  transport_ = "rdma";
+  grpc::Status unknown = Start("dpdk-bad", {"d"}, false);
+  EXPECT_EQ(unknown.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(unknown.error_message().find("\"tcp\" or \"dpdk\""), std::string::npos)
+      << unknown.error_message();
+}
+
+// A daemon without --dpdk_port refuses DPDK, whether asked by its agent or by a source's HELLO.
+TEST(DpdkWithoutPort, RefusedByAgentRequestAndByHello) {
+  auto plain = DaemonProcess::Start(testing::MigmoverdPath(), "plain", {});
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  grpc::ClientContext ctx;
+  v1::PrepareDestinationRequest req;
+  req.set_session_id("x");
+  req.add_devices("d");
+  req.mutable_options()->set_transport("dpdk");
+  SessionStatus out;
+  grpc::Status st = (*plain)->stub()->PrepareDestination(&ctx, req, &out);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(st.error_message().find("--dpdk_port"), std::string::npos) << st.error_message();
+}
+
+}  // namespace
+}  // namespace migmover

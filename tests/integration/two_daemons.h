@@ -1,0 +1,167 @@
+// TwoDaemons: a test fixture with two real migmoverd processes (source and destination) on
+// loopback, and the gRPC calls a hypervisor agent makes, for the integration tests.
+#ifndef MIGMOVER_TESTS_INTEGRATION_TWO_DAEMONS_H_
+#define MIGMOVER_TESTS_INTEGRATION_TWO_DAEMONS_H_
+
+#include <signal.h>
+
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "daemon/testing/daemon_process.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+
+namespace migmover::testing {
+
+using v1::SessionStatus;
+
+class TwoDaemons : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ::signal(SIGPIPE, SIG_IGN);
+    src_flags_.push_back("--idle_timeout_ms=10000");
+    dst_flags_.push_back("--idle_timeout_ms=10000");
+    auto src = DaemonProcess::Start(MigmoverdPath(), "src", src_flags_);
+    ASSERT_TRUE(src.ok()) << src.status();
+    auto dst = DaemonProcess::Start(MigmoverdPath(), "dst", dst_flags_);
+    ASSERT_TRUE(dst.ok()) << dst.status();
+    src_ = std::move(*src);
+    dst_ = std::move(*dst);
+  }
+
+  void TearDown() override {
+    if (HasFailure()) {
+      std::cerr << "---- source daemon log ----\n" << src_->Log();
+      std::cerr << "---- destination daemon log ----\n" << dst_->Log();
+    }
+  }
+
+  grpc::Status Attach(DaemonProcess& d, const std::string& name, const std::string& spec) {
+    grpc::ClientContext ctx;
+    v1::AttachDeviceRequest req;
+    req.set_name(name);
+    req.set_simulated(spec);
+    v1::Device out;
+    return d.stub()->AttachDevice(&ctx, req, &out);
+  }
+
+  grpc::Status AttachHandle(DaemonProcess& d, const std::string& name, uint64_t handle) {
+    grpc::ClientContext ctx;
+    v1::AttachDeviceRequest req;
+    req.set_name(name);
+    req.set_fd_handle(handle);
+    v1::Device out;
+    return d.stub()->AttachDevice(&ctx, req, &out);
+  }
+
+  grpc::Status Prepare(const std::string& id, const std::vector<std::string>& devices,
+                       const std::string& data_path = "", const std::string& token = "") {
+    grpc::ClientContext ctx;
+    v1::PrepareDestinationRequest req;
+    req.set_session_id(id);
+    for (const auto& d : devices) req.add_devices(d);
+    req.set_token(token);
+    req.mutable_options()->set_data_path(data_path);
+    req.mutable_options()->set_transport(transport_);
+    SessionStatus out;
+    return dst_->stub()->PrepareDestination(&ctx, req, &out);
+  }
+
+  grpc::Status Start(const std::string& id, const std::vector<std::string>& devices, bool precopy,
+                     const std::string& data_path = "", const std::string& token = "",
+                     const std::string& peer = "", int streams = 1) {
+    grpc::ClientContext ctx;
+    v1::StartSourceRequest req;
+    req.set_session_id(id);
+    for (const auto& d : devices) req.add_devices(d);
+    req.set_peer(peer.empty() ? dst_->peer_address() : peer);
+    req.set_precopy(precopy);
+    req.set_token(token);
+    req.mutable_options()->set_data_path(data_path);
+    req.mutable_options()->set_streams(streams);
+    req.mutable_options()->set_transport(transport_);
+    SessionStatus out;
+    return src_->stub()->StartSource(&ctx, req, &out);
+  }
+
+  SessionStatus Get(DaemonProcess& d, const std::string& id) {
+    grpc::ClientContext ctx;
+    v1::GetSessionRequest req;
+    req.set_session_id(id);
+    SessionStatus out;
+    grpc::Status s = d.stub()->GetSession(&ctx, req, &out);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return out;
+  }
+
+  static bool Final(const SessionStatus& s) {
+    return s.phase() == SessionStatus::SUCCEEDED || s.phase() == SessionStatus::FAILED ||
+           s.phase() == SessionStatus::CANCELLED;
+  }
+
+  SessionStatus WaitFinal(DaemonProcess& d, const std::string& id, double seconds = 60) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(seconds);
+    SessionStatus s;
+    do {
+      s = Get(d, id);
+      if (Final(s)) return s;
+      absl::SleepFor(absl::Milliseconds(20));
+    } while (absl::Now() < deadline);
+    ADD_FAILURE() << "session " << id << " did not end: " << s.DebugString();
+    return s;
+  }
+
+  // Waits (via WatchSession) until the source has done `rounds` precopy rounds.
+  SessionStatus WatchUntilRounds(const std::string& id, uint32_t rounds) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    v1::WatchSessionRequest req;
+    req.set_session_id(id);
+    auto reader = src_->stub()->WatchSession(&ctx, req);
+    SessionStatus s;
+    bool reached = false;
+    while (reader->Read(&s)) {
+      if (s.precopy_rounds() >= rounds || Final(s)) {
+        reached = true;
+        ctx.TryCancel();
+        break;
+      }
+    }
+    reader->Finish();
+    // Every device must get through its rounds promptly: a stall here is a bug, not slowness.
+    EXPECT_TRUE(reached) << "session " << id << " did not reach " << rounds
+                         << " precopy round(s)  within 20 s: " << s.DebugString();
+    return s;
+  }
+
+  grpc::Status Switchover(const std::string& id) {
+    grpc::ClientContext ctx;
+    v1::SwitchoverRequest req;
+    req.set_session_id(id);
+    SessionStatus out;
+    return src_->stub()->Switchover(&ctx, req, &out);
+  }
+
+  std::string StateOf(DaemonProcess& d, const std::string& name) {
+    grpc::ClientContext ctx;
+    v1::ListDevicesResponse resp;
+    d.stub()->ListDevices(&ctx, v1::ListDevicesRequest(), &resp);
+    for (const auto& dev : resp.devices()) {
+      if (dev.name() == name) return dev.state();
+    }
+    return "<missing>";
+  }
+
+  // Set by a subclass before SetUp: more flags for each daemon, the transport requests ask for.
+  std::vector<std::string> src_flags_, dst_flags_;
+  std::string transport_;
+  std::unique_ptr<DaemonProcess> src_, dst_;
+};
+
+}  // namespace migmover::testing
+
+#endif  // MIGMOVER_TESTS_INTEGRATION_TWO_DAEMONS_H_
