@@ -2,6 +2,7 @@
 // two real migmoverd processes on this machine, optionally against a raw-TCP baseline measured
 // in the same run (figures as ratios, since machines here are shared and noisy).
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -36,10 +37,9 @@ ABSL_FLAG(std::string, pipe_size, "0",
           "root, as /proc/sys/fs/pipe-max-size caps it).");
 ABSL_FLAG(std::string, data_path, "auto", "auto, splice or copy.");
 ABSL_FLAG(std::string, transport, "tcp",
-          "tcp: between two migmoverd processes (or --inprocess sessions) over loopback TCP. "
-          "dpdk: each device's STOP_COPY stream over DPDK net_memif ports in this process "
-          "(the daemons do not negotiate DPDK yet; --streams, --data_path, --bandwidth and "
-          "--precopy do not apply).");
+          "tcp: device streams over loopback TCP. dpdk: each device stream on its own link over "
+          "a net_memif port per daemon (--streams must be 1); with --inprocess, only the "
+          "STOP_COPY streams over net_memif port pairs in this process, no sessions.");
 ABSL_FLAG(std::string, bandwidth, "0", "Bandwidth cap per migration (bytes/s, units), 0 = none.");
 ABSL_FLAG(bool, precopy, false,
           "Run PRE_COPY before the switchover (default: off, so the whole state moves in "
@@ -86,10 +86,18 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
                                  : absl::GetFlag(FLAGS_migmoverd);
   std::vector<std::string> flags = {"--data_path=" + absl::GetFlag(FLAGS_data_path),
                                     "--log_level=warning"};
-  auto src = testing::DaemonProcess::Start(binary, "bench-src", flags);
-  if (!src.ok()) return src.status();
-  auto dst = testing::DaemonProcess::Start(binary, "bench-dst", flags);
+  std::vector<std::string> src_flags = flags, dst_flags = flags;
+  const bool dpdk = absl::GetFlag(FLAGS_transport) == "dpdk";
+  if (dpdk) {
+    // One net_memif port per daemon, the destination's the server.
+    const std::string sock = absl::StrCat("migmover-bench-", ::getpid(), "-", run);
+    dst_flags.push_back(absl::StrCat("--dpdk_port=net_memif0,role=server,socket=", sock));
+    src_flags.push_back(absl::StrCat("--dpdk_port=net_memif0,role=client,socket=", sock));
+  }
+  auto dst = testing::DaemonProcess::Start(binary, "bench-dst", dst_flags);
   if (!dst.ok()) return dst.status();
+  auto src = testing::DaemonProcess::Start(binary, "bench-src", src_flags);
+  if (!src.ok()) return src.status();
   const std::string id = absl::StrCat("bench-", run);
   auto chunk = sim::ParseByteSize(absl::GetFlag(FLAGS_chunk_size));
   auto bandwidth = sim::ParseByteSize(absl::GetFlag(FLAGS_bandwidth));
@@ -114,6 +122,7 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
   opts.set_chunk_size(static_cast<uint32_t>(*chunk));
   opts.set_streams(absl::GetFlag(FLAGS_streams));
   opts.set_send_zc(absl::GetFlag(FLAGS_send_zc));
+  opts.set_transport(absl::GetFlag(FLAGS_transport));
   opts.set_workers(static_cast<uint32_t>(std::max(0, absl::GetFlag(FLAGS_workers))));
   auto pipe_size = sim::ParseByteSize(absl::GetFlag(FLAGS_pipe_size));
   if (!pipe_size.ok()) return pipe_size.status();
@@ -307,7 +316,7 @@ int Main() {
       base.push_back({*b});
     }
     absl::StatusOr<Figures> f;
-    if (transport == "dpdk") {
+    if (transport == "dpdk" && absl::GetFlag(FLAGS_inprocess)) {
       auto r = RunDpdkLinkInProcess(specs, static_cast<uint32_t>(*chunk));
       f = r.ok() ? absl::StatusOr<Figures>(FiguresOf(*r)) : r.status();
     } else if (absl::GetFlag(FLAGS_inprocess)) {
@@ -374,7 +383,10 @@ int Main() {
   std::cout << absl::StrFormat(
       "migmover-bench: %d device(s) x %s, %d stream(s), chunk %s, data path %s, %s, %d run(s)\n",
       absl::GetFlag(FLAGS_devices), Human(*size), absl::GetFlag(FLAGS_streams), Human(*chunk),
-      m.data_path, transport == "dpdk" ? "dpdk (net_memif, in-process)" : "tcp",
+      m.data_path,
+      transport != "dpdk"              ? "tcp"
+      : absl::GetFlag(FLAGS_inprocess) ? "dpdk (net_memif link streams in process)"
+                                       : "dpdk (net_memif)",
       static_cast<int>(ours.size()));
   std::cout << absl::StrFormat("%-18s %12s %13s %13s %11s %13s %13s\n", "", "throughput",
                                "cpu s/GB src", "cpu s/GB dst", "downtime", "peak RSS src",

@@ -24,9 +24,12 @@ print("ok:", d["data_path"], round(d["throughput_bytes_per_s"] / 1e9, 2), "GB/s"
 "$bench" --migmoverd="$dir/daemon/server/migmoverd" --device_size=16MiB --streams=2 --devices=2 \
   --json | python3 -c "$check"
 "$bench" --inprocess --device_size=16MiB --data_path=splice --json | python3 -c "$check"
-# The DPDK transport: two devices over net_memif ports, against the TCP baseline.
-"$bench" --transport=dpdk --devices=2 --device_size=16MiB --baseline --json 2>/dev/null |
-  python3 -c "$check" --baseline
+# The DPDK transport: two daemons with a net_memif port each, against the TCP baseline; and the
+# in-process link streams.
+"$bench" --migmoverd="$dir/daemon/server/migmoverd" --transport=dpdk --devices=2 \
+  --device_size=16MiB --baseline --json 2>/dev/null | python3 -c "$check" --baseline
+"$bench" --inprocess --transport=dpdk --device_size=16MiB --json 2>/dev/null |
+  python3 -c "$check"
 # Bad flags are refused with a clear message.
 err="${TEST_TMPDIR:-/tmp}/bench-err"
 if "$bench" --transport=rdma 2>"$err"; then exit 1; fi

@@ -53,7 +53,7 @@ absl::StatusOr<std::unique_ptr<stream::DeviceStreamSender>> DpdkTransport::OpenS
     uint64_t link_id, uint32_t device, const stream::StreamOptions& options,
     absl::Duration link_wait) {
   RETURN_IF_ERROR(impl_->Up(link_wait));
-  ASSIGN_OR_RETURN(std::unique_ptr<FrameIo> io, impl_->mux->Attach(link_id));
+  ASSIGN_OR_RETURN(std::unique_ptr<FrameIo> io, impl_->mux->Attach(link_id, kSessionLinkWindow));
   ASSIGN_OR_RETURN(
       std::unique_ptr<LinkStreamSender> s,
       LinkStreamSender::Create(std::move(io), SessionLinkOptions(link_id, options.idle_timeout),
@@ -65,7 +65,7 @@ absl::StatusOr<std::unique_ptr<stream::DeviceStreamReceiver>> DpdkTransport::Ope
     uint64_t link_id, uint32_t device, const stream::StreamOptions& options,
     absl::Duration link_wait) {
   RETURN_IF_ERROR(impl_->Up(link_wait));
-  ASSIGN_OR_RETURN(std::unique_ptr<FrameIo> io, impl_->mux->Attach(link_id));
+  ASSIGN_OR_RETURN(std::unique_ptr<FrameIo> io, impl_->mux->Attach(link_id, kSessionLinkWindow));
   ASSIGN_OR_RETURN(
       std::unique_ptr<LinkStreamReceiver> r,
       LinkStreamReceiver::Create(std::move(io), SessionLinkOptions(link_id, options.idle_timeout),

@@ -111,10 +111,17 @@ absl::Status Verdict(const FrameHeader& h, const std::string& payload) {
   return absl::Status(code, absl::StrCat("destination: ", st.message));
 }
 
-absl::Status Idle(uint32_t device, absl::Duration timeout, absl::string_view waiting_on) {
-  return absl::DeadlineExceededError(absl::StrCat("device stream ", device,
-                                                  ": no progress over the DPDK link for ",
-                                                  absl::FormatDuration(timeout), ", ", waiting_on));
+// The error for a stream that stopped moving, with what its link saw: an SRE can tell a dead
+// peer (nothing received) from a lossy one (retransmissions) from a slow device.
+absl::Status Idle(uint32_t device, absl::Duration timeout, absl::string_view waiting_on,
+                  const ReliableLink& link) {
+  const LinkStats& s = link.stats();
+  return absl::DeadlineExceededError(absl::StrCat(
+      "device stream ", device, ": no progress over the DPDK link for ",
+      absl::FormatDuration(timeout), ", ", waiting_on, " (link: ", s.frames_sent, " frames sent, ",
+      s.frames_retransmitted, " retransmitted, ", s.frames_received, " received, ",
+      s.frames_dropped, " refused, ", s.frames_corrupt, " corrupt, ", s.acks_sent, "/",
+      s.acks_received, " acks sent/received; ", link.DebugState(), ")"));
 }
 
 }  // namespace
@@ -122,6 +129,9 @@ absl::Status Idle(uint32_t device, absl::Duration timeout, absl::string_view wai
 LinkOptions SessionLinkOptions(uint64_t link_id, absl::Duration idle_timeout) {
   LinkOptions o;
   o.link_id = link_id;
+  // 4 MiB in flight per stream covers far more than a NIC's bandwidth-delay product, and keeps
+  // eight streams' frames (window plus queue, both ends) within one port's buffer pool.
+  o.window = kSessionLinkWindow;
   o.dead_after = std::max(o.dead_after, idle_timeout);
   return o;
 }
@@ -196,7 +206,7 @@ absl::StatusOr<stream::PumpResult> LinkStreamSender::Pump(int data_fd, Phase pha
       link_->Commit(0);
       RETURN_IF_ERROR(PollAndCheckPeer());
       if (absl::Now() - progress > options_.idle_timeout) {
-        return Idle(device_, options_.idle_timeout, "waiting on the peer");
+        return Idle(device_, options_.idle_timeout, "waiting on the peer", *link_);
       }
       continue;
     }
@@ -246,7 +256,7 @@ absl::StatusOr<stream::PumpResult> LinkStreamSender::Pump(int data_fd, Phase pha
     RETURN_IF_ERROR(PollAndCheckPeer());
     if (nonblocking && ++spins > kSpinsBeforeWait) WaitFd(data_fd, POLLIN);
     if (absl::Now() - progress > options_.idle_timeout) {
-      return Idle(device_, options_.idle_timeout, "waiting on the data fd");
+      return Idle(device_, options_.idle_timeout, "waiting on the data fd", *link_);
     }
   }
 }
@@ -258,7 +268,8 @@ absl::Status LinkStreamSender::SendControl(const std::string& frame) {
     done +=
         link_->Write({reinterpret_cast<const uint8_t*>(frame.data()) + done, frame.size() - done});
     RETURN_IF_ERROR(PollAndCheckPeer());
-    if (absl::Now() > deadline) return Idle(device_, options_.idle_timeout, "waiting on the peer");
+    if (absl::Now() > deadline)
+      return Idle(device_, options_.idle_timeout, "waiting on the peer", *link_);
   }
   return absl::OkStatus();
 }
@@ -342,7 +353,8 @@ absl::StatusOr<stream::ReceiveResult> LinkStreamReceiver::Receive(int data_fd,
     RETURN_IF_ERROR(link_->Poll());
     if (absl::Now() - progress > options_.idle_timeout) {
       return Idle(device_, options_.idle_timeout,
-                  payload_left > 0 ? "waiting on the data fd or the peer" : "waiting on the peer");
+                  payload_left > 0 ? "waiting on the data fd or the peer" : "waiting on the peer",
+                  *link_);
     }
     if (payload_left > 0) {
       const size_t n = link_->Peek(payload_left, pieces, kMaxPieces);

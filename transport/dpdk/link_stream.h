@@ -44,6 +44,7 @@ struct LinkStreamOptions {
 // dead only after the stream's idle timeout (a source waiting in PRE_COPY polls its link only
 // when it sends a KEEPALIVE, every quarter of that timeout).
 LinkOptions SessionLinkOptions(uint64_t link_id, absl::Duration idle_timeout);
+inline constexpr uint32_t kSessionLinkWindow = 512;
 
 class LinkStreamSender final : public stream::DeviceStreamSender {
  public:

@@ -56,14 +56,21 @@ absl::StatusOr<std::unique_ptr<DpdkPort>> DpdkPort::Open(const PortOptions& o) {
   static std::atomic<int> pools{0};
   const std::string pool_name = absl::StrCat("mm", port, "_", pools.fetch_add(1));
   rte_mempool* pool =
-      rte_pktmbuf_pool_create(pool_name.c_str(), o.buffers, 256, 0,
-                              RTE_PKTMBUF_HEADROOM + o.frame_capacity, rte_eth_dev_socket_id(port));
+      // The lock-free stack: our polling threads are ordinary threads that the kernel may
+      // preempt anywhere, and DPDK's default ring-backed pool makes every other thread spin
+      // while one is preempted in the middle of a put (seen here: four receivers spinning in
+      // rte_pktmbuf_free for seconds on 2 cores). No per-lcore cache: our threads have none.
+      rte_pktmbuf_pool_create_by_ops(pool_name.c_str(), o.buffers, 0, 0,
+                                     RTE_PKTMBUF_HEADROOM + o.frame_capacity,
+                                     rte_eth_dev_socket_id(port), "lf_stack");
   if (pool == nullptr) {
     undo();
     return RteError(
         absl::StrCat("rte_pktmbuf_pool_create(", o.buffers, " x ", o.frame_capacity, " bytes)"), 0);
   }
   std::unique_ptr<DpdkPort> p(new DpdkPort(port, name, created, pool, o.frame_capacity));
+  p->reconnects_ =
+      name.rfind("net_memif", 0) == 0 && devargs.find("role=client") != std::string::npos;
   rte_eth_conf conf{};
   if (int rc = rte_eth_dev_configure(port, 1, 1, &conf); rc != 0) {
     return RteError(absl::StrCat("rte_eth_dev_configure(", name, ")"), rc);
@@ -82,6 +89,7 @@ absl::StatusOr<std::unique_ptr<DpdkPort>> DpdkPort::Open(const PortOptions& o) {
   // A memif client cannot start while its server is not there yet (DPDK 22.11 says EPERM):
   // daemons start in any order, so WaitLinkUp starts the port again until it comes up.
   p->started_ = rte_eth_dev_start(port) == 0;
+  p->started_at_ = absl::Now();
   rte_eth_macaddr_get(port, &p->mac_);
   return p;
 }
@@ -111,15 +119,28 @@ absl::Status DpdkPort::WaitLinkUp(absl::Duration timeout) {
       if (!started_) {
         start_rc = rte_eth_dev_start(port_);
         started_ = start_rc == 0;
+        started_at_ = absl::Now();
       }
     }
     rte_eth_link link{};
     if (rte_eth_link_get_nowait(port_, &link) == 0 && link.link_status == RTE_ETH_LINK_UP) {
       return absl::OkStatus();
     }
+    if (reconnects_) {
+      // A memif client that reached its server while the server was still starting stays down
+      // for good (seen here when two daemons start at once): connect again.
+      std::lock_guard<std::mutex> lock(start_mu_);
+      if (started_ && absl::Now() - started_at_ > absl::Seconds(1)) {
+        rte_eth_dev_stop(port_);
+        start_rc = rte_eth_dev_start(port_);
+        started_ = start_rc == 0;
+        started_at_ = absl::Now();
+      }
+    }
     if (absl::Now() >= deadline) {
       return absl::DeadlineExceededError(absl::StrCat(
-          "DPDK port ", name_, ": link still down after ", absl::FormatDuration(timeout)));
+          "DPDK port ", name_, ": link still down after ", absl::FormatDuration(timeout),
+          started_ ? "" : absl::StrCat(" (rte_eth_dev_start: ", rte_strerror(-start_rc), ")")));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }

@@ -82,6 +82,8 @@ class DpdkPort final : public FrameIo {
   rte_ether_addr mac_{};
   std::mutex start_mu_;
   std::atomic<bool> started_{false};
+  absl::Time started_at_;    // Guarded by start_mu_ once the port is shared.
+  bool reconnects_ = false;  // A memif client: WaitLinkUp connects again while down.
 };
 
 }  // namespace migmover::dpdk

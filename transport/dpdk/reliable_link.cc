@@ -72,11 +72,19 @@ ReliableLink::~ReliableLink() {
   for (uint32_t s = snd_una_; s != snd_nxt_; ++s) rte_pktmbuf_free(tx_[s & mask_]);
   for (uint32_t i = 0; i < rx_count_; ++i) rte_pktmbuf_free(rx_[(rx_head_ + i) & mask_]);
   for (rte_mbuf* m : reserved_) rte_pktmbuf_free(m);
+  for (rte_mbuf* m : spare_) rte_pktmbuf_free(m);
 }
 
 rte_mbuf* ReliableLink::NewFrame(wire::LinkFrameType type) {
-  rte_mbuf* m = io_->Alloc();
-  if (m == nullptr) return nullptr;
+  rte_mbuf* m = nullptr;
+  if (type == wire::LinkFrameType::kData && !spare_.empty()) {
+    m = spare_.back();
+    spare_.pop_back();
+    rte_pktmbuf_reset(m);
+  } else {
+    m = io_->Alloc();
+    if (m == nullptr) return nullptr;
+  }
   char* p = rte_pktmbuf_append(m, kHeaders);
   auto* eth = reinterpret_cast<rte_ether_hdr*>(p);
   eth->dst_addr = o_.peer;
@@ -124,7 +132,9 @@ void ReliableLink::Commit(size_t n) {
   }
   for (rte_mbuf* m : reserved_) {
     if (n == 0) {
-      rte_pktmbuf_free(m);
+      // Kept for the next Reserve: a reader that asks for a chunk and gets less must not cost
+      // a round trip through the pool for every frame it did not fill.
+      spare_.push_back(m);
       continue;
     }
     CloseOpenFrame();
@@ -230,6 +240,7 @@ void ReliableLink::OnAck(uint32_t ack, uint32_t window, uint32_t flags, int64_t 
     }
     snd_una_ = ack;
     progress_ns_ = now;
+    backoff_ = 0;
     if (recovering_ && !SeqLt(snd_una_, recover_until_)) recovering_ = false;
   } else if ((flags & wire::kLinkAckGap) && snd_una_ != snd_sent_ && !recovering_) {
     // A frame was lost: go back to it now rather than after the timer.
@@ -311,6 +322,9 @@ void ReliableLink::SendAck(int64_t now) {
 
 void ReliableLink::GoBack(int64_t now) {
   stats_.frames_retransmitted += snd_sent_ - snd_una_;
+  // Each timeout in a row waits twice as long (up to 64x): a reader that is merely slow (its
+  // thread busy writing the device) must not be flooded with copies of frames it already has.
+  if (now - progress_ns_ > rto_ns_ << backoff_) backoff_ = std::min(backoff_ + 1, 6);
   recover_until_ = snd_sent_;
   recovering_ = true;
   snd_sent_ = snd_una_;
@@ -318,7 +332,7 @@ void ReliableLink::GoBack(int64_t now) {
 }
 
 void ReliableLink::Transmit(int64_t now) {
-  if (now - progress_ns_ > rto_ns_ && snd_una_ != snd_sent_) {
+  if (now - progress_ns_ > (rto_ns_ << backoff_) && snd_una_ != snd_sent_) {
     // Nothing acknowledged for a while: the frames (or their acks) were lost.
     GoBack(now);
   }
@@ -371,6 +385,14 @@ absl::Status ReliableLink::Poll() {
                      snd_nxt_ - snd_una_, " frames unacknowledged)"));
   }
   return absl::OkStatus();
+}
+
+std::string ReliableLink::DebugState() const {
+  return absl::StrCat("una ", snd_una_, " sent ", snd_sent_, " nxt ", snd_nxt_, " peer_window ",
+                      peer_window_, recovering_ ? " recovering" : "", " backoff ", backoff_,
+                      " rcv_nxt ", rcv_nxt_, " queued ", rx_count_, " advertised ",
+                      advertised_room_, " spare ", spare_.size(), " last heard ",
+                      (NowNs() - heard_ns_) / 1000000, " ms ago");
 }
 
 bool ReliableLink::AllAcknowledged() const { return snd_una_ == snd_nxt_ && !open_; }

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -103,6 +104,9 @@ class ReliableLink {
   // Every committed byte has reached the peer's receive queue.
   bool AllAcknowledged() const;
   const LinkStats& stats() const { return stats_; }
+  // The protocol state in one line, for errors and logs: "una 12 sent 40 nxt 40 peer_window 0
+  // ... rcv_nxt 0 queued 0".
+  std::string DebugState() const;
 
  private:
   ReliableLink(FrameIo* io, LinkOptions options);
@@ -127,10 +131,12 @@ class ReliableLink {
   uint32_t snd_una_ = 0, snd_sent_ = 0, snd_nxt_ = 0;
   bool open_ = false;
   std::vector<rte_mbuf*> reserved_;  // New frames handed out by Reserve, not yet committed.
+  std::vector<rte_mbuf*> spare_;     // Reserved, then not needed: the next Reserve's first.
   uint32_t peer_window_;             // Frames past snd_una_ the peer can take.
   uint32_t recover_until_ = 0;
   bool recovering_ = false;
   int64_t progress_ns_;  // Last time snd_una_ advanced (or a retransmission started).
+  int backoff_ = 0;      // The retransmit timer is retransmit_after << backoff_.
 
   // Receiver: frames queued for the reader, oldest first; rcv_nxt_ is the next expected seq.
   std::vector<rte_mbuf*> rx_;

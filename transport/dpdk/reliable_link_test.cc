@@ -218,6 +218,28 @@ TEST_F(ReliableLinkTest, OneFrameInTenLostBothWays) {
   Move(**tx, **rx, 8ull << 20);
 }
 
+TEST_F(ReliableLinkTest, LostAcksWhileTheReaderLagsNeverWedgeTheLink) {
+  // A small window that fills often, a reader that reads one round in three, a third of the
+  // acks lost and some data too: every way an ack can be stale or missing when the sender goes
+  // back. The sender must still accept acks for frames it sent before going back.
+  // Acks are lost in bursts (as when a busy link's queue overflows): every other 15 ms.
+  std::mt19937 rng(7);
+  LossyIo lossy_tx(a_, [&](const wire::LinkHeader&) { return rng() % 20 == 0; });
+  LossyIo lossy_rx(
+      b_, [&](const wire::LinkHeader&) { return absl::ToUnixMillis(absl::Now()) / 15 % 2 == 1; });
+  LinkOptions o = Options();
+  o.window = 16;
+  o.ack_every = 4;
+  o.retransmit_after = absl::Milliseconds(1);
+  o.keepalive = absl::Milliseconds(5);
+  auto tx = ReliableLink::Create(&lossy_tx, o);
+  auto rx = ReliableLink::Create(&lossy_rx, o);
+  ASSERT_TRUE(tx.ok() && rx.ok());
+  int round = 0;
+  Move(**tx, **rx, 2ull << 20, [&] { return ++round % 10 == 0; });
+  EXPECT_GT((*tx)->stats().frames_retransmitted, 0u);
+}
+
 TEST_F(ReliableLinkTest, CorruptedFramesAreRefusedAndSentAgain) {
   std::mt19937 rng(99);
   CorruptingIo corrupting(a_, [&] { return rng() % 20 == 0; });
