@@ -9,6 +9,7 @@
 #   DEVICES=4 SIZE=256MiB ./deploy/demo.sh
 #   DATA_PATH=splice ./deploy/demo.sh     force a data path (default auto: the daemons measure splice
 #                                         against copy at start-up and use the faster)
+#   TRANSPORT=dpdk ./deploy/demo.sh       the device streams over DPDK (a net_memif port per daemon)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,7 @@ DEVICES=${DEVICES:-1}
 SIZE=${SIZE:-1GiB}
 DIRTY_RATE=${DIRTY_RATE:-64MiB}
 DATA_PATH=${DATA_PATH:-auto}
+TRANSPORT=${TRANSPORT:-tcp}
 
 ./deploy/install-deps.sh
 echo "demo: building migmoverd and migmoverctl"
@@ -32,13 +34,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
-start_daemon() {  # name
+start_daemon() {  # name [more flags]
   "$MIGMOVERD" --name="$1" --grpc_socket="$RUN/$1.sock" --fd_socket="$RUN/$1-fd.sock" \
-    --peer_listen=127.0.0.1:0 --port_file="$RUN/$1.port" 2>"$RUN/$1.log" &
+    --peer_listen=127.0.0.1:0 --port_file="$RUN/$1.port" "${@:2}" 2>"$RUN/$1.log" &
   pids+=($!)
 }
-start_daemon source
-start_daemon destination
+if [[ "$TRANSPORT" == dpdk ]]; then
+  memif="migmover-demo-$$"
+  start_daemon destination --dpdk_port="net_memif0,role=server,socket=$memif"
+  start_daemon source --dpdk_port="net_memif0,role=client,socket=$memif"
+else
+  start_daemon source
+  start_daemon destination
+fi
 for _ in $(seq 1 100); do
   [[ -s "$RUN/source.port" && -s "$RUN/destination.port" ]] && break
   sleep 0.1
@@ -55,7 +63,7 @@ echo
 set +e
 "$MIGMOVERCTL" migrate --src_socket="$RUN/source.sock" --dst_socket="$RUN/destination.sock" \
   --peer="$PEER" --devices="$DEVICES" --src_spec="size=$SIZE,dirty_rate=$DIRTY_RATE" \
-  --data_path="$DATA_PATH" --min_precopy_rounds=2 --timeout=300
+  --data_path="$DATA_PATH" --transport="$TRANSPORT" --min_precopy_rounds=2 --timeout=300
 rc=$?
 set -e
 echo
