@@ -55,8 +55,10 @@ absl::StatusOr<std::shared_ptr<SourceSession>> SourceSession::Start(SourceConfig
     }
   }
   config.stream.limiter = std::make_shared<stream::RateLimiter>(config.bandwidth);
-  auto pump_workers = stream::PumpWorker::StartPool(
-      config.workers, entries.size(), BuffersPerDevice(config), config.stream.chunk_size);
+  // A DPDK session's streams run on their own links, not on io_uring pump workers.
+  auto pump_workers =
+      stream::PumpWorker::StartPool(config.dpdk != nullptr ? 0 : config.workers, entries.size(),
+                                    BuffersPerDevice(config), config.stream.chunk_size);
   if (!pump_workers.ok()) {
     registry->Release(config.devices, config.session_id);
     return pump_workers.status();
@@ -232,6 +234,19 @@ stream::DataPath SourceSession::PlannedDataPath(int data_fd) const {
 absl::Status SourceSession::RunDevice(size_t i, stream::DeviceStreamSender** sender_out) {
   DeviceEntry* e = entries_[i];
   DeviceProgress& p = *progress_[i];
+  peer::Hello hello;
+  hello.session_id = id_;
+  hello.device = static_cast<uint32_t>(i);
+  hello.device_count = static_cast<uint32_t>(entries_.size());
+  hello.token = config_.token;
+  std::unique_ptr<stream::DeviceStreamSender> link;
+  if (config_.dpdk != nullptr) {
+    // The link first (it may wait for the port to come up): the destination gives a connection
+    // only a few seconds to say HELLO.
+    hello.link = dpdk::NewLinkId();
+    ASSIGN_OR_RETURN(
+        link, config_.dpdk->OpenSender(hello.link, static_cast<uint32_t>(i), config_.stream));
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<uring::Ring> ring, uring::Ring::Create(64));
   std::vector<UniqueFd> socks;
   for (uint32_t k = 0; k < std::max<uint32_t>(1, config_.streams); ++k) {
@@ -243,17 +258,7 @@ absl::Status SourceSession::RunDevice(size_t i, stream::DeviceStreamSender** sen
   ASSIGN_OR_RETURN(std::unique_ptr<stream::StreamSender> tcp,
                    stream::StreamSender::Create(ring.get(), std::move(socks),
                                                 static_cast<uint32_t>(i), config_.stream));
-  peer::Hello hello;
-  hello.session_id = id_;
-  hello.device = static_cast<uint32_t>(i);
-  hello.device_count = static_cast<uint32_t>(entries_.size());
-  hello.token = config_.token;
-  std::unique_ptr<stream::DeviceStreamSender> link;
-  if (config_.dpdk != nullptr) {
-    hello.link = dpdk::NewLinkId();
-    ASSIGN_OR_RETURN(
-        link, config_.dpdk->OpenSender(hello.link, static_cast<uint32_t>(i), config_.stream));
-  } else if (!pump_workers_.empty()) {
+  if (!link && !pump_workers_.empty()) {
     tcp->set_worker(pump_workers_[i % pump_workers_.size()].get(), BuffersPerDevice(config_));
   }
   stream::DeviceStreamSender* sender = link ? link.get() : tcp.get();
