@@ -30,9 +30,9 @@ struct DeviceRun {
   absl::Time committed;
 };
 
-// Frame buffers per port: the link's window (1024) held by the sender, the receive ring (1024),
-// frames waiting for the reader, and slack for acks.
-constexpr uint32_t kBuffersPerPort = 4095;
+// Frame buffers per port: the link's window held by the sender, the receive ring, frames waiting
+// for the reader, and slack for acks.
+constexpr uint32_t kBuffersPerPort = 2047;
 
 }  // namespace
 
@@ -41,7 +41,7 @@ absl::StatusOr<InProcessResult> RunDpdkLinkInProcess(const std::vector<sim::SimD
   dpdk::EalOptions eal;
   // Two ports per device, each with its pool of 9 KiB frames and memif's rings (as much again),
   // plus DPDK's own needs. Anonymous memory: only what is touched becomes resident.
-  eal.memory_mb = 64 + static_cast<int>(specs.size()) * 2 * 2 * (kBuffersPerPort * 9600 >> 20);
+  eal.memory_mb = 64 + static_cast<int>(specs.size()) * 2 * 2 * (kBuffersPerPort * 33500 >> 20);
   RETURN_IF_ERROR(dpdk::InitEal(eal));
   static std::atomic<int> run_counter{0};
   const int run = run_counter.fetch_add(1);
@@ -71,8 +71,9 @@ absl::StatusOr<InProcessResult> RunDpdkLinkInProcess(const std::vector<sim::SimD
     }
     d.src_port = (*pairs)[i].server.get();
     d.dst_port = (*pairs)[i].client.get();
-    dpdk::LinkOptions lo;
-    lo.link_id = (static_cast<uint64_t>(run) << 32) | (i + 1);
+    const dpdk::LinkOptions lo =
+        dpdk::SessionLinkOptions((static_cast<uint64_t>(run) << 32) | (i + 1), absl::Seconds(30),
+                                 d.src_port->frame_capacity());
     ASSIGN_OR_RETURN(d.src_link, dpdk::ReliableLink::Create(d.src_port, lo));
     ASSIGN_OR_RETURN(d.dst_link, dpdk::ReliableLink::Create(d.dst_port, lo));
     if (auto s = d.src->SetState(MigState::kStop); !s.ok()) return s.status();

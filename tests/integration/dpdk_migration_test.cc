@@ -22,7 +22,6 @@ class DpdkDaemons : public TwoDaemons {
     const std::string sock = absl::StrCat("migmover-it-", ::getpid(), "-", n++);
     dst_flags_.push_back(absl::StrCat("--dpdk_port=net_memif0,role=server,socket=", sock));
     src_flags_.push_back(absl::StrCat("--dpdk_port=net_memif0,role=client,socket=", sock));
-    for (auto* flags : {&src_flags_, &dst_flags_}) flags->push_back("--dpdk_memory_mb=256");
     transport_ = "dpdk";
     TwoDaemons::SetUp();
   }

@@ -40,7 +40,13 @@ absl::StatusOr<std::unique_ptr<DpdkTransport>> DpdkTransport::Start(
   eal.no_huge = !options.hugepages;
   RETURN_IF_ERROR(InitEal(eal));
   auto impl = std::make_unique<Impl>();
-  ASSIGN_OR_RETURN(impl->port, DpdkPort::Open({.devargs = options.devargs}));
+  // Most of DPDK's memory goes to frame buffers: a power of two minus one (what DPDK's pools
+  // size best), between 1023 and 16383.
+  const uint64_t frame = DpdkPort::FrameCapacityFor(options.devargs, 0) + 512;
+  const uint64_t fit = (static_cast<uint64_t>(options.memory_mb) << 20) * 3 / 5 / frame;
+  uint32_t buffers = 1023;
+  while (buffers < 16383 && (buffers * 2 + 1) <= fit) buffers = buffers * 2 + 1;
+  ASSIGN_OR_RETURN(impl->port, DpdkPort::Open({.devargs = options.devargs, .buffers = buffers}));
   impl->mux = std::make_unique<PortMux>(impl->port.get());
   return std::unique_ptr<DpdkTransport>(new DpdkTransport(std::move(impl)));
 }
@@ -54,10 +60,11 @@ absl::StatusOr<std::unique_ptr<stream::DeviceStreamSender>> DpdkTransport::OpenS
     absl::Duration link_wait) {
   RETURN_IF_ERROR(impl_->Up(link_wait));
   ASSIGN_OR_RETURN(std::unique_ptr<FrameIo> io, impl_->mux->Attach(link_id, kSessionLinkWindow));
-  ASSIGN_OR_RETURN(
-      std::unique_ptr<LinkStreamSender> s,
-      LinkStreamSender::Create(std::move(io), SessionLinkOptions(link_id, options.idle_timeout),
-                               device, impl_->StreamOptions(options)));
+  ASSIGN_OR_RETURN(std::unique_ptr<LinkStreamSender> s,
+                   LinkStreamSender::Create(std::move(io),
+                                            SessionLinkOptions(link_id, options.idle_timeout,
+                                                               impl_->port->frame_capacity()),
+                                            device, impl_->StreamOptions(options)));
   return std::unique_ptr<stream::DeviceStreamSender>(std::move(s));
 }
 
@@ -66,10 +73,11 @@ absl::StatusOr<std::unique_ptr<stream::DeviceStreamReceiver>> DpdkTransport::Ope
     absl::Duration link_wait) {
   RETURN_IF_ERROR(impl_->Up(link_wait));
   ASSIGN_OR_RETURN(std::unique_ptr<FrameIo> io, impl_->mux->Attach(link_id, kSessionLinkWindow));
-  ASSIGN_OR_RETURN(
-      std::unique_ptr<LinkStreamReceiver> r,
-      LinkStreamReceiver::Create(std::move(io), SessionLinkOptions(link_id, options.idle_timeout),
-                                 device, impl_->StreamOptions(options)));
+  ASSIGN_OR_RETURN(std::unique_ptr<LinkStreamReceiver> r,
+                   LinkStreamReceiver::Create(std::move(io),
+                                              SessionLinkOptions(link_id, options.idle_timeout,
+                                                                 impl_->port->frame_capacity()),
+                                              device, impl_->StreamOptions(options)));
   return std::unique_ptr<stream::DeviceStreamReceiver>(std::move(r));
 }
 

@@ -11,7 +11,7 @@ namespace migmover::dpdk {
 
 struct EalOptions {
   // Memory DPDK reserves for packet buffers, in MiB.
-  int memory_mb = 256;
+  int memory_mb = 512;
   // Anonymous memory instead of hugepages: works on any machine (vdevs such as net_memif need no
   // physically contiguous memory); set false where hugepages are mounted and a NIC needs them.
   bool no_huge = true;

@@ -126,12 +126,15 @@ absl::Status Idle(uint32_t device, absl::Duration timeout, absl::string_view wai
 
 }  // namespace
 
-LinkOptions SessionLinkOptions(uint64_t link_id, absl::Duration idle_timeout) {
+LinkOptions SessionLinkOptions(uint64_t link_id, absl::Duration idle_timeout,
+                               uint16_t frame_capacity) {
   LinkOptions o;
   o.link_id = link_id;
-  // 4 MiB in flight per stream covers far more than a NIC's bandwidth-delay product, and keeps
-  // eight streams' frames (window plus queue, both ends) within one port's buffer pool.
+  // 2-8 MiB in flight per stream covers far more than a NIC's bandwidth-delay product, and keeps
+  // sixteen streams' frames (window plus queue, at each end) within one port's buffer pool.
   o.window = kSessionLinkWindow;
+  o.ack_every = kSessionLinkWindow / 16;
+  o.mss = static_cast<uint16_t>(frame_capacity - wire::kEthernetHeaderSize - wire::kLinkHeaderSize);
   o.dead_after = std::max(o.dead_after, idle_timeout);
   return o;
 }
@@ -202,9 +205,11 @@ absl::StatusOr<stream::PumpResult> LinkStreamSender::Pump(int data_fd, Phase pha
     size_t got_room = 0;
     for (size_t i = 0; i < pieces; ++i) got_room += room[i].iov_len;
     if (got_room <= wire::kFrameHeaderSize) {
-      // Backpressure: the window is full. Let acks in.
+      // Backpressure: the window is full. Let acks in, and after a while let other threads run
+      // (streams of other devices share the cores).
       link_->Commit(0);
       RETURN_IF_ERROR(PollAndCheckPeer());
+      if (++spins > kSpinsBeforeWait) ::usleep(std::min(20, IdleSleepUs(spins)));
       if (absl::Now() - progress > options_.idle_timeout) {
         return Idle(device_, options_.idle_timeout, "waiting on the peer", *link_);
       }

@@ -43,8 +43,10 @@ struct LinkStreamOptions {
 // The link settings both daemons use for a device stream on link `link_id`: the peer counts as
 // dead only after the stream's idle timeout (a source waiting in PRE_COPY polls its link only
 // when it sends a KEEPALIVE, every quarter of that timeout).
-LinkOptions SessionLinkOptions(uint64_t link_id, absl::Duration idle_timeout);
-inline constexpr uint32_t kSessionLinkWindow = 512;
+// Frames as large as the port's buffers (`frame_capacity`) allow.
+LinkOptions SessionLinkOptions(uint64_t link_id, absl::Duration idle_timeout,
+                               uint16_t frame_capacity);
+inline constexpr uint32_t kSessionLinkWindow = 256;
 
 class LinkStreamSender final : public stream::DeviceStreamSender {
  public:

@@ -20,7 +20,7 @@ struct MemifPair {
 // Ports "net_memif_<tag>s" and "net_memif_<tag>c" on a socket named after `tag` and this process
 // (`tag` must be unique among the pairs open at once), each with `buffers` frame buffers; waits
 // up to 10 s for both links. The EAL must be up. Errors: DpdkPort::Open's and WaitLinkUp's.
-absl::StatusOr<MemifPair> OpenMemifPair(absl::string_view tag, uint32_t buffers = 8191);
+absl::StatusOr<MemifPair> OpenMemifPair(absl::string_view tag, uint32_t buffers = 4095);
 
 }  // namespace migmover::dpdk
 

@@ -22,17 +22,24 @@ absl::Status RteError(absl::string_view call, int rc) {
 
 }  // namespace
 
+uint16_t DpdkPort::FrameCapacityFor(const std::string& devargs, uint16_t requested) {
+  if (requested != 0) return requested;
+  return devargs.rfind("net_memif", 0) == 0 ? 32768 : 9216;
+}
+
 absl::StatusOr<std::unique_ptr<DpdkPort>> DpdkPort::Open(const PortOptions& o) {
   if (!EalInitialized()) {
     return absl::FailedPreconditionError("DPDK port " + o.devargs + ": the EAL is not started");
   }
   const std::string name = o.devargs.substr(0, o.devargs.find(','));
   std::string devargs = o.devargs;
-  if (name.rfind("net_memif", 0) == 0 && devargs.find("bsize=") == std::string::npos) {
+  const bool memif = name.rfind("net_memif", 0) == 0;
+  const uint16_t capacity = FrameCapacityFor(o.devargs, o.frame_capacity);
+  if (memif && devargs.find("bsize=") == std::string::npos) {
     // memif splits a frame larger than its buffers over several ring slots, and DPDK 22.11
     // garbles such frames for good once the ring fills in the middle of one (seen here): one
     // slot per frame.
-    absl::StrAppend(&devargs, ",bsize=", o.frame_capacity);
+    absl::StrAppend(&devargs, ",bsize=", capacity);
   }
   if (name.empty()) return absl::InvalidArgumentError("DPDK port: empty devargs");
   uint16_t port = 0;
@@ -61,16 +68,15 @@ absl::StatusOr<std::unique_ptr<DpdkPort>> DpdkPort::Open(const PortOptions& o) {
       // while one is preempted in the middle of a put (seen here: four receivers spinning in
       // rte_pktmbuf_free for seconds on 2 cores). No per-lcore cache: our threads have none.
       rte_pktmbuf_pool_create_by_ops(pool_name.c_str(), o.buffers, 0, 0,
-                                     RTE_PKTMBUF_HEADROOM + o.frame_capacity,
-                                     rte_eth_dev_socket_id(port), "lf_stack");
+                                     RTE_PKTMBUF_HEADROOM + capacity, rte_eth_dev_socket_id(port),
+                                     "lf_stack");
   if (pool == nullptr) {
     undo();
-    return RteError(
-        absl::StrCat("rte_pktmbuf_pool_create(", o.buffers, " x ", o.frame_capacity, " bytes)"), 0);
+    return RteError(absl::StrCat("rte_pktmbuf_pool_create(", o.buffers, " x ", capacity, " bytes)"),
+                    0);
   }
-  std::unique_ptr<DpdkPort> p(new DpdkPort(port, name, created, pool, o.frame_capacity));
-  p->reconnects_ =
-      name.rfind("net_memif", 0) == 0 && devargs.find("role=client") != std::string::npos;
+  std::unique_ptr<DpdkPort> p(new DpdkPort(port, name, created, pool, capacity));
+  p->reconnects_ = memif && devargs.find("role=client") != std::string::npos;
   rte_eth_conf conf{};
   if (int rc = rte_eth_dev_configure(port, 1, 1, &conf); rc != 0) {
     return RteError(absl::StrCat("rte_eth_dev_configure(", name, ")"), rc);

@@ -384,7 +384,7 @@ TEST(EalTest, RestartWithOtherOptionsIsRefused) {
   ASSERT_TRUE(InitEal(EalOptions{}).ok());
   EXPECT_TRUE(InitEal(EalOptions{}).ok()) << "the same options again are fine";
   EalOptions other;
-  other.memory_mb = 512;
+  other.memory_mb = 1024;
   const absl::Status st = InitEal(other);
   EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition) << st;
 }
