@@ -41,6 +41,12 @@ absl::StatusOr<std::unique_ptr<DpdkPort>> DpdkPort::Open(const PortOptions& o) {
     // slot per frame.
     absl::StrAppend(&devargs, ",bsize=", capacity);
   }
+  if (memif && devargs.find("rsize=") == std::string::npos) {
+    // 512 slots each way (16 MiB of 32 KiB frames) instead of memif's 1024: measured here, one
+    // stream 0.97-0.98 of loopback TCP (1024: 1.00-1.03, 256: 0.89-0.95), four 0.82-0.83
+    // (1024: 0.75-0.78), 20 MB less resident per daemon.
+    absl::StrAppend(&devargs, ",rsize=9");
+  }
   if (name.empty()) return absl::InvalidArgumentError("DPDK port: empty devargs");
   uint16_t port = 0;
   bool created = false;
