@@ -60,17 +60,11 @@ absl::StatusOr<InProcessResult> RunDpdkLinkInProcess(const std::vector<sim::SimD
     sim::SimDeviceSpec dst_spec;
     dst_spec.state_size = specs[i].state_size;
     ASSIGN_OR_RETURN(d.dst, sim::OpenSimulatedDevice(dst_spec));
-    // Ports live as long as the process and serve every run: DPDK 22.11's memif crashed in
-    // its control thread when pairs were torn down and created again in one process (seen
-    // here). Each run's links get new ids, so nothing of an earlier run is taken for its own.
-    static std::vector<dpdk::MemifPair>* pairs = new std::vector<dpdk::MemifPair>;
-    if (pairs->size() <= i) {
-      ASSIGN_OR_RETURN(dpdk::MemifPair pair,
-                       dpdk::OpenMemifPair(absl::StrCat("bench", i), kBuffersPerPort));
-      pairs->push_back(std::move(pair));
-    }
-    d.src_port = (*pairs)[i].server.get();
-    d.dst_port = (*pairs)[i].client.get();
+    // Kept across runs (memif_pair.h says why); each run's links get new ids.
+    ASSIGN_OR_RETURN(dpdk::MemifPair * pair,
+                     dpdk::KeptMemifPair(absl::StrCat("bench", i), kBuffersPerPort));
+    d.src_port = pair->server.get();
+    d.dst_port = pair->client.get();
     const dpdk::LinkOptions lo =
         dpdk::SessionLinkOptions((static_cast<uint64_t>(run) << 32) | (i + 1), absl::Seconds(30),
                                  d.src_port->frame_capacity());

@@ -24,6 +24,15 @@ struct DpdkTransport::Impl {
                                                up.message(), ")"));
   }
 
+  // A new link's io on the port, and the settings of a session stream on it.
+  absl::StatusOr<std::unique_ptr<FrameIo>> Attach(uint64_t link_id, absl::Duration wait) {
+    RETURN_IF_ERROR(Up(wait));
+    return mux->Attach(link_id, kSessionLinkWindow);
+  }
+  LinkOptions Link(uint64_t link_id, const stream::StreamOptions& o) const {
+    return SessionLinkOptions(link_id, o.idle_timeout, port->frame_capacity());
+  }
+
   LinkStreamOptions StreamOptions(const stream::StreamOptions& o) const {
     LinkStreamOptions l;
     l.chunk_size = o.chunk_size;
@@ -58,26 +67,20 @@ DpdkTransport::~DpdkTransport() = default;
 absl::StatusOr<std::unique_ptr<stream::DeviceStreamSender>> DpdkTransport::OpenSender(
     uint64_t link_id, uint32_t device, const stream::StreamOptions& options,
     absl::Duration link_wait) {
-  RETURN_IF_ERROR(impl_->Up(link_wait));
-  ASSIGN_OR_RETURN(std::unique_ptr<FrameIo> io, impl_->mux->Attach(link_id, kSessionLinkWindow));
+  ASSIGN_OR_RETURN(std::unique_ptr<FrameIo> io, impl_->Attach(link_id, link_wait));
   ASSIGN_OR_RETURN(std::unique_ptr<LinkStreamSender> s,
-                   LinkStreamSender::Create(std::move(io),
-                                            SessionLinkOptions(link_id, options.idle_timeout,
-                                                               impl_->port->frame_capacity()),
-                                            device, impl_->StreamOptions(options)));
+                   LinkStreamSender::Create(std::move(io), impl_->Link(link_id, options), device,
+                                            impl_->StreamOptions(options)));
   return std::unique_ptr<stream::DeviceStreamSender>(std::move(s));
 }
 
 absl::StatusOr<std::unique_ptr<stream::DeviceStreamReceiver>> DpdkTransport::OpenReceiver(
     uint64_t link_id, uint32_t device, const stream::StreamOptions& options,
     absl::Duration link_wait) {
-  RETURN_IF_ERROR(impl_->Up(link_wait));
-  ASSIGN_OR_RETURN(std::unique_ptr<FrameIo> io, impl_->mux->Attach(link_id, kSessionLinkWindow));
+  ASSIGN_OR_RETURN(std::unique_ptr<FrameIo> io, impl_->Attach(link_id, link_wait));
   ASSIGN_OR_RETURN(std::unique_ptr<LinkStreamReceiver> r,
-                   LinkStreamReceiver::Create(std::move(io),
-                                              SessionLinkOptions(link_id, options.idle_timeout,
-                                                                 impl_->port->frame_capacity()),
-                                              device, impl_->StreamOptions(options)));
+                   LinkStreamReceiver::Create(std::move(io), impl_->Link(link_id, options), device,
+                                              impl_->StreamOptions(options)));
   return std::unique_ptr<stream::DeviceStreamReceiver>(std::move(r));
 }
 

@@ -2,6 +2,9 @@
 
 #include <unistd.h>
 
+#include <map>
+#include <mutex>
+
 #include "absl/strings/str_cat.h"
 #include "transport/base/status_macros.h"
 
@@ -21,6 +24,18 @@ absl::StatusOr<MemifPair> OpenMemifPair(absl::string_view tag, uint32_t buffers)
   RETURN_IF_ERROR(p.server->WaitLinkUp(absl::Seconds(10)));
   RETURN_IF_ERROR(p.client->WaitLinkUp(absl::Seconds(10)));
   return p;
+}
+
+absl::StatusOr<MemifPair*> KeptMemifPair(absl::string_view tag, uint32_t buffers) {
+  static std::mutex mu;
+  static auto* kept = new std::map<std::string, MemifPair, std::less<>>;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = kept->find(tag);
+  if (it == kept->end()) {
+    ASSIGN_OR_RETURN(MemifPair pair, OpenMemifPair(tag, buffers));
+    it = kept->emplace(std::string(tag), std::move(pair)).first;
+  }
+  return &it->second;
 }
 
 }  // namespace migmover::dpdk

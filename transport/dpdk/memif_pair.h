@@ -22,6 +22,11 @@ struct MemifPair {
 // up to 10 s for both links. The EAL must be up. Errors: DpdkPort::Open's and WaitLinkUp's.
 absl::StatusOr<MemifPair> OpenMemifPair(absl::string_view tag, uint32_t buffers = 4095);
 
+// The pair `tag`, opened on first use and kept for the life of the process: DPDK 22.11's memif
+// crashed in its control thread when pairs were torn down and created again in one process
+// (seen here), so tests and the bench reuse theirs, giving each use new link ids. Thread-safe.
+absl::StatusOr<MemifPair*> KeptMemifPair(absl::string_view tag, uint32_t buffers = 4095);
+
 }  // namespace migmover::dpdk
 
 #endif  // MIGMOVER_TRANSPORT_DPDK_MEMIF_PAIR_H_

@@ -19,14 +19,10 @@ uint8_t Pattern(uint64_t link, uint64_t i) {
 }
 
 MemifPair* Shared() {
-  // One pair per process: see api/DPDK_LINK.md, "Ports".
-  static MemifPair* pair = [] {
-    EXPECT_TRUE(InitEal(EalOptions{}).ok());
-    auto p = OpenMemifPair("mux");
-    EXPECT_TRUE(p.ok()) << p.status();
-    return p.ok() ? new MemifPair(std::move(*p)) : nullptr;
-  }();
-  return pair;
+  EXPECT_TRUE(InitEal(EalOptions{}).ok());
+  auto p = KeptMemifPair("mux");
+  EXPECT_TRUE(p.ok()) << p.status();
+  return p.ok() ? *p : nullptr;
 }
 
 TEST(PortMuxTest, FourLinksAtOnceEachByteExact) {

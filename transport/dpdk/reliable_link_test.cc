@@ -97,17 +97,10 @@ class ReliableLinkTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(InitEal(EalOptions{}).ok());
-    // One pair for the whole binary: DPDK 22.11's memif crashed in its control thread when
-    // pairs were torn down and created again in one process (seen here). Each test uses a new
-    // link id instead, so frames a previous test left in flight are ignored.
-    static MemifPair* pair = [] {
-      auto p = OpenMemifPair("link");
-      EXPECT_TRUE(p.ok()) << p.status();
-      return p.ok() ? new MemifPair(std::move(*p)) : nullptr;
-    }();
-    ASSERT_NE(pair, nullptr);
-    a_ = pair->server.get();
-    b_ = pair->client.get();
+    auto pair = KeptMemifPair("link");
+    ASSERT_TRUE(pair.ok()) << pair.status();
+    a_ = (*pair)->server.get();
+    b_ = (*pair)->client.get();
     link_id_ = next_link_id_++;
   }
 
