@@ -58,17 +58,13 @@ class LinkStreamSender final : public stream::DeviceStreamSender {
                                                                   uint32_t device,
                                                                   const LinkStreamOptions& options);
 
-  // As StreamSender::Pump: moves up to `max_bytes` from `data_fd` as DATA frames of `phase`
-  // until the fd ends, the budget is spent, or `stop` is raised. Errors: the read's errno naming
-  // the call; Aborted with the destination's message if it gave up; Unavailable when the link
-  // died; DeadlineExceeded after the idle timeout; Cancelled.
+  // The stream::DeviceStreamSender contract; besides its errors, Unavailable when the link died.
   absl::StatusOr<stream::PumpResult> Pump(int data_fd, wire::Phase phase, uint64_t max_bytes,
                                           const std::atomic<bool>& stop,
                                           const std::atomic<bool>& cancel) override;
   absl::Status EndPhase(wire::Phase phase) override;
   absl::Status Keepalive() override;
   absl::Status EndStream() override;
-  // The destination's verdict: OK only for COMMIT with code 0.
   absl::Status AwaitCommit(absl::Duration timeout, const std::atomic<bool>& cancel) override;
   void SendError(absl::Status why) override;
 
@@ -101,14 +97,10 @@ class LinkStreamReceiver final : public stream::DeviceStreamReceiver {
       std::unique_ptr<FrameIo> io, const LinkOptions& link_options, uint32_t device,
       const LinkStreamOptions& options);
 
-  // As StreamReceiver::Receive: writes every DATA payload into `data_fd` in order until
-  // END_STREAM, then checks the total and digest. Errors: DataLoss for a malformed or
-  // out-of-sequence frame or a total/digest that disagrees; Aborted with the source's message on
-  // ERROR; the write's errno naming the call; Unavailable when the link died; DeadlineExceeded;
-  // Cancelled.
+  // The stream::DeviceStreamReceiver contract (the digest is always checked: every byte passes
+  // through userspace); Unavailable also when the link died.
   absl::StatusOr<stream::ReceiveResult> Receive(int data_fd,
                                                 const std::atomic<bool>& cancel) override;
-  // COMMIT carrying `result` (code 0 = committed); waits until the source has it or `linger`.
   absl::Status SendCommit(const absl::Status& result,
                           absl::Duration linger = absl::Seconds(2)) override;
 
