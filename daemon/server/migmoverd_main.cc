@@ -69,6 +69,9 @@ ABSL_FLAG(int32_t, dpdk_memory_mb, 512,
           "Memory DPDK reserves for its frame buffers, in MiB (anonymous memory unless "
           "--dpdk_hugepages).");
 ABSL_FLAG(bool, dpdk_hugepages, false, "Back DPDK's memory with hugepages (a NIC needs them).");
+ABSL_FLAG(uint32_t, dpdk_queues, 4,
+          "Queue pairs on the DPDK port (1..16); a session's devices spread over them. Give both "
+          "daemons of a pair the same count.");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
 ABSL_FLAG(std::string, name, "migmoverd", "Name shown in every log line.");
 
@@ -164,10 +167,11 @@ int main(int argc, char** argv) {
 
   std::unique_ptr<migmover::dpdk::DpdkTransport> dpdk;
   if (!absl::GetFlag(FLAGS_dpdk_port).empty()) {
-    auto started =
-        migmover::dpdk::DpdkTransport::Start({.devargs = absl::GetFlag(FLAGS_dpdk_port),
-                                              .memory_mb = absl::GetFlag(FLAGS_dpdk_memory_mb),
-                                              .hugepages = absl::GetFlag(FLAGS_dpdk_hugepages)});
+    auto started = migmover::dpdk::DpdkTransport::Start(
+        {.devargs = absl::GetFlag(FLAGS_dpdk_port),
+         .memory_mb = absl::GetFlag(FLAGS_dpdk_memory_mb),
+         .hugepages = absl::GetFlag(FLAGS_dpdk_hugepages),
+         .queues = static_cast<uint16_t>(std::clamp(absl::GetFlag(FLAGS_dpdk_queues), 1u, 16u))});
     if (!started.ok()) return Fail(started.status());
     dpdk = std::move(*started);
     defaults.dpdk = dpdk.get();

@@ -243,7 +243,7 @@ absl::Status SourceSession::RunDevice(size_t i, stream::DeviceStreamSender** sen
   if (config_.dpdk != nullptr) {
     // The link first (it may wait for the port to come up): the destination gives a connection
     // only a few seconds to say HELLO.
-    hello.link = dpdk::NewLinkId();
+    hello.link = config_.dpdk->NewLinkId(static_cast<uint32_t>(i));
     ASSIGN_OR_RETURN(
         link, config_.dpdk->OpenSender(hello.link, static_cast<uint32_t>(i), config_.stream));
   }

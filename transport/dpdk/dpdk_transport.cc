@@ -91,10 +91,13 @@ std::string DpdkTransport::Describe() const {
                          mac.addr_bytes[4], mac.addr_bytes[5]);
 }
 
-uint32_t NewLinkId() {
+uint32_t DpdkTransport::NewLinkId(uint32_t spread) const {
+  const uint32_t queues = impl_->port->queues();
   uint32_t id = 0;
   while (id == 0) {
-    if (::getrandom(&id, sizeof(id), 0) != sizeof(id)) id = 0;
+    uint32_t r = 0;
+    if (::getrandom(&r, sizeof(r), 0) != sizeof(r)) continue;
+    id = r - r % queues + spread % queues;
   }
   return id;
 }

@@ -21,6 +21,9 @@ struct DpdkTransportOptions {
   // Memory for DPDK's buffers, in MiB (anonymous memory unless `hugepages`).
   int memory_mb = 512;
   bool hugepages = false;
+  // Queue pairs on the port; a stream's link uses queue (link id mod queues), and NewLinkId
+  // spreads a session's devices over them. Both daemons of a pair should use the same count.
+  uint16_t queues = 4;
 };
 
 class DpdkTransport {
@@ -42,17 +45,18 @@ class DpdkTransport {
       uint64_t link_id, uint32_t device, const stream::StreamOptions& options,
       absl::Duration link_wait = absl::Seconds(10));
 
-  // "net_memif0 (02:..:..)": for logs.
+  // "net_memif0 (02:..:..), 4 queues": for logs.
   std::string Describe() const;
+
+  // A fresh random link id (never 0) whose queue is `spread` mod the port's queues: devices
+  // 0, 1, 2, ... of a session land on different queues.
+  uint32_t NewLinkId(uint32_t spread) const;
 
  private:
   struct Impl;
   explicit DpdkTransport(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
-
-// A fresh random link id (never 0) for a new stream.
-uint32_t NewLinkId();
 
 }  // namespace migmover::dpdk
 

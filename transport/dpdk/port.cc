@@ -5,6 +5,7 @@
 #include <rte_errno.h>
 #include <rte_ethdev.h>
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
 #include <thread>
@@ -84,7 +85,9 @@ absl::StatusOr<std::unique_ptr<DpdkPort>> DpdkPort::Open(const PortOptions& o) {
   std::unique_ptr<DpdkPort> p(new DpdkPort(port, name, created, pool, capacity));
   p->reconnects_ = memif && devargs.find("role=client") != std::string::npos;
   rte_eth_conf conf{};
-  if (int rc = rte_eth_dev_configure(port, 1, 1, &conf); rc != 0) {
+  const uint16_t nq = std::max<uint16_t>(1, o.queues);
+  p->queues_ = nq;
+  if (int rc = rte_eth_dev_configure(port, nq, nq, &conf); rc != 0) {
     return RteError(absl::StrCat("rte_eth_dev_configure(", name, ")"), rc);
   }
   uint16_t rx = o.ring_size, tx = o.ring_size;
@@ -92,11 +95,17 @@ absl::StatusOr<std::unique_ptr<DpdkPort>> DpdkPort::Open(const PortOptions& o) {
     return RteError(absl::StrCat("rte_eth_dev_adjust_nb_rx_tx_desc(", name, ")"), rc);
   }
   const int socket = rte_eth_dev_socket_id(port);
-  if (int rc = rte_eth_rx_queue_setup(port, 0, rx, socket, nullptr, pool); rc != 0) {
-    return RteError(absl::StrCat("rte_eth_rx_queue_setup(", name, ", ", rx, " descriptors)"), rc);
-  }
-  if (int rc = rte_eth_tx_queue_setup(port, 0, tx, socket, nullptr); rc != 0) {
-    return RteError(absl::StrCat("rte_eth_tx_queue_setup(", name, ", ", tx, " descriptors)"), rc);
+  for (uint16_t q = 0; q < nq; ++q) {
+    if (int rc = rte_eth_rx_queue_setup(port, q, rx, socket, nullptr, pool); rc != 0) {
+      return RteError(
+          absl::StrCat("rte_eth_rx_queue_setup(", name, ", queue ", q, ", ", rx, " descriptors)"),
+          rc);
+    }
+    if (int rc = rte_eth_tx_queue_setup(port, q, tx, socket, nullptr); rc != 0) {
+      return RteError(
+          absl::StrCat("rte_eth_tx_queue_setup(", name, ", queue ", q, ", ", tx, " descriptors)"),
+          rc);
+    }
   }
   // A memif client cannot start while its server is not there yet (DPDK 22.11 says EPERM):
   // daemons start in any order, so WaitLinkUp starts the port again until it comes up.
@@ -158,13 +167,17 @@ absl::Status DpdkPort::WaitLinkUp(absl::Duration timeout) {
   }
 }
 
-uint16_t DpdkPort::Receive(rte_mbuf** frames, uint16_t n) {
-  return rte_eth_rx_burst(port_, 0, frames, n);
+uint16_t DpdkPort::Receive(rte_mbuf** frames, uint16_t n) { return ReceiveOn(0, frames, n); }
+
+uint16_t DpdkPort::ReceiveOn(uint16_t queue, rte_mbuf** frames, uint16_t n) {
+  return rte_eth_rx_burst(port_, queue, frames, n);
 }
 
-uint16_t DpdkPort::Transmit(rte_mbuf** frames, uint16_t n) {
-  return rte_eth_tx_burst(port_, 0, frames, n);
+uint16_t DpdkPort::TransmitOn(uint16_t queue, rte_mbuf** frames, uint16_t n) {
+  return rte_eth_tx_burst(port_, queue, frames, n);
 }
+
+uint16_t DpdkPort::Transmit(rte_mbuf** frames, uint16_t n) { return TransmitOn(0, frames, n); }
 
 rte_mbuf* DpdkPort::Alloc() { return rte_pktmbuf_alloc(pool_); }
 

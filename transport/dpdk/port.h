@@ -40,7 +40,10 @@ struct PortOptions {
   // start (EalOptions::vdevs) is found by its name; otherwise the device is created here.
   std::string devargs;
   uint16_t ring_size = 1024;  // Descriptors per queue.
-  uint32_t buffers = 8191;    // Frame buffers in the pool (the link's window draws from it).
+  // Receive/transmit queue pairs. A memif peer receives on the queue a frame was sent on, so
+  // links spread over queues poll without sharing one (both ends should use the same count).
+  uint16_t queues = 1;
+  uint32_t buffers = 8191;  // Frame buffers in the pool (the link's window draws from it).
   // Bytes per frame buffer (Ethernet header included). 0: 32768 for net_memif (shared memory
   // has no MTU, and 4x fewer frames than jumbo frames measured 0.87 -> 0.97 of loopback TCP
   // here), 9216 (jumbo) for anything else.
@@ -52,7 +55,7 @@ class DpdkPort final : public FrameIo {
   // The frame capacity Open gives a port for `devargs` when asked for `requested` (0 = auto).
   static uint16_t FrameCapacityFor(const std::string& devargs, uint16_t requested);
 
-  // Creates (or finds) the device, configures one queue each way, starts it (or leaves that to
+  // Creates (or finds) the device, configures its queue pairs, starts it (or leaves that to
   // WaitLinkUp when the device cannot start yet). The EAL must be up
   // (InitEal). Errors: FailedPrecondition without the EAL; InvalidArgument for devargs DPDK
   // refuses; Internal naming the rte_ call and DPDK's reason otherwise.
@@ -67,8 +70,12 @@ class DpdkPort final : public FrameIo {
   // DeadlineExceeded after `timeout`. Thread-safe.
   absl::Status WaitLinkUp(absl::Duration timeout);
 
+  // On queue 0; ReceiveOn/TransmitOn name the queue. One thread per queue at a time.
   uint16_t Receive(rte_mbuf** frames, uint16_t n) override;
   uint16_t Transmit(rte_mbuf** frames, uint16_t n) override;
+  uint16_t ReceiveOn(uint16_t queue, rte_mbuf** frames, uint16_t n);
+  uint16_t TransmitOn(uint16_t queue, rte_mbuf** frames, uint16_t n);
+  uint16_t queues() const { return queues_; }
   rte_mbuf* Alloc() override;
   uint16_t frame_capacity() const override { return frame_capacity_; }
   rte_ether_addr mac() const override { return mac_; }
@@ -85,6 +92,7 @@ class DpdkPort final : public FrameIo {
   const bool created_;
   rte_mempool* const pool_;
   const uint16_t frame_capacity_;
+  uint16_t queues_ = 1;
   rte_ether_addr mac_{};
   std::mutex start_mu_;
   std::atomic<bool> started_{false};

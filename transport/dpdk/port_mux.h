@@ -1,7 +1,8 @@
 // PortMux: many links over one DPDK port. A daemon has one port; every device stream of every
-// session runs its own ReliableLink on it, told apart by link id. Each link's thread polls the
-// port through its own FrameIo: whichever thread polls takes a burst off the port and hands each
-// frame to the queue of the link it belongs to, then takes its own.
+// session runs its own ReliableLink on it, told apart by link id. A link sends and receives on
+// queue pair (link id mod queues); each link's thread polls through its own FrameIo: whichever
+// thread polls a queue takes a burst off it and hands each frame to the link it belongs to (on
+// whatever queue that link lives), then takes its own.
 #ifndef MIGMOVER_TRANSPORT_DPDK_PORT_MUX_H_
 #define MIGMOVER_TRANSPORT_DPDK_PORT_MUX_H_
 
@@ -13,6 +14,7 @@
 #include <mutex>
 #include <shared_mutex>
 #include <unordered_map>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "transport/dpdk/port.h"
@@ -21,7 +23,7 @@ namespace migmover::dpdk {
 
 class PortMux {
  public:
-  // `port` must outlive the mux and every FrameIo it hands out.
+  // Serves every queue pair of `port`, which must outlive the mux and every FrameIo it hands out.
   explicit PortMux(DpdkPort* port);
   ~PortMux();
   PortMux(const PortMux&) = delete;
@@ -40,16 +42,19 @@ class PortMux {
 
  private:
   class LinkIo;
-  // Takes one burst off the port and sorts it into the links' queues, unless another thread is
+  struct Queue {
+    std::mutex rx_mu, tx_mu;
+  };
+  // Takes one burst off queue `q` and sorts it into the links' queues, unless another thread is
   // doing so right now.
-  void Distribute();
+  void Distribute(uint16_t q);
   void Detach(uint64_t link_id);
-  uint16_t TransmitLocked(rte_mbuf** frames, uint16_t n);
+  uint16_t TransmitLocked(uint16_t q, rte_mbuf** frames, uint16_t n);
 
   DpdkPort* const port_;
+  std::vector<std::unique_ptr<Queue>> queues_;
   std::shared_mutex links_mu_;
   std::unordered_map<uint64_t, rte_ring*> links_;
-  std::mutex rx_mu_, tx_mu_;
   std::atomic<uint64_t> unclaimed_{0};
 };
 
