@@ -231,14 +231,16 @@ size_t ReliableLink::Read(std::span<uint8_t> out) {
 }
 
 void ReliableLink::OnAck(uint32_t ack, uint32_t window, uint32_t flags, int64_t now) {
-  // An ack past what was ever sent is not ours to trust.
-  if (SeqLt(snd_sent_, ack) || SeqLt(ack, snd_una_)) return;
+  // An ack past what was ever sent is not ours to trust. "Ever": after going back, snd_sent_ is
+  // behind frames the peer may already hold, and their acks must still count.
+  if (SeqLt(snd_max_, ack) || SeqLt(ack, snd_una_)) return;
   if (ack != snd_una_) {
     for (uint32_t s = snd_una_; s != ack; ++s) {
       rte_pktmbuf_free(tx_[s & mask_]);
       tx_[s & mask_] = nullptr;
     }
     snd_una_ = ack;
+    if (SeqLt(snd_sent_, snd_una_)) snd_sent_ = snd_una_;
     progress_ns_ = now;
     backoff_ = 0;
     if (recovering_ && !SeqLt(snd_una_, recover_until_)) recovering_ = false;
@@ -349,6 +351,7 @@ void ReliableLink::Transmit(int64_t now) {
     const uint16_t sent = io_->Transmit(burst, n);
     for (uint16_t i = sent; i < n; ++i) rte_mbuf_refcnt_update(burst[i], -1);
     snd_sent_ += sent;
+    if (SeqLt(snd_max_, snd_sent_)) snd_max_ = snd_sent_;
     stats_.frames_sent += sent;
     if (sent > 0) sent_ns_ = now;
     if (sent < n) break;  // The port's queue is full: the rest go next Poll.

@@ -129,6 +129,7 @@ class ReliableLink {
   // been transmitted. The last one may still be open (being filled).
   std::vector<rte_mbuf*> tx_;
   uint32_t snd_una_ = 0, snd_sent_ = 0, snd_nxt_ = 0;
+  uint32_t snd_max_ = 0;  // One past the furthest frame ever transmitted.
   bool open_ = false;
   std::vector<rte_mbuf*> reserved_;  // New frames handed out by Reserve, not yet committed.
   std::vector<rte_mbuf*> spare_;     // Reserved, then not needed: the next Reserve's first.

@@ -93,6 +93,41 @@ class CorruptingIo final : public FrameIo {
   std::function<bool()> pick_;
 };
 
+// A port whose transmissions can be blocked (a full queue) or held back and released later (a
+// slow wire).
+class GateIo final : public FrameIo {
+ public:
+  explicit GateIo(FrameIo* inner) : inner_(inner) {}
+  ~GateIo() override {
+    for (rte_mbuf* m : held_) rte_pktmbuf_free(m);
+  }
+  uint16_t Receive(rte_mbuf** f, uint16_t n) override { return inner_->Receive(f, n); }
+  uint16_t Transmit(rte_mbuf** f, uint16_t n) override {
+    if (blocked) return 0;
+    if (hold) {
+      held_.insert(held_.end(), f, f + n);
+      return n;
+    }
+    return inner_->Transmit(f, n);
+  }
+  void Release() {
+    hold = false;
+    while (!held_.empty()) {
+      rte_mbuf* m = held_.front();
+      if (inner_->Transmit(&m, 1) != 1) break;
+      held_.erase(held_.begin());
+    }
+  }
+  rte_mbuf* Alloc() override { return inner_->Alloc(); }
+  uint16_t frame_capacity() const override { return inner_->frame_capacity(); }
+  rte_ether_addr mac() const override { return inner_->mac(); }
+  bool blocked = false, hold = false;
+
+ private:
+  FrameIo* inner_;
+  std::vector<rte_mbuf*> held_;
+};
+
 class ReliableLinkTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -231,6 +266,39 @@ TEST_F(ReliableLinkTest, LostAcksWhileTheReaderLagsNeverWedgeTheLink) {
   int round = 0;
   Move(**tx, **rx, 2ull << 20, [&] { return ++round % 10 == 0; });
   EXPECT_GT((*tx)->stats().frames_retransmitted, 0u);
+}
+
+TEST_F(ReliableLinkTest, AcksForFramesSentBeforeGoingBackStillCount) {
+  // The sender goes back (its acks are late) while its port queue is full, so it cannot resend
+  // anything; the late acks then arrive. They acknowledge frames it did send, and must count:
+  // refusing them left a sender whose peer advertised no room wedged for good.
+  GateIo tx_io(a_), rx_io(b_);
+  LinkOptions o = Options();
+  o.window = 8;
+  auto tx = ReliableLink::Create(&tx_io, o);
+  auto rx = ReliableLink::Create(&rx_io, o);
+  ASSERT_TRUE(tx.ok() && rx.ok());
+  std::vector<uint8_t> data(8 * o.mss, 3);
+  ASSERT_EQ((*tx)->Write({data.data(), data.size()}), data.size());
+  rx_io.hold = true;  // The receiver's acks are late.
+  ASSERT_TRUE((*tx)->Poll().ok());
+  for (int i = 0; i < 1000 && (*rx)->stats().frames_received < 8; ++i) {
+    ASSERT_TRUE((*rx)->Poll().ok());
+    ASSERT_TRUE((*tx)->Poll().ok());  // Resends what a port just up may have dropped.
+    ::usleep(100);
+  }
+  ASSERT_EQ((*rx)->stats().frames_received, 8u);
+  tx_io.blocked = true;  // The sender's queue is full: going back resends nothing.
+  ::usleep(absl::ToInt64Microseconds(o.retransmit_after) * 3);
+  ASSERT_TRUE((*tx)->Poll().ok());
+  EXPECT_GT((*tx)->stats().frames_retransmitted, 0u) << "the timer must have fired";
+  rx_io.Release();
+  for (int i = 0; i < 1000 && !(*tx)->AllAcknowledged(); ++i) {
+    ASSERT_TRUE((*tx)->Poll().ok());
+    ::usleep(100);
+  }
+  EXPECT_TRUE((*tx)->AllAcknowledged()) << (*tx)->DebugState();
+  tx_io.blocked = false;
 }
 
 TEST_F(ReliableLinkTest, CorruptedFramesAreRefusedAndSentAgain) {
