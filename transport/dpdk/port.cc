@@ -9,6 +9,7 @@
 #include <atomic>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "transport/dpdk/eal.h"
@@ -67,25 +68,36 @@ absl::StatusOr<std::unique_ptr<DpdkPort>> DpdkPort::Open(const PortOptions& o) {
   auto undo = [&] {
     if (created) rte_vdev_uninit(name.c_str());
   };
-  static std::atomic<int> pools{0};
-  const std::string pool_name = absl::StrCat("mm", port, "_", pools.fetch_add(1));
-  rte_mempool* pool =
-      // The lock-free stack: our polling threads are ordinary threads that the kernel may
-      // preempt anywhere, and DPDK's default ring-backed pool makes every other thread spin
-      // while one is preempted in the middle of a put (seen here: four receivers spinning in
-      // rte_pktmbuf_free for seconds on 2 cores). No per-lcore cache: our threads have none.
-      rte_pktmbuf_pool_create_by_ops(pool_name.c_str(), o.buffers, 0, 0,
-                                     RTE_PKTMBUF_HEADROOM + capacity, rte_eth_dev_socket_id(port),
-                                     "lf_stack");
-  if (pool == nullptr) {
-    undo();
-    return RteError(absl::StrCat("rte_pktmbuf_pool_create(", o.buffers, " x ", capacity, " bytes)"),
-                    0);
+  // A pool per queue pair: links on different queues never touch the same pool head.
+  const uint16_t nq = std::max<uint16_t>(1, o.queues);
+  const uint32_t per_queue = std::max<uint32_t>(511, o.buffers / nq);
+  std::vector<rte_mempool*> pools;
+  auto free_pools = [&] {
+    for (rte_mempool* m : pools) rte_mempool_free(m);
+  };
+  static std::atomic<int> made{0};
+  for (uint16_t q = 0; q < nq; ++q) {
+    const std::string pool_name = absl::StrCat("mm", port, "_", made.fetch_add(1));
+    rte_mempool* pool =
+        // The lock-free stack: our polling threads are ordinary threads that the kernel may
+        // preempt anywhere, and DPDK's default ring-backed pool makes every other thread spin
+        // while one is preempted in the middle of a put (seen here: four receivers spinning in
+        // rte_pktmbuf_free for seconds on 2 cores). No per-lcore cache: our threads have none.
+        rte_pktmbuf_pool_create_by_ops(pool_name.c_str(), per_queue, 0, 0,
+                                       RTE_PKTMBUF_HEADROOM + capacity, rte_eth_dev_socket_id(port),
+                                       "lf_stack");
+    if (pool == nullptr) {
+      const absl::Status err = RteError(
+          absl::StrCat("rte_pktmbuf_pool_create(", per_queue, " x ", capacity, " bytes)"), 0);
+      free_pools();
+      undo();
+      return err;
+    }
+    pools.push_back(pool);
   }
-  std::unique_ptr<DpdkPort> p(new DpdkPort(port, name, created, pool, capacity));
+  std::unique_ptr<DpdkPort> p(new DpdkPort(port, name, created, pools, capacity));
   p->reconnects_ = memif && devargs.find("role=client") != std::string::npos;
   rte_eth_conf conf{};
-  const uint16_t nq = std::max<uint16_t>(1, o.queues);
   p->queues_ = nq;
   if (int rc = rte_eth_dev_configure(port, nq, nq, &conf); rc != 0) {
     return RteError(absl::StrCat("rte_eth_dev_configure(", name, ")"), rc);
@@ -96,7 +108,7 @@ absl::StatusOr<std::unique_ptr<DpdkPort>> DpdkPort::Open(const PortOptions& o) {
   }
   const int socket = rte_eth_dev_socket_id(port);
   for (uint16_t q = 0; q < nq; ++q) {
-    if (int rc = rte_eth_rx_queue_setup(port, q, rx, socket, nullptr, pool); rc != 0) {
+    if (int rc = rte_eth_rx_queue_setup(port, q, rx, socket, nullptr, pools[q]); rc != 0) {
       return RteError(
           absl::StrCat("rte_eth_rx_queue_setup(", name, ", queue ", q, ", ", rx, " descriptors)"),
           rc);
@@ -115,20 +127,20 @@ absl::StatusOr<std::unique_ptr<DpdkPort>> DpdkPort::Open(const PortOptions& o) {
   return p;
 }
 
-DpdkPort::DpdkPort(uint16_t port, std::string name, bool created, rte_mempool* pool,
+DpdkPort::DpdkPort(uint16_t port, std::string name, bool created, std::vector<rte_mempool*> pools,
                    uint16_t frame_capacity)
     : port_(port),
       name_(std::move(name)),
       created_(created),
-      pool_(pool),
+      pools_(std::move(pools)),
       frame_capacity_(frame_capacity) {}
 
 DpdkPort::~DpdkPort() {
   if (started_) rte_eth_dev_stop(port_);
   rte_eth_dev_close(port_);
   if (created_) rte_vdev_uninit(name_.c_str());
-  // Only after the device is gone: its queues held buffers of this pool.
-  rte_mempool_free(pool_);
+  // Only after the device is gone: its queues held buffers of these pools.
+  for (rte_mempool* pool : pools_) rte_mempool_free(pool);
 }
 
 absl::Status DpdkPort::WaitLinkUp(absl::Duration timeout) {
@@ -179,6 +191,8 @@ uint16_t DpdkPort::TransmitOn(uint16_t queue, rte_mbuf** frames, uint16_t n) {
 
 uint16_t DpdkPort::Transmit(rte_mbuf** frames, uint16_t n) { return TransmitOn(0, frames, n); }
 
-rte_mbuf* DpdkPort::Alloc() { return rte_pktmbuf_alloc(pool_); }
+rte_mbuf* DpdkPort::Alloc() { return AllocOn(0); }
+
+rte_mbuf* DpdkPort::AllocOn(uint16_t queue) { return rte_pktmbuf_alloc(pools_[queue]); }
 
 }  // namespace migmover::dpdk

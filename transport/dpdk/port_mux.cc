@@ -46,7 +46,7 @@ class PortMux::LinkIo final : public FrameIo {
   uint16_t Transmit(rte_mbuf** frames, uint16_t n) override {
     return mux_->TransmitLocked(queue_, frames, n);
   }
-  rte_mbuf* Alloc() override { return mux_->port_->Alloc(); }
+  rte_mbuf* Alloc() override { return mux_->port_->AllocOn(queue_); }
   uint16_t frame_capacity() const override { return mux_->port_->frame_capacity(); }
   rte_ether_addr mac() const override { return mux_->port_->mac(); }
 
