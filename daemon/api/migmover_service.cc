@@ -95,6 +95,7 @@ void FillStatus(const SessionSnapshot& s, v1::SessionStatus* out) {
     p->set_precopy_bytes(d.precopy_bytes);
     p->set_pending_bytes(d.pending_bytes);
     p->set_data_path(d.data_path);
+    p->set_transport(d.transport);
     p->set_digest_checked(d.digest_checked);
     p->set_committed(d.committed);
     p->set_error(d.error);

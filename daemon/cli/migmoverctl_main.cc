@@ -107,6 +107,7 @@ int SessionCommand(const std::string& command, const std::vector<std::string>& a
     std::cout << "  " << d.name() << ": " << (d.state().empty() ? "-" : d.state()) << ", "
               << migmover::ctl::HumanBytes(d.bytes()) << ", path "
               << (d.data_path().empty() ? "-" : d.data_path())
+              << (d.transport().empty() ? "" : " over " + d.transport())
               << (d.committed() ? ", committed" : "")
               << (d.error().empty() ? "" : ", error: " + d.error()) << "\n";
   }

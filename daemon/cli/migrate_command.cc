@@ -210,8 +210,9 @@ int RunMigrateCommand(const MigrateOptions& o, std::ostream& out, std::ostream& 
     const auto& dev = d.devices(i);
     const auto& sdev = i < s.devices_size() ? s.devices(i) : v1::DeviceProgress();
     out << absl::StrFormat(
-        "device %s: source %s via %s, destination %s via %s, %s, %s%s\n", dev.name(), sdev.state(),
-        sdev.data_path().empty() ? "-" : sdev.data_path(), dev.state(), dev.data_path(),
+        "device %s: source %s via %s, destination %s via %s over %s, %s, %s%s\n", dev.name(),
+        sdev.state(), sdev.data_path().empty() ? "-" : sdev.data_path(), dev.state(),
+        dev.data_path(), dev.transport().empty() ? "-" : dev.transport(),
         dev.committed() ? "committed" : "NOT committed",
         !dev.committed()       ? "stream rejected"
         : dev.digest_checked() ? "stream digest verified by migmover and the device"

@@ -156,6 +156,8 @@ absl::Status DestinationSession::AcceptStream(const peer::Hello& hello, UniqueFd
     absl::Status acked = peer::SendHelloAck(socket.get(), verdict, hello.device, deadline);
     if (!verdict.ok()) return verdict;
     if (!acked.ok()) return acked;  // This stream may connect again.
+    SetDeviceTransport(hello.device, hello.link != 0 ? absl::StrCat("dpdk link ", hello.link)
+                                                     : TcpTransportName(hello.stream_count));
     std::vector<UniqueFd>& group = pending_[hello.device];
     group[hello.stream] = std::move(socket);
     if (std::all_of(group.begin(), group.end(), [](const UniqueFd& fd) { return fd.valid(); })) {

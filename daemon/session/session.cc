@@ -92,6 +92,12 @@ void Session::SetDeviceDataPath(size_t device, const std::string& path) {
   ++version_;
 }
 
+void Session::SetDeviceTransport(size_t device, const std::string& transport) {
+  absl::MutexLock l(&mu_);
+  progress_[device]->transport = transport;
+  ++version_;
+}
+
 void Session::Touch() {
   absl::MutexLock l(&mu_);
   ++version_;
@@ -160,6 +166,7 @@ SessionSnapshot Session::Snapshot() {
     d.name = p->name;
     d.state = p->state;
     d.data_path = p->data_path;
+    d.transport = p->transport;
     d.error = p->error;
     d.bytes = p->bytes.load();
     d.precopy_bytes = p->precopy_bytes.load();

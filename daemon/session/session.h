@@ -42,11 +42,12 @@ struct DeviceProgress {
   // Guarded by the session's mutex.
   std::string state;
   std::string data_path;
+  std::string transport;
   std::string error;
 };
 
 struct DeviceSnapshot {
-  std::string name, state, data_path, error;
+  std::string name, state, data_path, transport, error;
   uint64_t bytes = 0, precopy_bytes = 0, pending_bytes = 0;
   bool digest_checked = false, committed = false;
 };
@@ -94,6 +95,11 @@ class Session {
   void Fail(size_t device, const absl::Status& status);
   void SetDeviceState(size_t device, const std::string& state);
   void SetDeviceDataPath(size_t device, const std::string& path);
+  void SetDeviceTransport(size_t device, const std::string& transport);
+  // "tcp", or "tcp x N" for a stream striped over N connections.
+  static std::string TcpTransportName(uint32_t streams) {
+    return streams > 1 ? "tcp x " + std::to_string(streams) : "tcp";
+  }
   void Touch();
   // Called by the last worker to finish.
   void Finish();

@@ -270,6 +270,8 @@ absl::Status SourceSession::RunDevice(size_t i, stream::DeviceStreamSender** sen
                << (link ? absl::StrCat("stream on DPDK link ", hello.link, " of ",
                                        config_.dpdk->Describe())
                         : absl::StrCat(std::max<uint32_t>(1, config_.streams), " TCP stream(s)"));
+  SetDeviceTransport(
+      i, link ? absl::StrCat("dpdk link ", hello.link) : TcpTransportName(config_.streams));
   SetPhase(SessionPhase::kPreCopy);
 
   absl::Status status = [&]() -> absl::Status {

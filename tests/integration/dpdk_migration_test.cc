@@ -54,7 +54,10 @@ TEST_F(DpdkDaemons, TwoDevicesWithPrecopyMoveByteExact) {
     EXPECT_EQ(d.devices(i).data_path(), "copy");
     EXPECT_TRUE(d.devices(i).digest_checked()) << "every byte passed through userspace";
     EXPECT_TRUE(d.devices(i).committed());
+    EXPECT_EQ(s.devices(i).transport().rfind("dpdk link ", 0), 0u) << s.DebugString();
+    EXPECT_EQ(d.devices(i).transport(), s.devices(i).transport()) << "both name the same link";
   }
+  EXPECT_NE(s.devices(0).transport(), s.devices(1).transport()) << "a link per device";
   EXPECT_EQ(StateOf(*src_, "dev0"), "STOP");
   EXPECT_EQ(StateOf(*dst_, "dev0"), "RUNNING");
   EXPECT_NE(src_->Log().find("stream on DPDK link"), std::string::npos) << src_->Log();

@@ -80,6 +80,9 @@ TEST_P(MigrationMatrix, TwoDevicesMoveByteExact) {
     EXPECT_EQ(s.devices(i).data_path(), c.data_path) << s.DebugString();
     EXPECT_EQ(d.devices(i).digest_checked(), c.data_path == "copy");
     EXPECT_TRUE(d.devices(i).committed());
+    const std::string transport = c.streams > 1 ? "tcp x " + std::to_string(c.streams) : "tcp";
+    EXPECT_EQ(s.devices(i).transport(), transport);
+    EXPECT_EQ(d.devices(i).transport(), transport);
   }
   // Where a hypervisor expects them: source stopped, destination running the new state.
   EXPECT_EQ(StateOf(*src_, "dev0"), "STOP");
