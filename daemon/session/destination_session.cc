@@ -143,9 +143,11 @@ absl::Status DestinationSession::AcceptStream(const peer::Hello& hello, UniqueFd
             absl::StrCat("the source sends device ", hello.device, " over DPDK link ", hello.link,
                          ", but this daemon has no DPDK port (start migmoverd with --dpdk_port)"));
       } else if (hello.link != 0) {
-        // Attached before the answer, so the link's first frames find their queue.
-        auto opened =
-            config_.dpdk->OpenReceiver(hello.link, hello.device, config_.stream, absl::Seconds(2));
+        // Attached before the answer, so the link's first frames find their queue. The HELLO
+        // connection stays open while the stream runs: watched, it tells at once when the
+        // source is gone.
+        auto opened = config_.dpdk->OpenReceiver(hello.link, hello.device, config_.stream,
+                                                 socket.get(), absl::Seconds(2));
         if (opened.ok()) {
           link = std::move(*opened);
         } else {

@@ -265,6 +265,7 @@ absl::Status SourceSession::RunDevice(size_t i, stream::DeviceStreamSender** sen
   *sender_out = sender;
   sender->set_progress_counter(&p.bytes);
   RETURN_IF_ERROR(tcp->Handshake(hello, absl::Seconds(10)));
+  if (link) link->WatchPeerConnection(tcp->control_connection());
   MM_LOG(INFO) << "session " << id_ << ": device " << e->name << " connected to "
                << config_.peer.host << ":" << config_.peer.port << ", "
                << (link ? absl::StrCat("stream on DPDK link ", hello.link, " of ",

@@ -2,6 +2,7 @@
 // net_memif port (the destination's the server, the source's the client, on one abstract socket),
 // every device stream runs on its own link over it, and only the HELLO exchange uses TCP.
 // Simulated devices verify every byte they receive, so "verified" means byte-exact.
+#include <signal.h>
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
@@ -130,6 +131,67 @@ TEST_F(DpdkDaemons, CancelDuringPrecopyRestoresBothSides) {
   EXPECT_NE(d.phase(), SessionStatus::SUCCEEDED) << d.DebugString();
   EXPECT_EQ(StateOf(*src_, "d"), "RUNNING");
   EXPECT_EQ(StateOf(*dst_, "d"), "RUNNING");
+}
+
+TEST_F(DpdkDaemons, SourceDaemonKilledMidStreamResetsTheDestinationAtOnce) {
+  ASSERT_TRUE(Attach(*src_, "d", "size=64MiB").ok());
+  ASSERT_TRUE(Attach(*dst_, "d", "size=64MiB").ok());
+  ASSERT_TRUE(Prepare("dpdk-killed", {"d"}).ok());
+  {
+    // Capped, so the stream is still running when the source dies.
+    grpc::ClientContext ctx;
+    v1::StartSourceRequest req;
+    req.set_session_id("dpdk-killed");
+    req.add_devices("d");
+    req.set_peer(dst_->peer_address());
+    req.set_precopy(false);
+    req.set_bandwidth_bytes_per_second(16 << 20);
+    req.mutable_options()->set_transport("dpdk");
+    SessionStatus out;
+    ASSERT_TRUE(src_->stub()->StartSource(&ctx, req, &out).ok());
+  }
+  ASSERT_TRUE(Switchover("dpdk-killed").ok());
+  absl::SleepFor(absl::Milliseconds(800));
+  SessionStatus mid = Get(*dst_, "dpdk-killed");
+  ASSERT_FALSE(Final(mid)) << mid.DebugString();
+  ASSERT_GT(mid.bytes_moved(), 0u);
+  ::kill(src_->pid(), SIGKILL);
+  const absl::Time killed = absl::Now();
+  // The daemons run with a 10 s idle timeout: the destination must not need it.
+  SessionStatus d = WaitFinal(*dst_, "dpdk-killed", 8);
+  EXPECT_LT(absl::Now() - killed, absl::Seconds(3));
+  EXPECT_EQ(d.phase(), SessionStatus::FAILED) << d.DebugString();
+  EXPECT_NE(d.error().find("the source closed its connection"), std::string::npos) << d.error();
+  EXPECT_EQ(StateOf(*dst_, "d"), "RUNNING") << "reset, not left half-resumed";
+}
+
+TEST_F(DpdkDaemons, DestinationDaemonKilledMidStreamSourceRunsAgainAtOnce) {
+  ASSERT_TRUE(Attach(*src_, "d", "size=64MiB").ok());
+  ASSERT_TRUE(Attach(*dst_, "d", "size=64MiB").ok());
+  ASSERT_TRUE(Prepare("dpdk-dst-killed", {"d"}).ok());
+  {
+    grpc::ClientContext ctx;
+    v1::StartSourceRequest req;
+    req.set_session_id("dpdk-dst-killed");
+    req.add_devices("d");
+    req.set_peer(dst_->peer_address());
+    req.set_precopy(false);
+    req.set_bandwidth_bytes_per_second(16 << 20);
+    req.mutable_options()->set_transport("dpdk");
+    SessionStatus out;
+    ASSERT_TRUE(src_->stub()->StartSource(&ctx, req, &out).ok());
+  }
+  ASSERT_TRUE(Switchover("dpdk-dst-killed").ok());
+  absl::SleepFor(absl::Milliseconds(800));
+  ASSERT_FALSE(Final(Get(*src_, "dpdk-dst-killed")));
+  ::kill(dst_->pid(), SIGKILL);
+  const absl::Time killed = absl::Now();
+  SessionStatus s = WaitFinal(*src_, "dpdk-dst-killed", 8);
+  EXPECT_LT(absl::Now() - killed, absl::Seconds(3));
+  EXPECT_EQ(s.phase(), SessionStatus::FAILED) << s.DebugString();
+  EXPECT_NE(s.error().find("the destination closed its connection"), std::string::npos)
+      << s.error();
+  EXPECT_EQ(StateOf(*src_, "d"), "RUNNING") << "the VM runs on here";
 }
 
 TEST_F(DpdkDaemons, RequestsThatCannotWorkAreRefusedClearly) {

@@ -75,12 +75,14 @@ absl::StatusOr<std::unique_ptr<stream::DeviceStreamSender>> DpdkTransport::OpenS
 }
 
 absl::StatusOr<std::unique_ptr<stream::DeviceStreamReceiver>> DpdkTransport::OpenReceiver(
-    uint64_t link_id, uint32_t device, const stream::StreamOptions& options,
+    uint64_t link_id, uint32_t device, const stream::StreamOptions& options, int peer_connection_fd,
     absl::Duration link_wait) {
   ASSIGN_OR_RETURN(std::unique_ptr<FrameIo> io, impl_->Attach(link_id, link_wait));
-  ASSIGN_OR_RETURN(std::unique_ptr<LinkStreamReceiver> r,
-                   LinkStreamReceiver::Create(std::move(io), impl_->Link(link_id, options), device,
-                                              impl_->StreamOptions(options)));
+  LinkStreamOptions so = impl_->StreamOptions(options);
+  so.peer_connection_fd = peer_connection_fd;
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<LinkStreamReceiver> r,
+      LinkStreamReceiver::Create(std::move(io), impl_->Link(link_id, options), device, so));
   return std::unique_ptr<stream::DeviceStreamReceiver>(std::move(r));
 }
 

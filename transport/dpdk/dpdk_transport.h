@@ -41,9 +41,11 @@ class DpdkTransport {
   absl::StatusOr<std::unique_ptr<stream::DeviceStreamSender>> OpenSender(
       uint64_t link_id, uint32_t device, const stream::StreamOptions& options,
       absl::Duration link_wait = absl::Seconds(10));
+  // `peer_connection_fd`: the connection the source said HELLO on, watched while receiving (its
+  // closing means the source is gone); -1 for none. Not owned.
   absl::StatusOr<std::unique_ptr<stream::DeviceStreamReceiver>> OpenReceiver(
       uint64_t link_id, uint32_t device, const stream::StreamOptions& options,
-      absl::Duration link_wait = absl::Seconds(10));
+      int peer_connection_fd = -1, absl::Duration link_wait = absl::Seconds(10));
 
   // "net_memif0 (02:..:..), 4 queues": for logs.
   std::string Describe() const;

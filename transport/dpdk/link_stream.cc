@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -97,6 +98,15 @@ class FrameReader {
   std::string payload_;
 };
 
+// Whether the connection `fd` was closed by the other end (it never sends after HELLO).
+bool ConnectionClosed(int fd) {
+  pollfd p{fd, POLLIN | POLLRDHUP, 0};
+  if (::poll(&p, 1, 0) <= 0) return false;
+  if (p.revents & (POLLHUP | POLLRDHUP | POLLERR)) return true;
+  char c;
+  return ::recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
 // The verdict a COMMIT or ERROR frame carries, as a status.
 absl::Status Verdict(const FrameHeader& h, const std::string& payload) {
   const auto type = static_cast<FrameType>(h.type);
@@ -126,6 +136,27 @@ absl::Status Idle(uint32_t device, absl::Duration timeout, absl::string_view wai
 
 }  // namespace
 
+// Watches the connection the peer said HELLO on. Gone() turns true once it has been closed for
+// a moment: a peer that gave up sends its verdict on the link before it closes, and that verdict
+// should win.
+class PeerWatch {
+ public:
+  explicit PeerWatch(int fd) : fd_(fd) {}
+  bool Gone(absl::Time now) {
+    if (fd_ < 0) return false;
+    if (closed_at_ == absl::InfiniteFuture() && now >= next_check_) {
+      next_check_ = now + absl::Milliseconds(10);
+      if (ConnectionClosed(fd_)) closed_at_ = now;
+    }
+    return now - closed_at_ > absl::Milliseconds(200);
+  }
+
+ private:
+  const int fd_;
+  absl::Time next_check_ = absl::InfinitePast();
+  absl::Time closed_at_ = absl::InfiniteFuture();
+};
+
 LinkOptions SessionLinkOptions(uint64_t link_id, absl::Duration idle_timeout,
                                uint16_t frame_capacity) {
   LinkOptions o;
@@ -154,9 +185,17 @@ absl::StatusOr<std::unique_ptr<LinkStreamSender>> LinkStreamSender::Create(
   return s;
 }
 
+absl::Status LinkStreamSender::DestinationGone() const {
+  return absl::UnavailableError(absl::StrCat(
+      "device stream ", device_, ": the destination closed its connection after ", offset_,
+      " bytes, without a verdict (its daemon stopped or the session ended there)"));
+}
+
 absl::Status LinkStreamSender::PollAndCheckPeer() {
   RETURN_IF_ERROR(link_->Poll());
-  if (link_->readable() == 0) return absl::OkStatus();
+  if (link_->readable() == 0) {
+    return watch_ && watch_->Gone(absl::Now()) ? DestinationGone() : absl::OkStatus();
+  }
   // The destination only speaks mid-stream to give up.
   FrameReader reader;
   const absl::Time deadline = absl::Now() + absl::Seconds(1);
@@ -295,6 +334,10 @@ absl::Status LinkStreamSender::EndStream() {
   return SendControl(peer::EncodeEndStream(seq_++, device_, end));
 }
 
+void LinkStreamSender::WatchPeerConnection(int fd) { watch_ = std::make_unique<PeerWatch>(fd); }
+
+LinkStreamSender::~LinkStreamSender() = default;
+
 void LinkStreamSender::SendError(absl::Status why) {
   peer::PeerStatus st;
   st.code = static_cast<uint32_t>(why.code());
@@ -320,6 +363,7 @@ absl::Status LinkStreamSender::AwaitCommit(absl::Duration timeout,
     RETURN_IF_ERROR(link_->Poll());
     ASSIGN_OR_RETURN(bool complete, reader.Next(link_));
     if (complete) return Verdict(reader.header(), reader.payload());
+    if (watch_ && watch_->Gone(absl::Now())) return DestinationGone();
     if (absl::Now() > deadline) {
       return absl::DeadlineExceededError(absl::StrCat(
           "device stream ", device_, ": no COMMIT within ", absl::FormatDuration(timeout)));
@@ -352,14 +396,21 @@ absl::StatusOr<stream::ReceiveResult> LinkStreamReceiver::Receive(int data_fd,
   uint64_t payload_left = 0;  // Of the DATA frame being written.
   iovec pieces[kMaxPieces];
   absl::Time progress = absl::Now();
+  PeerWatch watch(options_.peer_connection_fd);
   int spins = 0;
   while (true) {
     if (cancel.load()) return absl::CancelledError("stream cancelled");
     RETURN_IF_ERROR(link_->Poll());
-    if (absl::Now() - progress > options_.idle_timeout) {
+    const absl::Time now = absl::Now();
+    if (now - progress > options_.idle_timeout) {
       return Idle(device_, options_.idle_timeout,
                   payload_left > 0 ? "waiting on the data fd or the peer" : "waiting on the peer",
                   *link_);
+    }
+    if (watch.Gone(now)) {
+      return absl::UnavailableError(absl::StrCat(
+          "device stream ", device_, ": the source closed its connection after ", offset_,
+          " bytes, before END_STREAM (its daemon stopped or the session ended there)"));
     }
     if (payload_left > 0) {
       const size_t n = link_->Peek(payload_left, pieces, kMaxPieces);
@@ -468,6 +519,12 @@ absl::Status LinkStreamReceiver::SendCommit(const absl::Status& result, absl::Du
         n += pieces[k].iov_len;
       }
       link_->Consume(n);
+    }
+    if (!result.ok() && options_.peer_connection_fd >= 0 &&
+        ConnectionClosed(options_.peer_connection_fd)) {
+      // The source is gone (or gave up and left): nobody will take the verdict.
+      return absl::UnavailableError(
+          absl::StrCat("device stream ", device_, ": the source left before taking the verdict"));
     }
     if (absl::Now() > deadline) {
       return absl::DeadlineExceededError(

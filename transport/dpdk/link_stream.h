@@ -38,6 +38,10 @@ struct LinkStreamOptions {
   absl::Duration idle_timeout = absl::Seconds(30);
   // The migration's bandwidth cap, shared with its other streams (null: none).
   std::shared_ptr<stream::RateLimiter> limiter;
+  // Receiver: the TCP connection the source said HELLO on (-1: none). The source keeps it open
+  // while it streams, so its closing before END_STREAM means the source is gone: the receive
+  // fails at once instead of after the link's dead-peer timeout. Not owned.
+  int peer_connection_fd = -1;
 };
 
 // The link settings both daemons use for a device stream on link `link_id`: the peer counts as
@@ -48,10 +52,13 @@ LinkOptions SessionLinkOptions(uint64_t link_id, absl::Duration idle_timeout,
                                uint16_t frame_capacity);
 inline constexpr uint32_t kSessionLinkWindow = 256;
 
+class PeerWatch;
+
 class LinkStreamSender final : public stream::DeviceStreamSender {
  public:
   // `link` must outlive this; frames of device `device` start at sequence number 0.
   LinkStreamSender(ReliableLink* link, uint32_t device, const LinkStreamOptions& options);
+  ~LinkStreamSender() override;
   // One that owns its link, made over `io` with `link_options`. Errors: ReliableLink::Create's.
   static absl::StatusOr<std::unique_ptr<LinkStreamSender>> Create(std::unique_ptr<FrameIo> io,
                                                                   const LinkOptions& link_options,
@@ -67,6 +74,7 @@ class LinkStreamSender final : public stream::DeviceStreamSender {
   absl::Status EndStream() override;
   absl::Status AwaitCommit(absl::Duration timeout, const std::atomic<bool>& cancel) override;
   void SendError(absl::Status why) override;
+  void WatchPeerConnection(int fd) override;
 
   uint64_t bytes_sent() const override { return sent_.load(std::memory_order_relaxed); }
   stream::DataPath data_path_used() const override { return stream::DataPath::kCopy; }
@@ -74,6 +82,7 @@ class LinkStreamSender final : public stream::DeviceStreamSender {
 
  private:
   absl::Status SendControl(const std::string& frame);
+  absl::Status DestinationGone() const;
   // Polls once; if the destination spoke, returns its verdict as an error.
   absl::Status PollAndCheckPeer();
 
@@ -88,6 +97,7 @@ class LinkStreamSender final : public stream::DeviceStreamSender {
   std::atomic<uint64_t> sent_{0};
   std::atomic<uint64_t>* counter_ = nullptr;
   StreamDigest digest_;
+  std::unique_ptr<PeerWatch> watch_;
 };
 
 class LinkStreamReceiver final : public stream::DeviceStreamReceiver {

@@ -53,6 +53,10 @@ class DeviceStreamSender {
   virtual absl::Status AwaitCommit(absl::Duration timeout, const std::atomic<bool>& cancel) = 0;
   // Best effort: tells the destination this stream is abandoned.
   virtual void SendError(absl::Status why) = 0;
+  // `fd` (not owned): a connection the destination keeps open while the stream lasts, whose
+  // closing means it is gone. For transports whose stream does not run on that connection (a
+  // TCP stream notices on its own connections).
+  virtual void WatchPeerConnection(int fd) {}
   virtual uint64_t bytes_sent() const = 0;
   virtual DataPath data_path_used() const = 0;
   // Also adds every byte moved to `*counter`, which must outlive this.

@@ -9,8 +9,8 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <span>
 #include <memory>
+#include <span>
 #include <thread>
 #include <vector>
 

@@ -39,14 +39,13 @@ class StreamReceiver final : public DeviceStreamReceiver {
   // `sockets`: the stream's connections by stream index (the first carries control frames),
   // each past its HELLO, so the next frame on each must carry sequence number 1.
   static absl::StatusOr<std::unique_ptr<StreamReceiver>> Create(uring::Ring* ring,
-                                                               std::vector<UniqueFd> sockets,
-                                                               uint32_t device,
-                                                               const StreamOptions& options);
+                                                                std::vector<UniqueFd> sockets,
+                                                                uint32_t device,
+                                                                const StreamOptions& options);
   // One connection; `next_seq`: the sequence number its next frame must carry.
-  static absl::StatusOr<std::unique_ptr<StreamReceiver>> Create(uring::Ring* ring,
-                                                               UniqueFd socket, uint32_t device,
-                                                               uint64_t next_seq,
-                                                               const StreamOptions& options);
+  static absl::StatusOr<std::unique_ptr<StreamReceiver>> Create(uring::Ring* ring, UniqueFd socket,
+                                                                uint32_t device, uint64_t next_seq,
+                                                                const StreamOptions& options);
   ~StreamReceiver() override;
 
   // Receives until END_STREAM and returns once every byte is written to `data_fd`.
@@ -71,7 +70,9 @@ class StreamReceiver final : public DeviceStreamReceiver {
     worker_buffers_ = max_buffers;
   }
 
-  uint64_t bytes_received() const override { return bytes_written_.load(std::memory_order_relaxed); }
+  uint64_t bytes_received() const override {
+    return bytes_written_.load(std::memory_order_relaxed);
+  }
   // Also adds every byte moved to `*counter` (live progress for status readers); the counter
   // must outlive this object.
   void set_progress_counter(std::atomic<uint64_t>* counter) override { counter_ = counter; }
@@ -101,7 +102,7 @@ class StreamReceiver final : public DeviceStreamReceiver {
   const uint32_t device_;
   std::vector<uint64_t> next_seqs_;     // Per connection.
   std::vector<uint64_t> last_offsets_;  // Per connection: end of its last DATA frame.
-  uint64_t next_seq_out_ = 1;  // Frames this end sends: HELLO_ACK was 0.
+  uint64_t next_seq_out_ = 1;           // Frames this end sends: HELLO_ACK was 0.
   const StreamOptions options_;
   std::unique_ptr<BufferPool> pool_;
   UniqueFd pipe_read_, pipe_write_;

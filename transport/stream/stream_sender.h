@@ -36,12 +36,12 @@ class StreamSender final : public DeviceStreamSender {
   // Takes ownership of the connected `sockets` (1..kMaxStreamsPerDevice; the first carries the
   // control frames). `ring` is the worker's and must outlive this.
   static absl::StatusOr<std::unique_ptr<StreamSender>> Create(uring::Ring* ring,
-                                                             std::vector<UniqueFd> sockets,
-                                                             uint32_t device,
-                                                             const StreamOptions& options);
+                                                              std::vector<UniqueFd> sockets,
+                                                              uint32_t device,
+                                                              const StreamOptions& options);
   static absl::StatusOr<std::unique_ptr<StreamSender>> Create(uring::Ring* ring, UniqueFd socket,
-                                                             uint32_t device,
-                                                             const StreamOptions& options);
+                                                              uint32_t device,
+                                                              const StreamOptions& options);
   ~StreamSender() override;
 
   // HELLO on every connection (its stream index and the count filled in), then waits for each
@@ -90,6 +90,8 @@ class StreamSender final : public DeviceStreamSender {
   // How many buffers a copy job of this stream wants.
   uint32_t CopyJobSlots() const;
 
+  // The first connection (HELLO and control frames); owned by this sender.
+  int control_connection() const { return sockets_[0].get(); }
   uint64_t bytes_sent() const override { return bytes_sent_.load(std::memory_order_relaxed); }
   // Also adds every byte moved to `*counter` (live progress for status readers); the counter
   // must outlive this object.
@@ -127,7 +129,7 @@ class StreamSender final : public DeviceStreamSender {
   const StreamOptions options_;
   std::unique_ptr<BufferPool> pool_;
   UniqueFd pipe_read_, pipe_write_;  // Splice path only, created on first use.
-  uint64_t offset_ = 0;  // Stream bytes sent so far.
+  uint64_t offset_ = 0;              // Stream bytes sent so far.
   std::unique_ptr<StreamDigest> digest_;
   bool digest_valid_ = true;
   std::atomic<uint64_t> bytes_sent_{0};
