@@ -70,7 +70,7 @@ PortMux::~PortMux() {
   }
 }
 
-absl::StatusOr<std::unique_ptr<FrameIo>> PortMux::Attach(uint64_t link_id, uint32_t queue) {
+absl::StatusOr<std::unique_ptr<FrameIo>> PortMux::Attach(uint64_t link_id, uint32_t backlog) {
   if (link_id == 0) return absl::InvalidArgumentError("DPDK link id 0 is reserved");
   std::unique_lock lock(links_mu_);
   if (links_.count(link_id) != 0) {
@@ -81,10 +81,10 @@ absl::StatusOr<std::unique_ptr<FrameIo>> PortMux::Attach(uint64_t link_id, uint3
   // Several producers: a frame is sorted by whoever polls the queue it arrived on, normally the
   // link's own queue, but a peer with another queue count may send it on any.
   rte_ring* ring =
-      rte_ring_create(name.c_str(), rte_align32pow2(queue), SOCKET_ID_ANY, RING_F_SC_DEQ);
+      rte_ring_create(name.c_str(), rte_align32pow2(backlog), SOCKET_ID_ANY, RING_F_SC_DEQ);
   if (ring == nullptr) {
     return absl::ResourceExhaustedError(
-        absl::StrCat("rte_ring_create(", name, ", ", queue, "): ", rte_strerror(rte_errno)));
+        absl::StrCat("rte_ring_create(", name, ", ", backlog, "): ", rte_strerror(rte_errno)));
   }
   links_[link_id] = ring;
   return std::unique_ptr<FrameIo>(new LinkIo(this, link_id, ring));

@@ -29,12 +29,12 @@ class PortMux {
   PortMux(const PortMux&) = delete;
   PortMux& operator=(const PortMux&) = delete;
 
-  // A FrameIo that receives the frames of link `link_id` (frames queued for it before anyone
-  // polls: up to `queue` of them; more are dropped, and the link sends them again) and transmits
-  // on the port. Valid until destroyed; thread-safe against other links' FrameIos, not against
+  // A FrameIo that receives the frames of link `link_id` (frames waiting for its thread to poll:
+  // up to `backlog` of them; more are dropped, and the link sends them again) and transmits on
+  // the port. Valid until destroyed; thread-safe against other links' FrameIos, not against
   // itself. AlreadyExists if the id is taken; InvalidArgument for id 0; ResourceExhausted if DPDK
   // has no memory for the queue.
-  absl::StatusOr<std::unique_ptr<FrameIo>> Attach(uint64_t link_id, uint32_t queue = 4096);
+  absl::StatusOr<std::unique_ptr<FrameIo>> Attach(uint64_t link_id, uint32_t backlog = 4096);
 
   // Frames no attached link claimed (another EtherType, an unknown or departed link id).
   uint64_t unclaimed() const { return unclaimed_.load(std::memory_order_relaxed); }
