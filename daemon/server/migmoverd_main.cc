@@ -110,7 +110,11 @@ int main(int argc, char** argv) {
       "  migmoverd --grpc_socket=/tmp/src.sock --fd_socket=/tmp/src-fd.sock "
       "--peer_listen=127.0.0.1:7411\n"
       "  migmoverd --grpc_socket=/tmp/dst.sock --fd_socket=/tmp/dst-fd.sock "
-      "--peer_listen=127.0.0.1:7412");
+      "--peer_listen=127.0.0.1:7412\n\n"
+      "Device streams over DPDK instead of TCP (api/DPDK_LINK.md): add\n"
+      "  --dpdk_port=net_memif0,role=server,socket=migmover-memif   (destination)\n"
+      "  --dpdk_port=net_memif0,role=client,socket=migmover-memif   (source)\n"
+      "and ask a migration for TransferOptions.transport = \"dpdk\".");
   absl::ParseCommandLine(argc, argv);
   migmover::SetLogTag(absl::GetFlag(FLAGS_name));
   const std::string level = absl::GetFlag(FLAGS_log_level);

@@ -35,8 +35,8 @@ class DpdkTransport {
   ~DpdkTransport();
 
   // A device stream's sending or receiving end on link `link_id` of this port, in the peer
-  // protocol's frames, with `options`' chunk size and idle timeout. Waits up to `link_wait` for
-  // the port to be up. Errors: Unavailable if the port stays down; AlreadyExists if another
+  // protocol's frames, with `options`' chunk size, idle timeout and bandwidth cap. Waits up to
+  // `link_wait` for the port to be up. Thread-safe: each session thread opens its own. Errors: Unavailable if the port stays down; AlreadyExists if another
   // stream holds the link id; InvalidArgument for id 0.
   absl::StatusOr<std::unique_ptr<stream::DeviceStreamSender>> OpenSender(
       uint64_t link_id, uint32_t device, const stream::StreamOptions& options,
