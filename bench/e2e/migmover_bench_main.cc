@@ -36,6 +36,7 @@ ABSL_FLAG(std::string, pipe_size, "0",
           "Intermediate pipe size for the splice path (0 = the chunk size; above 1 MiB needs "
           "root, as /proc/sys/fs/pipe-max-size caps it).");
 ABSL_FLAG(std::string, data_path, "auto", "auto, splice or copy.");
+ABSL_FLAG(uint32_t, dpdk_queues, 1, "--transport=dpdk: queue pairs on each daemon's port.");
 ABSL_FLAG(std::string, transport, "tcp",
           "tcp: device streams over loopback TCP. dpdk: each device stream on its own link over "
           "a net_memif port per daemon (--streams must be 1); with --inprocess, only the "
@@ -93,6 +94,9 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
     const std::string sock = absl::StrCat("migmover-bench-", ::getpid(), "-", run);
     dst_flags.push_back(absl::StrCat("--dpdk_port=net_memif0,role=server,socket=", sock));
     src_flags.push_back(absl::StrCat("--dpdk_port=net_memif0,role=client,socket=", sock));
+    for (auto* f : {&src_flags, &dst_flags}) {
+      f->push_back(absl::StrCat("--dpdk_queues=", absl::GetFlag(FLAGS_dpdk_queues)));
+    }
   }
   auto dst = testing::DaemonProcess::Start(binary, "bench-dst", dst_flags);
   if (!dst.ok()) return dst.status();

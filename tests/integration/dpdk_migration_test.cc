@@ -5,6 +5,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cstring>
+#include <set>
+
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/integration/two_daemons.h"
@@ -81,6 +84,37 @@ TEST_F(DpdkDaemons, WithoutPrecopyFourDevicesAtOnce) {
   EXPECT_TRUE(d.verified());
   EXPECT_EQ(s.bytes_moved(), d.bytes_moved());
   EXPECT_GE(s.bytes_moved(), 4u * (16u << 20)) << "every device's whole state";
+}
+
+class DpdkDaemonsFourQueues : public DpdkDaemons {
+ protected:
+  void SetUp() override {
+    for (auto* flags : {&src_flags_, &dst_flags_}) flags->push_back("--dpdk_queues=4");
+    DpdkDaemons::SetUp();
+  }
+};
+
+TEST_F(DpdkDaemonsFourQueues, DevicesSpreadOverQueuePairsMoveByteExact) {
+  std::vector<std::string> names;
+  for (int i = 0; i < 5; ++i) {  // One more than the queues: two links share one.
+    names.push_back(absl::StrCat("q", i));
+    ASSERT_TRUE(Attach(*src_, names.back(), absl::StrCat("size=8MiB,seed=", 40 + i)).ok());
+    ASSERT_TRUE(Attach(*dst_, names.back(), "size=8MiB").ok());
+  }
+  ASSERT_TRUE(Prepare("dpdk-queues", names).ok());
+  ASSERT_TRUE(Start("dpdk-queues", names, false).ok());
+  ASSERT_TRUE(Switchover("dpdk-queues").ok());
+  SessionStatus s = WaitFinal(*src_, "dpdk-queues");
+  SessionStatus d = WaitFinal(*dst_, "dpdk-queues");
+  ASSERT_EQ(s.phase(), SessionStatus::SUCCEEDED) << s.DebugString();
+  ASSERT_EQ(d.phase(), SessionStatus::SUCCEEDED) << d.DebugString();
+  EXPECT_TRUE(d.verified());
+  std::set<uint64_t> queues;
+  for (const auto& dev : s.devices()) {
+    queues.insert(std::stoull(dev.transport().substr(strlen("dpdk link "))) % 4);
+  }
+  EXPECT_EQ(queues.size(), 4u) << "a session's devices land on every queue pair";
+  EXPECT_NE(src_->Log().find("4 queue(s)"), std::string::npos);
 }
 
 TEST_F(DpdkDaemons, CorruptedStreamIsRejectedAndSourceRunsAgain) {

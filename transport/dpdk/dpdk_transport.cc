@@ -51,11 +51,14 @@ absl::StatusOr<std::unique_ptr<DpdkTransport>> DpdkTransport::Start(
   auto impl = std::make_unique<Impl>();
   // Most of DPDK's memory goes to frame buffers: a power of two minus one (what DPDK's pools
   // size best), between 1023 and 16383.
-  const uint64_t frame = DpdkPort::FrameCapacityFor(options.devargs, 0) + 512;
+  const uint64_t frame = DpdkPort::FrameCapacityFor(options.devargs, options.frame_size) + 512;
   const uint64_t fit = (static_cast<uint64_t>(options.memory_mb) << 20) * 3 / 5 / frame;
   uint32_t buffers = 1023;
   while (buffers < 16383 && (buffers * 2 + 1) <= fit) buffers = buffers * 2 + 1;
-  ASSIGN_OR_RETURN(impl->port, DpdkPort::Open({.devargs = options.devargs, .buffers = buffers}));
+  ASSIGN_OR_RETURN(impl->port, DpdkPort::Open({.devargs = options.devargs,
+                                               .queues = options.queues,
+                                               .buffers = buffers,
+                                               .frame_capacity = options.frame_size}));
   impl->mux = std::make_unique<PortMux>(impl->port.get());
   return std::unique_ptr<DpdkTransport>(new DpdkTransport(std::move(impl)));
 }
@@ -88,9 +91,9 @@ absl::StatusOr<std::unique_ptr<stream::DeviceStreamReceiver>> DpdkTransport::Ope
 
 std::string DpdkTransport::Describe() const {
   const rte_ether_addr mac = impl_->port->mac();
-  return absl::StrFormat("%s (%02x:%02x:%02x:%02x:%02x:%02x)", impl_->port->name(),
+  return absl::StrFormat("%s (%02x:%02x:%02x:%02x:%02x:%02x), %d queue(s)", impl_->port->name(),
                          mac.addr_bytes[0], mac.addr_bytes[1], mac.addr_bytes[2], mac.addr_bytes[3],
-                         mac.addr_bytes[4], mac.addr_bytes[5]);
+                         mac.addr_bytes[4], mac.addr_bytes[5], impl_->port->queues());
 }
 
 uint32_t DpdkTransport::NewLinkId(uint32_t spread) const {
