@@ -20,6 +20,7 @@ PACKAGES=(
   libgmock-dev
   libbenchmark-dev
   python3
+  iproute2
 )
 
 missing=()

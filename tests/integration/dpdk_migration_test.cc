@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <set>
 
@@ -241,6 +242,59 @@ TEST_F(DpdkDaemons, RequestsThatCannotWorkAreRefusedClearly) {
   EXPECT_EQ(unknown.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(unknown.error_message().find("\"tcp\" or \"dpdk\""), std::string::npos)
       << unknown.error_message();
+}
+
+// Not memif: each daemon's port is net_af_packet on one end of a veth pair, so frames cross the
+// kernel's network stack (a real interface, with its MTU and its drops).
+class DpdkOverVeth : public TwoDaemons {
+ protected:
+  void SetUp() override {
+    const std::string a = absl::StrCat("mmv", ::getpid() % 100000, "a");
+    const std::string b = absl::StrCat("mmv", ::getpid() % 100000, "b");
+    if (std::system(absl::StrCat("ip link add ", a, " type veth peer name ", b,
+                                 " >/dev/null 2>&1 && ip link set ", a,
+                                 " mtu 9202 up && ip link set ", b, " mtu 9202 up")
+                        .c_str()) != 0) {
+      GTEST_SKIP() << "cannot create a veth pair here (needs root and iproute2)";
+    }
+    veth_ = a;
+    const std::string ring = ",framesz=16384,blocksz=16384,framecnt=1024";
+    dst_flags_.push_back(absl::StrCat("--dpdk_port=net_af_packet0,iface=", b, ring));
+    src_flags_.push_back(absl::StrCat("--dpdk_port=net_af_packet0,iface=", a, ring));
+    transport_ = "dpdk";
+    TwoDaemons::SetUp();
+  }
+  void TearDown() override {
+    TwoDaemons::TearDown();
+    src_.reset();
+    dst_.reset();
+    if (!veth_.empty())
+      std::system(absl::StrCat("ip link del ", veth_, " >/dev/null 2>&1").c_str());
+  }
+  std::string veth_;
+};
+
+TEST_F(DpdkOverVeth, TwoDevicesMoveByteExactOverAfPacket) {
+  std::vector<std::string> names;
+  for (int i = 0; i < 2; ++i) {
+    names.push_back(absl::StrCat("v", i));
+    ASSERT_TRUE(Attach(*src_, names.back(), absl::StrCat("size=32MiB,seed=", 50 + i)).ok());
+    ASSERT_TRUE(Attach(*dst_, names.back(), "size=32MiB").ok());
+  }
+  ASSERT_TRUE(Prepare("veth", names).ok());
+  ASSERT_TRUE(Start("veth", names, true).ok());
+  WatchUntilRounds("veth", 1);
+  ASSERT_TRUE(Switchover("veth").ok());
+  SessionStatus s = WaitFinal(*src_, "veth");
+  SessionStatus d = WaitFinal(*dst_, "veth");
+  ASSERT_EQ(s.phase(), SessionStatus::SUCCEEDED) << s.DebugString();
+  ASSERT_EQ(d.phase(), SessionStatus::SUCCEEDED) << d.DebugString();
+  EXPECT_TRUE(d.verified());
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_TRUE(d.devices(i).digest_checked());
+    EXPECT_EQ(d.devices(i).transport().rfind("dpdk link ", 0), 0u);
+  }
+  EXPECT_NE(src_->Log().find("net_af_packet0"), std::string::npos);
 }
 
 // A daemon without --dpdk_port refuses DPDK, whether asked by its agent or by a source's HELLO.

@@ -51,7 +51,7 @@ absl::StatusOr<std::unique_ptr<DpdkTransport>> DpdkTransport::Start(
   auto impl = std::make_unique<Impl>();
   // Most of DPDK's memory goes to frame buffers: a power of two minus one (what DPDK's pools
   // size best), between 1023 and 16383.
-  const uint64_t frame = DpdkPort::FrameCapacityFor(options.devargs, options.frame_size) + 512;
+  const uint64_t frame = DpdkPort::BufferRoomFor(options.devargs, options.frame_size) + 512;
   const uint64_t fit = (static_cast<uint64_t>(options.memory_mb) << 20) * 3 / 5 / frame;
   uint32_t buffers = 1023;
   while (buffers < 16383 && (buffers * 2 + 1) <= fit) buffers = buffers * 2 + 1;

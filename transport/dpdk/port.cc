@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -29,6 +30,19 @@ uint16_t DpdkPort::FrameCapacityFor(const std::string& devargs, uint16_t request
   return devargs.rfind("net_memif", 0) == 0 ? 32768 : 9216;
 }
 
+uint32_t DpdkPort::BufferRoomFor(const std::string& devargs, uint16_t requested) {
+  uint32_t room = FrameCapacityFor(devargs, requested);
+  // net_af_packet receives into whole ring frames and wants buffers of its `framesz` (default
+  // 2048) minus 32, whatever the frames it carries.
+  if (devargs.rfind("net_af_packet", 0) == 0) {
+    const size_t at = devargs.find("framesz=");
+    const uint32_t framesz =
+        at == std::string::npos ? 2048 : std::strtoul(devargs.c_str() + at + 8, nullptr, 10);
+    if (framesz > 32) room = std::max(room, framesz - 32);
+  }
+  return room;
+}
+
 absl::StatusOr<std::unique_ptr<DpdkPort>> DpdkPort::Open(const PortOptions& o) {
   if (!EalInitialized()) {
     return absl::FailedPreconditionError("DPDK port " + o.devargs + ": the EAL is not started");
@@ -37,6 +51,11 @@ absl::StatusOr<std::unique_ptr<DpdkPort>> DpdkPort::Open(const PortOptions& o) {
   std::string devargs = o.devargs;
   const bool memif = name.rfind("net_memif", 0) == 0;
   const uint16_t capacity = FrameCapacityFor(o.devargs, o.frame_capacity);
+  const uint32_t room = BufferRoomFor(o.devargs, o.frame_capacity);
+  if (room > 65535 - RTE_PKTMBUF_HEADROOM) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("DPDK port ", name, ": ", room, "-byte buffers exceed DPDK's 64 KiB"));
+  }
   if (memif && devargs.find("bsize=") == std::string::npos) {
     // memif splits a frame larger than its buffers over several ring slots, and DPDK 22.11
     // garbles such frames for good once the ring fills in the middle of one (seen here): one
@@ -84,8 +103,8 @@ absl::StatusOr<std::unique_ptr<DpdkPort>> DpdkPort::Open(const PortOptions& o) {
         // while one is preempted in the middle of a put (seen here: four receivers spinning in
         // rte_pktmbuf_free for seconds on 2 cores). No per-lcore cache: our threads have none.
         rte_pktmbuf_pool_create_by_ops(pool_name.c_str(), per_queue, 0, 0,
-                                       RTE_PKTMBUF_HEADROOM + capacity, rte_eth_dev_socket_id(port),
-                                       "lf_stack");
+                                       static_cast<uint16_t>(RTE_PKTMBUF_HEADROOM + room),
+                                       rte_eth_dev_socket_id(port), "lf_stack");
     if (pool == nullptr) {
       const absl::Status err = RteError(
           absl::StrCat("rte_pktmbuf_pool_create(", per_queue, " x ", capacity, " bytes)"), 0);

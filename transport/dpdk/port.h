@@ -55,6 +55,8 @@ class DpdkPort final : public FrameIo {
  public:
   // The frame capacity Open gives a port for `devargs` when asked for `requested` (0 = auto).
   static uint16_t FrameCapacityFor(const std::string& devargs, uint16_t requested);
+  // Bytes of each buffer in its pools: the frame capacity, or more where the driver wants more.
+  static uint32_t BufferRoomFor(const std::string& devargs, uint16_t requested);
 
   // Creates (or finds) the device, configures its queue pairs, starts it (or leaves that to
   // WaitLinkUp when the device cannot start yet). The EAL must be up
