@@ -180,13 +180,15 @@ absl::Status DpdkPort::WaitLinkUp(absl::Duration timeout) {
     }
     if (reconnects_) {
       // A memif client that reached its server while the server was still starting stays down
-      // for good (seen here when two daemons start at once): connect again.
+      // for good (seen here when two daemons start at once): connect again, soon at first (a
+      // session is waiting), then once a second.
       std::lock_guard<std::mutex> lock(start_mu_);
-      if (started_ && absl::Now() - started_at_ > absl::Seconds(1)) {
+      if (started_ && absl::Now() - started_at_ > reconnect_after_) {
         rte_eth_dev_stop(port_);
         start_rc = rte_eth_dev_start(port_);
         started_ = start_rc == 0;
         started_at_ = absl::Now();
+        reconnect_after_ = std::min(reconnect_after_ * 2, absl::Seconds(1));
       }
     }
     if (absl::Now() >= deadline) {

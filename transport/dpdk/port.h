@@ -103,6 +103,7 @@ class DpdkPort final : public FrameIo {
   std::atomic<bool> started_{false};
   absl::Time started_at_;    // Guarded by start_mu_ once the port is shared.
   bool reconnects_ = false;  // A memif client: WaitLinkUp connects again while down.
+  absl::Duration reconnect_after_ = absl::Milliseconds(100);  // Guarded by start_mu_.
 };
 
 }  // namespace migmover::dpdk
