@@ -12,6 +12,8 @@
 #include "absl/strings/str_cat.h"
 #include "transport/base/errno_status.h"
 #include "transport/base/status_macros.h"
+#include "transport/peer/handshake.h"
+#include "transport/stream/stream_errors.h"
 
 namespace migmover::dpdk {
 namespace {
@@ -72,31 +74,36 @@ size_t Skip(const iovec* iov, size_t pieces, size_t skip, iovec* out) {
 // enough bytes are there. DATA payloads stay on the link for the caller to take in place.
 class FrameReader {
  public:
-  // True once a frame is complete: `header()` (and `payload()` for control frames) are set.
+  // True once a frame is complete: `frame()` holds its header (and a control frame's payload).
   absl::StatusOr<bool> Next(ReliableLink* link) {
     if (!have_header_) {
       if (link->readable() < wire::kFrameHeaderSize) return false;
       std::array<uint8_t, wire::kFrameHeaderSize> raw;
       link->Read(raw);
-      ASSIGN_OR_RETURN(header_, peer::DecodeHeader(raw));
+      ASSIGN_OR_RETURN(frame_.header, peer::DecodeHeader(raw));
       have_header_ = true;
-      payload_.clear();
+      frame_.payload.clear();
     }
-    if (header_.type == static_cast<uint8_t>(FrameType::kData)) return true;
-    if (link->readable() < header_.length) return false;
-    payload_.resize(header_.length);
-    link->Read({reinterpret_cast<uint8_t*>(payload_.data()), payload_.size()});
+    const FrameHeader& h = frame_.header;
+    if (h.type == static_cast<uint8_t>(FrameType::kData)) return true;
+    if (link->readable() < h.length) return false;
+    frame_.payload.resize(h.length);
+    link->Read({reinterpret_cast<uint8_t*>(frame_.payload.data()), frame_.payload.size()});
     return true;
   }
   void Done() { have_header_ = false; }
-  const FrameHeader& header() const { return header_; }
-  const std::string& payload() const { return payload_; }
+  const peer::ControlFrame& frame() const { return frame_; }
 
  private:
   bool have_header_ = false;
-  FrameHeader header_{};
-  std::string payload_;
+  peer::ControlFrame frame_{};
 };
+
+// Hands as much of `frame` after its first `*done` bytes to the link as it takes.
+void WriteRest(ReliableLink* link, const std::string& frame, size_t* done) {
+  *done +=
+      link->Write({reinterpret_cast<const uint8_t*>(frame.data()) + *done, frame.size() - *done});
+}
 
 // Whether the connection `fd` was closed by the other end (it never sends after HELLO).
 bool ConnectionClosed(int fd) {
@@ -107,31 +114,17 @@ bool ConnectionClosed(int fd) {
   return ::recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
 }
 
-// The verdict a COMMIT or ERROR frame carries, as a status.
-absl::Status Verdict(const FrameHeader& h, const std::string& payload) {
-  const auto type = static_cast<FrameType>(h.type);
-  if (type != FrameType::kCommit && type != FrameType::kError) {
-    return absl::DataLossError(absl::StrCat("destination sent ", peer::FrameTypeName(h.type),
-                                            "; expected COMMIT or ERROR"));
-  }
-  ASSIGN_OR_RETURN(peer::PeerStatus st, peer::ParseStatus(h, payload));
-  if (type == FrameType::kCommit && st.code == 0) return absl::OkStatus();
-  const auto code =
-      st.code == 0 ? absl::StatusCode::kAborted : static_cast<absl::StatusCode>(st.code);
-  return absl::Status(code, absl::StrCat("destination: ", st.message));
-}
-
 // The error for a stream that stopped moving, with what its link saw: an SRE can tell a dead
 // peer (nothing received) from a lossy one (retransmissions) from a slow device.
 absl::Status Idle(uint32_t device, absl::Duration timeout, absl::string_view waiting_on,
                   const ReliableLink& link) {
   const LinkStats& s = link.stats();
-  return absl::DeadlineExceededError(absl::StrCat(
-      "device stream ", device, ": no progress over the DPDK link for ",
-      absl::FormatDuration(timeout), ", ", waiting_on, " (link: ", s.frames_sent, " frames sent, ",
-      s.frames_retransmitted, " retransmitted, ", s.frames_received, " received, ",
-      s.frames_dropped, " refused, ", s.frames_corrupt, " corrupt, ", s.acks_sent, "/",
-      s.acks_received, " acks sent/received; ", link.DebugState(), ")"));
+  return stream::NoProgressError(
+      device, timeout,
+      absl::StrCat(waiting_on, " over the DPDK link: ", s.frames_sent, " frames sent, ",
+                   s.frames_retransmitted, " retransmitted, ", s.frames_received, " received, ",
+                   s.frames_dropped, " refused, ", s.frames_corrupt, " corrupt, ", s.acks_sent, "/",
+                   s.acks_received, " acks sent/received; ", link.DebugState()));
 }
 
 }  // namespace
@@ -205,7 +198,7 @@ absl::Status LinkStreamSender::PollAndCheckPeer() {
     if (absl::Now() > deadline) return absl::DataLossError("destination sent a partial frame");
     RETURN_IF_ERROR(link_->Poll());
   }
-  absl::Status v = Verdict(reader.header(), reader.payload());
+  absl::Status v = peer::VerdictOf(reader.frame(), "destination", absl::StatusCode::kAborted);
   return v.ok() ? absl::DataLossError("destination committed before END_STREAM") : v;
 }
 
@@ -309,8 +302,7 @@ absl::Status LinkStreamSender::SendControl(const std::string& frame) {
   size_t done = 0;
   const absl::Time deadline = absl::Now() + options_.idle_timeout;
   while (done < frame.size()) {
-    done +=
-        link_->Write({reinterpret_cast<const uint8_t*>(frame.data()) + done, frame.size() - done});
+    WriteRest(link_, frame, &done);
     RETURN_IF_ERROR(PollAndCheckPeer());
     if (absl::Now() > deadline)
       return Idle(device_, options_.idle_timeout, "waiting on the peer", *link_);
@@ -347,8 +339,7 @@ void LinkStreamSender::SendError(absl::Status why) {
   size_t done = 0;
   const absl::Time deadline = absl::Now() + absl::Milliseconds(500);
   while ((done < frame.size() || !link_->AllAcknowledged()) && absl::Now() < deadline) {
-    done +=
-        link_->Write({reinterpret_cast<const uint8_t*>(frame.data()) + done, frame.size() - done});
+    WriteRest(link_, frame, &done);
     if (!link_->Poll().ok()) return;
   }
 }
@@ -362,7 +353,7 @@ absl::Status LinkStreamSender::AwaitCommit(absl::Duration timeout,
     if (cancel.load()) return absl::CancelledError("stream cancelled while awaiting COMMIT");
     RETURN_IF_ERROR(link_->Poll());
     ASSIGN_OR_RETURN(bool complete, reader.Next(link_));
-    if (complete) return Verdict(reader.header(), reader.payload());
+    if (complete) return peer::VerdictOf(reader.frame(), "destination", absl::StatusCode::kAborted);
     if (watch_ && watch_->Gone(absl::Now())) return DestinationGone();
     if (absl::Now() > deadline) {
       return absl::DeadlineExceededError(absl::StrCat(
@@ -448,7 +439,7 @@ absl::StatusOr<stream::ReceiveResult> LinkStreamReceiver::Receive(int data_fd,
     }
     progress = absl::Now();
     spins = 0;
-    const FrameHeader& h = reader.header();
+    const FrameHeader& h = reader.frame().header;
     reader.Done();
     if (h.seq != next_seq_) {
       return absl::DataLossError(absl::StrCat("device stream ", device_, ": frame sequence ", h.seq,
@@ -473,25 +464,17 @@ absl::StatusOr<stream::ReceiveResult> LinkStreamReceiver::Receive(int data_fd,
         if (h.phase == static_cast<uint8_t>(Phase::kPreCopy)) ++result.precopy_phases_ended;
         break;
       case FrameType::kEndStream: {
-        ASSIGN_OR_RETURN(peer::EndStream end, peer::ParseEndStream(h, reader.payload()));
-        if (end.total_bytes != offset_) {
-          return absl::DataLossError(
-              absl::StrCat("END_STREAM counts ", end.total_bytes, " bytes; ", offset_, " arrived"));
-        }
+        ASSIGN_OR_RETURN(peer::EndStream end, peer::ParseEndStream(h, reader.frame().payload));
+        if (end.total_bytes != offset_)
+          return stream::EndStreamTotalError(end.total_bytes, offset_);
         if (end.digest_kind == wire::DigestKind::kXxh3_64) {
-          if (end.digest != digest_.Value()) {
-            return absl::DataLossError(
-                "stream digest mismatch: the bytes received differ from the bytes the source "
-                "read");
-          }
+          if (end.digest != digest_.Value()) return stream::DigestMismatchError();
           result.digest_checked = true;
         }
         return result;
       }
-      case FrameType::kError: {
-        ASSIGN_OR_RETURN(peer::PeerStatus st, peer::ParseStatus(h, reader.payload()));
-        return absl::AbortedError(absl::StrCat("source abandoned the stream: ", st.message));
-      }
+      case FrameType::kError:
+        return stream::SourceAbandonedError(h, reader.frame().payload);
       default:
         return absl::DataLossError(
             absl::StrCat("unexpected ", peer::FrameTypeName(h.type), " frame in a device stream"));
@@ -507,8 +490,7 @@ absl::Status LinkStreamReceiver::SendCommit(const absl::Status& result, absl::Du
   size_t done = 0;
   const absl::Time deadline = absl::Now() + linger;
   while (done < frame.size() || !link_->AllAcknowledged()) {
-    done +=
-        link_->Write({reinterpret_cast<const uint8_t*>(frame.data()) + done, frame.size() - done});
+    WriteRest(link_, frame, &done);
     RETURN_IF_ERROR(link_->Poll());
     // After a failure the source may still be sending: drop it, so its frames cannot fill our
     // window and hide the verdict.

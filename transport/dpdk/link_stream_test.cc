@@ -193,6 +193,24 @@ TEST_F(LinkStreamTest, DestinationWriteFailureReachesTheSource) {
   saving.Reset();
 }
 
+TEST_F(LinkStreamTest, UnreadPeerEndsInNoProgressWithTheLinkState) {
+  // Nobody polls the destination's link: the source fills its window and must give up after its
+  // idle timeout, saying what the link saw.
+  std::atomic<bool> stop{false}, cancel{false};
+  UniqueFd saving = Producer(32ull << 20);
+  LinkStreamOptions o;
+  o.idle_timeout = absl::Milliseconds(300);
+  LinkStreamSender s(src_link_.get(), 0, o);
+  auto r = s.Pump(saving.get(), Phase::kStopCopy, UINT64_MAX, stop, cancel);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded) << r.status();
+  EXPECT_NE(r.status().message().find("no progress for 300ms (waiting on the peer over the DPDK "
+                                      "link: "),
+            std::string::npos)
+      << r.status();
+  EXPECT_NE(r.status().message().find(" frames sent, "), std::string::npos) << r.status();
+  saving.Reset();  // Unblocks the producer.
+}
+
 TEST_F(LinkStreamTest, OutOfPlaceDataIsDataLoss) {
   std::atomic<bool> cancel{false};
   wire::FrameHeader h{};

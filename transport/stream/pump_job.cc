@@ -27,11 +27,4 @@ absl::Status DriveJob(uring::Ring* ring, PumpJob& job, absl::Duration tick) {
   }
 }
 
-absl::Status NoProgressError(uint32_t device, absl::Duration idle_timeout,
-                             absl::string_view waiting_on) {
-  return absl::DeadlineExceededError(absl::StrCat("device stream ", device, ": no progress for ",
-                                                  absl::FormatDuration(idle_timeout), " (",
-                                                  waiting_on, ")"));
-}
-
 }  // namespace migmover::stream

@@ -33,10 +33,6 @@ class PumpJob {
 absl::Status DriveJob(uring::Ring* ring, PumpJob& job,
                       absl::Duration tick = absl::Milliseconds(100));
 
-// "device stream 3: no progress for 30s (waiting on the peer)".
-absl::Status NoProgressError(uint32_t device, absl::Duration idle_timeout,
-                             absl::string_view waiting_on);
-
 // User data of a job's request: the op kind, the job's id (24 bits) and a slot (24 bits).
 inline uint64_t JobTag(uint8_t kind, uint32_t job, uint32_t slot) {
   return uring::Tag(kind, (uint64_t{job & 0xffffff} << 24) | (slot & 0xffffff));

@@ -14,6 +14,7 @@
 #include "transport/net/socket.h"
 #include "transport/peer/handshake.h"
 #include "transport/stream/pump_worker.h"
+#include "transport/stream/stream_errors.h"
 
 namespace migmover::stream {
 namespace {
@@ -122,8 +123,7 @@ absl::Status StreamReceiver::OnHeader(size_t k, const FrameHeader& h, uint32_t* 
     }
     case FrameType::kError: {
       ASSIGN_OR_RETURN(std::string payload, peer::ReadControlPayload(fd, h, deadline));
-      ASSIGN_OR_RETURN(peer::PeerStatus st, peer::ParseStatus(h, payload));
-      return absl::AbortedError(absl::StrCat("source abandoned the stream: ", st.message));
+      return SourceAbandonedError(h, payload);
     }
     default:
       return absl::DataLossError(
@@ -162,8 +162,7 @@ class StreamReceiver::ReceiveJob final : public PumpJob {
     result.total_bytes = write_offset_;
     if (r_->end_.digest_kind == wire::DigestKind::kXxh3_64 && r_->digest_valid_) {
       if (r_->digest_->Value() != r_->end_.digest) {
-        return absl::DataLossError(
-            "stream digest mismatch: the bytes received differ from the bytes the source read");
+        return DigestMismatchError();
       }
       result.digest_checked = true;
     }
@@ -352,8 +351,7 @@ class StreamReceiver::ReceiveJob final : public PumpJob {
     // may still be on their way.
     if (ended_ &&
         (received_ > r_->end_.total_bytes || (nsock_ == 1 && received_ != r_->end_.total_bytes))) {
-      Fail(absl::DataLossError(absl::StrCat("END_STREAM counts ", r_->end_.total_bytes, " bytes; ",
-                                            received_, " arrived")));
+      Fail(EndStreamTotalError(r_->end_.total_bytes, received_));
     }
   }
 
@@ -382,8 +380,7 @@ class StreamReceiver::ReceiveJob final : public PumpJob {
     cn.want = 0;
     if (cn.frame_left == 0) cn.state = Conn::kIdle;
     if (ended_ && received_ > r_->end_.total_bytes) {
-      Fail(absl::DataLossError(absl::StrCat("END_STREAM counts ", r_->end_.total_bytes, " bytes; ",
-                                            received_, " arrived")));
+      Fail(EndStreamTotalError(r_->end_.total_bytes, received_));
     }
   }
 
@@ -551,8 +548,7 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveSplice(int data_fd,
     }
   }
   if (end_.total_bytes != offset_) {
-    return absl::DataLossError(
-        absl::StrCat("END_STREAM counts ", end_.total_bytes, " bytes; ", offset_, " arrived"));
+    return EndStreamTotalError(end_.total_bytes, offset_);
   }
   result.total_bytes = offset_;
   return result;

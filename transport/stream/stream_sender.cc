@@ -16,6 +16,7 @@
 #include "transport/net/socket.h"
 #include "transport/peer/handshake.h"
 #include "transport/stream/pump_worker.h"
+#include "transport/stream/stream_errors.h"
 
 namespace migmover::stream {
 namespace {
