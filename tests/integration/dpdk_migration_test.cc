@@ -172,19 +172,8 @@ TEST_F(DpdkDaemons, SourceDaemonKilledMidStreamResetsTheDestinationAtOnce) {
   ASSERT_TRUE(Attach(*src_, "d", "size=64MiB").ok());
   ASSERT_TRUE(Attach(*dst_, "d", "size=64MiB").ok());
   ASSERT_TRUE(Prepare("dpdk-killed", {"d"}).ok());
-  {
-    // Capped, so the stream is still running when the source dies.
-    grpc::ClientContext ctx;
-    v1::StartSourceRequest req;
-    req.set_session_id("dpdk-killed");
-    req.add_devices("d");
-    req.set_peer(dst_->peer_address());
-    req.set_precopy(false);
-    req.set_bandwidth_bytes_per_second(16 << 20);
-    req.mutable_options()->set_transport("dpdk");
-    SessionStatus out;
-    ASSERT_TRUE(src_->stub()->StartSource(&ctx, req, &out).ok());
-  }
+  bandwidth_ = 16 << 20;  // Capped, so the stream is still running when the source dies.
+  ASSERT_TRUE(Start("dpdk-killed", {"d"}, false).ok());
   ASSERT_TRUE(Switchover("dpdk-killed").ok());
   absl::SleepFor(absl::Milliseconds(800));
   SessionStatus mid = Get(*dst_, "dpdk-killed");
@@ -204,18 +193,8 @@ TEST_F(DpdkDaemons, DestinationDaemonKilledMidStreamSourceRunsAgainAtOnce) {
   ASSERT_TRUE(Attach(*src_, "d", "size=64MiB").ok());
   ASSERT_TRUE(Attach(*dst_, "d", "size=64MiB").ok());
   ASSERT_TRUE(Prepare("dpdk-dst-killed", {"d"}).ok());
-  {
-    grpc::ClientContext ctx;
-    v1::StartSourceRequest req;
-    req.set_session_id("dpdk-dst-killed");
-    req.add_devices("d");
-    req.set_peer(dst_->peer_address());
-    req.set_precopy(false);
-    req.set_bandwidth_bytes_per_second(16 << 20);
-    req.mutable_options()->set_transport("dpdk");
-    SessionStatus out;
-    ASSERT_TRUE(src_->stub()->StartSource(&ctx, req, &out).ok());
-  }
+  bandwidth_ = 16 << 20;  // Capped, so the stream is still running when the destination dies.
+  ASSERT_TRUE(Start("dpdk-dst-killed", {"d"}, false).ok());
   ASSERT_TRUE(Switchover("dpdk-dst-killed").ok());
   absl::SleepFor(absl::Milliseconds(800));
   ASSERT_FALSE(Final(Get(*src_, "dpdk-dst-killed")));
@@ -297,19 +276,39 @@ TEST_F(DpdkOverVeth, TwoDevicesMoveByteExactOverAfPacket) {
   EXPECT_NE(src_->Log().find("net_af_packet0"), std::string::npos);
 }
 
-// A daemon without --dpdk_port refuses DPDK, whether asked by its agent or by a source's HELLO.
-TEST(DpdkWithoutPort, RefusedByAgentRequestAndByHello) {
+// A daemon without --dpdk_port refuses DPDK, whether its own agent asks for it or a source's
+// HELLO names a link.
+TEST_F(DpdkDaemons, DaemonWithoutAPortRefusesDpdkByRequestAndByHello) {
   auto plain = DaemonProcess::Start(testing::MigmoverdPath(), "plain", {});
   ASSERT_TRUE(plain.ok()) << plain.status();
-  grpc::ClientContext ctx;
-  v1::PrepareDestinationRequest req;
-  req.set_session_id("x");
-  req.add_devices("d");
-  req.mutable_options()->set_transport("dpdk");
-  SessionStatus out;
-  grpc::Status st = (*plain)->stub()->PrepareDestination(&ctx, req, &out);
-  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
-  EXPECT_NE(st.error_message().find("--dpdk_port"), std::string::npos) << st.error_message();
+  {
+    grpc::ClientContext ctx;
+    v1::PrepareDestinationRequest req;
+    req.set_session_id("x");
+    req.add_devices("d");
+    req.mutable_options()->set_transport("dpdk");
+    SessionStatus out;
+    grpc::Status st = (*plain)->stub()->PrepareDestination(&ctx, req, &out);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_NE(st.error_message().find("--dpdk_port"), std::string::npos) << st.error_message();
+  }
+  // The agent prepared it for TCP, but the source (whose port is up) sends over DPDK.
+  ASSERT_TRUE(Attach(*src_, "d", "size=1MiB").ok());
+  ASSERT_TRUE(Attach(**plain, "d", "size=1MiB").ok());
+  {
+    grpc::ClientContext ctx;
+    v1::PrepareDestinationRequest req;
+    req.set_session_id("to-plain");
+    req.add_devices("d");
+    SessionStatus out;
+    ASSERT_TRUE((*plain)->stub()->PrepareDestination(&ctx, req, &out).ok());
+  }
+  ASSERT_TRUE(Start("to-plain", {"d"}, false, "", "", (*plain)->peer_address()).ok());
+  SessionStatus s = WaitFinal(*src_, "to-plain");
+  EXPECT_EQ(s.phase(), SessionStatus::FAILED) << s.DebugString();
+  EXPECT_NE(s.error().find("this daemon has no DPDK port"), std::string::npos) << s.error();
+  EXPECT_EQ(StateOf(*src_, "d"), "RUNNING");
+  EXPECT_EQ(StateOf(**plain, "d"), "RESUMING") << "its session still waits for a TCP source";
 }
 
 }  // namespace

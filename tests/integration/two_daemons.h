@@ -84,6 +84,7 @@ class TwoDaemons : public ::testing::Test {
     req.mutable_options()->set_data_path(data_path);
     req.mutable_options()->set_streams(streams);
     req.mutable_options()->set_transport(transport_);
+    req.set_bandwidth_bytes_per_second(bandwidth_);
     SessionStatus out;
     return src_->stub()->StartSource(&ctx, req, &out);
   }
@@ -159,6 +160,7 @@ class TwoDaemons : public ::testing::Test {
   // Set by a subclass before SetUp: more flags for each daemon, the transport requests ask for.
   std::vector<std::string> src_flags_, dst_flags_;
   std::string transport_;
+  uint64_t bandwidth_ = 0;  // Start's bandwidth cap (0 = none).
   std::unique_ptr<DaemonProcess> src_, dst_;
 };
 

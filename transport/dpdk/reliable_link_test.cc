@@ -20,12 +20,24 @@
 namespace migmover::dpdk {
 namespace {
 
-// Passes frames through to a port, dropping the ones `drop` picks on their way out.
-class LossyIo final : public FrameIo {
+// Passes everything through to a port; the wrappers below change what happens on transmit.
+class WrappedIo : public FrameIo {
+ public:
+  explicit WrappedIo(FrameIo* inner) : inner_(inner) {}
+  uint16_t Receive(rte_mbuf** f, uint16_t n) override { return inner_->Receive(f, n); }
+  rte_mbuf* Alloc() override { return inner_->Alloc(); }
+  uint16_t frame_capacity() const override { return inner_->frame_capacity(); }
+  rte_ether_addr mac() const override { return inner_->mac(); }
+
+ protected:
+  FrameIo* const inner_;
+};
+
+// Drops the frames `drop` picks on their way out.
+class LossyIo final : public WrappedIo {
  public:
   LossyIo(FrameIo* inner, std::function<bool(const wire::LinkHeader&)> drop)
-      : inner_(inner), drop_(std::move(drop)) {}
-  uint16_t Receive(rte_mbuf** f, uint16_t n) override { return inner_->Receive(f, n); }
+      : WrappedIo(inner), drop_(std::move(drop)) {}
   uint16_t Transmit(rte_mbuf** f, uint16_t n) override {
     // Dropped frames count as sent: on a wire they would be gone after leaving the queue.
     uint16_t i = 0;
@@ -43,23 +55,18 @@ class LossyIo final : public FrameIo {
     }
     return i;  // The first i are gone (sent or dropped); the rest stay the caller's.
   }
-  rte_mbuf* Alloc() override { return inner_->Alloc(); }
-  uint16_t frame_capacity() const override { return inner_->frame_capacity(); }
-  rte_ether_addr mac() const override { return inner_->mac(); }
   uint64_t dropped = 0;
 
  private:
-  FrameIo* inner_;
   std::function<bool(const wire::LinkHeader&)> drop_;
 };
 
 // Flips one payload byte in the frames `pick` chooses, in a copy: the link keeps its own frame
 // for retransmission, as a NIC's wire would leave it.
-class CorruptingIo final : public FrameIo {
+class CorruptingIo final : public WrappedIo {
  public:
   CorruptingIo(FrameIo* inner, std::function<bool()> pick)
-      : inner_(inner), pick_(std::move(pick)) {}
-  uint16_t Receive(rte_mbuf** f, uint16_t n) override { return inner_->Receive(f, n); }
+      : WrappedIo(inner), pick_(std::move(pick)) {}
   uint16_t Transmit(rte_mbuf** f, uint16_t n) override {
     uint16_t i = 0;
     for (; i < n; ++i) {
@@ -83,25 +90,20 @@ class CorruptingIo final : public FrameIo {
     }
     return i;
   }
-  rte_mbuf* Alloc() override { return inner_->Alloc(); }
-  uint16_t frame_capacity() const override { return inner_->frame_capacity(); }
-  rte_ether_addr mac() const override { return inner_->mac(); }
   uint64_t corrupted = 0;
 
  private:
-  FrameIo* inner_;
   std::function<bool()> pick_;
 };
 
 // A port whose transmissions can be blocked (a full queue) or held back and released later (a
 // slow wire).
-class GateIo final : public FrameIo {
+class GateIo final : public WrappedIo {
  public:
-  explicit GateIo(FrameIo* inner) : inner_(inner) {}
+  explicit GateIo(FrameIo* inner) : WrappedIo(inner) {}
   ~GateIo() override {
     for (rte_mbuf* m : held_) rte_pktmbuf_free(m);
   }
-  uint16_t Receive(rte_mbuf** f, uint16_t n) override { return inner_->Receive(f, n); }
   uint16_t Transmit(rte_mbuf** f, uint16_t n) override {
     if (blocked) return 0;
     if (hold) {
@@ -118,13 +120,9 @@ class GateIo final : public FrameIo {
       held_.erase(held_.begin());
     }
   }
-  rte_mbuf* Alloc() override { return inner_->Alloc(); }
-  uint16_t frame_capacity() const override { return inner_->frame_capacity(); }
-  rte_ether_addr mac() const override { return inner_->mac(); }
   bool blocked = false, hold = false;
 
  private:
-  FrameIo* inner_;
   std::vector<rte_mbuf*> held_;
 };
 
