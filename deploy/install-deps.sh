@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages migmover builds, tests and runs with. Idempotent: does nothing
 # (and needs no network) when everything is already there. Run as root.
+#   ./deploy/install-deps.sh            what builds, tests and runs migmover
+#   ./deploy/install-deps.sh --kernel   also what tests/kernel/run.sh needs (a kernel source
+#                                       tree, QEMU, busybox and the kernel's build tools)
 set -euo pipefail
 
 PACKAGES=(
@@ -22,6 +25,10 @@ PACKAGES=(
   python3
   iproute2
 )
+if [[ "${1:-}" == "--kernel" ]]; then
+  PACKAGES+=(linux-source-6.12 qemu-system-x86 busybox-static bc bison flex libelf-dev cpio
+             xz-utils)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

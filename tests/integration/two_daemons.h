@@ -35,8 +35,8 @@ class TwoDaemons : public ::testing::Test {
 
   void TearDown() override {
     if (HasFailure()) {
-      std::cerr << "---- source daemon log ----\n" << src_->Log();
-      std::cerr << "---- destination daemon log ----\n" << dst_->Log();
+      if (src_) std::cerr << "---- source daemon log ----\n" << src_->Log();
+      if (dst_) std::cerr << "---- destination daemon log ----\n" << dst_->Log();
     }
   }
 

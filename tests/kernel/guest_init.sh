@@ -1,0 +1,21 @@
+#!/bin/busybox sh
+# /init of the kernel-in-the-loop VM: mounts what the agent needs, brings up loopback, runs the
+# test agent (which starts the two migmoverd processes) and powers off. The host reads the
+# agent's verdict line from the serial console.
+/bin/busybox --install -s /bin
+mkdir -p /proc /sys /dev /tmp /run
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+# Kernel messages would interleave with the agent's output on the one console.
+echo 4 >/proc/sys/kernel/printk 2>/dev/null
+ip link set lo up
+echo "guest: Linux $(uname -r), $(grep -c ^processor /proc/cpuinfo) CPU(s), mtty types: $(ls /sys/class/mdev_bus/mtty/mdev_supported_types 2>/dev/null | tr '\n' ' ')"
+# The agent finds migmoverd where Bazel's test runner would put it.
+export TEST_SRCDIR=/opt
+/bin/kernel_agent --gtest_color=no $(cat /agent_args 2>/dev/null)
+echo "guest: agent exited with status $?"
+sync
+reboot -f

@@ -1,0 +1,317 @@
+// The test agent that runs inside the kernel-in-the-loop VM (tests/kernel/run.sh). It creates
+// instances of the kernel's mtty sample driver, opens them through VFIO like a VMM, hands the
+// device fds to two real migmoverd processes over their fd intake sockets, drives them over
+// gRPC, and checks every outcome against the kernel itself through its own device fds.
+// Its last line is "kernel-in-the-loop: N passed, M failed".
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "daemon/device/fsm_path.h"
+#include "daemon/device/mig_state.h"
+#include "daemon/intake/fd_intake.h"
+#include "gtest/gtest.h"
+#include "tests/integration/two_daemons.h"
+#include "tests/kernel/corrupting_relay.h"
+#include "tests/kernel/vfio_mdev.h"
+
+namespace migmover {
+// gtest prints states by name in failures.
+void PrintTo(MigState state, std::ostream* os) { *os << MigStateName(state); }
+}  // namespace migmover
+
+namespace migmover::kernel_test {
+namespace {
+
+using ::migmover::testing::TwoDaemons;
+using v1::SessionStatus;
+
+constexpr char kParent[] = "mtty";
+constexpr char kType[] = "mtty-1";
+constexpr uint64_t kMttyFlags = MigFeatures::kStopCopy | MigFeatures::kP2P | MigFeatures::kPreCopy;
+
+// The uAPI's four arcs that return a new data fd (vfio-migration-uapi.md), written out here
+// rather than taken from the daemon, so the daemon is checked against the document.
+bool OpensDataFd(MigState from, MigState to) {
+  using S = MigState;
+  return (from == S::kStop && (to == S::kStopCopy || to == S::kResuming)) ||
+         (from == S::kRunning && to == S::kPreCopy) ||
+         (from == S::kRunningP2P && to == S::kPreCopyP2P);
+}
+
+MigState KernelState(const VfioMdev& m) {
+  auto s = m.State();
+  EXPECT_TRUE(s.ok()) << s.status();
+  return s.ok() ? *s : MigState::kError;
+}
+
+// A marker for the UART scratch register, different from what `other` holds (mtty keeps its
+// registers until a reset, so a fixed value could pass by accident).
+uint8_t FreshMarker(const VfioMdev& other) {
+  std::random_device rd;
+  auto held = other.ReadBar0(kUartScratchRegister);
+  uint8_t v;
+  do {
+    v = static_cast<uint8_t>(rd());
+  } while (v == 0 || (held.ok() && v == *held));
+  return v;
+}
+
+class KernelInTheLoop : public TwoDaemons {
+ protected:
+  // The daemons go first: removing an mdev waits until every fd on it is closed, and the
+  // daemons hold some.
+  void TearDown() override {
+    TwoDaemons::TearDown();
+    src_.reset();
+    dst_.reset();
+    mdevs_.clear();
+  }
+
+  // A new mtty instance, owned by the test.
+  VfioMdev* NewMtty() {
+    auto m = VfioMdev::Create(kParent, kType);
+    EXPECT_TRUE(m.ok()) << m.status();
+    if (!m.ok()) return nullptr;
+    mdevs_.push_back(std::move(*m));
+    return mdevs_.back().get();
+  }
+
+  // Hands a duplicate of `m`'s device fd to `d` and attaches it as `name`.
+  void AttachMtty(::migmover::testing::DaemonProcess& d, const std::string& name, const VfioMdev& m,
+                  v1::Device* out = nullptr) {
+    auto fd = m.Dup();
+    ASSERT_TRUE(fd.ok()) << fd.status();
+    auto handle = SendFdToIntake(d.fd_socket(), FdPurpose::kVfioDevice, fd->get());
+    ASSERT_TRUE(handle.ok()) << handle.status();
+    grpc::ClientContext ctx;
+    v1::AttachDeviceRequest req;
+    req.set_name(name);
+    req.set_fd_handle(*handle);
+    v1::Device dev;
+    grpc::Status s = d.stub()->AttachDevice(&ctx, req, &dev);
+    ASSERT_TRUE(s.ok()) << "AttachDevice(" << name << "): " << s.error_message();
+    if (out) *out = dev;
+  }
+
+  std::vector<std::unique_ptr<VfioMdev>> mdevs_;
+
+  grpc::Status Detach(::migmover::testing::DaemonProcess& d, const std::string& name) {
+    grpc::ClientContext ctx;
+    v1::DetachDeviceRequest req;
+    req.set_name(name);
+    v1::Device out;
+    return d.stub()->DetachDevice(&ctx, req, &out);
+  }
+
+  grpc::Status SetState(::migmover::testing::DaemonProcess& d, const std::string& name,
+                        MigState state, v1::SetDeviceStateResponse* out) {
+    grpc::ClientContext ctx;
+    v1::SetDeviceStateRequest req;
+    req.set_name(name);
+    req.set_state(MigStateName(state));
+    return d.stub()->SetDeviceState(&ctx, req, out);
+  }
+};
+
+TEST_F(KernelInTheLoop, MttyOffersMigrationWithPreCopyAndP2P) {
+  auto m = NewMtty();
+  ASSERT_NE(m, nullptr);
+  auto flags = m->MigrationFlags();
+  ASSERT_TRUE(flags.ok()) << flags.status();
+  EXPECT_EQ(*flags, kMttyFlags);
+  EXPECT_EQ(KernelState(*m), MigState::kRunning);
+  v1::Device dev;
+  AttachMtty(*src_, "uart", *m, &dev);
+  EXPECT_EQ(dev.kind(), v1::Device::VFIO_DEVICE);
+  EXPECT_EQ(dev.state(), "RUNNING");
+  EXPECT_EQ(std::set<std::string>(dev.features().begin(), dev.features().end()),
+            (std::set<std::string>{"stop_copy", "p2p", "pre_copy"}));
+}
+
+// A value written into A's UART before the migration reads back from B after it: the device
+// state crossed through both daemons, PRE_COPY first, then STOP_COPY, on the copy path.
+TEST_F(KernelInTheLoop, FullMigrationMovesUartStateOverTheCopyPath) {
+  auto a = NewMtty();
+  auto b = NewMtty();
+  ASSERT_TRUE(a && b);
+  const uint8_t marker = FreshMarker(*b);
+  ASSERT_TRUE(a->WriteBar0(kUartScratchRegister, marker).ok());
+  ASSERT_EQ(*a->ReadBar0(kUartScratchRegister), marker);
+  AttachMtty(*src_, "uart", *a);
+  AttachMtty(*dst_, "uart", *b);
+
+  ASSERT_TRUE(Prepare("k-full", {"uart"}).ok());
+  EXPECT_EQ(KernelState(*b), MigState::kResuming);
+  grpc::Status started = Start("k-full", {"uart"}, /*precopy=*/true);
+  ASSERT_TRUE(started.ok()) << started.error_message();
+  SessionStatus pre = WatchUntilRounds("k-full", 1);
+  EXPECT_EQ(pre.phase(), SessionStatus::PRE_COPY) << pre.DebugString();
+  EXPECT_EQ(KernelState(*a), MigState::kPreCopy);
+  ASSERT_TRUE(Switchover("k-full").ok());
+  SessionStatus s = WaitFinal(*src_, "k-full");
+  SessionStatus d = WaitFinal(*dst_, "k-full");
+  ASSERT_EQ(s.phase(), SessionStatus::SUCCEEDED) << s.DebugString();
+  ASSERT_EQ(d.phase(), SessionStatus::SUCCEEDED) << d.DebugString();
+  EXPECT_TRUE(d.verified());
+  EXPECT_GT(s.precopy_bytes(), 0u);
+  EXPECT_GT(s.stop_copy_bytes(), 0u);
+  EXPECT_EQ(s.bytes_moved(), s.precopy_bytes() + s.stop_copy_bytes());
+  std::cout << "  mtty stream: " << s.precopy_bytes() << " bytes in PRE_COPY, "
+            << s.stop_copy_bytes() << " in STOP_COPY, downtime " << s.stop_copy_seconds() * 1e3
+            << " ms\n";
+  ASSERT_EQ(s.devices_size(), 1);
+  ASSERT_EQ(d.devices_size(), 1);
+  // mtty's data fds refuse splice: the engine must have taken the copy path on both ends.
+  EXPECT_EQ(s.devices(0).data_path(), "copy");
+  EXPECT_EQ(d.devices(0).data_path(), "copy");
+  EXPECT_TRUE(d.devices(0).committed());
+
+  EXPECT_EQ(KernelState(*b), MigState::kRunning);
+  EXPECT_EQ(KernelState(*a), MigState::kStop);
+  auto got = b->ReadBar0(kUartScratchRegister);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, marker) << "B's scratch register after migration";
+}
+
+// Every (from, to) pair over mtty's states, requested through the daemon, against the kernel.
+TEST_F(KernelInTheLoop, EveryStatePairLandsWhereThePathFinderSays) {
+  auto m = NewMtty();
+  ASSERT_NE(m, nullptr);
+  const MigFeatures features{kMttyFlags};
+  int pairs = 0, refused = 0;
+  for (MigState from : kAllMigStates) {
+    if (!features.Supports(from)) continue;
+    for (MigState to : kAllMigStates) {
+      if (!features.Supports(to)) continue;
+      SCOPED_TRACE(absl::StrCat(MigStateName(from), " -> ", MigStateName(to)));
+      ASSERT_TRUE(m->Reset().ok());
+      ASSERT_EQ(KernelState(*m), MigState::kRunning);
+      AttachMtty(*src_, "c", *m);
+      v1::SetDeviceStateResponse r1, r2;
+      grpc::Status s1 = SetState(*src_, "c", from, &r1);
+      ASSERT_TRUE(s1.ok()) << s1.error_message();
+      ASSERT_EQ(KernelState(*m), from);
+      auto path = FindFsmPath(features, from, to);
+      grpc::Status s2 = SetState(*src_, "c", to, &r2);
+      if (!path.ok()) {
+        // No walk exists: refused without a single ioctl, the device where it was.
+        ++refused;
+        EXPECT_FALSE(s2.ok());
+        EXPECT_FALSE(absl::StrContains(s2.error_message(), "ioctl")) << s2.error_message();
+        EXPECT_EQ(KernelState(*m), from);
+      } else if (from == MigState::kResuming && to != MigState::kResuming) {
+        // Leaving RESUMING loads the state written so far, and nothing was: mtty refuses the
+        // arc, and the daemon must say so with the kernel's error and report the state the
+        // kernel is really in.
+        EXPECT_FALSE(s2.ok()) << r2.DebugString();
+        EXPECT_TRUE(absl::StrContains(s2.error_message(), "RESUMING->STOP")) << s2.error_message();
+        const MigState now = KernelState(*m);
+        grpc::ClientContext ctx;
+        v1::ListDevicesResponse list;
+        ASSERT_TRUE(src_->stub()->ListDevices(&ctx, v1::ListDevicesRequest(), &list).ok());
+        ASSERT_EQ(list.devices_size(), 1);
+        EXPECT_EQ(list.devices(0).state(), MigStateName(now));
+      } else {
+        EXPECT_TRUE(s2.ok()) << s2.error_message();
+        EXPECT_EQ(r2.path(), path->ToString());
+        EXPECT_EQ(r2.device().state(), MigStateName(to));
+        EXPECT_EQ(KernelState(*m), to);
+        const bool opens = path->arcs() > 0 && OpensDataFd((*path)[path->size() - 2], to);
+        EXPECT_EQ(r2.data_fd_opened(), opens);
+      }
+      ++pairs;
+      ASSERT_TRUE(Detach(*src_, "c").ok());
+    }
+  }
+  EXPECT_EQ(pairs, 49);
+  EXPECT_EQ(refused, 2);  // STOP_COPY -> PRE_COPY and -> PRE_COPY_P2P.
+  ASSERT_TRUE(m->Reset().ok());
+  AttachMtty(*src_, "c", *m);
+  v1::SetDeviceStateResponse r;
+  EXPECT_FALSE(SetState(*src_, "c", MigState::kError, &r).ok());
+  EXPECT_EQ(KernelState(*m), MigState::kRunning);
+}
+
+// The kernel itself refuses STOP_COPY -> PRE_COPY(_P2P); migmover must not even ask.
+TEST_F(KernelInTheLoop, BlockedArcsAreRefusedBeforeAnyIoctl) {
+  auto m = NewMtty();
+  ASSERT_NE(m, nullptr);
+  AttachMtty(*src_, "c", *m);
+  v1::SetDeviceStateResponse r;
+  ASSERT_TRUE(SetState(*src_, "c", MigState::kStopCopy, &r).ok());
+  for (MigState to : {MigState::kPreCopy, MigState::kPreCopyP2P}) {
+    r.Clear();
+    grpc::Status s = SetState(*src_, "c", to, &r);
+    EXPECT_FALSE(s.ok());
+    // InvalidArgument, as the kernel's EINVAL would be; but the words are the path finder's,
+    // not an ioctl's, and no walk was reported.
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+    EXPECT_TRUE(absl::StrContains(s.error_message(), "blocked arc")) << s.error_message();
+    EXPECT_FALSE(absl::StrContains(s.error_message(), "ioctl")) << s.error_message();
+    EXPECT_EQ(r.path(), "");
+    EXPECT_EQ(KernelState(*m), MigState::kStopCopy);
+  }
+}
+
+// A flipped byte in the stream: the real driver rejects it, the destination device is reset,
+// the source device runs again, and the agent hears why.
+TEST_F(KernelInTheLoop, CorruptedStreamFailsAtTheDeviceAndBothSidesRecover) {
+  auto a = NewMtty();
+  auto b = NewMtty();
+  ASSERT_TRUE(a && b);
+  ASSERT_TRUE(a->WriteBar0(kUartScratchRegister, FreshMarker(*b)).ok());
+  AttachMtty(*src_, "uart", *a);
+  AttachMtty(*dst_, "uart", *b);
+  auto relay = CorruptingRelay::Start(dst_->peer_address());
+  ASSERT_TRUE(relay.ok()) << relay.status();
+  ASSERT_TRUE(Prepare("k-bad", {"uart"}).ok());
+  grpc::Status started = Start("k-bad", {"uart"}, /*precopy=*/true, "", "", (*relay)->address());
+  ASSERT_TRUE(started.ok()) << started.error_message();
+  SessionStatus pre = WatchUntilRounds("k-bad", 1);
+  if (!Final(pre)) (void)Switchover("k-bad");
+  SessionStatus s = WaitFinal(*src_, "k-bad");
+  SessionStatus d = WaitFinal(*dst_, "k-bad");
+  EXPECT_TRUE((*relay)->corrupted());
+  EXPECT_EQ(s.phase(), SessionStatus::FAILED) << s.DebugString();
+  EXPECT_EQ(d.phase(), SessionStatus::FAILED) << d.DebugString();
+  std::cout << "  source's error: " << s.error() << "\n  destination's error: " << d.error()
+            << "\n";
+  // The kernel's refusal (the write into the device, or loading it) is what failed.
+  EXPECT_TRUE(absl::StrContains(d.error(), "write(data fd") ||
+              absl::StrContains(d.error(), "RESUMING->"))
+      << d.error();
+  EXPECT_FALSE(s.error().empty());
+  EXPECT_EQ(KernelState(*a), MigState::kRunning);
+  EXPECT_EQ(KernelState(*b), MigState::kRunning);
+  EXPECT_EQ(StateOf(*src_, "uart"), "RUNNING");
+  EXPECT_EQ(StateOf(*dst_, "uart"), "RUNNING");
+}
+
+// Prints the verdict line run.sh reads from the console.
+class VerdictPrinter : public ::testing::EmptyTestEventListener {
+  void OnTestProgramEnd(const ::testing::UnitTest& u) override {
+    std::cout << "kernel-in-the-loop: " << u.successful_test_count() << " passed, "
+              << u.failed_test_count() << " failed" << std::endl;
+  }
+};
+
+}  // namespace
+}  // namespace migmover::kernel_test
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  ::signal(SIGPIPE, SIG_IGN);
+  ::testing::UnitTest::GetInstance()->listeners().Append(new migmover::kernel_test::VerdictPrinter);
+  return RUN_ALL_TESTS();
+}

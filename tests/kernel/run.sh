@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Kernel in the loop: migrates the state of real VFIO devices (the kernel's mtty sample driver,
+# migration v2 with PRE_COPY and P2P) between two migmoverd processes inside a QEMU VM, through
+# the production VfioDevice code and the kernel's own ioctls and data fds.
+#
+#   tests/kernel/run.sh                         everything (installs what is missing, as root)
+#   tests/kernel/run.sh --gtest_filter=*Blocked* only some of the agent's tests
+#
+# Steps: install packages (deploy/install-deps.sh --kernel); build migmoverd, migmoverctl and the
+# test agent; build the kernel once (build_kernel.sh caches it outside the clone); pack an
+# initramfs with busybox, the binaries and their shared libraries; boot it under QEMU (TCG: KVM
+# is not usable on these machines) with a time limit; read the agent's verdict from the serial
+# console. The last line is "kernel-in-the-loop: N passed, M failed"; the exit status is non-zero
+# unless every test passed.
+#
+# Environment: MIGMOVER_KERNEL_TIMEOUT (seconds for the VM, default 600),
+# MIGMOVER_KERNEL_CACHE (kernel cache directory, default ~/.cache/migmover/kernel).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+here=tests/kernel
+timeout_s="${MIGMOVER_KERNEL_TIMEOUT:-600}"
+start=$SECONDS
+
+verdict() {  # passed failed why
+  [[ -n "${3:-}" ]] && echo "kernel-in-the-loop: $3" >&2
+  echo "kernel-in-the-loop: $1 passed, $2 failed"
+}
+
+./deploy/install-deps.sh --kernel
+
+bazel build //daemon/server:migmoverd //daemon/cli:migmoverctl //tests/kernel:kernel_agent
+bin="$(bazel info bazel-bin 2>/dev/null)"
+
+kernel="$("$here/build_kernel.sh" | tail -1)"
+
+work="$(mktemp -d /tmp/migmover-kernel.XXXXXX)"
+trap 'rm -rf "$work"' EXIT
+root="$work/root"
+mkdir -p "$root/bin" "$root/opt/migmover/daemon/server"
+cp /bin/busybox "$root/bin/busybox"
+install -m 0755 "$here/guest_init.sh" "$root/init"
+# Stripped: the guest unpacks the initramfs into its RAM, and TCG does so slowly.
+install -s -m 0755 "$bin/daemon/server/migmoverd" "$root/opt/migmover/daemon/server/migmoverd"
+install -s -m 0755 "$bin/daemon/cli/migmoverctl" "$root/bin/migmoverctl"
+install -s -m 0755 "$bin/tests/kernel/kernel_agent" "$root/bin/kernel_agent"
+printf '%s\n' "$@" >"$root/agent_args"
+# Every shared library the binaries load, at the path the loader will look for it.
+for f in "$root/opt/migmover/daemon/server/migmoverd" "$root/bin/migmoverctl" \
+         "$root/bin/kernel_agent"; do
+  ldd "$f" | grep -o '/[^ ]*' | sort -u
+done | sort -u | while read -r lib; do
+  mkdir -p "$root$(dirname "$lib")"
+  cp -L "$lib" "$root$lib"
+done
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$work/initramfs.cpio.gz"
+echo "kernel-in-the-loop: initramfs $(du -h "$work/initramfs.cpio.gz" | cut -f1), kernel $kernel"
+
+console="$work/console.log"
+set +e
+# -cpu max: the binaries are built for the host's CPU (DPDK's code assumes SSE4.2 and more);
+# QEMU's default qemu64 model lacks them.
+timeout "$timeout_s" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2048 -no-reboot -nographic \
+  -kernel "$kernel" -initrd "$work/initramfs.cpio.gz" \
+  -append "console=ttyS0 panic=-1 quiet" </dev/null 2>&1 | tee "$console"
+qemu_rc=${PIPESTATUS[0]}
+set -e
+tr -d '\r' <"$console" >"$console.txt"
+line="$(grep -E '^kernel-in-the-loop: [0-9]+ passed, [0-9]+ failed' "$console.txt" | tail -1 || true)"
+echo "kernel-in-the-loop: VM ran $((SECONDS - start)) s in all (QEMU exit status $qemu_rc)"
+if [[ -z "$line" ]]; then
+  why="no verdict from the guest"
+  ((qemu_rc == 124)) && why="the VM did not finish within ${timeout_s} s"
+  verdict 0 1 "$why"
+  exit 1
+fi
+echo "$line"
+[[ "$line" =~ ,\ 0\ failed$ ]]
