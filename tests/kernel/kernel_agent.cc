@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -53,6 +54,22 @@ MigState KernelState(const VfioMdev& m) {
   auto s = m.State();
   EXPECT_TRUE(s.ok()) << s.status();
   return s.ok() ? *s : MigState::kError;
+}
+
+// Runs migmoverctl (the SRE's tool, next to the agent in the guest) and returns its output.
+std::string Ctl(const std::string& args, int* exit_status) {
+  const char* ctl = std::getenv("MIGMOVERCTL");
+  const std::string cmd = absl::StrCat(ctl ? ctl : "/bin/migmoverctl", " ", args, " 2>&1");
+  std::string out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) {
+    *exit_status = -1;
+    return "popen failed";
+  }
+  char buf[512];
+  while (std::fgets(buf, sizeof(buf), p)) out += buf;
+  *exit_status = ::pclose(p);
+  return out;
 }
 
 // A marker for the UART scratch register, different from what `other` holds (mtty keeps its
@@ -182,6 +199,16 @@ TEST_F(KernelInTheLoop, FullMigrationMovesUartStateOverTheCopyPath) {
   auto got = b->ReadBar0(kUartScratchRegister);
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(*got, marker) << "B's scratch register after migration";
+
+  // What an SRE sees of the same migration.
+  int rc = 0;
+  std::string status = Ctl(absl::StrCat("status --socket=", src_->grpc_socket(), " k-full"), &rc);
+  std::cout << "  migmoverctl status: " << status;
+  EXPECT_EQ(rc, 0) << status;
+  EXPECT_TRUE(absl::StrContains(status, "source k-full: SUCCEEDED")) << status;
+  std::string devices = Ctl(absl::StrCat("devices --socket=", dst_->grpc_socket()), &rc);
+  EXPECT_EQ(rc, 0) << devices;
+  EXPECT_TRUE(absl::StrContains(devices, "uart\tVFIO_DEVICE\tRUNNING")) << devices;
 }
 
 // Every (from, to) pair over mtty's states, requested through the daemon, against the kernel.
