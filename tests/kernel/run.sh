@@ -56,6 +56,7 @@ done
 echo "kernel-in-the-loop: initramfs $(du -h "$work/initramfs.cpio.gz" | cut -f1), kernel $kernel"
 
 console="$work/console.log"
+vm_start=$SECONDS
 set +e
 # -cpu max: the binaries are built for the host's CPU (DPDK's code assumes SSE4.2 and more);
 # QEMU's default qemu64 model lacks them.
@@ -66,7 +67,7 @@ qemu_rc=${PIPESTATUS[0]}
 set -e
 tr -d '\r' <"$console" >"$console.txt"
 line="$(grep -E '^kernel-in-the-loop: [0-9]+ passed, [0-9]+ failed' "$console.txt" | tail -1 || true)"
-echo "kernel-in-the-loop: VM ran $((SECONDS - start)) s in all (QEMU exit status $qemu_rc)"
+echo "kernel-in-the-loop: the VM ran $((SECONDS - vm_start)) s, $((SECONDS - start)) s in all with the builds (QEMU exit status $qemu_rc)"
 if [[ -z "$line" ]]; then
   why="no verdict from the guest"
   ((qemu_rc == 124)) && why="the VM did not finish within ${timeout_s} s"
