@@ -96,8 +96,9 @@ class KernelInTheLoop : public TwoDaemons {
   }
 
   // A new mtty instance, owned by the test.
-  VfioMdev* NewMtty() {
-    auto m = VfioMdev::Create(kParent, kType);
+  VfioMdev* NewMtty(const std::string& type = kType,
+                    VfioMdev::Access access = VfioMdev::Access::kGroup) {
+    auto m = VfioMdev::Create(kParent, type, access);
     EXPECT_TRUE(m.ok()) << m.status();
     if (!m.ok()) return nullptr;
     mdevs_.push_back(std::move(*m));
@@ -119,6 +120,61 @@ class KernelInTheLoop : public TwoDaemons {
     grpc::Status s = d.stub()->AttachDevice(&ctx, req, &dev);
     ASSERT_TRUE(s.ok()) << "AttachDevice(" << name << "): " << s.error_message();
     if (out) *out = dev;
+  }
+
+  struct Pair {
+    std::string name;
+    VfioMdev* a;  // Source.
+    VfioMdev* b;  // Destination.
+  };
+
+  // Migrates every pair's A to its B in one session through the API (PRE_COPY until a round is
+  // done, switchover, STOP_COPY, commit), with a fresh marker in each A's UART scratch register,
+  // and checks the outcome against the kernel: markers on the Bs, A in STOP, B in RUNNING, the
+  // copy path on both ends (mtty's data fds refuse splice).
+  void MigrateAndCheck(const std::string& id, const std::vector<Pair>& pairs) {
+    std::vector<std::string> names;
+    std::vector<uint8_t> markers;
+    for (const Pair& p : pairs) {
+      markers.push_back(FreshMarker(*p.b));
+      ASSERT_TRUE(p.a->WriteBar0(kUartScratchRegister, markers.back()).ok());
+      ASSERT_EQ(*p.a->ReadBar0(kUartScratchRegister), markers.back());
+      AttachMtty(*src_, p.name, *p.a);
+      AttachMtty(*dst_, p.name, *p.b);
+      names.push_back(p.name);
+    }
+    ASSERT_TRUE(Prepare(id, names).ok());
+    for (const Pair& p : pairs) EXPECT_EQ(KernelState(*p.b), MigState::kResuming);
+    grpc::Status started = Start(id, names, /*precopy=*/true);
+    ASSERT_TRUE(started.ok()) << started.error_message();
+    SessionStatus pre = WatchUntilRounds(id, 1);
+    EXPECT_EQ(pre.phase(), SessionStatus::PRE_COPY) << pre.DebugString();
+    for (const Pair& p : pairs) EXPECT_EQ(KernelState(*p.a), MigState::kPreCopy);
+    ASSERT_TRUE(Switchover(id).ok());
+    SessionStatus s = WaitFinal(*src_, id);
+    SessionStatus d = WaitFinal(*dst_, id);
+    ASSERT_EQ(s.phase(), SessionStatus::SUCCEEDED) << s.DebugString();
+    ASSERT_EQ(d.phase(), SessionStatus::SUCCEEDED) << d.DebugString();
+    EXPECT_TRUE(d.verified());
+    EXPECT_GT(s.precopy_bytes(), 0u);
+    EXPECT_GT(s.stop_copy_bytes(), 0u);
+    EXPECT_EQ(s.bytes_moved(), s.precopy_bytes() + s.stop_copy_bytes());
+    std::cout << "  " << pairs.size() << " mtty device(s): " << s.precopy_bytes()
+              << " bytes in PRE_COPY, " << s.stop_copy_bytes() << " in STOP_COPY, downtime "
+              << s.stop_copy_seconds() * 1e3 << " ms\n";
+    ASSERT_EQ(s.devices_size(), static_cast<int>(pairs.size()));
+    ASSERT_EQ(d.devices_size(), static_cast<int>(pairs.size()));
+    for (size_t i = 0; i < pairs.size(); ++i) {
+      SCOPED_TRACE(pairs[i].name);
+      EXPECT_EQ(s.devices(i).data_path(), "copy");
+      EXPECT_EQ(d.devices(i).data_path(), "copy");
+      EXPECT_TRUE(d.devices(i).committed());
+      EXPECT_EQ(KernelState(*pairs[i].b), MigState::kRunning);
+      EXPECT_EQ(KernelState(*pairs[i].a), MigState::kStop);
+      auto got = pairs[i].b->ReadBar0(kUartScratchRegister);
+      ASSERT_TRUE(got.ok()) << got.status();
+      EXPECT_EQ(*got, markers[i]) << "B's scratch register after migration";
+    }
   }
 
   std::vector<std::unique_ptr<VfioMdev>> mdevs_;
@@ -162,43 +218,8 @@ TEST_F(KernelInTheLoop, FullMigrationMovesUartStateOverTheCopyPath) {
   auto a = NewMtty();
   auto b = NewMtty();
   ASSERT_TRUE(a && b);
-  const uint8_t marker = FreshMarker(*b);
-  ASSERT_TRUE(a->WriteBar0(kUartScratchRegister, marker).ok());
-  ASSERT_EQ(*a->ReadBar0(kUartScratchRegister), marker);
-  AttachMtty(*src_, "uart", *a);
-  AttachMtty(*dst_, "uart", *b);
-
-  ASSERT_TRUE(Prepare("k-full", {"uart"}).ok());
-  EXPECT_EQ(KernelState(*b), MigState::kResuming);
-  grpc::Status started = Start("k-full", {"uart"}, /*precopy=*/true);
-  ASSERT_TRUE(started.ok()) << started.error_message();
-  SessionStatus pre = WatchUntilRounds("k-full", 1);
-  EXPECT_EQ(pre.phase(), SessionStatus::PRE_COPY) << pre.DebugString();
-  EXPECT_EQ(KernelState(*a), MigState::kPreCopy);
-  ASSERT_TRUE(Switchover("k-full").ok());
-  SessionStatus s = WaitFinal(*src_, "k-full");
-  SessionStatus d = WaitFinal(*dst_, "k-full");
-  ASSERT_EQ(s.phase(), SessionStatus::SUCCEEDED) << s.DebugString();
-  ASSERT_EQ(d.phase(), SessionStatus::SUCCEEDED) << d.DebugString();
-  EXPECT_TRUE(d.verified());
-  EXPECT_GT(s.precopy_bytes(), 0u);
-  EXPECT_GT(s.stop_copy_bytes(), 0u);
-  EXPECT_EQ(s.bytes_moved(), s.precopy_bytes() + s.stop_copy_bytes());
-  std::cout << "  mtty stream: " << s.precopy_bytes() << " bytes in PRE_COPY, "
-            << s.stop_copy_bytes() << " in STOP_COPY, downtime " << s.stop_copy_seconds() * 1e3
-            << " ms\n";
-  ASSERT_EQ(s.devices_size(), 1);
-  ASSERT_EQ(d.devices_size(), 1);
-  // mtty's data fds refuse splice: the engine must have taken the copy path on both ends.
-  EXPECT_EQ(s.devices(0).data_path(), "copy");
-  EXPECT_EQ(d.devices(0).data_path(), "copy");
-  EXPECT_TRUE(d.devices(0).committed());
-
-  EXPECT_EQ(KernelState(*b), MigState::kRunning);
-  EXPECT_EQ(KernelState(*a), MigState::kStop);
-  auto got = b->ReadBar0(kUartScratchRegister);
-  ASSERT_TRUE(got.ok()) << got.status();
-  EXPECT_EQ(*got, marker) << "B's scratch register after migration";
+  MigrateAndCheck("k-full", {{"uart", a, b}});
+  if (HasFatalFailure()) return;
 
   // What an SRE sees of the same migration.
   int rc = 0;
@@ -209,6 +230,17 @@ TEST_F(KernelInTheLoop, FullMigrationMovesUartStateOverTheCopyPath) {
   std::string devices = Ctl(absl::StrCat("devices --socket=", dst_->grpc_socket()), &rc);
   EXPECT_EQ(rc, 0) << devices;
   EXPECT_TRUE(absl::StrContains(devices, "uart\tVFIO_DEVICE\tRUNNING")) << devices;
+}
+
+// Two devices in one migration, one of each mtty type, one pair opened through VFIO groups and
+// the other through cdevs bound to an iommufd: the daemon takes either kind of device fd.
+TEST_F(KernelInTheLoop, TwoDevicesOpenedBothWaysMigrateTogether) {
+  auto a1 = NewMtty("mtty-1", VfioMdev::Access::kGroup);
+  auto b1 = NewMtty("mtty-1", VfioMdev::Access::kGroup);
+  auto a2 = NewMtty("mtty-2", VfioMdev::Access::kCdev);
+  auto b2 = NewMtty("mtty-2", VfioMdev::Access::kCdev);
+  ASSERT_TRUE(a1 && b1 && a2 && b2);
+  MigrateAndCheck("k-two", {{"uart1", a1, b1}, {"uart2", a2, b2}});
 }
 
 // Every (from, to) pair over mtty's states, requested through the daemon, against the kernel.

@@ -1,5 +1,6 @@
 #include "tests/kernel/vfio_mdev.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -15,6 +16,35 @@
 #include "daemon/device/vfio_uapi.h"
 #include "transport/base/errno_status.h"
 #include "transport/base/status_macros.h"
+
+// The cdev + iommufd uAPI (Linux 6.6) is newer than Debian 12's headers; values and layouts from
+// linux-source-6.12's include/uapi/linux/{vfio,iommufd}.h.
+#ifndef VFIO_DEVICE_BIND_IOMMUFD
+struct vfio_device_bind_iommufd {
+  __u32 argsz;
+  __u32 flags;
+  __s32 iommufd;
+  __u32 out_devid;
+};
+#define VFIO_DEVICE_BIND_IOMMUFD _IO(VFIO_TYPE, VFIO_BASE + 18)
+struct vfio_device_attach_iommufd_pt {
+  __u32 argsz;
+  __u32 flags;
+  __u32 pt_id;
+};
+#define VFIO_DEVICE_ATTACH_IOMMUFD_PT _IO(VFIO_TYPE, VFIO_BASE + 19)
+#endif
+#ifndef IOMMU_IOAS_ALLOC
+struct iommu_ioas_alloc {
+  __u32 size;
+  __u32 flags;
+  __u32 out_ioas_id;
+};
+#define IOMMU_IOAS_ALLOC _IO(';', 0x81)
+#endif
+static_assert(VFIO_DEVICE_BIND_IOMMUFD == 0x3B76 && VFIO_DEVICE_ATTACH_IOMMUFD_PT == 0x3B77);
+static_assert(IOMMU_IOAS_ALLOC == 0x3B81);
+static_assert(sizeof(vfio_device_bind_iommufd) == 16 && sizeof(iommu_ioas_alloc) == 12);
 
 namespace migmover::kernel_test {
 namespace {
@@ -59,18 +89,44 @@ absl::StatusOr<Payload> GetFeature(int device_fd, uint32_t feature, absl::string
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<VfioMdev>> VfioMdev::Create(const std::string& parent,
-                                                           const std::string& type) {
+                                                           const std::string& type, Access access) {
   std::unique_ptr<VfioMdev> m(new VfioMdev());
   m->parent_ = parent;
   m->uuid_ = NewUuid();
   RETURN_IF_ERROR(WriteSysfs(
       absl::StrCat("/sys/class/mdev_bus/", parent, "/mdev_supported_types/", type, "/create"),
       m->uuid_));
-  RETURN_IF_ERROR(m->Open());
+  RETURN_IF_ERROR(access == Access::kGroup ? m->OpenGroup() : m->OpenCdev());
+  RETURN_IF_ERROR(m->FindBar0());
   return m;
 }
 
-absl::Status VfioMdev::Open() {
+absl::Status VfioMdev::OpenCdev() {
+  const std::string dir = absl::StrCat("/sys/bus/mdev/devices/", uuid_, "/vfio-dev");
+  std::string name;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      if (std::strncmp(e->d_name, "vfio", 4) == 0) name = e->d_name;
+    }
+    ::closedir(d);
+  }
+  if (name.empty()) return absl::NotFoundError(absl::StrCat("no vfioN in ", dir));
+  const std::string cdev = absl::StrCat("/dev/vfio/devices/", name);
+  device_.Reset(::open(cdev.c_str(), O_RDWR | O_CLOEXEC));
+  if (!device_.valid()) return ErrnoStatus(absl::StrCat("open(", cdev, ")"), errno);
+  container_.Reset(::open("/dev/iommu", O_RDWR | O_CLOEXEC));
+  if (!container_.valid()) return ErrnoStatus("open(/dev/iommu)", errno);
+  vfio_device_bind_iommufd bind{sizeof(bind), 0, container_.get(), 0};
+  RETURN_IF_ERROR(Ioctl(device_.get(), VFIO_DEVICE_BIND_IOMMUFD, &bind,
+                        absl::StrCat("VFIO_DEVICE_BIND_IOMMUFD, ", cdev)));
+  iommu_ioas_alloc ioas{sizeof(ioas), 0, 0};
+  RETURN_IF_ERROR(Ioctl(container_.get(), IOMMU_IOAS_ALLOC, &ioas, "IOMMU_IOAS_ALLOC"));
+  vfio_device_attach_iommufd_pt attach{sizeof(attach), 0, ioas.out_ioas_id};
+  return Ioctl(device_.get(), VFIO_DEVICE_ATTACH_IOMMUFD_PT, &attach,
+               absl::StrCat("VFIO_DEVICE_ATTACH_IOMMUFD_PT, IOAS ", ioas.out_ioas_id));
+}
+
+absl::Status VfioMdev::OpenGroup() {
   const std::string dev = absl::StrCat("/sys/bus/mdev/devices/", uuid_);
   char link[256];
   ssize_t n = ::readlink((dev + "/iommu_group").c_str(), link, sizeof(link) - 1);
@@ -101,6 +157,10 @@ absl::Status VfioMdev::Open() {
   if (!device_.valid()) {
     return ErrnoStatus(absl::StrCat("ioctl(VFIO_GROUP_GET_DEVICE_FD, ", uuid_, ")"), errno);
   }
+  return absl::OkStatus();
+}
+
+absl::Status VfioMdev::FindBar0() {
   vfio_region_info region{};
   region.argsz = sizeof(region);
   region.index = VFIO_PCI_BAR0_REGION_INDEX;

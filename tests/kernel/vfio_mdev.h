@@ -1,5 +1,6 @@
 // VfioMdev: the test agent's own handle on one mediated device (the kernel's mtty sample),
-// opened through VFIO the way a VMM opens it (group + type1v2 container). The agent hands a
+// opened through VFIO either way a VMM opens one: group + type1v2 container, or the device's
+// cdev bound to an iommufd (Linux 6.6 and later). The agent hands a
 // duplicate of the device fd to migmoverd and keeps this one to check, independently of the
 // daemon, what the kernel says: the migration state, the UART registers, a reset.
 #ifndef MIGMOVER_TESTS_KERNEL_VFIO_MDEV_H_
@@ -17,10 +18,17 @@ namespace migmover::kernel_test {
 
 class VfioMdev {
  public:
+  enum class Access {
+    kGroup,  // /dev/vfio/<group> in a VFIO_TYPE1v2_IOMMU container.
+    kCdev,   // /dev/vfio/devices/vfioN bound to /dev/iommu, attached to a fresh IOAS.
+  };
+
   // Creates an instance of mdev type `type` (e.g. "mtty-1") of parent driver `parent` ("mtty")
-  // with a fresh UUID and opens it. Errors name the sysfs file or ioctl that failed.
+  // with a fresh UUID and opens it through `access`. Errors name the sysfs file or ioctl that
+  // failed.
   static absl::StatusOr<std::unique_ptr<VfioMdev>> Create(const std::string& parent,
-                                                          const std::string& type);
+                                                          const std::string& type,
+                                                          Access access = Access::kGroup);
   // Removes the instance (writes 1 to its sysfs "remove" after closing the fds).
   ~VfioMdev();
 
@@ -42,9 +50,12 @@ class VfioMdev {
 
  private:
   VfioMdev() = default;
-  absl::Status Open();
+  absl::Status OpenGroup();
+  absl::Status OpenCdev();
+  absl::Status FindBar0();
 
   std::string parent_, uuid_;
+  // Group access: the container and the group; cdev access: the iommufd (in container_).
   UniqueFd container_, group_, device_;
   uint64_t bar0_offset_ = 0;
 };
