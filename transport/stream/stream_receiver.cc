@@ -215,7 +215,7 @@ class StreamReceiver::ReceiveJob final : public PumpJob {
         for (uint32_t i = 0; i < cap_; ++i) {
           if (held_[i] && pieces_[i].offset == write_offset_) {
             writing_ = static_cast<int>(i);
-            r_->digest_->Update(pool_->payload(pool_index_[i]), pieces_[i].len);
+            digest_due_ = true;
             break;
           }
         }
@@ -227,6 +227,12 @@ class StreamReceiver::ReceiveJob final : public PumpJob {
                                   pc.len - pc.written, -1, pool_index_[writing_]);
         io_uring_sqe_set_data64(sqe, JobTag(kWrite, job_, writing_));
         write_inflight_ = true;
+        if (digest_due_) {
+          // Into the device first, the digest meanwhile (both only read the buffer).
+          ring_->Submit();
+          r_->digest_->Update(pool_->payload(pool_index_[writing_]), pc.len);
+          digest_due_ = false;
+        }
       } else if (ended_ && received_ == r_->end_.total_bytes && write_offset_ < received_) {
         // Every byte the source counted has arrived, yet the next one is missing: the frames
         // left a hole (and so overlapped elsewhere).
@@ -432,6 +438,7 @@ class StreamReceiver::ReceiveJob final : public PumpJob {
   absl::Status error_;
   bool write_inflight_ = false, poll_inflight_ = false, ended_ = false, cancel_sent_ = false;
   int writing_ = -1;           // The slot being written.
+  bool digest_due_ = false;    // writing_'s bytes are not in the digest yet.
   uint64_t write_offset_ = 0;  // Stream bytes written to the data fd.
   uint64_t received_ = 0;      // Stream bytes received.
   absl::Time last_progress_ = absl::Now();

@@ -231,6 +231,10 @@ class StreamSender::CopyJob final : public PumpJob {
       SubmitSend(slot, s_->sockets_[k].get(), 0, wire::kFrameHeaderSize + sl.len);
       sending_[k] = static_cast<int>(slot);
       ++sends_inflight_;
+      // The frame leaves first and the digest reads it meanwhile (the kernel only reads the
+      // buffer too): the digest is off the path from the data fd to the peer.
+      ring_->Submit();
+      s_->digest_->Update(pool_->payload(pool_index_[slot]), sl.len);
     }
     if (Drained() && peer_poll_inflight_ && !peer_cancel_sent_) {
       ring_->Cancel(JobTag(kPeer, job_, 0));
@@ -322,7 +326,6 @@ class StreamSender::CopyJob final : public PumpJob {
     read_inflight_ = false;
     if (res > 0) {
       last_progress_ = absl::Now();
-      s_->digest_->Update(pool_->payload(pool_index_[slot]), res);
       slots_[slot] = Slot{static_cast<uint32_t>(res), 0, read_offset_, 0, 0, false};
       read_offset_ += res;
       remaining_ -= res;

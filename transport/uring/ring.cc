@@ -32,12 +32,14 @@ io_uring_sqe* Ring::Sqe() {
   return sqe;
 }
 
+void Ring::Submit() { io_uring_submit(&ring_); }
+
 absl::StatusOr<bool> Ring::Wait(absl::Duration timeout, Completion* out) {
   io_uring_cqe* cqe = nullptr;
-  __kernel_timespec ts = absl::ToTimespec(timeout).tv_sec >= 0
-                             ? __kernel_timespec{absl::ToTimespec(timeout).tv_sec,
-                                                 absl::ToTimespec(timeout).tv_nsec}
-                             : __kernel_timespec{0, 0};
+  __kernel_timespec ts =
+      absl::ToTimespec(timeout).tv_sec >= 0
+          ? __kernel_timespec{absl::ToTimespec(timeout).tv_sec, absl::ToTimespec(timeout).tv_nsec}
+          : __kernel_timespec{0, 0};
   while (true) {
     int r = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
     if (r == -EINTR || r == -EBUSY) continue;
@@ -122,8 +124,7 @@ absl::Status Ring::RegisterBuffers(std::span<const iovec> iovecs) {
   }
   int r = io_uring_register_buffers(&ring_, iovecs.data(), iovecs.size());
   if (r < 0) {
-    return ErrnoStatus(absl::StrCat("io_uring_register_buffers(", iovecs.size(), " buffers)"),
-                       -r);
+    return ErrnoStatus(absl::StrCat("io_uring_register_buffers(", iovecs.size(), " buffers)"), -r);
   }
   buffers_registered_ = true;
   return absl::OkStatus();

@@ -36,6 +36,9 @@ class Ring {
 
   // A zeroed SQE. If the submission queue is full, submits what is queued first.
   io_uring_sqe* Sqe();
+  // Submits what is queued now, without waiting for anything. A failure is not lost: the SQEs
+  // stay queued and the next wait submits them again and reports it.
+  void Submit();
 
   // Submits queued SQEs; waits up to `timeout` for one completion and consumes it.
   // Returns false on timeout. Errors: the io_uring_enter errno (never EINTR/ETIME/EBUSY).
