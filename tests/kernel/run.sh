@@ -60,7 +60,7 @@ vm_start=$SECONDS
 set +e
 # -cpu max: the binaries are built for the host's CPU (DPDK's code assumes SSE4.2 and more);
 # QEMU's default qemu64 model lacks them.
-timeout "$timeout_s" qemu-system-x86_64 -accel tcg -cpu max -m 2048 -no-reboot -nographic \
+timeout "$timeout_s" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2048 -no-reboot -nographic \
   -kernel "$kernel" -initrd "$work/initramfs.cpio.gz" \
   -append "console=ttyS0 panic=-1 quiet" </dev/null 2>&1 | tee "$console"
 qemu_rc=${PIPESTATUS[0]}
