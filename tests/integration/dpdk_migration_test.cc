@@ -46,12 +46,8 @@ TEST_F(DpdkDaemons, TwoDevicesWithPrecopyMoveByteExact) {
   ASSERT_TRUE(started.ok()) << started.error_message();
   SessionStatus r = WatchUntilRounds("dpdk-pre", 1);
   EXPECT_EQ(r.phase(), SessionStatus::PRE_COPY);
-  ASSERT_TRUE(Switchover("dpdk-pre").ok());
-  SessionStatus s = WaitFinal(*src_, "dpdk-pre");
-  SessionStatus d = WaitFinal(*dst_, "dpdk-pre");
-  ASSERT_EQ(s.phase(), SessionStatus::SUCCEEDED) << s.DebugString();
-  ASSERT_EQ(d.phase(), SessionStatus::SUCCEEDED) << d.DebugString();
-  EXPECT_TRUE(d.verified());
+  auto [s, d] = SwitchoverAndWait("dpdk-pre");
+  ASSERT_TRUE(BothSucceeded(s, d));
   EXPECT_EQ(s.bytes_moved(), d.bytes_moved());
   EXPECT_GT(s.precopy_bytes(), 0u);
   for (int i = 0; i < 2; ++i) {
@@ -77,12 +73,8 @@ TEST_F(DpdkDaemons, WithoutPrecopyFourDevicesAtOnce) {
   }
   ASSERT_TRUE(Prepare("dpdk-four", names).ok());
   ASSERT_TRUE(Start("dpdk-four", names, false).ok());
-  ASSERT_TRUE(Switchover("dpdk-four").ok());
-  SessionStatus s = WaitFinal(*src_, "dpdk-four");
-  SessionStatus d = WaitFinal(*dst_, "dpdk-four");
-  ASSERT_EQ(s.phase(), SessionStatus::SUCCEEDED) << s.DebugString();
-  ASSERT_EQ(d.phase(), SessionStatus::SUCCEEDED) << d.DebugString();
-  EXPECT_TRUE(d.verified());
+  auto [s, d] = SwitchoverAndWait("dpdk-four");
+  ASSERT_TRUE(BothSucceeded(s, d));
   EXPECT_EQ(s.bytes_moved(), d.bytes_moved());
   EXPECT_GE(s.bytes_moved(), 4u * (16u << 20)) << "every device's whole state";
 }
@@ -104,12 +96,8 @@ TEST_F(DpdkDaemonsFourQueues, DevicesSpreadOverQueuePairsMoveByteExact) {
   }
   ASSERT_TRUE(Prepare("dpdk-queues", names).ok());
   ASSERT_TRUE(Start("dpdk-queues", names, false).ok());
-  ASSERT_TRUE(Switchover("dpdk-queues").ok());
-  SessionStatus s = WaitFinal(*src_, "dpdk-queues");
-  SessionStatus d = WaitFinal(*dst_, "dpdk-queues");
-  ASSERT_EQ(s.phase(), SessionStatus::SUCCEEDED) << s.DebugString();
-  ASSERT_EQ(d.phase(), SessionStatus::SUCCEEDED) << d.DebugString();
-  EXPECT_TRUE(d.verified());
+  auto [s, d] = SwitchoverAndWait("dpdk-queues");
+  ASSERT_TRUE(BothSucceeded(s, d));
   std::set<uint64_t> queues;
   for (const auto& dev : s.devices()) {
     queues.insert(std::stoull(dev.transport().substr(strlen("dpdk link "))) % 4);
@@ -123,9 +111,7 @@ TEST_F(DpdkDaemons, CorruptedStreamIsRejectedAndSourceRunsAgain) {
   ASSERT_TRUE(Attach(*dst_, "d", "size=8MiB").ok());
   ASSERT_TRUE(Prepare("dpdk-corrupt", {"d"}).ok());
   ASSERT_TRUE(Start("dpdk-corrupt", {"d"}, false).ok());
-  ASSERT_TRUE(Switchover("dpdk-corrupt").ok());
-  SessionStatus s = WaitFinal(*src_, "dpdk-corrupt");
-  SessionStatus d = WaitFinal(*dst_, "dpdk-corrupt");
+  auto [s, d] = SwitchoverAndWait("dpdk-corrupt");
   EXPECT_EQ(s.phase(), SessionStatus::FAILED);
   EXPECT_EQ(d.phase(), SessionStatus::FAILED);
   EXPECT_NE(s.error().find("destination"), std::string::npos) << s.error();
@@ -139,9 +125,7 @@ TEST_F(DpdkDaemons, FailedResumeFailsBothSidesAndSourceRunsAgain) {
   ASSERT_TRUE(Prepare("dpdk-bad-commit", {"d"}).ok());
   ASSERT_TRUE(Start("dpdk-bad-commit", {"d"}, true).ok());
   WatchUntilRounds("dpdk-bad-commit", 1);
-  ASSERT_TRUE(Switchover("dpdk-bad-commit").ok());
-  SessionStatus s = WaitFinal(*src_, "dpdk-bad-commit");
-  SessionStatus d = WaitFinal(*dst_, "dpdk-bad-commit");
+  auto [s, d] = SwitchoverAndWait("dpdk-bad-commit");
   EXPECT_EQ(s.phase(), SessionStatus::FAILED);
   EXPECT_EQ(d.phase(), SessionStatus::FAILED);
   EXPECT_NE(s.error().find("RESUMING->STOP"), std::string::npos) << s.error();
@@ -263,12 +247,8 @@ TEST_F(DpdkOverVeth, TwoDevicesMoveByteExactOverAfPacket) {
   ASSERT_TRUE(Prepare("veth", names).ok());
   ASSERT_TRUE(Start("veth", names, true).ok());
   WatchUntilRounds("veth", 1);
-  ASSERT_TRUE(Switchover("veth").ok());
-  SessionStatus s = WaitFinal(*src_, "veth");
-  SessionStatus d = WaitFinal(*dst_, "veth");
-  ASSERT_EQ(s.phase(), SessionStatus::SUCCEEDED) << s.DebugString();
-  ASSERT_EQ(d.phase(), SessionStatus::SUCCEEDED) << d.DebugString();
-  EXPECT_TRUE(d.verified());
+  auto [s, d] = SwitchoverAndWait("veth");
+  ASSERT_TRUE(BothSucceeded(s, d));
   for (int i = 0; i < 2; ++i) {
     EXPECT_TRUE(d.devices(i).digest_checked());
     EXPECT_EQ(d.devices(i).transport().rfind("dpdk link ", 0), 0u);

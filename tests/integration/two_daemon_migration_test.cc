@@ -59,12 +59,8 @@ TEST_P(MigrationMatrix, TwoDevicesMoveByteExact) {
     absl::SleepFor(absl::Milliseconds(100));
     EXPECT_EQ(StateOf(*src_, "dev0"), "RUNNING");
   }
-  ASSERT_TRUE(Switchover(id).ok());
-  SessionStatus s = WaitFinal(*src_, id);
-  SessionStatus d = WaitFinal(*dst_, id);
-  ASSERT_EQ(s.phase(), SessionStatus::SUCCEEDED) << s.DebugString();
-  ASSERT_EQ(d.phase(), SessionStatus::SUCCEEDED) << d.DebugString();
-  EXPECT_TRUE(d.verified());
+  auto [s, d] = SwitchoverAndWait(id);
+  ASSERT_TRUE(BothSucceeded(s, d));
   EXPECT_EQ(s.bytes_moved(), d.bytes_moved());
   EXPECT_GT(s.bytes_moved(), (48u + 24u) << 20);
   if (c.precopy) {
@@ -116,12 +112,8 @@ TEST_F(TwoDaemons, ManyDevicesStripedAtOnce) {
   ASSERT_TRUE(Prepare("many", names, "copy").ok());
   ASSERT_TRUE(Start("many", names, true, "copy", "", "", 3).ok());
   WatchUntilRounds("many", 1);
-  ASSERT_TRUE(Switchover("many").ok());
-  SessionStatus s = WaitFinal(*src_, "many");
-  SessionStatus d = WaitFinal(*dst_, "many");
-  ASSERT_EQ(s.phase(), SessionStatus::SUCCEEDED) << s.DebugString();
-  ASSERT_EQ(d.phase(), SessionStatus::SUCCEEDED) << d.DebugString();
-  EXPECT_TRUE(d.verified());
+  auto [s, d] = SwitchoverAndWait("many");
+  ASSERT_TRUE(BothSucceeded(s, d));
   for (int i = 0; i < 6; ++i) {
     EXPECT_TRUE(d.devices(i).digest_checked()) << i;
     EXPECT_EQ(StateOf(*src_, names[i]), "STOP");
@@ -151,9 +143,7 @@ TEST_F(TwoDaemons, SharedPumpWorkersMoveSeveralDevices) {
     ASSERT_TRUE(src_->stub()->StartSource(&ctx, req, &out).ok());
   }
   WatchUntilRounds("workers", 1);
-  ASSERT_TRUE(Switchover("workers").ok());
-  SessionStatus s = WaitFinal(*src_, "workers");
-  SessionStatus d = WaitFinal(*dst_, "workers");
+  auto [s, d] = SwitchoverAndWait("workers");
   ASSERT_EQ(s.phase(), SessionStatus::SUCCEEDED) << s.DebugString();
   EXPECT_TRUE(d.verified()) << d.DebugString();
   for (const auto& n : names) EXPECT_EQ(StateOf(*dst_, n), "RUNNING");
@@ -176,9 +166,7 @@ TEST_F(TwoDaemons, FailedResumeFailsBothSidesAndSourceRunsAgain) {
   ASSERT_TRUE(Prepare("bad-commit", {"d"}).ok());
   ASSERT_TRUE(Start("bad-commit", {"d"}, true).ok());
   WatchUntilRounds("bad-commit", 1);
-  ASSERT_TRUE(Switchover("bad-commit").ok());
-  SessionStatus s = WaitFinal(*src_, "bad-commit");
-  SessionStatus d = WaitFinal(*dst_, "bad-commit");
+  auto [s, d] = SwitchoverAndWait("bad-commit");
   EXPECT_EQ(s.phase(), SessionStatus::FAILED);
   EXPECT_EQ(d.phase(), SessionStatus::FAILED);
   EXPECT_FALSE(d.verified());
@@ -198,9 +186,7 @@ TEST_F(TwoDaemons, OneDeviceFailingFailsTheWholeMigration) {
   ASSERT_TRUE(Attach(*dst_, "b", "size=16MiB,fail_arc=RESUMING:STOP:EIO").ok());
   ASSERT_TRUE(Prepare("one-bad", {"a", "b"}).ok());
   ASSERT_TRUE(Start("one-bad", {"a", "b"}, false).ok());
-  ASSERT_TRUE(Switchover("one-bad").ok());
-  SessionStatus s = WaitFinal(*src_, "one-bad");
-  SessionStatus d = WaitFinal(*dst_, "one-bad");
+  auto [s, d] = SwitchoverAndWait("one-bad");
   EXPECT_EQ(s.phase(), SessionStatus::FAILED);
   EXPECT_EQ(d.phase(), SessionStatus::FAILED);
   EXPECT_FALSE(d.verified());
@@ -215,9 +201,7 @@ TEST_F(TwoDaemons, CorruptedStreamIsRejectedAndSourceRunsAgain) {
   ASSERT_TRUE(Attach(*dst_, "d", "size=8MiB").ok());
   ASSERT_TRUE(Prepare("corrupt", {"d"}, "copy").ok());
   ASSERT_TRUE(Start("corrupt", {"d"}, false, "copy").ok());
-  ASSERT_TRUE(Switchover("corrupt").ok());
-  SessionStatus s = WaitFinal(*src_, "corrupt");
-  SessionStatus d = WaitFinal(*dst_, "corrupt");
+  auto [s, d] = SwitchoverAndWait("corrupt");
   EXPECT_EQ(s.phase(), SessionStatus::FAILED);
   EXPECT_EQ(d.phase(), SessionStatus::FAILED);
   EXPECT_NE(s.error().find("destination"), std::string::npos) << s.error();

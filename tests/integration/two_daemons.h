@@ -146,6 +146,28 @@ class TwoDaemons : public ::testing::Test {
     SessionStatus out;
     return src_->stub()->Switchover(&ctx, req, &out);
   }
+  // The two sides' final statuses of a session.
+  struct Ended {
+    SessionStatus source, destination;
+  };
+  // Switches over and waits until the session ends on both sides (a refused switchover fails
+  // the test and returns the current statuses).
+  Ended SwitchoverAndWait(const std::string& id, double seconds = 60) {
+    grpc::Status sw = Switchover(id);
+    EXPECT_TRUE(sw.ok()) << "Switchover(" << id << "): " << sw.error_message();
+    if (!sw.ok()) return {Get(*src_, id), Get(*dst_, id)};
+    SessionStatus s = WaitFinal(*src_, id, seconds);
+    return {s, WaitFinal(*dst_, id, seconds)};
+  }
+  // Both sides succeeded and the destination verified every stream.
+  static ::testing::AssertionResult BothSucceeded(const SessionStatus& s, const SessionStatus& d) {
+    if (s.phase() == SessionStatus::SUCCEEDED && d.phase() == SessionStatus::SUCCEEDED &&
+        d.verified()) {
+      return ::testing::AssertionSuccess();
+    }
+    return ::testing::AssertionFailure()
+           << "source: " << s.DebugString() << "destination: " << d.DebugString();
+  }
 
   std::string StateOf(DaemonProcess& d, const std::string& name) {
     grpc::ClientContext ctx;

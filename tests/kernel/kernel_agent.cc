@@ -149,12 +149,8 @@ class KernelInTheLoop : public TwoDaemons {
     SessionStatus pre = WatchUntilRounds(id, 1);
     EXPECT_EQ(pre.phase(), SessionStatus::PRE_COPY) << pre.DebugString();
     for (const Pair& p : pairs) EXPECT_EQ(KernelState(*p.a), MigState::kPreCopy);
-    ASSERT_TRUE(Switchover(id).ok());
-    SessionStatus s = WaitFinal(*src_, id);
-    SessionStatus d = WaitFinal(*dst_, id);
-    ASSERT_EQ(s.phase(), SessionStatus::SUCCEEDED) << s.DebugString();
-    ASSERT_EQ(d.phase(), SessionStatus::SUCCEEDED) << d.DebugString();
-    EXPECT_TRUE(d.verified());
+    auto [s, d] = SwitchoverAndWait(id);
+    ASSERT_TRUE(BothSucceeded(s, d));
     EXPECT_GT(s.precopy_bytes(), 0u);
     EXPECT_GT(s.stop_copy_bytes(), 0u);
     EXPECT_EQ(s.bytes_moved(), s.precopy_bytes() + s.stop_copy_bytes());
