@@ -52,7 +52,8 @@ absl::StatusOr<double> Trial(DataPath path, uint64_t bytes, uint32_t chunk) {
   absl::StatusOr<PumpResult> r =
       sender->Pump(pipe.read.get(), wire::Phase::kStopCopy, UINT64_MAX, never, never);
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
-  pipe.read.Reset();  // If the pump stopped early, the feeder's next write fails instead of blocking.
+  pipe.read
+      .Reset();  // If the pump stopped early, the feeder's next write fails instead of blocking.
   feed.join();
   sender.reset();  // Closes the connection: the drain sees EOF.
   drain.join();
@@ -77,8 +78,8 @@ absl::StatusOr<DataPathProbe> ProbeDataPaths(uint64_t bytes, int rounds, uint32_
   DataPathProbe p;
   p.copy_bytes_per_second = copy[copy.size() / 2];
   p.splice_bytes_per_second = splice[splice.size() / 2];
-  p.faster = p.copy_bytes_per_second > p.splice_bytes_per_second ? DataPath::kCopy
-                                                                  : DataPath::kSplice;
+  p.faster =
+      p.copy_bytes_per_second > p.splice_bytes_per_second ? DataPath::kCopy : DataPath::kSplice;
   return p;
 }
 

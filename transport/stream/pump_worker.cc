@@ -25,7 +25,7 @@ struct PumpWorker::Request {
 };
 
 absl::StatusOr<std::unique_ptr<PumpWorker>> PumpWorker::Start(uint32_t buffers,
-                                                             uint32_t chunk_size) {
+                                                              uint32_t chunk_size) {
   std::unique_ptr<PumpWorker> w(new PumpWorker());
   w->chunk_size_ = chunk_size;
   w->buffers_ = buffers;
@@ -87,8 +87,8 @@ absl::StatusOr<PumpResult> PumpWorker::Run(StreamSender* sender, int data_fd, wi
                                            uint64_t max_bytes, const std::atomic<bool>& stop,
                                            const std::atomic<bool>& cancel) {
   std::unique_ptr<PumpJob> job = RunJob(
-      sender->CopyJobSlots(), [&](uring::Ring* ring, BufferPool* pool,
-                                  std::span<const uint32_t> slots, uint32_t id) {
+      sender->CopyJobSlots(),
+      [&](uring::Ring* ring, BufferPool* pool, std::span<const uint32_t> slots, uint32_t id) {
         return sender->MakeCopyJob(ring, pool, slots, id, data_fd, phase, max_bytes, stop, cancel);
       });
   if (job == nullptr) return absl::CancelledError("pump worker stopped");

@@ -14,6 +14,7 @@
 #include "transport/net/socket.h"
 #include "transport/peer/handshake.h"
 #include "transport/stream/pump_worker.h"
+#include "transport/stream/splice_io.h"
 #include "transport/stream/stream_errors.h"
 
 namespace migmover::stream {
@@ -23,7 +24,9 @@ using wire::FrameHeader;
 using wire::FrameType;
 using wire::Phase;
 
-enum OpKind : uint8_t { kRecvHeader = 1, kRecvPayload = 2, kWrite = 3, kPoll = 4, kSplice = 5 };
+enum OpKind : uint8_t { kRecvHeader = 1, kRecvPayload = 2, kWrite = 3, kPoll = 4 };
+
+constexpr absl::Duration kTick = absl::Milliseconds(100);
 
 }  // namespace
 
@@ -483,10 +486,6 @@ absl::Status StreamReceiver::RecvFailure(int res, absl::string_view where) const
                      -res);
 }
 
-absl::StatusOr<int> StreamReceiver::RunOne(const std::atomic<bool>& cancel) {
-  return ring_->RunOne(cancel, options_.idle_timeout, absl::StrCat("device stream ", device_));
-}
-
 absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveSplice(int data_fd,
                                                             const std::atomic<bool>& cancel) {
   digest_valid_ = false;
@@ -498,19 +497,34 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveSplice(int data_fd,
     pipe_write_ = std::move(p.write);
   }
   const int pipe_cap = std::max(::fcntl(pipe_write_.get(), F_GETPIPE_SZ), 4096);
+  const int sock = control_fd();
+  absl::Time last_progress = absl::Now();
+  // Between tries: cancelled, or no progress for the idle timeout, is the end of the stream.
+  auto still_waiting = [&](absl::string_view on) -> absl::Status {
+    if (cancel.load()) return absl::CancelledError("stream cancelled");
+    if (absl::Now() - last_progress > options_.idle_timeout) {
+      return NoProgressError(device_, options_.idle_timeout, on);
+    }
+    return absl::OkStatus();
+  };
   ReceiveResult result;
   bool ended = false;
   while (!ended) {
     uint8_t hdr[wire::kFrameHeaderSize];
     uint32_t got = 0;
     while (got < sizeof(hdr)) {
-      io_uring_sqe* sqe = ring_->Sqe();
-      io_uring_prep_recv(sqe, control_fd(), hdr + got, sizeof(hdr) - got, MSG_WAITALL);
-      io_uring_sqe_set_data64(sqe, uring::Tag(kRecvHeader, 0));
-      ASSIGN_OR_RETURN(int r, RunOne(cancel));
-      if (r == -EINTR || r == -EAGAIN) continue;
-      if (r <= 0) return RecvFailure(r, "before END_STREAM");
-      got += r;
+      ssize_t r = ::recv(sock, hdr + got, sizeof(hdr) - got, MSG_DONTWAIT);
+      if (r > 0) {
+        got += r;
+        last_progress = absl::Now();
+        continue;
+      }
+      if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
+        RETURN_IF_ERROR(still_waiting("waiting on the source"));
+        WaitFd(sock, POLLIN, kTick);
+        continue;
+      }
+      return RecvFailure(r == 0 ? 0 : -errno, "before END_STREAM");
     }
     ASSIGN_OR_RETURN(FrameHeader h, peer::DecodeHeader(hdr));
     uint32_t left = 0;
@@ -519,34 +533,29 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveSplice(int data_fd,
       // Drain after every splice in: a pipe's capacity counts buffers, not bytes, and TCP fills
       // buffers with whatever a segment held, so waiting to gather a fixed amount can fill the
       // pipe with less than that and block forever.
-      io_uring_sqe* sqe = ring_->Sqe();
-      io_uring_prep_splice(sqe, control_fd(), -1, pipe_write_.get(), -1,
-                           std::min<uint32_t>(left, pipe_cap), SPLICE_F_MOVE);
-      io_uring_sqe_set_data64(sqe, uring::Tag(kSplice, 0));
-      ASSIGN_OR_RETURN(int in, RunOne(cancel));
-      if (in == -EINTR || in == -EAGAIN) continue;
-      if (in <= 0) return RecvFailure(in, "inside a DATA frame");
+      const ssize_t in = SpliceOnce(sock, pipe_write_.get(), std::min<uint32_t>(left, pipe_cap));
+      if (in == -EAGAIN || in == -EINTR) {
+        RETURN_IF_ERROR(still_waiting("waiting on the source"));
+        WaitFd(sock, POLLIN, kTick);
+        continue;
+      }
+      if (in <= 0) return RecvFailure(static_cast<int>(in), "inside a DATA frame");
+      last_progress = absl::Now();
       uint32_t out = 0;
       while (out < static_cast<uint32_t>(in)) {
-        sqe = ring_->Sqe();
-        io_uring_prep_splice(sqe, pipe_read_.get(), -1, data_fd, -1, in - out, SPLICE_F_MOVE);
-        io_uring_sqe_set_data64(sqe, uring::Tag(kSplice, 1));
-        ASSIGN_OR_RETURN(int r, RunOne(cancel));
-        if (r == -EINTR) continue;
-        if (r == -EAGAIN) {
-          sqe = ring_->Sqe();
-          io_uring_prep_poll_add(sqe, data_fd, POLLOUT);
-          io_uring_sqe_set_data64(sqe, uring::Tag(kPoll, 0));
-          ASSIGN_OR_RETURN(int unused, RunOne(cancel));
-          (void)unused;
+        const ssize_t r = SpliceOnce(pipe_read_.get(), data_fd, in - out);
+        if (r == -EAGAIN || r == -EINTR) {
+          RETURN_IF_ERROR(still_waiting("waiting on the data fd"));
+          WaitFd(data_fd, POLLOUT, kTick);
           continue;
         }
         if (r <= 0) {
           return ErrnoStatus(absl::StrCat("splice(pipe -> data fd ", data_fd, ", ", in - out,
                                           " bytes at stream offset ", offset_ + out, ")"),
-                             r == 0 ? EIO : -r);
+                             r == 0 ? EIO : static_cast<int>(-r));
         }
         out += r;
+        last_progress = absl::Now();
         bytes_written_.fetch_add(r, std::memory_order_relaxed);
         if (counter_) counter_->fetch_add(r, std::memory_order_relaxed);
       }

@@ -89,7 +89,6 @@ class StreamReceiver final : public DeviceStreamReceiver {
   // reads and acts on the payload. Sets *data_len for DATA, *ended for END_STREAM.
   absl::Status OnHeader(size_t k, const wire::FrameHeader& h, uint32_t* data_len, bool* ended,
                         ReceiveResult* result);
-  absl::StatusOr<int> RunOne(const std::atomic<bool>& cancel);
   // A receive that returned `res` <= 0: the source went away (0) or the recv failed.
   absl::Status RecvFailure(int res, absl::string_view where) const;
 

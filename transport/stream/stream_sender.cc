@@ -16,6 +16,7 @@
 #include "transport/net/socket.h"
 #include "transport/peer/handshake.h"
 #include "transport/stream/pump_worker.h"
+#include "transport/stream/splice_io.h"
 #include "transport/stream/stream_errors.h"
 
 namespace migmover::stream {
@@ -25,7 +26,7 @@ using wire::FrameHeader;
 using wire::FrameType;
 using wire::Phase;
 
-enum OpKind : uint8_t { kRead = 1, kPoll = 2, kSend = 3, kSplice = 4, kPeer = 5 };
+enum OpKind : uint8_t { kRead = 1, kPoll = 2, kSend = 3, kPeer = 5 };
 
 constexpr absl::Duration kTick = absl::Milliseconds(100);
 
@@ -467,10 +468,6 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
   return job.Result();
 }
 
-absl::StatusOr<int> StreamSender::RunOne(const std::atomic<bool>& cancel) {
-  return ring_->RunOne(cancel, options_.idle_timeout, absl::StrCat("device stream ", device_));
-}
-
 absl::StatusOr<PumpResult> StreamSender::PumpSplice(int data_fd, Phase phase, uint64_t max_bytes,
                                                     const std::atomic<bool>& stop,
                                                     const std::atomic<bool>& cancel,
@@ -483,7 +480,21 @@ absl::StatusOr<PumpResult> StreamSender::PumpSplice(int data_fd, Phase phase, ui
             options_.pipe_size ? options_.pipe_size : options_.chunk_size);
     pipe_read_ = std::move(p.read);
     pipe_write_ = std::move(p.write);
+    for (const UniqueFd& fd : sockets_) SetSendTimeout(fd.get(), kTick);
   }
+  // Splice cannot tell an empty pipe from a drained device; the fd's own mode can: only a
+  // nonblocking data fd says "nothing more for now" with EAGAIN (as read(2) would).
+  const bool data_fd_nonblocking = (::fcntl(data_fd, F_GETFL) & O_NONBLOCK) != 0;
+  const bool precopy = phase == Phase::kPreCopy;
+  absl::Time last_progress = absl::Now();
+  // Between tries: cancelled, or no progress for the idle timeout, is the end of the stream.
+  auto still_waiting = [&](absl::string_view on) -> absl::Status {
+    if (cancel.load()) return absl::CancelledError("stream cancelled");
+    if (absl::Now() - last_progress > options_.idle_timeout) {
+      return NoProgressError(device_, options_.idle_timeout, on);
+    }
+    return absl::OkStatus();
+  };
   PumpResult result;
   uint64_t remaining = max_bytes;
   bool first = true;
@@ -498,34 +509,27 @@ absl::StatusOr<PumpResult> StreamSender::PumpSplice(int data_fd, Phase phase, ui
       return result;
     }
     const uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(options_.chunk_size, remaining));
-    io_uring_sqe* sqe = ring_->Sqe();
-    io_uring_prep_splice(sqe, data_fd, -1, pipe_write_.get(), -1, len, SPLICE_F_MOVE);
-    io_uring_sqe_set_data64(sqe, uring::Tag(kSplice, 0));
-    ASSIGN_OR_RETURN(int got, RunOne(cancel));
+    const ssize_t got = SpliceOnce(data_fd, pipe_write_.get(), len);
     if (got == -EINVAL && first && result.bytes == 0) {
       *unsupported = true;
       return result;
     }
     first = false;
-    const bool precopy = phase == Phase::kPreCopy;
-    if (got == 0 || (precopy && (got == -EAGAIN || got == -ENOMSG))) {
+    if (got == 0 || (precopy && (got == -ENOMSG || (got == -EAGAIN && data_fd_nonblocking)))) {
       result.end = precopy ? PumpResult::End::kDrained : PumpResult::End::kEof;
       return result;
     }
-    if (got == -EAGAIN) {
-      sqe = ring_->Sqe();
-      io_uring_prep_poll_add(sqe, data_fd, POLLIN);
-      io_uring_sqe_set_data64(sqe, uring::Tag(kPoll, 0));
-      ASSIGN_OR_RETURN(int unused, RunOne(cancel));
-      (void)unused;
+    if (got == -EAGAIN || got == -EINTR) {
+      RETURN_IF_ERROR(still_waiting("waiting on the data fd"));
+      WaitFd(data_fd, POLLIN, kTick);
       continue;
     }
-    if (got == -EINTR) continue;
     if (got < 0) {
       return ErrnoStatus(absl::StrCat("splice(data fd ", data_fd, " -> pipe, ", len, ", ",
                                       peer::PhaseName(phase), ")"),
-                         -got);
+                         static_cast<int>(-got));
     }
+    last_progress = absl::Now();
     path_used_ = DataPath::kSplice;
     digest_valid_ = false;  // These bytes never pass through userspace.
     const uint32_t n = static_cast<uint32_t>(got);
@@ -535,6 +539,7 @@ absl::StatusOr<PumpResult> StreamSender::PumpSplice(int data_fd, Phase phase, ui
         if (cancel.load()) return absl::CancelledError("stream cancelled");
         absl::SleepFor(std::min(until - absl::Now(), kTick));
       }
+      last_progress = absl::Now();
     }
     const size_t k = next_socket_;
     next_socket_ = (k + 1) % sockets_.size();
@@ -543,32 +548,36 @@ absl::StatusOr<PumpResult> StreamSender::PumpSplice(int data_fd, Phase phase, ui
     peer::EncodeHeader(DataHeader(seqs_[k]++, device_, phase, n, offset_), hdr);
     uint32_t hdr_sent = 0;
     while (hdr_sent < sizeof(hdr)) {
-      sqe = ring_->Sqe();
-      io_uring_prep_send(sqe, sock, hdr + hdr_sent, sizeof(hdr) - hdr_sent,
-                         MSG_NOSIGNAL | MSG_MORE);
-      io_uring_sqe_set_data64(sqe, uring::Tag(kSend, 0));
-      ASSIGN_OR_RETURN(int sent, RunOne(cancel));
-      if (sent == -EAGAIN || sent == -EINTR) continue;
-      if (sent <= 0) {
-        return ErrnoStatus(absl::StrCat("send(peer socket fd ", sock, ", DATA header)"),
-                           sent == 0 ? EPIPE : -sent);
+      // Blocking, bounded by the send timeout; MSG_MORE keeps the header with its payload.
+      ssize_t sent = ::send(sock, hdr + hdr_sent, sizeof(hdr) - hdr_sent, MSG_NOSIGNAL | MSG_MORE);
+      if (sent > 0) {
+        hdr_sent += sent;
+        continue;
       }
-      hdr_sent += sent;
+      if (sent < 0 && (errno == EAGAIN || errno == EINTR)) {
+        RETURN_IF_ERROR(still_waiting("waiting on the peer"));
+        continue;
+      }
+      RETURN_IF_ERROR(PeerVerdict());
+      return ErrnoStatus(absl::StrCat("send(peer socket fd ", sock, ", DATA header)"),
+                         sent == 0 ? EPIPE : errno);
     }
     uint32_t moved = 0;
     while (moved < n) {
-      sqe = ring_->Sqe();
-      io_uring_prep_splice(sqe, pipe_read_.get(), -1, sock, -1, n - moved, SPLICE_F_MOVE);
-      io_uring_sqe_set_data64(sqe, uring::Tag(kSplice, 1));
-      ASSIGN_OR_RETURN(int out, RunOne(cancel));
-      if (out == -EAGAIN || out == -EINTR) continue;
-      if (out <= 0) {
-        RETURN_IF_ERROR(PeerVerdict());
-        return ErrnoStatus(
-            absl::StrCat("splice(pipe -> peer socket fd ", sock, ", ", n - moved, ")"),
-            out == 0 ? EPIPE : -out);
+      const ssize_t out = SpliceOnce(pipe_read_.get(), sock, n - moved);
+      if (out > 0) {
+        moved += out;
+        last_progress = absl::Now();
+        continue;
       }
-      moved += out;
+      if (out == -EAGAIN || out == -EINTR) {
+        RETURN_IF_ERROR(PeerVerdict());
+        RETURN_IF_ERROR(still_waiting("waiting on the peer"));
+        continue;
+      }
+      RETURN_IF_ERROR(PeerVerdict());
+      return ErrnoStatus(absl::StrCat("splice(pipe -> peer socket fd ", sock, ", ", n - moved, ")"),
+                         out == 0 ? EPIPE : static_cast<int>(-out));
     }
     RETURN_IF_ERROR(PeerVerdict());
     offset_ += n;

@@ -109,8 +109,6 @@ class StreamSender final : public DeviceStreamSender {
   absl::StatusOr<PumpResult> PumpSplice(int data_fd, wire::Phase phase, uint64_t max_bytes,
                                         const std::atomic<bool>& stop,
                                         const std::atomic<bool>& cancel, bool* unsupported);
-  // Submits one op and waits for its completion, honouring cancel and the idle timeout.
-  absl::StatusOr<int> RunOne(const std::atomic<bool>& cancel);
   absl::Status SendControl(const std::string& frame);
   // The destination only speaks mid-stream to give up (ERROR, or a failed COMMIT). If it has,
   // reads its frame and returns its verdict as an error; OK when it has said nothing. The copy

@@ -12,8 +12,8 @@
 #include "gtest/gtest.h"
 #include "transport/net/socket.h"
 #include "transport/peer/handshake.h"
-#include "transport/stream/stream_receiver.h"
 #include "transport/stream/pump_worker.h"
+#include "transport/stream/stream_receiver.h"
 #include "transport/stream/stream_sender.h"
 
 namespace migmover::stream {
@@ -68,8 +68,8 @@ struct Outcome {
 // Moves `data` (the first `precopy` bytes as a PRE_COPY phase) from a pipe through a sender
 // and a receiver over `n` striped connections into another pipe.
 Outcome MoveStriped(const std::vector<uint8_t>& data, size_t precopy, int n, StreamOptions so,
-                    StreamOptions ro, bool nonblocking_fds = false,
-                    PumpWorker* worker = nullptr, PumpWorker* receive_worker = nullptr) {
+                    StreamOptions ro, bool nonblocking_fds = false, PumpWorker* worker = nullptr,
+                    PumpWorker* receive_worker = nullptr) {
   ::signal(SIGPIPE, SIG_IGN);
   Outcome out;
   std::vector<UniqueFd> src, dst;
@@ -136,9 +136,9 @@ Outcome MoveStriped(const std::vector<uint8_t>& data, size_t precopy, int n, Str
       ASSERT_TRUE(hello.ok()) << hello.status();
       EXPECT_EQ(hello->stream, i);
       EXPECT_EQ(hello->stream_count, n);
-      ASSERT_TRUE(peer::SendHelloAck(dst[i].get(), absl::OkStatus(), 0,
-                                     absl::Now() + absl::Seconds(5))
-                      .ok());
+      ASSERT_TRUE(
+          peer::SendHelloAck(dst[i].get(), absl::OkStatus(), 0, absl::Now() + absl::Seconds(5))
+              .ok());
     }
     auto receiver = StreamReceiver::Create(ring->get(), std::move(dst), 0, ro);
     ASSERT_TRUE(receiver.ok()) << receiver.status();
@@ -157,17 +157,21 @@ Outcome MoveStriped(const std::vector<uint8_t>& data, size_t precopy, int n, Str
   return out;
 }
 
-Outcome Move(const std::vector<uint8_t>& data, size_t precopy, StreamOptions so,
-             StreamOptions ro, bool nonblocking_fds = false) {
+Outcome Move(const std::vector<uint8_t>& data, size_t precopy, StreamOptions so, StreamOptions ro,
+             bool nonblocking_fds = false) {
   return MoveStriped(data, precopy, 1, so, ro, nonblocking_fds);
 }
 
-
 std::string DataFrame(uint64_t seq, uint64_t offset, const std::string& bytes,
                       uint32_t device = 0) {
-  wire::FrameHeader h{wire::kFrameMagic, static_cast<uint8_t>(wire::FrameType::kData),
-                      static_cast<uint8_t>(Phase::kStopCopy), 0, device,
-                      static_cast<uint32_t>(bytes.size()), seq, offset};
+  wire::FrameHeader h{wire::kFrameMagic,
+                      static_cast<uint8_t>(wire::FrameType::kData),
+                      static_cast<uint8_t>(Phase::kStopCopy),
+                      0,
+                      device,
+                      static_cast<uint32_t>(bytes.size()),
+                      seq,
+                      offset};
   std::string f(sizeof(h), '\0');
   std::memcpy(f.data(), &h, sizeof(h));
   return f + bytes;
@@ -214,8 +218,7 @@ TEST(StreamTest, StreamsSharingAPumpWorkerAreByteExact) {
   auto receive_worker = PumpWorker::Start(10, 128 << 10);
   ASSERT_TRUE(receive_worker.ok()) << receive_worker.status();
   std::vector<std::vector<uint8_t>> data = {RandomBytes(6 << 20 | 11, 31),
-                                            RandomBytes(3 << 20 | 5, 32),
-                                            RandomBytes(5 << 20, 33)};
+                                            RandomBytes(3 << 20 | 5, 32), RandomBytes(5 << 20, 33)};
   std::vector<Outcome> out(data.size());
   std::vector<std::thread> threads;
   for (size_t i = 0; i < data.size(); ++i) {
@@ -257,12 +260,12 @@ TEST(StreamTest, AutoPicksSpliceForPipes) {
 
 TEST(StreamTest, MixedPathsAndSmallReceiverBuffers) {
   auto data = RandomBytes(5 << 20 | 7, 4);
-  Outcome o = Move(data, 2 << 20, Opts(DataPath::kSplice, 1 << 20),
-                   Opts(DataPath::kCopy, 64 << 10));
+  Outcome o =
+      Move(data, 2 << 20, Opts(DataPath::kSplice, 1 << 20), Opts(DataPath::kCopy, 64 << 10));
   ASSERT_TRUE(o.sender.ok() && o.receiver.ok()) << o.sender << o.receiver;
   EXPECT_EQ(o.received, data);
-  Outcome o2 = Move(data, 2 << 20, Opts(DataPath::kCopy, 256 << 10),
-                    Opts(DataPath::kSplice, 64 << 10));
+  Outcome o2 =
+      Move(data, 2 << 20, Opts(DataPath::kCopy, 256 << 10), Opts(DataPath::kSplice, 64 << 10));
   ASSERT_TRUE(o2.sender.ok() && o2.receiver.ok()) << o2.sender << o2.receiver;
   EXPECT_EQ(o2.received, data);
 }
@@ -273,8 +276,8 @@ TEST(StreamTest, NonBlockingFdsRequeueEagainAndShortIo) {
                    /*nonblocking_fds=*/true);
   ASSERT_TRUE(o.sender.ok() && o.receiver.ok()) << o.sender << o.receiver;
   EXPECT_EQ(o.received, data);
-  Outcome s = Move(data, 0, Opts(DataPath::kSplice, 128 << 10),
-                   Opts(DataPath::kSplice, 128 << 10), true);
+  Outcome s =
+      Move(data, 0, Opts(DataPath::kSplice, 128 << 10), Opts(DataPath::kSplice, 128 << 10), true);
   ASSERT_TRUE(s.sender.ok() && s.receiver.ok()) << s.sender << s.receiver;
   EXPECT_EQ(s.received, data);
 }
@@ -345,9 +348,8 @@ TEST(StreamTest, StalledStripeHoldsOthersWithinBoundedBuffers) {
       ASSERT_TRUE(net::SendAll(c0.src.get(), DataFrame(seq0++, i * frame, slice(i)), d).ok());
     }
     ASSERT_TRUE(net::SendAll(c0.src.get(),
-                             peer::EncodeEndStream(seq0++, 0,
-                                                   peer::EndStream{8 * frame, 0,
-                                                                   wire::DigestKind::kNone}),
+                             peer::EncodeEndStream(
+                                 seq0++, 0, peer::EndStream{8 * frame, 0, wire::DigestKind::kNone}),
                              d)
                     .ok());
   });
@@ -462,46 +464,86 @@ TEST(StreamTest, SenderStopsWhenTheDestinationGivesUpMidStream) {
 }
 
 TEST(StreamTest, PrecopyZeroReadMeansDrained) {
-  auto ring = uring::Ring::Create(16);
-  ASSERT_TRUE(ring.ok());
-  Conn conn = Connect();
-  auto sender = StreamSender::Create(ring->get(), std::move(conn.src), 0, Opts(DataPath::kCopy));
-  ASSERT_TRUE(sender.ok());
-  auto pipe = MakePipe();
-  ASSERT_TRUE(::write(pipe->write.get(), "abc", 3) == 3);
-  pipe->write.Reset();  // mtty's way: read returns 0 when precopy data is drained.
-  std::atomic<bool> stop{false}, cancel{false};
-  auto r = (*sender)->Pump(pipe->read.get(), Phase::kPreCopy, 1 << 20, stop, cancel);
-  ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_EQ(r->bytes, 3u);
-  EXPECT_EQ(r->end, PumpResult::End::kDrained);
+  for (DataPath p : {DataPath::kCopy, DataPath::kSplice}) {
+    auto ring = uring::Ring::Create(16);
+    ASSERT_TRUE(ring.ok());
+    Conn conn = Connect();
+    auto sender = StreamSender::Create(ring->get(), std::move(conn.src), 0, Opts(p));
+    ASSERT_TRUE(sender.ok());
+    auto pipe = MakePipe();
+    ASSERT_TRUE(::write(pipe->write.get(), "abc", 3) == 3);
+    pipe->write.Reset();  // mtty's way: read returns 0 when precopy data is drained.
+    std::atomic<bool> stop{false}, cancel{false};
+    auto r = (*sender)->Pump(pipe->read.get(), Phase::kPreCopy, 1 << 20, stop, cancel);
+    ASSERT_TRUE(r.ok()) << DataPathName(p) << ": " << r.status();
+    EXPECT_EQ(r->bytes, 3u) << DataPathName(p);
+    EXPECT_EQ(r->end, PumpResult::End::kDrained) << DataPathName(p);
+  }
 }
 
+// Switchover must not wait on a PRE_COPY read the device cannot satisfy, on either path.
 TEST(StreamTest, SwitchoverWithdrawsAPrecopyReadThatCannotComplete) {
-  auto ring = uring::Ring::Create(16);
-  ASSERT_TRUE(ring.ok());
-  Conn conn = Connect();
-  auto sender = StreamSender::Create(ring->get(), std::move(conn.src), 0, Opts(DataPath::kCopy));
-  ASSERT_TRUE(sender.ok());
-  auto pipe = MakePipe();  // Blocking and empty: a read waits forever.
-  std::atomic<bool> stop{false}, cancel{false};
-  std::thread t([&] {
-    absl::SleepFor(absl::Milliseconds(150));
-    stop = true;
-  });
-  auto r = (*sender)->Pump(pipe->read.get(), Phase::kPreCopy, 1 << 20, stop, cancel);
-  t.join();
-  ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_EQ(r->bytes, 0u);
-  EXPECT_EQ(r->end, PumpResult::End::kStopped);
+  for (DataPath p : {DataPath::kCopy, DataPath::kSplice}) {
+    auto ring = uring::Ring::Create(16);
+    ASSERT_TRUE(ring.ok());
+    Conn conn = Connect();
+    auto sender = StreamSender::Create(ring->get(), std::move(conn.src), 0, Opts(p));
+    ASSERT_TRUE(sender.ok());
+    auto pipe = MakePipe();  // Blocking and empty: a read waits forever.
+    std::atomic<bool> stop{false}, cancel{false};
+    std::thread t([&] {
+      absl::SleepFor(absl::Milliseconds(150));
+      stop = true;
+    });
+    const absl::Time start = absl::Now();
+    auto r = (*sender)->Pump(pipe->read.get(), Phase::kPreCopy, 1 << 20, stop, cancel);
+    t.join();
+    ASSERT_TRUE(r.ok()) << DataPathName(p) << ": " << r.status();
+    EXPECT_EQ(r->bytes, 0u) << DataPathName(p);
+    EXPECT_EQ(r->end, PumpResult::End::kStopped) << DataPathName(p);
+    EXPECT_LT(absl::Now() - start, absl::Seconds(2)) << DataPathName(p);
+  }
+}
+
+// A sender whose peer stops reading fills the socket and then waits; cancelling it ends the
+// wait on either path (the splice path's blocking splice returns at each send timeout).
+TEST(StreamTest, SenderCancelsWhileThePeerDoesNotRead) {
+  for (DataPath p : {DataPath::kCopy, DataPath::kSplice}) {
+    auto ring = uring::Ring::Create(16);
+    ASSERT_TRUE(ring.ok());
+    Conn conn = Connect();  // conn.dst is never read.
+    auto sender = StreamSender::Create(ring->get(), std::move(conn.src), 0, Opts(p));
+    ASSERT_TRUE(sender.ok());
+    auto pipe = MakePipe();
+    std::atomic<bool> stop{false}, cancel{false}, done{false};
+    std::thread feeder([&] {
+      std::vector<uint8_t> junk(1 << 16, 7);
+      while (!done.load()) {
+        if (::write(pipe->write.get(), junk.data(), junk.size()) <= 0) return;
+      }
+    });
+    std::thread t([&] {
+      absl::SleepFor(absl::Milliseconds(300));
+      cancel = true;
+    });
+    const absl::Time start = absl::Now();
+    auto r = (*sender)->Pump(pipe->read.get(), Phase::kStopCopy, UINT64_MAX, stop, cancel);
+    const absl::Duration took = absl::Now() - start;
+    t.join();
+    done = true;
+    pipe->read.Reset();  // The feeder's blocked write fails with EPIPE.
+    feeder.join();
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kCancelled) << DataPathName(p) << r.status();
+    EXPECT_LT(took, absl::Seconds(2)) << DataPathName(p);
+  }
 }
 
 // A receiver fed by hand-made frames.
 absl::Status ReceiveFrames(const std::vector<std::string>& frames, bool close_after = true) {
   Conn conn = Connect();
   auto ring = uring::Ring::Create(16);
-  auto receiver = StreamReceiver::Create(ring->get(), std::move(conn.dst), 0, 1,
-                                         Opts(DataPath::kCopy));
+  auto receiver =
+      StreamReceiver::Create(ring->get(), std::move(conn.dst), 0, 1, Opts(DataPath::kCopy));
   EXPECT_TRUE(receiver.ok());
   for (const auto& f : frames) {
     EXPECT_TRUE(net::SendAll(conn.src.get(), f, absl::Now() + absl::Seconds(2)).ok());
@@ -511,7 +553,6 @@ absl::Status ReceiveFrames(const std::vector<std::string>& frames, bool close_af
   std::atomic<bool> cancel{false};
   return (*receiver)->Receive(pipe->write.get(), cancel).status();
 }
-
 
 TEST(StreamTest, ReceiverRejectsMalformedStreams) {
   // Sequence gap.
@@ -524,11 +565,11 @@ TEST(StreamTest, ReceiverRejectsMalformedStreams) {
   // Garbage header.
   EXPECT_EQ(ReceiveFrames({std::string(32, 'x')}).code(), absl::StatusCode::kDataLoss);
   // END_STREAM total disagrees.
-  EXPECT_EQ(ReceiveFrames({DataFrame(1, 0, "abc"),
-                           peer::EncodeEndStream(2, 0, peer::EndStream{4, 0,
-                                                                       wire::DigestKind::kNone})})
-                .code(),
-            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(
+      ReceiveFrames({DataFrame(1, 0, "abc"),
+                     peer::EncodeEndStream(2, 0, peer::EndStream{4, 0, wire::DigestKind::kNone})})
+          .code(),
+      absl::StatusCode::kDataLoss);
   // Digest disagrees.
   absl::Status s = ReceiveFrames(
       {DataFrame(1, 0, "abc"),
@@ -538,9 +579,9 @@ TEST(StreamTest, ReceiverRejectsMalformedStreams) {
   // Source disconnects mid-stream.
   EXPECT_EQ(ReceiveFrames({DataFrame(1, 0, "abc")}).code(), absl::StatusCode::kUnavailable);
   // Source gives up.
-  s = ReceiveFrames({DataFrame(1, 0, "abc"),
-                     peer::EncodeStatusFrame(wire::FrameType::kError, 2, 0,
-                                             peer::PeerStatus{13, "device fell over"})});
+  s = ReceiveFrames(
+      {DataFrame(1, 0, "abc"), peer::EncodeStatusFrame(wire::FrameType::kError, 2, 0,
+                                                       peer::PeerStatus{13, "device fell over"})});
   EXPECT_EQ(s.code(), absl::StatusCode::kAborted);
   EXPECT_NE(s.message().find("device fell over"), std::string::npos);
 }
@@ -611,19 +652,20 @@ TEST(StreamTest, ReceiverSurvivesRandomFrames) {
 }
 
 TEST(StreamTest, ReceiverCancelsWhileWaiting) {
-  Conn conn = Connect();
-  auto ring = uring::Ring::Create(16);
-  auto receiver = StreamReceiver::Create(ring->get(), std::move(conn.dst), 0, 1,
-                                         Opts(DataPath::kCopy));
-  auto pipe = MakePipe();
-  std::atomic<bool> cancel{false};
-  std::thread t([&] {
-    absl::SleepFor(absl::Milliseconds(200));
-    cancel = true;
-  });
-  auto r = (*receiver)->Receive(pipe->write.get(), cancel);
-  t.join();
-  EXPECT_EQ(r.status().code(), absl::StatusCode::kCancelled);
+  for (DataPath p : {DataPath::kCopy, DataPath::kSplice}) {
+    Conn conn = Connect();
+    auto ring = uring::Ring::Create(16);
+    auto receiver = StreamReceiver::Create(ring->get(), std::move(conn.dst), 0, 1, Opts(p));
+    auto pipe = MakePipe();
+    std::atomic<bool> cancel{false};
+    std::thread t([&] {
+      absl::SleepFor(absl::Milliseconds(200));
+      cancel = true;
+    });
+    auto r = (*receiver)->Receive(pipe->write.get(), cancel);
+    t.join();
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kCancelled) << DataPathName(p) << r.status();
+  }
 }
 
 TEST(StreamTest, CommitVerdictReachesSender) {
@@ -631,8 +673,8 @@ TEST(StreamTest, CommitVerdictReachesSender) {
   auto ring = uring::Ring::Create(16);
   auto sender = StreamSender::Create(ring->get(), std::move(conn.src), 0, Opts(DataPath::kCopy));
   auto ring2 = uring::Ring::Create(16);
-  auto receiver = StreamReceiver::Create(ring2->get(), std::move(conn.dst), 0, 1,
-                                         Opts(DataPath::kCopy));
+  auto receiver =
+      StreamReceiver::Create(ring2->get(), std::move(conn.dst), 0, 1, Opts(DataPath::kCopy));
   ASSERT_TRUE((*receiver)
                   ->SendCommit(absl::InvalidArgumentError(
                       "ioctl(VFIO_DEVICE_FEATURE SET MIG_DEVICE_STATE RESUMING->STOP): EINVAL"))
@@ -647,12 +689,12 @@ TEST(StreamTest, WriteFailureOnDataFdIsReported) {
   ::signal(SIGPIPE, SIG_IGN);
   Conn conn = Connect();
   auto ring = uring::Ring::Create(16);
-  auto receiver = StreamReceiver::Create(ring->get(), std::move(conn.dst), 0, 1,
-                                         Opts(DataPath::kCopy));
+  auto receiver =
+      StreamReceiver::Create(ring->get(), std::move(conn.dst), 0, 1, Opts(DataPath::kCopy));
   auto pipe = MakePipe();
   pipe->read.Reset();  // The "device" refuses every write (EPIPE).
-  ASSERT_TRUE(net::SendAll(conn.src.get(), DataFrame(1, 0, "abc"), absl::Now() + absl::Seconds(1))
-                  .ok());
+  ASSERT_TRUE(
+      net::SendAll(conn.src.get(), DataFrame(1, 0, "abc"), absl::Now() + absl::Seconds(1)).ok());
   std::atomic<bool> cancel{false};
   auto r = (*receiver)->Receive(pipe->write.get(), cancel);
   EXPECT_NE(r.status().message().find("write(data fd"), std::string::npos) << r.status();
