@@ -24,6 +24,7 @@
 #include "daemon/device/sim/sim_device_spec.h"
 #include "daemon/testing/daemon_process.h"
 #include "grpcpp/grpcpp.h"
+#include "transport/net/socket.h"
 #include "transport/stream/data_path.h"
 
 ABSL_FLAG(int, devices, 1, "Simulated devices migrated at once.");
@@ -48,6 +49,9 @@ ABSL_FLAG(bool, precopy, false,
 ABSL_FLAG(int, workers, 0,
           "Source pump threads per migration (0 = the daemon's default: one per core).");
 ABSL_FLAG(bool, send_zc, false, "Copy path sends with SEND_ZC (no gain possible on loopback).");
+ABSL_FLAG(std::string, tcp_congestion, "",
+          "TCP congestion control of every data connection, ours and the baseline's (e.g. cubic); "
+          "empty = the system's default.");
 ABSL_FLAG(bool, baseline, false, "Also measure a raw TCP sender/receiver pair per device.");
 ABSL_FLAG(bool, json, false, "Print one JSON object instead of the table.");
 ABSL_FLAG(int, repeat, 1, "Runs of each; the median by throughput is reported.");
@@ -86,7 +90,8 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
                                  ? testing::MigmoverdPath()
                                  : absl::GetFlag(FLAGS_migmoverd);
   std::vector<std::string> flags = {"--data_path=" + absl::GetFlag(FLAGS_data_path),
-                                    "--log_level=warning"};
+                                    "--log_level=warning",
+                                    "--tcp_congestion=" + absl::GetFlag(FLAGS_tcp_congestion)};
   std::vector<std::string> src_flags = flags, dst_flags = flags;
   const bool dpdk = absl::GetFlag(FLAGS_transport) == "dpdk";
   if (dpdk) {
@@ -280,6 +285,13 @@ int Main() {
                  "must be 1\n";
     return 2;
   }
+  if (!absl::GetFlag(FLAGS_tcp_congestion).empty()) {
+    if (absl::Status s = net::CheckCongestionControl(absl::GetFlag(FLAGS_tcp_congestion));
+        !s.ok()) {
+      std::cerr << "migmover-bench: --tcp_congestion: " << s.message() << "\n";
+      return 2;
+    }
+  }
   if (absl::GetFlag(FLAGS_streams) < 1 || absl::GetFlag(FLAGS_streams) > 16) {
     std::cerr << "migmover-bench: --streams must be 1..16\n";
     return 2;
@@ -312,7 +324,7 @@ int Main() {
   std::vector<BaselineFigures> base;
   for (int run = 0; run < std::max(1, absl::GetFlag(FLAGS_repeat)); ++run) {
     if (absl::GetFlag(FLAGS_baseline)) {
-      auto b = RunRawTcpBaseline(baseline_specs, *chunk);
+      auto b = RunRawTcpBaseline(baseline_specs, *chunk, absl::GetFlag(FLAGS_tcp_congestion));
       if (!b.ok()) {
         std::cerr << "migmover-bench: baseline: " << b.status() << "\n";
         return 1;
@@ -334,6 +346,7 @@ int Main() {
       so.data_path = *dp;
       so.chunk_size = static_cast<uint32_t>(*chunk);
       so.send_zc = absl::GetFlag(FLAGS_send_zc);
+      so.tcp_congestion = absl::GetFlag(FLAGS_tcp_congestion);
       auto r =
           RunInProcess(specs, so, absl::GetFlag(FLAGS_streams), *bw, absl::GetFlag(FLAGS_precopy),
                        static_cast<uint32_t>(std::max(0, absl::GetFlag(FLAGS_workers))));
@@ -388,7 +401,11 @@ int Main() {
       "migmover-bench: %d device(s) x %s, %d stream(s), chunk %s, data path %s, %s, %d run(s)\n",
       absl::GetFlag(FLAGS_devices), Human(*size), absl::GetFlag(FLAGS_streams), Human(*chunk),
       m.data_path,
-      transport != "dpdk"              ? "tcp"
+      transport != "dpdk"              ? absl::StrCat("tcp (congestion control ",
+                                         absl::GetFlag(FLAGS_tcp_congestion).empty()
+                                                          ? "system default"
+                                                          : absl::GetFlag(FLAGS_tcp_congestion),
+                                                      ")")
       : absl::GetFlag(FLAGS_inprocess) ? "dpdk (net_memif link streams in process)"
                                        : "dpdk (net_memif)",
       static_cast<int>(ours.size()));

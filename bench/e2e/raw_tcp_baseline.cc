@@ -1,5 +1,7 @@
 #include "bench/e2e/raw_tcp_baseline.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -51,6 +53,16 @@ uint64_t PeakRss() {
 
 void Send(int fd, const ChildReport& r) { (void)!::write(fd, &r, sizeof(r)); }
 
+// Only the congestion control: the raw loop keeps the kernel's defaults for everything else.
+absl::Status SetCongestion(int fd, const std::string& name) {
+  if (name.empty()) return absl::OkStatus();
+  if (::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name.data(), name.size()) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("setsockopt(TCP_CONGESTION, ", name, "): ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
 [[noreturn]] void Die(int report_fd, ChildReport r, const std::string& why) {
   std::snprintf(r.error, sizeof(r.error), "%s", why.c_str());
   r.ok = 0;
@@ -69,7 +81,8 @@ bool ReadAll(int fd, void* p, size_t n) {
   return true;
 }
 
-[[noreturn]] void Receiver(const sim::SimDeviceSpec& spec, size_t buffer, int report_fd) {
+[[noreturn]] void Receiver(const sim::SimDeviceSpec& spec, size_t buffer,
+                           const std::string& congestion, int report_fd) {
   ChildReport r;
   sim::SimDeviceSpec dst;
   dst.state_size = spec.state_size;
@@ -84,6 +97,9 @@ bool ReadAll(int fd, void* p, size_t n) {
   Send(report_fd, r);  // Ready: here is the port.
   auto conn = net::Accept(lfd->get(), absl::Seconds(60));
   if (!conn.ok()) Die(report_fd, r, std::string(conn.status().message()));
+  if (auto s = SetCongestion(conn->get(), congestion); !s.ok()) {
+    Die(report_fd, r, std::string(s.message()));
+  }
   std::vector<uint8_t> buf(buffer);
   const double cpu0 = CpuSeconds();
   r.start_ns = MonoNs();
@@ -113,8 +129,8 @@ bool ReadAll(int fd, void* p, size_t n) {
   std::_Exit(0);
 }
 
-[[noreturn]] void Sender(const sim::SimDeviceSpec& spec, size_t buffer, uint16_t port, int go_fd,
-                         int report_fd) {
+[[noreturn]] void Sender(const sim::SimDeviceSpec& spec, size_t buffer, uint16_t port,
+                         const std::string& congestion, int go_fd, int report_fd) {
   ChildReport r;
   auto dev = sim::OpenSimulatedDevice(spec);
   if (!dev.ok()) Die(report_fd, r, std::string(dev.status().message()));
@@ -123,6 +139,9 @@ bool ReadAll(int fd, void* p, size_t n) {
   }
   auto conn = net::TcpConnect({"127.0.0.1", port}, absl::Seconds(10));
   if (!conn.ok()) Die(report_fd, r, std::string(conn.status().message()));
+  if (auto s = SetCongestion(conn->get(), congestion); !s.ok()) {
+    Die(report_fd, r, std::string(s.message()));
+  }
   r.ok = 1;
   Send(report_fd, r);  // Ready.
   char go;
@@ -158,7 +177,8 @@ bool ReadAll(int fd, void* p, size_t n) {
 }  // namespace
 
 absl::StatusOr<BaselineResult> RunRawTcpBaseline(const std::vector<sim::SimDeviceSpec>& sources,
-                                                 size_t buffer_bytes) {
+                                                 size_t buffer_bytes,
+                                                 const std::string& tcp_congestion) {
   ::signal(SIGPIPE, SIG_IGN);
   struct Pair {
     pid_t sender = -1, receiver = -1;
@@ -181,7 +201,7 @@ absl::StatusOr<BaselineResult> RunRawTcpBaseline(const std::vector<sim::SimDevic
     pid_t rpid = ::fork();
     if (rpid == 0) {
       rpipe->read.Reset();
-      Receiver(sources[i], buffer_bytes, rpipe->write.get());
+      Receiver(sources[i], buffer_bytes, tcp_congestion, rpipe->write.get());
     }
     pairs[i].receiver = rpid;
     pairs[i].receiver_report = std::move(rpipe->read);
@@ -197,7 +217,8 @@ absl::StatusOr<BaselineResult> RunRawTcpBaseline(const std::vector<sim::SimDevic
     if (spid == 0) {
       spipe->read.Reset();
       gpipe->write.Reset();
-      Sender(sources[i], buffer_bytes, ready.port, gpipe->read.get(), spipe->write.get());
+      Sender(sources[i], buffer_bytes, ready.port, tcp_congestion, gpipe->read.get(),
+             spipe->write.get());
     }
     pairs[i].sender = spid;
     pairs[i].sender_report = std::move(spipe->read);

@@ -27,9 +27,11 @@ struct BaselineResult {
 };
 
 // Forks the processes (call before this process starts threads), moves every device's stream
-// with `buffer_bytes` per read, and waits for all of them.
+// with `buffer_bytes` per read, and waits for all of them. A non-empty `tcp_congestion` is set
+// on every connection, as migmoverd --tcp_congestion sets it on its own.
 absl::StatusOr<BaselineResult> RunRawTcpBaseline(const std::vector<sim::SimDeviceSpec>& sources,
-                                                 size_t buffer_bytes);
+                                                 size_t buffer_bytes,
+                                                 const std::string& tcp_congestion = "");
 
 }  // namespace migmover::bench
 

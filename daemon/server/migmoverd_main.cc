@@ -58,6 +58,11 @@ ABSL_FLAG(bool, send_zc, false,
           "NIC). Off by default: it only pays with real NICs and large frames, never on "
           "loopback.");
 ABSL_FLAG(uint32_t, chunk_size, 1u << 20, "Default bytes per DATA frame (4096..16777216).");
+ABSL_FLAG(std::string, tcp_congestion, "",
+          "TCP congestion control of the data connections, e.g. cubic or bbr (one of "
+          "/proc/sys/net/ipv4/tcp_available_congestion_control); empty = the system's default. "
+          "BBR paces every packet with a timer, which on loopback cost a third of a raw "
+          "loop's throughput on the machines we measured (bench/README.md).");
 ABSL_FLAG(uint32_t, idle_timeout_ms, 30000,
           "A stream that makes no progress for this long fails (milliseconds).");
 ABSL_FLAG(std::string, dpdk_port, "",
@@ -147,6 +152,13 @@ int main(int argc, char** argv) {
   }
   defaults.stream.idle_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_idle_timeout_ms));
   defaults.stream.send_zc = absl::GetFlag(FLAGS_send_zc);
+  defaults.stream.tcp_congestion = absl::GetFlag(FLAGS_tcp_congestion);
+  if (!defaults.stream.tcp_congestion.empty()) {
+    if (absl::Status s = migmover::net::CheckCongestionControl(defaults.stream.tcp_congestion);
+        !s.ok()) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat("--tcp_congestion: ", s.message())));
+    }
+  }
   defaults.workers = absl::GetFlag(FLAGS_workers);
   if (defaults.workers == 0) defaults.workers = std::max(1u, std::thread::hardware_concurrency());
   if (defaults.workers > 64) return Fail(absl::InvalidArgumentError("--workers must be 0..64"));
@@ -230,6 +242,9 @@ int main(int argc, char** argv) {
                              " (", migmover::stream::DataPathName(defaults.stream.auto_spliceable),
                              " where an fd can splice)")
                        : "")
+               << ", TCP congestion control "
+               << (defaults.stream.tcp_congestion.empty() ? "system default"
+                                                          : defaults.stream.tcp_congestion)
                << ", DPDK " << (dpdk ? dpdk->Describe() : "off");
 
   while (!g_stop.load()) absl::SleepFor(absl::Milliseconds(100));

@@ -13,9 +13,11 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "transport/base/errno_status.h"
 
@@ -182,7 +184,7 @@ absl::StatusOr<UniqueFd> UnixConnect(const std::string& path) {
   return fd;
 }
 
-void TuneDataSocket(int fd, int buffer_bytes) {
+absl::Status TuneDataSocket(int fd, int buffer_bytes, absl::string_view congestion) {
   if (buffer_bytes > 0) {
     ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer_bytes, sizeof(buffer_bytes));
     ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buffer_bytes, sizeof(buffer_bytes));
@@ -192,6 +194,25 @@ void TuneDataSocket(int fd, int buffer_bytes) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+  if (!congestion.empty() &&
+      ::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, congestion.data(), congestion.size()) != 0) {
+    return ErrnoStatus(absl::StrCat("setsockopt(fd ", fd, ", TCP_CONGESTION, ", congestion, ")"),
+                       errno);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckCongestionControl(absl::string_view name) {
+  const char* kAvailable = "/proc/sys/net/ipv4/tcp_available_congestion_control";
+  std::ifstream in(kAvailable);
+  std::string available;
+  std::getline(in, available);
+  for (absl::string_view a : absl::StrSplit(available, ' ', absl::SkipEmpty())) {
+    if (a == name) return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("TCP congestion control '", name, "' is not available here (", kAvailable, ": ",
+                   available.empty() ? "unreadable" : available, ")"));
 }
 
 absl::Status SendAll(int fd, absl::string_view data, absl::Time deadline,

@@ -38,8 +38,13 @@ absl::StatusOr<UniqueFd> UnixListen(const std::string& path);
 absl::StatusOr<UniqueFd> UnixConnect(const std::string& path);
 
 // Sizes the kernel buffers of a data connection and turns on keepalive, so a dead peer is
-// noticed even while no frame is due.
-void TuneDataSocket(int fd, int buffer_bytes);
+// noticed even while no frame is due. A non-empty `congestion` sets the connection's TCP
+// congestion control (TCP_CONGESTION); only that can fail (the errno, naming it).
+absl::Status TuneDataSocket(int fd, int buffer_bytes, absl::string_view congestion = "");
+
+// OK if `name` is a TCP congestion control this kernel offers
+// (/proc/sys/net/ipv4/tcp_available_congestion_control); InvalidArgument listing them if not.
+absl::Status CheckCongestionControl(absl::string_view name);
 
 // Sends all of `data` (MSG_NOSIGNAL), polling in slices so that `cancel` and `deadline` are
 // honoured. Errors: the send errno; Cancelled; DeadlineExceeded.

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "absl/time/time.h"
 #include "transport/stream/data_path.h"
@@ -24,6 +25,9 @@ struct StreamOptions {
   uint32_t buffers = 4;
   // Kernel socket buffer size for data connections (0 = the kernel's autotuning).
   int socket_buffer = 0;
+  // TCP congestion control of data connections (empty = the system's default). On these
+  // machines' loopback, BBR's pacing costs a third of a raw loop's throughput (bench/README.md).
+  std::string tcp_congestion;
   // A stream that makes no progress for this long fails with DeadlineExceeded.
   absl::Duration idle_timeout = absl::Seconds(30);
   // Copy path: send with IORING_OP_SEND_ZC from the registered buffers (the NIC reads them; a

@@ -65,7 +65,9 @@ absl::StatusOr<std::unique_ptr<StreamReceiver>> StreamReceiver::Create(
   }
   std::unique_ptr<StreamReceiver> r(
       new StreamReceiver(ring, std::move(sockets), device, 1, options));
-  for (const UniqueFd& fd : r->sockets_) net::TuneDataSocket(fd.get(), options.socket_buffer);
+  for (const UniqueFd& fd : r->sockets_) {
+    RETURN_IF_ERROR(net::TuneDataSocket(fd.get(), options.socket_buffer, options.tcp_congestion));
+  }
   return r;
 }
 

@@ -77,7 +77,9 @@ absl::StatusOr<std::unique_ptr<StreamSender>> StreamSender::Create(uring::Ring* 
   }
   if (options.buffers < 2) return absl::InvalidArgumentError("a stream needs at least 2 buffers");
   std::unique_ptr<StreamSender> s(new StreamSender(ring, std::move(sockets), device, options));
-  for (const UniqueFd& fd : s->sockets_) net::TuneDataSocket(fd.get(), options.socket_buffer);
+  for (const UniqueFd& fd : s->sockets_) {
+    RETURN_IF_ERROR(net::TuneDataSocket(fd.get(), options.socket_buffer, options.tcp_congestion));
+  }
   return s;
 }
 
