@@ -172,6 +172,36 @@ class KernelInTheLoop : public TwoDaemons {
     }
   }
 
+  // Migrates A to B (through `peer` if not empty, else straight to the destination) where the
+  // destination's driver must refuse the stream: both sessions fail with the kernel's error for
+  // the write into the device (or for loading it), the agent hears why, the destination device
+  // is reset and the source device runs again, in the kernel's view and the daemons'.
+  void MigrateExpectingTheDriverToRefuse(const std::string& id, VfioMdev* a, VfioMdev* b,
+                                         const std::string& peer) {
+    ASSERT_TRUE(a->WriteBar0(kUartScratchRegister, FreshMarker(*b)).ok());
+    AttachMtty(*src_, "uart", *a);
+    AttachMtty(*dst_, "uart", *b);
+    ASSERT_TRUE(Prepare(id, {"uart"}).ok());
+    grpc::Status started = Start(id, {"uart"}, /*precopy=*/true, "", "", peer);
+    ASSERT_TRUE(started.ok()) << started.error_message();
+    SessionStatus pre = WatchUntilRounds(id, 1);
+    if (!Final(pre)) (void)Switchover(id);
+    SessionStatus s = WaitFinal(*src_, id);
+    SessionStatus d = WaitFinal(*dst_, id);
+    EXPECT_EQ(s.phase(), SessionStatus::FAILED) << s.DebugString();
+    EXPECT_EQ(d.phase(), SessionStatus::FAILED) << d.DebugString();
+    std::cout << "  source's error: " << s.error() << "\n  destination's error: " << d.error()
+              << "\n";
+    EXPECT_TRUE(absl::StrContains(d.error(), "write(data fd") ||
+                absl::StrContains(d.error(), "RESUMING->"))
+        << d.error();
+    EXPECT_TRUE(absl::StrContains(s.error(), d.error())) << s.error();
+    EXPECT_EQ(KernelState(*a), MigState::kRunning);
+    EXPECT_EQ(KernelState(*b), MigState::kRunning);
+    EXPECT_EQ(StateOf(*src_, "uart"), "RUNNING");
+    EXPECT_EQ(StateOf(*dst_, "uart"), "RUNNING");
+  }
+
   std::vector<std::unique_ptr<VfioMdev>> mdevs_;
 
   grpc::Status Detach(::migmover::testing::DaemonProcess& d, const std::string& name) {
@@ -331,32 +361,19 @@ TEST_F(KernelInTheLoop, CorruptedStreamFailsAtTheDeviceAndBothSidesRecover) {
   auto a = NewMtty();
   auto b = NewMtty();
   ASSERT_TRUE(a && b);
-  ASSERT_TRUE(a->WriteBar0(kUartScratchRegister, FreshMarker(*b)).ok());
-  AttachMtty(*src_, "uart", *a);
-  AttachMtty(*dst_, "uart", *b);
   auto relay = CorruptingRelay::Start(dst_->peer_address());
   ASSERT_TRUE(relay.ok()) << relay.status();
-  ASSERT_TRUE(Prepare("k-bad", {"uart"}).ok());
-  grpc::Status started = Start("k-bad", {"uart"}, /*precopy=*/true, "", "", (*relay)->address());
-  ASSERT_TRUE(started.ok()) << started.error_message();
-  SessionStatus pre = WatchUntilRounds("k-bad", 1);
-  if (!Final(pre)) (void)Switchover("k-bad");
-  SessionStatus s = WaitFinal(*src_, "k-bad");
-  SessionStatus d = WaitFinal(*dst_, "k-bad");
+  MigrateExpectingTheDriverToRefuse("k-bad", a, b, (*relay)->address());
   EXPECT_TRUE((*relay)->corrupted());
-  EXPECT_EQ(s.phase(), SessionStatus::FAILED) << s.DebugString();
-  EXPECT_EQ(d.phase(), SessionStatus::FAILED) << d.DebugString();
-  std::cout << "  source's error: " << s.error() << "\n  destination's error: " << d.error()
-            << "\n";
-  // The kernel's refusal (the write into the device, or loading it) is what failed.
-  EXPECT_TRUE(absl::StrContains(d.error(), "write(data fd") ||
-              absl::StrContains(d.error(), "RESUMING->"))
-      << d.error();
-  EXPECT_FALSE(s.error().empty());
-  EXPECT_EQ(KernelState(*a), MigState::kRunning);
-  EXPECT_EQ(KernelState(*b), MigState::kRunning);
-  EXPECT_EQ(StateOf(*src_, "uart"), "RUNNING");
-  EXPECT_EQ(StateOf(*dst_, "uart"), "RUNNING");
+}
+
+// A destination device of another kind (two UARTs for one): the stream arrives intact, and
+// the driver itself refuses it; both sides recover as for a corrupted stream.
+TEST_F(KernelInTheLoop, IncompatibleDestinationIsRefusedByTheDriverAndBothSidesRecover) {
+  auto a = NewMtty("mtty-1");
+  auto b = NewMtty("mtty-2");
+  ASSERT_TRUE(a && b);
+  MigrateExpectingTheDriverToRefuse("k-mismatch", a, b, "");
 }
 
 // Prints the verdict line run.sh reads from the console.
