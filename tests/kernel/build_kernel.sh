@@ -7,7 +7,7 @@
 #                                            ~/.cache/migmover/kernel)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-cache_root="${MIGMOVER_KERNEL_CACHE:-$HOME/.cache/migmover/kernel}"
+cache_root="${MIGMOVER_KERNEL_CACHE:-${HOME:-/root}/.cache/migmover/kernel}"
 tarball=/usr/src/linux-source-6.12.tar.xz
 [[ -f "$tarball" ]] || { echo "build_kernel: $tarball missing (apt-get install linux-source-6.12)" >&2; exit 1; }
 
