@@ -1,7 +1,5 @@
 #include "bench/e2e/raw_tcp_baseline.h"
 
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -53,16 +51,6 @@ uint64_t PeakRss() {
 
 void Send(int fd, const ChildReport& r) { (void)!::write(fd, &r, sizeof(r)); }
 
-// Only the congestion control: the raw loop keeps the kernel's defaults for everything else.
-absl::Status SetCongestion(int fd, const std::string& name) {
-  if (name.empty()) return absl::OkStatus();
-  if (::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name.data(), name.size()) != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("setsockopt(TCP_CONGESTION, ", name, "): ", std::strerror(errno)));
-  }
-  return absl::OkStatus();
-}
-
 [[noreturn]] void Die(int report_fd, ChildReport r, const std::string& why) {
   std::snprintf(r.error, sizeof(r.error), "%s", why.c_str());
   r.ok = 0;
@@ -97,8 +85,11 @@ bool ReadAll(int fd, void* p, size_t n) {
   Send(report_fd, r);  // Ready: here is the port.
   auto conn = net::Accept(lfd->get(), absl::Seconds(60));
   if (!conn.ok()) Die(report_fd, r, std::string(conn.status().message()));
-  if (auto s = SetCongestion(conn->get(), congestion); !s.ok()) {
-    Die(report_fd, r, std::string(s.message()));
+  // Only the congestion control: the raw loop keeps the kernel's defaults for everything else.
+  if (!congestion.empty()) {
+    if (auto s = net::SetCongestionControl(conn->get(), congestion); !s.ok()) {
+      Die(report_fd, r, std::string(s.message()));
+    }
   }
   std::vector<uint8_t> buf(buffer);
   const double cpu0 = CpuSeconds();
@@ -139,8 +130,10 @@ bool ReadAll(int fd, void* p, size_t n) {
   }
   auto conn = net::TcpConnect({"127.0.0.1", port}, absl::Seconds(10));
   if (!conn.ok()) Die(report_fd, r, std::string(conn.status().message()));
-  if (auto s = SetCongestion(conn->get(), congestion); !s.ok()) {
-    Die(report_fd, r, std::string(s.message()));
+  if (!congestion.empty()) {
+    if (auto s = net::SetCongestionControl(conn->get(), congestion); !s.ok()) {
+      Die(report_fd, r, std::string(s.message()));
+    }
   }
   r.ok = 1;
   Send(report_fd, r);  // Ready.

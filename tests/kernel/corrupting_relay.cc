@@ -15,26 +15,15 @@
 namespace migmover::kernel_test {
 namespace {
 
+// Blocking until done or the relay shuts the sockets down (which ends both with an error).
 bool ReadExact(int fd, uint8_t* p, size_t n) {
-  while (n > 0) {
-    ssize_t r = ::recv(fd, p, n, 0);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    p += r;
-    n -= r;
-  }
-  return true;
+  return net::RecvExact(fd, p, n, absl::InfiniteFuture()).ok();
 }
 
 bool WriteAll(int fd, const uint8_t* p, size_t n) {
-  while (n > 0) {
-    ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    p += w;
-    n -= w;
-  }
-  return true;
+  return net::SendAll(fd, absl::string_view(reinterpret_cast<const char*>(p), n),
+                      absl::InfiniteFuture())
+      .ok();
 }
 
 }  // namespace

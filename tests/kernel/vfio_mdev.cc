@@ -1,6 +1,5 @@
 #include "tests/kernel/vfio_mdev.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -8,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <random>
 
@@ -104,11 +104,9 @@ absl::StatusOr<std::unique_ptr<VfioMdev>> VfioMdev::Create(const std::string& pa
 absl::Status VfioMdev::OpenCdev() {
   const std::string dir = absl::StrCat("/sys/bus/mdev/devices/", uuid_, "/vfio-dev");
   std::string name;
-  if (DIR* d = ::opendir(dir.c_str())) {
-    while (dirent* e = ::readdir(d)) {
-      if (std::strncmp(e->d_name, "vfio", 4) == 0) name = e->d_name;
-    }
-    ::closedir(d);
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    if (e.path().filename().string().rfind("vfio", 0) == 0) name = e.path().filename().string();
   }
   if (name.empty()) return absl::NotFoundError(absl::StrCat("no vfioN in ", dir));
   const std::string cdev = absl::StrCat("/dev/vfio/devices/", name);

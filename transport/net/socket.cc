@@ -194,10 +194,12 @@ absl::Status TuneDataSocket(int fd, int buffer_bytes, absl::string_view congesti
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
-  if (!congestion.empty() &&
-      ::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, congestion.data(), congestion.size()) != 0) {
-    return ErrnoStatus(absl::StrCat("setsockopt(fd ", fd, ", TCP_CONGESTION, ", congestion, ")"),
-                       errno);
+  return congestion.empty() ? absl::OkStatus() : SetCongestionControl(fd, congestion);
+}
+
+absl::Status SetCongestionControl(int fd, absl::string_view name) {
+  if (::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name.data(), name.size()) != 0) {
+    return ErrnoStatus(absl::StrCat("setsockopt(fd ", fd, ", TCP_CONGESTION, ", name, ")"), errno);
   }
   return absl::OkStatus();
 }

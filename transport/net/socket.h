@@ -42,6 +42,9 @@ absl::StatusOr<UniqueFd> UnixConnect(const std::string& path);
 // congestion control (TCP_CONGESTION); only that can fail (the errno, naming it).
 absl::Status TuneDataSocket(int fd, int buffer_bytes, absl::string_view congestion = "");
 
+// Sets the TCP congestion control of socket `fd` (TCP_CONGESTION). Errors: the errno, naming it.
+absl::Status SetCongestionControl(int fd, absl::string_view name);
+
 // OK if `name` is a TCP congestion control this kernel offers
 // (/proc/sys/net/ipv4/tcp_available_congestion_control); InvalidArgument listing them if not.
 absl::Status CheckCongestionControl(absl::string_view name);

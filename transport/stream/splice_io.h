@@ -8,8 +8,13 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 
 namespace migmover::stream {
@@ -23,6 +28,24 @@ ssize_t SpliceOnce(int in, int out, size_t len);
 
 // Waits until `fd` reports any of `events` (poll(2)), or `timeout` passes.
 void WaitFd(int fd, short events, absl::Duration timeout);
+
+// The splice path's rule for waiting between tries: a stream that is cancelled, or that made no
+// progress for the idle timeout, ends.
+class SpliceWaits {
+ public:
+  SpliceWaits(const std::atomic<bool>& cancel, absl::Duration idle_timeout, uint32_t device)
+      : cancel_(cancel), idle_timeout_(idle_timeout), device_(device) {}
+  // Bytes moved: the idle timeout starts again.
+  void Progressed() { last_progress_ = absl::Now(); }
+  // OK to keep waiting; else Cancelled, or the no-progress error saying what it waited `on`.
+  absl::Status StillWaiting(absl::string_view on) const;
+
+ private:
+  const std::atomic<bool>& cancel_;
+  const absl::Duration idle_timeout_;
+  const uint32_t device_;
+  absl::Time last_progress_ = absl::Now();
+};
 
 // Bounds how long a blocking send on socket `fd` waits for room (SO_SNDTIMEO), so a splice into
 // a blocking socket comes back to check for cancellation. io_uring and MSG_DONTWAIT sends are

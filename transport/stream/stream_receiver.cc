@@ -500,15 +500,7 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveSplice(int data_fd,
   }
   const int pipe_cap = std::max(::fcntl(pipe_write_.get(), F_GETPIPE_SZ), 4096);
   const int sock = control_fd();
-  absl::Time last_progress = absl::Now();
-  // Between tries: cancelled, or no progress for the idle timeout, is the end of the stream.
-  auto still_waiting = [&](absl::string_view on) -> absl::Status {
-    if (cancel.load()) return absl::CancelledError("stream cancelled");
-    if (absl::Now() - last_progress > options_.idle_timeout) {
-      return NoProgressError(device_, options_.idle_timeout, on);
-    }
-    return absl::OkStatus();
-  };
+  SpliceWaits waits(cancel, options_.idle_timeout, device_);
   ReceiveResult result;
   bool ended = false;
   while (!ended) {
@@ -518,11 +510,11 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveSplice(int data_fd,
       ssize_t r = ::recv(sock, hdr + got, sizeof(hdr) - got, MSG_DONTWAIT);
       if (r > 0) {
         got += r;
-        last_progress = absl::Now();
+        waits.Progressed();
         continue;
       }
       if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
-        RETURN_IF_ERROR(still_waiting("waiting on the source"));
+        RETURN_IF_ERROR(waits.StillWaiting("waiting on the source"));
         WaitFd(sock, POLLIN, kTick);
         continue;
       }
@@ -537,17 +529,17 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveSplice(int data_fd,
       // pipe with less than that and block forever.
       const ssize_t in = SpliceOnce(sock, pipe_write_.get(), std::min<uint32_t>(left, pipe_cap));
       if (in == -EAGAIN || in == -EINTR) {
-        RETURN_IF_ERROR(still_waiting("waiting on the source"));
+        RETURN_IF_ERROR(waits.StillWaiting("waiting on the source"));
         WaitFd(sock, POLLIN, kTick);
         continue;
       }
       if (in <= 0) return RecvFailure(static_cast<int>(in), "inside a DATA frame");
-      last_progress = absl::Now();
+      waits.Progressed();
       uint32_t out = 0;
       while (out < static_cast<uint32_t>(in)) {
         const ssize_t r = SpliceOnce(pipe_read_.get(), data_fd, in - out);
         if (r == -EAGAIN || r == -EINTR) {
-          RETURN_IF_ERROR(still_waiting("waiting on the data fd"));
+          RETURN_IF_ERROR(waits.StillWaiting("waiting on the data fd"));
           WaitFd(data_fd, POLLOUT, kTick);
           continue;
         }
@@ -557,7 +549,7 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveSplice(int data_fd,
                              r == 0 ? EIO : static_cast<int>(-r));
         }
         out += r;
-        last_progress = absl::Now();
+        waits.Progressed();
         bytes_written_.fetch_add(r, std::memory_order_relaxed);
         if (counter_) counter_->fetch_add(r, std::memory_order_relaxed);
       }

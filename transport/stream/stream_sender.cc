@@ -488,15 +488,7 @@ absl::StatusOr<PumpResult> StreamSender::PumpSplice(int data_fd, Phase phase, ui
   // nonblocking data fd says "nothing more for now" with EAGAIN (as read(2) would).
   const bool data_fd_nonblocking = (::fcntl(data_fd, F_GETFL) & O_NONBLOCK) != 0;
   const bool precopy = phase == Phase::kPreCopy;
-  absl::Time last_progress = absl::Now();
-  // Between tries: cancelled, or no progress for the idle timeout, is the end of the stream.
-  auto still_waiting = [&](absl::string_view on) -> absl::Status {
-    if (cancel.load()) return absl::CancelledError("stream cancelled");
-    if (absl::Now() - last_progress > options_.idle_timeout) {
-      return NoProgressError(device_, options_.idle_timeout, on);
-    }
-    return absl::OkStatus();
-  };
+  SpliceWaits waits(cancel, options_.idle_timeout, device_);
   PumpResult result;
   uint64_t remaining = max_bytes;
   bool first = true;
@@ -522,7 +514,7 @@ absl::StatusOr<PumpResult> StreamSender::PumpSplice(int data_fd, Phase phase, ui
       return result;
     }
     if (got == -EAGAIN || got == -EINTR) {
-      RETURN_IF_ERROR(still_waiting("waiting on the data fd"));
+      RETURN_IF_ERROR(waits.StillWaiting("waiting on the data fd"));
       WaitFd(data_fd, POLLIN, kTick);
       continue;
     }
@@ -531,7 +523,7 @@ absl::StatusOr<PumpResult> StreamSender::PumpSplice(int data_fd, Phase phase, ui
                                       peer::PhaseName(phase), ")"),
                          static_cast<int>(-got));
     }
-    last_progress = absl::Now();
+    waits.Progressed();
     path_used_ = DataPath::kSplice;
     digest_valid_ = false;  // These bytes never pass through userspace.
     const uint32_t n = static_cast<uint32_t>(got);
@@ -541,7 +533,7 @@ absl::StatusOr<PumpResult> StreamSender::PumpSplice(int data_fd, Phase phase, ui
         if (cancel.load()) return absl::CancelledError("stream cancelled");
         absl::SleepFor(std::min(until - absl::Now(), kTick));
       }
-      last_progress = absl::Now();
+      waits.Progressed();
     }
     const size_t k = next_socket_;
     next_socket_ = (k + 1) % sockets_.size();
@@ -557,7 +549,7 @@ absl::StatusOr<PumpResult> StreamSender::PumpSplice(int data_fd, Phase phase, ui
         continue;
       }
       if (sent < 0 && (errno == EAGAIN || errno == EINTR)) {
-        RETURN_IF_ERROR(still_waiting("waiting on the peer"));
+        RETURN_IF_ERROR(waits.StillWaiting("waiting on the peer"));
         continue;
       }
       RETURN_IF_ERROR(PeerVerdict());
@@ -569,12 +561,12 @@ absl::StatusOr<PumpResult> StreamSender::PumpSplice(int data_fd, Phase phase, ui
       const ssize_t out = SpliceOnce(pipe_read_.get(), sock, n - moved);
       if (out > 0) {
         moved += out;
-        last_progress = absl::Now();
+        waits.Progressed();
         continue;
       }
       if (out == -EAGAIN || out == -EINTR) {
         RETURN_IF_ERROR(PeerVerdict());
-        RETURN_IF_ERROR(still_waiting("waiting on the peer"));
+        RETURN_IF_ERROR(waits.StillWaiting("waiting on the peer"));
         continue;
       }
       RETURN_IF_ERROR(PeerVerdict());

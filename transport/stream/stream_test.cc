@@ -463,18 +463,35 @@ TEST(StreamTest, SenderStopsWhenTheDestinationGivesUpMidStream) {
   }
 }
 
+// A sender on a ring of its own over a fresh connection; `peer` is the other end.
+struct LoneSender {
+  std::unique_ptr<uring::Ring> ring;
+  UniqueFd peer;
+  std::unique_ptr<StreamSender> sender;
+};
+LoneSender MakeLoneSender(DataPath p) {
+  LoneSender l;
+  auto ring = uring::Ring::Create(16);
+  EXPECT_TRUE(ring.ok()) << ring.status();
+  if (!ring.ok()) return l;
+  l.ring = std::move(*ring);
+  Conn conn = Connect();
+  l.peer = std::move(conn.dst);
+  auto sender = StreamSender::Create(l.ring.get(), std::move(conn.src), 0, Opts(p));
+  EXPECT_TRUE(sender.ok()) << sender.status();
+  if (sender.ok()) l.sender = std::move(*sender);
+  return l;
+}
+
 TEST(StreamTest, PrecopyZeroReadMeansDrained) {
   for (DataPath p : {DataPath::kCopy, DataPath::kSplice}) {
-    auto ring = uring::Ring::Create(16);
-    ASSERT_TRUE(ring.ok());
-    Conn conn = Connect();
-    auto sender = StreamSender::Create(ring->get(), std::move(conn.src), 0, Opts(p));
-    ASSERT_TRUE(sender.ok());
+    LoneSender l = MakeLoneSender(p);
+    ASSERT_NE(l.sender, nullptr);
     auto pipe = MakePipe();
     ASSERT_TRUE(::write(pipe->write.get(), "abc", 3) == 3);
     pipe->write.Reset();  // mtty's way: read returns 0 when precopy data is drained.
     std::atomic<bool> stop{false}, cancel{false};
-    auto r = (*sender)->Pump(pipe->read.get(), Phase::kPreCopy, 1 << 20, stop, cancel);
+    auto r = l.sender->Pump(pipe->read.get(), Phase::kPreCopy, 1 << 20, stop, cancel);
     ASSERT_TRUE(r.ok()) << DataPathName(p) << ": " << r.status();
     EXPECT_EQ(r->bytes, 3u) << DataPathName(p);
     EXPECT_EQ(r->end, PumpResult::End::kDrained) << DataPathName(p);
@@ -484,11 +501,8 @@ TEST(StreamTest, PrecopyZeroReadMeansDrained) {
 // Switchover must not wait on a PRE_COPY read the device cannot satisfy, on either path.
 TEST(StreamTest, SwitchoverWithdrawsAPrecopyReadThatCannotComplete) {
   for (DataPath p : {DataPath::kCopy, DataPath::kSplice}) {
-    auto ring = uring::Ring::Create(16);
-    ASSERT_TRUE(ring.ok());
-    Conn conn = Connect();
-    auto sender = StreamSender::Create(ring->get(), std::move(conn.src), 0, Opts(p));
-    ASSERT_TRUE(sender.ok());
+    LoneSender l = MakeLoneSender(p);
+    ASSERT_NE(l.sender, nullptr);
     auto pipe = MakePipe();  // Blocking and empty: a read waits forever.
     std::atomic<bool> stop{false}, cancel{false};
     std::thread t([&] {
@@ -496,7 +510,7 @@ TEST(StreamTest, SwitchoverWithdrawsAPrecopyReadThatCannotComplete) {
       stop = true;
     });
     const absl::Time start = absl::Now();
-    auto r = (*sender)->Pump(pipe->read.get(), Phase::kPreCopy, 1 << 20, stop, cancel);
+    auto r = l.sender->Pump(pipe->read.get(), Phase::kPreCopy, 1 << 20, stop, cancel);
     t.join();
     ASSERT_TRUE(r.ok()) << DataPathName(p) << ": " << r.status();
     EXPECT_EQ(r->bytes, 0u) << DataPathName(p);
@@ -509,11 +523,8 @@ TEST(StreamTest, SwitchoverWithdrawsAPrecopyReadThatCannotComplete) {
 // wait on either path (the splice path's blocking splice returns at each send timeout).
 TEST(StreamTest, SenderCancelsWhileThePeerDoesNotRead) {
   for (DataPath p : {DataPath::kCopy, DataPath::kSplice}) {
-    auto ring = uring::Ring::Create(16);
-    ASSERT_TRUE(ring.ok());
-    Conn conn = Connect();  // conn.dst is never read.
-    auto sender = StreamSender::Create(ring->get(), std::move(conn.src), 0, Opts(p));
-    ASSERT_TRUE(sender.ok());
+    LoneSender l = MakeLoneSender(p);  // l.peer is never read.
+    ASSERT_NE(l.sender, nullptr);
     auto pipe = MakePipe();
     std::atomic<bool> stop{false}, cancel{false}, done{false};
     std::thread feeder([&] {
@@ -527,13 +538,14 @@ TEST(StreamTest, SenderCancelsWhileThePeerDoesNotRead) {
       cancel = true;
     });
     const absl::Time start = absl::Now();
-    auto r = (*sender)->Pump(pipe->read.get(), Phase::kStopCopy, UINT64_MAX, stop, cancel);
+    auto r = l.sender->Pump(pipe->read.get(), Phase::kStopCopy, UINT64_MAX, stop, cancel);
     const absl::Duration took = absl::Now() - start;
     t.join();
     done = true;
     pipe->read.Reset();  // The feeder's blocked write fails with EPIPE.
     feeder.join();
     EXPECT_EQ(r.status().code(), absl::StatusCode::kCancelled) << DataPathName(p) << r.status();
+    EXPECT_GT(l.sender->bytes_sent(), 0u) << DataPathName(p);  // It was mid-stream.
     EXPECT_LT(took, absl::Seconds(2)) << DataPathName(p);
   }
 }

@@ -54,41 +54,6 @@ absl::StatusOr<bool> Ring::Wait(absl::Duration timeout, Completion* out) {
   }
 }
 
-absl::StatusOr<int> Ring::RunOne(const std::atomic<bool>& cancel, absl::Duration idle_timeout,
-                                 absl::string_view what) {
-  const absl::Time start = absl::Now();
-  bool cancelled = false;
-  absl::Status why;
-  while (true) {
-    Completion c;
-    absl::StatusOr<bool> got = Wait(absl::Milliseconds(100), &c);
-    if (!got.ok()) return got.status();
-    if (*got) {
-      if (c.user_data == kCancelTag) continue;
-      if (cancelled) return why;
-      return c.res;
-    }
-    if (cancelled) continue;
-    if (cancel.load()) {
-      why = absl::CancelledError(absl::StrCat(what, ": cancelled"));
-    } else if (absl::Now() - start > idle_timeout) {
-      why = absl::DeadlineExceededError(
-          absl::StrCat(what, ": no progress for ", absl::FormatDuration(idle_timeout)));
-    } else {
-      continue;
-    }
-    CancelAll();
-    cancelled = true;
-  }
-}
-
-void Ring::CancelAll() {
-  io_uring_sqe* sqe = Sqe();
-  io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL);
-  io_uring_sqe_set_data64(sqe, kCancelTag);
-  io_uring_submit(&ring_);
-}
-
 void Ring::Cancel(uint64_t user_data) {
   io_uring_sqe* sqe = Sqe();
   io_uring_prep_cancel64(sqe, user_data, 0);

@@ -7,13 +7,11 @@
 #include <liburing.h>
 #include <sys/uio.h>
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <span>
 
 #include "absl/status/statusor.h"
-#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace migmover::uring {
@@ -51,17 +49,9 @@ class Ring {
   // Registers `iovecs` as fixed buffers (READ_FIXED/WRITE_FIXED take their index).
   absl::Status RegisterBuffers(std::span<const iovec> iovecs);
 
-  // For rings that have exactly one request in flight: waits for its completion and returns its
-  // result (the syscall's value or -errno). If `cancel` is raised, or nothing completes within
-  // `idle_timeout`, the request is cancelled and, once the kernel has let go of it (its buffers
-  // are free again), Cancelled or DeadlineExceeded naming `what` is returned.
-  absl::StatusOr<int> RunOne(const std::atomic<bool>& cancel, absl::Duration idle_timeout,
-                             absl::string_view what);
-
-  // Asks the kernel to cancel every in-flight request of this ring. Their completions (with
-  // -ECANCELED, or their real result if they won the race) still arrive and must be reaped; the
-  // cancel request's own completion carries kCancelTag.
-  void CancelAll();
+  // Cancel requests: the cancelled requests' completions (with -ECANCELED, or their real result
+  // if they won the race) still arrive and must be reaped; the cancel request's own completion
+  // carries kCancelTag.
   // Asks the kernel to cancel the in-flight request whose user data is `user_data`.
   void Cancel(uint64_t user_data);
   // Asks the kernel to cancel every in-flight request on `fd` (and no other).
@@ -76,7 +66,7 @@ class Ring {
   bool buffers_registered_ = false;
 };
 
-// User data of the completion of CancelAll's request.
+// User data of the completion of a cancel request (Cancel, CancelFd).
 inline constexpr uint64_t kCancelTag = ~uint64_t{0};
 
 // User data tags: the op kind in the top byte, a caller value below.
