@@ -12,12 +12,17 @@
 #include "daemon/peer/peer_acceptor.h"
 #include "daemon/registry/device_registry.h"
 #include "daemon/session/session_manager.h"
+#include "transport/api/transport_set.h"
 #include "transport/base/status_macros.h"
+#include "transport/tcp/tcp_transport.h"
 
 namespace migmover::bench {
 absl::StatusOr<InProcessResult> RunInProcess(const std::vector<sim::SimDeviceSpec>& specs,
                                              const stream::StreamOptions& options, uint32_t streams,
                                              uint64_t bandwidth, bool precopy, uint32_t workers) {
+  transport::TcpTransport tcp;
+  transport::TransportSet transports;
+  transports.Add(&tcp);
   DeviceRegistry src_devices, dst_devices;
   SessionManager src_sessions, dst_sessions;
   uint16_t port = 0;
@@ -45,6 +50,7 @@ absl::StatusOr<InProcessResult> RunInProcess(const std::vector<sim::SimDeviceSpe
   dc.devices = names;
   dc.stream = options;
   dc.workers = workers;
+  dc.transports = &transports;
   RETURN_IF_ERROR(dst_sessions.Reserve(dc.session_id));
   ASSIGN_OR_RETURN(std::shared_ptr<DestinationSession> dst,
                    DestinationSession::Prepare(dc, &dst_devices));
@@ -57,6 +63,7 @@ absl::StatusOr<InProcessResult> RunInProcess(const std::vector<sim::SimDeviceSpe
   sc.stream = options;
   sc.bandwidth = bandwidth;
   sc.streams = streams;
+  sc.transport = &tcp;
   sc.workers = workers ? workers : std::max(1u, std::thread::hardware_concurrency());
   RETURN_IF_ERROR(src_sessions.Reserve(sc.session_id));
   ASSIGN_OR_RETURN(std::shared_ptr<SourceSession> src, SourceSession::Start(sc, &src_devices));

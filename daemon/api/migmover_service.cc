@@ -114,25 +114,6 @@ absl::StatusOr<std::array<uint8_t, 32>> TokenFrom(const std::string& bytes) {
 
 }  // namespace
 
-namespace {
-
-// Whether a request's transport asks for DPDK. Errors: InvalidArgument for an unknown transport;
-// FailedPrecondition for DPDK on a daemon without a port.
-absl::StatusOr<bool> WantsDpdk(const v1::TransferOptions& o, const ServiceDefaults& defaults) {
-  if (o.transport().empty() || o.transport() == "tcp") return false;
-  if (o.transport() != "dpdk") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("transport '", o.transport(), "': expected \"tcp\" or \"dpdk\""));
-  }
-  if (defaults.dpdk == nullptr) {
-    return absl::FailedPreconditionError(
-        "transport dpdk: this daemon has no DPDK port (start migmoverd with --dpdk_port)");
-  }
-  return true;
-}
-
-}  // namespace
-
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
@@ -286,9 +267,10 @@ grpc::Status MigmoverService::PrepareDestination(grpc::ServerContext*,
     // Receives keep a thread per device unless asked: sharing measured no better there.
     config.workers = req->options().workers();
     if (config.workers > 64) return absl::InvalidArgumentError("workers must be 0..64");
-    // Whatever the source chooses is accepted; asking for DPDK here only checks for a port.
-    RETURN_IF_ERROR(WantsDpdk(req->options(), defaults_).status());
-    config.dpdk = defaults_.dpdk;
+    // Whatever transport the source chooses is accepted; naming one here only checks that this
+    // daemon offers it.
+    RETURN_IF_ERROR(defaults_.transports->Find(req->options().transport()).status());
+    config.transports = defaults_.transports;
     RETURN_IF_ERROR(sessions_->Reserve(config.session_id));
     auto session = DestinationSession::Prepare(config, registry_);
     if (!session.ok()) {
@@ -313,23 +295,17 @@ grpc::Status MigmoverService::StartSource(grpc::ServerContext*, const v1::StartS
     ASSIGN_OR_RETURN(config.token, TokenFrom(req->token()));
     config.precopy = req->has_precopy() ? req->precopy() : true;
     config.bandwidth = req->bandwidth_bytes_per_second();
-    ASSIGN_OR_RETURN(const bool dpdk, WantsDpdk(req->options(), defaults_));
-    if (dpdk) {
-      config.dpdk = defaults_.dpdk;
-      if (req->options().streams() > 1) {
-        return absl::InvalidArgumentError(
-            "transport dpdk carries each device's stream on one link: streams must be 0 or 1");
-      }
+    ASSIGN_OR_RETURN(config.transport, defaults_.transports->Find(req->options().transport()));
+    const uint32_t max_streams = config.transport->max_streams_per_device();
+    if (req->options().streams() > max_streams) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "transport ", config.transport->name(), " stripes a device's stream over at most ",
+          max_streams, " connection(s): streams must be 0..", max_streams));
     }
     config.streams = req->options().streams() ? req->options().streams()
-                     : dpdk                   ? 1
-                                              : defaults_.streams;
+                                              : std::min(defaults_.streams, max_streams);
     config.workers = req->options().workers() ? req->options().workers() : defaults_.workers;
     if (config.workers > 64) return absl::InvalidArgumentError("workers must be 0..64");
-    if (config.streams > wire::kMaxStreamsPerDevice) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("streams ", config.streams, " outside 1..", wire::kMaxStreamsPerDevice));
-    }
     ASSIGN_OR_RETURN(config.stream, StreamOptionsFrom(req->options()));
     RETURN_IF_ERROR(sessions_->Reserve(config.session_id));
     auto session = SourceSession::Start(config, registry_);
@@ -341,7 +317,7 @@ grpc::Status MigmoverService::StartSource(grpc::ServerContext*, const v1::StartS
     MM_LOG(INFO) << "session " << config.session_id << ": source started, " << config.devices.size()
                  << " device(s) to " << req->peer() << ", precopy "
                  << (config.precopy ? "on" : "off") << ", "
-                 << (config.dpdk != nullptr ? "over DPDK, " : "") << config.streams
+                 << "transport " << config.transport->name() << ", " << config.streams
                  << " stream(s) per device, data path "
                  << stream::DataPathName(config.stream.data_path);
     FillStatus((*session)->Snapshot(), resp);

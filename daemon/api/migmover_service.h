@@ -7,7 +7,7 @@
 #include "daemon/intake/fd_intake.h"
 #include "daemon/registry/device_registry.h"
 #include "daemon/session/session_manager.h"
-#include "transport/dpdk/dpdk_transport.h"
+#include "transport/api/transport_set.h"
 #include "transport/stream/stream_options.h"
 
 namespace migmover {
@@ -17,7 +17,8 @@ struct ServiceDefaults {
   stream::StreamOptions stream;
   uint32_t streams = 1;  // Connections per device stream when a request leaves it 0.
   uint32_t workers = 1;  // Shared pump threads per source session when a request leaves it 0.
-  dpdk::DpdkTransport* dpdk = nullptr;  // The daemon's DPDK port (--dpdk_port); null: none.
+  // The transports this daemon offers (TCP always; DPDK with --dpdk_port). Not owned.
+  const transport::TransportSet* transports = nullptr;
 };
 
 // The one mapping from absl::Status to grpc::Status (the canonical codes are the same).

@@ -59,7 +59,7 @@ void PeerAcceptor::Handle(UniqueFd conn) {
     (void)peer::SendHelloAck(conn.get(), session.status(), hello->device, deadline);
     return;
   }
-  absl::Status accepted = (*session)->AcceptStream(*hello, std::move(conn));
+  absl::Status accepted = (*session)->AcceptStream(*hello, std::move(conn), deadline);
   if (!accepted.ok()) {
     MM_LOG(WARNING) << "session " << hello->session_id << ": stream for device " << hello->device
                     << " refused: " << accepted;

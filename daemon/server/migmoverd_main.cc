@@ -24,10 +24,12 @@
 #include "daemon/registry/device_registry.h"
 #include "daemon/session/session_manager.h"
 #include "grpcpp/grpcpp.h"
+#include "transport/api/transport_set.h"
 #include "transport/dpdk/dpdk_transport.h"
 #include "transport/net/socket.h"
 #include "transport/stream/data_path.h"
 #include "transport/stream/data_path_probe.h"
+#include "transport/tcp/tcp_transport.h"
 
 ABSL_FLAG(std::string, grpc_socket, "/run/migmover/migmoverd.sock",
           "Unix socket path of the gRPC API (api/migmover.proto) for the hypervisor agent.");
@@ -184,6 +186,10 @@ int main(int argc, char** argv) {
     }
   }
 
+  // The transports sessions may use: TCP always, DPDK with a port.
+  migmover::transport::TcpTransport tcp;
+  migmover::transport::TransportSet transports;
+  transports.Add(&tcp);
   std::unique_ptr<migmover::dpdk::DpdkTransport> dpdk;
   if (!absl::GetFlag(FLAGS_dpdk_port).empty()) {
     auto started = migmover::dpdk::DpdkTransport::Start(
@@ -195,8 +201,12 @@ int main(int argc, char** argv) {
              static_cast<uint16_t>(std::min(absl::GetFlag(FLAGS_dpdk_frame_size), 65000u))});
     if (!started.ok()) return Fail(started.status());
     dpdk = std::move(*started);
-    defaults.dpdk = dpdk.get();
+    transports.Add(dpdk.get());
+  } else {
+    transports.AddMissing("dpdk",
+                          "this daemon has no DPDK port (start migmoverd with --dpdk_port)");
   }
+  defaults.transports = &transports;
 
   auto registry = std::make_unique<migmover::DeviceRegistry>();
   migmover::SessionManager sessions;
@@ -255,9 +265,8 @@ int main(int argc, char** argv) {
   acceptor->reset();
   intake.reset();
   ::unlink(grpc_socket.c_str());
-  registry.reset();
-  dpdk.reset();  // No session uses the port any more.  // Closes every device fd; no session or RPC
-                 // uses them any more.
+  registry.reset();  // Closes every device fd; no session or RPC uses them any more.
+  dpdk.reset();  // No session uses the port any more.
   MM_LOG(INFO) << "stopped";
   // gRPC's library teardown waits up to seconds for its timer threads; every fd and device
   // is already released, so skip it.

@@ -9,19 +9,8 @@
 #include "daemon/base/log.h"
 #include "transport/base/status_macros.h"
 #include "transport/peer/handshake.h"
-#include "transport/stream/stream_receiver.h"
-#include "transport/uring/ring.h"
 
 namespace migmover {
-
-namespace {
-// Each device's share of its pump worker's buffers: every device of a worker receives for the
-// whole migration at once, so shares must add up to the pool. A striped receive wants two per
-// connection; with a smaller share each connection still gets one.
-uint32_t DestinationBuffersPerDevice(const DestinationConfig& config) {
-  return std::min<uint32_t>(64, std::max<uint32_t>(config.stream.buffers, 4));
-}
-}  // namespace
 
 absl::StatusOr<std::shared_ptr<DestinationSession>> DestinationSession::Prepare(
     DestinationConfig config, DeviceRegistry* registry) {
@@ -35,14 +24,27 @@ absl::StatusOr<std::shared_ptr<DestinationSession>> DestinationSession::Prepare(
     return absl::InvalidArgumentError(absl::StrCat("final state ", MigStateName(config.final_state),
                                                    ": expected RUNNING, RUNNING_P2P or STOP"));
   }
-  ASSIGN_OR_RETURN(
-      std::vector<std::unique_ptr<stream::PumpWorker>> pump_workers,
-      stream::PumpWorker::StartPool(config.workers, config.devices.size(),
-                                    DestinationBuffersPerDevice(config), config.stream.chunk_size));
+  if (config.transports == nullptr || config.transports->all().empty()) {
+    return absl::InvalidArgumentError("a session needs a transport");
+  }
+  transport::SessionSpec spec;
+  spec.session_id = config.session_id;
+  spec.device_count = static_cast<uint32_t>(config.devices.size());
+  spec.token = config.token;
+  spec.stream = config.stream;
+  spec.workers = config.workers;
+  std::vector<Channel> channels;
+  for (transport::Transport* t : config.transports->all()) {
+    ASSIGN_OR_RETURN(std::unique_ptr<transport::DestinationChannel> c, t->StartDestination(spec));
+    channels.push_back(Channel{t, std::move(c)});
+  }
   ASSIGN_OR_RETURN(std::vector<DeviceEntry*> entries,
                    registry->Claim(config.devices, config.session_id));
   std::shared_ptr<DestinationSession> s(new DestinationSession(config, registry, entries));
-  s->pump_workers_ = std::move(pump_workers);
+  {
+    absl::MutexLock l(&s->channels_mu_);
+    s->channels_ = std::move(channels);
+  }
   for (size_t i = 0; i < entries.size(); ++i) {
     DeviceEntry* e = entries[i];
     absl::Status st;
@@ -85,15 +87,13 @@ DestinationSession::DestinationSession(DestinationConfig config, DeviceRegistry*
       registry_(registry),
       entries_(std::move(entries)),
       data_fds_(entries_.size()),
-      connected_(entries_.size()),
-      pending_(entries_.size()) {
+      connected_(entries_.size()) {
   remaining_ = static_cast<int>(entries_.size());
 }
 
 DestinationSession::~DestinationSession() {
   Cancel();
   Join();
-  pump_workers_.clear();  // After every device thread: their receives ran on these.
 }
 
 void DestinationSession::Join() {
@@ -107,77 +107,59 @@ void DestinationSession::Join() {
   }
 }
 
-absl::Status DestinationSession::AcceptStream(const peer::Hello& hello, UniqueFd socket) {
-  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+absl::StatusOr<std::shared_ptr<transport::DestinationChannel>> DestinationSession::ChannelFor(
+    const peer::Hello& hello) {
+  ASSIGN_OR_RETURN(transport::Transport * t, config_.transports->ForHello(hello));
+  absl::MutexLock l(&channels_mu_);
+  for (const Channel& c : channels_) {
+    if (c.transport == t) return c.channel;
+  }
+  return absl::FailedPreconditionError(absl::StrCat("session '", id_, "' is over"));
+}
+
+absl::Status DestinationSession::AcceptStream(const peer::Hello& hello, UniqueFd socket,
+                                              absl::Time deadline) {
   absl::Status verdict;
-  std::vector<UniqueFd> complete;  // Set when this connection completes its device's set.
-  std::unique_ptr<stream::DeviceStreamReceiver> link;  // The stream's end on a DPDK link.
-  {
-    absl::MutexLock l(&threads_mu_);
-    if (CRYPTO_memcmp(hello.token.data(), config_.token.data(), config_.token.size()) != 0) {
-      verdict = absl::PermissionDeniedError(
-          absl::StrCat("session '", id_, "': the source's token does not match"));
-    } else if (hello.device_count != entries_.size()) {
-      verdict = absl::InvalidArgumentError(
-          absl::StrCat("session '", id_, "': the source sends ", hello.device_count,
-                       " devices, this destination prepared ", entries_.size()));
-    } else if (hello.device >= entries_.size()) {
-      verdict = absl::InvalidArgumentError(absl::StrCat("device index ", hello.device));
-    } else if (IsFinal(phase()) || cancel_.load() || connected_[hello.device].load()) {
-      verdict = connected_[hello.device].load() && !IsFinal(phase()) && !cancel_.load()
-                    ? absl::AlreadyExistsError(absl::StrCat(
-                          "device ", hello.device, " of session '", id_, "' is already connected"))
-                    : absl::FailedPreconditionError(absl::StrCat("session '", id_, "' is over"));
+  if (CRYPTO_memcmp(hello.token.data(), config_.token.data(), config_.token.size()) != 0) {
+    verdict = absl::PermissionDeniedError(
+        absl::StrCat("session '", id_, "': the source's token does not match"));
+  } else if (hello.device_count != entries_.size()) {
+    verdict = absl::InvalidArgumentError(
+        absl::StrCat("session '", id_, "': the source sends ", hello.device_count,
+                     " devices, this destination prepared ", entries_.size()));
+  } else if (hello.device >= entries_.size()) {
+    verdict = absl::InvalidArgumentError(absl::StrCat("device index ", hello.device));
+  } else if (IsFinal(phase()) || cancel_.load()) {
+    verdict = absl::FailedPreconditionError(absl::StrCat("session '", id_, "' is over"));
+  } else if (connected_[hello.device].load()) {
+    verdict = absl::AlreadyExistsError(
+        absl::StrCat("device ", hello.device, " of session '", id_, "' is already connected"));
+  }
+  std::shared_ptr<transport::DestinationChannel> channel;
+  if (verdict.ok()) {
+    absl::StatusOr<std::shared_ptr<transport::DestinationChannel>> c = ChannelFor(hello);
+    if (c.ok()) {
+      channel = std::move(*c);
     } else {
-      std::vector<UniqueFd>& group = pending_[hello.device];
-      if (group.empty()) group.resize(hello.stream_count);
-      if (group.size() != hello.stream_count) {
-        verdict = absl::InvalidArgumentError(
-            absl::StrCat("device ", hello.device, ": stream ", hello.stream, " says ",
-                         hello.stream_count, " streams, an earlier one said ", group.size()));
-      } else if (group[hello.stream].valid()) {
-        verdict = absl::AlreadyExistsError(absl::StrCat("device ", hello.device, " stream ",
-                                                        hello.stream, " is already connected"));
-      } else if (hello.link != 0 && config_.dpdk == nullptr) {
-        verdict = absl::FailedPreconditionError(
-            absl::StrCat("the source sends device ", hello.device, " over DPDK link ", hello.link,
-                         ", but this daemon has no DPDK port (start migmoverd with --dpdk_port)"));
-      } else if (hello.link != 0) {
-        // Attached before the answer, so the link's first frames find their queue. The HELLO
-        // connection stays open while the stream runs: watched, it tells at once when the
-        // source is gone.
-        auto opened = config_.dpdk->OpenReceiver(hello.link, hello.device, config_.stream,
-                                                 socket.get(), absl::Seconds(2));
-        if (opened.ok()) {
-          link = std::move(*opened);
-        } else {
-          verdict = opened.status();
-        }
-      }
-    }
-    absl::Status acked = peer::SendHelloAck(socket.get(), verdict, hello.device, deadline);
-    if (!verdict.ok()) return verdict;
-    if (!acked.ok()) return acked;  // This stream may connect again.
-    SetDeviceTransport(hello.device, hello.link != 0 ? absl::StrCat("dpdk link ", hello.link)
-                                                     : TcpTransportName(hello.stream_count));
-    std::vector<UniqueFd>& group = pending_[hello.device];
-    group[hello.stream] = std::move(socket);
-    if (std::all_of(group.begin(), group.end(), [](const UniqueFd& fd) { return fd.valid(); })) {
-      // A cancel may have abandoned the device meanwhile: exactly one of us takes it.
-      if (!connected_[hello.device].exchange(true)) {
-        complete.swap(group);
-      } else {
-        group.clear();
-      }
+      verdict = c.status();
     }
   }
-  if (complete.empty()) return absl::OkStatus();  // More streams of this device to come.
+  if (!verdict.ok()) {
+    (void)peer::SendHelloAck(socket.get(), verdict, hello.device, deadline);
+    return verdict;
+  }
+  // The transport answers the HELLO; no lock of ours is held while it does.
+  ASSIGN_OR_RETURN(std::unique_ptr<transport::DeviceStreamReceiver> receiver,
+                   channel->Accept(hello, std::move(socket), deadline));
+  if (receiver == nullptr) return absl::OkStatus();  // More streams of this device to come.
+  // A cancel may have abandoned the device meanwhile: exactly one of us takes it.
+  if (connected_[hello.device].exchange(true)) return absl::OkStatus();
+  SetDeviceTransport(hello.device, receiver->transport_name());
   SetPhase(SessionPhase::kPreCopy);
   absl::MutexLock l(&threads_mu_);
-  workers_.emplace_back(
-      [this, i = hello.device, socks = std::move(complete), link = std::move(link)]() mutable {
-        Run(i, std::move(socks), std::move(link));
-      });
+  workers_.emplace_back([this, i = hello.device, r = std::move(receiver)]() mutable {
+    Run(i, std::move(r));
+  });
   return absl::OkStatus();
 }
 
@@ -190,12 +172,16 @@ void DestinationSession::Cancel() {
 }
 
 void DestinationSession::AbandonUnconnected() {
+  {
+    std::vector<std::shared_ptr<transport::DestinationChannel>> channels;
+    {
+      absl::MutexLock l(&channels_mu_);
+      for (const Channel& c : channels_) channels.push_back(c.channel);
+    }
+    for (auto& c : channels) c->DropPending();  // Close partially connected stream sets.
+  }
   // Devices whose source never connected (all its streams) have no worker to abandon them.
   for (size_t i = 0; i < entries_.size(); ++i) {
-    {
-      absl::MutexLock l(&threads_mu_);
-      pending_[i].clear();  // Close partially connected stream sets.
-    }
     if (!connected_[i].exchange(true)) {
       Abandon(i);
       WorkerDone();
@@ -228,40 +214,36 @@ void DestinationSession::WorkerDone() {
     }
     registry_->Release(config_.devices, id_);
     Finish();
-    pump_workers_.clear();  // No device receives any more.
+    // No device receives any more: do not keep the channels' threads for an ended session.
+    std::vector<Channel> gone;
+    {
+      absl::MutexLock l(&channels_mu_);
+      gone.swap(channels_);
+    }
   }
 }
 
-void DestinationSession::Run(size_t i, std::vector<UniqueFd> sockets,
-                             std::unique_ptr<stream::DeviceStreamReceiver> link) {
+int DestinationSession::AgentDataFd(size_t i) {
+  absl::MutexLock l(&entries_[i]->mu);
+  return entries_[i]->data_fd.get();
+}
+
+void DestinationSession::CloseAgentDataFd(size_t i) {
+  absl::MutexLock l(&entries_[i]->mu);
+  entries_[i]->data_fd.Reset();
+}
+
+void DestinationSession::Run(size_t i, std::unique_ptr<transport::DeviceStreamReceiver> receiver) {
   pthread_setname_np(pthread_self(), absl::StrCat("mm-dst-dev", i).substr(0, 15).c_str());
   DeviceEntry* e = entries_[i];
   DeviceProgress& p = *progress_[i];
-  std::unique_ptr<uring::Ring> ring;  // Before the receiver that uses it: goes last.
-  std::unique_ptr<stream::DeviceStreamReceiver> receiver;
   absl::Status status = [&]() -> absl::Status {
-    const int fd = e->runs_fsm() ? data_fds_[i].get() : e->data_fd.get();
-    if (link) {
-      // The stream comes over DPDK; the connection only carried the HELLO exchange.
-      receiver = std::move(link);
-      SetDeviceDataPath(i, stream::DataPathName(stream::DataPath::kCopy));
-    } else {
-      ASSIGN_OR_RETURN(ring, uring::Ring::Create(64));
-      ASSIGN_OR_RETURN(std::unique_ptr<stream::StreamReceiver> tcp,
-                       stream::StreamReceiver::Create(ring.get(), std::move(sockets),
-                                                      static_cast<uint32_t>(i), config_.stream));
-      if (!pump_workers_.empty()) {
-        tcp->set_worker(pump_workers_[i % pump_workers_.size()].get(),
-                        DestinationBuffersPerDevice(config_));
-      }
-      receiver = std::move(tcp);
-      SetDeviceDataPath(i, stream::DataPathName(stream::ResolveDataPath(
-                               config_.stream.data_path, fd, config_.stream.auto_spliceable)));
-    }
+    const int fd = e->runs_fsm() ? data_fds_[i].get() : AgentDataFd(i);
+    SetDeviceDataPath(i, stream::DataPathName(receiver->PlannedDataPath(fd)));
     receiver->set_progress_counter(&p.bytes);
-    absl::StatusOr<stream::ReceiveResult> received = receiver->Receive(fd, cancel_);
+    absl::StatusOr<transport::ReceiveResult> received = receiver->Receive(fd, cancel_);
     SetDeviceDataPath(i, stream::DataPathName(receiver->data_path_used()));
-    ASSIGN_OR_RETURN(stream::ReceiveResult r, std::move(received));
+    ASSIGN_OR_RETURN(transport::ReceiveResult r, std::move(received));
     p.digest_checked = r.digest_checked;
     MM_LOG(INFO) << "session " << id_ << ": device " << e->name << ": stream received, "
                  << r.total_bytes << " bytes, digest "
@@ -279,20 +261,19 @@ void DestinationSession::Run(size_t i, std::vector<UniqueFd> sockets,
       }
       SetDeviceState(i, MigStateName(config_.final_state));
     } else {
-      e->data_fd.Reset();  // The agent's FSM sees the end of the written stream.
+      CloseAgentDataFd(i);  // The agent's FSM sees the end of the written stream.
     }
     p.committed = true;
     MM_LOG(INFO) << "session " << id_ << ": device " << e->name << " committed, now "
                  << (e->runs_fsm() ? MigStateName(config_.final_state) : "closed");
     return absl::OkStatus();
   }();
-  if (receiver) {
-    absl::Status sent = receiver->SendCommit(status);
-    if (!sent.ok() && status.ok()) {
-      MM_LOG(WARNING) << "session " << id_ << ": device " << e->name
-                      << ": committed but the COMMIT did not reach the source: " << sent;
-    }
+  absl::Status sent = receiver->SendCommit(status);
+  if (!sent.ok() && status.ok()) {
+    MM_LOG(WARNING) << "session " << id_ << ": device " << e->name
+                    << ": committed but the COMMIT did not reach the source: " << sent;
   }
+  receiver.reset();  // Its connections close before the device is abandoned or released.
   if (!status.ok()) {
     Fail(i, status);
     Abandon(i);

@@ -1,8 +1,13 @@
 // DestinationSession: the resuming side. Prepare moves every FSM device to RESUMING (so the
-// data fd exists before the source connects); each connection the peer acceptor hands over
-// becomes a worker with its own io_uring that writes the stream into the device, checks the
-// END_STREAM totals and digest, commits (RESUMING -> STOP, then the agent's final state) and
-// answers COMMIT. A device whose stream or commit fails is reset, never left half-resumed.
+// data fd exists before the source connects); each stream the peer acceptor hands over (through
+// the transport the source chose) gets a device thread that writes the stream into the device,
+// checks the END_STREAM totals and digest, commits (RESUMING -> STOP, then the agent's final
+// state) and answers COMMIT. A device whose stream or commit fails is reset, never left
+// half-resumed.
+//
+// Threads: Prepare, Cancel and Join from gRPC handlers; AcceptStream from the peer listener's
+// handshake threads, concurrently; the device threads are the session's own. No lock is held
+// while a HELLO is answered or a thread is joined.
 #ifndef MIGMOVER_DAEMON_SESSION_DESTINATION_SESSION_H_
 #define MIGMOVER_DAEMON_SESSION_DESTINATION_SESSION_H_
 
@@ -15,9 +20,9 @@
 #include "absl/status/statusor.h"
 #include "daemon/registry/device_registry.h"
 #include "daemon/session/session.h"
-#include "transport/dpdk/dpdk_transport.h"
+#include "transport/api/transport.h"
+#include "transport/api/transport_set.h"
 #include "transport/peer/frame_codec.h"
-#include "transport/stream/pump_worker.h"
 #include "transport/stream/stream_options.h"
 
 namespace migmover {
@@ -28,11 +33,10 @@ struct DestinationConfig {
   MigState final_state = MigState::kRunning;
   std::array<uint8_t, 32> token{};
   stream::StreamOptions stream;
-  // The daemon's DPDK port (null: none). A source whose HELLO names a DPDK link has its stream
-  // received there; without a port such a source is refused.
-  dpdk::DpdkTransport* dpdk = nullptr;
-  // Threads (each with one io_uring and buffer pool) that receive the session's copy-path data;
-  // 0 = each device's own thread does.
+  // The transports a source may choose (not owned; outlives the session): each HELLO goes to
+  // the one that carries it; a HELLO for a transport this daemon lacks is refused.
+  const transport::TransportSet* transports = nullptr;
+  // Threads that receive the session's copy-path data; 0 = each device's own thread does.
   uint32_t workers = 0;
 };
 
@@ -47,12 +51,13 @@ class DestinationSession final : public Session {
   ~DestinationSession() override;
 
   // A source connection for one stream of one device, after its HELLO was read. Checks the
-  // token, device index and count, stream index and count, answers HELLO_ACK, and starts the
-  // device's worker once all of its streams are connected. Errors (also sent to
-  // the peer as the HELLO_ACK refusal): PermissionDenied (token), InvalidArgument (device
-  // count or index), AlreadyExists (device already connected), FailedPrecondition (session
-  // over).
-  absl::Status AcceptStream(const peer::Hello& hello, UniqueFd socket);
+  // token, device index and count, hands the connection to the transport the HELLO asks for
+  // (which answers HELLO_ACK), and starts the device's thread once all of its streams are
+  // connected. Blocks until the answer is out (at most until `deadline`), holding no lock
+  // meanwhile. Errors (also sent to the peer as the HELLO_ACK refusal): PermissionDenied
+  // (token), InvalidArgument (device count or index), AlreadyExists (device already connected),
+  // FailedPrecondition (session over, or a transport this daemon lacks); the transport's.
+  absl::Status AcceptStream(const peer::Hello& hello, UniqueFd socket, absl::Time deadline);
 
   void Cancel() override;
   void Join() override;
@@ -60,13 +65,17 @@ class DestinationSession final : public Session {
  private:
   DestinationSession(DestinationConfig config, DeviceRegistry* registry,
                      std::vector<DeviceEntry*> entries);
-  // `link`: the stream's receiving end on a DPDK link, or null to receive on `sockets`.
-  void Run(size_t i, std::vector<UniqueFd> sockets,
-           std::unique_ptr<stream::DeviceStreamReceiver> link);
+  void Run(size_t i, std::unique_ptr<transport::DeviceStreamReceiver> receiver);
   // Abandons a device's resume: RESET for FSM devices, close for data fds.
   void Abandon(size_t i);
   void WorkerDone();
   void AbandonUnconnected();
+  // The agent's fd of a data-fd device, read and closed under the entry's mutex.
+  int AgentDataFd(size_t i);
+  void CloseAgentDataFd(size_t i);
+  // The session's channel of the transport that carries `hello`'s stream.
+  absl::StatusOr<std::shared_ptr<transport::DestinationChannel>> ChannelFor(
+      const peer::Hello& hello);
 
   const DestinationConfig config_;
   DeviceRegistry* registry_;
@@ -77,9 +86,15 @@ class DestinationSession final : public Session {
   std::atomic<int> remaining_{0};  // Devices not yet finished (committed or abandoned).
   absl::Mutex threads_mu_;
   std::vector<std::thread> workers_ ABSL_GUARDED_BY(threads_mu_);
-  // Per device: the streams connected so far, by stream index, until all have come.
-  std::vector<std::vector<UniqueFd>> pending_ ABSL_GUARDED_BY(threads_mu_);
-  std::vector<std::unique_ptr<stream::PumpWorker>> pump_workers_;
+  // One channel per transport the daemon offers, made at Prepare and released once every device
+  // finished (their threads, such as pump workers, are not kept for an ended session). A
+  // handshake holds its own reference while it answers, without the lock.
+  struct Channel {
+    transport::Transport* transport;
+    std::shared_ptr<transport::DestinationChannel> channel;
+  };
+  absl::Mutex channels_mu_;
+  std::vector<Channel> channels_ ABSL_GUARDED_BY(channels_mu_);
 };
 
 }  // namespace migmover

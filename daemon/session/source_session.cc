@@ -6,22 +6,11 @@
 #include "daemon/base/log.h"
 #include "daemon/device/fsm_path.h"
 #include "transport/base/status_macros.h"
-#include "transport/peer/frame_codec.h"
-#include "transport/uring/ring.h"
 
 namespace migmover {
 
-using stream::PumpResult;
+using transport::PumpResult;
 using wire::Phase;
-
-namespace {
-// A device's share of its pump worker's buffers: what its sender's copy path wants (a frame in
-// flight per connection while the next ones are read).
-uint32_t BuffersPerDevice(const SourceConfig& config) {
-  return std::min<uint32_t>(
-      64, std::max<uint32_t>(config.stream.buffers, std::max<uint32_t>(1, config.streams) + 2));
-}
-}  // namespace
 
 absl::StatusOr<std::shared_ptr<SourceSession>> SourceSession::Start(SourceConfig config,
                                                                     DeviceRegistry* registry) {
@@ -30,10 +19,7 @@ absl::StatusOr<std::shared_ptr<SourceSession>> SourceSession::Start(SourceConfig
     return absl::InvalidArgumentError(
         absl::StrCat("at most ", wire::kMaxDevicesPerSession, " devices per session"));
   }
-  if (config.dpdk != nullptr && config.streams > 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "a DPDK link carries each device's stream whole: streams must be 1, not ", config.streams));
-  }
+  if (config.transport == nullptr) return absl::InvalidArgumentError("a session needs a transport");
   ASSIGN_OR_RETURN(std::vector<DeviceEntry*> entries,
                    registry->Claim(config.devices, config.session_id));
   for (DeviceEntry* e : entries) {
@@ -55,16 +41,21 @@ absl::StatusOr<std::shared_ptr<SourceSession>> SourceSession::Start(SourceConfig
     }
   }
   config.stream.limiter = std::make_shared<stream::RateLimiter>(config.bandwidth);
-  // A DPDK session's streams run on their own links, not on io_uring pump workers.
-  auto pump_workers =
-      stream::PumpWorker::StartPool(config.dpdk != nullptr ? 0 : config.workers, entries.size(),
-                                    BuffersPerDevice(config), config.stream.chunk_size);
-  if (!pump_workers.ok()) {
+  transport::SessionSpec spec;
+  spec.session_id = config.session_id;
+  spec.device_count = static_cast<uint32_t>(entries.size());
+  spec.token = config.token;
+  spec.stream = config.stream;
+  spec.streams = std::max<uint32_t>(1, config.streams);
+  spec.workers = config.workers;
+  spec.peer = config.peer;
+  auto channel = config.transport->StartSource(spec);
+  if (!channel.ok()) {
     registry->Release(config.devices, config.session_id);
-    return pump_workers.status();
+    return channel.status();
   }
   std::shared_ptr<SourceSession> s(new SourceSession(std::move(config), registry, entries));
-  s->pump_workers_ = std::move(*pump_workers);
+  s->channel_ = std::move(*channel);
   s->bandwidth_ = s->config_.bandwidth;
   s->SetPhase(SessionPhase::kConnecting);
   s->running_workers_ = static_cast<int>(entries.size());
@@ -85,7 +76,7 @@ SourceSession::SourceSession(SourceConfig config, DeviceRegistry* registry,
 SourceSession::~SourceSession() {
   Cancel();
   Join();
-  pump_workers_.clear();  // After every device thread: their pumps ran on these.
+  channel_.reset();  // After every device thread: their streams came from it.
 }
 
 void SourceSession::Join() {
@@ -126,8 +117,7 @@ void SourceSession::Cancel() {
 
 void SourceSession::Run(size_t i) {
   pthread_setname_np(pthread_self(), absl::StrCat("mm-src-dev", i).substr(0, 15).c_str());
-  stream::DeviceStreamSender* sender = nullptr;
-  absl::Status s = RunDevice(i, &sender);
+  absl::Status s = RunDevice(i);
   if (!s.ok()) {
     Fail(i, cancel_.load() && error().ok() ? absl::CancelledError("session cancelled") : s);
     cancel_ = true;  // One device failing fails the migration: stop the others too.
@@ -144,9 +134,9 @@ void SourceSession::Run(size_t i) {
     }
     registry_->Release(config_.devices, id_);
     Finish();
-    // Every device is done with the pump workers: do not keep their threads for an ended
-    // session that stays queryable.
-    pump_workers_.clear();
+    // Every device is done with the channel: do not keep its threads (pump workers) for an
+    // ended session that stays queryable.
+    channel_.reset();
   }
 }
 
@@ -169,7 +159,7 @@ void SourceSession::Recover(size_t i) {
 }
 
 absl::Status SourceSession::RunPrecopy(size_t i, MigratableDevice* dev, int data_fd,
-                                       stream::DeviceStreamSender* sender) {
+                                       transport::DeviceStreamSender* sender) {
   DeviceProgress& p = *progress_[i];
   bool had_data = false;
   uint64_t round_bytes = 0;  // Moved since the last completed round.
@@ -225,61 +215,28 @@ absl::Status SourceSession::RunPrecopy(size_t i, MigratableDevice* dev, int data
   return absl::OkStatus();
 }
 
-stream::DataPath SourceSession::PlannedDataPath(int data_fd) const {
-  // A DPDK link reads the data fd straight into its frames: always the copy path.
-  if (config_.dpdk != nullptr) return stream::DataPath::kCopy;
-  return stream::ResolveDataPath(config_.stream.data_path, data_fd, config_.stream.auto_spliceable);
+int SourceSession::AgentDataFd(size_t i) {
+  absl::MutexLock l(&entries_[i]->mu);
+  return entries_[i]->data_fd.get();
 }
 
-absl::Status SourceSession::RunDevice(size_t i, stream::DeviceStreamSender** sender_out) {
+absl::Status SourceSession::RunDevice(size_t i) {
   DeviceEntry* e = entries_[i];
   DeviceProgress& p = *progress_[i];
-  peer::Hello hello;
-  hello.session_id = id_;
-  hello.device = static_cast<uint32_t>(i);
-  hello.device_count = static_cast<uint32_t>(entries_.size());
-  hello.token = config_.token;
-  std::unique_ptr<stream::DeviceStreamSender> link;
-  if (config_.dpdk != nullptr) {
-    // The link first (it may wait for the port to come up): the destination gives a connection
-    // only a few seconds to say HELLO.
-    hello.link = config_.dpdk->NewLinkId(static_cast<uint32_t>(i));
-    ASSIGN_OR_RETURN(
-        link, config_.dpdk->OpenSender(hello.link, static_cast<uint32_t>(i), config_.stream));
-  }
-  ASSIGN_OR_RETURN(std::unique_ptr<uring::Ring> ring, uring::Ring::Create(64));
-  std::vector<UniqueFd> socks;
-  for (uint32_t k = 0; k < std::max<uint32_t>(1, config_.streams); ++k) {
-    ASSIGN_OR_RETURN(UniqueFd sock, net::TcpConnect(config_.peer, absl::Seconds(10)));
-    socks.push_back(std::move(sock));
-  }
-  // Over TCP, the connections carry the stream. Over DPDK, the one connection carries only the
-  // HELLO exchange that names the link; the stream runs on the link.
-  ASSIGN_OR_RETURN(std::unique_ptr<stream::StreamSender> tcp,
-                   stream::StreamSender::Create(ring.get(), std::move(socks),
-                                                static_cast<uint32_t>(i), config_.stream));
-  if (!link && !pump_workers_.empty()) {
-    tcp->set_worker(pump_workers_[i % pump_workers_.size()].get(), BuffersPerDevice(config_));
-  }
-  stream::DeviceStreamSender* sender = link ? link.get() : tcp.get();
-  *sender_out = sender;
+  ASSIGN_OR_RETURN(std::unique_ptr<transport::DeviceStreamSender> sender,
+                   channel_->Open(static_cast<uint32_t>(i), config_.connect_timeout));
   sender->set_progress_counter(&p.bytes);
-  RETURN_IF_ERROR(tcp->Handshake(hello, absl::Seconds(10)));
-  if (link) link->WatchPeerConnection(tcp->control_connection());
   MM_LOG(INFO) << "session " << id_ << ": device " << e->name << " connected to "
-               << config_.peer.host << ":" << config_.peer.port << ", "
-               << (link ? absl::StrCat("stream on DPDK link ", hello.link, " of ",
-                                       config_.dpdk->Describe())
-                        : absl::StrCat(std::max<uint32_t>(1, config_.streams), " TCP stream(s)"));
-  SetDeviceTransport(
-      i, link ? absl::StrCat("dpdk link ", hello.link) : TcpTransportName(config_.streams));
+               << channel_->Describe() << ", stream on " << sender->transport_name();
+  SetDeviceTransport(i, sender->transport_name());
   SetPhase(SessionPhase::kPreCopy);
 
   absl::Status status = [&]() -> absl::Status {
     int data_fd = -1;
     if (!e->runs_fsm()) {
-      // Data-fd mode: the agent runs the FSM; move the stream to its end.
-      data_fd = e->data_fd.get();
+      // Data-fd mode: the agent runs the FSM; move the stream to its end. The session's claim
+      // keeps the fd open and in place until the session releases the device.
+      data_fd = AgentDataFd(i);
       SetDeviceState(i, "");
     } else {
       MigratableDevice* dev = e->device.get();
@@ -292,8 +249,8 @@ absl::Status SourceSession::RunDevice(size_t i, stream::DeviceStreamSender** sen
         }
         SetDeviceState(i, "PRE_COPY");
         data_fd = data_fds_[i].get();
-        SetDeviceDataPath(i, stream::DataPathName(PlannedDataPath(data_fd)));
-        RETURN_IF_ERROR(RunPrecopy(i, dev, data_fd, sender));
+        SetDeviceDataPath(i, stream::DataPathName(sender->PlannedDataPath(data_fd)));
+        RETURN_IF_ERROR(RunPrecopy(i, dev, data_fd, sender.get()));
         if (cancel_.load()) return absl::CancelledError("session cancelled");
         RETURN_IF_ERROR(sender->EndPhase(Phase::kPreCopy));
       } else {
@@ -318,7 +275,7 @@ absl::Status SourceSession::RunDevice(size_t i, stream::DeviceStreamSender** sen
       data_fd = data_fds_[i].get();
       SetDeviceState(i, "STOP_COPY");
     }
-    SetDeviceDataPath(i, stream::DataPathName(PlannedDataPath(data_fd)));
+    SetDeviceDataPath(i, stream::DataPathName(sender->PlannedDataPath(data_fd)));
     static const std::atomic<bool> kNever{false};
     ASSIGN_OR_RETURN(PumpResult r,
                      sender->Pump(data_fd, Phase::kStopCopy, UINT64_MAX, kNever, cancel_));
@@ -348,7 +305,6 @@ absl::Status SourceSession::RunDevice(size_t i, stream::DeviceStreamSender** sen
     return absl::OkStatus();
   }();
   if (!status.ok()) sender->SendError(status);
-  *sender_out = nullptr;
   return status;
 }
 

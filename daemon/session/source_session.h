@@ -1,8 +1,13 @@
-// SourceSession: the saving side of a migration. One worker thread per device, each with its own
-// io_uring and connection to the destination daemon: PRE_COPY rounds while the VM runs (when the
-// device has PRE_COPY), then on Switchover STOP_COPY to the end of the stream, END_STREAM, and
-// the destination's COMMIT. After success every device is in STOP; after any failure every
-// device is back in RUNNING and the destination has been told.
+// SourceSession: the saving side of a migration. One control thread per device, each with its
+// own stream to the destination daemon, opened through the session's transport (which may move
+// the data on threads of its own): PRE_COPY rounds while the VM runs (when the device has
+// PRE_COPY), then on Switchover STOP_COPY to the end of the stream, END_STREAM, and the
+// destination's COMMIT. After success every device is in STOP; after any failure every device is
+// back in RUNNING and the destination has been told.
+//
+// Threads: Start, Switchover, SetBandwidth, Cancel and Join from any thread (gRPC handlers);
+// the device threads are the session's own. Nothing here holds a lock while it waits on the
+// peer: the session's locks guard device calls (DeviceEntry::mu) and wake-ups (wake_mu_).
 #ifndef MIGMOVER_DAEMON_SESSION_SOURCE_SESSION_H_
 #define MIGMOVER_DAEMON_SESSION_SOURCE_SESSION_H_
 
@@ -15,11 +20,9 @@
 #include "absl/status/statusor.h"
 #include "daemon/registry/device_registry.h"
 #include "daemon/session/session.h"
-#include "transport/dpdk/dpdk_transport.h"
+#include "transport/api/transport.h"
 #include "transport/net/socket.h"
-#include "transport/stream/pump_worker.h"
 #include "transport/stream/stream_options.h"
-#include "transport/stream/stream_sender.h"
 
 namespace migmover {
 
@@ -30,24 +33,24 @@ struct SourceConfig {
   std::array<uint8_t, 32> token{};
   bool precopy = true;
   stream::StreamOptions stream;
-  // Non-null: every device stream travels on its own link over this DPDK port (the daemon's
-  // --dpdk_port) instead of TCP; `streams` must then be 1. The TCP connection carries only the
-  // HELLO exchange.
-  dpdk::DpdkTransport* dpdk = nullptr;
+  // What carries the device streams (not owned; outlives the session).
+  transport::Transport* transport = nullptr;
   uint64_t bandwidth = 0;  // Bytes per second, 0 = unlimited.
-  uint32_t streams = 1;    // Connections each device's stream is striped over.
-  // Threads (each with one io_uring) that move the session's copy-path data; 0 = each device's
-  // own thread does.
+  uint32_t streams = 1;    // Connections each device's stream is striped over (if the
+                           // transport stripes).
+  // Threads that move the session's copy-path data; 0 = each device's own thread does.
   uint32_t workers = 0;
+  // How long a device's stream may take to connect and be answered.
+  absl::Duration connect_timeout = absl::Seconds(10);
   // How often an idle PRE_COPY device is asked for new precopy data.
   absl::Duration precopy_poll = absl::Milliseconds(5);
 };
 
 class SourceSession final : public Session {
  public:
-  // Claims the devices and starts the workers. Errors: those of DeviceRegistry::Claim, and
-  // FailedPrecondition for an FSM device that is not RUNNING or RUNNING_P2P, or a data fd
-  // that is not a save-data fd.
+  // Claims the devices, starts the transport's channel and the device threads. Errors: those of
+  // DeviceRegistry::Claim and Transport::StartSource; FailedPrecondition for an FSM device that
+  // is not RUNNING or RUNNING_P2P, or a data fd that is not a save-data fd.
   static absl::StatusOr<std::shared_ptr<SourceSession>> Start(SourceConfig config,
                                                               DeviceRegistry* registry);
   ~SourceSession() override;
@@ -64,13 +67,13 @@ class SourceSession final : public Session {
  private:
   SourceSession(SourceConfig config, DeviceRegistry* registry, std::vector<DeviceEntry*> entries);
   void Run(size_t i);
-  absl::Status RunDevice(size_t i, stream::DeviceStreamSender** sender_out);
+  absl::Status RunDevice(size_t i);
   absl::Status RunPrecopy(size_t i, MigratableDevice* dev, int data_fd,
-                          stream::DeviceStreamSender* sender);
+                          transport::DeviceStreamSender* sender);
   // Brings a device back to RUNNING after a failure (SET, else RESET).
   void Recover(size_t i);
-  // The data path a device's stream will take (what the status shows before it moves).
-  stream::DataPath PlannedDataPath(int data_fd) const;
+  // The fd the agent gave for a data-fd device (read under the entry's mutex).
+  int AgentDataFd(size_t i);
 
   const SourceConfig config_;
   DeviceRegistry* registry_;
@@ -81,7 +84,8 @@ class SourceSession final : public Session {
   std::atomic<int> running_workers_{0};
   absl::Mutex wake_mu_;  // Wakes idle PRE_COPY loops at switchover or cancel.
   std::vector<std::thread> workers_;
-  std::vector<std::unique_ptr<stream::PumpWorker>> pump_workers_;
+  // Opened by the device threads; released by the last one (or the destructor).
+  std::unique_ptr<transport::SourceChannel> channel_;
 };
 
 }  // namespace migmover

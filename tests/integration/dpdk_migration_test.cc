@@ -61,7 +61,7 @@ TEST_F(DpdkDaemons, TwoDevicesWithPrecopyMoveByteExact) {
   EXPECT_NE(s.devices(0).transport(), s.devices(1).transport()) << "a link per device";
   EXPECT_EQ(StateOf(*src_, "dev0"), "STOP");
   EXPECT_EQ(StateOf(*dst_, "dev0"), "RUNNING");
-  EXPECT_NE(src_->Log().find("stream on DPDK link"), std::string::npos) << src_->Log();
+  EXPECT_NE(src_->Log().find("stream on dpdk link"), std::string::npos) << src_->Log();
 }
 
 TEST_F(DpdkDaemons, WithoutPrecopyFourDevicesAtOnce) {

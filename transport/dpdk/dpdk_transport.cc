@@ -5,6 +5,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "transport/base/status_macros.h"
+#include "transport/net/socket.h"
+#include "transport/peer/handshake.h"
 #include "transport/dpdk/eal.h"
 #include "transport/dpdk/link_stream.h"
 #include "transport/dpdk/port.h"
@@ -40,6 +42,27 @@ struct DpdkTransport::Impl {
     l.limiter = o.limiter;
     return l;
   }
+
+  std::string Describe() const {
+    const rte_ether_addr mac = port->mac();
+    return absl::StrFormat("%s (%02x:%02x:%02x:%02x:%02x:%02x), %d queue(s)", port->name(),
+                           mac.addr_bytes[0], mac.addr_bytes[1], mac.addr_bytes[2],
+                           mac.addr_bytes[3], mac.addr_bytes[4], mac.addr_bytes[5],
+                           port->queues());
+  }
+
+  // A fresh random link id (never 0) whose queue is `spread` mod the port's queues: devices
+  // 0, 1, 2, ... of a session land on different queues.
+  uint32_t NewLinkId(uint32_t spread) const {
+    const uint32_t queues = port->queues();
+    uint32_t id = 0;
+    while (id == 0) {
+      uint32_t r = 0;
+      if (::getrandom(&r, sizeof(r), 0) != sizeof(r)) continue;
+      id = r - r % queues + spread % queues;
+    }
+    return id;
+  }
 };
 
 absl::StatusOr<std::unique_ptr<DpdkTransport>> DpdkTransport::Start(
@@ -67,44 +90,94 @@ DpdkTransport::DpdkTransport(std::unique_ptr<Impl> impl) : impl_(std::move(impl)
 
 DpdkTransport::~DpdkTransport() = default;
 
-absl::StatusOr<std::unique_ptr<stream::DeviceStreamSender>> DpdkTransport::OpenSender(
-    uint64_t link_id, uint32_t device, const stream::StreamOptions& options,
-    absl::Duration link_wait) {
-  ASSIGN_OR_RETURN(std::unique_ptr<FrameIo> io, impl_->Attach(link_id, link_wait));
-  ASSIGN_OR_RETURN(std::unique_ptr<LinkStreamSender> s,
-                   LinkStreamSender::Create(std::move(io), impl_->Link(link_id, options), device,
-                                            impl_->StreamOptions(options)));
-  return std::unique_ptr<stream::DeviceStreamSender>(std::move(s));
-}
+class DpdkTransport::Source final : public transport::SourceChannel {
+ public:
+  Source(Impl* impl, const transport::SessionSpec& spec) : impl_(impl), spec_(spec) {}
 
-absl::StatusOr<std::unique_ptr<stream::DeviceStreamReceiver>> DpdkTransport::OpenReceiver(
-    uint64_t link_id, uint32_t device, const stream::StreamOptions& options, int peer_connection_fd,
-    absl::Duration link_wait) {
-  ASSIGN_OR_RETURN(std::unique_ptr<FrameIo> io, impl_->Attach(link_id, link_wait));
-  LinkStreamOptions so = impl_->StreamOptions(options);
-  so.peer_connection_fd = peer_connection_fd;
-  ASSIGN_OR_RETURN(
-      std::unique_ptr<LinkStreamReceiver> r,
-      LinkStreamReceiver::Create(std::move(io), impl_->Link(link_id, options), device, so));
-  return std::unique_ptr<stream::DeviceStreamReceiver>(std::move(r));
-}
-
-std::string DpdkTransport::Describe() const {
-  const rte_ether_addr mac = impl_->port->mac();
-  return absl::StrFormat("%s (%02x:%02x:%02x:%02x:%02x:%02x), %d queue(s)", impl_->port->name(),
-                         mac.addr_bytes[0], mac.addr_bytes[1], mac.addr_bytes[2], mac.addr_bytes[3],
-                         mac.addr_bytes[4], mac.addr_bytes[5], impl_->port->queues());
-}
-
-uint32_t DpdkTransport::NewLinkId(uint32_t spread) const {
-  const uint32_t queues = impl_->port->queues();
-  uint32_t id = 0;
-  while (id == 0) {
-    uint32_t r = 0;
-    if (::getrandom(&r, sizeof(r), 0) != sizeof(r)) continue;
-    id = r - r % queues + spread % queues;
+  absl::StatusOr<std::unique_ptr<transport::DeviceStreamSender>> Open(
+      uint32_t device, absl::Duration timeout) override {
+    peer::Hello hello;
+    hello.session_id = spec_.session_id;
+    hello.device = device;
+    hello.device_count = spec_.device_count;
+    hello.token = spec_.token;
+    hello.link = impl_->NewLinkId(device);
+    // The link first (it may wait for the port to come up): the destination gives a connection
+    // only a few seconds to say HELLO.
+    ASSIGN_OR_RETURN(std::unique_ptr<FrameIo> io, impl_->Attach(hello.link, absl::Seconds(10)));
+    ASSIGN_OR_RETURN(std::unique_ptr<LinkStreamSender> sender,
+                     LinkStreamSender::Create(std::move(io), impl_->Link(hello.link, spec_.stream),
+                                              device, impl_->StreamOptions(spec_.stream)));
+    const absl::Time deadline = absl::Now() + timeout;
+    ASSIGN_OR_RETURN(UniqueFd conn, net::TcpConnect(spec_.peer, timeout));
+    RETURN_IF_ERROR(net::SendAll(conn.get(), peer::EncodeHello(0, hello), deadline));
+    RETURN_IF_ERROR(peer::AwaitHelloAck(conn.get(), deadline));
+    sender->WatchPeerConnection(std::move(conn));
+    return std::unique_ptr<transport::DeviceStreamSender>(std::move(sender));
   }
-  return id;
+
+  std::string Describe() const override {
+    return absl::StrCat(spec_.peer.host, ":", spec_.peer.port, " over DPDK port ",
+                        impl_->Describe());
+  }
+
+ private:
+  Impl* const impl_;
+  const transport::SessionSpec spec_;
+};
+
+class DpdkTransport::Destination final : public transport::DestinationChannel {
+ public:
+  Destination(Impl* impl, const transport::SessionSpec& spec) : impl_(impl), spec_(spec) {}
+
+  absl::StatusOr<std::unique_ptr<transport::DeviceStreamReceiver>> Accept(
+      const peer::Hello& hello, UniqueFd connection, absl::Time deadline) override {
+    absl::StatusOr<std::unique_ptr<LinkStreamReceiver>> receiver =
+        absl::InvalidArgumentError(absl::StrCat(
+            "device ", hello.device, ": a DPDK link carries a stream whole, not in ",
+            hello.stream_count, " stripes"));
+    if (hello.stream_count == 1) {
+      // Attached before the answer, so the link's first frames find their queue. The HELLO
+      // connection stays open while the stream runs: watched, it tells at once when the
+      // source is gone.
+      receiver = [&]() -> absl::StatusOr<std::unique_ptr<LinkStreamReceiver>> {
+        ASSIGN_OR_RETURN(std::unique_ptr<FrameIo> io,
+                         impl_->Attach(hello.link, absl::Seconds(2)));
+        LinkStreamOptions so = impl_->StreamOptions(spec_.stream);
+        so.peer_connection_fd = connection.get();
+        return LinkStreamReceiver::Create(std::move(io), impl_->Link(hello.link, spec_.stream),
+                                          hello.device, so);
+      }();
+    }
+    absl::Status acked =
+        peer::SendHelloAck(connection.get(), receiver.status(), hello.device, deadline);
+    if (!receiver.ok()) return receiver.status();
+    if (!acked.ok()) return acked;
+    (*receiver)->OwnPeerConnection(std::move(connection));
+    return std::unique_ptr<transport::DeviceStreamReceiver>(std::move(*receiver));
+  }
+
+  void DropPending() override {}  // A link's stream is whole from its one HELLO.
+
+ private:
+  Impl* const impl_;
+  const transport::SessionSpec spec_;
+};
+
+absl::StatusOr<std::unique_ptr<transport::SourceChannel>> DpdkTransport::StartSource(
+    const transport::SessionSpec& spec) {
+  if (spec.streams > 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a DPDK link carries each device's stream whole: streams must be 1, not ", spec.streams));
+  }
+  return std::unique_ptr<transport::SourceChannel>(new Source(impl_.get(), spec));
 }
+
+absl::StatusOr<std::unique_ptr<transport::DestinationChannel>> DpdkTransport::StartDestination(
+    const transport::SessionSpec& spec) {
+  return std::unique_ptr<transport::DestinationChannel>(new Destination(impl_.get(), spec));
+}
+
+std::string DpdkTransport::Describe() const { return impl_->Describe(); }
 
 }  // namespace migmover::dpdk

@@ -9,7 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "transport/stream/device_stream.h"
+#include "transport/api/transport.h"
 #include "transport/stream/stream_options.h"
 
 namespace migmover::dpdk {
@@ -30,37 +30,37 @@ struct DpdkTransportOptions {
   uint16_t frame_size = 0;
 };
 
-class DpdkTransport {
+class DpdkTransport final : public transport::Transport {
  public:
   // Starts DPDK's EAL in this process and opens the port (it need not be up yet: a memif peer
   // may come later). Errors: those of InitEal and DpdkPort::Open (a bad devargs is
   // InvalidArgument).
   static absl::StatusOr<std::unique_ptr<DpdkTransport>> Start(const DpdkTransportOptions& options);
-  ~DpdkTransport();
+  ~DpdkTransport() override;
 
-  // A device stream's sending or receiving end on link `link_id` of this port, in the peer
-  // protocol's frames, with `options`' chunk size, idle timeout and bandwidth cap. Waits up to
-  // `link_wait` for the port to be up. Thread-safe: each session thread opens its own. Errors:
-  // Unavailable if the port stays down; AlreadyExists if another stream holds the link id;
-  // InvalidArgument for id 0.
-  absl::StatusOr<std::unique_ptr<stream::DeviceStreamSender>> OpenSender(
-      uint64_t link_id, uint32_t device, const stream::StreamOptions& options,
-      absl::Duration link_wait = absl::Seconds(10));
-  // `peer_connection_fd`: the connection the source said HELLO on, watched while receiving (its
-  // closing means the source is gone); -1 for none. Not owned.
-  absl::StatusOr<std::unique_ptr<stream::DeviceStreamReceiver>> OpenReceiver(
-      uint64_t link_id, uint32_t device, const stream::StreamOptions& options,
-      int peer_connection_fd = -1, absl::Duration link_wait = absl::Seconds(10));
+  absl::string_view name() const override { return "dpdk"; }
+  // A link carries a device's stream whole.
+  uint32_t max_streams_per_device() const override { return 1; }
+  // HELLO naming a link: the stream runs on that link of this port.
+  bool Carries(const peer::Hello& hello) const override { return hello.link != 0; }
+  // Each device's stream on a fresh link (waiting up to 10 s for the port to be up), named in
+  // its HELLO on one TCP connection that stays open, watched, while the stream runs. Errors:
+  // InvalidArgument for more than one stream per device.
+  absl::StatusOr<std::unique_ptr<transport::SourceChannel>> StartSource(
+      const transport::SessionSpec& spec) override;
+  // Attaches the link a HELLO names before answering it, so the link's first frames find their
+  // queue. Refusals: Unavailable (port down), AlreadyExists (link id taken), InvalidArgument
+  // (more than one stream per device).
+  absl::StatusOr<std::unique_ptr<transport::DestinationChannel>> StartDestination(
+      const transport::SessionSpec& spec) override;
 
   // "net_memif0 (02:..:..), 1 queue(s)": for logs.
   std::string Describe() const;
 
-  // A fresh random link id (never 0) whose queue is `spread` mod the port's queues: devices
-  // 0, 1, 2, ... of a session land on different queues.
-  uint32_t NewLinkId(uint32_t spread) const;
-
  private:
   struct Impl;
+  class Source;
+  class Destination;
   explicit DpdkTransport(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

@@ -202,11 +202,11 @@ absl::Status LinkStreamSender::PollAndCheckPeer() {
   return v.ok() ? absl::DataLossError("destination committed before END_STREAM") : v;
 }
 
-absl::StatusOr<stream::PumpResult> LinkStreamSender::Pump(int data_fd, Phase phase,
+absl::StatusOr<transport::PumpResult> LinkStreamSender::Pump(int data_fd, Phase phase,
                                                           uint64_t max_bytes,
                                                           const std::atomic<bool>& stop,
                                                           const std::atomic<bool>& cancel) {
-  stream::PumpResult result;
+  transport::PumpResult result;
   const bool nonblocking = NonBlocking(data_fd);
   const bool precopy = phase == Phase::kPreCopy;
   iovec room[kMaxPieces], data[kMaxPieces];
@@ -224,11 +224,11 @@ absl::StatusOr<stream::PumpResult> LinkStreamSender::Pump(int data_fd, Phase pha
       continue;
     }
     if (result.bytes == max_bytes) {
-      result.end = stream::PumpResult::End::kBudget;
+      result.end = transport::PumpResult::End::kBudget;
       return result;
     }
     if (stop.load()) {
-      result.end = stream::PumpResult::End::kStopped;
+      result.end = transport::PumpResult::End::kStopped;
       return result;
     }
     const size_t want =
@@ -282,7 +282,7 @@ absl::StatusOr<stream::PumpResult> LinkStreamSender::Pump(int data_fd, Phase pha
     link_->Commit(0);
     const int err = n < 0 ? errno : 0;
     if (n == 0 || (precopy && (err == ENOMSG || err == EAGAIN))) {
-      result.end = precopy ? stream::PumpResult::End::kDrained : stream::PumpResult::End::kEof;
+      result.end = precopy ? transport::PumpResult::End::kDrained : transport::PumpResult::End::kEof;
       return result;
     }
     if (err != EAGAIN && err != EINTR) {
@@ -326,7 +326,18 @@ absl::Status LinkStreamSender::EndStream() {
   return SendControl(peer::EncodeEndStream(seq_++, device_, end));
 }
 
-void LinkStreamSender::WatchPeerConnection(int fd) { watch_ = std::make_unique<PeerWatch>(fd); }
+void LinkStreamSender::WatchPeerConnection(UniqueFd connection) {
+  peer_connection_ = std::move(connection);
+  watch_ = std::make_unique<PeerWatch>(peer_connection_.get());
+}
+
+std::string LinkStreamSender::transport_name() const {
+  return absl::StrCat("dpdk link ", link_->link_id());
+}
+
+std::string LinkStreamReceiver::transport_name() const {
+  return absl::StrCat("dpdk link ", link_->link_id());
+}
 
 LinkStreamSender::~LinkStreamSender() = default;
 
@@ -379,9 +390,9 @@ absl::StatusOr<std::unique_ptr<LinkStreamReceiver>> LinkStreamReceiver::Create(
   return r;
 }
 
-absl::StatusOr<stream::ReceiveResult> LinkStreamReceiver::Receive(int data_fd,
+absl::StatusOr<transport::ReceiveResult> LinkStreamReceiver::Receive(int data_fd,
                                                                   const std::atomic<bool>& cancel) {
-  stream::ReceiveResult result;
+  transport::ReceiveResult result;
   const bool nonblocking = NonBlocking(data_fd);
   FrameReader reader;
   uint64_t payload_left = 0;  // Of the DATA frame being written.

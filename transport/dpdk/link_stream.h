@@ -24,11 +24,12 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "api/peer_wire.h"
+#include "transport/api/device_stream.h"
+#include "transport/base/unique_fd.h"
 #include "transport/base/stream_digest.h"
 #include "transport/dpdk/port.h"
 #include "transport/dpdk/reliable_link.h"
 #include "transport/peer/frame_codec.h"
-#include "transport/stream/device_stream.h"
 #include "transport/stream/rate_limiter.h"
 
 namespace migmover::dpdk {
@@ -54,7 +55,7 @@ inline constexpr uint32_t kSessionLinkWindow = 256;
 
 class PeerWatch;
 
-class LinkStreamSender final : public stream::DeviceStreamSender {
+class LinkStreamSender final : public transport::DeviceStreamSender {
  public:
   // `link` must outlive this; frames of device `device` start at sequence number 0.
   LinkStreamSender(ReliableLink* link, uint32_t device, const LinkStreamOptions& options);
@@ -65,8 +66,8 @@ class LinkStreamSender final : public stream::DeviceStreamSender {
                                                                   uint32_t device,
                                                                   const LinkStreamOptions& options);
 
-  // The stream::DeviceStreamSender contract; besides its errors, Unavailable when the link died.
-  absl::StatusOr<stream::PumpResult> Pump(int data_fd, wire::Phase phase, uint64_t max_bytes,
+  // The transport::DeviceStreamSender contract; besides its errors, Unavailable when the link died.
+  absl::StatusOr<transport::PumpResult> Pump(int data_fd, wire::Phase phase, uint64_t max_bytes,
                                           const std::atomic<bool>& stop,
                                           const std::atomic<bool>& cancel) override;
   absl::Status EndPhase(wire::Phase phase) override;
@@ -74,10 +75,16 @@ class LinkStreamSender final : public stream::DeviceStreamSender {
   absl::Status EndStream() override;
   absl::Status AwaitCommit(absl::Duration timeout, const std::atomic<bool>& cancel) override;
   void SendError(absl::Status why) override;
-  void WatchPeerConnection(int fd) override;
+  // Takes the connection the HELLO went out on. The destination keeps its end open while the
+  // stream lasts, so its closing means the destination is gone: fail at once instead of after
+  // the link's dead-peer timeout.
+  void WatchPeerConnection(UniqueFd connection);
 
   uint64_t bytes_sent() const override { return sent_.load(std::memory_order_relaxed); }
+  // readv into frames: every byte passes through userspace.
+  stream::DataPath PlannedDataPath(int) const override { return stream::DataPath::kCopy; }
   stream::DataPath data_path_used() const override { return stream::DataPath::kCopy; }
+  std::string transport_name() const override;
   void set_progress_counter(std::atomic<uint64_t>* counter) override { counter_ = counter; }
 
  private:
@@ -97,25 +104,31 @@ class LinkStreamSender final : public stream::DeviceStreamSender {
   std::atomic<uint64_t> sent_{0};
   std::atomic<uint64_t>* counter_ = nullptr;
   StreamDigest digest_;
+  UniqueFd peer_connection_;
   std::unique_ptr<PeerWatch> watch_;
 };
 
-class LinkStreamReceiver final : public stream::DeviceStreamReceiver {
+class LinkStreamReceiver final : public transport::DeviceStreamReceiver {
  public:
   LinkStreamReceiver(ReliableLink* link, uint32_t device, const LinkStreamOptions& options);
   static absl::StatusOr<std::unique_ptr<LinkStreamReceiver>> Create(
       std::unique_ptr<FrameIo> io, const LinkOptions& link_options, uint32_t device,
       const LinkStreamOptions& options);
 
-  // The stream::DeviceStreamReceiver contract (the digest is always checked: every byte passes
+  // The transport::DeviceStreamReceiver contract (the digest is always checked: every byte passes
   // through userspace); Unavailable also when the link died.
-  absl::StatusOr<stream::ReceiveResult> Receive(int data_fd,
+  absl::StatusOr<transport::ReceiveResult> Receive(int data_fd,
                                                 const std::atomic<bool>& cancel) override;
   absl::Status SendCommit(const absl::Status& result,
                           absl::Duration linger = absl::Seconds(2)) override;
 
+  // Owns the connection `options.peer_connection_fd` names, closing it with the stream.
+  void OwnPeerConnection(UniqueFd connection) { peer_connection_ = std::move(connection); }
+
   uint64_t bytes_received() const override { return received_.load(std::memory_order_relaxed); }
+  stream::DataPath PlannedDataPath(int) const override { return stream::DataPath::kCopy; }
   stream::DataPath data_path_used() const override { return stream::DataPath::kCopy; }
+  std::string transport_name() const override;
   void set_progress_counter(std::atomic<uint64_t>* counter) override { counter_ = counter; }
 
  private:
@@ -129,6 +142,7 @@ class LinkStreamReceiver final : public stream::DeviceStreamReceiver {
   std::atomic<uint64_t> received_{0};
   std::atomic<uint64_t>* counter_ = nullptr;
   StreamDigest digest_;
+  UniqueFd peer_connection_;
 };
 
 }  // namespace migmover::dpdk

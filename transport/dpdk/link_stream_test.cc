@@ -108,7 +108,7 @@ TEST_F(LinkStreamTest, MovesAStreamByteExactAndCommits) {
   UniqueFd saving = Producer(kTotal);
   UniqueFd resuming = Consumer(&checked, &intact);
 
-  absl::StatusOr<stream::ReceiveResult> received;
+  absl::StatusOr<transport::ReceiveResult> received;
   std::thread dst([&] {
     LinkStreamReceiver r(dst_link_.get(), 3, {});
     received = r.Receive(resuming.get(), cancel);
@@ -119,7 +119,7 @@ TEST_F(LinkStreamTest, MovesAStreamByteExactAndCommits) {
   ASSERT_TRUE(s.EndPhase(Phase::kPreCopy).ok());
   auto pumped = s.Pump(saving.get(), Phase::kStopCopy, UINT64_MAX, stop, cancel);
   ASSERT_TRUE(pumped.ok()) << pumped.status();
-  EXPECT_EQ(pumped->end, stream::PumpResult::End::kEof);
+  EXPECT_EQ(pumped->end, transport::PumpResult::End::kEof);
   EXPECT_EQ(pumped->bytes, kTotal);
   ASSERT_TRUE(s.EndStream().ok());
   const absl::Status commit = s.AwaitCommit(absl::Seconds(30), cancel);
@@ -142,7 +142,7 @@ TEST_F(LinkStreamTest, NonBlockingSourceInPreCopyDrainsThenStopCopyEnds) {
   bool intact = false;
   UniqueFd saving = Producer(kTotal, O_NONBLOCK);
   UniqueFd resuming = Consumer(&checked, &intact);
-  absl::StatusOr<stream::ReceiveResult> received;
+  absl::StatusOr<transport::ReceiveResult> received;
   std::thread dst([&] {
     LinkStreamReceiver r(dst_link_.get(), 0, {});
     received = r.Receive(resuming.get(), cancel);
@@ -153,8 +153,8 @@ TEST_F(LinkStreamTest, NonBlockingSourceInPreCopyDrainsThenStopCopyEnds) {
   // PRE_COPY: whatever is there now; EAGAIN means "drained for now", not an error.
   auto pre = s.Pump(saving.get(), Phase::kPreCopy, UINT64_MAX, stop, cancel);
   ASSERT_TRUE(pre.ok()) << pre.status();
-  EXPECT_TRUE(pre->end == stream::PumpResult::End::kDrained ||
-              pre->end == stream::PumpResult::End::kEof);
+  EXPECT_TRUE(pre->end == transport::PumpResult::End::kDrained ||
+              pre->end == transport::PumpResult::End::kEof);
   ASSERT_TRUE(s.EndPhase(Phase::kPreCopy).ok());
   auto rest = s.Pump(saving.get(), Phase::kStopCopy, UINT64_MAX, stop, cancel);
   ASSERT_TRUE(rest.ok()) << rest.status();
@@ -172,7 +172,7 @@ TEST_F(LinkStreamTest, DestinationWriteFailureReachesTheSource) {
   auto broken = MakePipe();
   ASSERT_TRUE(broken.ok());
   broken->read.Reset();  // The "device" refuses data: every write gets EPIPE.
-  absl::StatusOr<stream::ReceiveResult> received;
+  absl::StatusOr<transport::ReceiveResult> received;
   std::thread dst([&] {
     LinkStreamReceiver r(dst_link_.get(), 0, {});
     received = r.Receive(broken->write.get(), cancel);

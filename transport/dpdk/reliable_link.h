@@ -101,6 +101,7 @@ class ReliableLink {
   // nothing was heard from the peer for `dead_after`; the link is then dead for good.
   absl::Status Poll();
 
+  uint64_t link_id() const { return o_.link_id; }
   // Every committed byte has reached the peer's receive queue.
   bool AllAcknowledged() const;
   const LinkStats& stats() const { return stats_; }

@@ -57,6 +57,20 @@ absl::StatusOr<Hello> ReadHello(int fd, absl::Time deadline) {
   return hello;
 }
 
+absl::Status AwaitHelloAck(int fd, absl::Time deadline) {
+  ASSIGN_OR_RETURN(ControlFrame f, ReadControlFrame(fd, deadline));
+  if (f.header.type != static_cast<uint8_t>(FrameType::kHelloAck)) {
+    return absl::DataLossError(
+        absl::StrCat("handshake: expected HELLO_ACK, got ", FrameTypeName(f.header.type)));
+  }
+  ASSIGN_OR_RETURN(PeerStatus st, ParseStatus(f.header, f.payload));
+  if (st.code != 0) {
+    return absl::Status(static_cast<absl::StatusCode>(st.code),
+                        absl::StrCat("destination refused the stream: ", st.message));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status SendHelloAck(int fd, const absl::Status& verdict, uint32_t device,
                           absl::Time deadline) {
   PeerStatus st{static_cast<uint32_t>(verdict.code()), std::string(verdict.message())};

@@ -37,6 +37,11 @@ absl::Status VerdictOf(const ControlFrame& frame, absl::string_view who,
 // version), DeadlineExceeded, Unavailable.
 absl::StatusOr<Hello> ReadHello(int fd, absl::Time deadline);
 
+// Source side: reads the destination's answer to a HELLO. OK when it accepted the stream.
+// Errors: the refusal as its canonical code ("destination refused the stream: <message>"),
+// DataLoss for anything but a well-formed HELLO_ACK, DeadlineExceeded, Unavailable.
+absl::Status AwaitHelloAck(int fd, absl::Time deadline);
+
 // Answers the HELLO: code 0 accepts the stream; anything else refuses it with the message.
 absl::Status SendHelloAck(int fd, const absl::Status& verdict, uint32_t device,
                           absl::Time deadline);

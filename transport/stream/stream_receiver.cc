@@ -71,15 +71,25 @@ absl::StatusOr<std::unique_ptr<StreamReceiver>> StreamReceiver::Create(
   return r;
 }
 
+DataPath StreamReceiver::PlannedDataPath(int data_fd) const {
+  // Striped frames must be put back in order in buffers: splice cannot reorder.
+  if (sockets_.size() > 1) return DataPath::kCopy;
+  return ResolveDataPath(options_.data_path, data_fd, options_.auto_spliceable);
+}
+
+std::string StreamReceiver::transport_name() const {
+  return sockets_.size() > 1 ? absl::StrCat("tcp x ", sockets_.size()) : "tcp";
+}
+
 absl::StatusOr<ReceiveResult> StreamReceiver::Receive(int data_fd,
                                                       const std::atomic<bool>& cancel) {
-  DataPath path = ResolveDataPath(options_.data_path, data_fd, options_.auto_spliceable);
-  if (path == DataPath::kSplice && !FdSupportsSplice(data_fd)) {
+  if (ResolveDataPath(options_.data_path, data_fd, options_.auto_spliceable) ==
+          DataPath::kSplice &&
+      !FdSupportsSplice(data_fd)) {
     return absl::FailedPreconditionError(
         absl::StrCat("--data_path=splice: data fd ", data_fd, " does not support splice"));
   }
-  // Striped frames must be put back in order in buffers: splice cannot reorder.
-  if (sockets_.size() > 1) path = DataPath::kCopy;
+  const DataPath path = PlannedDataPath(data_fd);
   path_used_ = path;
   if (path == DataPath::kSplice) return ReceiveSplice(data_fd, cancel);
   return ReceiveCopy(data_fd, cancel);
@@ -468,6 +478,10 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveCopy(int data_fd,
         });
     if (job == nullptr) return absl::CancelledError("pump worker stopped");
     return static_cast<const ReceiveJob&>(*job).Result();
+  }
+  if (ring_ == nullptr) {
+    ASSIGN_OR_RETURN(own_ring_, uring::Ring::Create(64));
+    ring_ = own_ring_.get();
   }
   if (pool_ == nullptr) {
     ASSIGN_OR_RETURN(pool_, BufferPool::Create(ring_, CopyJobSlots(), options_.chunk_size,

@@ -23,21 +23,25 @@
 #include "api/peer_wire.h"
 #include "transport/base/stream_digest.h"
 #include "transport/base/unique_fd.h"
+#include "transport/api/device_stream.h"
 #include "transport/peer/frame_codec.h"
 #include "transport/stream/buffer_pool.h"
-#include "transport/stream/device_stream.h"
 #include "transport/stream/pump_job.h"
 #include "transport/stream/stream_options.h"
 #include "transport/uring/ring.h"
 
 namespace migmover::stream {
 
+using transport::ReceiveResult;
+
 class PumpWorker;
 
-class StreamReceiver final : public DeviceStreamReceiver {
+class StreamReceiver final : public transport::DeviceStreamReceiver {
  public:
   // `sockets`: the stream's connections by stream index (the first carries control frames),
-  // each past its HELLO, so the next frame on each must carry sequence number 1.
+  // each past its HELLO, so the next frame on each must carry sequence number 1. `ring`: the
+  // receiving thread's ring, which must outlive this; or null: the stream makes its own on the
+  // first copy-path receive that needs one (on the receiving thread).
   static absl::StatusOr<std::unique_ptr<StreamReceiver>> Create(uring::Ring* ring,
                                                                 std::vector<UniqueFd> sockets,
                                                                 uint32_t device,
@@ -70,6 +74,9 @@ class StreamReceiver final : public DeviceStreamReceiver {
     worker_buffers_ = max_buffers;
   }
 
+  // Splice only for one connection (striped frames are put back in order in buffers).
+  DataPath PlannedDataPath(int data_fd) const override;
+  std::string transport_name() const override;
   uint64_t bytes_received() const override {
     return bytes_written_.load(std::memory_order_relaxed);
   }
@@ -95,6 +102,7 @@ class StreamReceiver final : public DeviceStreamReceiver {
   int control_fd() const { return sockets_[0].get(); }
 
   uring::Ring* ring_;
+  std::unique_ptr<uring::Ring> own_ring_;  // When made without one.
   PumpWorker* worker_ = nullptr;
   uint32_t worker_buffers_ = 64;
   std::vector<UniqueFd> sockets_;

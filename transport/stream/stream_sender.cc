@@ -83,6 +83,14 @@ absl::StatusOr<std::unique_ptr<StreamSender>> StreamSender::Create(uring::Ring* 
   return s;
 }
 
+DataPath StreamSender::PlannedDataPath(int data_fd) const {
+  return ResolveDataPath(options_.data_path, data_fd, options_.auto_spliceable);
+}
+
+std::string StreamSender::transport_name() const {
+  return sockets_.size() > 1 ? absl::StrCat("tcp x ", sockets_.size()) : "tcp";
+}
+
 absl::Status StreamSender::SendControl(const std::string& frame) {
   ++seqs_[0];
   return net::SendAll(control_fd(), frame, absl::Now() + options_.idle_timeout);
@@ -96,18 +104,7 @@ absl::Status StreamSender::Handshake(const peer::Hello& hello, absl::Duration ti
     h.stream_count = static_cast<uint16_t>(sockets_.size());
     RETURN_IF_ERROR(net::SendAll(sockets_[k].get(), peer::EncodeHello(seqs_[k]++, h), deadline));
   }
-  for (size_t k = 0; k < sockets_.size(); ++k) {
-    ASSIGN_OR_RETURN(peer::ControlFrame f, peer::ReadControlFrame(sockets_[k].get(), deadline));
-    if (f.header.type != static_cast<uint8_t>(FrameType::kHelloAck)) {
-      return absl::DataLossError(
-          absl::StrCat("handshake: expected HELLO_ACK, got ", peer::FrameTypeName(f.header.type)));
-    }
-    ASSIGN_OR_RETURN(peer::PeerStatus st, peer::ParseStatus(f.header, f.payload));
-    if (st.code != 0) {
-      return absl::Status(static_cast<absl::StatusCode>(st.code),
-                          absl::StrCat("destination refused the stream: ", st.message));
-    }
-  }
+  for (const UniqueFd& fd : sockets_) RETURN_IF_ERROR(peer::AwaitHelloAck(fd.get(), deadline));
   return absl::OkStatus();
 }
 
@@ -126,8 +123,7 @@ absl::Status StreamSender::PeerVerdict() {
 absl::StatusOr<PumpResult> StreamSender::Pump(int data_fd, Phase phase, uint64_t max_bytes,
                                               const std::atomic<bool>& stop,
                                               const std::atomic<bool>& cancel) {
-  const DataPath path = ResolveDataPath(options_.data_path, data_fd, options_.auto_spliceable);
-  if (path == DataPath::kSplice) {
+  if (PlannedDataPath(data_fd) == DataPath::kSplice) {
     bool unsupported = false;
     auto r = PumpSplice(data_fd, phase, max_bytes, stop, cancel, &unsupported);
     if (!unsupported) return r;
@@ -457,6 +453,10 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
                                                   const std::atomic<bool>& cancel) {
   if (worker_ != nullptr) {
     return worker_->Run(this, data_fd, phase, max_bytes, stop, cancel);
+  }
+  if (ring_ == nullptr) {
+    ASSIGN_OR_RETURN(own_ring_, uring::Ring::Create(64));
+    ring_ = own_ring_.get();
   }
   if (pool_ == nullptr) {
     // Made on the first pump that runs on the stream's own ring (a stream handed to a

@@ -20,21 +20,24 @@
 #include "api/peer_wire.h"
 #include "transport/base/stream_digest.h"
 #include "transport/base/unique_fd.h"
+#include "transport/api/device_stream.h"
 #include "transport/peer/frame_codec.h"
 #include "transport/stream/buffer_pool.h"
-#include "transport/stream/device_stream.h"
 #include "transport/stream/pump_job.h"
 #include "transport/stream/stream_options.h"
 #include "transport/uring/ring.h"
 
 namespace migmover::stream {
 
+using transport::PumpResult;
+
 class PumpWorker;
 
-class StreamSender final : public DeviceStreamSender {
+class StreamSender final : public transport::DeviceStreamSender {
  public:
   // Takes ownership of the connected `sockets` (1..kMaxStreamsPerDevice; the first carries the
-  // control frames). `ring` is the worker's and must outlive this.
+  // control frames). `ring`: the calling thread's ring, which must outlive this; or null: the
+  // stream makes its own on the first copy-path pump that needs one (on the pumping thread).
   static absl::StatusOr<std::unique_ptr<StreamSender>> Create(uring::Ring* ring,
                                                               std::vector<UniqueFd> sockets,
                                                               uint32_t device,
@@ -92,6 +95,9 @@ class StreamSender final : public DeviceStreamSender {
 
   // The first connection (HELLO and control frames); owned by this sender.
   int control_connection() const { return sockets_[0].get(); }
+  DataPath PlannedDataPath(int data_fd) const override;
+  // "tcp", or "tcp x N" when striped over N connections.
+  std::string transport_name() const override;
   uint64_t bytes_sent() const override { return bytes_sent_.load(std::memory_order_relaxed); }
   // Also adds every byte moved to `*counter` (live progress for status readers); the counter
   // must outlive this object.
@@ -118,6 +124,7 @@ class StreamSender final : public DeviceStreamSender {
   int control_fd() const { return sockets_[0].get(); }
 
   uring::Ring* ring_;
+  std::unique_ptr<uring::Ring> own_ring_;  // When made without one.
   PumpWorker* worker_ = nullptr;
   uint32_t worker_buffers_ = 64;
   std::vector<UniqueFd> sockets_;

@@ -1,12 +1,14 @@
 // DeviceStreamSender / DeviceStreamReceiver: one device's migration stream as a session drives
-// it, whatever carries it: TCP connections (StreamSender / StreamReceiver, on io_uring) or a DPDK
-// link (dpdk::LinkStreamSender / LinkStreamReceiver). Both speak the peer protocol's frames
-// (api/PEER_PROTOCOL.md); the destination checks totals and digests the same way.
-#ifndef MIGMOVER_TRANSPORT_STREAM_DEVICE_STREAM_H_
-#define MIGMOVER_TRANSPORT_STREAM_DEVICE_STREAM_H_
+// it, whatever carries it. A Transport (transport.h) makes them: TCP connections on io_uring or
+// plain syscalls (transport/tcp), or a DPDK link (transport/dpdk). Every implementation speaks
+// the peer protocol's frames (api/PEER_PROTOCOL.md) and keeps the stream's rules
+// (transport/stream/stream_rules.h); a session never looks behind these two interfaces.
+#ifndef MIGMOVER_TRANSPORT_API_DEVICE_STREAM_H_
+#define MIGMOVER_TRANSPORT_API_DEVICE_STREAM_H_
 
 #include <atomic>
 #include <cstdint>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -14,7 +16,9 @@
 #include "api/peer_wire.h"
 #include "transport/stream/data_path.h"
 
-namespace migmover::stream {
+namespace migmover::transport {
+
+using stream::DataPath;
 
 struct PumpResult {
   enum class End {
@@ -33,37 +37,42 @@ struct ReceiveResult {
   uint32_t precopy_phases_ended = 0;
 };
 
-// The source end. Methods on one thread (the session's device thread); getters from any.
+// The source end. Pump, EndPhase, Keepalive, EndStream, AwaitCommit and SendError on one thread
+// at a time (the session's device thread); the getters from any thread.
 class DeviceStreamSender {
  public:
   virtual ~DeviceStreamSender() = default;
   // Moves up to `max_bytes` from `data_fd` as DATA frames of `phase`, until the fd ends (see
   // PumpResult::End), the budget is spent, or `stop` is raised. Reads 0/ENOMSG/EAGAIN in
   // PRE_COPY are "drained for now"; 0 in STOP_COPY is the end. `cancel` aborts with Cancelled.
-  // Errors name the call: "read(data fd 9): EIO"; the destination's verdict if it gave up.
+  // Errors name the call: "read(data fd 9): EIO"; the destination's verdict if it gave up;
+  // DeadlineExceeded after the idle timeout without progress.
   virtual absl::StatusOr<PumpResult> Pump(int data_fd, wire::Phase phase, uint64_t max_bytes,
                                           const std::atomic<bool>& stop,
                                           const std::atomic<bool>& cancel) = 0;
   virtual absl::Status EndPhase(wire::Phase phase) = 0;
-  // Tells an idle destination the source is alive (PRE_COPY with nothing to send).
+  // Tells an idle destination the source is alive (PRE_COPY with nothing to send); also
+  // surfaces a destination that gave up.
   virtual absl::Status Keepalive() = 0;
   // END_STREAM with the total and, when every byte passed through userspace, its XXH3-64.
   virtual absl::Status EndStream() = 0;
-  // OK only for COMMIT with code 0; otherwise the destination's code and message.
+  // Waits (up to `timeout`) for the destination's verdict. OK only for COMMIT with code 0;
+  // otherwise the destination's code and message.
   virtual absl::Status AwaitCommit(absl::Duration timeout, const std::atomic<bool>& cancel) = 0;
-  // Best effort: tells the destination this stream is abandoned.
+  // Best effort, bounded: tells the destination this stream is abandoned.
   virtual void SendError(absl::Status why) = 0;
-  // `fd` (not owned): a connection the destination keeps open while the stream lasts, whose
-  // closing means it is gone. For transports whose stream does not run on that connection (a
-  // TCP stream notices on its own connections).
-  virtual void WatchPeerConnection(int fd) {}
-  virtual uint64_t bytes_sent() const = 0;
+
+  // The path a Pump from `data_fd` will take (what a status shows before any byte moved).
+  virtual DataPath PlannedDataPath(int data_fd) const = 0;
   virtual DataPath data_path_used() const = 0;
-  // Also adds every byte moved to `*counter`, which must outlive this.
+  // What carries the stream, for status and logs: "tcp", "tcp x 4", "dpdk link 77".
+  virtual std::string transport_name() const = 0;
+  virtual uint64_t bytes_sent() const = 0;
+  // Also adds every byte moved to `*counter`, which must outlive this. Set before Pump.
   virtual void set_progress_counter(std::atomic<uint64_t>* counter) = 0;
 };
 
-// The destination end.
+// The destination end. Receive and SendCommit on one thread at a time; getters from any.
 class DeviceStreamReceiver {
  public:
   virtual ~DeviceStreamReceiver() = default;
@@ -77,11 +86,14 @@ class DeviceStreamReceiver {
   // `linger`) until the source has it.
   virtual absl::Status SendCommit(const absl::Status& result,
                                   absl::Duration linger = absl::Seconds(2)) = 0;
-  virtual uint64_t bytes_received() const = 0;
+
+  virtual DataPath PlannedDataPath(int data_fd) const = 0;
   virtual DataPath data_path_used() const = 0;
+  virtual std::string transport_name() const = 0;
+  virtual uint64_t bytes_received() const = 0;
   virtual void set_progress_counter(std::atomic<uint64_t>* counter) = 0;
 };
 
-}  // namespace migmover::stream
+}  // namespace migmover::transport
 
-#endif  // MIGMOVER_TRANSPORT_STREAM_DEVICE_STREAM_H_
+#endif  // MIGMOVER_TRANSPORT_API_DEVICE_STREAM_H_

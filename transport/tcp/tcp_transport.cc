@@ -1,0 +1,175 @@
+#include "transport/tcp/tcp_transport.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "transport/base/status_macros.h"
+#include "transport/net/socket.h"
+#include "transport/peer/handshake.h"
+#include "transport/stream/pump_worker.h"
+#include "transport/stream/stream_receiver.h"
+#include "transport/stream/stream_sender.h"
+
+namespace migmover::transport {
+namespace {
+
+// The buffer budget, decided here once. A source device's share of its pump worker's buffers:
+// a frame in flight per connection while the next ones are read.
+uint32_t SourceBuffersPerDevice(const SessionSpec& spec) {
+  return std::min<uint32_t>(
+      64, std::max<uint32_t>(spec.stream.buffers, std::max<uint32_t>(1, spec.streams) + 2));
+}
+
+// A destination device's share: every device of a worker receives for the whole migration at
+// once, so the shares must add up to the pool. A striped receive wants two per connection; with
+// a smaller share each connection still gets one.
+uint32_t DestinationBuffersPerDevice(const SessionSpec& spec) {
+  return std::min<uint32_t>(64, std::max<uint32_t>(spec.stream.buffers, 4));
+}
+
+using Workers = std::vector<std::unique_ptr<stream::PumpWorker>>;
+
+class TcpSourceChannel final : public SourceChannel {
+ public:
+  TcpSourceChannel(const SessionSpec& spec, Workers workers)
+      : spec_(spec), workers_(std::move(workers)) {}
+
+  absl::StatusOr<std::unique_ptr<DeviceStreamSender>> Open(uint32_t device,
+                                                           absl::Duration timeout) override {
+    std::vector<UniqueFd> socks;
+    for (uint32_t k = 0; k < std::max<uint32_t>(1, spec_.streams); ++k) {
+      ASSIGN_OR_RETURN(UniqueFd sock, net::TcpConnect(spec_.peer, timeout));
+      socks.push_back(std::move(sock));
+    }
+    ASSIGN_OR_RETURN(std::unique_ptr<stream::StreamSender> sender,
+                     stream::StreamSender::Create(nullptr, std::move(socks), device, spec_.stream));
+    if (!workers_.empty()) {
+      sender->set_worker(workers_[device % workers_.size()].get(), SourceBuffersPerDevice(spec_));
+    }
+    peer::Hello hello;
+    hello.session_id = spec_.session_id;
+    hello.device = device;
+    hello.device_count = spec_.device_count;
+    hello.token = spec_.token;
+    RETURN_IF_ERROR(sender->Handshake(hello, timeout));
+    return std::unique_ptr<DeviceStreamSender>(std::move(sender));
+  }
+
+  std::string Describe() const override {
+    return absl::StrCat(spec_.peer.host, ":", spec_.peer.port, " over ",
+                        std::max<uint32_t>(1, spec_.streams), " TCP connection(s) per device");
+  }
+
+ private:
+  const SessionSpec spec_;
+  const Workers workers_;  // Immutable after construction: read by every device thread.
+};
+
+class TcpDestinationChannel final : public DestinationChannel {
+ public:
+  TcpDestinationChannel(const SessionSpec& spec, Workers workers)
+      : spec_(spec), workers_(std::move(workers)), pending_(spec.device_count) {}
+
+  absl::StatusOr<std::unique_ptr<DeviceStreamReceiver>> Accept(const peer::Hello& hello,
+                                                               UniqueFd connection,
+                                                               absl::Time deadline) override {
+    const uint32_t d = hello.device;  // The session checked it against its device count.
+    absl::Status verdict;
+    {
+      absl::MutexLock l(&mu_);
+      Group& g = pending_[d];
+      if (dropped_) {
+        verdict = absl::FailedPreconditionError(
+            absl::StrCat("session '", spec_.session_id, "' is over"));
+      } else if (g.slots.empty()) {
+        g.slots.resize(hello.stream_count);
+        g.answering.assign(hello.stream_count, false);
+      }
+      if (!verdict.ok()) {
+      } else if (g.slots.size() != hello.stream_count) {
+        verdict = absl::InvalidArgumentError(
+            absl::StrCat("device ", d, ": stream ", hello.stream, " says ", hello.stream_count,
+                         " streams, an earlier one said ", g.slots.size()));
+      } else if (g.slots[hello.stream].valid() || g.answering[hello.stream]) {
+        verdict = absl::AlreadyExistsError(
+            absl::StrCat("device ", d, " stream ", hello.stream, " is already connected"));
+      } else {
+        g.answering[hello.stream] = true;  // Ours while the answer goes out, without the lock.
+      }
+    }
+    absl::Status acked = peer::SendHelloAck(connection.get(), verdict, d, deadline);
+    if (!verdict.ok()) return verdict;
+    absl::MutexLock l(&mu_);
+    Group& g = pending_[d];
+    if (g.answering.size() <= hello.stream || !g.answering[hello.stream]) {
+      // Dropped (cancel) while we answered.
+      return absl::FailedPreconditionError(absl::StrCat("session '", spec_.session_id, "' is over"));
+    }
+    g.answering[hello.stream] = false;
+    if (!acked.ok()) return acked;  // This stream may connect again.
+    g.slots[hello.stream] = std::move(connection);
+    if (!std::all_of(g.slots.begin(), g.slots.end(),
+                     [](const UniqueFd& fd) { return fd.valid(); })) {
+      return nullptr;  // More connections of this device to come.
+    }
+    std::vector<UniqueFd> socks;
+    socks.swap(g.slots);
+    g.answering.clear();
+    ASSIGN_OR_RETURN(std::unique_ptr<stream::StreamReceiver> receiver,
+                     stream::StreamReceiver::Create(nullptr, std::move(socks), d, spec_.stream));
+    if (!workers_.empty()) {
+      receiver->set_worker(workers_[d % workers_.size()].get(), DestinationBuffersPerDevice(spec_));
+    }
+    return std::unique_ptr<DeviceStreamReceiver>(std::move(receiver));
+  }
+
+  void DropPending() override {
+    std::vector<Group> gone;
+    {
+      absl::MutexLock l(&mu_);
+      dropped_ = true;
+      gone.swap(pending_);
+      pending_.resize(gone.size());
+    }
+    // The connections close here, outside the lock.
+  }
+
+ private:
+  struct Group {
+    std::vector<UniqueFd> slots;  // By stream index, once connected.
+    std::vector<bool> answering;  // By stream index: HELLO_ACK on its way.
+  };
+  const SessionSpec spec_;
+  const Workers workers_;
+  absl::Mutex mu_;
+  std::vector<Group> pending_ ABSL_GUARDED_BY(mu_);
+  bool dropped_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SourceChannel>> TcpTransport::StartSource(const SessionSpec& spec) {
+  if (spec.streams == 0 || spec.streams > wire::kMaxStreamsPerDevice) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("streams ", spec.streams, " outside 1..", wire::kMaxStreamsPerDevice));
+  }
+  ASSIGN_OR_RETURN(Workers workers,
+                   stream::PumpWorker::StartPool(spec.workers, spec.device_count,
+                                                 SourceBuffersPerDevice(spec),
+                                                 spec.stream.chunk_size));
+  return std::unique_ptr<SourceChannel>(new TcpSourceChannel(spec, std::move(workers)));
+}
+
+absl::StatusOr<std::unique_ptr<DestinationChannel>> TcpTransport::StartDestination(
+    const SessionSpec& spec) {
+  ASSIGN_OR_RETURN(Workers workers,
+                   stream::PumpWorker::StartPool(spec.workers, spec.device_count,
+                                                 DestinationBuffersPerDevice(spec),
+                                                 spec.stream.chunk_size));
+  return std::unique_ptr<DestinationChannel>(new TcpDestinationChannel(spec, std::move(workers)));
+}
+
+}  // namespace migmover::transport
