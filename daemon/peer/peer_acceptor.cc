@@ -26,9 +26,21 @@ PeerAcceptor::~PeerAcceptor() {
   if (thread_.joinable()) thread_.join();
 }
 
+void PeerAcceptor::Reap(bool all) {
+  for (auto it = handshakes_.begin(); it != handshakes_.end();) {
+    if (all || (*it)->done.load()) {
+      (*it)->thread.join();
+      it = handshakes_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
 void PeerAcceptor::Serve() {
   pthread_setname_np(pthread_self(), "mm-peer-accept");
   while (!stop_.load()) {
+    Reap(false);
     absl::StatusOr<UniqueFd> conn = net::Accept(listen_fd_.get(), absl::Milliseconds(200));
     if (!conn.ok()) {
       if (conn.status().code() != absl::StatusCode::kDeadlineExceeded) {
@@ -36,17 +48,36 @@ void PeerAcceptor::Serve() {
       }
       continue;
     }
-    Handle(std::move(*conn));
+    if (handshakes_.size() >= kMaxHandshakes) {
+      Reap(false);
+    }
+    if (handshakes_.size() >= kMaxHandshakes) {
+      // Refused at once, without waiting on this peer: the listener serves everyone else.
+      (void)peer::SendHelloAck(
+          conn->get(),
+          absl::ResourceExhaustedError(absl::StrCat(
+              kMaxHandshakes, " handshakes already pending on this daemon; try again")),
+          0, absl::Now());
+      MM_LOG(WARNING) << "peer connection refused: " << kMaxHandshakes
+                      << " handshakes already pending";
+      continue;
+    }
+    auto h = std::make_unique<Handshake>();
+    Handshake* raw = h.get();
+    h->thread = std::thread([this, raw, c = std::move(*conn)]() mutable {
+      pthread_setname_np(pthread_self(), "mm-peer-hello");
+      Handle(std::move(c));
+      raw->done = true;
+    });
+    handshakes_.push_back(std::move(h));
   }
+  // Pending HELLO reads see stop_ within a receive slice and return.
+  Reap(true);
 }
 
 void PeerAcceptor::Handle(UniqueFd conn) {
-  sockaddr_storage peer{};
-  socklen_t len = sizeof(peer);
-  ::getpeername(conn.get(), reinterpret_cast<sockaddr*>(&peer), &len);
-  // A silent or slow client may hold the listener for at most this long.
-  const absl::Time deadline = absl::Now() + absl::Seconds(5);
-  absl::StatusOr<peer::Hello> hello = peer::ReadHello(conn.get(), deadline);
+  const absl::Time deadline = absl::Now() + kHelloDeadline;
+  absl::StatusOr<peer::Hello> hello = peer::ReadHello(conn.get(), deadline, &stop_);
   if (!hello.ok()) {
     MM_LOG(WARNING) << "peer connection refused: " << hello.status();
     (void)peer::SendHelloAck(conn.get(), hello.status(), 0, deadline);

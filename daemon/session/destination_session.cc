@@ -96,16 +96,7 @@ DestinationSession::~DestinationSession() {
   Join();
 }
 
-void DestinationSession::Join() {
-  std::vector<std::thread> workers;
-  {
-    absl::MutexLock l(&threads_mu_);
-    workers.swap(workers_);
-  }
-  for (auto& t : workers) {
-    if (t.joinable()) t.join();
-  }
-}
+void DestinationSession::Join() { workers_.Join(); }
 
 absl::StatusOr<std::shared_ptr<transport::DestinationChannel>> DestinationSession::ChannelFor(
     const peer::Hello& hello) {
@@ -156,8 +147,7 @@ absl::Status DestinationSession::AcceptStream(const peer::Hello& hello, UniqueFd
   if (connected_[hello.device].exchange(true)) return absl::OkStatus();
   SetDeviceTransport(hello.device, receiver->transport_name());
   SetPhase(SessionPhase::kPreCopy);
-  absl::MutexLock l(&threads_mu_);
-  workers_.emplace_back([this, i = hello.device, r = std::move(receiver)]() mutable {
+  workers_.Start([this, i = hello.device, r = std::move(receiver)]() mutable {
     Run(i, std::move(r));
   });
   return absl::OkStatus();

@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "daemon/registry/device_registry.h"
 #include "daemon/session/session.h"
+#include "daemon/session/worker_threads.h"
 #include "transport/api/transport.h"
 #include "transport/api/transport_set.h"
 #include "transport/peer/frame_codec.h"
@@ -84,8 +85,7 @@ class DestinationSession final : public Session {
   std::vector<std::atomic<bool>> connected_;
   std::atomic<bool> cancel_{false};
   std::atomic<int> remaining_{0};  // Devices not yet finished (committed or abandoned).
-  absl::Mutex threads_mu_;
-  std::vector<std::thread> workers_ ABSL_GUARDED_BY(threads_mu_);
+  WorkerThreads workers_;
   // One channel per transport the daemon offers, made at Prepare and released once every device
   // finished (their threads, such as pump workers, are not kept for an ended session). A
   // handshake holds its own reference while it answers, without the lock.

@@ -25,19 +25,22 @@ absl::Status SessionManager::CheckId(const std::string& id) {
 
 absl::Status SessionManager::Reserve(const std::string& id) {
   if (absl::Status s = CheckId(id); !s.ok()) return s;
-  absl::MutexLock l(&mu_);
-  auto it = sessions_.find(id);
-  if (it != sessions_.end()) {
-    if (it->second == nullptr || !IsFinal(it->second->phase())) {
-      return absl::AlreadyExistsError(absl::StrCat("session '", id, "' is already running here"));
+  std::shared_ptr<Session> replaced;  // Reaped after the lock: joining may wait.
+  {
+    absl::MutexLock l(&mu_);
+    auto it = sessions_.find(id);
+    if (it != sessions_.end()) {
+      if (it->second == nullptr || !IsFinal(it->second->phase())) {
+        return absl::AlreadyExistsError(
+            absl::StrCat("session '", id, "' is already running here"));
+      }
+      // An ended session under this id is replaced.
+      replaced = std::move(it->second);
+      ended_.erase(std::remove(ended_.begin(), ended_.end(), id), ended_.end());
     }
+    sessions_[id] = nullptr;
   }
-  if (it != sessions_.end() && it->second != nullptr) {
-    // An ended session under this id is replaced: reap it now.
-    it->second->Join();
-    ended_.erase(std::remove(ended_.begin(), ended_.end(), id), ended_.end());
-  }
-  sessions_[id] = nullptr;
+  if (replaced) replaced->Join();
   return absl::OkStatus();
 }
 
@@ -48,24 +51,35 @@ void SessionManager::Unreserve(const std::string& id) {
 }
 
 void SessionManager::Put(std::shared_ptr<Session> session) {
-  absl::MutexLock l(&mu_);
-  PruneLocked();
-  sessions_[session->id()] = std::move(session);
+  std::vector<std::shared_ptr<Session>> reap;
+  {
+    absl::MutexLock l(&mu_);
+    reap = PruneLocked();
+    sessions_[session->id()] = std::move(session);
+  }
+  // Outside the lock: the last worker of a session that just ended may still be returning, and
+  // a forgotten session's destructor joins too.
+  for (auto& s : reap) s->Join();
 }
 
-void SessionManager::PruneLocked() {
+std::vector<std::shared_ptr<Session>> SessionManager::PruneLocked() {
+  std::vector<std::shared_ptr<Session>> reap;
   for (auto& [id, s] : sessions_) {
     if (s == nullptr || !IsFinal(s->phase())) continue;
     if (std::find(ended_.begin(), ended_.end(), id) == ended_.end()) {
-      s->Join();  // Its workers have returned: this only reaps them.
+      reap.push_back(s);  // Its threads hold stacks until joined.
       ended_.push_back(id);
     }
   }
   while (ended_.size() > kKeepEnded) {
     auto it = sessions_.find(ended_.front());
-    if (it != sessions_.end() && it->second && IsFinal(it->second->phase())) sessions_.erase(it);
+    if (it != sessions_.end() && it->second && IsFinal(it->second->phase())) {
+      reap.push_back(std::move(it->second));
+      sessions_.erase(it);
+    }
     ended_.pop_front();
   }
+  return reap;
 }
 
 absl::StatusOr<std::shared_ptr<Session>> SessionManager::Find(const std::string& id) {

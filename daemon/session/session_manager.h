@@ -1,4 +1,5 @@
-// SessionManager: every session of this daemon by id.
+// SessionManager: every session of this daemon by id. Thread-safe; its one mutex guards the
+// map only: sessions are joined and destroyed outside it, so a lookup never waits on a session.
 #ifndef MIGMOVER_DAEMON_SESSION_SESSION_MANAGER_H_
 #define MIGMOVER_DAEMON_SESSION_SESSION_MANAGER_H_
 
@@ -6,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -37,9 +39,10 @@ class SessionManager {
   static constexpr size_t kKeepEnded = 64;
 
  private:
-  // Joins the workers of ended sessions (their threads hold stacks until joined) and forgets
-  // the oldest ended sessions beyond kKeepEnded.
-  void PruneLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Notes newly ended sessions and forgets the oldest ended ones beyond kKeepEnded. Returns
+  // the sessions to join (their threads hold stacks until joined) once mu_ is released: no
+  // join, and no session destructor, runs under mu_.
+  std::vector<std::shared_ptr<Session>> PruneLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);

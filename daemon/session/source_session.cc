@@ -60,7 +60,7 @@ absl::StatusOr<std::shared_ptr<SourceSession>> SourceSession::Start(SourceConfig
   s->SetPhase(SessionPhase::kConnecting);
   s->running_workers_ = static_cast<int>(entries.size());
   for (size_t i = 0; i < entries.size(); ++i) {
-    s->workers_.emplace_back([p = s.get(), i] { p->Run(i); });
+    s->workers_.Start([p = s.get(), i] { p->Run(i); });
   }
   return s;
 }
@@ -79,11 +79,7 @@ SourceSession::~SourceSession() {
   channel_.reset();  // After every device thread: their streams came from it.
 }
 
-void SourceSession::Join() {
-  for (auto& t : workers_) {
-    if (t.joinable()) t.join();
-  }
-}
+void SourceSession::Join() { workers_.Join(); }
 
 absl::Status SourceSession::Switchover() {
   SessionPhase p = phase();

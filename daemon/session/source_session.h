@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "daemon/registry/device_registry.h"
 #include "daemon/session/session.h"
+#include "daemon/session/worker_threads.h"
 #include "transport/api/transport.h"
 #include "transport/net/socket.h"
 #include "transport/stream/stream_options.h"
@@ -83,7 +84,7 @@ class SourceSession final : public Session {
   std::atomic<bool> cancel_{false};
   std::atomic<int> running_workers_{0};
   absl::Mutex wake_mu_;  // Wakes idle PRE_COPY loops at switchover or cancel.
-  std::vector<std::thread> workers_;
+  WorkerThreads workers_;
   // Opened by the device threads; released by the last one (or the destructor).
   std::unique_ptr<transport::SourceChannel> channel_;
 };

@@ -3,6 +3,7 @@
 // final state digest), so "verified" below means byte-exact.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <random>
@@ -12,6 +13,7 @@
 #include "absl/time/clock.h"
 #include "daemon/intake/fd_intake.h"
 #include "daemon/testing/daemon_process.h"
+#include "transport/net/socket.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "tests/integration/two_daemons.h"
@@ -158,6 +160,34 @@ TEST_F(TwoDaemons, ShortReadsAndWritesStillExact) {
   ASSERT_TRUE(Switchover("short").ok());
   EXPECT_EQ(WaitFinal(*src_, "short").phase(), SessionStatus::SUCCEEDED);
   EXPECT_TRUE(WaitFinal(*dst_, "short").verified());
+}
+
+// Connections that never say HELLO (a port scanner, a half-open peer) must not hold up a real
+// source's handshake: handshakes are served concurrently. The destination gives each silent
+// connection 5 s; the migration completes while all of them are still open and unanswered,
+// which a listener that served them one at a time (5 s each, the source giving up after 10 s)
+// could not do.
+TEST_F(TwoDaemons, SilentPeerConnectionsDoNotDelayAnotherSessionsHandshake) {
+  std::vector<UniqueFd> silent;
+  for (int i = 0; i < 3; ++i) {
+    auto addr = net::ParseHostPort(dst_->peer_address());
+    ASSERT_TRUE(addr.ok()) << addr.status();
+    auto c = net::TcpConnect(*addr, absl::Seconds(2));
+    ASSERT_TRUE(c.ok()) << c.status();
+    silent.push_back(std::move(*c));
+  }
+  ASSERT_TRUE(Attach(*src_, "d", "size=1MiB").ok());
+  ASSERT_TRUE(Attach(*dst_, "d", "size=1MiB").ok());
+  ASSERT_TRUE(Prepare("past-silent", {"d"}).ok());
+  ASSERT_TRUE(Start("past-silent", {"d"}, false).ok());
+  auto [s, d] = SwitchoverAndWait("past-silent");
+  ASSERT_TRUE(BothSucceeded(s, d));
+  for (const UniqueFd& c : silent) {
+    char byte;
+    // Still open and unanswered: nothing to read yet, no end of stream.
+    EXPECT_EQ(::recv(c.get(), &byte, 1, MSG_DONTWAIT), -1);
+    EXPECT_EQ(errno, EAGAIN);
+  }
 }
 
 TEST_F(TwoDaemons, FailedResumeFailsBothSidesAndSourceRunsAgain) {

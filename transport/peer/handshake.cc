@@ -41,8 +41,8 @@ absl::Status VerdictOf(const ControlFrame& frame, absl::string_view who,
                       absl::StrCat(who, ": ", st.message));
 }
 
-absl::StatusOr<Hello> ReadHello(int fd, absl::Time deadline) {
-  ASSIGN_OR_RETURN(ControlFrame f, ReadControlFrame(fd, deadline));
+absl::StatusOr<Hello> ReadHello(int fd, absl::Time deadline, const std::atomic<bool>* cancel) {
+  ASSIGN_OR_RETURN(ControlFrame f, ReadControlFrame(fd, deadline, cancel));
   const wire::FrameHeader& h = f.header;
   if (h.type != static_cast<uint8_t>(FrameType::kHello) || h.seq != 0) {
     return absl::DataLossError(absl::StrCat("expected HELLO as frame 0, got ",

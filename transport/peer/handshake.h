@@ -34,8 +34,9 @@ absl::Status VerdictOf(const ControlFrame& frame, absl::string_view who,
 
 // Reads the first frame of a new connection, which must be a valid HELLO whose version range
 // includes ours. Errors: DataLoss (not a HELLO, malformed), FailedPrecondition (no common
-// version), DeadlineExceeded, Unavailable.
-absl::StatusOr<Hello> ReadHello(int fd, absl::Time deadline);
+// version), DeadlineExceeded, Unavailable; Cancelled once `*cancel` is raised.
+absl::StatusOr<Hello> ReadHello(int fd, absl::Time deadline,
+                                const std::atomic<bool>* cancel = nullptr);
 
 // Source side: reads the destination's answer to a HELLO. OK when it accepted the stream.
 // Errors: the refusal as its canonical code ("destination refused the stream: <message>"),
