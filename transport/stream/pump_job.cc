@@ -7,16 +7,19 @@
 
 namespace migmover::stream {
 
-absl::Status DriveJob(uring::Ring* ring, PumpJob& job, absl::Duration tick) {
+void DriveJob(uring::Ring* ring, PumpJob& job, absl::Duration tick) {
   absl::Time next_tick = absl::Now() + tick;
   while (true) {
     job.Issue();
-    if (job.Done()) return absl::OkStatus();
+    if (job.Done()) return;
     uring::Completion batch[32];
     absl::Time wake = std::min(next_tick, job.WakeBy());
     absl::StatusOr<size_t> got =
         ring->WaitBatch(std::max(wake - absl::Now(), absl::ZeroDuration()), batch);
-    if (!got.ok()) return got.status();
+    if (!got.ok()) {
+      job.Abort(got.status());
+      return;
+    }
     for (size_t i = 0; i < *got; ++i) {
       if (batch[i].user_data != uring::kCancelTag) job.OnCompletion(batch[i]);
     }

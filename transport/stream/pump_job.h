@@ -26,11 +26,16 @@ class PumpJob {
   virtual bool Done() const = 0;
   // The latest time Issue() should run again without a completion (a bandwidth cap's wait).
   virtual absl::Time WakeBy() const = 0;
+  // The ring broke (`why` names the call): nothing in flight will complete. The job fails with
+  // `why` and is Done() at once; its buffers may still be referenced by the dead requests, so
+  // the owner keeps them until the ring is gone.
+  virtual void Abort(absl::Status why) = 0;
 };
 
 // Drives `job` alone on `ring` (which carries nothing else) until it is Done(), calling
-// OnTick() every `tick`. Errors: the ring's own (a failed io_uring_enter); the job keeps its.
-absl::Status DriveJob(uring::Ring* ring, PumpJob& job,
+// OnTick() every `tick`. A ring failure aborts the job with it (see PumpJob::Abort), so the
+// job's result carries it.
+void DriveJob(uring::Ring* ring, PumpJob& job,
                       absl::Duration tick = absl::Milliseconds(100));
 
 // User data of a job's request: the op kind, the job's id (24 bits) and a slot (24 bits).

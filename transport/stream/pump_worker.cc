@@ -20,7 +20,8 @@ constexpr absl::Duration kTick = absl::Milliseconds(50);
 struct PumpWorker::Request {
   uint32_t want;
   JobFactory make;
-  std::unique_ptr<PumpJob> job;  // Handed back when done.
+  std::unique_ptr<PumpJob> job;  // Handed back when done; null if it never ran.
+  absl::Status refused;          // Why it never ran.
   bool done = false;             // Guarded by the worker's mu_.
 };
 
@@ -71,28 +72,31 @@ void PumpWorker::WakeRing() {
   (void)!::write(wake_fd_.get(), &one, sizeof(one));
 }
 
-std::unique_ptr<PumpJob> PumpWorker::RunJob(uint32_t slots_wanted, JobFactory make) {
+absl::StatusOr<std::unique_ptr<PumpJob>> PumpWorker::RunJob(uint32_t slots_wanted,
+                                                            JobFactory make) {
   Request r{std::min(slots_wanted, buffers_), std::move(make)};
   {
     absl::MutexLock l(&mu_);
+    if (!failed_.ok()) return failed_;
     queue_.push_back(&r);
   }
   WakeRing();
   absl::MutexLock l(&mu_);
   mu_.Await(absl::Condition(&r.done));
+  if (r.job == nullptr) return r.refused;
   return std::move(r.job);
 }
 
 absl::StatusOr<PumpResult> PumpWorker::Run(StreamSender* sender, int data_fd, wire::Phase phase,
                                            uint64_t max_bytes, const std::atomic<bool>& stop,
                                            const std::atomic<bool>& cancel) {
-  std::unique_ptr<PumpJob> job = RunJob(
+  absl::StatusOr<std::unique_ptr<PumpJob>> job = RunJob(
       sender->CopyJobSlots(),
       [&](uring::Ring* ring, BufferPool* pool, std::span<const uint32_t> slots, uint32_t id) {
         return sender->MakeCopyJob(ring, pool, slots, id, data_fd, phase, max_bytes, stop, cancel);
       });
-  if (job == nullptr) return absl::CancelledError("pump worker stopped");
-  return StreamSender::CopyJobResult(*job);
+  if (!job.ok()) return job.status();
+  return StreamSender::CopyJobResult(**job);
 }
 
 void PumpWorker::Loop() {
@@ -173,7 +177,14 @@ void PumpWorker::Loop() {
     uring::Completion batch[64];
     absl::Duration wait = std::max(wake_by - absl::Now(), absl::ZeroDuration());
     absl::StatusOr<size_t> got = ring_->WaitBatch(wait, batch);
-    if (!got.ok()) continue;  // Only EINTR-like failures reach here; try again.
+    if (!got.ok()) {
+      // The ring broke (EINTR and backpressure never get here): fail every job on it, and every
+      // later one, with the call that broke it, instead of spinning on a dead ring.
+      for (auto& [id, a] : active) a.job->Abort(got.status());
+      absl::MutexLock l(&mu_);
+      failed_ = got.status();
+      break;
+    }
     for (size_t i = 0; i < *got; ++i) {
       const uint64_t ud = batch[i].user_data;
       if (ud == uring::kCancelTag) continue;
@@ -189,10 +200,23 @@ void PumpWorker::Loop() {
       next_tick = absl::Now() + kTick;
     }
   }
-  // Anyone still waiting for buffers: the worker is going away.
+  // Jobs the ring failed under go back with their error; anyone still waiting for buffers gets
+  // the reason the worker stopped.
   absl::MutexLock l(&mu_);
-  for (Request* r : waiting) r->done = true;
-  for (Request* r : queue_) r->done = true;
+  for (auto& [id, a] : active) {
+    a.request->job = std::move(a.job);
+    a.request->done = true;
+  }
+  const absl::Status why =
+      failed_.ok() ? absl::CancelledError("pump worker stopped") : failed_;
+  for (Request* r : waiting) {
+    r->refused = why;
+    r->done = true;
+  }
+  for (Request* r : queue_) {
+    r->refused = why;
+    r->done = true;
+  }
   queue_.clear();
 }
 

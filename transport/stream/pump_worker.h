@@ -41,10 +41,12 @@ class PumpWorker {
   // Makes a job on the worker's thread, ring and `slots_wanted` of its buffers (waiting for
   // them if they are taken), drives it with the worker's other jobs until it is Done(), and
   // hands it back for its result; blocks the caller meanwhile. `make` runs on the worker
-  // thread. Null when the worker is stopping.
+  // thread. If the worker's ring breaks, every job on it is aborted with the ring's error (see
+  // PumpJob::Abort) and later requests fail with it. Errors: Cancelled when the worker is
+  // stopping; the ring's failure for a request made after it broke.
   using JobFactory = std::function<std::unique_ptr<PumpJob>(
       uring::Ring* ring, BufferPool* pool, std::span<const uint32_t> slots, uint32_t job_id)>;
-  std::unique_ptr<PumpJob> RunJob(uint32_t slots_wanted, JobFactory make);
+  absl::StatusOr<std::unique_ptr<PumpJob>> RunJob(uint32_t slots_wanted, JobFactory make);
 
   // A stream's copy-path pump (see StreamSender::Pump) as a job of this worker. The sender's
   // chunk size must not exceed the worker's.
@@ -69,6 +71,7 @@ class PumpWorker {
   absl::Mutex mu_;
   std::deque<Request*> queue_ ABSL_GUARDED_BY(mu_);
   absl::Status start_status_ ABSL_GUARDED_BY(mu_);
+  absl::Status failed_ ABSL_GUARDED_BY(mu_);  // The ring broke: no more jobs.
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };

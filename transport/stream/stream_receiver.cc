@@ -184,7 +184,14 @@ class StreamReceiver::ReceiveJob final : public PumpJob {
     return result;
   }
 
-  bool Done() const override { return !AnyInflight() && (!error_.ok() || Complete()); }
+  bool Done() const override {
+    return aborted_ || (!AnyInflight() && (!error_.ok() || Complete()));
+  }
+
+  void Abort(absl::Status why) override {
+    if (error_.ok()) error_ = std::move(why);
+    aborted_ = true;
+  }
   absl::Time WakeBy() const override { return absl::InfiniteFuture(); }
 
   void Issue() override {
@@ -244,7 +251,7 @@ class StreamReceiver::ReceiveJob final : public PumpJob {
         write_inflight_ = true;
         if (digest_due_) {
           // Into the device first, the digest meanwhile (both only read the buffer).
-          ring_->Submit();
+          Check(ring_->Submit());
           r_->digest_->Update(pool_->payload(pool_index_[writing_]), pc.len);
           digest_due_ = false;
         }
@@ -327,9 +334,13 @@ class StreamReceiver::ReceiveJob final : public PumpJob {
   }
   void CancelOwn() {
     // Only this stream's requests: the ring may carry other streams.
-    for (const UniqueFd& fd : r_->sockets_) ring_->CancelFd(fd.get());
-    ring_->CancelFd(data_fd_);
     cancel_sent_ = true;
+    for (const UniqueFd& fd : r_->sockets_) Check(ring_->CancelFd(fd.get()));
+    Check(ring_->CancelFd(data_fd_));
+  }
+  // A ring call that failed breaks the ring: the job aborts with it.
+  void Check(absl::Status s) {
+    if (!s.ok()) Abort(std::move(s));
   }
   void Fail(absl::Status st) {
     if (error_.ok()) error_ = std::move(st);
@@ -452,6 +463,7 @@ class StreamReceiver::ReceiveJob final : public PumpJob {
   ReceiveResult result_;
   absl::Status error_;
   bool write_inflight_ = false, poll_inflight_ = false, ended_ = false, cancel_sent_ = false;
+  bool aborted_ = false;  // The ring broke: nothing in flight will complete.
   int writing_ = -1;           // The slot being written.
   bool digest_due_ = false;    // writing_'s bytes are not in the digest yet.
   uint64_t write_offset_ = 0;  // Stream bytes written to the data fd.
@@ -470,14 +482,14 @@ uint32_t StreamReceiver::CopyJobSlots() const {
 absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveCopy(int data_fd,
                                                           const std::atomic<bool>& cancel) {
   if (worker_ != nullptr) {
-    std::unique_ptr<PumpJob> job = worker_->RunJob(
+    absl::StatusOr<std::unique_ptr<PumpJob>> job = worker_->RunJob(
         CopyJobSlots(),
         [&](uring::Ring* ring, BufferPool* pool, std::span<const uint32_t> slots,
             uint32_t id) -> std::unique_ptr<PumpJob> {
           return std::make_unique<ReceiveJob>(this, ring, pool, slots, id, data_fd, cancel);
         });
-    if (job == nullptr) return absl::CancelledError("pump worker stopped");
-    return static_cast<const ReceiveJob&>(*job).Result();
+    if (!job.ok()) return job.status();
+    return static_cast<const ReceiveJob&>(**job).Result();
   }
   if (ring_ == nullptr) {
     ASSIGN_OR_RETURN(own_ring_, uring::Ring::Create(64));
@@ -488,7 +500,7 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveCopy(int data_fd,
                                                wire::kFrameHeaderSize));
   }
   ReceiveJob job(this, ring_, pool_.get(), pool_->all(), 0, data_fd, cancel);
-  RETURN_IF_ERROR(DriveJob(ring_, job));
+  DriveJob(ring_, job);
   return job.Result();
 }
 

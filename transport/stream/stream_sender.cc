@@ -168,7 +168,13 @@ class StreamSender::CopyJob final : public PumpJob {
     return result_;
   }
 
-  bool Done() const override { return Drained() && !peer_poll_inflight_; }
+  bool Done() const override { return aborted_ || (Drained() && !peer_poll_inflight_); }
+
+  void Abort(absl::Status why) override {
+    if (error_.ok()) error_ = std::move(why);
+    ended_ = true;
+    aborted_ = true;
+  }
 
   absl::Time WakeBy() const override {
     return send_not_before_ > absl::Now() ? send_not_before_ : absl::InfiniteFuture();
@@ -232,11 +238,11 @@ class StreamSender::CopyJob final : public PumpJob {
       ++sends_inflight_;
       // The frame leaves first and the digest reads it meanwhile (the kernel only reads the
       // buffer too): the digest is off the path from the data fd to the peer.
-      ring_->Submit();
+      Check(ring_->Submit());
       s_->digest_->Update(pool_->payload(pool_index_[slot]), sl.len);
     }
     if (Drained() && peer_poll_inflight_ && !peer_cancel_sent_) {
-      ring_->Cancel(JobTag(kPeer, job_, 0));
+      Check(ring_->Cancel(JobTag(kPeer, job_, 0)));
       peer_cancel_sent_ = true;
     }
   }
@@ -246,7 +252,7 @@ class StreamSender::CopyJob final : public PumpJob {
     // Switchover must not wait on a PRE_COPY read that the driver cannot satisfy (a precopy
     // estimate that overshot): withdraw it. Only the read: a send must never be cut.
     if (stop_.load() && phase_ == Phase::kPreCopy && read_inflight_ && !read_cancel_sent_) {
-      ring_->Cancel(read_tag_);
+      Check(ring_->Cancel(read_tag_));
       read_cancel_sent_ = true;
     }
     if (send_not_before_ > last_progress_) {
@@ -303,6 +309,11 @@ class StreamSender::CopyJob final : public PumpJob {
     io_uring_sqe_set_data64(sqe, JobTag(kSend, job_, slot));
   }
 
+  // A ring call that failed breaks the ring: the job aborts with it.
+  void Check(absl::Status s) {
+    if (!s.ok()) Abort(std::move(s));
+  }
+
   // Ended, with no data-path request of this job in flight.
   bool Drained() const {
     return ended_ && !read_inflight_ && !poll_inflight_ && sends_inflight_ == 0 &&
@@ -315,9 +326,9 @@ class StreamSender::CopyJob final : public PumpJob {
     if (!cancel_sent_ && (read_inflight_ || poll_inflight_ || sends_inflight_ > 0 ||
                           notifs_outstanding_ > 0 || peer_poll_inflight_)) {
       // Only this job's requests: the ring may carry other streams.
-      ring_->CancelFd(data_fd_);
-      for (const UniqueFd& fd : s_->sockets_) ring_->CancelFd(fd.get());
       cancel_sent_ = true;
+      Check(ring_->CancelFd(data_fd_));
+      for (const UniqueFd& fd : s_->sockets_) Check(ring_->CancelFd(fd.get()));
     }
   }
 
@@ -422,6 +433,7 @@ class StreamSender::CopyJob final : public PumpJob {
   bool ended_ = false, read_inflight_ = false, poll_inflight_ = false;
   bool cancel_sent_ = false, read_cancel_sent_ = false;
   bool peer_poll_inflight_ = false, peer_cancel_sent_ = false;
+  bool aborted_ = false;  // The ring broke: nothing in flight will complete.
   uint64_t read_tag_ = 0;
   uint64_t remaining_;
   uint64_t read_offset_;
@@ -466,7 +478,7 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
                                                wire::kFrameHeaderSize));
   }
   CopyJob job(this, ring_, pool_.get(), pool_->all(), 0, data_fd, phase, max_bytes, stop, cancel);
-  RETURN_IF_ERROR(DriveJob(ring_, job));
+  DriveJob(ring_, job);
   return job.Result();
 }
 

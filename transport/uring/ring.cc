@@ -8,6 +8,12 @@
 #include "transport/base/errno_status.h"
 
 namespace migmover::uring {
+namespace {
+// Transient refusals of io_uring_enter that a retry may clear: not the ring's failure.
+bool Transient(int err) { return err == EINTR || err == EAGAIN; }
+// A submit that keeps getting EAGAIN (the kernel could not allocate) gives up after this many.
+constexpr int kMaxTransientRetries = 1000;
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Ring>> Ring::Create(unsigned entries) {
   std::unique_ptr<Ring> ring(new Ring());
@@ -23,28 +29,77 @@ Ring::~Ring() {
   if (initialized_) io_uring_queue_exit(&ring_);
 }
 
-io_uring_sqe* Ring::Sqe() {
-  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-  while (sqe == nullptr) {
-    io_uring_submit(&ring_);
-    sqe = io_uring_get_sqe(&ring_);
-  }
-  return sqe;
+const absl::Status& Ring::Fail(const char* call, int err) {
+  if (failed_.ok()) failed_ = ErrnoStatus(call, err);
+  return failed_;
 }
 
-void Ring::Submit() { io_uring_submit(&ring_); }
+void Ring::DrainToBacklog() {
+  io_uring_cqe* cqe;
+  while (io_uring_peek_cqe(&ring_, &cqe) == 0 && cqe != nullptr) {
+    backlog_.push_back(Completion{cqe->user_data, cqe->res, cqe->flags});
+    io_uring_cqe_seen(&ring_, cqe);
+  }
+}
+
+io_uring_sqe* Ring::Sqe() {
+  int transient = 0;
+  while (failed_.ok()) {
+    if (io_uring_sqe* sqe = io_uring_get_sqe(&ring_)) return sqe;
+    // Full: submit to make room.
+    const int r = io_uring_submit(&ring_);
+    if (r >= 0) continue;
+    if (r == -EBUSY) {
+      DrainToBacklog();  // The completion queue is full: take its entries aside.
+    } else if (!Transient(-r) || ++transient > kMaxTransientRetries) {
+      Fail("io_uring_submit (submission queue full)", -r);
+    }
+  }
+  std::memset(&scratch_, 0, sizeof(scratch_));
+  return &scratch_;
+}
+
+absl::Status Ring::Submit() {
+  if (!failed_.ok()) return failed_;
+  int r = io_uring_submit(&ring_);
+  if (r == -EBUSY) {
+    DrainToBacklog();
+    r = io_uring_submit(&ring_);
+  }
+  if (r >= 0 || r == -EBUSY || Transient(-r)) return absl::OkStatus();  // Queued for next time.
+  return Fail("io_uring_submit", -r);
+}
 
 absl::StatusOr<bool> Ring::Wait(absl::Duration timeout, Completion* out) {
+  if (!failed_.ok()) return failed_;
+  if (!backlog_.empty()) {
+    // Taken aside under backpressure: hand those out first, and submit what waits meanwhile.
+    *out = backlog_.front();
+    backlog_.pop_front();
+    if (absl::Status s = Submit(); !s.ok()) return s;
+    return true;
+  }
   io_uring_cqe* cqe = nullptr;
   __kernel_timespec ts =
       absl::ToTimespec(timeout).tv_sec >= 0
           ? __kernel_timespec{absl::ToTimespec(timeout).tv_sec, absl::ToTimespec(timeout).tv_nsec}
           : __kernel_timespec{0, 0};
+  int transient = 0;
   while (true) {
     int r = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
-    if (r == -EINTR || r == -EBUSY) continue;
+    if (r == -EBUSY) {
+      DrainToBacklog();
+      if (backlog_.empty()) {
+        if (++transient > kMaxTransientRetries) return Fail("io_uring_submit_and_wait_timeout", EBUSY);
+        continue;
+      }
+      *out = backlog_.front();
+      backlog_.pop_front();
+      return true;
+    }
     if (r == -ETIME) return false;
-    if (r < 0) return ErrnoStatus("io_uring_submit_and_wait_timeout", -r);
+    if (r < 0 && Transient(-r) && ++transient <= kMaxTransientRetries) continue;
+    if (r < 0) return Fail("io_uring_submit_and_wait_timeout", -r);
     if (cqe == nullptr) return false;
     out->user_data = cqe->user_data;
     out->res = cqe->res;
@@ -54,18 +109,18 @@ absl::StatusOr<bool> Ring::Wait(absl::Duration timeout, Completion* out) {
   }
 }
 
-void Ring::Cancel(uint64_t user_data) {
+absl::Status Ring::Cancel(uint64_t user_data) {
   io_uring_sqe* sqe = Sqe();
   io_uring_prep_cancel64(sqe, user_data, 0);
   io_uring_sqe_set_data64(sqe, kCancelTag);
-  io_uring_submit(&ring_);
+  return Submit();
 }
 
-void Ring::CancelFd(int fd) {
+absl::Status Ring::CancelFd(int fd) {
   io_uring_sqe* sqe = Sqe();
   io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
   io_uring_sqe_set_data64(sqe, kCancelTag);
-  io_uring_submit(&ring_);
+  return Submit();
 }
 
 absl::StatusOr<size_t> Ring::WaitBatch(absl::Duration timeout, std::span<Completion> out) {
@@ -74,6 +129,10 @@ absl::StatusOr<size_t> Ring::WaitBatch(absl::Duration timeout, std::span<Complet
   if (!got.ok()) return got.status();
   if (!*got) return 0;
   size_t n = 1;
+  while (n < out.size() && !backlog_.empty()) {
+    out[n++] = backlog_.front();
+    backlog_.pop_front();
+  }
   io_uring_cqe* cqe;
   while (n < out.size() && io_uring_peek_cqe(&ring_, &cqe) == 0 && cqe != nullptr) {
     out[n++] = Completion{cqe->user_data, cqe->res, cqe->flags};

@@ -1,6 +1,11 @@
-// Ring: one io_uring, owned by one worker thread. Thin: it gives out SQEs (submitting to make
-// room when the submission queue is full, which is backpressure, not an error), waits for
+// Ring: one io_uring, owned by one worker thread. Thin: it gives out SQEs, submits, waits for
 // completions with a timeout, and registers buffers.
+//
+// Backpressure is not an error: a full submission queue is submitted to make room, and a
+// completion queue the kernel cannot post to (EBUSY) is drained into the ring's own backlog,
+// which the next waits hand out first. Any other failure of io_uring_enter breaks the ring for
+// good: the failing call records it (naming the call and errno), and every later Submit,
+// Cancel and Wait returns it, so the jobs on the ring fail with that error instead of spinning.
 #ifndef MIGMOVER_TRANSPORT_URING_RING_H_
 #define MIGMOVER_TRANSPORT_URING_RING_H_
 
@@ -8,6 +13,7 @@
 #include <sys/uio.h>
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <span>
 
@@ -26,20 +32,24 @@ struct Completion {
 class Ring {
  public:
   // Errors: the errno of io_uring_queue_init (ENOSYS without io_uring, EPERM when
-  // kernel.io_uring_disabled forbids it, ENOMEM past RLIMIT_MEMLOCK on old kernels).
+  // kernel.io_uring_disabled forbids it or a seccomp filter refuses it, ENOMEM past
+  // RLIMIT_MEMLOCK on old kernels).
   static absl::StatusOr<std::unique_ptr<Ring>> Create(unsigned entries);
   ~Ring();
   Ring(const Ring&) = delete;
   Ring& operator=(const Ring&) = delete;
 
-  // A zeroed SQE. If the submission queue is full, submits what is queued first.
+  // A zeroed SQE, never null. If the submission queue is full, submits what is queued first
+  // (backpressure). Once the ring is broken it hands out a scratch SQE that is never submitted;
+  // the caller learns of the failure from its next Submit or Wait.
   io_uring_sqe* Sqe();
-  // Submits what is queued now, without waiting for anything. A failure is not lost: the SQEs
-  // stay queued and the next wait submits them again and reports it.
-  void Submit();
+  // Submits what is queued now, without waiting for anything. EAGAIN/EINTR leave the SQEs
+  // queued for the next call (backpressure). Errors: the ring's failure, naming the call.
+  absl::Status Submit();
 
   // Submits queued SQEs; waits up to `timeout` for one completion and consumes it.
-  // Returns false on timeout. Errors: the io_uring_enter errno (never EINTR/ETIME/EBUSY).
+  // Returns false on timeout. Errors: the ring's failure ("io_uring_submit_and_wait_timeout:
+  // EBADF"); never EINTR, ETIME or EBUSY, which are retried or handled as backpressure.
   absl::StatusOr<bool> Wait(absl::Duration timeout, Completion* out);
 
   // Like Wait, then also takes every other completion already posted, up to out.size(): one
@@ -51,19 +61,30 @@ class Ring {
 
   // Cancel requests: the cancelled requests' completions (with -ECANCELED, or their real result
   // if they won the race) still arrive and must be reaped; the cancel request's own completion
-  // carries kCancelTag.
+  // carries kCancelTag. Both submit at once; errors as Submit's.
   // Asks the kernel to cancel the in-flight request whose user data is `user_data`.
-  void Cancel(uint64_t user_data);
+  absl::Status Cancel(uint64_t user_data);
   // Asks the kernel to cancel every in-flight request on `fd` (and no other).
-  void CancelFd(int fd);
+  absl::Status CancelFd(int fd);
+
+  // OK, or the failure that broke the ring.
+  const absl::Status& status() const { return failed_; }
 
   io_uring* raw() { return &ring_; }
 
  private:
   Ring() = default;
+  // Moves every posted completion into backlog_, so the kernel can post again.
+  void DrainToBacklog();
+  // Records the first failure of `call`; returns it.
+  const absl::Status& Fail(const char* call, int err);
+
   io_uring ring_{};
   bool initialized_ = false;
   bool buffers_registered_ = false;
+  absl::Status failed_;
+  std::deque<Completion> backlog_;  // Completions taken aside under backpressure, oldest first.
+  io_uring_sqe scratch_{};
 };
 
 // User data of the completion of a cancel request (Cancel, CancelFd).
