@@ -25,6 +25,8 @@ using wire::Phase;
 // Pieces of link room per readv: a whole 1 MiB chunk in 8 KiB frames, plus the frame being
 // filled.
 constexpr size_t kMaxPieces = 160;
+// The destination's verdict (COMMIT or ERROR) is its first and only frame on the link.
+constexpr uint64_t kVerdictSeq = 0;
 // Link polls without progress before a wait on the data fd gives the core away.
 constexpr int kSpinsBeforeWait = 64;
 
@@ -198,7 +200,7 @@ absl::Status LinkStreamSender::PollAndCheckPeer() {
     if (absl::Now() > deadline) return absl::DataLossError("destination sent a partial frame");
     RETURN_IF_ERROR(link_->Poll());
   }
-  absl::Status v = peer::VerdictOf(reader.frame(), "destination", absl::StatusCode::kAborted);
+  absl::Status v = peer::VerdictOf(reader.frame(), "destination", kVerdictSeq);
   return v.ok() ? absl::DataLossError("destination committed before END_STREAM") : v;
 }
 
@@ -364,7 +366,7 @@ absl::Status LinkStreamSender::AwaitCommit(absl::Duration timeout,
     if (cancel.load()) return absl::CancelledError("stream cancelled while awaiting COMMIT");
     RETURN_IF_ERROR(link_->Poll());
     ASSIGN_OR_RETURN(bool complete, reader.Next(link_));
-    if (complete) return peer::VerdictOf(reader.frame(), "destination", absl::StatusCode::kAborted);
+    if (complete) return peer::VerdictOf(reader.frame(), "destination", kVerdictSeq);
     if (watch_ && watch_->Gone(absl::Now())) return DestinationGone();
     if (absl::Now() > deadline) {
       return absl::DeadlineExceededError(absl::StrCat(
@@ -497,7 +499,8 @@ absl::Status LinkStreamReceiver::SendCommit(const absl::Status& result, absl::Du
   peer::PeerStatus st;
   st.code = static_cast<uint32_t>(result.code());
   st.message = std::string(result.message());
-  const std::string frame = peer::EncodeStatusFrame(FrameType::kCommit, next_seq_, device_, st);
+  // The destination's one frame on the link (its HELLO_ACK went on the TCP connection).
+  const std::string frame = peer::EncodeStatusFrame(FrameType::kCommit, kVerdictSeq, device_, st);
   size_t done = 0;
   const absl::Time deadline = absl::Now() + linger;
   while (done < frame.size() || !link_->AllAcknowledged()) {

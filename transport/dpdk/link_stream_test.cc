@@ -98,6 +98,25 @@ class LinkStreamTest : public ::testing::Test {
   static inline uint64_t next_link_id_ = 1000;
   std::unique_ptr<ReliableLink> src_link_, dst_link_;
   std::vector<std::thread> threads_;
+
+  // What the source's AwaitCommit makes of `frame` arriving from the destination.
+  absl::Status VerdictOf(const std::string& frame) {
+    EXPECT_EQ(dst_link_->Write({reinterpret_cast<const uint8_t*>(frame.data()), frame.size()}),
+              frame.size());
+    std::atomic<bool> done{false};
+    std::thread pump([&] {
+      for (int i = 0; i < 20000 && !done.load(); ++i) {
+        dst_link_->Poll().IgnoreError();
+        ::usleep(200);
+      }
+    });
+    LinkStreamSender s(src_link_.get(), 0, {});
+    std::atomic<bool> cancel{false};
+    absl::Status v = s.AwaitCommit(absl::Seconds(5), cancel);
+    done = true;
+    pump.join();
+    return v;
+  }
 };
 
 TEST_F(LinkStreamTest, MovesAStreamByteExactAndCommits) {
@@ -209,6 +228,21 @@ TEST_F(LinkStreamTest, UnreadPeerEndsInNoProgressWithTheLinkState) {
       << r.status();
   EXPECT_NE(r.status().message().find(" frames sent, "), std::string::npos) << r.status();
   saving.Reset();  // Unblocks the producer.
+}
+
+// The verdict rules every transport shares (the TCP stream's in stream_test): an ERROR that
+// carries code 0 is ABORTED; the verdict is the destination's first frame on the link (0), so a
+// COMMIT with another sequence number is refused.
+TEST_F(LinkStreamTest, AnErrorWithCodeZeroIsAborted) {
+  absl::Status v =
+      VerdictOf(peer::EncodeStatusFrame(wire::FrameType::kError, 0, 0, {0, "gave up"}));
+  EXPECT_EQ(v.code(), absl::StatusCode::kAborted) << v;
+}
+
+TEST_F(LinkStreamTest, ACommitOutOfSequenceIsRefused) {
+  absl::Status v = VerdictOf(peer::EncodeStatusFrame(wire::FrameType::kCommit, 57, 0, {0, ""}));
+  EXPECT_EQ(v.code(), absl::StatusCode::kDataLoss) << v;
+  EXPECT_NE(v.message().find("sequence number 57, expected 0"), std::string::npos) << v;
 }
 
 TEST_F(LinkStreamTest, OutOfPlaceDataIsDataLoss) {

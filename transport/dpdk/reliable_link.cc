@@ -4,6 +4,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -32,8 +33,24 @@ int64_t NowNs() {
   return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
-wire::LinkHeader* HeaderOf(rte_mbuf* m) {
-  return rte_pktmbuf_mtod_offset(m, wire::LinkHeader*, wire::kEthernetHeaderSize);
+// The link header sits after the 14-byte Ethernet header, so it is never 8-byte aligned: it is
+// copied in and out, never accessed in place (UBSan: misaligned member access).
+uint8_t* HeaderBytes(rte_mbuf* m) {
+  return rte_pktmbuf_mtod_offset(m, uint8_t*, wire::kEthernetHeaderSize);
+}
+wire::LinkHeader LoadHeader(rte_mbuf* m) {
+  wire::LinkHeader h;
+  std::memcpy(&h, HeaderBytes(m), sizeof(h));
+  return h;
+}
+void StoreHeader(rte_mbuf* m, const wire::LinkHeader& h) {
+  std::memcpy(HeaderBytes(m), &h, sizeof(h));
+}
+// Just the payload length, for the receive path's hot loops.
+uint32_t PayloadLength(rte_mbuf* m) {
+  decltype(wire::LinkHeader::length) n;
+  std::memcpy(&n, HeaderBytes(m) + offsetof(wire::LinkHeader, length), sizeof(n));
+  return n;
 }
 
 }  // namespace
@@ -141,7 +158,9 @@ void ReliableLink::Commit(size_t n) {
     const uint32_t take = std::min<uint32_t>(n, o_.mss);
     rte_pktmbuf_append(m, static_cast<uint16_t>(take));
     n -= take;
-    HeaderOf(m)->seq = snd_nxt_;
+    wire::LinkHeader h = LoadHeader(m);
+    h.seq = snd_nxt_;
+    StoreHeader(m, h);
     tx_[snd_nxt_ & mask_] = m;
     ++snd_nxt_;
     open_ = true;
@@ -159,9 +178,10 @@ void ReliableLink::CloseOpenFrame() {
     rte_pktmbuf_free(m);
     --snd_nxt_;
   } else {
-    wire::LinkHeader* h = HeaderOf(m);
-    h->length = len;
-    h->checksum = Checksum(rte_pktmbuf_mtod_offset(m, const uint8_t*, kHeaders), len, h->seq);
+    wire::LinkHeader h = LoadHeader(m);
+    h.length = len;
+    h.checksum = Checksum(rte_pktmbuf_mtod_offset(m, const uint8_t*, kHeaders), len, h.seq);
+    StoreHeader(m, h);
   }
   open_ = false;
 }
@@ -188,7 +208,7 @@ size_t ReliableLink::Peek(size_t max, iovec* iov, size_t max_iov) const {
   for (uint32_t i = 0; i < rx_count_ && pieces < max_iov && got < max; ++i) {
     rte_mbuf* m = rx_[(rx_head_ + i) & mask_];
     const uint32_t skip = i == 0 ? rx_offset_ : 0;
-    const size_t n = std::min<size_t>(HeaderOf(m)->length - skip, max - got);
+    const size_t n = std::min<size_t>(PayloadLength(m) - skip, max - got);
     iov[pieces++] = {rte_pktmbuf_mtod_offset(m, uint8_t*, kHeaders + skip), n};
     got += n;
   }
@@ -198,7 +218,7 @@ size_t ReliableLink::Peek(size_t max, iovec* iov, size_t max_iov) const {
 void ReliableLink::Consume(size_t n) {
   while (n > 0 && rx_count_ > 0) {
     rte_mbuf* m = rx_[rx_head_ & mask_];
-    const uint32_t left = HeaderOf(m)->length - rx_offset_;
+    const uint32_t left = PayloadLength(m) - rx_offset_;
     const uint32_t take = static_cast<uint32_t>(std::min<size_t>(n, left));
     rx_offset_ += take;
     n -= take;
@@ -258,8 +278,7 @@ void ReliableLink::HandleFrame(rte_mbuf* m, int64_t now) {
     return;
   }
   const auto* eth = rte_pktmbuf_mtod(m, const rte_ether_hdr*);
-  wire::LinkHeader h;
-  std::memcpy(&h, HeaderOf(m), sizeof(h));
+  const wire::LinkHeader h = LoadHeader(m);
   if (eth->ether_type != rte_cpu_to_be_16(wire::kLinkEtherType) || h.magic != wire::kLinkMagic ||
       h.version != wire::kLinkVersion || h.link_id != o_.link_id) {
     ++stats_.frames_ignored;
@@ -306,11 +325,12 @@ void ReliableLink::HandleFrame(rte_mbuf* m, int64_t now) {
 void ReliableLink::SendAck(int64_t now) {
   rte_mbuf* m = NewFrame(wire::LinkFrameType::kAck);
   if (m == nullptr) return;  // Pool exhausted: the next Poll tries again.
-  wire::LinkHeader* h = HeaderOf(m);
+  wire::LinkHeader h = LoadHeader(m);
   const uint32_t room = o_.window - rx_count_;
-  h->ack = rcv_nxt_;
-  h->window = room;
-  h->flags = gap_seen_ ? wire::kLinkAckGap : 0;
+  h.ack = rcv_nxt_;
+  h.window = room;
+  h.flags = gap_seen_ ? wire::kLinkAckGap : 0;
+  StoreHeader(m, h);
   if (io_->Transmit(&m, 1) != 1) {
     rte_pktmbuf_free(m);
     return;

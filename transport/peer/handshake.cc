@@ -27,18 +27,23 @@ absl::StatusOr<ControlFrame> ReadControlFrame(int fd, absl::Time deadline,
   return f;
 }
 
-absl::Status VerdictOf(const ControlFrame& frame, absl::string_view who,
-                       absl::StatusCode fallback) {
+absl::Status VerdictOf(const ControlFrame& frame, absl::string_view who, uint64_t expected_seq) {
   const uint8_t type = frame.header.type;
   if (type != static_cast<uint8_t>(FrameType::kCommit) &&
       type != static_cast<uint8_t>(FrameType::kError)) {
     return absl::DataLossError(absl::StrCat(who, " sent ", FrameTypeName(type),
                                             " where COMMIT or ERROR was due"));
   }
+  if (frame.header.seq != expected_seq) {
+    return absl::DataLossError(absl::StrCat(who, " sent ", FrameTypeName(type),
+                                            " with sequence number ", frame.header.seq,
+                                            ", expected ", expected_seq));
+  }
   ASSIGN_OR_RETURN(PeerStatus st, ParseStatus(frame.header, frame.payload));
   if (st.code == 0 && type == static_cast<uint8_t>(FrameType::kCommit)) return absl::OkStatus();
-  return absl::Status(st.code == 0 ? fallback : static_cast<absl::StatusCode>(st.code),
-                      absl::StrCat(who, ": ", st.message));
+  return absl::Status(
+      st.code == 0 ? absl::StatusCode::kAborted : static_cast<absl::StatusCode>(st.code),
+      absl::StrCat(who, ": ", st.message));
 }
 
 absl::StatusOr<Hello> ReadHello(int fd, absl::Time deadline, const std::atomic<bool>* cancel) {

@@ -27,10 +27,12 @@ absl::StatusOr<std::string> ReadControlPayload(int fd, const wire::FrameHeader& 
 absl::StatusOr<ControlFrame> ReadControlFrame(int fd, absl::Time deadline,
                                               const std::atomic<bool>* cancel = nullptr);
 
-// A COMMIT or ERROR frame's verdict: OK for COMMIT with code 0, otherwise the frame's code (or
-// `fallback` for code 0 in an ERROR) with "<who>: <message>". DataLoss for any other frame.
-absl::Status VerdictOf(const ControlFrame& frame, absl::string_view who,
-                       absl::StatusCode fallback);
+// The destination's verdict on a stream, read by the source on every transport alike: OK for
+// COMMIT with code 0; otherwise the frame's code with "<who>: <message>" (an ERROR that carries
+// code 0 is ABORTED: the destination abandoned the stream). The verdict is the destination's
+// frame number `expected_seq` on its connection or link (api/PEER_PROTOCOL.md). DataLoss for any
+// other frame type or sequence number.
+absl::Status VerdictOf(const ControlFrame& frame, absl::string_view who, uint64_t expected_seq);
 
 // Reads the first frame of a new connection, which must be a valid HELLO whose version range
 // includes ours. Errors: DataLoss (not a HELLO, malformed), FailedPrecondition (no common

@@ -29,6 +29,8 @@ using wire::Phase;
 enum OpKind : uint8_t { kRead = 1, kPoll = 2, kSend = 3, kPeer = 5 };
 
 constexpr absl::Duration kTick = absl::Milliseconds(100);
+// The destination's frames on the control connection: HELLO_ACK (0), then its one verdict.
+constexpr uint64_t kVerdictSeq = 1;
 
 FrameHeader DataHeader(uint64_t seq, uint32_t device, Phase phase, uint32_t len, uint64_t offset) {
   return FrameHeader{wire::kFrameMagic,
@@ -115,7 +117,7 @@ absl::Status StreamSender::PeerVerdict() {
   }
   ASSIGN_OR_RETURN(peer::ControlFrame f,
                    peer::ReadControlFrame(control_fd(), absl::Now() + absl::Seconds(1)));
-  absl::Status verdict = peer::VerdictOf(f, "destination gave up", absl::StatusCode::kAborted);
+  absl::Status verdict = peer::VerdictOf(f, "destination gave up", kVerdictSeq);
   // Even a COMMIT(0) is wrong mid-stream: nothing was committed yet.
   return verdict.ok() ? absl::DataLossError("destination committed before END_STREAM") : verdict;
 }
@@ -616,7 +618,7 @@ absl::Status StreamSender::EndStream() {
 absl::Status StreamSender::AwaitCommit(absl::Duration timeout, const std::atomic<bool>& cancel) {
   ASSIGN_OR_RETURN(peer::ControlFrame f,
                    peer::ReadControlFrame(control_fd(), absl::Now() + timeout, &cancel));
-  return peer::VerdictOf(f, "destination", absl::StatusCode::kUnknown);
+  return peer::VerdictOf(f, "destination", kVerdictSeq);
 }
 
 void StreamSender::SendError(absl::Status why) {

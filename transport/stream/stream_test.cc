@@ -697,6 +697,35 @@ TEST(StreamTest, CommitVerdictReachesSender) {
   EXPECT_NE(s.message().find("RESUMING->STOP"), std::string::npos) << s;
 }
 
+// The source reads the destination's verdict by the same rules on every transport (the DPDK
+// link's in link_stream_test): an ERROR that carries code 0 is ABORTED, and a verdict that is not
+// the destination's next frame on the connection (HELLO_ACK was 0, so 1) is refused.
+TEST(StreamTest, VerdictRulesMatchEveryTransport) {
+  struct Case {
+    wire::FrameType type;
+    uint32_t code;
+    uint64_t seq;
+    absl::StatusCode want;
+  };
+  for (const Case& c : {Case{wire::FrameType::kError, 0, 1, absl::StatusCode::kAborted},
+                        Case{wire::FrameType::kCommit, 0, 5, absl::StatusCode::kDataLoss},
+                        Case{wire::FrameType::kCommit, 0, 1, absl::StatusCode::kOk}}) {
+    Conn conn = Connect();
+    auto sender = StreamSender::Create(nullptr, std::move(conn.src), 0, Opts(DataPath::kCopy));
+    ASSERT_TRUE(sender.ok()) << sender.status();
+    ASSERT_TRUE(net::SendAll(conn.dst.get(),
+                             peer::EncodeStatusFrame(c.type, c.seq, 0, {c.code, "why"}),
+                             absl::Now() + absl::Seconds(1))
+                    .ok());
+    std::atomic<bool> cancel{false};
+    absl::Status s = (*sender)->AwaitCommit(absl::Seconds(5), cancel);
+    EXPECT_EQ(s.code(), c.want) << s;
+    if (c.want == absl::StatusCode::kDataLoss) {
+      EXPECT_NE(s.message().find("sequence number 5, expected 1"), std::string::npos) << s;
+    }
+  }
+}
+
 TEST(StreamTest, WriteFailureOnDataFdIsReported) {
   ::signal(SIGPIPE, SIG_IGN);
   Conn conn = Connect();
