@@ -3,6 +3,7 @@
 #   ./deploy/test.sh            all tests, then the kernel-in-the-loop VM (tests/kernel/run.sh)
 #   ./deploy/test.sh //daemon/...   only the given Bazel targets (no VM)
 #   MIGMOVER_SKIP_KERNEL=1 ./deploy/test.sh   all Bazel tests, no VM (quick local runs)
+#   MIGMOVER_SKIP_SANITIZERS=1 ./deploy/test.sh   without the ASan+UBSan run of the tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,28 @@ set -e
 
 passed=$(grep -cE '^//[^ ]+ +(\(cached\) )?PASSED' /tmp/migmover-test.log || true)
 failed=$(grep -cE '^//[^ ]+ +(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD)' /tmp/migmover-test.log || true)
+
+# The same tests built with AddressSanitizer + UndefinedBehaviorSanitizer (.bazelrc's
+# --config=asan; tests tagged no_sanitizer are timing-bound and skip it). Each counts again.
+if [[ "${MIGMOVER_SKIP_SANITIZERS:-0}" != 1 ]]; then
+  set +e
+  # Built first, so no compile competes with the tests for the two cores.
+  { bazel build --config=asan "${targets[@]}" &&
+      bazel test --config=asan --local_test_jobs=1 "${targets[@]}"; } 2>&1 |
+    tee /tmp/migmover-asan.log
+  arc=${PIPESTATUS[0]}
+  set -e
+  apassed=$(grep -cE '^//[^ ]+ +(\(cached\) )?PASSED' /tmp/migmover-asan.log || true)
+  afailed=$(grep -cE '^//[^ ]+ +(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD)' /tmp/migmover-asan.log ||
+            true)
+  echo "ASan+UBSan run: ${apassed} tests passed, ${afailed} failed"
+  passed=$((passed + apassed))
+  failed=$((failed + afailed))
+  if ((arc != 0)); then
+    rc=1
+    ((afailed > 0)) || failed=$((failed + 1))
+  fi
+fi
 
 # The real kernel's VFIO migration driver in a VM; its tests count like the others.
 if ((${#@} == 0)) && [[ "${MIGMOVER_SKIP_KERNEL:-0}" != 1 ]]; then

@@ -40,9 +40,10 @@ cc_library(
     defines = {defines},
     copts = {copts},
     linkopts = {linkopts},
-    visibility = ["//visibility:public"],
+    visibility = {visibility},
 )
 """.format(
+        visibility = repr(ctx.attr.visibility_to),
         includes = repr(includes),
         defines = repr(defines),
         copts = repr(copts),
@@ -54,6 +55,8 @@ pkg_config_library = repository_rule(
     attrs = {
         "modules": attr.string_list(mandatory = True),
         "extra_linkopts": attr.string_list(default = []),
+        # Who may depend on the library (labels of the main repository start with "@//").
+        "visibility_to": attr.string_list(default = ["//visibility:public"]),
     },
     local = True,
 )

@@ -1,0 +1,269 @@
+// SourceSession against the fake transport, with a real DestinationSession on the other end and
+// simulated devices on both: the outcome rule (success leaves the source in STOP and the
+// destination RUNNING; any failure or cancel brings every source device back to RUNNING and
+// resets the destination's) under each way a migration can end.
+#include "daemon/session/source_session.h"
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "daemon/session/session_test_fixture.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace migmover {
+namespace {
+
+using ::testing::HasSubstr;
+
+class SourceSessionTest : public SessionTest {};
+
+TEST_F(SourceSessionTest, MigratesEveryDeviceAndLeavesTheSourceStopped) {
+  AddDevices(2);
+  ASSERT_TRUE(PrepareDestination().ok());
+  ASSERT_TRUE(StartSource().ok());
+  SessionSnapshot s = AwaitSnapshot(*src, PrecopyRoundDone);
+  ASSERT_TRUE(PrecopyRoundDone(s)) << SessionPhaseName(s.phase) << " " << s.error;
+  ASSERT_TRUE(src->Switchover().ok());
+
+  s = AwaitEnd(*src);
+  SessionSnapshot d = AwaitEnd(*dst);
+  EXPECT_EQ(s.phase, SessionPhase::kSucceeded) << s.error;
+  EXPECT_EQ(d.phase, SessionPhase::kSucceeded) << d.error;
+  EXPECT_TRUE(d.verified);
+  EXPECT_GE(s.precopy_rounds, 1u);
+  EXPECT_GT(s.precopy_bytes, 0u);
+  ASSERT_EQ(s.devices.size(), 2u);
+  ASSERT_EQ(d.devices.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    SCOPED_TRACE(names[i]);
+    EXPECT_EQ(SourceState(i), MigState::kStop);
+    EXPECT_EQ(DestinationState(i), MigState::kRunning);
+    EXPECT_EQ(s.devices[i].transport, "fake");
+    EXPECT_EQ(d.devices[i].transport, "fake");
+    EXPECT_EQ(s.devices[i].state, "STOP");
+    EXPECT_EQ(d.devices[i].state, "RUNNING");
+    EXPECT_TRUE(s.devices[i].committed);
+    EXPECT_TRUE(d.devices[i].committed);
+    EXPECT_TRUE(d.devices[i].digest_checked);
+    EXPECT_EQ(d.devices[i].bytes, s.devices[i].bytes);
+    // The destination resumed exactly the state the source saved.
+    EXPECT_EQ(dst_entries[i]->sim->state_digest(), src_entries[i]->sim->state_digest());
+    EXPECT_EQ(ClaimOf(src_registry, names[i]), "");
+    EXPECT_EQ(ClaimOf(dst_registry, names[i]), "");
+  }
+  EXPECT_EQ(fake.opens(), 2);
+}
+
+TEST_F(SourceSessionTest, APumpFailureSendsEveryDeviceBackToRunning) {
+  AddDevices(2);
+  const absl::Status reset = absl::UnavailableError("injected: connection reset by peer");
+  fake.pump_faults[1] = {256u << 10, reset};
+  ASSERT_TRUE(PrepareDestination().ok());
+  ASSERT_TRUE(StartSource().ok());
+
+  SessionSnapshot s = AwaitEnd(*src);
+  EXPECT_EQ(s.phase, SessionPhase::kFailed);
+  EXPECT_EQ(s.error, reset);
+  EXPECT_EQ(s.devices[1].error, reset.message());
+  SessionSnapshot d = AwaitEnd(*dst);
+  EXPECT_EQ(d.phase, SessionPhase::kFailed);
+  // Which device's abandon the destination hears first is a race; both say the source gave up.
+  EXPECT_THAT(std::string(d.error.message()), HasSubstr("source abandoned the stream"));
+  for (size_t i = 0; i < 2; ++i) {
+    SCOPED_TRACE(names[i]);
+    EXPECT_EQ(SourceState(i), MigState::kRunning);
+    EXPECT_EQ(s.devices[i].state, "RUNNING");
+    EXPECT_NE(DestinationState(i), MigState::kResuming);
+    EXPECT_FALSE(d.devices[i].committed);
+    EXPECT_EQ(ClaimOf(src_registry, names[i]), "");
+    EXPECT_EQ(ClaimOf(dst_registry, names[i]), "");
+  }
+}
+
+TEST_F(SourceSessionTest, ARefusedOpenFailsTheSessionAndRestoresRunning) {
+  AddDevices(2);
+  const absl::Status refused =
+      absl::PermissionDeniedError("destination refused the stream: injected refusal");
+  fake.open_errors[1] = refused;
+  ASSERT_TRUE(PrepareDestination().ok());
+  ASSERT_TRUE(StartSource().ok());
+
+  SessionSnapshot s = AwaitEnd(*src);
+  EXPECT_EQ(s.phase, SessionPhase::kFailed);
+  EXPECT_EQ(s.error, refused);
+  EXPECT_EQ(fake.opens(), 2);  // Each device tried once; the refusal is not retried.
+  SessionSnapshot d = AwaitEnd(*dst);
+  EXPECT_EQ(d.phase, SessionPhase::kFailed);
+  for (size_t i = 0; i < 2; ++i) {
+    SCOPED_TRACE(names[i]);
+    EXPECT_EQ(SourceState(i), MigState::kRunning);
+    EXPECT_EQ(DestinationState(i), MigState::kRunning);  // Reset, whether it connected or not.
+    EXPECT_EQ(ClaimOf(src_registry, names[i]), "");
+    EXPECT_EQ(ClaimOf(dst_registry, names[i]), "");
+  }
+}
+
+TEST_F(SourceSessionTest, CancelDuringPreCopyRestoresRunning) {
+  AddDevices(2);
+  ASSERT_TRUE(PrepareDestination().ok());
+  ASSERT_TRUE(StartSource().ok());
+  SessionSnapshot s = AwaitSnapshot(*src, PrecopyRoundDone);
+  ASSERT_TRUE(PrecopyRoundDone(s)) << SessionPhaseName(s.phase) << " " << s.error;
+  ASSERT_EQ(SourceState(0), MigState::kPreCopy);
+
+  src->Cancel();
+  s = AwaitEnd(*src);
+  EXPECT_EQ(s.phase, SessionPhase::kCancelled);
+  EXPECT_EQ(s.error.code(), absl::StatusCode::kCancelled);
+  // The destination heard the source give up and reset its devices.
+  SessionSnapshot d = AwaitEnd(*dst);
+  EXPECT_EQ(d.phase, SessionPhase::kFailed);
+  EXPECT_EQ(d.error.code(), absl::StatusCode::kAborted);
+  EXPECT_THAT(std::string(d.error.message()),
+              HasSubstr("source abandoned the stream: session cancelled"));
+  for (size_t i = 0; i < 2; ++i) {
+    SCOPED_TRACE(names[i]);
+    EXPECT_EQ(SourceState(i), MigState::kRunning);
+    EXPECT_FALSE(s.devices[i].committed);
+    EXPECT_EQ(DestinationState(i), MigState::kRunning);
+    EXPECT_EQ(ClaimOf(src_registry, names[i]), "");
+  }
+}
+
+TEST_F(SourceSessionTest, CancelWhileAwaitingCommitRestoresRunning) {
+  AddDevices(2);
+  fake.withhold_verdicts = true;  // The destination's COMMITs never arrive.
+  ASSERT_TRUE(PrepareDestination().ok());
+  ASSERT_TRUE(StartSource().ok());
+  ASSERT_TRUE(src->Switchover().ok());
+  ASSERT_TRUE(fake.WaitForCommitWaiters(2, absl::Seconds(30)));
+  EXPECT_EQ(src->phase(), SessionPhase::kCommitting);
+
+  src->Cancel();
+  SessionSnapshot s = AwaitEnd(*src);
+  EXPECT_EQ(s.phase, SessionPhase::kCancelled);
+  for (size_t i = 0; i < 2; ++i) {
+    SCOPED_TRACE(names[i]);
+    EXPECT_EQ(SourceState(i), MigState::kRunning);
+    EXPECT_EQ(s.devices[i].state, "RUNNING");
+    EXPECT_FALSE(s.devices[i].committed);
+    EXPECT_EQ(ClaimOf(src_registry, names[i]), "");
+  }
+  // The destination had committed; only its answer was lost. The source cannot know, so its
+  // VM resumes here: this is the window the protocol leaves to the agents.
+  SessionSnapshot d = AwaitEnd(*dst);
+  EXPECT_EQ(d.phase, SessionPhase::kSucceeded);
+}
+
+TEST_F(SourceSessionTest, ADestinationFailureReachesTheSource) {
+  AddDevices(1);
+  const absl::Status bad = absl::DataLossError("injected: record 3 is malformed");
+  fake.receive_faults[0] = {512u << 10, bad};
+  ASSERT_TRUE(PrepareDestination().ok());
+  ASSERT_TRUE(StartSource().ok());
+
+  SessionSnapshot s = AwaitEnd(*src);
+  EXPECT_EQ(s.phase, SessionPhase::kFailed);
+  EXPECT_EQ(s.error.code(), bad.code());
+  EXPECT_THAT(std::string(s.error.message()), HasSubstr(std::string(bad.message())));
+  EXPECT_EQ(SourceState(0), MigState::kRunning);
+  EXPECT_EQ(ClaimOf(src_registry, names[0]), "");
+  SessionSnapshot d = AwaitEnd(*dst);
+  EXPECT_EQ(d.phase, SessionPhase::kFailed);
+  EXPECT_EQ(d.error, bad);
+  EXPECT_EQ(DestinationState(0), MigState::kRunning);
+}
+
+// A device whose own stream committed is undone when another device then fails: the source
+// takes it back to RUNNING and the destination resets it (final state STOP here, so a device
+// left committed would show).
+TEST_F(SourceSessionTest, AFailureAfterAnotherDeviceCommittedUndoesThatCommitOnBothSides) {
+  AddDevices(2);
+  dst_config.final_state = MigState::kStop;
+  const absl::Status bad = absl::DataLossError("injected: device 1 rejected its stream");
+  fake.HoldReceive(1);
+  fake.receive_faults[1] = {64u << 10, bad};
+  ASSERT_TRUE(PrepareDestination().ok());
+  ASSERT_TRUE(StartSource().ok());
+  ASSERT_TRUE(src->Switchover().ok());
+  SessionSnapshot s = AwaitSnapshot(*src, [](const SessionSnapshot& s) {
+    return IsFinal(s.phase) || s.devices[0].state == "STOP";
+  });
+  ASSERT_EQ(s.devices[0].state, "STOP") << s.error;
+  ASSERT_EQ(DestinationState(0), MigState::kStop);
+
+  fake.ResumeReceive(1);
+  s = AwaitEnd(*src);
+  SessionSnapshot d = AwaitEnd(*dst);
+  EXPECT_EQ(s.phase, SessionPhase::kFailed);
+  EXPECT_THAT(std::string(s.error.message()), HasSubstr(std::string(bad.message())));
+  EXPECT_EQ(d.phase, SessionPhase::kFailed);
+  EXPECT_EQ(d.error, bad);
+  for (size_t i = 0; i < 2; ++i) {
+    SCOPED_TRACE(names[i]);
+    EXPECT_EQ(SourceState(i), MigState::kRunning);
+    EXPECT_EQ(DestinationState(i), MigState::kRunning);
+    EXPECT_FALSE(d.devices[i].committed);
+  }
+}
+
+// One device's stream fails on the destination while another device's stream is busy. The
+// destination fails the whole session and tells every other stream "session cancelled"; the
+// source must still end FAILED with the real error, not CANCELLED as if its agent had asked.
+// Disabled because it fails today: the busy device hears the destination's CANCELLED first and
+// the source session takes any Cancelled error for its own cancel (Session::Finish), so it
+// ends CANCELLED with "destination gave up: session cancelled" and the real error is lost.
+TEST_F(SourceSessionTest, DISABLED_ADestinationFailureOnOneDeviceIsNotReportedAsACancel) {
+  sim::SimDeviceSpec busy = SmallDevice();
+  busy.dirty_rate = 256u << 20;  // dev0 always has PRE_COPY data: its sender is always pumping.
+  AddDevices(1, busy);
+  sim::SimDeviceSpec quiet = SmallDevice();
+  quiet.features.flags = MigFeatures::kStopCopy | MigFeatures::kP2P;  // dev1 waits idle.
+  quiet.seed = 7;
+  AddDevice(quiet, BlankLike(quiet));
+  const absl::Status bad = absl::DataLossError("injected: device 1 rejected its stream");
+  fake.receive_faults[1] = {0, bad};
+  ASSERT_TRUE(PrepareDestination().ok());
+  ASSERT_TRUE(StartSource().ok());
+
+  SessionSnapshot d = AwaitEnd(*dst);
+  EXPECT_EQ(d.error, bad);
+  SessionSnapshot s = AwaitEnd(*src);
+  EXPECT_EQ(s.phase, SessionPhase::kFailed) << s.error;
+  EXPECT_THAT(std::string(s.error.message()), HasSubstr(std::string(bad.message())));
+  EXPECT_EQ(SourceState(0), MigState::kRunning);
+  EXPECT_EQ(SourceState(1), MigState::kRunning);
+}
+
+TEST_F(SourceSessionTest, ASpecTheTransportRefusesLeavesTheDevicesUnclaimed) {
+  AddDevices(2);
+  src_config.streams = 2;  // The fake transport does not stripe.
+  absl::Status started = StartSource();
+  EXPECT_EQ(started.code(), absl::StatusCode::kInvalidArgument) << started;
+  EXPECT_EQ(fake.opens(), 0);
+  for (size_t i = 0; i < 2; ++i) {
+    SCOPED_TRACE(names[i]);
+    EXPECT_EQ(ClaimOf(src_registry, names[i]), "");
+    EXPECT_EQ(SourceState(i), MigState::kRunning);
+  }
+}
+
+TEST_F(SourceSessionTest, ADeviceNotRunningIsRefusedAndNothingIsClaimed) {
+  AddDevices(2);
+  {
+    absl::MutexLock l(&src_entries[1]->mu);
+    ASSERT_TRUE(src_entries[1]->device->SetState(MigState::kStop).ok());
+  }
+  absl::Status started = StartSource();
+  EXPECT_EQ(started.code(), absl::StatusCode::kFailedPrecondition) << started;
+  EXPECT_THAT(std::string(started.message()), HasSubstr("dev1"));
+  EXPECT_EQ(ClaimOf(src_registry, names[0]), "");
+  EXPECT_EQ(ClaimOf(src_registry, names[1]), "");
+  EXPECT_EQ(SourceState(0), MigState::kRunning);
+  EXPECT_EQ(SourceState(1), MigState::kStop);
+}
+
+}  // namespace
+}  // namespace migmover

@@ -1,0 +1,176 @@
+#include "transport/testing/fake_transport.h"
+
+#include <sys/socket.h>
+
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "transport/base/errno_status.h"
+
+namespace migmover::transport {
+
+class FakeSourceChannel final : public SourceChannel {
+ public:
+  FakeSourceChannel(FakeTransport* transport, const SessionSpec& spec)
+      : transport_(transport), spec_(spec) {}
+
+  absl::StatusOr<std::unique_ptr<DeviceStreamSender>> Open(uint32_t device,
+                                                           absl::Duration timeout) override {
+    return transport_->Open(spec_, device, timeout);
+  }
+  std::string Describe() const override { return "the fake transport (in memory)"; }
+
+ private:
+  FakeTransport* const transport_;
+  const SessionSpec spec_;
+};
+
+class FakeDestinationChannel final : public DestinationChannel {
+ public:
+  FakeDestinationChannel(FakeTransport* transport, const SessionSpec& spec)
+      : transport_(transport), spec_(spec) {}
+
+  absl::StatusOr<std::unique_ptr<DeviceStreamReceiver>> Accept(const peer::Hello& hello,
+                                                               UniqueFd connection,
+                                                               absl::Time) override {
+    {
+      absl::MutexLock l(&mu_);
+      if (dropped_) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("session '", spec_.session_id, "' is over"));
+      }
+    }
+    return transport_->Accept(spec_, hello, std::move(connection));
+  }
+
+  // No stream is ever partly connected (one connection each), so there is nothing to close;
+  // later HELLOs are refused, as a real channel's are.
+  void DropPending() override {
+    absl::MutexLock l(&mu_);
+    dropped_ = true;
+  }
+
+ private:
+  FakeTransport* const transport_;
+  const SessionSpec spec_;
+  absl::Mutex mu_;
+  bool dropped_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+absl::StatusOr<std::unique_ptr<SourceChannel>> FakeTransport::StartSource(const SessionSpec& spec) {
+  if (spec.streams != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("streams ", spec.streams, ": the fake transport does not stripe"));
+  }
+  return std::unique_ptr<SourceChannel>(new FakeSourceChannel(this, spec));
+}
+
+absl::StatusOr<std::unique_ptr<DestinationChannel>> FakeTransport::StartDestination(
+    const SessionSpec& spec) {
+  if (!start_destination_error.ok()) return start_destination_error;
+  return std::unique_ptr<DestinationChannel>(new FakeDestinationChannel(this, spec));
+}
+
+FakeStreamOptions FakeTransport::OptionsFor(const SessionSpec& spec,
+                                            const std::map<uint32_t, FakeFault>& faults,
+                                            uint32_t device) const {
+  FakeStreamOptions o;
+  o.idle_timeout = spec.stream.idle_timeout;
+  if (auto it = faults.find(device); it != faults.end()) o.fault = it->second;
+  o.withhold_verdict = withhold_verdicts;
+  return o;
+}
+
+absl::StatusOr<std::unique_ptr<DeviceStreamSender>> FakeTransport::Open(const SessionSpec& spec,
+                                                                        uint32_t device,
+                                                                        absl::Duration timeout) {
+  ++opens_;
+  if (auto it = open_errors.find(device); it != open_errors.end()) return it->second;
+  if (!deliver) return absl::FailedPreconditionError("fake transport: nothing to deliver to");
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+    return ErrnoStatus("socketpair(AF_UNIX, SOCK_STREAM)", errno);
+  }
+  UniqueFd source_end(fds[0]), destination_end(fds[1]);
+  auto wire = std::make_shared<FakeWire>(device, max_queued_bytes);
+  wire->source_end = std::move(source_end);
+  wire->commit_waiters = &commit_waiters_;
+  const Key key{spec.session_id, device};
+  {
+    absl::MutexLock l(&mu_);
+    {
+      absl::MutexLock w(&wire->mu);
+      wire->held = held_[device];
+    }
+    waiting_[key] = wire;
+    all_[key] = wire;
+  }
+  peer::Hello hello;
+  hello.session_id = spec.session_id;
+  hello.device = device;
+  hello.device_count = spec.device_count;
+  hello.token = spec.token;
+  // No lock held: the destination calls back into Accept from here.
+  absl::Status answer = deliver(hello, std::move(destination_end), absl::Now() + timeout);
+  {
+    absl::MutexLock l(&mu_);
+    if (auto it = waiting_.find(key); it != waiting_.end() && it->second == wire) {
+      waiting_.erase(it);
+    }
+  }
+  if (!answer.ok()) {
+    return absl::Status(answer.code(),
+                        absl::StrCat("destination refused the stream: ", answer.message()));
+  }
+  return std::unique_ptr<DeviceStreamSender>(
+      new FakeSender(std::move(wire), OptionsFor(spec, pump_faults, device)));
+}
+
+absl::StatusOr<std::unique_ptr<DeviceStreamReceiver>> FakeTransport::Accept(
+    const SessionSpec& spec, const peer::Hello& hello, UniqueFd connection) {
+  std::shared_ptr<FakeWire> wire;
+  {
+    absl::MutexLock l(&mu_);
+    auto it = waiting_.find(Key{hello.session_id, hello.device});
+    if (it == waiting_.end()) {
+      return absl::FailedPreconditionError(absl::StrCat("fake transport: no stream of session '",
+                                                        hello.session_id, "' device ", hello.device,
+                                                        " is being opened"));
+    }
+    wire = std::move(it->second);
+    waiting_.erase(it);
+  }
+  {
+    absl::MutexLock w(&wire->mu);
+    wire->destination_end = std::move(connection);
+  }
+  return std::unique_ptr<DeviceStreamReceiver>(
+      new FakeReceiver(std::move(wire), OptionsFor(spec, receive_faults, hello.device)));
+}
+
+void FakeTransport::HoldReceive(uint32_t device) {
+  absl::MutexLock l(&mu_);
+  held_[device] = true;
+  for (auto& [key, wire] : all_) {
+    if (key.second != device) continue;
+    absl::MutexLock w(&wire->mu);
+    wire->held = true;
+  }
+}
+
+void FakeTransport::ResumeReceive(uint32_t device) {
+  absl::MutexLock l(&mu_);
+  held_[device] = false;
+  for (auto& [key, wire] : all_) {
+    if (key.second != device) continue;
+    absl::MutexLock w(&wire->mu);
+    wire->held = false;
+  }
+}
+
+bool FakeTransport::WaitForCommitWaiters(int n, absl::Duration timeout) {
+  return commit_waiters_.AwaitAtLeast(n, timeout);
+}
+
+}  // namespace migmover::transport
