@@ -121,7 +121,10 @@ absl::Status DestinationSession::AcceptStream(const peer::Hello& hello, UniqueFd
   } else if (hello.device >= entries_.size()) {
     verdict = absl::InvalidArgumentError(absl::StrCat("device index ", hello.device));
   } else if (IsFinal(phase()) || cancel_.load()) {
-    verdict = absl::FailedPreconditionError(absl::StrCat("session '", id_, "' is over"));
+    // The source learns why (its token matched): another device's failure, or a cancel.
+    const absl::Status why = error();
+    verdict = absl::FailedPreconditionError(
+        absl::StrCat("session '", id_, "' is over", why.ok() ? "" : ": ", why.message()));
   } else if (connected_[hello.device].load()) {
     verdict = absl::AlreadyExistsError(
         absl::StrCat("device ", hello.device, " of session '", id_, "' is already connected"));
@@ -258,7 +261,16 @@ void DestinationSession::Run(size_t i, std::unique_ptr<transport::DeviceStreamRe
                  << (e->runs_fsm() ? MigStateName(config_.final_state) : "closed");
     return absl::OkStatus();
   }();
-  absl::Status sent = receiver->SendCommit(status);
+  // A device stopped because another one failed is not a cancel the agent asked for: its
+  // source learns what really failed, so it fails (not cancels) with that reason.
+  absl::Status verdict = status;
+  if (status.code() == absl::StatusCode::kCancelled) {
+    if (absl::Status first = error(); !first.ok() && first.code() != absl::StatusCode::kCancelled) {
+      verdict = absl::AbortedError(
+          absl::StrCat("another device of the session failed: ", first.message()));
+    }
+  }
+  absl::Status sent = receiver->SendCommit(verdict);
   if (!sent.ok() && status.ok()) {
     MM_LOG(WARNING) << "session " << id_ << ": device " << e->name
                     << ": committed but the COMMIT did not reach the source: " << sent;

@@ -105,6 +105,7 @@ void SourceSession::SetBandwidth(uint64_t bytes_per_second) {
 }
 
 void SourceSession::Cancel() {
+  agent_cancelled_ = true;
   if (!cancel_.exchange(true)) {
     if (!IsFinal(phase())) MM_LOG(INFO) << "session " << id_ << ": cancel requested";
     absl::MutexLock l(&wake_mu_);
@@ -114,8 +115,13 @@ void SourceSession::Cancel() {
 void SourceSession::Run(size_t i) {
   pthread_setname_np(pthread_self(), absl::StrCat("mm-src-dev", i).substr(0, 15).c_str());
   absl::Status s = RunDevice(i);
+  if (s.code() == absl::StatusCode::kCancelled && !agent_cancelled_.load()) {
+    // Only the agent cancels a migration; a peer's CANCELLED verdict is a failure here.
+    s = absl::AbortedError(s.message());
+  }
   if (!s.ok()) {
-    Fail(i, cancel_.load() && error().ok() ? absl::CancelledError("session cancelled") : s);
+    Fail(i, agent_cancelled_.load() && error().ok() ? absl::CancelledError("session cancelled")
+                                                    : s);
     cancel_ = true;  // One device failing fails the migration: stop the others too.
     { absl::MutexLock l(&wake_mu_); }
     Recover(i);

@@ -81,7 +81,8 @@ class SourceSession final : public Session {
   std::vector<DeviceEntry*> entries_;
   std::vector<UniqueFd> data_fds_;
   std::atomic<bool> switchover_{false};
-  std::atomic<bool> cancel_{false};
+  std::atomic<bool> cancel_{false};          // Stops every device: cancel or a failure.
+  std::atomic<bool> agent_cancelled_{false};  // Cancel() was called.
   std::atomic<int> running_workers_{0};
   absl::Mutex wake_mu_;  // Wakes idle PRE_COPY loops at switchover or cancel.
   WorkerThreads workers_;

@@ -151,10 +151,14 @@ TEST_F(SourceSessionTest, CancelWhileAwaitingCommitRestoresRunning) {
     EXPECT_FALSE(s.devices[i].committed);
     EXPECT_EQ(ClaimOf(src_registry, names[i]), "");
   }
-  // The destination had committed; only its answer was lost. The source cannot know, so its
-  // VM resumes here: this is the window the protocol leaves to the agents.
+  // The destination may have committed before the source's abandon reached it (only its
+  // answer was withheld), or not: the source cannot know, so its VM resumes here. Either way
+  // the destination ends and leaves no device half-resumed. Closing this window (a device
+  // running on both hosts) is the commit protocol's job (issue 10).
   SessionSnapshot d = AwaitEnd(*dst);
-  EXPECT_EQ(d.phase, SessionPhase::kSucceeded);
+  EXPECT_TRUE(d.phase == SessionPhase::kSucceeded || d.phase == SessionPhase::kFailed)
+      << SessionPhaseName(d.phase);
+  for (size_t i = 0; i < 2; ++i) EXPECT_NE(DestinationState(i), MigState::kResuming);
 }
 
 TEST_F(SourceSessionTest, ADestinationFailureReachesTheSource) {
@@ -210,12 +214,11 @@ TEST_F(SourceSessionTest, AFailureAfterAnotherDeviceCommittedUndoesThatCommitOnB
 }
 
 // One device's stream fails on the destination while another device's stream is busy. The
-// destination fails the whole session and tells every other stream "session cancelled"; the
-// source must still end FAILED with the real error, not CANCELLED as if its agent had asked.
-// Disabled because it fails today: the busy device hears the destination's CANCELLED first and
-// the source session takes any Cancelled error for its own cancel (Session::Finish), so it
-// ends CANCELLED with "destination gave up: session cancelled" and the real error is lost.
-TEST_F(SourceSessionTest, DISABLED_ADestinationFailureOnOneDeviceIsNotReportedAsACancel) {
+// destination fails the whole session and stops every other stream; the source must still end
+// FAILED with the real error, not CANCELLED as if its agent had asked. (It used to: the busy
+// device heard the destination's CANCELLED first, and the source took any Cancelled error for
+// its own cancel, so the real error was lost.)
+TEST_F(SourceSessionTest, ADestinationFailureOnOneDeviceIsNotReportedAsACancel) {
   sim::SimDeviceSpec busy = SmallDevice();
   busy.dirty_rate = 256u << 20;  // dev0 always has PRE_COPY data: its sender is always pumping.
   AddDevices(1, busy);
