@@ -87,18 +87,6 @@ absl::StatusOr<std::unique_ptr<PumpJob>> PumpWorker::RunJob(uint32_t slots_wante
   return std::move(r.job);
 }
 
-absl::StatusOr<PumpResult> PumpWorker::Run(StreamSender* sender, int data_fd, wire::Phase phase,
-                                           uint64_t max_bytes, const std::atomic<bool>& stop,
-                                           const std::atomic<bool>& cancel) {
-  absl::StatusOr<std::unique_ptr<PumpJob>> job = RunJob(
-      sender->CopyJobSlots(),
-      [&](uring::Ring* ring, BufferPool* pool, std::span<const uint32_t> slots, uint32_t id) {
-        return sender->MakeCopyJob(ring, pool, slots, id, data_fd, phase, max_bytes, stop, cancel);
-      });
-  if (!job.ok()) return job.status();
-  return StreamSender::CopyJobResult(**job);
-}
-
 void PumpWorker::Loop() {
   pthread_setname_np(pthread_self(), "mm-pump-worker");
   {

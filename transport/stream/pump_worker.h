@@ -1,5 +1,6 @@
 // PumpWorker: one thread with one io_uring and one registered buffer pool that moves the data
-// of several device streams at once. A session with W workers spreads its devices over them, so
+// of several device streams at once. It knows only the PumpJob interface: a stream hands it a
+// factory for its job and gets the finished job back. A session with W workers spreads its devices over them, so
 // the number of data-moving threads is the migration's choice, not the device count. Callers
 // keep their own (mostly idle) control threads: Run() hands a pump to the worker and waits.
 #ifndef MIGMOVER_TRANSPORT_STREAM_PUMP_WORKER_H_
@@ -20,7 +21,6 @@
 #include "transport/base/unique_fd.h"
 #include "transport/stream/buffer_pool.h"
 #include "transport/stream/pump_job.h"
-#include "transport/stream/stream_sender.h"
 #include "transport/uring/ring.h"
 
 namespace migmover::stream {
@@ -47,12 +47,6 @@ class PumpWorker {
   using JobFactory = std::function<std::unique_ptr<PumpJob>(
       uring::Ring* ring, BufferPool* pool, std::span<const uint32_t> slots, uint32_t job_id)>;
   absl::StatusOr<std::unique_ptr<PumpJob>> RunJob(uint32_t slots_wanted, JobFactory make);
-
-  // A stream's copy-path pump (see StreamSender::Pump) as a job of this worker. The sender's
-  // chunk size must not exceed the worker's.
-  absl::StatusOr<PumpResult> Run(StreamSender* sender, int data_fd, wire::Phase phase,
-                                 uint64_t max_bytes, const std::atomic<bool>& stop,
-                                 const std::atomic<bool>& cancel);
 
   uint32_t chunk_size() const { return chunk_size_; }
 

@@ -466,7 +466,13 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
                                                   const std::atomic<bool>& stop,
                                                   const std::atomic<bool>& cancel) {
   if (worker_ != nullptr) {
-    return worker_->Run(this, data_fd, phase, max_bytes, stop, cancel);
+    absl::StatusOr<std::unique_ptr<PumpJob>> job = worker_->RunJob(
+        CopyJobSlots(),
+        [&](uring::Ring* ring, BufferPool* pool, std::span<const uint32_t> slots, uint32_t id) {
+          return MakeCopyJob(ring, pool, slots, id, data_fd, phase, max_bytes, stop, cancel);
+        });
+    if (!job.ok()) return job.status();
+    return CopyJobResult(**job);
   }
   if (ring_ == nullptr) {
     ASSIGN_OR_RETURN(own_ring_, uring::Ring::Create(64));

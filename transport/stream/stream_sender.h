@@ -81,18 +81,6 @@ class StreamSender final : public transport::DeviceStreamSender {
     worker_buffers_ = max_buffers;
   }
 
-  // For PumpWorker: the copy path of one Pump call as a job on `ring`, using the given buffers
-  // of `pool` (registered with `ring`), its requests tagged with `job`.
-  std::unique_ptr<PumpJob> MakeCopyJob(uring::Ring* ring, BufferPool* pool,
-                                       std::span<const uint32_t> slots, uint32_t job, int data_fd,
-                                       wire::Phase phase, uint64_t max_bytes,
-                                       const std::atomic<bool>& stop,
-                                       const std::atomic<bool>& cancel);
-  // The outcome of a job MakeCopyJob made, once it is Done().
-  static absl::StatusOr<PumpResult> CopyJobResult(const PumpJob& job);
-  // How many buffers a copy job of this stream wants.
-  uint32_t CopyJobSlots() const;
-
   // The first connection (HELLO and control frames); owned by this sender.
   int control_connection() const { return sockets_[0].get(); }
   DataPath PlannedDataPath(int data_fd) const override;
@@ -106,6 +94,18 @@ class StreamSender final : public transport::DeviceStreamSender {
   bool digest_valid() const { return digest_valid_; }
 
  private:
+  // The copy path of one Pump call as a job on `ring`, using the given buffers of `pool`
+  // (registered with `ring`), its requests tagged with `job`.
+  std::unique_ptr<PumpJob> MakeCopyJob(uring::Ring* ring, BufferPool* pool,
+                                       std::span<const uint32_t> slots, uint32_t job, int data_fd,
+                                       wire::Phase phase, uint64_t max_bytes,
+                                       const std::atomic<bool>& stop,
+                                       const std::atomic<bool>& cancel);
+  // The outcome of a job MakeCopyJob made, once it is Done().
+  static absl::StatusOr<PumpResult> CopyJobResult(const PumpJob& job);
+  // How many buffers a copy job of this stream wants.
+  uint32_t CopyJobSlots() const;
+
   StreamSender(uring::Ring* ring, std::vector<UniqueFd> sockets, uint32_t device,
                const StreamOptions& options);
   class CopyJob;
