@@ -14,6 +14,7 @@
 #include "transport/base/status_macros.h"
 #include "transport/peer/handshake.h"
 #include "transport/stream/stream_errors.h"
+#include "transport/stream/stream_rules.h"
 
 namespace migmover::dpdk {
 namespace {
@@ -401,6 +402,8 @@ absl::StatusOr<transport::ReceiveResult> LinkStreamReceiver::Receive(int data_fd
   iovec pieces[kMaxPieces];
   absl::Time progress = absl::Now();
   PeerWatch watch(options_.peer_connection_fd);
+  // The link is one ordered connection; the source's first frame on it is number 0.
+  stream::IncomingStream rules(device_, 1, 0);
   int spins = 0;
   while (true) {
     if (cancel.load()) return absl::CancelledError("stream cancelled");
@@ -454,43 +457,15 @@ absl::StatusOr<transport::ReceiveResult> LinkStreamReceiver::Receive(int data_fd
     spins = 0;
     const FrameHeader& h = reader.frame().header;
     reader.Done();
-    if (h.seq != next_seq_) {
-      return absl::DataLossError(absl::StrCat("device stream ", device_, ": frame sequence ", h.seq,
-                                              ", expected ", next_seq_));
-    }
-    ++next_seq_;
-    if (h.device != device_) {
-      return absl::DataLossError(
-          absl::StrCat("frame for device ", h.device, " on the link of device ", device_));
-    }
-    switch (static_cast<FrameType>(h.type)) {
-      case FrameType::kData:
-        if (h.offset != offset_) {
-          return absl::DataLossError(absl::StrCat("device stream ", device_, ": DATA at offset ",
-                                                  h.offset, ", expected ", offset_));
-        }
-        payload_left = h.length;
-        break;
-      case FrameType::kKeepalive:
-        break;
-      case FrameType::kEndPhase:
-        if (h.phase == static_cast<uint8_t>(Phase::kPreCopy)) ++result.precopy_phases_ended;
-        break;
-      case FrameType::kEndStream: {
-        ASSIGN_OR_RETURN(peer::EndStream end, peer::ParseEndStream(h, reader.frame().payload));
-        if (end.total_bytes != offset_)
-          return stream::EndStreamTotalError(end.total_bytes, offset_);
-        if (end.digest_kind == wire::DigestKind::kXxh3_64) {
-          if (end.digest != digest_.Value()) return stream::DigestMismatchError();
-          result.digest_checked = true;
-        }
-        return result;
-      }
-      case FrameType::kError:
-        return stream::SourceAbandonedError(h, reader.frame().payload);
-      default:
-        return absl::DataLossError(
-            absl::StrCat("unexpected ", peer::FrameTypeName(h.type), " frame in a device stream"));
+    ASSIGN_OR_RETURN(stream::IncomingStream::Frame f, rules.OnHeader(0, h, offset_));
+    result.precopy_phases_ended = rules.precopy_phases_ended();
+    payload_left = f.data_length;
+    if (f.type == FrameType::kError) return rules.OnError(h, reader.frame().payload);
+    if (f.type == FrameType::kEndStream) {
+      RETURN_IF_ERROR(rules.OnEndStream(h, reader.frame().payload, offset_).status());
+      // Every byte passed through userspace here: the digest is always checked when sent.
+      ASSIGN_OR_RETURN(result.digest_checked, rules.CheckComplete(offset_, digest_.Value()));
+      return result;
     }
   }
 }

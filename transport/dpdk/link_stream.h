@@ -137,7 +137,6 @@ class LinkStreamReceiver final : public transport::DeviceStreamReceiver {
   ReliableLink* const link_;
   const uint32_t device_;
   const LinkStreamOptions options_;
-  uint64_t next_seq_ = 0;
   uint64_t offset_ = 0;
   std::atomic<uint64_t> received_{0};
   std::atomic<uint64_t>* counter_ = nullptr;

@@ -245,6 +245,39 @@ TEST_F(LinkStreamTest, ACommitOutOfSequenceIsRefused) {
   EXPECT_NE(v.message().find("sequence number 57, expected 0"), std::string::npos) << v;
 }
 
+// The stream's rules, as on TCP (stream_test): PRE_COPY data after END_PHASE(PRE_COPY) is refused.
+TEST_F(LinkStreamTest, PreCopyDataAfterItsPhaseEndedIsDataLoss) {
+  std::atomic<bool> cancel{false};
+  wire::FrameHeader h{};
+  h.magic = wire::kFrameMagic;
+  h.type = static_cast<uint8_t>(wire::FrameType::kData);
+  h.phase = static_cast<uint8_t>(Phase::kPreCopy);
+  h.length = 4;
+  h.seq = 1;
+  std::string frame = peer::EncodeEndPhase(0, 0, Phase::kPreCopy);
+  std::array<uint8_t, wire::kFrameHeaderSize + 4> data{};
+  peer::EncodeHeader(
+      h, std::span<uint8_t, wire::kFrameHeaderSize>(data.data(), wire::kFrameHeaderSize));
+  frame.append(reinterpret_cast<const char*>(data.data()), data.size());
+  ASSERT_EQ(src_link_->Write({reinterpret_cast<const uint8_t*>(frame.data()), frame.size()}),
+            frame.size());
+  std::thread pump([&] {
+    for (int i = 0; i < 2000 && !cancel.load(); ++i) {
+      src_link_->Poll().IgnoreError();
+      ::usleep(500);
+    }
+  });
+  auto p = MakePipe();
+  ASSERT_TRUE(p.ok());
+  LinkStreamReceiver r(dst_link_.get(), 0, {});
+  auto got = r.Receive(p->write.get(), cancel);
+  cancel = true;
+  pump.join();
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kDataLoss) << got.status();
+  EXPECT_NE(got.status().message().find("after the PRE_COPY phase ended"), std::string::npos)
+      << got.status();
+}
+
 TEST_F(LinkStreamTest, OutOfPlaceDataIsDataLoss) {
   std::atomic<bool> cancel{false};
   wire::FrameHeader h{};

@@ -35,8 +35,7 @@ StreamReceiver::StreamReceiver(uring::Ring* ring, std::vector<UniqueFd> sockets,
     : ring_(ring),
       sockets_(std::move(sockets)),
       device_(device),
-      next_seqs_(sockets_.size(), next_seq),
-      last_offsets_(sockets_.size(), 0),
+      rules_(device, sockets_.size(), next_seq),
       options_(options),
       digest_(new StreamDigest) {}
 
@@ -49,7 +48,7 @@ absl::StatusOr<std::unique_ptr<StreamReceiver>> StreamReceiver::Create(
   sockets.push_back(std::move(socket));
   std::unique_ptr<StreamReceiver> r;
   ASSIGN_OR_RETURN(r, Create(ring, std::move(sockets), device, options));
-  r->next_seqs_[0] = next_seq;
+  r->rules_ = IncomingStream(device, 1, next_seq);
   return r;
 }
 
@@ -98,52 +97,19 @@ absl::StatusOr<ReceiveResult> StreamReceiver::Receive(int data_fd,
 absl::Status StreamReceiver::OnHeader(size_t k, const FrameHeader& h, uint32_t* data_len,
                                       bool* ended, ReceiveResult* result) {
   *data_len = 0;
-  if (h.seq != next_seqs_[k]) {
-    return absl::DataLossError(absl::StrCat("device stream ", device_, " connection ", k,
-                                            ": frame sequence ", h.seq, ", expected ",
-                                            next_seqs_[k]));
+  ASSIGN_OR_RETURN(IncomingStream::Frame f, rules_.OnHeader(k, h, offset_));
+  result->precopy_phases_ended = rules_.precopy_phases_ended();
+  if (f.needs_payload) {
+    // Control payloads are small and follow their header at once.
+    ASSIGN_OR_RETURN(std::string payload, peer::ReadControlPayload(
+                                              sockets_[k].get(), h,
+                                              absl::Now() + options_.idle_timeout));
+    if (f.type == FrameType::kError) return rules_.OnError(h, payload);
+    RETURN_IF_ERROR(rules_.OnEndStream(h, payload, offset_).status());
+    *ended = true;
   }
-  ++next_seqs_[k];
-  if (h.device != device_) {
-    return absl::DataLossError(
-        absl::StrCat("frame for device ", h.device, " on the connection of device ", device_));
-  }
-  const auto type = static_cast<FrameType>(h.type);
-  if (k != 0 && type != FrameType::kData) {
-    return absl::DataLossError(absl::StrCat(peer::FrameTypeName(h.type), " on striped connection ",
-                                            k, " (control frames travel on the first)"));
-  }
-  const absl::Time deadline = absl::Now() + options_.idle_timeout;
-  const int fd = sockets_[k].get();
-  switch (type) {
-    case FrameType::kData:
-      if (sockets_.size() == 1 ? h.offset != offset_ : h.offset < last_offsets_[k]) {
-        return absl::DataLossError(absl::StrCat("device stream ", device_, ": DATA at offset ",
-                                                h.offset, ", expected ",
-                                                sockets_.size() == 1 ? offset_ : last_offsets_[k]));
-      }
-      last_offsets_[k] = h.offset + h.length;
-      *data_len = h.length;
-      return absl::OkStatus();
-    case FrameType::kKeepalive:
-      return absl::OkStatus();
-    case FrameType::kEndPhase:
-      if (h.phase == static_cast<uint8_t>(Phase::kPreCopy)) ++result->precopy_phases_ended;
-      return absl::OkStatus();
-    case FrameType::kEndStream: {
-      ASSIGN_OR_RETURN(std::string payload, peer::ReadControlPayload(fd, h, deadline));
-      ASSIGN_OR_RETURN(end_, peer::ParseEndStream(h, payload));
-      *ended = true;
-      return absl::OkStatus();
-    }
-    case FrameType::kError: {
-      ASSIGN_OR_RETURN(std::string payload, peer::ReadControlPayload(fd, h, deadline));
-      return SourceAbandonedError(h, payload);
-    }
-    default:
-      return absl::DataLossError(
-          absl::StrCat("unexpected ", peer::FrameTypeName(h.type), " frame in a device stream"));
-  }
+  *data_len = f.data_length;
+  return absl::OkStatus();
 }
 
 // The copy path of a stream's Receive: receives frames on every connection into registered
@@ -175,12 +141,11 @@ class StreamReceiver::ReceiveJob final : public PumpJob {
     if (!error_.ok()) return error_;
     ReceiveResult result = result_;
     result.total_bytes = write_offset_;
-    if (r_->end_.digest_kind == wire::DigestKind::kXxh3_64 && r_->digest_valid_) {
-      if (r_->digest_->Value() != r_->end_.digest) {
-        return DigestMismatchError();
-      }
-      result.digest_checked = true;
-    }
+    absl::StatusOr<bool> checked = r_->rules_.CheckComplete(
+        write_offset_, r_->digest_valid_ ? std::optional<uint64_t>(r_->digest_->Value())
+                                         : std::nullopt);
+    if (!checked.ok()) return checked.status();
+    result.digest_checked = *checked;
     return result;
   }
 
@@ -255,7 +220,8 @@ class StreamReceiver::ReceiveJob final : public PumpJob {
           r_->digest_->Update(pool_->payload(pool_index_[writing_]), pc.len);
           digest_due_ = false;
         }
-      } else if (ended_ && received_ == r_->end_.total_bytes && write_offset_ < received_) {
+      } else if (ended_ && received_ == r_->rules_.end().total_bytes &&
+                 write_offset_ < received_) {
         // Every byte the source counted has arrived, yet the next one is missing: the frames
         // left a hole (and so overlapped elsewhere).
         Fail(absl::DataLossError(absl::StrCat("device stream ", r_->device_,
@@ -329,7 +295,7 @@ class StreamReceiver::ReceiveJob final : public PumpJob {
     return false;
   }
   bool Complete() const {
-    return ended_ && received_ == r_->end_.total_bytes && write_offset_ == received_ &&
+    return ended_ && received_ == r_->rules_.end().total_bytes && write_offset_ == received_ &&
            !write_inflight_;
   }
   void CancelOwn() {
@@ -379,12 +345,7 @@ class StreamReceiver::ReceiveJob final : public PumpJob {
     } else {
       cn.state = Conn::kIdle;
     }
-    // On one connection nothing follows END_STREAM; striped, frames on the other connections
-    // may still be on their way.
-    if (ended_ &&
-        (received_ > r_->end_.total_bytes || (nsock_ == 1 && received_ != r_->end_.total_bytes))) {
-      Fail(EndStreamTotalError(r_->end_.total_bytes, received_));
-    }
+
   }
 
   void OnPayloadBytes(uint32_t k, int32_t res) {
@@ -411,8 +372,8 @@ class StreamReceiver::ReceiveJob final : public PumpJob {
     cn.frame_left -= cn.want;
     cn.want = 0;
     if (cn.frame_left == 0) cn.state = Conn::kIdle;
-    if (ended_ && received_ > r_->end_.total_bytes) {
-      Fail(EndStreamTotalError(r_->end_.total_bytes, received_));
+    if (ended_ && received_ > r_->rules_.end().total_bytes) {
+      Fail(EndStreamTotalError(r_->rules_.end().total_bytes, received_));
     }
   }
 
@@ -583,9 +544,7 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveSplice(int data_fd,
       left -= in;
     }
   }
-  if (end_.total_bytes != offset_) {
-    return EndStreamTotalError(end_.total_bytes, offset_);
-  }
+  RETURN_IF_ERROR(rules_.CheckComplete(offset_, std::nullopt).status());
   result.total_bytes = offset_;
   return result;
 }

@@ -28,6 +28,7 @@
 #include "transport/stream/buffer_pool.h"
 #include "transport/stream/pump_job.h"
 #include "transport/stream/stream_options.h"
+#include "transport/stream/stream_rules.h"
 #include "transport/uring/ring.h"
 
 namespace migmover::stream {
@@ -107,16 +108,14 @@ class StreamReceiver final : public transport::DeviceStreamReceiver {
   uint32_t worker_buffers_ = 64;
   std::vector<UniqueFd> sockets_;
   const uint32_t device_;
-  std::vector<uint64_t> next_seqs_;     // Per connection.
-  std::vector<uint64_t> last_offsets_;  // Per connection: end of its last DATA frame.
-  uint64_t next_seq_out_ = 1;           // Frames this end sends: HELLO_ACK was 0.
+  IncomingStream rules_;       // What may arrive, on every connection.
+  uint64_t next_seq_out_ = 1;  // Frames this end sends: HELLO_ACK was 0.
   const StreamOptions options_;
   std::unique_ptr<BufferPool> pool_;
   UniqueFd pipe_read_, pipe_write_;
   uint64_t offset_ = 0;  // Stream bytes received in DATA frames.
   std::unique_ptr<StreamDigest> digest_;
   bool digest_valid_ = true;
-  peer::EndStream end_;
   std::atomic<uint64_t> bytes_written_{0};
   std::atomic<DataPath> path_used_{DataPath::kAuto};
   std::atomic<uint64_t>* counter_ = nullptr;

@@ -163,10 +163,10 @@ Outcome Move(const std::vector<uint8_t>& data, size_t precopy, StreamOptions so,
 }
 
 std::string DataFrame(uint64_t seq, uint64_t offset, const std::string& bytes,
-                      uint32_t device = 0) {
+                      uint32_t device = 0, Phase phase = Phase::kStopCopy) {
   wire::FrameHeader h{wire::kFrameMagic,
                       static_cast<uint8_t>(wire::FrameType::kData),
-                      static_cast<uint8_t>(Phase::kStopCopy),
+                      static_cast<uint8_t>(phase),
                       0,
                       device,
                       static_cast<uint32_t>(bytes.size()),
@@ -723,6 +723,26 @@ TEST(StreamTest, VerdictRulesMatchEveryTransport) {
     if (c.want == absl::StatusCode::kDataLoss) {
       EXPECT_NE(s.message().find("sequence number 5, expected 1"), std::string::npos) << s;
     }
+  }
+}
+
+// The stream's rules are the same on every transport (the DPDK link's in link_stream_test):
+// PRE_COPY data after END_PHASE(PRE_COPY) is refused, on both data paths.
+TEST(StreamTest, PreCopyDataAfterItsPhaseEndedIsDataLoss) {
+  for (DataPath p : {DataPath::kCopy, DataPath::kSplice}) {
+    Conn conn = Connect();
+    auto receiver = StreamReceiver::Create(nullptr, std::move(conn.dst), 0, 1, Opts(p));
+    ASSERT_TRUE(receiver.ok()) << receiver.status();
+    auto pipe = MakePipe();
+    ASSERT_TRUE(pipe.ok());
+    const std::string frames = peer::EncodeEndPhase(1, 0, Phase::kPreCopy) +
+                               DataFrame(2, 0, "late", 0, Phase::kPreCopy);
+    ASSERT_TRUE(net::SendAll(conn.src.get(), frames, absl::Now() + absl::Seconds(1)).ok());
+    std::atomic<bool> cancel{false};
+    auto r = (*receiver)->Receive(pipe->write.get(), cancel);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << DataPathName(p) << r.status();
+    EXPECT_NE(r.status().message().find("after the PRE_COPY phase ended"), std::string::npos)
+        << DataPathName(p) << r.status();
   }
 }
 

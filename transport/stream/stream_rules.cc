@@ -1,0 +1,107 @@
+#include "transport/stream/stream_rules.h"
+
+#include "absl/strings/str_cat.h"
+#include "transport/base/status_macros.h"
+#include "transport/stream/stream_errors.h"
+
+namespace migmover::stream {
+
+using wire::FrameHeader;
+using wire::FrameType;
+using wire::Phase;
+
+IncomingStream::IncomingStream(uint32_t device, size_t connections, uint64_t first_seq)
+    : device_(device), conns_(connections, Conn{first_seq}) {}
+
+absl::Status IncomingStream::Violation(size_t k, const FrameHeader& h,
+                                       absl::string_view rule) const {
+  return absl::DataLossError(absl::StrCat("device stream ", device_, " connection ", k, ": ",
+                                          peer::FrameTypeName(h.type), " frame ", h.seq, ": ",
+                                          rule));
+}
+
+absl::StatusOr<IncomingStream::Frame> IncomingStream::OnHeader(size_t k, const FrameHeader& h,
+                                                               uint64_t received) {
+  Conn& c = conns_[k];
+  if (h.seq != c.next_seq) {
+    return absl::DataLossError(absl::StrCat("device stream ", device_, " connection ", k,
+                                            ": frame sequence ", h.seq, ", expected ", c.next_seq));
+  }
+  ++c.next_seq;
+  if (h.device != device_) {
+    return absl::DataLossError(
+        absl::StrCat("frame for device ", h.device, " on the connection of device ", device_));
+  }
+  const auto type = static_cast<FrameType>(h.type);
+  if (k != 0 && type != FrameType::kData) {
+    return absl::DataLossError(absl::StrCat(peer::FrameTypeName(h.type), " on striped connection ",
+                                            k, " (control frames travel on the first)"));
+  }
+  if (k == 0 && end_.has_value()) return Violation(k, h, "after END_STREAM");
+  Frame f;
+  f.type = type;
+  switch (type) {
+    case FrameType::kData: {
+      const Phase phase = static_cast<Phase>(h.phase);
+      if (phase == Phase::kPreCopy && (c.phase == Phase::kStopCopy || (k == 0 && precopy_ended_))) {
+        return Violation(k, h, "PRE_COPY data after the PRE_COPY phase ended");
+      }
+      c.phase = phase;
+      const bool one = conns_.size() == 1;
+      const uint64_t expected = one ? received : c.next_offset;
+      if (one ? h.offset != expected : h.offset < expected) {
+        return absl::DataLossError(absl::StrCat("device stream ", device_, ": DATA at offset ",
+                                                h.offset, ", expected ", expected));
+      }
+      c.next_offset = h.offset + h.length;
+      f.data_length = h.length;
+      return f;
+    }
+    case FrameType::kKeepalive:
+      return f;
+    case FrameType::kEndPhase:
+      if (h.phase != static_cast<uint8_t>(Phase::kPreCopy) || precopy_ended_ ||
+          c.phase == Phase::kStopCopy) {
+        return Violation(k, h, "only PRE_COPY ends by END_PHASE, once, before STOP_COPY data");
+      }
+      precopy_ended_ = true;
+      return f;
+    case FrameType::kEndStream:
+    case FrameType::kError:
+      f.needs_payload = true;
+      return f;
+    default:
+      return absl::DataLossError(
+          absl::StrCat("unexpected ", peer::FrameTypeName(h.type), " frame in a device stream"));
+  }
+}
+
+absl::StatusOr<peer::EndStream> IncomingStream::OnEndStream(const FrameHeader& h,
+                                                            absl::string_view payload,
+                                                            uint64_t received) {
+  ASSIGN_OR_RETURN(peer::EndStream end, peer::ParseEndStream(h, payload));
+  // On one connection nothing follows END_STREAM; striped, frames on the other connections
+  // may still be on their way.
+  if (received > end.total_bytes || (conns_.size() == 1 && received != end.total_bytes)) {
+    return EndStreamTotalError(end.total_bytes, received);
+  }
+  end_ = end;
+  return end;
+}
+
+absl::StatusOr<bool> IncomingStream::CheckComplete(uint64_t received,
+                                                   std::optional<uint64_t> digest) const {
+  if (!end_.has_value()) {
+    return absl::DataLossError(absl::StrCat("device stream ", device_, ": no END_STREAM"));
+  }
+  if (received != end_->total_bytes) return EndStreamTotalError(end_->total_bytes, received);
+  if (end_->digest_kind != wire::DigestKind::kXxh3_64 || !digest.has_value()) return false;
+  if (*digest != end_->digest) return DigestMismatchError();
+  return true;
+}
+
+absl::Status IncomingStream::OnError(const FrameHeader& h, absl::string_view payload) const {
+  return SourceAbandonedError(h, payload);
+}
+
+}  // namespace migmover::stream

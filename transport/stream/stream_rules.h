@@ -1,0 +1,77 @@
+// IncomingStream: the rules a destination checks on every frame of one device's stream, written
+// once for every transport (api/PEER_PROTOCOL.md). A transport reads frames its own way (io_uring
+// receives into buffers, a DPDK link's queue) and asks this object, per header, whether the frame
+// may come now; it acts on the answer (a DATA payload's length, the stream's end).
+//
+// Rules: per connection, sequence numbers count up from the first expected one; every frame is
+// for this device; control frames travel on the first connection only; DATA offsets tile the
+// stream (exactly the bytes received so far on one connection; increasing on each connection when
+// striped, where the reassembly checks holes and overlaps); phases only move forward on each
+// connection (no PRE_COPY DATA after STOP_COPY DATA, none after END_PHASE(PRE_COPY), which comes
+// at most once); nothing follows END_STREAM on the first connection; END_STREAM's total is what
+// arrived, and its digest, when both ends saw every byte, is the bytes' own.
+//
+// Not thread-safe: one receiving thread owns it.
+#ifndef MIGMOVER_TRANSPORT_STREAM_STREAM_RULES_H_
+#define MIGMOVER_TRANSPORT_STREAM_STREAM_RULES_H_
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "api/peer_wire.h"
+#include "transport/peer/frame_codec.h"
+
+namespace migmover::stream {
+
+class IncomingStream {
+ public:
+  // `connections`: 1, or the stripes of the stream; `first_seq`: the sequence number each
+  // connection's next frame must carry (1 after a HELLO on it, 0 on a DPDK link).
+  IncomingStream(uint32_t device, size_t connections, uint64_t first_seq);
+
+  // What a header that passed the checks asks of the receiver.
+  struct Frame {
+    wire::FrameType type = wire::FrameType::kData;
+    uint32_t data_length = 0;   // DATA: payload bytes to take now.
+    bool needs_payload = false;  // END_STREAM or ERROR: read the payload, then call OnEndStream
+                                 // or OnError.
+  };
+  // Checks a frame header that arrived on connection `k`, given the stream bytes received so
+  // far (on all connections). Errors: DataLoss naming the rule it breaks.
+  absl::StatusOr<Frame> OnHeader(size_t k, const wire::FrameHeader& h, uint64_t received);
+
+  // END_STREAM's payload. Checks that `received` (so far: on one connection, the whole stream)
+  // does not exceed the total; returns the source's account. Errors: DataLoss.
+  absl::StatusOr<peer::EndStream> OnEndStream(const wire::FrameHeader& h,
+                                              absl::string_view payload, uint64_t received);
+  // The stream is complete: every counted byte arrived. Checks the total and, when `digest`
+  // holds the receiver's digest of every byte, the source's. Returns whether the digest was
+  // checked. Errors: DataLoss (total or digest mismatch).
+  absl::StatusOr<bool> CheckComplete(uint64_t received, std::optional<uint64_t> digest) const;
+  // An ERROR frame's payload: the source's reason, as Aborted.
+  absl::Status OnError(const wire::FrameHeader& h, absl::string_view payload) const;
+
+  bool ended() const { return end_.has_value(); }
+  const peer::EndStream& end() const { return *end_; }
+  uint32_t precopy_phases_ended() const { return precopy_ended_ ? 1 : 0; }
+
+ private:
+  struct Conn {
+    uint64_t next_seq;
+    uint64_t next_offset = 0;  // End of this connection's last DATA frame.
+    wire::Phase phase = wire::Phase::kPreCopy;
+  };
+  absl::Status Violation(size_t k, const wire::FrameHeader& h, absl::string_view rule) const;
+
+  uint32_t device_;
+  std::vector<Conn> conns_;
+  bool precopy_ended_ = false;
+  std::optional<peer::EndStream> end_;
+};
+
+}  // namespace migmover::stream
+
+#endif  // MIGMOVER_TRANSPORT_STREAM_STREAM_RULES_H_

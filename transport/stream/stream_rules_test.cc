@@ -1,0 +1,147 @@
+#include "transport/stream/stream_rules.h"
+
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace migmover::stream {
+namespace {
+
+using ::testing::HasSubstr;
+using wire::FrameHeader;
+using wire::FrameType;
+using wire::Phase;
+
+FrameHeader Header(FrameType type, uint64_t seq, Phase phase = Phase::kNone, uint32_t length = 0,
+                   uint64_t offset = 0, uint32_t device = 3) {
+  FrameHeader h{};
+  h.magic = wire::kFrameMagic;
+  h.type = static_cast<uint8_t>(type);
+  h.phase = static_cast<uint8_t>(phase);
+  h.device = device;
+  h.length = length;
+  h.seq = seq;
+  h.offset = offset;
+  return h;
+}
+
+FrameHeader Data(uint64_t seq, Phase phase, uint64_t offset, uint32_t length = 100) {
+  return Header(FrameType::kData, seq, phase, length, offset);
+}
+
+// END_STREAM's payload, as the codec writes it.
+std::string EndPayload(uint64_t total) {
+  peer::EndStream end;
+  end.total_bytes = total;
+  const std::string frame = peer::EncodeEndStream(0, 3, end);
+  return frame.substr(wire::kFrameHeaderSize);
+}
+
+TEST(StreamRulesTest, AWellFormedStreamPasses) {
+  IncomingStream in(3, 1, 1);
+  ASSERT_TRUE(in.OnHeader(0, Data(1, Phase::kPreCopy, 0), 0).ok());
+  ASSERT_TRUE(in.OnHeader(0, Header(FrameType::kKeepalive, 2), 100).ok());
+  ASSERT_TRUE(in.OnHeader(0, Header(FrameType::kEndPhase, 3, Phase::kPreCopy), 100).ok());
+  EXPECT_EQ(in.precopy_phases_ended(), 1u);
+  auto f = in.OnHeader(0, Data(4, Phase::kStopCopy, 100), 100);
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->data_length, 100u);
+  const std::string end = EndPayload(200);
+  auto e = in.OnHeader(0, Header(FrameType::kEndStream, 5, Phase::kNone, end.size()), 200);
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_TRUE(e->needs_payload);
+  ASSERT_TRUE(
+      in.OnEndStream(Header(FrameType::kEndStream, 5, Phase::kNone, end.size()), end, 200).ok());
+  auto done = in.CheckComplete(200, std::nullopt);
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_FALSE(*done) << "no digest was sent: nothing checked";
+}
+
+TEST(StreamRulesTest, SequenceNumbersCountPerConnection) {
+  IncomingStream in(3, 2, 1);
+  ASSERT_TRUE(in.OnHeader(1, Data(1, Phase::kStopCopy, 100), 0).ok());
+  ASSERT_TRUE(in.OnHeader(0, Data(1, Phase::kStopCopy, 0), 0).ok());
+  auto bad = in.OnHeader(1, Data(3, Phase::kStopCopy, 200), 200);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("frame sequence 3, expected 2"));
+}
+
+TEST(StreamRulesTest, PreCopyDataAfterThePreCopyPhaseEndedIsRefused) {
+  IncomingStream in(3, 1, 0);
+  ASSERT_TRUE(in.OnHeader(0, Header(FrameType::kEndPhase, 0, Phase::kPreCopy), 0).ok());
+  auto bad = in.OnHeader(0, Data(1, Phase::kPreCopy, 0), 0);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("after the PRE_COPY phase ended"));
+}
+
+TEST(StreamRulesTest, PreCopyDataAfterStopCopyDataOnAConnectionIsRefused) {
+  IncomingStream in(3, 2, 1);
+  ASSERT_TRUE(in.OnHeader(1, Data(1, Phase::kStopCopy, 0), 0).ok());
+  // Another connection may still carry PRE_COPY stripes: only this one's order counts.
+  ASSERT_TRUE(in.OnHeader(0, Data(1, Phase::kPreCopy, 100), 100).ok());
+  auto bad = in.OnHeader(1, Data(2, Phase::kPreCopy, 200), 200);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(StreamRulesTest, EndPhaseComesOnceAndOnlyForPreCopy) {
+  {
+    IncomingStream in(3, 1, 0);
+    ASSERT_TRUE(in.OnHeader(0, Header(FrameType::kEndPhase, 0, Phase::kPreCopy), 0).ok());
+    EXPECT_FALSE(in.OnHeader(0, Header(FrameType::kEndPhase, 1, Phase::kPreCopy), 0).ok());
+  }
+  {
+    IncomingStream in(3, 1, 0);
+    EXPECT_FALSE(in.OnHeader(0, Header(FrameType::kEndPhase, 0, Phase::kStopCopy), 0).ok());
+  }
+}
+
+TEST(StreamRulesTest, NothingFollowsEndStreamOnTheFirstConnection) {
+  IncomingStream in(3, 1, 0);
+  const std::string end = EndPayload(0);
+  const FrameHeader h = Header(FrameType::kEndStream, 0, Phase::kNone, end.size());
+  ASSERT_TRUE(in.OnHeader(0, h, 0).ok());
+  ASSERT_TRUE(in.OnEndStream(h, end, 0).ok());
+  auto bad = in.OnHeader(0, Header(FrameType::kKeepalive, 1), 0);
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("after END_STREAM"));
+}
+
+TEST(StreamRulesTest, OffsetsMustTileTheStream) {
+  IncomingStream one(3, 1, 0);
+  auto gap = one.OnHeader(0, Data(0, Phase::kStopCopy, 4096), 0);
+  EXPECT_THAT(std::string(gap.status().message()), HasSubstr("offset 4096, expected 0"));
+  IncomingStream striped(3, 2, 1);
+  ASSERT_TRUE(striped.OnHeader(1, Data(1, Phase::kStopCopy, 100), 0).ok());
+  auto back = striped.OnHeader(1, Data(2, Phase::kStopCopy, 50), 0);
+  EXPECT_EQ(back.status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(StreamRulesTest, ControlFramesOnlyOnTheFirstConnectionAndOnlyForThisDevice) {
+  IncomingStream in(3, 2, 1);
+  EXPECT_FALSE(in.OnHeader(1, Header(FrameType::kKeepalive, 1), 0).ok());
+  IncomingStream other(3, 1, 1);
+  FrameHeader h = Data(1, Phase::kStopCopy, 0);
+  h.device = 4;
+  EXPECT_THAT(std::string(other.OnHeader(0, h, 0).status().message()),
+              HasSubstr("frame for device 4"));
+}
+
+TEST(StreamRulesTest, TotalsAndDigestAreChecked) {
+  IncomingStream in(3, 1, 0);
+  peer::EndStream end;
+  end.total_bytes = 10;
+  end.digest = 77;
+  end.digest_kind = wire::DigestKind::kXxh3_64;
+  const std::string frame = peer::EncodeEndStream(0, 3, end);
+  const std::string payload = frame.substr(wire::kFrameHeaderSize);
+  const FrameHeader h = Header(FrameType::kEndStream, 0, Phase::kNone, payload.size());
+  EXPECT_FALSE(in.OnEndStream(h, payload, 9).ok()) << "one connection: the total is all there";
+  ASSERT_TRUE(in.OnEndStream(h, payload, 10).ok());
+  EXPECT_THAT(std::string(in.CheckComplete(10, 78).status().message()), HasSubstr("digest"));
+  auto ok = in.CheckComplete(10, 77);
+  ASSERT_TRUE(ok.ok());
+  EXPECT_TRUE(*ok);
+}
+
+}  // namespace
+}  // namespace migmover::stream
