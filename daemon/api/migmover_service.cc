@@ -168,13 +168,13 @@ absl::StatusOr<std::unique_ptr<DeviceEntry>> MigmoverService::MakeEntry(
           return entry;
         }
         case FdPurpose::kSaveData:
-          entry->kind = DeviceKind::kSaveDataFd;
+        case FdPurpose::kResumeData: {
+          entry->kind = received.purpose == FdPurpose::kSaveData ? DeviceKind::kSaveDataFd
+                                                                 : DeviceKind::kResumeDataFd;
+          absl::MutexLock l(&entry->mu);  // Not shared yet; the field's rule holds anyway.
           entry->data_fd = std::move(received.fd);
           return entry;
-        case FdPurpose::kResumeData:
-          entry->kind = DeviceKind::kResumeDataFd;
-          entry->data_fd = std::move(received.fd);
-          return entry;
+        }
       }
       return absl::InternalError("unknown fd purpose");
     }

@@ -20,16 +20,17 @@ enum class DeviceKind { kVfio, kSimulated, kSaveDataFd, kResumeDataFd };
 const char* DeviceKindName(DeviceKind kind);
 
 // One attached device. `device` (FSM kinds) or `data_fd` (data-fd kinds) is set. Calls on
-// `device` and uses of `data_fd` go under `mu`; the session that claimed the entry is the only
-// one making them, `mu` only orders them against status readers.
+// `device` and every read or write of `data_fd` go under `mu`; the session that claimed the
+// entry is the only one making them, `mu` orders them against status readers (gRPC threads).
+// Name, kind, the device pointer and `sim` are fixed once the entry is added.
 struct DeviceEntry {
   std::string name;
   DeviceKind kind = DeviceKind::kVfio;
-  std::unique_ptr<MigratableDevice> device;
+  std::unique_ptr<MigratableDevice> device;   // Pointee: calls under `mu`.
   std::shared_ptr<sim::SimulatedDriver> sim;  // kSimulated: the driver, for introspection.
-  // Data-fd kinds: the fd the agent gave. FSM kinds: a data fd opened by SetDeviceState.
-  UniqueFd data_fd;
   absl::Mutex mu;
+  // Data-fd kinds: the fd the agent gave. FSM kinds: a data fd opened by SetDeviceState.
+  UniqueFd data_fd ABSL_GUARDED_BY(mu);
 
   bool runs_fsm() const { return kind == DeviceKind::kVfio || kind == DeviceKind::kSimulated; }
 };

@@ -168,7 +168,7 @@ LinkOptions SessionLinkOptions(uint64_t link_id, absl::Duration idle_timeout,
 
 LinkStreamSender::LinkStreamSender(ReliableLink* link, uint32_t device,
                                    const LinkStreamOptions& options)
-    : link_(link), device_(device), options_(options) {}
+    : link_(link), device_(device), options_(options), out_(device, 1) {}
 
 absl::StatusOr<std::unique_ptr<LinkStreamSender>> LinkStreamSender::Create(
     std::unique_ptr<FrameIo> io, const LinkOptions& link_options, uint32_t device,
@@ -253,16 +253,8 @@ absl::StatusOr<transport::PumpResult> LinkStreamSender::Pump(int data_fd, Phase 
     const size_t n_data = Skip(room, pieces, wire::kFrameHeaderSize, data);
     const ssize_t n = ::readv(data_fd, data, static_cast<int>(n_data));
     if (n > 0) {
-      FrameHeader h{};
-      h.magic = wire::kFrameMagic;
-      h.type = static_cast<uint8_t>(FrameType::kData);
-      h.phase = static_cast<uint8_t>(phase);
-      h.device = device_;
-      h.length = static_cast<uint32_t>(n);
-      h.seq = seq_++;
-      h.offset = offset_;
       std::array<uint8_t, wire::kFrameHeaderSize> raw;
-      peer::EncodeHeader(h, raw);
+      peer::EncodeHeader(out_.Data(0, phase, static_cast<uint32_t>(n), offset_), raw);
       Scatter(room, raw.data(), raw.size());
       for (size_t i = 0, left = n; left > 0; ++i) {
         const size_t k = std::min(left, data[i].iov_len);
@@ -314,19 +306,16 @@ absl::Status LinkStreamSender::SendControl(const std::string& frame) {
 }
 
 absl::Status LinkStreamSender::EndPhase(Phase phase) {
-  return SendControl(peer::EncodeEndPhase(seq_++, device_, phase));
+  return SendControl(out_.EndPhase(phase));
 }
 
 absl::Status LinkStreamSender::Keepalive() {
-  return SendControl(peer::EncodeKeepalive(seq_++, device_));
+  return SendControl(out_.Keepalive());
 }
 
 absl::Status LinkStreamSender::EndStream() {
-  peer::EndStream end;
-  end.total_bytes = offset_;
-  end.digest = digest_.Value();
-  end.digest_kind = wire::DigestKind::kXxh3_64;
-  return SendControl(peer::EncodeEndStream(seq_++, device_, end));
+  // Every byte passed through userspace (readv into frames): the digest always goes.
+  return SendControl(out_.EndStream(offset_, digest_.Value()));
 }
 
 void LinkStreamSender::WatchPeerConnection(UniqueFd connection) {
@@ -345,10 +334,7 @@ std::string LinkStreamReceiver::transport_name() const {
 LinkStreamSender::~LinkStreamSender() = default;
 
 void LinkStreamSender::SendError(absl::Status why) {
-  peer::PeerStatus st;
-  st.code = static_cast<uint32_t>(why.code());
-  st.message = std::string(why.message());
-  const std::string frame = peer::EncodeStatusFrame(FrameType::kError, seq_++, device_, st);
+  const std::string frame = out_.Error(why);
   // Best effort, briefly: the destination may be gone, which is why we give up.
   size_t done = 0;
   const absl::Time deadline = absl::Now() + absl::Milliseconds(500);

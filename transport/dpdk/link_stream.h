@@ -31,6 +31,7 @@
 #include "transport/dpdk/reliable_link.h"
 #include "transport/peer/frame_codec.h"
 #include "transport/stream/rate_limiter.h"
+#include "transport/stream/stream_rules.h"
 
 namespace migmover::dpdk {
 
@@ -99,7 +100,7 @@ class LinkStreamSender final : public transport::DeviceStreamSender {
   ReliableLink* const link_;
   const uint32_t device_;
   const LinkStreamOptions options_;
-  uint64_t seq_ = 0;
+  stream::OutgoingStream out_;  // The link is one connection; its first frame is number 0.
   uint64_t offset_ = 0;
   std::atomic<uint64_t> sent_{0};
   std::atomic<uint64_t>* counter_ = nullptr;

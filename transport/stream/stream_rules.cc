@@ -10,6 +10,49 @@ using wire::FrameHeader;
 using wire::FrameType;
 using wire::Phase;
 
+OutgoingStream::OutgoingStream(uint32_t device, size_t connections, uint64_t first_seq)
+    : device_(device), next_seq_(connections, first_seq) {}
+
+std::string OutgoingStream::Hello(size_t k, const peer::Hello& hello) {
+  peer::Hello h = hello;
+  h.stream = static_cast<uint16_t>(k);
+  h.stream_count = static_cast<uint16_t>(next_seq_.size());
+  return peer::EncodeHello(next_seq_[k]++, h);
+}
+
+FrameHeader OutgoingStream::Data(size_t k, Phase phase, uint32_t length, uint64_t offset) {
+  FrameHeader h{};
+  h.magic = wire::kFrameMagic;
+  h.type = static_cast<uint8_t>(FrameType::kData);
+  h.phase = static_cast<uint8_t>(phase);
+  h.device = device_;
+  h.length = length;
+  h.seq = next_seq_[k]++;
+  h.offset = offset;
+  return h;
+}
+
+std::string OutgoingStream::EndPhase(Phase phase) {
+  return peer::EncodeEndPhase(next_seq_[0]++, device_, phase);
+}
+
+std::string OutgoingStream::Keepalive() { return peer::EncodeKeepalive(next_seq_[0]++, device_); }
+
+std::string OutgoingStream::EndStream(uint64_t total, std::optional<uint64_t> digest) {
+  peer::EndStream end;
+  end.total_bytes = total;
+  if (digest.has_value()) {
+    end.digest = *digest;
+    end.digest_kind = wire::DigestKind::kXxh3_64;
+  }
+  return peer::EncodeEndStream(next_seq_[0]++, device_, end);
+}
+
+std::string OutgoingStream::Error(const absl::Status& why) {
+  peer::PeerStatus st{static_cast<uint32_t>(why.code()), std::string(why.message())};
+  return peer::EncodeStatusFrame(FrameType::kError, next_seq_[0]++, device_, st);
+}
+
 IncomingStream::IncomingStream(uint32_t device, size_t connections, uint64_t first_seq)
     : device_(device), conns_(connections, Conn{first_seq}) {}
 

@@ -1,5 +1,8 @@
-// IncomingStream: the rules a destination checks on every frame of one device's stream, written
-// once for every transport (api/PEER_PROTOCOL.md). A transport reads frames its own way (io_uring
+// The peer stream's rules, written once for every transport (api/PEER_PROTOCOL.md):
+// OutgoingStream numbers and builds what a source sends; IncomingStream checks what a destination
+// receives.
+//
+// IncomingStream: the rules a destination checks on every frame of one device's stream. A transport reads frames its own way (io_uring
 // receives into buffers, a DPDK link's queue) and asks this object, per header, whether the frame
 // may come now; it acts on the answer (a DATA payload's length, the stream's end).
 //
@@ -11,7 +14,7 @@
 // at most once); nothing follows END_STREAM on the first connection; END_STREAM's total is what
 // arrived, and its digest, when both ends saw every byte, is the bytes' own.
 //
-// Not thread-safe: one receiving thread owns it.
+// Not thread-safe: one receiving thread owns it (OutgoingStream: one sending thread).
 #ifndef MIGMOVER_TRANSPORT_STREAM_STREAM_RULES_H_
 #define MIGMOVER_TRANSPORT_STREAM_STREAM_RULES_H_
 
@@ -19,12 +22,37 @@
 #include <optional>
 #include <vector>
 
+#include <string>
+
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "api/peer_wire.h"
 #include "transport/peer/frame_codec.h"
 
 namespace migmover::stream {
+
+// The frames of one device's stream as its source sends them: sequence numbers per connection
+// (or link) from `first_seq`, +1 per frame; control frames on the first connection; END_STREAM
+// with the total and, when every byte passed through the sender's userspace, their XXH3-64.
+class OutgoingStream {
+ public:
+  OutgoingStream(uint32_t device, size_t connections, uint64_t first_seq = 0);
+
+  // HELLO on connection `k` (with its stream index and the stripe count filled in).
+  std::string Hello(size_t k, const peer::Hello& hello);
+  // The header of the next DATA frame on connection `k`: `length` stream bytes at `offset`.
+  wire::FrameHeader Data(size_t k, wire::Phase phase, uint32_t length, uint64_t offset);
+  std::string EndPhase(wire::Phase phase);
+  std::string Keepalive();
+  // `digest`: of every byte, or nullopt when some never passed through userspace (spliced).
+  std::string EndStream(uint64_t total, std::optional<uint64_t> digest);
+  std::string Error(const absl::Status& why);
+
+ private:
+  const uint32_t device_;
+  std::vector<uint64_t> next_seq_;  // Per connection.
+};
 
 class IncomingStream {
  public:

@@ -126,6 +126,44 @@ TEST(StreamRulesTest, ControlFramesOnlyOnTheFirstConnectionAndOnlyForThisDevice)
               HasSubstr("frame for device 4"));
 }
 
+// What the source's writer builds is exactly what the destination's checker takes: one set of
+// rules, both ends.
+TEST(StreamRulesTest, WhatTheWriterSendsTheCheckerAccepts) {
+  OutgoingStream out(3, 2, 0);
+  IncomingStream in(3, 2, 1);  // Each connection's HELLO (0) is read before the stream starts.
+  peer::Hello hello;
+  hello.session_id = "s";
+  hello.device = 3;
+  hello.device_count = 4;
+  for (size_t k = 0; k < 2; ++k) {
+    const std::string h = out.Hello(k, hello);
+    auto decoded = peer::DecodeHeader(
+        std::span<const uint8_t, wire::kFrameHeaderSize>(
+            reinterpret_cast<const uint8_t*>(h.data()), wire::kFrameHeaderSize));
+    ASSERT_TRUE(decoded.ok());
+    EXPECT_EQ(decoded->seq, 0u);
+  }
+  auto header_of = [](const std::string& frame) {
+    return *peer::DecodeHeader(std::span<const uint8_t, wire::kFrameHeaderSize>(
+        reinterpret_cast<const uint8_t*>(frame.data()), wire::kFrameHeaderSize));
+  };
+  uint64_t received = 0;
+  ASSERT_TRUE(in.OnHeader(1, out.Data(1, Phase::kPreCopy, 100, 100), received).ok());
+  ASSERT_TRUE(in.OnHeader(0, out.Data(0, Phase::kPreCopy, 100, 0), received).ok());
+  received = 200;
+  ASSERT_TRUE(in.OnHeader(0, header_of(out.EndPhase(Phase::kPreCopy)), received).ok());
+  ASSERT_TRUE(in.OnHeader(0, header_of(out.Keepalive()), received).ok());
+  ASSERT_TRUE(in.OnHeader(0, out.Data(0, Phase::kStopCopy, 50, 200), received).ok());
+  received = 250;
+  const std::string end = out.EndStream(250, 99);
+  const FrameHeader eh = header_of(end);
+  ASSERT_TRUE(in.OnHeader(0, eh, received).ok());
+  ASSERT_TRUE(in.OnEndStream(eh, end.substr(wire::kFrameHeaderSize), received).ok());
+  auto checked = in.CheckComplete(250, 99);
+  ASSERT_TRUE(checked.ok()) << checked.status();
+  EXPECT_TRUE(*checked);
+}
+
 TEST(StreamRulesTest, TotalsAndDigestAreChecked) {
   IncomingStream in(3, 1, 0);
   peer::EndStream end;

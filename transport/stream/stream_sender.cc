@@ -32,24 +32,13 @@ constexpr absl::Duration kTick = absl::Milliseconds(100);
 // The destination's frames on the control connection: HELLO_ACK (0), then its one verdict.
 constexpr uint64_t kVerdictSeq = 1;
 
-FrameHeader DataHeader(uint64_t seq, uint32_t device, Phase phase, uint32_t len, uint64_t offset) {
-  return FrameHeader{wire::kFrameMagic,
-                     static_cast<uint8_t>(FrameType::kData),
-                     static_cast<uint8_t>(phase),
-                     0,
-                     device,
-                     len,
-                     seq,
-                     offset};
-}
-
 }  // namespace
 
 StreamSender::StreamSender(uring::Ring* ring, std::vector<UniqueFd> sockets, uint32_t device,
                            const StreamOptions& options)
     : ring_(ring),
       sockets_(std::move(sockets)),
-      seqs_(sockets_.size(), 0),
+      out_(device, sockets_.size()),
       device_(device),
       options_(options),
       digest_(new StreamDigest) {}
@@ -94,17 +83,13 @@ std::string StreamSender::transport_name() const {
 }
 
 absl::Status StreamSender::SendControl(const std::string& frame) {
-  ++seqs_[0];
   return net::SendAll(control_fd(), frame, absl::Now() + options_.idle_timeout);
 }
 
 absl::Status StreamSender::Handshake(const peer::Hello& hello, absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   for (size_t k = 0; k < sockets_.size(); ++k) {
-    peer::Hello h = hello;
-    h.stream = static_cast<uint16_t>(k);
-    h.stream_count = static_cast<uint16_t>(sockets_.size());
-    RETURN_IF_ERROR(net::SendAll(sockets_[k].get(), peer::EncodeHello(seqs_[k]++, h), deadline));
+    RETURN_IF_ERROR(net::SendAll(sockets_[k].get(), out_.Hello(k, hello), deadline));
   }
   for (const UniqueFd& fd : sockets_) RETURN_IF_ERROR(peer::AwaitHelloAck(fd.get(), deadline));
   return absl::OkStatus();
@@ -233,7 +218,7 @@ class StreamSender::CopyJob final : public PumpJob {
       --ready_count_;
       sl.sock = static_cast<uint32_t>(k);
       uint8_t* frame = pool_->base(pool_index_[slot]);
-      peer::EncodeHeader(DataHeader(s_->seqs_[k]++, s_->device_, phase_, sl.len, sl.offset),
+      peer::EncodeHeader(s_->out_.Data(k, phase_, sl.len, sl.offset),
                          std::span<uint8_t, wire::kFrameHeaderSize>(frame, wire::kFrameHeaderSize));
       SubmitSend(slot, s_->sockets_[k].get(), 0, wire::kFrameHeaderSize + sl.len);
       sending_[k] = static_cast<int>(slot);
@@ -559,7 +544,7 @@ absl::StatusOr<PumpResult> StreamSender::PumpSplice(int data_fd, Phase phase, ui
     next_socket_ = (k + 1) % sockets_.size();
     const int sock = sockets_[k].get();
     uint8_t hdr[wire::kFrameHeaderSize];
-    peer::EncodeHeader(DataHeader(seqs_[k]++, device_, phase, n, offset_), hdr);
+    peer::EncodeHeader(out_.Data(k, phase, n, offset_), hdr);
     uint32_t hdr_sent = 0;
     while (hdr_sent < sizeof(hdr)) {
       // Blocking, bounded by the send timeout; MSG_MORE keeps the header with its payload.
@@ -603,22 +588,17 @@ absl::StatusOr<PumpResult> StreamSender::PumpSplice(int data_fd, Phase phase, ui
 }
 
 absl::Status StreamSender::EndPhase(Phase phase) {
-  return SendControl(peer::EncodeEndPhase(seqs_[0], device_, phase));
+  return SendControl(out_.EndPhase(phase));
 }
 
 absl::Status StreamSender::Keepalive() {
   RETURN_IF_ERROR(PeerVerdict());
-  return SendControl(peer::EncodeKeepalive(seqs_[0], device_));
+  return SendControl(out_.Keepalive());
 }
 
 absl::Status StreamSender::EndStream() {
-  peer::EndStream end;
-  end.total_bytes = offset_;
-  if (digest_valid_) {
-    end.digest = digest_->Value();
-    end.digest_kind = wire::DigestKind::kXxh3_64;
-  }
-  return SendControl(peer::EncodeEndStream(seqs_[0], device_, end));
+  return SendControl(out_.EndStream(
+      offset_, digest_valid_ ? std::optional<uint64_t>(digest_->Value()) : std::nullopt));
 }
 
 absl::Status StreamSender::AwaitCommit(absl::Duration timeout, const std::atomic<bool>& cancel) {
@@ -628,10 +608,7 @@ absl::Status StreamSender::AwaitCommit(absl::Duration timeout, const std::atomic
 }
 
 void StreamSender::SendError(absl::Status why) {
-  peer::PeerStatus st{static_cast<uint32_t>(why.code()), std::string(why.message())};
-  (void)net::SendAll(control_fd(),
-                     peer::EncodeStatusFrame(FrameType::kError, seqs_[0]++, device_, st),
-                     absl::Now() + absl::Seconds(1));
+  (void)net::SendAll(control_fd(), out_.Error(why), absl::Now() + absl::Seconds(1));
 }
 
 }  // namespace migmover::stream

@@ -25,6 +25,7 @@
 #include "transport/stream/buffer_pool.h"
 #include "transport/stream/pump_job.h"
 #include "transport/stream/stream_options.h"
+#include "transport/stream/stream_rules.h"
 #include "transport/uring/ring.h"
 
 namespace migmover::stream {
@@ -128,7 +129,7 @@ class StreamSender final : public transport::DeviceStreamSender {
   PumpWorker* worker_ = nullptr;
   uint32_t worker_buffers_ = 64;
   std::vector<UniqueFd> sockets_;
-  std::vector<uint64_t> seqs_;  // Next frame sequence number, per connection.
+  OutgoingStream out_;  // Numbers and builds every frame this end sends.
   size_t next_socket_ = 0;      // Round-robin start for the next frame.
   const uint32_t device_;
   const StreamOptions options_;
