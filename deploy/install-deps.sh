@@ -24,6 +24,7 @@ PACKAGES=(
   libbenchmark-dev
   python3
   iproute2
+  clang
 )
 if [[ "${1:-}" == "--kernel" ]]; then
   PACKAGES+=(linux-source-6.12 qemu-system-x86 busybox-static bc bison flex libelf-dev cpio

@@ -46,6 +46,16 @@ if [[ "${MIGMOVER_SKIP_SANITIZERS:-0}" != 1 ]]; then
   fi
 fi
 
+# Clang's thread-safety analysis of the ABSL_GUARDED_BY annotations (GCC ignores them): one test.
+if ((${#@} == 0)); then
+  if tests/static/thread_safety.sh 2>&1 | tee /tmp/migmover-thread-safety.log | tail -20; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+    rc=1
+  fi
+fi
+
 # The real kernel's VFIO migration driver in a VM; its tests count like the others.
 if ((${#@} == 0)) && [[ "${MIGMOVER_SKIP_KERNEL:-0}" != 1 ]]; then
   set +e

@@ -24,7 +24,8 @@ std::string HumanBytes(double bytes) {
     bytes /= 1000;
     ++u;
   }
-  return absl::StrFormat(u == 0 ? "%.0f %s" : "%.2f %s", bytes, units[u]);
+  return u == 0 ? absl::StrFormat("%.0f %s", bytes, units[u])
+                : absl::StrFormat("%.2f %s", bytes, units[u]);
 }
 
 std::string StatusLine(const v1::SessionStatus& s) {

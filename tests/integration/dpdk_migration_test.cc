@@ -9,9 +9,13 @@
 #include <cstring>
 #include <set>
 
+#include <thread>
+
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/integration/two_daemons.h"
+#include "transport/net/socket.h"
+#include "transport/peer/handshake.h"
 
 namespace migmover {
 namespace {
@@ -289,6 +293,54 @@ TEST_F(DpdkDaemons, DaemonWithoutAPortRefusesDpdkByRequestAndByHello) {
   EXPECT_NE(s.error().find("this daemon has no DPDK port"), std::string::npos) << s.error();
   EXPECT_EQ(StateOf(*src_, "d"), "RUNNING");
   EXPECT_EQ(StateOf(**plain, "d"), "RESUMING") << "its session still waits for a TCP source";
+}
+
+// Two HELLOs for the same device, each naming its own link, answered at the same time: one
+// device has one link, so one of them is refused (AlreadyExists) at once, whatever the order.
+// The port here is down (a memif server with no client), so the other waits for it and is
+// refused as Unavailable; without the check both waited and neither was told of the other.
+TEST_F(DpdkDaemons, TwoHellosForOneDeviceGetOneLink) {
+  auto lone = DaemonProcess::Start(
+      testing::MigmoverdPath(), "lone",
+      {absl::StrCat("--dpdk_port=net_memif0,role=server,socket=migmover-lone-", ::getpid())});
+  ASSERT_TRUE(lone.ok()) << lone.status();
+  ASSERT_TRUE(Attach(**lone, "d", "size=1MiB").ok());
+  {
+    grpc::ClientContext ctx;
+    v1::PrepareDestinationRequest req;
+    req.set_session_id("dup");
+    req.add_devices("d");
+    SessionStatus out;
+    ASSERT_TRUE((*lone)->stub()->PrepareDestination(&ctx, req, &out).ok());
+  }
+  auto addr = net::ParseHostPort((*lone)->peer_address());
+  ASSERT_TRUE(addr.ok());
+  absl::Status answers[2];
+  std::vector<std::thread> sources;
+  for (int i = 0; i < 2; ++i) {
+    sources.emplace_back([&, i] {
+      auto conn = net::TcpConnect(*addr, absl::Seconds(2));
+      if (!conn.ok()) {
+        answers[i] = conn.status();
+        return;
+      }
+      peer::Hello hello;
+      hello.session_id = "dup";
+      hello.link = 1000 + i;
+      const absl::Time deadline = absl::Now() + absl::Seconds(10);
+      answers[i] = net::SendAll(conn->get(), peer::EncodeHello(0, hello), deadline);
+      if (answers[i].ok()) answers[i] = peer::AwaitHelloAck(conn->get(), deadline);
+    });
+  }
+  for (auto& t : sources) t.join();
+  int already = 0, unavailable = 0;
+  for (const absl::Status& a : answers) {
+    already += a.code() == absl::StatusCode::kAlreadyExists;
+    unavailable += a.code() == absl::StatusCode::kUnavailable;
+  }
+  EXPECT_EQ(already, 1) << answers[0] << " / " << answers[1];
+  EXPECT_EQ(unavailable, 1) << answers[0] << " / " << answers[1];
+  EXPECT_EQ(StateOf(**lone, "d"), "RESUMING") << "refusals change nothing";
 }
 
 }  // namespace

@@ -2,8 +2,11 @@
 
 #include <sys/random.h>
 
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
 #include "transport/base/status_macros.h"
 #include "transport/net/socket.h"
 #include "transport/peer/handshake.h"
@@ -128,7 +131,8 @@ class DpdkTransport::Source final : public transport::SourceChannel {
 
 class DpdkTransport::Destination final : public transport::DestinationChannel {
  public:
-  Destination(Impl* impl, const transport::SessionSpec& spec) : impl_(impl), spec_(spec) {}
+  Destination(Impl* impl, const transport::SessionSpec& spec)
+      : impl_(impl), spec_(spec), taken_(spec.device_count, false) {}
 
   absl::StatusOr<std::unique_ptr<transport::DeviceStreamReceiver>> Accept(
       const peer::Hello& hello, UniqueFd connection, absl::Time deadline) override {
@@ -136,7 +140,17 @@ class DpdkTransport::Destination final : public transport::DestinationChannel {
         absl::InvalidArgumentError(absl::StrCat(
             "device ", hello.device, ": a DPDK link carries a stream whole, not in ",
             hello.stream_count, " stripes"));
+    bool took = false;  // This HELLO holds the device's one link while it is answered.
     if (hello.stream_count == 1) {
+      absl::MutexLock l(&mu_);
+      if (taken_[hello.device]) {
+        receiver = absl::AlreadyExistsError(
+            absl::StrCat("device ", hello.device, " already has a DPDK link"));
+      } else {
+        taken_[hello.device] = took = true;
+      }
+    }
+    if (took) {
       // Attached before the answer, so the link's first frames find their queue. The HELLO
       // connection stays open while the stream runs: watched, it tells at once when the
       // source is gone.
@@ -151,6 +165,10 @@ class DpdkTransport::Destination final : public transport::DestinationChannel {
     }
     absl::Status acked =
         peer::SendHelloAck(connection.get(), receiver.status(), hello.device, deadline);
+    if (took && (!receiver.ok() || !acked.ok())) {
+      absl::MutexLock l(&mu_);
+      taken_[hello.device] = false;  // The source may try again.
+    }
     if (!receiver.ok()) return receiver.status();
     if (!acked.ok()) return acked;
     (*receiver)->OwnPeerConnection(std::move(connection));
@@ -162,6 +180,8 @@ class DpdkTransport::Destination final : public transport::DestinationChannel {
  private:
   Impl* const impl_;
   const transport::SessionSpec spec_;
+  absl::Mutex mu_;
+  std::vector<bool> taken_ ABSL_GUARDED_BY(mu_);  // By device: a link was (being) accepted.
 };
 
 absl::StatusOr<std::unique_ptr<transport::SourceChannel>> DpdkTransport::StartSource(

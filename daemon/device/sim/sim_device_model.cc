@@ -73,7 +73,7 @@ void SimDeviceModel::EnterStopCopy() {
 NextRecord SimDeviceModel::Next() {
   absl::MutexLock l(&mu_);
   TickLocked();
-  auto take = [&](uint64_t c) {
+  auto take = [&](uint64_t c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     sent_[c] = true;
     emitted_ += sizeof(RecordHeader) + ChunkLength(spec_.state_size, spec_.chunk_size, c);
     return NextRecord{NextRecord::kData, c, gen_[c]};
