@@ -21,8 +21,11 @@ bazel test --local_test_jobs=1 "${targets[@]}" 2>&1 | tee /tmp/migmover-test.log
 rc=${PIPESTATUS[0]}
 set -e
 
-passed=$(grep -cE '^//[^ ]+ +(\(cached\) )?PASSED' /tmp/migmover-test.log || true)
-failed=$(grep -cE '^//[^ ]+ +(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD)' /tmp/migmover-test.log || true)
+# Bazel's per-target verdicts in a log: "count_passed LOG", "count_failed LOG".
+count_passed() { grep -cE '^//[^ ]+ +(\(cached\) )?PASSED' "$1" || true; }
+count_failed() { grep -cE '^//[^ ]+ +(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD)' "$1" || true; }
+passed=$(count_passed /tmp/migmover-test.log)
+failed=$(count_failed /tmp/migmover-test.log)
 
 # The same tests built with AddressSanitizer + UndefinedBehaviorSanitizer (.bazelrc's
 # --config=asan; tests tagged no_sanitizer are timing-bound and skip it). Each counts again.
@@ -34,9 +37,8 @@ if [[ "${MIGMOVER_SKIP_SANITIZERS:-0}" != 1 ]]; then
     tee /tmp/migmover-asan.log
   arc=${PIPESTATUS[0]}
   set -e
-  apassed=$(grep -cE '^//[^ ]+ +(\(cached\) )?PASSED' /tmp/migmover-asan.log || true)
-  afailed=$(grep -cE '^//[^ ]+ +(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD)' /tmp/migmover-asan.log ||
-            true)
+  apassed=$(count_passed /tmp/migmover-asan.log)
+  afailed=$(count_failed /tmp/migmover-asan.log)
   echo "ASan+UBSan run: ${apassed} tests passed, ${afailed} failed"
   passed=$((passed + apassed))
   failed=$((failed + afailed))

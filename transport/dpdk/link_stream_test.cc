@@ -99,6 +99,40 @@ class LinkStreamTest : public ::testing::Test {
   std::unique_ptr<ReliableLink> src_link_, dst_link_;
   std::vector<std::thread> threads_;
 
+  // A DATA frame as a source would send it.
+  static std::string RawData(uint64_t seq, Phase phase, uint64_t offset, const std::string& bytes) {
+    wire::FrameHeader h{};
+    h.magic = wire::kFrameMagic;
+    h.type = static_cast<uint8_t>(wire::FrameType::kData);
+    h.phase = static_cast<uint8_t>(phase);
+    h.length = static_cast<uint32_t>(bytes.size());
+    h.seq = seq;
+    h.offset = offset;
+    std::array<uint8_t, wire::kFrameHeaderSize> raw{};
+    peer::EncodeHeader(h, raw);
+    return std::string(reinterpret_cast<const char*>(raw.data()), raw.size()) + bytes;
+  }
+
+  // What a destination's Receive makes of `frames` arriving from the source's end of the link.
+  absl::Status ReceiveRaw(const std::string& frames) {
+    EXPECT_EQ(src_link_->Write({reinterpret_cast<const uint8_t*>(frames.data()), frames.size()}),
+              frames.size());
+    std::atomic<bool> cancel{false};
+    std::thread pump([&] {
+      for (int i = 0; i < 2000 && !cancel.load(); ++i) {
+        src_link_->Poll().IgnoreError();
+        ::usleep(500);
+      }
+    });
+    auto p = MakePipe();
+    EXPECT_TRUE(p.ok());
+    LinkStreamReceiver r(dst_link_.get(), 0, {});
+    auto got = r.Receive(p->write.get(), cancel);
+    cancel = true;
+    pump.join();
+    return got.status();
+  }
+
   // What the source's AwaitCommit makes of `frame` arriving from the destination.
   absl::Status VerdictOf(const std::string& frame) {
     EXPECT_EQ(dst_link_->Write({reinterpret_cast<const uint8_t*>(frame.data()), frame.size()}),
@@ -247,65 +281,18 @@ TEST_F(LinkStreamTest, ACommitOutOfSequenceIsRefused) {
 
 // The stream's rules, as on TCP (stream_test): PRE_COPY data after END_PHASE(PRE_COPY) is refused.
 TEST_F(LinkStreamTest, PreCopyDataAfterItsPhaseEndedIsDataLoss) {
-  std::atomic<bool> cancel{false};
-  wire::FrameHeader h{};
-  h.magic = wire::kFrameMagic;
-  h.type = static_cast<uint8_t>(wire::FrameType::kData);
-  h.phase = static_cast<uint8_t>(Phase::kPreCopy);
-  h.length = 4;
-  h.seq = 1;
-  std::string frame = peer::EncodeEndPhase(0, 0, Phase::kPreCopy);
-  std::array<uint8_t, wire::kFrameHeaderSize + 4> data{};
-  peer::EncodeHeader(
-      h, std::span<uint8_t, wire::kFrameHeaderSize>(data.data(), wire::kFrameHeaderSize));
-  frame.append(reinterpret_cast<const char*>(data.data()), data.size());
-  ASSERT_EQ(src_link_->Write({reinterpret_cast<const uint8_t*>(frame.data()), frame.size()}),
-            frame.size());
-  std::thread pump([&] {
-    for (int i = 0; i < 2000 && !cancel.load(); ++i) {
-      src_link_->Poll().IgnoreError();
-      ::usleep(500);
-    }
-  });
-  auto p = MakePipe();
-  ASSERT_TRUE(p.ok());
-  LinkStreamReceiver r(dst_link_.get(), 0, {});
-  auto got = r.Receive(p->write.get(), cancel);
-  cancel = true;
-  pump.join();
-  EXPECT_EQ(got.status().code(), absl::StatusCode::kDataLoss) << got.status();
-  EXPECT_NE(got.status().message().find("after the PRE_COPY phase ended"), std::string::npos)
-      << got.status();
+  const std::string frames = peer::EncodeEndPhase(0, 0, Phase::kPreCopy) +
+                             RawData(1, Phase::kPreCopy, 0, "late");
+  absl::Status got = ReceiveRaw(frames);
+  EXPECT_EQ(got.code(), absl::StatusCode::kDataLoss) << got;
+  EXPECT_NE(got.message().find("after the PRE_COPY phase ended"), std::string::npos) << got;
 }
 
 TEST_F(LinkStreamTest, OutOfPlaceDataIsDataLoss) {
-  std::atomic<bool> cancel{false};
-  wire::FrameHeader h{};
-  h.magic = wire::kFrameMagic;
-  h.type = static_cast<uint8_t>(wire::FrameType::kData);
-  h.phase = static_cast<uint8_t>(Phase::kStopCopy);
-  h.length = 4;
-  h.seq = 0;
-  h.offset = 4096;  // The stream starts at 0.
-  std::array<uint8_t, wire::kFrameHeaderSize + 4> frame{};
-  peer::EncodeHeader(
-      h, std::span<uint8_t, wire::kFrameHeaderSize>(frame.data(), wire::kFrameHeaderSize));
-  ASSERT_EQ(src_link_->Write(frame), frame.size());
-  std::thread pump([&] {
-    for (int i = 0; i < 2000 && !cancel.load(); ++i) {
-      src_link_->Poll().IgnoreError();
-      ::usleep(500);
-    }
-  });
-  auto p = MakePipe();
-  ASSERT_TRUE(p.ok());
-  LinkStreamReceiver r(dst_link_.get(), 0, {});
-  auto got = r.Receive(p->write.get(), cancel);
-  cancel = true;
-  pump.join();
-  EXPECT_EQ(got.status().code(), absl::StatusCode::kDataLoss) << got.status();
-  EXPECT_NE(got.status().message().find("offset 4096, expected 0"), std::string::npos)
-      << got.status();
+  // The stream starts at 0.
+  absl::Status got = ReceiveRaw(RawData(0, Phase::kStopCopy, 4096, "abcd"));
+  EXPECT_EQ(got.code(), absl::StatusCode::kDataLoss) << got;
+  EXPECT_NE(got.message().find("offset 4096, expected 0"), std::string::npos) << got;
 }
 
 }  // namespace
