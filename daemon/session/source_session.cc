@@ -131,7 +131,7 @@ void SourceSession::Run(size_t i) {
       // The migration failed as a whole: devices whose own stream had committed go back to
       // RUNNING too, since the VM resumes here.
       for (size_t j = 0; j < entries_.size(); ++j) {
-        if (progress_[j]->committed.load()) Recover(j);
+        if (progress_[j]->committed.exchange(false)) Recover(j);
       }
     }
     registry_->Release(config_.devices, id_);
@@ -252,7 +252,10 @@ absl::Status SourceSession::RunDevice(size_t i) {
         SetDeviceState(i, "PRE_COPY");
         data_fd = data_fds_[i].get();
         SetDeviceDataPath(i, stream::DataPathName(sender->PlannedDataPath(data_fd)));
-        RETURN_IF_ERROR(RunPrecopy(i, dev, data_fd, sender.get()));
+        absl::Status precopied = RunPrecopy(i, dev, data_fd, sender.get());
+        // Every byte sent so far went in PRE_COPY, a failed pump's too.
+        p.precopy_bytes = sender->bytes_sent();
+        RETURN_IF_ERROR(precopied);
         if (cancel_.load()) return absl::CancelledError("session cancelled");
         RETURN_IF_ERROR(sender->EndPhase(Phase::kPreCopy));
       } else {

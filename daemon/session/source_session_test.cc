@@ -67,6 +67,9 @@ TEST_F(SourceSessionTest, APumpFailureSendsEveryDeviceBackToRunning) {
   EXPECT_EQ(s.phase, SessionPhase::kFailed);
   EXPECT_EQ(s.error, reset);
   EXPECT_EQ(s.devices[1].error, reset.message());
+  // No switchover: whatever moved, moved in PRE_COPY, the failed pump's bytes too.
+  EXPECT_GT(s.precopy_bytes, 0u);
+  EXPECT_EQ(s.stop_copy_bytes, 0u);
   SessionSnapshot d = AwaitEnd(*dst);
   EXPECT_EQ(d.phase, SessionPhase::kFailed);
   // Which device's abandon the destination hears first is a race; both say the source gave up.
@@ -210,6 +213,7 @@ TEST_F(SourceSessionTest, AFailureAfterAnotherDeviceCommittedUndoesThatCommitOnB
     EXPECT_EQ(SourceState(i), MigState::kRunning);
     EXPECT_EQ(DestinationState(i), MigState::kRunning);
     EXPECT_FALSE(d.devices[i].committed);
+    EXPECT_FALSE(s.devices[i].committed) << "the commit was undone here too";
   }
 }
 
