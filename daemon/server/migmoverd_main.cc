@@ -27,6 +27,8 @@
 #include "transport/api/transport_set.h"
 #include "transport/dpdk/dpdk_transport.h"
 #include "transport/net/socket.h"
+#include "transport/io/io_engine.h"
+#include "transport/io/io_queue_factory.h"
 #include "transport/stream/data_path.h"
 #include "transport/stream/data_path_probe.h"
 #include "transport/tcp/tcp_transport.h"
@@ -48,12 +50,18 @@ ABSL_FLAG(bool, probe_data_path, true,
           "With --data_path=auto: at start-up, measure splice against copy through this engine "
           "(pipe into loopback TCP, ~0.2 s) and let auto use the faster one for fds that can "
           "splice. Off: auto splices wherever it can.");
+ABSL_FLAG(std::string, io_engine, "auto",
+          "What carries the copy path's reads, writes, sends and receives: uring (io_uring; "
+          "refused where sysctl kernel.io_uring_disabled or a seccomp profile forbids it, and "
+          "then the daemon does not start), syscalls (ppoll and nonblocking calls: works "
+          "everywhere, costs more CPU per byte), or auto (io_uring if this process may use it, "
+          "else syscalls; the choice and the reason are logged at start-up).");
 ABSL_FLAG(uint32_t, streams, 0,
           "Default connections each device's stream is striped over (1..16); 0 picks one per "
           "two cores, at most 4.");
 ABSL_FLAG(uint32_t, workers, 0,
-          "Default threads per source session that move its devices' copy-path data, each with "
-          "one io_uring and buffer pool (never more than the session has devices); 0 = one per "
+          "Default threads per session that move its devices' copy-path data, each with "
+          "one I/O queue (see --io_engine) and buffer pool (never more than the session has devices); 0 = one per "
           "core.");
 ABSL_FLAG(bool, send_zc, false,
           "Copy path: send with io_uring SEND_ZC from the registered buffers (zero copy to the "
@@ -161,6 +169,19 @@ int main(int argc, char** argv) {
       return Fail(absl::InvalidArgumentError(absl::StrCat("--tcp_congestion: ", s.message())));
     }
   }
+  auto engine = migmover::io::ParseIoEngine(absl::GetFlag(FLAGS_io_engine));
+  if (!engine.ok()) return Fail(engine.status());
+  auto choice = migmover::io::ChooseIoEngine(*engine);
+  if (!choice.ok()) return Fail(choice.status());
+  defaults.stream.io_engine = choice->engine;
+  if (!choice->uring_refused.ok()) {
+    MM_LOG(WARNING) << "io engine: syscalls, because io_uring is refused here ("
+                    << choice->uring_refused.message()
+                    << "); migrations work, at a higher CPU cost per byte (--io_engine)";
+  } else {
+    MM_LOG(INFO) << "io engine: " << migmover::io::IoEngineName(choice->engine)
+                 << (*engine == migmover::io::IoEngine::kAuto ? " (auto)" : "");
+  }
   defaults.workers = absl::GetFlag(FLAGS_workers);
   if (defaults.workers == 0) defaults.workers = std::max(1u, std::thread::hardware_concurrency());
   if (defaults.workers > 64) return Fail(absl::InvalidArgumentError("--workers must be 0..64"));
@@ -171,7 +192,8 @@ int main(int argc, char** argv) {
   if (defaults.streams > 16) return Fail(absl::InvalidArgumentError("--streams must be 1..16"));
   if (defaults.stream.data_path == migmover::stream::DataPath::kAuto &&
       absl::GetFlag(FLAGS_probe_data_path)) {
-    auto probe = migmover::stream::ProbeDataPaths(64ull << 20, 2, defaults.stream.chunk_size);
+    auto probe = migmover::stream::ProbeDataPaths(64ull << 20, 2, defaults.stream.chunk_size,
+                                                  defaults.stream.io_engine);
     if (probe.ok()) {
       defaults.stream.auto_spliceable = probe->faster;
       MM_LOG(INFO) << "data path probe (pipe into loopback TCP): copy "
@@ -252,6 +274,7 @@ int main(int argc, char** argv) {
                              " (", migmover::stream::DataPathName(defaults.stream.auto_spliceable),
                              " where an fd can splice)")
                        : "")
+               << ", io engine " << migmover::io::IoEngineName(defaults.stream.io_engine)
                << ", TCP congestion control "
                << (defaults.stream.tcp_congestion.empty() ? "system default"
                                                           : defaults.stream.tcp_congestion)

@@ -30,7 +30,8 @@ std::string MigmoverdPath() {
 }
 
 absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
-    const std::string& binary, const std::string& name, const std::vector<std::string>& extra) {
+    const std::string& binary, const std::string& name, const std::vector<std::string>& extra,
+    LaunchOptions launch) {
   std::unique_ptr<DaemonProcess> d(new DaemonProcess());
   // Socket paths must stay under 108 bytes: a short private directory in /tmp.
   char tmpl[] = "/tmp/mmd.XXXXXX";
@@ -60,6 +61,12 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
+    if (launch.forbid_io_uring) {
+      if (absl::Status s = ForbidIoUring(); !s.ok()) {
+        std::fprintf(stderr, "test launcher: %s\n", std::string(s.message()).c_str());
+        std::_Exit(126);
+      }
+    }
     ::execv(binary.c_str(), argv.data());
     std::_Exit(127);
   }

@@ -11,15 +11,22 @@
 
 #include "absl/status/statusor.h"
 #include "api/migmover.grpc.pb.h"
+#include "daemon/testing/forbid_io_uring.h"
 
 namespace migmover::testing {
+
+struct LaunchOptions {
+  // Refuse io_uring to the daemon (forbid_io_uring.h); by default when the test target asks
+  // with MIGMOVER_TEST_FORBID_IO_URING=1.
+  bool forbid_io_uring = ForbidIoUringRequested();
+};
 
 class DaemonProcess {
  public:
   // Starts `binary` (migmoverd) named `name`, waits until it serves gRPC.
   static absl::StatusOr<std::unique_ptr<DaemonProcess>> Start(
       const std::string& binary, const std::string& name,
-      const std::vector<std::string>& extra_flags = {});
+      const std::vector<std::string>& extra_flags = {}, LaunchOptions launch = {});
   // SIGTERM and wait.
   ~DaemonProcess();
 

@@ -31,6 +31,15 @@ class TwoDaemons : public ::testing::Test {
     ASSERT_TRUE(dst.ok()) << dst.status();
     src_ = std::move(*src);
     dst_ = std::move(*dst);
+    if (ForbidIoUringRequested()) {
+      // The rerun without io_uring (MIGMOVER_TEST_FORBID_IO_URING=1) must really move its
+      // bytes with plain syscalls.
+      for (DaemonProcess* d : {src_.get(), dst_.get()}) {
+        ASSERT_NE(d->Log().find("io engine: syscalls, because io_uring is refused"),
+                  std::string::npos)
+            << d->Log();
+      }
+    }
   }
 
   void TearDown() override {

@@ -10,7 +10,7 @@
 
 namespace migmover::stream {
 
-absl::StatusOr<std::unique_ptr<BufferPool>> BufferPool::Create(uring::Ring* ring, uint32_t count,
+absl::StatusOr<std::unique_ptr<BufferPool>> BufferPool::Create(io::IoQueue* ring, uint32_t count,
                                                                uint32_t payload_size,
                                                                uint32_t headroom) {
   if (count == 0 || payload_size == 0) {

@@ -1,5 +1,5 @@
 // BufferPool: the fixed set of I/O buffers of one stream, allocated once, page-aligned, and
-// registered with the stream's ring so reads and writes use READ_FIXED / WRITE_FIXED.
+// registered with the stream's queue so reads and writes use READ_FIXED / WRITE_FIXED.
 // Each buffer has kFrameHeaderSize bytes of headroom before its payload, so a frame header and
 // its payload leave in one send.
 #ifndef MIGMOVER_TRANSPORT_STREAM_BUFFER_POOL_H_
@@ -12,14 +12,14 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "transport/uring/ring.h"
+#include "transport/io/io_queue.h"
 
 namespace migmover::stream {
 
 class BufferPool {
  public:
   // `count` buffers of `headroom + payload_size` bytes each, registered with `ring`.
-  static absl::StatusOr<std::unique_ptr<BufferPool>> Create(uring::Ring* ring, uint32_t count,
+  static absl::StatusOr<std::unique_ptr<BufferPool>> Create(io::IoQueue* ring, uint32_t count,
                                                             uint32_t payload_size,
                                                             uint32_t headroom);
   ~BufferPool();

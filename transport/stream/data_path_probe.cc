@@ -16,21 +16,22 @@
 namespace migmover::stream {
 namespace {
 
-absl::StatusOr<double> Trial(DataPath path, uint64_t bytes, uint32_t chunk) {
+absl::StatusOr<double> Trial(DataPath path, uint64_t bytes, uint32_t chunk,
+                             io::IoEngine engine) {
   uint16_t port = 0;
   ASSIGN_OR_RETURN(UniqueFd listener, net::TcpListen({"127.0.0.1", 0}, &port));
   ASSIGN_OR_RETURN(UniqueFd out, net::TcpConnect({"127.0.0.1", port}, absl::Seconds(5)));
   ASSIGN_OR_RETURN(UniqueFd in, net::Accept(listener.get(), absl::Seconds(5)));
   ASSIGN_OR_RETURN(PipeFds pipe, MakePipe());
   ::fcntl(pipe.write.get(), F_SETPIPE_SZ, 1 << 20);
-  ASSIGN_OR_RETURN(std::unique_ptr<uring::Ring> ring, uring::Ring::Create(64));
   StreamOptions options;
   options.data_path = path;
   options.chunk_size = chunk;
+  options.io_engine = engine;
   // A probe must never hold up the daemon's start for long.
   options.idle_timeout = absl::Seconds(2);
   ASSIGN_OR_RETURN(std::unique_ptr<StreamSender> sender,
-                   StreamSender::Create(ring.get(), std::move(out), 0, options));
+                   StreamSender::Create(nullptr, std::move(out), 0, options));
 
   std::thread drain([fd = in.get()] {
     std::vector<char> buf(1 << 20);
@@ -64,12 +65,13 @@ absl::StatusOr<double> Trial(DataPath path, uint64_t bytes, uint32_t chunk) {
 
 }  // namespace
 
-absl::StatusOr<DataPathProbe> ProbeDataPaths(uint64_t bytes, int rounds, uint32_t chunk) {
+absl::StatusOr<DataPathProbe> ProbeDataPaths(uint64_t bytes, int rounds, uint32_t chunk,
+                                             io::IoEngine engine) {
   std::vector<double> copy, splice;
   for (int i = 0; i < std::max(1, rounds); ++i) {
     // Alternate so a burst of load on the machine hits both paths alike.
-    ASSIGN_OR_RETURN(double c, Trial(DataPath::kCopy, bytes, chunk));
-    ASSIGN_OR_RETURN(double s, Trial(DataPath::kSplice, bytes, chunk));
+    ASSIGN_OR_RETURN(double c, Trial(DataPath::kCopy, bytes, chunk, engine));
+    ASSIGN_OR_RETURN(double s, Trial(DataPath::kSplice, bytes, chunk, engine));
     copy.push_back(c);
     splice.push_back(s);
   }

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "absl/status/statusor.h"
+#include "transport/io/io_engine.h"
 #include "transport/stream/data_path.h"
 
 namespace migmover::stream {
@@ -17,10 +18,12 @@ struct DataPathProbe {
   DataPath faster = DataPath::kSplice;
 };
 
-// `bytes` per trial, `rounds` trials of each path (medians compared), frames of `chunk` bytes.
+// `bytes` per trial, `rounds` trials of each path (medians compared), frames of `chunk` bytes,
+// the copy path on `engine`'s queue.
 // Takes about 2 * rounds * bytes / rate (64 MiB x 2 x 2 at 2 GB/s: ~0.15 s).
 absl::StatusOr<DataPathProbe> ProbeDataPaths(uint64_t bytes = 64ull << 20, int rounds = 2,
-                                             uint32_t chunk = 1u << 20);
+                                             uint32_t chunk = 1u << 20,
+                                             io::IoEngine engine = io::IoEngine::kAuto);
 
 }  // namespace migmover::stream
 

@@ -7,12 +7,12 @@
 
 namespace migmover::stream {
 
-void DriveJob(uring::Ring* ring, PumpJob& job, absl::Duration tick) {
+void DriveJob(io::IoQueue* ring, PumpJob& job, absl::Duration tick) {
   absl::Time next_tick = absl::Now() + tick;
   while (true) {
     job.Issue();
     if (job.Done()) return;
-    uring::Completion batch[32];
+    io::Completion batch[32];
     absl::Time wake = std::min(next_tick, job.WakeBy());
     absl::StatusOr<size_t> got =
         ring->WaitBatch(std::max(wake - absl::Now(), absl::ZeroDuration()), batch);
@@ -21,7 +21,7 @@ void DriveJob(uring::Ring* ring, PumpJob& job, absl::Duration tick) {
       return;
     }
     for (size_t i = 0; i < *got; ++i) {
-      if (batch[i].user_data != uring::kCancelTag) job.OnCompletion(batch[i]);
+      if (batch[i].user_data != io::kCancelTag) job.OnCompletion(batch[i]);
     }
     if (*got == 0 || absl::Now() >= next_tick) {
       job.OnTick();

@@ -9,7 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "transport/uring/ring.h"
+#include "transport/io/io_queue.h"
 
 namespace migmover::stream {
 
@@ -19,7 +19,7 @@ class PumpJob {
   // Submits what can go now (reads, sends). Never blocks.
   virtual void Issue() = 0;
   // A completion whose tag carries this job's id (see JobTag).
-  virtual void OnCompletion(const uring::Completion& c) = 0;
+  virtual void OnCompletion(const io::Completion& c) = 0;
   // Periodic checks: cancellation, the idle timeout, a PRE_COPY read to withdraw at stop.
   virtual void OnTick() = 0;
   // Finished, and nothing of it is in flight any more.
@@ -35,18 +35,18 @@ class PumpJob {
 // Drives `job` alone on `ring` (which carries nothing else) until it is Done(), calling
 // OnTick() every `tick`. A ring failure aborts the job with it (see PumpJob::Abort), so the
 // job's result carries it.
-void DriveJob(uring::Ring* ring, PumpJob& job,
+void DriveJob(io::IoQueue* ring, PumpJob& job,
                       absl::Duration tick = absl::Milliseconds(100));
 
 // User data of a job's request: the op kind, the job's id (24 bits) and a slot (24 bits).
 inline uint64_t JobTag(uint8_t kind, uint32_t job, uint32_t slot) {
-  return uring::Tag(kind, (uint64_t{job & 0xffffff} << 24) | (slot & 0xffffff));
+  return io::Tag(kind, (uint64_t{job & 0xffffff} << 24) | (slot & 0xffffff));
 }
 inline uint32_t JobOf(uint64_t user_data) {
-  return static_cast<uint32_t>(uring::TagValue(user_data) >> 24) & 0xffffff;
+  return static_cast<uint32_t>(io::TagValue(user_data) >> 24) & 0xffffff;
 }
 inline uint32_t SlotOf(uint64_t user_data) {
-  return static_cast<uint32_t>(uring::TagValue(user_data) & 0xffffff);
+  return static_cast<uint32_t>(io::TagValue(user_data) & 0xffffff);
 }
 
 }  // namespace migmover::stream

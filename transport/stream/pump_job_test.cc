@@ -5,6 +5,7 @@
 
 #include "gtest/gtest.h"
 #include "transport/base/unique_fd.h"
+#include "transport/uring/ring.h"
 
 namespace migmover::stream {
 namespace {
@@ -12,13 +13,13 @@ namespace {
 // A job with one request that never completes by itself (a read of an empty pipe).
 class StuckJob final : public PumpJob {
  public:
-  StuckJob(uring::Ring* ring, int fd) : ring_(ring), fd_(fd) {}
+  StuckJob(io::IoQueue* ring, int fd) : ring_(ring), fd_(fd) {}
   void Issue() override {
     if (issued_) return;
-    io_uring_prep_read(ring_->Sqe(), fd_, buf_, sizeof(buf_), -1);
+    ring_->Read(fd_, buf_, sizeof(buf_), io::kUnregistered, 1);
     issued_ = true;
   }
-  void OnCompletion(const uring::Completion&) override { completed_ = true; }
+  void OnCompletion(const io::Completion&) override { completed_ = true; }
   void OnTick() override { ++ticks_; }
   bool Done() const override { return completed_ || !aborted_with_.ok(); }
   absl::Time WakeBy() const override { return absl::InfiniteFuture(); }
@@ -28,7 +29,7 @@ class StuckJob final : public PumpJob {
   int ticks_ = 0;
 
  private:
-  uring::Ring* ring_;
+  io::IoQueue* ring_;
   int fd_;
   char buf_[16];
   bool issued_ = false, completed_ = false;

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "transport/base/errno_status.h"
+#include "transport/io/io_queue_factory.h"
 
 namespace migmover::stream {
 namespace {
@@ -26,8 +27,10 @@ struct PumpWorker::Request {
 };
 
 absl::StatusOr<std::unique_ptr<PumpWorker>> PumpWorker::Start(uint32_t buffers,
-                                                              uint32_t chunk_size) {
+                                                              uint32_t chunk_size,
+                                                              io::IoEngine engine) {
   std::unique_ptr<PumpWorker> w(new PumpWorker());
+  w->engine_ = engine;
   w->chunk_size_ = chunk_size;
   w->buffers_ = buffers;
   w->wake_fd_.Reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -47,14 +50,15 @@ absl::StatusOr<std::unique_ptr<PumpWorker>> PumpWorker::Start(uint32_t buffers,
 }
 
 absl::StatusOr<std::vector<std::unique_ptr<PumpWorker>>> PumpWorker::StartPool(
-    uint32_t workers, size_t streams, uint32_t buffers_per_stream, uint32_t chunk_size) {
+    uint32_t workers, size_t streams, uint32_t buffers_per_stream, uint32_t chunk_size,
+    io::IoEngine engine) {
   std::vector<std::unique_ptr<PumpWorker>> pool;
   const size_t w = std::min<size_t>(workers, streams);
   if (w == 0) return pool;
   const size_t streams_per_worker = (streams + w - 1) / w;
   for (size_t k = 0; k < w; ++k) {
     absl::StatusOr<std::unique_ptr<PumpWorker>> worker =
-        Start(static_cast<uint32_t>(buffers_per_stream * streams_per_worker), chunk_size);
+        Start(static_cast<uint32_t>(buffers_per_stream * streams_per_worker), chunk_size, engine);
     if (!worker.ok()) return worker.status();
     pool.push_back(std::move(*worker));
   }
@@ -91,7 +95,7 @@ void PumpWorker::Loop() {
   pthread_setname_np(pthread_self(), "mm-pump-worker");
   {
     absl::Status s;
-    auto ring = uring::Ring::Create(256);
+    auto ring = io::CreateIoQueue(engine_, 256);
     if (!ring.ok()) {
       s = ring.status();
     } else {
@@ -120,9 +124,8 @@ void PumpWorker::Loop() {
   uint32_t next_job = 1;
   uint64_t wake_value = 0;
   auto arm_wake = [&] {
-    io_uring_sqe* sqe = ring_->Sqe();
-    io_uring_prep_read(sqe, wake_fd_.get(), &wake_value, sizeof(wake_value), 0);
-    io_uring_sqe_set_data64(sqe, uring::Tag(kWake, 0));
+    ring_->Read(wake_fd_.get(), &wake_value, sizeof(wake_value), io::kUnregistered,
+                io::Tag(kWake, 0));
   };
   arm_wake();
   absl::Time next_tick = absl::Now() + kTick;
@@ -162,7 +165,7 @@ void PumpWorker::Loop() {
       ++it;
     }
     if (stop_.load() && active.empty()) break;
-    uring::Completion batch[64];
+    io::Completion batch[64];
     absl::Duration wait = std::max(wake_by - absl::Now(), absl::ZeroDuration());
     absl::StatusOr<size_t> got = ring_->WaitBatch(wait, batch);
     if (!got.ok()) {
@@ -175,8 +178,8 @@ void PumpWorker::Loop() {
     }
     for (size_t i = 0; i < *got; ++i) {
       const uint64_t ud = batch[i].user_data;
-      if (ud == uring::kCancelTag) continue;
-      if (uring::TagKind(ud) == kWake) {
+      if (ud == io::kCancelTag) continue;
+      if (io::TagKind(ud) == kWake) {
         arm_wake();
         continue;
       }

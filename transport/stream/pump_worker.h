@@ -1,4 +1,5 @@
-// PumpWorker: one thread with one io_uring and one registered buffer pool that moves the data
+// PumpWorker: one thread with one IoQueue (io_uring, or plain syscalls where io_uring is
+// refused) and one registered buffer pool that moves the data
 // of several device streams at once. It knows only the PumpJob interface: a stream hands it a
 // factory for its job and gets the finished job back. A session with W workers spreads its devices over them, so
 // the number of data-moving threads is the migration's choice, not the device count. Callers
@@ -21,7 +22,8 @@
 #include "transport/base/unique_fd.h"
 #include "transport/stream/buffer_pool.h"
 #include "transport/stream/pump_job.h"
-#include "transport/uring/ring.h"
+#include "transport/io/io_engine.h"
+#include "transport/io/io_queue.h"
 
 namespace migmover::stream {
 
@@ -29,13 +31,16 @@ class PumpWorker {
  public:
   // `buffers` buffers of `chunk_size` bytes (+ frame headroom) are shared by the worker's
   // concurrent pumps; a pump waits for its share when they are all taken.
-  static absl::StatusOr<std::unique_ptr<PumpWorker>> Start(uint32_t buffers, uint32_t chunk_size);
+  // `engine`: the IoQueue backend (io_queue_factory.h). Errors: the queue's or the pool's.
+  static absl::StatusOr<std::unique_ptr<PumpWorker>> Start(
+      uint32_t buffers, uint32_t chunk_size, io::IoEngine engine = io::IoEngine::kAuto);
 
   // min(`workers`, `streams`) workers for `streams` long-lived streams spread over them round
   // robin, each stream holding up to `buffers_per_stream` buffers at once, so every stream of a
   // worker fits its pool together.
   static absl::StatusOr<std::vector<std::unique_ptr<PumpWorker>>> StartPool(
-      uint32_t workers, size_t streams, uint32_t buffers_per_stream, uint32_t chunk_size);
+      uint32_t workers, size_t streams, uint32_t buffers_per_stream, uint32_t chunk_size,
+      io::IoEngine engine = io::IoEngine::kAuto);
   ~PumpWorker();
 
   // Makes a job on the worker's thread, ring and `slots_wanted` of its buffers (waiting for
@@ -45,7 +50,7 @@ class PumpWorker {
   // PumpJob::Abort) and later requests fail with it. Errors: Cancelled when the worker is
   // stopping; the ring's failure for a request made after it broke.
   using JobFactory = std::function<std::unique_ptr<PumpJob>(
-      uring::Ring* ring, BufferPool* pool, std::span<const uint32_t> slots, uint32_t job_id)>;
+      io::IoQueue* ring, BufferPool* pool, std::span<const uint32_t> slots, uint32_t job_id)>;
   absl::StatusOr<std::unique_ptr<PumpJob>> RunJob(uint32_t slots_wanted, JobFactory make);
 
   uint32_t chunk_size() const { return chunk_size_; }
@@ -58,7 +63,8 @@ class PumpWorker {
 
   uint32_t chunk_size_ = 0;
   uint32_t buffers_ = 0;
-  std::unique_ptr<uring::Ring> ring_;
+  io::IoEngine engine_ = io::IoEngine::kAuto;
+  std::unique_ptr<io::IoQueue> ring_;
   std::unique_ptr<BufferPool> pool_;
   UniqueFd wake_fd_;  // eventfd: a new request or shutdown.
   std::atomic<bool> stop_{false};

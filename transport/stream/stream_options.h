@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/time/time.h"
+#include "transport/io/io_engine.h"
 #include "transport/stream/data_path.h"
 #include "transport/stream/rate_limiter.h"
 
@@ -34,6 +35,9 @@ struct StreamOptions {
   // buffer is reused only after the kernel's notification). Pays on real NICs with large
   // frames; on loopback the kernel copies anyway, so it cannot win there.
   bool send_zc = false;
+  // What carries the copy path's requests: io_uring or plain syscalls (io_queue_factory.h). The
+  // daemon resolves kAuto once at start-up and sets what it chose.
+  io::IoEngine io_engine = io::IoEngine::kAuto;
   // The migration's bandwidth cap, shared by all its streams (null: none).
   std::shared_ptr<RateLimiter> limiter;
 };

@@ -13,6 +13,7 @@
 #include "transport/base/stream_digest.h"
 #include "transport/net/socket.h"
 #include "transport/peer/handshake.h"
+#include "transport/io/io_queue_factory.h"
 #include "transport/stream/pump_worker.h"
 #include "transport/stream/splice_io.h"
 #include "transport/stream/stream_errors.h"
@@ -30,7 +31,7 @@ constexpr absl::Duration kTick = absl::Milliseconds(100);
 
 }  // namespace
 
-StreamReceiver::StreamReceiver(uring::Ring* ring, std::vector<UniqueFd> sockets, uint32_t device,
+StreamReceiver::StreamReceiver(io::IoQueue* ring, std::vector<UniqueFd> sockets, uint32_t device,
                                uint64_t next_seq, const StreamOptions& options)
     : ring_(ring),
       sockets_(std::move(sockets)),
@@ -42,7 +43,7 @@ StreamReceiver::StreamReceiver(uring::Ring* ring, std::vector<UniqueFd> sockets,
 StreamReceiver::~StreamReceiver() = default;
 
 absl::StatusOr<std::unique_ptr<StreamReceiver>> StreamReceiver::Create(
-    uring::Ring* ring, UniqueFd socket, uint32_t device, uint64_t next_seq,
+    io::IoQueue* ring, UniqueFd socket, uint32_t device, uint64_t next_seq,
     const StreamOptions& options) {
   std::vector<UniqueFd> sockets;
   sockets.push_back(std::move(socket));
@@ -53,7 +54,7 @@ absl::StatusOr<std::unique_ptr<StreamReceiver>> StreamReceiver::Create(
 }
 
 absl::StatusOr<std::unique_ptr<StreamReceiver>> StreamReceiver::Create(
-    uring::Ring* ring, std::vector<UniqueFd> sockets, uint32_t device,
+    io::IoQueue* ring, std::vector<UniqueFd> sockets, uint32_t device,
     const StreamOptions& options) {
   if (options.chunk_size == 0 || options.chunk_size > wire::kMaxDataLength || options.buffers < 2) {
     return absl::InvalidArgumentError("receiver: bad chunk size or buffer count");
@@ -118,7 +119,7 @@ absl::Status StreamReceiver::OnHeader(size_t k, const FrameHeader& h, uint32_t* 
 // ahead stalls (TCP pushes back) while the one carrying the next piece always has room.
 class StreamReceiver::ReceiveJob final : public PumpJob {
  public:
-  ReceiveJob(StreamReceiver* r, uring::Ring* ring, BufferPool* pool,
+  ReceiveJob(StreamReceiver* r, io::IoQueue* ring, BufferPool* pool,
              std::span<const uint32_t> slots, uint32_t job, int data_fd,
              const std::atomic<bool>& cancel)
       : r_(r),
@@ -174,10 +175,8 @@ class StreamReceiver::ReceiveJob final : public PumpJob {
         cn.hdr_got = 0;
       }
       if (cn.state == Conn::kHeader) {
-        io_uring_sqe* sqe = ring_->Sqe();
-        io_uring_prep_recv(sqe, r_->sockets_[k].get(), cn.hdr + cn.hdr_got,
-                           sizeof(cn.hdr) - cn.hdr_got, MSG_WAITALL);
-        io_uring_sqe_set_data64(sqe, JobTag(kRecvHeader, job_, k));
+        ring_->Recv(r_->sockets_[k].get(), cn.hdr + cn.hdr_got, sizeof(cn.hdr) - cn.hdr_got,
+                    MSG_WAITALL, JobTag(kRecvHeader, job_, k));
         cn.inflight = true;
       } else if (cn.state == Conn::kPayload) {
         if (cn.want == 0 && free_count_ > 0 && cn.used < quota_) {
@@ -187,11 +186,8 @@ class StreamReceiver::ReceiveJob final : public PumpJob {
           cn.want = std::min(cn.frame_left, piece_max_);
         }
         if (cn.want > 0) {
-          io_uring_sqe* sqe = ring_->Sqe();
-          io_uring_prep_recv(sqe, r_->sockets_[k].get(),
-                             pool_->payload(pool_index_[cn.slot]) + cn.got, cn.want - cn.got,
-                             MSG_WAITALL);
-          io_uring_sqe_set_data64(sqe, JobTag(kRecvPayload, job_, k));
+          ring_->Recv(r_->sockets_[k].get(), pool_->payload(pool_index_[cn.slot]) + cn.got,
+                      cn.want - cn.got, MSG_WAITALL, JobTag(kRecvPayload, job_, k));
           cn.inflight = true;
         }
       }
@@ -209,10 +205,9 @@ class StreamReceiver::ReceiveJob final : public PumpJob {
       }
       if (writing_ >= 0) {
         const Piece& pc = pieces_[writing_];
-        io_uring_sqe* sqe = ring_->Sqe();
-        io_uring_prep_write_fixed(sqe, data_fd_, pool_->payload(pool_index_[writing_]) + pc.written,
-                                  pc.len - pc.written, -1, pool_index_[writing_]);
-        io_uring_sqe_set_data64(sqe, JobTag(kWrite, job_, writing_));
+        ring_->Write(data_fd_, pool_->payload(pool_index_[writing_]) + pc.written,
+                     pc.len - pc.written, static_cast<int>(pool_index_[writing_]),
+                     JobTag(kWrite, job_, writing_));
         write_inflight_ = true;
         if (digest_due_) {
           // Into the device first, the digest meanwhile (both only read the buffer).
@@ -245,10 +240,10 @@ class StreamReceiver::ReceiveJob final : public PumpJob {
     }
   }
 
-  void OnCompletion(const uring::Completion& c) override {
+  void OnCompletion(const io::Completion& c) override {
     const uint32_t v = SlotOf(c.user_data);
     const bool done = error_.ok() && Complete();
-    switch (uring::TagKind(c.user_data)) {
+    switch (io::TagKind(c.user_data)) {
       case kRecvHeader:
         conns_[v].inflight = false;
         if (error_.ok() && !done) OnHeaderBytes(v, c.res);
@@ -392,9 +387,7 @@ class StreamReceiver::ReceiveJob final : public PumpJob {
         writing_ = -1;
       }
     } else if (res == -EAGAIN) {
-      io_uring_sqe* sqe = ring_->Sqe();
-      io_uring_prep_poll_add(sqe, data_fd_, POLLOUT);
-      io_uring_sqe_set_data64(sqe, JobTag(kPoll, job_, 0));
+      ring_->Poll(data_fd_, POLLOUT, JobTag(kPoll, job_, 0));
       poll_inflight_ = true;
     } else if (res != -EINTR) {
       Fail(ErrnoStatus(absl::StrCat("write(data fd ", data_fd_, ", ", pc.len - pc.written,
@@ -404,7 +397,7 @@ class StreamReceiver::ReceiveJob final : public PumpJob {
   }
 
   StreamReceiver* const r_;
-  uring::Ring* const ring_;
+  io::IoQueue* const ring_;
   BufferPool* const pool_;
   const uint32_t job_;
   const int data_fd_;
@@ -445,7 +438,7 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveCopy(int data_fd,
   if (worker_ != nullptr) {
     absl::StatusOr<std::unique_ptr<PumpJob>> job = worker_->RunJob(
         CopyJobSlots(),
-        [&](uring::Ring* ring, BufferPool* pool, std::span<const uint32_t> slots,
+        [&](io::IoQueue* ring, BufferPool* pool, std::span<const uint32_t> slots,
             uint32_t id) -> std::unique_ptr<PumpJob> {
           return std::make_unique<ReceiveJob>(this, ring, pool, slots, id, data_fd, cancel);
         });
@@ -453,7 +446,7 @@ absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveCopy(int data_fd,
     return static_cast<const ReceiveJob&>(**job).Result();
   }
   if (ring_ == nullptr) {
-    ASSIGN_OR_RETURN(own_ring_, uring::Ring::Create(64));
+    ASSIGN_OR_RETURN(own_ring_, io::CreateIoQueue(options_.io_engine, 64));
     ring_ = own_ring_.get();
   }
   if (pool_ == nullptr) {

@@ -29,7 +29,7 @@
 #include "transport/stream/pump_job.h"
 #include "transport/stream/stream_options.h"
 #include "transport/stream/stream_rules.h"
-#include "transport/uring/ring.h"
+#include "transport/io/io_queue.h"
 
 namespace migmover::stream {
 
@@ -43,12 +43,12 @@ class StreamReceiver final : public transport::DeviceStreamReceiver {
   // each past its HELLO, so the next frame on each must carry sequence number 1. `ring`: the
   // receiving thread's ring, which must outlive this; or null: the stream makes its own on the
   // first copy-path receive that needs one (on the receiving thread).
-  static absl::StatusOr<std::unique_ptr<StreamReceiver>> Create(uring::Ring* ring,
+  static absl::StatusOr<std::unique_ptr<StreamReceiver>> Create(io::IoQueue* ring,
                                                                 std::vector<UniqueFd> sockets,
                                                                 uint32_t device,
                                                                 const StreamOptions& options);
   // One connection; `next_seq`: the sequence number its next frame must carry.
-  static absl::StatusOr<std::unique_ptr<StreamReceiver>> Create(uring::Ring* ring, UniqueFd socket,
+  static absl::StatusOr<std::unique_ptr<StreamReceiver>> Create(io::IoQueue* ring, UniqueFd socket,
                                                                 uint32_t device, uint64_t next_seq,
                                                                 const StreamOptions& options);
   ~StreamReceiver() override;
@@ -87,7 +87,7 @@ class StreamReceiver final : public transport::DeviceStreamReceiver {
   DataPath data_path_used() const override { return path_used_.load(); }
 
  private:
-  StreamReceiver(uring::Ring* ring, std::vector<UniqueFd> sockets, uint32_t device,
+  StreamReceiver(io::IoQueue* ring, std::vector<UniqueFd> sockets, uint32_t device,
                  uint64_t next_seq, const StreamOptions& options);
   class ReceiveJob;
   uint32_t CopyJobSlots() const;
@@ -102,8 +102,8 @@ class StreamReceiver final : public transport::DeviceStreamReceiver {
 
   int control_fd() const { return sockets_[0].get(); }
 
-  uring::Ring* ring_;
-  std::unique_ptr<uring::Ring> own_ring_;  // When made without one.
+  io::IoQueue* ring_;
+  std::unique_ptr<io::IoQueue> own_ring_;  // When made without one.
   PumpWorker* worker_ = nullptr;
   uint32_t worker_buffers_ = 64;
   std::vector<UniqueFd> sockets_;

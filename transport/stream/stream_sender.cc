@@ -15,6 +15,7 @@
 #include "transport/base/stream_digest.h"
 #include "transport/net/socket.h"
 #include "transport/peer/handshake.h"
+#include "transport/io/io_queue_factory.h"
 #include "transport/stream/pump_worker.h"
 #include "transport/stream/splice_io.h"
 #include "transport/stream/stream_errors.h"
@@ -34,7 +35,7 @@ constexpr uint64_t kVerdictSeq = 1;
 
 }  // namespace
 
-StreamSender::StreamSender(uring::Ring* ring, std::vector<UniqueFd> sockets, uint32_t device,
+StreamSender::StreamSender(io::IoQueue* ring, std::vector<UniqueFd> sockets, uint32_t device,
                            const StreamOptions& options)
     : ring_(ring),
       sockets_(std::move(sockets)),
@@ -45,7 +46,7 @@ StreamSender::StreamSender(uring::Ring* ring, std::vector<UniqueFd> sockets, uin
 
 StreamSender::~StreamSender() = default;
 
-absl::StatusOr<std::unique_ptr<StreamSender>> StreamSender::Create(uring::Ring* ring,
+absl::StatusOr<std::unique_ptr<StreamSender>> StreamSender::Create(io::IoQueue* ring,
                                                                    UniqueFd socket, uint32_t device,
                                                                    const StreamOptions& options) {
   std::vector<UniqueFd> sockets;
@@ -53,7 +54,7 @@ absl::StatusOr<std::unique_ptr<StreamSender>> StreamSender::Create(uring::Ring* 
   return Create(ring, std::move(sockets), device, options);
 }
 
-absl::StatusOr<std::unique_ptr<StreamSender>> StreamSender::Create(uring::Ring* ring,
+absl::StatusOr<std::unique_ptr<StreamSender>> StreamSender::Create(io::IoQueue* ring,
                                                                    std::vector<UniqueFd> sockets,
                                                                    uint32_t device,
                                                                    const StreamOptions& options) {
@@ -128,7 +129,7 @@ absl::StatusOr<PumpResult> StreamSender::Pump(int data_fd, Phase phase, uint64_t
 // in flight per connection (each connection's frames stay in stream order).
 class StreamSender::CopyJob final : public PumpJob {
  public:
-  CopyJob(StreamSender* s, uring::Ring* ring, BufferPool* pool, std::span<const uint32_t> slots,
+  CopyJob(StreamSender* s, io::IoQueue* ring, BufferPool* pool, std::span<const uint32_t> slots,
           uint32_t job, int data_fd, Phase phase, uint64_t max_bytes, const std::atomic<bool>& stop,
           const std::atomic<bool>& cancel)
       : s_(s),
@@ -171,9 +172,7 @@ class StreamSender::CopyJob final : public PumpJob {
     // The destination only speaks mid-stream to give up. The ring watches its connection, so
     // noticing costs nothing per frame.
     if (!ended_ && !peer_poll_inflight_) {
-      io_uring_sqe* sqe = ring_->Sqe();
-      io_uring_prep_poll_add(sqe, s_->control_fd(), POLLIN);
-      io_uring_sqe_set_data64(sqe, JobTag(kPeer, job_, 0));
+      ring_->Poll(s_->control_fd(), POLLIN, JobTag(kPeer, job_, 0));
       peer_poll_inflight_ = true;
       peer_cancel_sent_ = false;
     }
@@ -190,12 +189,9 @@ class StreamSender::CopyJob final : public PumpJob {
         const uint32_t slot = free_list_[--free_count_];
         const uint32_t len =
             static_cast<uint32_t>(std::min<uint64_t>(s_->options_.chunk_size, remaining_));
-        io_uring_sqe* sqe = ring_->Sqe();
-        // Offset -1: the fd's own position, as read(2); data fds are streams.
-        io_uring_prep_read_fixed(sqe, data_fd_, pool_->payload(pool_index_[slot]), len, -1,
-                                 pool_index_[slot]);
         read_tag_ = JobTag(kRead, job_, slot);
-        io_uring_sqe_set_data64(sqe, read_tag_);
+        ring_->Read(data_fd_, pool_->payload(pool_index_[slot]), len,
+                    static_cast<int>(pool_index_[slot]), read_tag_);
         read_inflight_ = true;
         read_cancel_sent_ = false;
       }
@@ -251,9 +247,9 @@ class StreamSender::CopyJob final : public PumpJob {
     }
   }
 
-  void OnCompletion(const uring::Completion& c) override {
+  void OnCompletion(const io::Completion& c) override {
     const uint32_t slot = SlotOf(c.user_data);
-    switch (uring::TagKind(c.user_data)) {
+    switch (io::TagKind(c.user_data)) {
       case kRead:
         OnRead(slot, c.res);
         break;
@@ -286,14 +282,13 @@ class StreamSender::CopyJob final : public PumpJob {
   };
 
   void SubmitSend(uint32_t slot, int fd, uint32_t from, uint32_t len) {
-    io_uring_sqe* sqe = ring_->Sqe();
     uint8_t* base = pool_->base(pool_index_[slot]);
     if (s_->options_.send_zc) {
-      io_uring_prep_send_zc_fixed(sqe, fd, base + from, len, MSG_NOSIGNAL, 0, pool_index_[slot]);
+      ring_->SendZeroCopy(fd, base + from, len, MSG_NOSIGNAL, static_cast<int>(pool_index_[slot]),
+                          JobTag(kSend, job_, slot));
     } else {
-      io_uring_prep_send(sqe, fd, base + from, len, MSG_NOSIGNAL);
+      ring_->Send(fd, base + from, len, MSG_NOSIGNAL, JobTag(kSend, job_, slot));
     }
-    io_uring_sqe_set_data64(sqe, JobTag(kSend, job_, slot));
   }
 
   // A ring call that failed breaks the ring: the job aborts with it.
@@ -342,9 +337,7 @@ class StreamSender::CopyJob final : public PumpJob {
       ended_ = true;
       result_.end = precopy ? PumpResult::End::kDrained : PumpResult::End::kEof;
     } else if (res == -EAGAIN) {
-      io_uring_sqe* sqe = ring_->Sqe();
-      io_uring_prep_poll_add(sqe, data_fd_, POLLIN);
-      io_uring_sqe_set_data64(sqe, JobTag(kPoll, job_, 0));
+      ring_->Poll(data_fd_, POLLIN, JobTag(kPoll, job_, 0));
       poll_inflight_ = true;
     } else if (res != -EINTR) {
       Fail(ErrnoStatus(absl::StrCat("read(data fd ", data_fd_, ", ", peer::PhaseName(phase_), ")"),
@@ -352,16 +345,16 @@ class StreamSender::CopyJob final : public PumpJob {
     }
   }
 
-  void OnSend(uint32_t slot, const uring::Completion& c) {
+  void OnSend(uint32_t slot, const io::Completion& c) {
     Slot& sl = slots_[slot];
-    if (c.flags & IORING_CQE_F_NOTIF) {
+    if (c.flags & io::kCompletionNotif) {
       // SEND_ZC: the kernel is done with the buffer of one send of this frame.
       --sl.notifs;
       --notifs_outstanding_;
       if (sl.notifs == 0 && sl.sent_all) free_list_[free_count_++] = slot;
       return;
     }
-    if (c.flags & IORING_CQE_F_MORE) {
+    if (c.flags & io::kCompletionMore) {
       ++sl.notifs;
       ++notifs_outstanding_;
     }
@@ -394,7 +387,7 @@ class StreamSender::CopyJob final : public PumpJob {
   }
 
   StreamSender* const s_;
-  uring::Ring* const ring_;
+  io::IoQueue* const ring_;
   BufferPool* const pool_;
   const uint32_t job_;
   const int data_fd_;
@@ -428,7 +421,7 @@ class StreamSender::CopyJob final : public PumpJob {
   absl::Time send_not_before_ = absl::InfinitePast();
 };
 
-std::unique_ptr<PumpJob> StreamSender::MakeCopyJob(uring::Ring* ring, BufferPool* pool,
+std::unique_ptr<PumpJob> StreamSender::MakeCopyJob(io::IoQueue* ring, BufferPool* pool,
                                                    std::span<const uint32_t> slots, uint32_t job,
                                                    int data_fd, Phase phase, uint64_t max_bytes,
                                                    const std::atomic<bool>& stop,
@@ -453,14 +446,14 @@ absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint
   if (worker_ != nullptr) {
     absl::StatusOr<std::unique_ptr<PumpJob>> job = worker_->RunJob(
         CopyJobSlots(),
-        [&](uring::Ring* ring, BufferPool* pool, std::span<const uint32_t> slots, uint32_t id) {
+        [&](io::IoQueue* ring, BufferPool* pool, std::span<const uint32_t> slots, uint32_t id) {
           return MakeCopyJob(ring, pool, slots, id, data_fd, phase, max_bytes, stop, cancel);
         });
     if (!job.ok()) return job.status();
     return CopyJobResult(**job);
   }
   if (ring_ == nullptr) {
-    ASSIGN_OR_RETURN(own_ring_, uring::Ring::Create(64));
+    ASSIGN_OR_RETURN(own_ring_, io::CreateIoQueue(options_.io_engine, 64));
     ring_ = own_ring_.get();
   }
   if (pool_ == nullptr) {

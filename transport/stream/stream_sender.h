@@ -26,7 +26,7 @@
 #include "transport/stream/pump_job.h"
 #include "transport/stream/stream_options.h"
 #include "transport/stream/stream_rules.h"
-#include "transport/uring/ring.h"
+#include "transport/io/io_queue.h"
 
 namespace migmover::stream {
 
@@ -39,11 +39,11 @@ class StreamSender final : public transport::DeviceStreamSender {
   // Takes ownership of the connected `sockets` (1..kMaxStreamsPerDevice; the first carries the
   // control frames). `ring`: the calling thread's ring, which must outlive this; or null: the
   // stream makes its own on the first copy-path pump that needs one (on the pumping thread).
-  static absl::StatusOr<std::unique_ptr<StreamSender>> Create(uring::Ring* ring,
+  static absl::StatusOr<std::unique_ptr<StreamSender>> Create(io::IoQueue* ring,
                                                               std::vector<UniqueFd> sockets,
                                                               uint32_t device,
                                                               const StreamOptions& options);
-  static absl::StatusOr<std::unique_ptr<StreamSender>> Create(uring::Ring* ring, UniqueFd socket,
+  static absl::StatusOr<std::unique_ptr<StreamSender>> Create(io::IoQueue* ring, UniqueFd socket,
                                                               uint32_t device,
                                                               const StreamOptions& options);
   ~StreamSender() override;
@@ -97,7 +97,7 @@ class StreamSender final : public transport::DeviceStreamSender {
  private:
   // The copy path of one Pump call as a job on `ring`, using the given buffers of `pool`
   // (registered with `ring`), its requests tagged with `job`.
-  std::unique_ptr<PumpJob> MakeCopyJob(uring::Ring* ring, BufferPool* pool,
+  std::unique_ptr<PumpJob> MakeCopyJob(io::IoQueue* ring, BufferPool* pool,
                                        std::span<const uint32_t> slots, uint32_t job, int data_fd,
                                        wire::Phase phase, uint64_t max_bytes,
                                        const std::atomic<bool>& stop,
@@ -107,7 +107,7 @@ class StreamSender final : public transport::DeviceStreamSender {
   // How many buffers a copy job of this stream wants.
   uint32_t CopyJobSlots() const;
 
-  StreamSender(uring::Ring* ring, std::vector<UniqueFd> sockets, uint32_t device,
+  StreamSender(io::IoQueue* ring, std::vector<UniqueFd> sockets, uint32_t device,
                const StreamOptions& options);
   class CopyJob;
   absl::StatusOr<PumpResult> PumpCopy(int data_fd, wire::Phase phase, uint64_t max_bytes,
@@ -124,8 +124,8 @@ class StreamSender final : public transport::DeviceStreamSender {
 
   int control_fd() const { return sockets_[0].get(); }
 
-  uring::Ring* ring_;
-  std::unique_ptr<uring::Ring> own_ring_;  // When made without one.
+  io::IoQueue* ring_;
+  std::unique_ptr<io::IoQueue> own_ring_;  // When made without one.
   PumpWorker* worker_ = nullptr;
   uint32_t worker_buffers_ = 64;
   std::vector<UniqueFd> sockets_;

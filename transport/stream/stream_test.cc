@@ -1,7 +1,10 @@
 // Sender and receiver over a real TCP connection on loopback, each on its own thread with its
-// own io_uring, moving pipe-backed streams byte-exact over both data paths.
+// own IoQueue, moving pipe-backed streams byte-exact over both data paths. The queues are
+// io_uring's, or plain syscalls' when MIGMOVER_TEST_IO_ENGINE=syscalls (the stream_test_syscalls
+// target): every test here holds on both engines.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <random>
@@ -10,6 +13,7 @@
 
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
+#include "transport/io/io_queue_factory.h"
 #include "transport/net/socket.h"
 #include "transport/peer/handshake.h"
 #include "transport/stream/pump_worker.h"
@@ -20,6 +24,16 @@ namespace migmover::stream {
 namespace {
 
 using wire::Phase;
+
+io::IoEngine TestEngine() {
+  const char* e = ::getenv("MIGMOVER_TEST_IO_ENGINE");
+  return e != nullptr && std::string(e) == "syscalls" ? io::IoEngine::kSyscalls
+                                                      : io::IoEngine::kUring;
+}
+
+absl::StatusOr<std::unique_ptr<io::IoQueue>> NewQueue(unsigned entries) {
+  return io::CreateIoQueue(TestEngine(), entries);
+}
 
 struct Conn {
   UniqueFd src, dst;
@@ -99,7 +113,7 @@ Outcome MoveStriped(const std::vector<uint8_t>& data, size_t precopy, int n, Str
     }
   });
   std::thread source([&] {
-    auto ring = uring::Ring::Create(64);
+    auto ring = NewQueue(64);
     ASSERT_TRUE(ring.ok()) << ring.status();
     auto sender = StreamSender::Create(ring->get(), std::move(src), 0, so);
     ASSERT_TRUE(sender.ok()) << sender.status();
@@ -129,7 +143,7 @@ Outcome MoveStriped(const std::vector<uint8_t>& data, size_t precopy, int n, Str
     out.sender_digest = (*sender)->digest_valid();
   });
   std::thread dest([&] {
-    auto ring = uring::Ring::Create(64);
+    auto ring = NewQueue(64);
     ASSERT_TRUE(ring.ok());
     for (int i = 0; i < n; ++i) {
       auto hello = peer::ReadHello(dst[i].get(), absl::Now() + absl::Seconds(5));
@@ -181,6 +195,7 @@ StreamOptions Opts(DataPath p, uint32_t chunk = 1 << 20) {
   StreamOptions o;
   o.data_path = p;
   o.chunk_size = chunk;
+  o.io_engine = TestEngine();
   o.idle_timeout = absl::Seconds(10);
   return o;
 }
@@ -213,9 +228,9 @@ TEST(StreamTest, SendZcCopyPathIsByteExact) {
 
 // Several streams' copy-path pumps share one worker thread, ring and buffer pool on each side.
 TEST(StreamTest, StreamsSharingAPumpWorkerAreByteExact) {
-  auto worker = PumpWorker::Start(12, 256 << 10);
+  auto worker = PumpWorker::Start(12, 256 << 10, TestEngine());
   ASSERT_TRUE(worker.ok()) << worker.status();
-  auto receive_worker = PumpWorker::Start(10, 128 << 10);
+  auto receive_worker = PumpWorker::Start(10, 128 << 10, TestEngine());
   ASSERT_TRUE(receive_worker.ok()) << receive_worker.status();
   std::vector<std::vector<uint8_t>> data = {RandomBytes(6 << 20 | 11, 31),
                                             RandomBytes(3 << 20 | 5, 32), RandomBytes(5 << 20, 33)};
@@ -325,7 +340,7 @@ TEST(StreamTest, StalledStripeHoldsOthersWithinBoundedBuffers) {
   std::vector<UniqueFd> dst;
   dst.push_back(std::move(c0.dst));
   dst.push_back(std::move(c1.dst));
-  auto ring = uring::Ring::Create(32);
+  auto ring = NewQueue(32);
   StreamOptions ro = Opts(DataPath::kCopy, 64 << 10);
   ro.buffers = 4;
   auto receiver = StreamReceiver::Create(ring->get(), std::move(dst), 0, ro);
@@ -377,7 +392,7 @@ TEST(StreamTest, StripedHoleOrDuplicateIsDataLoss) {
     std::vector<UniqueFd> dst;
     dst.push_back(std::move(c0.dst));
     dst.push_back(std::move(c1.dst));
-    auto ring = uring::Ring::Create(32);
+    auto ring = NewQueue(32);
     StreamOptions ro = Opts(DataPath::kCopy, 64 << 10);
     ro.idle_timeout = absl::Seconds(3);
     auto receiver = StreamReceiver::Create(ring->get(), std::move(dst), 0, ro);
@@ -422,7 +437,7 @@ TEST(StreamTest, SenderStopsWhenTheDestinationGivesUpMidStream) {
   ::signal(SIGPIPE, SIG_IGN);
   for (DataPath p : {DataPath::kCopy, DataPath::kSplice}) {
     Conn conn = Connect();
-    auto ring = uring::Ring::Create(32);
+    auto ring = NewQueue(32);
     auto sender = StreamSender::Create(ring->get(), std::move(conn.src), 0, Opts(p, 256 << 10));
     ASSERT_TRUE(sender.ok());
     auto pipe = MakePipe();
@@ -465,13 +480,13 @@ TEST(StreamTest, SenderStopsWhenTheDestinationGivesUpMidStream) {
 
 // A sender on a ring of its own over a fresh connection; `peer` is the other end.
 struct LoneSender {
-  std::unique_ptr<uring::Ring> ring;
+  std::unique_ptr<io::IoQueue> ring;
   UniqueFd peer;
   std::unique_ptr<StreamSender> sender;
 };
 LoneSender MakeLoneSender(DataPath p) {
   LoneSender l;
-  auto ring = uring::Ring::Create(16);
+  auto ring = NewQueue(16);
   EXPECT_TRUE(ring.ok()) << ring.status();
   if (!ring.ok()) return l;
   l.ring = std::move(*ring);
@@ -553,7 +568,7 @@ TEST(StreamTest, SenderCancelsWhileThePeerDoesNotRead) {
 // A receiver fed by hand-made frames.
 absl::Status ReceiveFrames(const std::vector<std::string>& frames, bool close_after = true) {
   Conn conn = Connect();
-  auto ring = uring::Ring::Create(16);
+  auto ring = NewQueue(16);
   auto receiver =
       StreamReceiver::Create(ring->get(), std::move(conn.dst), 0, 1, Opts(DataPath::kCopy));
   EXPECT_TRUE(receiver.ok());
@@ -606,7 +621,7 @@ TEST(StreamTest, ReceiverSurvivesRandomFrames) {
   int ok = 0, refused = 0;
   for (int iter = 0; iter < 150; ++iter) {
     Conn conn = Connect();
-    auto ring = uring::Ring::Create(16);
+    auto ring = NewQueue(16);
     StreamOptions ro = Opts(DataPath::kCopy, 64 << 10);
     ro.idle_timeout = absl::Milliseconds(500);
     auto receiver = StreamReceiver::Create(ring->get(), std::move(conn.dst), 0, 1, ro);
@@ -666,7 +681,7 @@ TEST(StreamTest, ReceiverSurvivesRandomFrames) {
 TEST(StreamTest, ReceiverCancelsWhileWaiting) {
   for (DataPath p : {DataPath::kCopy, DataPath::kSplice}) {
     Conn conn = Connect();
-    auto ring = uring::Ring::Create(16);
+    auto ring = NewQueue(16);
     auto receiver = StreamReceiver::Create(ring->get(), std::move(conn.dst), 0, 1, Opts(p));
     auto pipe = MakePipe();
     std::atomic<bool> cancel{false};
@@ -682,9 +697,9 @@ TEST(StreamTest, ReceiverCancelsWhileWaiting) {
 
 TEST(StreamTest, CommitVerdictReachesSender) {
   Conn conn = Connect();
-  auto ring = uring::Ring::Create(16);
+  auto ring = NewQueue(16);
   auto sender = StreamSender::Create(ring->get(), std::move(conn.src), 0, Opts(DataPath::kCopy));
-  auto ring2 = uring::Ring::Create(16);
+  auto ring2 = NewQueue(16);
   auto receiver =
       StreamReceiver::Create(ring2->get(), std::move(conn.dst), 0, 1, Opts(DataPath::kCopy));
   ASSERT_TRUE((*receiver)
@@ -749,7 +764,7 @@ TEST(StreamTest, PreCopyDataAfterItsPhaseEndedIsDataLoss) {
 TEST(StreamTest, WriteFailureOnDataFdIsReported) {
   ::signal(SIGPIPE, SIG_IGN);
   Conn conn = Connect();
-  auto ring = uring::Ring::Create(16);
+  auto ring = NewQueue(16);
   auto receiver =
       StreamReceiver::Create(ring->get(), std::move(conn.dst), 0, 1, Opts(DataPath::kCopy));
   auto pipe = MakePipe();

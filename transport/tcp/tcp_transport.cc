@@ -159,7 +159,7 @@ absl::StatusOr<std::unique_ptr<SourceChannel>> TcpTransport::StartSource(const S
   ASSIGN_OR_RETURN(Workers workers,
                    stream::PumpWorker::StartPool(spec.workers, spec.device_count,
                                                  SourceBuffersPerDevice(spec),
-                                                 spec.stream.chunk_size));
+                                                 spec.stream.chunk_size, spec.stream.io_engine));
   return std::unique_ptr<SourceChannel>(new TcpSourceChannel(spec, std::move(workers)));
 }
 
@@ -168,7 +168,7 @@ absl::StatusOr<std::unique_ptr<DestinationChannel>> TcpTransport::StartDestinati
   ASSIGN_OR_RETURN(Workers workers,
                    stream::PumpWorker::StartPool(spec.workers, spec.device_count,
                                                  DestinationBuffersPerDevice(spec),
-                                                 spec.stream.chunk_size));
+                                                 spec.stream.chunk_size, spec.stream.io_engine));
   return std::unique_ptr<DestinationChannel>(new TcpDestinationChannel(spec, std::move(workers)));
 }
 

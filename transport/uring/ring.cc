@@ -13,6 +13,12 @@ namespace {
 bool Transient(int err) { return err == EINTR || err == EAGAIN; }
 // A submit that keeps getting EAGAIN (the kernel could not allocate) gives up after this many.
 constexpr int kMaxTransientRetries = 1000;
+
+// The kernel's completion flags as IoQueue's.
+uint32_t Flags(uint32_t cqe_flags) {
+  return ((cqe_flags & IORING_CQE_F_MORE) ? io::kCompletionMore : 0) |
+         ((cqe_flags & IORING_CQE_F_NOTIF) ? io::kCompletionNotif : 0);
+}
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Ring>> Ring::Create(unsigned entries) {
@@ -37,7 +43,7 @@ const absl::Status& Ring::Fail(const char* call, int err) {
 void Ring::DrainToBacklog() {
   io_uring_cqe* cqe;
   while (io_uring_peek_cqe(&ring_, &cqe) == 0 && cqe != nullptr) {
-    backlog_.push_back(Completion{cqe->user_data, cqe->res, cqe->flags});
+    backlog_.push_back(Completion{cqe->user_data, cqe->res, Flags(cqe->flags)});
     io_uring_cqe_seen(&ring_, cqe);
   }
 }
@@ -70,7 +76,7 @@ absl::Status Ring::Submit() {
   return Fail("io_uring_submit", -r);
 }
 
-absl::StatusOr<bool> Ring::Wait(absl::Duration timeout, Completion* out) {
+absl::StatusOr<bool> Ring::WaitOne(absl::Duration timeout, Completion* out) {
   if (!failed_.ok()) return failed_;
   if (!backlog_.empty()) {
     // Taken aside under backpressure: hand those out first, and submit what waits meanwhile.
@@ -103,29 +109,79 @@ absl::StatusOr<bool> Ring::Wait(absl::Duration timeout, Completion* out) {
     if (cqe == nullptr) return false;
     out->user_data = cqe->user_data;
     out->res = cqe->res;
-    out->flags = cqe->flags;
+    out->flags = Flags(cqe->flags);
     io_uring_cqe_seen(&ring_, cqe);
     return true;
   }
 }
 
+void Ring::Read(int fd, void* buf, uint32_t len, int buffer_index, uint64_t user_data) {
+  io_uring_sqe* sqe = Sqe();
+  // Offset -1: the fd's own position, as read(2).
+  if (buffer_index >= 0) {
+    io_uring_prep_read_fixed(sqe, fd, buf, len, -1, buffer_index);
+  } else {
+    io_uring_prep_read(sqe, fd, buf, len, -1);
+  }
+  io_uring_sqe_set_data64(sqe, user_data);
+}
+
+void Ring::Write(int fd, const void* buf, uint32_t len, int buffer_index, uint64_t user_data) {
+  io_uring_sqe* sqe = Sqe();
+  if (buffer_index >= 0) {
+    io_uring_prep_write_fixed(sqe, fd, buf, len, -1, buffer_index);
+  } else {
+    io_uring_prep_write(sqe, fd, buf, len, -1);
+  }
+  io_uring_sqe_set_data64(sqe, user_data);
+}
+
+void Ring::Send(int fd, const void* buf, uint32_t len, int flags, uint64_t user_data) {
+  io_uring_sqe* sqe = Sqe();
+  io_uring_prep_send(sqe, fd, buf, len, flags);
+  io_uring_sqe_set_data64(sqe, user_data);
+}
+
+void Ring::Recv(int fd, void* buf, uint32_t len, int flags, uint64_t user_data) {
+  io_uring_sqe* sqe = Sqe();
+  io_uring_prep_recv(sqe, fd, buf, len, flags);
+  io_uring_sqe_set_data64(sqe, user_data);
+}
+
+void Ring::SendZeroCopy(int fd, const void* buf, uint32_t len, int flags, int buffer_index,
+                        uint64_t user_data) {
+  io_uring_sqe* sqe = Sqe();
+  if (buffer_index >= 0) {
+    io_uring_prep_send_zc_fixed(sqe, fd, buf, len, flags, 0, buffer_index);
+  } else {
+    io_uring_prep_send_zc(sqe, fd, buf, len, flags, 0);
+  }
+  io_uring_sqe_set_data64(sqe, user_data);
+}
+
+void Ring::Poll(int fd, short events, uint64_t user_data) {
+  io_uring_sqe* sqe = Sqe();
+  io_uring_prep_poll_add(sqe, fd, static_cast<unsigned>(events));
+  io_uring_sqe_set_data64(sqe, user_data);
+}
+
 absl::Status Ring::Cancel(uint64_t user_data) {
   io_uring_sqe* sqe = Sqe();
   io_uring_prep_cancel64(sqe, user_data, 0);
-  io_uring_sqe_set_data64(sqe, kCancelTag);
+  io_uring_sqe_set_data64(sqe, io::kCancelTag);
   return Submit();
 }
 
 absl::Status Ring::CancelFd(int fd) {
   io_uring_sqe* sqe = Sqe();
   io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
-  io_uring_sqe_set_data64(sqe, kCancelTag);
+  io_uring_sqe_set_data64(sqe, io::kCancelTag);
   return Submit();
 }
 
 absl::StatusOr<size_t> Ring::WaitBatch(absl::Duration timeout, std::span<Completion> out) {
   if (out.empty()) return 0;
-  absl::StatusOr<bool> got = Wait(timeout, &out[0]);
+  absl::StatusOr<bool> got = WaitOne(timeout, &out[0]);
   if (!got.ok()) return got.status();
   if (!*got) return 0;
   size_t n = 1;
@@ -135,7 +191,7 @@ absl::StatusOr<size_t> Ring::WaitBatch(absl::Duration timeout, std::span<Complet
   }
   io_uring_cqe* cqe;
   while (n < out.size() && io_uring_peek_cqe(&ring_, &cqe) == 0 && cqe != nullptr) {
-    out[n++] = Completion{cqe->user_data, cqe->res, cqe->flags};
+    out[n++] = Completion{cqe->user_data, cqe->res, Flags(cqe->flags)};
     io_uring_cqe_seen(&ring_, cqe);
   }
   return n;

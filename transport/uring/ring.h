@@ -1,5 +1,6 @@
-// Ring: one io_uring, owned by one worker thread. Thin: it gives out SQEs, submits, waits for
-// completions with a timeout, and registers buffers.
+// Ring: the io_uring backend of IoQueue (transport/io/io_queue.h): one io_uring, owned by one
+// worker thread. The kernel carries out the requests; READ_FIXED/WRITE_FIXED and SEND_ZC use the
+// registered buffers.
 //
 // Backpressure is not an error: a full submission queue is submitted to make room, and a
 // completion queue the kernel cannot post to (EBUSY) is drained into the ring's own backlog,
@@ -19,25 +20,32 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "transport/io/io_queue.h"
 
 namespace migmover::uring {
 
-struct Completion {
-  uint64_t user_data = 0;
-  int32_t res = 0;
-  uint32_t flags = 0;
-};
+using io::Completion;
 
 // Create() and every other call come from the one thread that owns the ring.
-class Ring {
+class Ring final : public io::IoQueue {
  public:
   // Errors: the errno of io_uring_queue_init (ENOSYS without io_uring, EPERM when
   // kernel.io_uring_disabled forbids it or a seccomp filter refuses it, ENOMEM past
   // RLIMIT_MEMLOCK on old kernels).
   static absl::StatusOr<std::unique_ptr<Ring>> Create(unsigned entries);
-  ~Ring();
+  ~Ring() override;
   Ring(const Ring&) = delete;
   Ring& operator=(const Ring&) = delete;
+
+  const char* engine() const override { return "io_uring"; }
+  void Read(int fd, void* buf, uint32_t len, int buffer_index, uint64_t user_data) override;
+  void Write(int fd, const void* buf, uint32_t len, int buffer_index,
+             uint64_t user_data) override;
+  void Send(int fd, const void* buf, uint32_t len, int flags, uint64_t user_data) override;
+  void Recv(int fd, void* buf, uint32_t len, int flags, uint64_t user_data) override;
+  void SendZeroCopy(int fd, const void* buf, uint32_t len, int flags, int buffer_index,
+                    uint64_t user_data) override;
+  void Poll(int fd, short events, uint64_t user_data) override;
 
   // A zeroed SQE, never null. If the submission queue is full, submits what is queued first
   // (backpressure). Once the ring is broken it hands out a scratch SQE that is never submitted;
@@ -45,35 +53,29 @@ class Ring {
   io_uring_sqe* Sqe();
   // Submits what is queued now, without waiting for anything. EAGAIN/EINTR leave the SQEs
   // queued for the next call (backpressure). Errors: the ring's failure, naming the call.
-  absl::Status Submit();
+  absl::Status Submit() override;
 
-  // Submits queued SQEs; waits up to `timeout` for one completion and consumes it.
-  // Returns false on timeout. Errors: the ring's failure ("io_uring_submit_and_wait_timeout:
-  // EBADF"); never EINTR, ETIME or EBUSY, which are retried or handled as backpressure.
-  absl::StatusOr<bool> Wait(absl::Duration timeout, Completion* out);
-
-  // Like Wait, then also takes every other completion already posted, up to out.size(): one
-  // io_uring_enter for a burst of completions. Returns how many were taken (0 on timeout).
-  absl::StatusOr<size_t> WaitBatch(absl::Duration timeout, std::span<Completion> out);
+  // Submits queued SQEs, waits up to `timeout` for one completion, then also takes every other
+  // completion already posted, up to out.size(): one io_uring_enter for a burst of completions.
+  // Errors: the ring's failure ("io_uring_submit_and_wait_timeout: EBADF"); never EINTR, ETIME
+  // or EBUSY, which are retried or handled as backpressure.
+  absl::StatusOr<size_t> WaitBatch(absl::Duration timeout, std::span<Completion> out) override;
 
   // Registers `iovecs` as fixed buffers (READ_FIXED/WRITE_FIXED take their index).
-  absl::Status RegisterBuffers(std::span<const iovec> iovecs);
+  absl::Status RegisterBuffers(std::span<const iovec> iovecs) override;
 
-  // Cancel requests: the cancelled requests' completions (with -ECANCELED, or their real result
-  // if they won the race) still arrive and must be reaped; the cancel request's own completion
-  // carries kCancelTag. Both submit at once; errors as Submit's.
-  // Asks the kernel to cancel the in-flight request whose user data is `user_data`.
-  absl::Status Cancel(uint64_t user_data);
-  // Asks the kernel to cancel every in-flight request on `fd` (and no other).
-  absl::Status CancelFd(int fd);
+  // Both submit at once; errors as Submit's.
+  absl::Status Cancel(uint64_t user_data) override;
+  absl::Status CancelFd(int fd) override;
 
-  // OK, or the failure that broke the ring.
-  const absl::Status& status() const { return failed_; }
+  const absl::Status& status() const override { return failed_; }
 
   io_uring* raw() { return &ring_; }
 
  private:
   Ring() = default;
+  // One completion (false on timeout).
+  absl::StatusOr<bool> WaitOne(absl::Duration timeout, Completion* out);
   // Moves every posted completion into backlog_, so the kernel can post again.
   void DrainToBacklog();
   // Records the first failure of `call`; returns it.
@@ -86,14 +88,6 @@ class Ring {
   std::deque<Completion> backlog_;  // Completions taken aside under backpressure, oldest first.
   io_uring_sqe scratch_{};
 };
-
-// User data of the completion of a cancel request (Cancel, CancelFd).
-inline constexpr uint64_t kCancelTag = ~uint64_t{0};
-
-// User data tags: the op kind in the top byte, a caller value below.
-inline uint64_t Tag(uint8_t kind, uint64_t value) { return (uint64_t{kind} << 56) | value; }
-inline uint8_t TagKind(uint64_t user_data) { return static_cast<uint8_t>(user_data >> 56); }
-inline uint64_t TagValue(uint64_t user_data) { return user_data & ((uint64_t{1} << 56) - 1); }
 
 }  // namespace migmover::uring
 
