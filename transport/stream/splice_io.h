@@ -16,8 +16,14 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "transport/base/unique_fd.h"
 
 namespace migmover::stream {
+
+// A stream's intermediate pipe, made on its first splice pump and kept for the next ones.
+struct SplicePipe {
+  UniqueFd read, write;
+};
 
 // One splice(2) of up to `len` bytes from `in` to `out` with SPLICE_F_MOVE | SPLICE_F_NONBLOCK:
 // the bytes moved, 0 at the end of `in`, or -errno. -EAGAIN means nothing can move now (a pipe

@@ -1,7 +1,8 @@
-// StreamReceiver: the destination end of one device stream. After the daemon's acceptor has
-// read the HELLOs and answered them, the receiver takes the stream's connections (one, or
+// StreamReceiver: the destination end of one device stream over TCP. After the daemon's acceptor
+// has read the HELLOs and answered them, the receiver takes the stream's connections (one, or
 // several when the source stripes), writes every DATA frame's payload into the device's resuming
-// data fd in stream order, and checks END_STREAM (total bytes and, when both ends saw every
+// data fd in stream order with one of two engines (the copy job, copy_receive_job.h, or the
+// splice loop, splice_receive.h), and checks END_STREAM (total bytes and, when both ends saw every
 // byte, the XXH3-64 digest). The caller commits the device and sends the verdict with
 // SendCommit.
 //
@@ -28,7 +29,8 @@
 #include "transport/stream/buffer_pool.h"
 #include "transport/stream/pump_job.h"
 #include "transport/stream/stream_options.h"
-#include "transport/stream/stream_rules.h"
+#include "transport/stream/receive_stream.h"
+#include "transport/stream/splice_io.h"
 #include "transport/io/io_queue.h"
 
 namespace migmover::stream {
@@ -79,46 +81,27 @@ class StreamReceiver final : public transport::DeviceStreamReceiver {
   DataPath PlannedDataPath(int data_fd) const override;
   std::string transport_name() const override;
   uint64_t bytes_received() const override {
-    return bytes_written_.load(std::memory_order_relaxed);
+    return r_.bytes_written.load(std::memory_order_relaxed);
   }
   // Also adds every byte moved to `*counter` (live progress for status readers); the counter
   // must outlive this object.
-  void set_progress_counter(std::atomic<uint64_t>* counter) override { counter_ = counter; }
-  DataPath data_path_used() const override { return path_used_.load(); }
+  void set_progress_counter(std::atomic<uint64_t>* counter) override { r_.counter = counter; }
+  DataPath data_path_used() const override { return r_.path_used.load(); }
 
  private:
   StreamReceiver(io::IoQueue* ring, std::vector<UniqueFd> sockets, uint32_t device,
                  uint64_t next_seq, const StreamOptions& options);
-  class ReceiveJob;
-  uint32_t CopyJobSlots() const;
+  // The copy engine (copy_receive_job.h) on the worker, or on this stream's own queue.
   absl::StatusOr<ReceiveResult> ReceiveCopy(int data_fd, const std::atomic<bool>& cancel);
-  absl::StatusOr<ReceiveResult> ReceiveSplice(int data_fd, const std::atomic<bool>& cancel);
-  // Checks a header that arrived on connection `k`; for control frames (first connection only)
-  // reads and acts on the payload. Sets *data_len for DATA, *ended for END_STREAM.
-  absl::Status OnHeader(size_t k, const wire::FrameHeader& h, uint32_t* data_len, bool* ended,
-                        ReceiveResult* result);
-  // A receive that returned `res` <= 0: the source went away (0) or the recv failed.
-  absl::Status RecvFailure(int res, absl::string_view where) const;
-
-  int control_fd() const { return sockets_[0].get(); }
 
   io::IoQueue* ring_;
   std::unique_ptr<io::IoQueue> own_ring_;  // When made without one.
   PumpWorker* worker_ = nullptr;
   uint32_t worker_buffers_ = 64;
-  std::vector<UniqueFd> sockets_;
-  const uint32_t device_;
-  IncomingStream rules_;       // What may arrive, on every connection.
+  ReceiveStream r_;            // What the engines share.
   uint64_t next_seq_out_ = 1;  // Frames this end sends: HELLO_ACK was 0.
-  const StreamOptions options_;
-  std::unique_ptr<BufferPool> pool_;
-  UniqueFd pipe_read_, pipe_write_;
-  uint64_t offset_ = 0;  // Stream bytes received in DATA frames.
-  std::unique_ptr<StreamDigest> digest_;
-  bool digest_valid_ = true;
-  std::atomic<uint64_t> bytes_written_{0};
-  std::atomic<DataPath> path_used_{DataPath::kAuto};
-  std::atomic<uint64_t>* counter_ = nullptr;
+  std::unique_ptr<BufferPool> pool_;  // Copy engine on the own queue, made on first use.
+  SplicePipe pipe_;                   // Splice engine, made on first use.
 };
 
 }  // namespace migmover::stream

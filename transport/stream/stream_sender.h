@@ -1,8 +1,9 @@
-// StreamSender: the source end of one device stream. It moves bytes from the device's saving
-// data fd as DATA frames over one or more TCP connections (striping: frames go to whichever
+// StreamSender: the source end of one device stream over TCP. It moves bytes from the device's
+// saving data fd as DATA frames over one or more connections (striping: frames go to whichever
 // connection is free, each carrying its stream offset, and the destination puts them back in
-// order) on the calling thread's io_uring, then closes the stream with END_STREAM (total and
-// digest) on the first connection and waits there for the destination's COMMIT.
+// order) with one of two engines, the copy job (copy_send_job.h, on an IoQueue: a pump
+// worker's, or the stream's own) or the splice loop (splice_send.h), then closes the stream with
+// END_STREAM (total and digest) on the first connection and waits there for the COMMIT.
 //
 // Thread use: all methods on the one worker thread that owns `ring`, except the stats getters,
 // which any thread may call.
@@ -25,8 +26,9 @@
 #include "transport/stream/buffer_pool.h"
 #include "transport/stream/pump_job.h"
 #include "transport/stream/stream_options.h"
-#include "transport/stream/stream_rules.h"
 #include "transport/io/io_queue.h"
+#include "transport/stream/send_stream.h"
+#include "transport/stream/splice_send.h"
 
 namespace migmover::stream {
 
@@ -83,64 +85,33 @@ class StreamSender final : public transport::DeviceStreamSender {
   }
 
   // The first connection (HELLO and control frames); owned by this sender.
-  int control_connection() const { return sockets_[0].get(); }
+  int control_connection() const { return s_.control_fd(); }
   DataPath PlannedDataPath(int data_fd) const override;
   // "tcp", or "tcp x N" when striped over N connections.
   std::string transport_name() const override;
-  uint64_t bytes_sent() const override { return bytes_sent_.load(std::memory_order_relaxed); }
+  uint64_t bytes_sent() const override { return s_.bytes_sent.load(std::memory_order_relaxed); }
   // Also adds every byte moved to `*counter` (live progress for status readers); the counter
   // must outlive this object.
-  void set_progress_counter(std::atomic<uint64_t>* counter) override { counter_ = counter; }
-  DataPath data_path_used() const override { return path_used_.load(); }
-  bool digest_valid() const { return digest_valid_; }
+  void set_progress_counter(std::atomic<uint64_t>* counter) override { s_.counter = counter; }
+  DataPath data_path_used() const override { return s_.path_used.load(); }
+  bool digest_valid() const { return s_.digest_valid; }
 
  private:
-  // The copy path of one Pump call as a job on `ring`, using the given buffers of `pool`
-  // (registered with `ring`), its requests tagged with `job`.
-  std::unique_ptr<PumpJob> MakeCopyJob(io::IoQueue* ring, BufferPool* pool,
-                                       std::span<const uint32_t> slots, uint32_t job, int data_fd,
-                                       wire::Phase phase, uint64_t max_bytes,
-                                       const std::atomic<bool>& stop,
-                                       const std::atomic<bool>& cancel);
-  // The outcome of a job MakeCopyJob made, once it is Done().
-  static absl::StatusOr<PumpResult> CopyJobResult(const PumpJob& job);
-  // How many buffers a copy job of this stream wants.
-  uint32_t CopyJobSlots() const;
-
   StreamSender(io::IoQueue* ring, std::vector<UniqueFd> sockets, uint32_t device,
                const StreamOptions& options);
-  class CopyJob;
+  // The copy engine (copy_send_job.h) on the worker, or on this stream's own queue.
   absl::StatusOr<PumpResult> PumpCopy(int data_fd, wire::Phase phase, uint64_t max_bytes,
                                       const std::atomic<bool>& stop,
                                       const std::atomic<bool>& cancel);
-  absl::StatusOr<PumpResult> PumpSplice(int data_fd, wire::Phase phase, uint64_t max_bytes,
-                                        const std::atomic<bool>& stop,
-                                        const std::atomic<bool>& cancel, bool* unsupported);
   absl::Status SendControl(const std::string& frame);
-  // The destination only speaks mid-stream to give up (ERROR, or a failed COMMIT). If it has,
-  // reads its frame and returns its verdict as an error; OK when it has said nothing. The copy
-  // path calls it when its ring reports the connection readable; the splice path per frame.
-  absl::Status PeerVerdict();
-
-  int control_fd() const { return sockets_[0].get(); }
 
   io::IoQueue* ring_;
   std::unique_ptr<io::IoQueue> own_ring_;  // When made without one.
   PumpWorker* worker_ = nullptr;
   uint32_t worker_buffers_ = 64;
-  std::vector<UniqueFd> sockets_;
-  OutgoingStream out_;  // Numbers and builds every frame this end sends.
-  size_t next_socket_ = 0;      // Round-robin start for the next frame.
-  const uint32_t device_;
-  const StreamOptions options_;
-  std::unique_ptr<BufferPool> pool_;
-  UniqueFd pipe_read_, pipe_write_;  // Splice path only, created on first use.
-  uint64_t offset_ = 0;              // Stream bytes sent so far.
-  std::unique_ptr<StreamDigest> digest_;
-  bool digest_valid_ = true;
-  std::atomic<uint64_t> bytes_sent_{0};
-  std::atomic<DataPath> path_used_{DataPath::kAuto};
-  std::atomic<uint64_t>* counter_ = nullptr;
+  SendStream s_;                      // What the engines share.
+  std::unique_ptr<BufferPool> pool_;  // Copy engine on the own queue, made on first use.
+  SplicePipe pipe_;                   // Splice engine, made on first use.
 };
 
 }  // namespace migmover::stream

@@ -1,0 +1,339 @@
+#include "transport/stream/copy_send_job.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "transport/base/errno_status.h"
+#include "transport/peer/frame_codec.h"
+#include "transport/peer/handshake.h"
+#include "transport/stream/stream_errors.h"
+
+namespace migmover::stream {
+namespace {
+
+using transport::PumpResult;
+using wire::Phase;
+
+enum OpKind : uint8_t { kRead = 1, kPoll = 2, kSend = 3, kPeer = 5 };
+
+// The copy path of one Pump call: reads the data fd into registered buffers and sends each as a
+// DATA frame on a free connection, with one read in flight (a data fd is a stream) and one frame
+// in flight per connection (each connection's frames stay in stream order).
+class CopySendJobImpl final : public CopySendJob {
+ public:
+  CopySendJobImpl(SendStream* s, io::IoQueue* ring, BufferPool* pool, std::span<const uint32_t> slots,
+                  uint32_t job, int data_fd, Phase phase, uint64_t max_bytes,
+                  const std::atomic<bool>& stop, const std::atomic<bool>& cancel)
+      : s_(s),
+        ring_(ring),
+        pool_(pool),
+        job_(job),
+        data_fd_(data_fd),
+        phase_(phase),
+        stop_(stop),
+        cancel_(cancel),
+        cap_(static_cast<uint32_t>(std::min<size_t>(slots.size(), 64))),
+        nsock_(s->sockets.size()),
+        remaining_(max_bytes),
+        read_offset_(s->offset) {
+    for (uint32_t i = 0; i < cap_; ++i) {
+      pool_index_[i] = slots[i];
+      free_list_[free_count_++] = i;
+    }
+    for (size_t k = 0; k < nsock_; ++k) sending_[k] = -1;
+  }
+
+  absl::StatusOr<PumpResult> Result() const override {
+    if (!error_.ok()) return error_;
+    return result_;
+  }
+
+  bool Done() const override { return aborted_ || (Drained() && !peer_poll_inflight_); }
+
+  void Abort(absl::Status why) override {
+    if (error_.ok()) error_ = std::move(why);
+    ended_ = true;
+    aborted_ = true;
+  }
+
+  absl::Time WakeBy() const override {
+    return send_not_before_ > absl::Now() ? send_not_before_ : absl::InfiniteFuture();
+  }
+
+  void Issue() override {
+    // The destination only speaks mid-stream to give up. The ring watches its connection, so
+    // noticing costs nothing per frame.
+    if (!ended_ && !peer_poll_inflight_) {
+      ring_->Poll(s_->control_fd(), POLLIN, JobTag(kPeer, job_, 0));
+      peer_poll_inflight_ = true;
+      peer_cancel_sent_ = false;
+    }
+    if (!ended_ && !read_inflight_ && !poll_inflight_) {
+      if (cancel_.load()) {
+        Fail(absl::CancelledError("stream cancelled"));
+      } else if (remaining_ == 0) {
+        ended_ = true;
+        result_.end = PumpResult::End::kBudget;
+      } else if (stop_.load()) {
+        ended_ = true;
+        result_.end = PumpResult::End::kStopped;
+      } else if (free_count_ > 0) {
+        const uint32_t slot = free_list_[--free_count_];
+        const uint32_t len =
+            static_cast<uint32_t>(std::min<uint64_t>(s_->options.chunk_size, remaining_));
+        read_tag_ = JobTag(kRead, job_, slot);
+        ring_->Read(data_fd_, pool_->payload(pool_index_[slot]), len,
+                    static_cast<int>(pool_index_[slot]), read_tag_);
+        read_inflight_ = true;
+        read_cancel_sent_ = false;
+      }
+    }
+    // Hand ready frames, in stream order, to free connections.
+    while (ready_count_ > 0 && error_.ok() && sends_inflight_ < nsock_) {
+      const uint32_t slot = ready_[ready_head_];
+      Slot& sl = slots_[slot];
+      if (s_->options.limiter && !head_reserved_) {
+        send_not_before_ =
+            absl::Now() + s_->options.limiter->Reserve(wire::kFrameHeaderSize + sl.len);
+        head_reserved_ = true;
+      }
+      if (absl::Now() < send_not_before_) break;
+      size_t k = s_->next_socket;
+      while (sending_[k] >= 0) k = (k + 1) % nsock_;
+      s_->next_socket = (k + 1) % nsock_;
+      head_reserved_ = false;
+      ready_head_ = (ready_head_ + 1) % cap_;
+      --ready_count_;
+      sl.sock = static_cast<uint32_t>(k);
+      uint8_t* frame = pool_->base(pool_index_[slot]);
+      peer::EncodeHeader(s_->out.Data(k, phase_, sl.len, sl.offset),
+                         std::span<uint8_t, wire::kFrameHeaderSize>(frame, wire::kFrameHeaderSize));
+      SubmitSend(slot, s_->sockets[k].get(), 0, wire::kFrameHeaderSize + sl.len);
+      sending_[k] = static_cast<int>(slot);
+      ++sends_inflight_;
+      // The frame leaves first and the digest reads it meanwhile (the kernel only reads the
+      // buffer too): the digest is off the path from the data fd to the peer.
+      Check(ring_->Submit());
+      s_->digest->Update(pool_->payload(pool_index_[slot]), sl.len);
+    }
+    if (Drained() && peer_poll_inflight_ && !peer_cancel_sent_) {
+      Check(ring_->Cancel(JobTag(kPeer, job_, 0)));
+      peer_cancel_sent_ = true;
+    }
+  }
+
+  void OnTick() override {
+    if (cancel_.load() && !ended_) Fail(absl::CancelledError("stream cancelled"));
+    // Switchover must not wait on a PRE_COPY read that the driver cannot satisfy (a precopy
+    // estimate that overshot): withdraw it. Only the read: a send must never be cut.
+    if (stop_.load() && phase_ == Phase::kPreCopy && read_inflight_ && !read_cancel_sent_) {
+      Check(ring_->Cancel(read_tag_));
+      read_cancel_sent_ = true;
+    }
+    if (send_not_before_ > last_progress_) {
+      last_progress_ = std::min(absl::Now(), send_not_before_);
+    }
+    if (absl::Now() - last_progress_ > s_->options.idle_timeout && error_.ok() && !ended_) {
+      Fail(NoProgressError(s_->device, s_->options.idle_timeout,
+                           read_inflight_ ? "waiting on the data fd" : "waiting on the peer"));
+    }
+  }
+
+  void OnCompletion(const io::Completion& c) override {
+    const uint32_t slot = SlotOf(c.user_data);
+    switch (io::TagKind(c.user_data)) {
+      case kRead:
+        OnRead(slot, c.res);
+        break;
+      case kPoll:
+        poll_inflight_ = false;
+        break;
+      case kSend:
+        OnSend(slot, c);
+        break;
+      case kPeer:
+        peer_poll_inflight_ = false;
+        // Readable (or hung up) while frames still go out: read why, and stop.
+        if (c.res > 0 && !ended_) {
+          absl::Status v = s_->PeerVerdict();
+          if (!v.ok()) Fail(v);
+        }
+        break;
+    }
+  }
+
+ private:
+  struct Slot {
+    uint32_t len = 0;
+    uint32_t sent = 0;
+    uint64_t offset = 0;
+    uint32_t sock = 0;  // The connection the frame goes out on, once assigned.
+    // SEND_ZC: the kernel still reads the buffer until each send's notification arrives.
+    uint32_t notifs = 0;
+    bool sent_all = false;
+  };
+
+  void SubmitSend(uint32_t slot, int fd, uint32_t from, uint32_t len) {
+    uint8_t* base = pool_->base(pool_index_[slot]);
+    if (s_->options.send_zc) {
+      ring_->SendZeroCopy(fd, base + from, len, MSG_NOSIGNAL, static_cast<int>(pool_index_[slot]),
+                          JobTag(kSend, job_, slot));
+    } else {
+      ring_->Send(fd, base + from, len, MSG_NOSIGNAL, JobTag(kSend, job_, slot));
+    }
+  }
+
+  // A ring call that failed breaks the ring: the job aborts with it.
+  void Check(absl::Status s) {
+    if (!s.ok()) Abort(std::move(s));
+  }
+
+  // Ended, with no data-path request of this job in flight.
+  bool Drained() const {
+    return ended_ && !read_inflight_ && !poll_inflight_ && sends_inflight_ == 0 &&
+           notifs_outstanding_ == 0 && (ready_count_ == 0 || !error_.ok());
+  }
+
+  void Fail(absl::Status st) {
+    if (error_.ok()) error_ = std::move(st);
+    ended_ = true;
+    if (!cancel_sent_ && (read_inflight_ || poll_inflight_ || sends_inflight_ > 0 ||
+                          notifs_outstanding_ > 0 || peer_poll_inflight_)) {
+      // Only this job's requests: the ring may carry other streams.
+      cancel_sent_ = true;
+      Check(ring_->CancelFd(data_fd_));
+      for (const UniqueFd& fd : s_->sockets) Check(ring_->CancelFd(fd.get()));
+    }
+  }
+
+  void OnRead(uint32_t slot, int32_t res) {
+    read_inflight_ = false;
+    if (res > 0) {
+      last_progress_ = absl::Now();
+      slots_[slot] = Slot{static_cast<uint32_t>(res), 0, read_offset_, 0, 0, false};
+      read_offset_ += res;
+      remaining_ -= res;
+      result_.bytes += res;
+      ready_[(ready_head_ + ready_count_++) % cap_] = slot;
+      return;
+    }
+    free_list_[free_count_++] = slot;
+    if (ended_) return;  // Cancelled read.
+    if (res == -ECANCELED && read_cancel_sent_) {
+      ended_ = true;
+      result_.end = PumpResult::End::kStopped;
+      return;
+    }
+    const bool precopy = phase_ == Phase::kPreCopy;
+    if (res == 0 || (precopy && (res == -ENOMSG || res == -EAGAIN))) {
+      ended_ = true;
+      result_.end = precopy ? PumpResult::End::kDrained : PumpResult::End::kEof;
+    } else if (res == -EAGAIN) {
+      ring_->Poll(data_fd_, POLLIN, JobTag(kPoll, job_, 0));
+      poll_inflight_ = true;
+    } else if (res != -EINTR) {
+      Fail(ErrnoStatus(absl::StrCat("read(data fd ", data_fd_, ", ", peer::PhaseName(phase_), ")"),
+                       -res));
+    }
+  }
+
+  void OnSend(uint32_t slot, const io::Completion& c) {
+    Slot& sl = slots_[slot];
+    if (c.flags & io::kCompletionNotif) {
+      // SEND_ZC: the kernel is done with the buffer of one send of this frame.
+      --sl.notifs;
+      --notifs_outstanding_;
+      if (sl.notifs == 0 && sl.sent_all) free_list_[free_count_++] = slot;
+      return;
+    }
+    if (c.flags & io::kCompletionMore) {
+      ++sl.notifs;
+      ++notifs_outstanding_;
+    }
+    const int fd = s_->sockets[sl.sock].get();
+    const uint32_t total = wire::kFrameHeaderSize + sl.len;
+    if (c.res > 0) {
+      last_progress_ = absl::Now();
+      sl.sent += c.res;
+    }
+    const bool retry = c.res == -EAGAIN || c.res == -EINTR;
+    if (error_.ok() && (c.res > 0 || retry) && sl.sent < total) {
+      // A short send: the rest of this frame goes next on the same connection.
+      SubmitSend(slot, fd, sl.sent, total - sl.sent);
+      return;
+    }
+    sending_[sl.sock] = -1;
+    --sends_inflight_;
+    if (c.res > 0 && sl.sent == total) {
+      s_->bytes_sent.fetch_add(sl.len, std::memory_order_relaxed);
+      if (s_->counter) s_->counter->fetch_add(sl.len, std::memory_order_relaxed);
+      s_->offset += sl.len;
+      sl.sent_all = true;
+      if (sl.notifs == 0) free_list_[free_count_++] = slot;
+    } else if (error_.ok()) {
+      absl::Status v = s_->PeerVerdict();
+      Fail(!v.ok() ? v
+                   : ErrnoStatus(absl::StrCat("send(peer socket fd ", fd, ", DATA)"),
+                                 c.res == 0 ? EPIPE : -c.res));
+    }
+  }
+
+  SendStream* const s_;
+  io::IoQueue* const ring_;
+  BufferPool* const pool_;
+  const uint32_t job_;
+  const int data_fd_;
+  const Phase phase_;
+  const std::atomic<bool>& stop_;
+  const std::atomic<bool>& cancel_;
+  const uint32_t cap_;
+  const size_t nsock_;
+
+  // Small fixed rings of slot indices; no allocation per chunk.
+  uint32_t pool_index_[64];  // This job's slot -> buffer in the pool.
+  Slot slots_[64];
+  uint32_t free_list_[64], ready_[64];
+  uint32_t free_count_ = 0, ready_head_ = 0, ready_count_ = 0;
+  // Per connection: the slot being sent, or -1.
+  int sending_[wire::kMaxStreamsPerDevice];
+  uint32_t sends_inflight_ = 0;
+  uint32_t notifs_outstanding_ = 0;
+  bool head_reserved_ = false;  // The bandwidth for the frame at the head of `ready_` is booked.
+
+  PumpResult result_;
+  absl::Status error_;
+  bool ended_ = false, read_inflight_ = false, poll_inflight_ = false;
+  bool cancel_sent_ = false, read_cancel_sent_ = false;
+  bool peer_poll_inflight_ = false, peer_cancel_sent_ = false;
+  bool aborted_ = false;  // The ring broke: nothing in flight will complete.
+  uint64_t read_tag_ = 0;
+  uint64_t remaining_;
+  uint64_t read_offset_;
+  absl::Time last_progress_ = absl::Now();
+  absl::Time send_not_before_ = absl::InfinitePast();
+};
+
+}  // namespace
+
+std::unique_ptr<CopySendJob> CopySendJob::Create(SendStream* stream, io::IoQueue* queue,
+                                                 BufferPool* pool, std::span<const uint32_t> slots,
+                                                 uint32_t job, int data_fd, Phase phase,
+                                                 uint64_t max_bytes, const std::atomic<bool>& stop,
+                                                 const std::atomic<bool>& cancel) {
+  return std::make_unique<CopySendJobImpl>(stream, queue, pool, slots, job, data_fd, phase,
+                                           max_bytes, stop, cancel);
+}
+
+uint32_t CopySendJob::SlotsWanted(const SendStream& stream, uint32_t cap) {
+  const uint32_t want = std::min<uint32_t>(
+      64, std::max<uint32_t>(stream.options.buffers,
+                             static_cast<uint32_t>(stream.sockets.size()) + 2));
+  return std::max<uint32_t>(2, std::min(want, cap));
+}
+
+}  // namespace migmover::stream

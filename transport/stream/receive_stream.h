@@ -1,0 +1,64 @@
+// ReceiveStream: the state one device stream's receiving engines share (the copy job and the
+// splice loop write its bytes into the device; StreamReceiver sends the verdict): its
+// connections, the stream's rules (what may arrive), how far it has got, its digest and
+// progress counters.
+//
+// Thread use: one receive at a time (on a pump worker or the receiver's thread); the atomics
+// may be read from any thread.
+#ifndef MIGMOVER_TRANSPORT_STREAM_RECEIVE_STREAM_H_
+#define MIGMOVER_TRANSPORT_STREAM_RECEIVE_STREAM_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "api/peer_wire.h"
+#include "transport/api/device_stream.h"
+#include "transport/base/stream_digest.h"
+#include "transport/base/unique_fd.h"
+#include "transport/stream/data_path.h"
+#include "transport/stream/stream_options.h"
+#include "transport/stream/stream_rules.h"
+
+namespace migmover::stream {
+
+struct ReceiveStream {
+  // `next_seq`: the sequence number the next frame on each connection must carry.
+  ReceiveStream(std::vector<UniqueFd> connections, uint32_t device_index, uint64_t next_seq,
+                const StreamOptions& stream_options);
+
+  // The first connection: control frames, and the verdict back.
+  int control_fd() const { return sockets[0].get(); }
+
+  // Checks a header that arrived on connection `k` against the rules; for control frames
+  // (first connection only) reads and acts on the payload (waiting at most the idle timeout).
+  // Sets *data_len for DATA, *ended for END_STREAM. Errors: DataLoss for what the rules refuse,
+  // Aborted with the source's message for its ERROR.
+  absl::Status OnHeader(size_t k, const wire::FrameHeader& h, uint32_t* data_len, bool* ended,
+                        transport::ReceiveResult* result);
+
+  // A receive that returned `res` <= 0: the source went away (0: Unavailable, naming the
+  // offset) or the recv failed (naming the call).
+  absl::Status RecvFailure(int res, absl::string_view where) const;
+
+  // `n` more bytes reached the device: the progress counters.
+  void Written(uint32_t n);
+
+  std::vector<UniqueFd> sockets;
+  const uint32_t device;
+  IncomingStream rules;  // What may arrive, on every connection.
+  const StreamOptions options;
+  uint64_t offset = 0;  // Stream bytes received in DATA frames.
+  std::unique_ptr<StreamDigest> digest;
+  bool digest_valid = true;
+  std::atomic<uint64_t> bytes_written{0};
+  std::atomic<DataPath> path_used{DataPath::kAuto};
+  std::atomic<uint64_t>* counter = nullptr;  // Live progress for status readers, or null.
+};
+
+}  // namespace migmover::stream
+
+#endif  // MIGMOVER_TRANSPORT_STREAM_RECEIVE_STREAM_H_
