@@ -156,6 +156,7 @@ void PumpWorker::Loop() {
         free_slots.insert(free_slots.end(), it->second.slots.begin(), it->second.slots.end());
         std::unique_ptr<PumpJob> job = std::move(it->second.job);
         it = active.erase(it);
+        jobs_done_.fetch_add(1, std::memory_order_relaxed);
         absl::MutexLock l(&mu_);
         r->job = std::move(job);
         r->done = true;

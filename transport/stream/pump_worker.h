@@ -54,6 +54,8 @@ class PumpWorker {
   absl::StatusOr<std::unique_ptr<PumpJob>> RunJob(uint32_t slots_wanted, JobFactory make);
 
   uint32_t chunk_size() const { return chunk_size_; }
+  // Jobs this worker has driven to Done() so far (any thread).
+  uint64_t jobs_done() const { return jobs_done_.load(std::memory_order_relaxed); }
 
  private:
   struct Request;
@@ -68,6 +70,7 @@ class PumpWorker {
   std::unique_ptr<BufferPool> pool_;
   UniqueFd wake_fd_;  // eventfd: a new request or shutdown.
   std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> jobs_done_{0};
   absl::Mutex mu_;
   std::deque<Request*> queue_ ABSL_GUARDED_BY(mu_);
   absl::Status start_status_ ABSL_GUARDED_BY(mu_);

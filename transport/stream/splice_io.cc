@@ -1,37 +1,40 @@
 #include "transport/stream/splice_io.h"
 
 #include <fcntl.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 
 #include <cerrno>
 
-#include "transport/stream/stream_errors.h"
+#include "absl/strings/str_cat.h"
+#include "transport/base/errno_status.h"
+#include "transport/base/status_macros.h"
 
 namespace migmover::stream {
 
-ssize_t SpliceOnce(int in, int out, size_t len) {
-  ssize_t n = ::splice(in, nullptr, out, nullptr, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-  return n >= 0 ? n : -errno;
+absl::Status OpenSplicePipe(SplicePipe* pipe, uint32_t size) {
+  if (pipe->read.valid()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(PipeFds p, MakePipe());
+  // EPERM: past pipe-max-size without CAP_SYS_RESOURCE; EBUSY: smaller than its contents
+  // (never, it is empty). The default-sized pipe works, so neither is an error.
+  if (::fcntl(p.write.get(), F_SETPIPE_SZ, size) < 0 && errno != EPERM && errno != EBUSY) {
+    return ErrnoStatus(absl::StrCat("fcntl(splice pipe, F_SETPIPE_SZ, ", size, ")"), errno);
+  }
+  pipe->read = std::move(p.read);
+  pipe->write = std::move(p.write);
+  return absl::OkStatus();
 }
 
-absl::Status SpliceWaits::StillWaiting(absl::string_view on) const {
-  if (cancel_.load()) return absl::CancelledError("stream cancelled");
-  if (absl::Now() - last_progress_ > idle_timeout_) {
-    return NoProgressError(device_, idle_timeout_, on);
+absl::Status SetNonblocking(int fd, const char* what) {
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0) return ErrnoStatus(absl::StrCat("fcntl(", what, " fd ", fd, ", F_GETFL)"), errno);
+  if ((flags & O_NONBLOCK) == 0 && ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+    return ErrnoStatus(absl::StrCat("fcntl(", what, " fd ", fd, ", F_SETFL, O_NONBLOCK)"), errno);
   }
   return absl::OkStatus();
 }
 
-void WaitFd(int fd, short events, absl::Duration timeout) {
-  pollfd p{fd, events, 0};
-  ::poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(timeout)));
-}
-
-void SetSendTimeout(int fd, absl::Duration timeout) {
-  timeval tv = absl::ToTimeval(timeout);
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+ssize_t SpliceOnce(int in, int out, size_t len) {
+  ssize_t n = ::splice(in, nullptr, out, nullptr, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+  return n >= 0 ? n : -errno;
 }
 
 }  // namespace migmover::stream

@@ -12,86 +12,219 @@
 #include "transport/base/errno_status.h"
 #include "transport/base/status_macros.h"
 #include "transport/peer/frame_codec.h"
-#include "transport/stream/splice_io.h"
+#include "transport/stream/stream_errors.h"
 
 namespace migmover::stream {
 namespace {
+
 using transport::ReceiveResult;
-using wire::FrameHeader;
-constexpr absl::Duration kTick = absl::Milliseconds(100);
+
+enum OpKind : uint8_t { kWait = 6 };
+// Pieces moved per Issue() before the worker's other jobs get a turn.
+constexpr int kPiecesPerTurn = 8;
+
+class SpliceReceiveJobImpl final : public SpliceReceiveJob {
+ public:
+  SpliceReceiveJobImpl(ReceiveStream* s, SplicePipe* pipe, io::IoQueue* queue, uint32_t job,
+                       int data_fd, const std::atomic<bool>& cancel)
+      : s_(s),
+        pipe_(pipe),
+        queue_(queue),
+        data_fd_(data_fd),
+        sock_(s->control_fd()),
+        cancel_(cancel),
+        wait_tag_(JobTag(kWait, job, 0)),
+        pipe_cap_(std::max(::fcntl(pipe->write.get(), F_GETPIPE_SZ), 4096)) {
+    s_->digest_valid = false;
+  }
+
+  absl::StatusOr<ReceiveResult> Result() const override {
+    if (!error_.ok()) return error_;
+    return result_;
+  }
+
+  bool Done() const override { return aborted_ || (ended_ && !waiting_); }
+  void Abort(absl::Status why) override {
+    if (error_.ok()) error_ = std::move(why);
+    ended_ = aborted_ = true;
+  }
+  absl::Time WakeBy() const override {
+    return yielded_ ? absl::InfinitePast() : absl::InfiniteFuture();
+  }
+
+  void Issue() override {
+    yielded_ = false;
+    for (int pieces = 0; !ended_ && !waiting_;) {
+      if (state_ == kHeader && !ReceiveHeader()) return;
+      if (state_ == kIn) {
+        if (pieces == kPiecesPerTurn) {
+          yielded_ = true;
+          return;
+        }
+        if (!SpliceIn()) return;
+      }
+      if (state_ == kOut) {
+        if (!SpliceOut()) return;
+        ++pieces;
+      }
+    }
+  }
+
+  void OnCompletion(const io::Completion&) override { waiting_ = false; }
+
+  void OnTick() override {
+    if (ended_) return;
+    if (cancel_.load()) {
+      Fail(absl::CancelledError("stream cancelled"));
+    } else if (absl::Now() - last_progress_ > s_->options.idle_timeout) {
+      Fail(NoProgressError(s_->device, s_->options.idle_timeout,
+                           state_ == kOut ? "waiting on the data fd" : "waiting on the source"));
+    }
+  }
+
+ private:
+  enum State { kHeader, kIn, kOut };
+
+  void WaitFor(int fd, short events) {
+    queue_->Poll(fd, events, wait_tag_);
+    Check(queue_->Submit());
+    waiting_ = true;
+    wait_cancelled_ = false;
+  }
+  void Check(absl::Status st) {
+    if (!st.ok()) Abort(std::move(st));
+  }
+  void Fail(absl::Status st) {
+    if (error_.ok()) error_ = std::move(st);
+    ended_ = true;
+    if (waiting_ && !wait_cancelled_) {
+      Check(queue_->Cancel(wait_tag_));
+      wait_cancelled_ = true;
+    }
+  }
+
+  // The next header, checked; END_STREAM completes the stream. False to wait or when ended.
+  bool ReceiveHeader() {
+    while (hdr_got_ < sizeof(hdr_)) {
+      const ssize_t r = ::recv(sock_, hdr_ + hdr_got_, sizeof(hdr_) - hdr_got_, MSG_DONTWAIT);
+      if (r > 0) {
+        hdr_got_ += r;
+        last_progress_ = absl::Now();
+      } else if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
+        WaitFor(sock_, POLLIN);
+        return false;
+      } else {
+        Fail(s_->RecvFailure(r == 0 ? 0 : -errno, "before END_STREAM"));
+        return false;
+      }
+    }
+    hdr_got_ = 0;
+    absl::StatusOr<wire::FrameHeader> h = peer::DecodeHeader(hdr_);
+    if (!h.ok()) {
+      Fail(h.status());
+      return false;
+    }
+    bool ended = false;
+    if (absl::Status st = s_->OnHeader(0, *h, &left_, &ended, &result_); !st.ok()) {
+      Fail(st);
+      return false;
+    }
+    if (ended) {
+      absl::Status complete = s_->rules.CheckComplete(s_->offset, std::nullopt).status();
+      if (!complete.ok()) {
+        Fail(complete);
+      } else {
+        result_.total_bytes = s_->offset;
+        ended_ = true;
+      }
+      return false;
+    }
+    if (left_ > 0) state_ = kIn;
+    return true;
+  }
+
+  // Connection -> pipe: the next piece of the payload. Drained after every splice in: a pipe's
+  // capacity counts buffers, not bytes, and TCP fills buffers with whatever a segment held, so
+  // gathering a fixed amount first could fill the pipe with less than that and stall.
+  bool SpliceIn() {
+    const ssize_t in =
+        SpliceOnce(sock_, pipe_->write.get(), std::min<uint32_t>(left_, pipe_cap_));
+    if (in == -EAGAIN || in == -EINTR) {
+      WaitFor(sock_, POLLIN);
+      return false;
+    }
+    if (in <= 0) {
+      Fail(s_->RecvFailure(static_cast<int>(in), "inside a DATA frame"));
+      return false;
+    }
+    last_progress_ = absl::Now();
+    piece_ = static_cast<uint32_t>(in);
+    out_ = 0;
+    state_ = kOut;
+    return true;
+  }
+
+  // Pipe -> data fd: the piece, into the device.
+  bool SpliceOut() {
+    while (out_ < piece_) {
+      const ssize_t r = SpliceOnce(pipe_->read.get(), data_fd_, piece_ - out_);
+      if (r == -EAGAIN || r == -EINTR) {
+        WaitFor(data_fd_, POLLOUT);
+        return false;
+      }
+      if (r <= 0) {
+        Fail(ErrnoStatus(absl::StrCat("splice(pipe -> data fd ", data_fd_, ", ", piece_ - out_,
+                                      " bytes at stream offset ", s_->offset + out_, ")"),
+                         r == 0 ? EIO : static_cast<int>(-r)));
+        return false;
+      }
+      out_ += r;
+      last_progress_ = absl::Now();
+      s_->Written(static_cast<uint32_t>(r));
+    }
+    s_->offset += piece_;
+    left_ -= piece_;
+    state_ = left_ > 0 ? kIn : kHeader;
+    return true;
+  }
+
+  ReceiveStream* const s_;
+  SplicePipe* const pipe_;
+  io::IoQueue* const queue_;
+  const int data_fd_;
+  const int sock_;
+  const std::atomic<bool>& cancel_;
+  const uint64_t wait_tag_;
+  const uint32_t pipe_cap_;
+
+  State state_ = kHeader;
+  uint8_t hdr_[wire::kFrameHeaderSize];
+  uint32_t hdr_got_ = 0;
+  uint32_t left_ = 0;  // DATA payload bytes of the current frame still to come.
+  uint32_t piece_ = 0, out_ = 0;
+  ReceiveResult result_;
+  absl::Status error_;
+  bool ended_ = false, aborted_ = false, waiting_ = false, wait_cancelled_ = false;
+  bool yielded_ = false;
+  absl::Time last_progress_ = absl::Now();
+};
+
 }  // namespace
 
-absl::StatusOr<ReceiveResult> SpliceReceive(ReceiveStream& s, SplicePipe& pipe, int data_fd,
-                                            const std::atomic<bool>& cancel) {
-  s.digest_valid = false;
-  if (!pipe.read.valid()) {
-    ASSIGN_OR_RETURN(PipeFds p, MakePipe());
-    ::fcntl(p.write.get(), F_SETPIPE_SZ,
-            s.options.pipe_size ? s.options.pipe_size : s.options.chunk_size);
-    pipe.read = std::move(p.read);
-    pipe.write = std::move(p.write);
+absl::Status SpliceReceiveJob::Prepare(ReceiveStream& stream, SplicePipe& pipe) {
+  RETURN_IF_ERROR(OpenSplicePipe(
+      &pipe, stream.options.pipe_size ? stream.options.pipe_size : stream.options.chunk_size));
+  for (const UniqueFd& fd : stream.sockets) {
+    RETURN_IF_ERROR(SetNonblocking(fd.get(), "peer socket"));
   }
-  const int pipe_cap = std::max(::fcntl(pipe.write.get(), F_GETPIPE_SZ), 4096);
-  const int sock = s.control_fd();
-  SpliceWaits waits(cancel, s.options.idle_timeout, s.device);
-  ReceiveResult result;
-  bool ended = false;
-  while (!ended) {
-    uint8_t hdr[wire::kFrameHeaderSize];
-    uint32_t got = 0;
-    while (got < sizeof(hdr)) {
-      ssize_t r = ::recv(sock, hdr + got, sizeof(hdr) - got, MSG_DONTWAIT);
-      if (r > 0) {
-        got += r;
-        waits.Progressed();
-        continue;
-      }
-      if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
-        RETURN_IF_ERROR(waits.StillWaiting("waiting on the source"));
-        WaitFd(sock, POLLIN, kTick);
-        continue;
-      }
-      return s.RecvFailure(r == 0 ? 0 : -errno, "before END_STREAM");
-    }
-    ASSIGN_OR_RETURN(FrameHeader h, peer::DecodeHeader(hdr));
-    uint32_t left = 0;
-    RETURN_IF_ERROR(s.OnHeader(0, h, &left, &ended, &result));
-    while (left > 0) {
-      // Drain after every splice in: a pipe's capacity counts buffers, not bytes, and TCP fills
-      // buffers with whatever a segment held, so waiting to gather a fixed amount can fill the
-      // pipe with less than that and block forever.
-      const ssize_t in = SpliceOnce(sock, pipe.write.get(), std::min<uint32_t>(left, pipe_cap));
-      if (in == -EAGAIN || in == -EINTR) {
-        RETURN_IF_ERROR(waits.StillWaiting("waiting on the source"));
-        WaitFd(sock, POLLIN, kTick);
-        continue;
-      }
-      if (in <= 0) return s.RecvFailure(static_cast<int>(in), "inside a DATA frame");
-      waits.Progressed();
-      uint32_t out = 0;
-      while (out < static_cast<uint32_t>(in)) {
-        const ssize_t r = SpliceOnce(pipe.read.get(), data_fd, in - out);
-        if (r == -EAGAIN || r == -EINTR) {
-          RETURN_IF_ERROR(waits.StillWaiting("waiting on the data fd"));
-          WaitFd(data_fd, POLLOUT, kTick);
-          continue;
-        }
-        if (r <= 0) {
-          return ErrnoStatus(absl::StrCat("splice(pipe -> data fd ", data_fd, ", ", in - out,
-                                          " bytes at stream offset ", s.offset + out, ")"),
-                             r == 0 ? EIO : static_cast<int>(-r));
-        }
-        out += r;
-        waits.Progressed();
-        s.Written(static_cast<uint32_t>(r));
-      }
-      s.offset += in;
-      left -= in;
-    }
-  }
-  RETURN_IF_ERROR(s.rules.CheckComplete(s.offset, std::nullopt).status());
-  result.total_bytes = s.offset;
-  return result;
+  return absl::OkStatus();
+}
+
+std::unique_ptr<SpliceReceiveJob> SpliceReceiveJob::Create(ReceiveStream* stream,
+                                                           SplicePipe* pipe, io::IoQueue* queue,
+                                                           uint32_t job, int data_fd,
+                                                           const std::atomic<bool>& cancel) {
+  return std::make_unique<SpliceReceiveJobImpl>(stream, pipe, queue, job, data_fd, cancel);
 }
 
 }  // namespace migmover::stream

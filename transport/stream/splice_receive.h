@@ -1,26 +1,41 @@
-// SpliceReceive: the splice engine of a device stream's destination end, for a stream on one
-// connection (striped frames must be put back in order in buffers, which splice cannot do).
-// Headers are received into userspace and checked; each DATA payload goes from the socket into
-// a pipe and from the pipe into the data fd inside the kernel (no digest). Plain splice(2) calls
-// on the calling thread with short waits between them (splice_io.h), so cancellation and the
-// idle timeout are noticed within 100 ms.
+// SpliceReceiveJob: the splice engine of a device stream's destination end, as a job on an
+// IoQueue like the copy engine, for a stream on one connection (striped frames must be put back
+// in order in buffers, which splice cannot do). Headers are received into userspace and checked
+// against the stream's rules; each DATA payload goes from the connection into the stream's pipe
+// and from the pipe into the data fd inside the kernel (no digest). The job makes the
+// nonblocking calls itself and uses its queue only to wait for readiness, so it shares a pump
+// worker with other streams and never blocks it.
 #ifndef MIGMOVER_TRANSPORT_STREAM_SPLICE_RECEIVE_H_
 #define MIGMOVER_TRANSPORT_STREAM_SPLICE_RECEIVE_H_
 
 #include <atomic>
+#include <cstdint>
+#include <memory>
 
 #include "absl/status/statusor.h"
 #include "transport/api/device_stream.h"
+#include "transport/io/io_queue.h"
+#include "transport/stream/pump_job.h"
 #include "transport/stream/receive_stream.h"
 #include "transport/stream/splice_io.h"
 
 namespace migmover::stream {
 
-// The whole stream, until END_STREAM and every byte is in `data_fd`, or `cancel`. Errors as
-// StreamReceiver::Receive's; a refused write names the call ("splice(pipe -> data fd 12, ...)").
-absl::StatusOr<transport::ReceiveResult> SpliceReceive(ReceiveStream& stream, SplicePipe& pipe,
-                                                       int data_fd,
-                                                       const std::atomic<bool>& cancel);
+class SpliceReceiveJob : public PumpJob {
+ public:
+  // Readies `stream` for splicing: its pipe and nonblocking connection. Errors name the call.
+  static absl::Status Prepare(ReceiveStream& stream, SplicePipe& pipe);
+
+  // The whole stream, until END_STREAM and every byte is in `data_fd`, or `cancel`. `pipe` is
+  // Prepare()d; `job`: its id in the tags of its requests. Everything must outlive the job.
+  static std::unique_ptr<SpliceReceiveJob> Create(ReceiveStream* stream, SplicePipe* pipe,
+                                                  io::IoQueue* queue, uint32_t job, int data_fd,
+                                                  const std::atomic<bool>& cancel);
+
+  // Once Done(). Errors as StreamReceiver::Receive's; a refused write names the call
+  // ("splice(pipe -> data fd 12, ...)").
+  virtual absl::StatusOr<transport::ReceiveResult> Result() const = 0;
+};
 
 }  // namespace migmover::stream
 

@@ -13,122 +13,277 @@
 #include "transport/base/status_macros.h"
 #include "transport/peer/frame_codec.h"
 #include "transport/peer/handshake.h"
-#include "transport/stream/splice_io.h"
+#include "transport/stream/stream_errors.h"
 
 namespace migmover::stream {
 namespace {
+
 using transport::PumpResult;
 using wire::Phase;
-constexpr absl::Duration kTick = absl::Milliseconds(100);
-}  // namespace
 
-absl::StatusOr<PumpResult> SpliceSend(SendStream& s, SplicePipe& pipe, int data_fd, Phase phase,
-                                      uint64_t max_bytes, const std::atomic<bool>& stop,
-                                      const std::atomic<bool>& cancel, bool* unsupported) {
-  if (!pipe.read.valid()) {
-    ASSIGN_OR_RETURN(PipeFds p, MakePipe());
-    // A pipe as large as a chunk lets one splice carry a whole frame's payload (the kernel
-    // rounds the size to pages and caps it at /proc/sys/fs/pipe-max-size for non-root).
-    ::fcntl(p.write.get(), F_SETPIPE_SZ,
-            s.options.pipe_size ? s.options.pipe_size : s.options.chunk_size);
-    pipe.read = std::move(p.read);
-    pipe.write = std::move(p.write);
-    for (const UniqueFd& fd : s.sockets) SetSendTimeout(fd.get(), kTick);
+enum OpKind : uint8_t { kWait = 6 };
+// Frames moved per Issue() before the worker's other jobs get a turn.
+constexpr int kFramesPerTurn = 4;
+
+class SpliceSendJobImpl final : public SpliceSendJob {
+ public:
+  SpliceSendJobImpl(SendStream* s, SplicePipe* pipe, io::IoQueue* queue, uint32_t job,
+                    int data_fd, Phase phase, uint64_t max_bytes, const std::atomic<bool>& stop,
+                    const std::atomic<bool>& cancel)
+      : s_(s),
+        pipe_(pipe),
+        queue_(queue),
+        data_fd_(data_fd),
+        phase_(phase),
+        stop_(stop),
+        cancel_(cancel),
+        wait_tag_(JobTag(kWait, job, 0)),
+        // Splice cannot tell an empty pipe from a drained device; the fd's own mode can: only
+        // a nonblocking data fd says "nothing more for now" with EAGAIN (as read(2) would).
+        data_fd_nonblocking_((::fcntl(data_fd, F_GETFL) & O_NONBLOCK) != 0),
+        remaining_(max_bytes) {}
+
+  absl::StatusOr<PumpResult> Result() const override {
+    if (!error_.ok()) return error_;
+    return result_;
   }
-  // Splice cannot tell an empty pipe from a drained device; the fd's own mode can: only a
-  // nonblocking data fd says "nothing more for now" with EAGAIN (as read(2) would).
-  const bool data_fd_nonblocking = (::fcntl(data_fd, F_GETFL) & O_NONBLOCK) != 0;
-  const bool precopy = phase == Phase::kPreCopy;
-  SpliceWaits waits(cancel, s.options.idle_timeout, s.device);
-  PumpResult result;
-  uint64_t remaining = max_bytes;
-  bool first = true;
-  while (true) {
-    if (cancel.load()) return absl::CancelledError("stream cancelled");
-    if (remaining == 0) {
-      result.end = PumpResult::End::kBudget;
-      return result;
+  bool unsupported() const override { return unsupported_; }
+
+  bool Done() const override { return aborted_ || (ended_ && !waiting_); }
+  void Abort(absl::Status why) override {
+    if (error_.ok()) error_ = std::move(why);
+    ended_ = aborted_ = true;
+  }
+  absl::Time WakeBy() const override {
+    if (yielded_) return absl::InfinitePast();
+    return send_not_before_ > absl::Now() ? send_not_before_ : absl::InfiniteFuture();
+  }
+
+  void Issue() override {
+    yielded_ = false;
+    if (ended_ || waiting_) return;
+    for (int frames = 0; !ended_ && !waiting_;) {
+      if (state_ == kFill) {
+        if (frames == kFramesPerTurn) {
+          yielded_ = true;
+          return;
+        }
+        if (!Fill()) return;
+      }
+      if (state_ == kHeader && !SendHeader()) return;
+      if (state_ == kBody) {
+        if (!SendBody()) return;
+        ++frames;
+      }
     }
-    if (stop.load()) {
-      result.end = PumpResult::End::kStopped;
-      return result;
+  }
+
+  void OnCompletion(const io::Completion&) override { waiting_ = false; }
+
+  void OnTick() override {
+    if (ended_) return;
+    if (cancel_.load()) {
+      Fail(absl::CancelledError("stream cancelled"));
+      return;
     }
-    const uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(s.options.chunk_size, remaining));
-    const ssize_t got = SpliceOnce(data_fd, pipe.write.get(), len);
-    if (got == -EINVAL && first && result.bytes == 0) {
-      *unsupported = true;
-      return result;
+    // Switchover must not wait for PRE_COPY data that may never come; only between frames (a
+    // frame once begun is always finished).
+    if (stop_.load() && state_ == kFill && waiting_ && !wait_cancelled_) {
+      Check(queue_->Cancel(wait_tag_));
+      wait_cancelled_ = true;
     }
-    first = false;
-    if (got == 0 || (precopy && (got == -ENOMSG || (got == -EAGAIN && data_fd_nonblocking)))) {
-      result.end = precopy ? PumpResult::End::kDrained : PumpResult::End::kEof;
-      return result;
+    if (send_not_before_ > last_progress_) {
+      last_progress_ = std::min(absl::Now(), send_not_before_);
+    }
+    if (absl::Now() - last_progress_ > s_->options.idle_timeout) {
+      Fail(NoProgressError(s_->device, s_->options.idle_timeout,
+                           state_ == kFill ? "waiting on the data fd" : "waiting on the peer"));
+    }
+  }
+
+ private:
+  enum State { kFill, kHeader, kBody };
+
+  // Waits on the queue until `fd` is ready for `events`.
+  void WaitFor(int fd, short events) {
+    queue_->Poll(fd, events, wait_tag_);
+    Check(queue_->Submit());
+    waiting_ = true;
+    wait_cancelled_ = false;
+  }
+  void Check(absl::Status st) {
+    if (!st.ok()) Abort(std::move(st));
+  }
+  void End(PumpResult::End why) {
+    result_.end = why;
+    ended_ = true;
+  }
+  void Fail(absl::Status st) {
+    if (error_.ok()) error_ = std::move(st);
+    ended_ = true;
+    if (waiting_ && !wait_cancelled_) {
+      Check(queue_->Cancel(wait_tag_));
+      wait_cancelled_ = true;
+    }
+  }
+  // A failed send: the destination's verdict if it gave one, else the call's error.
+  void FailSend(absl::Status call) {
+    absl::Status v = s_->PeerVerdict();
+    Fail(v.ok() ? std::move(call) : std::move(v));
+  }
+
+  // Data fd -> pipe: the next frame's payload. False when the job must wait or ended.
+  bool Fill() {
+    if (cancel_.load()) {
+      Fail(absl::CancelledError("stream cancelled"));
+      return false;
+    }
+    if (remaining_ == 0) {
+      End(PumpResult::End::kBudget);
+      return false;
+    }
+    if (stop_.load()) {
+      End(PumpResult::End::kStopped);
+      return false;
+    }
+    const uint32_t len =
+        static_cast<uint32_t>(std::min<uint64_t>(s_->options.chunk_size, remaining_));
+    const ssize_t got = SpliceOnce(data_fd_, pipe_->write.get(), len);
+    const bool precopy = phase_ == Phase::kPreCopy;
+    if (got == -EINVAL && !tried_) {
+      unsupported_ = true;
+      ended_ = true;
+      return false;
+    }
+    tried_ = true;
+    if (got == 0 || (precopy && (got == -ENOMSG || (got == -EAGAIN && data_fd_nonblocking_)))) {
+      End(precopy ? PumpResult::End::kDrained : PumpResult::End::kEof);
+      return false;
     }
     if (got == -EAGAIN || got == -EINTR) {
-      RETURN_IF_ERROR(waits.StillWaiting("waiting on the data fd"));
-      WaitFd(data_fd, POLLIN, kTick);
-      continue;
+      WaitFor(data_fd_, POLLIN);
+      return false;
     }
     if (got < 0) {
-      return ErrnoStatus(absl::StrCat("splice(data fd ", data_fd, " -> pipe, ", len, ", ",
-                                      peer::PhaseName(phase), ")"),
-                         static_cast<int>(-got));
+      Fail(ErrnoStatus(absl::StrCat("splice(data fd ", data_fd_, " -> pipe, ", len, ", ",
+                                    peer::PhaseName(phase_), ")"),
+                       static_cast<int>(-got)));
+      return false;
     }
-    waits.Progressed();
-    s.path_used = DataPath::kSplice;
-    s.digest_valid = false;  // These bytes never pass through userspace.
-    const uint32_t n = static_cast<uint32_t>(got);
-    if (s.options.limiter) {
-      const absl::Time until = absl::Now() + s.options.limiter->Reserve(wire::kFrameHeaderSize + n);
-      while (absl::Now() < until) {
-        if (cancel.load()) return absl::CancelledError("stream cancelled");
-        absl::SleepFor(std::min(until - absl::Now(), kTick));
-      }
-      waits.Progressed();
+    last_progress_ = absl::Now();
+    s_->path_used = DataPath::kSplice;
+    s_->digest_valid = false;  // These bytes never pass through userspace.
+    frame_len_ = static_cast<uint32_t>(got);
+    if (s_->options.limiter) {
+      send_not_before_ =
+          absl::Now() + s_->options.limiter->Reserve(wire::kFrameHeaderSize + frame_len_);
     }
-    const size_t k = s.next_socket;
-    s.next_socket = (k + 1) % s.sockets.size();
-    const int sock = s.sockets[k].get();
-    uint8_t hdr[wire::kFrameHeaderSize];
-    peer::EncodeHeader(s.out.Data(k, phase, n, s.offset), hdr);
-    uint32_t hdr_sent = 0;
-    while (hdr_sent < sizeof(hdr)) {
-      // Blocking, bounded by the send timeout; MSG_MORE keeps the header with its payload.
-      ssize_t sent = ::send(sock, hdr + hdr_sent, sizeof(hdr) - hdr_sent, MSG_NOSIGNAL | MSG_MORE);
-      if (sent > 0) {
-        hdr_sent += sent;
-        continue;
-      }
-      if (sent < 0 && (errno == EAGAIN || errno == EINTR)) {
-        RETURN_IF_ERROR(waits.StillWaiting("waiting on the peer"));
-        continue;
-      }
-      RETURN_IF_ERROR(s.PeerVerdict());
-      return ErrnoStatus(absl::StrCat("send(peer socket fd ", sock, ", DATA header)"),
-                         sent == 0 ? EPIPE : errno);
-    }
-    uint32_t moved = 0;
-    while (moved < n) {
-      const ssize_t out = SpliceOnce(pipe.read.get(), sock, n - moved);
-      if (out > 0) {
-        moved += out;
-        waits.Progressed();
-        continue;
-      }
-      if (out == -EAGAIN || out == -EINTR) {
-        RETURN_IF_ERROR(s.PeerVerdict());
-        RETURN_IF_ERROR(waits.StillWaiting("waiting on the peer"));
-        continue;
-      }
-      RETURN_IF_ERROR(s.PeerVerdict());
-      return ErrnoStatus(absl::StrCat("splice(pipe -> peer socket fd ", sock, ", ", n - moved, ")"),
-                         out == 0 ? EPIPE : static_cast<int>(-out));
-    }
-    RETURN_IF_ERROR(s.PeerVerdict());
-    s.Sent(n);
-    remaining -= n;
-    result.bytes += n;
+    sock_index_ = s_->next_socket;
+    s_->next_socket = (sock_index_ + 1) % s_->sockets.size();
+    peer::EncodeHeader(s_->out.Data(sock_index_, phase_, frame_len_, s_->offset), hdr_);
+    hdr_sent_ = 0;
+    moved_ = 0;
+    state_ = kHeader;
+    return true;
   }
+
+  // The frame's header, kept with its payload by MSG_MORE.
+  bool SendHeader() {
+    if (absl::Now() < send_not_before_) return false;  // The bandwidth cap: WakeBy() says when.
+    const int sock = s_->sockets[sock_index_].get();
+    while (hdr_sent_ < sizeof(hdr_)) {
+      const ssize_t sent = ::send(sock, hdr_ + hdr_sent_, sizeof(hdr_) - hdr_sent_,
+                                  MSG_NOSIGNAL | MSG_MORE | MSG_DONTWAIT);
+      if (sent > 0) {
+        hdr_sent_ += sent;
+        last_progress_ = absl::Now();
+      } else if (sent < 0 && (errno == EAGAIN || errno == EINTR)) {
+        WaitFor(sock, POLLOUT);
+        return false;
+      } else {
+        FailSend(ErrnoStatus(absl::StrCat("send(peer socket fd ", sock, ", DATA header)"),
+                             sent == 0 ? EPIPE : errno));
+        return false;
+      }
+    }
+    state_ = kBody;
+    return true;
+  }
+
+  // Pipe -> connection: the payload. True once the whole frame is out.
+  bool SendBody() {
+    const int sock = s_->sockets[sock_index_].get();
+    while (moved_ < frame_len_) {
+      const ssize_t out = SpliceOnce(pipe_->read.get(), sock, frame_len_ - moved_);
+      if (out > 0) {
+        moved_ += out;
+        last_progress_ = absl::Now();
+      } else if (out == -EAGAIN || out == -EINTR) {
+        if (absl::Status v = s_->PeerVerdict(); !v.ok()) {
+          Fail(v);
+        } else {
+          WaitFor(sock, POLLOUT);
+        }
+        return false;
+      } else {
+        FailSend(ErrnoStatus(
+            absl::StrCat("splice(pipe -> peer socket fd ", sock, ", ", frame_len_ - moved_, ")"),
+            out == 0 ? EPIPE : static_cast<int>(-out)));
+        return false;
+      }
+    }
+    if (absl::Status v = s_->PeerVerdict(); !v.ok()) {
+      Fail(v);
+      return false;
+    }
+    s_->Sent(frame_len_);
+    remaining_ -= frame_len_;
+    result_.bytes += frame_len_;
+    state_ = kFill;
+    return true;
+  }
+
+  SendStream* const s_;
+  SplicePipe* const pipe_;
+  io::IoQueue* const queue_;
+  const int data_fd_;
+  const Phase phase_;
+  const std::atomic<bool>& stop_;
+  const std::atomic<bool>& cancel_;
+  const uint64_t wait_tag_;
+  const bool data_fd_nonblocking_;
+
+  State state_ = kFill;
+  uint64_t remaining_;
+  uint8_t hdr_[wire::kFrameHeaderSize];
+  uint32_t hdr_sent_ = 0, frame_len_ = 0, moved_ = 0;
+  size_t sock_index_ = 0;
+  PumpResult result_;
+  absl::Status error_;
+  bool ended_ = false, aborted_ = false, unsupported_ = false, tried_ = false;
+  bool waiting_ = false, wait_cancelled_ = false, yielded_ = false;
+  absl::Time last_progress_ = absl::Now();
+  absl::Time send_not_before_ = absl::InfinitePast();
+};
+
+}  // namespace
+
+absl::Status SpliceSendJob::Prepare(SendStream& stream, SplicePipe& pipe) {
+  RETURN_IF_ERROR(OpenSplicePipe(
+      &pipe, stream.options.pipe_size ? stream.options.pipe_size : stream.options.chunk_size));
+  for (const UniqueFd& fd : stream.sockets) {
+    RETURN_IF_ERROR(SetNonblocking(fd.get(), "peer socket"));
+  }
+  return absl::OkStatus();
+}
+
+std::unique_ptr<SpliceSendJob> SpliceSendJob::Create(SendStream* stream, SplicePipe* pipe,
+                                                     io::IoQueue* queue, uint32_t job,
+                                                     int data_fd, Phase phase, uint64_t max_bytes,
+                                                     const std::atomic<bool>& stop,
+                                                     const std::atomic<bool>& cancel) {
+  return std::make_unique<SpliceSendJobImpl>(stream, pipe, queue, job, data_fd, phase, max_bytes,
+                                             stop, cancel);
 }
 
 }  // namespace migmover::stream

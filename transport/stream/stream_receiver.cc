@@ -8,11 +8,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "transport/base/status_macros.h"
-#include "transport/io/io_queue_factory.h"
 #include "transport/net/socket.h"
 #include "transport/peer/frame_codec.h"
 #include "transport/stream/copy_receive_job.h"
-#include "transport/stream/pump_worker.h"
 #include "transport/stream/splice_io.h"
 #include "transport/stream/splice_receive.h"
 
@@ -22,7 +20,8 @@ using wire::FrameType;
 
 StreamReceiver::StreamReceiver(io::IoQueue* ring, std::vector<UniqueFd> sockets, uint32_t device,
                                uint64_t next_seq, const StreamOptions& options)
-    : ring_(ring), r_(std::move(sockets), device, next_seq, options) {}
+    : runner_(ring, options.io_engine, options.chunk_size),
+      r_(std::move(sockets), device, next_seq, options) {}
 
 StreamReceiver::~StreamReceiver() = default;
 
@@ -75,34 +74,23 @@ absl::StatusOr<ReceiveResult> StreamReceiver::Receive(int data_fd,
   }
   const DataPath path = PlannedDataPath(data_fd);
   r_.path_used = path;
-  if (path == DataPath::kSplice) return SpliceReceive(r_, pipe_, data_fd, cancel);
-  return ReceiveCopy(data_fd, cancel);
-}
-
-absl::StatusOr<ReceiveResult> StreamReceiver::ReceiveCopy(int data_fd,
-                                                          const std::atomic<bool>& cancel) {
-  if (worker_ != nullptr) {
-    absl::StatusOr<std::unique_ptr<PumpJob>> job = worker_->RunJob(
-        CopyReceiveJob::SlotsWanted(r_, worker_buffers_),
-        [&](io::IoQueue* ring, BufferPool* pool, std::span<const uint32_t> slots,
-            uint32_t id) -> std::unique_ptr<PumpJob> {
-          return CopyReceiveJob::Create(&r_, ring, pool, slots, id, data_fd, cancel);
-        });
-    if (!job.ok()) return job.status();
-    return static_cast<const CopyReceiveJob&>(**job).Result();
+  if (path == DataPath::kSplice) {
+    RETURN_IF_ERROR(SpliceReceiveJob::Prepare(r_, pipe_));
+    ASSIGN_OR_RETURN(std::unique_ptr<PumpJob> job,
+                     runner_.Run(0, [&](io::IoQueue* queue, BufferPool*, std::span<const uint32_t>,
+                                        uint32_t id) -> std::unique_ptr<PumpJob> {
+                       return SpliceReceiveJob::Create(&r_, &pipe_, queue, id, data_fd, cancel);
+                     }));
+    return static_cast<const SpliceReceiveJob&>(*job).Result();
   }
-  if (ring_ == nullptr) {
-    ASSIGN_OR_RETURN(own_ring_, io::CreateIoQueue(r_.options.io_engine, 64));
-    ring_ = own_ring_.get();
-  }
-  if (pool_ == nullptr) {
-    ASSIGN_OR_RETURN(pool_, BufferPool::Create(ring_, CopyReceiveJob::SlotsWanted(r_),
-                                               r_.options.chunk_size, wire::kFrameHeaderSize));
-  }
-  std::unique_ptr<CopyReceiveJob> job =
-      CopyReceiveJob::Create(&r_, ring_, pool_.get(), pool_->all(), 0, data_fd, cancel);
-  DriveJob(ring_, *job);
-  return job->Result();
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<PumpJob> job,
+      runner_.Run(CopyReceiveJob::SlotsWanted(r_, runner_.buffer_cap()),
+                  [&](io::IoQueue* queue, BufferPool* pool, std::span<const uint32_t> slots,
+                      uint32_t id) -> std::unique_ptr<PumpJob> {
+                    return CopyReceiveJob::Create(&r_, queue, pool, slots, id, data_fd, cancel);
+                  }));
+  return static_cast<const CopyReceiveJob&>(*job).Result();
 }
 
 absl::Status StreamReceiver::SendCommit(const absl::Status& verdict, absl::Duration linger) {

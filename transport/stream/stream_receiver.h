@@ -1,8 +1,8 @@
 // StreamReceiver: the destination end of one device stream over TCP. After the daemon's acceptor
 // has read the HELLOs and answered them, the receiver takes the stream's connections (one, or
 // several when the source stripes), writes every DATA frame's payload into the device's resuming
-// data fd in stream order with one of two engines (the copy job, copy_receive_job.h, or the
-// splice loop, splice_receive.h), and checks END_STREAM (total bytes and, when both ends saw every
+// data fd in stream order with one of two engines, jobs on an IoQueue (a pump worker's, or the
+// stream's own): the copy job (copy_receive_job.h) or the splice job (splice_receive.h), and checks END_STREAM (total bytes and, when both ends saw every
 // byte, the XXH3-64 digest). The caller commits the device and sends the verdict with
 // SendCommit.
 //
@@ -29,6 +29,7 @@
 #include "transport/stream/buffer_pool.h"
 #include "transport/stream/pump_job.h"
 #include "transport/stream/stream_options.h"
+#include "transport/stream/job_runner.h"
 #include "transport/stream/receive_stream.h"
 #include "transport/stream/splice_io.h"
 #include "transport/io/io_queue.h"
@@ -73,8 +74,7 @@ class StreamReceiver final : public transport::DeviceStreamReceiver {
   // `max_buffers`: the most of the worker's buffers one pump of this stream may hold; the
   // worker's pool must fit every stream it carries at once (receives last a whole migration).
   void set_worker(PumpWorker* worker, uint32_t max_buffers = 64) {
-    worker_ = worker;
-    worker_buffers_ = max_buffers;
+    runner_.set_worker(worker, max_buffers);
   }
 
   // Splice only for one connection (striped frames are put back in order in buffers).
@@ -91,17 +91,11 @@ class StreamReceiver final : public transport::DeviceStreamReceiver {
  private:
   StreamReceiver(io::IoQueue* ring, std::vector<UniqueFd> sockets, uint32_t device,
                  uint64_t next_seq, const StreamOptions& options);
-  // The copy engine (copy_receive_job.h) on the worker, or on this stream's own queue.
-  absl::StatusOr<ReceiveResult> ReceiveCopy(int data_fd, const std::atomic<bool>& cancel);
 
-  io::IoQueue* ring_;
-  std::unique_ptr<io::IoQueue> own_ring_;  // When made without one.
-  PumpWorker* worker_ = nullptr;
-  uint32_t worker_buffers_ = 64;
+  JobRunner runner_;           // Where the engines' jobs run.
   ReceiveStream r_;            // What the engines share.
   uint64_t next_seq_out_ = 1;  // Frames this end sends: HELLO_ACK was 0.
-  std::unique_ptr<BufferPool> pool_;  // Copy engine on the own queue, made on first use.
-  SplicePipe pipe_;                   // Splice engine, made on first use.
+  SplicePipe pipe_;            // The splice engine's, made on first use.
 };
 
 }  // namespace migmover::stream

@@ -3,11 +3,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "transport/base/status_macros.h"
-#include "transport/io/io_queue_factory.h"
 #include "transport/net/socket.h"
 #include "transport/peer/handshake.h"
 #include "transport/stream/copy_send_job.h"
-#include "transport/stream/pump_worker.h"
+#include "transport/stream/splice_send.h"
 
 namespace migmover::stream {
 
@@ -15,7 +14,8 @@ using wire::Phase;
 
 StreamSender::StreamSender(io::IoQueue* ring, std::vector<UniqueFd> sockets, uint32_t device,
                            const StreamOptions& options)
-    : ring_(ring), s_(std::move(sockets), device, options) {}
+    : runner_(ring, options.io_engine, options.chunk_size),
+      s_(std::move(sockets), device, options) {}
 
 StreamSender::~StreamSender() = default;
 
@@ -73,47 +73,30 @@ absl::StatusOr<PumpResult> StreamSender::Pump(int data_fd, Phase phase, uint64_t
                                               const std::atomic<bool>& stop,
                                               const std::atomic<bool>& cancel) {
   if (PlannedDataPath(data_fd) == DataPath::kSplice) {
-    bool unsupported = false;
-    auto r = SpliceSend(s_, pipe_, data_fd, phase, max_bytes, stop, cancel, &unsupported);
-    if (!unsupported) return r;
+    RETURN_IF_ERROR(SpliceSendJob::Prepare(s_, pipe_));
+    ASSIGN_OR_RETURN(std::unique_ptr<PumpJob> job,
+                     runner_.Run(0, [&](io::IoQueue* queue, BufferPool*, std::span<const uint32_t>,
+                                        uint32_t id) -> std::unique_ptr<PumpJob> {
+                       return SpliceSendJob::Create(&s_, &pipe_, queue, id, data_fd, phase,
+                                                    max_bytes, stop, cancel);
+                     }));
+    const auto& splice = static_cast<const SpliceSendJob&>(*job);
+    if (!splice.unsupported()) return splice.Result();
     if (s_.options.data_path == DataPath::kSplice) {
       return absl::FailedPreconditionError(absl::StrCat("--data_path=splice: data fd ", data_fd,
                                                         " does not support splice (EINVAL)"));
     }
   }
   s_.path_used = DataPath::kCopy;
-  return PumpCopy(data_fd, phase, max_bytes, stop, cancel);
-}
-
-absl::StatusOr<PumpResult> StreamSender::PumpCopy(int data_fd, Phase phase, uint64_t max_bytes,
-                                                  const std::atomic<bool>& stop,
-                                                  const std::atomic<bool>& cancel) {
-  if (worker_ != nullptr) {
-    absl::StatusOr<std::unique_ptr<PumpJob>> job = worker_->RunJob(
-        CopySendJob::SlotsWanted(s_, worker_buffers_),
-        [&](io::IoQueue* ring, BufferPool* pool, std::span<const uint32_t> slots,
-            uint32_t id) -> std::unique_ptr<PumpJob> {
-          return CopySendJob::Create(&s_, ring, pool, slots, id, data_fd, phase, max_bytes, stop,
-                                     cancel);
-        });
-    if (!job.ok()) return job.status();
-    return static_cast<const CopySendJob&>(**job).Result();
-  }
-  if (ring_ == nullptr) {
-    ASSIGN_OR_RETURN(own_ring_, io::CreateIoQueue(s_.options.io_engine, 64));
-    ring_ = own_ring_.get();
-  }
-  if (pool_ == nullptr) {
-    // Made on the first pump that runs on the stream's own ring (a stream handed to a
-    // PumpWorker never needs one). Every connection may have a frame in flight while the next
-    // ones are read.
-    ASSIGN_OR_RETURN(pool_, BufferPool::Create(ring_, CopySendJob::SlotsWanted(s_),
-                                               s_.options.chunk_size, wire::kFrameHeaderSize));
-  }
-  std::unique_ptr<CopySendJob> job = CopySendJob::Create(&s_, ring_, pool_.get(), pool_->all(), 0,
-                                                         data_fd, phase, max_bytes, stop, cancel);
-  DriveJob(ring_, *job);
-  return job->Result();
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<PumpJob> job,
+      runner_.Run(CopySendJob::SlotsWanted(s_, runner_.buffer_cap()),
+                  [&](io::IoQueue* queue, BufferPool* pool, std::span<const uint32_t> slots,
+                      uint32_t id) -> std::unique_ptr<PumpJob> {
+                    return CopySendJob::Create(&s_, queue, pool, slots, id, data_fd, phase,
+                                               max_bytes, stop, cancel);
+                  }));
+  return static_cast<const CopySendJob&>(*job).Result();
 }
 
 absl::Status StreamSender::EndPhase(Phase phase) {

@@ -1,8 +1,8 @@
 // StreamSender: the source end of one device stream over TCP. It moves bytes from the device's
 // saving data fd as DATA frames over one or more connections (striping: frames go to whichever
 // connection is free, each carrying its stream offset, and the destination puts them back in
-// order) with one of two engines, the copy job (copy_send_job.h, on an IoQueue: a pump
-// worker's, or the stream's own) or the splice loop (splice_send.h), then closes the stream with
+// order) with one of two engines, jobs on an IoQueue (a pump worker's, or the stream's own):
+// the copy job (copy_send_job.h) or the splice job (splice_send.h), then closes the stream with
 // END_STREAM (total and digest) on the first connection and waits there for the COMMIT.
 //
 // Thread use: all methods on the one worker thread that owns `ring`, except the stats getters,
@@ -28,7 +28,8 @@
 #include "transport/stream/stream_options.h"
 #include "transport/io/io_queue.h"
 #include "transport/stream/send_stream.h"
-#include "transport/stream/splice_send.h"
+#include "transport/stream/job_runner.h"
+#include "transport/stream/splice_io.h"
 
 namespace migmover::stream {
 
@@ -80,8 +81,7 @@ class StreamSender final : public transport::DeviceStreamSender {
   // `max_buffers`: the most of the worker's buffers one pump of this stream may hold; the
   // worker's pool must fit every stream it carries at once (receives last a whole migration).
   void set_worker(PumpWorker* worker, uint32_t max_buffers = 64) {
-    worker_ = worker;
-    worker_buffers_ = max_buffers;
+    runner_.set_worker(worker, max_buffers);
   }
 
   // The first connection (HELLO and control frames); owned by this sender.
@@ -99,19 +99,11 @@ class StreamSender final : public transport::DeviceStreamSender {
  private:
   StreamSender(io::IoQueue* ring, std::vector<UniqueFd> sockets, uint32_t device,
                const StreamOptions& options);
-  // The copy engine (copy_send_job.h) on the worker, or on this stream's own queue.
-  absl::StatusOr<PumpResult> PumpCopy(int data_fd, wire::Phase phase, uint64_t max_bytes,
-                                      const std::atomic<bool>& stop,
-                                      const std::atomic<bool>& cancel);
   absl::Status SendControl(const std::string& frame);
 
-  io::IoQueue* ring_;
-  std::unique_ptr<io::IoQueue> own_ring_;  // When made without one.
-  PumpWorker* worker_ = nullptr;
-  uint32_t worker_buffers_ = 64;
-  SendStream s_;                      // What the engines share.
-  std::unique_ptr<BufferPool> pool_;  // Copy engine on the own queue, made on first use.
-  SplicePipe pipe_;                   // Splice engine, made on first use.
+  JobRunner runner_;  // Where the engines' jobs run.
+  SendStream s_;      // What the engines share.
+  SplicePipe pipe_;   // The splice engine's, made on first use.
 };
 
 }  // namespace migmover::stream
