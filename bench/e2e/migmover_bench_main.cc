@@ -52,6 +52,8 @@ ABSL_FLAG(bool, send_zc, false, "Copy path sends with SEND_ZC (no gain possible 
 ABSL_FLAG(std::string, tcp_congestion, "",
           "TCP congestion control of every data connection, ours and the baseline's (e.g. cubic); "
           "empty = the system's default.");
+ABSL_FLAG(std::string, io_engine, "",
+          "Both daemons' --io_engine (auto, uring, syscalls); empty: the daemons' default.");
 ABSL_FLAG(bool, baseline, false, "Also measure a raw TCP sender/receiver pair per device.");
 ABSL_FLAG(bool, json, false, "Print one JSON object instead of the table.");
 ABSL_FLAG(int, repeat, 1, "Runs of each; the median by throughput is reported.");
@@ -92,6 +94,9 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
   std::vector<std::string> flags = {"--data_path=" + absl::GetFlag(FLAGS_data_path),
                                     "--log_level=warning",
                                     "--tcp_congestion=" + absl::GetFlag(FLAGS_tcp_congestion)};
+  if (!absl::GetFlag(FLAGS_io_engine).empty()) {
+    flags.push_back("--io_engine=" + absl::GetFlag(FLAGS_io_engine));
+  }
   std::vector<std::string> src_flags = flags, dst_flags = flags;
   const bool dpdk = absl::GetFlag(FLAGS_transport) == "dpdk";
   if (dpdk) {

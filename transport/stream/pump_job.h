@@ -1,6 +1,8 @@
-// PumpJob: one stream's data movement as a state machine on a ring it may share with other
-// jobs, so one worker thread can drive several device streams (PumpWorker) or just one (the
-// stream's own Pump).
+// PumpJob: one stream's data movement as a state machine on an IoQueue (its "ring": io_uring or
+// plain syscalls) it may share with other jobs, so one worker thread can drive several device
+// streams (PumpWorker) or just one (the stream's own queue, JobRunner). Every engine is one:
+// copy_send_job.h, copy_receive_job.h, splice_send.h, splice_receive.h. A job never blocks its
+// thread: it waits by leaving a request in flight, or by WakeBy().
 #ifndef MIGMOVER_TRANSPORT_STREAM_PUMP_JOB_H_
 #define MIGMOVER_TRANSPORT_STREAM_PUMP_JOB_H_
 

@@ -35,7 +35,7 @@ struct StreamOptions {
   // buffer is reused only after the kernel's notification). Pays on real NICs with large
   // frames; on loopback the kernel copies anyway, so it cannot win there.
   bool send_zc = false;
-  // What carries the copy path's requests: io_uring or plain syscalls (io_queue_factory.h). The
+  // What carries the engines' requests: io_uring or plain syscalls (io_queue_factory.h). The
   // daemon resolves kAuto once at start-up and sets what it chose.
   io::IoEngine io_engine = io::IoEngine::kAuto;
   // The migration's bandwidth cap, shared by all its streams (null: none).

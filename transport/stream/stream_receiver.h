@@ -69,8 +69,8 @@ class StreamReceiver final : public transport::DeviceStreamReceiver {
   absl::Status SendCommit(const absl::Status& result,
                           absl::Duration linger = absl::Seconds(2)) override;
 
-  // Runs this stream's copy-path receive on `worker` (shared with other streams) instead of
-  // the stream's own ring; null: back to its own. The worker must outlive the receive.
+  // Runs this stream's receive (copy or splice) on `worker` (shared with other streams) instead of
+  // the stream's own queue; null: back to its own. The worker must outlive the receive.
   // `max_buffers`: the most of the worker's buffers one pump of this stream may hold; the
   // worker's pool must fit every stream it carries at once (receives last a whole migration).
   void set_worker(PumpWorker* worker, uint32_t max_buffers = 64) {

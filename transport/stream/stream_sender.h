@@ -76,8 +76,8 @@ class StreamSender final : public transport::DeviceStreamSender {
   // Best effort: tells the destination this stream is abandoned.
   void SendError(absl::Status why) override;
 
-  // Runs this stream's copy-path pumps on `worker` (shared with other streams) instead of the
-  // stream's own ring; null: back to its own. The worker must outlive the pumps.
+  // Runs this stream's pumps (copy or splice) on `worker` (shared with other streams) instead of the
+  // stream's own queue; null: back to its own. The worker must outlive the pumps.
   // `max_buffers`: the most of the worker's buffers one pump of this stream may hold; the
   // worker's pool must fit every stream it carries at once (receives last a whole migration).
   void set_worker(PumpWorker* worker, uint32_t max_buffers = 64) {

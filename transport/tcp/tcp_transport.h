@@ -2,8 +2,8 @@
 // stream may be striped over several connections (frames go to whichever is free, each carrying
 // its stream offset; the destination puts them back in order). The HELLO exchange runs on every
 // connection, which then carries the stream. Data moves with the stream engines of
-// transport/stream: io_uring copy jobs (on the device's thread or on a session's shared pump
-// workers) or splice.
+// transport/stream (copy or splice jobs on an IoQueue, io_uring or plain syscalls), on the
+// device's thread or on the session's shared pump workers.
 #ifndef MIGMOVER_TRANSPORT_TCP_TCP_TRANSPORT_H_
 #define MIGMOVER_TRANSPORT_TCP_TCP_TRANSPORT_H_
 
@@ -23,7 +23,7 @@ class TcpTransport final : public Transport {
 
   // Starts the session's pump workers (spec.workers, at most one per device). Errors:
   // InvalidArgument for streams outside 1..kMaxStreamsPerDevice; those of starting a worker
-  // (io_uring refused, buffers not registrable).
+  // (--io_engine=uring refused, buffers not registrable).
   absl::StatusOr<std::unique_ptr<SourceChannel>> StartSource(const SessionSpec& spec) override;
   absl::StatusOr<std::unique_ptr<DestinationChannel>> StartDestination(
       const SessionSpec& spec) override;
