@@ -25,6 +25,12 @@ PACKAGES=(
   python3
   iproute2
   clang
+  # The sanitizer runs of deploy/test.sh: their runtimes (gcc links them), and unzip to read the
+  # daemons' logs a test saved.
+  libasan8
+  libubsan1
+  libtsan2
+  unzip
 )
 if [[ "${1:-}" == "--kernel" ]]; then
   PACKAGES+=(linux-source-6.12 qemu-system-x86 busybox-static bc bison flex libelf-dev cpio

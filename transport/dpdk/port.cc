@@ -7,13 +7,20 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "transport/dpdk/eal.h"
+
+#if defined(__SANITIZE_THREAD__)
+#include <rte_mempool.h>
+#include <sanitizer/tsan_interface.h>
+#endif
 
 namespace migmover::dpdk {
 namespace {
@@ -22,6 +29,48 @@ absl::Status RteError(absl::string_view call, int rc) {
   const int err = rc < 0 ? -rc : rte_errno;
   return absl::InternalError(absl::StrCat(call, ": ", rte_strerror(err)));
 }
+
+// The mempool driver our pools use ("lf_stack"). Under ThreadSanitizer, the same driver wrapped
+// so TSan sees a buffer's hand-over: DPDK's drivers are not instrumented, so a buffer freed by
+// one thread (or by the PMD inside tx_burst) and allocated again by another (or by the PMD inside
+// rx_burst) would look like one buffer written by two threads with nothing ordering them. The
+// wrapper releases on each object it takes back and acquires on each it hands out; every alloc
+// and free goes through it (the pools have no per-lcore cache).
+#if defined(__SANITIZE_THREAD__)
+int g_tsan_inner_ops = -1;
+
+int TsanEnqueue(rte_mempool* mp, void* const* objs, unsigned int n) {
+  for (unsigned int i = 0; i < n; ++i) __tsan_release(objs[i]);
+  return rte_mempool_ops_table.ops[g_tsan_inner_ops].enqueue(mp, objs, n);
+}
+
+int TsanDequeue(rte_mempool* mp, void** objs, unsigned int n) {
+  const int rc = rte_mempool_ops_table.ops[g_tsan_inner_ops].dequeue(mp, objs, n);
+  if (rc == 0) {
+    for (unsigned int i = 0; i < n; ++i) __tsan_acquire(objs[i]);
+  }
+  return rc;
+}
+
+const char* PoolOps() {
+  static const char* const name = []() -> const char* {
+    for (uint32_t i = 0; i < rte_mempool_ops_table.num_ops; ++i) {
+      if (std::string(rte_mempool_ops_table.ops[i].name) != "lf_stack") continue;
+      g_tsan_inner_ops = static_cast<int>(i);
+      rte_mempool_ops ops = rte_mempool_ops_table.ops[i];
+      std::snprintf(ops.name, sizeof(ops.name), "%s", "tsan_lf_stack");
+      ops.enqueue = TsanEnqueue;
+      ops.dequeue = TsanDequeue;
+      if (rte_mempool_register_ops(&ops) >= 0) return "tsan_lf_stack";
+      break;
+    }
+    return "lf_stack";  // Pool creation reports a missing driver.
+  }();
+  return name;
+}
+#else
+const char* PoolOps() { return "lf_stack"; }
+#endif
 
 }  // namespace
 
@@ -104,7 +153,7 @@ absl::StatusOr<std::unique_ptr<DpdkPort>> DpdkPort::Open(const PortOptions& o) {
         // rte_pktmbuf_free for seconds on 2 cores). No per-lcore cache: our threads have none.
         rte_pktmbuf_pool_create_by_ops(pool_name.c_str(), per_queue, 0, 0,
                                        static_cast<uint16_t>(RTE_PKTMBUF_HEADROOM + room),
-                                       rte_eth_dev_socket_id(port), "lf_stack");
+                                       rte_eth_dev_socket_id(port), PoolOps());
     if (pool == nullptr) {
       const absl::Status err = RteError(
           absl::StrCat("rte_pktmbuf_pool_create(", per_queue, " x ", capacity, " bytes)"), 0);

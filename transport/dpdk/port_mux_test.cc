@@ -33,7 +33,8 @@ TEST(PortMuxTest, FourLinksAtOnceEachByteExact) {
   constexpr uint64_t kBytes = 8ull << 20;
   std::vector<std::thread> threads;
   std::vector<uint64_t> received(kLinks, 0);
-  std::vector<bool> intact(kLinks, false);
+  // Not std::vector<bool>: its elements share words, so two receivers' stores would race.
+  std::vector<char> intact(kLinks, false);
   for (int l = 0; l < kLinks; ++l) {
     const uint64_t id = 100 + l;
     auto tx_io = src.Attach(id);

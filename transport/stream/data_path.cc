@@ -1,5 +1,6 @@
 #include "transport/stream/data_path.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include "absl/strings/ascii.h"
@@ -31,7 +32,14 @@ absl::StatusOr<DataPath> ParseDataPath(absl::string_view text) {
 bool FdSupportsSplice(int fd) {
   struct stat st;
   if (::fstat(fd, &st) != 0) return false;
-  return S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || S_ISREG(st.st_mode);
+  if (S_ISSOCK(st.st_mode)) {
+    // A blocking TCP socket ignores SPLICE_F_NONBLOCK: a splice from an empty one or into a
+    // full one blocks the thread (and every stream sharing it). Its O_NONBLOCK belongs to the
+    // agent's open file, so it is not ours to set: such a socket takes the copy path.
+    const int flags = ::fcntl(fd, F_GETFL);
+    return flags >= 0 && (flags & O_NONBLOCK) != 0;
+  }
+  return S_ISFIFO(st.st_mode) || S_ISREG(st.st_mode);
 }
 
 DataPath ResolveDataPath(DataPath requested, int fd, DataPath auto_spliceable) {

@@ -17,8 +17,9 @@ const char* DataPathName(DataPath path);
 // "auto", "splice", "copy". InvalidArgument otherwise.
 absl::StatusOr<DataPath> ParseDataPath(absl::string_view text);
 
-// Whether the kernel can splice this fd: pipes, sockets and regular files can; anonymous-inode
-// files such as real VFIO migration data fds implement only read/write (splice gives EINVAL).
+// Whether the splice engines can take this fd: pipes, regular files and nonblocking sockets.
+// Anonymous-inode files such as real VFIO migration data fds implement only read/write (splice
+// gives EINVAL); a blocking socket would block the engine's thread.
 bool FdSupportsSplice(int fd);
 
 // The concrete path for `fd`: `requested` unless it is kAuto; then copy for fds that cannot

@@ -55,14 +55,17 @@ class SpliceReceiveJobImpl final : public SpliceReceiveJob {
   void Issue() override {
     yielded_ = false;
     for (int pieces = 0; !ended_ && !waiting_;) {
-      if (state_ == kHeader && !ReceiveHeader()) return;
-      if (state_ == kIn) {
-        if (pieces == kPiecesPerTurn) {
-          yielded_ = true;
-          return;
-        }
-        if (!SpliceIn()) return;
+      if (pieces >= kPiecesPerTurn) {
+        // Bounded work per turn, headers included (a peer sending empty frames fast must not
+        // keep the worker from its other streams and from ticks).
+        yielded_ = true;
+        return;
       }
+      if (state_ == kHeader) {
+        if (!ReceiveHeader()) return;
+        ++pieces;
+      }
+      if (state_ == kIn && !SpliceIn()) return;
       if (state_ == kOut) {
         if (!SpliceOut()) return;
         ++pieces;
@@ -70,7 +73,10 @@ class SpliceReceiveJobImpl final : public SpliceReceiveJob {
     }
   }
 
-  void OnCompletion(const io::Completion&) override { waiting_ = false; }
+  void OnCompletion(const io::Completion& c) override {
+    waiting_ = false;
+    woke_readable_ = c.res > 0 && (c.res & POLLIN);
+  }
 
   void OnTick() override {
     if (ended_) return;
@@ -105,6 +111,7 @@ class SpliceReceiveJobImpl final : public SpliceReceiveJob {
 
   // The next header, checked; END_STREAM completes the stream. False to wait or when ended.
   bool ReceiveHeader() {
+    woke_readable_ = false;  // Only a wait of SpliceIn's own counts there.
     while (hdr_got_ < sizeof(hdr_)) {
       const ssize_t r = ::recv(sock_, hdr_ + hdr_got_, sizeof(hdr_) - hdr_got_, MSG_DONTWAIT);
       if (r > 0) {
@@ -149,6 +156,15 @@ class SpliceReceiveJobImpl final : public SpliceReceiveJob {
   bool SpliceIn() {
     const ssize_t in =
         SpliceOnce(sock_, pipe_->write.get(), std::min<uint32_t>(left_, pipe_cap_));
+    if (in == -EAGAIN && woke_readable_) {
+      // Readable, yet splice takes nothing: TCP urgent data, which splice never passes and
+      // poll always reports. Waiting again would spin until the idle timeout.
+      Fail(absl::DataLossError(absl::StrCat("device stream ", s_->device,
+                                            ": the connection is readable but splice moves "
+                                            "nothing (TCP urgent data inside a DATA frame?)")));
+      return false;
+    }
+    woke_readable_ = false;
     if (in == -EAGAIN || in == -EINTR) {
       WaitFor(sock_, POLLIN);
       return false;
@@ -206,6 +222,7 @@ class SpliceReceiveJobImpl final : public SpliceReceiveJob {
   absl::Status error_;
   bool ended_ = false, aborted_ = false, waiting_ = false, wait_cancelled_ = false;
   bool yielded_ = false;
+  bool woke_readable_ = false;  // The last wait ended with the connection readable.
   absl::Time last_progress_ = absl::Now();
 };
 

@@ -92,6 +92,12 @@ class SpliceSendJobImpl final : public SpliceSendJob {
       Check(queue_->Cancel(wait_tag_));
       wait_cancelled_ = true;
     }
+    // The destination only speaks mid-stream to give up; while the job waits on the data fd
+    // nothing else would notice.
+    if (absl::Status v = s_->PeerVerdict(); !v.ok()) {
+      Fail(v);
+      return;
+    }
     if (send_not_before_ > last_progress_) {
       last_progress_ = std::min(absl::Now(), send_not_before_);
     }

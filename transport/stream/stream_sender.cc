@@ -72,7 +72,13 @@ absl::Status StreamSender::Handshake(const peer::Hello& hello, absl::Duration ti
 absl::StatusOr<PumpResult> StreamSender::Pump(int data_fd, Phase phase, uint64_t max_bytes,
                                               const std::atomic<bool>& stop,
                                               const std::atomic<bool>& cancel) {
-  if (PlannedDataPath(data_fd) == DataPath::kSplice) {
+  if (PlannedDataPath(data_fd) == DataPath::kSplice && !FdSupportsSplice(data_fd) &&
+      s_.options.data_path == DataPath::kSplice) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("--data_path=splice: data fd ", data_fd,
+                     " does not support splice (only pipes, files and nonblocking sockets do)"));
+  }
+  if (PlannedDataPath(data_fd) == DataPath::kSplice && FdSupportsSplice(data_fd)) {
     RETURN_IF_ERROR(SpliceSendJob::Prepare(s_, pipe_));
     ASSIGN_OR_RETURN(std::unique_ptr<PumpJob> job,
                      runner_.Run(0, [&](io::IoQueue* queue, BufferPool*, std::span<const uint32_t>,

@@ -511,6 +511,52 @@ TEST(StreamTest, SenderStopsWhenTheDestinationGivesUpMidStream) {
   }
 }
 
+// The splice engine waits on the data fd while the destination gives up: it hears the verdict
+// at its next tick instead of waiting out the idle timeout and losing the reason.
+TEST(StreamTest, SpliceSenderWaitingOnItsDataFdHearsTheDestinationGiveUp) {
+  ::signal(SIGPIPE, SIG_IGN);
+  Conn conn = Connect();
+  auto ring = NewQueue(16);
+  StreamOptions o = Opts(DataPath::kSplice);
+  o.idle_timeout = absl::Seconds(30);
+  auto sender = StreamSender::Create(ring->get(), std::move(conn.src), 0, o);
+  ASSERT_TRUE(sender.ok());
+  auto pipe = MakePipe();  // Nothing is ever written: the job waits on it.
+  ASSERT_TRUE(net::SendAll(conn.dst.get(),
+                           peer::EncodeStatusFrame(wire::FrameType::kCommit, 1, 0,
+                                                   peer::PeerStatus{9, "device says no"}),
+                           absl::Now() + absl::Seconds(1))
+                  .ok());
+  std::atomic<bool> stop{false}, cancel{false};
+  auto r = (*sender)->Pump(pipe->read.get(), Phase::kStopCopy, UINT64_MAX, stop, cancel);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
+  EXPECT_NE(r.status().message().find("device says no"), std::string::npos) << r.status();
+}
+
+// TCP urgent data inside a DATA frame: poll keeps saying readable while splice moves nothing.
+// The splice receiver fails at once with DataLoss instead of spinning until the idle timeout.
+TEST(StreamTest, SpliceReceiverRefusesUrgentDataInsteadOfSpinning) {
+  Conn conn = Connect();
+  auto ring = NewQueue(16);
+  StreamOptions o = Opts(DataPath::kSplice);
+  o.idle_timeout = absl::Seconds(30);
+  auto receiver = StreamReceiver::Create(ring->get(), std::move(conn.dst), 0, 1, o);
+  ASSERT_TRUE(receiver.ok());
+  auto pipe = MakePipe();
+  const std::string frame = DataFrame(1, 0, std::string(1000, 'd'));
+  ASSERT_EQ(::send(conn.src.get(), frame.data(), wire::kFrameHeaderSize + 10, 0),
+            static_cast<ssize_t>(wire::kFrameHeaderSize + 10));
+  ASSERT_EQ(::send(conn.src.get(), "!", 1, MSG_OOB), 1);
+  // More of the frame behind the urgent byte: the connection stays readable.
+  ASSERT_EQ(::send(conn.src.get(), frame.data() + wire::kFrameHeaderSize + 10, 100, 0), 100);
+  std::atomic<bool> cancel{false};
+  auto r = (*receiver)->Receive(pipe->write.get(), cancel);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << r.status();
+  EXPECT_NE(r.status().message().find("urgent"), std::string::npos) << r.status();
+}
+
 // A sender on a ring of its own over a fresh connection; `peer` is the other end.
 struct LoneSender {
   std::unique_ptr<io::IoQueue> ring;

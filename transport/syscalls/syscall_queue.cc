@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -27,8 +29,15 @@ void SyscallQueue::Add(Op op, int fd, void* buf, uint32_t len, int flags, short 
   const int fl = ::fcntl(fd, F_GETFL);
   // A bad fd completes with the call's own error, as io_uring would report it.
   const bool nonblocking = fl < 0 || (fl & O_NONBLOCK) != 0;
-  pending_.push_back(Request{op, nonblocking && op != Op::kPoll, false, events, fd, flags, len,
-                             buf, user_data});
+  uint8_t kind = kOtherFile;
+  if (!nonblocking && (op == Op::kRead || op == Op::kWrite)) {
+    struct stat st;
+    if (::fstat(fd, &st) == 0) {
+      kind = S_ISSOCK(st.st_mode) ? kSocket : S_ISFIFO(st.st_mode) ? kFifo : kOtherFile;
+    }
+  }
+  pending_.push_back(Request{op, nonblocking && op != Op::kPoll, false, kind, events, fd, flags,
+                             len, buf, user_data});
 }
 
 void SyscallQueue::Read(int fd, void* buf, uint32_t len, int, uint64_t user_data) {
@@ -56,17 +65,34 @@ void SyscallQueue::Poll(int fd, short events, uint64_t user_data) {
   Add(Op::kPoll, fd, nullptr, 0, 0, events, user_data);
 }
 
-bool SyscallQueue::Attempt(const Request& r, short revents) {
+ssize_t SyscallQueue::ReadReady(Request& r) {
+  if (r.kind == kSocket) return ::recv(r.fd, r.buf, r.len, MSG_DONTWAIT);
+  iovec iov{r.buf, r.len};
+  const ssize_t n = ::preadv2(r.fd, &iov, 1, -1, RWF_NOWAIT);
+  if (n >= 0 || (errno != EOPNOTSUPP && !(errno == EAGAIN && r.kind == kOtherFile))) return n;
+  // The file cannot promise not to block (or, polled ready, still would): the plain call.
+  return ::read(r.fd, r.buf, r.len);
+}
+
+ssize_t SyscallQueue::WriteReady(Request& r) {
+  if (r.kind == kSocket) return ::send(r.fd, r.buf, r.len, MSG_DONTWAIT);
+  iovec iov{r.buf, r.len};
+  const ssize_t n = ::pwritev2(r.fd, &iov, 1, -1, RWF_NOWAIT);
+  if (n >= 0 || (errno != EOPNOTSUPP && !(errno == EAGAIN && r.kind == kOtherFile))) return n;
+  return ::write(r.fd, r.buf, r.len);
+}
+
+bool SyscallQueue::Attempt(Request& r, short revents) {
   ssize_t n = 0;
   // Blocking sockets are only called once ready; MSG_DONTWAIT turns a spurious wake-up into
   // EAGAIN instead of a stall. Nonblocking fds return EAGAIN by themselves.
   const int dontwait = r.nonblocking ? 0 : MSG_DONTWAIT;
   switch (r.op) {
     case Op::kRead:
-      n = ::read(r.fd, r.buf, r.len);
+      n = r.nonblocking ? ::read(r.fd, r.buf, r.len) : ReadReady(r);
       break;
     case Op::kWrite:
-      n = ::write(r.fd, r.buf, r.len);
+      n = r.nonblocking ? ::write(r.fd, r.buf, r.len) : WriteReady(r);
       break;
     case Op::kSend:
       n = ::send(r.fd, r.buf, r.len, r.flags | dontwait);
@@ -184,6 +210,8 @@ absl::StatusOr<size_t> SyscallQueue::WaitBatch(absl::Duration timeout,
       }
       if (Attempt(pending_[i], revents)) pending_.erase(pending_.begin() + i);
     }
+    // Ready fds whose calls all said "not yet" must not hold the caller past its deadline.
+    if (done_.empty() && absl::Now() >= deadline) return 0;
   }
   return Take(out);
 }

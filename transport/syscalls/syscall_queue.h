@@ -9,10 +9,13 @@
 // nothing to give). So here: a request on an O_NONBLOCK fd is tried at once; after -EAGAIN it
 // waits for readiness and is tried again, and a second -EAGAIN although poll said ready means
 // poll cannot tell for this file: the request completes with -EAGAIN. A request on a blocking fd
-// is only tried once poll reports it ready, sockets with MSG_DONTWAIT (a spurious wake-up just
-// waits again). A ready blocking fd that is not a socket (a device's data fd) is
-// called as it is, so it can hold the thread for one transfer, which is what the device's
-// driver takes to copy it anyway. Zero-copy sends are plain sends here (no notification).
+// is only tried once poll reports it ready, and then without blocking: sockets with MSG_DONTWAIT,
+// other files with preadv2/pwritev2(RWF_NOWAIT) (a pipe then moves what fits, as io_uring's
+// request would). A spurious wake-up of a socket or pipe just waits again. A file whose poll
+// always says ready and that cannot promise not to block (RWF_NOWAIT refused, or EAGAIN from a
+// regular file whose pages are not cached; a VFIO data fd) is called as it is, holding the thread
+// for that one transfer, as io_uring would hold one of its io-wq threads. Zero-copy sends are
+// plain sends here (no notification).
 //
 // Hot path: no allocation once the request table has grown to the job's depth (it is reserved
 // for `entries` requests up front); one ppoll per wait plus one call per request.
@@ -65,6 +68,7 @@ class SyscallQueue final : public io::IoQueue {
     Op op;
     bool nonblocking;  // The fd is O_NONBLOCK: tried without waiting for readiness.
     bool tried;        // A nonblocking request already tried once (then it waits like others).
+    uint8_t kind;      // A blocking fd's file type: kSocket, kFifo, kOtherFile.
     short events;      // What readiness it waits for.
     int fd;
     int flags;
@@ -74,8 +78,12 @@ class SyscallQueue final : public io::IoQueue {
   };
   SyscallQueue() = default;
   void Add(Op op, int fd, void* buf, uint32_t len, int flags, short events, uint64_t user_data);
+  enum : uint8_t { kSocket, kFifo, kOtherFile };
   // Makes the request's call; true when it completed (posted), false to wait again.
-  bool Attempt(const Request& r, short revents);
+  bool Attempt(Request& r, short revents);
+  // read/write on a ready blocking fd without blocking where the file allows it.
+  ssize_t ReadReady(Request& r);
+  ssize_t WriteReady(Request& r);
   // Tries every untried request on a nonblocking fd.
   void TryNonblocking();
   size_t Take(std::span<io::Completion> out);

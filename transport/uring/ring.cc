@@ -7,12 +7,44 @@
 #include "absl/time/clock.h"
 #include "transport/base/errno_status.h"
 
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#include <unistd.h>
+
+#include <cstdint>
+#endif
+
 namespace migmover::uring {
 namespace {
 // Transient refusals of io_uring_enter that a retry may clear: not the ring's failure.
 bool Transient(int err) { return err == EINTR || err == EAGAIN; }
 // A submit that keeps getting EAGAIN (the kernel could not allocate) gives up after this many.
 constexpr int kMaxTransientRetries = 1000;
+
+// ThreadSanitizer only: liburing maps and unmaps a ring's memory with raw syscalls, which TSan
+// does not see, so a new ring the kernel maps where a destroyed one was looks like the old ring's
+// memory written by another thread with nothing ordering the two. A ring's teardown releases on
+// every page of its mappings and a new ring's set-up acquires on every page of its own: the order
+// that munmap and mmap would have given TSan.
+void TsanRingPages([[maybe_unused]] const io_uring& r, [[maybe_unused]] bool teardown) {
+#if defined(__SANITIZE_THREAD__)
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  auto each = [&](const void* p, size_t len) {
+    if (p == nullptr) return;
+    const uintptr_t end = reinterpret_cast<uintptr_t>(p) + len;
+    for (uintptr_t a = reinterpret_cast<uintptr_t>(p) & ~(page - 1); a < end; a += page) {
+      if (teardown) {
+        __tsan_release(reinterpret_cast<void*>(a));
+      } else {
+        __tsan_acquire(reinterpret_cast<void*>(a));
+      }
+    }
+  };
+  each(r.sq.ring_ptr, r.sq.ring_sz);
+  each(r.sq.sqes, r.sq.ring_entries * sizeof(io_uring_sqe));
+  each(r.cq.ring_ptr, r.cq.ring_sz);
+#endif
+}
 
 // The kernel's completion flags as IoQueue's.
 uint32_t Flags(uint32_t cqe_flags) {
@@ -28,11 +60,14 @@ absl::StatusOr<std::unique_ptr<Ring>> Ring::Create(unsigned entries) {
   int r = io_uring_queue_init(entries, &ring->ring_, 0);
   if (r < 0) return ErrnoStatus(absl::StrCat("io_uring_queue_init(", entries, ")"), -r);
   ring->initialized_ = true;
+  TsanRingPages(ring->ring_, /*teardown=*/false);
   return ring;
 }
 
 Ring::~Ring() {
-  if (initialized_) io_uring_queue_exit(&ring_);
+  if (!initialized_) return;
+  TsanRingPages(ring_, /*teardown=*/true);
+  io_uring_queue_exit(&ring_);
 }
 
 const absl::Status& Ring::Fail(const char* call, int err) {
