@@ -27,60 +27,51 @@ count_failed() { grep -cE '^//[^ ]+ +(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD)'
 passed=$(count_passed /tmp/migmover-test.log)
 failed=$(count_failed /tmp/migmover-test.log)
 
-# The same tests built with AddressSanitizer + UndefinedBehaviorSanitizer (.bazelrc's
-# --config=asan; tests tagged no_sanitizer are timing-bound and skip it). Each counts again.
-if [[ "${MIGMOVER_SKIP_SANITIZERS:-0}" != 1 ]]; then
+# The same tests again under a sanitizer config of .bazelrc; each counts again. Tests tagged
+# no_sanitizer are timing-bound and skip these runs. A report fails the test that printed it; the
+# daemons a test starts write theirs to their own logs (the test's outputs), so those are counted
+# here: "run_sanitized CONFIG LABEL REPORT_PATTERN".
+run_sanitized() {
+  local config=$1 label=$2 pattern=$3 log=/tmp/migmover-$1.log
   set +e
   # Built first, so no compile competes with the tests for the two cores.
-  { bazel build --config=asan "${targets[@]}" &&
-      bazel test --config=asan --local_test_jobs=1 "${targets[@]}"; } 2>&1 |
-    tee /tmp/migmover-asan.log
-  arc=${PIPESTATUS[0]}
+  { bazel build --config="$config" "${targets[@]}" &&
+      bazel test --config="$config" --local_test_jobs=1 "${targets[@]}"; } 2>&1 | tee "$log"
+  local src=${PIPESTATUS[0]}
   set -e
-  apassed=$(count_passed /tmp/migmover-asan.log)
-  afailed=$(count_failed /tmp/migmover-asan.log)
-  echo "ASan+UBSan run: ${apassed} tests passed, ${afailed} failed"
-  passed=$((passed + apassed))
-  failed=$((failed + afailed))
-  if ((arc != 0)); then
-    rc=1
-    ((afailed > 0)) || failed=$((failed + 1))
-  fi
-fi
-
-# The same tests built with ThreadSanitizer (.bazelrc's --config=tsan: the abseil shim makes
-# Debian's uninstrumented locks visible). A report fails the test that printed it; the daemons a
-# test starts write theirs to their own logs (the test's outputs), so those are counted here.
-if [[ "${MIGMOVER_SKIP_SANITIZERS:-0}" != 1 ]]; then
-  set +e
-  { bazel build --config=tsan "${targets[@]}" &&
-      bazel test --config=tsan --local_test_jobs=1 "${targets[@]}"; } 2>&1 |
-    tee /tmp/migmover-tsan.log
-  trc=${PIPESTATUS[0]}
-  set -e
-  tpassed=$(count_passed /tmp/migmover-tsan.log)
-  tfailed=$(count_failed /tmp/migmover-tsan.log)
-  # bazel-testlogs now points at the tsan run's logs.
-  daemon_reports=0
-  while IFS= read -r zip; do
-    n=$(unzip -p "$zip" 2>/dev/null | grep -c 'WARNING: ThreadSanitizer' || true)
+  local spassed sfailed reports=0 n zip
+  spassed=$(count_passed "$log")
+  sfailed=$(count_failed "$log")
+  # The outputs of this run's tests (cached ones too, not those of tests it did not run);
+  # bazel-testlogs now points at this config's logs.
+  while IFS= read -r target; do
+    zip="bazel-testlogs/${target#//}"
+    zip="${zip/://}/test.outputs/outputs.zip"
+    [[ -f "$zip" ]] || continue
+    n=$(unzip -p "$zip" 2>/dev/null | grep -cE "$pattern" || true)
     if ((n > 0)); then
-      echo "ThreadSanitizer: ${n} report(s) in the daemon logs of ${zip}"
-      daemon_reports=$((daemon_reports + n))
+      echo "${label}: ${n} report(s) in the daemon logs of ${target}"
+      reports=$((reports + n))
     fi
-  done < <(find -L bazel-testlogs/ -name outputs.zip 2>/dev/null)
-  echo "ThreadSanitizer run: ${tpassed} tests passed, ${tfailed} failed," \
-    "${daemon_reports} report(s) in daemon logs"
-  passed=$((passed + tpassed))
-  failed=$((failed + tfailed))
-  if ((daemon_reports > 0)); then
+  done < <(grep -oE '^//[^ ]+' "$log" | sort -u)
+  echo "${label} run: ${spassed} tests passed, ${sfailed} failed, ${reports} report(s) in daemon logs"
+  passed=$((passed + spassed))
+  failed=$((failed + sfailed))
+  if ((reports > 0)); then
     failed=$((failed + 1))
     rc=1
   fi
-  if ((trc != 0)); then
+  if ((src != 0)); then
     rc=1
-    ((tfailed > 0)) || failed=$((failed + 1))
+    ((sfailed > 0)) || failed=$((failed + 1))
   fi
+}
+
+if [[ "${MIGMOVER_SKIP_SANITIZERS:-0}" != 1 ]]; then
+  # AddressSanitizer + UndefinedBehaviorSanitizer.
+  run_sanitized asan "ASan+UBSan" 'ERROR: AddressSanitizer|runtime error:'
+  # ThreadSanitizer (the abseil shim makes Debian's uninstrumented locks visible).
+  run_sanitized tsan "ThreadSanitizer" 'WARNING: ThreadSanitizer'
 fi
 
 # Clang's thread-safety analysis of the ABSL_GUARDED_BY annotations (GCC ignores them): one test.

@@ -241,7 +241,8 @@ TEST(IoEngineTest, NamesParseBackAndOthersAreRefused) {
   EXPECT_NE(bad.status().message().find("auto, uring or syscalls"), std::string::npos);
 }
 
-TEST(IoEngineTest, AskingForSyscallsNeverProbesIoUring) {
+// Asking for syscalls is a choice, not a fallback: no refusal is reported.
+TEST(IoEngineTest, AskingForSyscallsChoosesThemWithoutAReason) {
   absl::StatusOr<EngineChoice> c = ChooseIoEngine(IoEngine::kSyscalls);
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(c->engine, IoEngine::kSyscalls);

@@ -26,9 +26,10 @@ enum OpKind : uint8_t { kRead = 1, kPoll = 2, kSend = 3, kPeer = 5 };
 // in flight per connection (each connection's frames stay in stream order).
 class CopySendJobImpl final : public CopySendJob {
  public:
-  CopySendJobImpl(SendStream* s, io::IoQueue* ring, BufferPool* pool, std::span<const uint32_t> slots,
-                  uint32_t job, int data_fd, Phase phase, uint64_t max_bytes,
-                  const std::atomic<bool>& stop, const std::atomic<bool>& cancel)
+  CopySendJobImpl(SendStream* s, io::IoQueue* ring, BufferPool* pool,
+                  std::span<const uint32_t> slots, uint32_t job, int data_fd, Phase phase,
+                  uint64_t max_bytes, const std::atomic<bool>& stop,
+                  const std::atomic<bool>& cancel)
       : s_(s),
         ring_(ring),
         pool_(pool),

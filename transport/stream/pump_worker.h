@@ -1,9 +1,9 @@
-// PumpWorker: one thread with one IoQueue (io_uring, or plain syscalls where io_uring is
-// refused) and one registered buffer pool that moves the data
-// of several device streams at once. It knows only the PumpJob interface: a stream hands it a
-// factory for its job and gets the finished job back. A session with W workers spreads its devices over them, so
-// the number of data-moving threads is the migration's choice, not the device count. Callers
-// keep their own (mostly idle) control threads: Run() hands a pump to the worker and waits.
+// PumpWorker: one thread with one IoQueue (io_uring, or plain syscalls where io_uring is refused)
+// and one registered buffer pool that moves the data of several device streams at once. It knows
+// only the PumpJob interface: a stream hands it a factory for its job and gets the finished job
+// back. A session with W workers spreads its devices over them, so the number of data-moving
+// threads is the migration's choice, not the device count. Callers keep their own (mostly idle)
+// control threads: Run() hands a pump to the worker and waits.
 #ifndef MIGMOVER_TRANSPORT_STREAM_PUMP_WORKER_H_
 #define MIGMOVER_TRANSPORT_STREAM_PUMP_WORKER_H_
 

@@ -23,6 +23,15 @@ absl::Status OpenSplicePipe(SplicePipe* pipe, uint32_t size) {
   return absl::OkStatus();
 }
 
+absl::Status PrepareSplice(SplicePipe* pipe, const StreamOptions& options,
+                           const std::vector<UniqueFd>& connections) {
+  RETURN_IF_ERROR(OpenSplicePipe(pipe, options.pipe_size ? options.pipe_size : options.chunk_size));
+  for (const UniqueFd& fd : connections) {
+    RETURN_IF_ERROR(SetNonblocking(fd.get(), "peer socket"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status SetNonblocking(int fd, const char* what) {
   const int flags = ::fcntl(fd, F_GETFL);
   if (flags < 0) return ErrnoStatus(absl::StrCat("fcntl(", what, " fd ", fd, ", F_GETFL)"), errno);

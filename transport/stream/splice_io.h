@@ -10,7 +10,11 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <vector>
+
 #include "absl/status/status.h"
+#include "transport/io/io_queue.h"
+#include "transport/stream/stream_options.h"
 #include "transport/base/unique_fd.h"
 
 namespace migmover::stream {
@@ -24,6 +28,38 @@ struct SplicePipe {
 // to pages and caps unprivileged callers at /proc/sys/fs/pipe-max-size; a smaller pipe only
 // means more splices per frame). Errors name the call ("pipe2: EMFILE").
 absl::Status OpenSplicePipe(SplicePipe* pipe, uint32_t size);
+
+// Readies a stream for the splice engines: its pipe (options.pipe_size bytes, or a chunk; see
+// OpenSplicePipe) and its connections made nonblocking (see SetNonblocking). Errors name the call.
+absl::Status PrepareSplice(SplicePipe* pipe, const StreamOptions& options,
+                           const std::vector<UniqueFd>& connections);
+
+// A splice job's one readiness wait on its IoQueue: a poll in flight, or none. The poll is only
+// queued: the wait that follows (the worker's or DriveJob's) submits it with everything else.
+class ReadinessWait {
+ public:
+  ReadinessWait(io::IoQueue* queue, uint64_t user_data) : queue_(queue), tag_(user_data) {}
+  // Waits until `fd` reports `events`; the completion carrying tag() ends it (Ended()).
+  void Start(int fd, short events) {
+    queue_->Poll(fd, events, tag_);
+    waiting_ = true;
+    withdrawn_ = false;
+  }
+  // Withdraws the wait in flight, once; its completion still arrives. Errors: the queue's.
+  absl::Status Withdraw() {
+    if (!waiting_ || withdrawn_) return absl::OkStatus();
+    withdrawn_ = true;
+    return queue_->Cancel(tag_);
+  }
+  void Ended() { waiting_ = false; }
+  bool waiting() const { return waiting_; }
+  uint64_t tag() const { return tag_; }
+
+ private:
+  io::IoQueue* const queue_;
+  const uint64_t tag_;
+  bool waiting_ = false, withdrawn_ = false;
+};
 
 // Makes `fd` O_NONBLOCK. A splice into a socket blocks unless the socket itself is nonblocking
 // (SPLICE_F_NONBLOCK covers only the pipe side), and an engine on a shared worker must never

@@ -29,11 +29,10 @@ class SpliceReceiveJobImpl final : public SpliceReceiveJob {
                        int data_fd, const std::atomic<bool>& cancel)
       : s_(s),
         pipe_(pipe),
-        queue_(queue),
         data_fd_(data_fd),
         sock_(s->control_fd()),
         cancel_(cancel),
-        wait_tag_(JobTag(kWait, job, 0)),
+        wait_(queue, JobTag(kWait, job, 0)),
         pipe_cap_(std::max(::fcntl(pipe->write.get(), F_GETPIPE_SZ), 4096)) {
     s_->digest_valid = false;
   }
@@ -43,7 +42,7 @@ class SpliceReceiveJobImpl final : public SpliceReceiveJob {
     return result_;
   }
 
-  bool Done() const override { return aborted_ || (ended_ && !waiting_); }
+  bool Done() const override { return aborted_ || (ended_ && !wait_.waiting()); }
   void Abort(absl::Status why) override {
     if (error_.ok()) error_ = std::move(why);
     ended_ = aborted_ = true;
@@ -54,7 +53,7 @@ class SpliceReceiveJobImpl final : public SpliceReceiveJob {
 
   void Issue() override {
     yielded_ = false;
-    for (int pieces = 0; !ended_ && !waiting_;) {
+    for (int pieces = 0; !ended_ && !wait_.waiting();) {
       if (pieces >= kPiecesPerTurn) {
         // Bounded work per turn, headers included (a peer sending empty frames fast must not
         // keep the worker from its other streams and from ticks).
@@ -74,7 +73,7 @@ class SpliceReceiveJobImpl final : public SpliceReceiveJob {
   }
 
   void OnCompletion(const io::Completion& c) override {
-    waiting_ = false;
+    wait_.Ended();
     woke_readable_ = c.res > 0 && (c.res & POLLIN);
   }
 
@@ -91,22 +90,13 @@ class SpliceReceiveJobImpl final : public SpliceReceiveJob {
  private:
   enum State { kHeader, kIn, kOut };
 
-  void WaitFor(int fd, short events) {
-    queue_->Poll(fd, events, wait_tag_);
-    Check(queue_->Submit());
-    waiting_ = true;
-    wait_cancelled_ = false;
-  }
   void Check(absl::Status st) {
     if (!st.ok()) Abort(std::move(st));
   }
   void Fail(absl::Status st) {
     if (error_.ok()) error_ = std::move(st);
     ended_ = true;
-    if (waiting_ && !wait_cancelled_) {
-      Check(queue_->Cancel(wait_tag_));
-      wait_cancelled_ = true;
-    }
+    Check(wait_.Withdraw());
   }
 
   // The next header, checked; END_STREAM completes the stream. False to wait or when ended.
@@ -118,7 +108,7 @@ class SpliceReceiveJobImpl final : public SpliceReceiveJob {
         hdr_got_ += r;
         last_progress_ = absl::Now();
       } else if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
-        WaitFor(sock_, POLLIN);
+        wait_.Start(sock_, POLLIN);
         return false;
       } else {
         Fail(s_->RecvFailure(r == 0 ? 0 : -errno, "before END_STREAM"));
@@ -166,7 +156,7 @@ class SpliceReceiveJobImpl final : public SpliceReceiveJob {
     }
     woke_readable_ = false;
     if (in == -EAGAIN || in == -EINTR) {
-      WaitFor(sock_, POLLIN);
+      wait_.Start(sock_, POLLIN);
       return false;
     }
     if (in <= 0) {
@@ -185,7 +175,7 @@ class SpliceReceiveJobImpl final : public SpliceReceiveJob {
     while (out_ < piece_) {
       const ssize_t r = SpliceOnce(pipe_->read.get(), data_fd_, piece_ - out_);
       if (r == -EAGAIN || r == -EINTR) {
-        WaitFor(data_fd_, POLLOUT);
+        wait_.Start(data_fd_, POLLOUT);
         return false;
       }
       if (r <= 0) {
@@ -206,11 +196,10 @@ class SpliceReceiveJobImpl final : public SpliceReceiveJob {
 
   ReceiveStream* const s_;
   SplicePipe* const pipe_;
-  io::IoQueue* const queue_;
   const int data_fd_;
   const int sock_;
   const std::atomic<bool>& cancel_;
-  const uint64_t wait_tag_;
+  ReadinessWait wait_;  // At most one in flight.
   const uint32_t pipe_cap_;
 
   State state_ = kHeader;
@@ -220,22 +209,12 @@ class SpliceReceiveJobImpl final : public SpliceReceiveJob {
   uint32_t piece_ = 0, out_ = 0;
   ReceiveResult result_;
   absl::Status error_;
-  bool ended_ = false, aborted_ = false, waiting_ = false, wait_cancelled_ = false;
-  bool yielded_ = false;
+  bool ended_ = false, aborted_ = false, yielded_ = false;
   bool woke_readable_ = false;  // The last wait ended with the connection readable.
   absl::Time last_progress_ = absl::Now();
 };
 
 }  // namespace
-
-absl::Status SpliceReceiveJob::Prepare(ReceiveStream& stream, SplicePipe& pipe) {
-  RETURN_IF_ERROR(OpenSplicePipe(
-      &pipe, stream.options.pipe_size ? stream.options.pipe_size : stream.options.chunk_size));
-  for (const UniqueFd& fd : stream.sockets) {
-    RETURN_IF_ERROR(SetNonblocking(fd.get(), "peer socket"));
-  }
-  return absl::OkStatus();
-}
 
 std::unique_ptr<SpliceReceiveJob> SpliceReceiveJob::Create(ReceiveStream* stream,
                                                            SplicePipe* pipe, io::IoQueue* queue,

@@ -23,11 +23,8 @@ namespace migmover::stream {
 
 class SpliceReceiveJob : public PumpJob {
  public:
-  // Readies `stream` for splicing: its pipe and nonblocking connection. Errors name the call.
-  static absl::Status Prepare(ReceiveStream& stream, SplicePipe& pipe);
-
-  // The whole stream, until END_STREAM and every byte is in `data_fd`, or `cancel`. `pipe` is
-  // Prepare()d; `job`: its id in the tags of its requests. Everything must outlive the job.
+  // The whole stream, until END_STREAM and every byte is in `data_fd`, or `cancel`. `pipe` is ready
+  // (PrepareSplice); `job`: its id in the tags of its requests. Everything must outlive the job.
   static std::unique_ptr<SpliceReceiveJob> Create(ReceiveStream* stream, SplicePipe* pipe,
                                                   io::IoQueue* queue, uint32_t job, int data_fd,
                                                   const std::atomic<bool>& cancel);

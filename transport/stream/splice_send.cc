@@ -32,12 +32,11 @@ class SpliceSendJobImpl final : public SpliceSendJob {
                     const std::atomic<bool>& cancel)
       : s_(s),
         pipe_(pipe),
-        queue_(queue),
         data_fd_(data_fd),
         phase_(phase),
         stop_(stop),
         cancel_(cancel),
-        wait_tag_(JobTag(kWait, job, 0)),
+        wait_(queue, JobTag(kWait, job, 0)),
         // Splice cannot tell an empty pipe from a drained device; the fd's own mode can: only
         // a nonblocking data fd says "nothing more for now" with EAGAIN (as read(2) would).
         data_fd_nonblocking_((::fcntl(data_fd, F_GETFL) & O_NONBLOCK) != 0),
@@ -49,7 +48,7 @@ class SpliceSendJobImpl final : public SpliceSendJob {
   }
   bool unsupported() const override { return unsupported_; }
 
-  bool Done() const override { return aborted_ || (ended_ && !waiting_); }
+  bool Done() const override { return aborted_ || (ended_ && !wait_.waiting()); }
   void Abort(absl::Status why) override {
     if (error_.ok()) error_ = std::move(why);
     ended_ = aborted_ = true;
@@ -61,8 +60,8 @@ class SpliceSendJobImpl final : public SpliceSendJob {
 
   void Issue() override {
     yielded_ = false;
-    if (ended_ || waiting_) return;
-    for (int frames = 0; !ended_ && !waiting_;) {
+    if (ended_ || wait_.waiting()) return;
+    for (int frames = 0; !ended_ && !wait_.waiting();) {
       if (state_ == kFill) {
         if (frames == kFramesPerTurn) {
           yielded_ = true;
@@ -78,7 +77,7 @@ class SpliceSendJobImpl final : public SpliceSendJob {
     }
   }
 
-  void OnCompletion(const io::Completion&) override { waiting_ = false; }
+  void OnCompletion(const io::Completion&) override { wait_.Ended(); }
 
   void OnTick() override {
     if (ended_) return;
@@ -88,10 +87,7 @@ class SpliceSendJobImpl final : public SpliceSendJob {
     }
     // Switchover must not wait for PRE_COPY data that may never come; only between frames (a
     // frame once begun is always finished).
-    if (stop_.load() && state_ == kFill && waiting_ && !wait_cancelled_) {
-      Check(queue_->Cancel(wait_tag_));
-      wait_cancelled_ = true;
-    }
+    if (stop_.load() && state_ == kFill) Check(wait_.Withdraw());
     // The destination only speaks mid-stream to give up; while the job waits on the data fd
     // nothing else would notice.
     if (absl::Status v = s_->PeerVerdict(); !v.ok()) {
@@ -110,13 +106,6 @@ class SpliceSendJobImpl final : public SpliceSendJob {
  private:
   enum State { kFill, kHeader, kBody };
 
-  // Waits on the queue until `fd` is ready for `events`.
-  void WaitFor(int fd, short events) {
-    queue_->Poll(fd, events, wait_tag_);
-    Check(queue_->Submit());
-    waiting_ = true;
-    wait_cancelled_ = false;
-  }
   void Check(absl::Status st) {
     if (!st.ok()) Abort(std::move(st));
   }
@@ -127,10 +116,7 @@ class SpliceSendJobImpl final : public SpliceSendJob {
   void Fail(absl::Status st) {
     if (error_.ok()) error_ = std::move(st);
     ended_ = true;
-    if (waiting_ && !wait_cancelled_) {
-      Check(queue_->Cancel(wait_tag_));
-      wait_cancelled_ = true;
-    }
+    Check(wait_.Withdraw());
   }
   // A failed send: the destination's verdict if it gave one, else the call's error.
   void FailSend(absl::Status call) {
@@ -167,7 +153,7 @@ class SpliceSendJobImpl final : public SpliceSendJob {
       return false;
     }
     if (got == -EAGAIN || got == -EINTR) {
-      WaitFor(data_fd_, POLLIN);
+      wait_.Start(data_fd_, POLLIN);
       return false;
     }
     if (got < 0) {
@@ -204,7 +190,7 @@ class SpliceSendJobImpl final : public SpliceSendJob {
         hdr_sent_ += sent;
         last_progress_ = absl::Now();
       } else if (sent < 0 && (errno == EAGAIN || errno == EINTR)) {
-        WaitFor(sock, POLLOUT);
+        wait_.Start(sock, POLLOUT);
         return false;
       } else {
         FailSend(ErrnoStatus(absl::StrCat("send(peer socket fd ", sock, ", DATA header)"),
@@ -228,7 +214,7 @@ class SpliceSendJobImpl final : public SpliceSendJob {
         if (absl::Status v = s_->PeerVerdict(); !v.ok()) {
           Fail(v);
         } else {
-          WaitFor(sock, POLLOUT);
+          wait_.Start(sock, POLLOUT);
         }
         return false;
       } else {
@@ -251,12 +237,11 @@ class SpliceSendJobImpl final : public SpliceSendJob {
 
   SendStream* const s_;
   SplicePipe* const pipe_;
-  io::IoQueue* const queue_;
   const int data_fd_;
   const Phase phase_;
   const std::atomic<bool>& stop_;
   const std::atomic<bool>& cancel_;
-  const uint64_t wait_tag_;
+  ReadinessWait wait_;  // At most one in flight.
   const bool data_fd_nonblocking_;
 
   State state_ = kFill;
@@ -267,21 +252,12 @@ class SpliceSendJobImpl final : public SpliceSendJob {
   PumpResult result_;
   absl::Status error_;
   bool ended_ = false, aborted_ = false, unsupported_ = false, tried_ = false;
-  bool waiting_ = false, wait_cancelled_ = false, yielded_ = false;
+  bool yielded_ = false;
   absl::Time last_progress_ = absl::Now();
   absl::Time send_not_before_ = absl::InfinitePast();
 };
 
 }  // namespace
-
-absl::Status SpliceSendJob::Prepare(SendStream& stream, SplicePipe& pipe) {
-  RETURN_IF_ERROR(OpenSplicePipe(
-      &pipe, stream.options.pipe_size ? stream.options.pipe_size : stream.options.chunk_size));
-  for (const UniqueFd& fd : stream.sockets) {
-    RETURN_IF_ERROR(SetNonblocking(fd.get(), "peer socket"));
-  }
-  return absl::OkStatus();
-}
 
 std::unique_ptr<SpliceSendJob> SpliceSendJob::Create(SendStream* stream, SplicePipe* pipe,
                                                      io::IoQueue* queue, uint32_t job,

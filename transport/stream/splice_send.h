@@ -24,13 +24,9 @@ namespace migmover::stream {
 
 class SpliceSendJob : public PumpJob {
  public:
-  // Readies `stream` for splicing: its pipe (of the chunk size, or options.pipe_size) and
-  // nonblocking connections. Errors name the call.
-  static absl::Status Prepare(SendStream& stream, SplicePipe& pipe);
-
   // One Pump call's worth (see DeviceStreamSender::Pump): up to `max_bytes` of `phase` from
-  // `data_fd`, until it ends, `stop` or `cancel`. `pipe` is Prepare()d. `job`: its id in the
-  // tags of its requests. Everything passed must outlive the job.
+  // `data_fd`, until it ends, `stop` or `cancel`. `pipe` is ready (PrepareSplice). `job`: its id in
+  // the tags of its requests. Everything passed must outlive the job.
   static std::unique_ptr<SpliceSendJob> Create(SendStream* stream, SplicePipe* pipe,
                                                io::IoQueue* queue, uint32_t job, int data_fd,
                                                wire::Phase phase, uint64_t max_bytes,

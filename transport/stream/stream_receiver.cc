@@ -75,7 +75,7 @@ absl::StatusOr<ReceiveResult> StreamReceiver::Receive(int data_fd,
   const DataPath path = PlannedDataPath(data_fd);
   r_.path_used = path;
   if (path == DataPath::kSplice) {
-    RETURN_IF_ERROR(SpliceReceiveJob::Prepare(r_, pipe_));
+    RETURN_IF_ERROR(PrepareSplice(&pipe_, r_.options, r_.sockets));
     ASSIGN_OR_RETURN(std::unique_ptr<PumpJob> job,
                      runner_.Run(0, [&](io::IoQueue* queue, BufferPool*, std::span<const uint32_t>,
                                         uint32_t id) -> std::unique_ptr<PumpJob> {

@@ -2,16 +2,16 @@
 // has read the HELLOs and answered them, the receiver takes the stream's connections (one, or
 // several when the source stripes), writes every DATA frame's payload into the device's resuming
 // data fd in stream order with one of two engines, jobs on an IoQueue (a pump worker's, or the
-// stream's own): the copy job (copy_receive_job.h) or the splice job (splice_receive.h), and checks END_STREAM (total bytes and, when both ends saw every
-// byte, the XXH3-64 digest). The caller commits the device and sends the verdict with
-// SendCommit.
+// stream's own): the copy job (copy_receive_job.h) or the splice job (splice_receive.h), and
+// checks END_STREAM (total bytes and, when both ends saw every byte, the XXH3-64 digest). The
+// caller commits the device and sends the verdict with SendCommit.
 //
-// Striped frames are put back in order in a bounded set of buffers: each connection may hold
-// at most its share of them, so a connection that runs ahead stalls (TCP pushes back on the
-// source) instead of growing memory, and the connection carrying the next frame always has room
-// for it.
+// Striped frames are put back in order in a bounded set of buffers: each connection may hold at
+// most its share of them, so a connection that runs ahead stalls (TCP pushes back on the source)
+// instead of growing memory, and the connection carrying the next frame always has room for it.
 //
-// Thread use: Receive and SendCommit on the worker that owns `ring`; getters from any thread.
+// Thread use: Receive and SendCommit on the thread that runs the stream (its worker's jobs are
+// driven elsewhere, but Receive waits for them); getters from any thread.
 #ifndef MIGMOVER_TRANSPORT_STREAM_STREAM_RECEIVER_H_
 #define MIGMOVER_TRANSPORT_STREAM_STREAM_RECEIVER_H_
 

@@ -79,7 +79,7 @@ absl::StatusOr<PumpResult> StreamSender::Pump(int data_fd, Phase phase, uint64_t
                      " does not support splice (only pipes, files and nonblocking sockets do)"));
   }
   if (PlannedDataPath(data_fd) == DataPath::kSplice && FdSupportsSplice(data_fd)) {
-    RETURN_IF_ERROR(SpliceSendJob::Prepare(s_, pipe_));
+    RETURN_IF_ERROR(PrepareSplice(&pipe_, s_.options, s_.sockets));
     ASSIGN_OR_RETURN(std::unique_ptr<PumpJob> job,
                      runner_.Run(0, [&](io::IoQueue* queue, BufferPool*, std::span<const uint32_t>,
                                         uint32_t id) -> std::unique_ptr<PumpJob> {

@@ -5,8 +5,8 @@
 // the copy job (copy_send_job.h) or the splice job (splice_send.h), then closes the stream with
 // END_STREAM (total and digest) on the first connection and waits there for the COMMIT.
 //
-// Thread use: all methods on the one worker thread that owns `ring`, except the stats getters,
-// which any thread may call.
+// Thread use: all methods on the one thread that drives the stream (a pump runs on its worker,
+// but Pump waits for it), except the stats getters, which any thread may call.
 #ifndef MIGMOVER_TRANSPORT_STREAM_STREAM_SENDER_H_
 #define MIGMOVER_TRANSPORT_STREAM_STREAM_SENDER_H_
 
@@ -76,8 +76,8 @@ class StreamSender final : public transport::DeviceStreamSender {
   // Best effort: tells the destination this stream is abandoned.
   void SendError(absl::Status why) override;
 
-  // Runs this stream's pumps (copy or splice) on `worker` (shared with other streams) instead of the
-  // stream's own queue; null: back to its own. The worker must outlive the pumps.
+  // Runs this stream's pumps (copy or splice) on `worker` (shared with other streams) instead
+  // of the stream's own queue; null: back to its own. The worker must outlive the pumps.
   // `max_buffers`: the most of the worker's buffers one pump of this stream may hold; the
   // worker's pool must fit every stream it carries at once (receives last a whole migration).
   void set_worker(PumpWorker* worker, uint32_t max_buffers = 64) {
