@@ -3,6 +3,7 @@
 // io_uring's, or plain syscalls' when MIGMOVER_TEST_IO_ENGINE=syscalls (the stream_test_syscalls
 // target): every test here holds on both engines.
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -555,6 +556,46 @@ TEST(StreamTest, SpliceReceiverRefusesUrgentDataInsteadOfSpinning) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << r.status();
   EXPECT_NE(r.status().message().find("urgent"), std::string::npos) << r.status();
+}
+
+// The splice receiver waits for a good part of a payload at once (SO_RCVLOWAT), yet bytes that
+// come slowly still go into the device as they come: a capped or stalling source is not left
+// waiting, nor is its stream declared idle.
+TEST(StreamTest, SpliceReceiverPassesOnBytesThatTrickleBelowItsWakeMark) {
+  Conn conn = Connect();
+  auto ring = NewQueue(16);
+  StreamOptions o = Opts(DataPath::kSplice);
+  o.idle_timeout = absl::Seconds(30);
+  auto receiver = StreamReceiver::Create(ring->get(), std::move(conn.dst), 0, 1, o);
+  ASSERT_TRUE(receiver.ok());
+  auto pipe = MakePipe();
+  std::atomic<bool> cancel{false};
+  absl::Status received;
+  std::thread dest([&] { received = (*receiver)->Receive(pipe->write.get(), cancel).status(); });
+  const std::string frame = DataFrame(1, 0, std::string(1 << 20, 'd'));
+  // Waits for exactly `n` bytes of the payload on the data fd.
+  auto expect_in_device = [&](size_t n) {
+    std::string got;
+    while (got.size() < n) {
+      pollfd p{pipe->read.get(), POLLIN, 0};
+      ASSERT_EQ(::poll(&p, 1, 10000), 1) << "no byte reached the data fd after " << got.size();
+      char buf[4096];
+      const ssize_t r = ::read(pipe->read.get(), buf, sizeof(buf));
+      ASSERT_GT(r, 0);
+      got.append(buf, r);
+    }
+    EXPECT_EQ(got, std::string(n, 'd'));
+  };
+  size_t sent = 0;
+  for (size_t piece : {wire::kFrameHeaderSize + 10, size_t{1000}, size_t{1}}) {
+    ASSERT_EQ(::send(conn.src.get(), frame.data() + sent, piece, 0),
+              static_cast<ssize_t>(piece));
+    sent += piece;
+    expect_in_device(sent <= wire::kFrameHeaderSize + 10 ? 10 : piece);
+  }
+  cancel = true;
+  dest.join();
+  EXPECT_EQ(received.code(), absl::StatusCode::kCancelled) << received;
 }
 
 // A sender on a ring of its own over a fresh connection; `peer` is the other end.
