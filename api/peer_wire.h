@@ -9,7 +9,9 @@
 namespace migmover::wire {
 
 inline constexpr uint32_t kFrameMagic = 0x3146'4d4d;  // "MMF1" on the wire (little-endian).
-inline constexpr uint16_t kProtocolVersion = 1;
+// 2: the three-phase commit (CONFIRM). A version-1 peer commits on END_STREAM alone, which can
+// leave a device running on both hosts, so it is refused rather than spoken to.
+inline constexpr uint16_t kProtocolVersion = 2;
 
 // Every frame starts with this 32-byte header; integers are little-endian.
 struct FrameHeader {
@@ -34,6 +36,8 @@ enum class FrameType : uint8_t {
   kCommit = 6,     // destination -> source: StatusPayload; code 0 = device committed.
   kError = 7,      // either way: StatusPayload; the sender gives up on this stream.
   kKeepalive = 8,  // source -> destination, no payload: idle in PRE_COPY, still there.
+  kConfirm = 9,    // source -> destination, no payload: every device of the session committed
+                   // and the source is past its point of no return; the destination may run.
 };
 
 enum class Phase : uint8_t { kNone = 0, kPreCopy = 1, kStopCopy = 2 };

@@ -62,6 +62,8 @@ v1::SessionStatus::Phase PhaseToProto(SessionPhase p) {
       return v1::SessionStatus::FAILED;
     case SessionPhase::kCancelled:
       return v1::SessionStatus::CANCELLED;
+    case SessionPhase::kInDoubt:
+      return v1::SessionStatus::IN_DOUBT;
   }
   return v1::SessionStatus::PHASE_UNSPECIFIED;
 }
@@ -374,11 +376,41 @@ grpc::Status MigmoverService::GetSession(grpc::ServerContext*, const v1::GetSess
   return grpc::Status::OK;
 }
 
+grpc::Status MigmoverService::ResolveSession(grpc::ServerContext*,
+                                             const v1::ResolveSessionRequest* req,
+                                             v1::SessionStatus* resp) {
+  if (req->outcome() != v1::ResolveSessionRequest::RUN &&
+      req->outcome() != v1::ResolveSessionRequest::ABANDON) {
+    return ToGrpcStatus(absl::InvalidArgumentError("outcome must be RUN or ABANDON"));
+  }
+  auto session = sessions_->Find(req->session_id());
+  if (!session.ok()) return ToGrpcStatus(session.status());
+  if ((*session)->role() != SessionRole::kDestination) {
+    return ToGrpcStatus(absl::FailedPreconditionError(absl::StrCat(
+        "session '", req->session_id(), "' is a source: a source is never in doubt (it decides "
+        "the outcome)")));
+  }
+  auto dst = sessions_->FindDestination(req->session_id());
+  if (!dst.ok()) return ToGrpcStatus(dst.status());
+  if (absl::Status s = (*dst)->Resolve(req->outcome() == v1::ResolveSessionRequest::RUN);
+      !s.ok() && (*dst)->phase() == SessionPhase::kInDoubt) {
+    return ToGrpcStatus(s);  // Refused; a device error after RUN shows in the status.
+  }
+  FillStatus((*dst)->Snapshot(), resp);
+  return grpc::Status::OK;
+}
+
 grpc::Status MigmoverService::CancelSession(grpc::ServerContext*,
                                             const v1::CancelSessionRequest* req,
                                             v1::SessionStatus* resp) {
   auto session = sessions_->Find(req->session_id());
   if (!session.ok()) return ToGrpcStatus(session.status());
+  if ((*session)->phase() == SessionPhase::kInDoubt) {
+    return ToGrpcStatus(absl::FailedPreconditionError(absl::StrCat(
+        "session '", req->session_id(), "' is IN_DOUBT: its devices committed and wait for the "
+        "source's outcome; settle it with ResolveSession (RUN if the source SUCCEEDED, ABANDON "
+        "otherwise)")));
+  }
   (*session)->Cancel();
   // Cancel returns at once; the workers put the devices back. Wait briefly so the answer
   // usually shows the final phase.

@@ -50,6 +50,8 @@ class MigmoverService final : public migmover::v1::Migmover::Service {
                             grpc::ServerWriter<v1::SessionStatus>* writer) override;
   grpc::Status GetSession(grpc::ServerContext*, const v1::GetSessionRequest* req,
                           v1::SessionStatus* resp) override;
+  grpc::Status ResolveSession(grpc::ServerContext*, const v1::ResolveSessionRequest* req,
+                              v1::SessionStatus* resp) override;
   grpc::Status CancelSession(grpc::ServerContext*, const v1::CancelSessionRequest* req,
                              v1::SessionStatus* resp) override;
 

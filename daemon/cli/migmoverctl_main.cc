@@ -62,6 +62,11 @@ Commands:
   watch [--socket S] SESSION    Follow a session until it ends.
   switchover [--socket S] SESSION
   cancel [--socket S] SESSION
+  resolve [--socket S] SESSION run|abandon
+      Settle an IN_DOUBT destination session (its devices committed and held stopped, the
+      source's CONFIRM never came): `run` only if the source session SUCCEEDED (its devices are
+      stopped for good), `abandon` (reset the devices here) if it FAILED or was cancelled. Ask
+      the source first: running here while it runs is the one outcome that must never happen.
   bandwidth [--socket S] SESSION RATE
       Change a running source session's bandwidth cap (bytes per second, units allowed: 500MB,
       1GiB; 0 = unlimited).
@@ -199,6 +204,29 @@ int main(int argc, char** argv) {
                       : std::string("off"))
               << "\n";
     return 0;
+  }
+  if (command == "resolve") {
+    if (args.size() != 2 || (args[1] != "run" && args[1] != "abandon")) {
+      std::cerr << "resolve: expected SESSION run|abandon\n";
+      return 2;
+    }
+    auto stub = migmover::ctl::Connect(absl::GetFlag(FLAGS_socket));
+    grpc::ClientContext ctx;
+    migmover::v1::ResolveSessionRequest req;
+    req.set_session_id(args[0]);
+    req.set_outcome(args[1] == "run" ? migmover::v1::ResolveSessionRequest::RUN
+                                     : migmover::v1::ResolveSessionRequest::ABANDON);
+    migmover::v1::SessionStatus s;
+    grpc::Status st = stub->ResolveSession(&ctx, req, &s);
+    if (!st.ok()) {
+      std::cerr << migmover::ctl::FromGrpc(st, "ResolveSession", absl::GetFlag(FLAGS_socket))
+                << "\n";
+      return 1;
+    }
+    std::cout << migmover::ctl::StatusLine(s) << "\n";
+    // 0 when the outcome asked for took effect (abandoning ends the session FAILED).
+    const bool ran = s.phase() == migmover::v1::SessionStatus::SUCCEEDED;
+    return ran == (args[1] == "run") ? 0 : 1;
   }
   if (command == "status" || command == "watch" || command == "cancel" || command == "switchover") {
     return SessionCommand(command, args);

@@ -196,24 +196,101 @@ void DestinationSession::Abandon(size_t i) {
                << MigStateName(e->device->last_known_state());
 }
 
-void DestinationSession::WorkerDone() {
-  if (--remaining_ == 0) {
-    if (!error().ok()) {
-      // The migration failed as a whole and the VM stays on the source: devices that had
-      // committed their own stream are reset too, not left running a state nobody uses.
-      for (size_t i = 0; i < entries_.size(); ++i) {
-        if (progress_[i]->committed.exchange(false)) Abandon(i);
+absl::Status DestinationSession::RunConfirmed() {
+  const MigState final_state = config_.final_state;
+  // Rule 5: with P2P, every device reaches RUNNING_P2P before any runs.
+  std::vector<MigState> steps;
+  if (final_state == MigState::kRunning) steps.push_back(MigState::kRunningP2P);
+  if (final_state != MigState::kStop) steps.push_back(final_state);
+  absl::Status first;
+  std::vector<bool> failed(entries_.size(), false);
+  for (MigState step : steps) {
+    for (size_t i = 0; i < entries_.size(); ++i) {
+      DeviceEntry* e = entries_[i];
+      if (!e->runs_fsm() || failed[i]) continue;
+      absl::MutexLock l(&e->mu);
+      if (step == MigState::kRunningP2P && !e->device->features().Supports(step)) continue;
+      absl::StatusOr<UniqueFd> done = e->device->SetState(step);
+      SetDeviceState(i, MigStateName(e->device->last_known_state()));
+      if (!done.ok()) {
+        failed[i] = true;
+        absl::Status st(done.status().code(),
+                        absl::StrCat("device '", e->name, "' after the source confirmed: ",
+                                     done.status().message()));
+        MM_LOG(ERROR) << "session " << id_ << ": " << st;
+        Fail(i, st);
+        if (first.ok()) first = st;
       }
     }
-    registry_->Release(config_.devices, id_);
-    Finish();
-    // No device receives any more: do not keep the channels' threads for an ended session.
-    std::vector<Channel> gone;
-    {
-      absl::MutexLock l(&channels_mu_);
-      gone.swap(channels_);
-    }
   }
+  MM_LOG(INFO) << "session " << id_ << ": confirmed; " << entries_.size() << " device(s) "
+               << (first.ok() ? "now " : "moved to ") << MigStateName(final_state)
+               << (first.ok() ? "" : " where they could");
+  return first;
+}
+
+void DestinationSession::DropChannels() {
+  // No device receives any more: do not keep the channels' threads for an ended session.
+  std::vector<Channel> gone;
+  absl::MutexLock l(&channels_mu_);
+  gone.swap(channels_);
+}
+
+void DestinationSession::WorkerDone() {
+  if (--remaining_ != 0) return;
+  absl::Status doubt;
+  if (!error().ok()) {
+    // The migration failed as a whole and the VM stays on the source: devices that had
+    // committed their own stream are reset too, not left holding a state nobody uses.
+    for (size_t i = 0; i < entries_.size(); ++i) {
+      if (progress_[i]->committed.exchange(false)) Abandon(i);
+    }
+  } else if (confirmed_.load()) {
+    (void)RunConfirmed();  // Its errors are the session's already.
+  } else {
+    absl::MutexLock l(&doubt_mu_);
+    doubt = doubt_;
+  }
+  if (!doubt.ok()) {
+    // Neither run nor reset: the VM may be running on the source, or the source may have
+    // stopped for good. The devices stay stopped, and claimed, for the agent to settle.
+    MM_LOG(WARNING) << "session " << id_ << ": IN_DOUBT: every device committed and held in "
+                    << "STOP, no word from the source (" << doubt
+                    << "); the agent settles it (ResolveSession)";
+    Finish(doubt);
+    DropChannels();
+    return;
+  }
+  registry_->Release(config_.devices, id_);
+  Finish();
+  DropChannels();
+}
+
+absl::Status DestinationSession::Resolve(bool run) {
+  absl::MutexLock l(&doubt_mu_);
+  const SessionPhase p = phase();
+  if (p != SessionPhase::kInDoubt) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "session '", id_, "' is ", SessionPhaseName(p), "; only an IN_DOUBT destination is "
+        "settled"));
+  }
+  absl::Status outcome;
+  if (run) {
+    MM_LOG(INFO) << "session " << id_ << ": the agent says the source passed its point of no "
+                 << "return: running the devices";
+    outcome = RunConfirmed();
+  } else {
+    MM_LOG(INFO) << "session " << id_ << ": the agent says the VM stays on the source: "
+                 << "resetting the devices";
+    for (size_t i = 0; i < entries_.size(); ++i) {
+      if (progress_[i]->committed.exchange(false)) Abandon(i);
+    }
+    outcome = absl::AbortedError(
+        absl::StrCat("settled by the agent: the VM stays on the source (", doubt_.message(), ")"));
+  }
+  registry_->Release(config_.devices, id_);
+  LeaveDoubt(outcome);
+  return run ? outcome : absl::OkStatus();
 }
 
 int DestinationSession::AgentDataFd(size_t i) {
@@ -246,19 +323,22 @@ void DestinationSession::Run(size_t i, std::unique_ptr<transport::DeviceStreamRe
       absl::MutexLock l(&e->mu);
       // QEMU closes the resuming fd before RESUMING -> STOP; so do we.
       data_fds_[i].Reset();
-      absl::StatusOr<UniqueFd> done = e->device->SetState(config_.final_state);
+      // Loaded, and held stopped until the source confirms.
+      absl::StatusOr<UniqueFd> done = e->device->SetState(MigState::kStop);
       if (!done.ok()) {
         return absl::Status(
             done.status().code(),
             absl::StrCat("device '", e->name, "' commit: ", done.status().message()));
       }
-      SetDeviceState(i, MigStateName(config_.final_state));
+      SetDeviceState(i, MigStateName(MigState::kStop));
     } else {
       CloseAgentDataFd(i);  // The agent's FSM sees the end of the written stream.
     }
     p.committed = true;
-    MM_LOG(INFO) << "session " << id_ << ": device " << e->name << " committed, now "
-                 << (e->runs_fsm() ? MigStateName(config_.final_state) : "closed");
+    Touch();
+    MM_LOG(INFO) << "session " << id_ << ": device " << e->name << " committed, "
+                 << (e->runs_fsm() ? "held in STOP" : "data fd closed")
+                 << " until the source confirms";
     return absl::OkStatus();
   }();
   // A device stopped because another one failed is not a cancel the agent asked for: its
@@ -273,7 +353,26 @@ void DestinationSession::Run(size_t i, std::unique_ptr<transport::DeviceStreamRe
   absl::Status sent = receiver->SendCommit(verdict);
   if (!sent.ok() && status.ok()) {
     MM_LOG(WARNING) << "session " << id_ << ": device " << e->name
-                    << ": committed but the COMMIT did not reach the source: " << sent;
+                    << ": committed but the COMMIT may not have reached the source: " << sent;
+  }
+  if (status.ok()) {
+    // The source's word: CONFIRM (it is past its point of no return), or ERROR (it abandoned
+    // the migration and runs the VM), or nothing (its KEEPALIVEs stop: in doubt).
+    absl::Status settled = receiver->AwaitConfirm(config_.stream.idle_timeout, cancel_);
+    if (settled.ok()) {
+      confirmed_ = true;
+    } else if (settled.code() == absl::StatusCode::kAborted) {
+      status = settled;  // The source's ERROR: it abandoned the migration and keeps the VM.
+    } else {
+      MM_LOG(WARNING) << "session " << id_ << ": device " << e->name
+                      << ": committed, no CONFIRM from the source: " << settled;
+      absl::MutexLock l(&doubt_mu_);
+      if (doubt_.ok()) {
+        doubt_ = absl::Status(settled.code(),
+                              absl::StrCat("device '", e->name, "' committed, the source's "
+                                           "CONFIRM never came: ", settled.message()));
+      }
+    }
   }
   receiver.reset();  // Its connections close before the device is abandoned or released.
   if (!status.ok()) {

@@ -1,9 +1,13 @@
 // DestinationSession: the resuming side. Prepare moves every FSM device to RESUMING (so the
 // data fd exists before the source connects); each stream the peer acceptor hands over (through
 // the transport the source chose) gets a device thread that writes the stream into the device,
-// checks the END_STREAM totals and digest, commits (RESUMING -> STOP, then the agent's final
-// state) and answers COMMIT. A device whose stream or commit fails is reset, never left
-// half-resumed.
+// checks the END_STREAM totals and digest, commits (RESUMING -> STOP: the device is loaded and
+// held stopped), answers COMMIT and waits for the source's CONFIRM. Only once the source
+// confirmed (every device of the session committed; it will never resume) do the devices move to
+// the agent's final state, all together (RUNNING_P2P first). A device whose stream or commit
+// fails, or whose source abandons the migration, is reset with every other device of the
+// session, never left half-resumed. When the source's word never comes, the session ends
+// IN_DOUBT with its devices stopped (../shared/docs/commit-protocol.md).
 //
 // Threads: Prepare, Cancel and Join from gRPC handlers; AcceptStream from the peer listener's
 // handshake threads, concurrently; the device threads are the session's own. No lock is held
@@ -60,13 +64,28 @@ class DestinationSession final : public Session {
   // FailedPrecondition (session over, or a transport this daemon lacks); the transport's.
   absl::Status AcceptStream(const peer::Hello& hello, UniqueFd socket, absl::Time deadline);
 
+  // Aborts the session; idempotent. An IN_DOUBT session is not touched (Resolve settles it).
   void Cancel() override;
   void Join() override;
+
+  // Settles an IN_DOUBT session, as only the agent can (it knows the source's outcome): `run`
+  // when the source passed its point of no return (its session SUCCEEDED: its devices are
+  // stopped for good): every device to the final state, as a CONFIRM would have; otherwise
+  // (the source FAILED or was cancelled: the VM runs there) every device is reset. Either way
+  // the devices are released. Errors: FailedPrecondition when the session is not IN_DOUBT; a
+  // device's error on the way to the final state (the session then ends FAILED with it).
+  absl::Status Resolve(bool run);
 
  private:
   DestinationSession(DestinationConfig config, DeviceRegistry* registry,
                      std::vector<DeviceEntry*> entries);
   void Run(size_t i, std::unique_ptr<transport::DeviceStreamReceiver> receiver);
+  // The source confirmed: every device from STOP to the final state, P2P first. Returns the
+  // first device's error (each failing device's is recorded in its progress); nothing goes
+  // back: the source is stopped.
+  absl::Status RunConfirmed();
+  // Lets the transports' channels (and their threads) go once no device receives any more.
+  void DropChannels();
   // Abandons a device's resume: RESET for FSM devices, close for data fds.
   void Abandon(size_t i);
   void WorkerDone();
@@ -85,6 +104,9 @@ class DestinationSession final : public Session {
   std::vector<std::atomic<bool>> connected_;
   std::atomic<bool> cancel_{false};
   std::atomic<int> remaining_{0};  // Devices not yet finished (committed or abandoned).
+  std::atomic<bool> confirmed_{false};  // A CONFIRM came on some device's stream.
+  absl::Mutex doubt_mu_;  // Also serialises Resolve.
+  absl::Status doubt_ ABSL_GUARDED_BY(doubt_mu_);  // Why a committed device heard no CONFIRM.
   WorkerThreads workers_;
   // One channel per transport the daemon offers, made at Prepare and released once every device
   // finished (their threads, such as pump workers, are not kept for an ended session). A

@@ -23,6 +23,8 @@ const char* SessionPhaseName(SessionPhase phase) {
       return "COMMITTING";
     case SessionPhase::kSucceeded:
       return "SUCCEEDED";
+    case SessionPhase::kInDoubt:
+      return "IN_DOUBT";
     case SessionPhase::kFailed:
       return "FAILED";
     case SessionPhase::kCancelled:
@@ -33,8 +35,10 @@ const char* SessionPhaseName(SessionPhase phase) {
 
 bool IsFinal(SessionPhase phase) {
   return phase == SessionPhase::kSucceeded || phase == SessionPhase::kFailed ||
-         phase == SessionPhase::kCancelled;
+         phase == SessionPhase::kCancelled || phase == SessionPhase::kInDoubt;
 }
+
+bool IsSettled(SessionPhase phase) { return IsFinal(phase) && phase != SessionPhase::kInDoubt; }
 
 Session::Session(std::string id, SessionRole role, const std::vector<std::string>& device_names)
     : id_(std::move(id)), role_(role) {
@@ -113,13 +117,29 @@ void Session::MarkStopCopyEnd() {
   stop_copy_end_ = absl::Now();
 }
 
-void Session::Finish() {
+bool Session::LeaveDoubt(const absl::Status& outcome) {
+  absl::MutexLock l(&mu_);
+  if (phase_ != SessionPhase::kInDoubt) return false;
+  const SessionPhase next = outcome.ok() ? SessionPhase::kSucceeded : SessionPhase::kFailed;
+  MM_LOG(INFO) << "session " << id_ << ": IN_DOUBT -> " << SessionPhaseName(next)
+               << ", settled by the agent" << (outcome.ok() ? "" : ": ") << outcome.message();
+  phase_ = next;
+  error_ = outcome;
+  end_ = absl::Now();
+  ++version_;
+  return true;
+}
+
+void Session::Finish(absl::Status in_doubt) {
   absl::MutexLock l(&mu_);
   if (IsFinal(phase_)) return;
   SessionPhase next = SessionPhase::kSucceeded;
   if (!error_.ok()) {
     next = error_.code() == absl::StatusCode::kCancelled ? SessionPhase::kCancelled
                                                          : SessionPhase::kFailed;
+  } else if (!in_doubt.ok()) {
+    next = SessionPhase::kInDoubt;
+    error_ = in_doubt;
   }
   MM_LOG(INFO) << "session " << id_ << ": " << SessionPhaseName(phase_) << " -> "
                << SessionPhaseName(next);

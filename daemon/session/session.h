@@ -25,9 +25,16 @@ enum class SessionPhase {
   kSucceeded,
   kFailed,
   kCancelled,
+  // Destination: every device committed and is held in STOP, but the source's CONFIRM (or its
+  // ERROR) never came, so whether the VM runs here or there is not known here. The devices stay
+  // stopped and claimed until the agent settles it (../shared/docs/commit-protocol.md).
+  kInDoubt,
 };
 const char* SessionPhaseName(SessionPhase phase);
+// No worker of the session runs any more (an IN_DOUBT session waits for its agent).
 bool IsFinal(SessionPhase phase);
+// Final and not IN_DOUBT: nothing is left to decide; the devices are released.
+bool IsSettled(SessionPhase phase);
 
 // Per-device progress. Counters are written by the device's worker and read by anyone.
 struct DeviceProgress {
@@ -101,8 +108,12 @@ class Session {
     return streams > 1 ? "tcp x " + std::to_string(streams) : "tcp";
   }
   void Touch();
-  // Called by the last worker to finish.
-  void Finish();
+  // Called by the last worker to finish: FAILED or CANCELLED after an error; otherwise
+  // SUCCEEDED, or IN_DOUBT with `in_doubt` as the session's error (its reason) when that is set.
+  void Finish(absl::Status in_doubt = absl::OkStatus());
+  // IN_DOUBT -> SUCCEEDED (`outcome` OK) or FAILED (with `outcome`), as the agent settled it.
+  // False when the session was not IN_DOUBT.
+  bool LeaveDoubt(const absl::Status& outcome);
   absl::Status error();
   void MarkStopCopyStart();
   void MarkStopCopyEnd();

@@ -30,7 +30,7 @@ absl::Status SessionManager::Reserve(const std::string& id) {
     absl::MutexLock l(&mu_);
     auto it = sessions_.find(id);
     if (it != sessions_.end()) {
-      if (it->second == nullptr || !IsFinal(it->second->phase())) {
+      if (it->second == nullptr || !IsSettled(it->second->phase())) {
         return absl::AlreadyExistsError(
             absl::StrCat("session '", id, "' is already running here"));
       }
@@ -65,7 +65,8 @@ void SessionManager::Put(std::shared_ptr<Session> session) {
 std::vector<std::shared_ptr<Session>> SessionManager::PruneLocked() {
   std::vector<std::shared_ptr<Session>> reap;
   for (auto& [id, s] : sessions_) {
-    if (s == nullptr || !IsFinal(s->phase())) continue;
+    // An IN_DOUBT session holds its devices until its agent settles it: never forgotten.
+    if (s == nullptr || !IsSettled(s->phase())) continue;
     if (std::find(ended_.begin(), ended_.end(), id) == ended_.end()) {
       reap.push_back(s);  // Its threads hold stacks until joined.
       ended_.push_back(id);
@@ -73,7 +74,7 @@ std::vector<std::shared_ptr<Session>> SessionManager::PruneLocked() {
   }
   while (ended_.size() > kKeepEnded) {
     auto it = sessions_.find(ended_.front());
-    if (it != sessions_.end() && it->second && IsFinal(it->second->phase())) {
+    if (it != sessions_.end() && it->second && IsSettled(it->second->phase())) {
       reap.push_back(std::move(it->second));
       sessions_.erase(it);
     }

@@ -43,6 +43,7 @@ sim::SimDeviceSpec SessionTest::BlankLike(const sim::SimDeviceSpec& source) {
   sim::SimDeviceSpec blank;
   blank.state_size = source.state_size;
   blank.features = source.features;
+  blank.seed = source.seed + 0x10000;  // Its own content: a reset one differs from a migrated one.
   return blank;
 }
 

@@ -65,6 +65,25 @@ class SessionTest : public ::testing::Test {
   static MigState StateOf(DeviceEntry* entry);
   MigState SourceState(size_t i) { return StateOf(src_entries[i]); }
   MigState DestinationState(size_t i) { return StateOf(dst_entries[i]); }
+  // Device `i` runs on the destination with the state the source saved: the VM is live there
+  // (a reset device runs too, but with nothing migrated).
+  bool DestinationRunsMigratedState(size_t i) {
+    const MigState s = DestinationState(i);
+    return (s == MigState::kRunning || s == MigState::kRunningP2P) &&
+           dst_entries[i]->sim->content_digest() == src_entries[i]->sim->content_digest();
+  }
+  // The outcome rule's first promise: no device of the VM is live on both hosts.
+  void ExpectNeverLiveOnBoth() {
+    for (size_t i = 0; i < src_entries.size(); ++i) {
+      SCOPED_TRACE(names[i]);
+      const MigState s = SourceState(i);
+      const bool source_live = s == MigState::kRunning || s == MigState::kRunningP2P;
+      EXPECT_FALSE(source_live && DestinationRunsMigratedState(i))
+          << "running on both hosts: source " << MigStateName(s) << ", destination "
+          << MigStateName(DestinationState(i)) << " with the migrated state";
+      EXPECT_NE(DestinationState(i), MigState::kResuming) << "left half-resumed";
+    }
+  }
   // The session holding a device ("" when none).
   static std::string ClaimOf(DeviceRegistry& registry, const std::string& name);
 

@@ -104,12 +104,50 @@ void SourceSession::SetBandwidth(uint64_t bytes_per_second) {
   Touch();
 }
 
+bool SourceSession::Abandon() {
+  absl::MutexLock l(&decide_mu_);
+  if (decision_ == Decision::kCommit) return false;
+  decision_ = Decision::kAbort;
+  cancel_ = true;
+  return true;
+}
+
 void SourceSession::Cancel() {
-  agent_cancelled_ = true;
-  if (!cancel_.exchange(true)) {
-    if (!IsFinal(phase())) MM_LOG(INFO) << "session " << id_ << ": cancel requested";
-    absl::MutexLock l(&wake_mu_);
+  agent_cancelled_ = true;  // Before Abandon: the device threads it stops report a cancel.
+  if (!Abandon()) {
+    MM_LOG(INFO) << "session " << id_ << ": cancel requested after every device committed: "
+                 << "too late, the migration completes";
+    return;
   }
+  if (!IsFinal(phase())) MM_LOG(INFO) << "session " << id_ << ": cancel requested";
+  absl::MutexLock l(&wake_mu_);
+}
+
+absl::StatusOr<bool> SourceSession::AwaitDecision(size_t i,
+                                                  transport::DeviceStreamSender* sender) {
+  {
+    absl::MutexLock l(&decide_mu_);
+    if (decision_ == Decision::kOpen && ++committed_ == entries_.size()) {
+      decision_ = Decision::kCommit;
+      MM_LOG(INFO) << "session " << id_ << ": every device committed: point of no return";
+    }
+  }
+  auto decided = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(decide_mu_) {
+    return decision_ != Decision::kOpen;
+  };
+  while (true) {
+    {
+      absl::MutexLock l(&decide_mu_);
+      if (decide_mu_.AwaitWithTimeout(absl::Condition(&decided),
+                                      config_.stream.idle_timeout / 4)) {
+        if (decision_ == Decision::kCommit) return true;
+        return absl::AbortedError("the migration was abandoned before every device committed");
+      }
+    }
+    // The destination holds this device stopped while the others finish; tell it we are here.
+    RETURN_IF_ERROR(sender->Keepalive());
+  }
+  (void)i;
 }
 
 void SourceSession::Run(size_t i) {
@@ -122,7 +160,9 @@ void SourceSession::Run(size_t i) {
   if (!s.ok()) {
     Fail(i, agent_cancelled_.load() && error().ok() ? absl::CancelledError("session cancelled")
                                                     : s);
-    cancel_ = true;  // One device failing fails the migration: stop the others too.
+    // One device failing fails the migration: stop the others too. RunDevice fails only
+    // before the decision, so this cannot undo a commit.
+    Abandon();
     { absl::MutexLock l(&wake_mu_); }
     Recover(i);
   }
@@ -291,8 +331,28 @@ absl::Status SourceSession::RunDevice(size_t i) {
     SetPhase(SessionPhase::kCommitting);
     RETURN_IF_ERROR(sender->AwaitCommit(config_.stream.idle_timeout * 4, cancel_));
     p.committed = true;
-    MarkStopCopyEnd();
+    Touch();  // Watchers see the device committed while the session decides.
     MM_LOG(INFO) << "session " << id_ << ": device " << e->name << ": destination committed";
+    absl::StatusOr<bool> decided = AwaitDecision(i, sender.get());
+    if (!decided.ok()) {
+      p.committed = false;  // Undone: this device resumes here.
+      // Another device failed or the agent cancelled: CONFIRM will never go; abandon.
+      if (!Abandon()) {
+        // Decided to commit meanwhile (the keepalive failed just as the last device
+        // committed): past the point of no return.
+        decided = true;
+      } else {
+        return decided.status();
+      }
+    }
+    p.committed = true;
+    MarkStopCopyEnd();
+    // Past the point of no return: nothing below may resume this device.
+    if (absl::Status c = sender->Confirm(); !c.ok()) {
+      MM_LOG(WARNING) << "session " << id_ << ": device " << e->name
+                      << ": committed, but the CONFIRM did not go out (the destination ends in "
+                      << "doubt and its agent settles it; this VM stays stopped): " << c;
+    }
     if (e->runs_fsm()) {
       absl::MutexLock l(&e->mu);
       // Leaving the saving group ends the data session; a hypervisor expects the source in STOP.

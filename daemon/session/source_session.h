@@ -2,8 +2,12 @@
 // own stream to the destination daemon, opened through the session's transport (which may move
 // the data on threads of its own): PRE_COPY rounds while the VM runs (when the device has
 // PRE_COPY), then on Switchover STOP_COPY to the end of the stream, END_STREAM, and the
-// destination's COMMIT. After success every device is in STOP; after any failure every device is
-// back in RUNNING and the destination has been told.
+// destination's COMMIT. The session decides once (../shared/docs/commit-protocol.md): when every
+// device's COMMIT(0) is in, it passes its point of no return, stops every device and sends
+// CONFIRM on every stream, after which the destination may run them; a failure or a cancel
+// before that point abandons the migration: every device back in RUNNING, the destination told
+// (ERROR), and since it never hears CONFIRM it never runs them. The source is never in doubt:
+// the decision is its own.
 //
 // Threads: Start, Switchover, SetBandwidth, Cancel and Join from any thread (gRPC handlers);
 // the device threads are the session's own. Nothing here holds a lock while it waits on the
@@ -73,6 +77,13 @@ class SourceSession final : public Session {
                           transport::DeviceStreamSender* sender);
   // Brings a device back to RUNNING after a failure (SET, else RESET).
   void Recover(size_t i);
+  // After device `i` committed: waits (sending KEEPALIVEs) until the session decided. True: every
+  // device committed, the point of no return is passed. Errors: Aborted when the migration was
+  // abandoned (another device failed, or a cancel); the KEEPALIVE's error.
+  absl::StatusOr<bool> AwaitDecision(size_t i, transport::DeviceStreamSender* sender);
+  // Abandons the migration unless it was already decided to commit; true if abandoned now or
+  // before.
+  bool Abandon();
   // The fd the agent gave for a data-fd device (read under the entry's mutex).
   int AgentDataFd(size_t i);
 
@@ -85,6 +96,12 @@ class SourceSession final : public Session {
   std::atomic<bool> agent_cancelled_{false};  // Cancel() was called.
   std::atomic<int> running_workers_{0};
   absl::Mutex wake_mu_;  // Wakes idle PRE_COPY loops at switchover or cancel.
+  // The session's one decision: open until every device committed (commit) or the migration is
+  // abandoned (abort); never changes once made.
+  enum class Decision { kOpen, kCommit, kAbort };
+  absl::Mutex decide_mu_;
+  Decision decision_ ABSL_GUARDED_BY(decide_mu_) = Decision::kOpen;
+  size_t committed_ ABSL_GUARDED_BY(decide_mu_) = 0;
   WorkerThreads workers_;
   // Opened by the device threads; released by the last one (or the destructor).
   std::unique_ptr<transport::SourceChannel> channel_;

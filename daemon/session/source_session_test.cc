@@ -155,13 +155,149 @@ TEST_F(SourceSessionTest, CancelWhileAwaitingCommitRestoresRunning) {
     EXPECT_EQ(ClaimOf(src_registry, names[i]), "");
   }
   // The destination may have committed before the source's abandon reached it (only its
-  // answer was withheld), or not: the source cannot know, so its VM resumes here. Either way
-  // the destination ends and leaves no device half-resumed. Closing this window (a device
-  // running on both hosts) is the commit protocol's job (issue 10).
+  // answer was withheld): it held the devices stopped, and the source's ERROR reset them.
   SessionSnapshot d = AwaitEnd(*dst);
-  EXPECT_TRUE(d.phase == SessionPhase::kSucceeded || d.phase == SessionPhase::kFailed)
-      << SessionPhaseName(d.phase);
-  for (size_t i = 0; i < 2; ++i) EXPECT_NE(DestinationState(i), MigState::kResuming);
+  EXPECT_EQ(d.phase, SessionPhase::kFailed) << SessionPhaseName(d.phase);
+  ExpectNeverLiveOnBoth();
+}
+
+// The split brain of issue 10: the destination committed but its COMMIT never reached the
+// source, which timed out and resumed its VM. The destination must not run it too: it holds its
+// devices stopped until the source confirms, and the source's ERROR makes it reset them.
+TEST_F(SourceSessionTest, ALostCommitLeavesTheVmRunningOnlyOnTheSource) {
+  AddDevices(2);
+  fake.withhold_verdicts = true;
+  src_config.stream.idle_timeout = absl::Milliseconds(250);  // COMMIT awaited 4x as long.
+  ASSERT_TRUE(PrepareDestination().ok());
+  ASSERT_TRUE(StartSource().ok());
+  ASSERT_TRUE(src->Switchover().ok());
+
+  SessionSnapshot s = AwaitEnd(*src);
+  SessionSnapshot d = AwaitEnd(*dst);
+  EXPECT_EQ(s.phase, SessionPhase::kFailed);
+  EXPECT_EQ(s.error.code(), absl::StatusCode::kDeadlineExceeded) << s.error;
+  EXPECT_EQ(d.phase, SessionPhase::kFailed) << d.error;
+  for (size_t i = 0; i < 2; ++i) {
+    SCOPED_TRACE(names[i]);
+    EXPECT_EQ(SourceState(i), MigState::kRunning);
+    EXPECT_FALSE(DestinationRunsMigratedState(i));
+    EXPECT_EQ(ClaimOf(dst_registry, names[i]), "");
+  }
+  ExpectNeverLiveOnBoth();
+}
+
+// The destination runs nothing before the source's CONFIRM, which comes only once every device
+// committed: a device that committed early is held in STOP while another still streams.
+TEST_F(SourceSessionTest, TheDestinationRunsNothingBeforeEveryDeviceCommitted) {
+  AddDevices(2);
+  fake.HoldReceive(1);
+  ASSERT_TRUE(PrepareDestination().ok());
+  ASSERT_TRUE(StartSource().ok());
+  ASSERT_TRUE(src->Switchover().ok());
+  SessionSnapshot d = AwaitSnapshot(*dst, [](const SessionSnapshot& s) {
+    return IsFinal(s.phase) || s.devices[0].committed;
+  });
+  ASSERT_TRUE(d.devices[0].committed) << SessionPhaseName(d.phase) << " " << d.error;
+  EXPECT_EQ(DestinationState(0), MigState::kStop);
+  EXPECT_EQ(SourceState(0), MigState::kStopCopy) << "the source stops only at the decision";
+  EXPECT_FALSE(IsFinal(src->phase()));
+
+  fake.ResumeReceive(1);
+  SessionSnapshot s = AwaitEnd(*src);
+  d = AwaitEnd(*dst);
+  EXPECT_EQ(s.phase, SessionPhase::kSucceeded) << s.error;
+  EXPECT_EQ(d.phase, SessionPhase::kSucceeded) << d.error;
+  for (size_t i = 0; i < 2; ++i) {
+    SCOPED_TRACE(names[i]);
+    EXPECT_EQ(SourceState(i), MigState::kStop);
+    EXPECT_TRUE(DestinationRunsMigratedState(i));
+  }
+}
+
+// The CONFIRM is lost: the source is past its point of no return (stopped, SUCCEEDED); the
+// destination cannot tell that from a source that gave up, so it runs nothing and resets
+// nothing: IN_DOUBT, its devices stopped and still claimed, for the agent to settle.
+TEST_F(SourceSessionTest, ALostConfirmLeavesTheDestinationInDoubtWithItsDevicesStopped) {
+  AddDevices(2);
+  fake.withhold_confirms = true;
+  ASSERT_TRUE(PrepareDestination().ok());
+  ASSERT_TRUE(StartSource().ok());
+  ASSERT_TRUE(src->Switchover().ok());
+
+  SessionSnapshot s = AwaitEnd(*src);
+  SessionSnapshot d = AwaitEnd(*dst);
+  EXPECT_EQ(s.phase, SessionPhase::kSucceeded) << s.error;
+  EXPECT_EQ(d.phase, SessionPhase::kInDoubt) << d.error;
+  EXPECT_THAT(std::string(d.error.message()), HasSubstr("CONFIRM never came"));
+  for (size_t i = 0; i < 2; ++i) {
+    SCOPED_TRACE(names[i]);
+    EXPECT_EQ(SourceState(i), MigState::kStop);
+    EXPECT_EQ(DestinationState(i), MigState::kStop);
+    EXPECT_TRUE(d.devices[i].committed);
+    EXPECT_EQ(ClaimOf(dst_registry, names[i]), dst_config.session_id);
+  }
+  ExpectNeverLiveOnBoth();
+}
+
+// The agent settles the doubt: it saw the source SUCCEEDED, so the destination runs.
+TEST_F(SourceSessionTest, AnInDoubtDestinationRunsWhenItsAgentSaysTheSourceSucceeded) {
+  AddDevices(2);
+  fake.withhold_confirms = true;
+  ASSERT_TRUE(PrepareDestination().ok());
+  ASSERT_TRUE(StartSource().ok());
+  ASSERT_TRUE(src->Switchover().ok());
+  ASSERT_EQ(AwaitEnd(*src).phase, SessionPhase::kSucceeded);
+  ASSERT_EQ(AwaitEnd(*dst).phase, SessionPhase::kInDoubt);
+  dst->Cancel();  // Not a way out of doubt: changes nothing.
+  EXPECT_EQ(dst->phase(), SessionPhase::kInDoubt);
+  EXPECT_EQ(DestinationState(0), MigState::kStop);
+
+  ASSERT_TRUE(dst->Resolve(/*run=*/true).ok());
+  SessionSnapshot d = dst->Snapshot();
+  EXPECT_EQ(d.phase, SessionPhase::kSucceeded) << d.error;
+  for (size_t i = 0; i < 2; ++i) {
+    SCOPED_TRACE(names[i]);
+    EXPECT_TRUE(DestinationRunsMigratedState(i));
+    EXPECT_EQ(SourceState(i), MigState::kStop);
+    EXPECT_EQ(ClaimOf(dst_registry, names[i]), "");
+  }
+  // Settled once: a second word changes nothing.
+  EXPECT_EQ(dst->Resolve(false).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(DestinationRunsMigratedState(0));
+}
+
+// Or the VM stays on the source: the destination resets its devices and lets them go.
+TEST_F(SourceSessionTest, AnInDoubtDestinationAbandonedByItsAgentResetsItsDevices) {
+  AddDevices(2);
+  fake.withhold_confirms = true;
+  ASSERT_TRUE(PrepareDestination().ok());
+  ASSERT_TRUE(StartSource().ok());
+  ASSERT_TRUE(src->Switchover().ok());
+  AwaitEnd(*src);
+  ASSERT_EQ(AwaitEnd(*dst).phase, SessionPhase::kInDoubt);
+
+  ASSERT_TRUE(dst->Resolve(/*run=*/false).ok());
+  SessionSnapshot d = dst->Snapshot();
+  EXPECT_EQ(d.phase, SessionPhase::kFailed);
+  EXPECT_EQ(d.error.code(), absl::StatusCode::kAborted) << d.error;
+  for (size_t i = 0; i < 2; ++i) {
+    SCOPED_TRACE(names[i]);
+    EXPECT_FALSE(DestinationRunsMigratedState(i));
+    EXPECT_NE(DestinationState(i), MigState::kResuming);
+    EXPECT_EQ(ClaimOf(dst_registry, names[i]), "");
+  }
+}
+
+// Only an IN_DOUBT destination is settled: never a session still moving or already decided.
+TEST_F(SourceSessionTest, ResolveIsRefusedUnlessTheDestinationIsInDoubt) {
+  AddDevices(1);
+  ASSERT_TRUE(PrepareDestination().ok());
+  EXPECT_EQ(dst->Resolve(true).code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(StartSource().ok());
+  ASSERT_TRUE(src->Switchover().ok());
+  ASSERT_EQ(AwaitEnd(*dst).phase, SessionPhase::kSucceeded);
+  EXPECT_EQ(dst->Resolve(false).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(DestinationRunsMigratedState(0));
 }
 
 TEST_F(SourceSessionTest, ADestinationFailureReachesTheSource) {
@@ -184,8 +320,8 @@ TEST_F(SourceSessionTest, ADestinationFailureReachesTheSource) {
 }
 
 // A device whose own stream committed is undone when another device then fails: the source
-// takes it back to RUNNING and the destination resets it (final state STOP here, so a device
-// left committed would show).
+// takes it back to RUNNING and the destination resets the device it held stopped (final state
+// STOP here, so a device left committed would show).
 TEST_F(SourceSessionTest, AFailureAfterAnotherDeviceCommittedUndoesThatCommitOnBothSides) {
   AddDevices(2);
   dst_config.final_state = MigState::kStop;
@@ -195,15 +331,20 @@ TEST_F(SourceSessionTest, AFailureAfterAnotherDeviceCommittedUndoesThatCommitOnB
   ASSERT_TRUE(PrepareDestination().ok());
   ASSERT_TRUE(StartSource().ok());
   ASSERT_TRUE(src->Switchover().ok());
-  SessionSnapshot s = AwaitSnapshot(*src, [](const SessionSnapshot& s) {
-    return IsFinal(s.phase) || s.devices[0].state == "STOP";
+  SessionSnapshot d = AwaitSnapshot(*dst, [](const SessionSnapshot& s) {
+    return IsFinal(s.phase) || s.devices[0].committed;
   });
-  ASSERT_EQ(s.devices[0].state, "STOP") << s.error;
+  ASSERT_TRUE(d.devices[0].committed) << d.error;
   ASSERT_EQ(DestinationState(0), MigState::kStop);
+  SessionSnapshot s = AwaitSnapshot(*src, [](const SessionSnapshot& s) {
+    return IsFinal(s.phase) || s.devices[0].committed;
+  });
+  ASSERT_TRUE(s.devices[0].committed) << s.error;
+  EXPECT_EQ(SourceState(0), MigState::kStopCopy) << "stopped only once every device committed";
 
   fake.ResumeReceive(1);
   s = AwaitEnd(*src);
-  SessionSnapshot d = AwaitEnd(*dst);
+  d = AwaitEnd(*dst);
   EXPECT_EQ(s.phase, SessionPhase::kFailed);
   EXPECT_THAT(std::string(s.error.message()), HasSubstr(std::string(bad.message())));
   EXPECT_EQ(d.phase, SessionPhase::kFailed);

@@ -59,7 +59,12 @@ class DeviceStreamSender {
   // Waits (up to `timeout`) for the destination's verdict. OK only for COMMIT with code 0;
   // otherwise the destination's code and message.
   virtual absl::Status AwaitCommit(absl::Duration timeout, const std::atomic<bool>& cancel) = 0;
-  // Best effort, bounded: tells the destination this stream is abandoned.
+  // CONFIRM: every device of the session committed and the source will not resume; the
+  // destination may run its devices. Only after every device's AwaitCommit returned OK. Bounded
+  // by the stream's idle timeout. Errors: the send's (Unavailable, DeadlineExceeded).
+  virtual absl::Status Confirm() = 0;
+  // Best effort, bounded: tells the destination this stream is abandoned (before CONFIRM, the
+  // whole migration: a destination holding a committed device resets it).
   virtual void SendError(absl::Status why) = 0;
 
   // The path a Pump from `data_fd` will take (what a status shows before any byte moved).
@@ -72,7 +77,8 @@ class DeviceStreamSender {
   virtual void set_progress_counter(std::atomic<uint64_t>* counter) = 0;
 };
 
-// The destination end. Receive and SendCommit on one thread at a time; getters from any.
+// The destination end. Receive, SendCommit and AwaitConfirm on one thread at a time; getters
+// from any.
 class DeviceStreamReceiver {
  public:
   virtual ~DeviceStreamReceiver() = default;
@@ -86,6 +92,11 @@ class DeviceStreamReceiver {
   // `linger`) until the source has it.
   virtual absl::Status SendCommit(const absl::Status& result,
                                   absl::Duration linger = absl::Seconds(2)) = 0;
+  // After SendCommit(OK): waits up to `timeout` for the source's last word. OK for CONFIRM (the
+  // source is past its point of no return). Errors: Aborted with the source's reason for ERROR
+  // (it abandoned the migration); Unavailable when it disconnected, DeadlineExceeded, Cancelled
+  // (the outcome is then unknown here); DataLoss for any other frame.
+  virtual absl::Status AwaitConfirm(absl::Duration timeout, const std::atomic<bool>& cancel) = 0;
 
   virtual DataPath PlannedDataPath(int data_fd) const = 0;
   virtual DataPath data_path_used() const = 0;

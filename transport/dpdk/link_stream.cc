@@ -364,6 +364,39 @@ absl::Status LinkStreamSender::AwaitCommit(absl::Duration timeout,
   }
 }
 
+absl::Status LinkStreamSender::Confirm() { return SendControl(out_.Confirm()); }
+
+absl::Status LinkStreamReceiver::AwaitConfirm(absl::Duration timeout,
+                                              const std::atomic<bool>& cancel) {
+  FrameReader reader;
+  PeerWatch watch(options_.peer_connection_fd);
+  absl::Time deadline = absl::Now() + timeout;
+  int spins = 0;
+  while (true) {
+    if (cancel.load()) return absl::CancelledError("stream cancelled while awaiting CONFIRM");
+    RETURN_IF_ERROR(link_->Poll());
+    ASSIGN_OR_RETURN(bool complete, reader.Next(link_));
+    if (complete) {
+      ASSIGN_OR_RETURN(bool confirmed,
+                       rules_.OnSettle(reader.frame().header, reader.frame().payload));
+      if (confirmed) return absl::OkStatus();
+      reader.Done();
+      deadline = absl::Now() + timeout;  // A KEEPALIVE: the source is alive.
+      spins = 0;
+      continue;
+    }
+    if (watch.Gone(absl::Now())) {
+      return absl::UnavailableError(absl::StrCat(
+          "device stream ", device_, ": the source closed its connection before CONFIRM"));
+    }
+    if (absl::Now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "device stream ", device_, ": no CONFIRM within ", absl::FormatDuration(timeout)));
+    }
+    if (++spins > kSpinsBeforeWait) ::usleep(100);
+  }
+}
+
 LinkStreamReceiver::LinkStreamReceiver(ReliableLink* link, uint32_t device,
                                        const LinkStreamOptions& options)
     : link_(link), device_(device), options_(options) {}
@@ -388,8 +421,7 @@ absl::StatusOr<transport::ReceiveResult> LinkStreamReceiver::Receive(int data_fd
   iovec pieces[kMaxPieces];
   absl::Time progress = absl::Now();
   PeerWatch watch(options_.peer_connection_fd);
-  // The link is one ordered connection; the source's first frame on it is number 0.
-  stream::IncomingStream rules(device_, 1, 0);
+  stream::IncomingStream& rules = rules_;
   int spins = 0;
   while (true) {
     if (cancel.load()) return absl::CancelledError("stream cancelled");

@@ -75,6 +75,7 @@ class LinkStreamSender final : public transport::DeviceStreamSender {
   absl::Status Keepalive() override;
   absl::Status EndStream() override;
   absl::Status AwaitCommit(absl::Duration timeout, const std::atomic<bool>& cancel) override;
+  absl::Status Confirm() override;
   void SendError(absl::Status why) override;
   // Takes the connection the HELLO went out on. The destination keeps its end open while the
   // stream lasts, so its closing means the destination is gone: fail at once instead of after
@@ -122,6 +123,7 @@ class LinkStreamReceiver final : public transport::DeviceStreamReceiver {
                                                 const std::atomic<bool>& cancel) override;
   absl::Status SendCommit(const absl::Status& result,
                           absl::Duration linger = absl::Seconds(2)) override;
+  absl::Status AwaitConfirm(absl::Duration timeout, const std::atomic<bool>& cancel) override;
 
   // Owns the connection `options.peer_connection_fd` names, closing it with the stream.
   void OwnPeerConnection(UniqueFd connection) { peer_connection_ = std::move(connection); }
@@ -142,6 +144,8 @@ class LinkStreamReceiver final : public transport::DeviceStreamReceiver {
   std::atomic<uint64_t> received_{0};
   std::atomic<uint64_t>* counter_ = nullptr;
   StreamDigest digest_;
+  // The link is one ordered connection; the source's first frame on it is number 0.
+  stream::IncomingStream rules_{device_, 1, 0};
   UniqueFd peer_connection_;
 };
 

@@ -27,6 +27,8 @@ const char* FrameTypeName(uint8_t type) {
       return "ERROR";
     case FrameType::kKeepalive:
       return "KEEPALIVE";
+    case FrameType::kConfirm:
+      return "CONFIRM";
   }
   return "UNKNOWN";
 }
@@ -59,7 +61,7 @@ absl::StatusOr<FrameHeader> DecodeHeader(std::span<const uint8_t, wire::kFrameHe
                             absl::Hex(wire::kFrameMagic)));
   }
   if (h.type < static_cast<uint8_t>(FrameType::kHello) ||
-      h.type > static_cast<uint8_t>(FrameType::kKeepalive)) {
+      h.type > static_cast<uint8_t>(FrameType::kConfirm)) {
     return bad(absl::StrCat("unknown frame type ", h.type));
   }
   if (h.phase > static_cast<uint8_t>(Phase::kStopCopy)) {
@@ -88,6 +90,7 @@ absl::StatusOr<FrameHeader> DecodeHeader(std::span<const uint8_t, wire::kFrameHe
       if (h.phase == static_cast<uint8_t>(Phase::kNone)) return bad("DATA without a phase");
       break;
     case FrameType::kKeepalive:
+    case FrameType::kConfirm:
       max = 0;
       break;
     case FrameType::kEndPhase:
@@ -154,6 +157,10 @@ std::string EncodeStatusFrame(FrameType type, uint64_t seq, uint32_t device,
   std::string payload(reinterpret_cast<const char*>(&p), sizeof(p));
   payload += status.message.substr(0, wire::kMaxControlLength - sizeof(p));
   return Frame(type, seq, device, Phase::kNone, payload);
+}
+
+std::string EncodeConfirm(uint64_t seq, uint32_t device) {
+  return Frame(FrameType::kConfirm, seq, device, Phase::kNone, "");
 }
 
 std::string EncodeKeepalive(uint64_t seq, uint32_t device) {

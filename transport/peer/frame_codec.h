@@ -59,6 +59,7 @@ std::string EncodeStatusFrame(FrameType type, uint64_t seq, uint32_t device,
                               const PeerStatus& status);
 std::string EncodeEndPhase(uint64_t seq, uint32_t device, Phase phase);
 std::string EncodeKeepalive(uint64_t seq, uint32_t device);
+std::string EncodeConfirm(uint64_t seq, uint32_t device);
 std::string EncodeEndStream(uint64_t seq, uint32_t device, const EndStream& end);
 
 // Parse a control payload whose header DecodeHeader accepted. Errors: DataLoss for bad contents

@@ -10,6 +10,7 @@
 #include "transport/base/status_macros.h"
 #include "transport/net/socket.h"
 #include "transport/peer/frame_codec.h"
+#include "transport/peer/handshake.h"
 #include "transport/stream/copy_receive_job.h"
 #include "transport/stream/splice_io.h"
 #include "transport/stream/splice_receive.h"
@@ -91,6 +92,17 @@ absl::StatusOr<ReceiveResult> StreamReceiver::Receive(int data_fd,
                     return CopyReceiveJob::Create(&r_, queue, pool, slots, id, data_fd, cancel);
                   }));
   return static_cast<const CopyReceiveJob&>(*job).Result();
+}
+
+absl::Status StreamReceiver::AwaitConfirm(absl::Duration timeout,
+                                          const std::atomic<bool>& cancel) {
+  while (true) {
+    // Each KEEPALIVE restarts the wait: the source is alive, its other devices still moving.
+    ASSIGN_OR_RETURN(peer::ControlFrame f,
+                     peer::ReadControlFrame(r_.control_fd(), absl::Now() + timeout, &cancel));
+    ASSIGN_OR_RETURN(bool confirmed, r_.rules.OnSettle(f.header, f.payload));
+    if (confirmed) return absl::OkStatus();
+  }
 }
 
 absl::Status StreamReceiver::SendCommit(const absl::Status& verdict, absl::Duration linger) {

@@ -68,6 +68,7 @@ class StreamReceiver final : public transport::DeviceStreamReceiver {
   // source closes, so the verdict is read rather than lost to a connection reset.
   absl::Status SendCommit(const absl::Status& result,
                           absl::Duration linger = absl::Seconds(2)) override;
+  absl::Status AwaitConfirm(absl::Duration timeout, const std::atomic<bool>& cancel) override;
 
   // Runs this stream's receive (copy or splice) on `worker` (shared with other streams) instead of
   // the stream's own queue; null: back to its own. The worker must outlive the receive.

@@ -53,6 +53,8 @@ std::string OutgoingStream::Error(const absl::Status& why) {
   return peer::EncodeStatusFrame(FrameType::kError, next_seq_[0]++, device_, st);
 }
 
+std::string OutgoingStream::Confirm() { return peer::EncodeConfirm(next_seq_[0]++, device_); }
+
 IncomingStream::IncomingStream(uint32_t device, size_t connections, uint64_t first_seq)
     : device_(device), conns_(connections, Conn{first_seq}) {}
 
@@ -145,6 +147,30 @@ absl::StatusOr<bool> IncomingStream::CheckComplete(uint64_t received,
 
 absl::Status IncomingStream::OnError(const FrameHeader& h, absl::string_view payload) const {
   return SourceAbandonedError(h, payload);
+}
+
+absl::StatusOr<bool> IncomingStream::OnSettle(const FrameHeader& h, absl::string_view payload) {
+  Conn& c = conns_[0];
+  if (!end_.has_value()) return Violation(0, h, "the commit is settled only after END_STREAM");
+  if (h.seq != c.next_seq) {
+    return absl::DataLossError(absl::StrCat("device stream ", device_, " connection 0: frame "
+                                            "sequence ", h.seq, ", expected ", c.next_seq));
+  }
+  ++c.next_seq;
+  if (h.device != device_) {
+    return absl::DataLossError(
+        absl::StrCat("frame for device ", h.device, " on the connection of device ", device_));
+  }
+  switch (static_cast<FrameType>(h.type)) {
+    case FrameType::kConfirm:
+      return true;
+    case FrameType::kKeepalive:
+      return false;
+    case FrameType::kError:
+      return OnError(h, payload);
+    default:
+      return Violation(0, h, "after COMMIT only CONFIRM, KEEPALIVE or ERROR may come");
+  }
 }
 
 }  // namespace migmover::stream

@@ -48,6 +48,8 @@ class OutgoingStream {
   // `digest`: of every byte, or nullopt when some never passed through userspace (spliced).
   std::string EndStream(uint64_t total, std::optional<uint64_t> digest);
   std::string Error(const absl::Status& why);
+  // After every device's COMMIT(0): the source's point of no return is behind it.
+  std::string Confirm();
 
  private:
   const uint32_t device_;
@@ -81,6 +83,11 @@ class IncomingStream {
   absl::StatusOr<bool> CheckComplete(uint64_t received, std::optional<uint64_t> digest) const;
   // An ERROR frame's payload: the source's reason, as Aborted.
   absl::Status OnError(const wire::FrameHeader& h, absl::string_view payload) const;
+  // What the source sends after the destination's COMMIT(0), on the first connection: true for
+  // CONFIRM (settled), false for a KEEPALIVE (it waits for its other devices to commit; keep
+  // waiting). Errors: ERROR as OnError (the source abandoned the migration); DataLoss for any
+  // other frame, a wrong sequence number, or a frame before the stream ended.
+  absl::StatusOr<bool> OnSettle(const wire::FrameHeader& h, absl::string_view payload);
 
   bool ended() const { return end_.has_value(); }
   const peer::EndStream& end() const { return *end_; }

@@ -106,6 +106,45 @@ TEST(StreamRulesTest, NothingFollowsEndStreamOnTheFirstConnection) {
   EXPECT_THAT(std::string(bad.status().message()), HasSubstr("after END_STREAM"));
 }
 
+// After the destination's COMMIT(0) the source may only confirm, keep the destination waiting,
+// or abandon; and only once its stream ended.
+TEST(StreamRulesTest, AfterCommitOnlyConfirmKeepaliveOrErrorAndOnlyAfterEndStream) {
+  IncomingStream early(3, 1, 1);
+  auto too_soon = early.OnSettle(Header(FrameType::kConfirm, 1), "");
+  EXPECT_EQ(too_soon.status().code(), absl::StatusCode::kDataLoss);
+
+  auto ended = [] {
+    IncomingStream in(3, 1, 1);
+    const std::string end = EndPayload(0);
+    const FrameHeader h = Header(FrameType::kEndStream, 1, Phase::kNone, end.size());
+    EXPECT_TRUE(in.OnHeader(0, h, 0).ok());
+    EXPECT_TRUE(in.OnEndStream(h, end, 0).ok());
+    return in;
+  };
+  IncomingStream in = ended();
+  auto k = in.OnSettle(Header(FrameType::kKeepalive, 2), "");
+  ASSERT_TRUE(k.ok()) << k.status();
+  EXPECT_FALSE(*k) << "a KEEPALIVE settles nothing";
+  auto c = in.OnSettle(Header(FrameType::kConfirm, 3), "");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(*c);
+
+  IncomingStream wrong_seq = ended();
+  EXPECT_EQ(wrong_seq.OnSettle(Header(FrameType::kConfirm, 7), "").status().code(),
+            absl::StatusCode::kDataLoss);
+  IncomingStream data = ended();
+  EXPECT_EQ(data.OnSettle(Data(2, Phase::kStopCopy, 0), "").status().code(),
+            absl::StatusCode::kDataLoss);
+  IncomingStream error = ended();
+  const std::string why = peer::EncodeStatusFrame(FrameType::kError, 2, 3,
+                                                  {10, "source gave up"});
+  auto e = error.OnSettle(Header(FrameType::kError, 2, Phase::kNone,
+                                 why.size() - wire::kFrameHeaderSize),
+                          why.substr(wire::kFrameHeaderSize));
+  EXPECT_EQ(e.status().code(), absl::StatusCode::kAborted) << e.status();
+  EXPECT_THAT(std::string(e.status().message()), HasSubstr("source gave up"));
+}
+
 TEST(StreamRulesTest, OffsetsMustTileTheStream) {
   IncomingStream one(3, 1, 0);
   auto gap = one.OnHeader(0, Data(0, Phase::kStopCopy, 4096), 0);

@@ -125,6 +125,8 @@ absl::Status StreamSender::AwaitCommit(absl::Duration timeout, const std::atomic
   return peer::VerdictOf(f, "destination", SendStream::kVerdictSeq);
 }
 
+absl::Status StreamSender::Confirm() { return SendControl(s_.out.Confirm()); }
+
 void StreamSender::SendError(absl::Status why) {
   (void)net::SendAll(s_.control_fd(), s_.out.Error(why), absl::Now() + absl::Seconds(1));
 }

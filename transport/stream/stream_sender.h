@@ -73,6 +73,7 @@ class StreamSender final : public transport::DeviceStreamSender {
   // Waits for the destination's verdict. OK only for COMMIT with code 0; a COMMIT or ERROR with
   // another code becomes that code with the destination's message.
   absl::Status AwaitCommit(absl::Duration timeout, const std::atomic<bool>& cancel) override;
+  absl::Status Confirm() override;
   // Best effort: tells the destination this stream is abandoned.
   void SendError(absl::Status why) override;
 

@@ -147,6 +147,12 @@ absl::Status FakeSender::EndPhase(Phase phase) {
 
 absl::Status FakeSender::Keepalive() {
   absl::MutexLock l(&wire_->mu);
+  if (wire_->end_total.has_value() && wire_->verdict.has_value() && wire_->verdict->ok()) {
+    // Committed, waiting for the session's decision: only a destination gone matters.
+    if (!wire_->receiver_gone) return absl::OkStatus();
+    return absl::UnavailableError(absl::StrCat("destination closed the connection of device "
+                                               "stream ", wire_->device, " before CONFIRM"));
+  }
   return PeerVerdictLocked();
 }
 
@@ -185,6 +191,16 @@ absl::Status FakeSender::AwaitCommit(absl::Duration timeout, const std::atomic<b
   if (wire_->verdict->ok()) return absl::OkStatus();
   return absl::Status(wire_->verdict->code(),
                       absl::StrCat("destination: ", wire_->verdict->message()));
+}
+
+absl::Status FakeSender::Confirm() {
+  absl::MutexLock l(&wire_->mu);
+  if (wire_->receiver_gone) {
+    return absl::UnavailableError(
+        absl::StrCat("destination closed device stream ", wire_->device, " before CONFIRM"));
+  }
+  if (!options_.withhold_confirm) wire_->confirmed = true;
+  return absl::OkStatus();
 }
 
 void FakeSender::SendError(absl::Status why) {
@@ -278,6 +294,25 @@ absl::StatusOr<ReceiveResult> FakeReceiver::Receive(int data_fd, const std::atom
   result.total_bytes = received_.load();
   result.digest_checked = true;  // Every byte passed through both ends' userspace.
   return result;
+}
+
+absl::Status FakeReceiver::AwaitConfirm(absl::Duration timeout, const std::atomic<bool>& cancel) {
+  absl::MutexLock l(&wire_->mu);
+  auto heard = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(wire_->mu) {
+    return wire_->confirmed || wire_->abandoned.has_value() || wire_->sender_gone;
+  };
+  if (!AwaitOrCancel(wire_->mu, heard, cancel, absl::Now() + timeout)) {
+    if (cancel.load()) return SessionCancelled();
+    return absl::DeadlineExceededError(absl::StrCat(
+        "device stream ", wire_->device, ": no CONFIRM within ", absl::FormatDuration(timeout)));
+  }
+  if (wire_->confirmed) return absl::OkStatus();
+  if (wire_->abandoned.has_value()) {
+    return absl::AbortedError(
+        absl::StrCat("source abandoned the migration: ", wire_->abandoned->message()));
+  }
+  return absl::UnavailableError(absl::StrCat("source closed the connection of device stream ",
+                                             wire_->device, " before CONFIRM"));
 }
 
 absl::Status FakeReceiver::SendCommit(const absl::Status& result, absl::Duration) {

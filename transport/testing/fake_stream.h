@@ -74,6 +74,7 @@ struct FakeWire {
   // The receiver's COMMIT (OK) or refusal, and the sender's ERROR.
   std::optional<absl::Status> verdict ABSL_GUARDED_BY(mu);
   std::optional<absl::Status> abandoned ABSL_GUARDED_BY(mu);
+  bool confirmed ABSL_GUARDED_BY(mu) = false;  // The sender's CONFIRM.
   // An end that was destroyed: its connection closed.
   bool sender_gone ABSL_GUARDED_BY(mu) = false;
   bool receiver_gone ABSL_GUARDED_BY(mu) = false;
@@ -87,6 +88,8 @@ struct FakeStreamOptions {
   std::optional<FakeFault> fault;
   // Sender only: AwaitCommit never hears the receiver's verdict (a COMMIT lost on the way).
   bool withhold_verdict = false;
+  // Sender only: its CONFIRM is lost on the way (Confirm succeeds; the receiver never hears).
+  bool withhold_confirm = false;
 };
 
 class FakeSender final : public DeviceStreamSender {
@@ -102,6 +105,7 @@ class FakeSender final : public DeviceStreamSender {
   absl::Status Keepalive() override;
   absl::Status EndStream() override;
   absl::Status AwaitCommit(absl::Duration timeout, const std::atomic<bool>& cancel) override;
+  absl::Status Confirm() override;
   void SendError(absl::Status why) override;
 
   DataPath PlannedDataPath(int) const override { return DataPath::kCopy; }
@@ -131,6 +135,7 @@ class FakeReceiver final : public DeviceStreamReceiver {
 
   absl::StatusOr<ReceiveResult> Receive(int data_fd, const std::atomic<bool>& cancel) override;
   absl::Status SendCommit(const absl::Status& result, absl::Duration linger) override;
+  absl::Status AwaitConfirm(absl::Duration timeout, const std::atomic<bool>& cancel) override;
 
   DataPath PlannedDataPath(int) const override { return DataPath::kCopy; }
   DataPath data_path_used() const override { return DataPath::kCopy; }

@@ -79,6 +79,7 @@ FakeStreamOptions FakeTransport::OptionsFor(const SessionSpec& spec,
   o.idle_timeout = spec.stream.idle_timeout;
   if (auto it = faults.find(device); it != faults.end()) o.fault = it->second;
   o.withhold_verdict = withhold_verdicts;
+  o.withhold_confirm = withhold_confirms;
   return o;
 }
 

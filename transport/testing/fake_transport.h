@@ -40,6 +40,7 @@ class FakeTransport final : public Transport {
   std::map<uint32_t, FakeFault> pump_faults;     // The sender's Pump fails (a network error).
   std::map<uint32_t, FakeFault> receive_faults;  // The receiver's Receive fails (the destination).
   bool withhold_verdicts = false;        // AwaitCommit never hears the destination's verdict.
+  bool withhold_confirms = false;        // The source's CONFIRMs never reach the destination.
   absl::Status start_destination_error;  // StartDestination fails with this when not OK.
   // Bytes a sender may be ahead of its receiver, as a socket's buffers would allow: a sender
   // with more to send then waits in Pump, where it hears at once from a receiver that gave up.

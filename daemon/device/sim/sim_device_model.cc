@@ -108,6 +108,18 @@ uint64_t SimDeviceModel::StopCopyEstimate() {
          (cursor_ == 0 ? sizeof(RecordHeader) + sizeof(BeginPayload) : 0);
 }
 
+void SimDeviceModel::Reset() {
+  absl::MutexLock l(&mu_);
+  seed_ = spec_.seed;
+  gen_.assign(num_chunks_, 0);
+  sent_.assign(num_chunks_, false);
+  dirty_.assign(num_chunks_, false);
+  dirty_queue_.clear();
+  cursor_ = 0;
+  emitted_ = 0;
+  stop_copy_ = false;
+}
+
 void SimDeviceModel::Load(uint64_t seed, std::vector<uint32_t> generations) {
   absl::MutexLock l(&mu_);
   seed_ = seed;
@@ -127,6 +139,11 @@ uint64_t SimDeviceModel::seed() const {
 uint64_t SimDeviceModel::state_digest() const {
   absl::MutexLock l(&mu_);
   return StateDigest(gen_);
+}
+
+uint64_t SimDeviceModel::content_digest() const {
+  absl::MutexLock l(&mu_);
+  return StateDigest(gen_) ^ (seed_ * 0x9e3779b97f4a7c15ULL);
 }
 
 }  // namespace migmover::sim

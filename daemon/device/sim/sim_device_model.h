@@ -46,12 +46,17 @@ class SimDeviceModel {
   // Bytes STOP_COPY would still stream from now (records not yet emitted + END).
   uint64_t StopCopyEstimate();
 
+  // VFIO_DEVICE_RESET: back to the state the device was made with; nothing migrated remains.
+  void Reset();
   // Replaces the state with a resumed one (RESUMING -> STOP succeeded).
   void Load(uint64_t seed, std::vector<uint32_t> generations);
   std::vector<uint32_t> generations() const;
   uint64_t seed() const;
   // XXH3 over the generations: equal on both sides after a faithful migration.
   uint64_t state_digest() const;
+  // The whole content, seed included: equal only for the same device state (a blank or reset
+  // device of the same size differs from a migrated one even where no chunk was dirtied).
+  uint64_t content_digest() const;
 
  private:
   void TickLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -60,6 +60,7 @@ int SimulatedDriver::Ioctl(int fd, unsigned long request, void* arg) {
       absl::MutexLock l(&mu_);
       EndSessions();
       state_ = MigState::kRunning;
+      model_.Reset();
       model_.SetRunning(true);
       return 0;
     }

@@ -33,6 +33,7 @@ class SimulatedDriver final : public IoctlSeam {
   // Introspection for tests and the demo (not part of the uAPI).
   MigState state() const;
   uint64_t state_digest() const { return model_.state_digest(); }
+  uint64_t content_digest() const { return model_.content_digest(); }
   const SimDeviceSpec& spec() const { return model_.spec(); }
 
  private:
