@@ -51,6 +51,10 @@ absl::StatusOr<std::shared_ptr<DestinationSession>> DestinationSession::Prepare(
     if (e->kind == DeviceKind::kSaveDataFd) {
       st = absl::FailedPreconditionError(absl::StrCat(
           "device '", e->name, "' is a save-data fd; a destination needs resume-data"));
+    } else if (e->kind == DeviceKind::kResumeDataFd && s->AgentDataFd(i) < 0) {
+      st = absl::FailedPreconditionError(absl::StrCat(
+          "device '", e->name, "': its resume-data fd was closed when an earlier session ended "
+          "(a data fd carries one stream); detach it and attach a new one"));
     } else if (e->runs_fsm()) {
       absl::MutexLock l(&e->mu);
       if (!e->device->features().Supports(config.final_state)) {
@@ -68,7 +72,8 @@ absl::StatusOr<std::shared_ptr<DestinationSession>> DestinationSession::Prepare(
       }
     }
     if (!st.ok()) {
-      for (size_t j = 0; j <= i; ++j) s->Abandon(j);
+      // Nothing was migrated: the agent's data fds stay usable for another try.
+      for (size_t j = 0; j <= i; ++j) s->Abandon(j, /*close_agent_fd=*/false);
       registry->Release(config.devices, config.session_id);
       s->cancel_ = true;
       s->remaining_ = 0;
@@ -182,10 +187,14 @@ void DestinationSession::AbandonUnconnected() {
   }
 }
 
-void DestinationSession::Abandon(size_t i) {
+void DestinationSession::Abandon(size_t i, bool close_agent_fd) {
   DeviceEntry* e = entries_[i];
   data_fds_[i].Reset();
-  if (!e->runs_fsm()) return;
+  if (!e->runs_fsm()) {
+    // Its reader (the VMM) sees the end now, not when the agent detaches the device.
+    if (close_agent_fd) CloseAgentDataFd(i);
+    return;
+  }
   absl::MutexLock l(&e->mu);
   // The only way out of RESUMING that discards the data is a reset.
   if (absl::Status r = e->device->Reset(); !r.ok()) {

@@ -86,8 +86,9 @@ class DestinationSession final : public Session {
   absl::Status RunConfirmed();
   // Lets the transports' channels (and their threads) go once no device receives any more.
   void DropChannels();
-  // Abandons a device's resume: RESET for FSM devices, close for data fds.
-  void Abandon(size_t i);
+  // Abandons a device's resume: RESET for FSM devices; for data fds, closes the agent's fd
+  // (its reader sees the end) unless `close_agent_fd` is false.
+  void Abandon(size_t i, bool close_agent_fd = true);
   void WorkerDone();
   void AbandonUnconnected();
   // The agent's fd of a data-fd device, read and closed under the entry's mutex.

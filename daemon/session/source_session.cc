@@ -12,6 +12,14 @@ namespace migmover {
 using transport::PumpResult;
 using wire::Phase;
 
+namespace {
+// A data-fd device whose fd an earlier session closed.
+bool AgentFdClosed(DeviceEntry* e) {
+  absl::MutexLock l(&e->mu);
+  return !e->data_fd.valid();
+}
+}  // namespace
+
 absl::StatusOr<std::shared_ptr<SourceSession>> SourceSession::Start(SourceConfig config,
                                                                     DeviceRegistry* registry) {
   if (config.devices.empty()) return absl::InvalidArgumentError("a session needs devices");
@@ -27,6 +35,10 @@ absl::StatusOr<std::shared_ptr<SourceSession>> SourceSession::Start(SourceConfig
     if (e->kind == DeviceKind::kResumeDataFd) {
       bad = absl::FailedPreconditionError(
           absl::StrCat("device '", e->name, "' is a resume-data fd; a source needs save-data"));
+    } else if (e->kind == DeviceKind::kSaveDataFd && AgentFdClosed(e)) {
+      bad = absl::FailedPreconditionError(absl::StrCat(
+          "device '", e->name, "': its save-data fd was closed when an earlier session ended "
+          "(a data fd carries one stream); detach it and attach a new one"));
     } else if (e->runs_fsm()) {
       absl::MutexLock l(&e->mu);
       MigState s = e->device->last_known_state();
@@ -153,6 +165,9 @@ absl::StatusOr<bool> SourceSession::AwaitDecision(size_t i,
 void SourceSession::Run(size_t i) {
   pthread_setname_np(pthread_self(), absl::StrCat("mm-src-dev", i).substr(0, 15).c_str());
   absl::Status s = RunDevice(i);
+  // A data fd carries one stream: whatever happened, the VMM writing it sees the end now
+  // (EPIPE), not when the agent detaches the device. The agent keeps its own duplicate.
+  if (!entries_[i]->runs_fsm()) CloseAgentDataFd(i);
   if (s.code() == absl::StatusCode::kCancelled && !agent_cancelled_.load()) {
     // Only the agent cancels a migration; a peer's CANCELLED verdict is a failure here.
     s = absl::AbortedError(s.message());
@@ -257,6 +272,11 @@ absl::Status SourceSession::RunPrecopy(size_t i, MigratableDevice* dev, int data
   return absl::OkStatus();
 }
 
+void SourceSession::CloseAgentDataFd(size_t i) {
+  absl::MutexLock l(&entries_[i]->mu);
+  entries_[i]->data_fd.Reset();
+}
+
 int SourceSession::AgentDataFd(size_t i) {
   absl::MutexLock l(&entries_[i]->mu);
   return entries_[i]->data_fd.get();
@@ -324,6 +344,14 @@ absl::Status SourceSession::RunDevice(size_t i) {
     static const std::atomic<bool> kNever{false};
     ASSIGN_OR_RETURN(PumpResult r,
                      sender->Pump(data_fd, Phase::kStopCopy, UINT64_MAX, kNever, cancel_));
+    if (!e->runs_fsm() && !switchover_.load()) {
+      // Only the agent says the stream is whole: before its Switchover, an end-of-file is a
+      // VMM that gave up (or died) halfway.
+      return absl::AbortedError(absl::StrCat(
+          "device '", e->name, "': the save-data fd ended before Switchover, after ",
+          sender->bytes_sent(), " bytes: its writer gave up (an agent whose VMM decides when the "
+          "stream ends calls Switchover first; an end-of-file then completes it)"));
+    }
     SetDeviceDataPath(i, stream::DataPathName(sender->data_path_used()));
     RETURN_IF_ERROR(sender->EndStream());
     MM_LOG(INFO) << "session " << id_ << ": device " << e->name << ": stream complete, "

@@ -86,6 +86,8 @@ class SourceSession final : public Session {
   bool Abandon();
   // The fd the agent gave for a data-fd device (read under the entry's mutex).
   int AgentDataFd(size_t i);
+  // Closes it (under the entry's mutex): its writer sees the end at once.
+  void CloseAgentDataFd(size_t i);
 
   const SourceConfig config_;
   DeviceRegistry* registry_;

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "daemon/intake/fd_intake.h"
 #include "daemon/testing/daemon_process.h"
@@ -300,6 +301,9 @@ TEST_F(TwoDaemons, DataFdModeOverFdIntakeMovesAnyStream) {
   std::vector<uint8_t> data(5 << 20 | 321);
   std::mt19937 rng(7);
   for (auto& b : data) b = static_cast<uint8_t>(rng());
+  // The VMM writes its stream; the agent says Switchover before the VMM's end-of-file, which
+  // then completes the stream.
+  absl::Notification switched;
   std::thread writer([&] {
     size_t off = 0;
     while (off < data.size()) {
@@ -307,6 +311,7 @@ TEST_F(TwoDaemons, DataFdModeOverFdIntakeMovesAnyStream) {
       if (n <= 0) break;
       off += n;
     }
+    switched.WaitForNotification();
     in->write.Reset();
   });
   std::vector<uint8_t> got;
@@ -319,6 +324,9 @@ TEST_F(TwoDaemons, DataFdModeOverFdIntakeMovesAnyStream) {
   });
   ASSERT_TRUE(Prepare("fds", {"stream"}, "copy").ok());
   ASSERT_TRUE(Start("fds", {"stream"}, true, "copy").ok());
+  grpc::Status sw = Switchover("fds");
+  switched.Notify();
+  ASSERT_TRUE(sw.ok()) << sw.error_message();
   SessionStatus s = WaitFinal(*src_, "fds");
   SessionStatus d = WaitFinal(*dst_, "fds");
   writer.join();
@@ -327,6 +335,63 @@ TEST_F(TwoDaemons, DataFdModeOverFdIntakeMovesAnyStream) {
   EXPECT_EQ(d.phase(), SessionStatus::SUCCEEDED) << d.DebugString();
   EXPECT_TRUE(d.devices(0).digest_checked());
   EXPECT_EQ(got, data);
+}
+
+// A VMM that gives up closes its save-data fd halfway. Before the agent's Switchover that
+// end-of-file is not the end of the stream: both sessions fail, the destination's device
+// never sees a "complete" stream, and each daemon closes the agent's data fd at once, so the
+// VMM on either side sees the end (EPIPE for the writer, end-of-file for the reader).
+TEST_F(TwoDaemons, DataFdEndOfFileBeforeSwitchoverFailsTheMigration) {
+  auto in = MakePipe();
+  auto out = MakePipe();
+  ASSERT_TRUE(in.ok() && out.ok());
+  auto h_src = SendFdToIntake(src_->fd_socket(), FdPurpose::kSaveData, in->read.get());
+  auto h_dst = SendFdToIntake(dst_->fd_socket(), FdPurpose::kResumeData, out->write.get());
+  ASSERT_TRUE(h_src.ok() && h_dst.ok());
+  in->read.Reset();
+  out->write.Reset();
+  ASSERT_TRUE(AttachHandle(*src_, "half", *h_src).ok());
+  ASSERT_TRUE(AttachHandle(*dst_, "half", *h_dst).ok());
+  const std::string part(300000, 'v');
+  ASSERT_EQ(::write(in->write.get(), part.data(), 65536), 65536);
+  std::thread reader([&] {
+    std::vector<uint8_t> buf(1 << 16);
+    while (::read(out->read.get(), buf.data(), buf.size()) > 0) {
+    }
+  });
+  ASSERT_TRUE(Prepare("half", {"half"}, "copy").ok());
+  ASSERT_TRUE(Start("half", {"half"}, true, "copy").ok());
+  in->write.Reset();  // The VMM gave up.
+  SessionStatus s = WaitFinal(*src_, "half");
+  SessionStatus d = WaitFinal(*dst_, "half");
+  EXPECT_EQ(s.phase(), SessionStatus::FAILED) << s.DebugString();
+  EXPECT_NE(s.error().find("before Switchover"), std::string::npos) << s.error();
+  EXPECT_EQ(d.phase(), SessionStatus::FAILED) << d.DebugString();
+  EXPECT_FALSE(d.devices(0).committed());
+  reader.join();  // The destination closed its end: the reader saw end-of-file.
+  // A new session with the same (closed) fd is refused, saying why.
+  grpc::Status again = Prepare("half2", {"half"}, "copy");
+  EXPECT_EQ(again.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << again.error_message();
+  EXPECT_NE(again.error_message().find("closed"), std::string::npos) << again.error_message();
+}
+
+// The agent's save-data fd is closed by the daemon once its session failed: a VMM still
+// writing sees EPIPE instead of blocking forever.
+TEST_F(TwoDaemons, ADataFdWriterSeesTheEndWhenTheMigrationFails) {
+  auto in = MakePipe();
+  ASSERT_TRUE(in.ok());
+  auto h_src = SendFdToIntake(src_->fd_socket(), FdPurpose::kSaveData, in->read.get());
+  ASSERT_TRUE(h_src.ok());
+  in->read.Reset();
+  ASSERT_TRUE(AttachHandle(*src_, "w", *h_src).ok());
+  // No destination session: the source's stream is refused, the session fails.
+  ASSERT_TRUE(Start("nowhere", {"w"}, true, "copy").ok());
+  SessionStatus s = WaitFinal(*src_, "nowhere");
+  EXPECT_EQ(s.phase(), SessionStatus::FAILED) << s.DebugString();
+  ::signal(SIGPIPE, SIG_IGN);
+  char byte = 'x';
+  EXPECT_EQ(::write(in->write.get(), &byte, 1), -1);
+  EXPECT_EQ(errno, EPIPE) << "the daemon still holds the save-data fd open";
 }
 
 TEST_F(TwoDaemons, BandwidthCapAppliesAndChangesWhileRunning) {
