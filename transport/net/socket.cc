@@ -11,6 +11,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -20,6 +21,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "transport/base/errno_status.h"
+#include "transport/base/status_macros.h"
 
 namespace migmover::net {
 namespace {
@@ -184,16 +186,32 @@ absl::StatusOr<UniqueFd> UnixConnect(const std::string& path) {
   return fd;
 }
 
-absl::Status TuneDataSocket(int fd, int buffer_bytes, absl::string_view congestion) {
+absl::Status TuneDataSocket(int fd, int buffer_bytes, absl::string_view congestion,
+                            absl::Duration peer_timeout) {
+  auto set = [fd](int level, int name, const char* what, int value) -> absl::Status {
+    if (::setsockopt(fd, level, name, &value, sizeof(value)) != 0) {
+      return ErrnoStatus(absl::StrCat("setsockopt(fd ", fd, ", ", what, ", ", value, ")"), errno);
+    }
+    return absl::OkStatus();
+  };
   if (buffer_bytes > 0) {
-    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer_bytes, sizeof(buffer_bytes));
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buffer_bytes, sizeof(buffer_bytes));
+    RETURN_IF_ERROR(set(SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF", buffer_bytes));
+    RETURN_IF_ERROR(set(SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF", buffer_bytes));
   }
-  int one = 1, idle = 10, intvl = 5, cnt = 3;
-  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
-  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
-  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+  RETURN_IF_ERROR(set(SOL_SOCKET, SO_KEEPALIVE, "SO_KEEPALIVE", 1));
+  if (peer_timeout > absl::ZeroDuration()) {
+    // Probe an idle connection every second; the user timeout, not the probe count, decides
+    // when silence is death (it overrides keepalive's own count).
+    const int ms = static_cast<int>(std::max<int64_t>(1, absl::ToInt64Milliseconds(peer_timeout)));
+    RETURN_IF_ERROR(set(IPPROTO_TCP, TCP_KEEPIDLE, "TCP_KEEPIDLE", 1));
+    RETURN_IF_ERROR(set(IPPROTO_TCP, TCP_KEEPINTVL, "TCP_KEEPINTVL", 1));
+    RETURN_IF_ERROR(set(IPPROTO_TCP, TCP_KEEPCNT, "TCP_KEEPCNT", std::max(1, ms / 1000)));
+    RETURN_IF_ERROR(set(IPPROTO_TCP, TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT", ms));
+  } else {
+    RETURN_IF_ERROR(set(IPPROTO_TCP, TCP_KEEPIDLE, "TCP_KEEPIDLE", 10));
+    RETURN_IF_ERROR(set(IPPROTO_TCP, TCP_KEEPINTVL, "TCP_KEEPINTVL", 5));
+    RETURN_IF_ERROR(set(IPPROTO_TCP, TCP_KEEPCNT, "TCP_KEEPCNT", 3));
+  }
   return congestion.empty() ? absl::OkStatus() : SetCongestionControl(fd, congestion);
 }
 

@@ -37,10 +37,14 @@ absl::StatusOr<UniqueFd> Accept(int listen_fd, absl::Duration timeout);
 absl::StatusOr<UniqueFd> UnixListen(const std::string& path);
 absl::StatusOr<UniqueFd> UnixConnect(const std::string& path);
 
-// Sizes the kernel buffers of a data connection and turns on keepalive, so a dead peer is
-// noticed even while no frame is due. A non-empty `congestion` sets the connection's TCP
-// congestion control (TCP_CONGESTION); only that can fail (the errno, naming it).
-absl::Status TuneDataSocket(int fd, int buffer_bytes, absl::string_view congestion = "");
+// Sizes the kernel buffers of a data connection and bounds how long its peer may stay silent:
+// with `peer_timeout` > 0, data (or a keepalive probe, sent every second while the connection is
+// idle) unacknowledged for that long, or a receive window held shut that long, fails the
+// connection with ETIMEDOUT (TCP_USER_TIMEOUT), so a cut without a reset is noticed within it in
+// every phase. 0 leaves the kernel's keepalive defaults. A non-empty `congestion` sets the TCP
+// congestion control (TCP_CONGESTION). Errors: the errno of the call that failed, naming it.
+absl::Status TuneDataSocket(int fd, int buffer_bytes, absl::string_view congestion = "",
+                            absl::Duration peer_timeout = absl::ZeroDuration());
 
 // Sets the TCP congestion control of socket `fd` (TCP_CONGESTION). Errors: the errno, naming it.
 absl::Status SetCongestionControl(int fd, absl::string_view name);

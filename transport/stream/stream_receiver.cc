@@ -50,7 +50,8 @@ absl::StatusOr<std::unique_ptr<StreamReceiver>> StreamReceiver::Create(
   std::unique_ptr<StreamReceiver> r(
       new StreamReceiver(ring, std::move(sockets), device, 1, options));
   for (const UniqueFd& fd : r->r_.sockets) {
-    RETURN_IF_ERROR(net::TuneDataSocket(fd.get(), options.socket_buffer, options.tcp_congestion));
+    RETURN_IF_ERROR(net::TuneDataSocket(fd.get(), options.socket_buffer, options.tcp_congestion,
+                                        options.peer_timeout));
   }
   return r;
 }

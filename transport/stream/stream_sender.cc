@@ -43,7 +43,8 @@ absl::StatusOr<std::unique_ptr<StreamSender>> StreamSender::Create(io::IoQueue* 
   if (options.buffers < 2) return absl::InvalidArgumentError("a stream needs at least 2 buffers");
   std::unique_ptr<StreamSender> s(new StreamSender(ring, std::move(sockets), device, options));
   for (const UniqueFd& fd : s->s_.sockets) {
-    RETURN_IF_ERROR(net::TuneDataSocket(fd.get(), options.socket_buffer, options.tcp_congestion));
+    RETURN_IF_ERROR(net::TuneDataSocket(fd.get(), options.socket_buffer, options.tcp_congestion,
+                                        options.peer_timeout));
   }
   return s;
 }
