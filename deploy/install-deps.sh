@@ -24,6 +24,8 @@ PACKAGES=(
   libbenchmark-dev
   python3
   iproute2
+  # tests/faults: the network faults are nftables rules on a veth between two namespaces.
+  nftables
   clang
   # The sanitizer runs of deploy/test.sh: their runtimes (gcc links them), and unzip to read the
   # daemons' logs a test saved.

@@ -1,11 +1,15 @@
 #include "daemon/testing/daemon_process.h"
 
+#include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -33,6 +37,7 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
     const std::string& binary, const std::string& name, const std::vector<std::string>& extra,
     LaunchOptions launch) {
   std::unique_ptr<DaemonProcess> d(new DaemonProcess());
+  d->listen_host_ = launch.listen_host;
   // Socket paths must stay under 108 bytes: a short private directory in /tmp.
   char tmpl[] = "/tmp/mmd.XXXXXX";
   if (::mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp failed");
@@ -47,7 +52,7 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
                                    "--name=" + name,
                                    "--grpc_socket=" + d->grpc_socket_,
                                    "--fd_socket=" + d->fd_socket_,
-                                   "--peer_listen=127.0.0.1:0",
+                                   "--peer_listen=" + launch.listen_host + ":0",
                                    "--port_file=" + port_file};
   args.insert(args.end(), extra.begin(), extra.end());
   pid_t pid = ::fork();
@@ -61,6 +66,14 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
+    if (!launch.netns.empty()) {
+      const std::string path = "/var/run/netns/" + launch.netns;
+      const int ns = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (ns < 0 || ::setns(ns, CLONE_NEWNET) != 0) {
+        std::fprintf(stderr, "test launcher: setns(%s): %s\n", path.c_str(), std::strerror(errno));
+        std::_Exit(126);
+      }
+    }
     if (launch.forbid_io_uring) {
       if (absl::Status s = ForbidIoUring(); !s.ok()) {
         std::fprintf(stderr, "test launcher: %s\n", std::string(s.message()).c_str());

@@ -19,6 +19,10 @@ struct LaunchOptions {
   // Refuse io_uring to the daemon (forbid_io_uring.h); by default when the test target asks
   // with MIGMOVER_TEST_FORBID_IO_URING=1.
   bool forbid_io_uring = ForbidIoUringRequested();
+  // Run the daemon in this network namespace (a name `ip netns add` made, under
+  // /var/run/netns), listening for peers on `listen_host`.
+  std::string netns;
+  std::string listen_host = "127.0.0.1";
 };
 
 class DaemonProcess {
@@ -34,7 +38,7 @@ class DaemonProcess {
   pid_t pid() const { return pid_; }
   const std::string& grpc_socket() const { return grpc_socket_; }
   const std::string& fd_socket() const { return fd_socket_; }
-  std::string peer_address() const { return "127.0.0.1:" + std::to_string(port_); }
+  std::string peer_address() const { return listen_host_ + ":" + std::to_string(port_); }
   const std::string& log_path() const { return log_path_; }
   // The daemon's log so far (for failure messages).
   std::string Log() const;
@@ -43,6 +47,7 @@ class DaemonProcess {
   DaemonProcess() = default;
   pid_t pid_ = -1;
   std::string dir_, grpc_socket_, fd_socket_, log_path_;
+  std::string listen_host_ = "127.0.0.1";
   int port_ = 0;
   std::unique_ptr<v1::Migmover::Stub> stub_;
 };

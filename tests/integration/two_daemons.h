@@ -25,9 +25,9 @@ class TwoDaemons : public ::testing::Test {
     ::signal(SIGPIPE, SIG_IGN);
     src_flags_.push_back("--idle_timeout_ms=10000");
     dst_flags_.push_back("--idle_timeout_ms=10000");
-    auto src = DaemonProcess::Start(MigmoverdPath(), "src", src_flags_);
+    auto src = DaemonProcess::Start(MigmoverdPath(), "src", src_flags_, src_launch_);
     ASSERT_TRUE(src.ok()) << src.status();
-    auto dst = DaemonProcess::Start(MigmoverdPath(), "dst", dst_flags_);
+    auto dst = DaemonProcess::Start(MigmoverdPath(), "dst", dst_flags_, dst_launch_);
     ASSERT_TRUE(dst.ok()) << dst.status();
     src_ = std::move(*src);
     dst_ = std::move(*dst);
@@ -110,7 +110,7 @@ class TwoDaemons : public ::testing::Test {
 
   static bool Final(const SessionStatus& s) {
     return s.phase() == SessionStatus::SUCCEEDED || s.phase() == SessionStatus::FAILED ||
-           s.phase() == SessionStatus::CANCELLED;
+           s.phase() == SessionStatus::CANCELLED || s.phase() == SessionStatus::IN_DOUBT;
   }
 
   SessionStatus WaitFinal(DaemonProcess& d, const std::string& id, double seconds = 60) {
@@ -190,6 +190,7 @@ class TwoDaemons : public ::testing::Test {
 
   // Set by a subclass before SetUp: more flags for each daemon, the transport requests ask for.
   std::vector<std::string> src_flags_, dst_flags_;
+  LaunchOptions src_launch_, dst_launch_;  // Where and how each daemon runs.
   std::string transport_;
   uint64_t bandwidth_ = 0;  // Start's bandwidth cap (0 = none).
   std::unique_ptr<DaemonProcess> src_, dst_;

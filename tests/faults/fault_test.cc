@@ -1,0 +1,175 @@
+// Faults between two real daemons, each in its own network namespace, injected on the veth
+// between them with nftables (netns_pair.h): a silent cut and a reset at different points of a
+// migration, and packet loss. Every case asserts the outcome rule (never running on both
+// hosts; the source back in RUNNING when the destination did not commit; the destination never
+// left in RESUMING), that the failure is noticed within the peer timeout, and that a new
+// migration of the same devices then succeeds.
+#include <iostream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "tests/faults/netns_pair.h"
+#include "tests/integration/two_daemons.h"
+
+namespace migmover::testing {
+namespace {
+
+// Short enough to keep the suite quick; the detection bound scales with it.
+constexpr int kPeerTimeoutMs = 3000;
+// Scheduling and polling on two shared cores, on top of the timeout itself.
+constexpr absl::Duration kDetectionSlack = absl::Seconds(2);
+
+class FaultTest : public TwoDaemons {
+ protected:
+  void SetUp() override {
+    auto pair = NetnsPair::Create();
+    if (pair.status().code() == absl::StatusCode::kFailedPrecondition) {
+      GTEST_SKIP() << "no network namespaces here: " << pair.status().message();
+    }
+    ASSERT_TRUE(pair.ok()) << pair.status();
+    net_ = std::move(*pair);
+    src_launch_.netns = net_->a();
+    src_launch_.listen_host = NetnsPair::kAddressA;
+    dst_launch_.netns = net_->b();
+    dst_launch_.listen_host = NetnsPair::kAddressB;
+    for (auto* flags : {&src_flags_, &dst_flags_}) {
+      flags->push_back(absl::StrCat("--peer_timeout_ms=", kPeerTimeoutMs));
+    }
+    TwoDaemons::SetUp();
+  }
+
+  // A device on each side: the source's with content, the destination's blank.
+  void AttachPair(const std::string& name, const std::string& spec) {
+    ASSERT_TRUE(Attach(*src_, name, spec).ok());
+    ASSERT_TRUE(Attach(*dst_, name, "size=" + spec.substr(spec.find('=') + 1,
+                                                           spec.find(',') - spec.find('=') - 1))
+                    .ok());
+  }
+
+  // Waits until both sides ended; returns how long each took from `since`.
+  struct Outcome {
+    Ended ended;
+    absl::Duration source, destination;
+  };
+  Outcome AwaitBoth(const std::string& id, absl::Time since) {
+    Outcome o;
+    o.ended.source = WaitFinal(*src_, id, 60);
+    o.source = absl::Now() - since;
+    o.ended.destination = WaitFinal(*dst_, id, 60);
+    o.destination = absl::Now() - since;
+    return o;
+  }
+
+  // The outcome rule, as each daemon reports its session and device.
+  void ExpectOutcomeRule(const Ended& e, const std::string& device) {
+    const SessionStatus& s = e.source;
+    const SessionStatus& d = e.destination;
+    const std::string src_state = StateOf(*src_, device);
+    const std::string dst_state = StateOf(*dst_, device);
+    SCOPED_TRACE(absl::StrCat("source ", SessionStatus::Phase_Name(s.phase()), " ", src_state,
+                              ", destination ", SessionStatus::Phase_Name(d.phase()), " ",
+                              dst_state));
+    EXPECT_NE(dst_state, "RESUMING") << "destination left half-resumed";
+    if (s.phase() != SessionStatus::SUCCEEDED) {
+      EXPECT_EQ(src_state, "RUNNING") << "the source must run again when nothing committed";
+      EXPECT_NE(d.phase(), SessionStatus::SUCCEEDED) << "running on both hosts";
+    } else {
+      EXPECT_EQ(src_state, "STOP");
+    }
+    if (d.phase() == SessionStatus::IN_DOUBT) {
+      EXPECT_EQ(dst_state, "STOP");
+    }
+  }
+
+  void ExpectNoticedInTime(const Outcome& o, const std::string& fault) {
+    const absl::Duration bound = absl::Milliseconds(kPeerTimeoutMs) + kDetectionSlack;
+    std::cout << "fault " << fault << ": source ended after " << absl::FormatDuration(o.source)
+              << ", destination after " << absl::FormatDuration(o.destination) << std::endl;
+    RecordProperty(fault + "_source_ms", static_cast<int>(absl::ToInt64Milliseconds(o.source)));
+    RecordProperty(fault + "_destination_ms",
+                   static_cast<int>(absl::ToInt64Milliseconds(o.destination)));
+    EXPECT_LE(o.source, bound) << fault << ": the source noticed too late";
+    EXPECT_LE(o.destination, bound) << fault << ": the destination noticed too late";
+  }
+
+  // After the fault is gone, the same devices migrate again.
+  void ExpectANewMigrationSucceeds(const std::string& id, const std::string& device) {
+    ASSERT_TRUE(net_->Clear().ok());
+    ASSERT_TRUE(Prepare(id, {device}).ok());
+    ASSERT_TRUE(Start(id, {device}, /*precopy=*/true).ok());
+    Ended e = SwitchoverAndWait(id);
+    EXPECT_TRUE(BothSucceeded(e.source, e.destination));
+    EXPECT_EQ(StateOf(*dst_, device), "RUNNING");
+  }
+
+  std::unique_ptr<NetnsPair> net_;
+};
+
+TEST_F(FaultTest, ASilentCutDuringPreCopyIsNoticedWithinThePeerTimeout) {
+  AttachPair("d0", "size=32MiB,dirty_rate=16MiB");
+  ASSERT_TRUE(Prepare("cut-pre", {"d0"}).ok());
+  ASSERT_TRUE(Start("cut-pre", {"d0"}, /*precopy=*/true).ok());
+  WatchUntilRounds("cut-pre", 1);
+  const absl::Time cut = absl::Now();
+  ASSERT_TRUE(net_->Drop().ok());
+  Outcome o = AwaitBoth("cut-pre", cut);
+  EXPECT_EQ(o.ended.source.phase(), SessionStatus::FAILED) << o.ended.source.DebugString();
+  EXPECT_EQ(o.ended.destination.phase(), SessionStatus::FAILED);
+  ExpectOutcomeRule(o.ended, "d0");
+  ExpectNoticedInTime(o, "silent_cut_pre_copy");
+  ExpectANewMigrationSucceeds("after-cut-pre", "d0");
+}
+
+TEST_F(FaultTest, ASilentCutDuringStopCopyIsNoticedWithinThePeerTimeout) {
+  AttachPair("d0", "size=128MiB");
+  bandwidth_ = 16 << 20;  // STOP_COPY lasts about 8 s: the cut lands inside it.
+  ASSERT_TRUE(Prepare("cut-stop", {"d0"}).ok());
+  ASSERT_TRUE(Start("cut-stop", {"d0"}, /*precopy=*/false).ok());
+  ASSERT_TRUE(Switchover("cut-stop").ok());
+  absl::SleepFor(absl::Seconds(1));  // Bytes flowing (the cap makes this last, not a race).
+  ASSERT_EQ(Get(*src_, "cut-stop").phase(), SessionStatus::STOP_COPY);
+  const absl::Time cut = absl::Now();
+  ASSERT_TRUE(net_->Drop().ok());
+  Outcome o = AwaitBoth("cut-stop", cut);
+  EXPECT_EQ(o.ended.source.phase(), SessionStatus::FAILED) << o.ended.source.DebugString();
+  EXPECT_EQ(o.ended.destination.phase(), SessionStatus::FAILED);
+  ExpectOutcomeRule(o.ended, "d0");
+  ExpectNoticedInTime(o, "silent_cut_stop_copy");
+  bandwidth_ = 0;
+  ExpectANewMigrationSucceeds("after-cut-stop", "d0");
+}
+
+TEST_F(FaultTest, AResetDuringStopCopyFailsBothSidesAtOnce) {
+  AttachPair("d0", "size=128MiB");
+  bandwidth_ = 16 << 20;
+  ASSERT_TRUE(Prepare("reset-stop", {"d0"}).ok());
+  ASSERT_TRUE(Start("reset-stop", {"d0"}, /*precopy=*/false).ok());
+  ASSERT_TRUE(Switchover("reset-stop").ok());
+  absl::SleepFor(absl::Seconds(1));
+  ASSERT_EQ(Get(*src_, "reset-stop").phase(), SessionStatus::STOP_COPY);
+  const absl::Time reset = absl::Now();
+  ASSERT_TRUE(net_->Reset().ok());
+  Outcome o = AwaitBoth("reset-stop", reset);
+  EXPECT_EQ(o.ended.source.phase(), SessionStatus::FAILED) << o.ended.source.DebugString();
+  EXPECT_EQ(o.ended.destination.phase(), SessionStatus::FAILED);
+  ExpectOutcomeRule(o.ended, "d0");
+  ExpectNoticedInTime(o, "reset_stop_copy");
+  bandwidth_ = 0;
+  ExpectANewMigrationSucceeds("after-reset-stop", "d0");
+}
+
+TEST_F(FaultTest, FivePercentLossStillMovesEveryByteExactly) {
+  AttachPair("d0", "size=32MiB,dirty_rate=8MiB");
+  ASSERT_TRUE(net_->Loss(5).ok());
+  ASSERT_TRUE(Prepare("lossy", {"d0"}).ok());
+  ASSERT_TRUE(Start("lossy", {"d0"}, /*precopy=*/true).ok());
+  WatchUntilRounds("lossy", 1);
+  Ended e = SwitchoverAndWait("lossy", 120);
+  EXPECT_TRUE(BothSucceeded(e.source, e.destination));
+  ExpectOutcomeRule(e, "d0");
+}
+
+}  // namespace
+}  // namespace migmover::testing
