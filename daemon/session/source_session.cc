@@ -215,6 +215,30 @@ void SourceSession::Recover(size_t i) {
                << MigStateName(e->device->last_known_state());
 }
 
+absl::Status SourceSession::QuiesceForSwitchover(size_t i) {
+  DeviceEntry* e = entries_[i];
+  if (e->device->features().p2p()) {
+    absl::MutexLock l(&e->mu);
+    const MigState quiet = e->device->last_known_state() == MigState::kPreCopy
+                               ? MigState::kPreCopyP2P
+                               : MigState::kRunningP2P;
+    // The data fd of a PRE_COPY device stays open across PRE_COPY -> PRE_COPY_P2P.
+    ASSIGN_OR_RETURN(UniqueFd unused, e->device->SetState(quiet));
+    (void)unused;
+    SetDeviceState(i, MigStateName(quiet));
+  }
+  size_t fsm_devices = 0;
+  for (DeviceEntry* d : entries_) fsm_devices += d->runs_fsm() ? 1 : 0;
+  absl::MutexLock l(&wake_mu_);
+  ++quiesced_;
+  auto all_quiet = [this, fsm_devices]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(wake_mu_) {
+    return quiesced_ == fsm_devices || cancel_.load();
+  };
+  wake_mu_.Await(absl::Condition(&all_quiet));
+  if (cancel_.load()) return absl::CancelledError("session cancelled");
+  return absl::OkStatus();
+}
+
 absl::Status SourceSession::RunPrecopy(size_t i, MigratableDevice* dev, int data_fd,
                                        transport::DeviceStreamSender* sender) {
   DeviceProgress& p = *progress_[i];
@@ -332,6 +356,7 @@ absl::Status SourceSession::RunDevice(size_t i) {
         }
       }
       if (cancel_.load()) return absl::CancelledError("session cancelled");
+      RETURN_IF_ERROR(QuiesceForSwitchover(i));
       {
         absl::MutexLock l(&e->mu);
         ASSIGN_OR_RETURN(UniqueFd fd, dev->SetState(MigState::kStopCopy));

@@ -77,6 +77,10 @@ class SourceSession final : public Session {
                           transport::DeviceStreamSender* sender);
   // Brings a device back to RUNNING after a failure (SET, else RESET).
   void Recover(size_t i);
+  // At switchover, before any device leaves for STOP_COPY: moves device `i` to its P2P state
+  // (RUNNING_P2P or PRE_COPY_P2P) when it has one, then waits until every FSM device of the
+  // session did (rule 5: quiesce all before any stops). Errors: the SET's; Cancelled.
+  absl::Status QuiesceForSwitchover(size_t i);
   // After device `i` committed: waits (sending KEEPALIVEs) until the session decided. True: every
   // device committed, the point of no return is passed. Errors: Aborted when the migration was
   // abandoned (another device failed, or a cancel); the KEEPALIVE's error.
@@ -98,6 +102,7 @@ class SourceSession final : public Session {
   std::atomic<bool> agent_cancelled_{false};  // Cancel() was called.
   std::atomic<int> running_workers_{0};
   absl::Mutex wake_mu_;  // Wakes idle PRE_COPY loops at switchover or cancel.
+  size_t quiesced_ ABSL_GUARDED_BY(wake_mu_) = 0;  // FSM devices in their P2P state.
   // The session's one decision: open until every device committed (commit) or the migration is
   // abandoned (abort); never changes once made.
   enum class Decision { kOpen, kCommit, kAbort };

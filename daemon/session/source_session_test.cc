@@ -4,6 +4,7 @@
 // resets the destination's) under each way a migration can end.
 #include "daemon/session/source_session.h"
 
+#include <algorithm>
 #include <string>
 
 #include "absl/status/status.h"
@@ -298,6 +299,41 @@ TEST_F(SourceSessionTest, ResolveIsRefusedUnlessTheDestinationIsInDoubt) {
   ASSERT_EQ(AwaitEnd(*dst).phase, SessionPhase::kSucceeded);
   EXPECT_EQ(dst->Resolve(false).code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE(DestinationRunsMigratedState(0));
+}
+
+// Rule 5 of the commit protocol with several P2P devices: at switchover every source device
+// reaches its P2P state before any enters STOP_COPY, and after CONFIRM every destination device
+// reaches RUNNING_P2P before any runs (each arc numbered across devices by the simulator).
+TEST_F(SourceSessionTest, EveryDeviceIsQuiescedBeforeAnyStopsOrRuns) {
+  AddDevices(3);
+  ASSERT_TRUE(PrepareDestination().ok());
+  ASSERT_TRUE(StartSource().ok());
+  SessionSnapshot s = AwaitSnapshot(*src, PrecopyRoundDone);
+  ASSERT_TRUE(PrecopyRoundDone(s)) << s.error;
+  ASSERT_TRUE(src->Switchover().ok());
+  ASSERT_EQ(AwaitEnd(*src).phase, SessionPhase::kSucceeded);
+  ASSERT_EQ(AwaitEnd(*dst).phase, SessionPhase::kSucceeded);
+
+  // The latest arc into `into` across devices, and the earliest into `next`.
+  auto check = [](const std::vector<DeviceEntry*>& entries, MigState into, MigState next) {
+    uint64_t last_quiet = 0, first_next = UINT64_MAX;
+    for (DeviceEntry* e : entries) {
+      bool quiet = false;
+      for (const auto& arc : e->sim->arcs()) {
+        if (arc.to == into) {
+          quiet = true;
+          last_quiet = std::max(last_quiet, arc.seq);
+        }
+        if (arc.to == next) first_next = std::min(first_next, arc.seq);
+      }
+      EXPECT_TRUE(quiet) << e->name << " never reached " << MigStateName(into);
+    }
+    EXPECT_LT(last_quiet, first_next) << "a device reached " << MigStateName(next)
+                                      << " before every device was in " << MigStateName(into);
+  };
+  check(src_entries, MigState::kPreCopyP2P, MigState::kStopCopy);
+  // RUNNING_P2P -> RUNNING on the destination; its first RUNNING_P2P is after RESUMING.
+  check(dst_entries, MigState::kRunningP2P, MigState::kRunning);
 }
 
 TEST_F(SourceSessionTest, ADestinationFailureReachesTheSource) {

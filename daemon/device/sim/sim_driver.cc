@@ -1,5 +1,6 @@
 #include "daemon/device/sim/sim_driver.h"
 
+#include <atomic>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
@@ -184,7 +185,14 @@ int SimulatedDriver::Arc(MigState next, UniqueFd* data_fd) {
   }
   model_.SetRunning(Runs(next));
   state_ = next;
+  static std::atomic<uint64_t> arc_seq{0};
+  arcs_.push_back(ArcRecord{arc_seq.fetch_add(1), from, next});
   return 0;
+}
+
+std::vector<SimulatedDriver::ArcRecord> SimulatedDriver::arcs() const {
+  absl::MutexLock l(&mu_);
+  return arcs_;
 }
 
 int SimulatedDriver::Precopy(int fd, void* arg) {

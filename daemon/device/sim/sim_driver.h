@@ -7,6 +7,7 @@
 #define MIGMOVER_DAEMON_DEVICE_SIM_SIM_DRIVER_H_
 
 #include <memory>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -35,6 +36,13 @@ class SimulatedDriver final : public IoctlSeam {
   uint64_t state_digest() const { return model_.state_digest(); }
   uint64_t content_digest() const { return model_.content_digest(); }
   const SimDeviceSpec& spec() const { return model_.spec(); }
+  // Every FSM arc this device took, in order; `seq` counts arcs across all simulated devices of
+  // the process, so tests can order one device's arcs against another's.
+  struct ArcRecord {
+    uint64_t seq;
+    MigState from, to;
+  };
+  std::vector<ArcRecord> arcs() const;
 
  private:
   explicit SimulatedDriver(const SimDeviceSpec& spec) : model_(spec) {}
@@ -52,6 +60,7 @@ class SimulatedDriver final : public IoctlSeam {
   ino_t device_ino_ = 0;
   std::unique_ptr<SimSavingSession> saving_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<SimResumingSession> resuming_ ABSL_GUARDED_BY(mu_);
+  std::vector<ArcRecord> arcs_ ABSL_GUARDED_BY(mu_);
 };
 
 // A VfioDevice over a new simulated driver; `driver_out` (optional) receives the driver.
