@@ -1,8 +1,10 @@
 // migmoverd: the migmover daemon. One per host.
+#include <malloc.h>
 #include <signal.h>
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <atomic>
 #include <cstdio>
 #include <fstream>
@@ -124,6 +126,11 @@ int Fail(const absl::Status& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // glibc gives threads their own malloc arenas (up to 8 per core) and keeps what they freed:
+  // with session threads coming and going, the destination's RSS grew from 30 to 41 MB over
+  // 1000 failed migrations, flat (+0.2 MB) with one arena (tests/integration/leak_test.cc).
+  // The data path allocates nothing, so two arenas cost no contention. MALLOC_ARENA_MAX wins.
+  if (std::getenv("MALLOC_ARENA_MAX") == nullptr) ::mallopt(M_ARENA_MAX, 2);
   absl::SetProgramUsageMessage(
       "live-migrates the state of VFIO devices between two hosts.\n\n"
       "A hypervisor agent passes device (or migration data) fds over --fd_socket and drives\n"
