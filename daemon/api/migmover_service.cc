@@ -411,7 +411,7 @@ grpc::Status MigmoverService::CancelSession(grpc::ServerContext*,
         "source's outcome; settle it with ResolveSession (RUN if the source SUCCEEDED, ABANDON "
         "otherwise)")));
   }
-  (*session)->Cancel();
+  if (absl::Status s = (*session)->Cancel(); !s.ok()) return ToGrpcStatus(s);
   // Cancel returns at once; the workers put the devices back. Wait briefly so the answer
   // usually shows the final phase.
   SessionSnapshot snap = (*session)->Snapshot();

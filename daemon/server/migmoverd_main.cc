@@ -78,10 +78,13 @@ ABSL_FLAG(std::string, tcp_congestion, "",
 ABSL_FLAG(uint32_t, idle_timeout_ms, 30000,
           "A stream that makes no progress for this long fails (milliseconds).");
 ABSL_FLAG(uint32_t, peer_timeout_ms, 5000,
-          "A peer connection that stays silent this long fails (milliseconds): data or keepalive "
-          "probes (one a second while idle) unacknowledged, or a receive window held shut, for "
-          "this long (TCP_USER_TIMEOUT). A cut without a reset is noticed within it in every "
-          "phase. 0 = the kernel's keepalive defaults (about 25 s).");
+          "A peer connection that stays silent this long fails (milliseconds, at most 3600000): "
+          "data or keepalive probes (one a second while idle) unacknowledged, or a receive "
+          "window held shut, for this long (TCP_USER_TIMEOUT). A cut without a reset is noticed "
+          "within it in every phase; so is a destination that stops reading (its device "
+          "stalled, or its daemon hung) while the source has data to send, which therefore "
+          "fails after this long, not after --idle_timeout_ms. 0 = the kernel's keepalive "
+          "defaults (about 25 s).");
 ABSL_FLAG(std::string, dpdk_port, "",
           "DPDK port for device streams a migration asks to move over DPDK (TransferOptions."
           "transport = \"dpdk\"), as DPDK device arguments, e.g. "
@@ -173,6 +176,9 @@ int main(int argc, char** argv) {
     return Fail(absl::InvalidArgumentError("--chunk_size must be within 4096..16777216"));
   }
   defaults.stream.idle_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_idle_timeout_ms));
+  if (absl::GetFlag(FLAGS_peer_timeout_ms) > 3'600'000) {
+    return Fail(absl::InvalidArgumentError("--peer_timeout_ms must be at most 3600000 (1 h)"));
+  }
   defaults.stream.peer_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_peer_timeout_ms));
   defaults.stream.send_zc = absl::GetFlag(FLAGS_send_zc);
   defaults.stream.tcp_congestion = absl::GetFlag(FLAGS_tcp_congestion);

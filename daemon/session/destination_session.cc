@@ -97,7 +97,7 @@ DestinationSession::DestinationSession(DestinationConfig config, DeviceRegistry*
 }
 
 DestinationSession::~DestinationSession() {
-  Cancel();
+  (void)Cancel();  // Refused only when every device is held: nothing is left running then.
   Join();
 }
 
@@ -161,12 +161,25 @@ absl::Status DestinationSession::AcceptStream(const peer::Hello& hello, UniqueFd
   return absl::OkStatus();
 }
 
-void DestinationSession::Cancel() {
-  if (cancel_.exchange(true)) return;
-  if (IsFinal(phase())) return;
+absl::Status DestinationSession::Cancel() {
+  {
+    absl::MutexLock l(&commit_mu_);
+    if (commits_ == entries_.size()) {
+      MM_LOG(INFO) << "session " << id_ << ": cancel requested after every device committed: "
+                   << "refused, the source decides";
+      return absl::FailedPreconditionError(absl::StrCat(
+          "session '", id_, "': too late to cancel, every device committed and is held for the "
+          "source's decision (cancel the source; an IN_DOUBT destination is settled with "
+          "ResolveSession)"));
+    }
+    cancelled_ = true;
+  }
+  if (cancel_.exchange(true)) return absl::OkStatus();
+  if (IsFinal(phase())) return absl::OkStatus();
   MM_LOG(INFO) << "session " << id_ << ": cancel requested";
   Fail(SIZE_MAX, absl::CancelledError("session cancelled"));
   AbandonUnconnected();
+  return absl::OkStatus();
 }
 
 void DestinationSession::AbandonUnconnected() {
@@ -248,14 +261,16 @@ void DestinationSession::DropChannels() {
 void DestinationSession::WorkerDone() {
   if (--remaining_ != 0) return;
   absl::Status doubt;
-  if (!error().ok()) {
+  if (confirmed_.load()) {
+    // The source is past its point of no return: whatever else happened here, the devices run
+    // here or nowhere.
+    (void)RunConfirmed();  // Its errors are the session's already.
+  } else if (!error().ok()) {
     // The migration failed as a whole and the VM stays on the source: devices that had
     // committed their own stream are reset too, not left holding a state nobody uses.
     for (size_t i = 0; i < entries_.size(); ++i) {
       if (progress_[i]->committed.exchange(false)) Abandon(i);
     }
-  } else if (confirmed_.load()) {
-    (void)RunConfirmed();  // Its errors are the session's already.
   } else {
     absl::MutexLock l(&doubt_mu_);
     doubt = doubt_;
@@ -350,6 +365,17 @@ void DestinationSession::Run(size_t i, std::unique_ptr<transport::DeviceStreamRe
                  << " until the source confirms";
     return absl::OkStatus();
   }();
+  if (status.ok()) {
+    // Counted before the COMMIT(0) goes: once every device's has, the source may decide at any
+    // moment, and a cancel here could reset devices it already gave up.
+    absl::MutexLock l(&commit_mu_);
+    if (cancelled_) {
+      status = absl::CancelledError("session cancelled");
+      p.committed = false;  // The failure path below resets it.
+    } else {
+      ++commits_;
+    }
+  }
   // A device stopped because another one failed is not a cancel the agent asked for: its
   // source learns what really failed, so it fails (not cancels) with that reason.
   absl::Status verdict = status;

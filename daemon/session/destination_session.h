@@ -64,8 +64,10 @@ class DestinationSession final : public Session {
   // FailedPrecondition (session over, or a transport this daemon lacks); the transport's.
   absl::Status AcceptStream(const peer::Hello& hello, UniqueFd socket, absl::Time deadline);
 
-  // Aborts the session; idempotent. An IN_DOUBT session is not touched (Resolve settles it).
-  void Cancel() override;
+  // Aborts the session; idempotent. Refused (FailedPrecondition) once every device answered
+  // COMMIT(0): the source may already have passed its point of no return, so only its CONFIRM
+  // or ERROR, or the agent's Resolve after IN_DOUBT, decides what the devices do.
+  absl::Status Cancel() override;
   void Join() override;
 
   // Settles an IN_DOUBT session, as only the agent can (it knows the source's outcome): `run`
@@ -106,6 +108,11 @@ class DestinationSession final : public Session {
   std::atomic<bool> cancel_{false};
   std::atomic<int> remaining_{0};  // Devices not yet finished (committed or abandoned).
   std::atomic<bool> confirmed_{false};  // A CONFIRM came on some device's stream.
+  // The destination's side of the decision: a device counts its COMMIT(0) here before sending
+  // it, unless the session was cancelled; once all did, Cancel is refused.
+  absl::Mutex commit_mu_;
+  size_t commits_ ABSL_GUARDED_BY(commit_mu_) = 0;
+  bool cancelled_ ABSL_GUARDED_BY(commit_mu_) = false;
   absl::Mutex doubt_mu_;  // Also serialises Resolve.
   absl::Status doubt_ ABSL_GUARDED_BY(doubt_mu_);  // Why a committed device heard no CONFIRM.
   WorkerThreads workers_;

@@ -111,7 +111,7 @@ TEST_F(DestinationSessionTest, CancelResetsDevicesWhoseSourceNeverConnected) {
   ASSERT_TRUE(PrepareDestination().ok());
   ASSERT_EQ(DestinationState(0), MigState::kResuming);
 
-  dst->Cancel();
+  ASSERT_TRUE(dst->Cancel().ok());
   SessionSnapshot d = AwaitEnd(*dst);
   EXPECT_EQ(d.phase, SessionPhase::kCancelled);
   for (size_t i = 0; i < 2; ++i) {

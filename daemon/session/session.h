@@ -90,7 +90,10 @@ class Session {
   SessionSnapshot WaitForChange(uint64_t version, absl::Duration timeout);
 
   // Aborts the session; idempotent. Devices go back where a hypervisor expects them.
-  virtual void Cancel() = 0;
+  // FailedPrecondition, changing nothing, once it is too late: every device committed and the
+  // outcome is the source's to decide (a source past its point of no return, a destination
+  // holding every device for CONFIRM, an IN_DOUBT destination).
+  virtual absl::Status Cancel() = 0;
   // Blocks until every worker has finished.
   virtual void Join() = 0;
 

@@ -86,7 +86,7 @@ SourceSession::SourceSession(SourceConfig config, DeviceRegistry* registry,
       data_fds_(entries_.size()) {}
 
 SourceSession::~SourceSession() {
-  Cancel();
+  (void)Cancel();  // Refused only when every device committed: then it is finishing anyway.
   Join();
   channel_.reset();  // After every device thread: their streams came from it.
 }
@@ -124,15 +124,18 @@ bool SourceSession::Abandon() {
   return true;
 }
 
-void SourceSession::Cancel() {
+absl::Status SourceSession::Cancel() {
   agent_cancelled_ = true;  // Before Abandon: the device threads it stops report a cancel.
   if (!Abandon()) {
     MM_LOG(INFO) << "session " << id_ << ": cancel requested after every device committed: "
                  << "too late, the migration completes";
-    return;
+    return absl::FailedPreconditionError(absl::StrCat(
+        "session '", id_, "': too late to cancel, every device committed on the destination and "
+        "the source passed its point of no return (its devices stay stopped)"));
   }
   if (!IsFinal(phase())) MM_LOG(INFO) << "session " << id_ << ": cancel requested";
   absl::MutexLock l(&wake_mu_);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<bool> SourceSession::AwaitDecision(size_t i,

@@ -66,7 +66,7 @@ class SourceSession final : public Session {
   // Changes the bandwidth cap of every stream of this session (0 = unlimited).
   void SetBandwidth(uint64_t bytes_per_second);
   uint64_t bandwidth() const { return config_.stream.limiter->rate(); }
-  void Cancel() override;
+  absl::Status Cancel() override;
   void Join() override;
 
  private:

@@ -117,7 +117,7 @@ TEST_F(SourceSessionTest, CancelDuringPreCopyRestoresRunning) {
   ASSERT_TRUE(PrecopyRoundDone(s)) << SessionPhaseName(s.phase) << " " << s.error;
   ASSERT_EQ(SourceState(0), MigState::kPreCopy);
 
-  src->Cancel();
+  ASSERT_TRUE(src->Cancel().ok());
   s = AwaitEnd(*src);
   EXPECT_EQ(s.phase, SessionPhase::kCancelled);
   EXPECT_EQ(s.error.code(), absl::StatusCode::kCancelled);
@@ -145,7 +145,7 @@ TEST_F(SourceSessionTest, CancelWhileAwaitingCommitRestoresRunning) {
   ASSERT_TRUE(fake.WaitForCommitWaiters(2, absl::Seconds(30)));
   EXPECT_EQ(src->phase(), SessionPhase::kCommitting);
 
-  src->Cancel();
+  ASSERT_TRUE(src->Cancel().ok());
   SessionSnapshot s = AwaitEnd(*src);
   EXPECT_EQ(s.phase, SessionPhase::kCancelled);
   for (size_t i = 0; i < 2; ++i) {
@@ -215,6 +215,29 @@ TEST_F(SourceSessionTest, TheDestinationRunsNothingBeforeEveryDeviceCommitted) {
   }
 }
 
+// Every device committed and the source passed its point of no return, its CONFIRM still on
+// the way: a cancel on either side now could only lose the VM (the source stopped for good, the
+// destination reset), so both refuse it, and the destination runs once the CONFIRM arrives.
+TEST_F(SourceSessionTest, ACancelAfterEveryDeviceCommittedIsRefusedOnBothSides) {
+  AddDevices(2);
+  fake.HoldConfirms();
+  ASSERT_TRUE(PrepareDestination().ok());
+  ASSERT_TRUE(StartSource().ok());
+  ASSERT_TRUE(src->Switchover().ok());
+  // Both CONFIRMs are on their way: every COMMIT(0) went out and the source decided.
+  ASSERT_TRUE(fake.WaitForConfirmWaiters(2, absl::Seconds(30)));
+  EXPECT_EQ(dst->Cancel().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(src->Cancel().code(), absl::StatusCode::kFailedPrecondition);
+
+  fake.ReleaseConfirms();
+  SessionSnapshot s = AwaitEnd(*src);
+  SessionSnapshot d = AwaitEnd(*dst);
+  EXPECT_EQ(s.phase, SessionPhase::kSucceeded) << s.error;
+  EXPECT_EQ(d.phase, SessionPhase::kSucceeded) << d.error;
+  for (size_t i = 0; i < 2; ++i) EXPECT_TRUE(DestinationRunsMigratedState(i)) << names[i];
+  ExpectNeverLiveOnBoth();
+}
+
 // The CONFIRM is lost: the source is past its point of no return (stopped, SUCCEEDED); the
 // destination cannot tell that from a source that gave up, so it runs nothing and resets
 // nothing: IN_DOUBT, its devices stopped and still claimed, for the agent to settle.
@@ -249,7 +272,8 @@ TEST_F(SourceSessionTest, AnInDoubtDestinationRunsWhenItsAgentSaysTheSourceSucce
   ASSERT_TRUE(src->Switchover().ok());
   ASSERT_EQ(AwaitEnd(*src).phase, SessionPhase::kSucceeded);
   ASSERT_EQ(AwaitEnd(*dst).phase, SessionPhase::kInDoubt);
-  dst->Cancel();  // Not a way out of doubt: changes nothing.
+  // Not a way out of doubt: refused, changes nothing.
+  EXPECT_EQ(dst->Cancel().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(dst->phase(), SessionPhase::kInDoubt);
   EXPECT_EQ(DestinationState(0), MigState::kStop);
 

@@ -364,7 +364,22 @@ absl::Status LinkStreamSender::AwaitCommit(absl::Duration timeout,
   }
 }
 
-absl::Status LinkStreamSender::Confirm() { return SendControl(out_.Confirm()); }
+absl::Status LinkStreamSender::Confirm() {
+  RETURN_IF_ERROR(SendControl(out_.Confirm()));
+  // The link (and with it the retransmission of a lost frame) goes with this sender as soon as
+  // the session's device thread returns: stay until the destination has the CONFIRM.
+  const absl::Time deadline = absl::Now() + options_.idle_timeout;
+  while (!link_->AllAcknowledged()) {
+    RETURN_IF_ERROR(link_->Poll());
+    if (watch_ && watch_->Gone(absl::Now())) return DestinationGone();
+    if (absl::Now() > deadline) {
+      return Idle(device_, options_.idle_timeout, "waiting for CONFIRM's acknowledgement",
+                  *link_);
+    }
+    ::usleep(100);
+  }
+  return absl::OkStatus();
+}
 
 absl::Status LinkStreamReceiver::AwaitConfirm(absl::Duration timeout,
                                               const std::atomic<bool>& cancel) {

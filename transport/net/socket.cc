@@ -202,10 +202,13 @@ absl::Status TuneDataSocket(int fd, int buffer_bytes, absl::string_view congesti
   if (peer_timeout > absl::ZeroDuration()) {
     // Probe an idle connection every second; the user timeout, not the probe count, decides
     // when silence is death (it overrides keepalive's own count).
-    const int ms = static_cast<int>(std::max<int64_t>(1, absl::ToInt64Milliseconds(peer_timeout)));
+    const int ms = static_cast<int>(
+        std::clamp<int64_t>(absl::ToInt64Milliseconds(peer_timeout), 1, 3'600'000));
     RETURN_IF_ERROR(set(IPPROTO_TCP, TCP_KEEPIDLE, "TCP_KEEPIDLE", 1));
     RETURN_IF_ERROR(set(IPPROTO_TCP, TCP_KEEPINTVL, "TCP_KEEPINTVL", 1));
-    RETURN_IF_ERROR(set(IPPROTO_TCP, TCP_KEEPCNT, "TCP_KEEPCNT", std::max(1, ms / 1000)));
+    // The kernel takes at most 127 probes; past that the user timeout decides alone anyway.
+    RETURN_IF_ERROR(
+        set(IPPROTO_TCP, TCP_KEEPCNT, "TCP_KEEPCNT", std::clamp(ms / 1000, 1, 127)));
     RETURN_IF_ERROR(set(IPPROTO_TCP, TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT", ms));
   } else {
     RETURN_IF_ERROR(set(IPPROTO_TCP, TCP_KEEPIDLE, "TCP_KEEPIDLE", 10));

@@ -114,6 +114,11 @@ class SpliceReceiveJobImpl final : public SpliceReceiveJob {
     if (error_.ok()) error_ = std::move(st);
     ended_ = true;
     Check(wait_.Withdraw());
+    if (wake_mark_set_ != 1) {
+      const int one = 1;  // Whoever reads the connection next (a verdict) waits for any byte.
+      (void)::setsockopt(sock_, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+      wake_mark_set_ = 1;
+    }
   }
 
   // The next header, checked; END_STREAM completes the stream. False to wait or when ended.
@@ -141,6 +146,9 @@ class SpliceReceiveJobImpl final : public SpliceReceiveJob {
       return false;
     }
     bool ended = false;
+    // A control frame's payload is read with a blocking poll, which honours the mark: back to
+    // one byte first (it is at most a few bytes of a frame, and nothing else may follow).
+    if (h->type != static_cast<uint8_t>(wire::FrameType::kData) && !SetWakeMark(1)) return false;
     if (absl::Status st = s_->OnHeader(0, *h, &left_, &ended, &result_); !st.ok()) {
       Fail(st);
       return false;
@@ -151,7 +159,7 @@ class SpliceReceiveJobImpl final : public SpliceReceiveJob {
         Fail(complete);
       } else {
         result_.total_bytes = s_->offset;
-        ended_ = true;
+        ended_ = true;  // The mark is one byte already: AwaitConfirm's reads see every frame.
       }
       return false;
     }

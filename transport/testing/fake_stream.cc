@@ -194,6 +194,10 @@ absl::Status FakeSender::AwaitCommit(absl::Duration timeout, const std::atomic<b
 }
 
 absl::Status FakeSender::Confirm() {
+  if (options_.confirm_gate) {
+    if (options_.confirm_waiters != nullptr) options_.confirm_waiters->Add(1);
+    options_.confirm_gate->WaitForNotification();
+  }
   absl::MutexLock l(&wire_->mu);
   if (wire_->receiver_gone) {
     return absl::UnavailableError(

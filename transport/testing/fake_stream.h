@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "transport/api/device_stream.h"
 #include "transport/base/stream_digest.h"
@@ -90,6 +91,9 @@ struct FakeStreamOptions {
   bool withhold_verdict = false;
   // Sender only: its CONFIRM is lost on the way (Confirm succeeds; the receiver never hears).
   bool withhold_confirm = false;
+  // Sender only: Confirm waits for this first (the CONFIRM is slow to arrive); null: no wait.
+  std::shared_ptr<absl::Notification> confirm_gate;
+  WaitableCount* confirm_waiters = nullptr;  // Counts senders waiting at the gate.
 };
 
 class FakeSender final : public DeviceStreamSender {

@@ -80,6 +80,8 @@ FakeStreamOptions FakeTransport::OptionsFor(const SessionSpec& spec,
   if (auto it = faults.find(device); it != faults.end()) o.fault = it->second;
   o.withhold_verdict = withhold_verdicts;
   o.withhold_confirm = withhold_confirms;
+  o.confirm_gate = confirm_gate_;
+  o.confirm_waiters = const_cast<WaitableCount*>(&confirm_waiters_);
   return o;
 }
 

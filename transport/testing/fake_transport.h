@@ -41,6 +41,11 @@ class FakeTransport final : public Transport {
   std::map<uint32_t, FakeFault> receive_faults;  // The receiver's Receive fails (the destination).
   bool withhold_verdicts = false;        // AwaitCommit never hears the destination's verdict.
   bool withhold_confirms = false;        // The source's CONFIRMs never reach the destination.
+  // Until released, every CONFIRM waits in the source's Confirm (set before the sessions start).
+  void HoldConfirms() { confirm_gate_ = std::make_shared<absl::Notification>(); }
+  void ReleaseConfirms() {
+    if (confirm_gate_ && !confirm_gate_->HasBeenNotified()) confirm_gate_->Notify();
+  }
   absl::Status start_destination_error;  // StartDestination fails with this when not OK.
   // Bytes a sender may be ahead of its receiver, as a socket's buffers would allow: a sender
   // with more to send then waits in Pump, where it hears at once from a receiver that gave up.
@@ -61,6 +66,11 @@ class FakeTransport final : public Transport {
   // waits on the wire), whether its stream is open already or opens later.
   void HoldReceive(uint32_t device);
   void ResumeReceive(uint32_t device);
+  // Waits until `n` senders wait at the HoldConfirms gate (true: the source decided), or
+  // `timeout` passed.
+  bool WaitForConfirmWaiters(int n, absl::Duration timeout) {
+    return confirm_waiters_.AwaitAtLeast(n, timeout);
+  }
   // Waits until `n` senders are inside AwaitCommit (true), or `timeout` passed.
   bool WaitForCommitWaiters(int n, absl::Duration timeout);
 
@@ -78,6 +88,8 @@ class FakeTransport final : public Transport {
                                uint32_t device) const;
 
   std::atomic<int> opens_{0};
+  std::shared_ptr<absl::Notification> confirm_gate_;
+  WaitableCount confirm_waiters_;
   WaitableCount commit_waiters_;
   absl::Mutex mu_;
   // Opened streams whose destination has not accepted them yet.
