@@ -4,6 +4,7 @@
 // hosts; the source back in RUNNING when the destination did not commit; the destination never
 // left in RESUMING), that the failure is noticed within the peer timeout, and that a new
 // migration of the same devices then succeeds.
+#include <csignal>
 #include <iostream>
 #include <string>
 
@@ -104,6 +105,27 @@ class FaultTest : public TwoDaemons {
     EXPECT_EQ(StateOf(*dst_, device), "RUNNING");
   }
 
+  // A daemon killed is started again, in its namespace, as the agent's host would.
+  void Restart(std::unique_ptr<DaemonProcess>& d, const std::string& name,
+               const std::vector<std::string>& flags, const LaunchOptions& launch) {
+    d.reset();
+    auto again = DaemonProcess::Start(MigmoverdPath(), name, flags, launch);
+    ASSERT_TRUE(again.ok()) << again.status();
+    d = std::move(*again);
+  }
+
+  // Starts a STOP_COPY that lasts several seconds (a bandwidth cap) and returns once bytes flow.
+  void StartLongStopCopy(const std::string& id) {
+    AttachPair("d0", "size=128MiB");
+    bandwidth_ = 16 << 20;
+    ASSERT_TRUE(Prepare(id, {"d0"}).ok());
+    ASSERT_TRUE(Start(id, {"d0"}, /*precopy=*/false).ok());
+    ASSERT_TRUE(Switchover(id).ok());
+    absl::SleepFor(absl::Seconds(1));  // Bytes flowing (the cap makes this last, not a race).
+    ASSERT_EQ(Get(*src_, id).phase(), SessionStatus::STOP_COPY);
+    bandwidth_ = 0;
+  }
+
   std::unique_ptr<NetnsPair> net_;
 };
 
@@ -123,13 +145,7 @@ TEST_F(FaultTest, ASilentCutDuringPreCopyIsNoticedWithinThePeerTimeout) {
 }
 
 TEST_F(FaultTest, ASilentCutDuringStopCopyIsNoticedWithinThePeerTimeout) {
-  AttachPair("d0", "size=128MiB");
-  bandwidth_ = 16 << 20;  // STOP_COPY lasts about 8 s: the cut lands inside it.
-  ASSERT_TRUE(Prepare("cut-stop", {"d0"}).ok());
-  ASSERT_TRUE(Start("cut-stop", {"d0"}, /*precopy=*/false).ok());
-  ASSERT_TRUE(Switchover("cut-stop").ok());
-  absl::SleepFor(absl::Seconds(1));  // Bytes flowing (the cap makes this last, not a race).
-  ASSERT_EQ(Get(*src_, "cut-stop").phase(), SessionStatus::STOP_COPY);
+  StartLongStopCopy("cut-stop");  // About 8 s of STOP_COPY: the cut lands inside it.
   const absl::Time cut = absl::Now();
   ASSERT_TRUE(net_->Drop().ok());
   Outcome o = AwaitBoth("cut-stop", cut);
@@ -137,18 +153,11 @@ TEST_F(FaultTest, ASilentCutDuringStopCopyIsNoticedWithinThePeerTimeout) {
   EXPECT_EQ(o.ended.destination.phase(), SessionStatus::FAILED);
   ExpectOutcomeRule(o.ended, "d0");
   ExpectNoticedInTime(o, "silent_cut_stop_copy");
-  bandwidth_ = 0;
   ExpectANewMigrationSucceeds("after-cut-stop", "d0");
 }
 
 TEST_F(FaultTest, AResetDuringStopCopyFailsBothSidesAtOnce) {
-  AttachPair("d0", "size=128MiB");
-  bandwidth_ = 16 << 20;
-  ASSERT_TRUE(Prepare("reset-stop", {"d0"}).ok());
-  ASSERT_TRUE(Start("reset-stop", {"d0"}, /*precopy=*/false).ok());
-  ASSERT_TRUE(Switchover("reset-stop").ok());
-  absl::SleepFor(absl::Seconds(1));
-  ASSERT_EQ(Get(*src_, "reset-stop").phase(), SessionStatus::STOP_COPY);
+  StartLongStopCopy("reset-stop");
   const absl::Time reset = absl::Now();
   ASSERT_TRUE(net_->Reset().ok());
   Outcome o = AwaitBoth("reset-stop", reset);
@@ -156,8 +165,66 @@ TEST_F(FaultTest, AResetDuringStopCopyFailsBothSidesAtOnce) {
   EXPECT_EQ(o.ended.destination.phase(), SessionStatus::FAILED);
   ExpectOutcomeRule(o.ended, "d0");
   ExpectNoticedInTime(o, "reset_stop_copy");
-  bandwidth_ = 0;
   ExpectANewMigrationSucceeds("after-reset-stop", "d0");
+}
+
+// The destination daemon dies mid STOP_COPY: its kernel resets the connections, the source
+// fails at once and runs its VM again; a new destination daemon then takes the migration.
+TEST_F(FaultTest, TheDestinationKilledDuringStopCopyLeavesTheSourceRunning) {
+  StartLongStopCopy("kill-dst");
+  const absl::Time kill = absl::Now();
+  ASSERT_EQ(::kill(dst_->pid(), SIGKILL), 0);
+  SessionStatus s = WaitFinal(*src_, "kill-dst", 30);
+  const absl::Duration noticed = absl::Now() - kill;
+  std::cout << "fault kill_destination_stop_copy: source ended after "
+            << absl::FormatDuration(noticed) << std::endl;
+  EXPECT_EQ(s.phase(), SessionStatus::FAILED) << s.DebugString();
+  EXPECT_EQ(StateOf(*src_, "d0"), "RUNNING");
+  EXPECT_LE(noticed, absl::Milliseconds(kPeerTimeoutMs) + kDetectionSlack);
+  Restart(dst_, "dst2", dst_flags_, dst_launch_);
+  ASSERT_TRUE(Attach(*dst_, "d0", "size=128MiB").ok());
+  ExpectANewMigrationSucceeds("after-kill-dst", "d0");
+}
+
+// The source daemon dies mid STOP_COPY: the destination fails at once and resets its device
+// (it never held a committed one); a new source daemon then migrates again.
+TEST_F(FaultTest, TheSourceKilledDuringStopCopyLeavesNothingHalfResumed) {
+  StartLongStopCopy("kill-src");
+  const absl::Time kill = absl::Now();
+  ASSERT_EQ(::kill(src_->pid(), SIGKILL), 0);
+  SessionStatus d = WaitFinal(*dst_, "kill-src", 30);
+  const absl::Duration noticed = absl::Now() - kill;
+  std::cout << "fault kill_source_stop_copy: destination ended after "
+            << absl::FormatDuration(noticed) << std::endl;
+  EXPECT_EQ(d.phase(), SessionStatus::FAILED) << d.DebugString();
+  EXPECT_EQ(StateOf(*dst_, "d0"), "RUNNING") << "reset, not left in RESUMING";
+  EXPECT_LE(noticed, absl::Milliseconds(kPeerTimeoutMs) + kDetectionSlack);
+  Restart(src_, "src2", src_flags_, src_launch_);
+  ASSERT_TRUE(Attach(*src_, "d0", "size=128MiB").ok());
+  ExpectANewMigrationSucceeds("after-kill-src", "d0");
+}
+
+// The destination daemon hangs (SIGSTOP) mid STOP_COPY: its kernel still acknowledges, but once
+// its buffers are full its window stays shut, so the source fails after the buffers fill and the
+// peer timeout passes (zero-window probes back off in between: 5.3 s with a 3 s timeout here,
+// hence twice the timeout as the bound) and runs its VM again. When the destination resumes it
+// finds its connection gone and resets its device.
+TEST_F(FaultTest, TheDestinationHungDuringStopCopyIsNoticedWithinThePeerTimeout) {
+  StartLongStopCopy("stop-dst");
+  const absl::Time stop = absl::Now();
+  ASSERT_EQ(::kill(dst_->pid(), SIGSTOP), 0);
+  SessionStatus s = WaitFinal(*src_, "stop-dst", 30);
+  const absl::Duration noticed = absl::Now() - stop;
+  ASSERT_EQ(::kill(dst_->pid(), SIGCONT), 0);
+  std::cout << "fault hang_destination_stop_copy: source ended after "
+            << absl::FormatDuration(noticed) << std::endl;
+  EXPECT_EQ(s.phase(), SessionStatus::FAILED) << s.DebugString();
+  EXPECT_EQ(StateOf(*src_, "d0"), "RUNNING");
+  EXPECT_LE(noticed, absl::Milliseconds(2 * kPeerTimeoutMs) + kDetectionSlack);
+  SessionStatus d = WaitFinal(*dst_, "stop-dst", 30);
+  EXPECT_EQ(d.phase(), SessionStatus::FAILED) << d.DebugString();
+  EXPECT_NE(StateOf(*dst_, "d0"), "RESUMING");
+  ExpectANewMigrationSucceeds("after-stop-dst", "d0");
 }
 
 TEST_F(FaultTest, FivePercentLossStillMovesEveryByteExactly) {
