@@ -227,6 +227,56 @@ TEST_F(FaultTest, TheDestinationHungDuringStopCopyIsNoticedWithinThePeerTimeout)
   ExpectANewMigrationSucceeds("after-stop-dst", "d0");
 }
 
+// The cut lands after END_STREAM, while the destination loads its device (RESUMING -> STOP
+// takes 4 s here). The source hears no COMMIT, abandons and runs its VM; its ERROR cannot get
+// through, so the destination, which then commits, cannot know: it ends IN_DOUBT with its
+// device stopped. The agent, seeing the source FAILED, settles it with ABANDON.
+TEST_F(FaultTest, ACutWhileTheDestinationCommitsEndsInDoubtThereAndTheAgentSettlesIt) {
+  ASSERT_TRUE(Attach(*src_, "d0", "size=8MiB").ok());
+  ASSERT_TRUE(Attach(*dst_, "d0", "size=8MiB,commit_delay_ms=4000").ok());
+  ASSERT_TRUE(Prepare("cut-commit", {"d0"}).ok());
+  ASSERT_TRUE(Start("cut-commit", {"d0"}, /*precopy=*/false).ok());
+  ASSERT_TRUE(Switchover("cut-commit").ok());
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (Get(*dst_, "cut-commit").phase() != SessionStatus::COMMITTING &&
+         absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_EQ(Get(*dst_, "cut-commit").phase(), SessionStatus::COMMITTING);
+  const absl::Time cut = absl::Now();
+  ASSERT_TRUE(net_->Drop().ok());
+  Outcome o = AwaitBoth("cut-commit", cut);
+  std::cout << "fault cut_while_committing: source ended after "
+            << absl::FormatDuration(o.source) << ", destination after "
+            << absl::FormatDuration(o.destination) << std::endl;
+  EXPECT_EQ(o.ended.source.phase(), SessionStatus::FAILED) << o.ended.source.DebugString();
+  EXPECT_EQ(o.ended.destination.phase(), SessionStatus::IN_DOUBT)
+      << o.ended.destination.DebugString();
+  ExpectOutcomeRule(o.ended, "d0");
+  EXPECT_LE(o.source, absl::Milliseconds(kPeerTimeoutMs) + kDetectionSlack);
+
+  // The agent settles it from what the source says: FAILED, so the VM stays there.
+  {
+    grpc::ClientContext ctx;
+    v1::CancelSessionRequest req;
+    req.set_session_id("cut-commit");
+    SessionStatus out;
+    EXPECT_EQ(dst_->stub()->CancelSession(&ctx, req, &out).error_code(),
+              grpc::StatusCode::FAILED_PRECONDITION);
+  }
+  grpc::ClientContext ctx;
+  v1::ResolveSessionRequest req;
+  req.set_session_id("cut-commit");
+  req.set_outcome(v1::ResolveSessionRequest::ABANDON);
+  SessionStatus settled;
+  grpc::Status st = dst_->stub()->ResolveSession(&ctx, req, &settled);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(settled.phase(), SessionStatus::FAILED);
+  EXPECT_EQ(StateOf(*dst_, "d0"), "RUNNING") << "reset";
+  EXPECT_EQ(StateOf(*src_, "d0"), "RUNNING");
+  ExpectANewMigrationSucceeds("after-cut-commit", "d0");
+}
+
 TEST_F(FaultTest, FivePercentLossStillMovesEveryByteExactly) {
   AttachPair("d0", "size=32MiB,dirty_rate=8MiB");
   ASSERT_TRUE(net_->Loss(5).ok());

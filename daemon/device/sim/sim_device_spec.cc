@@ -76,6 +76,7 @@ std::string SimDeviceSpec::ToString() const {
   if (corrupt_at != std::numeric_limits<uint64_t>::max()) {
     absl::StrAppend(&s, ",corrupt_at=", corrupt_at);
   }
+  if (commit_delay_ms != 0) absl::StrAppend(&s, ",commit_delay_ms=", commit_delay_ms);
   return s;
 }
 
@@ -119,6 +120,10 @@ absl::StatusOr<SimDeviceSpec> ParseSimDeviceSpec(absl::string_view text) {
       auto f = ParseMigFeatures(absl::StrReplaceAll(value, {{"+", ","}}));
       if (!f.ok()) return bad(f.status().message());
       spec.features = *f;
+    } else if (key == "commit_delay_ms") {
+      uint32_t v;
+      if (!absl::SimpleAtoi(value, &v) || v > 600'000) return bad("expected 0..600000");
+      spec.commit_delay_ms = v;
     } else if (key == "short_io") {
       if (value != "0" && value != "1") return bad("expected 0 or 1");
       spec.short_io = value == "1";
@@ -146,8 +151,7 @@ absl::StatusOr<SimDeviceSpec> ParseSimDeviceSpec(absl::string_view text) {
     } else {
       return bad(
           "unknown key (size, chunk, seed, initial, dirty_rate, features, short_io, save_fd, "
-          "fail_arc, "
-          "corrupt_at)");
+          "fail_arc, corrupt_at, commit_delay_ms)");
     }
   }
   if (absl::Status s = spec.Validate(); !s.ok()) return s;

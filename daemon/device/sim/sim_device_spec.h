@@ -39,6 +39,9 @@ struct SimDeviceSpec {
   bool fail_to_error = false;
   // Flip one byte of the saving stream at this offset (after it was digested), as a wire would.
   uint64_t corrupt_at = std::numeric_limits<uint64_t>::max();
+  // RESUMING -> STOP takes this long (a driver loading a large state): a window in which the
+  // destination has the whole stream but has not committed yet.
+  uint32_t commit_delay_ms = 0;
 
   absl::Status Validate() const;
   // "size=64MiB,chunk=256KiB,seed=1,initial=64MiB,dirty_rate=0,features=stop_copy+p2p+pre_copy"
@@ -47,7 +50,8 @@ struct SimDeviceSpec {
 
 // Parses "key=value" pairs separated by commas. Keys: size, chunk, seed, initial, dirty_rate
 // (bytes per second; sizes take B/KiB/MiB/GiB/KB/MB/GB suffixes), features (stop_copy+p2p+...),
-// short_io (0/1), save_fd (pipe|file), fail_arc (FROM:TO[:ERRNO[:error]]), corrupt_at. InvalidArgument names the key.
+// short_io (0/1), save_fd (pipe|file), fail_arc (FROM:TO[:ERRNO[:error]]), corrupt_at,
+// commit_delay_ms. InvalidArgument names the key.
 absl::StatusOr<SimDeviceSpec> ParseSimDeviceSpec(absl::string_view text);
 
 // "1GiB" -> 1073741824; "4096" -> 4096; "10MB" -> 10000000.

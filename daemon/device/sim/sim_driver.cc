@@ -163,6 +163,7 @@ int SimulatedDriver::Arc(MigState next, UniqueFd* data_fd) {
   }
   if (ArcEndsDataSession(from, next)) {
     if (from == MigState::kResuming) {
+      if (spec.commit_delay_ms != 0) absl::SleepFor(absl::Milliseconds(spec.commit_delay_ms));
       absl::Status commit = resuming_ ? resuming_->Commit() : absl::DataLossError("no session");
       if (!commit.ok()) return -EINVAL;  // Short or inconsistent data: stay in RESUMING.
       resuming_.reset();
