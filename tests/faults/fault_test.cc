@@ -121,8 +121,16 @@ class FaultTest : public TwoDaemons {
     ASSERT_TRUE(Prepare(id, {"d0"}).ok());
     ASSERT_TRUE(Start(id, {"d0"}, /*precopy=*/false).ok());
     ASSERT_TRUE(Switchover(id).ok());
-    absl::SleepFor(absl::Seconds(1));  // Bytes flowing (the cap makes this last, not a race).
-    ASSERT_EQ(Get(*src_, id).phase(), SessionStatus::STOP_COPY);
+    // Until STOP_COPY bytes flow (the cap makes the phase last seconds, so no race with its end).
+    SessionStatus st = Get(*src_, id);
+    for (const absl::Time deadline = absl::Now() + absl::Seconds(20);
+         (st.phase() != SessionStatus::STOP_COPY || st.stop_copy_bytes() == 0) && !Final(st) &&
+         absl::Now() < deadline;
+         st = Get(*src_, id)) {
+      absl::SleepFor(absl::Milliseconds(10));  // Polling the status: the API has no push here.
+    }
+    ASSERT_EQ(st.phase(), SessionStatus::STOP_COPY) << st.DebugString();
+    ASSERT_GT(st.stop_copy_bytes(), 0u);
     bandwidth_ = 0;
   }
 
