@@ -18,7 +18,7 @@ struct FrameHeader {
   uint32_t magic;
   uint8_t type;    // FrameType
   uint8_t phase;   // Phase
-  uint16_t flags;  // Must be 0 in version 1.
+  uint16_t flags;  // 0, except kHelloHeartbeat on a HELLO.
   uint32_t device; // Device index within the session.
   uint32_t length; // Payload bytes after the header.
   uint64_t seq;    // Per-connection frame sequence number, from 0, +1 per frame sent.
@@ -38,7 +38,13 @@ enum class FrameType : uint8_t {
   kKeepalive = 8,  // source -> destination, no payload: idle in PRE_COPY, still there.
   kConfirm = 9,    // source -> destination, no payload: every device of the session committed
                    // and the source is past its point of no return; the destination may run.
+  kPing = 10,      // source -> destination, heartbeat connection only, no payload.
+  kPong = 11,      // destination -> source, heartbeat connection only: answers a PING.
 };
+
+// HELLO flag: this connection is the session's heartbeat (PING/PONG between the two daemons'
+// own threads), not a device stream; device, stream and link are 0, stream_count 1.
+inline constexpr uint16_t kHelloHeartbeat = 1;
 
 enum class Phase : uint8_t { kNone = 0, kPreCopy = 1, kStopCopy = 2 };
 

@@ -78,13 +78,15 @@ ABSL_FLAG(std::string, tcp_congestion, "",
 ABSL_FLAG(uint32_t, idle_timeout_ms, 30000,
           "A stream that makes no progress for this long fails (milliseconds).");
 ABSL_FLAG(uint32_t, peer_timeout_ms, 5000,
-          "A peer connection that stays silent this long fails (milliseconds, at most 3600000): "
-          "data or keepalive probes (one a second while idle) unacknowledged, or a receive "
-          "window held shut, for this long (TCP_USER_TIMEOUT). A cut without a reset is noticed "
-          "within it in every phase; so is a destination that stops reading (its device "
-          "stalled, or its daemon hung) while the source has data to send, which therefore "
-          "fails after this long, not after --idle_timeout_ms. 0 = the kernel's keepalive "
-          "defaults (about 25 s).");
+          "How long the peer daemon may stay silent (milliseconds, 1000..3600000, or 0). Each "
+          "session keeps a heartbeat with its peer daemon (PING/PONG several times per timeout, "
+          "answered by the daemons' own threads): a peer daemon that hangs or is cut off fails "
+          "the migration within this long in every phase, idle or not. Every peer connection "
+          "also fails after this long with data or keepalive probes (one a second while idle) "
+          "unacknowledged, or a receive window held shut (TCP_USER_TIMEOUT): so does a "
+          "destination that stops reading (its device stalled) while the source has data to "
+          "send, not after --idle_timeout_ms. 0 = the kernel's keepalive defaults (about 25 s) "
+          "and a heartbeat timeout of --idle_timeout_ms.");
 ABSL_FLAG(std::string, dpdk_port, "",
           "DPDK port for device streams a migration asks to move over DPDK (TransferOptions."
           "transport = \"dpdk\"), as DPDK device arguments, e.g. "
@@ -176,8 +178,11 @@ int main(int argc, char** argv) {
     return Fail(absl::InvalidArgumentError("--chunk_size must be within 4096..16777216"));
   }
   defaults.stream.idle_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_idle_timeout_ms));
-  if (absl::GetFlag(FLAGS_peer_timeout_ms) > 3'600'000) {
-    return Fail(absl::InvalidArgumentError("--peer_timeout_ms must be at most 3600000 (1 h)"));
+  if (const uint32_t t = absl::GetFlag(FLAGS_peer_timeout_ms);
+      t > 3'600'000 || (t != 0 && t < 1000)) {
+    return Fail(absl::InvalidArgumentError(
+        "--peer_timeout_ms must be 0 or 1000..3600000 (1 s to 1 h): the heartbeat beats at "
+        "most every 500 ms"));
   }
   defaults.stream.peer_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_peer_timeout_ms));
   defaults.stream.send_zc = absl::GetFlag(FLAGS_send_zc);

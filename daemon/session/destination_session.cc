@@ -8,7 +8,9 @@
 #include "absl/strings/str_cat.h"
 #include "daemon/base/log.h"
 #include "transport/base/status_macros.h"
+#include "transport/net/socket.h"
 #include "transport/peer/handshake.h"
+#include "transport/peer/heartbeat_connection.h"
 
 namespace migmover {
 
@@ -92,12 +94,15 @@ DestinationSession::DestinationSession(DestinationConfig config, DeviceRegistry*
       registry_(registry),
       entries_(std::move(entries)),
       data_fds_(entries_.size()),
-      connected_(entries_.size()) {
+      connected_(entries_.size()),
+      watch_(absl::StrCat("session ", id_), PeerWatch::TimeoutFor(config_.stream),
+             [this](absl::Status why) { PeerLost(std::move(why)); }) {
   remaining_ = static_cast<int>(entries_.size());
 }
 
 DestinationSession::~DestinationSession() {
   (void)Cancel();  // Refused only when every device is held: nothing is left running then.
+  watch_.Stop();
   Join();
 }
 
@@ -130,6 +135,8 @@ absl::Status DestinationSession::AcceptStream(const peer::Hello& hello, UniqueFd
     const absl::Status why = error();
     verdict = absl::FailedPreconditionError(
         absl::StrCat("session '", id_, "' is over", why.ok() ? "" : ": ", why.message()));
+  } else if (hello.heartbeat) {
+    return AcceptHeartbeat(std::move(socket), deadline);
   } else if (connected_[hello.device].load()) {
     verdict = absl::AlreadyExistsError(
         absl::StrCat("device ", hello.device, " of session '", id_, "' is already connected"));
@@ -159,6 +166,61 @@ absl::Status DestinationSession::AcceptStream(const peer::Hello& hello, UniqueFd
     Run(i, std::move(r));
   });
   return absl::OkStatus();
+}
+
+absl::Status DestinationSession::AcceptHeartbeat(UniqueFd socket, absl::Time deadline) {
+  absl::Status verdict;
+  {
+    absl::MutexLock l(&commit_mu_);
+    if (heartbeat_) {
+      verdict = absl::AlreadyExistsError(
+          absl::StrCat("session '", id_, "' already has its heartbeat connection"));
+    }
+    heartbeat_ = true;
+  }
+  if (verdict.ok() && net::IsTcp(socket.get())) {
+    verdict = net::TuneDataSocket(socket.get(), 0, "", config_.stream.peer_timeout);
+  }
+  if (!verdict.ok()) {
+    (void)peer::SendHelloAck(socket.get(), verdict, 0, deadline);
+    return verdict;
+  }
+  RETURN_IF_ERROR(peer::SendHelloAck(socket.get(), absl::OkStatus(), 0, deadline));
+  MM_LOG(INFO) << "session " << id_ << ": heartbeat from the source connected";
+  auto link = std::make_unique<peer::HeartbeatConnection>(
+      std::move(socket), peer::HeartbeatConnection::End::kDestination);
+  workers_.Start([this, link = std::move(link)]() mutable {
+    pthread_setname_np(pthread_self(), "mm-dst-watch");
+    watch_.WatchSource(link.get());
+  });
+  return absl::OkStatus();
+}
+
+void DestinationSession::PeerLost(absl::Status why) {
+  bool all_committed;
+  {
+    absl::MutexLock l(&commit_mu_);
+    all_committed = commits_ == entries_.size();
+    // Before every COMMIT(0) went out the source cannot have decided: no more go.
+    if (!all_committed) cancelled_ = true;
+    peer_lost_ = why;
+  }
+  if (IsFinal(phase()) || confirmed_.load()) return;
+  if (all_committed) {
+    MM_LOG(WARNING) << "session " << id_ << ": " << why << "; every device committed, so the "
+                    << "source may have decided: the devices stay stopped, in doubt";
+    cancel_ = true;  // Ends the waits for its CONFIRM.
+    return;
+  }
+  MM_LOG(WARNING) << "session " << id_ << ": " << why
+                  << "; abandoning the migration, the devices are reset";
+  Fail(SIZE_MAX, why);
+  if (!cancel_.exchange(true)) AbandonUnconnected();
+}
+
+absl::Status DestinationSession::PeerLostStatus() {
+  absl::MutexLock l(&commit_mu_);
+  return peer_lost_;
 }
 
 absl::Status DestinationSession::Cancel() {
@@ -260,6 +322,7 @@ void DestinationSession::DropChannels() {
 
 void DestinationSession::WorkerDone() {
   if (--remaining_ != 0) return;
+  watch_.Stop();
   absl::Status doubt;
   if (confirmed_.load()) {
     // The source is past its point of no return: whatever else happened here, the devices run
@@ -376,6 +439,10 @@ void DestinationSession::Run(size_t i, std::unique_ptr<transport::DeviceStreamRe
       ++commits_;
     }
   }
+  if (absl::IsCancelled(status)) {
+    // The heartbeat was lost: that, not a cancel, is why this device stopped.
+    if (absl::Status lost = PeerLostStatus(); !lost.ok()) status = lost;
+  }
   // A device stopped because another one failed is not a cancel the agent asked for: its
   // source learns what really failed, so it fails (not cancels) with that reason.
   absl::Status verdict = status;
@@ -394,6 +461,9 @@ void DestinationSession::Run(size_t i, std::unique_ptr<transport::DeviceStreamRe
     // The source's word: CONFIRM (it is past its point of no return), or ERROR (it abandoned
     // the migration and runs the VM), or nothing (its KEEPALIVEs stop: in doubt).
     absl::Status settled = receiver->AwaitConfirm(config_.stream.idle_timeout, cancel_);
+    if (absl::IsCancelled(settled)) {
+      if (absl::Status lost = PeerLostStatus(); !lost.ok()) settled = lost;
+    }
     if (settled.ok()) {
       confirmed_ = true;
     } else if (settled.code() == absl::StatusCode::kAborted) {

@@ -23,6 +23,7 @@
 
 #include "absl/status/statusor.h"
 #include "daemon/registry/device_registry.h"
+#include "daemon/session/peer_watch.h"
 #include "daemon/session/session.h"
 #include "daemon/session/worker_threads.h"
 #include "transport/api/transport.h"
@@ -82,6 +83,14 @@ class DestinationSession final : public Session {
   DestinationSession(DestinationConfig config, DeviceRegistry* registry,
                      std::vector<DeviceEntry*> entries);
   void Run(size_t i, std::unique_ptr<transport::DeviceStreamReceiver> receiver);
+  // The source's heartbeat connection (its HELLO checked): answered, then watched on a thread
+  // of the session's. Errors: AlreadyExists for a second one; the answer's send error.
+  absl::Status AcceptHeartbeat(UniqueFd socket, absl::Time deadline);
+  // The source daemon stopped beating (PeerWatch's on_lost): before every device committed, the
+  // migration is abandoned (the source cannot have decided); after, the waits for its word end
+  // and the session is IN_DOUBT.
+  void PeerLost(absl::Status why);
+  absl::Status PeerLostStatus();
   // The source confirmed: every device from STOP to the final state, P2P first. Returns the
   // first device's error (each failing device's is recorded in its progress); nothing goes
   // back: the source is stopped.
@@ -113,9 +122,12 @@ class DestinationSession final : public Session {
   absl::Mutex commit_mu_;
   size_t commits_ ABSL_GUARDED_BY(commit_mu_) = 0;
   bool cancelled_ ABSL_GUARDED_BY(commit_mu_) = false;
+  absl::Status peer_lost_ ABSL_GUARDED_BY(commit_mu_);  // Why the heartbeat was lost.
+  bool heartbeat_ ABSL_GUARDED_BY(commit_mu_) = false;  // A heartbeat connection was accepted.
+  PeerWatch watch_;
   absl::Mutex doubt_mu_;  // Also serialises Resolve.
   absl::Status doubt_ ABSL_GUARDED_BY(doubt_mu_);  // Why a committed device heard no CONFIRM.
-  WorkerThreads workers_;
+  WorkerThreads workers_;  // The device threads and the watch thread.
   // One channel per transport the daemon offers, made at Prepare and released once every device
   // finished (their threads, such as pump workers, are not kept for an ended session). A
   // handshake holds its own reference while it answers, without the lock.

@@ -2,6 +2,8 @@
 
 #include <pthread.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "daemon/base/log.h"
 #include "daemon/device/fsm_path.h"
@@ -74,6 +76,7 @@ absl::StatusOr<std::shared_ptr<SourceSession>> SourceSession::Start(SourceConfig
   for (size_t i = 0; i < entries.size(); ++i) {
     s->workers_.Start([p = s.get(), i] { p->Run(i); });
   }
+  s->workers_.Start([p = s.get(), c = s->channel_]() mutable { p->WatchPeer(std::move(c)); });
   return s;
 }
 
@@ -83,10 +86,13 @@ SourceSession::SourceSession(SourceConfig config, DeviceRegistry* registry,
       config_(std::move(config)),
       registry_(registry),
       entries_(std::move(entries)),
-      data_fds_(entries_.size()) {}
+      data_fds_(entries_.size()),
+      watch_(absl::StrCat("session ", id_), PeerWatch::TimeoutFor(config_.stream),
+             [this](absl::Status why) { PeerLost(std::move(why)); }) {}
 
 SourceSession::~SourceSession() {
   (void)Cancel();  // Refused only when every device committed: then it is finishing anyway.
+  watch_.Stop();
   Join();
   channel_.reset();  // After every device thread: their streams came from it.
 }
@@ -138,6 +144,45 @@ absl::Status SourceSession::Cancel() {
   return absl::OkStatus();
 }
 
+void SourceSession::WatchPeer(std::shared_ptr<transport::SourceChannel> channel) {
+  pthread_setname_np(pthread_self(), "mm-src-watch");
+  absl::StatusOr<std::unique_ptr<transport::HeartbeatLink>> link =
+      channel->OpenHeartbeat(config_.connect_timeout);
+  channel.reset();
+  if (!link.ok()) {
+    if (!watch_.stopped()) {
+      MM_LOG(WARNING) << "session " << id_ << ": no heartbeat with the destination daemon ("
+                      << link.status() << "): a hung destination is noticed only by the "
+                      << "streams' own timeouts";
+    }
+    return;
+  }
+  watch_.WatchDestination(link->get());
+}
+
+void SourceSession::PeerLost(absl::Status why) {
+  {
+    absl::MutexLock l(&decide_mu_);
+    if (decision_ == Decision::kCommit) {
+      MM_LOG(INFO) << "session " << id_ << ": " << why << "; past the point of no return, "
+                   << "the migration completes";
+      return;
+    }
+    if (decision_ == Decision::kAbort) return;  // Failing already, for its own reason.
+    decision_ = Decision::kAbort;
+    peer_lost_ = why;
+    cancel_ = true;
+  }
+  MM_LOG(WARNING) << "session " << id_ << ": " << why
+                  << "; abandoning the migration, the devices go back to RUNNING";
+  absl::MutexLock l(&wake_mu_);  // Wake idle PRE_COPY loops.
+}
+
+absl::Duration SourceSession::KeepaliveEvery() const {
+  return std::min(config_.stream.idle_timeout / 4,
+                  PeerWatch::IntervalFor(PeerWatch::TimeoutFor(config_.stream)));
+}
+
 absl::StatusOr<bool> SourceSession::AwaitDecision(size_t i,
                                                   transport::DeviceStreamSender* sender) {
   {
@@ -154,7 +199,7 @@ absl::StatusOr<bool> SourceSession::AwaitDecision(size_t i,
     {
       absl::MutexLock l(&decide_mu_);
       if (decide_mu_.AwaitWithTimeout(absl::Condition(&decided),
-                                      config_.stream.idle_timeout / 4)) {
+                                      KeepaliveEvery())) {
         if (decision_ == Decision::kCommit) return true;
         return absl::AbortedError("the migration was abandoned before every device committed");
       }
@@ -192,6 +237,7 @@ void SourceSession::Run(size_t i) {
         if (progress_[j]->committed.exchange(false)) Recover(j);
       }
     }
+    watch_.Stop();
     registry_->Release(config_.devices, id_);
     Finish();
     // Every device is done with the channel: do not keep its threads (pump workers) for an
@@ -264,7 +310,7 @@ absl::Status SourceSession::RunPrecopy(size_t i, MigratableDevice* dev, int data
       }
       had_data = false;
       round_bytes = 0;
-      if (absl::Now() - last_sent > config_.stream.idle_timeout / 4) {
+      if (absl::Now() - last_sent > KeepaliveEvery()) {
         RETURN_IF_ERROR(sender->Keepalive());
         last_sent = absl::Now();
       }
@@ -351,7 +397,7 @@ absl::Status SourceSession::RunDevice(size_t i) {
           {
             absl::MutexLock l(&wake_mu_);
             if (wake_mu_.AwaitWithTimeout(absl::Condition(&woken),
-                                          config_.stream.idle_timeout / 4)) {
+                                          KeepaliveEvery())) {
               break;
             }
           }
@@ -425,6 +471,12 @@ absl::Status SourceSession::RunDevice(size_t i) {
     }
     return absl::OkStatus();
   }();
+  if (!status.ok() && !agent_cancelled_.load()) {
+    // The heartbeat was lost first: whatever this device saw next (a cancelled wait) follows
+    // from that, and the destination (if it hears) learns that reason.
+    absl::MutexLock l(&decide_mu_);
+    if (!peer_lost_.ok()) status = peer_lost_;
+  }
   if (!status.ok()) sender->SendError(status);
   return status;
 }

@@ -23,6 +23,7 @@
 
 #include "absl/status/statusor.h"
 #include "daemon/registry/device_registry.h"
+#include "daemon/session/peer_watch.h"
 #include "daemon/session/session.h"
 #include "daemon/session/worker_threads.h"
 #include "transport/api/transport.h"
@@ -73,8 +74,18 @@ class SourceSession final : public Session {
   SourceSession(SourceConfig config, DeviceRegistry* registry, std::vector<DeviceEntry*> entries);
   void Run(size_t i);
   absl::Status RunDevice(size_t i);
+  // The watch thread: opens the heartbeat through `channel` and watches the destination daemon
+  // until the session ends.
+  void WatchPeer(std::shared_ptr<transport::SourceChannel> channel);
+  // The destination daemon stopped answering: abandons the migration unless it was already
+  // decided (PeerWatch's on_lost).
+  void PeerLost(absl::Status why);
   absl::Status RunPrecopy(size_t i, MigratableDevice* dev, int data_fd,
                           transport::DeviceStreamSender* sender);
+  // How often a device thread with nothing to send tells the destination it is there, and
+  // hears whether the destination gave up (its ERROR waits in the socket until then): the
+  // heartbeat's interval, at most a quarter of the idle timeout.
+  absl::Duration KeepaliveEvery() const;
   // Brings a device back to RUNNING after a failure (SET, else RESET).
   void Recover(size_t i);
   // At switchover, before any device leaves for STOP_COPY: moves device `i` to its P2P state
@@ -109,9 +120,14 @@ class SourceSession final : public Session {
   absl::Mutex decide_mu_;
   Decision decision_ ABSL_GUARDED_BY(decide_mu_) = Decision::kOpen;
   size_t committed_ ABSL_GUARDED_BY(decide_mu_) = 0;
-  WorkerThreads workers_;
-  // Opened by the device threads; released by the last one (or the destructor).
-  std::unique_ptr<transport::SourceChannel> channel_;
+  // Why the migration was abandoned when the heartbeat was lost first (then every device's
+  // failure is that).
+  absl::Status peer_lost_ ABSL_GUARDED_BY(decide_mu_);
+  PeerWatch watch_;
+  WorkerThreads workers_;  // The device threads and the watch thread.
+  // Opened by the device threads (and the watch thread, for the heartbeat); released by the
+  // last device thread (or the destructor).
+  std::shared_ptr<transport::SourceChannel> channel_;
 };
 
 }  // namespace migmover

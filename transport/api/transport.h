@@ -23,6 +23,7 @@
 #include "absl/time/time.h"
 #include "api/peer_wire.h"
 #include "transport/api/device_stream.h"
+#include "transport/api/heartbeat_link.h"
 #include "transport/base/unique_fd.h"
 #include "transport/net/socket.h"
 #include "transport/peer/frame_codec.h"
@@ -55,6 +56,10 @@ class SourceChannel {
   // answer, DeadlineExceeded.
   virtual absl::StatusOr<std::unique_ptr<DeviceStreamSender>> Open(uint32_t device,
                                                                    absl::Duration timeout) = 0;
+  // Opens the session's heartbeat with the destination daemon (heartbeat_link.h): a TCP
+  // connection to its peer listener, HELLO with the heartbeat flag, answered within `timeout`,
+  // whatever transport carries the streams. Errors: as Open's.
+  virtual absl::StatusOr<std::unique_ptr<HeartbeatLink>> OpenHeartbeat(absl::Duration timeout) = 0;
   // For logs: where the streams go and over what ("127.0.0.1:7411 over 2 TCP connection(s)").
   virtual std::string Describe() const = 0;
 };

@@ -10,6 +10,7 @@
 #include "transport/base/status_macros.h"
 #include "transport/net/socket.h"
 #include "transport/peer/handshake.h"
+#include "transport/peer/heartbeat_connection.h"
 #include "transport/dpdk/eal.h"
 #include "transport/dpdk/link_stream.h"
 #include "transport/dpdk/port.h"
@@ -117,6 +118,13 @@ class DpdkTransport::Source final : public transport::SourceChannel {
     RETURN_IF_ERROR(peer::AwaitHelloAck(conn.get(), deadline));
     sender->WatchPeerConnection(std::move(conn));
     return std::unique_ptr<transport::DeviceStreamSender>(std::move(sender));
+  }
+
+  absl::StatusOr<std::unique_ptr<transport::HeartbeatLink>> OpenHeartbeat(
+      absl::Duration timeout) override {
+    // The heartbeat goes over TCP to the peer listener, as every HELLO does: it checks the
+    // daemons, not the port.
+    return peer::OpenHeartbeat(spec_, timeout);
   }
 
   std::string Describe() const override {

@@ -218,6 +218,15 @@ absl::Status TuneDataSocket(int fd, int buffer_bytes, absl::string_view congesti
   return congestion.empty() ? absl::OkStatus() : SetCongestionControl(fd, congestion);
 }
 
+bool IsTcp(int fd) {
+  int domain = 0, type = 0;
+  socklen_t len = sizeof(domain);
+  if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0) return false;
+  len = sizeof(type);
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0) return false;
+  return (domain == AF_INET || domain == AF_INET6) && type == SOCK_STREAM;
+}
+
 absl::Status SetCongestionControl(int fd, absl::string_view name) {
   if (::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name.data(), name.size()) != 0) {
     return ErrnoStatus(absl::StrCat("setsockopt(fd ", fd, ", TCP_CONGESTION, ", name, ")"), errno);

@@ -46,6 +46,9 @@ absl::StatusOr<UniqueFd> UnixConnect(const std::string& path);
 absl::Status TuneDataSocket(int fd, int buffer_bytes, absl::string_view congestion = "",
                             absl::Duration peer_timeout = absl::ZeroDuration());
 
+// Whether `fd` is a TCP socket (IPv4 or IPv6): only those take TuneDataSocket.
+bool IsTcp(int fd);
+
 // Sets the TCP congestion control of socket `fd` (TCP_CONGESTION). Errors: the errno, naming it.
 absl::Status SetCongestionControl(int fd, absl::string_view name);
 

@@ -29,6 +29,10 @@ const char* FrameTypeName(uint8_t type) {
       return "KEEPALIVE";
     case FrameType::kConfirm:
       return "CONFIRM";
+    case FrameType::kPing:
+      return "PING";
+    case FrameType::kPong:
+      return "PONG";
   }
   return "UNKNOWN";
 }
@@ -61,13 +65,17 @@ absl::StatusOr<FrameHeader> DecodeHeader(std::span<const uint8_t, wire::kFrameHe
                             absl::Hex(wire::kFrameMagic)));
   }
   if (h.type < static_cast<uint8_t>(FrameType::kHello) ||
-      h.type > static_cast<uint8_t>(FrameType::kConfirm)) {
+      h.type > static_cast<uint8_t>(FrameType::kPong)) {
     return bad(absl::StrCat("unknown frame type ", h.type));
   }
   if (h.phase > static_cast<uint8_t>(Phase::kStopCopy)) {
     return bad(absl::StrCat("unknown phase ", h.phase));
   }
-  if (h.flags != 0) return bad(absl::StrCat("flags 0x", absl::Hex(h.flags), " must be 0"));
+  const uint16_t allowed_flags =
+      h.type == static_cast<uint8_t>(FrameType::kHello) ? wire::kHelloHeartbeat : 0;
+  if ((h.flags & ~allowed_flags) != 0) {
+    return bad(absl::StrCat("flags 0x", absl::Hex(h.flags), " not allowed"));
+  }
   if (h.device >= wire::kMaxDevicesPerSession) {
     return bad(absl::StrCat("device index ", h.device, " exceeds ",
                             wire::kMaxDevicesPerSession - 1));
@@ -91,6 +99,8 @@ absl::StatusOr<FrameHeader> DecodeHeader(std::span<const uint8_t, wire::kFrameHe
       break;
     case FrameType::kKeepalive:
     case FrameType::kConfirm:
+    case FrameType::kPing:
+    case FrameType::kPong:
       max = 0;
       break;
     case FrameType::kEndPhase:
@@ -113,11 +123,11 @@ absl::StatusOr<FrameHeader> DecodeHeader(std::span<const uint8_t, wire::kFrameHe
 namespace {
 
 std::string Frame(FrameType type, uint64_t seq, uint32_t device, Phase phase,
-                  absl::string_view payload) {
+                  absl::string_view payload, uint16_t flags = 0) {
   FrameHeader h{wire::kFrameMagic,
                 static_cast<uint8_t>(type),
                 static_cast<uint8_t>(phase),
-                0,
+                flags,
                 device,
                 static_cast<uint32_t>(payload.size()),
                 seq,
@@ -148,7 +158,8 @@ std::string EncodeHello(uint64_t seq, const Hello& hello) {
   std::memcpy(p.token, hello.token.data(), wire::kTokenSize);
   std::string payload(reinterpret_cast<const char*>(&p), sizeof(p));
   payload += hello.session_id;
-  return Frame(FrameType::kHello, seq, hello.device, Phase::kNone, payload);
+  return Frame(FrameType::kHello, seq, hello.device, Phase::kNone, payload,
+               hello.heartbeat ? wire::kHelloHeartbeat : 0);
 }
 
 std::string EncodeStatusFrame(FrameType type, uint64_t seq, uint32_t device,
@@ -162,6 +173,10 @@ std::string EncodeStatusFrame(FrameType type, uint64_t seq, uint32_t device,
 std::string EncodeConfirm(uint64_t seq, uint32_t device) {
   return Frame(FrameType::kConfirm, seq, device, Phase::kNone, "");
 }
+
+std::string EncodePing(uint64_t seq) { return Frame(FrameType::kPing, seq, 0, Phase::kNone, ""); }
+
+std::string EncodePong(uint64_t seq) { return Frame(FrameType::kPong, seq, 0, Phase::kNone, ""); }
 
 std::string EncodeKeepalive(uint64_t seq, uint32_t device) {
   return Frame(FrameType::kKeepalive, seq, device, Phase::kNone, "");
@@ -192,6 +207,7 @@ absl::StatusOr<Hello> ParseHello(const FrameHeader& h, absl::string_view payload
   hello.stream_count = p.stream_count;
   hello.link = p.link;
   hello.device = h.device;
+  hello.heartbeat = (h.flags & wire::kHelloHeartbeat) != 0;
   std::memcpy(hello.token.data(), p.token, wire::kTokenSize);
   hello.session_id = std::string(payload.substr(sizeof(p)));
   if (hello.min_version > hello.max_version) {
@@ -212,6 +228,11 @@ absl::StatusOr<Hello> ParseHello(const FrameHeader& h, absl::string_view payload
     return absl::DataLossError(absl::StrCat("HELLO: a stream on DPDK link ", hello.link,
                                             " cannot be striped over ", hello.stream_count,
                                             " connections"));
+  }
+  if (hello.heartbeat && (hello.device != 0 || hello.stream != 0 || hello.stream_count != 1 ||
+                         hello.link != 0)) {
+    return absl::DataLossError(
+        "HELLO: a heartbeat connection carries no stream (device, stream and link must be 0)");
   }
   if (hello.session_id.size() > wire::kMaxSessionIdLength || !Printable(hello.session_id)) {
     return absl::DataLossError("HELLO: session id must be 1..128 printable ASCII characters");

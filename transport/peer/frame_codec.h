@@ -38,6 +38,7 @@ struct Hello {
   uint16_t stream = 0;
   uint16_t stream_count = 1;
   uint32_t link = 0;  // DPDK link id carrying the stream; 0 = this connection (TCP).
+  bool heartbeat = false;  // The session's heartbeat connection (wire::kHelloHeartbeat).
   std::array<uint8_t, wire::kTokenSize> token{};
   std::string session_id;
 };
@@ -60,6 +61,8 @@ std::string EncodeStatusFrame(FrameType type, uint64_t seq, uint32_t device,
 std::string EncodeEndPhase(uint64_t seq, uint32_t device, Phase phase);
 std::string EncodeKeepalive(uint64_t seq, uint32_t device);
 std::string EncodeConfirm(uint64_t seq, uint32_t device);
+std::string EncodePing(uint64_t seq);
+std::string EncodePong(uint64_t seq);
 std::string EncodeEndStream(uint64_t seq, uint32_t device, const EndStream& end);
 
 // Parse a control payload whose header DecodeHeader accepted. Errors: DataLoss for bad contents

@@ -151,6 +151,44 @@ TEST(FrameCodecTest, HelloRoundTripsAndIsBounded) {
   EXPECT_FALSE(decoded.ok());
 }
 
+TEST(FrameCodecTest, HeartbeatHelloCarriesNoStreamAndOnlyHelloTakesTheFlag) {
+  Hello hello;
+  hello.session_id = "s1";
+  hello.device_count = 4;
+  hello.heartbeat = true;
+  {
+    auto [h, payload] = Split(EncodeHello(0, hello));
+    EXPECT_EQ(h.flags, wire::kHelloHeartbeat);
+    auto back = ParseHello(h, payload);
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_TRUE(back->heartbeat);
+  }
+  hello.device = 1;  // A heartbeat names no device.
+  {
+    auto [h, payload] = Split(EncodeHello(0, hello));
+    EXPECT_EQ(ParseHello(h, payload).status().code(), absl::StatusCode::kDataLoss);
+  }
+  hello.device = 0;
+  hello.link = 7;
+  {
+    auto [h, payload] = Split(EncodeHello(0, hello));
+    EXPECT_EQ(ParseHello(h, payload).status().code(), absl::StatusCode::kDataLoss);
+  }
+  // PING and PONG are empty control frames; the heartbeat flag on anything but HELLO is refused.
+  for (const std::string& f : {EncodePing(3), EncodePong(3)}) {
+    auto [h, payload] = Split(f);
+    EXPECT_EQ(h.length, 0u);
+    EXPECT_EQ(h.seq, 3u);
+  }
+  FrameHeader ping{wire::kFrameMagic, static_cast<uint8_t>(FrameType::kPing), 0,
+                   wire::kHelloHeartbeat, 0, 0, 1, 0};
+  EXPECT_EQ(RoundTrip(ping).status().code(), absl::StatusCode::kDataLoss);
+  ping.flags = 0;
+  EXPECT_TRUE(RoundTrip(ping).ok());
+  ping.length = 1;
+  EXPECT_FALSE(RoundTrip(ping).ok());
+}
+
 TEST(FrameCodecTest, StatusAndEndStreamRoundTrip) {
   auto [h, payload] =
       Split(EncodeStatusFrame(FrameType::kCommit, 5, 1, PeerStatus{9, "RESUMING->STOP: EIO"}));

@@ -9,6 +9,7 @@
 #include "transport/base/status_macros.h"
 #include "transport/net/socket.h"
 #include "transport/peer/handshake.h"
+#include "transport/peer/heartbeat_connection.h"
 #include "transport/stream/pump_worker.h"
 #include "transport/stream/stream_receiver.h"
 #include "transport/stream/stream_sender.h"
@@ -56,6 +57,10 @@ class TcpSourceChannel final : public SourceChannel {
     hello.token = spec_.token;
     RETURN_IF_ERROR(sender->Handshake(hello, timeout));
     return std::unique_ptr<DeviceStreamSender>(std::move(sender));
+  }
+
+  absl::StatusOr<std::unique_ptr<HeartbeatLink>> OpenHeartbeat(absl::Duration timeout) override {
+    return peer::OpenHeartbeat(spec_, timeout);
   }
 
   std::string Describe() const override {

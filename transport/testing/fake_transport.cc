@@ -7,6 +7,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "transport/base/errno_status.h"
+#include "transport/base/status_macros.h"
+#include "transport/peer/handshake.h"
+#include "transport/peer/heartbeat_connection.h"
 
 namespace migmover::transport {
 
@@ -18,6 +21,9 @@ class FakeSourceChannel final : public SourceChannel {
   absl::StatusOr<std::unique_ptr<DeviceStreamSender>> Open(uint32_t device,
                                                            absl::Duration timeout) override {
     return transport_->Open(spec_, device, timeout);
+  }
+  absl::StatusOr<std::unique_ptr<HeartbeatLink>> OpenHeartbeat(absl::Duration timeout) override {
+    return transport_->OpenHeartbeat(spec_, timeout);
   }
   std::string Describe() const override { return "the fake transport (in memory)"; }
 
@@ -128,6 +134,57 @@ absl::StatusOr<std::unique_ptr<DeviceStreamSender>> FakeTransport::Open(const Se
   }
   return std::unique_ptr<DeviceStreamSender>(
       new FakeSender(std::move(wire), OptionsFor(spec, pump_faults, device)));
+}
+
+namespace {
+
+// The source's end of a real heartbeat connection, dropping beats on the fake's knobs.
+class FakeHeartbeat final : public HeartbeatLink {
+ public:
+  FakeHeartbeat(std::unique_ptr<peer::HeartbeatConnection> c, const FakeTransport* t)
+      : c_(std::move(c)), t_(t) {}
+  absl::Status Beat(absl::Time deadline) override {
+    if (t_->drop_pings.load()) return absl::OkStatus();
+    return c_->Beat(deadline);
+  }
+  absl::Status AwaitBeat(absl::Time deadline, const std::atomic<bool>& stop) override {
+    while (true) {
+      absl::Status s = c_->AwaitBeat(deadline, stop);
+      if (!s.ok() || !t_->drop_pongs.load()) return s;
+    }
+  }
+
+ private:
+  std::unique_ptr<peer::HeartbeatConnection> c_;
+  const FakeTransport* t_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<HeartbeatLink>> FakeTransport::OpenHeartbeat(
+    const SessionSpec& spec, absl::Duration timeout) {
+  if (!deliver) return absl::FailedPreconditionError("fake transport: nothing to deliver to");
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+    return ErrnoStatus("socketpair(AF_UNIX, SOCK_STREAM)", errno);
+  }
+  UniqueFd source_end(fds[0]), destination_end(fds[1]);
+  peer::Hello hello;
+  hello.session_id = spec.session_id;
+  hello.device_count = spec.device_count;
+  hello.token = spec.token;
+  hello.heartbeat = true;
+  const absl::Time deadline = absl::Now() + timeout;
+  absl::Status answer = deliver(hello, std::move(destination_end), deadline);
+  if (!answer.ok()) {
+    return absl::Status(answer.code(),
+                        absl::StrCat("destination refused the heartbeat: ", answer.message()));
+  }
+  RETURN_IF_ERROR(peer::AwaitHelloAck(source_end.get(), deadline));
+  return std::unique_ptr<HeartbeatLink>(new FakeHeartbeat(
+      std::make_unique<peer::HeartbeatConnection>(std::move(source_end),
+                                                  peer::HeartbeatConnection::End::kSource),
+      this));
 }
 
 absl::StatusOr<std::unique_ptr<DeviceStreamReceiver>> FakeTransport::Accept(

@@ -47,6 +47,12 @@ class FakeTransport final : public Transport {
     if (confirm_gate_ && !confirm_gate_->HasBeenNotified()) confirm_gate_->Notify();
   }
   absl::Status start_destination_error;  // StartDestination fails with this when not OK.
+  // The session heartbeat is real (a socketpair delivered like a stream's, PING/PONG by the
+  // sessions' watch threads); these drop beats from now on, as a hung peer would: the source's
+  // PINGs never reach the destination (both ends then hear nothing), or the destination's PONGs
+  // never reach the source (only the source does). Any thread, any time.
+  std::atomic<bool> drop_pings{false};
+  std::atomic<bool> drop_pongs{false};
   // Bytes a sender may be ahead of its receiver, as a socket's buffers would allow: a sender
   // with more to send then waits in Pump, where it hears at once from a receiver that gave up.
   uint64_t max_queued_bytes = 1u << 20;
@@ -81,6 +87,8 @@ class FakeTransport final : public Transport {
 
   absl::StatusOr<std::unique_ptr<DeviceStreamSender>> Open(const SessionSpec& spec, uint32_t device,
                                                            absl::Duration timeout);
+  absl::StatusOr<std::unique_ptr<HeartbeatLink>> OpenHeartbeat(const SessionSpec& spec,
+                                                                absl::Duration timeout);
   absl::StatusOr<std::unique_ptr<DeviceStreamReceiver>> Accept(const SessionSpec& spec,
                                                                const peer::Hello& hello,
                                                                UniqueFd connection);

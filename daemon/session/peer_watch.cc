@@ -1,0 +1,90 @@
+#include "daemon/session/peer_watch.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "daemon/base/log.h"
+
+namespace migmover {
+
+absl::Duration PeerWatch::IntervalFor(absl::Duration timeout) {
+  return std::min(timeout / 5, absl::Milliseconds(500));
+}
+
+void PeerWatch::Lost(absl::Status why) {
+  if (stop_.exchange(true)) return;  // Stopped meanwhile: the session is over.
+  on_lost_(std::move(why));
+}
+
+void PeerWatch::WatchDestination(transport::HeartbeatLink* link) {
+  const absl::Duration interval = IntervalFor(timeout_);
+  absl::Time last_heard = absl::Now();
+  absl::Time next_ping = last_heard;
+  while (!stop_.load()) {
+    absl::Time now = absl::Now();
+    if (now >= next_ping) {
+      // A PING that cannot go out within the timeout means the peer is not reading at all.
+      if (absl::Status s = link->Beat(last_heard + timeout_); !s.ok()) {
+        if (absl::IsUnavailable(s)) {
+          MM_LOG(INFO) << what_ << ": the destination closed the heartbeat (" << s << ")";
+        } else if (!absl::IsCancelled(s)) {
+          Lost(absl::Status(s.code(), absl::StrCat("heartbeat: the destination daemon took no "
+                                                   "PING: ", s.message())));
+        }
+        return;
+      }
+      next_ping = now + interval;
+    }
+    const absl::Time silent_at = last_heard + timeout_;
+    absl::Status s = link->AwaitBeat(std::min(next_ping, silent_at), stop_);
+    if (s.ok()) {
+      last_heard = absl::Now();
+      continue;
+    }
+    if (absl::IsCancelled(s)) return;
+    if (absl::IsDeadlineExceeded(s)) {
+      if (absl::Now() < silent_at) continue;  // Time for the next PING.
+      Lost(absl::DeadlineExceededError(absl::StrCat(
+          "heartbeat: the destination daemon answered no PING for ",
+          absl::FormatDuration(absl::Now() - last_heard), " (peer timeout ",
+          absl::FormatDuration(timeout_), "): hung, or the network between us is cut")));
+      return;
+    }
+    if (absl::IsUnavailable(s)) {
+      // Closed: its session ended, or its daemon died; the streams tell which.
+      MM_LOG(INFO) << what_ << ": the destination closed the heartbeat (" << s << ")";
+      return;
+    }
+    Lost(absl::Status(s.code(), absl::StrCat("heartbeat with the destination: ", s.message())));
+    return;
+  }
+}
+
+void PeerWatch::WatchSource(transport::HeartbeatLink* link) {
+  absl::Time last_heard = absl::Now();
+  while (!stop_.load()) {
+    absl::Status s = link->AwaitBeat(last_heard + timeout_, stop_);
+    if (s.ok()) {
+      last_heard = absl::Now();
+      s = link->Beat(last_heard + timeout_);
+      if (s.ok()) continue;
+    }
+    if (absl::IsCancelled(s)) return;
+    if (absl::IsDeadlineExceeded(s)) {
+      Lost(absl::DeadlineExceededError(absl::StrCat(
+          "heartbeat: the source daemon sent no PING for ",
+          absl::FormatDuration(absl::Now() - last_heard), " (peer timeout ",
+          absl::FormatDuration(timeout_), "): hung, or the network between us is cut")));
+      return;
+    }
+    if (absl::IsUnavailable(s)) {
+      MM_LOG(INFO) << what_ << ": the source closed the heartbeat (" << s << ")";
+      return;
+    }
+    Lost(absl::Status(s.code(), absl::StrCat("heartbeat with the source: ", s.message())));
+    return;
+  }
+}
+
+}  // namespace migmover

@@ -1,0 +1,61 @@
+// PeerWatch: a session's heartbeat with the peer daemon (transport/api/heartbeat_link.h), on a
+// thread of the session's own, apart from the device threads: the source sends a PING every
+// interval and expects a PONG within the peer timeout; the destination answers every PING and
+// expects the next within the peer timeout. When the peer stays silent that long (a hung daemon,
+// a cut the kernel has not yet failed), or the connection fails, the watch reports it once
+// through `on_lost` and ends; the session decides what that means (commit-protocol.md: abandon
+// before the point of no return, doubt after the destination's last COMMIT). A peer that closes
+// the connection is not lost: its session ended (or its daemon died, which the streams see).
+//
+// Threads: Watch* runs on the caller's thread (the session's watch thread) until Stop or a loss;
+// Stop from any thread, including inside `on_lost`; `on_lost` runs on the watch thread.
+#ifndef MIGMOVER_DAEMON_SESSION_PEER_WATCH_H_
+#define MIGMOVER_DAEMON_SESSION_PEER_WATCH_H_
+
+#include <atomic>
+#include <functional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "transport/api/heartbeat_link.h"
+#include "transport/stream/stream_options.h"
+
+namespace migmover {
+
+class PeerWatch {
+ public:
+  using LostFn = std::function<void(absl::Status)>;
+  // `timeout`: how long the peer may stay silent (see TimeoutFor). `what`: for logs and errors,
+  // "session s1".
+  PeerWatch(std::string what, absl::Duration timeout, LostFn on_lost)
+      : what_(std::move(what)), timeout_(timeout), on_lost_(std::move(on_lost)) {}
+
+  // The daemon's peer timeout, or its idle timeout when the peer timeout is 0 (kernel defaults).
+  static absl::Duration TimeoutFor(const stream::StreamOptions& o) {
+    return o.peer_timeout > absl::ZeroDuration() ? o.peer_timeout : o.idle_timeout;
+  }
+  // How often the source pings: a fifth of its timeout, at most 500 ms, so a destination whose
+  // own timeout is shorter (down to the 1 s minimum) still hears several beats within it.
+  static absl::Duration IntervalFor(absl::Duration timeout);
+
+  // The source's end: PING every IntervalFor(timeout), each PONG noted.
+  void WatchDestination(transport::HeartbeatLink* link);
+  // The destination's end: every PING answered with a PONG.
+  void WatchSource(transport::HeartbeatLink* link);
+  // Ends a Watch* within 100 ms; no `on_lost` after it returns unless one is running.
+  void Stop() { stop_ = true; }
+  bool stopped() const { return stop_.load(); }
+
+ private:
+  void Lost(absl::Status why);
+
+  const std::string what_;
+  const absl::Duration timeout_;
+  const LostFn on_lost_;
+  std::atomic<bool> stop_{false};
+};
+
+}  // namespace migmover
+
+#endif  // MIGMOVER_DAEMON_SESSION_PEER_WATCH_H_

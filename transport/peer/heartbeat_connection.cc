@@ -1,0 +1,78 @@
+#include "transport/peer/heartbeat_connection.h"
+
+#include <poll.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "transport/base/errno_status.h"
+#include "transport/base/status_macros.h"
+#include "transport/peer/handshake.h"
+
+namespace migmover::peer {
+
+absl::StatusOr<std::unique_ptr<HeartbeatConnection>> HeartbeatConnection::Open(
+    const net::HostPort& peer, Hello hello, absl::Duration timeout, absl::Duration peer_timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  hello.heartbeat = true;
+  hello.device = 0;
+  hello.stream = 0;
+  hello.stream_count = 1;
+  hello.link = 0;
+  ASSIGN_OR_RETURN(UniqueFd conn, net::TcpConnect(peer, timeout));
+  RETURN_IF_ERROR(net::TuneDataSocket(conn.get(), 0, "", peer_timeout));
+  RETURN_IF_ERROR(net::SendAll(conn.get(), EncodeHello(0, hello), deadline));
+  RETURN_IF_ERROR(AwaitHelloAck(conn.get(), deadline));
+  return std::make_unique<HeartbeatConnection>(std::move(conn), End::kSource);
+}
+
+absl::StatusOr<std::unique_ptr<transport::HeartbeatLink>> OpenHeartbeat(
+    const transport::SessionSpec& spec, absl::Duration timeout) {
+  Hello hello;
+  hello.session_id = spec.session_id;
+  hello.device_count = spec.device_count;
+  hello.token = spec.token;
+  ASSIGN_OR_RETURN(std::unique_ptr<HeartbeatConnection> c,
+                   HeartbeatConnection::Open(spec.peer, std::move(hello), timeout,
+                                             spec.stream.peer_timeout));
+  return std::unique_ptr<transport::HeartbeatLink>(std::move(c));
+}
+
+absl::Status HeartbeatConnection::Beat(absl::Time deadline) {
+  const uint64_t seq = sent_++;
+  return net::SendAll(fd_.get(), end_ == End::kSource ? EncodePing(seq) : EncodePong(seq),
+                      deadline);
+}
+
+absl::Status HeartbeatConnection::AwaitBeat(absl::Time deadline, const std::atomic<bool>& stop) {
+  // Wait for the first byte without consuming any: a deadline that passed halfway through a
+  // frame would leave the next read out of step.
+  while (true) {
+    if (stop.load()) return absl::CancelledError("heartbeat stopped");
+    const absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) {
+      return absl::DeadlineExceededError("heartbeat: no beat from the peer before the deadline");
+    }
+    pollfd pf{fd_.get(), POLLIN, 0};
+    const int ms = static_cast<int>(
+        absl::ToInt64Milliseconds(std::min(left, absl::Milliseconds(100)))) + 1;
+    const int n = ::poll(&pf, 1, ms);
+    if (n < 0 && errno != EINTR) return ErrnoStatus(absl::StrCat("poll(heartbeat fd ", fd_.get(), ")"), errno);
+    if (n > 0) break;
+  }
+  // A frame has begun: the rest of it is due at once.
+  ASSIGN_OR_RETURN(ControlFrame f,
+                   ReadControlFrame(fd_.get(), absl::Now() + absl::Seconds(1), &stop));
+  const FrameType want = end_ == End::kSource ? FrameType::kPong : FrameType::kPing;
+  if (f.header.type != static_cast<uint8_t>(want) || f.header.seq != expected_) {
+    return absl::DataLossError(absl::StrCat(
+        "heartbeat: expected ", FrameTypeName(static_cast<uint8_t>(want)), " ", expected_,
+        ", got ", FrameTypeName(f.header.type), " ", f.header.seq));
+  }
+  ++expected_;
+  return absl::OkStatus();
+}
+
+}  // namespace migmover::peer
