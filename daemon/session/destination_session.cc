@@ -452,7 +452,10 @@ void DestinationSession::Run(size_t i, std::unique_ptr<transport::DeviceStreamRe
           absl::StrCat("another device of the session failed: ", first.message()));
     }
   }
-  absl::Status sent = receiver->SendCommit(verdict);
+  // A source whose heartbeat is lost will not read the verdict soon, if ever: no lingering for
+  // it (the verdict still goes into the socket for a source that was only stopped).
+  const bool lost = !PeerLostStatus().ok();
+  absl::Status sent = receiver->SendCommit(verdict, lost ? absl::ZeroDuration() : absl::Seconds(2));
   if (!sent.ok() && status.ok()) {
     MM_LOG(WARNING) << "session " << id_ << ": device " << e->name
                     << ": committed but the COMMIT may not have reached the source: " << sent;

@@ -17,12 +17,23 @@ void PeerWatch::Lost(absl::Status why) {
   on_lost_(std::move(why));
 }
 
+bool PeerWatch::Stalled(absl::Time until, absl::Time* last_heard) {
+  const absl::Time now = absl::Now();
+  if (now - until <= timeout_ / 2) return false;
+  // This thread ran long after its wait ended (its daemon was stopped, or starved): the peer's
+  // silence meanwhile proves nothing, so it gets a fresh timeout from now.
+  MM_LOG(WARNING) << what_ << ": heartbeat thread stalled for "
+                  << absl::FormatDuration(now - until) << "; the peer's timeout starts again";
+  *last_heard = now;
+  return true;
+}
+
 void PeerWatch::WatchDestination(transport::HeartbeatLink* link) {
   const absl::Duration interval = IntervalFor(timeout_);
   absl::Time last_heard = absl::Now();
   absl::Time next_ping = last_heard;
   while (!stop_.load()) {
-    absl::Time now = absl::Now();
+    const absl::Time now = absl::Now();
     if (now >= next_ping) {
       // A PING that cannot go out within the timeout means the peer is not reading at all.
       if (absl::Status s = link->Beat(last_heard + timeout_); !s.ok()) {
@@ -37,9 +48,14 @@ void PeerWatch::WatchDestination(transport::HeartbeatLink* link) {
       next_ping = now + interval;
     }
     const absl::Time silent_at = last_heard + timeout_;
-    absl::Status s = link->AwaitBeat(std::min(next_ping, silent_at), stop_);
+    const absl::Time until = std::min(next_ping, silent_at);
+    absl::Status s = link->AwaitBeat(until, stop_);
     if (s.ok()) {
       last_heard = absl::Now();
+      continue;
+    }
+    if (Stalled(until, &last_heard)) {
+      next_ping = last_heard;
       continue;
     }
     if (absl::IsCancelled(s)) return;
@@ -64,7 +80,11 @@ void PeerWatch::WatchDestination(transport::HeartbeatLink* link) {
 void PeerWatch::WatchSource(transport::HeartbeatLink* link) {
   absl::Time last_heard = absl::Now();
   while (!stop_.load()) {
-    absl::Status s = link->AwaitBeat(last_heard + timeout_, stop_);
+    // At most a second at a time, so a stall of this thread shows as a late return.
+    const absl::Time until = std::min(last_heard + timeout_, absl::Now() + absl::Seconds(1));
+    absl::Status s = link->AwaitBeat(until, stop_);
+    if (!s.ok() && Stalled(until, &last_heard)) continue;
+    if (absl::IsDeadlineExceeded(s) && absl::Now() < last_heard + timeout_) continue;
     if (s.ok()) {
       last_heard = absl::Now();
       s = link->Beat(last_heard + timeout_);

@@ -49,6 +49,9 @@ class PeerWatch {
 
  private:
   void Lost(absl::Status why);
+  // True (and `*last_heard` moved to now) when this thread returned from a wait meant to end at
+  // `until` more than half a timeout late.
+  bool Stalled(absl::Time until, absl::Time* last_heard);
 
   const std::string what_;
   const absl::Duration timeout_;

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/faults/netns_pair.h"
 #include "tests/integration/two_daemons.h"
@@ -134,6 +135,19 @@ class FaultTest : public TwoDaemons {
     bandwidth_ = 0;
   }
 
+  // Starts a migration without PRE_COPY and returns once the destination loads its device
+  // (COMMITTING: the stream is in, RESUMING -> STOP under way; a commit_delay_ms makes it last).
+  void StartUntilDestinationCommits(const std::string& id) {
+    ASSERT_TRUE(Prepare(id, {"d0"}).ok());
+    ASSERT_TRUE(Start(id, {"d0"}, /*precopy=*/false).ok());
+    ASSERT_TRUE(Switchover(id).ok());
+    const absl::Time deadline = absl::Now() + absl::Seconds(20);
+    while (Get(*dst_, id).phase() != SessionStatus::COMMITTING && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(10));  // Polling the status: the API has no push here.
+    }
+    ASSERT_EQ(Get(*dst_, id).phase(), SessionStatus::COMMITTING);
+  }
+
   std::unique_ptr<NetnsPair> net_;
 };
 
@@ -236,53 +250,149 @@ TEST_F(FaultTest, TheDestinationHungDuringStopCopyIsNoticedWithinThePeerTimeout)
 }
 
 // The cut lands after END_STREAM, while the destination loads its device (RESUMING -> STOP
-// takes 4 s here). The source hears no COMMIT, abandons and runs its VM; its ERROR cannot get
-// through, so the destination, which then commits, cannot know: it ends IN_DOUBT with its
-// device stopped. The agent, seeing the source FAILED, settles it with ABANDON.
-TEST_F(FaultTest, ACutWhileTheDestinationCommitsEndsInDoubtThereAndTheAgentSettlesIt) {
+// takes 4 s here). Neither side hears the other's heartbeat for the peer timeout: the source,
+// which has no COMMIT, abandons and runs its VM; the destination, whose commit was not yet
+// counted when it lost the source (so the source cannot have decided), resets its device once
+// the load ends. No doubt on either side.
+TEST_F(FaultTest, ACutWhileTheDestinationCommitsAbandonsTheMigrationOnBothSides) {
   ASSERT_TRUE(Attach(*src_, "d0", "size=8MiB").ok());
   ASSERT_TRUE(Attach(*dst_, "d0", "size=8MiB,commit_delay_ms=4000").ok());
-  ASSERT_TRUE(Prepare("cut-commit", {"d0"}).ok());
-  ASSERT_TRUE(Start("cut-commit", {"d0"}, /*precopy=*/false).ok());
-  ASSERT_TRUE(Switchover("cut-commit").ok());
-  const absl::Time deadline = absl::Now() + absl::Seconds(20);
-  while (Get(*dst_, "cut-commit").phase() != SessionStatus::COMMITTING &&
-         absl::Now() < deadline) {
-    absl::SleepFor(absl::Milliseconds(10));
-  }
-  ASSERT_EQ(Get(*dst_, "cut-commit").phase(), SessionStatus::COMMITTING);
+  StartUntilDestinationCommits("cut-commit");
   const absl::Time cut = absl::Now();
   ASSERT_TRUE(net_->Drop().ok());
   Outcome o = AwaitBoth("cut-commit", cut);
-  std::cout << "fault cut_while_committing: source ended after "
-            << absl::FormatDuration(o.source) << ", destination after "
-            << absl::FormatDuration(o.destination) << std::endl;
   EXPECT_EQ(o.ended.source.phase(), SessionStatus::FAILED) << o.ended.source.DebugString();
+  EXPECT_EQ(o.ended.destination.phase(), SessionStatus::FAILED)
+      << o.ended.destination.DebugString();
+  ExpectOutcomeRule(o.ended, "d0");
+  EXPECT_EQ(StateOf(*dst_, "d0"), "RUNNING") << "reset";
+  ExpectNoticedInTime(o, "silent_cut_while_committing");
+  ExpectANewMigrationSucceeds("after-cut-commit", "d0");
+}
+
+// A one-way cut (nothing from the source reaches the destination) while the destination loads
+// its device (1 s): its COMMIT still reaches the source, which passes its point of no return,
+// stops its VM and SUCCEEDS, but the CONFIRM is lost. The destination had counted its commit,
+// so when the source's heartbeat stops it cannot know whether the VM runs there: IN_DOUBT, its
+// device held in STOP (CancelSession refused). The agent sees the source SUCCEEDED and settles
+// it with RUN.
+TEST_F(FaultTest, AOneWayCutAfterTheCommitLeavesTheDestinationInDoubtUntilItsAgentSettlesIt) {
+  ASSERT_TRUE(Attach(*src_, "d0", "size=8MiB").ok());
+  ASSERT_TRUE(Attach(*dst_, "d0", "size=8MiB,commit_delay_ms=1000").ok());
+  StartUntilDestinationCommits("doubt");
+  const absl::Time cut = absl::Now();
+  ASSERT_TRUE(net_->DropFromA().ok());
+  Outcome o = AwaitBoth("doubt", cut);
+  EXPECT_EQ(o.ended.source.phase(), SessionStatus::SUCCEEDED) << o.ended.source.DebugString();
   EXPECT_EQ(o.ended.destination.phase(), SessionStatus::IN_DOUBT)
       << o.ended.destination.DebugString();
   ExpectOutcomeRule(o.ended, "d0");
-  EXPECT_LE(o.source, absl::Milliseconds(kPeerTimeoutMs) + kDetectionSlack);
-
-  // The agent settles it from what the source says: FAILED, so the VM stays there.
+  ExpectNoticedInTime(o, "one_way_cut_after_commit");
   {
     grpc::ClientContext ctx;
     v1::CancelSessionRequest req;
-    req.set_session_id("cut-commit");
+    req.set_session_id("doubt");
     SessionStatus out;
     EXPECT_EQ(dst_->stub()->CancelSession(&ctx, req, &out).error_code(),
               grpc::StatusCode::FAILED_PRECONDITION);
   }
+  EXPECT_EQ(StateOf(*dst_, "d0"), "STOP");
   grpc::ClientContext ctx;
   v1::ResolveSessionRequest req;
-  req.set_session_id("cut-commit");
-  req.set_outcome(v1::ResolveSessionRequest::ABANDON);
+  req.set_session_id("doubt");
+  req.set_outcome(v1::ResolveSessionRequest::RUN);
   SessionStatus settled;
   grpc::Status st = dst_->stub()->ResolveSession(&ctx, req, &settled);
   ASSERT_TRUE(st.ok()) << st.error_message();
-  EXPECT_EQ(settled.phase(), SessionStatus::FAILED);
+  EXPECT_EQ(settled.phase(), SessionStatus::SUCCEEDED) << settled.DebugString();
+  EXPECT_EQ(StateOf(*dst_, "d0"), "RUNNING");
+  EXPECT_EQ(StateOf(*src_, "d0"), "STOP");
+}
+
+// A daemon that hangs (SIGSTOP) while its peer streams nothing (PRE_COPY, the device idle): its
+// kernel acknowledges everything and the KEEPALIVEs fit in its buffers, so only the heartbeat
+// tells. The other daemon notices within the peer timeout and abandons; once resumed, the hung
+// one fails too and runs (source) or resets (destination).
+TEST_F(FaultTest, TheSourceHungDuringIdlePreCopyIsNoticedByTheDestination) {
+  AttachPair("d0", "size=8MiB");
+  ASSERT_TRUE(Prepare("stop-src-pre", {"d0"}).ok());
+  ASSERT_TRUE(Start("stop-src-pre", {"d0"}, /*precopy=*/true).ok());
+  WatchUntilRounds("stop-src-pre", 1);
+  const absl::Time stop = absl::Now();
+  ASSERT_EQ(::kill(src_->pid(), SIGSTOP), 0);
+  SessionStatus d = WaitFinal(*dst_, "stop-src-pre", 30);
+  const absl::Duration noticed = absl::Now() - stop;
+  ASSERT_EQ(::kill(src_->pid(), SIGCONT), 0);
+  std::cout << "fault hang_source_idle_pre_copy: destination ended after "
+            << absl::FormatDuration(noticed) << std::endl;
+  RecordProperty("hang_source_idle_pre_copy_destination_ms",
+                 static_cast<int>(absl::ToInt64Milliseconds(noticed)));
+  EXPECT_EQ(d.phase(), SessionStatus::FAILED) << d.DebugString();
+  EXPECT_THAT(d.error(), ::testing::HasSubstr("sent no PING"));
   EXPECT_EQ(StateOf(*dst_, "d0"), "RUNNING") << "reset";
+  EXPECT_LE(noticed, absl::Milliseconds(kPeerTimeoutMs) + kDetectionSlack);
+  SessionStatus s = WaitFinal(*src_, "stop-src-pre", 30);
+  EXPECT_EQ(s.phase(), SessionStatus::FAILED) << s.DebugString();
   EXPECT_EQ(StateOf(*src_, "d0"), "RUNNING");
-  ExpectANewMigrationSucceeds("after-cut-commit", "d0");
+  ExpectANewMigrationSucceeds("after-stop-src-pre", "d0");
+}
+
+TEST_F(FaultTest, TheDestinationHungDuringIdlePreCopyIsNoticedByTheSource) {
+  AttachPair("d0", "size=8MiB");
+  ASSERT_TRUE(Prepare("stop-dst-pre", {"d0"}).ok());
+  ASSERT_TRUE(Start("stop-dst-pre", {"d0"}, /*precopy=*/true).ok());
+  WatchUntilRounds("stop-dst-pre", 1);
+  const absl::Time stop = absl::Now();
+  ASSERT_EQ(::kill(dst_->pid(), SIGSTOP), 0);
+  SessionStatus s = WaitFinal(*src_, "stop-dst-pre", 30);
+  const absl::Duration noticed = absl::Now() - stop;
+  ASSERT_EQ(::kill(dst_->pid(), SIGCONT), 0);
+  std::cout << "fault hang_destination_idle_pre_copy: source ended after "
+            << absl::FormatDuration(noticed) << std::endl;
+  RecordProperty("hang_destination_idle_pre_copy_source_ms",
+                 static_cast<int>(absl::ToInt64Milliseconds(noticed)));
+  EXPECT_EQ(s.phase(), SessionStatus::FAILED) << s.DebugString();
+  EXPECT_THAT(s.error(), ::testing::HasSubstr("answered no PING"));
+  EXPECT_EQ(StateOf(*src_, "d0"), "RUNNING");
+  EXPECT_LE(noticed, absl::Milliseconds(kPeerTimeoutMs) + kDetectionSlack);
+  SessionStatus d = WaitFinal(*dst_, "stop-dst-pre", 30);
+  EXPECT_EQ(d.phase(), SessionStatus::FAILED) << d.DebugString();
+  EXPECT_NE(StateOf(*dst_, "d0"), "RESUMING");
+  ExpectANewMigrationSucceeds("after-stop-dst-pre", "d0");
+}
+
+// The destination hangs while loading its device (the source waits for its COMMIT, which
+// before the heartbeat meant up to four idle timeouts with the VM paused).
+TEST_F(FaultTest, TheDestinationHungWhileCommittingIsNoticedByTheSource) {
+  ASSERT_TRUE(Attach(*src_, "d0", "size=8MiB").ok());
+  ASSERT_TRUE(Attach(*dst_, "d0", "size=8MiB,commit_delay_ms=1000").ok());
+  StartUntilDestinationCommits("stop-dst-commit");
+  const absl::Time stop = absl::Now();
+  ASSERT_EQ(::kill(dst_->pid(), SIGSTOP), 0);
+  SessionStatus s = WaitFinal(*src_, "stop-dst-commit", 30);
+  const absl::Duration noticed = absl::Now() - stop;
+  ASSERT_EQ(::kill(dst_->pid(), SIGCONT), 0);
+  std::cout << "fault hang_destination_committing: source ended after "
+            << absl::FormatDuration(noticed) << std::endl;
+  RecordProperty("hang_destination_committing_source_ms",
+                 static_cast<int>(absl::ToInt64Milliseconds(noticed)));
+  EXPECT_EQ(s.phase(), SessionStatus::FAILED) << s.DebugString();
+  EXPECT_EQ(StateOf(*src_, "d0"), "RUNNING");
+  EXPECT_LE(noticed, absl::Milliseconds(kPeerTimeoutMs) + kDetectionSlack);
+  // Resumed, the destination finishes its load, counts its commit and answers; the source's
+  // ERROR (or its silence) then decides: never RUNNING there with the source running.
+  SessionStatus d = WaitFinal(*dst_, "stop-dst-commit", 30);
+  EXPECT_NE(d.phase(), SessionStatus::SUCCEEDED) << d.DebugString();
+  EXPECT_NE(StateOf(*dst_, "d0"), "RESUMING");
+  if (d.phase() == SessionStatus::IN_DOUBT) {
+    grpc::ClientContext ctx;
+    v1::ResolveSessionRequest req;
+    req.set_session_id("stop-dst-commit");
+    req.set_outcome(v1::ResolveSessionRequest::ABANDON);
+    SessionStatus settled;
+    ASSERT_TRUE(dst_->stub()->ResolveSession(&ctx, req, &settled).ok());
+  }
+  ExpectANewMigrationSucceeds("after-stop-dst-commit", "d0");
 }
 
 TEST_F(FaultTest, FivePercentLossStillMovesEveryByteExactly) {

@@ -78,6 +78,12 @@ absl::Status NetnsPair::Both(const std::string& rule_from_a, const std::string& 
 
 absl::Status NetnsPair::Drop() { return Both("drop", "drop"); }
 
+absl::Status NetnsPair::DropFromA() {
+  if (absl::Status s = Clear(); !s.ok()) return s;
+  return Sh(absl::StrCat("ip netns exec ", b_, " nft 'add rule inet mmfault in ip saddr ",
+                         kAddressA, " drop'"));
+}
+
 absl::Status NetnsPair::Reset() {
   return Both("meta l4proto tcp reject with tcp reset", "meta l4proto tcp reject with tcp reset");
 }

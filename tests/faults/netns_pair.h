@@ -6,6 +6,8 @@
 // Faults, each applied to what either side receives from the other (both directions):
 //   Drop():     every packet silently dropped (a cut without a reset).
 //   Reset():    every TCP segment answered with a reset (the peer's stack is gone).
+//   DropFromA(): what b receives from a dropped, the other way open (a one-way cut: a's
+//               segments, acknowledgements included, never arrive; b's do).
 //   Loss(p):    each packet dropped with probability p percent (nft's `numgen random`; this
 //               kernel has no sch_netem).
 //   Clear():    none of the above.
@@ -36,6 +38,7 @@ class NetnsPair {
   static constexpr const char* kAddressB = "10.77.0.2";
 
   absl::Status Drop();
+  absl::Status DropFromA();
   absl::Status Reset();
   absl::Status Loss(int percent);
   absl::Status Clear();

@@ -49,18 +49,24 @@ absl::Status HeartbeatConnection::Beat(absl::Time deadline) {
 absl::Status HeartbeatConnection::AwaitBeat(absl::Time deadline, const std::atomic<bool>& stop) {
   // Wait for the first byte without consuming any: a deadline that passed halfway through a
   // frame would leave the next read out of step.
+  // What already arrived counts even past the deadline (a waiter that was itself descheduled
+  // must not blame the peer for beats waiting in its buffer).
   while (true) {
     if (stop.load()) return absl::CancelledError("heartbeat stopped");
-    const absl::Duration left = deadline - absl::Now();
-    if (left <= absl::ZeroDuration()) {
+    const absl::Duration left = std::max(deadline - absl::Now(), absl::ZeroDuration());
+    pollfd pf{fd_.get(), POLLIN, 0};
+    const int ms = left == absl::ZeroDuration()
+                       ? 0
+                       : static_cast<int>(absl::ToInt64Milliseconds(
+                             std::min(left, absl::Milliseconds(100)))) + 1;
+    const int n = ::poll(&pf, 1, ms);
+    if (n < 0 && errno != EINTR) {
+      return ErrnoStatus(absl::StrCat("poll(heartbeat fd ", fd_.get(), ")"), errno);
+    }
+    if (n > 0) break;
+    if (left == absl::ZeroDuration()) {
       return absl::DeadlineExceededError("heartbeat: no beat from the peer before the deadline");
     }
-    pollfd pf{fd_.get(), POLLIN, 0};
-    const int ms = static_cast<int>(
-        absl::ToInt64Milliseconds(std::min(left, absl::Milliseconds(100)))) + 1;
-    const int n = ::poll(&pf, 1, ms);
-    if (n < 0 && errno != EINTR) return ErrnoStatus(absl::StrCat("poll(heartbeat fd ", fd_.get(), ")"), errno);
-    if (n > 0) break;
   }
   // A frame has begun: the rest of it is due at once.
   ASSIGN_OR_RETURN(ControlFrame f,
