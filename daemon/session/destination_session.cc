@@ -452,10 +452,13 @@ void DestinationSession::Run(size_t i, std::unique_ptr<transport::DeviceStreamRe
           absl::StrCat("another device of the session failed: ", first.message()));
     }
   }
-  // A source whose heartbeat is lost will not read the verdict soon, if ever: no lingering for
-  // it (the verdict still goes into the socket for a source that was only stopped).
-  const bool lost = !PeerLostStatus().ok();
-  absl::Status sent = receiver->SendCommit(verdict, lost ? absl::ZeroDuration() : absl::Seconds(2));
+  // Lingering lets a live source read why; a source whose heartbeat is lost, or whose
+  // connection failed or went silent, will not read it soon, if ever (the verdict still goes
+  // into the socket for a source that was only stopped).
+  const bool unheard = !PeerLostStatus().ok() || absl::IsUnavailable(status) ||
+                       absl::IsDeadlineExceeded(status);
+  absl::Status sent =
+      receiver->SendCommit(verdict, unheard ? absl::ZeroDuration() : absl::Seconds(2));
   if (!sent.ok() && status.ok()) {
     MM_LOG(WARNING) << "session " << id_ << ": device " << e->name
                     << ": committed but the COMMIT may not have reached the source: " << sent;

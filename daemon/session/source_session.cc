@@ -55,6 +55,8 @@ absl::StatusOr<std::shared_ptr<SourceSession>> SourceSession::Start(SourceConfig
     }
   }
   config.stream.limiter = std::make_shared<stream::RateLimiter>(config.bandwidth);
+  // A peer that answers no connect or HELLO for the peer timeout is as lost as a silent one.
+  config.connect_timeout = std::min(config.connect_timeout, PeerWatch::TimeoutFor(config.stream));
   transport::SessionSpec spec;
   spec.session_id = config.session_id;
   spec.device_count = static_cast<uint32_t>(entries.size());

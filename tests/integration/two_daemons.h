@@ -5,6 +5,7 @@
 
 #include <signal.h>
 
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -43,7 +44,9 @@ class TwoDaemons : public ::testing::Test {
   }
 
   void TearDown() override {
-    if (HasFailure()) {
+    // MIGMOVER_TEST_DAEMON_LOGS=1 (--test_env) prints them for passing tests too.
+    const char* always = std::getenv("MIGMOVER_TEST_DAEMON_LOGS");
+    if (HasFailure() || (always != nullptr && std::string(always) == "1")) {
       if (src_) std::cerr << "---- source daemon log ----\n" << src_->Log();
       if (dst_) std::cerr << "---- destination daemon log ----\n" << dst_->Log();
     }
