@@ -472,6 +472,11 @@ void DestinationSession::Run(size_t i, std::unique_ptr<transport::DeviceStreamRe
     }
     if (settled.ok()) {
       confirmed_ = true;
+      // The decision is the session's: the other devices need not wait for their own CONFIRM
+      // (a source that stopped between two CONFIRMs would keep them waiting an idle timeout).
+      cancel_ = true;
+    } else if (confirmed_.load()) {
+      // Another device's CONFIRM came: the source decided for every device.
     } else if (settled.code() == absl::StatusCode::kAborted) {
       status = settled;  // The source's ERROR: it abandoned the migration and keeps the VM.
     } else {

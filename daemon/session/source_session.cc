@@ -229,16 +229,11 @@ void SourceSession::Run(size_t i) {
     // before the decision, so this cannot undo a commit.
     Abandon();
     { absl::MutexLock l(&wake_mu_); }
-    Recover(i);
   }
   if (--running_workers_ == 0) {
-    if (!error().ok()) {
-      // The migration failed as a whole: devices whose own stream had committed go back to
-      // RUNNING too, since the VM resumes here.
-      for (size_t j = 0; j < entries_.size(); ++j) {
-        if (progress_[j]->committed.exchange(false)) Recover(j);
-      }
-    }
+    // The migration failed as a whole: every device resumes here, those whose own stream had
+    // committed too, together (after the last device thread, so no arc races another's).
+    if (!error().ok()) RecoverAll();
     watch_.Stop();
     registry_->Release(config_.devices, id_);
     Finish();
@@ -248,22 +243,40 @@ void SourceSession::Run(size_t i) {
   }
 }
 
-void SourceSession::Recover(size_t i) {
-  DeviceEntry* e = entries_[i];
-  data_fds_[i].Reset();
-  if (!e->runs_fsm()) return;
-  absl::MutexLock l(&e->mu);
-  absl::StatusOr<UniqueFd> back = e->device->SetState(MigState::kRunning);
-  if (!back.ok()) {
-    MM_LOG(WARNING) << "session " << id_ << ": device " << e->name
-                    << ": could not return to RUNNING (" << back.status() << "); resetting";
-    if (absl::Status r = e->device->Reset(); !r.ok()) {
-      MM_LOG(ERROR) << "session " << id_ << ": device " << e->name << ": reset failed: " << r;
+void SourceSession::RecoverAll() {
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    progress_[i]->committed = false;  // Undone: the VM resumes here.
+    data_fds_[i].Reset();
+  }
+  // Rule 5 on the way back: every quiesced or stopped device reaches RUNNING_P2P before any
+  // device leaves it; a device still running (RUNNING, PRE_COPY) only drops its data session.
+  for (MigState step : {MigState::kRunningP2P, MigState::kRunning}) {
+    for (size_t i = 0; i < entries_.size(); ++i) {
+      DeviceEntry* e = entries_[i];
+      if (!e->runs_fsm()) continue;
+      absl::MutexLock l(&e->mu);
+      const MigState now = e->device->last_known_state();
+      if (now == step) continue;
+      if (step == MigState::kRunningP2P &&
+          (!e->device->features().p2p() || now == MigState::kRunning ||
+           now == MigState::kPreCopy)) {
+        continue;
+      }
+      absl::StatusOr<UniqueFd> back = e->device->SetState(step);
+      if (!back.ok()) {
+        MM_LOG(WARNING) << "session " << id_ << ": device " << e->name << ": could not return to "
+                        << MigStateName(step) << " (" << back.status() << "); resetting";
+        if (absl::Status r = e->device->Reset(); !r.ok()) {
+          MM_LOG(ERROR) << "session " << id_ << ": device " << e->name << ": reset failed: " << r;
+        }
+      }
+      SetDeviceState(i, MigStateName(e->device->last_known_state()));
+      if (step == MigState::kRunning) {
+        MM_LOG(INFO) << "session " << id_ << ": device " << e->name << " back in "
+                     << MigStateName(e->device->last_known_state());
+      }
     }
   }
-  SetDeviceState(i, MigStateName(e->device->last_known_state()));
-  MM_LOG(INFO) << "session " << id_ << ": device " << e->name << " back in "
-               << MigStateName(e->device->last_known_state());
 }
 
 absl::Status SourceSession::QuiesceForSwitchover(size_t i) {

@@ -86,8 +86,9 @@ class SourceSession final : public Session {
   // hears whether the destination gave up (its ERROR waits in the socket until then): the
   // heartbeat's interval, at most a quarter of the idle timeout.
   absl::Duration KeepaliveEvery() const;
-  // Brings a device back to RUNNING after a failure (SET, else RESET).
-  void Recover(size_t i);
+  // After a failure, once no device thread runs: every FSM device back to RUNNING (SET, else
+  // RESET), all quiesced ones to RUNNING_P2P first (rule 5), committed ones too.
+  void RecoverAll();
   // At switchover, before any device leaves for STOP_COPY: moves device `i` to its P2P state
   // (RUNNING_P2P or PRE_COPY_P2P) when it has one, then waits until every FSM device of the
   // session did (rule 5: quiesce all before any stops). Errors: the SET's; Cancelled.

@@ -360,6 +360,37 @@ TEST_F(SourceSessionTest, EveryDeviceIsQuiescedBeforeAnyStopsOrRuns) {
   check(dst_entries, MigState::kRunningP2P, MigState::kRunning);
 }
 
+// Rule 5 on the way back: a device failing mid STOP_COPY fails the migration, and the source's
+// devices, quiesced and stopped, resume together: every one reaches RUNNING_P2P before any runs.
+TEST_F(SourceSessionTest, AFailureAfterSwitchoverResumesEveryDeviceThroughRunningP2PTogether) {
+  AddDevices(3);
+  src_config.precopy = false;  // The whole state moves in STOP_COPY.
+  fake.pump_faults[1] = {1u << 20, absl::UnavailableError("injected: connection reset by peer")};
+  ASSERT_TRUE(PrepareDestination().ok());
+  ASSERT_TRUE(StartSource().ok());
+  ASSERT_TRUE(src->Switchover().ok());
+  SessionSnapshot s = AwaitEnd(*src);
+  ASSERT_EQ(s.phase, SessionPhase::kFailed) << s.error;
+  uint64_t last_p2p = 0, first_running = UINT64_MAX;
+  for (size_t i = 0; i < 3; ++i) {
+    SCOPED_TRACE(names[i]);
+    EXPECT_EQ(SourceState(i), MigState::kRunning);
+    bool ran = false;
+    for (const auto& arc : src_entries[i]->sim->arcs()) {
+      if (arc.to == MigState::kRunningP2P) last_p2p = std::max(last_p2p, arc.seq);
+      if (arc.to == MigState::kRunning) {
+        ran = true;
+        first_running = std::min(first_running, arc.seq);
+      }
+    }
+    EXPECT_TRUE(ran);
+  }
+  EXPECT_LT(last_p2p, first_running)
+      << "a device ran again before every device was back in RUNNING_P2P";
+  AwaitEnd(*dst);
+  ExpectNeverLiveOnBoth();
+}
+
 TEST_F(SourceSessionTest, ADestinationFailureReachesTheSource) {
   AddDevices(1);
   const absl::Status bad = absl::DataLossError("injected: record 3 is malformed");

@@ -181,7 +181,11 @@ class FaultMatrixTest : public FaultTest,
       case Point::kBeforeStream:
         break;
     }
-    ASSERT_FALSE(Final(at)) << "the migration ended before the fault point: " << at.DebugString();
+    // At switchover the race with the end is the point: a small STOP_COPY may be over already.
+    if (p != Point::kSwitchover) {
+      ASSERT_FALSE(Final(at)) << "the migration ended before the fault point: "
+                              << at.DebugString();
+    }
   }
 
   void Inject() {

@@ -10,12 +10,16 @@
 #include <cstdlib>
 #include <iostream>
 #include <memory>
+#include <algorithm>
+#include <atomic>
 #include <random>
+#include <thread>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/device/fsm_path.h"
 #include "daemon/device/mig_state.h"
@@ -83,6 +87,71 @@ uint8_t FreshMarker(const VfioMdev& other) {
   return v;
 }
 
+// Rule 5 of the commit protocol, watched in the kernel: a thread reads the kernel's state of a
+// host's devices in turns, as fast as it can, through the agent's own fds. The kernel keeps no
+// history of arcs, so this samples; but a sample cannot accuse falsely: when device i is read
+// already past the quiesce point (source: STOP_COPY or STOP) and device j, read after it, is not
+// yet quiesced (RUNNING or PRE_COPY), i left before j was quiesced; the same for running
+// (destination: i RUNNING, j read after it still RESUMING or STOP).
+class P2PWatcher {
+ public:
+  P2PWatcher(std::vector<VfioMdev*> source, std::vector<VfioMdev*> destination)
+      : source_(std::move(source)), destination_(std::move(destination)) {}
+  ~P2PWatcher() { Stop(); }
+
+  void Start() {
+    thread_ = std::thread([this] {
+      uint64_t turn = 0;
+      while (!stop_.load()) {
+        Sample(source_, turn, /*source=*/true);
+        Sample(destination_, turn, /*source=*/false);
+        ++turn;
+        std::this_thread::yield();
+      }
+    });
+  }
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+
+  // Breaches seen (empty when none), and every distinct pair of states seen on each host, in
+  // the order first seen.
+  std::vector<std::string> breaches;
+  std::vector<std::string> source_seen, destination_seen;
+  uint64_t samples = 0;
+
+ private:
+  void Sample(const std::vector<VfioMdev*>& devices, uint64_t turn, bool source) {
+    if (devices.size() != 2) return;
+    const size_t i = turn % 2, j = 1 - i;
+    auto si = devices[i]->State();
+    auto sj = devices[j]->State();
+    if (!si.ok() || !sj.ok()) return;
+    ++samples;
+    using S = MigState;
+    const bool breach =
+        source ? ((*si == S::kStopCopy || *si == S::kStop) &&
+                  (*sj == S::kRunning || *sj == S::kPreCopy))
+               : (*si == S::kRunning && (*sj == S::kResuming || *sj == S::kStop));
+    const std::string pair = i == 0 ? absl::StrCat(MigStateName(*si), "/", MigStateName(*sj))
+                                    : absl::StrCat(MigStateName(*sj), "/", MigStateName(*si));
+    std::vector<std::string>& seen = source ? source_seen : destination_seen;
+    if (seen.empty() || seen.back() != pair) {
+      if (std::find(seen.begin(), seen.end(), pair) == seen.end()) seen.push_back(pair);
+    }
+    if (breach) {
+      breaches.push_back(absl::StrCat(source ? "source" : "destination", ": device ", i, " in ",
+                                      MigStateName(*si), " while device ", j, " was then still ",
+                                      MigStateName(*sj)));
+    }
+  }
+
+  std::vector<VfioMdev*> source_, destination_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
 class KernelInTheLoop : public TwoDaemons {
  protected:
   // The daemons go first: removing an mdev waits until every fd on it is closed, and the
@@ -131,7 +200,8 @@ class KernelInTheLoop : public TwoDaemons {
   // done, switchover, STOP_COPY, commit), with a fresh marker in each A's UART scratch register,
   // and checks the outcome against the kernel: markers on the Bs, A in STOP, B in RUNNING, the
   // copy path on both ends (mtty's data fds refuse splice).
-  void MigrateAndCheck(const std::string& id, const std::vector<Pair>& pairs) {
+  void MigrateAndCheck(const std::string& id, const std::vector<Pair>& pairs,
+                       P2PWatcher* watcher = nullptr) {
     std::vector<std::string> names;
     std::vector<uint8_t> markers;
     for (const Pair& p : pairs) {
@@ -144,12 +214,15 @@ class KernelInTheLoop : public TwoDaemons {
     }
     ASSERT_TRUE(Prepare(id, names).ok());
     for (const Pair& p : pairs) EXPECT_EQ(KernelState(*p.b), MigState::kResuming);
+    // From here every destination device is in RESUMING and every source device RUNNING.
+    if (watcher) watcher->Start();
     grpc::Status started = Start(id, names, /*precopy=*/true);
     ASSERT_TRUE(started.ok()) << started.error_message();
     SessionStatus pre = WatchUntilRounds(id, 1);
     EXPECT_EQ(pre.phase(), SessionStatus::PRE_COPY) << pre.DebugString();
     for (const Pair& p : pairs) EXPECT_EQ(KernelState(*p.a), MigState::kPreCopy);
     auto [s, d] = SwitchoverAndWait(id);
+    if (watcher) watcher->Stop();
     ASSERT_TRUE(BothSucceeded(s, d));
     EXPECT_GT(s.precopy_bytes(), 0u);
     EXPECT_GT(s.stop_copy_bytes(), 0u);
@@ -266,6 +339,24 @@ TEST_F(KernelInTheLoop, TwoDevicesOpenedBothWaysMigrateTogether) {
   auto b2 = NewMtty("mtty-2", VfioMdev::Access::kCdev);
   ASSERT_TRUE(a1 && b1 && a2 && b2);
   MigrateAndCheck("k-two", {{"uart1", a1, b1}, {"uart2", a2, b2}});
+}
+
+// Rule 5 with two P2P devices, in the kernel: at switchover the source moves both to
+// PRE_COPY_P2P before either enters STOP_COPY, and after CONFIRM the destination moves both to
+// RUNNING_P2P before either runs. A thread samples both hosts' kernel states throughout.
+TEST_F(KernelInTheLoop, TwoP2PDevicesAreAllQuiescedBeforeAnyStopsAndAllLoadedBeforeAnyRuns) {
+  auto a1 = NewMtty();
+  auto a2 = NewMtty();
+  auto b1 = NewMtty();
+  auto b2 = NewMtty();
+  ASSERT_TRUE(a1 && a2 && b1 && b2);
+  P2PWatcher watcher({a1, a2}, {b1, b2});
+  MigrateAndCheck("k-p2p", {{"uart1", a1, b1}, {"uart2", a2, b2}}, &watcher);
+  std::cout << "  " << watcher.samples << " samples; source states seen: "
+            << absl::StrJoin(watcher.source_seen, " ") << "\n  destination states seen: "
+            << absl::StrJoin(watcher.destination_seen, " ") << "\n";
+  EXPECT_TRUE(watcher.breaches.empty()) << absl::StrJoin(watcher.breaches, "\n");
+  EXPECT_GT(watcher.samples, 0u);
 }
 
 // Every (from, to) pair over mtty's states, requested through the daemon, against the kernel:
