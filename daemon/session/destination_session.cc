@@ -455,8 +455,10 @@ void DestinationSession::Run(size_t i, std::unique_ptr<transport::DeviceStreamRe
   // Lingering lets a live source read why; a source whose heartbeat is lost, or whose
   // connection failed or went silent, will not read it soon, if ever (the verdict still goes
   // into the socket for a source that was only stopped).
+  const absl::Status failed = error();  // What failed the session, if it failed.
   const bool unheard = !PeerLostStatus().ok() || absl::IsUnavailable(status) ||
-                       absl::IsDeadlineExceeded(status);
+                       absl::IsDeadlineExceeded(status) || absl::IsUnavailable(failed) ||
+                       absl::IsDeadlineExceeded(failed);
   absl::Status sent =
       receiver->SendCommit(verdict, unheard ? absl::ZeroDuration() : absl::Seconds(2));
   if (!sent.ok() && status.ok()) {

@@ -28,6 +28,20 @@ bool PeerWatch::Stalled(absl::Time until, absl::Time* last_heard) {
   return true;
 }
 
+void PeerWatch::PeerClosed(absl::string_view who, const absl::Status& how) {
+  // Its session ended (or its daemon died): what it had to say is on the streams, or was lost
+  // with them. Give the streams a timeout to deliver it; a session still waiting then is lost.
+  MM_LOG(INFO) << what_ << ": the " << who << " closed the heartbeat (" << how << ")";
+  const absl::Time closed = absl::Now();
+  while (!stop_.load() && absl::Now() - closed < timeout_) {
+    absl::SleepFor(std::min(absl::Milliseconds(100), timeout_ - (absl::Now() - closed)));
+  }
+  Lost(absl::UnavailableError(absl::StrCat(
+      "heartbeat: the ", who, " daemon closed the session's heartbeat and no word of its "
+      "outcome arrived within ", absl::FormatDuration(timeout_), " (its session ended, or the "
+      "daemon died)")));
+}
+
 void PeerWatch::WatchDestination(transport::HeartbeatLink* link) {
   const absl::Duration interval = IntervalFor(timeout_);
   absl::Time last_heard = absl::Now();
@@ -38,7 +52,7 @@ void PeerWatch::WatchDestination(transport::HeartbeatLink* link) {
       // A PING that cannot go out within the timeout means the peer is not reading at all.
       if (absl::Status s = link->Beat(last_heard + timeout_); !s.ok()) {
         if (absl::IsUnavailable(s)) {
-          MM_LOG(INFO) << what_ << ": the destination closed the heartbeat (" << s << ")";
+          PeerClosed("destination", s);
         } else if (!absl::IsCancelled(s)) {
           Lost(absl::Status(s.code(), absl::StrCat("heartbeat: the destination daemon took no "
                                                    "PING: ", s.message())));
@@ -68,8 +82,7 @@ void PeerWatch::WatchDestination(transport::HeartbeatLink* link) {
       return;
     }
     if (absl::IsUnavailable(s)) {
-      // Closed: its session ended, or its daemon died; the streams tell which.
-      MM_LOG(INFO) << what_ << ": the destination closed the heartbeat (" << s << ")";
+      PeerClosed("destination", s);
       return;
     }
     Lost(absl::Status(s.code(), absl::StrCat("heartbeat with the destination: ", s.message())));
@@ -99,7 +112,7 @@ void PeerWatch::WatchSource(transport::HeartbeatLink* link) {
       return;
     }
     if (absl::IsUnavailable(s)) {
-      MM_LOG(INFO) << what_ << ": the source closed the heartbeat (" << s << ")";
+      PeerClosed("source", s);
       return;
     }
     Lost(absl::Status(s.code(), absl::StrCat("heartbeat with the source: ", s.message())));

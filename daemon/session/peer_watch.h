@@ -5,7 +5,8 @@
 // a cut the kernel has not yet failed), or the connection fails, the watch reports it once
 // through `on_lost` and ends; the session decides what that means (commit-protocol.md: abandon
 // before the point of no return, doubt after the destination's last COMMIT). A peer that closes
-// the connection is not lost: its session ended (or its daemon died, which the streams see).
+// the connection ended its session (or died): its word is on the streams, which get one more
+// timeout to deliver it before the peer counts as lost.
 //
 // Threads: Watch* runs on the caller's thread (the session's watch thread) until Stop or a loss;
 // Stop from any thread, including inside `on_lost`; `on_lost` runs on the watch thread.
@@ -17,6 +18,8 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "transport/api/heartbeat_link.h"
 #include "transport/stream/stream_options.h"
@@ -49,6 +52,9 @@ class PeerWatch {
 
  private:
   void Lost(absl::Status why);
+  // The peer closed the heartbeat: waits a timeout for the session to end by itself (Stop),
+  // else reports it lost.
+  void PeerClosed(absl::string_view who, const absl::Status& how);
   // True (and `*last_heard` moved to now) when this thread returned from a wait meant to end at
   // `until` more than half a timeout late.
   bool Stalled(absl::Time until, absl::Time* last_heard);

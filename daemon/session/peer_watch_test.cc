@@ -76,6 +76,9 @@ TEST_F(PeerWatchTest, ADestinationThatStopsAnsweringInPreCopyIsAbandonedWithinTh
 // decided: nothing committed).
 TEST_F(PeerWatchTest, ASourceThatStopsBeatingInPreCopyIsAbandonedByTheDestination) {
   AddDevices(2);
+  // The source hears no PONG either (no PING arrives to answer): give it longer, so that the
+  // destination is the one that notices.
+  src_config.stream.peer_timeout = 3 * kPeerTimeout;
   ASSERT_TRUE(PrepareDestination().ok());
   ASSERT_TRUE(StartSource().ok());
   ASSERT_TRUE(PrecopyRoundDone(AwaitSnapshot(*src, PrecopyRoundDone)));
@@ -134,6 +137,7 @@ TEST_F(PeerWatchTest, ADestinationThatStopsAnsweringWhileCommittingIsAbandonedAt
 // IN_DOUBT within its peer timeout (not the idle timeout), and its agent settles it.
 TEST_F(PeerWatchTest, ASourceThatStopsBeatingAfterEveryCommitLeavesTheDestinationInDoubt) {
   AddDevices(2);
+  src_config.stream.peer_timeout = 3 * kPeerTimeout;  // The destination notices first.
   fake.HoldConfirms();
   ASSERT_TRUE(PrepareDestination().ok());
   ASSERT_TRUE(StartSource().ok());

@@ -12,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/faults/delay_line.h"
 #include "tests/faults/fault_fixture.h"
 
 namespace migmover::testing {
@@ -270,6 +271,58 @@ TEST_F(FaultTest, FivePercentLossStillMovesEveryByteExactly) {
   Ended e = SwitchoverAndWait("lossy", 120);
   EXPECT_TRUE(BothSucceeded(e.source, e.destination));
   ExpectOutcomeRule(e, "d0");
+}
+
+TEST_F(FaultTest, OnePercentLossStillMovesEveryByteExactly) {
+  AttachPair("d0", "size=32MiB,dirty_rate=8MiB");
+  ASSERT_TRUE(net_->Loss(1).ok());
+  ASSERT_TRUE(Prepare("lossy1", {"d0"}).ok());
+  ASSERT_TRUE(Start("lossy1", {"d0"}, /*precopy=*/true).ok());
+  WatchUntilRounds("lossy1", 1);
+  Ended e = SwitchoverAndWait("lossy1", 120);
+  EXPECT_TRUE(BothSucceeded(e.source, e.destination));
+  ExpectOutcomeRule(e, "d0");
+}
+
+// A link of 100 Mbit/s (tbf on both ends): the stream is slow, the queue at the bottleneck
+// full, and neither the peer timeout nor the heartbeat mistakes that for a dead peer.
+TEST_F(FaultTest, ABottleneckSlowsTheStreamButMovesEveryByteExactly) {
+  AttachPair("d0", "size=32MiB");
+  ASSERT_TRUE(net_->Bottleneck(100'000'000).ok());
+  ASSERT_TRUE(Prepare("narrow", {"d0"}).ok());
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE(Start("narrow", {"d0"}, /*precopy=*/false).ok());
+  Ended e = SwitchoverAndWait("narrow", 120);
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_TRUE(BothSucceeded(e.source, e.destination));
+  ExpectOutcomeRule(e, "d0");
+  const double mbit_s = 32.0 * 8 * 1.048576 / absl::ToDoubleSeconds(took);
+  std::cout << "fault bottleneck_100mbit: 32 MiB in " << absl::FormatDuration(took) << " ("
+            << mbit_s << " Mbit/s)" << std::endl;
+  // The bottleneck was real: 32 MiB take 2.7 s at 100 Mbit/s.
+  EXPECT_GT(took, absl::Milliseconds(2500));
+}
+
+// A long link: a relay in the destination's namespace holds every byte 25 ms each way (this
+// kernel has no netem). PRE_COPY rounds, the switchover and the commit all cross it, heartbeat
+// included, and the stream arrives whole.
+TEST_F(FaultTest, ALongLinkDelaysEveryByteButMovesThemExactly) {
+  AttachPair("d0", "size=16MiB,dirty_rate=4MiB");
+  const std::string dst_address = dst_->peer_address();
+  const uint16_t port =
+      static_cast<uint16_t>(std::stoi(dst_address.substr(dst_address.rfind(':') + 1)));
+  auto line = DelayLine::Start(net_->b(), NetnsPair::kAddressB, port, absl::Milliseconds(25));
+  ASSERT_TRUE(line.ok()) << line.status();
+  ASSERT_TRUE(Prepare("far", {"d0"}).ok());
+  ASSERT_TRUE(Start("far", {"d0"}, /*precopy=*/true, "", "", (*line)->address()).ok());
+  WatchUntilRounds("far", 1);
+  Ended e = SwitchoverAndWait("far", 120);
+  EXPECT_TRUE(BothSucceeded(e.source, e.destination));
+  ExpectOutcomeRule(e, "d0");
+  std::cout << "fault delay_25ms_each_way: " << e.source.bytes_moved() << " bytes, STOP_COPY "
+            << e.source.stop_copy_seconds() * 1e3 << " ms" << std::endl;
+  // The delay was real: the commit alone takes a round trip.
+  EXPECT_GE(e.source.stop_copy_seconds(), 0.05);
 }
 
 }  // namespace

@@ -93,7 +93,23 @@ absl::Status NetnsPair::Loss(int percent) {
   return Both(rule, rule);
 }
 
+absl::Status NetnsPair::Bottleneck(uint64_t bits_per_second) {
+  for (const std::string& ns : {a_, b_}) {
+    if (absl::Status s = Sh(absl::StrCat("ip netns exec ", ns, " tc qdisc replace dev ", ns,
+                                         " root tbf rate ", bits_per_second,
+                                         "bit burst 64kb latency 100ms"));
+        !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status NetnsPair::Clear() {
+  for (const std::string& ns : {a_, b_}) {
+    // No qdisc of ours there is fine.
+    (void)Sh(absl::StrCat("ip netns exec ", ns, " tc qdisc del dev ", ns, " root 2>/dev/null"));
+  }
   for (const std::string& ns : {a_, b_}) {
     if (absl::Status s = Sh(absl::StrCat("ip netns exec ", ns, " nft flush chain inet mmfault in"));
         !s.ok()) {

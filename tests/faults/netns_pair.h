@@ -10,6 +10,8 @@
 //               segments, acknowledgements included, never arrive; b's do).
 //   Loss(p):    each packet dropped with probability p percent (nft's `numgen random`; this
 //               kernel has no sch_netem).
+//   Bottleneck(rate): both ends of the veth send at most `rate` bits per second (a `tbf` qdisc,
+//               100 ms of queue), what a slow or shared link does.
 //   Clear():    none of the above.
 #ifndef MIGMOVER_TESTS_FAULTS_NETNS_PAIR_H_
 #define MIGMOVER_TESTS_FAULTS_NETNS_PAIR_H_
@@ -41,6 +43,7 @@ class NetnsPair {
   absl::Status DropFromA();
   absl::Status Reset();
   absl::Status Loss(int percent);
+  absl::Status Bottleneck(uint64_t bits_per_second);
   absl::Status Clear();
 
  private:
