@@ -170,22 +170,28 @@ absl::Status DestinationSession::AcceptStream(const peer::Hello& hello, UniqueFd
 
 absl::Status DestinationSession::AcceptHeartbeat(UniqueFd socket, absl::Time deadline) {
   absl::Status verdict;
+  if (net::IsTcp(socket.get())) {
+    verdict = net::TuneDataSocket(socket.get(), 0, "", config_.stream.peer_timeout);
+  }
   {
+    // Taken only by a heartbeat that is answered: a failed one leaves the place to the next.
     absl::MutexLock l(&commit_mu_);
-    if (heartbeat_) {
+    if (verdict.ok() && heartbeat_) {
       verdict = absl::AlreadyExistsError(
           absl::StrCat("session '", id_, "' already has its heartbeat connection"));
     }
-    heartbeat_ = true;
-  }
-  if (verdict.ok() && net::IsTcp(socket.get())) {
-    verdict = net::TuneDataSocket(socket.get(), 0, "", config_.stream.peer_timeout);
+    if (verdict.ok()) heartbeat_ = true;
   }
   if (!verdict.ok()) {
     (void)peer::SendHelloAck(socket.get(), verdict, 0, deadline);
     return verdict;
   }
-  RETURN_IF_ERROR(peer::SendHelloAck(socket.get(), absl::OkStatus(), 0, deadline));
+  if (absl::Status sent = peer::SendHelloAck(socket.get(), absl::OkStatus(), 0, deadline);
+      !sent.ok()) {
+    absl::MutexLock l(&commit_mu_);
+    heartbeat_ = false;
+    return sent;
+  }
   MM_LOG(INFO) << "session " << id_ << ": heartbeat from the source connected";
   auto link = std::make_unique<peer::HeartbeatConnection>(
       std::move(socket), peer::HeartbeatConnection::End::kDestination);
@@ -197,6 +203,9 @@ absl::Status DestinationSession::AcceptHeartbeat(UniqueFd socket, absl::Time dea
 }
 
 void DestinationSession::PeerLost(absl::Status why) {
+  // A lost peer is DEADLINE_EXCEEDED (silence) or UNAVAILABLE: never a code the device threads
+  // read as the source's own word (ABORTED is its ERROR).
+  if (!absl::IsDeadlineExceeded(why)) why = absl::UnavailableError(why.message());
   bool all_committed;
   {
     absl::MutexLock l(&commit_mu_);
@@ -472,7 +481,21 @@ void DestinationSession::Run(size_t i, std::unique_ptr<transport::DeviceStreamRe
     if (absl::IsCancelled(settled)) {
       if (absl::Status lost = PeerLostStatus(); !lost.ok()) settled = lost;
     }
+    bool premature = false;
     if (settled.ok()) {
+      absl::MutexLock l(&commit_mu_);
+      if (commits_ != entries_.size()) {
+        // The source confirms only after every device's COMMIT(0), each counted here first:
+        // it cannot have decided, so this is a broken source, and nothing runs.
+        premature = true;
+        settled = absl::DataLossError(absl::StrCat(
+            "device '", e->name, "': the source sent CONFIRM while ",
+            entries_.size() - commits_, " device(s) had not committed"));
+      }
+    }
+    if (premature) {
+      status = settled;
+    } else if (settled.ok()) {
       confirmed_ = true;
       // The decision is the session's: the other devices need not wait for their own CONFIRM
       // (a source that stopped between two CONFIRMs would keep them waiting an idle timeout).

@@ -50,7 +50,7 @@ void PeerWatch::WatchDestination(transport::HeartbeatLink* link) {
     const absl::Time now = absl::Now();
     if (now >= next_ping) {
       // A PING that cannot go out within the timeout means the peer is not reading at all.
-      if (absl::Status s = link->Beat(last_heard + timeout_); !s.ok()) {
+      if (absl::Status s = link->Beat(last_heard + timeout_, stop_); !s.ok()) {
         if (absl::IsUnavailable(s)) {
           PeerClosed("destination", s);
         } else if (!absl::IsCancelled(s)) {
@@ -92,6 +92,7 @@ void PeerWatch::WatchDestination(transport::HeartbeatLink* link) {
 
 void PeerWatch::WatchSource(transport::HeartbeatLink* link) {
   absl::Time last_heard = absl::Now();
+  bool heard = false;
   while (!stop_.load()) {
     // At most a second at a time, so a stall of this thread shows as a late return.
     const absl::Time until = std::min(last_heard + timeout_, absl::Now() + absl::Seconds(1));
@@ -99,8 +100,9 @@ void PeerWatch::WatchSource(transport::HeartbeatLink* link) {
     if (!s.ok() && Stalled(until, &last_heard)) continue;
     if (absl::IsDeadlineExceeded(s) && absl::Now() < last_heard + timeout_) continue;
     if (s.ok()) {
+      heard = true;
       last_heard = absl::Now();
-      s = link->Beat(last_heard + timeout_);
+      s = link->Beat(last_heard + timeout_, stop_);
       if (s.ok()) continue;
     }
     if (absl::IsCancelled(s)) return;
@@ -112,6 +114,12 @@ void PeerWatch::WatchSource(transport::HeartbeatLink* link) {
       return;
     }
     if (absl::IsUnavailable(s)) {
+      if (!heard) {
+        // Closed before its first PING: the source gave up on its heartbeat (and fails its
+        // session, which its streams say); this is no sign of its outcome.
+        MM_LOG(INFO) << what_ << ": the source closed the heartbeat before beating (" << s << ")";
+        return;
+      }
       PeerClosed("source", s);
       return;
     }

@@ -13,6 +13,7 @@
 #ifndef MIGMOVER_DAEMON_SESSION_PEER_WATCH_H_
 #define MIGMOVER_DAEMON_SESSION_PEER_WATCH_H_
 
+#include <algorithm>
 #include <atomic>
 #include <functional>
 #include <string>
@@ -34,9 +35,11 @@ class PeerWatch {
   PeerWatch(std::string what, absl::Duration timeout, LostFn on_lost)
       : what_(std::move(what)), timeout_(timeout), on_lost_(std::move(on_lost)) {}
 
-  // The daemon's peer timeout, or its idle timeout when the peer timeout is 0 (kernel defaults).
+  // The daemon's peer timeout, or its idle timeout when the peer timeout is 0 (kernel defaults);
+  // at least 1 s (a session's idle timeout may be shorter).
   static absl::Duration TimeoutFor(const stream::StreamOptions& o) {
-    return o.peer_timeout > absl::ZeroDuration() ? o.peer_timeout : o.idle_timeout;
+    return std::max(o.peer_timeout > absl::ZeroDuration() ? o.peer_timeout : o.idle_timeout,
+                    absl::Seconds(1));
   }
   // How often the source pings: a fifth of its timeout, at most 500 ms, so a destination whose
   // own timeout is shorter (down to the 1 s minimum) still hears several beats within it.
@@ -46,7 +49,8 @@ class PeerWatch {
   void WatchDestination(transport::HeartbeatLink* link);
   // The destination's end: every PING answered with a PONG.
   void WatchSource(transport::HeartbeatLink* link);
-  // Ends a Watch* within 100 ms; no `on_lost` after it returns unless one is running.
+  // Ends a Watch* within 100 ms (a source's heartbeat still connecting, within its connect
+  // timeout); no `on_lost` after it returns unless one is running.
   void Stop() { stop_ = true; }
   bool stopped() const { return stop_.load(); }
 

@@ -179,5 +179,21 @@ TEST_F(PeerWatchTest, AnIdleMigrationWithLiveDaemonsOutlastsManyPeerTimeouts) {
   EXPECT_EQ(AwaitEnd(*dst).phase, SessionPhase::kSucceeded);
 }
 
+// A migration does not go on without its heartbeat: the idle phases would have no other sign of
+// a hung destination. The source fails with the reason and runs; the destination resets.
+TEST_F(PeerWatchTest, ASourceThatCannotOpenItsHeartbeatAbandonsTheMigration) {
+  AddDevices(2);
+  fake.heartbeat_open_error = absl::UnavailableError("injected: connection refused");
+  ASSERT_TRUE(PrepareDestination().ok());
+  ASSERT_TRUE(StartSource().ok());
+  SessionSnapshot s = AwaitEnd(*src);
+  EXPECT_EQ(s.phase, SessionPhase::kFailed);
+  EXPECT_EQ(s.error.code(), absl::StatusCode::kUnavailable) << s.error;
+  EXPECT_THAT(std::string(s.error.message()), HasSubstr("heartbeat"));
+  for (size_t i = 0; i < 2; ++i) EXPECT_EQ(SourceState(i), MigState::kRunning) << names[i];
+  EXPECT_EQ(AwaitEnd(*dst).phase, SessionPhase::kFailed);
+  ExpectNeverLiveOnBoth();
+}
+
 }  // namespace
 }  // namespace migmover

@@ -75,10 +75,12 @@ absl::StatusOr<std::shared_ptr<SourceSession>> SourceSession::Start(SourceConfig
   s->bandwidth_ = s->config_.bandwidth;
   s->SetPhase(SessionPhase::kConnecting);
   s->running_workers_ = static_cast<int>(entries.size());
+  // The watch thread's own reference, taken before any device thread could finish and drop
+  // the session's.
+  s->workers_.Start([p = s.get(), c = s->channel_]() mutable { p->WatchPeer(std::move(c)); });
   for (size_t i = 0; i < entries.size(); ++i) {
     s->workers_.Start([p = s.get(), i] { p->Run(i); });
   }
-  s->workers_.Start([p = s.get(), c = s->channel_]() mutable { p->WatchPeer(std::move(c)); });
   return s;
 }
 
@@ -151,18 +153,24 @@ void SourceSession::WatchPeer(std::shared_ptr<transport::SourceChannel> channel)
   absl::StatusOr<std::unique_ptr<transport::HeartbeatLink>> link =
       channel->OpenHeartbeat(config_.connect_timeout);
   channel.reset();
+  if (watch_.stopped()) return;  // The session ended meanwhile.
   if (!link.ok()) {
-    if (!watch_.stopped()) {
-      MM_LOG(WARNING) << "session " << id_ << ": no heartbeat with the destination daemon ("
-                      << link.status() << "): a hung destination is noticed only by the "
-                      << "streams' own timeouts";
-    }
+    // The peer that takes the streams takes the heartbeat: without it a hung destination would
+    // go unnoticed in the idle phases, so the migration does not go on without one.
+    PeerLost(absl::Status(link.status().code(),
+                          absl::StrCat("heartbeat with the destination daemon: ",
+                                       link.status().message())));
     return;
   }
   watch_.WatchDestination(link->get());
 }
 
 void SourceSession::PeerLost(absl::Status why) {
+  // Only a refusal keeps its code; a lost peer is DEADLINE_EXCEEDED (silence) or UNAVAILABLE.
+  if (!absl::IsDeadlineExceeded(why) && !absl::IsPermissionDenied(why) &&
+      !absl::IsFailedPrecondition(why) && !absl::IsNotFound(why) && !absl::IsInvalidArgument(why)) {
+    why = absl::UnavailableError(why.message());
+  }
   {
     absl::MutexLock l(&decide_mu_);
     if (decision_ == Decision::kCommit) {
@@ -250,10 +258,24 @@ void SourceSession::RecoverAll() {
   }
   // Rule 5 on the way back: every quiesced or stopped device reaches RUNNING_P2P before any
   // device leaves it; a device still running (RUNNING, PRE_COPY) only drops its data session.
+  // A device that cannot take its step is reset (which runs it) only once every other device
+  // took the RUNNING_P2P step.
+  std::vector<bool> to_reset(entries_.size(), false);
   for (MigState step : {MigState::kRunningP2P, MigState::kRunning}) {
+    if (step == MigState::kRunning) {
+      for (size_t i = 0; i < entries_.size(); ++i) {
+        if (!to_reset[i]) continue;
+        DeviceEntry* e = entries_[i];
+        absl::MutexLock l(&e->mu);
+        if (absl::Status r = e->device->Reset(); !r.ok()) {
+          MM_LOG(ERROR) << "session " << id_ << ": device " << e->name << ": reset failed: " << r;
+        }
+        SetDeviceState(i, MigStateName(e->device->last_known_state()));
+      }
+    }
     for (size_t i = 0; i < entries_.size(); ++i) {
       DeviceEntry* e = entries_[i];
-      if (!e->runs_fsm()) continue;
+      if (!e->runs_fsm() || to_reset[i]) continue;
       absl::MutexLock l(&e->mu);
       const MigState now = e->device->last_known_state();
       if (now == step) continue;
@@ -266,6 +288,10 @@ void SourceSession::RecoverAll() {
       if (!back.ok()) {
         MM_LOG(WARNING) << "session " << id_ << ": device " << e->name << ": could not return to "
                         << MigStateName(step) << " (" << back.status() << "); resetting";
+        if (step == MigState::kRunningP2P) {
+          to_reset[i] = true;  // After the others reached RUNNING_P2P.
+          continue;
+        }
         if (absl::Status r = e->device->Reset(); !r.ok()) {
           MM_LOG(ERROR) << "session " << id_ << ": device " << e->name << ": reset failed: " << r;
         }

@@ -8,7 +8,7 @@
 // peer timeout (plus slack), and that the same devices then migrate again.
 //
 // The default run takes one case per point, covering every fault (9 cases, about 2.5 minutes
-// here); the whole matrix (54 cases, 51 run, about 14 minutes) runs with
+// here); the whole matrix (54 cases, 51 run, about 6 minutes) runs with
 //   bazel test //tests/faults:fault_matrix_test --test_env=MIGMOVER_FAULTS_LONG=1
 #include <csignal>
 #include <cstdlib>

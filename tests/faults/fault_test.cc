@@ -325,5 +325,31 @@ TEST_F(FaultTest, ALongLinkDelaysEveryByteButMovesThemExactly) {
   EXPECT_GE(e.source.stop_copy_seconds(), 0.05);
 }
 
+// The destination device stops taking data mid STOP_COPY (for 20 s): the destination's writes
+// wait, its receive window shuts, and the source, whose sends make no progress, fails within
+// twice the peer timeout (zero-window probes back off) and runs its VM again; the destination,
+// whose stream makes no progress, fails too and resets its device: no progress is a failure on
+// both sides, though both daemons stay alive (their heartbeat keeps beating).
+TEST_F(FaultTest, AStalledDestinationDeviceFailsTheMigrationOnBothSides) {
+  ASSERT_TRUE(Attach(*src_, "d0", "size=64MiB").ok());
+  ASSERT_TRUE(Attach(*dst_, "d0", "size=64MiB,stall=8MiB:20000").ok());
+  ASSERT_TRUE(Prepare("stall", {"d0"}).ok());
+  ASSERT_TRUE(Start("stall", {"d0"}, /*precopy=*/false).ok());
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE(Switchover("stall").ok());
+  Outcome o = AwaitBoth("stall", start);
+  std::cout << "fault stalled_destination_device: source ended after "
+            << absl::FormatDuration(o.source) << ", destination after "
+            << absl::FormatDuration(o.destination) << std::endl;
+  EXPECT_EQ(o.ended.source.phase(), SessionStatus::FAILED) << o.ended.source.DebugString();
+  EXPECT_EQ(o.ended.destination.phase(), SessionStatus::FAILED)
+      << o.ended.destination.DebugString();
+  ExpectOutcomeRule(o.ended, "d0");
+  EXPECT_EQ(StateOf(*src_, "d0"), "RUNNING");
+  // Well before the stall ends: the stall, not its end, failed the migration.
+  EXPECT_LE(o.source, absl::Milliseconds(2 * kPeerTimeoutMs) + kDetectionSlack);
+  EXPECT_LT(o.destination, absl::Seconds(15));
+}
+
 }  // namespace
 }  // namespace migmover::testing

@@ -21,8 +21,8 @@ class HeartbeatLink {
  public:
   virtual ~HeartbeatLink() = default;
   // Sends this end's beat: PING from the source, PONG from the destination. Errors: the send's
-  // (Unavailable when the peer is gone), DeadlineExceeded.
-  virtual absl::Status Beat(absl::Time deadline) = 0;
+  // (Unavailable when the peer is gone), DeadlineExceeded; Cancelled once `stop` is raised.
+  virtual absl::Status Beat(absl::Time deadline, const std::atomic<bool>& stop) = 0;
   // Waits for the peer's next beat: a PONG at the source, a PING at the destination. Errors:
   // DeadlineExceeded when none came by `deadline`; Unavailable when the peer closed the
   // connection (its session ended, or its daemon died); Cancelled once `stop` is raised

@@ -40,10 +40,10 @@ absl::StatusOr<std::unique_ptr<transport::HeartbeatLink>> OpenHeartbeat(
   return std::unique_ptr<transport::HeartbeatLink>(std::move(c));
 }
 
-absl::Status HeartbeatConnection::Beat(absl::Time deadline) {
+absl::Status HeartbeatConnection::Beat(absl::Time deadline, const std::atomic<bool>& stop) {
   const uint64_t seq = sent_++;
   return net::SendAll(fd_.get(), end_ == End::kSource ? EncodePing(seq) : EncodePong(seq),
-                      deadline);
+                      deadline, &stop);
 }
 
 absl::Status HeartbeatConnection::AwaitBeat(absl::Time deadline, const std::atomic<bool>& stop) {

@@ -37,7 +37,7 @@ class HeartbeatConnection final : public transport::HeartbeatLink {
   // after it answered; a test's socketpair). Takes ownership of `fd`.
   HeartbeatConnection(UniqueFd fd, End end) : fd_(std::move(fd)), end_(end) {}
 
-  absl::Status Beat(absl::Time deadline) override;
+  absl::Status Beat(absl::Time deadline, const std::atomic<bool>& stop) override;
   absl::Status AwaitBeat(absl::Time deadline, const std::atomic<bool>& stop) override;
 
  private:

@@ -30,9 +30,9 @@ struct Pair {
 TEST(HeartbeatConnectionTest, PingIsAnsweredWithPongInSequence) {
   Pair p;
   for (int i = 0; i < 3; ++i) {
-    ASSERT_TRUE(p.source->Beat(absl::Now() + absl::Seconds(1)).ok());
+    ASSERT_TRUE(p.source->Beat(absl::Now() + absl::Seconds(1), p.stop).ok());
     ASSERT_TRUE(p.destination->AwaitBeat(absl::Now() + absl::Seconds(1), p.stop).ok());
-    ASSERT_TRUE(p.destination->Beat(absl::Now() + absl::Seconds(1)).ok());
+    ASSERT_TRUE(p.destination->Beat(absl::Now() + absl::Seconds(1), p.stop).ok());
     ASSERT_TRUE(p.source->AwaitBeat(absl::Now() + absl::Seconds(1), p.stop).ok());
   }
 }
@@ -42,7 +42,7 @@ TEST(HeartbeatConnectionTest, SilenceIsDeadlineExceededAndLeavesTheStreamInStep)
   EXPECT_EQ(p.source->AwaitBeat(absl::Now() + absl::Milliseconds(50), p.stop).code(),
             absl::StatusCode::kDeadlineExceeded);
   // The timed-out wait consumed nothing: the next beat still reads as frame 1.
-  ASSERT_TRUE(p.destination->Beat(absl::Now() + absl::Seconds(1)).ok());
+  ASSERT_TRUE(p.destination->Beat(absl::Now() + absl::Seconds(1), p.stop).ok());
   EXPECT_TRUE(p.source->AwaitBeat(absl::Now() + absl::Seconds(1), p.stop).ok());
 }
 

@@ -143,9 +143,9 @@ class FakeHeartbeat final : public HeartbeatLink {
  public:
   FakeHeartbeat(std::unique_ptr<peer::HeartbeatConnection> c, const FakeTransport* t)
       : c_(std::move(c)), t_(t) {}
-  absl::Status Beat(absl::Time deadline) override {
+  absl::Status Beat(absl::Time deadline, const std::atomic<bool>& stop) override {
     if (t_->drop_pings.load()) return absl::OkStatus();
-    return c_->Beat(deadline);
+    return c_->Beat(deadline, stop);
   }
   absl::Status AwaitBeat(absl::Time deadline, const std::atomic<bool>& stop) override {
     while (true) {
@@ -163,6 +163,7 @@ class FakeHeartbeat final : public HeartbeatLink {
 
 absl::StatusOr<std::unique_ptr<HeartbeatLink>> FakeTransport::OpenHeartbeat(
     const SessionSpec& spec, absl::Duration timeout) {
+  if (!heartbeat_open_error.ok()) return heartbeat_open_error;
   if (!deliver) return absl::FailedPreconditionError("fake transport: nothing to deliver to");
   int fds[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {

@@ -53,6 +53,7 @@ class FakeTransport final : public Transport {
   // never reach the source (only the source does). Any thread, any time.
   std::atomic<bool> drop_pings{false};
   std::atomic<bool> drop_pongs{false};
+  absl::Status heartbeat_open_error;  // OpenHeartbeat fails with this when not OK.
   // Bytes a sender may be ahead of its receiver, as a socket's buffers would allow: a sender
   // with more to send then waits in Pump, where it hears at once from a receiver that gave up.
   uint64_t max_queued_bytes = 1u << 20;

@@ -77,6 +77,7 @@ std::string SimDeviceSpec::ToString() const {
     absl::StrAppend(&s, ",corrupt_at=", corrupt_at);
   }
   if (commit_delay_ms != 0) absl::StrAppend(&s, ",commit_delay_ms=", commit_delay_ms);
+  if (resume_stall_ms != 0) absl::StrAppend(&s, ",stall=", resume_stall_at, ":", resume_stall_ms);
   return s;
 }
 
@@ -124,6 +125,17 @@ absl::StatusOr<SimDeviceSpec> ParseSimDeviceSpec(absl::string_view text) {
       uint32_t v;
       if (!absl::SimpleAtoi(value, &v) || v > 600'000) return bad("expected 0..600000");
       spec.commit_delay_ms = v;
+    } else if (key == "stall") {
+      std::vector<std::string> parts = absl::StrSplit(value, ':');
+      if (parts.size() != 2) return bad("expected BYTES:MS");
+      auto at = ParseByteSize(parts[0]);
+      uint32_t ms;
+      if (!at.ok()) return bad(at.status().message());
+      if (!absl::SimpleAtoi(parts[1], &ms) || ms == 0 || ms > 600'000) {
+        return bad("expected 1..600000 milliseconds");
+      }
+      spec.resume_stall_at = *at;
+      spec.resume_stall_ms = ms;
     } else if (key == "short_io") {
       if (value != "0" && value != "1") return bad("expected 0 or 1");
       spec.short_io = value == "1";
@@ -151,7 +163,7 @@ absl::StatusOr<SimDeviceSpec> ParseSimDeviceSpec(absl::string_view text) {
     } else {
       return bad(
           "unknown key (size, chunk, seed, initial, dirty_rate, features, short_io, save_fd, "
-          "fail_arc, corrupt_at, commit_delay_ms)");
+          "fail_arc, corrupt_at, commit_delay_ms, stall)");
     }
   }
   if (absl::Status s = spec.Validate(); !s.ok()) return s;

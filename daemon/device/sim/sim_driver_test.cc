@@ -341,6 +341,13 @@ TEST(SimDeviceSpecTest, ParsesAndRejects) {
   EXPECT_FALSE(ParseSimDeviceSpec("chunk=2MiB").ok());
   EXPECT_FALSE(ParseSimDeviceSpec("fail_arc=STOP").ok());
   EXPECT_EQ(ParseSimDeviceSpec("fail_arc=resuming:stop:EIO")->fail_errno, EIO);
+  auto stall = ParseSimDeviceSpec("size=64MiB,stall=8MiB:20000");
+  ASSERT_TRUE(stall.ok()) << stall.status();
+  EXPECT_EQ(stall->resume_stall_at, 8u << 20);
+  EXPECT_EQ(stall->resume_stall_ms, 20000u);
+  EXPECT_EQ(ParseSimDeviceSpec(stall->ToString())->resume_stall_ms, 20000u);
+  EXPECT_FALSE(ParseSimDeviceSpec("stall=8MiB").ok());
+  EXPECT_FALSE(ParseSimDeviceSpec("stall=8MiB:0").ok());
 }
 
 }  // namespace

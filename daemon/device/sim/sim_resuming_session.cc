@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "transport/base/errno_status.h"
 #include "transport/base/status_macros.h"
 
@@ -76,6 +77,13 @@ bool SimResumingSession::Drain() {
         read_fd_.Reset();
         return false;
       }
+      const SimDeviceSpec& spec = model_->spec();
+      if (!stalled_ && spec.resume_stall_ms != 0 &&
+          verifier_->bytes_consumed() >= spec.resume_stall_at) {
+        stalled_ = true;
+        stall_until_ = absl::Now() + absl::Milliseconds(spec.resume_stall_ms);
+        return true;
+      }
       continue;
     }
     if (n == 0) {
@@ -91,6 +99,12 @@ bool SimResumingSession::Drain() {
 void SimResumingSession::Run() {
   pthread_setname_np(pthread_self(), "mm-sim-resume");
   while (!stop_) {
+    if (stalled_ && absl::Now() < stall_until_) {
+      // The device takes nothing meanwhile: the pipe fills and userspace's writes wait.
+      pollfd cancel{cancel_fd_.get(), POLLIN, 0};
+      ::poll(&cancel, 1, 100);
+      continue;
+    }
     if (!Drain()) return;
     pollfd fds[2] = {{read_fd_.get(), POLLIN, 0}, {cancel_fd_.get(), POLLIN, 0}};
     ::poll(fds, 2, 100);
@@ -102,6 +116,7 @@ absl::Status SimResumingSession::Commit() {
   uint64_t one = 1;
   (void)!::write(cancel_fd_.get(), &one, sizeof(one));
   if (thread_.joinable()) thread_.join();
+  stalled_ = true;  // A stall never cuts the commit's own drain short.
   // Every write userspace made returned before it asked for RESUMING -> STOP, so what is still
   // in the pipe is the rest of the stream.
   if (read_fd_.valid()) Drain();

@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "daemon/device/sim/sim_device_model.h"
 #include "daemon/device/sim/sim_stream.h"
 #include "transport/base/unique_fd.h"
@@ -47,6 +48,9 @@ class SimResumingSession {
   ino_t pipe_ino_ = 0;
   std::vector<uint8_t> buf_;  // Used by one thread at a time: the consumer, then Commit.
   std::atomic<bool> stop_{false};
+  // The spec's stall, on the consumer thread only.
+  bool stalled_ = false;
+  absl::Time stall_until_;
   std::thread thread_;
   mutable absl::Mutex mu_;
   std::unique_ptr<StreamVerifier> verifier_ ABSL_GUARDED_BY(mu_);
