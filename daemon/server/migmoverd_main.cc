@@ -77,7 +77,7 @@ ABSL_FLAG(std::string, tcp_congestion, "",
           "loop's throughput on the machines we measured (bench/README.md).");
 ABSL_FLAG(uint32_t, idle_timeout_ms, 30000,
           "A stream that makes no progress for this long fails (milliseconds).");
-ABSL_FLAG(uint32_t, peer_timeout_ms, 5000,
+ABSL_FLAG(uint32_t, peer_timeout_ms, 4000,
           "How long the peer daemon may stay silent (milliseconds, 1000..3600000, or 0). Each "
           "session keeps a heartbeat with its peer daemon (PING/PONG several times per timeout, "
           "answered by the daemons' own threads): a peer daemon that hangs or is cut off fails "

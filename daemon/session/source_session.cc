@@ -512,13 +512,19 @@ absl::Status SourceSession::RunDevice(size_t i) {
     }
     return absl::OkStatus();
   }();
+  bool lost = false;
   if (!status.ok() && !agent_cancelled_.load()) {
     // The heartbeat was lost first: whatever this device saw next (a cancelled wait) follows
     // from that, and the destination (if it hears) learns that reason.
     absl::MutexLock l(&decide_mu_);
-    if (!peer_lost_.ok()) status = peer_lost_;
+    if (!peer_lost_.ok()) {
+      status = peer_lost_;
+      lost = true;
+    }
   }
-  if (!status.ok()) sender->SendError(status);
+  // A destination that is lost gets the ERROR only if it fits in the socket now: waiting for
+  // a shut window would only delay the VM's return to RUNNING.
+  if (!status.ok()) sender->SendError(status, lost ? absl::ZeroDuration() : absl::Seconds(1));
   return status;
 }
 

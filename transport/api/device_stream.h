@@ -63,9 +63,10 @@ class DeviceStreamSender {
   // destination may run its devices. Only after every device's AwaitCommit returned OK. Bounded
   // by the stream's idle timeout. Errors: the send's (Unavailable, DeadlineExceeded).
   virtual absl::Status Confirm() = 0;
-  // Best effort, bounded: tells the destination this stream is abandoned (before CONFIRM, the
-  // whole migration: a destination holding a committed device resets it).
-  virtual void SendError(absl::Status why) = 0;
+  // Best effort, bounded by `wait`: tells the destination this stream is abandoned (before
+  // CONFIRM, the whole migration: a destination holding a committed device resets it). A zero
+  // `wait` only queues what fits now (the destination is known to be unreachable or hung).
+  virtual void SendError(absl::Status why, absl::Duration wait = absl::Seconds(1)) = 0;
 
   // The path a Pump from `data_fd` will take (what a status shows before any byte moved).
   virtual DataPath PlannedDataPath(int data_fd) const = 0;

@@ -333,11 +333,11 @@ std::string LinkStreamReceiver::transport_name() const {
 
 LinkStreamSender::~LinkStreamSender() = default;
 
-void LinkStreamSender::SendError(absl::Status why) {
+void LinkStreamSender::SendError(absl::Status why, absl::Duration wait) {
   const std::string frame = out_.Error(why);
   // Best effort, briefly: the destination may be gone, which is why we give up.
   size_t done = 0;
-  const absl::Time deadline = absl::Now() + absl::Milliseconds(500);
+  const absl::Time deadline = absl::Now() + std::min(wait, absl::Milliseconds(500));
   while ((done < frame.size() || !link_->AllAcknowledged()) && absl::Now() < deadline) {
     WriteRest(link_, frame, &done);
     if (!link_->Poll().ok()) return;

@@ -76,7 +76,7 @@ class LinkStreamSender final : public transport::DeviceStreamSender {
   absl::Status EndStream() override;
   absl::Status AwaitCommit(absl::Duration timeout, const std::atomic<bool>& cancel) override;
   absl::Status Confirm() override;
-  void SendError(absl::Status why) override;
+  void SendError(absl::Status why, absl::Duration wait = absl::Seconds(1)) override;
   // Takes the connection the HELLO went out on. The destination keeps its end open while the
   // stream lasts, so its closing means the destination is gone: fail at once instead of after
   // the link's dead-peer timeout.

@@ -34,7 +34,7 @@ struct StreamOptions {
   // A TCP connection whose peer stays silent this long fails (net::TuneDataSocket: probes every
   // second while idle, TCP_USER_TIMEOUT): a cut without a reset is noticed within it whatever
   // the stream is doing. 0: the kernel's keepalive defaults (about 25 s).
-  absl::Duration peer_timeout = absl::Seconds(5);
+  absl::Duration peer_timeout = absl::Seconds(4);
   // Copy path: send with IORING_OP_SEND_ZC from the registered buffers (the NIC reads them; a
   // buffer is reused only after the kernel's notification). Pays on real NICs with large
   // frames; on loopback the kernel copies anyway, so it cannot win there.

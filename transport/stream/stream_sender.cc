@@ -128,8 +128,8 @@ absl::Status StreamSender::AwaitCommit(absl::Duration timeout, const std::atomic
 
 absl::Status StreamSender::Confirm() { return SendControl(s_.out.Confirm()); }
 
-void StreamSender::SendError(absl::Status why) {
-  (void)net::SendAll(s_.control_fd(), s_.out.Error(why), absl::Now() + absl::Seconds(1));
+void StreamSender::SendError(absl::Status why, absl::Duration wait) {
+  (void)net::SendAll(s_.control_fd(), s_.out.Error(why), absl::Now() + wait);
 }
 
 }  // namespace migmover::stream

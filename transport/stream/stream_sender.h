@@ -75,7 +75,7 @@ class StreamSender final : public transport::DeviceStreamSender {
   absl::Status AwaitCommit(absl::Duration timeout, const std::atomic<bool>& cancel) override;
   absl::Status Confirm() override;
   // Best effort: tells the destination this stream is abandoned.
-  void SendError(absl::Status why) override;
+  void SendError(absl::Status why, absl::Duration wait = absl::Seconds(1)) override;
 
   // Runs this stream's pumps (copy or splice) on `worker` (shared with other streams) instead
   // of the stream's own queue; null: back to its own. The worker must outlive the pumps.

@@ -207,7 +207,7 @@ absl::Status FakeSender::Confirm() {
   return absl::OkStatus();
 }
 
-void FakeSender::SendError(absl::Status why) {
+void FakeSender::SendError(absl::Status why, absl::Duration) {
   absl::MutexLock l(&wire_->mu);
   if (!wire_->abandoned.has_value()) wire_->abandoned = std::move(why);
 }

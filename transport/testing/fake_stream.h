@@ -110,7 +110,7 @@ class FakeSender final : public DeviceStreamSender {
   absl::Status EndStream() override;
   absl::Status AwaitCommit(absl::Duration timeout, const std::atomic<bool>& cancel) override;
   absl::Status Confirm() override;
-  void SendError(absl::Status why) override;
+  void SendError(absl::Status why, absl::Duration wait = absl::Seconds(1)) override;
 
   DataPath PlannedDataPath(int) const override { return DataPath::kCopy; }
   DataPath data_path_used() const override { return DataPath::kCopy; }
