@@ -240,6 +240,20 @@ absl::StatusOr<Hello> ParseHello(const FrameHeader& h, absl::string_view payload
   return hello;
 }
 
+std::string EscapePeerText(absl::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    const auto b = static_cast<unsigned char>(c);
+    if (b < 0x20 || b == 0x7f) {
+      absl::StrAppend(&out, "\\x", absl::Hex(b, absl::kZeroPad2));
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
 absl::StatusOr<PeerStatus> ParseStatus(const FrameHeader& h, absl::string_view payload) {
   if (payload.size() != h.length || payload.size() < sizeof(wire::StatusPayload)) {
     return absl::DataLossError(absl::StrCat(FrameTypeName(h.type), ": truncated payload"));
@@ -250,7 +264,7 @@ absl::StatusOr<PeerStatus> ParseStatus(const FrameHeader& h, absl::string_view p
     return absl::DataLossError(absl::StrCat(FrameTypeName(h.type), ": status code ", p.code,
                                             " is not a canonical code"));
   }
-  return PeerStatus{p.code, std::string(payload.substr(sizeof(p)))};
+  return PeerStatus{p.code, EscapePeerText(payload.substr(sizeof(p)))};
 }
 
 absl::StatusOr<EndStream> ParseEndStream(const FrameHeader& h, absl::string_view payload) {

@@ -65,7 +65,12 @@ std::string EncodePing(uint64_t seq);
 std::string EncodePong(uint64_t seq);
 std::string EncodeEndStream(uint64_t seq, uint32_t device, const EndStream& end);
 
-// Parse a control payload whose header DecodeHeader accepted. Errors: DataLoss for bad contents
+// Text from a peer as it may enter a log, a status or an error: every control byte (below 0x20,
+// and DEL) written as "\xNN", so a newline cannot forge a log line; the rest unchanged (UTF-8).
+std::string EscapePeerText(absl::string_view text);
+
+// Parse a control payload whose header DecodeHeader accepted. A status message is escaped
+// (EscapePeerText). Errors: DataLoss for bad contents
 // (session id empty or too long or not printable, device index >= device count, stream index
 // >= stream count or a count outside 1..kMaxStreamsPerDevice, unknown digest
 // kind, message too long).

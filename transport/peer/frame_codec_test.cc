@@ -189,6 +189,23 @@ TEST(FrameCodecTest, HeartbeatHelloCarriesNoStreamAndOnlyHelloTakesTheFlag) {
   EXPECT_FALSE(RoundTrip(ping).ok());
 }
 
+// Text from a peer reaches logs and agents: a newline in it must not forge a log line, nor any
+// other control byte reach a terminal.
+TEST(FrameCodecTest, PeerTextHasItsControlBytesEscaped) {
+  PeerStatus forged{13, "write failed\n2026-11-28T00:00:00.000 I migmover: session s: SUCCEEDED\x1b[2J"};
+  auto [h, payload] = Split(EncodeStatusFrame(FrameType::kError, 1, 0, forged));
+  auto st = ParseStatus(h, payload);
+  ASSERT_TRUE(st.ok()) << st.status();
+  EXPECT_EQ(st->message.find('\n'), std::string::npos) << st->message;
+  EXPECT_EQ(st->message.find('\x1b'), std::string::npos) << st->message;
+  EXPECT_EQ(st->message,
+            "write failed\\x0a2026-11-28T00:00:00.000 I migmover: session s: SUCCEEDED\\x1b[2J");
+  // Printable text, UTF-8 included, passes unchanged.
+  PeerStatus plain{5, "device 'd0': write(data fd 9): EIO \u2014 r\u00e9sum\u00e9"};
+  auto [h2, p2] = Split(EncodeStatusFrame(FrameType::kCommit, 1, 0, plain));
+  EXPECT_EQ(ParseStatus(h2, p2)->message, plain.message);
+}
+
 TEST(FrameCodecTest, StatusAndEndStreamRoundTrip) {
   auto [h, payload] =
       Split(EncodeStatusFrame(FrameType::kCommit, 5, 1, PeerStatus{9, "RESUMING->STOP: EIO"}));
