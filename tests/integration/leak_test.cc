@@ -144,9 +144,13 @@ TEST_F(LeakTest, FailedAndCancelledMigrationsLeaveNoFdsOrMemoryBehind) {
   EXPECT_EQ(src_fds_after, src_fds) << "the source leaked fds";
   EXPECT_EQ(dst_fds_after, dst_fds) << "the destination leaked fds";
   // With migmoverd's two malloc arenas what a migration frees is reused by the next: 1000
-  // iterations grew RSS by well under 1 MB. A leak of even 2 KiB per migration shows at 1000.
-  EXPECT_LE(src_rss_after, src_rss + 2 * 1024) << "the source's memory grew";
-  EXPECT_LE(dst_rss_after, dst_rss + 2 * 1024) << "the destination's memory grew";
+  // iterations grew RSS by well under 1 MB, so a leak of even 2 KiB per migration shows there.
+  // A short run also sees one-time growth (3 MB once within 40 iterations on a CI run, while
+  // 1000 iterations ended within 0.2 MB of their start: caches, such as glibc's of thread
+  // stacks, reaching their working size), so it only catches gross leaks.
+  const uint64_t bound_kib = iterations >= 500 ? 2 * 1024 : 8 * 1024;
+  EXPECT_LE(src_rss_after, src_rss + bound_kib) << "the source's memory grew";
+  EXPECT_LE(dst_rss_after, dst_rss + bound_kib) << "the destination's memory grew";
 }
 
 }  // namespace
