@@ -123,13 +123,9 @@ class FaultTest : public TwoDaemons {
     ASSERT_TRUE(Start(id, {"d0"}, /*precopy=*/false).ok());
     ASSERT_TRUE(Switchover(id).ok());
     // Until STOP_COPY bytes flow (the cap makes the phase last seconds, so no race with its end).
-    SessionStatus st = Get(*src_, id);
-    for (const absl::Time deadline = absl::Now() + absl::Seconds(20);
-         (st.phase() != SessionStatus::STOP_COPY || st.stop_copy_bytes() == 0) && !Final(st) &&
-         absl::Now() < deadline;
-         st = Get(*src_, id)) {
-      absl::SleepFor(absl::Milliseconds(10));  // Polling the status: the API has no push here.
-    }
+    SessionStatus st = WatchUntil(*src_, id, [](const SessionStatus& s) {
+      return s.phase() == SessionStatus::STOP_COPY && s.stop_copy_bytes() > 0;
+    }, 20);
     ASSERT_EQ(st.phase(), SessionStatus::STOP_COPY) << st.DebugString();
     ASSERT_GT(st.stop_copy_bytes(), 0u);
     bandwidth_ = 0;
@@ -141,11 +137,10 @@ class FaultTest : public TwoDaemons {
     ASSERT_TRUE(Prepare(id, {"d0"}).ok());
     ASSERT_TRUE(Start(id, {"d0"}, /*precopy=*/false).ok());
     ASSERT_TRUE(Switchover(id).ok());
-    const absl::Time deadline = absl::Now() + absl::Seconds(20);
-    while (Get(*dst_, id).phase() != SessionStatus::COMMITTING && absl::Now() < deadline) {
-      absl::SleepFor(absl::Milliseconds(10));  // Polling the status: the API has no push here.
-    }
-    ASSERT_EQ(Get(*dst_, id).phase(), SessionStatus::COMMITTING);
+    SessionStatus st = WatchUntil(*dst_, id, [](const SessionStatus& s) {
+      return s.phase() == SessionStatus::COMMITTING;
+    }, 20);
+    ASSERT_EQ(st.phase(), SessionStatus::COMMITTING) << st.DebugString();
   }
 
   // Waits (on `d`'s WatchSession stream, at most `seconds`) until `done` holds for the session's
