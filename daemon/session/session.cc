@@ -191,12 +191,13 @@ SessionSnapshot Session::Snapshot() {
     d.bytes = p->bytes.load();
     d.precopy_bytes = p->precopy_bytes.load();
     d.pending_bytes = p->pending_bytes.load();
+    d.precopy_rounds = p->precopy_rounds.load();
     d.digest_checked = p->digest_checked.load();
     d.committed = p->committed.load();
     s.bytes_moved += d.bytes;
     s.precopy_bytes += d.precopy_bytes;
     s.pending_bytes += d.pending_bytes;
-    if (p->precopy_capable.load()) rounds = std::min(rounds, p->precopy_rounds.load());
+    if (p->precopy_capable.load()) rounds = std::min(rounds, d.precopy_rounds);
     all_verified = all_verified && d.committed;
     s.devices.push_back(std::move(d));
   }

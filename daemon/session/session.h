@@ -45,6 +45,7 @@ struct DeviceProgress {
   std::atomic<uint32_t> precopy_rounds{0};
   std::atomic<bool> committed{false};
   std::atomic<bool> digest_checked{false};
+  // Set before the device's worker starts: a device not yet in PRE_COPY has done no round.
   std::atomic<bool> precopy_capable{false};
   // Guarded by the session's mutex.
   std::string state;
@@ -56,6 +57,7 @@ struct DeviceProgress {
 struct DeviceSnapshot {
   std::string name, state, data_path, transport, error;
   uint64_t bytes = 0, precopy_bytes = 0, pending_bytes = 0;
+  uint32_t precopy_rounds = 0;
   bool digest_checked = false, committed = false;
 };
 

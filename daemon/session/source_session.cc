@@ -75,6 +75,11 @@ absl::StatusOr<std::shared_ptr<SourceSession>> SourceSession::Start(SourceConfig
   s->bandwidth_ = s->config_.bandwidth;
   s->SetPhase(SessionPhase::kConnecting);
   s->running_workers_ = static_cast<int>(entries.size());
+  // Known before any worker runs, so a device still connecting counts as zero rounds rather
+  // than not at all (the session's rounds are the fewest any device completed).
+  for (size_t i = 0; i < entries.size(); ++i) {
+    s->progress_[i]->precopy_capable = s->PrecopyFor(entries[i]);
+  }
   // The watch thread's own reference, taken before any device thread could finish and drop
   // the session's.
   s->workers_.Start([p = s.get(), c = s->channel_]() mutable { p->WatchPeer(std::move(c)); });
@@ -386,6 +391,10 @@ absl::Status SourceSession::RunPrecopy(size_t i, MigratableDevice* dev, int data
   return absl::OkStatus();
 }
 
+bool SourceSession::PrecopyFor(DeviceEntry* e) const {
+  return config_.precopy && e->runs_fsm() && e->device->features().pre_copy();
+}
+
 void SourceSession::CloseAgentDataFd(size_t i) {
   absl::MutexLock l(&entries_[i]->mu);
   entries_[i]->data_fd.Reset();
@@ -416,8 +425,7 @@ absl::Status SourceSession::RunDevice(size_t i) {
       SetDeviceState(i, "");
     } else {
       MigratableDevice* dev = e->device.get();
-      const bool precopy = config_.precopy && dev->features().pre_copy();
-      p.precopy_capable = precopy;
+      const bool precopy = p.precopy_capable.load();
       if (precopy) {
         {
           absl::MutexLock l(&e->mu);

@@ -102,6 +102,9 @@ class SourceSession final : public Session {
   bool Abandon();
   // The fd the agent gave for a data-fd device (read under the entry's mutex).
   int AgentDataFd(size_t i);
+  // Whether device `e` migrates with PRE_COPY in this session (the daemon runs its FSM, the
+  // agent asked for precopy and the driver offers it). Features never change after attach.
+  bool PrecopyFor(DeviceEntry* e) const;
   // Closes it (under the entry's mutex): its writer sees the end at once.
   void CloseAgentDataFd(size_t i);
 

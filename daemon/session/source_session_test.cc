@@ -57,6 +57,31 @@ TEST_F(SourceSessionTest, MigratesEveryDeviceAndLeavesTheSourceStopped) {
   EXPECT_EQ(fake.opens(), 2);
 }
 
+// The session's rounds are the fewest any device completed: an agent that switches over after
+// "one round" expects every device to have sent its initial state. A device still connecting
+// has done none (the kernel VM test once saw its second device still RUNNING at that point).
+TEST_F(SourceSessionTest, ADeviceStillConnectingHoldsTheSessionsRoundsAtZero) {
+  AddDevices(2);
+  fake.HoldOpen(1);
+  ASSERT_TRUE(PrepareDestination().ok());
+  ASSERT_TRUE(StartSource().ok());
+  SessionSnapshot s = AwaitSnapshot(*src, [](const SessionSnapshot& s) {
+    return s.devices.size() == 2 && s.devices[0].precopy_rounds >= 1;
+  });
+  ASSERT_GE(s.devices[0].precopy_rounds, 1u) << SessionPhaseName(s.phase) << " " << s.error;
+  EXPECT_EQ(s.devices[1].precopy_rounds, 0u);
+  EXPECT_EQ(s.precopy_rounds, 0u);
+  EXPECT_EQ(SourceState(1), MigState::kRunning);
+
+  fake.ReleaseOpen(1);
+  s = AwaitSnapshot(*src, PrecopyRoundDone);
+  ASSERT_TRUE(PrecopyRoundDone(s)) << SessionPhaseName(s.phase) << " " << s.error;
+  EXPECT_EQ(SourceState(1), MigState::kPreCopy);
+  ASSERT_TRUE(src->Switchover().ok());
+  EXPECT_EQ(AwaitEnd(*src).phase, SessionPhase::kSucceeded);
+  EXPECT_EQ(AwaitEnd(*dst).phase, SessionPhase::kSucceeded);
+}
+
 TEST_F(SourceSessionTest, APumpFailureSendsEveryDeviceBackToRunning) {
   AddDevices(2);
   const absl::Status reset = absl::UnavailableError("injected: connection reset by peer");

@@ -97,6 +97,13 @@ absl::StatusOr<std::unique_ptr<DeviceStreamSender>> FakeTransport::Open(const Se
   ++opens_;
   if (auto it = open_errors.find(device); it != open_errors.end()) return it->second;
   if (!deliver) return absl::FailedPreconditionError("fake transport: nothing to deliver to");
+  {
+    absl::MutexLock l(&mu_);
+    auto released = [this, device]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return !held_opens_[device];
+    };
+    mu_.Await(absl::Condition(&released));
+  }
   int fds[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
     return ErrnoStatus("socketpair(AF_UNIX, SOCK_STREAM)", errno);
@@ -228,6 +235,16 @@ void FakeTransport::ResumeReceive(uint32_t device) {
     absl::MutexLock w(&wire->mu);
     wire->held = false;
   }
+}
+
+void FakeTransport::HoldOpen(uint32_t device) {
+  absl::MutexLock l(&mu_);
+  held_opens_[device] = true;
+}
+
+void FakeTransport::ReleaseOpen(uint32_t device) {
+  absl::MutexLock l(&mu_);
+  held_opens_[device] = false;
 }
 
 bool FakeTransport::WaitForCommitWaiters(int n, absl::Duration timeout) {

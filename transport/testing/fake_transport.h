@@ -73,6 +73,9 @@ class FakeTransport final : public Transport {
   // waits on the wire), whether its stream is open already or opens later.
   void HoldReceive(uint32_t device);
   void ResumeReceive(uint32_t device);
+  // Until ReleaseOpen, device `device`'s Open waits before its HELLO (a slow connect).
+  void HoldOpen(uint32_t device);
+  void ReleaseOpen(uint32_t device);
   // Waits until `n` senders wait at the HoldConfirms gate (true: the source decided), or
   // `timeout` passed.
   bool WaitForConfirmWaiters(int n, absl::Duration timeout) {
@@ -106,6 +109,7 @@ class FakeTransport final : public Transport {
   // Every stream opened, for HoldReceive / ResumeReceive.
   std::map<Key, std::shared_ptr<FakeWire>> all_ ABSL_GUARDED_BY(mu_);
   std::map<uint32_t, bool> held_ ABSL_GUARDED_BY(mu_);
+  std::map<uint32_t, bool> held_opens_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace migmover::transport
