@@ -10,6 +10,7 @@
 #include "daemon/device/sim/sim_driver.h"
 #include "daemon/device/vfio_device.h"
 #include "daemon/session/destination_session.h"
+#include "daemon/session/session_secret.h"
 #include "daemon/session/source_session.h"
 #include "transport/base/status_macros.h"
 #include "transport/net/socket.h"
@@ -102,16 +103,6 @@ void FillStatus(const SessionSnapshot& s, v1::SessionStatus* out) {
     p->set_committed(d.committed);
     p->set_error(d.error);
   }
-}
-
-absl::StatusOr<std::array<uint8_t, 32>> TokenFrom(const std::string& bytes) {
-  std::array<uint8_t, 32> token{};
-  if (bytes.size() > token.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("token is ", bytes.size(), " bytes; at most 32"));
-  }
-  std::copy(bytes.begin(), bytes.end(), token.begin());
-  return token;
 }
 
 }  // namespace
@@ -264,7 +255,12 @@ grpc::Status MigmoverService::PrepareDestination(grpc::ServerContext*,
     if (!req->final_state().empty()) {
       ASSIGN_OR_RETURN(config.final_state, ParseMigState(req->final_state()));
     }
-    ASSIGN_OR_RETURN(config.token, TokenFrom(req->token()));
+    const bool generated = req->token().empty();
+    if (generated) {
+      ASSIGN_OR_RETURN(config.token, NewSessionSecret());
+    } else {
+      ASSIGN_OR_RETURN(config.token, ParseSessionSecret(req->token(), "token"));
+    }
     ASSIGN_OR_RETURN(config.stream, StreamOptionsFrom(req->options()));
     // Receives keep a thread per device unless asked: sharing measured no better there.
     config.workers = req->options().workers();
@@ -281,6 +277,7 @@ grpc::Status MigmoverService::PrepareDestination(grpc::ServerContext*,
     }
     sessions_->Put(*session);
     FillStatus((*session)->Snapshot(), resp);
+    if (generated) resp->set_token(config.token.data(), config.token.size());
     return absl::OkStatus();
   }();
   if (!status.ok()) MM_LOG(WARNING) << "PrepareDestination " << req->session_id() << ": " << status;
@@ -294,7 +291,12 @@ grpc::Status MigmoverService::StartSource(grpc::ServerContext*, const v1::StartS
     config.session_id = req->session_id();
     config.devices.assign(req->devices().begin(), req->devices().end());
     ASSIGN_OR_RETURN(config.peer, net::ParseHostPort(req->peer()));
-    ASSIGN_OR_RETURN(config.token, TokenFrom(req->token()));
+    if (req->token().empty()) {
+      return absl::InvalidArgumentError(
+          "token is empty: a source presents its session's secret, the token given to "
+          "PrepareDestination or returned in its reply");
+    }
+    ASSIGN_OR_RETURN(config.token, ParseSessionSecret(req->token(), "token"));
     config.precopy = req->has_precopy() ? req->precopy() : true;
     config.bandwidth = req->bandwidth_bytes_per_second();
     ASSIGN_OR_RETURN(config.transport, defaults_.transports->Find(req->options().transport()));

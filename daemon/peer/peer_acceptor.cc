@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "daemon/base/log.h"
+#include "daemon/session/session_secret.h"
 #include "transport/base/status_macros.h"
 #include "transport/peer/handshake.h"
 
@@ -87,7 +88,8 @@ void PeerAcceptor::Handle(UniqueFd conn) {
   if (!session.ok()) {
     MM_LOG(WARNING) << "peer connection for device " << hello->device << " of session '"
                     << hello->session_id << "' refused: " << session.status();
-    (void)peer::SendHelloAck(conn.get(), session.status(), hello->device, deadline);
+    // Whatever the reason, the peer hears what a wrong secret gets (no existence oracle).
+    (void)peer::SendHelloAck(conn.get(), UnrecognizedSession(), hello->device, deadline);
     return;
   }
   absl::Status accepted = (*session)->AcceptStream(*hello, std::move(conn), deadline);

@@ -1,6 +1,5 @@
 #include "daemon/session/destination_session.h"
 
-#include <openssl/crypto.h>
 #include <pthread.h>
 
 #include <algorithm>
@@ -121,9 +120,11 @@ absl::StatusOr<std::shared_ptr<transport::DestinationChannel>> DestinationSessio
 absl::Status DestinationSession::AcceptStream(const peer::Hello& hello, UniqueFd socket,
                                               absl::Time deadline) {
   absl::Status verdict;
-  if (CRYPTO_memcmp(hello.token.data(), config_.token.data(), config_.token.size()) != 0) {
-    verdict = absl::PermissionDeniedError(
-        absl::StrCat("session '", id_, "': the source's token does not match"));
+  if (!SecretsEqual(hello.token, config_.token)) {
+    // The peer hears what it would for a session that does not exist; the log says which.
+    (void)peer::SendHelloAck(socket.get(), UnrecognizedSession(), hello.device, deadline);
+    return absl::PermissionDeniedError(
+        absl::StrCat("session '", id_, "': the source's secret does not match"));
   } else if (hello.device_count != entries_.size()) {
     verdict = absl::InvalidArgumentError(
         absl::StrCat("session '", id_, "': the source sends ", hello.device_count,
@@ -461,6 +462,10 @@ void DestinationSession::Run(size_t i, std::unique_ptr<transport::DeviceStreamRe
           absl::StrCat("another device of the session failed: ", first.message()));
     }
   }
+  // This device's own failure is recorded before the source hears of it: the source then
+  // abandons every other stream, and their "source abandoned the stream" must not be what the
+  // session reports as its error.
+  if (!status.ok() && !absl::IsCancelled(status)) Fail(i, status);
   // Lingering lets a live source read why; a source whose heartbeat is lost, or whose
   // connection failed or went silent, will not read it soon, if ever (the verdict still goes
   // into the socket for a source that was only stopped).

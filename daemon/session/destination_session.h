@@ -27,6 +27,7 @@
 #include "daemon/session/session.h"
 #include "daemon/session/worker_threads.h"
 #include "transport/api/transport.h"
+#include "daemon/session/session_secret.h"
 #include "transport/api/transport_set.h"
 #include "transport/peer/frame_codec.h"
 #include "transport/stream/stream_options.h"
@@ -37,7 +38,8 @@ struct DestinationConfig {
   std::string session_id;
   std::vector<std::string> devices;
   MigState final_state = MigState::kRunning;
-  std::array<uint8_t, 32> token{};
+  // What every HELLO of the session must carry (session_secret.h).
+  SessionSecret token{};
   stream::StreamOptions stream;
   // The transports a source may choose (not owned; outlives the session): each HELLO goes to
   // the one that carries it; a HELLO for a transport this daemon lacks is refused.
@@ -61,7 +63,7 @@ class DestinationSession final : public Session {
   // (which answers HELLO_ACK), and starts the device's thread once all of its streams are
   // connected. Blocks until the answer is out (at most until `deadline`), holding no lock
   // meanwhile. Errors (also sent to the peer as the HELLO_ACK refusal): PermissionDenied
-  // (token), InvalidArgument (device count or index), AlreadyExists (device already connected),
+  // (UnrecognizedSession(), for a wrong secret, checked before anything else), InvalidArgument (device count or index), AlreadyExists (device already connected),
   // FailedPrecondition (session over, or a transport this daemon lacks); the transport's.
   absl::Status AcceptStream(const peer::Hello& hello, UniqueFd socket, absl::Time deadline);
 

@@ -25,6 +25,7 @@
 #include "daemon/registry/device_registry.h"
 #include "daemon/session/peer_watch.h"
 #include "daemon/session/session.h"
+#include "daemon/session/session_secret.h"
 #include "daemon/session/worker_threads.h"
 #include "transport/api/transport.h"
 #include "transport/net/socket.h"
@@ -36,7 +37,7 @@ struct SourceConfig {
   std::string session_id;
   std::vector<std::string> devices;
   net::HostPort peer;
-  std::array<uint8_t, 32> token{};
+  SessionSecret token{};  // The destination's (session_secret.h).
   bool precopy = true;
   stream::StreamOptions stream;
   // What carries the device streams (not owned; outlives the session).

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <set>
@@ -286,6 +287,7 @@ TEST_F(DpdkDaemons, DaemonWithoutAPortRefusesDpdkByRequestAndByHello) {
     req.add_devices("d");
     SessionStatus out;
     ASSERT_TRUE((*plain)->stub()->PrepareDestination(&ctx, req, &out).ok());
+    Remember("to-plain", out.token());
   }
   ASSERT_TRUE(Start("to-plain", {"d"}, false, "", "", (*plain)->peer_address()).ok());
   SessionStatus s = WaitFinal(*src_, "to-plain");
@@ -305,6 +307,7 @@ TEST_F(DpdkDaemons, TwoHellosForOneDeviceGetOneLink) {
       {absl::StrCat("--dpdk_port=net_memif0,role=server,socket=migmover-lone-", ::getpid())});
   ASSERT_TRUE(lone.ok()) << lone.status();
   ASSERT_TRUE(Attach(**lone, "d", "size=1MiB").ok());
+  std::string secret;
   {
     grpc::ClientContext ctx;
     v1::PrepareDestinationRequest req;
@@ -312,6 +315,7 @@ TEST_F(DpdkDaemons, TwoHellosForOneDeviceGetOneLink) {
     req.add_devices("d");
     SessionStatus out;
     ASSERT_TRUE((*lone)->stub()->PrepareDestination(&ctx, req, &out).ok());
+    secret = out.token();
   }
   auto addr = net::ParseHostPort((*lone)->peer_address());
   ASSERT_TRUE(addr.ok());
@@ -327,6 +331,8 @@ TEST_F(DpdkDaemons, TwoHellosForOneDeviceGetOneLink) {
       peer::Hello hello;
       hello.session_id = "dup";
       hello.link = 1000 + i;
+      ASSERT_EQ(secret.size(), hello.token.size());
+      std::copy(secret.begin(), secret.end(), hello.token.begin());
       const absl::Time deadline = absl::Now() + absl::Seconds(10);
       answers[i] = net::SendAll(conn->get(), peer::EncodeHello(0, hello), deadline);
       if (answers[i].ok()) answers[i] = peer::AwaitHelloAck(conn->get(), deadline);

@@ -139,6 +139,7 @@ TEST_F(TwoDaemons, SharedPumpWorkersMoveSeveralDevices) {
     req.set_session_id("workers");
     for (const auto& n : names) req.add_devices(n);
     req.set_peer(dst_->peer_address());
+    req.set_token(SecretOf("workers"));
     req.mutable_options()->set_data_path("copy");
     req.mutable_options()->set_workers(1);  // All three devices' data on one thread.
     req.mutable_options()->set_streams(2);
@@ -404,6 +405,7 @@ TEST_F(TwoDaemons, BandwidthCapAppliesAndChangesWhileRunning) {
     req.set_session_id("capped");
     req.add_devices("d");
     req.set_peer(dst_->peer_address());
+    req.set_token(SecretOf("capped"));
     req.set_bandwidth_bytes_per_second(8u << 20);
     req.mutable_options()->set_data_path("copy");
     SessionStatus out;
@@ -451,17 +453,22 @@ TEST_F(TwoDaemons, BadRequestsGetClearErrors) {
               grpc::StatusCode::NOT_FOUND);  // Refused requests create no session.
   }
 
-  // The source names a session the destination does not know: refused at the handshake.
+  // A source needs the session's secret, 16 to 32 bytes.
+  EXPECT_EQ(Start("x", {"d"}, true, "", "short").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Prepare("x", {"d"}, "", "short").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  // The source names a session the destination does not know: refused at the handshake, with
+  // the answer a wrong secret gets (PeerAuth tests that the two are identical).
   ASSERT_TRUE(Start("unknown", {"d"}, true).ok());
   SessionStatus s = WaitFinal(*src_, "unknown");
   EXPECT_EQ(s.phase(), SessionStatus::FAILED);
-  EXPECT_EQ(s.error_code(), static_cast<int>(grpc::StatusCode::NOT_FOUND)) << s.error();
+  EXPECT_EQ(s.error_code(), static_cast<int>(grpc::StatusCode::PERMISSION_DENIED)) << s.error();
   EXPECT_EQ(StateOf(*src_, "d"), "RUNNING");
 
-  // Wrong token.
-  ASSERT_TRUE(Prepare("tok", {"d"}, "", "secret").ok());
+  // Wrong secret.
+  ASSERT_TRUE(Prepare("tok", {"d"}, "", "the agents' shared secret").ok());
   EXPECT_EQ(Prepare("tok", {"d"}).error_code(), grpc::StatusCode::ALREADY_EXISTS);
-  ASSERT_TRUE(Start("tok", {"d"}, true, "", "guess").ok());
+  ASSERT_TRUE(Start("tok", {"d"}, true, "", "a guess at the secret").ok());
   s = WaitFinal(*src_, "tok");
   EXPECT_EQ(s.error_code(), static_cast<int>(grpc::StatusCode::PERMISSION_DENIED)) << s.error();
   // The destination still waits for the right source.

@@ -7,6 +7,7 @@
 
 #include <cstdlib>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -80,7 +81,18 @@ class TwoDaemons : public ::testing::Test {
     req.mutable_options()->set_data_path(data_path);
     req.mutable_options()->set_transport(transport_);
     SessionStatus out;
-    return dst_->stub()->PrepareDestination(&ctx, req, &out);
+    grpc::Status s = dst_->stub()->PrepareDestination(&ctx, req, &out);
+    if (s.ok()) Remember(id, token.empty() ? out.token() : token);
+    return s;
+  }
+
+  // The secret Start presents for session `id` when given none: the one its Prepare gave or
+  // got back (as an agent passes it on).
+  void Remember(const std::string& id, const std::string& secret) { secrets_[id] = secret; }
+  std::string SecretOf(const std::string& id) const {
+    auto it = secrets_.find(id);
+    // A session never prepared: a well-formed secret no destination knows.
+    return it == secrets_.end() ? std::string(32, 'u') : it->second;
   }
 
   grpc::Status Start(const std::string& id, const std::vector<std::string>& devices, bool precopy,
@@ -92,7 +104,7 @@ class TwoDaemons : public ::testing::Test {
     for (const auto& d : devices) req.add_devices(d);
     req.set_peer(peer.empty() ? dst_->peer_address() : peer);
     req.set_precopy(precopy);
-    req.set_token(token);
+    req.set_token(token.empty() ? SecretOf(id) : token);
     req.mutable_options()->set_data_path(data_path);
     req.mutable_options()->set_streams(streams);
     req.mutable_options()->set_transport(transport_);
@@ -197,6 +209,7 @@ class TwoDaemons : public ::testing::Test {
   std::string transport_;
   uint64_t bandwidth_ = 0;  // Start's bandwidth cap (0 = none).
   std::unique_ptr<DaemonProcess> src_, dst_;
+  std::map<std::string, std::string> secrets_;  // Session id -> its secret (Remember).
 };
 
 }  // namespace migmover::testing
