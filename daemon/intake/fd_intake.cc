@@ -25,6 +25,23 @@
 namespace migmover {
 namespace {
 constexpr size_t kMaxRequest = 64;
+
+// What /proc says the fd is ("anon_inode:[vfio-device]"), or "" if it cannot tell.
+std::string AnonInodeKind(int fd) {
+  char target[256];
+  const std::string link = absl::StrCat("/proc/self/fd/", fd);
+  ssize_t n = ::readlink(link.c_str(), target, sizeof(target) - 1);
+  return n > 0 ? std::string(target, n) : std::string();
+}
+
+std::string ErrorLine(absl::StatusCode code, absl::string_view why) {
+  return absl::StrCat("error ", absl::StatusCodeToString(code), " ", why, "\n");
+}
+
+// Best effort, never blocking: for a refusal on a connection about to be closed.
+void SendNow(int fd, absl::string_view line) {
+  (void)!::send(fd, line.data(), line.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+}
 }  // namespace
 
 const char* FdPurposeName(FdPurpose purpose) {
@@ -53,6 +70,10 @@ absl::Status CheckFdForPurpose(int fd, FdPurpose purpose) {
   if (::fstat(fd, &st) != 0) return ErrnoStatus(absl::StrCat("fstat(received fd ", fd, ")"), errno);
   int flags = ::fcntl(fd, F_GETFL);
   if (flags < 0) return ErrnoStatus(absl::StrCat("fcntl(received fd ", fd, ", F_GETFL)"), errno);
+  if (flags & O_PATH) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        FdPurposeName(purpose), " fd was opened with O_PATH: it can do no I/O or ioctl"));
+  }
   const int mode = flags & O_ACCMODE;
   // Anonymous-inode files (VFIO device and migration data fds) report no file type.
   const bool anon = (st.st_mode & S_IFMT) == 0;
@@ -62,6 +83,19 @@ absl::Status CheckFdForPurpose(int fd, FdPurpose purpose) {
       if (!S_ISCHR(st.st_mode) && !anon) {
         return absl::InvalidArgumentError(
             "vfio-device fd is neither a VFIO device file nor a character device");
+      }
+      if (anon) {
+        // A VFIO group hands out device fds as anonymous inodes named "[vfio-device]"; an
+        // eventfd, epoll or another driver's anonymous file is not one.
+        const std::string kind = AnonInodeKind(fd);
+        if (kind != "anon_inode:[vfio-device]") {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "vfio-device fd is an anonymous file of another kind (", absl::CHexEscape(kind),
+              ")"));
+        }
+      }
+      if (mode != O_RDWR) {
+        return absl::InvalidArgumentError("vfio-device fd is not open for reading and writing");
       }
       return absl::OkStatus();
     case FdPurpose::kSaveData:
@@ -80,10 +114,21 @@ absl::Status CheckFdForPurpose(int fd, FdPurpose purpose) {
   return absl::InternalError("unreachable");
 }
 
-absl::StatusOr<std::unique_ptr<FdIntake>> FdIntake::Start(const std::string& path) {
+absl::StatusOr<std::unique_ptr<FdIntake>> FdIntake::Start(const std::string& path,
+                                                          FdIntakeOptions options) {
+  if (options.max_connections < 1 || options.max_pending < 1 ||
+      options.idle_timeout <= absl::ZeroDuration() || options.handle_ttl <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "fd intake: connections, pending fds, idle timeout and handle lifetime must be positive");
+  }
   std::unique_ptr<FdIntake> intake(new FdIntake());
   intake->path_ = path;
-  ASSIGN_OR_RETURN(intake->listen_fd_, net::UnixListen(path));
+  intake->options_ = options;
+  ASSIGN_OR_RETURN(intake->listen_fd_, net::UnixListen(path, options.socket_mode));
+  // Nonblocking: a client that connects and vanishes before accept must not block the loop.
+  if (::fcntl(intake->listen_fd_.get(), F_SETFL, O_NONBLOCK) != 0) {
+    return ErrnoStatus(absl::StrCat("fcntl(unix:", path, ", F_SETFL, O_NONBLOCK)"), errno);
+  }
   intake->stop_fd_.Reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!intake->stop_fd_) return ErrnoStatus("eventfd(fd intake stop)", errno);
   intake->thread_ = std::thread([p = intake.get()] { p->Serve(); });
@@ -97,37 +142,135 @@ FdIntake::~FdIntake() {
   ::unlink(path_.c_str());
 }
 
+void FdIntake::AcceptAll(std::vector<Connection>& conns) {
+  while (true) {
+    UniqueFd fd(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+    if (!fd) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      // EMFILE and the like: the connection stays queued; try again on the next turn.
+      MM_LOG(WARNING) << "fd intake: " << ErrnoStatus("accept4(unix:" + path_ + ")", errno);
+      return;
+    }
+    absl::StatusOr<PeerCredentials> peer = PeerCredentialsOf(fd.get());
+    if (!peer.ok()) {
+      MM_LOG(WARNING) << "fd intake: connection refused: " << peer.status();
+      continue;
+    }
+    if (options_.access != nullptr) {
+      if (absl::Status allowed = options_.access->Check(*peer, "the fd intake"); !allowed.ok()) {
+        MM_LOG(WARNING) << "fd intake: connection refused: " << allowed.message();
+        // The peer learns that it was refused, not who would have been let in.
+        SendNow(fd.get(), ErrorLine(allowed.code(), absl::StrCat(DescribePeer(*peer),
+                                                                 " may not use the fd intake")));
+        continue;
+      }
+    }
+    if (conns.size() >= options_.max_connections) {
+      MM_LOG(WARNING) << "fd intake: connection from " << DescribePeer(*peer) << " refused: "
+                      << options_.max_connections << " connections already open";
+      SendNow(fd.get(), ErrorLine(absl::StatusCode::kResourceExhausted,
+                                  absl::StrCat(options_.max_connections,
+                                               " connections already open; try again")));
+      continue;
+    }
+    conns.push_back(Connection{std::move(fd), *peer, absl::Now() + options_.idle_timeout});
+  }
+}
+
 void FdIntake::Serve() {
   pthread_setname_np(pthread_self(), "mm-fd-intake");
+  std::vector<Connection> conns;
+  std::vector<pollfd> fds;
   while (true) {
-    pollfd fds[2] = {{listen_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
-    if (::poll(fds, 2, -1) < 0 && errno != EINTR) return;
-    if (fds[1].revents) return;
-    if (!(fds[0].revents & POLLIN)) continue;
-    UniqueFd conn(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-    if (!conn) continue;
-    ServeConnection(std::move(conn));
+    const absl::Time now = absl::Now();
+    absl::Time wake = ExpireHandles();
+    for (auto it = conns.begin(); it != conns.end();) {
+      if (it->idle_deadline <= now) {
+        MM_LOG(INFO) << "fd intake: " << DescribePeer(it->peer) << ": idle for "
+                     << absl::FormatDuration(options_.idle_timeout) << ", connection closed";
+        it = conns.erase(it);
+      } else {
+        wake = std::min(wake, it->idle_deadline);
+        ++it;
+      }
+    }
+    fds.clear();
+    fds.push_back({stop_fd_.get(), POLLIN, 0});
+    fds.push_back({listen_fd_.get(), POLLIN, 0});
+    for (const Connection& c : conns) fds.push_back({c.fd.get(), POLLIN, 0});
+    const int timeout_ms = static_cast<int>(std::clamp<int64_t>(
+        absl::ToInt64Milliseconds(wake - absl::Now()) + 1, 0, 1000));
+    if (::poll(fds.data(), fds.size(), timeout_ms) < 0 && errno != EINTR) {
+      MM_LOG(ERROR) << "fd intake: " << ErrnoStatus("poll", errno) << "; stopped";
+      return;
+    }
+    if (fds[0].revents) return;
+    // One request per ready connection per turn, in order: nobody waits on anybody's pace.
+    std::vector<bool> close(conns.size(), false);
+    for (size_t i = 0; i < conns.size(); ++i) {
+      if (fds[i + 2].revents == 0) continue;
+      close[i] = !ServeOne(conns[i]);
+    }
+    for (size_t i = conns.size(); i-- > 0;) {
+      if (close[i]) conns.erase(conns.begin() + static_cast<std::ptrdiff_t>(i));
+    }
+    if (fds[1].revents & POLLIN) AcceptAll(conns);
   }
 }
 
-void FdIntake::ServeConnection(UniqueFd conn) {
-  ucred cred{};
-  socklen_t len = sizeof(cred);
-  ::getsockopt(conn.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len);
-  while (true) {
-    pollfd fds[2] = {{conn.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
-    // An idle agent connection must not hold the (single) intake thread for long.
-    int r = ::poll(fds, 2, 5000);
-    if (r <= 0 || fds[1].revents) return;
-    std::optional<std::string> reply = HandleOne(conn.get());
-    if (!reply) return;
-    MM_LOG(INFO) << "fd intake: pid " << cred.pid << " uid " << cred.uid << ": "
-                 << absl::StripSuffix(*reply, "\n");
-    if (!net::SendAll(conn.get(), *reply, absl::Now() + absl::Seconds(5)).ok()) return;
-  }
+bool FdIntake::ServeOne(Connection& c) {
+  std::optional<std::string> reply = HandleOne(c);
+  if (!reply) return false;       // The client closed it, or broke it.
+  if (reply->empty()) return true;  // Nothing complete yet.
+  c.idle_deadline = absl::Now() + options_.idle_timeout;
+  MM_LOG(INFO) << "fd intake: " << DescribePeer(c.peer) << ": "
+               << absl::StripSuffix(*reply, "\n");
+  ssize_t n = ::send(c.fd.get(), reply->data(), reply->size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (n == static_cast<ssize_t>(reply->size())) return true;
+  // A reply line is far smaller than the socket's buffer: only a client that sends request
+  // after request without reading its answers fills it. It loses its connection, not the
+  // others their turn.
+  MM_LOG(WARNING) << "fd intake: " << DescribePeer(c.peer) << ": "
+                  << (n < 0 ? ErrnoStatus("send(reply)", errno).ToString()
+                            : "the client does not read its replies")
+                  << "; connection closed";
+  return false;
 }
 
-std::optional<std::string> FdIntake::HandleOne(int conn) {
+absl::Time FdIntake::ExpireHandles() {
+  absl::Time next = absl::InfiniteFuture();
+  std::vector<std::pair<uint64_t, Pending>> expired;
+  {
+    absl::MutexLock l(&mu_);
+    const absl::Time now = absl::Now();
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      if (it->second.expires <= now) {
+        expired.emplace_back(it->first, std::move(it->second));
+        it = pending_.erase(it);
+      } else {
+        next = std::min(next, it->second.expires);
+        ++it;
+      }
+    }
+  }
+  // The fds close here, outside the lock.
+  for (const auto& [handle, p] : expired) {
+    MM_LOG(WARNING) << "fd intake: handle " << handle << " (" << FdPurposeName(p.received.purpose)
+                    << " from " << p.from << ") was not attached within "
+                    << absl::FormatDuration(options_.handle_ttl) << "; its fd is closed";
+  }
+  return next;
+}
+
+size_t FdIntake::pending() {
+  (void)ExpireHandles();
+  absl::MutexLock l(&mu_);
+  return pending_.size();
+}
+
+std::optional<std::string> FdIntake::HandleOne(Connection& c) {
+  const int conn = c.fd.get();
   char buf[kMaxRequest + 1];
   iovec iov{buf, sizeof(buf)};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
@@ -136,68 +279,74 @@ std::optional<std::string> FdIntake::HandleOne(int conn) {
   msg.msg_iovlen = 1;
   msg.msg_control = control;
   msg.msg_controllen = sizeof(control);
-  ssize_t n = ::recvmsg(conn, &msg, MSG_CMSG_CLOEXEC);
+  ssize_t n = ::recvmsg(conn, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+    return std::string();
+  }
   if (n <= 0) return std::nullopt;
 
   // Take ownership of every fd that arrived before judging the request, so none leaks.
   std::vector<UniqueFd> fds;
   bool foreign_cmsg = false;
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-      size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+  for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm != nullptr; cm = CMSG_NXTHDR(&msg, cm)) {
+    if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+      size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
       for (size_t i = 0; i < count; ++i) {
         int fd;
-        std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+        std::memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
         fds.emplace_back(fd);
       }
     } else {
       foreign_cmsg = true;
     }
   }
-  auto error = [](absl::StatusCode code, absl::string_view why) {
-    return absl::StrCat("error ", absl::StatusCodeToString(code), " ", why, "\n");
-  };
   if (msg.msg_flags & MSG_CTRUNC) {
-    return error(absl::StatusCode::kInvalidArgument,
-                 "ancillary data truncated: send exactly one fd per request");
+    return ErrorLine(absl::StatusCode::kInvalidArgument,
+                     "ancillary data truncated: send exactly one fd per request");
   }
   if (msg.msg_flags & MSG_TRUNC || static_cast<size_t>(n) > kMaxRequest) {
-    return error(absl::StatusCode::kInvalidArgument, "request longer than 64 bytes");
+    return ErrorLine(absl::StatusCode::kInvalidArgument, "request longer than 64 bytes");
   }
   if (foreign_cmsg) {
-    return error(absl::StatusCode::kInvalidArgument, "unexpected ancillary data (not SCM_RIGHTS)");
+    return ErrorLine(absl::StatusCode::kInvalidArgument,
+                     "unexpected ancillary data (not SCM_RIGHTS)");
   }
   absl::string_view text(buf, n);
   if (!absl::ConsumeSuffix(&text, "\n")) {
-    return error(absl::StatusCode::kInvalidArgument, "request must end with a newline");
+    return ErrorLine(absl::StatusCode::kInvalidArgument, "request must end with a newline");
   }
   auto purpose = ParseFdPurpose(text);
-  if (!purpose.ok()) return error(purpose.status().code(), purpose.status().message());
+  if (!purpose.ok()) return ErrorLine(purpose.status().code(), purpose.status().message());
   if (fds.size() != 1) {
-    return error(absl::StatusCode::kInvalidArgument,
-                 absl::StrCat("expected exactly one fd with the request, got ", fds.size()));
+    return ErrorLine(absl::StatusCode::kInvalidArgument,
+                     absl::StrCat("expected exactly one fd with the request, got ", fds.size()));
   }
   if (absl::Status s = CheckFdForPurpose(fds[0].get(), *purpose); !s.ok()) {
-    return error(s.code(), s.message());
+    return ErrorLine(s.code(), s.message());
   }
+  (void)ExpireHandles();
   absl::MutexLock l(&mu_);
-  if (pending_.size() >= kMaxPending) {
-    return error(absl::StatusCode::kResourceExhausted,
-                 absl::StrCat(kMaxPending, " fds already wait for AttachDevice"));
+  if (pending_.size() >= options_.max_pending) {
+    return ErrorLine(absl::StatusCode::kResourceExhausted,
+                     absl::StrCat(options_.max_pending, " fds already wait for AttachDevice"));
   }
   uint64_t handle = next_handle_++;
-  pending_.emplace(handle, ReceivedFd{std::move(fds[0]), *purpose});
+  pending_.emplace(handle, Pending{ReceivedFd{std::move(fds[0]), *purpose},
+                                   absl::Now() + options_.handle_ttl, DescribePeer(c.peer)});
   return absl::StrCat("ok ", handle, "\n");
 }
 
 absl::StatusOr<ReceivedFd> FdIntake::Take(uint64_t handle) {
+  (void)ExpireHandles();
   absl::MutexLock l(&mu_);
   auto it = pending_.find(handle);
   if (it == pending_.end()) {
-    return absl::NotFoundError(absl::StrCat("no fd waits under handle ", handle,
-                                            " (unknown, or already attached)"));
+    return absl::NotFoundError(
+        absl::StrCat("no fd waits under handle ", handle, " (unknown, already attached, or not "
+                     "attached within ", absl::FormatDuration(options_.handle_ttl),
+                     " of its intake)"));
   }
-  ReceivedFd r = std::move(it->second);
+  ReceivedFd r = std::move(it->second.received);
   pending_.erase(it);
   return r;
 }
@@ -218,8 +367,13 @@ absl::StatusOr<uint64_t> SendFdToIntake(const std::string& path, FdPurpose purpo
   c->cmsg_len = CMSG_LEN(sizeof(int));
   std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
   if (::sendmsg(conn.get(), &msg, MSG_NOSIGNAL) < 0) {
-    return ErrnoStatus(absl::StrCat("sendmsg(fd intake ", path, ", SCM_RIGHTS fd ", fd, ")"),
-                       errno);
+    const int err = errno;
+    // A daemon that refuses a connection (its peer credentials) says why before it closes:
+    // that line, not the broken pipe, is the answer.
+    if (err != EPIPE && err != ECONNRESET) {
+      return ErrnoStatus(absl::StrCat("sendmsg(fd intake ", path, ", SCM_RIGHTS fd ", fd, ")"),
+                         err);
+    }
   }
   std::string reply;
   char ch;

@@ -4,6 +4,7 @@
 // save-data or resume-data; at most 64 bytes) with exactly one fd attached, and reads one reply
 // line: "ok <handle>\n", or "error <CODE> <message>\n". A connection may carry any number of
 // such exchanges. The handle is then named in AttachDevice. Documented in api/FD_INTAKE.md.
+// Each connection's peer is checked against the LocalAccess policy before it is served.
 #ifndef MIGMOVER_DAEMON_INTAKE_FD_INTAKE_H_
 #define MIGMOVER_DAEMON_INTAKE_FD_INTAKE_H_
 
@@ -14,9 +15,14 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
+
+#include <sys/types.h>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "daemon/access/local_access.h"
 #include "transport/base/unique_fd.h"
 
 namespace migmover {
@@ -25,9 +31,11 @@ enum class FdPurpose { kVfioDevice, kSaveData, kResumeData };
 const char* FdPurposeName(FdPurpose purpose);
 absl::StatusOr<FdPurpose> ParseFdPurpose(absl::string_view text);
 
-// Checks that `fd` can serve `purpose`: a data fd must be open for reading (save-data) or
-// writing (resume-data) and be a stream (pipe, socket, character device or anonymous inode);
-// a vfio-device fd must be a character device or anonymous inode. InvalidArgument says why.
+// Checks that `fd` can serve `purpose`: never an O_PATH fd (it can do no I/O); a data fd must be
+// open for reading (save-data) or writing (resume-data) and be a stream (pipe, socket, character
+// device or anonymous inode); a vfio-device fd must be a character device (a VFIO cdev) or a
+// VFIO group's device fd (anonymous inode "[vfio-device]"), open for reading and writing.
+// InvalidArgument says why.
 absl::Status CheckFdForPurpose(int fd, FdPurpose purpose);
 
 struct ReceivedFd {
@@ -35,33 +43,71 @@ struct ReceivedFd {
   FdPurpose purpose;
 };
 
+struct FdIntakeOptions {
+  // Mode of the socket file; it never exists with more permissions than this, whatever the
+  // umask (fchmod before bind).
+  mode_t socket_mode = 0660;
+  // Who may use the socket beyond its mode (nullptr: anyone the mode lets connect). Not owned;
+  // outlives the intake.
+  const LocalAccess* access = nullptr;
+  // A connection that sends no complete request for this long is closed.
+  absl::Duration idle_timeout = absl::Seconds(5);
+  // A handle not attached within this long expires and its fd is closed.
+  absl::Duration handle_ttl = absl::Seconds(60);
+  // Connections served at once; more are answered RESOURCE_EXHAUSTED and closed.
+  size_t max_connections = 64;
+  // Fds waiting for AttachDevice at once; more are refused (RESOURCE_EXHAUSTED).
+  size_t max_pending = 1024;
+};
+
+// Threads: one of its own (mm-fd-intake) serves every connection from one poll loop, one
+// request per ready connection per turn, with nonblocking I/O only: an idle, slow, chatty or
+// unreading client costs the others one turn at most. Take is called from any thread.
 class FdIntake {
  public:
-  // At most this many fds wait for AttachDevice at once; more are refused.
-  static constexpr size_t kMaxPending = 1024;
-
-  // Listens on `path` and serves on a thread of its own until destroyed.
-  static absl::StatusOr<std::unique_ptr<FdIntake>> Start(const std::string& path);
+  // Listens on `path` and serves until destroyed. Errors: the socket's (named), and
+  // InvalidArgument for options out of range.
+  static absl::StatusOr<std::unique_ptr<FdIntake>> Start(const std::string& path,
+                                                         FdIntakeOptions options = {});
   ~FdIntake();
 
-  // Takes the fd behind `handle`. NotFound for an unknown or already used handle.
+  // Takes the fd behind `handle`. NotFound for an unknown, already used or expired handle.
   absl::StatusOr<ReceivedFd> Take(uint64_t handle);
 
+  // Fds waiting for AttachDevice now (expired ones are dropped first).
+  size_t pending();
+
  private:
+  struct Connection {
+    UniqueFd fd;
+    PeerCredentials peer;
+    absl::Time idle_deadline;
+  };
+  struct Pending {
+    ReceivedFd received;
+    absl::Time expires;
+    std::string from;  // The sender, for the expiry log line.
+  };
+
   FdIntake() = default;
   void Serve();
-  void ServeConnection(UniqueFd conn);
+  void AcceptAll(std::vector<Connection>& conns);
+  // Serves one request on `c`. False when the connection is to be closed.
+  bool ServeOne(Connection& c);
   // One request: receives the message and fd, validates, stores. Returns the reply line, or
-  // nullopt when the client closed the connection.
-  std::optional<std::string> HandleOne(int conn);
+  // nullopt when the client closed the connection; an empty string when nothing was ready.
+  std::optional<std::string> HandleOne(Connection& c);
+  // Closes the fds of expired handles; returns the next expiry (InfiniteFuture if none).
+  absl::Time ExpireHandles();
 
   std::string path_;
+  FdIntakeOptions options_;
   UniqueFd listen_fd_;
   UniqueFd stop_fd_;
   std::thread thread_;
   absl::Mutex mu_;
   uint64_t next_handle_ ABSL_GUARDED_BY(mu_) = 1;
-  std::map<uint64_t, ReceivedFd> pending_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, Pending> pending_ ABSL_GUARDED_BY(mu_);
 };
 
 // The agent's side: sends `fd` for `purpose` over a connection to the intake socket at `path`

@@ -4,9 +4,21 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <grp.h>
+#include <poll.h>
+
+#include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <functional>
 #include <string>
+#include <thread>
 #include <vector>
+
+#include "absl/time/time.h"
 
 #include "gtest/gtest.h"
 #include "transport/net/socket.h"
@@ -19,11 +31,12 @@ std::string SocketPath(const std::string& name) {
   return "/tmp/mm-intake-test." + name + "." + std::to_string(getpid());
 }
 
-// Sends `text` with `fds` attached on a fresh connection; returns the reply line.
-std::string RawRequest(const std::string& path, const std::string& text,
-                       const std::vector<int>& fds) {
-  auto conn = net::UnixConnect(path);
-  EXPECT_TRUE(conn.ok()) << conn.status();
+// Sends `text` with `fds` attached on `conn`; returns the reply line ("" if none came within
+// `timeout`).
+std::string RequestOn(int conn, const std::string& text, const std::vector<int>& fds,
+                      absl::Duration timeout = absl::Seconds(10)) {
+  timeval tv = absl::ToTimeval(timeout);
+  ::setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   iovec iov{const_cast<char*>(text.data()), text.size()};
   std::vector<char> control(CMSG_SPACE(sizeof(int) * std::max<size_t>(fds.size(), 1)));
   msghdr msg{};
@@ -38,18 +51,51 @@ std::string RawRequest(const std::string& path, const std::string& text,
     c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
     std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
   }
-  EXPECT_GT(::sendmsg(conn->get(), &msg, 0), 0);
+  EXPECT_GT(::sendmsg(conn, &msg, MSG_NOSIGNAL), 0);
   std::string reply;
   char ch;
-  while (::read(conn->get(), &ch, 1) == 1 && ch != '\n') reply.push_back(ch);
+  while (::read(conn, &ch, 1) == 1 && ch != '\n') reply.push_back(ch);
   return reply;
+}
+
+// The same on a fresh connection.
+std::string RawRequest(const std::string& path, const std::string& text,
+                       const std::vector<int>& fds, absl::Duration timeout = absl::Seconds(10)) {
+  auto conn = net::UnixConnect(path);
+  EXPECT_TRUE(conn.ok()) << conn.status();
+  if (!conn.ok()) return "";
+  return RequestOn(conn->get(), text, fds, timeout);
+}
+
+// Runs `child` in a forked process as uid/gid `id` (root only) and returns what it returns
+// (at most 255 bytes) through a pipe.
+std::string AsUser(uid_t id, const std::function<std::string()>& child) {
+  auto p = MakePipe();
+  EXPECT_TRUE(p.ok());
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    std::string out = "setuid failed";
+    if (::setgroups(0, nullptr) == 0 && ::setgid(id) == 0 && ::setuid(id) == 0) out = child();
+    (void)!::write(p->write.get(), out.data(), std::min<size_t>(out.size(), 255));
+    ::_exit(0);
+  }
+  p->write.Reset();
+  std::string got;
+  char buf[256];
+  ssize_t n;
+  while ((n = ::read(p->read.get(), buf, sizeof(buf))) > 0) got.append(buf, n);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return got;
 }
 
 class FdIntakeTest : public ::testing::Test {
  protected:
-  void SetUp() override {
+  void SetUp() override { Restart(FdIntakeOptions()); }
+  void Restart(FdIntakeOptions options) {
+    intake_.reset();
     path_ = SocketPath("intake");
-    auto intake = FdIntake::Start(path_);
+    auto intake = FdIntake::Start(path_, options);
     ASSERT_TRUE(intake.ok()) << intake.status();
     intake_ = std::move(*intake);
   }
@@ -116,6 +162,133 @@ TEST_F(FdIntakeTest, RefusesMalformedRequests) {
   EXPECT_EQ(RawRequest(path_, "save-data\n", many).rfind("error INVALID_ARGUMENT", 0), 0u);
   // Still serving after all that.
   EXPECT_TRUE(SendFdToIntake(path_, FdPurpose::kSaveData, r).ok());
+}
+
+// An agent that connects and says nothing held the intake's one thread for 5 s: every other
+// agent waited behind it.
+TEST_F(FdIntakeTest, AnIdleConnectionDoesNotDelayOthers) {
+  auto idle = net::UnixConnect(path_);
+  ASSERT_TRUE(idle.ok());
+  auto pipe = MakePipe();
+  EXPECT_EQ(RawRequest(path_, "save-data\n", {pipe->read.get()}, absl::Seconds(2)).rfind("ok ", 0),
+            0u);
+}
+
+// An agent that sends request after request kept the intake serving it alone.
+TEST_F(FdIntakeTest, AChattyConnectionDoesNotStarveOthers) {
+  std::atomic<bool> stop{false};
+  std::atomic<int> answered{0};
+  auto chatty = net::UnixConnect(path_);
+  ASSERT_TRUE(chatty.ok());
+  std::thread t([&] {
+    while (!stop.load()) {
+      if (RequestOn(chatty->get(), "teleport\n", {}).empty()) break;
+      ++answered;
+    }
+  });
+  while (answered.load() < 10) std::this_thread::yield();  // It is being served.
+  auto pipe = MakePipe();
+  EXPECT_EQ(RawRequest(path_, "save-data\n", {pipe->read.get()}, absl::Seconds(2)).rfind("ok ", 0),
+            0u);
+  stop = true;
+  t.join();
+}
+
+TEST_F(FdIntakeTest, ConnectionsBeyondTheCapAreRefusedAtOnce) {
+  FdIntakeOptions o;
+  o.max_connections = 2;
+  Restart(o);
+  auto a = net::UnixConnect(path_);
+  auto b = net::UnixConnect(path_);
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto pipe = MakePipe();
+  EXPECT_EQ(RawRequest(path_, "save-data\n", {pipe->read.get()}, absl::Seconds(5))
+                .rfind("error RESOURCE_EXHAUSTED 2 connections already open", 0),
+            0u);
+  // The two admitted are served.
+  EXPECT_EQ(RequestOn(a->get(), "save-data\n", {pipe->read.get()}).rfind("ok ", 0), 0u);
+}
+
+// Handles an agent never attached were kept forever (after 1024 the intake refused everyone);
+// now their fds are closed after the handle's lifetime.
+TEST_F(FdIntakeTest, UnattachedHandlesExpireAndTheirFdsClose) {
+  FdIntakeOptions o;
+  o.handle_ttl = absl::Milliseconds(200);
+  Restart(o);
+  auto pipe = MakePipe();
+  auto handle = SendFdToIntake(path_, FdPurpose::kSaveData, pipe->read.get());
+  ASSERT_TRUE(handle.ok()) << handle.status();
+  pipe->read.Reset();  // The daemon's copy is now the only reader.
+  EXPECT_EQ(intake_->pending(), 1u);
+  // The event: the write end reports an error once the last reader is gone.
+  pollfd pfd{pipe->write.get(), 0, 0};
+  ASSERT_EQ(::poll(&pfd, 1, 10000), 1) << "the expired fd was never closed";
+  EXPECT_TRUE(pfd.revents & POLLERR);
+  auto taken = intake_->Take(*handle);
+  EXPECT_EQ(taken.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(taken.status().message().find("not attached within 200ms"), std::string::npos)
+      << taken.status();
+  EXPECT_EQ(intake_->pending(), 0u);
+}
+
+TEST_F(FdIntakeTest, RefusesOPathFds) {
+  UniqueFd path_only(::open("/dev/null", O_PATH | O_CLOEXEC));
+  ASSERT_TRUE(path_only.valid());
+  for (FdPurpose p : {FdPurpose::kSaveData, FdPurpose::kVfioDevice, FdPurpose::kResumeData}) {
+    auto r = SendFdToIntake(path_, p, path_only.get());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << FdPurposeName(p);
+    EXPECT_NE(r.status().message().find("O_PATH"), std::string::npos) << r.status();
+  }
+}
+
+TEST_F(FdIntakeTest, RefusesAnonymousFilesThatAreNotVfioDevices) {
+  UniqueFd efd(::eventfd(0, EFD_CLOEXEC));
+  ASSERT_TRUE(efd.valid());
+  auto r = SendFdToIntake(path_, FdPurpose::kVfioDevice, efd.get());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("[eventfd]"), std::string::npos) << r.status();
+  UniqueFd read_only(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  r = SendFdToIntake(path_, FdPurpose::kVfioDevice, read_only.get());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("reading and writing"), std::string::npos) << r.status();
+}
+
+TEST_F(FdIntakeTest, TheSocketIsNeverLooserThanItsModeWhateverTheUmask) {
+  const mode_t old = ::umask(0);
+  FdIntakeOptions o;
+  o.socket_mode = 0600;
+  Restart(o);
+  ::umask(old);
+  struct stat st;
+  ASSERT_EQ(::stat(path_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+}
+
+// SO_PEERCRED is checked, not just logged: a uid the policy does not list is refused even when
+// the socket's mode lets it connect.
+TEST_F(FdIntakeTest, AnUnauthorizedUidIsRefused) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to connect as another uid";
+  auto access = LocalAccess::Parse("", "");
+  ASSERT_TRUE(access.ok());
+  FdIntakeOptions o;
+  o.socket_mode = 0666;  // The kernel lets anyone connect: the policy must refuse.
+  o.access = &*access;
+  Restart(o);
+  const std::string path = path_;
+  auto ask = [path] {
+    auto pipe = MakePipe();
+    if (!pipe.ok()) return std::string("pipe failed");
+    return RawRequest(path, "save-data\n", {pipe->read.get()});
+  };
+  EXPECT_EQ(AsUser(65534, ask).rfind("error PERMISSION_DENIED", 0), 0u);
+  EXPECT_EQ(intake_->pending(), 0u);
+  EXPECT_EQ(ask().rfind("ok ", 0), 0u) << "root is allowed";
+
+  auto listed = LocalAccess::Parse("65534", "");
+  ASSERT_TRUE(listed.ok());
+  o.access = &*listed;
+  Restart(o);
+  EXPECT_EQ(AsUser(65534, ask).rfind("ok ", 0), 0u);
 }
 
 TEST_F(FdIntakeTest, UnknownHandle) {

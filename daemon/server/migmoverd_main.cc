@@ -34,12 +34,28 @@
 #include "transport/stream/data_path.h"
 #include "transport/stream/data_path_probe.h"
 #include "transport/tcp/tcp_transport.h"
+#include "daemon/access/local_access.h"
+#include "daemon/api/grpc_unix_listener.h"
 
 ABSL_FLAG(std::string, grpc_socket, "/run/migmover/migmoverd.sock",
           "Unix socket path of the gRPC API (api/migmover.proto) for the hypervisor agent.");
 ABSL_FLAG(std::string, fd_socket, "/run/migmover/migmoverd-fd.sock",
           "Unix socket path on which the agent passes device and data fds (SCM_RIGHTS); see "
           "api/FD_INTAKE.md. Empty disables fd intake.");
+ABSL_FLAG(std::string, socket_mode, "0660",
+          "Permission bits (octal) of both unix sockets. The files are created with these bits "
+          "and never more, whatever the umask; the kernel checks them at connect.");
+ABSL_FLAG(std::string, allowed_uids, "",
+          "Users (numbers or names, comma-separated) that may use the gRPC and fd sockets, "
+          "besides root and the daemon's own user. Checked on every connection against the "
+          "peer's credentials (SO_PEERCRED), after the socket's mode; a refused connection is "
+          "closed and logged with its pid and uid.");
+ABSL_FLAG(std::string, allowed_gids, "",
+          "Groups (numbers or names, comma-separated) whose members, by primary or "
+          "supplementary group, may use the gRPC and fd sockets.");
+ABSL_FLAG(uint32_t, fd_handle_ttl_s, 60,
+          "Seconds an fd passed over --fd_socket waits for its AttachDevice; then its handle "
+          "expires and the fd is closed (1..3600).");
 ABSL_FLAG(std::string, peer_listen, "0.0.0.0:7411",
           "host:port on which this daemon accepts migration streams from source daemons. Port 0 "
           "picks a free port (see --port_file).");
@@ -257,11 +273,31 @@ int main(int argc, char** argv) {
   auto registry = std::make_unique<migmover::DeviceRegistry>();
   migmover::SessionManager sessions;
 
+  uint32_t socket_mode = 0;
+  if (const std::string m = absl::GetFlag(FLAGS_socket_mode);
+      m.empty() || m.size() > 4 || m.find_first_not_of("01234567") != std::string::npos ||
+      (socket_mode = static_cast<uint32_t>(std::stoul(m, nullptr, 8))) > 0777) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--socket_mode=", m, ": expected octal permission bits, e.g. 0660")));
+  }
+  auto access = migmover::LocalAccess::Parse(absl::GetFlag(FLAGS_allowed_uids),
+                                             absl::GetFlag(FLAGS_allowed_gids));
+  if (!access.ok()) return Fail(access.status());
+  const uint32_t handle_ttl = absl::GetFlag(FLAGS_fd_handle_ttl_s);
+  if (handle_ttl < 1 || handle_ttl > 3600) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--fd_handle_ttl_s=", handle_ttl, ": expected 1..3600")));
+  }
+
   std::unique_ptr<migmover::FdIntake> intake;
   const std::string fd_socket = absl::GetFlag(FLAGS_fd_socket);
   if (!fd_socket.empty()) {
     if (auto s = EnsureParentDir(fd_socket); !s.ok()) return Fail(s);
-    auto started = migmover::FdIntake::Start(fd_socket);
+    migmover::FdIntakeOptions intake_options;
+    intake_options.socket_mode = socket_mode;
+    intake_options.access = &*access;
+    intake_options.handle_ttl = absl::Seconds(handle_ttl);
+    auto started = migmover::FdIntake::Start(fd_socket, intake_options);
     if (!started.ok()) return Fail(started.status());
     intake = std::move(*started);
   }
@@ -272,17 +308,16 @@ int main(int argc, char** argv) {
 
   const std::string grpc_socket = absl::GetFlag(FLAGS_grpc_socket);
   if (auto s = EnsureParentDir(grpc_socket); !s.ok()) return Fail(s);
-  ::unlink(grpc_socket.c_str());
   migmover::MigmoverService service(registry.get(), intake.get(), &sessions, defaults);
   grpc::ServerBuilder builder;
-  builder.AddListeningPort("unix:" + grpc_socket, grpc::InsecureServerCredentials());
+  // No listening port: the daemon accepts on the socket itself and hands gRPC each connection
+  // its peer credentials allow (GrpcUnixListener).
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server) {
-    return Fail(absl::UnavailableError(
-        absl::StrCat("gRPC server on unix:", grpc_socket, " did not start")));
-  }
-  ::chmod(grpc_socket.c_str(), 0660);
+  if (!server) return Fail(absl::UnavailableError("gRPC server did not start"));
+  auto grpc_listener =
+      migmover::GrpcUnixListener::Start(grpc_socket, socket_mode, &*access, server.get());
+  if (!grpc_listener.ok()) return Fail(grpc_listener.status());
 
   const std::string port_file = absl::GetFlag(FLAGS_port_file);
   if (!port_file.empty()) {
@@ -290,7 +325,9 @@ int main(int argc, char** argv) {
     std::rename((port_file + ".tmp").c_str(), port_file.c_str());
   }
   MM_LOG(INFO) << "ready: gRPC unix:" << grpc_socket << ", fd intake "
-               << (fd_socket.empty() ? "disabled" : "unix:" + fd_socket) << ", peer streams on "
+               << (fd_socket.empty() ? "disabled" : "unix:" + fd_socket) << " (mode 0"
+               << absl::StrFormat("%o", socket_mode) << ", " << access->Describe()
+               << "), peer streams on "
                << peer_addr->host << ":" << (*acceptor)->port() << ", data path "
                << migmover::stream::DataPathName(defaults.stream.data_path)
                << (defaults.stream.data_path == migmover::stream::DataPath::kAuto
@@ -308,10 +345,10 @@ int main(int argc, char** argv) {
   MM_LOG(INFO) << "shutting down: cancelling sessions";
   sessions.CancelAll();
   // Sessions are over; give in-flight RPCs (watchers) a moment to see it, then cancel them.
+  grpc_listener->reset();  // No new agent connections.
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
   acceptor->reset();
   intake.reset();
-  ::unlink(grpc_socket.c_str());
   registry.reset();  // Closes every device fd; no session or RPC uses them any more.
   dpdk.reset();  // No session uses the port any more.
   MM_LOG(INFO) << "stopped";

@@ -18,6 +18,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "transport/base/errno_status.h"
@@ -159,17 +160,28 @@ absl::StatusOr<sockaddr_un> UnixAddress(const std::string& path) {
 }
 }  // namespace
 
-absl::StatusOr<UniqueFd> UnixListen(const std::string& path) {
+absl::StatusOr<UniqueFd> UnixListen(const std::string& path, mode_t mode) {
+  mode &= 0777;
   absl::StatusOr<sockaddr_un> sa = UnixAddress(path);
   if (!sa.ok()) return sa.status();
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd) return ErrnoStatus("socket(AF_UNIX)", errno);
+  // bind creates the file with the socket inode's mode less the umask: set that mode first, so
+  // the file is born no looser than `mode` (a chmod after bind leaves a window, and under
+  // umask 0 the window was a world-writable socket).
+  if (::fchmod(fd.get(), mode) != 0) {
+    return ErrnoStatus(absl::StrFormat("fchmod(unix socket for %s, 0%o)", path, mode),
+                       errno);
+  }
   struct stat st;
   if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(path.c_str());
   if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&*sa), sizeof(*sa)) != 0) {
     return ErrnoStatus(absl::StrCat("bind(unix:", path, ")"), errno);
   }
-  ::chmod(path.c_str(), 0660);
+  // The umask may have taken bits away; give back exactly `mode` (never more).
+  if (::chmod(path.c_str(), mode) != 0) {
+    return ErrnoStatus(absl::StrFormat("chmod(%s, 0%o)", path, mode), errno);
+  }
   if (::listen(fd.get(), 16) != 0)
     return ErrnoStatus(absl::StrCat("listen(unix:", path, ")"), errno);
   return fd;

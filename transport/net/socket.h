@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <string>
 
+#include <sys/types.h>
+
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
@@ -32,9 +34,10 @@ absl::StatusOr<UniqueFd> TcpConnect(const HostPort& addr, absl::Duration timeout
 // accept4 with CLOEXEC, waiting at most `timeout`. DeadlineExceeded when nobody came.
 absl::StatusOr<UniqueFd> Accept(int listen_fd, absl::Duration timeout);
 
-// A listening AF_UNIX stream socket at `path` (an existing socket file there is replaced), mode
-// 0660.
-absl::StatusOr<UniqueFd> UnixListen(const std::string& path);
+// A listening AF_UNIX stream socket at `path` (an existing socket file there is replaced) whose
+// file has mode `mode` (permission bits only) and never more, at no moment, whatever the umask:
+// the socket's inode gets the mode before bind creates the file. Errors: the calls', named.
+absl::StatusOr<UniqueFd> UnixListen(const std::string& path, mode_t mode = 0660);
 absl::StatusOr<UniqueFd> UnixConnect(const std::string& path);
 
 // Sizes the kernel buffers of a data connection and bounds how long its peer may stay silent:

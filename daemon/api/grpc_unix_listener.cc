@@ -1,0 +1,81 @@
+#include "daemon/api/grpc_unix_listener.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/base/log.h"
+#include "grpcpp/server_posix.h"
+#include "transport/base/errno_status.h"
+#include "transport/base/status_macros.h"
+#include "transport/net/socket.h"
+
+namespace migmover {
+
+absl::StatusOr<std::unique_ptr<GrpcUnixListener>> GrpcUnixListener::Start(
+    const std::string& path, mode_t mode, const LocalAccess* access, grpc::Server* server) {
+  std::unique_ptr<GrpcUnixListener> l(new GrpcUnixListener());
+  l->path_ = path;
+  l->access_ = access;
+  l->server_ = server;
+  ASSIGN_OR_RETURN(l->listen_fd_, net::UnixListen(path, mode));
+  if (::fcntl(l->listen_fd_.get(), F_SETFL, O_NONBLOCK) != 0) {
+    return ErrnoStatus(absl::StrCat("fcntl(unix:", path, ", F_SETFL, O_NONBLOCK)"), errno);
+  }
+  l->stop_fd_.Reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!l->stop_fd_) return ErrnoStatus("eventfd(gRPC listener stop)", errno);
+  l->thread_ = std::thread([p = l.get()] { p->Serve(); });
+  return l;
+}
+
+GrpcUnixListener::~GrpcUnixListener() {
+  uint64_t one = 1;
+  (void)!::write(stop_fd_.get(), &one, sizeof(one));
+  if (thread_.joinable()) thread_.join();
+  ::unlink(path_.c_str());
+}
+
+void GrpcUnixListener::Serve() {
+  pthread_setname_np(pthread_self(), "mm-grpc-accept");
+  while (true) {
+    pollfd fds[2] = {{stop_fd_.get(), POLLIN, 0}, {listen_fd_.get(), POLLIN, 0}};
+    if (::poll(fds, 2, -1) < 0 && errno != EINTR) {
+      MM_LOG(ERROR) << "gRPC listener: " << ErrnoStatus("poll", errno) << "; stopped";
+      return;
+    }
+    if (fds[0].revents) return;
+    if (!(fds[1].revents & POLLIN)) continue;
+    while (true) {
+      UniqueFd conn(
+          ::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+      if (!conn) {
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+          MM_LOG(WARNING) << "gRPC listener: " << ErrnoStatus("accept4(unix:" + path_ + ")", errno);
+        }
+        break;
+      }
+      absl::StatusOr<PeerCredentials> peer = PeerCredentialsOf(conn.get());
+      if (!peer.ok()) {
+        MM_LOG(WARNING) << "gRPC connection refused: " << peer.status();
+        continue;
+      }
+      if (access_ != nullptr) {
+        if (absl::Status allowed = access_->Check(*peer, "the gRPC API"); !allowed.ok()) {
+          MM_LOG(WARNING) << "gRPC connection refused: " << allowed.message();
+          continue;  // Closed: the client sees UNAVAILABLE.
+        }
+      }
+      // gRPC owns the fd from here.
+      grpc::AddInsecureChannelFromFd(server_, conn.Release());
+    }
+  }
+}
+
+}  // namespace migmover
