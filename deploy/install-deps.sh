@@ -27,6 +27,10 @@ PACKAGES=(
   # tests/faults: the network faults are nftables rules on a veth between two namespaces.
   nftables
   clang
+  # libFuzzer's runtime, for tests/fuzz/run.sh (clang only recommends it).
+  libclang-rt-14-dev
+  # tests/deploy: systemd-analyze rates the units' sandboxing.
+  systemd
   # The sanitizer runs of deploy/test.sh: their runtimes (gcc links them), and unzip to read the
   # daemons' logs a test saved.
   libasan8

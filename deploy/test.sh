@@ -4,6 +4,7 @@
 #   ./deploy/test.sh //daemon/...   only the given Bazel targets (no VM)
 #   MIGMOVER_SKIP_KERNEL=1 ./deploy/test.sh   all Bazel tests, no VM (quick local runs)
 #   MIGMOVER_SKIP_SANITIZERS=1 ./deploy/test.sh   without the ASan+UBSan and TSan runs of the tests
+#   MIGMOVER_SKIP_FUZZ=1 ./deploy/test.sh   without the libFuzzer runs (tests/fuzz/run.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -81,6 +82,23 @@ if ((${#@} == 0)); then
   else
     failed=$((failed + 1))
     rc=1
+  fi
+fi
+
+# libFuzzer on every fuzz target (tests/fuzz), 20 s each; each target counts as a test.
+if ((${#@} == 0)) && [[ "${MIGMOVER_SKIP_FUZZ:-0}" != 1 ]]; then
+  set +e
+  tests/fuzz/run.sh 20 2>&1 | tee /tmp/migmover-fuzz.log | grep -E '^fuzz: '
+  frc=${PIPESTATUS[0]}
+  set -e
+  verdict=$(grep -E '^fuzz: [0-9]+ passed, [0-9]+ failed$' /tmp/migmover-fuzz.log | tail -1)
+  fpassed=$(sed -E 's/.*: ([0-9]+) passed.*/\1/' <<<"${verdict:-x: 0 passed}")
+  ffailed=$(sed -E 's/.* ([0-9]+) failed$/\1/' <<<"${verdict:-x: 1 failed}")
+  passed=$((passed + fpassed))
+  failed=$((failed + ffailed))
+  if ((frc != 0)); then
+    rc=1
+    ((ffailed > 0)) || failed=$((failed + 1))
   fi
 fi
 

@@ -43,8 +43,8 @@ class LocalAccess {
   // InvalidArgument naming an entry that is neither a number nor a known name.
   static absl::StatusOr<LocalAccess> Parse(absl::string_view uids, absl::string_view gids);
 
-  // OK when `peer` may use the socket named `what`; PermissionDenied saying who was refused and
-  // who is allowed otherwise.
+  // OK when `peer` may use the socket named `what`; PermissionDenied saying who was refused
+  // ("pid 7 uid 1000 gid 1000 may not use the fd intake") otherwise.
   absl::Status Check(const PeerCredentials& peer, absl::string_view what) const;
 
   // "uids 0,1000; gids 27" for logs.

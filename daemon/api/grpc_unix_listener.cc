@@ -41,6 +41,20 @@ GrpcUnixListener::~GrpcUnixListener() {
   ::unlink(path_.c_str());
 }
 
+void GrpcUnixListener::LogRefusal(const std::string& why) {
+  const absl::Time now = absl::Now();
+  if (now - last_refusal_log_ < absl::Seconds(1)) {
+    ++refusals_unlogged_;
+    return;
+  }
+  MM_LOG(WARNING) << "gRPC connection refused: " << why
+                  << (refusals_unlogged_ > 0
+                          ? absl::StrCat(" (and ", refusals_unlogged_, " more not logged)")
+                          : "");
+  last_refusal_log_ = now;
+  refusals_unlogged_ = 0;
+}
+
 void GrpcUnixListener::Serve() {
   pthread_setname_np(pthread_self(), "mm-grpc-accept");
   while (true) {
@@ -51,24 +65,29 @@ void GrpcUnixListener::Serve() {
     }
     if (fds[0].revents) return;
     if (!(fds[1].revents & POLLIN)) continue;
-    while (true) {
+    for (int i = 0; i < 16; ++i) {  // A bounded batch, then the stop fd is looked at again.
       UniqueFd conn(
           ::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
       if (!conn) {
         if (errno == EINTR || errno == ECONNABORTED) continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK) {
-          MM_LOG(WARNING) << "gRPC listener: " << ErrnoStatus("accept4(unix:" + path_ + ")", errno);
+          // EMFILE and the like leave the connection queued and the socket readable: pause
+          // rather than spin on it.
+          MM_LOG(WARNING) << "gRPC listener: " << ErrnoStatus("accept4(unix:" + path_ + ")", errno)
+                          << "; not accepting for 100 ms";
+          pollfd stop{stop_fd_.get(), POLLIN, 0};
+          (void)::poll(&stop, 1, 100);
         }
         break;
       }
       absl::StatusOr<PeerCredentials> peer = PeerCredentialsOf(conn.get());
       if (!peer.ok()) {
-        MM_LOG(WARNING) << "gRPC connection refused: " << peer.status();
+        LogRefusal(std::string(peer.status().message()));
         continue;
       }
       if (access_ != nullptr) {
         if (absl::Status allowed = access_->Check(*peer, "the gRPC API"); !allowed.ok()) {
-          MM_LOG(WARNING) << "gRPC connection refused: " << allowed.message();
+          LogRefusal(std::string(allowed.message()));
           continue;  // Closed: the client sees UNAVAILABLE.
         }
       }

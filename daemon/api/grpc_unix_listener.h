@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "daemon/access/local_access.h"
 #include "grpcpp/server.h"
 #include "transport/base/unique_fd.h"
@@ -38,12 +39,17 @@ class GrpcUnixListener {
  private:
   GrpcUnixListener() = default;
   void Serve();
+  // A refusal worth a log line, at most one a second (the rest are counted in the next).
+  void LogRefusal(const std::string& why);
 
   std::string path_;
   const LocalAccess* access_ = nullptr;
   grpc::Server* server_ = nullptr;
   UniqueFd listen_fd_;
   UniqueFd stop_fd_;
+  // The listener thread's own.
+  absl::Time last_refusal_log_ = absl::InfinitePast();
+  int refusals_unlogged_ = 0;
   std::thread thread_;
 };
 

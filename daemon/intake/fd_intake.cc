@@ -7,12 +7,14 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -26,12 +28,35 @@ namespace migmover {
 namespace {
 constexpr size_t kMaxRequest = 64;
 
-// What /proc says the fd is ("anon_inode:[vfio-device]"), or "" if it cannot tell.
-std::string AnonInodeKind(int fd) {
-  char target[256];
-  const std::string link = absl::StrCat("/proc/self/fd/", fd);
-  ssize_t n = ::readlink(link.c_str(), target, sizeof(target) - 1);
-  return n > 0 ? std::string(target, n) : std::string();
+std::string ReadLink(const std::string& path) {
+  char target[512];
+  ssize_t n = ::readlink(path.c_str(), target, sizeof(target));
+  return n > 0 ? std::string(target, static_cast<size_t>(n)) : std::string();
+}
+
+// What /proc says the fd is ("anon_inode:[vfio-device]", "/dev/null"), or "" if it cannot tell.
+std::string FdTarget(int fd) { return ReadLink(absl::StrCat("/proc/self/fd/", fd)); }
+
+// The device class of a character device, from sysfs ("vfio-dev", "mem", "tty"), or "".
+std::string CharDeviceClass(dev_t rdev) {
+  const std::string link =
+      ReadLink(absl::StrCat("/sys/dev/char/", major(rdev), ":", minor(rdev), "/subsystem"));
+  const size_t slash = link.rfind('/');
+  return slash == std::string::npos ? link : link.substr(slash + 1);
+}
+
+// Control bytes as \xNN, the rest as is: the daemon's text may reach an agent's log.
+std::string EscapeControl(absl::string_view text) {
+  std::string out;
+  for (char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      absl::StrAppend(&out, "\\x", absl::Hex(u, absl::kZeroPad2));
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
 }
 
 std::string ErrorLine(absl::StatusCode code, absl::string_view why) {
@@ -75,24 +100,34 @@ absl::Status CheckFdForPurpose(int fd, FdPurpose purpose) {
         FdPurposeName(purpose), " fd was opened with O_PATH: it can do no I/O or ioctl"));
   }
   const int mode = flags & O_ACCMODE;
-  // Anonymous-inode files (VFIO device and migration data fds) report no file type.
-  const bool anon = (st.st_mode & S_IFMT) == 0;
+  // Anonymous-inode files (VFIO device and migration data fds): /proc names them
+  // "anon_inode:[...]"; older kernels also report no file type for them.
+  const std::string target = FdTarget(fd);
+  const bool anon = absl::StartsWith(target, "anon_inode:") || (st.st_mode & S_IFMT) == 0;
   const bool stream = S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || S_ISCHR(st.st_mode) || anon;
   switch (purpose) {
     case FdPurpose::kVfioDevice:
-      if (!S_ISCHR(st.st_mode) && !anon) {
-        return absl::InvalidArgumentError(
-            "vfio-device fd is neither a VFIO device file nor a character device");
-      }
       if (anon) {
         // A VFIO group hands out device fds as anonymous inodes named "[vfio-device]"; an
         // eventfd, epoll or another driver's anonymous file is not one.
-        const std::string kind = AnonInodeKind(fd);
-        if (kind != "anon_inode:[vfio-device]") {
+        if (target != "anon_inode:[vfio-device]") {
           return absl::InvalidArgumentError(absl::StrCat(
-              "vfio-device fd is an anonymous file of another kind (", absl::CHexEscape(kind),
-              ")"));
+              "vfio-device fd is an anonymous file of another kind (", absl::CHexEscape(target),
+              "), not a VFIO group's device fd"));
         }
+      } else if (S_ISCHR(st.st_mode)) {
+        // A VFIO device cdev (/dev/vfio/devices/vfioN) is of class vfio-dev; /dev/null or a tty
+        // would take the migration ioctls as something else.
+        const std::string cls = CharDeviceClass(st.st_rdev);
+        if (cls != "vfio-dev") {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "vfio-device fd is a character device of class '",
+              cls.empty() ? "unknown" : absl::CHexEscape(cls), "' (",
+              absl::CHexEscape(target), "), not a VFIO device cdev (class vfio-dev)"));
+        }
+      } else {
+        return absl::InvalidArgumentError(
+            "vfio-device fd is neither a VFIO device file nor a character device");
       }
       if (mode != O_RDWR) {
         return absl::InvalidArgumentError("vfio-device fd is not open for reading and writing");
@@ -142,33 +177,50 @@ FdIntake::~FdIntake() {
   ::unlink(path_.c_str());
 }
 
-void FdIntake::AcceptAll(std::vector<Connection>& conns) {
-  while (true) {
+void FdIntake::LogRefusal(const std::string& why) {
+  const absl::Time now = absl::Now();
+  if (now - last_refusal_log_ < absl::Seconds(1)) {
+    ++refusals_unlogged_;
+    return;
+  }
+  MM_LOG(WARNING) << "fd intake: connection refused: " << why
+                  << (refusals_unlogged_ > 0
+                          ? absl::StrCat(" (and ", refusals_unlogged_, " more not logged)")
+                          : "");
+  last_refusal_log_ = now;
+  refusals_unlogged_ = 0;
+}
+
+void FdIntake::AcceptSome(std::vector<Connection>& conns) {
+  // A bounded number per turn: a flood of connections cannot keep the loop from serving the
+  // connections it has.
+  for (int i = 0; i < 16; ++i) {
     UniqueFd fd(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
     if (!fd) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) return;
       if (errno == EINTR || errno == ECONNABORTED) continue;
-      // EMFILE and the like: the connection stays queued; try again on the next turn.
-      MM_LOG(WARNING) << "fd intake: " << ErrnoStatus("accept4(unix:" + path_ + ")", errno);
+      // EMFILE and the like: the connection stays queued, and the listening socket stays
+      // readable; pause accepting rather than spin on it.
+      MM_LOG(WARNING) << "fd intake: " << ErrnoStatus("accept4(unix:" + path_ + ")", errno)
+                      << "; not accepting for 100 ms";
+      accept_paused_until_ = absl::Now() + absl::Milliseconds(100);
       return;
     }
     absl::StatusOr<PeerCredentials> peer = PeerCredentialsOf(fd.get());
     if (!peer.ok()) {
-      MM_LOG(WARNING) << "fd intake: connection refused: " << peer.status();
+      LogRefusal(std::string(peer.status().message()));
       continue;
     }
     if (options_.access != nullptr) {
       if (absl::Status allowed = options_.access->Check(*peer, "the fd intake"); !allowed.ok()) {
-        MM_LOG(WARNING) << "fd intake: connection refused: " << allowed.message();
-        // The peer learns that it was refused, not who would have been let in.
-        SendNow(fd.get(), ErrorLine(allowed.code(), absl::StrCat(DescribePeer(*peer),
-                                                                 " may not use the fd intake")));
+        LogRefusal(std::string(allowed.message()));
+        SendNow(fd.get(), ErrorLine(allowed.code(), allowed.message()));
         continue;
       }
     }
     if (conns.size() >= options_.max_connections) {
-      MM_LOG(WARNING) << "fd intake: connection from " << DescribePeer(*peer) << " refused: "
-                      << options_.max_connections << " connections already open";
+      LogRefusal(absl::StrCat(DescribePeer(*peer), ": ", options_.max_connections,
+                              " connections already open"));
       SendNow(fd.get(), ErrorLine(absl::StatusCode::kResourceExhausted,
                                   absl::StrCat(options_.max_connections,
                                                " connections already open; try again")));
@@ -197,7 +249,10 @@ void FdIntake::Serve() {
     }
     fds.clear();
     fds.push_back({stop_fd_.get(), POLLIN, 0});
-    fds.push_back({listen_fd_.get(), POLLIN, 0});
+    // -1: poll ignores it while accepting is paused.
+    const bool accepting = absl::Now() >= accept_paused_until_;
+    if (!accepting) wake = std::min(wake, accept_paused_until_);
+    fds.push_back({accepting ? listen_fd_.get() : -1, POLLIN, 0});
     for (const Connection& c : conns) fds.push_back({c.fd.get(), POLLIN, 0});
     const int timeout_ms = static_cast<int>(std::clamp<int64_t>(
         absl::ToInt64Milliseconds(wake - absl::Now()) + 1, 0, 1000));
@@ -215,19 +270,23 @@ void FdIntake::Serve() {
     for (size_t i = conns.size(); i-- > 0;) {
       if (close[i]) conns.erase(conns.begin() + static_cast<std::ptrdiff_t>(i));
     }
-    if (fds[1].revents & POLLIN) AcceptAll(conns);
+    if (fds[1].revents & POLLIN) AcceptSome(conns);
   }
 }
 
 bool FdIntake::ServeOne(Connection& c) {
-  std::optional<std::string> reply = HandleOne(c);
-  if (!reply) return false;       // The client closed it, or broke it.
-  if (reply->empty()) return true;  // Nothing complete yet.
+  std::vector<UniqueFd> received;
+  Reply reply = HandleOne(c, received);
+  closer_.Close(std::move(received));  // What it did not keep.
+  if (reply.line.empty()) return !reply.close;  // Nothing to answer.
   c.idle_deadline = absl::Now() + options_.idle_timeout;
   MM_LOG(INFO) << "fd intake: " << DescribePeer(c.peer) << ": "
-               << absl::StripSuffix(*reply, "\n");
-  ssize_t n = ::send(c.fd.get(), reply->data(), reply->size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-  if (n == static_cast<ssize_t>(reply->size())) return true;
+               << absl::StripSuffix(reply.line, "\n")
+               << (reply.close ? " (connection closed: its requests can no longer be told apart)"
+                               : "");
+  ssize_t n =
+      ::send(c.fd.get(), reply.line.data(), reply.line.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (n == static_cast<ssize_t>(reply.line.size())) return !reply.close;
   // A reply line is far smaller than the socket's buffer: only a client that sends request
   // after request without reading its answers fills it. It loses its connection, not the
   // others their turn.
@@ -254,11 +313,11 @@ absl::Time FdIntake::ExpireHandles() {
       }
     }
   }
-  // The fds close here, outside the lock.
-  for (const auto& [handle, p] : expired) {
+  for (auto& [handle, p] : expired) {
     MM_LOG(WARNING) << "fd intake: handle " << handle << " (" << FdPurposeName(p.received.purpose)
                     << " from " << p.from << ") was not attached within "
                     << absl::FormatDuration(options_.handle_ttl) << "; its fd is closed";
+    closer_.Close(std::move(p.received.fd));
   }
   return next;
 }
@@ -269,7 +328,7 @@ size_t FdIntake::pending() {
   return pending_.size();
 }
 
-std::optional<std::string> FdIntake::HandleOne(Connection& c) {
+FdIntake::Reply FdIntake::HandleOne(Connection& c, std::vector<UniqueFd>& fds) {
   const int conn = c.fd.get();
   char buf[kMaxRequest + 1];
   iovec iov{buf, sizeof(buf)};
@@ -280,13 +339,10 @@ std::optional<std::string> FdIntake::HandleOne(Connection& c) {
   msg.msg_control = control;
   msg.msg_controllen = sizeof(control);
   ssize_t n = ::recvmsg(conn, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-    return std::string();
-  }
-  if (n <= 0) return std::nullopt;
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return {};
+  if (n <= 0) return {"", true};  // Closed by the client, or broken.
 
   // Take ownership of every fd that arrived before judging the request, so none leaks.
-  std::vector<UniqueFd> fds;
   bool foreign_cmsg = false;
   for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm != nullptr; cm = CMSG_NXTHDR(&msg, cm)) {
     if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
@@ -300,40 +356,43 @@ std::optional<std::string> FdIntake::HandleOne(Connection& c) {
       foreign_cmsg = true;
     }
   }
+  // A stream socket keeps no message boundaries: once a request is not exactly one
+  // "<purpose>\n" in one read, where the next begins is unknown, and a reply could be taken for
+  // another request's. Such a connection gets its error and is closed.
   if (msg.msg_flags & MSG_CTRUNC) {
-    return ErrorLine(absl::StatusCode::kInvalidArgument,
-                     "ancillary data truncated: send exactly one fd per request");
-  }
-  if (msg.msg_flags & MSG_TRUNC || static_cast<size_t>(n) > kMaxRequest) {
-    return ErrorLine(absl::StatusCode::kInvalidArgument, "request longer than 64 bytes");
+    return {ErrorLine(absl::StatusCode::kInvalidArgument,
+                      "ancillary data truncated: send exactly one fd per request"),
+            true};
   }
   if (foreign_cmsg) {
-    return ErrorLine(absl::StatusCode::kInvalidArgument,
-                     "unexpected ancillary data (not SCM_RIGHTS)");
+    return {ErrorLine(absl::StatusCode::kInvalidArgument,
+                      "unexpected ancillary data (not SCM_RIGHTS)"),
+            true};
   }
-  absl::string_view text(buf, n);
-  if (!absl::ConsumeSuffix(&text, "\n")) {
-    return ErrorLine(absl::StatusCode::kInvalidArgument, "request must end with a newline");
+  auto purpose = ParseIntakeRequest(absl::string_view(buf, n));
+  if (!purpose.ok()) {
+    const bool framing_lost = static_cast<size_t>(n) > kMaxRequest || buf[n - 1] != '\n';
+    return {ErrorLine(purpose.status().code(), purpose.status().message()), framing_lost};
   }
-  auto purpose = ParseFdPurpose(text);
-  if (!purpose.ok()) return ErrorLine(purpose.status().code(), purpose.status().message());
   if (fds.size() != 1) {
-    return ErrorLine(absl::StatusCode::kInvalidArgument,
-                     absl::StrCat("expected exactly one fd with the request, got ", fds.size()));
+    return {ErrorLine(absl::StatusCode::kInvalidArgument,
+                      absl::StrCat("expected exactly one fd with the request, got ", fds.size())),
+            false};
   }
   if (absl::Status s = CheckFdForPurpose(fds[0].get(), *purpose); !s.ok()) {
-    return ErrorLine(s.code(), s.message());
+    return {ErrorLine(s.code(), s.message()), false};
   }
   (void)ExpireHandles();
   absl::MutexLock l(&mu_);
   if (pending_.size() >= options_.max_pending) {
-    return ErrorLine(absl::StatusCode::kResourceExhausted,
-                     absl::StrCat(options_.max_pending, " fds already wait for AttachDevice"));
+    return {ErrorLine(absl::StatusCode::kResourceExhausted,
+                      absl::StrCat(options_.max_pending, " fds already wait for AttachDevice")),
+            false};
   }
   uint64_t handle = next_handle_++;
   pending_.emplace(handle, Pending{ReceivedFd{std::move(fds[0]), *purpose},
                                    absl::Now() + options_.handle_ttl, DescribePeer(c.peer)});
-  return absl::StrCat("ok ", handle, "\n");
+  return {absl::StrCat("ok ", handle, "\n"), false};
 }
 
 absl::StatusOr<ReceivedFd> FdIntake::Take(uint64_t handle) {
@@ -382,21 +441,37 @@ absl::StatusOr<uint64_t> SendFdToIntake(const std::string& path, FdPurpose purpo
     if (ch == '\n') break;
     reply.push_back(ch);
   }
-  std::vector<std::string> parts = absl::StrSplit(reply, absl::MaxSplits(' ', 2));
+  return ParseIntakeReply(reply);
+}
+
+absl::StatusOr<FdPurpose> ParseIntakeRequest(absl::string_view bytes) {
+  if (bytes.size() > kMaxRequest) {
+    return absl::InvalidArgumentError("request longer than 64 bytes");
+  }
+  if (!absl::ConsumeSuffix(&bytes, "\n")) {
+    return absl::InvalidArgumentError("request must end with a newline");
+  }
+  return ParseFdPurpose(bytes);
+}
+
+absl::StatusOr<uint64_t> ParseIntakeReply(absl::string_view line) {
+  std::vector<absl::string_view> parts = absl::StrSplit(line, absl::MaxSplits(' ', 2));
   if (parts.size() == 2 && parts[0] == "ok") {
     uint64_t handle = 0;
     if (absl::SimpleAtoi(parts[1], &handle)) return handle;
   }
   if (parts.size() == 3 && parts[0] == "error") {
     absl::StatusCode code = absl::StatusCode::kUnknown;
-    for (int i = 0; i <= 16; ++i) {
+    for (int i = 1; i <= 16; ++i) {
       if (absl::StatusCodeToString(static_cast<absl::StatusCode>(i)) == parts[1]) {
         code = static_cast<absl::StatusCode>(i);
       }
     }
-    return absl::Status(code, absl::StrCat("fd intake refused the fd: ", parts[2]));
+    return absl::Status(code,
+                        absl::StrCat("fd intake refused the fd: ", EscapeControl(parts[2])));
   }
-  return absl::DataLossError(absl::StrCat("fd intake: malformed reply '", reply, "'"));
+  return absl::DataLossError(
+      absl::StrCat("fd intake: malformed reply '", EscapeControl(line), "'"));
 }
 
 }  // namespace migmover

@@ -23,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "daemon/access/local_access.h"
+#include "daemon/intake/fd_closer.h"
 #include "transport/base/unique_fd.h"
 
 namespace migmover {
@@ -37,6 +38,14 @@ absl::StatusOr<FdPurpose> ParseFdPurpose(absl::string_view text);
 // VFIO group's device fd (anonymous inode "[vfio-device]"), open for reading and writing.
 // InvalidArgument says why.
 absl::Status CheckFdForPurpose(int fd, FdPurpose purpose);
+
+// The text of one intake request as it arrived (without its fd): "<purpose>\n", at most 64
+// bytes. InvalidArgument says what is wrong.
+absl::StatusOr<FdPurpose> ParseIntakeRequest(absl::string_view bytes);
+
+// The agent's side: one reply line from the daemon, without its newline: the handle for
+// "ok <handle>", the refusal (with its code) for "error <CODE> <message>", DataLoss otherwise.
+absl::StatusOr<uint64_t> ParseIntakeReply(absl::string_view line);
 
 struct ReceivedFd {
   UniqueFd fd;
@@ -62,7 +71,8 @@ struct FdIntakeOptions {
 
 // Threads: one of its own (mm-fd-intake) serves every connection from one poll loop, one
 // request per ready connection per turn, with nonblocking I/O only: an idle, slow, chatty or
-// unreading client costs the others one turn at most. Take is called from any thread.
+// unreading client costs the others one turn at most. Fds it does not keep are closed on
+// FdCloser's thread (a close can block). Take is called from any thread.
 class FdIntake {
  public:
   // Listens on `path` and serves until destroyed. Errors: the socket's (named), and
@@ -89,21 +99,36 @@ class FdIntake {
     std::string from;  // The sender, for the expiry log line.
   };
 
+  // What one request gets.
+  struct Reply {
+    std::string line;    // Empty: nothing to answer (nothing was ready).
+    bool close = false;  // The connection ends (the client closed it, or its framing is lost).
+  };
+
   FdIntake() = default;
   void Serve();
-  void AcceptAll(std::vector<Connection>& conns);
+  // Accepts up to a turn's worth of connections.
+  void AcceptSome(std::vector<Connection>& conns);
   // Serves one request on `c`. False when the connection is to be closed.
   bool ServeOne(Connection& c);
-  // One request: receives the message and fd, validates, stores. Returns the reply line, or
-  // nullopt when the client closed the connection; an empty string when nothing was ready.
-  std::optional<std::string> HandleOne(Connection& c);
-  // Closes the fds of expired handles; returns the next expiry (InfiniteFuture if none).
+  // One request: receives the message and its fds (into `fds`, which the caller closes through
+  // closer_ unless this kept one), validates, stores.
+  Reply HandleOne(Connection& c, std::vector<UniqueFd>& fds);
+  // Hands the fds of expired handles to closer_; returns the next expiry (InfiniteFuture if
+  // none).
   absl::Time ExpireHandles();
+  // A refusal worth a log line, at most one a second (the rest are counted in the next).
+  void LogRefusal(const std::string& why);
 
   std::string path_;
   FdIntakeOptions options_;
   UniqueFd listen_fd_;
   UniqueFd stop_fd_;
+  FdCloser closer_;
+  // The serving thread's own: no accept before this (after EMFILE and the like).
+  absl::Time accept_paused_until_ = absl::InfinitePast();
+  absl::Time last_refusal_log_ = absl::InfinitePast();
+  int refusals_unlogged_ = 0;
   std::thread thread_;
   absl::Mutex mu_;
   uint64_t next_handle_ ABSL_GUARDED_BY(mu_) = 1;

@@ -2,8 +2,13 @@
 
 #include <pthread.h>
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+
+#include <map>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "daemon/base/log.h"
@@ -38,6 +43,51 @@ void PeerAcceptor::Reap(bool all) {
   }
 }
 
+namespace {
+
+// The peer's address without its port ("10.0.0.7"), or "?" if the socket cannot tell.
+std::string PeerHost(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "?";
+  char buf[INET6_ADDRSTRLEN] = "?";
+  if (ss.ss_family == AF_INET) {
+    ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&ss)->sin_addr, buf, sizeof(buf));
+  } else if (ss.ss_family == AF_INET6) {
+    ::inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr, buf, sizeof(buf));
+  }
+  return buf;
+}
+
+}  // namespace
+
+bool PeerAcceptor::EvictOne() {
+  // Silent handshakes per address; the victim is the oldest of the address holding the most.
+  std::map<std::string, int> silent;
+  std::vector<Handshake*> candidates;
+  for (auto& h : handshakes_) {
+    if (h->done.load()) continue;
+    absl::MutexLock l(&h->mu);
+    if (!h->reading || h->evicted) continue;
+    ++silent[h->host];
+    candidates.push_back(h.get());
+  }
+  Handshake* victim = nullptr;
+  for (Handshake* h : candidates) {
+    if (victim == nullptr || silent[h->host] > silent[victim->host] ||
+        (silent[h->host] == silent[victim->host] && h->start < victim->start)) {
+      victim = h;
+    }
+  }
+  if (victim == nullptr) return false;
+  absl::MutexLock l(&victim->mu);
+  if (!victim->reading) return false;  // It finished its HELLO meanwhile; the next turn retries.
+  victim->evicted = true;
+  // Its ReadHello fails at once; the thread then ends and the listener joins it.
+  ::shutdown(victim->fd, SHUT_RDWR);
+  return true;
+}
+
 void PeerAcceptor::Serve() {
   pthread_setname_np(pthread_self(), "mm-peer-accept");
   while (!stop_.load()) {
@@ -46,14 +96,15 @@ void PeerAcceptor::Serve() {
     if (!conn.ok()) {
       if (conn.status().code() != absl::StatusCode::kDeadlineExceeded) {
         MM_LOG(WARNING) << "peer listener: " << conn.status();
+        // EMFILE and the like leave the connection queued: do not spin on it.
+        absl::SleepFor(absl::Milliseconds(100));
       }
       continue;
     }
-    if (handshakes_.size() >= kMaxHandshakes) {
-      Reap(false);
-    }
-    if (handshakes_.size() >= kMaxHandshakes) {
-      // Refused at once, without waiting on this peer: the listener serves everyone else.
+    if (handshakes_.size() >= kMaxHandshakes) Reap(false);
+    if (handshakes_.size() >= kMaxHandshakes && !EvictOne()) {
+      // Every place is taken by a connection past its HELLO: those finish within their
+      // deadline; this one is refused rather than kept waiting.
       (void)peer::SendHelloAck(
           conn->get(),
           absl::ResourceExhaustedError(absl::StrCat(
@@ -65,9 +116,15 @@ void PeerAcceptor::Serve() {
     }
     auto h = std::make_unique<Handshake>();
     Handshake* raw = h.get();
+    raw->host = PeerHost(conn->get());
+    raw->start = absl::Now();
+    {
+      absl::MutexLock l(&raw->mu);
+      raw->fd = conn->get();
+    }
     h->thread = std::thread([this, raw, c = std::move(*conn)]() mutable {
       pthread_setname_np(pthread_self(), "mm-peer-hello");
-      Handle(std::move(c));
+      Handle(raw, std::move(c));
       raw->done = true;
     });
     handshakes_.push_back(std::move(h));
@@ -76,26 +133,40 @@ void PeerAcceptor::Serve() {
   Reap(true);
 }
 
-void PeerAcceptor::Handle(UniqueFd conn) {
+void PeerAcceptor::Handle(Handshake* h, UniqueFd conn) {
   const absl::Time deadline = absl::Now() + kHelloDeadline;
   absl::StatusOr<peer::Hello> hello = peer::ReadHello(conn.get(), deadline, &stop_);
+  bool evicted;
+  {
+    // From here the listener no longer cuts this fd, which may close at any time.
+    absl::MutexLock l(&h->mu);
+    h->reading = false;
+    evicted = h->evicted;
+  }
+  if (evicted) {
+    MM_LOG(WARNING) << "peer connection from " << h->host
+                    << " cut before its HELLO: its place went to a newer connection ("
+                    << kMaxHandshakes << " handshakes pending)";
+    return;
+  }
   if (!hello.ok()) {
-    MM_LOG(WARNING) << "peer connection refused: " << hello.status();
     (void)peer::SendHelloAck(conn.get(), hello.status(), 0, deadline);
+    MM_LOG(WARNING) << "peer connection from " << h->host << " refused: " << hello.status();
     return;
   }
   auto session = sessions_->FindDestination(hello->session_id);
   if (!session.ok()) {
-    MM_LOG(WARNING) << "peer connection for device " << hello->device << " of session '"
-                    << hello->session_id << "' refused: " << session.status();
-    // Whatever the reason, the peer hears what a wrong secret gets (no existence oracle).
+    // Whatever the reason, the peer hears what a wrong secret gets (no existence oracle), and
+    // as soon (the log line comes after, as it does for a wrong secret).
     (void)peer::SendHelloAck(conn.get(), UnrecognizedSession(), hello->device, deadline);
+    MM_LOG(WARNING) << "peer connection from " << h->host << " for device " << hello->device
+                    << " of session '" << hello->session_id << "' refused: " << session.status();
     return;
   }
   absl::Status accepted = (*session)->AcceptStream(*hello, std::move(conn), deadline);
   if (!accepted.ok()) {
     MM_LOG(WARNING) << "session " << hello->session_id << ": stream for device " << hello->device
-                    << " refused: " << accepted;
+                    << " from " << h->host << " refused: " << accepted;
   }
 }
 

@@ -2,22 +2,29 @@
 // thread of its own: it reads the HELLO (bounded in size, and in time by kHelloDeadline), finds
 // the destination session it names, and hands the connection over; an unknown session or a
 // malformed HELLO is refused with HELLO_ACK and closed. Handshakes run concurrently, so a silent
-// or slow connection delays nobody else; at most kMaxHandshakes are served at once, and a
-// connection beyond that is refused at once (ResourceExhausted) instead of queueing.
+// or slow connection delays nobody else. At most kMaxHandshakes are served at once; a new
+// connection beyond that does not wait and is not refused: it takes the place of a connection
+// that has not completed its HELLO, the oldest one from the address holding the most such
+// places. A real source says HELLO within a round trip of connecting, so connections that never
+// speak (a flood, half-open sockets) cannot keep it out; they are what gets cut.
 //
 // Threads: Start and the destructor from the owner; the listener thread (mm-peer-accept) and
 // the handshake threads (mm-peer-hello) are the acceptor's own. Only the listener thread starts,
-// counts and joins handshake threads (so no lock); the destructor stops accepting, cuts pending
-// HELLO reads short and joins the listener, which joins every handshake thread.
+// counts, evicts and joins handshake threads; a handshake's `mu` orders an eviction against its
+// thread leaving the HELLO read (after which its fd is no longer the listener's to cut). The
+// destructor stops accepting, cuts pending HELLO reads short and joins the listener, which joins
+// every handshake thread.
 #ifndef MIGMOVER_DAEMON_PEER_PEER_ACCEPTOR_H_
 #define MIGMOVER_DAEMON_PEER_PEER_ACCEPTOR_H_
 
 #include <atomic>
 #include <list>
 #include <memory>
+#include <string>
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "daemon/session/session_manager.h"
 #include "transport/net/socket.h"
@@ -28,7 +35,7 @@ class PeerAcceptor {
  public:
   // A connection must complete its HELLO (and be answered) within this long.
   static constexpr absl::Duration kHelloDeadline = absl::Seconds(5);
-  // Handshakes served at once; past this, new connections are refused until one ends.
+  // Handshakes served at once; past this, a new connection evicts one still silent.
   static constexpr int kMaxHandshakes = 64;
 
   // Listens on `addr` (port 0: any free port, see port()). `sessions` must outlive this.
@@ -42,12 +49,21 @@ class PeerAcceptor {
   struct Handshake {
     std::thread thread;
     std::atomic<bool> done{false};
+    std::string host;  // The peer's address, without its port.
+    absl::Time start;
+    absl::Mutex mu;
+    // Still reading the HELLO: the listener may cut `fd` (shutdown) to make room.
+    bool reading ABSL_GUARDED_BY(mu) = true;
+    int fd ABSL_GUARDED_BY(mu) = -1;
+    bool evicted ABSL_GUARDED_BY(mu) = false;
   };
   void Serve();
   // Joins the handshake threads that have finished (all of them with `all`).
   void Reap(bool all);
+  // Cuts the HELLO read of one silent handshake (see above). False if none is silent.
+  bool EvictOne();
   // One connection's handshake, on its own thread.
-  void Handle(UniqueFd conn);
+  void Handle(Handshake* h, UniqueFd conn);
 
   SessionManager* sessions_ = nullptr;
   UniqueFd listen_fd_;

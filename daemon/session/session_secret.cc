@@ -33,6 +33,10 @@ absl::StatusOr<SessionSecret> ParseSessionSecret(absl::string_view bytes, absl::
                      " to ", s.size(), " bytes"));
   }
   std::copy(bytes.begin(), bytes.end(), s.begin());
+  if (SecretsEqual(s, SessionSecret{})) {
+    // All zeros is what a HELLO without a secret used to carry: a guess anyone makes first.
+    return absl::InvalidArgumentError(absl::StrCat(what, " is all zero bytes"));
+  }
   return s;
 }
 

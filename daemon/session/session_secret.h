@@ -25,8 +25,8 @@ inline constexpr size_t kMinSecretBytes = 16;
 // 32 bytes from the kernel's CSPRNG (getrandom). Errors: the syscall's, named.
 absl::StatusOr<SessionSecret> NewSessionSecret();
 
-// An agent's secret: 16..32 bytes, zero-padded. InvalidArgument otherwise (the message names the
-// field `what` and the length, never the bytes).
+// An agent's secret: 16..32 bytes, zero-padded, not all zeros. InvalidArgument otherwise (the
+// message names the field `what` and the length, never the bytes).
 absl::StatusOr<SessionSecret> ParseSessionSecret(absl::string_view bytes, absl::string_view what);
 
 // The one answer a peer gets for a HELLO naming a session this daemon does not have, a session

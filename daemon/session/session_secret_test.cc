@@ -29,6 +29,9 @@ TEST(SessionSecretTest, AgentSecretsAreSixteenToThirtyTwoBytes) {
   EXPECT_EQ((*ok)[15], '!');
   EXPECT_EQ((*ok)[16], 0) << "zero-padded to 32 bytes";
   EXPECT_TRUE(ParseSessionSecret(std::string(32, 'y'), "token").ok());
+  // All zeros is what HELLOs without a secret used to carry.
+  EXPECT_EQ(ParseSessionSecret(std::string(16, '\0'), "token").status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(SessionSecretTest, ComparisonSeesEveryByte) {

@@ -2,12 +2,15 @@
 // plays the attacker from issue 11 on a real daemon over TCP (a HELLO without the secret, as
 // every token-less session used to accept, then stream frames), checks the refusal and that
 // nothing reached the device, and then migrates the session for real.
+#include <algorithm>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/integration/two_daemons.h"
+#include "transport/base/unique_fd.h"
 #include "transport/net/socket.h"
 #include "transport/peer/frame_codec.h"
 #include "transport/peer/handshake.h"
@@ -65,6 +68,25 @@ class PeerAuth : public TwoDaemons {
     (void)net::SendAll(conn->get(), peer::EncodeConfirm(seq++, hello.device), deadline);
     absl::SleepFor(absl::Milliseconds(200));  // Room for the destination to act on it.
     return answer;
+  }
+
+  // The HELLO_ACK frame `hello` gets, as bytes on the wire (header and payload).
+  std::string RawAnswer(const peer::Hello& hello) {
+    auto addr = net::ParseHostPort(dst_->peer_address());
+    if (!addr.ok()) return "no address";
+    auto conn = net::TcpConnect(*addr, absl::Seconds(5));
+    if (!conn.ok()) return std::string(conn.status().message());
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    if (!net::SendAll(conn->get(), peer::EncodeHello(0, hello), deadline).ok()) return "send";
+    std::string frame(wire::kFrameHeaderSize, '\0');
+    if (!net::RecvExact(conn->get(), frame.data(), frame.size(), deadline).ok()) return "recv";
+    wire::FrameHeader h;
+    std::memcpy(&h, frame.data(), sizeof(h));
+    std::string payload(std::min<uint32_t>(h.length, 4096), '\0');
+    if (!net::RecvExact(conn->get(), payload.data(), payload.size(), deadline).ok()) {
+      return "recv payload";
+    }
+    return frame + payload;
   }
 
   // The refusal every stray peer must get: the one for a session that does not exist.
@@ -133,6 +155,23 @@ TEST_F(PeerAuth, AStrayHeartbeatDoesNotTakeTheSessionsSlot) {
   ExpectTheRealSourceMigrates("beat");
 }
 
+// A flood of connections that never say HELLO used to hold every handshake place (64) for 5 s:
+// the real source's HELLOs were refused (RESOURCE_EXHAUSTED) and the migration failed. New
+// connections now take the places of silent ones.
+TEST_F(PeerAuth, AFloodOfSilentConnectionsDoesNotKeepTheRealSourceOut) {
+  SetUpDevices("flood");
+  auto addr = net::ParseHostPort(dst_->peer_address());
+  ASSERT_TRUE(addr.ok());
+  std::vector<UniqueFd> silent;
+  for (int i = 0; i < 80; ++i) {
+    auto c = net::TcpConnect(*addr, absl::Seconds(5));
+    ASSERT_TRUE(c.ok()) << c.status();
+    silent.push_back(std::move(*c));
+  }
+  ExpectTheRealSourceMigrates("flood");
+  EXPECT_NE(dst_->Log().find("cut before its HELLO"), std::string::npos);
+}
+
 // No oracle: a session that does not exist, one that exists (with a wrong secret), and a
 // session id this daemon has only as a source all get the same answer, byte for byte.
 TEST_F(PeerAuth, UnknownSessionsAndWrongSecretsAreRefusedAlike) {
@@ -159,6 +198,11 @@ TEST_F(PeerAuth, UnknownSessionsAndWrongSecretsAreRefusedAlike) {
   ExpectRefused(a);
   EXPECT_EQ(a, b);
   EXPECT_EQ(a, c);
+  // Byte for byte on the wire.
+  const std::string raw = RawAnswer(wrong);
+  EXPECT_GT(raw.size(), wire::kFrameHeaderSize);
+  EXPECT_EQ(raw, RawAnswer(StrayHello("no-such-session")));
+  EXPECT_EQ(raw, RawAnswer(StrayHello("outbound")));
   ExpectUntouched("real");
   // The daemon's own log says which it was, for the SRE.
   EXPECT_NE(dst_->Log().find("the source's secret does not match"), std::string::npos);

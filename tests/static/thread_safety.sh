@@ -19,7 +19,7 @@ failed=0
 for f in $files; do
   extra=""
   case "$f" in
-    transport/dpdk/*|bench/e2e/dpdk_*) extra="$dpdk_flags" ;;
+    transport/dpdk/*|bench/e2e/dpdk_*|tests/fuzz/link_*) extra="$dpdk_flags" ;;
   esac
   # shellcheck disable=SC2086
   if ! out=$(clang++ -std=c++20 -fsyntax-only -Wthread-safety -Werror=thread-safety \
