@@ -58,7 +58,12 @@ std::string StreamSender::transport_name() const {
 }
 
 absl::Status StreamSender::SendControl(const std::string& frame) {
-  return net::SendAll(s_.control_fd(), frame, absl::Now() + s_.options.idle_timeout);
+  absl::Status sent = net::SendAll(s_.control_fd(), frame, absl::Now() + s_.options.idle_timeout);
+  if (sent.ok()) return sent;
+  // A destination that gave up says why before it closes: that, not the broken pipe it left,
+  // is the error (as on the data path).
+  absl::Status why = s_.PeerVerdict();
+  return why.ok() ? sent : why;
 }
 
 absl::Status StreamSender::Handshake(const peer::Hello& hello, absl::Duration timeout) {
