@@ -254,8 +254,10 @@ void FdIntake::Serve() {
     if (!accepting) wake = std::min(wake, accept_paused_until_);
     fds.push_back({accepting ? listen_fd_.get() : -1, POLLIN, 0});
     for (const Connection& c : conns) fds.push_back({c.fd.get(), POLLIN, 0});
-    const int timeout_ms = static_cast<int>(std::clamp<int64_t>(
-        absl::ToInt64Milliseconds(wake - absl::Now()) + 1, 0, 1000));
+    // At most a second (wake may be the infinite future), rounded up so a deadline is past
+    // when poll returns.
+    const int timeout_ms = static_cast<int>(
+        std::clamp<int64_t>(absl::ToInt64Milliseconds(wake - absl::Now()), -1, 999) + 1);
     if (::poll(fds.data(), fds.size(), timeout_ms) < 0 && errno != EINTR) {
       MM_LOG(ERROR) << "fd intake: " << ErrnoStatus("poll", errno) << "; stopped";
       return;
