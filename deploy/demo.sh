@@ -70,7 +70,7 @@ echo
 echo "demo: what the daemons logged:"
 sed 's/^/  /' "$RUN/source.log" "$RUN/destination.log" | grep -v "fd intake:" | tail -n 30
 if ((rc == 0)); then
-  echo "demo: PASSED: the migration succeeded and the destination verified every byte"
+  echo "demo: PASSED: the migration succeeded and every destination device committed its stream (above: which streams migmover's own digest checked)"
 else
   echo "demo: FAILED (migmoverctl exit code $rc)" >&2
 fi
