@@ -291,6 +291,7 @@ grpc::Status MigmoverService::StartSource(grpc::ServerContext*, const v1::StartS
     config.session_id = req->session_id();
     config.devices.assign(req->devices().begin(), req->devices().end());
     ASSIGN_OR_RETURN(config.peer, net::ParseHostPort(req->peer()));
+    config.tls = defaults_.tls;
     if (req->token().empty()) {
       return absl::InvalidArgumentError(
           "token is empty: a source presents its session's secret, the token given to "

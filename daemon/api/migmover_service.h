@@ -9,6 +9,7 @@
 #include "daemon/session/session_manager.h"
 #include "transport/api/transport_set.h"
 #include "transport/stream/stream_options.h"
+#include "transport/tls/tls_context.h"
 
 namespace migmover {
 
@@ -19,6 +20,8 @@ struct ServiceDefaults {
   uint32_t workers = 1;  // Shared pump threads per source session when a request leaves it 0.
   // The transports this daemon offers (TCP always; DPDK with --dpdk_port). Not owned.
   const transport::TransportSet* transports = nullptr;
+  // The TLS a source session's connections run; null: plaintext (--plaintext_peers).
+  std::shared_ptr<const tls::TlsContext> tls;
 };
 
 // The one mapping from absl::Status to grpc::Status (the canonical codes are the same).

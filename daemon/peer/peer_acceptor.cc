@@ -3,6 +3,7 @@
 #include <pthread.h>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -15,13 +16,17 @@
 #include "daemon/session/session_secret.h"
 #include "transport/base/status_macros.h"
 #include "transport/peer/handshake.h"
+#include "transport/peer/peer_connect.h"
 
 namespace migmover {
 
-absl::StatusOr<std::unique_ptr<PeerAcceptor>> PeerAcceptor::Start(const net::HostPort& addr,
-                                                                  SessionManager* sessions) {
+absl::StatusOr<std::unique_ptr<PeerAcceptor>> PeerAcceptor::Start(
+    const net::HostPort& addr, SessionManager* sessions,
+    std::shared_ptr<const tls::TlsContext> tls, absl::Duration peer_timeout) {
   std::unique_ptr<PeerAcceptor> a(new PeerAcceptor());
   a->sessions_ = sessions;
+  a->tls_ = std::move(tls);
+  a->peer_timeout_ = peer_timeout;
   ASSIGN_OR_RETURN(a->listen_fd_, net::TcpListen(addr, &a->port_));
   a->thread_ = std::thread([p = a.get()] { p->Serve(); });
   return a;
@@ -83,8 +88,8 @@ bool PeerAcceptor::EvictOne() {
   absl::MutexLock l(&victim->mu);
   if (!victim->reading) return false;  // It finished its HELLO meanwhile; the next turn retries.
   victim->evicted = true;
-  // Its ReadHello fails at once; the thread then ends and the listener joins it.
-  ::shutdown(victim->fd, SHUT_RDWR);
+  // Its handshake or HELLO read fails at once; the thread then ends and the listener joins it.
+  ::shutdown(victim->cut_fd.get(), SHUT_RDWR);
   return true;
 }
 
@@ -120,7 +125,7 @@ void PeerAcceptor::Serve() {
     raw->start = absl::Now();
     {
       absl::MutexLock l(&raw->mu);
-      raw->fd = conn->get();
+      raw->cut_fd.Reset(::fcntl(conn->get(), F_DUPFD_CLOEXEC, 0));
     }
     h->thread = std::thread([this, raw, c = std::move(*conn)]() mutable {
       pthread_setname_np(pthread_self(), "mm-peer-hello");
@@ -135,18 +140,29 @@ void PeerAcceptor::Serve() {
 
 void PeerAcceptor::Handle(Handshake* h, UniqueFd conn) {
   const absl::Time deadline = absl::Now() + kHelloDeadline;
-  absl::StatusOr<peer::Hello> hello = peer::ReadHello(conn.get(), deadline, &stop_);
+  // TLS first (within the same deadline, and cut like a silent HELLO when the place is needed).
+  absl::StatusOr<peer::PeerConnection> secured =
+      peer::AcceptPeer(std::move(conn), tls_.get(), deadline, peer_timeout_, &stop_);
+  absl::StatusOr<peer::Hello> hello =
+      secured.ok() ? peer::ReadHello(secured->fd.get(), deadline, &stop_) : secured.status();
+  if (secured.ok()) conn = std::move(secured->fd);
   bool evicted;
   {
     // From here the listener no longer cuts this fd, which may close at any time.
     absl::MutexLock l(&h->mu);
     h->reading = false;
+    h->cut_fd.Reset();
     evicted = h->evicted;
   }
   if (evicted) {
     MM_LOG(WARNING) << "peer connection from " << h->host
                     << " cut before its HELLO: its place went to a newer connection ("
                     << kMaxHandshakes << " handshakes pending)";
+    return;
+  }
+  if (!secured.ok()) {
+    // Nothing to answer on: the peer failed TLS (or speaks none); OpenSSL sent its alert.
+    MM_LOG(WARNING) << "peer connection from " << h->host << " refused: " << secured.status();
     return;
   }
   if (!hello.ok()) {

@@ -28,6 +28,7 @@
 #include "absl/time/time.h"
 #include "daemon/session/session_manager.h"
 #include "transport/net/socket.h"
+#include "transport/tls/tls_context.h"
 
 namespace migmover {
 
@@ -38,9 +39,14 @@ class PeerAcceptor {
   // Handshakes served at once; past this, a new connection evicts one still silent.
   static constexpr int kMaxHandshakes = 64;
 
-  // Listens on `addr` (port 0: any free port, see port()). `sessions` must outlive this.
-  static absl::StatusOr<std::unique_ptr<PeerAcceptor>> Start(const net::HostPort& addr,
-                                                             SessionManager* sessions);
+  // Listens on `addr` (port 0: any free port, see port()). `sessions` must outlive this. With
+  // `tls`, every connection runs the TLS handshake (as the server) before its HELLO, within the
+  // same deadline; null: plaintext, by the operator's explicit choice. `peer_timeout` tunes each
+  // accepted socket (net::TuneDataSocket) before TLS.
+  static absl::StatusOr<std::unique_ptr<PeerAcceptor>> Start(
+      const net::HostPort& addr, SessionManager* sessions,
+      std::shared_ptr<const tls::TlsContext> tls = nullptr,
+      absl::Duration peer_timeout = absl::ZeroDuration());
   ~PeerAcceptor();
   uint16_t port() const { return port_; }
 
@@ -52,9 +58,11 @@ class PeerAcceptor {
     std::string host;  // The peer's address, without its port.
     absl::Time start;
     absl::Mutex mu;
-    // Still reading the HELLO: the listener may cut `fd` (shutdown) to make room.
+    // Still in TLS or reading the HELLO: the listener may cut the connection to make room,
+    // through `cut_fd`, a duplicate of the accepted socket (valid whoever closes the original
+    // meanwhile: the TLS relay, or a failed handshake), closed once reading ends.
     bool reading ABSL_GUARDED_BY(mu) = true;
-    int fd ABSL_GUARDED_BY(mu) = -1;
+    UniqueFd cut_fd ABSL_GUARDED_BY(mu);
     bool evicted ABSL_GUARDED_BY(mu) = false;
   };
   void Serve();
@@ -66,6 +74,8 @@ class PeerAcceptor {
   void Handle(Handshake* h, UniqueFd conn);
 
   SessionManager* sessions_ = nullptr;
+  std::shared_ptr<const tls::TlsContext> tls_;
+  absl::Duration peer_timeout_;
   UniqueFd listen_fd_;
   uint16_t port_ = 0;
   std::atomic<bool> stop_{false};

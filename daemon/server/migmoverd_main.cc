@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -18,6 +19,8 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "daemon/api/migmover_service.h"
 #include "daemon/base/log.h"
@@ -35,6 +38,7 @@
 #include "transport/stream/data_path_probe.h"
 #include "transport/tcp/tcp_transport.h"
 #include "daemon/access/local_access.h"
+#include "transport/tls/tls_context.h"
 #include "daemon/api/grpc_unix_listener.h"
 
 ABSL_FLAG(std::string, grpc_socket, "/run/migmover/migmoverd.sock",
@@ -56,6 +60,22 @@ ABSL_FLAG(std::string, allowed_gids, "",
 ABSL_FLAG(uint32_t, fd_handle_ttl_s, 60,
           "Seconds an fd passed over --fd_socket waits for its AttachDevice; then its handle "
           "expires and the fd is closed (1..3600).");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM file of the CA that signs the peer daemons' certificates: every peer connection "
+          "(streams, heartbeat, DPDK's HELLO) runs TLS 1.3 with mutual authentication. With "
+          "--tls_cert and --tls_key.");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain this daemon presents to its peers.");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
+ABSL_FLAG(std::string, tls_peer_names, "",
+          "Names (comma-separated) a peer's certificate must carry (DNS subjectAltName, or the "
+          "common name); empty: any certificate --tls_ca signed.");
+ABSL_FLAG(std::string, tls_psk_file, "",
+          "Instead of certificates: a file holding a pre-shared key of at least 32 bytes, the "
+          "same on every daemon (TLS 1.3 external PSK).");
+ABSL_FLAG(bool, plaintext_peers, false,
+          "Run peer connections without TLS: the device state and the session secrets cross "
+          "the network in clear, and anyone on the path can change them. Only for a network you "
+          "trust entirely.");
 ABSL_FLAG(std::string, peer_listen, "0.0.0.0:7411",
           "host:port on which this daemon accepts migration streams from source daemons. Port 0 "
           "picks a free port (see --port_file).");
@@ -301,9 +321,47 @@ int main(int argc, char** argv) {
     if (!started.ok()) return Fail(started.status());
     intake = std::move(*started);
   }
+  std::shared_ptr<const migmover::tls::TlsContext> tls;
+  {
+    migmover::tls::TlsConfig config;
+    config.ca_file = absl::GetFlag(FLAGS_tls_ca);
+    config.cert_file = absl::GetFlag(FLAGS_tls_cert);
+    config.key_file = absl::GetFlag(FLAGS_tls_key);
+    for (absl::string_view n :
+         absl::StrSplit(absl::GetFlag(FLAGS_tls_peer_names), ',', absl::SkipWhitespace())) {
+      config.peer_names.emplace_back(absl::StripAsciiWhitespace(n));
+    }
+    if (const std::string psk_file = absl::GetFlag(FLAGS_tls_psk_file); !psk_file.empty()) {
+      std::ifstream in(psk_file, std::ios::binary);
+      if (!in) {
+        return Fail(absl::NotFoundError(absl::StrCat("--tls_psk_file=", psk_file, ": cannot read")));
+      }
+      config.psk.assign(std::istreambuf_iterator<char>(in), {});
+      while (!config.psk.empty() && (config.psk.back() == '\n' || config.psk.back() == '\r')) {
+        config.psk.pop_back();
+      }
+    }
+    const bool any = !config.ca_file.empty() || !config.cert_file.empty() ||
+                     !config.key_file.empty() || !config.psk.empty();
+    if (any && absl::GetFlag(FLAGS_plaintext_peers)) {
+      return Fail(absl::InvalidArgumentError(
+          "--plaintext_peers with TLS credentials: choose one"));
+    }
+    if (any) {
+      auto created = migmover::tls::TlsContext::Create(config);
+      if (!created.ok()) return Fail(created.status());
+      tls = std::move(*created);
+    } else if (!absl::GetFlag(FLAGS_plaintext_peers)) {
+      // Work in progress (issue 11): TLS becomes required once every caller has credentials.
+      MM_LOG(WARNING) << "no TLS credentials (--tls_ca/--tls_cert/--tls_key or --tls_psk_file): "
+                      << "peer connections run in PLAINTEXT";
+    }
+  }
+  defaults.tls = tls;
   auto peer_addr = migmover::net::ParseHostPort(absl::GetFlag(FLAGS_peer_listen));
   if (!peer_addr.ok()) return Fail(peer_addr.status());
-  auto acceptor = migmover::PeerAcceptor::Start(*peer_addr, &sessions);
+  auto acceptor = migmover::PeerAcceptor::Start(*peer_addr, &sessions, tls,
+                                                defaults.stream.peer_timeout);
   if (!acceptor.ok()) return Fail(acceptor.status());
 
   const std::string grpc_socket = absl::GetFlag(FLAGS_grpc_socket);
@@ -339,7 +397,8 @@ int main(int argc, char** argv) {
                << ", TCP congestion control "
                << (defaults.stream.tcp_congestion.empty() ? "system default"
                                                           : defaults.stream.tcp_congestion)
-               << ", DPDK " << (dpdk ? dpdk->Describe() : "off");
+               << ", DPDK " << (dpdk ? dpdk->Describe() : "off") << ", peers "
+               << (tls ? absl::StrCat("TLS 1.3 with ", tls->Describe()) : "PLAINTEXT");
 
   while (!g_stop.load()) absl::SleepFor(absl::Milliseconds(100));
   MM_LOG(INFO) << "shutting down: cancelling sessions";

@@ -65,6 +65,7 @@ absl::StatusOr<std::shared_ptr<SourceSession>> SourceSession::Start(SourceConfig
   spec.streams = std::max<uint32_t>(1, config.streams);
   spec.workers = config.workers;
   spec.peer = config.peer;
+  spec.tls = config.tls;
   auto channel = config.transport->StartSource(spec);
   if (!channel.ok()) {
     registry->Release(config.devices, config.session_id);

@@ -26,6 +26,7 @@
 #include "daemon/session/peer_watch.h"
 #include "daemon/session/session.h"
 #include "daemon/session/session_secret.h"
+#include "transport/tls/tls_context.h"
 #include "daemon/session/worker_threads.h"
 #include "transport/api/transport.h"
 #include "transport/net/socket.h"
@@ -37,6 +38,8 @@ struct SourceConfig {
   std::string session_id;
   std::vector<std::string> devices;
   net::HostPort peer;
+  // The TLS every connection to the peer runs; null: plaintext (the operator's choice).
+  std::shared_ptr<const tls::TlsContext> tls;
   SessionSecret token{};  // The destination's (session_secret.h).
   bool precopy = true;
   stream::StreamOptions stream;

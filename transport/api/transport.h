@@ -28,6 +28,7 @@
 #include "transport/net/socket.h"
 #include "transport/peer/frame_codec.h"
 #include "transport/stream/stream_options.h"
+#include "transport/tls/tls_context.h"
 
 namespace migmover::transport {
 
@@ -44,6 +45,9 @@ struct SessionSpec {
   uint32_t workers = 0;
   // Source only: the destination daemon's peer listener.
   net::HostPort peer;
+  // Source only: the TLS every connection to the peer runs (null: plaintext, by the operator's
+  // explicit choice).
+  std::shared_ptr<const tls::TlsContext> tls;
 };
 
 // A source session's streams out.

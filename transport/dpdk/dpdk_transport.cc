@@ -10,6 +10,7 @@
 #include "transport/base/status_macros.h"
 #include "transport/net/socket.h"
 #include "transport/peer/handshake.h"
+#include "transport/peer/peer_connect.h"
 #include "transport/peer/heartbeat_connection.h"
 #include "transport/dpdk/eal.h"
 #include "transport/dpdk/link_stream.h"
@@ -113,10 +114,14 @@ class DpdkTransport::Source final : public transport::SourceChannel {
                      LinkStreamSender::Create(std::move(io), impl_->Link(hello.link, spec_.stream),
                                               device, impl_->StreamOptions(spec_.stream)));
     const absl::Time deadline = absl::Now() + timeout;
-    ASSIGN_OR_RETURN(UniqueFd conn, net::TcpConnect(spec_.peer, timeout));
-    RETURN_IF_ERROR(net::SendAll(conn.get(), peer::EncodeHello(0, hello), deadline));
-    RETURN_IF_ERROR(peer::AwaitHelloAck(conn.get(), deadline));
-    sender->WatchPeerConnection(std::move(conn));
+    // The HELLO connection runs the daemons' TLS like any other (the link's own frames are not
+    // encrypted yet).
+    ASSIGN_OR_RETURN(peer::PeerConnection conn,
+                     peer::ConnectPeer(spec_.peer, timeout, spec_.tls.get(),
+                                       spec_.stream.peer_timeout));
+    RETURN_IF_ERROR(net::SendAll(conn.fd.get(), peer::EncodeHello(0, hello), deadline));
+    RETURN_IF_ERROR(peer::AwaitHelloAck(conn.fd.get(), deadline));
+    sender->WatchPeerConnection(std::move(conn.fd));
     return std::unique_ptr<transport::DeviceStreamSender>(std::move(sender));
   }
 

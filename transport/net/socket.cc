@@ -200,6 +200,9 @@ absl::StatusOr<UniqueFd> UnixConnect(const std::string& path) {
 
 absl::Status TuneDataSocket(int fd, int buffer_bytes, absl::string_view congestion,
                             absl::Duration peer_timeout) {
+  // The data plane's end of a userspace TLS relay is a unix socket: the relay's TCP socket was
+  // tuned when it connected.
+  if (!IsTcp(fd)) return absl::OkStatus();
   auto set = [fd](int level, int name, const char* what, int value) -> absl::Status {
     if (::setsockopt(fd, level, name, &value, sizeof(value)) != 0) {
       return ErrnoStatus(absl::StrCat("setsockopt(fd ", fd, ", ", what, ", ", value, ")"), errno);

@@ -45,7 +45,8 @@ absl::StatusOr<UniqueFd> UnixConnect(const std::string& path);
 // idle) unacknowledged for that long, or a receive window held shut that long, fails the
 // connection with ETIMEDOUT (TCP_USER_TIMEOUT), so a cut without a reset is noticed within it in
 // every phase. 0 leaves the kernel's keepalive defaults. A non-empty `congestion` sets the TCP
-// congestion control (TCP_CONGESTION). Errors: the errno of the call that failed, naming it.
+// congestion control (TCP_CONGESTION). Does nothing on a socket that is not TCP (the unix end of
+// a userspace TLS relay). Errors: the errno of the call that failed, naming it.
 absl::Status TuneDataSocket(int fd, int buffer_bytes, absl::string_view congestion = "",
                             absl::Duration peer_timeout = absl::ZeroDuration());
 

@@ -10,22 +10,23 @@
 #include "transport/base/errno_status.h"
 #include "transport/base/status_macros.h"
 #include "transport/peer/handshake.h"
+#include "transport/peer/peer_connect.h"
 
 namespace migmover::peer {
 
 absl::StatusOr<std::unique_ptr<HeartbeatConnection>> HeartbeatConnection::Open(
-    const net::HostPort& peer, Hello hello, absl::Duration timeout, absl::Duration peer_timeout) {
+    const net::HostPort& peer, Hello hello, absl::Duration timeout, absl::Duration peer_timeout,
+    const tls::TlsContext* tls) {
   const absl::Time deadline = absl::Now() + timeout;
   hello.heartbeat = true;
   hello.device = 0;
   hello.stream = 0;
   hello.stream_count = 1;
   hello.link = 0;
-  ASSIGN_OR_RETURN(UniqueFd conn, net::TcpConnect(peer, timeout));
-  RETURN_IF_ERROR(net::TuneDataSocket(conn.get(), 0, "", peer_timeout));
-  RETURN_IF_ERROR(net::SendAll(conn.get(), EncodeHello(0, hello), deadline));
-  RETURN_IF_ERROR(AwaitHelloAck(conn.get(), deadline));
-  return std::make_unique<HeartbeatConnection>(std::move(conn), End::kSource);
+  ASSIGN_OR_RETURN(PeerConnection conn, ConnectPeer(peer, timeout, tls, peer_timeout));
+  RETURN_IF_ERROR(net::SendAll(conn.fd.get(), EncodeHello(0, hello), deadline));
+  RETURN_IF_ERROR(AwaitHelloAck(conn.fd.get(), deadline));
+  return std::make_unique<HeartbeatConnection>(std::move(conn.fd), End::kSource);
 }
 
 absl::StatusOr<std::unique_ptr<transport::HeartbeatLink>> OpenHeartbeat(
@@ -36,7 +37,7 @@ absl::StatusOr<std::unique_ptr<transport::HeartbeatLink>> OpenHeartbeat(
   hello.token = spec.token;
   ASSIGN_OR_RETURN(std::unique_ptr<HeartbeatConnection> c,
                    HeartbeatConnection::Open(spec.peer, std::move(hello), timeout,
-                                             spec.stream.peer_timeout));
+                                             spec.stream.peer_timeout, spec.tls.get()));
   return std::unique_ptr<transport::HeartbeatLink>(std::move(c));
 }
 

@@ -15,6 +15,7 @@
 #include "transport/api/transport.h"
 #include "transport/base/unique_fd.h"
 #include "transport/net/socket.h"
+#include "transport/tls/tls_context.h"
 #include "transport/peer/frame_codec.h"
 
 namespace migmover::peer {
@@ -26,12 +27,12 @@ class HeartbeatConnection final : public transport::HeartbeatLink {
   // The source's end: connects to the destination daemon's peer listener at `peer`, sends
   // `hello` (its heartbeat flag set here) and waits for HELLO_ACK, all within `timeout`. The
   // connection fails after `peer_timeout` of silence from the peer's kernel as well
-  // (net::TuneDataSocket; 0 = the kernel's defaults). Errors: Unavailable (unreachable), the
-  // destination's refusal as its canonical code, DataLoss, DeadlineExceeded.
-  static absl::StatusOr<std::unique_ptr<HeartbeatConnection>> Open(const net::HostPort& peer,
-                                                                   Hello hello,
-                                                                   absl::Duration timeout,
-                                                                   absl::Duration peer_timeout);
+  // (net::TuneDataSocket; 0 = the kernel's defaults). With `tls`, over TLS (peer_connect.h).
+  // Errors: Unavailable (unreachable), the destination's refusal as its canonical code,
+  // DataLoss, DeadlineExceeded; the TLS handshake's.
+  static absl::StatusOr<std::unique_ptr<HeartbeatConnection>> Open(
+      const net::HostPort& peer, Hello hello, absl::Duration timeout,
+      absl::Duration peer_timeout, const tls::TlsContext* tls = nullptr);
 
   // Either end of a connection whose HELLO / HELLO_ACK exchange is done (the destination's
   // after it answered; a test's socketpair). Takes ownership of `fd`.

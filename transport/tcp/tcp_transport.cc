@@ -9,6 +9,7 @@
 #include "transport/base/status_macros.h"
 #include "transport/net/socket.h"
 #include "transport/peer/handshake.h"
+#include "transport/peer/peer_connect.h"
 #include "transport/peer/heartbeat_connection.h"
 #include "transport/stream/pump_worker.h"
 #include "transport/stream/stream_receiver.h"
@@ -42,8 +43,10 @@ class TcpSourceChannel final : public SourceChannel {
                                                            absl::Duration timeout) override {
     std::vector<UniqueFd> socks;
     for (uint32_t k = 0; k < std::max<uint32_t>(1, spec_.streams); ++k) {
-      ASSIGN_OR_RETURN(UniqueFd sock, net::TcpConnect(spec_.peer, timeout));
-      socks.push_back(std::move(sock));
+      ASSIGN_OR_RETURN(peer::PeerConnection conn,
+                       peer::ConnectPeer(spec_.peer, timeout, spec_.tls.get(),
+                                         spec_.stream.peer_timeout));
+      socks.push_back(std::move(conn.fd));
     }
     ASSIGN_OR_RETURN(std::unique_ptr<stream::StreamSender> sender,
                      stream::StreamSender::Create(nullptr, std::move(socks), device, spec_.stream));
@@ -65,7 +68,8 @@ class TcpSourceChannel final : public SourceChannel {
 
   std::string Describe() const override {
     return absl::StrCat(spec_.peer.host, ":", spec_.peer.port, " over ",
-                        std::max<uint32_t>(1, spec_.streams), " TCP connection(s) per device");
+                        std::max<uint32_t>(1, spec_.streams), " TCP connection(s) per device, ",
+                        spec_.tls ? "TLS" : "PLAINTEXT");
   }
 
  private:
