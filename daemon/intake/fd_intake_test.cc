@@ -20,11 +20,14 @@
 
 #include "absl/time/time.h"
 
+#include "daemon/testing/as_user.h"
 #include "gtest/gtest.h"
 #include "transport/net/socket.h"
 
 namespace migmover {
 namespace {
+
+using ::migmover::testing::AsUser;
 
 // Unix socket paths are limited to 108 bytes; Bazel's TEST_TMPDIR is often longer.
 std::string SocketPath(const std::string& name) {
@@ -65,28 +68,6 @@ std::string RawRequest(const std::string& path, const std::string& text,
   EXPECT_TRUE(conn.ok()) << conn.status();
   if (!conn.ok()) return "";
   return RequestOn(conn->get(), text, fds, timeout);
-}
-
-// Runs `child` in a forked process as uid/gid `id` (root only) and returns what it returns
-// (at most 255 bytes) through a pipe.
-std::string AsUser(uid_t id, const std::function<std::string()>& child) {
-  auto p = MakePipe();
-  EXPECT_TRUE(p.ok());
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    std::string out = "setuid failed";
-    if (::setgroups(0, nullptr) == 0 && ::setgid(id) == 0 && ::setuid(id) == 0) out = child();
-    (void)!::write(p->write.get(), out.data(), std::min<size_t>(out.size(), 255));
-    ::_exit(0);
-  }
-  p->write.Reset();
-  std::string got;
-  char buf[256];
-  ssize_t n;
-  while ((n = ::read(p->read.get(), buf, sizeof(buf))) > 0) got.append(buf, n);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return got;
 }
 
 class FdIntakeTest : public ::testing::Test {

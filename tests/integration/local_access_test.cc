@@ -15,36 +15,18 @@
 #include "absl/strings/str_cat.h"
 #include "daemon/intake/fd_intake.h"
 #include "daemon/testing/daemon_process.h"
+#include "daemon/testing/as_user.h"
 #include "gtest/gtest.h"
 #include "transport/net/socket.h"
 
 namespace migmover {
 namespace {
 
+using ::migmover::testing::AsUser;
+
 using testing::DaemonProcess;
 
 constexpr uid_t kNobody = 65534;
-
-// Runs `child` in a forked process as uid/gid `id` and returns its answer (via a pipe).
-std::string AsUser(uid_t id, const std::function<std::string()>& child) {
-  auto p = MakePipe();
-  if (!p.ok()) return "pipe failed";
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    std::string out = "setuid failed";
-    if (::setgroups(0, nullptr) == 0 && ::setgid(id) == 0 && ::setuid(id) == 0) out = child();
-    (void)!::write(p->write.get(), out.data(), std::min<size_t>(out.size(), 255));
-    ::_exit(0);
-  }
-  p->write.Reset();
-  std::string got;
-  char buf[256];
-  ssize_t n;
-  while ((n = ::read(p->read.get(), buf, sizeof(buf))) > 0) got.append(buf, n);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return got;
-}
 
 // What a gRPC client hears first: the server's HTTP/2 SETTINGS after our preface, or the end
 // of the connection when the daemon refused it. "bytes", "closed", or the error.
