@@ -11,7 +11,8 @@ namespace migmover::wire {
 inline constexpr uint32_t kFrameMagic = 0x3146'4d4d;  // "MMF1" on the wire (little-endian).
 // 2: the three-phase commit (CONFIRM). A version-1 peer commits on END_STREAM alone, which can
 // leave a device running on both hosts, so it is refused rather than spoken to.
-inline constexpr uint16_t kProtocolVersion = 2;
+// 3: HELLO proves the session secret instead of carrying it; END_STREAM's digest is keyed.
+inline constexpr uint16_t kProtocolVersion = 3;
 
 // Every frame starts with this 32-byte header; integers are little-endian.
 struct FrameHeader {
@@ -54,7 +55,12 @@ inline constexpr uint32_t kMaxControlLength = 4096;      // Any other frame's pa
 inline constexpr uint32_t kMaxSessionIdLength = 128;
 inline constexpr uint32_t kMaxDevicesPerSession = 256;
 inline constexpr uint32_t kMaxStreamsPerDevice = 16;
-inline constexpr size_t kTokenSize = 32;
+inline constexpr size_t kTokenSize = 32;  // The session secret, at its longest (never sent).
+inline constexpr size_t kHelloNonceSize = 16;
+inline constexpr size_t kHelloProofSize = 32;
+inline constexpr size_t kStreamDigestSize = 16;
+// COMMIT, CONFIRM and ERROR end with a seal of this size (api/PEER_PROTOCOL.md, Integrity).
+inline constexpr size_t kVerdictSealSize = 16;
 
 struct HelloPayload {
   uint16_t min_version;
@@ -66,10 +72,16 @@ struct HelloPayload {
   // on the DPDK link with this id (api/DPDK_LINK.md) and this connection carries only HELLO and
   // HELLO_ACK; stream_count must then be 1.
   uint32_t link;
-  uint8_t token[kTokenSize];  // Shared secret both agents gave their daemon (zeros = none).
+  // Fresh random bytes from the source: the proof's, and (stream HELLOs) the salt of the
+  // stream digest's key. Every connection of one device's stream carries the same nonce.
+  uint8_t nonce[kHelloNonceSize];
+  // HMAC-SHA256 keyed with the session secret over the fields above, the header's device and
+  // heartbeat flag, and the session id (transport/peer/stream_auth.h): the secret itself never
+  // crosses the network.
+  uint8_t proof[kHelloProofSize];
   // Followed by the session id (1..kMaxSessionIdLength bytes, the rest of the payload).
 };
-static_assert(sizeof(HelloPayload) == 48);
+static_assert(sizeof(HelloPayload) == 64);
 
 struct StatusPayload {
   uint32_t code;  // A google.rpc canonical code; 0 = OK.
@@ -79,17 +91,18 @@ struct StatusPayload {
 static_assert(sizeof(StatusPayload) == 8);
 
 enum class DigestKind : uint32_t {
-  kNone = 0,   // Some bytes were spliced and never seen by the sender's userspace.
-  kXxh3_64 = 1,
+  kNone = 0,  // Some bytes were spliced and never seen by the sender's userspace.
+  // 1 was an unkeyed XXH3-64 (version 2): anyone on the path could fix it. No longer valid.
+  kPoly1305 = 2,  // Keyed with the stream's one-time key (stream_auth.h): 16 bytes.
 };
 
 struct EndStreamPayload {
   uint64_t total_bytes;  // Stream bytes sent in DATA frames, all phases.
-  uint64_t digest;       // Of those bytes, in order.
   uint32_t digest_kind;  // DigestKind
   uint32_t reserved;
+  uint8_t digest[kStreamDigestSize];  // Of those bytes, in order; zeros for kNone.
 };
-static_assert(sizeof(EndStreamPayload) == 24);
+static_assert(sizeof(EndStreamPayload) == 32);
 
 }  // namespace migmover::wire
 

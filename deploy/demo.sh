@@ -34,18 +34,36 @@ cleanup() {
 }
 trap cleanup EXIT
 
-start_daemon() {  # name [more flags]
+# Throw-away credentials: a CA, and a certificate for each daemon, named after it. The daemons
+# talk TLS 1.3 with mutual authentication and accept only each other (--tls_peer_names); a
+# real deployment uses its own CA (deploy/SECURITY.md).
+make_cert() {  # name
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$1" \
+    -keyout "$RUN/$1.key" -out "$RUN/$1.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$1" >"$RUN/$1.ext"
+  openssl x509 -req -in "$RUN/$1.csr" -CA "$RUN/ca.pem" -CAkey "$RUN/ca.key" -CAcreateserial \
+    -days 1 -extfile "$RUN/$1.ext" -out "$RUN/$1.pem" 2>/dev/null
+}
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+  -subj "/CN=migmover demo CA" -keyout "$RUN/ca.key" -out "$RUN/ca.pem" 2>/dev/null
+make_cert source
+make_cert destination
+echo "demo: throw-away TLS credentials in $RUN (CA, and a certificate for each daemon)"
+
+start_daemon() {  # name peer-name [more flags]
   "$MIGMOVERD" --name="$1" --grpc_socket="$RUN/$1.sock" --fd_socket="$RUN/$1-fd.sock" \
-    --peer_listen=127.0.0.1:0 --port_file="$RUN/$1.port" "${@:2}" 2>"$RUN/$1.log" &
+    --peer_listen=127.0.0.1:0 --port_file="$RUN/$1.port" --tls_ca="$RUN/ca.pem" \
+    --tls_cert="$RUN/$1.pem" --tls_key="$RUN/$1.key" --tls_peer_names="$2" "${@:3}" \
+    2>"$RUN/$1.log" &
   pids+=($!)
 }
 if [[ "$TRANSPORT" == dpdk ]]; then
   memif="migmover-demo-$$"
-  start_daemon destination --dpdk_port="net_memif0,role=server,socket=$memif"
-  start_daemon source --dpdk_port="net_memif0,role=client,socket=$memif"
+  start_daemon destination source --dpdk_port="net_memif0,role=server,socket=$memif"
+  start_daemon source destination --dpdk_port="net_memif0,role=client,socket=$memif"
 else
-  start_daemon source
-  start_daemon destination
+  start_daemon source destination
+  start_daemon destination source
 fi
 for _ in $(seq 1 100); do
   [[ -s "$RUN/source.port" && -s "$RUN/destination.port" ]] && break
@@ -70,7 +88,7 @@ echo
 echo "demo: what the daemons logged:"
 sed 's/^/  /' "$RUN/source.log" "$RUN/destination.log" | grep -v "fd intake:" | tail -n 30
 if ((rc == 0)); then
-  echo "demo: PASSED: the migration succeeded and every destination device committed its stream (above: which streams migmover's own digest checked)"
+  echo "demo: PASSED: the migration succeeded and every destination device committed its stream (above: what checked each stream's bytes)"
 else
   echo "demo: FAILED (migmoverctl exit code $rc)" >&2
 fi

@@ -19,6 +19,8 @@ PACKAGES=(
   libdpdk-dev
   libxxhash-dev
   libssl-dev
+  # deploy/demo.sh makes its daemons' throw-away certificates with the openssl tool.
+  openssl
   libgtest-dev
   libgmock-dev
   libbenchmark-dev

@@ -55,6 +55,9 @@ ABSL_FLAG(std::string, tcp_congestion, "",
 ABSL_FLAG(std::string, io_engine, "",
           "Both daemons' --io_engine (auto, uring, syscalls); empty: the daemons' default.");
 ABSL_FLAG(bool, baseline, false, "Also measure a raw TCP sender/receiver pair per device.");
+ABSL_FLAG(std::string, peer_security, "tls",
+          "tls: the daemons' peers run TLS 1.3 (throw-away certificates, kernel TLS where the "
+          "kernel has it), as deployed; plaintext: --plaintext_peers (keyed digest only).");
 ABSL_FLAG(bool, json, false, "Print one JSON object instead of the table.");
 ABSL_FLAG(int, repeat, 1, "Runs of each; the median by throughput is reported.");
 ABSL_FLAG(bool, inprocess, false,
@@ -73,6 +76,7 @@ struct Figures {
   double downtime = 0;
   SideFigures source, destination;
   std::string data_path;
+  std::string security, integrity;  // The destination's first device's.
   bool verified = false;
 
   double throughput() const { return seconds > 0 ? bytes / seconds : 0; }
@@ -97,6 +101,13 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
   if (!absl::GetFlag(FLAGS_io_engine).empty()) {
     flags.push_back("--io_engine=" + absl::GetFlag(FLAGS_io_engine));
   }
+  const std::string security = absl::GetFlag(FLAGS_peer_security);
+  if (security == "plaintext") {
+    flags.push_back("--plaintext_peers");
+  } else if (security != "tls") {
+    return absl::InvalidArgumentError("--peer_security must be tls or plaintext");
+  }
+  // tls: DaemonProcess gives each daemon a certificate from one throw-away CA.
   std::vector<std::string> src_flags = flags, dst_flags = flags;
   const bool dpdk = absl::GetFlag(FLAGS_transport) == "dpdk";
   if (dpdk) {
@@ -228,6 +239,10 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
   f.source = {cpu1_src->cpu_seconds - cpu0_src->cpu_seconds, cpu1_src->peak_rss_bytes};
   f.destination = {cpu1_dst->cpu_seconds - cpu0_dst->cpu_seconds, cpu1_dst->peak_rss_bytes};
   f.data_path = s.devices_size() ? s.devices(0).data_path() : "";
+  if (d.devices_size() > 0) {
+    f.security = d.devices(0).security();
+    f.integrity = d.devices(0).integrity();
+  }
   f.verified = d.verified();
   return f;
 }
@@ -251,8 +266,10 @@ std::string FiguresJson(const Figures& f, bool with_extra) {
       f.source.peak_rss_bytes, f.destination.peak_rss_bytes);
   if (with_extra) {
     absl::StrAppend(&j, absl::StrFormat(",\"downtime_seconds\":%.6f,\"data_path\":\"%s\","
+                                        "\"security\":\"%s\",\"integrity\":\"%s\","
                                         "\"verified\":%s",
-                                        f.downtime, f.data_path, f.verified ? "true" : "false"));
+                                        f.downtime, f.data_path, f.security, f.integrity,
+                                        f.verified ? "true" : "false"));
   }
   return "{" + j + "}";
 }
@@ -443,6 +460,8 @@ int Main() {
         m.downtime * 1000, m.bytes / bf.throughput() * 1000,
         (m.downtime - m.bytes / bf.throughput()) * 1000);
   }
+  std::cout << "peers: " << (m.security.empty() ? "-" : m.security) << "; every byte checked by "
+            << (m.integrity.empty() ? "-" : m.integrity) << "\n";
   std::cout << "destination verified: " << (m.verified ? "yes" : "NO") << "\n";
   return m.verified ? 0 : 1;
 }

@@ -99,6 +99,8 @@ void FillStatus(const SessionSnapshot& s, v1::SessionStatus* out) {
     p->set_pending_bytes(d.pending_bytes);
     p->set_data_path(d.data_path);
     p->set_transport(d.transport);
+    p->set_security(d.security);
+    p->set_integrity(d.integrity);
     p->set_digest_checked(d.digest_checked);
     p->set_committed(d.committed);
     p->set_error(d.error);
@@ -117,6 +119,14 @@ absl::StatusOr<stream::StreamOptions> MigmoverService::StreamOptionsFrom(
   stream::StreamOptions s = defaults_.stream;
   if (!o.data_path().empty()) {
     ASSIGN_OR_RETURN(s.data_path, stream::ParseDataPath(o.data_path()));
+  }
+  if (s.data_path == stream::DataPath::kSplice && defaults_.tls == nullptr) {
+    // Spliced bytes never reach userspace, where the keyed digest is computed: without TLS's
+    // AEAD nothing would check them (api/PEER_PROTOCOL.md, Integrity).
+    return absl::FailedPreconditionError(
+        "data path splice needs TLS on the peer connections: this daemon runs them in the "
+        "clear (--plaintext_peers), where only the keyed digest checks a stream, and it must "
+        "see every byte; use copy or auto");
   }
   if (o.chunk_size() != 0) {
     if (o.chunk_size() < 4096 || o.chunk_size() > wire::kMaxDataLength) {
@@ -269,6 +279,7 @@ grpc::Status MigmoverService::PrepareDestination(grpc::ServerContext*,
     // daemon offers it.
     RETURN_IF_ERROR(defaults_.transports->Find(req->options().transport()).status());
     config.transports = defaults_.transports;
+    config.tls = defaults_.tls;
     RETURN_IF_ERROR(sessions_->Reserve(config.session_id));
     auto session = DestinationSession::Prepare(config, registry_);
     if (!session.ok()) {

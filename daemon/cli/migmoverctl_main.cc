@@ -113,6 +113,7 @@ int SessionCommand(const std::string& command, const std::vector<std::string>& a
               << migmover::ctl::HumanBytes(d.bytes()) << ", path "
               << (d.data_path().empty() ? "-" : d.data_path())
               << (d.transport().empty() ? "" : " over " + d.transport())
+              << (d.security().empty() ? "" : " (" + d.security() + ")")
               << (d.committed() ? ", committed" : "")
               << (d.error().empty() ? "" : ", error: " + d.error()) << "\n";
   }

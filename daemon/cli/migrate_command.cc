@@ -213,18 +213,18 @@ int RunMigrateCommand(const MigrateOptions& o, std::ostream& out, std::ostream& 
     const auto& dev = d.devices(i);
     const auto& sdev = i < s.devices_size() ? s.devices(i) : v1::DeviceProgress();
     out << absl::StrFormat(
-        "device %s: source %s via %s, destination %s via %s over %s, %s, %s%s\n", dev.name(),
-        sdev.state(), sdev.data_path().empty() ? "-" : sdev.data_path(), dev.state(),
+        "device %s: source %s via %s, destination %s via %s over %s (%s), %s, %s%s\n",
+        dev.name(), sdev.state(), sdev.data_path().empty() ? "-" : sdev.data_path(), dev.state(),
         dev.data_path(), dev.transport().empty() ? "-" : dev.transport(),
+        dev.security().empty() ? "-" : dev.security(),
         dev.committed() ? "committed" : "NOT committed",
-        !dev.committed()       ? "stream rejected"
-        : dev.digest_checked() ? "stream digest verified by migmover and the device"
-                               : "stream verified by the device (spliced: no userspace digest)",
+        !dev.committed() ? std::string("stream rejected")
+                         : absl::StrCat("every byte checked by ", dev.integrity()),
         dev.error().empty() ? "" : absl::StrCat(", error: ", dev.error()));
   }
   out << "destination verified: "
-      << (d.verified() ? "yes (every device's driver checked the stream it received and "
-                         "RESUMING -> STOP succeeded)"
+      << (d.verified() ? "yes (every device's stream was checked on the way, then loaded by its "
+                         "driver: RESUMING -> STOP succeeded)"
                        : "NO")
       << "\n";
   if (!s.error().empty()) out << "source error: " << s.error() << "\n";

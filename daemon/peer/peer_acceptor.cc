@@ -145,7 +145,15 @@ void PeerAcceptor::Handle(Handshake* h, UniqueFd conn) {
       peer::AcceptPeer(std::move(conn), tls_.get(), deadline, peer_timeout_, &stop_);
   absl::StatusOr<peer::Hello> hello =
       secured.ok() ? peer::ReadHello(secured->fd.get(), deadline, &stop_) : secured.status();
-  if (secured.ok()) conn = std::move(secured->fd);
+  std::string security;
+  bool over_tls = false;
+  if (secured.ok()) {
+    conn = std::move(secured->fd);
+    security = std::move(secured->security);
+    over_tls = secured->tls;
+    // The proof is checked against this connection's own exporter value.
+    if (hello.ok()) hello->binding = secured->binding;
+  }
   bool evicted;
   {
     // From here the listener no longer cuts this fd, which may close at any time.
@@ -172,6 +180,8 @@ void PeerAcceptor::Handle(Handshake* h, UniqueFd conn) {
   }
   auto session = sessions_->FindDestination(hello->session_id);
   if (!session.ok()) {
+    // The HMAC a real session would cost, so the answer's timing says nothing either.
+    (void)hello->ProofValid(peer::SessionSecretBytes{});
     // Whatever the reason, the peer hears what a wrong secret gets (no existence oracle), and
     // as soon (the log line comes after, as it does for a wrong secret).
     (void)peer::SendHelloAck(conn.get(), UnrecognizedSession(), hello->device, deadline);
@@ -179,7 +189,7 @@ void PeerAcceptor::Handle(Handshake* h, UniqueFd conn) {
                     << " of session '" << hello->session_id << "' refused: " << session.status();
     return;
   }
-  absl::Status accepted = (*session)->AcceptStream(*hello, std::move(conn), deadline);
+  absl::Status accepted = (*session)->AcceptStream(*hello, std::move(conn), security, over_tls, deadline);
   if (!accepted.ok()) {
     MM_LOG(WARNING) << "session " << hello->session_id << ": stream for device " << hello->device
                     << " from " << h->host << " refused: " << accepted;

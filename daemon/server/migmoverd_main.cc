@@ -63,7 +63,8 @@ ABSL_FLAG(uint32_t, fd_handle_ttl_s, 60,
 ABSL_FLAG(std::string, tls_ca, "",
           "PEM file of the CA that signs the peer daemons' certificates: every peer connection "
           "(streams, heartbeat, DPDK's HELLO) runs TLS 1.3 with mutual authentication. With "
-          "--tls_cert and --tls_key.");
+          "--tls_cert and --tls_key. Peer TLS is required: these, --tls_psk_file, or "
+          "--plaintext_peers.");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain this daemon presents to its peers.");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
 ABSL_FLAG(std::string, tls_peer_names, "",
@@ -73,9 +74,10 @@ ABSL_FLAG(std::string, tls_psk_file, "",
           "Instead of certificates: a file holding a pre-shared key of at least 32 bytes, the "
           "same on every daemon (TLS 1.3 external PSK).");
 ABSL_FLAG(bool, plaintext_peers, false,
-          "Run peer connections without TLS: the device state and the session secrets cross "
-          "the network in clear, and anyone on the path can change them. Only for a network you "
-          "trust entirely.");
+          "Run peer connections without TLS: the device state crosses the network unencrypted "
+          "(the session secret never does: HELLOs prove it; a keyed digest checks every byte, "
+          "so streams keep to the copy path), and every log line says PLAINTEXT-PEERS. Only "
+          "for a network you trust entirely.");
 ABSL_FLAG(std::string, peer_listen, "0.0.0.0:7411",
           "host:port on which this daemon accepts migration streams from source daemons. Port 0 "
           "picks a free port (see --port_file).");
@@ -177,17 +179,24 @@ int main(int argc, char** argv) {
       "A hypervisor agent passes device (or migration data) fds over --fd_socket and drives\n"
       "migrations over the gRPC API on --grpc_socket (api/migmover.proto). Source daemons\n"
       "connect to a destination daemon's --peer_listen address to stream device state.\n\n"
+      "Peer connections run TLS 1.3 with mutual authentication: give every daemon a CA, its\n"
+      "certificate and key (--tls_ca, --tls_cert, --tls_key, and --tls_peer_names to name the\n"
+      "peers it accepts), or the same pre-shared key (--tls_psk_file). The daemon refuses to\n"
+      "start without them unless --plaintext_peers says the network is trusted (deploy/SECURITY.md).\n\n"
       "Example (two daemons on one host):\n"
       "  migmoverd --grpc_socket=/tmp/src.sock --fd_socket=/tmp/src-fd.sock "
-      "--peer_listen=127.0.0.1:7411\n"
+      "--peer_listen=127.0.0.1:7411 --tls_psk_file=/etc/migmover/psk\n"
       "  migmoverd --grpc_socket=/tmp/dst.sock --fd_socket=/tmp/dst-fd.sock "
-      "--peer_listen=127.0.0.1:7412\n\n"
+      "--peer_listen=127.0.0.1:7412 --tls_psk_file=/etc/migmover/psk\n\n"
       "Device streams over DPDK instead of TCP (api/DPDK_LINK.md): add\n"
       "  --dpdk_port=net_memif0,role=server,socket=migmover-memif   (destination)\n"
       "  --dpdk_port=net_memif0,role=client,socket=migmover-memif   (source)\n"
       "and ask a migration for TransferOptions.transport = \"dpdk\".");
   absl::ParseCommandLine(argc, argv);
-  migmover::SetLogTag(absl::GetFlag(FLAGS_name));
+  // A daemon whose peers run in the clear says so on every line it logs.
+  migmover::SetLogTag(absl::GetFlag(FLAGS_plaintext_peers)
+                          ? absl::StrCat(absl::GetFlag(FLAGS_name), " PLAINTEXT-PEERS")
+                          : absl::GetFlag(FLAGS_name));
   const std::string level = absl::GetFlag(FLAGS_log_level);
   if (level == "debug") {
     migmover::SetMinLogSeverity(migmover::LogSeverity::kDebug);
@@ -251,7 +260,12 @@ int main(int argc, char** argv) {
   }
   if (defaults.streams > 16) return Fail(absl::InvalidArgumentError("--streams must be 1..16"));
   if (defaults.stream.data_path == migmover::stream::DataPath::kAuto &&
-      absl::GetFlag(FLAGS_probe_data_path)) {
+      absl::GetFlag(FLAGS_plaintext_peers)) {
+    // Without TLS every stream keeps to the copy path (the keyed digest must see every byte):
+    // nothing to choose, nothing to probe.
+    defaults.stream.auto_spliceable = migmover::stream::DataPath::kCopy;
+  } else if (defaults.stream.data_path == migmover::stream::DataPath::kAuto &&
+             absl::GetFlag(FLAGS_probe_data_path)) {
     auto probe = migmover::stream::ProbeDataPaths(64ull << 20, 2, defaults.stream.chunk_size,
                                                   defaults.stream.io_engine);
     if (probe.ok()) {
@@ -352,9 +366,18 @@ int main(int argc, char** argv) {
       if (!created.ok()) return Fail(created.status());
       tls = std::move(*created);
     } else if (!absl::GetFlag(FLAGS_plaintext_peers)) {
-      // Work in progress (issue 11): TLS becomes required once every caller has credentials.
-      MM_LOG(WARNING) << "no TLS credentials (--tls_ca/--tls_cert/--tls_key or --tls_psk_file): "
-                      << "peer connections run in PLAINTEXT";
+      return Fail(absl::FailedPreconditionError(
+          "peer connections need TLS credentials: --tls_ca, --tls_cert and --tls_key (with "
+          "--tls_peer_names), or --tls_psk_file; --plaintext_peers runs them in the clear, for "
+          "a network you trust entirely (deploy/SECURITY.md)"));
+    } else if (defaults.stream.data_path == migmover::stream::DataPath::kSplice) {
+      return Fail(absl::InvalidArgumentError(
+          "--data_path=splice with --plaintext_peers: spliced bytes are checked only by TLS; "
+          "without it the keyed digest must see every byte (use copy or auto)"));
+    } else {
+      MM_LOG(WARNING) << "--plaintext_peers: peer connections run WITHOUT TLS; device state "
+                      << "crosses the network unencrypted and only the session secret's keyed "
+                      << "digest protects it";
     }
   }
   defaults.tls = tls;

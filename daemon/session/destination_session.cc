@@ -32,6 +32,7 @@ absl::StatusOr<std::shared_ptr<DestinationSession>> DestinationSession::Prepare(
   spec.session_id = config.session_id;
   spec.device_count = static_cast<uint32_t>(config.devices.size());
   spec.token = config.token;
+  spec.tls = config.tls;
   spec.stream = config.stream;
   spec.workers = config.workers;
   std::vector<Channel> channels;
@@ -118,13 +119,14 @@ absl::StatusOr<std::shared_ptr<transport::DestinationChannel>> DestinationSessio
 }
 
 absl::Status DestinationSession::AcceptStream(const peer::Hello& hello, UniqueFd socket,
+                                              const std::string& security, bool tls,
                                               absl::Time deadline) {
   absl::Status verdict;
-  if (!SecretsEqual(hello.token, config_.token)) {
+  if (!hello.ProofValid(config_.token)) {
     // The peer hears what it would for a session that does not exist; the log says which.
     (void)peer::SendHelloAck(socket.get(), UnrecognizedSession(), hello.device, deadline);
     return absl::PermissionDeniedError(
-        absl::StrCat("session '", id_, "': the source's secret does not match"));
+        absl::StrCat("session '", id_, "': the HELLO's proof of the secret does not match"));
   } else if (hello.device_count != entries_.size()) {
     verdict = absl::InvalidArgumentError(
         absl::StrCat("session '", id_, "': the source sends ", hello.device_count,
@@ -132,7 +134,7 @@ absl::Status DestinationSession::AcceptStream(const peer::Hello& hello, UniqueFd
   } else if (hello.device >= entries_.size()) {
     verdict = absl::InvalidArgumentError(absl::StrCat("device index ", hello.device));
   } else if (IsFinal(phase()) || cancel_.load()) {
-    // The source learns why (its token matched): another device's failure, or a cancel.
+    // The source learns why (its proof held): another device's failure, or a cancel.
     const absl::Status why = error();
     verdict = absl::FailedPreconditionError(
         absl::StrCat("session '", id_, "' is over", why.ok() ? "" : ": ", why.message()));
@@ -157,11 +159,11 @@ absl::Status DestinationSession::AcceptStream(const peer::Hello& hello, UniqueFd
   }
   // The transport answers the HELLO; no lock of ours is held while it does.
   ASSIGN_OR_RETURN(std::unique_ptr<transport::DeviceStreamReceiver> receiver,
-                   channel->Accept(hello, std::move(socket), deadline));
+                   channel->Accept(hello, std::move(socket), security, tls, deadline));
   if (receiver == nullptr) return absl::OkStatus();  // More streams of this device to come.
   // A cancel may have abandoned the device meanwhile: exactly one of us takes it.
   if (connected_[hello.device].exchange(true)) return absl::OkStatus();
-  SetDeviceTransport(hello.device, receiver->transport_name());
+  SetDeviceTransport(hello.device, receiver->transport_name(), receiver->security());
   SetPhase(SessionPhase::kPreCopy);
   workers_.Start([this, i = hello.device, r = std::move(receiver)]() mutable {
     Run(i, std::move(r));
@@ -400,6 +402,18 @@ void DestinationSession::CloseAgentDataFd(size_t i) {
   entries_[i]->data_fd.Reset();
 }
 
+namespace {
+
+// What checked a received stream, for the status and the log.
+std::string IntegrityName(const transport::ReceiveResult& r) {
+  if (r.digest_checked && r.aead) return "keyed digest (Poly1305) and TLS";
+  if (r.digest_checked) return "keyed digest (Poly1305)";
+  if (r.aead) return "TLS";
+  return "nothing";
+}
+
+}  // namespace
+
 void DestinationSession::Run(size_t i, std::unique_ptr<transport::DeviceStreamReceiver> receiver) {
   pthread_setname_np(pthread_self(), absl::StrCat("mm-dst-dev", i).substr(0, 15).c_str());
   DeviceEntry* e = entries_[i];
@@ -411,10 +425,17 @@ void DestinationSession::Run(size_t i, std::unique_ptr<transport::DeviceStreamRe
     absl::StatusOr<transport::ReceiveResult> received = receiver->Receive(fd, cancel_);
     SetDeviceDataPath(i, stream::DataPathName(receiver->data_path_used()));
     ASSIGN_OR_RETURN(transport::ReceiveResult r, std::move(received));
+    if (!r.checked()) {
+      // Verified means checked: bytes that neither TLS nor the keyed digest covered are not
+      // committed, whatever the source says (a relay can set the digest kind to none).
+      return absl::DataLossError(absl::StrCat(
+          "device '", e->name, "': nothing checked the stream's ", r.total_bytes,
+          " bytes (a plaintext connection and no keyed digest from the source): not committed"));
+    }
     p.digest_checked = r.digest_checked;
+    SetDeviceIntegrity(i, IntegrityName(r));
     MM_LOG(INFO) << "session " << id_ << ": device " << e->name << ": stream received, "
-                 << r.total_bytes << " bytes, digest "
-                 << (r.digest_checked ? "verified" : "not checked (spliced)");
+                 << r.total_bytes << " bytes, checked by " << IntegrityName(r);
     SetPhase(SessionPhase::kCommitting);
     if (e->runs_fsm()) {
       absl::MutexLock l(&e->mu);

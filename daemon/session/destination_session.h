@@ -29,6 +29,7 @@
 #include "transport/api/transport.h"
 #include "daemon/session/session_secret.h"
 #include "transport/api/transport_set.h"
+#include "transport/tls/tls_context.h"
 #include "transport/peer/frame_codec.h"
 #include "transport/stream/stream_options.h"
 
@@ -46,6 +47,9 @@ struct DestinationConfig {
   const transport::TransportSet* transports = nullptr;
   // Threads that receive the session's copy-path data; 0 = each device's own thread does.
   uint32_t workers = 0;
+  // The TLS every peer connection this daemon accepts has run (null: --plaintext_peers). It
+  // decides what checks the streams (stream_protection.h).
+  std::shared_ptr<const tls::TlsContext> tls;
 };
 
 class DestinationSession final : public Session {
@@ -59,13 +63,17 @@ class DestinationSession final : public Session {
   ~DestinationSession() override;
 
   // A source connection for one stream of one device, after its HELLO was read. Checks the
-  // token, device index and count, hands the connection to the transport the HELLO asks for
+  // HELLO's proof of the secret, device index and count, hands the connection to the transport the HELLO asks for
   // (which answers HELLO_ACK), and starts the device's thread once all of its streams are
   // connected. Blocks until the answer is out (at most until `deadline`), holding no lock
   // meanwhile. Errors (also sent to the peer as the HELLO_ACK refusal): PermissionDenied
-  // (UnrecognizedSession(), for a wrong secret, checked before anything else), InvalidArgument (device count or index), AlreadyExists (device already connected),
+  // (UnrecognizedSession(), for a wrong secret, checked before anything else),
+  // InvalidArgument (device count or index), AlreadyExists (device already connected),
   // FailedPrecondition (session over, or a transport this daemon lacks); the transport's.
-  absl::Status AcceptStream(const peer::Hello& hello, UniqueFd socket, absl::Time deadline);
+  // `security` says what protects `socket` (peer::PeerConnection::security), for the status;
+  // `tls`: whether TLS ran on it (then its AEAD checks every byte).
+  absl::Status AcceptStream(const peer::Hello& hello, UniqueFd socket,
+                            const std::string& security, bool tls, absl::Time deadline);
 
   // Aborts the session; idempotent. Refused (FailedPrecondition) once every device answered
   // COMMIT(0): the source may already have passed its point of no return, so only its CONFIRM

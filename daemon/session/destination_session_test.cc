@@ -32,19 +32,24 @@ class DestinationSessionTest : public SessionTest {
     return h;
   }
 
-  // Hands `hello` to the session as the peer listener would, on one end of a socketpair, and
+  // Hands `sent` to the session as the peer listener would, on one end of a socketpair, and
   // returns AcceptStream's verdict and what the source end was answered.
   struct Answer {
     absl::Status accepted;
     absl::Status acked;
   };
-  Answer Offer(const peer::Hello& hello) {
+  Answer Offer(const peer::Hello& sent) {
+    // What the destination reads: the proof of the sender's secret, never the secret.
+    peer::Hello hello = sent;
+    hello.proof = peer::ProveHello(sent.token, sent.fields());
+    hello.token = {};
     int fds[2];
     EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
     UniqueFd source_end(fds[0]), destination_end(fds[1]);
     Answer a;
     a.accepted =
-        dst->AcceptStream(hello, std::move(destination_end), absl::Now() + absl::Seconds(5));
+        dst->AcceptStream(hello, std::move(destination_end), "fake", false,
+                          absl::Now() + absl::Seconds(5));
     a.acked = peer::AwaitHelloAck(source_end.get(), absl::Now() + absl::Seconds(5));
     return a;
   }
@@ -148,6 +153,34 @@ TEST_F(DestinationSessionTest, AStreamErrorResetsTheDevice) {
     EXPECT_EQ(ClaimOf(dst_registry, names[i]), "");
   }
   // The source gave up as well and kept its devices.
+  SessionSnapshot s = AwaitEnd(*src);
+  EXPECT_NE(s.phase, SessionPhase::kSucceeded);
+  EXPECT_EQ(SourceState(0), MigState::kRunning);
+  EXPECT_EQ(SourceState(1), MigState::kRunning);
+}
+
+// Verified means checked: a stream whose bytes nothing checked (a plaintext connection and a
+// source that sent no keyed digest, as a relay that strips it would leave it) is not committed,
+// though every byte arrived and the device would have loaded it.
+TEST_F(DestinationSessionTest, AStreamNothingCheckedIsNotCommitted) {
+  AddDevices(2);
+  fake.unchecked_devices = {1};
+  ASSERT_TRUE(PrepareDestination().ok());
+  ASSERT_TRUE(StartSource().ok());
+  ASSERT_TRUE(src->Switchover().ok());
+
+  SessionSnapshot d = AwaitEnd(*dst);
+  EXPECT_EQ(d.phase, SessionPhase::kFailed);
+  EXPECT_EQ(d.error.code(), absl::StatusCode::kDataLoss) << d.error;
+  EXPECT_THAT(std::string(d.error.message()), HasSubstr("nothing checked"));
+  EXPECT_FALSE(d.verified);
+  for (size_t i = 0; i < 2; ++i) {
+    SCOPED_TRACE(names[i]);
+    EXPECT_EQ(DestinationState(i), MigState::kRunning);  // Reset, not resumed.
+    EXPECT_EQ(ClaimOf(dst_registry, names[i]), "");
+  }
+  EXPECT_FALSE(d.devices[1].committed);
+  EXPECT_EQ(d.devices[1].integrity, "");
   SessionSnapshot s = AwaitEnd(*src);
   EXPECT_NE(s.phase, SessionPhase::kSucceeded);
   EXPECT_EQ(SourceState(0), MigState::kRunning);

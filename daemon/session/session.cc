@@ -96,9 +96,17 @@ void Session::SetDeviceDataPath(size_t device, const std::string& path) {
   ++version_;
 }
 
-void Session::SetDeviceTransport(size_t device, const std::string& transport) {
+void Session::SetDeviceTransport(size_t device, const std::string& transport,
+                                 const std::string& security) {
   absl::MutexLock l(&mu_);
   progress_[device]->transport = transport;
+  progress_[device]->security = security;
+  ++version_;
+}
+
+void Session::SetDeviceIntegrity(size_t device, const std::string& integrity) {
+  absl::MutexLock l(&mu_);
+  progress_[device]->integrity = integrity;
   ++version_;
 }
 
@@ -187,6 +195,8 @@ SessionSnapshot Session::Snapshot() {
     d.state = p->state;
     d.data_path = p->data_path;
     d.transport = p->transport;
+    d.security = p->security;
+    d.integrity = p->integrity;
     d.error = p->error;
     d.bytes = p->bytes.load();
     d.precopy_bytes = p->precopy_bytes.load();
@@ -198,7 +208,9 @@ SessionSnapshot Session::Snapshot() {
     s.precopy_bytes += d.precopy_bytes;
     s.pending_bytes += d.pending_bytes;
     if (p->precopy_capable.load()) rounds = std::min(rounds, d.precopy_rounds);
-    all_verified = all_verified && d.committed;
+    // Committed streams were checked (the destination refuses the rest); the integrity says by
+    // what, and a device without one was not verified.
+    all_verified = all_verified && d.committed && !d.integrity.empty();
     s.devices.push_back(std::move(d));
   }
   s.precopy_rounds = rounds == UINT32_MAX ? 0 : rounds;

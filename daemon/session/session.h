@@ -51,11 +51,13 @@ struct DeviceProgress {
   std::string state;
   std::string data_path;
   std::string transport;
+  std::string security;
+  std::string integrity;
   std::string error;
 };
 
 struct DeviceSnapshot {
-  std::string name, state, data_path, transport, error;
+  std::string name, state, data_path, transport, security, integrity, error;
   uint64_t bytes = 0, precopy_bytes = 0, pending_bytes = 0;
   uint32_t precopy_rounds = 0;
   bool digest_checked = false, committed = false;
@@ -107,7 +109,11 @@ class Session {
   void Fail(size_t device, const absl::Status& status);
   void SetDeviceState(size_t device, const std::string& state);
   void SetDeviceDataPath(size_t device, const std::string& path);
-  void SetDeviceTransport(size_t device, const std::string& transport);
+  // What carries the device's stream and what protects it (DeviceStreamSender::security()).
+  void SetDeviceTransport(size_t device, const std::string& transport,
+                          const std::string& security);
+  // Destination: what checked the device's stream ("keyed digest (Poly1305) and TLS", ...).
+  void SetDeviceIntegrity(size_t device, const std::string& integrity);
   // "tcp", or "tcp x N" for a stream striped over N connections.
   static std::string TcpTransportName(uint32_t streams) {
     return streams > 1 ? "tcp x " + std::to_string(streams) : "tcp";

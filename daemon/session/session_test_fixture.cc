@@ -23,7 +23,7 @@ SessionTest::SessionTest() {
   // `dst` is set before any source starts and reset only after the source is gone.
   fake.deliver = [this](const peer::Hello& hello, UniqueFd connection, absl::Time deadline) {
     if (dst == nullptr) return absl::UnavailableError("no destination session");
-    return dst->AcceptStream(hello, std::move(connection), deadline);
+    return dst->AcceptStream(hello, std::move(connection), "fake", false, deadline);
   };
 }
 

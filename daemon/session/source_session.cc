@@ -284,7 +284,12 @@ void SourceSession::RecoverAll() {
       if (!e->runs_fsm() || to_reset[i]) continue;
       absl::MutexLock l(&e->mu);
       const MigState now = e->device->last_known_state();
-      if (now == step) continue;
+      if (now == step) {
+        // Also a device whose worker never started (another failed first): the status shows
+        // it RUNNING, not blank.
+        if (step == MigState::kRunning) SetDeviceState(i, MigStateName(now));
+        continue;
+      }
       if (step == MigState::kRunningP2P &&
           (!e->device->features().p2p() || now == MigState::kRunning ||
            now == MigState::kPreCopy)) {
@@ -414,7 +419,7 @@ absl::Status SourceSession::RunDevice(size_t i) {
   sender->set_progress_counter(&p.bytes);
   MM_LOG(INFO) << "session " << id_ << ": device " << e->name << " connected to "
                << channel_->Describe() << ", stream on " << sender->transport_name();
-  SetDeviceTransport(i, sender->transport_name());
+  SetDeviceTransport(i, sender->transport_name(), sender->security());
   SetPhase(SessionPhase::kPreCopy);
 
   absl::Status status = [&]() -> absl::Status {

@@ -8,16 +8,76 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "grpcpp/grpcpp.h"
+#include "transport/net/socket.h"
+#include "transport/peer/peer_connect.h"
+#include "transport/tls/testing/test_pki.h"
 
 namespace migmover::testing {
+
+absl::StatusOr<tls::TlsConfig> DefaultTlsConfig(const std::string& name) {
+  static absl::Mutex mu;
+  static tls::testing::TestPki* pki ABSL_GUARDED_BY(mu) = nullptr;  // Never freed: the files
+  static int issued ABSL_GUARDED_BY(mu) = 0;  // must outlive every daemon.
+  absl::MutexLock l(&mu);
+  if (pki == nullptr) {
+    std::string dir;
+    if (const char* tmp = std::getenv("TEST_TMPDIR"); tmp != nullptr) {
+      dir = tmp;
+    } else {
+      char tmpl[] = "/tmp/mmpki.XXXXXX";
+      if (::mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp(/tmp/mmpki) failed");
+      dir = tmpl;
+      // Outside a test's own temporary directory (migmover-bench, the kernel VM's agent), the
+      // throw-away CA's key goes with the process.
+      static std::string created;
+      created = dir;
+      std::atexit([] {
+        std::error_code ignored;
+        std::filesystem::remove_all(created, ignored);
+      });
+    }
+    auto created = tls::testing::TestPki::Create(dir, "migmover test CA",
+                                                 absl::StrCat("daemons-", getpid(), "-"));
+    if (!created.ok()) return created.status();
+    pki = created->release();
+  }
+  // Its own files per daemon: a daemon restarted under the same name gets a fresh pair.
+  return pki->Issue(absl::StrCat(name, ".", ++issued));
+}
+
+absl::StatusOr<std::vector<std::string>> DefaultTlsFlags(const std::string& name) {
+  auto config = DefaultTlsConfig(name);
+  if (!config.ok()) return config.status();
+  return std::vector<std::string>{"--tls_ca=" + config->ca_file, "--tls_cert=" + config->cert_file,
+                                  "--tls_key=" + config->key_file};
+}
+
+absl::StatusOr<peer::PeerConnection> DaemonProcess::ConnectAsPeer(const std::string& as) const {
+  auto addr = net::ParseHostPort(peer_address());
+  if (!addr.ok()) return addr.status();
+  std::shared_ptr<const tls::TlsContext> context;
+  if (default_tls_) {
+    auto config = DefaultTlsConfig(as);
+    if (!config.ok()) return config.status();
+    auto created = tls::TlsContext::Create(*config);
+    if (!created.ok()) return created.status();
+    context = std::move(*created);
+  }
+  return peer::ConnectPeer(*addr, absl::Seconds(5), context.get(), absl::Seconds(10));
+}
 
 std::string MigmoverdPath() {
   const char* srcdir = std::getenv("TEST_SRCDIR");
@@ -55,6 +115,15 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
                                    "--peer_listen=" + launch.listen_host + ":0",
                                    "--port_file=" + port_file};
   args.insert(args.end(), extra.begin(), extra.end());
+  const bool chosen = std::any_of(extra.begin(), extra.end(), [](const std::string& f) {
+    return absl::StartsWith(f, "--tls_") || absl::StartsWith(f, "--plaintext_peers");
+  });
+  if (launch.default_tls && !chosen) {
+    auto tls_flags = DefaultTlsFlags(name);
+    if (!tls_flags.ok()) return tls_flags.status();
+    args.insert(args.end(), tls_flags->begin(), tls_flags->end());
+    d->default_tls_ = true;
+  }
   pid_t pid = ::fork();
   if (pid < 0) return absl::InternalError("fork failed");
   if (pid == 0) {

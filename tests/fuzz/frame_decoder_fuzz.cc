@@ -38,7 +38,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       Check(h2.ok());
       auto back = peer::ParseHello(*h2, absl::string_view(again).substr(wire::kFrameHeaderSize));
       Check(back.ok());
+      // The secret never travels: a parsed HELLO has none, and re-encoding it without one
+      // gives the proof of an all-zero secret, which is what the nonce must survive.
       Check(back->session_id == hello->session_id && back->token == hello->token &&
+            back->nonce == hello->nonce && back->ProofValid(peer::SessionSecretBytes{}) &&
             back->device == hello->device && back->device_count == hello->device_count &&
             back->stream == hello->stream && back->stream_count == hello->stream_count &&
             back->link == hello->link && back->heartbeat == hello->heartbeat);
@@ -47,7 +50,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case wire::FrameType::kHelloAck:
     case wire::FrameType::kCommit:
     case wire::FrameType::kError: {
-      auto st = peer::ParseStatus(*h, body);
+      // Verdicts: the seal checked (with the all-zero key the seeds use), then the status.
+      static const peer::ControlKey key{};
+      absl::string_view status_body = body;
+      if (peer::IsVerdict(h->type)) {
+        auto opened = peer::OpenVerdict(*h, body, &key);
+        if (!opened.ok()) return 0;
+        status_body = *opened;
+      }
+      auto st = peer::ParseStatus(*h, status_body);
       if (!st.ok()) return 0;
       // Escaped: no control byte survives into a log line.
       for (char c : st->message) Check(static_cast<unsigned char>(c) >= 0x20 && c != 0x7f);

@@ -82,6 +82,7 @@ int main(int argc, char** argv) {
   hello.device_count = 2;
   hello.device = 1;
   for (size_t i = 0; i < hello.token.size(); ++i) hello.token[i] = static_cast<uint8_t>(i * 7);
+  for (size_t i = 0; i < hello.nonce.size(); ++i) hello.nonce[i] = static_cast<uint8_t>(i * 5 + 2);
   peer::Hello striped = hello;
   striped.stream = 3;
   striped.stream_count = 16;
@@ -92,7 +93,12 @@ int main(int argc, char** argv) {
   dpdk.link = 1001;
   const std::string data =
       Header(wire::FrameType::kData, wire::Phase::kPreCopy, 1, 8, 5, 4096) + "stateABC";
-  peer::EndStream end{123456, 0x0123456789abcdefull, wire::DigestKind::kXxh3_64};
+  // The fuzz targets check verdicts with an all-zero control key: seeds sealed with it pass.
+  const peer::ControlKey key{};
+  peer::EndStream end;
+  end.total_bytes = 123456;
+  end.digest_kind = wire::DigestKind::kPoly1305;
+  for (size_t i = 0; i < end.digest.size(); ++i) end.digest[i] = static_cast<uint8_t>(i * 13 + 1);
   const std::vector<std::pair<std::string, std::string>> frames = {
       {"hello", peer::EncodeHello(0, hello)},
       {"hello_striped", peer::EncodeHello(0, striped)},
@@ -102,14 +108,17 @@ int main(int argc, char** argv) {
       {"hello_ack_refused",
        peer::EncodeStatusFrame(wire::FrameType::kHelloAck, 0, 1,
                                {7, "no session on this daemon accepts this session id"})},
-      {"commit_ok", peer::EncodeStatusFrame(wire::FrameType::kCommit, 1, 1, {0, ""})},
+      {"commit_ok",
+       peer::SealVerdict(peer::EncodeStatusFrame(wire::FrameType::kCommit, 1, 1, {0, ""}), &key)},
       {"error_newline",
-       peer::EncodeStatusFrame(wire::FrameType::kError, 2, 0, {13, "bad\nforged log line"})},
+       peer::SealVerdict(
+           peer::EncodeStatusFrame(wire::FrameType::kError, 2, 0, {13, "bad\nforged log line"}),
+           &key)},
       {"data", data},
       {"end_phase", peer::EncodeEndPhase(6, 1, wire::Phase::kPreCopy)},
       {"end_stream", peer::EncodeEndStream(9, 1, end)},
       {"keepalive", peer::EncodeKeepalive(3, 1)},
-      {"confirm", peer::EncodeConfirm(10, 1)},
+      {"confirm", peer::SealVerdict(peer::EncodeConfirm(10, 1), &key)},
       {"ping", peer::EncodePing(4)},
       {"pong", peer::EncodePong(4)},
   };
@@ -121,8 +130,9 @@ int main(int argc, char** argv) {
   Write("handshake_fuzz", "ack_refused",
         peer::EncodeStatusFrame(wire::FrameType::kHelloAck, 0, 1, {7, "refused"}));
   Write("handshake_fuzz", "verdicts",
-        peer::EncodeStatusFrame(wire::FrameType::kCommit, 0, 1, {0, ""}) +
-            peer::EncodeStatusFrame(wire::FrameType::kError, 1, 1, {10, "abandoned"}) +
+        peer::SealVerdict(peer::EncodeStatusFrame(wire::FrameType::kCommit, 0, 1, {0, ""}), &key) +
+            peer::SealVerdict(
+                peer::EncodeStatusFrame(wire::FrameType::kError, 1, 1, {10, "abandoned"}), &key) +
             peer::EncodePong(2));
 
   for (const char* text : {"vfio-device\n", "save-data\n", "resume-data\n", "ok 17",

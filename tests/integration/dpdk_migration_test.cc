@@ -317,13 +317,11 @@ TEST_F(DpdkDaemons, TwoHellosForOneDeviceGetOneLink) {
     ASSERT_TRUE((*lone)->stub()->PrepareDestination(&ctx, req, &out).ok());
     secret = out.token();
   }
-  auto addr = net::ParseHostPort((*lone)->peer_address());
-  ASSERT_TRUE(addr.ok());
   absl::Status answers[2];
   std::vector<std::thread> sources;
   for (int i = 0; i < 2; ++i) {
     sources.emplace_back([&, i] {
-      auto conn = net::TcpConnect(*addr, absl::Seconds(2));
+      auto conn = (*lone)->ConnectAsPeer("src");
       if (!conn.ok()) {
         answers[i] = conn.status();
         return;
@@ -333,9 +331,10 @@ TEST_F(DpdkDaemons, TwoHellosForOneDeviceGetOneLink) {
       hello.link = 1000 + i;
       ASSERT_EQ(secret.size(), hello.token.size());
       std::copy(secret.begin(), secret.end(), hello.token.begin());
+      hello.binding = conn->binding;
       const absl::Time deadline = absl::Now() + absl::Seconds(10);
-      answers[i] = net::SendAll(conn->get(), peer::EncodeHello(0, hello), deadline);
-      if (answers[i].ok()) answers[i] = peer::AwaitHelloAck(conn->get(), deadline);
+      answers[i] = net::SendAll(conn->fd.get(), peer::EncodeHello(0, hello), deadline);
+      if (answers[i].ok()) answers[i] = peer::AwaitHelloAck(conn->fd.get(), deadline);
     });
   }
   for (auto& t : sources) t.join();

@@ -1,7 +1,8 @@
 // What a peer without the session's secret can do to a prepared destination: nothing. Each case
-// plays the attacker from issue 11 on a real daemon over TCP (a HELLO without the secret, as
-// every token-less session used to accept, then stream frames), checks the refusal and that
-// nothing reached the device, and then migrates the session for real.
+// plays the attacker from issue 11 on a real daemon (a HELLO without the secret, as every
+// token-less session used to accept, then stream frames), checks the refusal and that nothing
+// reached the device, and then migrates the session for real. The attacker holds a certificate
+// from the fleet's CA (another daemon, compromised): TLS lets it in, the secret must not.
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -34,18 +35,20 @@ class PeerAuth : public TwoDaemons {
   // Connects to the destination's peer port, sends `hello` and returns its answer. When the
   // answer accepts the stream, goes on as an attacker would: a whole STOP_COPY stream of
   // garbage with no digest, END_STREAM, and CONFIRM.
-  absl::Status Intrude(const peer::Hello& hello) {
-    auto addr = net::ParseHostPort(dst_->peer_address());
-    if (!addr.ok()) return addr.status();
-    auto conn = net::TcpConnect(*addr, absl::Seconds(5));
+  absl::Status Intrude(const peer::Hello& as_written) {
+    // Through TLS, with a certificate from the fleet's CA: a daemon the destination trusts,
+    // but not this session's source.
+    auto conn = dst_->ConnectAsPeer();
     if (!conn.ok()) return conn.status();
+    peer::Hello hello = as_written;
+    hello.binding = conn->binding;  // Its own connection's: only the secret is missing.
     const absl::Time deadline = absl::Now() + absl::Seconds(10);
     uint64_t seq = 0;
-    if (absl::Status s = net::SendAll(conn->get(), peer::EncodeHello(seq++, hello), deadline);
+    if (absl::Status s = net::SendAll(conn->fd.get(), peer::EncodeHello(seq++, hello), deadline);
         !s.ok()) {
       return s;
     }
-    absl::Status answer = peer::AwaitHelloAck(conn->get(), deadline);
+    absl::Status answer = peer::AwaitHelloAck(conn->fd.get(), deadline);
     if (!answer.ok() || hello.heartbeat) return answer;
     const std::string garbage(4096, 'X');
     wire::FrameHeader h{};
@@ -63,27 +66,27 @@ class PeerAuth : public TwoDaemons {
     peer::EndStream end;
     end.total_bytes = garbage.size();
     frames += peer::EncodeEndStream(seq++, hello.device, end);
-    (void)net::SendAll(conn->get(), frames, deadline);
-    (void)peer::ReadControlFrame(conn->get(), deadline);  // COMMIT, if it came to that.
-    (void)net::SendAll(conn->get(), peer::EncodeConfirm(seq++, hello.device), deadline);
+    (void)net::SendAll(conn->fd.get(), frames, deadline);
+    (void)peer::ReadControlFrame(conn->fd.get(), deadline);  // COMMIT, if it came to that.
+    (void)net::SendAll(conn->fd.get(), peer::EncodeConfirm(seq++, hello.device), deadline);
     absl::SleepFor(absl::Milliseconds(200));  // Room for the destination to act on it.
     return answer;
   }
 
   // The HELLO_ACK frame `hello` gets, as bytes on the wire (header and payload).
-  std::string RawAnswer(const peer::Hello& hello) {
-    auto addr = net::ParseHostPort(dst_->peer_address());
-    if (!addr.ok()) return "no address";
-    auto conn = net::TcpConnect(*addr, absl::Seconds(5));
+  std::string RawAnswer(const peer::Hello& as_written) {
+    auto conn = dst_->ConnectAsPeer();
     if (!conn.ok()) return std::string(conn.status().message());
+    peer::Hello hello = as_written;
+    hello.binding = conn->binding;
     const absl::Time deadline = absl::Now() + absl::Seconds(10);
-    if (!net::SendAll(conn->get(), peer::EncodeHello(0, hello), deadline).ok()) return "send";
+    if (!net::SendAll(conn->fd.get(), peer::EncodeHello(0, hello), deadline).ok()) return "send";
     std::string frame(wire::kFrameHeaderSize, '\0');
-    if (!net::RecvExact(conn->get(), frame.data(), frame.size(), deadline).ok()) return "recv";
+    if (!net::RecvExact(conn->fd.get(), frame.data(), frame.size(), deadline).ok()) return "recv";
     wire::FrameHeader h;
     std::memcpy(&h, frame.data(), sizeof(h));
     std::string payload(std::min<uint32_t>(h.length, 4096), '\0');
-    if (!net::RecvExact(conn->get(), payload.data(), payload.size(), deadline).ok()) {
+    if (!net::RecvExact(conn->fd.get(), payload.data(), payload.size(), deadline).ok()) {
       return "recv payload";
     }
     return frame + payload;
@@ -205,7 +208,8 @@ TEST_F(PeerAuth, UnknownSessionsAndWrongSecretsAreRefusedAlike) {
   EXPECT_EQ(raw, RawAnswer(StrayHello("outbound")));
   ExpectUntouched("real");
   // The daemon's own log says which it was, for the SRE.
-  EXPECT_NE(dst_->Log().find("the source's secret does not match"), std::string::npos);
+  EXPECT_NE(dst_->Log().find("the HELLO's proof of the secret does not match"),
+            std::string::npos);
   EXPECT_NE(dst_->Log().find("'no-such-session'"), std::string::npos);
 }
 

@@ -26,7 +26,7 @@
 #include "daemon/intake/fd_intake.h"
 #include "gtest/gtest.h"
 #include "tests/integration/two_daemons.h"
-#include "tests/kernel/corrupting_relay.h"
+#include "tests/integration/corrupting_relay.h"
 #include "tests/kernel/vfio_mdev.h"
 #include "transport/net/socket.h"
 #include "transport/tls/testing/test_pki.h"
@@ -239,6 +239,12 @@ class KernelInTheLoop : public TwoDaemons {
       SCOPED_TRACE(pairs[i].name);
       EXPECT_EQ(s.devices(i).data_path(), "copy");
       EXPECT_EQ(d.devices(i).data_path(), "copy");
+      // The daemons run TLS by default, and this kernel has it (CONFIG_TLS): the stream was
+      // encrypted by the kernel at both ends, on the copy path's io_uring sends and receives.
+      EXPECT_TRUE(absl::StartsWith(s.devices(i).security(), "TLS 1.3 in the kernel"))
+          << s.devices(i).security();
+      EXPECT_TRUE(absl::StartsWith(d.devices(i).security(), "TLS 1.3 in the kernel"))
+          << d.devices(i).security();
       EXPECT_TRUE(d.devices(i).committed());
       EXPECT_EQ(KernelState(*pairs[i].b), MigState::kRunning);
       EXPECT_EQ(KernelState(*pairs[i].a), MigState::kStop);
@@ -449,13 +455,24 @@ TEST_F(KernelInTheLoop, BlockedArcsAreRefusedBeforeAnyIoctl) {
   }
 }
 
+// Daemons whose peers run in the clear (--plaintext_peers): a relay on the path can read and
+// change the stream's frames.
+class PlaintextKernelInTheLoop : public KernelInTheLoop {
+ protected:
+  void SetUp() override {
+    src_flags_.push_back("--plaintext_peers");
+    dst_flags_.push_back("--plaintext_peers");
+    KernelInTheLoop::SetUp();
+  }
+};
+
 // A flipped byte in the stream: the real driver rejects it, the destination device is reset,
 // the source device runs again, and the agent hears why.
-TEST_F(KernelInTheLoop, CorruptedStreamFailsAtTheDeviceAndBothSidesRecover) {
+TEST_F(PlaintextKernelInTheLoop, CorruptedStreamFailsAtTheDeviceAndBothSidesRecover) {
   auto a = NewMtty();
   auto b = NewMtty();
   ASSERT_TRUE(a && b);
-  auto relay = CorruptingRelay::Start(dst_->peer_address());
+  auto relay = ::migmover::testing::CorruptingRelay::Start(dst_->peer_address());
   ASSERT_TRUE(relay.ok()) << relay.status();
   MigrateExpectingTheDriverToRefuse("k-bad", a, b, (*relay)->address());
   EXPECT_TRUE((*relay)->corrupted());

@@ -33,7 +33,13 @@ struct PumpResult {
 
 struct ReceiveResult {
   uint64_t total_bytes = 0;
-  bool digest_checked = false;  // False when either end spliced (no byte seen in userspace).
+  // The stream's keyed digest was checked against every byte received (the copy path, and a
+  // source that saw every byte).
+  bool digest_checked = false;
+  // TLS carried every connection of the stream: its AEAD authenticated every byte.
+  bool aead = false;
+  // Something checked every byte: a stream for which this is false must not be committed.
+  bool checked() const { return digest_checked || aead; }
   uint32_t precopy_phases_ended = 0;
 };
 
@@ -73,6 +79,9 @@ class DeviceStreamSender {
   virtual DataPath data_path_used() const = 0;
   // What carries the stream, for status and logs: "tcp", "tcp x 4", "dpdk link 77".
   virtual std::string transport_name() const = 0;
+  // What protects the stream's bytes on the wire, for status and logs: "TLS 1.3 in the kernel
+  // (TLS_AES_128_GCM_SHA256), peer CN=dst1", "plaintext", ...
+  virtual std::string security() const = 0;
   virtual uint64_t bytes_sent() const = 0;
   // Also adds every byte moved to `*counter`, which must outlive this. Set before Pump.
   virtual void set_progress_counter(std::atomic<uint64_t>* counter) = 0;
@@ -102,6 +111,8 @@ class DeviceStreamReceiver {
   virtual DataPath PlannedDataPath(int data_fd) const = 0;
   virtual DataPath data_path_used() const = 0;
   virtual std::string transport_name() const = 0;
+  // As DeviceStreamSender::security().
+  virtual std::string security() const = 0;
   virtual uint64_t bytes_received() const = 0;
   virtual void set_progress_counter(std::atomic<uint64_t>* counter) = 0;
 };

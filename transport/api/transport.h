@@ -79,9 +79,11 @@ class DestinationChannel {
   // connection's), AlreadyExists (stream index already connected), FailedPrecondition (what
   // the HELLO asks this transport cannot do), Unavailable (the transport's port is down); or the
   // send's error if the answer did not go out (the stream may connect again).
-  virtual absl::StatusOr<std::unique_ptr<DeviceStreamReceiver>> Accept(const peer::Hello& hello,
-                                                                       UniqueFd connection,
-                                                                       absl::Time deadline) = 0;
+  // `security` says what protects `connection` (peer::PeerConnection::security); `tls`:
+  // whether TLS ran on it (its AEAD then checks every byte of the stream on it).
+  virtual absl::StatusOr<std::unique_ptr<DeviceStreamReceiver>> Accept(
+      const peer::Hello& hello, UniqueFd connection, const std::string& security, bool tls,
+      absl::Time deadline) = 0;
   // Closes the connections of devices whose streams have not all come (cancel).
   virtual void DropPending() = 0;
 };

@@ -95,6 +95,15 @@ DpdkTransport::DpdkTransport(std::unique_ptr<Impl> impl) : impl_(std::move(impl)
 
 DpdkTransport::~DpdkTransport() = default;
 
+namespace {
+
+// A link's frames do not travel on the HELLO connection that TLS protects (not yet: issue 11).
+std::string LinkSecurity(const std::string& hello_connection) {
+  return absl::StrCat("DPDK link frames unencrypted; HELLO connection ", hello_connection);
+}
+
+}  // namespace
+
 class DpdkTransport::Source final : public transport::SourceChannel {
  public:
   Source(Impl* impl, const transport::SessionSpec& spec) : impl_(impl), spec_(spec) {}
@@ -106,6 +115,7 @@ class DpdkTransport::Source final : public transport::SourceChannel {
     hello.device = device;
     hello.device_count = spec_.device_count;
     hello.token = spec_.token;
+    ASSIGN_OR_RETURN(hello.nonce, peer::NewHelloNonce());
     hello.link = impl_->NewLinkId(device);
     // The link first (it may wait for the port to come up): the destination gives a connection
     // only a few seconds to say HELLO.
@@ -119,8 +129,14 @@ class DpdkTransport::Source final : public transport::SourceChannel {
     ASSIGN_OR_RETURN(peer::PeerConnection conn,
                      peer::ConnectPeer(spec_.peer, timeout, spec_.tls.get(),
                                        spec_.stream.peer_timeout));
-    RETURN_IF_ERROR(net::SendAll(conn.fd.get(), peer::EncodeHello(0, hello), deadline));
-    RETURN_IF_ERROR(peer::AwaitHelloAck(conn.fd.get(), deadline));
+    hello.binding = conn.binding;
+    RETURN_IF_ERROR(
+        conn.Explain(net::SendAll(conn.fd.get(), peer::EncodeHello(0, hello), deadline)));
+    RETURN_IF_ERROR(conn.Explain(peer::AwaitHelloAck(conn.fd.get(), deadline)));
+    sender->set_security(LinkSecurity(conn.security));
+    ASSIGN_OR_RETURN(peer::StreamKeys keys,
+                     peer::DeriveStreamKeys(spec_.token, hello.nonce, spec_.session_id, device));
+    RETURN_IF_ERROR(sender->Protect(keys));
     sender->WatchPeerConnection(std::move(conn.fd));
     return std::unique_ptr<transport::DeviceStreamSender>(std::move(sender));
   }
@@ -148,7 +164,8 @@ class DpdkTransport::Destination final : public transport::DestinationChannel {
       : impl_(impl), spec_(spec), taken_(spec.device_count, false) {}
 
   absl::StatusOr<std::unique_ptr<transport::DeviceStreamReceiver>> Accept(
-      const peer::Hello& hello, UniqueFd connection, absl::Time deadline) override {
+      const peer::Hello& hello, UniqueFd connection, const std::string& security, bool,
+      absl::Time deadline) override {
     absl::StatusOr<std::unique_ptr<LinkStreamReceiver>> receiver =
         absl::InvalidArgumentError(absl::StrCat(
             "device ", hello.device, ": a DPDK link carries a stream whole, not in ",
@@ -184,6 +201,11 @@ class DpdkTransport::Destination final : public transport::DestinationChannel {
     }
     if (!receiver.ok()) return receiver.status();
     if (!acked.ok()) return acked;
+    (*receiver)->set_security(LinkSecurity(security));
+    absl::StatusOr<peer::StreamKeys> keys =
+        peer::DeriveStreamKeys(spec_.token, hello.nonce, spec_.session_id, hello.device);
+    if (!keys.ok()) return keys.status();
+    RETURN_IF_ERROR((*receiver)->Protect(*keys));
     (*receiver)->OwnPeerConnection(std::move(connection));
     return std::unique_ptr<transport::DeviceStreamReceiver>(std::move(*receiver));
   }

@@ -201,7 +201,7 @@ absl::Status LinkStreamSender::PollAndCheckPeer() {
     if (absl::Now() > deadline) return absl::DataLossError("destination sent a partial frame");
     RETURN_IF_ERROR(link_->Poll());
   }
-  absl::Status v = peer::VerdictOf(reader.frame(), "destination", kVerdictSeq);
+  absl::Status v = peer::VerdictOf(reader.frame(), "destination", kVerdictSeq, out_.control_key());
   return v.ok() ? absl::DataLossError("destination committed before END_STREAM") : v;
 }
 
@@ -258,7 +258,7 @@ absl::StatusOr<transport::PumpResult> LinkStreamSender::Pump(int data_fd, Phase 
       Scatter(room, raw.data(), raw.size());
       for (size_t i = 0, left = n; left > 0; ++i) {
         const size_t k = std::min(left, data[i].iov_len);
-        digest_.Update(static_cast<const uint8_t*>(data[i].iov_base), k);
+        if (mac_ != nullptr) mac_->Update(static_cast<const uint8_t*>(data[i].iov_base), k);
         left -= k;
       }
       link_->Commit(wire::kFrameHeaderSize + n);
@@ -315,12 +315,25 @@ absl::Status LinkStreamSender::Keepalive() {
 
 absl::Status LinkStreamSender::EndStream() {
   // Every byte passed through userspace (readv into frames): the digest always goes.
-  return SendControl(out_.EndStream(offset_, digest_.Value()));
+  return SendControl(out_.EndStream(
+      offset_, mac_ != nullptr ? mac_->Finish() : std::nullopt));
 }
 
 void LinkStreamSender::WatchPeerConnection(UniqueFd connection) {
   peer_connection_ = std::move(connection);
   watch_ = std::make_unique<PeerWatch>(peer_connection_.get());
+}
+
+absl::Status LinkStreamSender::Protect(const peer::StreamKeys& keys) {
+  ASSIGN_OR_RETURN(mac_, peer::StreamMac::Create(keys.digest));
+  out_.set_control_key(keys.control);
+  return absl::OkStatus();
+}
+
+absl::Status LinkStreamReceiver::Protect(const peer::StreamKeys& keys) {
+  ASSIGN_OR_RETURN(mac_, peer::StreamMac::Create(keys.digest));
+  rules_.set_control_key(keys.control);
+  return absl::OkStatus();
 }
 
 std::string LinkStreamSender::transport_name() const {
@@ -353,7 +366,7 @@ absl::Status LinkStreamSender::AwaitCommit(absl::Duration timeout,
     if (cancel.load()) return absl::CancelledError("stream cancelled while awaiting COMMIT");
     RETURN_IF_ERROR(link_->Poll());
     ASSIGN_OR_RETURN(bool complete, reader.Next(link_));
-    if (complete) return peer::VerdictOf(reader.frame(), "destination", kVerdictSeq);
+    if (complete) return peer::VerdictOf(reader.frame(), "destination", kVerdictSeq, out_.control_key());
     if (watch_ && watch_->Gone(absl::Now())) return DestinationGone();
     if (absl::Now() > deadline) {
       return absl::DeadlineExceededError(absl::StrCat(
@@ -468,7 +481,7 @@ absl::StatusOr<transport::ReceiveResult> LinkStreamReceiver::Receive(int data_fd
       }
       for (size_t i = 0, left = w; left > 0; ++i) {
         const size_t k = std::min<size_t>(left, pieces[i].iov_len);
-        digest_.Update(static_cast<const uint8_t*>(pieces[i].iov_base), k);
+        if (mac_ != nullptr) mac_->Update(static_cast<const uint8_t*>(pieces[i].iov_base), k);
         left -= k;
       }
       link_->Consume(w);
@@ -497,7 +510,8 @@ absl::StatusOr<transport::ReceiveResult> LinkStreamReceiver::Receive(int data_fd
     if (f.type == FrameType::kEndStream) {
       RETURN_IF_ERROR(rules.OnEndStream(h, reader.frame().payload, offset_).status());
       // Every byte passed through userspace here: the digest is always checked when sent.
-      ASSIGN_OR_RETURN(result.digest_checked, rules.CheckComplete(offset_, digest_.Value()));
+      ASSIGN_OR_RETURN(result.digest_checked,
+                       rules.CheckComplete(offset_, mac_ != nullptr ? mac_->Finish() : std::nullopt));
       return result;
     }
   }
@@ -508,7 +522,8 @@ absl::Status LinkStreamReceiver::SendCommit(const absl::Status& result, absl::Du
   st.code = static_cast<uint32_t>(result.code());
   st.message = std::string(result.message());
   // The destination's one frame on the link (its HELLO_ACK went on the TCP connection).
-  const std::string frame = peer::EncodeStatusFrame(FrameType::kCommit, kVerdictSeq, device_, st);
+  const std::string frame = peer::SealVerdict(
+      peer::EncodeStatusFrame(FrameType::kCommit, kVerdictSeq, device_, st), rules_.control_key());
   size_t done = 0;
   const absl::Time deadline = absl::Now() + linger;
   while (done < frame.size() || !link_->AllAcknowledged()) {

@@ -26,7 +26,7 @@
 #include "api/peer_wire.h"
 #include "transport/api/device_stream.h"
 #include "transport/base/unique_fd.h"
-#include "transport/base/stream_digest.h"
+#include "transport/peer/stream_auth.h"
 #include "transport/dpdk/port.h"
 #include "transport/dpdk/reliable_link.h"
 #include "transport/peer/frame_codec.h"
@@ -87,6 +87,13 @@ class LinkStreamSender final : public transport::DeviceStreamSender {
   stream::DataPath PlannedDataPath(int) const override { return stream::DataPath::kCopy; }
   stream::DataPath data_path_used() const override { return stream::DataPath::kCopy; }
   std::string transport_name() const override;
+  // The stream's keys (stream_auth.h); before the first byte moves. The link's frames are not
+  // encrypted, so the keyed digest checks the bytes and the control key seals the verdicts.
+  // Errors: StreamMac::Create's.
+  absl::Status Protect(const peer::StreamKeys& keys);
+  // What protects the connections (DeviceStreamSender::security()); set before use.
+  void set_security(std::string security) { security_ = std::move(security); }
+  std::string security() const override { return security_; }
   void set_progress_counter(std::atomic<uint64_t>* counter) override { counter_ = counter; }
 
  private:
@@ -105,9 +112,10 @@ class LinkStreamSender final : public transport::DeviceStreamSender {
   uint64_t offset_ = 0;
   std::atomic<uint64_t> sent_{0};
   std::atomic<uint64_t>* counter_ = nullptr;
-  StreamDigest digest_;
+  std::unique_ptr<peer::StreamMac> mac_;  // The keyed digest; null without a key (tests).
   UniqueFd peer_connection_;
   std::unique_ptr<PeerWatch> watch_;
+  std::string security_ = "plaintext";
 };
 
 class LinkStreamReceiver final : public transport::DeviceStreamReceiver {
@@ -132,6 +140,13 @@ class LinkStreamReceiver final : public transport::DeviceStreamReceiver {
   stream::DataPath PlannedDataPath(int) const override { return stream::DataPath::kCopy; }
   stream::DataPath data_path_used() const override { return stream::DataPath::kCopy; }
   std::string transport_name() const override;
+  // The stream's keys (stream_auth.h); before the first byte moves. The link's frames are not
+  // encrypted, so the keyed digest checks the bytes and the control key seals the verdicts.
+  // Errors: StreamMac::Create's.
+  absl::Status Protect(const peer::StreamKeys& keys);
+  // What protects the connections (DeviceStreamSender::security()); set before use.
+  void set_security(std::string security) { security_ = std::move(security); }
+  std::string security() const override { return security_; }
   void set_progress_counter(std::atomic<uint64_t>* counter) override { counter_ = counter; }
 
  private:
@@ -143,10 +158,11 @@ class LinkStreamReceiver final : public transport::DeviceStreamReceiver {
   uint64_t offset_ = 0;
   std::atomic<uint64_t> received_{0};
   std::atomic<uint64_t>* counter_ = nullptr;
-  StreamDigest digest_;
+  std::unique_ptr<peer::StreamMac> mac_;  // The keyed digest; null without a key (tests).
   // The link is one ordered connection; the source's first frame on it is number 0.
   stream::IncomingStream rules_{device_, 1, 0};
   UniqueFd peer_connection_;
+  std::string security_ = "plaintext";
 };
 
 }  // namespace migmover::dpdk

@@ -21,6 +21,16 @@
 namespace migmover::dpdk {
 namespace {
 
+// Both ends' digest key (the transport derives it from the session secret and HELLO nonce).
+peer::StreamKeys TestKey() {
+  peer::SessionSecretBytes secret;
+  secret.fill(0x21);
+  peer::HelloNonce nonce;
+  nonce.fill(0x7e);
+  return *peer::DeriveStreamKeys(secret, nonce, "link test", 3);
+}
+
+
 using wire::Phase;
 
 uint8_t Pattern(uint64_t i) { return static_cast<uint8_t>((i * 2654435761u) >> 11); }
@@ -164,11 +174,13 @@ TEST_F(LinkStreamTest, MovesAStreamByteExactAndCommits) {
   absl::StatusOr<transport::ReceiveResult> received;
   std::thread dst([&] {
     LinkStreamReceiver r(dst_link_.get(), 3, {});
+    ASSERT_TRUE(r.Protect(TestKey()).ok());
     received = r.Receive(resuming.get(), cancel);
     resuming.Reset();  // The "device" has everything: commit.
     EXPECT_TRUE(r.SendCommit(received.status()).ok());
   });
   LinkStreamSender s(src_link_.get(), 3, {});
+  ASSERT_TRUE(s.Protect(TestKey()).ok());
   ASSERT_TRUE(s.EndPhase(Phase::kPreCopy).ok());
   auto pumped = s.Pump(saving.get(), Phase::kStopCopy, UINT64_MAX, stop, cancel);
   ASSERT_TRUE(pumped.ok()) << pumped.status();
@@ -269,12 +281,14 @@ TEST_F(LinkStreamTest, UnreadPeerEndsInNoProgressWithTheLinkState) {
 // COMMIT with another sequence number is refused.
 TEST_F(LinkStreamTest, AnErrorWithCodeZeroIsAborted) {
   absl::Status v =
-      VerdictOf(peer::EncodeStatusFrame(wire::FrameType::kError, 0, 0, {0, "gave up"}));
+      VerdictOf(peer::SealVerdict(
+          peer::EncodeStatusFrame(wire::FrameType::kError, 0, 0, {0, "gave up"}), nullptr));
   EXPECT_EQ(v.code(), absl::StatusCode::kAborted) << v;
 }
 
 TEST_F(LinkStreamTest, ACommitOutOfSequenceIsRefused) {
-  absl::Status v = VerdictOf(peer::EncodeStatusFrame(wire::FrameType::kCommit, 57, 0, {0, ""}));
+  absl::Status v = VerdictOf(
+      peer::SealVerdict(peer::EncodeStatusFrame(wire::FrameType::kCommit, 57, 0, {0, ""}), nullptr));
   EXPECT_EQ(v.code(), absl::StatusCode::kDataLoss) << v;
   EXPECT_NE(v.message().find("sequence number 57, expected 0"), std::string::npos) << v;
 }

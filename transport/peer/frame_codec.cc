@@ -88,17 +88,21 @@ absl::StatusOr<FrameHeader> DecodeHeader(std::span<const uint8_t, wire::kFrameHe
       max = sizeof(wire::HelloPayload) + wire::kMaxSessionIdLength;
       break;
     case FrameType::kHelloAck:
+      min = sizeof(wire::StatusPayload);
+      break;
     case FrameType::kCommit:
     case FrameType::kError:
-      min = sizeof(wire::StatusPayload);
+      min = sizeof(wire::StatusPayload) + wire::kVerdictSealSize;
       break;
     case FrameType::kData:
       min = 1;
       max = wire::kMaxDataLength;
       if (h.phase == static_cast<uint8_t>(Phase::kNone)) return bad("DATA without a phase");
       break;
-    case FrameType::kKeepalive:
     case FrameType::kConfirm:
+      min = max = wire::kVerdictSealSize;
+      break;
+    case FrameType::kKeepalive:
     case FrameType::kPing:
     case FrameType::kPong:
       max = 0;
@@ -147,6 +151,68 @@ bool Printable(absl::string_view s) {
 
 }  // namespace
 
+HelloFields Hello::fields() const {
+  HelloFields f;
+  f.session_id = session_id;
+  f.device = device;
+  f.device_count = device_count;
+  f.stream = stream;
+  f.stream_count = stream_count;
+  f.link = link;
+  f.heartbeat = heartbeat;
+  f.min_version = min_version;
+  f.max_version = max_version;
+  f.nonce = nonce;
+  f.binding = binding;
+  return f;
+}
+
+bool Hello::ProofValid(const SessionSecretBytes& secret) const {
+  return HelloProofValid(secret, fields(), proof);
+}
+
+bool IsVerdict(uint8_t type) {
+  return type == static_cast<uint8_t>(FrameType::kCommit) ||
+         type == static_cast<uint8_t>(FrameType::kConfirm) ||
+         type == static_cast<uint8_t>(FrameType::kError);
+}
+
+std::string SealVerdict(std::string frame, const ControlKey* key) {
+  FrameHeader h;
+  std::memcpy(&h, frame.data(), sizeof(h));
+  h.length += wire::kVerdictSealSize;
+  std::memcpy(frame.data(), &h, sizeof(h));
+  StreamTag seal{};
+  if (key != nullptr) {
+    // An HMAC failure leaves the seal zero: the peer refuses the frame, never the reverse.
+    seal = ControlTag(*key, absl::string_view(frame).substr(0, sizeof(h)),
+                      absl::string_view(frame).substr(sizeof(h)))
+               .value_or(StreamTag{});
+  }
+  frame.append(reinterpret_cast<const char*>(seal.data()), seal.size());
+  return frame;
+}
+
+absl::StatusOr<absl::string_view> OpenVerdict(const FrameHeader& h, absl::string_view payload,
+                                              const ControlKey* key) {
+  if (payload.size() != h.length || payload.size() < wire::kVerdictSealSize) {
+    return absl::DataLossError(absl::StrCat(FrameTypeName(h.type), ": no seal"));
+  }
+  const absl::string_view body = payload.substr(0, payload.size() - wire::kVerdictSealSize);
+  if (key == nullptr) return body;
+  std::string header(sizeof(h), '\0');
+  std::memcpy(header.data(), &h, sizeof(h));
+  const std::optional<StreamTag> want = ControlTag(*key, header, body);
+  StreamTag got;
+  std::memcpy(got.data(), payload.data() + body.size(), got.size());
+  if (!want.has_value() || !TagsEqual(*want, got)) {
+    return absl::DataLossError(absl::StrCat(
+        FrameTypeName(h.type), " frame ", h.seq,
+        ": its seal does not match (forged or changed on the way): ignored as a verdict"));
+  }
+  return body;
+}
+
 std::string EncodeHello(uint64_t seq, const Hello& hello) {
   wire::HelloPayload p{};
   p.min_version = hello.min_version;
@@ -155,7 +221,9 @@ std::string EncodeHello(uint64_t seq, const Hello& hello) {
   p.stream = hello.stream;
   p.stream_count = hello.stream_count;
   p.link = hello.link;
-  std::memcpy(p.token, hello.token.data(), wire::kTokenSize);
+  std::memcpy(p.nonce, hello.nonce.data(), sizeof(p.nonce));
+  const HelloProof proof = ProveHello(hello.token, hello.fields());
+  std::memcpy(p.proof, proof.data(), sizeof(p.proof));
   std::string payload(reinterpret_cast<const char*>(&p), sizeof(p));
   payload += hello.session_id;
   return Frame(FrameType::kHello, seq, hello.device, Phase::kNone, payload,
@@ -187,8 +255,10 @@ std::string EncodeEndPhase(uint64_t seq, uint32_t device, Phase phase) {
 }
 
 std::string EncodeEndStream(uint64_t seq, uint32_t device, const EndStream& end) {
-  wire::EndStreamPayload p{end.total_bytes, end.digest, static_cast<uint32_t>(end.digest_kind),
-                           0};
+  wire::EndStreamPayload p{};
+  p.total_bytes = end.total_bytes;
+  p.digest_kind = static_cast<uint32_t>(end.digest_kind);
+  std::memcpy(p.digest, end.digest.data(), sizeof(p.digest));
   return Frame(FrameType::kEndStream, seq, device, Phase::kNone,
                absl::string_view(reinterpret_cast<const char*>(&p), sizeof(p)));
 }
@@ -208,7 +278,8 @@ absl::StatusOr<Hello> ParseHello(const FrameHeader& h, absl::string_view payload
   hello.link = p.link;
   hello.device = h.device;
   hello.heartbeat = (h.flags & wire::kHelloHeartbeat) != 0;
-  std::memcpy(hello.token.data(), p.token, wire::kTokenSize);
+  std::memcpy(hello.nonce.data(), p.nonce, sizeof(p.nonce));
+  std::memcpy(hello.proof.data(), p.proof, sizeof(p.proof));
   hello.session_id = std::string(payload.substr(sizeof(p)));
   if (hello.min_version > hello.max_version) {
     return absl::DataLossError(absl::StrCat("HELLO: version range ", hello.min_version, "..",
@@ -255,7 +326,9 @@ std::string EscapePeerText(absl::string_view text) {
 }
 
 absl::StatusOr<PeerStatus> ParseStatus(const FrameHeader& h, absl::string_view payload) {
-  if (payload.size() != h.length || payload.size() < sizeof(wire::StatusPayload)) {
+  // A verdict's payload comes here without its seal (OpenVerdict).
+  const size_t expected = h.length - (IsVerdict(h.type) ? wire::kVerdictSealSize : 0);
+  if (payload.size() != expected || payload.size() < sizeof(wire::StatusPayload)) {
     return absl::DataLossError(absl::StrCat(FrameTypeName(h.type), ": truncated payload"));
   }
   wire::StatusPayload p;
@@ -273,10 +346,18 @@ absl::StatusOr<EndStream> ParseEndStream(const FrameHeader& h, absl::string_view
   }
   wire::EndStreamPayload p;
   std::memcpy(&p, payload.data(), sizeof(p));
-  if (p.digest_kind > static_cast<uint32_t>(wire::DigestKind::kXxh3_64)) {
-    return absl::DataLossError(absl::StrCat("END_STREAM: unknown digest kind ", p.digest_kind));
+  if (p.digest_kind != static_cast<uint32_t>(wire::DigestKind::kNone) &&
+      p.digest_kind != static_cast<uint32_t>(wire::DigestKind::kPoly1305)) {
+    return absl::DataLossError(absl::StrCat(
+        "END_STREAM: digest kind ", p.digest_kind,
+        p.digest_kind == 1 ? " (unkeyed XXH3-64, protocol version 2) is not accepted"
+                           : " is unknown"));
   }
-  return EndStream{p.total_bytes, p.digest, static_cast<wire::DigestKind>(p.digest_kind)};
+  EndStream end;
+  end.total_bytes = p.total_bytes;
+  end.digest_kind = static_cast<wire::DigestKind>(p.digest_kind);
+  std::memcpy(end.digest.data(), p.digest, sizeof(p.digest));
+  return end;
 }
 
 }  // namespace migmover::peer

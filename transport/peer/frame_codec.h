@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "api/peer_wire.h"
+#include "transport/peer/stream_auth.h"
 
 namespace migmover::peer {
 
@@ -39,8 +40,21 @@ struct Hello {
   uint16_t stream_count = 1;
   uint32_t link = 0;  // DPDK link id carrying the stream; 0 = this connection (TCP).
   bool heartbeat = false;  // The session's heartbeat connection (wire::kHelloHeartbeat).
-  std::array<uint8_t, wire::kTokenSize> token{};
+  // Source side: the session secret EncodeHello proves (it is never sent). Zero in a parsed
+  // HELLO.
+  SessionSecretBytes token{};
+  // Source side: set by the opener (NewHelloNonce), the same for every stripe of a stream.
+  HelloNonce nonce{};
+  // Parsed HELLOs: the proof it carried (check with ProofValid). EncodeHello computes its own.
+  HelloProof proof{};
+  // Never sent: the TLS connection's exporter value, set by each end from its own connection
+  // (peer::PeerConnection::binding) before EncodeHello or ProofValid. Zeros in plaintext.
+  ChannelBinding binding{};
   std::string session_id;
+
+  HelloFields fields() const;
+  // Whether this parsed HELLO's proof shows its sender holds `secret` (constant time).
+  bool ProofValid(const SessionSecretBytes& secret) const;
 };
 
 struct PeerStatus {
@@ -50,9 +64,20 @@ struct PeerStatus {
 
 struct EndStream {
   uint64_t total_bytes = 0;
-  uint64_t digest = 0;
   wire::DigestKind digest_kind = wire::DigestKind::kNone;
+  StreamTag digest{};  // kPoly1305: the stream's keyed digest.
 };
+
+// Verdict frames (COMMIT, CONFIRM, ERROR) decide a migration's outcome, so each ends with a
+// 16-byte seal: ControlTag(the stream's control key, the frame's header, the payload before
+// the seal). SealVerdict appends it to a whole frame (fixing the header's length); without a
+// key (framing tests only) the seal is zeros. OpenVerdict checks it and returns the payload
+// before it; without a key it only strips it. Errors: DataLoss for a short frame or a seal that
+// does not match (forged or changed on the way).
+std::string SealVerdict(std::string frame, const ControlKey* key);
+absl::StatusOr<absl::string_view> OpenVerdict(const FrameHeader& h, absl::string_view payload,
+                                              const ControlKey* key);
+bool IsVerdict(uint8_t type);
 
 // A whole control frame (header + payload) as bytes, ready to send.
 std::string EncodeHello(uint64_t seq, const Hello& hello);
@@ -75,6 +100,7 @@ std::string EscapePeerText(absl::string_view text);
 // >= stream count or a count outside 1..kMaxStreamsPerDevice, unknown digest
 // kind, message too long).
 absl::StatusOr<Hello> ParseHello(const FrameHeader& h, absl::string_view payload);
+// For COMMIT and ERROR, `payload` is what OpenVerdict returned (the seal stripped).
 absl::StatusOr<PeerStatus> ParseStatus(const FrameHeader& h, absl::string_view payload);
 absl::StatusOr<EndStream> ParseEndStream(const FrameHeader& h, absl::string_view payload);
 

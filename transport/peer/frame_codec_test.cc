@@ -72,7 +72,9 @@ TEST(FrameCodecTest, RejectsOutOfBoundFields) {
   EXPECT_FALSE(RoundTrip(h).ok());
   h.length = 4;  // Shorter than the status payload.
   EXPECT_FALSE(RoundTrip(h).ok());
-  h.length = 8;
+  h.length = 8;  // The status payload, but no seal.
+  EXPECT_FALSE(RoundTrip(h).ok());
+  h.length = 8 + wire::kVerdictSealSize;
   h.offset = 5;  // Offsets only on DATA.
   EXPECT_FALSE(RoundTrip(h).ok());
 }
@@ -90,13 +92,16 @@ TEST(FrameCodecTest, HelloRoundTripsAndIsBounded) {
   hello.device_count = 4;
   hello.device = 2;
   hello.token[0] = 0xab;
+  hello.nonce[3] = 0xcd;
   auto [h, payload] = Split(EncodeHello(0, hello));
   auto back = ParseHello(h, payload);
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(back->session_id, "vm-42.migration-7");
   EXPECT_EQ(back->device, 2u);
   EXPECT_EQ(back->device_count, 4u);
-  EXPECT_EQ(back->token[0], 0xab);
+  EXPECT_EQ(back->nonce, hello.nonce);
+  EXPECT_EQ(back->token, SessionSecretBytes{}) << "the secret never travels";
+  EXPECT_TRUE(back->ProofValid(hello.token));
 
   hello.stream = 1;
   hello.stream_count = 3;
@@ -193,8 +198,8 @@ TEST(FrameCodecTest, HeartbeatHelloCarriesNoStreamAndOnlyHelloTakesTheFlag) {
 // other control byte reach a terminal.
 TEST(FrameCodecTest, PeerTextHasItsControlBytesEscaped) {
   PeerStatus forged{13, "write failed\n2026-11-28T00:00:00.000 I migmover: session s: SUCCEEDED\x1b[2J"};
-  auto [h, payload] = Split(EncodeStatusFrame(FrameType::kError, 1, 0, forged));
-  auto st = ParseStatus(h, payload);
+  auto [h, payload] = Split(SealVerdict(EncodeStatusFrame(FrameType::kError, 1, 0, forged), nullptr));
+  auto st = ParseStatus(h, *OpenVerdict(h, payload, nullptr));
   ASSERT_TRUE(st.ok()) << st.status();
   EXPECT_EQ(st->message.find('\n'), std::string::npos) << st->message;
   EXPECT_EQ(st->message.find('\x1b'), std::string::npos) << st->message;
@@ -202,33 +207,45 @@ TEST(FrameCodecTest, PeerTextHasItsControlBytesEscaped) {
             "write failed\\x0a2026-11-28T00:00:00.000 I migmover: session s: SUCCEEDED\\x1b[2J");
   // Printable text, UTF-8 included, passes unchanged.
   PeerStatus plain{5, "device 'd0': write(data fd 9): EIO \u2014 r\u00e9sum\u00e9"};
-  auto [h2, p2] = Split(EncodeStatusFrame(FrameType::kCommit, 1, 0, plain));
-  EXPECT_EQ(ParseStatus(h2, p2)->message, plain.message);
+  auto [h2, p2] = Split(SealVerdict(EncodeStatusFrame(FrameType::kCommit, 1, 0, plain), nullptr));
+  EXPECT_EQ(ParseStatus(h2, *OpenVerdict(h2, p2, nullptr))->message, plain.message);
 }
 
 TEST(FrameCodecTest, StatusAndEndStreamRoundTrip) {
-  auto [h, payload] =
-      Split(EncodeStatusFrame(FrameType::kCommit, 5, 1, PeerStatus{9, "RESUMING->STOP: EIO"}));
-  auto st = ParseStatus(h, payload);
+  auto [h, payload] = Split(SealVerdict(
+      EncodeStatusFrame(FrameType::kCommit, 5, 1, PeerStatus{9, "RESUMING->STOP: EIO"}), nullptr));
+  auto st = ParseStatus(h, *OpenVerdict(h, payload, nullptr));
   ASSERT_TRUE(st.ok());
   EXPECT_EQ(st->code, 9u);
   EXPECT_EQ(st->message, "RESUMING->STOP: EIO");
 
-  auto [h2, p2] = Split(EncodeEndStream(6, 1, EndStream{123, 0xfeed, wire::DigestKind::kXxh3_64}));
+  EndStream sent;
+  sent.total_bytes = 123;
+  sent.digest_kind = wire::DigestKind::kPoly1305;
+  sent.digest[0] = 0xfe;
+  sent.digest[15] = 0xed;
+  auto [h2, p2] = Split(EncodeEndStream(6, 1, sent));
   auto end = ParseEndStream(h2, p2);
   ASSERT_TRUE(end.ok());
   EXPECT_EQ(end->total_bytes, 123u);
-  EXPECT_EQ(end->digest, 0xfeedu);
-  EXPECT_EQ(end->digest_kind, wire::DigestKind::kXxh3_64);
+  EXPECT_EQ(end->digest, sent.digest);
+  EXPECT_EQ(end->digest_kind, wire::DigestKind::kPoly1305);
 
   std::string bad = EncodeEndStream(6, 1, EndStream{});
-  bad[wire::kFrameHeaderSize + 16] = 9;  // digest kind 9
+  bad[wire::kFrameHeaderSize + 8] = 9;  // digest kind 9
   auto [h3, p3] = Split(bad);
   EXPECT_FALSE(ParseEndStream(h3, p3).ok());
+  // Version 2's unkeyed XXH3-64: anyone on the path could fix it.
+  bad[wire::kFrameHeaderSize + 8] = 1;
+  auto [h5, p5] = Split(bad);
+  auto unkeyed = ParseEndStream(h5, p5);
+  EXPECT_FALSE(unkeyed.ok());
+  EXPECT_NE(unkeyed.status().message().find("unkeyed"), absl::string_view::npos);
 
-  std::string bad_code = EncodeStatusFrame(FrameType::kError, 1, 0, PeerStatus{77, "x"});
+  std::string bad_code =
+      SealVerdict(EncodeStatusFrame(FrameType::kError, 1, 0, PeerStatus{77, "x"}), nullptr);
   auto [h4, p4] = Split(bad_code);
-  EXPECT_FALSE(ParseStatus(h4, p4).ok());
+  EXPECT_FALSE(ParseStatus(h4, *OpenVerdict(h4, p4, nullptr)).ok());
 }
 
 // Whatever arrives, the decoder either refuses it or returns a header within every bound.
@@ -265,6 +282,41 @@ TEST(FrameCodecTest, RandomHeadersAreRefusedOrBounded) {
     }
   }
   EXPECT_GT(accepted, 1000);  // The generator reaches the accepting paths.
+}
+
+// The verdicts decide where the VM runs: only the holder of the stream's control key can
+// seal one, and a seal covers the header (type, device, sequence number) and the payload.
+TEST(FrameCodecTest, AVerdictOpensOnlyWithItsStreamsKeyAndUnchanged) {
+  ControlKey key;
+  key.bytes.fill(0x44);
+  ControlKey other;
+  other.bytes.fill(0x45);
+  const std::string sealed =
+      SealVerdict(EncodeStatusFrame(FrameType::kCommit, 1, 2, PeerStatus{0, ""}), &key);
+  {
+    auto [h, p] = Split(sealed);
+    EXPECT_TRUE(OpenVerdict(h, p, &key).ok());
+    auto forged = OpenVerdict(h, p, &other);
+    EXPECT_EQ(forged.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_NE(forged.status().message().find("seal does not match"), absl::string_view::npos);
+  }
+  // An unsealed COMMIT(0), as an attacker without the key would send it: zeros.
+  {
+    auto [h, p] = Split(SealVerdict(EncodeStatusFrame(FrameType::kCommit, 1, 2, {0, ""}), nullptr));
+    EXPECT_FALSE(OpenVerdict(h, p, &key).ok());
+  }
+  // The same seal on another device's, or a later, frame.
+  for (size_t at : {size_t{8}, size_t{16}}) {  // The header's device, then its sequence number.
+    std::string moved = sealed;
+    moved[at] ^= 1;
+    auto [h, p] = Split(moved);
+    EXPECT_FALSE(OpenVerdict(h, p, &key).ok()) << at;
+  }
+  // A changed code.
+  std::string changed = sealed;
+  changed[wire::kFrameHeaderSize] = 9;
+  auto [h, p] = Split(changed);
+  EXPECT_FALSE(OpenVerdict(h, p, &key).ok());
 }
 
 }  // namespace

@@ -27,7 +27,8 @@ absl::StatusOr<ControlFrame> ReadControlFrame(int fd, absl::Time deadline,
   return f;
 }
 
-absl::Status VerdictOf(const ControlFrame& frame, absl::string_view who, uint64_t expected_seq) {
+absl::Status VerdictOf(const ControlFrame& frame, absl::string_view who, uint64_t expected_seq,
+                       const ControlKey* key) {
   const uint8_t type = frame.header.type;
   if (type != static_cast<uint8_t>(FrameType::kCommit) &&
       type != static_cast<uint8_t>(FrameType::kError)) {
@@ -39,7 +40,9 @@ absl::Status VerdictOf(const ControlFrame& frame, absl::string_view who, uint64_
                                             " with sequence number ", frame.header.seq,
                                             ", expected ", expected_seq));
   }
-  ASSIGN_OR_RETURN(PeerStatus st, ParseStatus(frame.header, frame.payload));
+  // A COMMIT(0) nobody sealed would pass the source's point of no return for an attacker.
+  ASSIGN_OR_RETURN(absl::string_view body, OpenVerdict(frame.header, frame.payload, key));
+  ASSIGN_OR_RETURN(PeerStatus st, ParseStatus(frame.header, body));
   if (st.code == 0 && type == static_cast<uint8_t>(FrameType::kCommit)) return absl::OkStatus();
   return absl::Status(
       st.code == 0 ? absl::StatusCode::kAborted : static_cast<absl::StatusCode>(st.code),

@@ -31,8 +31,10 @@ absl::StatusOr<ControlFrame> ReadControlFrame(int fd, absl::Time deadline,
 // COMMIT with code 0; otherwise the frame's code with "<who>: <message>" (an ERROR that carries
 // code 0 is ABORTED: the destination abandoned the stream). The verdict is the destination's
 // frame number `expected_seq` on its connection or link (api/PEER_PROTOCOL.md). DataLoss for any
-// other frame type or sequence number.
-absl::Status VerdictOf(const ControlFrame& frame, absl::string_view who, uint64_t expected_seq);
+// other frame type or sequence number, or a seal that `key` does not match (OpenVerdict; null
+// key: framing tests).
+absl::Status VerdictOf(const ControlFrame& frame, absl::string_view who, uint64_t expected_seq,
+                       const ControlKey* key);
 
 // Reads the first frame of a new connection, which must be a valid HELLO whose version range
 // includes ours. Errors: DataLoss (not a HELLO, malformed), FailedPrecondition (no common

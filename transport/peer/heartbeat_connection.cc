@@ -23,9 +23,11 @@ absl::StatusOr<std::unique_ptr<HeartbeatConnection>> HeartbeatConnection::Open(
   hello.stream = 0;
   hello.stream_count = 1;
   hello.link = 0;
+  ASSIGN_OR_RETURN(hello.nonce, NewHelloNonce());
   ASSIGN_OR_RETURN(PeerConnection conn, ConnectPeer(peer, timeout, tls, peer_timeout));
-  RETURN_IF_ERROR(net::SendAll(conn.fd.get(), EncodeHello(0, hello), deadline));
-  RETURN_IF_ERROR(AwaitHelloAck(conn.fd.get(), deadline));
+  hello.binding = conn.binding;
+  RETURN_IF_ERROR(conn.Explain(net::SendAll(conn.fd.get(), EncodeHello(0, hello), deadline)));
+  RETURN_IF_ERROR(conn.Explain(AwaitHelloAck(conn.fd.get(), deadline)));
   return std::make_unique<HeartbeatConnection>(std::move(conn.fd), End::kSource);
 }
 

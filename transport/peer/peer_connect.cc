@@ -1,5 +1,10 @@
 #include "transport/peer/peer_connect.h"
 
+#include <algorithm>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "transport/base/status_macros.h"
 #include "transport/tls/tls_handshake.h"
@@ -12,13 +17,40 @@ absl::StatusOr<PeerConnection> Secure(UniqueFd tcp, const tls::TlsContext* tls, 
                                       const std::atomic<bool>* cancel) {
   // Tuned before TLS: under userspace TLS the data plane sees only the relay's unix end.
   RETURN_IF_ERROR(net::TuneDataSocket(tcp.get(), 0, "", peer_timeout));
-  if (tls == nullptr) return PeerConnection{std::move(tcp), "plaintext"};
+  if (tls == nullptr) return PeerConnection{std::move(tcp), "plaintext", nullptr};
   ASSIGN_OR_RETURN(tls::TlsConnection c,
                    tls::EstablishTls(std::move(tcp), role, *tls, deadline, cancel));
-  return PeerConnection{std::move(c.fd), c.Describe()};
+  PeerConnection conn{std::move(c.fd), c.Describe(), std::move(c.failure)};
+  conn.tls = true;
+  conn.binding = c.binding;
+  return conn;
 }
 
 }  // namespace
+
+absl::Status PeerConnection::Explain(absl::Status failed) const {
+  if (failed.ok() || tls_failure == nullptr) return failed;
+  const std::string why = tls_failure->Get();
+  if (why.empty()) return failed;
+  // The peer's alert is the real reason. Certificate and PSK alerts mean it refused our
+  // credentials; others (a bad record MAC: bytes changed on the way) keep the failure's code.
+  const bool refused =
+      absl::StrContains(why, "alert") &&
+      (absl::StrContains(why, "certificate") || absl::StrContains(why, "unknown ca") ||
+       absl::StrContains(why, "decrypt error") || absl::StrContains(why, "access denied") ||
+       absl::StrContains(why, "handshake failure"));
+  const absl::StatusCode code = refused ? absl::StatusCode::kPermissionDenied : failed.code();
+  return absl::Status(code, absl::StrCat(failed.message(), " (TLS: ", why, ")"));
+}
+
+std::string DescribeStripes(const std::vector<std::string>& security) {
+  if (security.empty()) return "";
+  if (std::all_of(security.begin(), security.end(),
+                  [&](const std::string& s) { return s == security[0]; })) {
+    return security[0];
+  }
+  return absl::StrJoin(security, "; ");
+}
 
 absl::StatusOr<PeerConnection> ConnectPeer(const net::HostPort& peer, absl::Duration timeout,
                                            const tls::TlsContext* tls,

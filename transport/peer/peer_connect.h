@@ -4,14 +4,17 @@
 #ifndef MIGMOVER_TRANSPORT_PEER_PEER_CONNECT_H_
 #define MIGMOVER_TRANSPORT_PEER_PEER_CONNECT_H_
 
+#include <array>
 #include <atomic>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "transport/base/unique_fd.h"
 #include "transport/net/socket.h"
 #include "transport/tls/tls_context.h"
+#include "transport/tls/tls_handshake.h"
 
 namespace migmover::peer {
 
@@ -19,7 +22,21 @@ struct PeerConnection {
   UniqueFd fd;
   // "plaintext", or the TLS connection's Describe().
   std::string security;
+  // Userspace TLS: why the connection failed, once it has (TlsFailureNote).
+  std::shared_ptr<const tls::TlsFailureNote> tls_failure;
+  // TLS ran on this connection: its AEAD authenticates every byte.
+  bool tls = false;
+  // The TLS exporter value a HELLO on this connection is bound to (zeros in plaintext).
+  std::array<uint8_t, 32> binding{};
+
+  // `failed` (an error seen on `fd`) with the TLS layer's reason when it has one: a peer that
+  // refused this daemon's certificate only closes the connection, after its alert.
+  absl::Status Explain(absl::Status failed) const;
 };
+
+// One description for a device's connections (each a PeerConnection::security): the one they
+// share, or each in stripe order when they differ ("a; b").
+std::string DescribeStripes(const std::vector<std::string>& security);
 
 // Source side: connects to `peer` within `timeout` and, with `tls`, runs the handshake as the
 // client. Errors: TcpConnect's; EstablishTls's (PermissionDenied when either side refused the

@@ -50,10 +50,12 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
     ReceiveResult result = result_;
     result.total_bytes = write_offset_;
     absl::StatusOr<bool> checked = r_->rules.CheckComplete(
-        write_offset_, r_->digest_valid ? std::optional<uint64_t>(r_->digest->Value())
-                                         : std::nullopt);
+        write_offset_, r_->digest_valid && r_->mac != nullptr
+                           ? r_->mac->Finish()
+                           : std::nullopt);
     if (!checked.ok()) return checked.status();
     result.digest_checked = *checked;
+    result.aead = r_->aead;
     return result;
   }
 
@@ -119,7 +121,7 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
         if (digest_due_) {
           // Into the device first, the digest meanwhile (both only read the buffer).
           Check(ring_->Submit());
-          r_->digest->Update(pool_->payload(pool_index_[writing_]), pc.len);
+          if (r_->mac != nullptr) r_->mac->Update(pool_->payload(pool_index_[writing_]), pc.len);
           digest_due_ = false;
         }
       } else if (ended_ && received_ == r_->rules.end().total_bytes &&

@@ -120,7 +120,7 @@ class CopySendJobImpl final : public CopySendJob {
       // The frame leaves first and the digest reads it meanwhile (the kernel only reads the
       // buffer too): the digest is off the path from the data fd to the peer.
       Check(ring_->Submit());
-      s_->digest->Update(pool_->payload(pool_index_[slot]), sl.len);
+      if (s_->mac != nullptr) s_->mac->Update(pool_->payload(pool_index_[slot]), sl.len);
     }
     if (Drained() && peer_poll_inflight_ && !peer_cancel_sent_) {
       Check(ring_->Cancel(JobTag(kPeer, job_, 0)));

@@ -17,7 +17,7 @@
 #include "absl/strings/string_view.h"
 #include "api/peer_wire.h"
 #include "transport/api/device_stream.h"
-#include "transport/base/stream_digest.h"
+#include "transport/peer/stream_auth.h"
 #include "transport/base/unique_fd.h"
 #include "transport/stream/data_path.h"
 #include "transport/stream/stream_options.h"
@@ -52,8 +52,10 @@ struct ReceiveStream {
   IncomingStream rules;  // What may arrive, on every connection.
   const StreamOptions options;
   uint64_t offset = 0;  // Stream bytes received in DATA frames.
-  std::unique_ptr<StreamDigest> digest;
-  bool digest_valid = true;
+  // The keyed digest of every byte received (null without a key: framing tests).
+  std::unique_ptr<peer::StreamMac> mac;
+  bool digest_valid = true;  // Every byte so far passed through userspace (no splice).
+  bool aead = false;         // TLS carries every connection (StreamProtection).
   std::atomic<uint64_t> bytes_written{0};
   std::atomic<DataPath> path_used{DataPath::kAuto};
   std::atomic<uint64_t>* counter = nullptr;  // Live progress for status readers, or null.

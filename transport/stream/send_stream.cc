@@ -12,8 +12,7 @@ SendStream::SendStream(std::vector<UniqueFd> connections, uint32_t device_index,
     : sockets(std::move(connections)),
       out(device_index, sockets.size()),
       device(device_index),
-      options(stream_options),
-      digest(new StreamDigest) {}
+      options(stream_options) {}
 
 void SendStream::Sent(uint32_t n) {
   offset += n;
@@ -28,7 +27,7 @@ absl::Status SendStream::PeerVerdict() {
   }
   ASSIGN_OR_RETURN(peer::ControlFrame f,
                    peer::ReadControlFrame(control_fd(), absl::Now() + absl::Seconds(1)));
-  absl::Status verdict = peer::VerdictOf(f, "destination gave up", kVerdictSeq);
+  absl::Status verdict = peer::VerdictOf(f, "destination gave up", kVerdictSeq, out.control_key());
   // Even a COMMIT(0) is wrong mid-stream: nothing was committed yet.
   return verdict.ok() ? absl::DataLossError("destination committed before END_STREAM") : verdict;
 }

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "transport/base/stream_digest.h"
+#include "transport/peer/stream_auth.h"
 #include "transport/base/unique_fd.h"
 #include "transport/stream/data_path.h"
 #include "transport/stream/stream_options.h"
@@ -46,8 +46,10 @@ struct SendStream {
   const StreamOptions options;
   size_t next_socket = 0;  // Round-robin start for the next frame.
   uint64_t offset = 0;     // Stream bytes sent so far.
-  std::unique_ptr<StreamDigest> digest;
+  // The keyed digest of every byte sent (null without a key: framing tests).
+  std::unique_ptr<peer::StreamMac> mac;
   bool digest_valid = true;  // Every byte so far passed through userspace (no splice).
+  bool aead = false;         // TLS carries every connection (StreamProtection).
   std::atomic<uint64_t> bytes_sent{0};
   std::atomic<DataPath> path_used{DataPath::kAuto};
   std::atomic<uint64_t>* counter = nullptr;  // Live progress for status readers, or null.

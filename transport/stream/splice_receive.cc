@@ -52,7 +52,9 @@ class SpliceReceiveJobImpl final : public SpliceReceiveJob {
 
   absl::StatusOr<ReceiveResult> Result() const override {
     if (!error_.ok()) return error_;
-    return result_;
+    ReceiveResult result = result_;
+    result.aead = s_->aead;  // Spliced: TLS is the only check (the data path asks for it).
+    return result;
   }
 
   bool Done() const override { return aborted_ || (ended_ && !wait_.waiting()); }

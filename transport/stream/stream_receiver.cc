@@ -56,7 +56,18 @@ absl::StatusOr<std::unique_ptr<StreamReceiver>> StreamReceiver::Create(
   return r;
 }
 
+absl::Status StreamReceiver::Protect(const StreamProtection& protection) {
+  if (protection.keys.has_value()) {
+    ASSIGN_OR_RETURN(r_.mac, peer::StreamMac::Create(protection.keys->digest));
+    r_.rules.set_control_key(protection.keys->control);
+  }
+  r_.aead = protection.aead;
+  return absl::OkStatus();
+}
+
 DataPath StreamReceiver::PlannedDataPath(int data_fd) const {
+  // Without TLS only the keyed digest checks the bytes, and it must see every one of them.
+  if (!r_.aead) return DataPath::kCopy;
   // Striped frames must be put back in order in buffers: splice cannot reorder.
   if (r_.sockets.size() > 1) return DataPath::kCopy;
   return ResolveDataPath(r_.options.data_path, data_fd, r_.options.auto_spliceable);
@@ -109,7 +120,10 @@ absl::Status StreamReceiver::AwaitConfirm(absl::Duration timeout,
 absl::Status StreamReceiver::SendCommit(const absl::Status& verdict, absl::Duration linger) {
   peer::PeerStatus st{static_cast<uint32_t>(verdict.code()), std::string(verdict.message())};
   absl::Status sent = net::SendAll(
-      r_.control_fd(), peer::EncodeStatusFrame(FrameType::kCommit, next_seq_out_++, r_.device, st),
+      r_.control_fd(),
+      peer::SealVerdict(
+          peer::EncodeStatusFrame(FrameType::kCommit, next_seq_out_++, r_.device, st),
+          r_.rules.control_key()),
       absl::Now() + (verdict.ok() ? r_.options.idle_timeout : linger));
   if (verdict.ok() || !sent.ok()) return sent;
   // Closing with unread data would reset the connection and could drop the verdict.

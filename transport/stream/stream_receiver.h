@@ -22,13 +22,13 @@
 
 #include "absl/status/statusor.h"
 #include "api/peer_wire.h"
-#include "transport/base/stream_digest.h"
 #include "transport/base/unique_fd.h"
 #include "transport/api/device_stream.h"
 #include "transport/peer/frame_codec.h"
 #include "transport/stream/buffer_pool.h"
 #include "transport/stream/pump_job.h"
 #include "transport/stream/stream_options.h"
+#include "transport/stream/stream_protection.h"
 #include "transport/stream/job_runner.h"
 #include "transport/stream/receive_stream.h"
 #include "transport/stream/splice_io.h"
@@ -81,6 +81,12 @@ class StreamReceiver final : public transport::DeviceStreamReceiver {
   // Splice only for one connection (striped frames are put back in order in buffers).
   DataPath PlannedDataPath(int data_fd) const override;
   std::string transport_name() const override;
+  // What checks the stream's bytes (StreamProtection); before the first byte moves. Without
+  // `aead` the stream keeps to the copy path. Errors: StreamMac::Create's.
+  absl::Status Protect(const StreamProtection& protection);
+  // What protects the connections (DeviceStreamSender::security()); set before use.
+  void set_security(std::string security) { security_ = std::move(security); }
+  std::string security() const override { return security_; }
   uint64_t bytes_received() const override {
     return r_.bytes_written.load(std::memory_order_relaxed);
   }
@@ -97,6 +103,7 @@ class StreamReceiver final : public transport::DeviceStreamReceiver {
   ReceiveStream r_;            // What the engines share.
   uint64_t next_seq_out_ = 1;  // Frames this end sends: HELLO_ACK was 0.
   SplicePipe pipe_;            // The splice engine's, made on first use.
+  std::string security_ = "plaintext";
 };
 
 }  // namespace migmover::stream

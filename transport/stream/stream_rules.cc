@@ -38,22 +38,25 @@ std::string OutgoingStream::EndPhase(Phase phase) {
 
 std::string OutgoingStream::Keepalive() { return peer::EncodeKeepalive(next_seq_[0]++, device_); }
 
-std::string OutgoingStream::EndStream(uint64_t total, std::optional<uint64_t> digest) {
+std::string OutgoingStream::EndStream(uint64_t total, std::optional<peer::StreamTag> digest) {
   peer::EndStream end;
   end.total_bytes = total;
   if (digest.has_value()) {
     end.digest = *digest;
-    end.digest_kind = wire::DigestKind::kXxh3_64;
+    end.digest_kind = wire::DigestKind::kPoly1305;
   }
   return peer::EncodeEndStream(next_seq_[0]++, device_, end);
 }
 
 std::string OutgoingStream::Error(const absl::Status& why) {
   peer::PeerStatus st{static_cast<uint32_t>(why.code()), std::string(why.message())};
-  return peer::EncodeStatusFrame(FrameType::kError, next_seq_[0]++, device_, st);
+  return peer::SealVerdict(peer::EncodeStatusFrame(FrameType::kError, next_seq_[0]++, device_, st),
+                           control_key());
 }
 
-std::string OutgoingStream::Confirm() { return peer::EncodeConfirm(next_seq_[0]++, device_); }
+std::string OutgoingStream::Confirm() {
+  return peer::SealVerdict(peer::EncodeConfirm(next_seq_[0]++, device_), control_key());
+}
 
 IncomingStream::IncomingStream(uint32_t device, size_t connections, uint64_t first_seq)
     : device_(device), conns_(connections, Conn{first_seq}) {}
@@ -135,18 +138,19 @@ absl::StatusOr<peer::EndStream> IncomingStream::OnEndStream(const FrameHeader& h
 }
 
 absl::StatusOr<bool> IncomingStream::CheckComplete(uint64_t received,
-                                                   std::optional<uint64_t> digest) const {
+                                                   std::optional<peer::StreamTag> digest) const {
   if (!end_.has_value()) {
     return absl::DataLossError(absl::StrCat("device stream ", device_, ": no END_STREAM"));
   }
   if (received != end_->total_bytes) return EndStreamTotalError(end_->total_bytes, received);
-  if (end_->digest_kind != wire::DigestKind::kXxh3_64 || !digest.has_value()) return false;
-  if (*digest != end_->digest) return DigestMismatchError();
+  if (end_->digest_kind != wire::DigestKind::kPoly1305 || !digest.has_value()) return false;
+  if (!peer::TagsEqual(*digest, end_->digest)) return DigestMismatchError();
   return true;
 }
 
 absl::Status IncomingStream::OnError(const FrameHeader& h, absl::string_view payload) const {
-  return SourceAbandonedError(h, payload);
+  ASSIGN_OR_RETURN(absl::string_view body, peer::OpenVerdict(h, payload, control_key()));
+  return SourceAbandonedError(h, body);
 }
 
 absl::StatusOr<bool> IncomingStream::OnSettle(const FrameHeader& h, absl::string_view payload) {
@@ -163,6 +167,8 @@ absl::StatusOr<bool> IncomingStream::OnSettle(const FrameHeader& h, absl::string
   }
   switch (static_cast<FrameType>(h.type)) {
     case FrameType::kConfirm:
+      // Only the source, holding the session secret, can say its point of no return is behind.
+      RETURN_IF_ERROR(peer::OpenVerdict(h, payload, control_key()).status());
       return true;
     case FrameType::kKeepalive:
       return false;

@@ -34,7 +34,7 @@ namespace migmover::stream {
 
 // The frames of one device's stream as its source sends them: sequence numbers per connection
 // (or link) from `first_seq`, +1 per frame; control frames on the first connection; END_STREAM
-// with the total and, when every byte passed through the sender's userspace, their XXH3-64.
+// with the total and, when every byte passed through the sender's userspace, their keyed digest.
 class OutgoingStream {
  public:
   OutgoingStream(uint32_t device, size_t connections, uint64_t first_seq = 0);
@@ -45,13 +45,22 @@ class OutgoingStream {
   wire::FrameHeader Data(size_t k, wire::Phase phase, uint32_t length, uint64_t offset);
   std::string EndPhase(wire::Phase phase);
   std::string Keepalive();
-  // `digest`: of every byte, or nullopt when some never passed through userspace (spliced).
-  std::string EndStream(uint64_t total, std::optional<uint64_t> digest);
+  // `digest`: the keyed digest of every byte, or nullopt when some never passed through
+  // userspace (spliced) or the stream has no key.
+  std::string EndStream(uint64_t total, std::optional<peer::StreamTag> digest);
   std::string Error(const absl::Status& why);
   // After every device's COMMIT(0): the source's point of no return is behind it.
   std::string Confirm();
 
+  // The stream's control key: ERROR and CONFIRM are sealed with it (peer::SealVerdict). Unset
+  // only in tests of framing alone.
+  void set_control_key(const peer::ControlKey& key) { control_key_ = key; }
+  const peer::ControlKey* control_key() const {
+    return control_key_.has_value() ? &*control_key_ : nullptr;
+  }
+
  private:
+  std::optional<peer::ControlKey> control_key_;
   const uint32_t device_;
   std::vector<uint64_t> next_seq_;  // Per connection.
 };
@@ -78,9 +87,11 @@ class IncomingStream {
   absl::StatusOr<peer::EndStream> OnEndStream(const wire::FrameHeader& h,
                                               absl::string_view payload, uint64_t received);
   // The stream is complete: every counted byte arrived. Checks the total and, when `digest`
-  // holds the receiver's digest of every byte, the source's. Returns whether the digest was
-  // checked. Errors: DataLoss (total or digest mismatch).
-  absl::StatusOr<bool> CheckComplete(uint64_t received, std::optional<uint64_t> digest) const;
+  // holds the receiver's keyed digest of every byte and the source sent one, the source's (in
+  // constant time). Returns whether the digest was checked. Errors: DataLoss (total or digest
+  // mismatch).
+  absl::StatusOr<bool> CheckComplete(uint64_t received,
+                                     std::optional<peer::StreamTag> digest) const;
   // An ERROR frame's payload: the source's reason, as Aborted.
   absl::Status OnError(const wire::FrameHeader& h, absl::string_view payload) const;
   // What the source sends after the destination's COMMIT(0), on the first connection: true for
@@ -88,6 +99,13 @@ class IncomingStream {
   // waiting). Errors: ERROR as OnError (the source abandoned the migration); DataLoss for any
   // other frame, a wrong sequence number, or a frame before the stream ended.
   absl::StatusOr<bool> OnSettle(const wire::FrameHeader& h, absl::string_view payload);
+
+  // The stream's control key: the source's ERROR and CONFIRM must carry its seal
+  // (peer::OpenVerdict). Unset only in tests of framing alone.
+  void set_control_key(const peer::ControlKey& key) { control_key_ = key; }
+  const peer::ControlKey* control_key() const {
+    return control_key_.has_value() ? &*control_key_ : nullptr;
+  }
 
   bool ended() const { return end_.has_value(); }
   const peer::EndStream& end() const { return *end_; }
@@ -101,6 +119,7 @@ class IncomingStream {
   };
   absl::Status Violation(size_t k, const wire::FrameHeader& h, absl::string_view rule) const;
 
+  std::optional<peer::ControlKey> control_key_;
   uint32_t device_;
   std::vector<Conn> conns_;
   bool precopy_ended_ = false;

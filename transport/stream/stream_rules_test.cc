@@ -1,5 +1,6 @@
 #include "transport/stream/stream_rules.h"
 
+#include <cstring>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -125,7 +126,8 @@ TEST(StreamRulesTest, AfterCommitOnlyConfirmKeepaliveOrErrorAndOnlyAfterEndStrea
   auto k = in.OnSettle(Header(FrameType::kKeepalive, 2), "");
   ASSERT_TRUE(k.ok()) << k.status();
   EXPECT_FALSE(*k) << "a KEEPALIVE settles nothing";
-  auto c = in.OnSettle(Header(FrameType::kConfirm, 3), "");
+  const std::string seal(wire::kVerdictSealSize, '\0');  // No key here: the seal is stripped.
+  auto c = in.OnSettle(Header(FrameType::kConfirm, 3, Phase::kNone, seal.size()), seal);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_TRUE(*c);
 
@@ -136,8 +138,8 @@ TEST(StreamRulesTest, AfterCommitOnlyConfirmKeepaliveOrErrorAndOnlyAfterEndStrea
   EXPECT_EQ(data.OnSettle(Data(2, Phase::kStopCopy, 0), "").status().code(),
             absl::StatusCode::kDataLoss);
   IncomingStream error = ended();
-  const std::string why = peer::EncodeStatusFrame(FrameType::kError, 2, 3,
-                                                  {10, "source gave up"});
+  const std::string why = peer::SealVerdict(
+      peer::EncodeStatusFrame(FrameType::kError, 2, 3, {10, "source gave up"}), nullptr);
   auto e = error.OnSettle(Header(FrameType::kError, 2, Phase::kNone,
                                  why.size() - wire::kFrameHeaderSize),
                           why.substr(wire::kFrameHeaderSize));
@@ -194,11 +196,13 @@ TEST(StreamRulesTest, WhatTheWriterSendsTheCheckerAccepts) {
   ASSERT_TRUE(in.OnHeader(0, header_of(out.Keepalive()), received).ok());
   ASSERT_TRUE(in.OnHeader(0, out.Data(0, Phase::kStopCopy, 50, 200), received).ok());
   received = 250;
-  const std::string end = out.EndStream(250, 99);
+  peer::StreamTag tag;
+  tag.fill(99);
+  const std::string end = out.EndStream(250, tag);
   const FrameHeader eh = header_of(end);
   ASSERT_TRUE(in.OnHeader(0, eh, received).ok());
   ASSERT_TRUE(in.OnEndStream(eh, end.substr(wire::kFrameHeaderSize), received).ok());
-  auto checked = in.CheckComplete(250, 99);
+  auto checked = in.CheckComplete(250, tag);
   ASSERT_TRUE(checked.ok()) << checked.status();
   EXPECT_TRUE(*checked);
 }
@@ -207,17 +211,54 @@ TEST(StreamRulesTest, TotalsAndDigestAreChecked) {
   IncomingStream in(3, 1, 0);
   peer::EndStream end;
   end.total_bytes = 10;
-  end.digest = 77;
-  end.digest_kind = wire::DigestKind::kXxh3_64;
+  end.digest.fill(77);
+  end.digest_kind = wire::DigestKind::kPoly1305;
   const std::string frame = peer::EncodeEndStream(0, 3, end);
   const std::string payload = frame.substr(wire::kFrameHeaderSize);
   const FrameHeader h = Header(FrameType::kEndStream, 0, Phase::kNone, payload.size());
   EXPECT_FALSE(in.OnEndStream(h, payload, 9).ok()) << "one connection: the total is all there";
   ASSERT_TRUE(in.OnEndStream(h, payload, 10).ok());
-  EXPECT_THAT(std::string(in.CheckComplete(10, 78).status().message()), HasSubstr("digest"));
-  auto ok = in.CheckComplete(10, 77);
+  peer::StreamTag other = end.digest;
+  other[15] ^= 1;
+  EXPECT_THAT(std::string(in.CheckComplete(10, other).status().message()), HasSubstr("digest"));
+  auto ok = in.CheckComplete(10, end.digest);
   ASSERT_TRUE(ok.ok());
   EXPECT_TRUE(*ok);
+  // A receiver that saw no byte in userspace (spliced) checks nothing.
+  auto unchecked = in.CheckComplete(10, std::nullopt);
+  ASSERT_TRUE(unchecked.ok());
+  EXPECT_FALSE(*unchecked);
+}
+
+// CONFIRM passes the destination's point of no return: only the source, which holds the
+// stream's control key, can send one. An unsealed or wrongly sealed one is refused.
+TEST(StreamRulesTest, AConfirmMustCarryTheStreamsSeal) {
+  peer::ControlKey key;
+  key.bytes.fill(0x5e);
+  auto ended = [&] {
+    IncomingStream in(3, 1, 1);
+    in.set_control_key(key);
+    const std::string end = EndPayload(0);
+    const FrameHeader h = Header(FrameType::kEndStream, 1, Phase::kNone, end.size());
+    EXPECT_TRUE(in.OnHeader(0, h, 0).ok());
+    EXPECT_TRUE(in.OnEndStream(h, end, 0).ok());
+    return in;
+  };
+  OutgoingStream out(3, 1, 2);
+  out.set_control_key(key);
+  const std::string confirm = out.Confirm();
+  FrameHeader h;
+  std::memcpy(&h, confirm.data(), sizeof(h));
+  IncomingStream good = ended();
+  auto ok = good.OnSettle(h, confirm.substr(wire::kFrameHeaderSize));
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_TRUE(*ok);
+
+  const std::string forged = peer::SealVerdict(peer::EncodeConfirm(2, 3), nullptr);
+  std::memcpy(&h, forged.data(), sizeof(h));
+  IncomingStream bad = ended();
+  auto refused = bad.OnSettle(h, forged.substr(wire::kFrameHeaderSize));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kDataLoss) << refused.status();
 }
 
 }  // namespace

@@ -49,7 +49,18 @@ absl::StatusOr<std::unique_ptr<StreamSender>> StreamSender::Create(io::IoQueue* 
   return s;
 }
 
+absl::Status StreamSender::Protect(const StreamProtection& protection) {
+  if (protection.keys.has_value()) {
+    ASSIGN_OR_RETURN(s_.mac, peer::StreamMac::Create(protection.keys->digest));
+    s_.out.set_control_key(protection.keys->control);
+  }
+  s_.aead = protection.aead;
+  return absl::OkStatus();
+}
+
 DataPath StreamSender::PlannedDataPath(int data_fd) const {
+  // Without TLS only the keyed digest checks the bytes, and it must see every one of them.
+  if (!s_.aead) return DataPath::kCopy;
   return ResolveDataPath(s_.options.data_path, data_fd, s_.options.auto_spliceable);
 }
 
@@ -69,7 +80,9 @@ absl::Status StreamSender::SendControl(const std::string& frame) {
 absl::Status StreamSender::Handshake(const peer::Hello& hello, absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   for (size_t k = 0; k < s_.sockets.size(); ++k) {
-    RETURN_IF_ERROR(net::SendAll(s_.sockets[k].get(), s_.out.Hello(k, hello), deadline));
+    peer::Hello h = hello;
+    if (k < bindings_.size()) h.binding = bindings_[k];  // Each proof bound to its connection.
+    RETURN_IF_ERROR(net::SendAll(s_.sockets[k].get(), s_.out.Hello(k, h), deadline));
   }
   for (const UniqueFd& fd : s_.sockets) RETURN_IF_ERROR(peer::AwaitHelloAck(fd.get(), deadline));
   return absl::OkStatus();
@@ -121,14 +134,15 @@ absl::Status StreamSender::Keepalive() {
 }
 
 absl::Status StreamSender::EndStream() {
-  return SendControl(s_.out.EndStream(
-      s_.offset, s_.digest_valid ? std::optional<uint64_t>(s_.digest->Value()) : std::nullopt));
+  return SendControl(s_.out.EndStream(s_.offset, s_.digest_valid && s_.mac != nullptr
+                                                     ? s_.mac->Finish()
+                                                     : std::nullopt));
 }
 
 absl::Status StreamSender::AwaitCommit(absl::Duration timeout, const std::atomic<bool>& cancel) {
   ASSIGN_OR_RETURN(peer::ControlFrame f,
                    peer::ReadControlFrame(s_.control_fd(), absl::Now() + timeout, &cancel));
-  return peer::VerdictOf(f, "destination", SendStream::kVerdictSeq);
+  return peer::VerdictOf(f, "destination", SendStream::kVerdictSeq, s_.out.control_key());
 }
 
 absl::Status StreamSender::Confirm() { return SendControl(s_.out.Confirm()); }

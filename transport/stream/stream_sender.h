@@ -19,13 +19,13 @@
 
 #include "absl/status/statusor.h"
 #include "api/peer_wire.h"
-#include "transport/base/stream_digest.h"
 #include "transport/base/unique_fd.h"
 #include "transport/api/device_stream.h"
 #include "transport/peer/frame_codec.h"
 #include "transport/stream/buffer_pool.h"
 #include "transport/stream/pump_job.h"
 #include "transport/stream/stream_options.h"
+#include "transport/stream/stream_protection.h"
 #include "transport/io/io_queue.h"
 #include "transport/stream/send_stream.h"
 #include "transport/stream/job_runner.h"
@@ -90,6 +90,17 @@ class StreamSender final : public transport::DeviceStreamSender {
   DataPath PlannedDataPath(int data_fd) const override;
   // "tcp", or "tcp x N" when striped over N connections.
   std::string transport_name() const override;
+  // The TLS exporter value of each connection (peer::PeerConnection::binding), in order:
+  // Handshake binds each connection's HELLO proof to it. Before Handshake; none in plaintext.
+  void set_channel_bindings(std::vector<peer::ChannelBinding> bindings) {
+    bindings_ = std::move(bindings);
+  }
+  // What checks the stream's bytes (StreamProtection); before the first byte moves. Without
+  // `aead` the stream keeps to the copy path. Errors: StreamMac::Create's.
+  absl::Status Protect(const StreamProtection& protection);
+  // What protects the connections (DeviceStreamSender::security()); set before use.
+  void set_security(std::string security) { security_ = std::move(security); }
+  std::string security() const override { return security_; }
   uint64_t bytes_sent() const override { return s_.bytes_sent.load(std::memory_order_relaxed); }
   // Also adds every byte moved to `*counter` (live progress for status readers); the counter
   // must outlive this object.
@@ -105,6 +116,8 @@ class StreamSender final : public transport::DeviceStreamSender {
   JobRunner runner_;  // Where the engines' jobs run.
   SendStream s_;      // What the engines share.
   SplicePipe pipe_;   // The splice engine's, made on first use.
+  std::string security_ = "plaintext";
+  std::vector<peer::ChannelBinding> bindings_;
 };
 
 }  // namespace migmover::stream

@@ -80,11 +80,24 @@ struct Outcome {
   bool sender_digest = false;
 };
 
+// Both ends' protection: the same digest key, and whether TLS is taken to carry the
+// connections (`tls`: these socketpairs have none, but every path may then run, as under TLS).
+StreamProtection Protection(bool tls) {
+  StreamProtection p;
+  peer::SessionSecretBytes secret;
+  secret.fill(0x42);
+  peer::HelloNonce nonce;
+  nonce.fill(0x17);
+  p.keys = *peer::DeriveStreamKeys(secret, nonce, "test", 0);
+  p.aead = tls;
+  return p;
+}
+
 // Moves `data` (the first `precopy` bytes as a PRE_COPY phase) from a pipe through a sender
 // and a receiver over `n` striped connections into another pipe.
 Outcome MoveStriped(const std::vector<uint8_t>& data, size_t precopy, int n, StreamOptions so,
                     StreamOptions ro, bool nonblocking_fds = false, PumpWorker* worker = nullptr,
-                    PumpWorker* receive_worker = nullptr) {
+                    PumpWorker* receive_worker = nullptr, bool tls = true) {
   ::signal(SIGPIPE, SIG_IGN);
   Outcome out;
   std::vector<UniqueFd> src, dst;
@@ -119,6 +132,7 @@ Outcome MoveStriped(const std::vector<uint8_t>& data, size_t precopy, int n, Str
     auto sender = StreamSender::Create(ring->get(), std::move(src), 0, so);
     ASSERT_TRUE(sender.ok()) << sender.status();
     (*sender)->set_worker(worker);
+    ASSERT_TRUE((*sender)->Protect(Protection(tls)).ok());
     peer::Hello hello;
     hello.session_id = "test";
     out.sender = (*sender)->Handshake(hello, absl::Seconds(5));
@@ -158,6 +172,7 @@ Outcome MoveStriped(const std::vector<uint8_t>& data, size_t precopy, int n, Str
     auto receiver = StreamReceiver::Create(ring->get(), std::move(dst), 0, ro);
     ASSERT_TRUE(receiver.ok()) << receiver.status();
     (*receiver)->set_worker(receive_worker);
+    ASSERT_TRUE((*receiver)->Protect(Protection(tls)).ok());
     auto r = (*receiver)->Receive(dst_pipe->write.get(), cancel);
     out.receiver = r.status();
     if (r.ok()) out.result = *r;
@@ -173,8 +188,24 @@ Outcome MoveStriped(const std::vector<uint8_t>& data, size_t precopy, int n, Str
 }
 
 Outcome Move(const std::vector<uint8_t>& data, size_t precopy, StreamOptions so, StreamOptions ro,
-             bool nonblocking_fds = false) {
-  return MoveStriped(data, precopy, 1, so, ro, nonblocking_fds);
+             bool nonblocking_fds = false, bool tls = true) {
+  return MoveStriped(data, precopy, 1, so, ro, nonblocking_fds, nullptr, nullptr, tls);
+}
+
+// END_STREAM for `total` bytes without a digest (a source that spliced).
+peer::EndStream NoDigest(uint64_t total) {
+  peer::EndStream e;
+  e.total_bytes = total;
+  return e;
+}
+
+// END_STREAM for `total` bytes with a keyed digest that is not theirs.
+peer::EndStream WrongDigest(uint64_t total) {
+  peer::EndStream e;
+  e.total_bytes = total;
+  e.digest_kind = wire::DigestKind::kPoly1305;
+  e.digest.fill(0x33);
+  return e;
 }
 
 std::string DataFrame(uint64_t seq, uint64_t offset, const std::string& bytes,
@@ -398,7 +429,7 @@ TEST(StreamTest, StalledStripeHoldsOthersWithinBoundedBuffers) {
     }
     ASSERT_TRUE(net::SendAll(c0.src.get(),
                              peer::EncodeEndStream(
-                                 seq0++, 0, peer::EndStream{8 * frame, 0, wire::DigestKind::kNone}),
+                                 seq0++, 0, NoDigest(8 * frame)),
                              d)
                     .ok());
   });
@@ -440,7 +471,7 @@ TEST(StreamTest, StripedHoleOrDuplicateIsDataLoss) {
       EXPECT_TRUE(net::SendAll((k ? c1 : c0).src.get(), framed, d).ok());
     }
     std::string end =
-        peer::EncodeEndStream(seq[0]++, 0, peer::EndStream{total, 0, wire::DigestKind::kNone});
+        peer::EncodeEndStream(seq[0]++, 0, NoDigest(total));
     EXPECT_TRUE(net::SendAll(c0.src.get(), end, d).ok());
     auto pipe = MakePipe();
     std::thread drain([&] {
@@ -490,8 +521,10 @@ TEST(StreamTest, SenderStopsWhenTheDestinationGivesUpMidStream) {
     std::thread dest([&] {
       absl::SleepFor(absl::Milliseconds(20));
       ASSERT_TRUE(net::SendAll(conn.dst.get(),
-                               peer::EncodeStatusFrame(wire::FrameType::kCommit, 1, 0,
-                                                       peer::PeerStatus{9, "device says no"}),
+                               peer::SealVerdict(
+                                   peer::EncodeStatusFrame(wire::FrameType::kCommit, 1, 0,
+                                                           peer::PeerStatus{9, "device says no"}),
+                                   nullptr),
                                absl::Now() + absl::Seconds(1))
                       .ok());
       char sink[1 << 16];
@@ -524,8 +557,10 @@ TEST(StreamTest, SpliceSenderWaitingOnItsDataFdHearsTheDestinationGiveUp) {
   ASSERT_TRUE(sender.ok());
   auto pipe = MakePipe();  // Nothing is ever written: the job waits on it.
   ASSERT_TRUE(net::SendAll(conn.dst.get(),
-                           peer::EncodeStatusFrame(wire::FrameType::kCommit, 1, 0,
-                                                   peer::PeerStatus{9, "device says no"}),
+                           peer::SealVerdict(
+                               peer::EncodeStatusFrame(wire::FrameType::kCommit, 1, 0,
+                                                       peer::PeerStatus{9, "device says no"}),
+                               nullptr),
                            absl::Now() + absl::Seconds(1))
                   .ok());
   std::atomic<bool> stop{false}, cancel{false};
@@ -544,6 +579,8 @@ TEST(StreamTest, SpliceReceiverRefusesUrgentDataInsteadOfSpinning) {
   o.idle_timeout = absl::Seconds(30);
   auto receiver = StreamReceiver::Create(ring->get(), std::move(conn.dst), 0, 1, o);
   ASSERT_TRUE(receiver.ok());
+  // As under TLS, which is what lets a receiver splice.
+  ASSERT_TRUE((*receiver)->Protect(Protection(/*tls=*/true)).ok());
   auto pipe = MakePipe();
   const std::string frame = DataFrame(1, 0, std::string(1000, 'd'));
   ASSERT_EQ(::send(conn.src.get(), frame.data(), wire::kFrameHeaderSize + 10, 0),
@@ -568,6 +605,8 @@ TEST(StreamTest, SpliceReceiverPassesOnBytesThatTrickleBelowItsWakeMark) {
   o.idle_timeout = absl::Seconds(30);
   auto receiver = StreamReceiver::Create(ring->get(), std::move(conn.dst), 0, 1, o);
   ASSERT_TRUE(receiver.ok());
+  // As under TLS, which is what lets a receiver splice.
+  ASSERT_TRUE((*receiver)->Protect(Protection(/*tls=*/true)).ok());
   auto pipe = MakePipe();
   std::atomic<bool> cancel{false};
   absl::Status received;
@@ -692,6 +731,7 @@ absl::Status ReceiveFrames(const std::vector<std::string>& frames, bool close_af
   auto receiver =
       StreamReceiver::Create(ring->get(), std::move(conn.dst), 0, 1, Opts(DataPath::kCopy));
   EXPECT_TRUE(receiver.ok());
+  EXPECT_TRUE((*receiver)->Protect(Protection(/*tls=*/false)).ok());
   for (const auto& f : frames) {
     EXPECT_TRUE(net::SendAll(conn.src.get(), f, absl::Now() + absl::Seconds(2)).ok());
   }
@@ -714,23 +754,45 @@ TEST(StreamTest, ReceiverRejectsMalformedStreams) {
   // END_STREAM total disagrees.
   EXPECT_EQ(
       ReceiveFrames({DataFrame(1, 0, "abc"),
-                     peer::EncodeEndStream(2, 0, peer::EndStream{4, 0, wire::DigestKind::kNone})})
+                     peer::EncodeEndStream(2, 0, NoDigest(4))})
           .code(),
       absl::StatusCode::kDataLoss);
   // Digest disagrees.
   absl::Status s = ReceiveFrames(
       {DataFrame(1, 0, "abc"),
-       peer::EncodeEndStream(2, 0, peer::EndStream{3, 12345, wire::DigestKind::kXxh3_64})});
+       peer::EncodeEndStream(2, 0, WrongDigest(3))});
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
   EXPECT_NE(s.message().find("digest mismatch"), std::string::npos) << s;
   // Source disconnects mid-stream.
   EXPECT_EQ(ReceiveFrames({DataFrame(1, 0, "abc")}).code(), absl::StatusCode::kUnavailable);
-  // Source gives up.
-  s = ReceiveFrames(
-      {DataFrame(1, 0, "abc"), peer::EncodeStatusFrame(wire::FrameType::kError, 2, 0,
-                                                       peer::PeerStatus{13, "device fell over"})});
+  // Source gives up, sealing its ERROR with the stream's control key.
+  const peer::ControlKey key = Protection(false).keys->control;
+  const std::string error = peer::EncodeStatusFrame(wire::FrameType::kError, 2, 0,
+                                                    peer::PeerStatus{13, "device fell over"});
+  s = ReceiveFrames({DataFrame(1, 0, "abc"), peer::SealVerdict(error, &key)});
   EXPECT_EQ(s.code(), absl::StatusCode::kAborted);
   EXPECT_NE(s.message().find("device fell over"), std::string::npos);
+  // The same ERROR from someone without the key is not the source's: refused as such.
+  s = ReceiveFrames({DataFrame(1, 0, "abc"), peer::SealVerdict(error, nullptr)});
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_NE(s.message().find("seal does not match"), std::string::npos) << s;
+}
+
+// Without TLS (the daemons' --plaintext_peers) a stream keeps to the copy path, where the
+// keyed digest checks every byte, even with fds that could splice and splice asked of auto.
+TEST(StreamTest, WithoutTlsTheStreamKeepsToTheCopyPathAndTheDigestChecksIt) {
+  auto data = RandomBytes(3 << 20, 21);
+  StreamOptions o = Opts(DataPath::kAuto);
+  o.auto_spliceable = DataPath::kSplice;
+  Outcome out = Move(data, 1 << 20, o, o, /*nonblocking_fds=*/true, /*tls=*/false);
+  ASSERT_TRUE(out.sender.ok()) << out.sender;
+  ASSERT_TRUE(out.receiver.ok()) << out.receiver;
+  EXPECT_EQ(out.received, data);
+  EXPECT_EQ(out.sender_path, DataPath::kCopy);
+  EXPECT_EQ(out.receiver_path, DataPath::kCopy);
+  EXPECT_TRUE(out.result.digest_checked);
+  EXPECT_FALSE(out.result.aead);
+  EXPECT_TRUE(out.result.checked());
 }
 
 // Whatever a peer sends, the receiver ends (never hangs past its idle timeout, never crashes),
@@ -761,7 +823,7 @@ TEST(StreamTest, ReceiverSurvivesRandomFrames) {
         expected += payload;
       } else if (kind == 3) {  // END_STREAM, right or wrong.
         const uint64_t total = rng() % 2 ? offset : offset + rng() % 100;
-        wire += peer::EncodeEndStream(seq++, 0, peer::EndStream{total, 0, wire::DigestKind::kNone});
+        wire += peer::EncodeEndStream(seq++, 0, NoDigest(total));
       } else if (kind == 4) {  // Garbage.
         std::string junk(1 + rng() % 80, '\0');
         for (auto& c : junk) c = static_cast<char>(rng());
@@ -849,7 +911,9 @@ TEST(StreamTest, VerdictRulesMatchEveryTransport) {
     auto sender = StreamSender::Create(nullptr, std::move(conn.src), 0, Opts(DataPath::kCopy));
     ASSERT_TRUE(sender.ok()) << sender.status();
     ASSERT_TRUE(net::SendAll(conn.dst.get(),
-                             peer::EncodeStatusFrame(c.type, c.seq, 0, {c.code, "why"}),
+                             peer::SealVerdict(
+                                 peer::EncodeStatusFrame(c.type, c.seq, 0, {c.code, "why"}),
+                                 nullptr),
                              absl::Now() + absl::Seconds(1))
                     .ok());
     std::atomic<bool> cancel{false};

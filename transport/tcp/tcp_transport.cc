@@ -11,6 +11,7 @@
 #include "transport/peer/handshake.h"
 #include "transport/peer/peer_connect.h"
 #include "transport/peer/heartbeat_connection.h"
+#include "transport/peer/stream_auth.h"
 #include "transport/stream/pump_worker.h"
 #include "transport/stream/stream_receiver.h"
 #include "transport/stream/stream_sender.h"
@@ -42,14 +43,30 @@ class TcpSourceChannel final : public SourceChannel {
   absl::StatusOr<std::unique_ptr<DeviceStreamSender>> Open(uint32_t device,
                                                            absl::Duration timeout) override {
     std::vector<UniqueFd> socks;
+    std::vector<std::string> security;
+    std::vector<peer::PeerConnection> tls_failures;  // Only their notes: the fds move on.
+    std::vector<peer::ChannelBinding> bindings;
+    bool all_tls = true;
     for (uint32_t k = 0; k < std::max<uint32_t>(1, spec_.streams); ++k) {
       ASSIGN_OR_RETURN(peer::PeerConnection conn,
                        peer::ConnectPeer(spec_.peer, timeout, spec_.tls.get(),
                                          spec_.stream.peer_timeout));
       socks.push_back(std::move(conn.fd));
+      security.push_back(std::move(conn.security));
+      bindings.push_back(conn.binding);
+      all_tls = all_tls && conn.tls;
+      tls_failures.push_back(peer::PeerConnection{UniqueFd(), "", std::move(conn.tls_failure)});
     }
     ASSIGN_OR_RETURN(std::unique_ptr<stream::StreamSender> sender,
                      stream::StreamSender::Create(nullptr, std::move(socks), device, spec_.stream));
+    sender->set_security(peer::DescribeStripes(security));
+    sender->set_channel_bindings(std::move(bindings));
+    ASSIGN_OR_RETURN(peer::HelloNonce nonce, peer::NewHelloNonce());
+    stream::StreamProtection protection;
+    ASSIGN_OR_RETURN(protection.keys,
+                     peer::DeriveStreamKeys(spec_.token, nonce, spec_.session_id, device));
+    protection.aead = all_tls;
+    RETURN_IF_ERROR(sender->Protect(protection));
     if (!workers_.empty()) {
       sender->set_worker(workers_[device % workers_.size()].get(), SourceBuffersPerDevice(spec_));
     }
@@ -58,7 +75,11 @@ class TcpSourceChannel final : public SourceChannel {
     hello.device = device;
     hello.device_count = spec_.device_count;
     hello.token = spec_.token;
-    RETURN_IF_ERROR(sender->Handshake(hello, timeout));
+    hello.nonce = nonce;
+    if (absl::Status s = sender->Handshake(hello, timeout); !s.ok()) {
+      for (const peer::PeerConnection& c : tls_failures) s = c.Explain(std::move(s));
+      return s;
+    }
     return std::unique_ptr<DeviceStreamSender>(std::move(sender));
   }
 
@@ -69,7 +90,7 @@ class TcpSourceChannel final : public SourceChannel {
   std::string Describe() const override {
     return absl::StrCat(spec_.peer.host, ":", spec_.peer.port, " over ",
                         std::max<uint32_t>(1, spec_.streams), " TCP connection(s) per device, ",
-                        spec_.tls ? "TLS" : "PLAINTEXT");
+                        spec_.tls ? "TLS" : "PLAINTEXT (--plaintext_peers)");
   }
 
  private:
@@ -84,6 +105,8 @@ class TcpDestinationChannel final : public DestinationChannel {
 
   absl::StatusOr<std::unique_ptr<DeviceStreamReceiver>> Accept(const peer::Hello& hello,
                                                                UniqueFd connection,
+                                                               const std::string& security,
+                                                               bool tls,
                                                                absl::Time deadline) override {
     const uint32_t d = hello.device;  // The session checked it against its device count.
     absl::Status verdict;
@@ -95,13 +118,20 @@ class TcpDestinationChannel final : public DestinationChannel {
             absl::StrCat("session '", spec_.session_id, "' is over"));
       } else if (g.slots.empty()) {
         g.slots.resize(hello.stream_count);
+        g.security.resize(hello.stream_count);
         g.answering.assign(hello.stream_count, false);
+        g.nonce = hello.nonce;
       }
       if (!verdict.ok()) {
       } else if (g.slots.size() != hello.stream_count) {
         verdict = absl::InvalidArgumentError(
             absl::StrCat("device ", d, ": stream ", hello.stream, " says ", hello.stream_count,
                          " streams, an earlier one said ", g.slots.size()));
+      } else if (hello.nonce != g.nonce) {
+        // The nonce salts the stream's digest key: one stream, one nonce.
+        verdict = absl::InvalidArgumentError(
+            absl::StrCat("device ", d, ": stream ", hello.stream,
+                         " carries another nonce than the device's first stream"));
       } else if (g.slots[hello.stream].valid() || g.answering[hello.stream]) {
         verdict = absl::AlreadyExistsError(
             absl::StrCat("device ", d, " stream ", hello.stream, " is already connected"));
@@ -120,15 +150,29 @@ class TcpDestinationChannel final : public DestinationChannel {
     g.answering[hello.stream] = false;
     if (!acked.ok()) return acked;  // This stream may connect again.
     g.slots[hello.stream] = std::move(connection);
+    g.security[hello.stream] = security;
+    g.all_tls = g.all_tls && tls;
     if (!std::all_of(g.slots.begin(), g.slots.end(),
                      [](const UniqueFd& fd) { return fd.valid(); })) {
       return nullptr;  // More connections of this device to come.
     }
     std::vector<UniqueFd> socks;
     socks.swap(g.slots);
+    std::vector<std::string> security_of;
+    security_of.swap(g.security);
+    const peer::HelloNonce nonce = g.nonce;
+    const bool all_tls = g.all_tls;
     g.answering.clear();
+    g.all_tls = true;
     ASSIGN_OR_RETURN(std::unique_ptr<stream::StreamReceiver> receiver,
                      stream::StreamReceiver::Create(nullptr, std::move(socks), d, spec_.stream));
+    receiver->set_security(peer::DescribeStripes(security_of));
+    stream::StreamProtection protection;
+    ASSIGN_OR_RETURN(protection.keys,
+                     peer::DeriveStreamKeys(spec_.token, nonce, spec_.session_id, d));
+    // What each connection really ran, not what this daemon was configured with.
+    protection.aead = all_tls;
+    RETURN_IF_ERROR(receiver->Protect(protection));
     if (!workers_.empty()) {
       receiver->set_worker(workers_[d % workers_.size()].get(), DestinationBuffersPerDevice(spec_));
     }
@@ -149,6 +193,9 @@ class TcpDestinationChannel final : public DestinationChannel {
  private:
   struct Group {
     std::vector<UniqueFd> slots;  // By stream index, once connected.
+    std::vector<std::string> security;  // By stream index: what protects it.
+    peer::HelloNonce nonce{};           // The first stream's; every stream's must match.
+    bool all_tls = true;                // Every stream connected so far ran TLS.
     std::vector<bool> answering;  // By stream index: HELLO_ACK on its way.
   };
   const SessionSpec spec_;

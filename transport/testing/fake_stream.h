@@ -94,6 +94,8 @@ struct FakeStreamOptions {
   // Sender only: Confirm waits for this first (the CONFIRM is slow to arrive); null: no wait.
   std::shared_ptr<absl::Notification> confirm_gate;
   WaitableCount* confirm_waiters = nullptr;  // Counts senders waiting at the gate.
+  // Receiver only: reports the stream checked by nothing (no keyed digest, no TLS).
+  bool unchecked = false;
 };
 
 class FakeSender final : public DeviceStreamSender {
@@ -115,6 +117,7 @@ class FakeSender final : public DeviceStreamSender {
   DataPath PlannedDataPath(int) const override { return DataPath::kCopy; }
   DataPath data_path_used() const override { return DataPath::kCopy; }
   std::string transport_name() const override { return "fake"; }
+  std::string security() const override { return "fake"; }
   uint64_t bytes_sent() const override { return sent_.load(); }
   void set_progress_counter(std::atomic<uint64_t>* counter) override { counter_ = counter; }
 
@@ -144,6 +147,7 @@ class FakeReceiver final : public DeviceStreamReceiver {
   DataPath PlannedDataPath(int) const override { return DataPath::kCopy; }
   DataPath data_path_used() const override { return DataPath::kCopy; }
   std::string transport_name() const override { return "fake"; }
+  std::string security() const override { return "fake"; }
   uint64_t bytes_received() const override { return received_.load(); }
   void set_progress_counter(std::atomic<uint64_t>* counter) override { counter_ = counter; }
 

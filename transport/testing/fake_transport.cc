@@ -1,5 +1,8 @@
 #include "transport/testing/fake_transport.h"
 
+#include <array>
+#include <cstring>
+
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -12,6 +15,22 @@
 #include "transport/peer/heartbeat_connection.h"
 
 namespace migmover::transport {
+namespace {
+
+// The HELLO as the destination reads it off a real connection: the secret replaced by the
+// proof EncodeHello computes from it.
+peer::Hello OnTheWire(const peer::Hello& sent) {
+  const std::string frame = peer::EncodeHello(0, sent);
+  std::array<uint8_t, wire::kFrameHeaderSize> raw;
+  std::memcpy(raw.data(), frame.data(), raw.size());
+  absl::StatusOr<wire::FrameHeader> h = peer::DecodeHeader(raw);
+  absl::StatusOr<peer::Hello> got =
+      h.ok() ? peer::ParseHello(*h, absl::string_view(frame).substr(raw.size())) : h.status();
+  // The fake's own HELLOs are well formed; a malformed one would be a bug in the test.
+  return got.ok() ? *got : sent;
+}
+
+}  // namespace
 
 class FakeSourceChannel final : public SourceChannel {
  public:
@@ -39,6 +58,7 @@ class FakeDestinationChannel final : public DestinationChannel {
 
   absl::StatusOr<std::unique_ptr<DeviceStreamReceiver>> Accept(const peer::Hello& hello,
                                                                UniqueFd connection,
+                                                               const std::string&, bool,
                                                                absl::Time) override {
     {
       absl::MutexLock l(&mu_);
@@ -88,6 +108,7 @@ FakeStreamOptions FakeTransport::OptionsFor(const SessionSpec& spec,
   o.withhold_confirm = withhold_confirms;
   o.confirm_gate = confirm_gate_;
   o.confirm_waiters = const_cast<WaitableCount*>(&confirm_waiters_);
+  o.unchecked = unchecked_devices.count(device) > 0;
   return o;
 }
 
@@ -128,7 +149,8 @@ absl::StatusOr<std::unique_ptr<DeviceStreamSender>> FakeTransport::Open(const Se
   hello.device_count = spec.device_count;
   hello.token = spec.token;
   // No lock held: the destination calls back into Accept from here.
-  absl::Status answer = deliver(hello, std::move(destination_end), absl::Now() + timeout);
+  absl::Status answer =
+      deliver(OnTheWire(hello), std::move(destination_end), absl::Now() + timeout);
   {
     absl::MutexLock l(&mu_);
     if (auto it = waiting_.find(key); it != waiting_.end() && it->second == wire) {
@@ -183,7 +205,7 @@ absl::StatusOr<std::unique_ptr<HeartbeatLink>> FakeTransport::OpenHeartbeat(
   hello.token = spec.token;
   hello.heartbeat = true;
   const absl::Time deadline = absl::Now() + timeout;
-  absl::Status answer = deliver(hello, std::move(destination_end), deadline);
+  absl::Status answer = deliver(OnTheWire(hello), std::move(destination_end), deadline);
   if (!answer.ok()) {
     return absl::Status(answer.code(),
                         absl::StrCat("destination refused the heartbeat: ", answer.message()));

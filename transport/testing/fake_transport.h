@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <utility>
@@ -39,6 +40,9 @@ class FakeTransport final : public Transport {
   std::map<uint32_t, absl::Status> open_errors;  // Open fails with this, before any HELLO.
   std::map<uint32_t, FakeFault> pump_faults;     // The sender's Pump fails (a network error).
   std::map<uint32_t, FakeFault> receive_faults;  // The receiver's Receive fails (the destination).
+  // Receivers of these devices report their streams checked by nothing (a plaintext
+  // connection whose source sent no keyed digest): the destination must not commit them.
+  std::set<uint32_t> unchecked_devices;
   bool withhold_verdicts = false;        // AwaitCommit never hears the destination's verdict.
   bool withhold_confirms = false;        // The source's CONFIRMs never reach the destination.
   // Until released, every CONFIRM waits in the source's Confirm (set before the sessions start).

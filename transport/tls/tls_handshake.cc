@@ -24,7 +24,7 @@ struct SslFree {
 };
 
 // Why a handshake failed, as the caller must treat it.
-absl::Status HandshakeError(int ssl_error, int saved_errno) {
+absl::Status HandshakeError(SSL* ssl, int ssl_error, int saved_errno) {
   if (ssl_error == SSL_ERROR_SYSCALL || ssl_error == SSL_ERROR_ZERO_RETURN) {
     ERR_clear_error();
     return absl::UnavailableError(
@@ -43,6 +43,17 @@ absl::Status HandshakeError(int ssl_error, int saved_errno) {
     case SSL_R_UNEXPECTED_EOF_WHILE_READING:
       return absl::UnavailableError(
           absl::StrCat("TLS handshake: the peer does not speak TLS (", why, ")"));
+    case SSL_R_CERTIFICATE_VERIFY_FAILED: {
+      // OpenSSL's reason is only "certificate verify failed": say which check failed (an
+      // unknown CA, a name outside the allow-list, an expired certificate).
+      const long result = SSL_get_verify_result(ssl);
+      return absl::PermissionDeniedError(
+          absl::StrCat("TLS handshake: ", why, ": the peer's certificate: ",
+                       X509_verify_cert_error_string(result),
+                       result == X509_V_ERR_HOSTNAME_MISMATCH
+                           ? " (its names are not in the allow-list, --tls_peer_names)"
+                           : ""));
+    }
     default:
       // Certificates, names, PSK binders, alerts from the peer: authentication.
       return absl::PermissionDeniedError(absl::StrCat("TLS handshake: ", why));
@@ -99,7 +110,7 @@ absl::StatusOr<TlsConnection> EstablishTls(UniqueFd tcp, TlsRole role, const Tls
     const int e = SSL_get_error(ssl.get(), r);
     if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
       SSL_set_ex_data(ssl.get(), TrafficSecretsIndex(), nullptr);
-      return HandshakeError(e, saved_errno);
+      return HandshakeError(ssl.get(), e, saved_errno);
     }
     // Slices, so a cancel is seen within 100 ms.
     while (true) {
@@ -127,6 +138,12 @@ absl::StatusOr<TlsConnection> EstablishTls(UniqueFd tcp, TlsRole role, const Tls
 
   TlsConnection c;
   c.cipher = SSL_get_cipher_name(ssl.get());
+  static constexpr char kExporterLabel[] = "EXPORTER-migmover-hello-v3";
+  if (SSL_export_keying_material(ssl.get(), c.binding.data(), c.binding.size(), kExporterLabel,
+                                 sizeof(kExporterLabel) - 1, nullptr, 0, 0) != 1) {
+    return absl::InternalError(absl::StrCat("SSL_export_keying_material(", kExporterLabel,
+                                            "): ", DrainOpenSslErrors()));
+  }
   c.peer = PeerIdentity(ssl.get(), context);
   if (kernel == KernelTlsUse::kAuto) {
     absl::Status k = InstallKernelTls(tcp.get(), ssl.get(), secrets, role);
@@ -142,8 +159,13 @@ absl::StatusOr<TlsConnection> EstablishTls(UniqueFd tcp, TlsRole role, const Tls
     if (!absl::IsUnimplemented(k)) return k;
   }
   c.tcp_fd = tcp.get();
-  absl::StatusOr<UniqueFd> local =
-      StartTlsRelay(ssl.release(), std::move(tcp), std::move(on_relay_failure));
+  c.failure = std::make_shared<TlsFailureNote>();
+  absl::StatusOr<UniqueFd> local = StartTlsRelay(
+      ssl.release(), std::move(tcp),
+      [note = c.failure, then = std::move(on_relay_failure)](const std::string& why) {
+        note->Set(why);
+        if (then) then(why);
+      });
   if (!local.ok()) return local.status();
   c.fd = std::move(*local);
   return c;

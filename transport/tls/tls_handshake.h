@@ -5,11 +5,15 @@
 #ifndef MIGMOVER_TRANSPORT_TLS_TLS_HANDSHAKE_H_
 #define MIGMOVER_TRANSPORT_TLS_TLS_HANDSHAKE_H_
 
+#include <array>
 #include <atomic>
 #include <functional>
+#include <memory>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "transport/base/unique_fd.h"
 #include "transport/tls/kernel_tls.h"
@@ -22,6 +26,25 @@ enum class KernelTlsUse {
   kNever,  // Userspace always (tests, and a kernel whose TLS misbehaves).
 };
 
+// Why a userspace TLS connection failed (TlsRelay's reason: the peer's alert, a bad record), for
+// whoever sees only its broken data plane end. Thread-safe.
+class TlsFailureNote {
+ public:
+  void Set(const std::string& why) {
+    absl::MutexLock l(&mu_);
+    if (why_.empty()) why_ = why;
+  }
+  // Empty while the connection has not failed (or under kernel TLS).
+  std::string Get() const {
+    absl::MutexLock l(&mu_);
+    return why_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::string why_ ABSL_GUARDED_BY(mu_);
+};
+
 struct TlsConnection {
   // Send and receive on this as on the TCP socket: the socket itself under kernel TLS, the data
   // plane's end of a TlsRelay otherwise.
@@ -30,6 +53,11 @@ struct TlsConnection {
   // relay owns it; valid while `fd` is open.
   int tcp_fd = -1;
   bool kernel = false;
+  // Userspace TLS: set when the relay fails, before the data plane sees it.
+  std::shared_ptr<TlsFailureNote> failure;
+  // The connection's exporter value (label "EXPORTER-migmover-hello-v3", 32 bytes): what the
+  // HELLO's proof is bound to (transport/peer/stream_auth.h).
+  std::array<uint8_t, 32> binding{};
   std::string cipher;  // "TLS_AES_128_GCM_SHA256"
   // Who the peer proved to be: its certificate's subject ("CN=dst1.example"), or
   // "pre-shared key 'migmover'".

@@ -37,10 +37,11 @@ class Relay {
     pthread_setname_np(pthread_self(), "mm-tls-relay");
     std::string why = Loop();
     if (!why.empty()) {
+      // Heard first, so whoever sees the broken connection can already ask why.
+      if (on_failure_) on_failure_(why);
       // Both ends go at once: the data plane sees a broken connection, as with plain TCP.
       ::shutdown(tcp_.get(), SHUT_RDWR);
       ::shutdown(local_.get(), SHUT_RDWR);
-      if (on_failure_) on_failure_(why);
     }
   }
 
@@ -81,7 +82,15 @@ class Relay {
           } else if (e == SSL_ERROR_WANT_READ) {
             tcp_in = true;
           } else {
-            return absl::StrCat("TLS write: ", Reason(e));
+            // A peer that refused us sends its alert and closes; our write may hit the reset
+            // first. The alert is still queued for reading, and says more than the reset.
+            const std::string write_failed = absl::StrCat("TLS write: ", Reason(e));
+            ERR_clear_error();
+            const int rr = SSL_read(ssl_, down_.data(), static_cast<int>(down_.size()));
+            if (rr <= 0 && SSL_get_error(ssl_, rr) == SSL_ERROR_SSL) {
+              return absl::StrCat("TLS read: ", Reason(SSL_ERROR_SSL));
+            }
+            return write_failed;
           }
         }
       }

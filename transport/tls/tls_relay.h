@@ -7,9 +7,9 @@
 //
 // Ends: the data plane closing (or shutting down for writing) its end sends close_notify and
 // ends the TCP direction; the peer's close_notify or TCP end is seen as the end of the data
-// plane's reads. An error on either side (a bad record, a reset) closes both, so the data plane
-// sees the failure as it would a broken TCP connection; `on_failure` hears why (the daemon logs
-// it: the data plane sees only the broken connection).
+// plane's reads. An error on either side (a bad record, a reset, the peer's alert) closes both,
+// so the data plane sees the failure as it would a broken TCP connection; `on_failure` hears
+// why first (the data plane sees only the broken connection).
 //
 // Threads: one per relay (mm-tls-relay), detached and owning the SSL, the TCP socket and its
 // end of the pair: it ends when both directions have ended. Nothing here blocks the caller.

@@ -5,6 +5,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <atomic>
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
@@ -85,7 +86,7 @@ TestPki::~TestPki() {
 
 absl::StatusOr<TlsConfig> TestPki::Issue(const std::string& name,
                                          const std::vector<std::string>& peer_names) {
-  static long serial = 100;
+  static std::atomic<long> serial{100};
   EVP_PKEY* key = NewKey();
   if (key == nullptr) return absl::InternalError("EVP_EC_gen");
   auto cert = NewCert(name, key, static_cast<X509*>(ca_cert_), static_cast<EVP_PKEY*>(ca_key_),

@@ -1,9 +1,10 @@
-#include "tests/kernel/corrupting_relay.h"
+#include "tests/integration/corrupting_relay.h"
 
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -12,7 +13,7 @@
 #include "transport/net/socket.h"
 #include "transport/peer/frame_codec.h"
 
-namespace migmover::kernel_test {
+namespace migmover::testing {
 namespace {
 
 // Blocking until done or the relay shuts the sockets down (which ends both with an error).
@@ -28,9 +29,11 @@ bool WriteAll(int fd, const uint8_t* p, size_t n) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<CorruptingRelay>> CorruptingRelay::Start(const std::string& target) {
+absl::StatusOr<std::unique_ptr<CorruptingRelay>> CorruptingRelay::Start(const std::string& target,
+                                                                        Mode mode) {
   std::unique_ptr<CorruptingRelay> r(new CorruptingRelay());
   r->target_ = target;
+  r->mode_ = mode;
   auto fd = net::TcpListen({"127.0.0.1", 0}, &r->port_);
   if (!fd.ok()) return fd.status();
   r->listen_fd_ = std::move(*fd);
@@ -82,6 +85,15 @@ void CorruptingRelay::ForwardFrames(int from, int to) {
         !corrupted_.exchange(true)) {
       payload[0] ^= 0xff;
     }
+    if (h->type == static_cast<uint8_t>(wire::FrameType::kEndStream) &&
+        mode_ == Mode::kFlipByteAndStripDigest && payload.size() == sizeof(wire::EndStreamPayload)) {
+      wire::EndStreamPayload end;
+      std::memcpy(&end, payload.data(), sizeof(end));
+      end.digest_kind = static_cast<uint32_t>(wire::DigestKind::kNone);
+      std::memset(end.digest, 0, sizeof(end.digest));
+      std::memcpy(payload.data(), &end, sizeof(end));
+      stripped_ = true;
+    }
     if (!WriteAll(to, hdr, sizeof(hdr)) || !WriteAll(to, payload.data(), payload.size())) break;
   }
   ::shutdown(to, SHUT_WR);
@@ -97,4 +109,4 @@ void CorruptingRelay::ForwardBytes(int from, int to) {
   ::shutdown(to, SHUT_WR);
 }
 
-}  // namespace migmover::kernel_test
+}  // namespace migmover::testing
