@@ -84,7 +84,9 @@ absl::StatusOr<FrameHeader> DecodeHeader(std::span<const uint8_t, wire::kFrameHe
   uint32_t min = 0, max = wire::kMaxControlLength;
   switch (type) {
     case FrameType::kHello:
-      min = sizeof(wire::HelloPayload) + 1;
+      // Down to the version range: a peer of another version gets told so (ParseHello), not
+      // that its HELLO is short.
+      min = 2 * sizeof(uint16_t) + 1;
       max = sizeof(wire::HelloPayload) + wire::kMaxSessionIdLength;
       break;
     case FrameType::kHelloAck:
@@ -264,7 +266,19 @@ std::string EncodeEndStream(uint64_t seq, uint32_t device, const EndStream& end)
 }
 
 absl::StatusOr<Hello> ParseHello(const FrameHeader& h, absl::string_view payload) {
-  if (payload.size() != h.length || payload.size() <= sizeof(wire::HelloPayload)) {
+  // The version range first: every version's HELLO starts with it, whatever follows.
+  if (payload.size() != h.length || payload.size() < 2 * sizeof(uint16_t)) {
+    return absl::DataLossError("HELLO: truncated payload");
+  }
+  uint16_t versions[2];
+  std::memcpy(versions, payload.data(), sizeof(versions));
+  if (versions[0] <= versions[1] &&
+      (versions[0] > wire::kProtocolVersion || versions[1] < wire::kProtocolVersion)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "peer speaks protocol versions ", versions[0], "..", versions[1],
+        "; this daemon speaks ", wire::kProtocolVersion));
+  }
+  if (payload.size() <= sizeof(wire::HelloPayload)) {
     return absl::DataLossError("HELLO: truncated payload");
   }
   wire::HelloPayload p;

@@ -319,5 +319,28 @@ TEST(FrameCodecTest, AVerdictOpensOnlyWithItsStreamsKeyAndUnchanged) {
   EXPECT_FALSE(OpenVerdict(h, p, &key).ok());
 }
 
+// A version-2 peer (48-byte HELLO payload, its secret in the clear) with a short session id: it
+// hears which versions this daemon speaks, not that its HELLO is short.
+TEST(FrameCodecTest, AnOlderPeersShortHelloIsToldTheVersion) {
+  std::string payload(48, '\0');
+  const uint16_t v2[2] = {2, 2};
+  std::memcpy(payload.data(), v2, sizeof(v2));
+  payload += "vm-1";
+  FrameHeader h{};
+  h.magic = wire::kFrameMagic;
+  h.type = static_cast<uint8_t>(FrameType::kHello);
+  h.length = static_cast<uint32_t>(payload.size());
+  std::array<uint8_t, wire::kFrameHeaderSize> raw;
+  EncodeHeader(h, raw);
+  auto decoded = DecodeHeader(raw);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  auto hello = ParseHello(*decoded, payload);
+  EXPECT_EQ(hello.status().code(), absl::StatusCode::kFailedPrecondition) << hello.status();
+  EXPECT_NE(hello.status().message().find("peer speaks protocol versions 2..2; this daemon "
+                                          "speaks 3"),
+            absl::string_view::npos)
+      << hello.status();
+}
+
 }  // namespace
 }  // namespace migmover::peer
