@@ -41,20 +41,6 @@ GrpcUnixListener::~GrpcUnixListener() {
   ::unlink(path_.c_str());
 }
 
-void GrpcUnixListener::LogRefusal(const std::string& why) {
-  const absl::Time now = absl::Now();
-  if (now - last_refusal_log_ < absl::Seconds(1)) {
-    ++refusals_unlogged_;
-    return;
-  }
-  MM_LOG(WARNING) << "gRPC connection refused: " << why
-                  << (refusals_unlogged_ > 0
-                          ? absl::StrCat(" (and ", refusals_unlogged_, " more not logged)")
-                          : "");
-  last_refusal_log_ = now;
-  refusals_unlogged_ = 0;
-}
-
 void GrpcUnixListener::Serve() {
   pthread_setname_np(pthread_self(), "mm-grpc-accept");
   while (true) {
@@ -82,12 +68,12 @@ void GrpcUnixListener::Serve() {
       }
       absl::StatusOr<PeerCredentials> peer = PeerCredentialsOf(conn.get());
       if (!peer.ok()) {
-        LogRefusal(std::string(peer.status().message()));
+        refusals_.Warn(std::string(peer.status().message()));
         continue;
       }
       if (access_ != nullptr) {
         if (absl::Status allowed = access_->Check(*peer, "the gRPC API"); !allowed.ok()) {
-          LogRefusal(std::string(allowed.message()));
+          refusals_.Warn(std::string(allowed.message()));
           continue;  // Closed: the client sees UNAVAILABLE.
         }
       }

@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "daemon/access/local_access.h"
+#include "daemon/base/rate_limited_log.h"
 #include "grpcpp/server.h"
 #include "transport/base/unique_fd.h"
 
@@ -39,17 +40,13 @@ class GrpcUnixListener {
  private:
   GrpcUnixListener() = default;
   void Serve();
-  // A refusal worth a log line, at most one a second (the rest are counted in the next).
-  void LogRefusal(const std::string& why);
-
   std::string path_;
   const LocalAccess* access_ = nullptr;
   grpc::Server* server_ = nullptr;
   UniqueFd listen_fd_;
   UniqueFd stop_fd_;
-  // The listener thread's own.
-  absl::Time last_refusal_log_ = absl::InfinitePast();
-  int refusals_unlogged_ = 0;
+  // The listener thread's own: refusals, at most a line a second.
+  RateLimitedLog refusals_{"gRPC connection refused: "};
   std::thread thread_;
 };
 

@@ -177,20 +177,6 @@ FdIntake::~FdIntake() {
   ::unlink(path_.c_str());
 }
 
-void FdIntake::LogRefusal(const std::string& why) {
-  const absl::Time now = absl::Now();
-  if (now - last_refusal_log_ < absl::Seconds(1)) {
-    ++refusals_unlogged_;
-    return;
-  }
-  MM_LOG(WARNING) << "fd intake: connection refused: " << why
-                  << (refusals_unlogged_ > 0
-                          ? absl::StrCat(" (and ", refusals_unlogged_, " more not logged)")
-                          : "");
-  last_refusal_log_ = now;
-  refusals_unlogged_ = 0;
-}
-
 void FdIntake::AcceptSome(std::vector<Connection>& conns) {
   // A bounded number per turn: a flood of connections cannot keep the loop from serving the
   // connections it has.
@@ -208,18 +194,18 @@ void FdIntake::AcceptSome(std::vector<Connection>& conns) {
     }
     absl::StatusOr<PeerCredentials> peer = PeerCredentialsOf(fd.get());
     if (!peer.ok()) {
-      LogRefusal(std::string(peer.status().message()));
+      refusals_.Warn(std::string(peer.status().message()));
       continue;
     }
     if (options_.access != nullptr) {
       if (absl::Status allowed = options_.access->Check(*peer, "the fd intake"); !allowed.ok()) {
-        LogRefusal(std::string(allowed.message()));
+        refusals_.Warn(std::string(allowed.message()));
         SendNow(fd.get(), ErrorLine(allowed.code(), allowed.message()));
         continue;
       }
     }
     if (conns.size() >= options_.max_connections) {
-      LogRefusal(absl::StrCat(DescribePeer(*peer), ": ", options_.max_connections,
+      refusals_.Warn(absl::StrCat(DescribePeer(*peer), ": ", options_.max_connections,
                               " connections already open"));
       SendNow(fd.get(), ErrorLine(absl::StatusCode::kResourceExhausted,
                                   absl::StrCat(options_.max_connections,

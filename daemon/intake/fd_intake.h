@@ -23,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "daemon/access/local_access.h"
+#include "daemon/base/rate_limited_log.h"
 #include "daemon/intake/fd_closer.h"
 #include "transport/base/unique_fd.h"
 
@@ -117,9 +118,6 @@ class FdIntake {
   // Hands the fds of expired handles to closer_; returns the next expiry (InfiniteFuture if
   // none).
   absl::Time ExpireHandles();
-  // A refusal worth a log line, at most one a second (the rest are counted in the next).
-  void LogRefusal(const std::string& why);
-
   std::string path_;
   FdIntakeOptions options_;
   UniqueFd listen_fd_;
@@ -127,8 +125,8 @@ class FdIntake {
   FdCloser closer_;
   // The serving thread's own: no accept before this (after EMFILE and the like).
   absl::Time accept_paused_until_ = absl::InfinitePast();
-  absl::Time last_refusal_log_ = absl::InfinitePast();
-  int refusals_unlogged_ = 0;
+  // The serving thread's own: refusals, at most a line a second.
+  RateLimitedLog refusals_{"fd intake: connection refused: "};
   std::thread thread_;
   absl::Mutex mu_;
   uint64_t next_handle_ ABSL_GUARDED_BY(mu_) = 1;

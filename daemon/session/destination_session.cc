@@ -10,6 +10,7 @@
 #include "transport/net/socket.h"
 #include "transport/peer/handshake.h"
 #include "transport/peer/heartbeat_connection.h"
+#include "transport/stream/stream_errors.h"
 
 namespace migmover {
 
@@ -491,9 +492,13 @@ void DestinationSession::Run(size_t i, std::unique_ptr<transport::DeviceStreamRe
   // connection failed or went silent, will not read it soon, if ever (the verdict still goes
   // into the socket for a source that was only stopped).
   const absl::Status failed = error();  // What failed the session, if it failed.
-  const bool unheard = !PeerLostStatus().ok() || absl::IsUnavailable(status) ||
-                       absl::IsDeadlineExceeded(status) || absl::IsUnavailable(failed) ||
-                       absl::IsDeadlineExceeded(failed);
+  // A device's own failure (its data fd's EPIPE is UNAVAILABLE too) leaves the source able to
+  // hear: closing at once would reset the connection under the verdict.
+  auto connection_failed = [](const absl::Status& s) {
+    return (absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s)) && !stream::IsDeviceSide(s);
+  };
+  const bool unheard =
+      !PeerLostStatus().ok() || connection_failed(status) || connection_failed(failed);
   absl::Status sent =
       receiver->SendCommit(verdict, unheard ? absl::ZeroDuration() : absl::Seconds(2));
   if (!sent.ok() && status.ok()) {

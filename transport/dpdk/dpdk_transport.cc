@@ -189,8 +189,16 @@ class DpdkTransport::Destination final : public transport::DestinationChannel {
                          impl_->Attach(hello.link, absl::Seconds(2)));
         LinkStreamOptions so = impl_->StreamOptions(spec_.stream);
         so.peer_connection_fd = connection.get();
-        return LinkStreamReceiver::Create(std::move(io), impl_->Link(hello.link, spec_.stream),
-                                          hello.device, so);
+        ASSIGN_OR_RETURN(std::unique_ptr<LinkStreamReceiver> r,
+                         LinkStreamReceiver::Create(std::move(io),
+                                                    impl_->Link(hello.link, spec_.stream),
+                                                    hello.device, so));
+        // Keyed before the answer: a stream the source is told to send is one we can check.
+        ASSIGN_OR_RETURN(peer::StreamKeys keys, peer::DeriveStreamKeys(spec_.token, hello.nonce,
+                                                                       spec_.session_id,
+                                                                       hello.device));
+        RETURN_IF_ERROR(r->Protect(keys));
+        return r;
       }();
     }
     absl::Status acked =
@@ -202,10 +210,6 @@ class DpdkTransport::Destination final : public transport::DestinationChannel {
     if (!receiver.ok()) return receiver.status();
     if (!acked.ok()) return acked;
     (*receiver)->set_security(LinkSecurity(security));
-    absl::StatusOr<peer::StreamKeys> keys =
-        peer::DeriveStreamKeys(spec_.token, hello.nonce, spec_.session_id, hello.device);
-    if (!keys.ok()) return keys.status();
-    RETURN_IF_ERROR((*receiver)->Protect(*keys));
     (*receiver)->OwnPeerConnection(std::move(connection));
     return std::unique_ptr<transport::DeviceStreamReceiver>(std::move(*receiver));
   }

@@ -477,7 +477,8 @@ absl::StatusOr<transport::ReceiveResult> LinkStreamReceiver::Receive(int data_fd
           if (nonblocking) WaitFd(data_fd, POLLOUT);
           continue;
         }
-        return ErrnoStatus(absl::StrCat("writev(data fd ", data_fd, ", ", n, " pieces)"), errno);
+        return stream::DeviceSideError(
+            ErrnoStatus(absl::StrCat("writev(data fd ", data_fd, ", ", n, " pieces)"), errno));
       }
       for (size_t i = 0, left = w; left > 0; ++i) {
         const size_t k = std::min<size_t>(left, pieces[i].iov_len);

@@ -236,7 +236,10 @@ std::string EncodeStatusFrame(FrameType type, uint64_t seq, uint32_t device,
                               const PeerStatus& status) {
   wire::StatusPayload p{status.code, 0};
   std::string payload(reinterpret_cast<const char*>(&p), sizeof(p));
-  payload += status.message.substr(0, wire::kMaxControlLength - sizeof(p));
+  // A verdict leaves room for its seal (SealVerdict): the whole frame stays decodable.
+  const size_t room = wire::kMaxControlLength - sizeof(p) -
+                      (IsVerdict(static_cast<uint8_t>(type)) ? wire::kVerdictSealSize : 0);
+  payload += status.message.substr(0, room);
   return Frame(type, seq, device, Phase::kNone, payload);
 }
 

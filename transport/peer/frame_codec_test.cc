@@ -342,5 +342,23 @@ TEST(FrameCodecTest, AnOlderPeersShortHelloIsToldTheVersion) {
       << hello.status();
 }
 
+// A verdict with a reason longer than a control frame holds is cut so that, sealed, it still
+// decodes at the peer (an undecodable ERROR after the commits would leave the destination in
+// doubt instead of resetting).
+TEST(FrameCodecTest, ALongVerdictStillFitsWithItsSeal) {
+  ControlKey key;
+  key.bytes.fill(3);
+  for (FrameType type : {FrameType::kCommit, FrameType::kError}) {
+    const std::string frame =
+        SealVerdict(EncodeStatusFrame(type, 1, 0, PeerStatus{13, std::string(5000, 'r')}), &key);
+    auto [h, p] = Split(frame);
+    auto body = OpenVerdict(h, p, &key);
+    ASSERT_TRUE(body.ok()) << body.status();
+    auto st = ParseStatus(h, *body);
+    ASSERT_TRUE(st.ok()) << st.status();
+    EXPECT_EQ(st->code, 13u);
+  }
+}
+
 }  // namespace
 }  // namespace migmover::peer

@@ -1,11 +1,13 @@
 #include "transport/peer/peer_connect.h"
 
 #include <algorithm>
+#include <cerrno>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "transport/base/errno_status.h"
 #include "transport/base/status_macros.h"
 #include "transport/tls/tls_handshake.h"
 
@@ -22,6 +24,7 @@ absl::StatusOr<PeerConnection> Secure(UniqueFd tcp, const tls::TlsContext* tls, 
                    tls::EstablishTls(std::move(tcp), role, *tls, deadline, cancel));
   PeerConnection conn{std::move(c.fd), c.Describe(), std::move(c.failure)};
   conn.tls = true;
+  conn.kernel_tls = c.kernel;
   conn.binding = c.binding;
   return conn;
 }
@@ -29,7 +32,17 @@ absl::StatusOr<PeerConnection> Secure(UniqueFd tcp, const tls::TlsContext* tls, 
 }  // namespace
 
 absl::Status PeerConnection::Explain(absl::Status failed) const {
-  if (failed.ok() || tls_failure == nullptr) return failed;
+  if (failed.ok()) return failed;
+  if (kernel_tls && StatusErrno(failed) == EIO) {
+    // Under kernel TLS a record that is not data (the peer's alert) fails the read with EIO,
+    // and which alert it was stays in the kernel. In the handshake's wake it is the peer
+    // refusing this daemon's credentials; its log says which check failed.
+    return absl::PermissionDeniedError(absl::StrCat(
+        failed.message(), " (TLS: the peer ended the connection with an alert, which kernel "
+                          "TLS does not show; usually a refusal of this daemon's certificate or "
+                          "key: see the peer's log)"));
+  }
+  if (tls_failure == nullptr) return failed;
   const std::string why = tls_failure->Get();
   if (why.empty()) return failed;
   // The peer's alert is the real reason. Certificate and PSK alerts mean it refused our

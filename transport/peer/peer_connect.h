@@ -26,11 +26,14 @@ struct PeerConnection {
   std::shared_ptr<const tls::TlsFailureNote> tls_failure;
   // TLS ran on this connection: its AEAD authenticates every byte.
   bool tls = false;
+  // The kernel carries it (kernel TLS), not a userspace relay.
+  bool kernel_tls = false;
   // The TLS exporter value a HELLO on this connection is bound to (zeros in plaintext).
   std::array<uint8_t, 32> binding{};
 
   // `failed` (an error seen on `fd`) with the TLS layer's reason when it has one: a peer that
-  // refused this daemon's certificate only closes the connection, after its alert.
+  // refused this daemon's certificate only closes the connection, after its alert (under
+  // kernel TLS, an EIO; the alert's name stays in the kernel).
   absl::Status Explain(absl::Status failed) const;
 };
 

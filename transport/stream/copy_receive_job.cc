@@ -298,9 +298,10 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
       ring_->Poll(data_fd_, POLLOUT, JobTag(kPoll, job_, 0));
       poll_inflight_ = true;
     } else if (res != -EINTR) {
-      Fail(ErrnoStatus(absl::StrCat("write(data fd ", data_fd_, ", ", pc.len - pc.written,
-                                    " bytes at stream offset ", pc.offset + pc.written, ")"),
-                       res == 0 ? EIO : -res));
+      Fail(DeviceSideError(ErrnoStatus(
+          absl::StrCat("write(data fd ", data_fd_, ", ", pc.len - pc.written,
+                       " bytes at stream offset ", pc.offset + pc.written, ")"),
+          res == 0 ? EIO : -res)));
     }
   }
 

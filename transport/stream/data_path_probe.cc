@@ -12,6 +12,9 @@
 #include "transport/base/status_macros.h"
 #include "transport/net/socket.h"
 #include "transport/stream/stream_sender.h"
+#include "absl/strings/str_cat.h"
+#include "transport/peer/stream_auth.h"
+#include "transport/stream/stream_protection.h"
 
 namespace migmover::stream {
 namespace {
@@ -32,6 +35,14 @@ absl::StatusOr<double> Trial(DataPath path, uint64_t bytes, uint32_t chunk,
   options.idle_timeout = absl::Seconds(2);
   ASSIGN_OR_RETURN(std::unique_ptr<StreamSender> sender,
                    StreamSender::Create(nullptr, std::move(out), 0, options));
+  // As a stream under TLS: either path may run (a sender without TLS keeps to copy), and the
+  // copy path pays its keyed digest as real streams do.
+  StreamProtection protection;
+  ASSIGN_OR_RETURN(protection.keys,
+                   peer::DeriveStreamKeys(peer::SessionSecretBytes{}, peer::HelloNonce{},
+                                          "data path probe", 0));
+  protection.aead = true;
+  RETURN_IF_ERROR(sender->Protect(protection));
 
   std::thread drain([fd = in.get()] {
     std::vector<char> buf(1 << 20);
@@ -56,10 +67,16 @@ absl::StatusOr<double> Trial(DataPath path, uint64_t bytes, uint32_t chunk,
   pipe.read
       .Reset();  // If the pump stopped early, the feeder's next write fails instead of blocking.
   feed.join();
+  const DataPath used = sender->data_path_used();
   sender.reset();  // Closes the connection: the drain sees EOF.
   drain.join();
   RETURN_IF_ERROR(r.status());
   if (r->bytes != bytes) return absl::InternalError("data path probe moved the wrong count");
+  // A trial that ran the other path would make the comparison a coin toss.
+  if (used != path) {
+    return absl::InternalError(absl::StrCat("data path probe: the ", DataPathName(path),
+                                            " trial ran ", DataPathName(used)));
+  }
   return bytes / std::max(seconds, 1e-9);
 }
 

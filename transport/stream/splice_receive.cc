@@ -211,9 +211,9 @@ class SpliceReceiveJobImpl final : public SpliceReceiveJob {
         return false;
       }
       if (r <= 0) {
-        Fail(ErrnoStatus(absl::StrCat("splice(pipe -> data fd ", data_fd_, ", ", piece_ - out_,
+        Fail(DeviceSideError(ErrnoStatus(absl::StrCat("splice(pipe -> data fd ", data_fd_, ", ", piece_ - out_,
                                       " bytes at stream offset ", s_->offset + out_, ")"),
-                         r == 0 ? EIO : static_cast<int>(-r)));
+                         r == 0 ? EIO : static_cast<int>(-r))));
         return false;
       }
       out_ += r;

@@ -1,5 +1,8 @@
 #include "transport/stream/stream_errors.h"
 
+
+#include "absl/strings/cord.h"
+
 #include "absl/strings/str_cat.h"
 #include "transport/base/status_macros.h"
 #include "transport/peer/frame_codec.h"
@@ -26,6 +29,20 @@ absl::Status DigestMismatchError() {
 absl::Status SourceAbandonedError(const wire::FrameHeader& h, absl::string_view payload) {
   ASSIGN_OR_RETURN(peer::PeerStatus st, peer::ParseStatus(h, payload));
   return absl::AbortedError(absl::StrCat("source abandoned the stream: ", st.message));
+}
+
+namespace {
+constexpr char kSidePayload[] = "migmover/side";
+}  // namespace
+
+absl::Status DeviceSideError(absl::Status status) {
+  if (!status.ok()) status.SetPayload(kSidePayload, absl::Cord("device"));
+  return status;
+}
+
+bool IsDeviceSide(const absl::Status& status) {
+  const auto side = status.GetPayload(kSidePayload);
+  return side.has_value() && *side == "device";
 }
 
 }  // namespace migmover::stream

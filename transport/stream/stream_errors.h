@@ -19,8 +19,14 @@ absl::Status NoProgressError(uint32_t device, absl::Duration idle_timeout,
 // DataLoss "END_STREAM counts N bytes; M arrived".
 absl::Status EndStreamTotalError(uint64_t counted, uint64_t arrived);
 
-// DataLoss: the XXH3-64 of the bytes received differs from the one END_STREAM carries.
+// DataLoss: the keyed digest of the bytes received differs from the one END_STREAM carries.
 absl::Status DigestMismatchError();
+
+// `status` (a failure of the device's data fd, not of the peer connection) marked as such: a
+// destination whose device failed still has a source that can hear its verdict, whatever the
+// code (a device's EPIPE is UNAVAILABLE like a lost connection's). OK stays OK.
+absl::Status DeviceSideError(absl::Status status);
+bool IsDeviceSide(const absl::Status& status);
 
 // The source's ERROR frame (`payload` after header `h`) as Aborted "source abandoned the stream:
 // <its message>"; DataLoss if the payload is malformed.

@@ -5,6 +5,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "transport/stream/stream_errors.h"
 
 namespace migmover::stream {
 namespace {
@@ -259,6 +260,16 @@ TEST(StreamRulesTest, AConfirmMustCarryTheStreamsSeal) {
   IncomingStream bad = ended();
   auto refused = bad.OnSettle(h, forged.substr(wire::kFrameHeaderSize));
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kDataLoss) << refused.status();
+}
+
+// A device's failure is told apart from the connection's, whatever its code: the destination
+// lingers for a source that can still hear its verdict.
+TEST(StreamErrorsTest, ADeviceSideFailureIsMarkedAsSuch) {
+  const absl::Status epipe = DeviceSideError(absl::UnavailableError("write(data fd 9): EPIPE"));
+  EXPECT_TRUE(IsDeviceSide(epipe));
+  EXPECT_EQ(epipe.code(), absl::StatusCode::kUnavailable);
+  EXPECT_FALSE(IsDeviceSide(absl::UnavailableError("source closed the connection")));
+  EXPECT_TRUE(DeviceSideError(absl::OkStatus()).ok());
 }
 
 }  // namespace

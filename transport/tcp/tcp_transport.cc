@@ -44,7 +44,9 @@ class TcpSourceChannel final : public SourceChannel {
                                                            absl::Duration timeout) override {
     std::vector<UniqueFd> socks;
     std::vector<std::string> security;
-    std::vector<peer::PeerConnection> tls_failures;  // Only their notes: the fds move on.
+    // What Explain needs of each connection (its failure note, kernel TLS or not); the fds
+    // move on to the sender.
+    std::vector<peer::PeerConnection> tls_failures;
     std::vector<peer::ChannelBinding> bindings;
     bool all_tls = true;
     for (uint32_t k = 0; k < std::max<uint32_t>(1, spec_.streams); ++k) {
@@ -55,7 +57,9 @@ class TcpSourceChannel final : public SourceChannel {
       security.push_back(std::move(conn.security));
       bindings.push_back(conn.binding);
       all_tls = all_tls && conn.tls;
-      tls_failures.push_back(peer::PeerConnection{UniqueFd(), "", std::move(conn.tls_failure)});
+      peer::PeerConnection note{UniqueFd(), "", std::move(conn.tls_failure)};
+      note.kernel_tls = conn.kernel_tls;
+      tls_failures.push_back(std::move(note));
     }
     ASSIGN_OR_RETURN(std::unique_ptr<stream::StreamSender> sender,
                      stream::StreamSender::Create(nullptr, std::move(socks), device, spec_.stream));
@@ -77,7 +81,11 @@ class TcpSourceChannel final : public SourceChannel {
     hello.token = spec_.token;
     hello.nonce = nonce;
     if (absl::Status s = sender->Handshake(hello, timeout); !s.ok()) {
-      for (const peer::PeerConnection& c : tls_failures) s = c.Explain(std::move(s));
+      // The first connection that knows more says it (once, not once per stripe).
+      for (const peer::PeerConnection& c : tls_failures) {
+        absl::Status explained = c.Explain(s);
+        if (explained != s) return explained;
+      }
       return s;
     }
     return std::unique_ptr<DeviceStreamSender>(std::move(sender));
