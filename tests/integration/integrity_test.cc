@@ -87,8 +87,10 @@ class PlaintextDaemons : public TwoDaemons {
   }
 };
 
-// Without TLS the keyed digest checks every byte: the data path is copy even where splice was
-// asked of auto, and the status says what checked the stream.
+// Without TLS the keyed digest checks every byte: both ends move the stream on the copy path
+// (the pipes could splice; that a splice-preferring auto still copies without TLS is
+// stream_test's WithoutTlsTheStreamKeepsToTheCopyPathAndTheDigestChecksIt), and the status
+// says what checked the stream.
 TEST_F(PlaintextDaemons, TheKeyedDigestChecksAPlaintextMigration) {
   Outcome o = MigrateDataFds("plain");
   EXPECT_EQ(o.source.phase(), SessionStatus::SUCCEEDED) << o.source.DebugString();
