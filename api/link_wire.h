@@ -12,7 +12,8 @@ namespace migmover::wire {
 // IEEE 802 "Local Experimental EtherType 1": never routed, never confused with IP.
 inline constexpr uint16_t kLinkEtherType = 0x88b5;
 inline constexpr uint32_t kLinkMagic = 0x314c'4d4d;  // "MML1" on the wire (little-endian).
-inline constexpr uint8_t kLinkVersion = 1;
+// 2: sealed links (a 16-byte tag after every frame, `check` numbers the frame).
+inline constexpr uint8_t kLinkVersion = 2;
 
 // After the 14-byte Ethernet header of every link frame; integers little-endian.
 struct LinkHeader {
@@ -25,11 +26,17 @@ struct LinkHeader {
   uint32_t ack;       // ACK: every DATA frame before this number is in the receiver's queue.
   uint32_t window;    // ACK: frames past `ack` the receiver has room for. DATA: 0.
   uint32_t flags;     // ACK: kLinkAck* bits. DATA: 0.
-  uint64_t checksum;  // DATA: XXH3-64 of the payload, seeded with `seq`. ACK: 0.
+  // Unsealed link: DATA: XXH3-64 of the payload, seeded with `seq`; ACK: 0.
+  // Sealed link: the frame's 64-bit number, its AEAD nonce: DATA: its position in the stream
+  // (`seq` is the low 32 bits); ACK: how many ACKs its sender sent before it.
+  uint64_t check;
 };
 static_assert(sizeof(LinkHeader) == 40);
 inline constexpr size_t kLinkHeaderSize = sizeof(LinkHeader);
 inline constexpr size_t kEthernetHeaderSize = 14;
+// A sealed link's frames end with this many bytes: the AEAD tag over the link header and the
+// (encrypted) payload.
+inline constexpr size_t kLinkTagSize = 16;
 
 enum class LinkFrameType : uint8_t {
   kData = 1,  // Stream bytes.

@@ -407,9 +407,9 @@ namespace {
 
 // What checked a received stream, for the status and the log.
 std::string IntegrityName(const transport::ReceiveResult& r) {
-  if (r.digest_checked && r.aead) return "keyed digest (Poly1305) and TLS";
+  if (r.digest_checked && r.aead) return absl::StrCat("keyed digest (Poly1305) and ", r.aead_name);
   if (r.digest_checked) return "keyed digest (Poly1305)";
-  if (r.aead) return "TLS";
+  if (r.aead) return r.aead_name;
   return "nothing";
 }
 

@@ -4,7 +4,9 @@
 // Input: one flags byte, then frames, each a little-endian u16 length and that many bytes
 // (Ethernet header, link header, payload). Flag bit 0 recomputes each DATA frame's checksum
 // (XXH3 of the payload seeded with its seq) so the fuzzer gets past it to the window, ordering
-// and ack logic; bit 1 has the link send 64 KiB first, so ACK frames move a real sender.
+// and ack logic; bit 1 has the link send 64 KiB first, so ACK frames move a real sender; bit 2
+// seals the link (the daemons' way), and with bit 0 each frame is then sealed with the peer's key
+// (numbered by its `check` field, its tag appended) so it gets past the tag.
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -20,6 +22,7 @@
 
 #include "api/link_wire.h"
 #include "transport/dpdk/eal.h"
+#include "transport/dpdk/frame_seal.h"
 #include "transport/dpdk/port.h"
 #include "transport/dpdk/reliable_link.h"
 
@@ -76,6 +79,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   o.window = 64;
   auto link = dpdk::ReliableLink::Create(&io, o);
   if (!link.ok()) std::abort();
+  peer::LinkKey ours, theirs;
+  ours.bytes.fill(1);
+  theirs.bytes.fill(2);
+  std::unique_ptr<dpdk::FrameSeal> peer_seal;
+  if (flags & 4) {
+    if (!(*link)->Seal(ours, theirs).ok()) std::abort();
+    auto s = dpdk::FrameSeal::Create(theirs, ours);
+    if (!s.ok()) std::abort();
+    peer_seal = std::move(*s);
+  }
   if (flags & 2) {
     std::vector<uint8_t> bytes(64 * 1024, 0x5a);
     size_t sent = 0;
@@ -92,18 +105,26 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     len = static_cast<uint16_t>(std::min<size_t>({len, size - at, kFrameCapacity}));
     rte_mbuf* m = rte_pktmbuf_alloc(g_pool);
     if (m == nullptr) break;
-    auto* p = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(m, len));
+    constexpr size_t kHeaders = wire::kEthernetHeaderSize + wire::kLinkHeaderSize;
+    const bool seal = peer_seal != nullptr && (flags & 1) && len >= kHeaders &&
+                      len + wire::kLinkTagSize <= kFrameCapacity;
+    auto* p = reinterpret_cast<uint8_t*>(
+        rte_pktmbuf_append(m, static_cast<uint16_t>(len + (seal ? wire::kLinkTagSize : 0))));
     if (p == nullptr && len > 0) {
       rte_pktmbuf_free(m);
       break;
     }
     if (len > 0) std::memcpy(p, data + at, len);
     at += len;
-    constexpr size_t kHeaders = wire::kEthernetHeaderSize + wire::kLinkHeaderSize;
-    if ((flags & 1) && len > kHeaders) {
+    if (seal) {
       wire::LinkHeader h;
       std::memcpy(&h, p + wire::kEthernetHeaderSize, sizeof(h));
-      h.checksum = XXH3_64bits_withSeed(p + kHeaders, len - kHeaders, h.seq);
+      peer_seal->Seal(h.type, h.check, p + wire::kEthernetHeaderSize, sizeof(h), p + kHeaders,
+                      len - kHeaders, p + len);
+    } else if ((flags & 1) && len > kHeaders) {
+      wire::LinkHeader h;
+      std::memcpy(&h, p + wire::kEthernetHeaderSize, sizeof(h));
+      h.check = XXH3_64bits_withSeed(p + kHeaders, len - kHeaders, h.seq);
       std::memcpy(p + wire::kEthernetHeaderSize, &h, sizeof(h));
     }
     io.rx.push_back(m);

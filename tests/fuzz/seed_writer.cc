@@ -44,8 +44,10 @@ std::string Header(wire::FrameType type, wire::Phase phase, uint32_t device, uin
   return out;
 }
 
+// `number`: on a sealed link the frame's AEAD number (link_frame_fuzz seals it with it); -1 for
+// an unsealed link's checksum.
 std::string LinkFrame(wire::LinkFrameType type, uint32_t seq, uint32_t ack, uint32_t window,
-                      const std::string& payload) {
+                      const std::string& payload, int64_t number = -1) {
   std::string f(wire::kEthernetHeaderSize, '\0');
   std::memset(f.data(), 0xff, 6);  // Broadcast.
   f[6] = 0x02;                     // A local MAC.
@@ -60,7 +62,9 @@ std::string LinkFrame(wire::LinkFrameType type, uint32_t seq, uint32_t ack, uint
   h.seq = seq;
   h.ack = ack;
   h.window = window;
-  h.checksum = payload.empty() ? 0 : XXH3_64bits_withSeed(payload.data(), payload.size(), seq);
+  h.check = number >= 0        ? static_cast<uint64_t>(number)
+            : payload.empty() ? 0
+                              : XXH3_64bits_withSeed(payload.data(), payload.size(), seq);
   f.append(reinterpret_cast<const char*>(&h), sizeof(h));
   f += payload;
   const uint16_t len = static_cast<uint16_t>(f.size());
@@ -156,6 +160,16 @@ int main(int argc, char** argv) {
         std::string(1, '\2') + LinkFrame(wire::LinkFrameType::kAck, 0, 10, 64, "") +
             LinkFrame(wire::LinkFrameType::kAck, 0, 70, 0, "") +
             LinkFrame(wire::LinkFrameType::kAck, 0, 5, 64, ""));
+  // Sealed (flag 4), each frame sealed by the fuzzer (flag 1): in order, then a gap and a
+  // replayed ACK number.
+  Write("link_frame_fuzz", "sealed_data_in_order",
+        std::string(1, '\5') + LinkFrame(wire::LinkFrameType::kData, 0, 0, 0, payload, 0) +
+            LinkFrame(wire::LinkFrameType::kData, 1, 0, 0, payload, 1) +
+            LinkFrame(wire::LinkFrameType::kData, 3, 0, 0, payload, 3));
+  Write("link_frame_fuzz", "sealed_acks_to_a_sender",
+        std::string(1, '\7') + LinkFrame(wire::LinkFrameType::kAck, 0, 10, 64, "", 0) +
+            LinkFrame(wire::LinkFrameType::kAck, 0, 40, 64, "", 1) +
+            LinkFrame(wire::LinkFrameType::kAck, 0, 60, 64, "", 1));
   std::cout << "seeds written under " << g_root << "\n";
   return 0;
 }

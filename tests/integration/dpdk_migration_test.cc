@@ -58,7 +58,14 @@ TEST_F(DpdkDaemons, TwoDevicesWithPrecopyMoveByteExact) {
   for (int i = 0; i < 2; ++i) {
     EXPECT_EQ(s.devices(i).data_path(), "copy") << "a link reads into its frames";
     EXPECT_EQ(d.devices(i).data_path(), "copy");
-    EXPECT_TRUE(d.devices(i).digest_checked()) << "every byte passed through userspace";
+    EXPECT_EQ(d.devices(i).integrity(), "sealed DPDK link frames (ChaCha20-Poly1305)")
+        << d.DebugString();
+    EXPECT_EQ(s.devices(i).security().rfind(
+                  "DPDK link frames sealed (ChaCha20-Poly1305, keys from the HELLO connection's "
+                  "TLS handshake); HELLO connection TLS 1.3",
+                  0),
+              0u)
+        << s.DebugString();
     EXPECT_TRUE(d.devices(i).committed());
     EXPECT_EQ(s.devices(i).transport().rfind("dpdk link ", 0), 0u) << s.DebugString();
     EXPECT_EQ(d.devices(i).transport(), s.devices(i).transport()) << "both name the same link";
@@ -255,7 +262,7 @@ TEST_F(DpdkOverVeth, TwoDevicesMoveByteExactOverAfPacket) {
   auto [s, d] = SwitchoverAndWait("veth");
   ASSERT_TRUE(BothSucceeded(s, d));
   for (int i = 0; i < 2; ++i) {
-    EXPECT_TRUE(d.devices(i).digest_checked());
+    EXPECT_EQ(d.devices(i).integrity(), "sealed DPDK link frames (ChaCha20-Poly1305)");
     EXPECT_EQ(d.devices(i).transport().rfind("dpdk link ", 0), 0u);
   }
   EXPECT_NE(src_->Log().find("net_af_packet0"), std::string::npos);

@@ -36,8 +36,10 @@ struct ReceiveResult {
   // The stream's keyed digest was checked against every byte received (the copy path, and a
   // source that saw every byte).
   bool digest_checked = false;
-  // TLS carried every connection of the stream: its AEAD authenticated every byte.
+  // An AEAD authenticated every byte: TLS carried every connection of the stream, or the DPDK
+  // link's frames were sealed. `aead_name` says which, for status and logs.
   bool aead = false;
+  const char* aead_name = "TLS";
   // Something checked every byte: a stream for which this is false must not be committed.
   bool checked() const { return digest_checked || aead; }
   uint32_t precopy_phases_ended = 0;

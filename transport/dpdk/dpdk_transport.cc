@@ -97,9 +97,11 @@ DpdkTransport::~DpdkTransport() = default;
 
 namespace {
 
-// A link's frames do not travel on the HELLO connection that TLS protects (not yet: issue 11).
-std::string LinkSecurity(const std::string& hello_connection) {
-  return absl::StrCat("DPDK link frames unencrypted; HELLO connection ", hello_connection);
+// A link's frames do not travel on the HELLO connection, but their keys come from it.
+std::string LinkSecurity(const std::string& hello_connection, bool tls) {
+  return absl::StrCat("DPDK link frames sealed (ChaCha20-Poly1305, keys from ",
+                      tls ? "the HELLO connection's TLS handshake" : "the session secret",
+                      "); HELLO connection ", hello_connection);
 }
 
 }  // namespace
@@ -124,8 +126,7 @@ class DpdkTransport::Source final : public transport::SourceChannel {
                      LinkStreamSender::Create(std::move(io), impl_->Link(hello.link, spec_.stream),
                                               device, impl_->StreamOptions(spec_.stream)));
     const absl::Time deadline = absl::Now() + timeout;
-    // The HELLO connection runs the daemons' TLS like any other (the link's own frames are not
-    // encrypted yet).
+    // The HELLO connection runs the daemons' TLS like any other; the link's keys come from it.
     ASSIGN_OR_RETURN(peer::PeerConnection conn,
                      peer::ConnectPeer(spec_.peer, timeout, spec_.tls.get(),
                                        spec_.stream.peer_timeout));
@@ -133,10 +134,13 @@ class DpdkTransport::Source final : public transport::SourceChannel {
     RETURN_IF_ERROR(
         conn.Explain(net::SendAll(conn.fd.get(), peer::EncodeHello(0, hello), deadline)));
     RETURN_IF_ERROR(conn.Explain(peer::AwaitHelloAck(conn.fd.get(), deadline)));
-    sender->set_security(LinkSecurity(conn.security));
+    sender->set_security(LinkSecurity(conn.security, conn.tls));
     ASSIGN_OR_RETURN(peer::StreamKeys keys,
                      peer::DeriveStreamKeys(spec_.token, hello.nonce, spec_.session_id, device));
-    RETURN_IF_ERROR(sender->Protect(keys));
+    ASSIGN_OR_RETURN(peer::LinkKeys link_keys,
+                     peer::DeriveLinkKeys(spec_.token, hello.binding, hello.nonce,
+                                          spec_.session_id, device));
+    RETURN_IF_ERROR(sender->Protect(keys, link_keys));
     sender->WatchPeerConnection(std::move(conn.fd));
     return std::unique_ptr<transport::DeviceStreamSender>(std::move(sender));
   }
@@ -164,7 +168,7 @@ class DpdkTransport::Destination final : public transport::DestinationChannel {
       : impl_(impl), spec_(spec), taken_(spec.device_count, false) {}
 
   absl::StatusOr<std::unique_ptr<transport::DeviceStreamReceiver>> Accept(
-      const peer::Hello& hello, UniqueFd connection, const std::string& security, bool,
+      const peer::Hello& hello, UniqueFd connection, const std::string& security, bool tls,
       absl::Time deadline) override {
     absl::StatusOr<std::unique_ptr<LinkStreamReceiver>> receiver =
         absl::InvalidArgumentError(absl::StrCat(
@@ -197,7 +201,10 @@ class DpdkTransport::Destination final : public transport::DestinationChannel {
         ASSIGN_OR_RETURN(peer::StreamKeys keys, peer::DeriveStreamKeys(spec_.token, hello.nonce,
                                                                        spec_.session_id,
                                                                        hello.device));
-        RETURN_IF_ERROR(r->Protect(keys));
+        ASSIGN_OR_RETURN(peer::LinkKeys link_keys,
+                         peer::DeriveLinkKeys(spec_.token, hello.binding, hello.nonce,
+                                              spec_.session_id, hello.device));
+        RETURN_IF_ERROR(r->Protect(keys, link_keys));
         return r;
       }();
     }
@@ -209,7 +216,7 @@ class DpdkTransport::Destination final : public transport::DestinationChannel {
     }
     if (!receiver.ok()) return receiver.status();
     if (!acked.ok()) return acked;
-    (*receiver)->set_security(LinkSecurity(security));
+    (*receiver)->set_security(LinkSecurity(security, tls));
     (*receiver)->OwnPeerConnection(std::move(connection));
     return std::unique_ptr<transport::DeviceStreamReceiver>(std::move(*receiver));
   }

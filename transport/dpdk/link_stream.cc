@@ -161,7 +161,9 @@ LinkOptions SessionLinkOptions(uint64_t link_id, absl::Duration idle_timeout,
   // sixteen streams' frames (window plus queue, at each end) within one port's buffer pool.
   o.window = kSessionLinkWindow;
   o.ack_every = kSessionLinkWindow / 16;
-  o.mss = static_cast<uint16_t>(frame_capacity - wire::kEthernetHeaderSize - wire::kLinkHeaderSize);
+  // Room for the tag: session links are sealed.
+  o.mss = static_cast<uint16_t>(frame_capacity - wire::kEthernetHeaderSize -
+                                wire::kLinkHeaderSize - wire::kLinkTagSize);
   o.dead_after = std::max(o.dead_after, idle_timeout);
   return o;
 }
@@ -314,7 +316,8 @@ absl::Status LinkStreamSender::Keepalive() {
 }
 
 absl::Status LinkStreamSender::EndStream() {
-  // Every byte passed through userspace (readv into frames): the digest always goes.
+  // Every byte passed through userspace (readv into frames): the digest goes unless the link's
+  // AEAD already authenticated every frame.
   return SendControl(out_.EndStream(
       offset_, mac_ != nullptr ? mac_->Finish() : std::nullopt));
 }
@@ -330,8 +333,25 @@ absl::Status LinkStreamSender::Protect(const peer::StreamKeys& keys) {
   return absl::OkStatus();
 }
 
+absl::Status LinkStreamSender::Protect(const peer::StreamKeys& keys,
+                                       const peer::LinkKeys& link_keys) {
+  RETURN_IF_ERROR(link_->Seal(link_keys.to_destination, link_keys.to_source));
+  // The frames' tags authenticate every byte: a digest over them would check nothing more.
+  mac_.reset();
+  out_.set_control_key(keys.control);
+  return absl::OkStatus();
+}
+
 absl::Status LinkStreamReceiver::Protect(const peer::StreamKeys& keys) {
   ASSIGN_OR_RETURN(mac_, peer::StreamMac::Create(keys.digest));
+  rules_.set_control_key(keys.control);
+  return absl::OkStatus();
+}
+
+absl::Status LinkStreamReceiver::Protect(const peer::StreamKeys& keys,
+                                         const peer::LinkKeys& link_keys) {
+  RETURN_IF_ERROR(link_->Seal(link_keys.to_source, link_keys.to_destination));
+  mac_.reset();
   rules_.set_control_key(keys.control);
   return absl::OkStatus();
 }
@@ -513,6 +533,9 @@ absl::StatusOr<transport::ReceiveResult> LinkStreamReceiver::Receive(int data_fd
       // Every byte passed through userspace here: the digest is always checked when sent.
       ASSIGN_OR_RETURN(result.digest_checked,
                        rules.CheckComplete(offset_, mac_ != nullptr ? mac_->Finish() : std::nullopt));
+      // Every frame the link took opened with the source's key.
+      result.aead = link_->sealed();
+      result.aead_name = "sealed DPDK link frames (ChaCha20-Poly1305)";
       return result;
     }
   }

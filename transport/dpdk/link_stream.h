@@ -6,7 +6,10 @@
 // Zero copy between the device and the frames: the source reads the data fd with readv(2)
 // straight into frame buffers (a DATA frame of up to `chunk_size` spans many link frames), the
 // destination writes the data fd with writev(2) straight from received frames. Every byte passes
-// through userspace, so END_STREAM always carries the XXH3-64 digest and the destination checks it.
+// through userspace. The daemons seal the link (ReliableLink::Seal, keys from the HELLO
+// connection's TLS handshake): every frame is encrypted and authenticated, so END_STREAM carries no
+// digest. Over an unsealed link END_STREAM carries the stream's keyed digest and the destination
+// checks it.
 //
 // Each call polls the link on the calling thread until it returns; a link belongs to one thread.
 // A data fd that is O_NONBLOCK is waited on with poll(2) between link polls; a blocking one (a real
@@ -87,9 +90,11 @@ class LinkStreamSender final : public transport::DeviceStreamSender {
   stream::DataPath PlannedDataPath(int) const override { return stream::DataPath::kCopy; }
   stream::DataPath data_path_used() const override { return stream::DataPath::kCopy; }
   std::string transport_name() const override;
-  // The stream's keys (stream_auth.h); before the first byte moves. The link's frames are not
-  // encrypted, so the keyed digest checks the bytes and the control key seals the verdicts.
-  // Errors: StreamMac::Create's.
+  // The stream's keys (stream_auth.h); before the first byte moves. The control key seals the
+  // verdicts either way. With `link_keys` the link's frames are sealed (encrypted and
+  // authenticated: the daemons' way); without, they cross in clear and the keyed digest checks
+  // the bytes. Errors: ReliableLink::Seal's, StreamMac::Create's.
+  absl::Status Protect(const peer::StreamKeys& keys, const peer::LinkKeys& link_keys);
   absl::Status Protect(const peer::StreamKeys& keys);
   // What protects the connections (DeviceStreamSender::security()); set before use.
   void set_security(std::string security) { security_ = std::move(security); }
@@ -140,9 +145,11 @@ class LinkStreamReceiver final : public transport::DeviceStreamReceiver {
   stream::DataPath PlannedDataPath(int) const override { return stream::DataPath::kCopy; }
   stream::DataPath data_path_used() const override { return stream::DataPath::kCopy; }
   std::string transport_name() const override;
-  // The stream's keys (stream_auth.h); before the first byte moves. The link's frames are not
-  // encrypted, so the keyed digest checks the bytes and the control key seals the verdicts.
-  // Errors: StreamMac::Create's.
+  // The stream's keys (stream_auth.h); before the first byte moves. The control key seals the
+  // verdicts either way. With `link_keys` the link's frames are sealed (encrypted and
+  // authenticated: the daemons' way); without, they cross in clear and the keyed digest checks
+  // the bytes. Errors: ReliableLink::Seal's, StreamMac::Create's.
+  absl::Status Protect(const peer::StreamKeys& keys, const peer::LinkKeys& link_keys);
   absl::Status Protect(const peer::StreamKeys& keys);
   // What protects the connections (DeviceStreamSender::security()); set before use.
   void set_security(std::string security) { security_ = std::move(security); }

@@ -30,6 +30,16 @@ peer::StreamKeys TestKey() {
   return *peer::DeriveStreamKeys(secret, nonce, "link test", 3);
 }
 
+// Both ends' link keys (the transport derives them from the HELLO connection's TLS handshake).
+peer::LinkKeys TestLinkKeys() {
+  peer::SessionSecretBytes secret;
+  secret.fill(0x21);
+  peer::ChannelBinding binding;
+  binding.fill(0x33);
+  peer::HelloNonce nonce;
+  nonce.fill(0x7e);
+  return *peer::DeriveLinkKeys(secret, binding, nonce, "link test", 3);
+}
 
 using wire::Phase;
 
@@ -194,6 +204,41 @@ TEST_F(LinkStreamTest, MovesAStreamByteExactAndCommits) {
   EXPECT_EQ(received->total_bytes, kTotal);
   EXPECT_TRUE(received->digest_checked);
   EXPECT_EQ(received->precopy_phases_ended, 1u);
+  threads_[1].join();
+  threads_.erase(threads_.begin() + 1);
+  EXPECT_EQ(checked, kTotal);
+  EXPECT_TRUE(intact) << "a byte differs from what the source read";
+}
+
+TEST_F(LinkStreamTest, SealedLinkStreamIsCheckedByItsAeadAndCommits) {
+  constexpr uint64_t kTotal = 16ull << 20;
+  std::atomic<bool> stop{false}, cancel{false};
+  uint64_t checked = 0;
+  bool intact = false;
+  UniqueFd saving = Producer(kTotal);
+  UniqueFd resuming = Consumer(&checked, &intact);
+  absl::StatusOr<transport::ReceiveResult> received;
+  std::thread dst([&] {
+    LinkStreamReceiver r(dst_link_.get(), 3, {});
+    ASSERT_TRUE(r.Protect(TestKey(), TestLinkKeys()).ok());
+    received = r.Receive(resuming.get(), cancel);
+    resuming.Reset();
+    EXPECT_TRUE(r.SendCommit(received.status()).ok());
+  });
+  LinkStreamSender s(src_link_.get(), 3, {});
+  ASSERT_TRUE(s.Protect(TestKey(), TestLinkKeys()).ok());
+  auto pumped = s.Pump(saving.get(), Phase::kStopCopy, UINT64_MAX, stop, cancel);
+  ASSERT_TRUE(pumped.ok()) << pumped.status();
+  ASSERT_TRUE(s.EndStream().ok());
+  const absl::Status commit = s.AwaitCommit(absl::Seconds(30), cancel);
+  dst.join();
+  EXPECT_TRUE(commit.ok()) << commit;
+  ASSERT_TRUE(received.ok()) << received.status();
+  EXPECT_EQ(received->total_bytes, kTotal);
+  EXPECT_TRUE(received->aead) << "every frame opened with the source's key";
+  EXPECT_FALSE(received->digest_checked) << "no digest needed over sealed frames";
+  EXPECT_TRUE(received->checked());
+  EXPECT_TRUE(src_link_->sealed() && dst_link_->sealed());
   threads_[1].join();
   threads_.erase(threads_.begin() + 1);
   EXPECT_EQ(checked, kTotal);

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "transport/base/status_macros.h"
 #include "xxh_x86dispatch.h"
 #include "xxhash.h"
 
@@ -54,6 +55,20 @@ uint32_t PayloadLength(rte_mbuf* m) {
 }
 
 }  // namespace
+
+absl::Status ReliableLink::Seal(const peer::LinkKey& send, const peer::LinkKey& receive) {
+  if (polled_ || stats_.bytes_written != 0 || !reserved_.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("DPDK link ", o_.link_id, ": sealed after its frames started to move"));
+  }
+  if (o_.mss + kHeaders + wire::kLinkTagSize > io_->frame_capacity()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "DPDK link ", o_.link_id, ": mss ", o_.mss, " leaves no room for the ",
+        wire::kLinkTagSize, "-byte tag in a ", io_->frame_capacity(), "-byte frame"));
+  }
+  ASSIGN_OR_RETURN(seal_, FrameSeal::Create(send, receive));
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::unique_ptr<ReliableLink>> ReliableLink::Create(FrameIo* io,
                                                                    LinkOptions options) {
@@ -163,6 +178,7 @@ void ReliableLink::Commit(size_t n) {
     StoreHeader(m, h);
     tx_[snd_nxt_ & mask_] = m;
     ++snd_nxt_;
+    ++snd_nxt64_;
     open_ = true;
     if (take == o_.mss) CloseOpenFrame();
   }
@@ -177,10 +193,22 @@ void ReliableLink::CloseOpenFrame() {
     // Reserved but never written: give the sequence number back.
     rte_pktmbuf_free(m);
     --snd_nxt_;
+    --snd_nxt64_;
+  } else if (seal_ != nullptr) {
+    wire::LinkHeader h = LoadHeader(m);
+    h.length = len;
+    h.check = snd_nxt64_ - 1;  // The open frame is the newest.
+    StoreHeader(m, h);
+    auto* tag = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(m, wire::kLinkTagSize));
+    if (tag == nullptr ||
+        !seal_->Seal(h.type, h.check, HeaderBytes(m), wire::kLinkHeaderSize,
+                     rte_pktmbuf_mtod_offset(m, uint8_t*, kHeaders), len, tag)) {
+      seal_failed_ = true;
+    }
   } else {
     wire::LinkHeader h = LoadHeader(m);
     h.length = len;
-    h.checksum = Checksum(rte_pktmbuf_mtod_offset(m, const uint8_t*, kHeaders), len, h.seq);
+    h.check = Checksum(rte_pktmbuf_mtod_offset(m, const uint8_t*, kHeaders), len, h.seq);
     StoreHeader(m, h);
   }
   open_ = false;
@@ -285,21 +313,65 @@ void ReliableLink::HandleFrame(rte_mbuf* m, int64_t now) {
     rte_pktmbuf_free(m);
     return;
   }
-  heard_ns_ = now;
+  const uint32_t tag = seal_ != nullptr ? wire::kLinkTagSize : 0;
   if (h.type == static_cast<uint8_t>(wire::LinkFrameType::kAck)) {
+    if (seal_ != nullptr) {
+      // Only an ACK that opens, and is newer than every ACK before it, may move the window:
+      // a forged or replayed one could free frames the reader never got.
+      uint8_t* t = rte_pktmbuf_mtod_offset(m, uint8_t*, kHeaders);
+      if (rte_pktmbuf_data_len(m) != kHeaders + tag || h.check < peer_acks_ ||
+          !seal_->Open(h.type, h.check, HeaderBytes(m), wire::kLinkHeaderSize, t, 0, t)) {
+        ++stats_.frames_corrupt;
+        rte_pktmbuf_free(m);
+        return;
+      }
+      peer_acks_ = h.check + 1;
+    }
+    heard_ns_ = now;
     ++stats_.acks_received;
     OnAck(h.ack, h.window, h.flags, now);
     rte_pktmbuf_free(m);
     return;
   }
   if (h.type != static_cast<uint8_t>(wire::LinkFrameType::kData) || h.length == 0 ||
-      h.length > o_.mss || h.length != rte_pktmbuf_data_len(m) - kHeaders) {
+      h.length > o_.mss || h.length + tag != rte_pktmbuf_data_len(m) - kHeaders) {
     ++stats_.frames_ignored;
     rte_pktmbuf_free(m);
     return;
   }
+  if (seal_ != nullptr) {
+    // Frames that would only be dropped (a duplicate, or no room) are not worth opening: all
+    // they cause is an ACK, which says nothing the peer may not know. A frame that would be
+    // taken, or that says one was lost (a gap: the sender goes back), must open first.
+    if (static_cast<uint32_t>(h.check) != h.seq) {
+      ++stats_.frames_ignored;
+      rte_pktmbuf_free(m);
+      return;
+    }
+    if (h.check == rcv_nxt64_ && rx_count_ < o_.window) {
+      if (!OpenData(m, h)) return;
+      heard_ns_ = now;
+      rx_[(rx_head_ + rx_count_++) & mask_] = m;
+      readable_ += h.length;
+      ++rcv_nxt_;
+      ++rcv_nxt64_;
+      ++unacked_in_order_;
+      ++stats_.frames_received;
+      return;
+    }
+    if (h.check > rcv_nxt64_) {
+      if (!OpenData(m, h)) return;
+      heard_ns_ = now;
+      gap_seen_ = true;
+    }
+    ++stats_.frames_dropped;
+    ++unacked_in_order_;
+    rte_pktmbuf_free(m);
+    return;
+  }
+  heard_ns_ = now;
   if (Checksum(rte_pktmbuf_mtod_offset(m, const uint8_t*, kHeaders), h.length, h.seq) !=
-      h.checksum) {
+      h.check) {
     // Damaged on the way: treat it as lost, so the sender goes back to it.
     ++stats_.frames_corrupt;
     if (h.seq == rcv_nxt_) gap_seen_ = true;
@@ -311,6 +383,7 @@ void ReliableLink::HandleFrame(rte_mbuf* m, int64_t now) {
     rx_[(rx_head_ + rx_count_++) & mask_] = m;
     readable_ += h.length;
     ++rcv_nxt_;
+    ++rcv_nxt64_;
     ++unacked_in_order_;
     ++stats_.frames_received;
     return;
@@ -322,6 +395,17 @@ void ReliableLink::HandleFrame(rte_mbuf* m, int64_t now) {
   rte_pktmbuf_free(m);
 }
 
+bool ReliableLink::OpenData(rte_mbuf* m, const wire::LinkHeader& h) {
+  uint8_t* payload = rte_pktmbuf_mtod_offset(m, uint8_t*, kHeaders);
+  if (seal_->Open(h.type, h.check, HeaderBytes(m), wire::kLinkHeaderSize, payload, h.length,
+                  payload + h.length)) {
+    return true;
+  }
+  ++stats_.frames_corrupt;
+  rte_pktmbuf_free(m);
+  return false;
+}
+
 void ReliableLink::SendAck(int64_t now) {
   rte_mbuf* m = NewFrame(wire::LinkFrameType::kAck);
   if (m == nullptr) return;  // Pool exhausted: the next Poll tries again.
@@ -330,7 +414,19 @@ void ReliableLink::SendAck(int64_t now) {
   h.ack = rcv_nxt_;
   h.window = room;
   h.flags = gap_seen_ ? wire::kLinkAckGap : 0;
-  StoreHeader(m, h);
+  if (seal_ != nullptr) {
+    h.check = acks_numbered_++;
+    StoreHeader(m, h);
+    auto* tag = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(m, wire::kLinkTagSize));
+    if (tag == nullptr ||
+        !seal_->Seal(h.type, h.check, HeaderBytes(m), wire::kLinkHeaderSize, tag, 0, tag)) {
+      seal_failed_ = true;
+      rte_pktmbuf_free(m);
+      return;
+    }
+  } else {
+    StoreHeader(m, h);
+  }
   if (io_->Transmit(&m, 1) != 1) {
     rte_pktmbuf_free(m);
     return;
@@ -379,6 +475,11 @@ void ReliableLink::Transmit(int64_t now) {
 }
 
 absl::Status ReliableLink::Poll() {
+  polled_ = true;
+  if (seal_failed_) {
+    return absl::InternalError(absl::StrCat("DPDK link ", o_.link_id,
+                                            ": OpenSSL failed to seal a frame (ChaCha20-Poly1305)"));
+  }
   const int64_t now = NowNs();
   rte_mbuf* burst[kBurst];
   uint16_t n;

@@ -14,6 +14,11 @@
 // data fd straight into the frame), Peek/Consume hand out received bytes in place (write(2) to the
 // data fd straight from the frame). Write/Read are the copying conveniences.
 //
+// Sealed links (Seal, api/DPDK_LINK.md "Sealed frames"): every frame, DATA and ACK, is encrypted
+// and authenticated with its direction's key (FrameSeal), in place in its buffer. A frame that
+// fails its tag (forged, damaged, an old link's, a replayed ACK) is dropped before it can move
+// anything: not the reader's bytes, not the sender's window, not even the dead-peer timer.
+//
 // Not thread-safe: one thread polls a link (and its FrameIo). Nothing here blocks.
 #ifndef MIGMOVER_TRANSPORT_DPDK_RELIABLE_LINK_H_
 #define MIGMOVER_TRANSPORT_DPDK_RELIABLE_LINK_H_
@@ -32,7 +37,9 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "api/link_wire.h"
+#include "transport/dpdk/frame_seal.h"
 #include "transport/dpdk/port.h"
+#include "transport/peer/stream_auth.h"
 
 namespace migmover::dpdk {
 
@@ -40,7 +47,8 @@ struct LinkOptions {
   // Both ends use the same id; frames with any other id (an earlier link, another migration on
   // the same port) are ignored.
   uint64_t link_id = 0;
-  // Payload bytes per DATA frame; at most the FrameIo's frame_capacity minus 54 header bytes.
+  // Payload bytes per DATA frame; at most the FrameIo's frame_capacity minus 54 header bytes
+  // (and minus the 16-byte tag on a sealed link).
   uint16_t mss = 8192;
   // Frames in flight (sender) and queued for the reader (receiver). A power of two; the two ends
   // may differ (each advertises its own).
@@ -60,7 +68,9 @@ struct LinkStats {
   uint64_t frames_received = 0;  // DATA frames taken in order.
   uint64_t frames_dropped = 0;   // DATA frames refused: out of order, duplicate or no room.
   uint64_t frames_ignored = 0;   // Not ours: another EtherType or link, or malformed.
-  uint64_t frames_corrupt = 0;   // Ours, but the payload fails its checksum: sent again.
+  // Ours, but the payload fails its checksum (sent again), or on a sealed link the frame fails
+  // its tag: damaged, forged or replayed.
+  uint64_t frames_corrupt = 0;
   uint64_t acks_sent = 0;
   uint64_t acks_received = 0;
   uint64_t bytes_written = 0;
@@ -76,6 +86,13 @@ class ReliableLink {
   ~ReliableLink();
   ReliableLink(const ReliableLink&) = delete;
   ReliableLink& operator=(const ReliableLink&) = delete;
+
+  // From now on every frame this link sends is sealed with `send` and every frame it takes must
+  // open with `receive` (the peer's `send`). Before the first Reserve, Write or Poll.
+  // Errors: FailedPrecondition once frames moved; InvalidArgument when mss leaves no room for
+  // the tag; FrameSeal::Create's.
+  absl::Status Seal(const peer::LinkKey& send, const peer::LinkKey& receive);
+  bool sealed() const { return seal_ != nullptr; }
 
   // Sending, in place. Room for up to `max` bytes, as up to `max_iov` pieces in `iov`: the rest
   // of the frame being filled, then new frames. Returns the number of pieces; 0 when the window
@@ -98,7 +115,8 @@ class ReliableLink {
 
   // One round of work: takes in received frames, acknowledges, sends what was committed (a frame
   // partly filled goes out too), retransmits. Call it in the polling loop. Unavailable once
-  // nothing was heard from the peer for `dead_after`; the link is then dead for good.
+  // nothing was heard from the peer for `dead_after`; the link is then dead for good. Internal
+  // once OpenSSL failed to seal a frame (never seen: the frame would be lost for good).
   absl::Status Poll();
 
   uint64_t link_id() const { return o_.link_id; }
@@ -115,6 +133,8 @@ class ReliableLink {
   void HandleFrame(rte_mbuf* m, int64_t now);
   void OnAck(uint32_t ack, uint32_t window, uint32_t flags, int64_t now);
   void CloseOpenFrame();
+  // Whether a DATA frame of a sealed link opens; counts it as corrupt if not.
+  bool OpenData(rte_mbuf* m, const wire::LinkHeader& h);
   void SendAck(int64_t now);
   // Go-back-N: everything unacknowledged goes out again, from the oldest.
   void GoBack(int64_t now);
@@ -123,6 +143,9 @@ class ReliableLink {
 
   FrameIo* const io_;
   const LinkOptions o_;
+  std::unique_ptr<FrameSeal> seal_;  // Null: an unsealed link (XXH3 checksums only).
+  bool polled_ = false;
+  bool seal_failed_ = false;
   const uint32_t mask_;
   const int64_t rto_ns_, keepalive_ns_, dead_ns_;
 
@@ -131,6 +154,8 @@ class ReliableLink {
   std::vector<rte_mbuf*> tx_;
   uint32_t snd_una_ = 0, snd_sent_ = 0, snd_nxt_ = 0;
   uint32_t snd_max_ = 0;  // One past the furthest frame ever transmitted.
+  uint64_t snd_nxt64_ = 0;  // snd_nxt_ with the wraps counted: the next frame's number.
+  uint64_t acks_numbered_ = 0;  // Sealed: the next ACK's number.
   bool open_ = false;
   std::vector<rte_mbuf*> reserved_;  // New frames handed out by Reserve, not yet committed.
   std::vector<rte_mbuf*> spare_;     // Reserved, then not needed: the next Reserve's first.
@@ -144,6 +169,8 @@ class ReliableLink {
   std::vector<rte_mbuf*> rx_;
   uint32_t rx_head_ = 0, rx_count_ = 0, rx_offset_ = 0;
   uint32_t rcv_nxt_ = 0;
+  uint64_t rcv_nxt64_ = 0;  // rcv_nxt_ with the wraps counted.
+  uint64_t peer_acks_ = 0;  // Sealed: an ACK numbered below this is a replay.
   size_t readable_ = 0;
   uint32_t unacked_in_order_ = 0;
   uint32_t advertised_room_ = 0;

@@ -5,7 +5,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <random>
@@ -61,12 +63,12 @@ class LossyIo final : public WrappedIo {
   std::function<bool(const wire::LinkHeader&)> drop_;
 };
 
-// Flips one payload byte in the frames `pick` chooses, in a copy: the link keeps its own frame
-// for retransmission, as a NIC's wire would leave it.
+// Flips one byte in the frames `pick` chooses (the last, or one in the middle of the payload), in
+// a copy: the link keeps its own frame for retransmission, as a NIC's wire would leave it.
 class CorruptingIo final : public WrappedIo {
  public:
-  CorruptingIo(FrameIo* inner, std::function<bool()> pick)
-      : WrappedIo(inner), pick_(std::move(pick)) {}
+  CorruptingIo(FrameIo* inner, std::function<bool()> pick, bool middle = false)
+      : WrappedIo(inner), pick_(std::move(pick)), middle_(middle) {}
   uint16_t Transmit(rte_mbuf** f, uint16_t n) override {
     uint16_t i = 0;
     for (; i < n; ++i) {
@@ -77,7 +79,7 @@ class CorruptingIo final : public WrappedIo {
         if (copy == nullptr) break;
         uint8_t* p = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(copy, len));
         std::memcpy(p, rte_pktmbuf_mtod(one, const uint8_t*), len);
-        p[len - 1] ^= 0x40;
+        p[middle_ ? 54 + (len - 54) / 2 : len - 1] ^= 0x40;
         if (inner_->Transmit(&copy, 1) != 1) {
           rte_pktmbuf_free(copy);
           break;
@@ -94,6 +96,48 @@ class CorruptingIo final : public WrappedIo {
 
  private:
   std::function<bool()> pick_;
+  const bool middle_;
+};
+
+// Delivers frames of its own ahead of the port's: what anyone on the wire can send.
+class InjectingIo final : public WrappedIo {
+ public:
+  explicit InjectingIo(FrameIo* inner) : WrappedIo(inner) {}
+  uint16_t Transmit(rte_mbuf** f, uint16_t n) override { return inner_->Transmit(f, n); }
+  uint16_t Receive(rte_mbuf** f, uint16_t n) override {
+    uint16_t k = 0;
+    while (k < n && !inject_.empty()) {
+      rte_mbuf* m = inner_->Alloc();
+      if (m == nullptr) break;
+      const std::vector<uint8_t>& bytes = inject_.front();
+      std::memcpy(rte_pktmbuf_append(m, static_cast<uint16_t>(bytes.size())), bytes.data(),
+                  bytes.size());
+      inject_.erase(inject_.begin());
+      f[k++] = m;
+    }
+    return k + inner_->Receive(f + k, n - k);
+  }
+  void Inject(std::vector<uint8_t> frame) { inject_.push_back(std::move(frame)); }
+
+ private:
+  std::vector<std::vector<uint8_t>> inject_;
+};
+
+// Records what crossed the wire: every frame's bytes, copied before the port takes it.
+class RecordingIo final : public WrappedIo {
+ public:
+  explicit RecordingIo(FrameIo* inner) : WrappedIo(inner) {}
+  uint16_t Transmit(rte_mbuf** f, uint16_t n) override {
+    std::vector<std::vector<uint8_t>> copies;
+    for (uint16_t i = 0; i < n; ++i) {
+      const auto* p = rte_pktmbuf_mtod(f[i], const uint8_t*);
+      copies.emplace_back(p, p + rte_pktmbuf_data_len(f[i]));
+    }
+    const uint16_t sent = inner_->Transmit(f, n);
+    for (uint16_t i = 0; i < sent; ++i) frames.push_back(std::move(copies[i]));
+    return sent;
+  }
+  std::vector<std::vector<uint8_t>> frames;
 };
 
 // A port whose transmissions can be blocked (a full queue) or held back and released later (a
@@ -419,6 +463,218 @@ TEST_F(ReliableLinkTest, ZeroCopyReserveCommitPeekConsume) {
   EXPECT_EQ((*rx)->Peek(total, iov, 8), 0u);
 }
 
+peer::LinkKey Key(uint8_t fill) {
+  peer::LinkKey k;
+  k.bytes.fill(fill);
+  return k;
+}
+
+// A frame as anyone on the wire can make one: right EtherType and link id, whatever else.
+std::vector<uint8_t> ForgedFrame(uint64_t link_id, wire::LinkFrameType type, uint32_t seq,
+                                 uint32_t ack, uint16_t payload, bool tag) {
+  std::vector<uint8_t> f(wire::kEthernetHeaderSize + wire::kLinkHeaderSize + payload +
+                             (tag ? wire::kLinkTagSize : 0),
+                         0x41);
+  std::memset(f.data(), 0xff, 6);
+  std::memset(f.data() + 6, 0x02, 6);
+  f[12] = wire::kLinkEtherType >> 8;
+  f[13] = wire::kLinkEtherType & 0xff;
+  wire::LinkHeader h{};
+  h.magic = wire::kLinkMagic;
+  h.version = wire::kLinkVersion;
+  h.type = static_cast<uint8_t>(type);
+  h.length = payload;
+  h.link_id = link_id;
+  h.seq = seq;
+  h.ack = ack;
+  h.window = 256;
+  h.check = seq;
+  std::memcpy(f.data() + wire::kEthernetHeaderSize, &h, sizeof(h));
+  return f;
+}
+
+class SealedLinkTest : public ReliableLinkTest {
+ public:
+  // tx and rx over `tx_io` and `rx_io`, sealed with each other's keys unless `sealed` is false.
+  void Make(FrameIo* tx_io, FrameIo* rx_io, bool sealed = true, LinkOptions o = {}) {
+    if (o.link_id == 0) o = Options();
+    auto tx = ReliableLink::Create(tx_io, o);
+    auto rx = ReliableLink::Create(rx_io, o);
+    ASSERT_TRUE(tx.ok() && rx.ok());
+    tx_ = std::move(*tx);
+    rx_ = std::move(*rx);
+    if (sealed) {
+      ASSERT_TRUE(tx_->Seal(Key(1), Key(2)).ok());
+      ASSERT_TRUE(rx_->Seal(Key(2), Key(1)).ok());
+    }
+  }
+  // Writes `data` whole and reads it back at the other end.
+  std::vector<uint8_t> Carry(const std::vector<uint8_t>& data) {
+    std::vector<uint8_t> got(data.size());
+    size_t written = 0, read = 0;
+    const absl::Time deadline = absl::Now() + absl::Seconds(20);
+    while (read < data.size() && absl::Now() < deadline) {
+      written += tx_->Write(std::span<const uint8_t>(data).subspan(written));
+      EXPECT_TRUE(tx_->Poll().ok());
+      EXPECT_TRUE(rx_->Poll().ok());
+      read += rx_->Read(std::span<uint8_t>(got).subspan(read));
+    }
+    got.resize(read);
+    return got;
+  }
+  std::unique_ptr<ReliableLink> tx_, rx_;
+};
+
+bool Contains(const std::vector<uint8_t>& frame, const std::string& needle) {
+  return std::search(frame.begin(), frame.end(), needle.begin(), needle.end()) != frame.end();
+}
+
+TEST_F(SealedLinkTest, NoPlaintextCrossesTheWire) {
+  const std::string marker = "device state a VM would not want read on the wire: ";
+  std::vector<uint8_t> data;
+  while (data.size() < (2u << 20)) data.insert(data.end(), marker.begin(), marker.end());
+  for (const bool sealed : {false, true}) {
+    RecordingIo wire(a_);
+    Make(&wire, b_, sealed);
+    ASSERT_EQ(Carry(data), data) << (sealed ? "sealed" : "unsealed");
+    size_t frames = 0, readable = 0;
+    for (const std::vector<uint8_t>& f : wire.frames) {
+      if (f.size() > 200) ++frames;
+      if (Contains(f, marker)) ++readable;
+    }
+    EXPECT_GT(frames, 100u);
+    if (sealed) {
+      EXPECT_EQ(readable, 0u) << "a sealed link's frames must show nothing of the stream";
+      EXPECT_TRUE(rx_->sealed());
+    } else {
+      EXPECT_GT(readable, 0u) << "the sniffer must see an unsealed link's bytes";
+    }
+  }
+}
+
+TEST_F(SealedLinkTest, DamagedFramesAreRefusedAndSentAgain) {
+  std::mt19937 rng(5);
+  CorruptingIo corrupting(a_, [&] { return rng() % 20 == 0; }, /*middle=*/true);
+  Make(&corrupting, b_);
+  Move(*tx_, *rx_, 16ull << 20);  // Checks every byte.
+  EXPECT_GT(corrupting.corrupted, 0u);
+  EXPECT_GT(rx_->stats().frames_corrupt, 0u);
+}
+
+TEST_F(SealedLinkTest, ForgedDataFrameNeverReachesTheReader) {
+  InjectingIo wire(b_);
+  Make(a_, &wire);
+  // The next frame the reader expects, with the right link id: only the tag gives it away.
+  wire.Inject(ForgedFrame(link_id_, wire::LinkFrameType::kData, 0, 0, 1000, true));
+  ASSERT_TRUE(rx_->Poll().ok());
+  EXPECT_EQ(rx_->readable(), 0u);
+  EXPECT_EQ(rx_->stats().frames_corrupt, 1u);
+  // An unsealed frame on a sealed link is no better.
+  wire.Inject(ForgedFrame(link_id_, wire::LinkFrameType::kData, 0, 0, 1000, false));
+  ASSERT_TRUE(rx_->Poll().ok());
+  EXPECT_EQ(rx_->readable(), 0u);
+  // The genuine stream still starts at frame 0.
+  std::vector<uint8_t> data(100'000);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = Pattern(i);
+  EXPECT_EQ(Carry(data), data);
+}
+
+// Frames sent but lost on the wire; then an ACK claiming all of them arrives. Whether the
+// sender believes it (and frees frames the reader never got).
+bool ForgedAckAcknowledges(SealedLinkTest& t, DpdkPort* a, DpdkPort* b, bool sealed,
+                           uint64_t link_id) {
+  bool lose = true;
+  LossyIo lossy(a, [&](const wire::LinkHeader& h) {
+    return lose && h.type == static_cast<uint8_t>(wire::LinkFrameType::kData);
+  });
+  InjectingIo wire(&lossy);
+  t.Make(&wire, b, sealed);
+  std::vector<uint8_t> data(8 * 8192, 9);
+  EXPECT_EQ(t.tx_->Write(data), data.size());
+  EXPECT_TRUE(t.tx_->Poll().ok());
+  EXPECT_GT(lossy.dropped, 0u);
+  wire.Inject(ForgedFrame(link_id, wire::LinkFrameType::kAck, 0, 8, 0, sealed));
+  EXPECT_TRUE(t.tx_->Poll().ok());
+  const bool believed = t.tx_->AllAcknowledged();
+  if (!believed) {
+    // The real reader still gets everything once the wire works again.
+    lose = false;
+    std::vector<uint8_t> got(data.size());
+    size_t read = 0;
+    for (int i = 0; i < 20000 && read < data.size(); ++i) {
+      EXPECT_TRUE(t.tx_->Poll().ok());
+      EXPECT_TRUE(t.rx_->Poll().ok());
+      read += t.rx_->Read(std::span<uint8_t>(got).subspan(read));
+      ::usleep(50);
+    }
+    EXPECT_EQ(got, data);
+  }
+  return believed;
+}
+
+TEST_F(SealedLinkTest, ForgedAckCannotAcknowledgeLostFrames) {
+  EXPECT_TRUE(ForgedAckAcknowledges(*this, a_, b_, /*sealed=*/false, link_id_))
+      << "the threat: an unsealed link believes anyone's ACK";
+  link_id_ = next_link_id_++;
+  EXPECT_FALSE(ForgedAckAcknowledges(*this, a_, b_, /*sealed=*/true, link_id_));
+  EXPECT_EQ(tx_->stats().frames_corrupt, 1u);
+}
+
+TEST_F(SealedLinkTest, ReplayedAckIsRefused) {
+  RecordingIo rx_wire(b_);
+  InjectingIo tx_wire(a_);
+  Make(&tx_wire, &rx_wire);
+  std::vector<uint8_t> data(1 << 20, 3);
+  ASSERT_EQ(Carry(data), data);
+  std::vector<uint8_t> first_ack;
+  for (const std::vector<uint8_t>& f : rx_wire.frames) {
+    wire::LinkHeader h;
+    std::memcpy(&h, f.data() + wire::kEthernetHeaderSize, sizeof(h));
+    if (h.type == static_cast<uint8_t>(wire::LinkFrameType::kAck)) {
+      first_ack = f;
+      break;
+    }
+  }
+  ASSERT_FALSE(first_ack.empty());
+  // Quiet: everything acknowledged and every ACK in flight taken (rx, unpolled, sends no more).
+  for (int i = 0; i < 10000 && !tx_->AllAcknowledged(); ++i) {
+    ASSERT_TRUE(rx_->Poll().ok());
+    ASSERT_TRUE(tx_->Poll().ok());
+  }
+  ASSERT_TRUE(tx_->AllAcknowledged());
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(tx_->Poll().ok());
+    ::usleep(500);
+  }
+  const uint64_t acks = tx_->stats().acks_received, corrupt = tx_->stats().frames_corrupt;
+  tx_wire.Inject(first_ack);  // A genuine ACK, sealed with the right key, sent again.
+  ASSERT_TRUE(tx_->Poll().ok());
+  EXPECT_EQ(tx_->stats().frames_corrupt, corrupt + 1);
+  EXPECT_EQ(tx_->stats().acks_received, acks);
+}
+
+TEST_F(SealedLinkTest, EndsWithOtherKeysHearNothing) {
+  Make(a_, b_, /*sealed=*/false);
+  ASSERT_TRUE(tx_->Seal(Key(1), Key(2)).ok());
+  ASSERT_TRUE(rx_->Seal(Key(3), Key(4)).ok());
+  std::vector<uint8_t> data(100'000, 1);
+  tx_->Write(data);
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_TRUE(tx_->Poll().ok());
+    ASSERT_TRUE(rx_->Poll().ok());
+    usleep(100);
+  }
+  EXPECT_EQ(rx_->readable(), 0u);
+  EXPECT_EQ(rx_->stats().frames_received, 0u);
+  EXPECT_GT(rx_->stats().frames_corrupt, 0u);
+}
+
+TEST_F(SealedLinkTest, SealIsRefusedOnceFramesMoved) {
+  Make(a_, b_, /*sealed=*/false);
+  ASSERT_TRUE(tx_->Poll().ok());
+  EXPECT_EQ(tx_->Seal(Key(1), Key(2)).code(), absl::StatusCode::kFailedPrecondition);
+}
+
 TEST(ReliableLinkOptionsTest, RefusesWhatCannotWork) {
   ASSERT_TRUE(InitEal(EalOptions{}).ok());
   class NoIo final : public FrameIo {
@@ -436,7 +692,15 @@ TEST(ReliableLinkOptionsTest, RefusesWhatCannotWork) {
   o.window = 100;
   EXPECT_EQ(ReliableLink::Create(&io, o).status().code(), absl::StatusCode::kInvalidArgument);
   o.window = 128;
-  EXPECT_TRUE(ReliableLink::Create(&io, o).ok());
+  auto link = ReliableLink::Create(&io, o);
+  ASSERT_TRUE(link.ok());
+  EXPECT_EQ((*link)->Seal(peer::LinkKey{}, peer::LinkKey{}).code(),
+            absl::StatusCode::kInvalidArgument)
+      << "1464 + 54 header bytes leave no room for the tag";
+  o.mss = 1448;
+  link = ReliableLink::Create(&io, o);
+  ASSERT_TRUE(link.ok());
+  EXPECT_TRUE((*link)->Seal(peer::LinkKey{}, peer::LinkKey{}).ok());
 }
 
 TEST(EalTest, RestartWithOtherOptionsIsRefused) {

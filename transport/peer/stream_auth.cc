@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
 #include "transport/base/errno_status.h"
 
 namespace migmover::peer {
@@ -82,7 +83,7 @@ bool HelloProofValid(const SessionSecretBytes& secret, const HelloFields& fields
 namespace {
 
 // HKDF-SHA256 of the secret into 32 bytes; false when OpenSSL fails.
-bool Hkdf(const SessionSecretBytes& secret, const HelloNonce& nonce, const std::string& info,
+bool Hkdf(absl::Span<const uint8_t> secret, const HelloNonce& nonce, const std::string& info,
           std::array<uint8_t, 32>* out) {
   EVP_KDF* kdf = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
   EVP_KDF_CTX* ctx = kdf != nullptr ? EVP_KDF_CTX_new(kdf) : nullptr;
@@ -125,6 +126,23 @@ absl::StatusOr<StreamKeys> DeriveStreamKeys(const SessionSecretBytes& secret,
             &keys.control.bytes)) {
     return absl::InternalError("HKDF-SHA256 (stream keys) failed");
   }
+  return keys;
+}
+
+absl::StatusOr<LinkKeys> DeriveLinkKeys(const SessionSecretBytes& secret,
+                                        const ChannelBinding& binding, const HelloNonce& nonce,
+                                        absl::string_view session_id, uint32_t device) {
+  std::array<uint8_t, sizeof(secret) + sizeof(binding)> input;
+  std::memcpy(input.data(), secret.data(), secret.size());
+  std::memcpy(input.data() + secret.size(), binding.data(), binding.size());
+  LinkKeys keys;
+  const bool derived =
+      Hkdf(input, nonce, KeyInfo("migmover dpdk link to destination v1", device, session_id),
+           &keys.to_destination.bytes) &&
+      Hkdf(input, nonce, KeyInfo("migmover dpdk link to source v1", device, session_id),
+           &keys.to_source.bytes);
+  OPENSSL_cleanse(input.data(), input.size());
+  if (!derived) return absl::InternalError("HKDF-SHA256 (DPDK link keys) failed");
   return keys;
 }
 

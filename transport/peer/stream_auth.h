@@ -83,6 +83,23 @@ absl::StatusOr<StreamKeys> DeriveStreamKeys(const SessionSecretBytes& secret,
                                             const HelloNonce& nonce, absl::string_view session_id,
                                             uint32_t device);
 
+// A DPDK link's frame keys (ChaCha20-Poly1305, api/DPDK_LINK.md "Sealed frames"), one per
+// direction, from HKDF-SHA256 (salt: the stream's HELLO nonce; input: the secret, then the HELLO
+// connection's channel binding; info: a label, the device index and the session id). Under TLS
+// the binding is the connection's exporter value, so the keys come from that TLS handshake and
+// only its two ends can know them; on a plaintext connection (zeros) the secret alone keys them.
+struct LinkKey {
+  std::array<uint8_t, 32> bytes{};
+};
+struct LinkKeys {
+  LinkKey to_destination;  // Seals what the source sends: its DATA frames and its ACKs.
+  LinkKey to_source;       // Seals what the destination sends.
+};
+// Errors: Internal when OpenSSL's HKDF fails (the link must not run without its keys).
+absl::StatusOr<LinkKeys> DeriveLinkKeys(const SessionSecretBytes& secret,
+                                        const ChannelBinding& binding, const HelloNonce& nonce,
+                                        absl::string_view session_id, uint32_t device);
+
 // HMAC-SHA256(key, header || payload) truncated to 16 bytes: a verdict frame's seal. nullopt
 // when OpenSSL fails (the frame then cannot be sealed or accepted).
 std::optional<StreamTag> ControlTag(const ControlKey& key, absl::string_view header,

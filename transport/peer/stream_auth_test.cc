@@ -103,6 +103,34 @@ TEST(StreamKeys, DependOnTheSecretNonceDeviceAndSession) {
   EXPECT_NE(k, StreamKey().bytes) << "HKDF left the key zero";
 }
 
+TEST(LinkKeys, DependOnTheTlsConnectionAsWellAsTheSecret) {
+  HelloNonce n;
+  n.fill(1);
+  ChannelBinding tls_a{}, tls_b{};
+  tls_a.fill(0xa);
+  tls_b.fill(0xb);
+  auto key = [&](const SessionSecretBytes& s, const ChannelBinding& b, absl::string_view id,
+                 uint32_t device) {
+    auto k = DeriveLinkKeys(s, b, n, id, device);
+    EXPECT_TRUE(k.ok()) << k.status();
+    if (!k.ok()) return std::array<uint8_t, 32>{};
+    EXPECT_NE(k->to_destination.bytes, k->to_source.bytes) << "one key per direction";
+    return k->to_destination.bytes;
+  };
+  const std::array<uint8_t, 32> k = key(Secret(7), tls_a, "s", 0);
+  EXPECT_EQ(key(Secret(7), tls_a, "s", 0), k);
+  EXPECT_NE(key(Secret(7), tls_b, "s", 0), k) << "another TLS connection, other keys";
+  EXPECT_NE(key(Secret(8), tls_a, "s", 0), k);
+  EXPECT_NE(key(Secret(7), tls_a, "t", 0), k);
+  EXPECT_NE(key(Secret(7), tls_a, "s", 1), k);
+  // Even with an all-zero secret (TLS without a session token) the key is the connection's.
+  EXPECT_NE(key(SessionSecretBytes{}, tls_a, "s", 0), key(SessionSecretBytes{}, tls_b, "s", 0));
+  auto stream = DeriveStreamKeys(Secret(7), n, "s", 0);
+  ASSERT_TRUE(stream.ok());
+  EXPECT_NE(k, stream->digest.bytes);
+  EXPECT_NE(k, stream->control.bytes);
+}
+
 // RFC 8439, 2.5.2: OpenSSL's Poly1305 is the one the RFC specifies.
 TEST(StreamMac, MatchesTheRfc8439Vector) {
   const uint8_t key[32] = {0x85, 0xd6, 0xbe, 0x78, 0x57, 0x55, 0x6d, 0x33, 0x7f, 0x44, 0x52,
