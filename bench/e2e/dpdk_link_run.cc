@@ -57,7 +57,7 @@ constexpr uint32_t kBuffersPerPort = 2047;
 }  // namespace
 
 absl::StatusOr<InProcessResult> RunDpdkLinkInProcess(const std::vector<sim::SimDeviceSpec>& specs,
-                                                     uint32_t chunk_size) {
+                                                     uint32_t chunk_size, bool sealed) {
   dpdk::EalOptions eal;
   // Two ports per device, each with its pool of 9 KiB frames and memif's rings (as much again),
   // plus DPDK's own needs. Anonymous memory: only what is touched becomes resident.
@@ -100,7 +100,7 @@ absl::StatusOr<InProcessResult> RunDpdkLinkInProcess(const std::vector<sim::SimD
   std::vector<std::thread> threads;
   for (size_t i = 0; i < devs.size(); ++i) {
     Device* d = &devs[i];
-    threads.emplace_back([d, i, &so, &cancel] {
+    threads.emplace_back([d, i, &so, &cancel, sealed] {
       pthread_setname_np(pthread_self(), absl::StrCat("mm-dst-dpdk", i).c_str());
       auto fd = d->dst->SetState(MigState::kResuming);
       if (!fd.ok()) {
@@ -109,7 +109,7 @@ absl::StatusOr<InProcessResult> RunDpdkLinkInProcess(const std::vector<sim::SimD
       }
       dpdk::LinkStreamReceiver r(d->dst_link.get(), static_cast<uint32_t>(i), so);
       // Sealed frames, as the daemons' links are, so the cipher's cost is in the figure.
-      if (absl::Status k = r.Protect(BenchKey(i), BenchLinkKeys(i)); !k.ok()) {
+      if (absl::Status k = (sealed ? r.Protect(BenchKey(i), BenchLinkKeys(i)) : r.Protect(BenchKey(i))); !k.ok()) {
         d->out.destination = k;
         return;
       }
@@ -121,13 +121,13 @@ absl::StatusOr<InProcessResult> RunDpdkLinkInProcess(const std::vector<sim::SimD
       d->out.destination = verdict;
       r.SendCommit(verdict).IgnoreError();
     });
-    threads.emplace_back([d, i, &so, &go, &stop, &cancel] {
+    threads.emplace_back([d, i, &so, &go, &stop, &cancel, sealed] {
       pthread_setname_np(pthread_self(), absl::StrCat("mm-src-dpdk", i).c_str());
       go.WaitForNotification();
       dpdk::LinkStreamSender s(d->src_link.get(), static_cast<uint32_t>(i), so);
       auto fd = d->src->SetState(MigState::kStopCopy);  // The switchover.
       absl::Status st = fd.status();
-      if (st.ok()) st = s.Protect(BenchKey(i), BenchLinkKeys(i));
+      if (st.ok()) st = (sealed ? s.Protect(BenchKey(i), BenchLinkKeys(i)) : s.Protect(BenchKey(i)));
       if (st.ok()) {
         auto pumped = s.Pump(fd->get(), wire::Phase::kStopCopy, UINT64_MAX, stop, cancel);
         st = pumped.status();

@@ -16,9 +16,10 @@ namespace migmover::bench {
 
 // `chunk_size`: most bytes per DATA frame (and per readv of the data fd). Starts DPDK's EAL in
 // this process on first use (anonymous memory, no PCI) and keeps its ports for later calls,
-// which must ask for no more devices than the first.
+// which must ask for no more devices than the first. `sealed`: the links' frames are sealed, as
+// the daemons' are; otherwise they cross in clear and the stream's keyed digest checks them.
 absl::StatusOr<InProcessResult> RunDpdkLinkInProcess(const std::vector<sim::SimDeviceSpec>& specs,
-                                                     uint32_t chunk_size);
+                                                     uint32_t chunk_size, bool sealed = true);
 
 }  // namespace migmover::bench
 
