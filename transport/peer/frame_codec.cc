@@ -105,6 +105,12 @@ absl::StatusOr<FrameHeader> DecodeHeader(std::span<const uint8_t, wire::kFrameHe
       min = max = wire::kVerdictSealSize;
       break;
     case FrameType::kKeepalive:
+      // Bare while the stream runs, sealed after END_STREAM (OutgoingStream::Keepalive).
+      max = wire::kVerdictSealSize;
+      if (h.length != 0 && h.length != wire::kVerdictSealSize) {
+        return bad(absl::StrCat("length ", h.length, ": a KEEPALIVE is bare or sealed"));
+      }
+      break;
     case FrameType::kPing:
     case FrameType::kPong:
       max = 0;

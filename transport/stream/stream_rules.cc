@@ -36,9 +36,13 @@ std::string OutgoingStream::EndPhase(Phase phase) {
   return peer::EncodeEndPhase(next_seq_[0]++, device_, phase);
 }
 
-std::string OutgoingStream::Keepalive() { return peer::EncodeKeepalive(next_seq_[0]++, device_); }
+std::string OutgoingStream::Keepalive() {
+  std::string frame = peer::EncodeKeepalive(next_seq_[0]++, device_);
+  return ended_ ? peer::SealVerdict(std::move(frame), control_key()) : frame;
+}
 
 std::string OutgoingStream::EndStream(uint64_t total, std::optional<peer::StreamTag> digest) {
+  ended_ = true;
   peer::EndStream end;
   end.total_bytes = total;
   if (digest.has_value()) {
@@ -106,6 +110,8 @@ absl::StatusOr<IncomingStream::Frame> IncomingStream::OnHeader(size_t k, const F
       return f;
     }
     case FrameType::kKeepalive:
+      // The data path reads a KEEPALIVE's header alone: only after END_STREAM may it carry a seal.
+      if (h.length != 0) return Violation(k, h, "a KEEPALIVE carries a seal only after END_STREAM");
       return f;
     case FrameType::kEndPhase:
       if (h.phase != static_cast<uint8_t>(Phase::kPreCopy) || precopy_ended_ ||
@@ -171,6 +177,9 @@ absl::StatusOr<bool> IncomingStream::OnSettle(const FrameHeader& h, absl::string
       RETURN_IF_ERROR(peer::OpenVerdict(h, payload, control_key()).status());
       return true;
     case FrameType::kKeepalive:
+      // It restarts the wait for CONFIRM: one nobody sealed could keep a committed destination
+      // waiting forever for a source long gone.
+      RETURN_IF_ERROR(peer::OpenVerdict(h, payload, control_key()).status());
       return false;
     case FrameType::kError:
       return OnError(h, payload);

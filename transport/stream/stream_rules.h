@@ -44,6 +44,9 @@ class OutgoingStream {
   // The header of the next DATA frame on connection `k`: `length` stream bytes at `offset`.
   wire::FrameHeader Data(size_t k, wire::Phase phase, uint32_t length, uint64_t offset);
   std::string EndPhase(wire::Phase phase);
+  // A bare header while the stream runs; sealed once END_STREAM went (peer::SealVerdict): while
+  // the source settles, each KEEPALIVE keeps a committed destination waiting, so nobody else may
+  // make one.
   std::string Keepalive();
   // `digest`: the keyed digest of every byte, or nullopt when some never passed through
   // userspace (spliced) or the stream has no key.
@@ -52,7 +55,8 @@ class OutgoingStream {
   // After every device's COMMIT(0): the source's point of no return is behind it.
   std::string Confirm();
 
-  // The stream's control key: ERROR and CONFIRM are sealed with it (peer::SealVerdict). Unset
+  // The stream's control key: ERROR, CONFIRM and the KEEPALIVEs after END_STREAM are sealed
+  // with it (peer::SealVerdict). Unset
   // only in tests of framing alone.
   void set_control_key(const peer::ControlKey& key) { control_key_ = key; }
   const peer::ControlKey* control_key() const {
@@ -63,6 +67,7 @@ class OutgoingStream {
   std::optional<peer::ControlKey> control_key_;
   const uint32_t device_;
   std::vector<uint64_t> next_seq_;  // Per connection.
+  bool ended_ = false;              // END_STREAM went.
 };
 
 class IncomingStream {

@@ -124,10 +124,10 @@ TEST(StreamRulesTest, AfterCommitOnlyConfirmKeepaliveOrErrorAndOnlyAfterEndStrea
     return in;
   };
   IncomingStream in = ended();
-  auto k = in.OnSettle(Header(FrameType::kKeepalive, 2), "");
+  const std::string seal(wire::kVerdictSealSize, '\0');  // No key here: the seal is stripped.
+  auto k = in.OnSettle(Header(FrameType::kKeepalive, 2, Phase::kNone, seal.size()), seal);
   ASSERT_TRUE(k.ok()) << k.status();
   EXPECT_FALSE(*k) << "a KEEPALIVE settles nothing";
-  const std::string seal(wire::kVerdictSealSize, '\0');  // No key here: the seal is stripped.
   auto c = in.OnSettle(Header(FrameType::kConfirm, 3, Phase::kNone, seal.size()), seal);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_TRUE(*c);
@@ -260,6 +260,62 @@ TEST(StreamRulesTest, AConfirmMustCarryTheStreamsSeal) {
   IncomingStream bad = ended();
   auto refused = bad.OnSettle(h, forged.substr(wire::kFrameHeaderSize));
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kDataLoss) << refused.status();
+}
+
+// After COMMIT the destination holds a committed device and waits for the source's word, each
+// KEEPALIVE restarting the wait. An unsealed one (anyone on a plaintext path can inject it, with
+// the right sequence number) would keep it waiting forever for a source long gone.
+TEST(StreamRulesTest, AKeepaliveWhileSettlingMustCarryTheStreamsSeal) {
+  peer::ControlKey key;
+  key.bytes.fill(0x5e);
+  auto ended = [&] {
+    IncomingStream in(3, 1, 1);
+    in.set_control_key(key);
+    const std::string end = EndPayload(0);
+    const FrameHeader h = Header(FrameType::kEndStream, 1, Phase::kNone, end.size());
+    EXPECT_TRUE(in.OnHeader(0, h, 0).ok());
+    EXPECT_TRUE(in.OnEndStream(h, end, 0).ok());
+    return in;
+  };
+  // What the source sends: its KEEPALIVEs after END_STREAM are sealed.
+  OutgoingStream out(3, 1, 1);
+  out.set_control_key(key);
+  out.EndStream(0, std::nullopt);
+  const std::string keepalive = out.Keepalive();
+  FrameHeader h;
+  std::memcpy(&h, keepalive.data(), sizeof(h));
+  EXPECT_EQ(h.length, wire::kVerdictSealSize);
+  EXPECT_TRUE(peer::DecodeHeader(std::span<const uint8_t, wire::kFrameHeaderSize>(
+                                     reinterpret_cast<const uint8_t*>(keepalive.data()),
+                                     wire::kFrameHeaderSize))
+                  .ok())
+      << "a sealed KEEPALIVE is a valid frame";
+  IncomingStream good = ended();
+  auto waits = good.OnSettle(h, keepalive.substr(wire::kFrameHeaderSize));
+  ASSERT_TRUE(waits.ok()) << waits.status();
+  EXPECT_FALSE(*waits) << "a KEEPALIVE settles nothing";
+
+  IncomingStream forged = ended();
+  auto refused = forged.OnSettle(Header(FrameType::kKeepalive, 2), "");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kDataLoss) << "an unsealed KEEPALIVE";
+  const std::string other_key = peer::SealVerdict(peer::EncodeKeepalive(2, 3), nullptr);
+  std::memcpy(&h, other_key.data(), sizeof(h));
+  IncomingStream zeros = ended();
+  EXPECT_EQ(zeros.OnSettle(h, other_key.substr(wire::kFrameHeaderSize)).status().code(),
+            absl::StatusCode::kDataLoss)
+      << "a KEEPALIVE sealed without the stream's key";
+
+  // Before END_STREAM a KEEPALIVE stays a bare header (the data path reads headers only).
+  OutgoingStream streaming(3, 1, 2);
+  streaming.set_control_key(key);
+  const std::string bare = streaming.Keepalive();
+  EXPECT_EQ(bare.size(), wire::kFrameHeaderSize);
+  IncomingStream in(3, 1, 1);
+  in.set_control_key(key);
+  std::memcpy(&h, keepalive.data(), sizeof(h));
+  h.seq = 1;
+  EXPECT_EQ(in.OnHeader(0, h, 0).status().code(), absl::StatusCode::kDataLoss)
+      << "a KEEPALIVE with a payload while streaming";
 }
 
 // A device's failure is told apart from the connection's, whatever its code: the destination
