@@ -1,14 +1,38 @@
 #include "daemon/cli/ctl_client.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "grpcpp/grpcpp.h"
 
 namespace migmover::ctl {
 
-std::unique_ptr<v1::Migmover::Stub> Connect(const std::string& socket_path) {
+namespace {
+std::shared_ptr<grpc::ChannelCredentials>& TlsCredentials() {
+  static auto* creds = new std::shared_ptr<grpc::ChannelCredentials>();
+  return *creds;
+}
+}  // namespace
+
+absl::Status UseTls(const GrpcTlsFiles& files) {
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds = GrpcClientTls(files);
+  if (!creds.ok()) return creds.status();
+  TlsCredentials() = *std::move(creds);
+  return absl::OkStatus();
+}
+
+std::unique_ptr<v1::Migmover::Stub> Connect(const std::string& address) {
+  if (absl::StartsWith(address, "tls:")) {
+    std::shared_ptr<grpc::ChannelCredentials> creds = TlsCredentials();
+    if (creds == nullptr) {
+      // Never plaintext to a TLS listener: a channel that cannot connect, and says why.
+      return v1::Migmover::NewStub(grpc::CreateChannel("unix:/nonexistent/--tls_ca-not-given",
+                                                       grpc::InsecureChannelCredentials()));
+    }
+    return v1::Migmover::NewStub(grpc::CreateChannel(address.substr(4), creds));
+  }
   return v1::Migmover::NewStub(
-      grpc::CreateChannel("unix:" + socket_path, grpc::InsecureChannelCredentials()));
+      grpc::CreateChannel("unix:" + address, grpc::InsecureChannelCredentials()));
 }
 
 absl::Status FromGrpc(const grpc::Status& s, const std::string& rpc, const std::string& daemon) {

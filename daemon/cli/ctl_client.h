@@ -7,11 +7,17 @@
 
 #include "absl/status/status.h"
 #include "api/migmover.grpc.pb.h"
+#include "daemon/api/grpc_tls.h"
 
 namespace migmover::ctl {
 
-// A stub for the daemon whose gRPC socket is `socket_path`.
-std::unique_ptr<v1::Migmover::Stub> Connect(const std::string& socket_path);
+// A stub for the daemon at `address`: its gRPC unix socket's path, or "tls:HOST:PORT" for a
+// daemon's --grpc_listen (mutual TLS with the credentials UseTls set; without them every call
+// fails with UNAVAILABLE).
+std::unique_ptr<v1::Migmover::Stub> Connect(const std::string& address);
+// The client certificate, key and CA for "tls:" addresses, from now on. Not thread-safe: call
+// before Connect. Errors: GrpcClientTls's (a file that cannot be read).
+absl::Status UseTls(const GrpcTlsFiles& files);
 
 // grpc::Status -> absl::Status, naming the RPC and the daemon.
 absl::Status FromGrpc(const grpc::Status& s, const std::string& rpc, const std::string& daemon);

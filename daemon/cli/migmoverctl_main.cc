@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/match.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "daemon/cli/ctl_client.h"
@@ -16,9 +17,18 @@ ABSL_FLAG(std::string, features, "stop_copy,p2p,pre_copy",
           "fsm-path: the device's migration features, a comma list of stop_copy, p2p, pre_copy");
 ABSL_FLAG(bool, all, false, "fsm-path: print every (FROM, TO) pair as FROM<TAB>TO<TAB>PATH");
 ABSL_FLAG(std::string, socket, "/run/migmover/migmoverd.sock",
-          "devices/status/watch/cancel/switchover: the daemon's gRPC socket");
-ABSL_FLAG(std::string, src_socket, "", "migrate: the source daemon's gRPC socket");
-ABSL_FLAG(std::string, dst_socket, "", "migrate: the destination daemon's gRPC socket");
+          "devices/status/watch/cancel/switchover: the daemon's gRPC socket, or tls:HOST:PORT "
+          "for a daemon's --grpc_listen (needs --tls_ca, --tls_cert, --tls_key)");
+ABSL_FLAG(std::string, src_socket, "",
+          "migrate: the source daemon's gRPC socket (or tls:HOST:PORT)");
+ABSL_FLAG(std::string, dst_socket, "",
+          "migrate: the destination daemon's gRPC socket (or tls:HOST:PORT)");
+ABSL_FLAG(std::string, tls_ca, "",
+          "tls: addresses: PEM CA the daemon's certificate must chain to (its --grpc_tls_ca's "
+          "counterpart)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "tls: addresses: PEM client certificate, signed by the daemon's --grpc_tls_ca");
+ABSL_FLAG(std::string, tls_key, "", "tls: addresses: PEM private key of --tls_cert");
 ABSL_FLAG(std::string, peer, "", "migrate: the destination daemon's peer address (host:port)");
 ABSL_FLAG(std::string, session, "", "migrate: session id (default: generated)");
 ABSL_FLAG(int, devices, 1, "migrate: number of simulated devices");
@@ -132,6 +142,20 @@ int main(int argc, char** argv) {
   }
   std::string command = args.front();
   args.erase(args.begin());
+  const bool wants_tls = absl::StartsWith(absl::GetFlag(FLAGS_socket), "tls:") ||
+                         absl::StartsWith(absl::GetFlag(FLAGS_src_socket), "tls:") ||
+                         absl::StartsWith(absl::GetFlag(FLAGS_dst_socket), "tls:");
+  if (wants_tls) {
+    absl::Status tls = migmover::ctl::UseTls({absl::GetFlag(FLAGS_tls_ca),
+                                             absl::GetFlag(FLAGS_tls_cert),
+                                             absl::GetFlag(FLAGS_tls_key),
+                                             {}});
+    if (!tls.ok()) {
+      std::cerr << "migmoverctl: a tls: address needs --tls_ca, --tls_cert and --tls_key: "
+                << tls.message() << "\n";
+      return 2;
+    }
+  }
   if (command == "fsm-path") {
     return migmover::RunFsmPathCommand(absl::GetFlag(FLAGS_features), absl::GetFlag(FLAGS_all),
                                        args, std::cout, std::cerr);

@@ -19,6 +19,8 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
@@ -39,6 +41,7 @@
 #include "transport/tcp/tcp_transport.h"
 #include "daemon/access/local_access.h"
 #include "transport/tls/tls_context.h"
+#include "daemon/api/grpc_tls.h"
 #include "daemon/api/grpc_unix_listener.h"
 
 ABSL_FLAG(std::string, grpc_socket, "/run/migmover/migmoverd.sock",
@@ -57,6 +60,20 @@ ABSL_FLAG(std::string, allowed_uids, "",
 ABSL_FLAG(std::string, allowed_gids, "",
           "Groups (numbers or names, comma-separated) whose members, by primary or "
           "supplementary group, may use the gRPC and fd sockets.");
+ABSL_FLAG(std::string, grpc_listen, "",
+          "HOST:PORT on which the gRPC API also listens over TCP, for agents on other hosts "
+          "(empty: the unix socket only). Always mutual TLS: --grpc_tls_ca, --grpc_tls_cert and "
+          "--grpc_tls_key are required, and a client must present a certificate --grpc_tls_ca "
+          "signed. SO_PEERCRED cannot apply over TCP: the certificate is the credential.");
+ABSL_FLAG(std::string, grpc_tls_ca, "",
+          "--grpc_listen: PEM CA that agents' client certificates must chain to.");
+ABSL_FLAG(std::string, grpc_tls_cert, "",
+          "--grpc_listen: PEM certificate chain the daemon presents to agents.");
+ABSL_FLAG(std::string, grpc_tls_key, "", "--grpc_listen: PEM private key of --grpc_tls_cert.");
+ABSL_FLAG(std::string, grpc_tls_client_names, "",
+          "--grpc_listen: comma-separated names (certificate CN or DNS SAN) of the agents allowed "
+          "to call; empty: any certificate --grpc_tls_ca signed. Other calls fail with "
+          "PERMISSION_DENIED and are logged.");
 ABSL_FLAG(uint32_t, fd_handle_ttl_s, 60,
           "Seconds an fd passed over --fd_socket waits for its AttachDevice; then its handle "
           "expires and the fd is closed (1..3600).");
@@ -394,8 +411,39 @@ int main(int argc, char** argv) {
   // No listening port: the daemon accepts on the socket itself and hands gRPC each connection
   // its peer credentials allow (GrpcUnixListener).
   builder.RegisterService(&service);
+  const std::string grpc_listen = absl::GetFlag(FLAGS_grpc_listen);
+  int grpc_tcp_port = 0;
+  migmover::GrpcTlsFiles grpc_tls{absl::GetFlag(FLAGS_grpc_tls_ca),
+                                  absl::GetFlag(FLAGS_grpc_tls_cert),
+                                  absl::GetFlag(FLAGS_grpc_tls_key),
+                                  {}};
+  for (absl::string_view n : absl::StrSplit(absl::GetFlag(FLAGS_grpc_tls_client_names), ',',
+                                            absl::SkipWhitespace())) {
+    grpc_tls.client_names.emplace_back(absl::StripAsciiWhitespace(n));
+  }
+  if (!grpc_listen.empty()) {
+    if (auto hp = migmover::net::ParseHostPort(grpc_listen); !hp.ok()) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--grpc_listen: ", hp.status().message())));
+    }
+    auto creds = migmover::GrpcServerTls(grpc_tls);
+    if (!creds.ok()) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "--grpc_listen needs mutual TLS credentials (--grpc_tls_ca, --grpc_tls_cert, "
+          "--grpc_tls_key): ",
+          creds.status().message())));
+    }
+    builder.AddListeningPort(grpc_listen, *creds, &grpc_tcp_port);
+  } else if (!grpc_tls.ca_file.empty() || !grpc_tls.cert_file.empty() ||
+             !grpc_tls.key_file.empty() || !grpc_tls.client_names.empty()) {
+    return Fail(absl::InvalidArgumentError("--grpc_tls_* given without --grpc_listen"));
+  }
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server) return Fail(absl::UnavailableError("gRPC server did not start"));
+  if (!grpc_listen.empty() && grpc_tcp_port == 0) {
+    return Fail(absl::UnavailableError(
+        absl::StrCat("gRPC could not listen on --grpc_listen=", grpc_listen)));
+  }
   auto grpc_listener =
       migmover::GrpcUnixListener::Start(grpc_socket, socket_mode, &*access, server.get());
   if (!grpc_listener.ok()) return Fail(grpc_listener.status());
@@ -405,7 +453,16 @@ int main(int argc, char** argv) {
     std::ofstream(port_file + ".tmp") << (*acceptor)->port() << "\n";
     std::rename((port_file + ".tmp").c_str(), port_file.c_str());
   }
-  MM_LOG(INFO) << "ready: gRPC unix:" << grpc_socket << ", fd intake "
+  MM_LOG(INFO) << "ready: gRPC unix:" << grpc_socket
+               << (grpc_listen.empty()
+                       ? ""
+                       : absl::StrCat(" and tcp:", grpc_listen, " (port ", grpc_tcp_port,
+                                      ", mutual TLS, clients: ",
+                                      grpc_tls.client_names.empty()
+                                          ? "any certificate --grpc_tls_ca signed"
+                                          : absl::StrJoin(grpc_tls.client_names, ", "),
+                                      ")"))
+               << ", fd intake "
                << (fd_socket.empty() ? "disabled" : "unix:" + fd_socket) << " (mode 0"
                << absl::StrFormat("%o", socket_mode) << ", " << access->Describe()
                << "), peer streams on "
