@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "daemon/base/rate_limited_log.h"
+#include "grpc/grpc_security_constants.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/security/auth_metadata_processor.h"
 #include "transport/base/status_macros.h"
@@ -40,7 +41,10 @@ class ClientNameCheck final : public grpc::AuthMetadataProcessor {
   grpc::Status Process(const InputMetadata&, grpc::AuthContext* context, OutputMetadata*,
                        OutputMetadata*) override {
     std::vector<std::string> seen;
-    for (const char* property : {"x509_common_name", "x509_subject_alternative_name"}) {
+    // The CN and the DNS subject alternative names only: gRPC's
+    // "x509_subject_alternative_name" mixes in email, URI and IP names, which must not pass for
+    // a host name.
+    for (const char* property : {GRPC_X509_CN_PROPERTY_NAME, GRPC_PEER_DNS_PROPERTY_NAME}) {
       for (const grpc::string_ref& v : context->FindPropertyValues(property)) {
         const std::string name(v.data(), v.size());
         for (const std::string& allowed : names_) {

@@ -359,10 +359,12 @@ void ReliableLink::HandleFrame(rte_mbuf* m, int64_t now) {
       ++stats_.frames_received;
       return;
     }
-    if (h.check > rcv_nxt64_) {
+    if (h.check > rcv_nxt64_ && gap_reported_at_ != rcv_nxt64_) {
+      // Once per missing frame: a replayed genuine frame from further on opens too, and must
+      // not make the sender go back again and again. Nor does it count as hearing the peer.
       if (!OpenData(m, h)) return;
-      heard_ns_ = now;
       gap_seen_ = true;
+      gap_reported_at_ = rcv_nxt64_;
     }
     ++stats_.frames_dropped;
     ++unacked_in_order_;
@@ -500,8 +502,14 @@ absl::Status ReliableLink::Poll() {
 
   // Nothing more comes before the next Poll: a partly filled frame goes out as it is.
   CloseOpenFrame();
-  Transmit(now);
+  // A frame OpenSSL failed to seal holds plaintext: nothing more may leave (the next line of
+  // defence is the error below, which ends the link).
+  if (!seal_failed_) Transmit(now);
 
+  if (seal_failed_) {
+    return absl::InternalError(absl::StrCat("DPDK link ", o_.link_id,
+                                            ": OpenSSL failed to seal a frame (ChaCha20-Poly1305)"));
+  }
   if (now - heard_ns_ > dead_ns_) {
     return absl::UnavailableError(
         absl::StrCat("DPDK link ", o_.link_id, ": nothing heard from the peer for ",

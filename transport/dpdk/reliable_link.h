@@ -171,6 +171,7 @@ class ReliableLink {
   uint32_t rcv_nxt_ = 0;
   uint64_t rcv_nxt64_ = 0;  // rcv_nxt_ with the wraps counted.
   uint64_t peer_acks_ = 0;  // Sealed: an ACK numbered below this is a replay.
+  uint64_t gap_reported_at_ = UINT64_MAX;  // Sealed: rcv_nxt64_ when a gap was last reported.
   size_t readable_ = 0;
   uint32_t unacked_in_order_ = 0;
   uint32_t advertised_room_ = 0;

@@ -337,7 +337,7 @@ TEST(FrameCodecTest, AnOlderPeersShortHelloIsToldTheVersion) {
   auto hello = ParseHello(*decoded, payload);
   EXPECT_EQ(hello.status().code(), absl::StatusCode::kFailedPrecondition) << hello.status();
   EXPECT_NE(hello.status().message().find("peer speaks protocol versions 2..2; this daemon "
-                                          "speaks 3"),
+                                          "speaks 4"),
             absl::string_view::npos)
       << hello.status();
 }
