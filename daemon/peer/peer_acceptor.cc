@@ -22,11 +22,11 @@ namespace migmover {
 
 absl::StatusOr<std::unique_ptr<PeerAcceptor>> PeerAcceptor::Start(
     const net::HostPort& addr, SessionManager* sessions,
-    std::shared_ptr<const tls::TlsContext> tls, absl::Duration peer_timeout) {
+    std::shared_ptr<const tls::TlsContext> tls, net::SocketTuning tuning) {
   std::unique_ptr<PeerAcceptor> a(new PeerAcceptor());
   a->sessions_ = sessions;
   a->tls_ = std::move(tls);
-  a->peer_timeout_ = peer_timeout;
+  a->tuning_ = std::move(tuning);
   ASSIGN_OR_RETURN(a->listen_fd_, net::TcpListen(addr, &a->port_));
   a->thread_ = std::thread([p = a.get()] { p->Serve(); });
   return a;
@@ -142,7 +142,7 @@ void PeerAcceptor::Handle(Handshake* h, UniqueFd conn) {
   const absl::Time deadline = absl::Now() + kHelloDeadline;
   // TLS first (within the same deadline, and cut like a silent HELLO when the place is needed).
   absl::StatusOr<peer::PeerConnection> secured =
-      peer::AcceptPeer(std::move(conn), tls_.get(), deadline, peer_timeout_, &stop_);
+      peer::AcceptPeer(std::move(conn), tls_.get(), deadline, tuning_, &stop_);
   absl::StatusOr<peer::Hello> hello =
       secured.ok() ? peer::ReadHello(secured->fd.get(), deadline, &stop_) : secured.status();
   std::string security;

@@ -41,12 +41,12 @@ class PeerAcceptor {
 
   // Listens on `addr` (port 0: any free port, see port()). `sessions` must outlive this. With
   // `tls`, every connection runs the TLS handshake (as the server) before its HELLO, within the
-  // same deadline; null: plaintext, by the operator's explicit choice. `peer_timeout` tunes each
-  // accepted socket (net::TuneDataSocket) before TLS.
+  // same deadline; null: plaintext, by the operator's explicit choice. `tuning` is set on each
+  // accepted TCP socket (net::TuneDataSocket) before TLS: the daemon's --socket_buffer,
+  // --tcp_congestion and peer timeout then hold under a userspace relay too.
   static absl::StatusOr<std::unique_ptr<PeerAcceptor>> Start(
       const net::HostPort& addr, SessionManager* sessions,
-      std::shared_ptr<const tls::TlsContext> tls = nullptr,
-      absl::Duration peer_timeout = absl::ZeroDuration());
+      std::shared_ptr<const tls::TlsContext> tls = nullptr, net::SocketTuning tuning = {});
   ~PeerAcceptor();
   uint16_t port() const { return port_; }
 
@@ -75,7 +75,7 @@ class PeerAcceptor {
 
   SessionManager* sessions_ = nullptr;
   std::shared_ptr<const tls::TlsContext> tls_;
-  absl::Duration peer_timeout_;
+  net::SocketTuning tuning_;
   UniqueFd listen_fd_;
   uint16_t port_ = 0;
   std::atomic<bool> stop_{false};

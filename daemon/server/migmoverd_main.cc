@@ -400,8 +400,9 @@ int main(int argc, char** argv) {
   defaults.tls = tls;
   auto peer_addr = migmover::net::ParseHostPort(absl::GetFlag(FLAGS_peer_listen));
   if (!peer_addr.ok()) return Fail(peer_addr.status());
-  auto acceptor = migmover::PeerAcceptor::Start(*peer_addr, &sessions, tls,
-                                                defaults.stream.peer_timeout);
+  auto acceptor = migmover::PeerAcceptor::Start(
+      *peer_addr, &sessions, tls,
+      {defaults.stream.socket_buffer, defaults.stream.tcp_congestion, defaults.stream.peer_timeout});
   if (!acceptor.ok()) return Fail(acceptor.status());
 
   const std::string grpc_socket = absl::GetFlag(FLAGS_grpc_socket);

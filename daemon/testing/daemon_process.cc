@@ -76,7 +76,8 @@ absl::StatusOr<peer::PeerConnection> DaemonProcess::ConnectAsPeer(const std::str
     if (!created.ok()) return created.status();
     context = std::move(*created);
   }
-  return peer::ConnectPeer(*addr, absl::Seconds(5), context.get(), absl::Seconds(10));
+  return peer::ConnectPeer(*addr, absl::Seconds(5), context.get(),
+                           {.peer_timeout = absl::Seconds(10)});
 }
 
 std::string MigmoverdPath() {

@@ -17,5 +17,17 @@ echo "guest: Linux $(uname -r), $(grep -c ^processor /proc/cpuinfo) CPU(s), mtty
 export TEST_SRCDIR=/opt
 /bin/kernel_agent --gtest_color=no $(cat /agent_args 2>/dev/null)
 echo "guest: agent exited with status $?"
+if [ -x /bin/tls_stream_benchmark ]; then
+  # MIGMOVER_KERNEL_BENCH=1: the cost of TLS where the kernel does it (run.sh).
+  echo "guest: bench: tls_stream_benchmark"
+  TMPDIR=/tmp /bin/tls_stream_benchmark --benchmark_repetitions=3 \
+    --benchmark_report_aggregates_only=true
+  for peers in plaintext tls; do
+    echo "guest: bench: migmover-bench --peer_security=$peers"
+    (cd /tmp && /bin/migmover-bench --migmoverd=/opt/bench/migmoverd --baseline \
+      --peer_security=$peers --device_size=256MiB --repeat=3)
+  done
+  echo "guest: bench: done"
+fi
 sync
 reboot -f

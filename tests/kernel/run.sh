@@ -13,12 +13,18 @@
 # console. The last line is "kernel-in-the-loop: N passed, M failed"; the exit status is non-zero
 # unless every test passed.
 #
-# Environment: MIGMOVER_KERNEL_TIMEOUT (seconds for the VM, default 600),
-# MIGMOVER_KERNEL_CACHE (kernel cache directory, default ~/.cache/migmover/kernel).
+# Environment: MIGMOVER_KERNEL_TIMEOUT (seconds for the VM, default 600, 1500 with the bench),
+# MIGMOVER_KERNEL_CACHE (kernel cache directory, default ~/.cache/migmover/kernel),
+# MIGMOVER_KERNEL_BENCH=1: also measure, in the VM, what kernel TLS costs against plain TCP and
+# the userspace relay (tls_stream_benchmark) and end to end (migmover-bench --baseline, plaintext
+# peers then TLS peers); only the agent's KernelTls tests run then, unless arguments choose.
+# Under TCG the absolute figures are the emulator's; the ratios within one run are the point
+# (bench/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 here=tests/kernel
-timeout_s="${MIGMOVER_KERNEL_TIMEOUT:-600}"
+bench="${MIGMOVER_KERNEL_BENCH:-0}"
+timeout_s="${MIGMOVER_KERNEL_TIMEOUT:-$([[ $bench == 1 ]] && echo 1500 || echo 600)}"
 start=$SECONDS
 
 verdict() {  # passed failed why
@@ -44,9 +50,22 @@ install -s -m 0755 "$bin/daemon/server/migmoverd" "$root/opt/migmover/daemon/ser
 install -s -m 0755 "$bin/daemon/cli/migmoverctl" "$root/bin/migmoverctl"
 install -s -m 0755 "$bin/tests/kernel/kernel_agent" "$root/bin/kernel_agent"
 printf '%s\n' "$@" >"$root/agent_args"
+extra=()
+if [[ $bench == 1 ]]; then
+  ((${#@} == 0)) && echo "--gtest_filter=KernelTls.*" >"$root/agent_args"
+  # Optimised, as every figure in bench/README.md.
+  bazel build -c opt //bench/tls:tls_stream_benchmark //bench/e2e:migmover-bench \
+    //daemon/server:migmoverd
+  opt="$(bazel info -c opt bazel-bin 2>/dev/null)"
+  mkdir -p "$root/opt/bench"
+  install -s -m 0755 "$opt/bench/tls/tls_stream_benchmark" "$root/bin/tls_stream_benchmark"
+  install -s -m 0755 "$opt/bench/e2e/migmover-bench" "$root/bin/migmover-bench"
+  install -s -m 0755 "$opt/daemon/server/migmoverd" "$root/opt/bench/migmoverd"
+  extra=("$root/bin/tls_stream_benchmark" "$root/bin/migmover-bench" "$root/opt/bench/migmoverd")
+fi
 # Every shared library the binaries load, at the path the loader will look for it.
 for f in "$root/opt/migmover/daemon/server/migmoverd" "$root/bin/migmoverctl" \
-         "$root/bin/kernel_agent"; do
+         "$root/bin/kernel_agent" "${extra[@]}"; do
   ldd "$f" | grep -o '/[^ ]*' | sort -u
 done | sort -u | while read -r lib; do
   mkdir -p "$root$(dirname "$lib")"

@@ -129,7 +129,7 @@ class DpdkTransport::Source final : public transport::SourceChannel {
     // The HELLO connection runs the daemons' TLS like any other; the link's keys come from it.
     ASSIGN_OR_RETURN(peer::PeerConnection conn,
                      peer::ConnectPeer(spec_.peer, timeout, spec_.tls.get(),
-                                       spec_.stream.peer_timeout));
+                                       {.peer_timeout = spec_.stream.peer_timeout}));
     hello.binding = conn.binding;
     RETURN_IF_ERROR(
         conn.Explain(net::SendAll(conn.fd.get(), peer::EncodeHello(0, hello), deadline)));

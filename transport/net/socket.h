@@ -50,6 +50,17 @@ absl::StatusOr<UniqueFd> UnixConnect(const std::string& path);
 absl::Status TuneDataSocket(int fd, int buffer_bytes, absl::string_view congestion = "",
                             absl::Duration peer_timeout = absl::ZeroDuration());
 
+// What TuneDataSocket sets, as one value: peer connections are tuned on their TCP socket before
+// TLS, because under userspace TLS the data plane only ever sees the relay's unix end.
+struct SocketTuning {
+  int buffer_bytes = 0;              // SO_SNDBUF/SO_RCVBUF; 0: the kernel's autotuning.
+  std::string congestion;            // TCP_CONGESTION; empty: the system default.
+  absl::Duration peer_timeout = absl::ZeroDuration();
+};
+inline absl::Status TuneDataSocket(int fd, const SocketTuning& t) {
+  return TuneDataSocket(fd, t.buffer_bytes, t.congestion, t.peer_timeout);
+}
+
 // Whether `fd` is a TCP socket (IPv4 or IPv6): only those take TuneDataSocket.
 bool IsTcp(int fd);
 

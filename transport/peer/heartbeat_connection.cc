@@ -24,7 +24,7 @@ absl::StatusOr<std::unique_ptr<HeartbeatConnection>> HeartbeatConnection::Open(
   hello.stream_count = 1;
   hello.link = 0;
   ASSIGN_OR_RETURN(hello.nonce, NewHelloNonce());
-  ASSIGN_OR_RETURN(PeerConnection conn, ConnectPeer(peer, timeout, tls, peer_timeout));
+  ASSIGN_OR_RETURN(PeerConnection conn, ConnectPeer(peer, timeout, tls, {.peer_timeout = peer_timeout}));
   hello.binding = conn.binding;
   RETURN_IF_ERROR(conn.Explain(net::SendAll(conn.fd.get(), EncodeHello(0, hello), deadline)));
   RETURN_IF_ERROR(conn.Explain(AwaitHelloAck(conn.fd.get(), deadline)));

@@ -15,10 +15,10 @@ namespace migmover::peer {
 namespace {
 
 absl::StatusOr<PeerConnection> Secure(UniqueFd tcp, const tls::TlsContext* tls, tls::TlsRole role,
-                                      absl::Time deadline, absl::Duration peer_timeout,
+                                      absl::Time deadline, const net::SocketTuning& tuning,
                                       const std::atomic<bool>* cancel) {
   // Tuned before TLS: under userspace TLS the data plane sees only the relay's unix end.
-  RETURN_IF_ERROR(net::TuneDataSocket(tcp.get(), 0, "", peer_timeout));
+  RETURN_IF_ERROR(net::TuneDataSocket(tcp.get(), tuning));
   if (tls == nullptr) return PeerConnection{std::move(tcp), "plaintext", nullptr};
   ASSIGN_OR_RETURN(tls::TlsConnection c,
                    tls::EstablishTls(std::move(tcp), role, *tls, deadline, cancel));
@@ -67,16 +67,16 @@ std::string DescribeStripes(const std::vector<std::string>& security) {
 
 absl::StatusOr<PeerConnection> ConnectPeer(const net::HostPort& peer, absl::Duration timeout,
                                            const tls::TlsContext* tls,
-                                           absl::Duration peer_timeout) {
+                                           const net::SocketTuning& tuning) {
   const absl::Time deadline = absl::Now() + timeout;
   ASSIGN_OR_RETURN(UniqueFd tcp, net::TcpConnect(peer, timeout));
-  return Secure(std::move(tcp), tls, tls::TlsRole::kClient, deadline, peer_timeout, nullptr);
+  return Secure(std::move(tcp), tls, tls::TlsRole::kClient, deadline, tuning, nullptr);
 }
 
 absl::StatusOr<PeerConnection> AcceptPeer(UniqueFd tcp, const tls::TlsContext* tls,
-                                          absl::Time deadline, absl::Duration peer_timeout,
+                                          absl::Time deadline, const net::SocketTuning& tuning,
                                           const std::atomic<bool>* cancel) {
-  return Secure(std::move(tcp), tls, tls::TlsRole::kServer, deadline, peer_timeout, cancel);
+  return Secure(std::move(tcp), tls, tls::TlsRole::kServer, deadline, tuning, cancel);
 }
 
 }  // namespace migmover::peer

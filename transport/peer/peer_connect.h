@@ -41,17 +41,19 @@ struct PeerConnection {
 // share, or each in stripe order when they differ ("a; b").
 std::string DescribeStripes(const std::vector<std::string>& security);
 
-// Source side: connects to `peer` within `timeout` and, with `tls`, runs the handshake as the
-// client. Errors: TcpConnect's; EstablishTls's (PermissionDenied when either side refused the
-// other's credentials, Unavailable for a peer without TLS).
+// Source side: connects to `peer` within `timeout`, tunes the TCP socket (`tuning`: its buffers,
+// congestion control and silent-peer timeout, set before TLS so they hold under a userspace
+// relay too) and, with `tls`, runs the handshake as the client. Errors: TcpConnect's;
+// TuneDataSocket's; EstablishTls's (PermissionDenied when either side refused the other's
+// credentials, Unavailable for a peer without TLS).
 absl::StatusOr<PeerConnection> ConnectPeer(const net::HostPort& peer, absl::Duration timeout,
                                            const tls::TlsContext* tls,
-                                           absl::Duration peer_timeout);
+                                           const net::SocketTuning& tuning);
 
-// Destination side: a connection the peer listener accepted; with `tls`, runs the handshake as
-// the server by `deadline`. Errors: EstablishTls's.
+// Destination side: a connection the peer listener accepted; tuned as ConnectPeer's, then with
+// `tls` the handshake as the server by `deadline`. Errors: TuneDataSocket's, EstablishTls's.
 absl::StatusOr<PeerConnection> AcceptPeer(UniqueFd tcp, const tls::TlsContext* tls,
-                                          absl::Time deadline, absl::Duration peer_timeout,
+                                          absl::Time deadline, const net::SocketTuning& tuning,
                                           const std::atomic<bool>* cancel = nullptr);
 
 }  // namespace migmover::peer

@@ -52,7 +52,9 @@ class TcpSourceChannel final : public SourceChannel {
     for (uint32_t k = 0; k < std::max<uint32_t>(1, spec_.streams); ++k) {
       ASSIGN_OR_RETURN(peer::PeerConnection conn,
                        peer::ConnectPeer(spec_.peer, timeout, spec_.tls.get(),
-                                         spec_.stream.peer_timeout));
+                                         {spec_.stream.socket_buffer,
+                                          spec_.stream.tcp_congestion,
+                                          spec_.stream.peer_timeout}));
       socks.push_back(std::move(conn.fd));
       security.push_back(std::move(conn.security));
       bindings.push_back(conn.binding);
