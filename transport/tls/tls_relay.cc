@@ -184,6 +184,10 @@ absl::StatusOr<UniqueFd> StartTlsRelay(SSL* ssl, UniqueFd tcp,
       return ErrnoStatus(absl::StrCat("fcntl(fd ", fd, ", O_NONBLOCK)"), errno);
     }
   }
+  // Read whole bursts of records per read(2), not a 5-byte header then a body per record: the
+  // handshake is over, so nothing waits to move to the kernel (kernel TLS cannot take read-ahead
+  // records, which is why only the relay asks for it).
+  SSL_set_read_ahead(ssl, 1);
   auto relay = std::make_unique<Relay>(ssl, std::move(tcp), std::move(ours), std::move(on_failure));
   ++g_running;
   std::thread([r = std::move(relay)]() mutable {
