@@ -12,8 +12,8 @@ inline constexpr uint32_t kFrameMagic = 0x3146'4d4d;  // "MMF1" on the wire (lit
 // 2: the three-phase commit (CONFIRM). A version-1 peer commits on END_STREAM alone, which can
 // leave a device running on both hosts, so it is refused rather than spoken to.
 // 3: HELLO proves the session secret instead of carrying it; END_STREAM's digest is keyed.
-// 4: KEEPALIVEs after END_STREAM are sealed; DPDK link frames are sealed (link version 2). A
-// version-3 peer would leave a committed destination IN_DOUBT at its first KEEPALIVE there.
+// 4: KEEPALIVEs are sealed; DPDK link frames are sealed (link version 2). A version-3 peer's
+// bare KEEPALIVEs cannot be told from forged ones.
 inline constexpr uint16_t kProtocolVersion = 4;
 
 // Every frame starts with this 32-byte header; integers are little-endian.

@@ -121,7 +121,7 @@ int main(int argc, char** argv) {
       {"data", data},
       {"end_phase", peer::EncodeEndPhase(6, 1, wire::Phase::kPreCopy)},
       {"end_stream", peer::EncodeEndStream(9, 1, end)},
-      {"keepalive", peer::EncodeKeepalive(3, 1)},
+      {"keepalive", peer::SealVerdict(peer::EncodeKeepalive(3, 1), nullptr)},
       {"confirm", peer::SealVerdict(peer::EncodeConfirm(10, 1), &key)},
       {"ping", peer::EncodePing(4)},
       {"pong", peer::EncodePong(4)},

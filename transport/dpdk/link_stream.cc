@@ -528,6 +528,10 @@ absl::StatusOr<transport::ReceiveResult> LinkStreamReceiver::Receive(int data_fd
     result.precopy_phases_ended = rules.precopy_phases_ended();
     payload_left = f.data_length;
     if (f.type == FrameType::kError) return rules.OnError(h, reader.frame().payload);
+    if (f.type == FrameType::kKeepalive) {
+      RETURN_IF_ERROR(rules.OnKeepalive(h, reader.frame().payload));
+      continue;
+    }
     if (f.type == FrameType::kEndStream) {
       RETURN_IF_ERROR(rules.OnEndStream(h, reader.frame().payload, offset_).status());
       // Every byte passed through userspace here: the digest is always checked when sent.

@@ -102,14 +102,9 @@ absl::StatusOr<FrameHeader> DecodeHeader(std::span<const uint8_t, wire::kFrameHe
       if (h.phase == static_cast<uint8_t>(Phase::kNone)) return bad("DATA without a phase");
       break;
     case FrameType::kConfirm:
-      min = max = wire::kVerdictSealSize;
-      break;
     case FrameType::kKeepalive:
-      // Bare while the stream runs, sealed after END_STREAM (OutgoingStream::Keepalive).
-      max = wire::kVerdictSealSize;
-      if (h.length != 0 && h.length != wire::kVerdictSealSize) {
-        return bad(absl::StrCat("length ", h.length, ": a KEEPALIVE is bare or sealed"));
-      }
+      // The seal alone (SealVerdict).
+      min = max = wire::kVerdictSealSize;
       break;
     case FrameType::kPing:
     case FrameType::kPong:

@@ -29,6 +29,7 @@ absl::Status ReceiveStream::OnHeader(size_t k, const wire::FrameHeader& h, uint3
                      peer::ReadControlPayload(sockets[k].get(), h,
                                               absl::Now() + options.idle_timeout));
     if (f.type == FrameType::kError) return rules.OnError(h, payload);
+    if (f.type == FrameType::kKeepalive) return rules.OnKeepalive(h, payload);
     RETURN_IF_ERROR(rules.OnEndStream(h, payload, offset).status());
     *ended = true;
   }

@@ -37,12 +37,10 @@ std::string OutgoingStream::EndPhase(Phase phase) {
 }
 
 std::string OutgoingStream::Keepalive() {
-  std::string frame = peer::EncodeKeepalive(next_seq_[0]++, device_);
-  return ended_ ? peer::SealVerdict(std::move(frame), control_key()) : frame;
+  return peer::SealVerdict(peer::EncodeKeepalive(next_seq_[0]++, device_), control_key());
 }
 
 std::string OutgoingStream::EndStream(uint64_t total, std::optional<peer::StreamTag> digest) {
-  ended_ = true;
   peer::EndStream end;
   end.total_bytes = total;
   if (digest.has_value()) {
@@ -110,8 +108,7 @@ absl::StatusOr<IncomingStream::Frame> IncomingStream::OnHeader(size_t k, const F
       return f;
     }
     case FrameType::kKeepalive:
-      // The data path reads a KEEPALIVE's header alone: only after END_STREAM may it carry a seal.
-      if (h.length != 0) return Violation(k, h, "a KEEPALIVE carries a seal only after END_STREAM");
+      f.needs_payload = true;  // Its seal.
       return f;
     case FrameType::kEndPhase:
       if (h.phase != static_cast<uint8_t>(Phase::kPreCopy) || precopy_ended_ ||
@@ -157,6 +154,10 @@ absl::StatusOr<bool> IncomingStream::CheckComplete(uint64_t received,
 absl::Status IncomingStream::OnError(const FrameHeader& h, absl::string_view payload) const {
   ASSIGN_OR_RETURN(absl::string_view body, peer::OpenVerdict(h, payload, control_key()));
   return SourceAbandonedError(h, body);
+}
+
+absl::Status IncomingStream::OnKeepalive(const FrameHeader& h, absl::string_view payload) const {
+  return peer::OpenVerdict(h, payload, control_key()).status();
 }
 
 absl::StatusOr<bool> IncomingStream::OnSettle(const FrameHeader& h, absl::string_view payload) {

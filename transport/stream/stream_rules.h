@@ -44,9 +44,8 @@ class OutgoingStream {
   // The header of the next DATA frame on connection `k`: `length` stream bytes at `offset`.
   wire::FrameHeader Data(size_t k, wire::Phase phase, uint32_t length, uint64_t offset);
   std::string EndPhase(wire::Phase phase);
-  // A bare header while the stream runs; sealed once END_STREAM went (peer::SealVerdict): while
-  // the source settles, each KEEPALIVE keeps a committed destination waiting, so nobody else may
-  // make one.
+  // Sealed (peer::SealVerdict): each KEEPALIVE restarts the destination's idle timer, and after
+  // COMMIT its wait for CONFIRM, so nobody but the source may make one.
   std::string Keepalive();
   // `digest`: the keyed digest of every byte, or nullopt when some never passed through
   // userspace (spliced) or the stream has no key.
@@ -55,8 +54,8 @@ class OutgoingStream {
   // After every device's COMMIT(0): the source's point of no return is behind it.
   std::string Confirm();
 
-  // The stream's control key: ERROR, CONFIRM and the KEEPALIVEs after END_STREAM are sealed
-  // with it (peer::SealVerdict). Unset
+  // The stream's control key: ERROR, CONFIRM and KEEPALIVE are sealed with it
+  // (peer::SealVerdict). Unset
   // only in tests of framing alone.
   void set_control_key(const peer::ControlKey& key) { control_key_ = key; }
   const peer::ControlKey* control_key() const {
@@ -67,7 +66,6 @@ class OutgoingStream {
   std::optional<peer::ControlKey> control_key_;
   const uint32_t device_;
   std::vector<uint64_t> next_seq_;  // Per connection.
-  bool ended_ = false;              // END_STREAM went.
 };
 
 class IncomingStream {
@@ -80,8 +78,9 @@ class IncomingStream {
   struct Frame {
     wire::FrameType type = wire::FrameType::kData;
     uint32_t data_length = 0;   // DATA: payload bytes to take now.
-    bool needs_payload = false;  // END_STREAM or ERROR: read the payload, then call OnEndStream
-                                 // or OnError.
+    // END_STREAM, ERROR or KEEPALIVE: read the payload, then call OnEndStream, OnError or
+    // OnKeepalive.
+    bool needs_payload = false;
   };
   // Checks a frame header that arrived on connection `k`, given the stream bytes received so
   // far (on all connections). Errors: DataLoss naming the rule it breaks.
@@ -99,6 +98,9 @@ class IncomingStream {
                                      std::optional<peer::StreamTag> digest) const;
   // An ERROR frame's payload: the source's reason, as Aborted.
   absl::Status OnError(const wire::FrameHeader& h, absl::string_view payload) const;
+  // A KEEPALIVE's payload, its seal. Errors: DataLoss when the seal does not match (anyone on a
+  // plaintext path could otherwise keep an abandoned destination waiting).
+  absl::Status OnKeepalive(const wire::FrameHeader& h, absl::string_view payload) const;
   // What the source sends after the destination's COMMIT(0), on the first connection: true for
   // CONFIRM (settled), false for a KEEPALIVE (it waits for its other devices to commit; keep
   // waiting). Errors: ERROR as OnError (the source abandoned the migration); DataLoss for any

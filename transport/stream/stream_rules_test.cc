@@ -277,7 +277,7 @@ TEST(StreamRulesTest, AKeepaliveWhileSettlingMustCarryTheStreamsSeal) {
     EXPECT_TRUE(in.OnEndStream(h, end, 0).ok());
     return in;
   };
-  // What the source sends: its KEEPALIVEs after END_STREAM are sealed.
+  // What the source sends: its KEEPALIVEs are sealed.
   OutgoingStream out(3, 1, 1);
   out.set_control_key(key);
   out.EndStream(0, std::nullopt);
@@ -305,17 +305,35 @@ TEST(StreamRulesTest, AKeepaliveWhileSettlingMustCarryTheStreamsSeal) {
             absl::StatusCode::kDataLoss)
       << "a KEEPALIVE sealed without the stream's key";
 
-  // Before END_STREAM a KEEPALIVE stays a bare header (the data path reads headers only).
-  OutgoingStream streaming(3, 1, 2);
-  streaming.set_control_key(key);
-  const std::string bare = streaming.Keepalive();
-  EXPECT_EQ(bare.size(), wire::kFrameHeaderSize);
+}
+
+// While the stream runs each KEEPALIVE restarts the destination's idle timer: one nobody sealed
+// could keep a destination whose source is gone waiting, so it is refused there too.
+TEST(StreamRulesTest, AKeepaliveWhileStreamingMustCarryTheStreamsSeal) {
+  peer::ControlKey key;
+  key.bytes.fill(0x5e);
+  OutgoingStream out(3, 1, 1);
+  out.set_control_key(key);
+  const std::string keepalive = out.Keepalive();
+  ASSERT_EQ(keepalive.size(), wire::kFrameHeaderSize + wire::kVerdictSealSize);
+  FrameHeader h;
+  std::memcpy(&h, keepalive.data(), sizeof(h));
   IncomingStream in(3, 1, 1);
   in.set_control_key(key);
-  std::memcpy(&h, keepalive.data(), sizeof(h));
-  h.seq = 1;
-  EXPECT_EQ(in.OnHeader(0, h, 0).status().code(), absl::StatusCode::kDataLoss)
-      << "a KEEPALIVE with a payload while streaming";
+  auto f = in.OnHeader(0, h, 0);
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_TRUE(f->needs_payload) << "its seal is read and checked";
+  EXPECT_TRUE(in.OnKeepalive(h, keepalive.substr(wire::kFrameHeaderSize)).ok());
+  const std::string forged = peer::SealVerdict(peer::EncodeKeepalive(1, 3), nullptr);
+  std::memcpy(&h, forged.data(), sizeof(h));
+  EXPECT_EQ(in.OnKeepalive(h, forged.substr(wire::kFrameHeaderSize)).code(),
+            absl::StatusCode::kDataLoss);
+  // A bare KEEPALIVE (protocol 3's) is not a frame at all.
+  const std::string bare = peer::EncodeKeepalive(2, 3);
+  EXPECT_FALSE(peer::DecodeHeader(std::span<const uint8_t, wire::kFrameHeaderSize>(
+                                      reinterpret_cast<const uint8_t*>(bare.data()),
+                                      wire::kFrameHeaderSize))
+                   .ok());
 }
 
 // A device's failure is told apart from the connection's, whatever its code: the destination
