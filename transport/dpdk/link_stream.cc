@@ -223,8 +223,10 @@ absl::StatusOr<transport::PumpResult> LinkStreamSender::Pump(int data_fd, Phase 
     if (not_before > absl::Now()) {
       // Over the cap: keep the link (acks, the peer's verdict) going while the time passes.
       RETURN_IF_ERROR(PollAndCheckPeer());
-      ::usleep(static_cast<useconds_t>(
-          std::min<int64_t>(200, absl::ToInt64Microseconds(not_before - absl::Now()))));
+      // Clamped at 0: the time may pass between the two clock reads, and a negative wait cast to
+      // useconds_t slept for 71 minutes (seen: a source that never noticed its peer die).
+      ::usleep(static_cast<useconds_t>(std::clamp<int64_t>(
+          absl::ToInt64Microseconds(not_before - absl::Now()), 0, 200)));
       progress = absl::Now();
       continue;
     }
