@@ -38,9 +38,10 @@ enum class FrameType : uint8_t {
   kEndStream = 5,  // source -> destination: EndStreamPayload. No DATA follows.
   kCommit = 6,     // destination -> source: StatusPayload; code 0 = device committed.
   kError = 7,      // either way: StatusPayload; the sender gives up on this stream.
-  kKeepalive = 8,  // source -> destination, no payload: idle in PRE_COPY, still there.
-  kConfirm = 9,    // source -> destination, no payload: every device of the session committed
-                   // and the source is past its point of no return; the destination may run.
+  kKeepalive = 8,  // source -> destination, the seal alone: idle in PRE_COPY, still there.
+  kConfirm = 9,    // source -> destination, the seal alone: every device of the session
+                   // committed and the source is past its point of no return; the destination
+                   // may run.
   kPing = 10,      // source -> destination, heartbeat connection only, no payload.
   kPong = 11,      // destination -> source, heartbeat connection only: answers a PING.
 };

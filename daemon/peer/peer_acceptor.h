@@ -42,7 +42,7 @@ class PeerAcceptor {
   // Listens on `addr` (port 0: any free port, see port()). `sessions` must outlive this. With
   // `tls`, every connection runs the TLS handshake (as the server) before its HELLO, within the
   // same deadline; null: plaintext, by the operator's explicit choice. `tuning` is set on each
-  // accepted TCP socket (net::TuneDataSocket) before TLS: the daemon's --socket_buffer,
+  // accepted TCP socket (net::TuneDataSocket) before TLS: the daemon's socket buffer size,
   // --tcp_congestion and peer timeout then hold under a userspace relay too.
   static absl::StatusOr<std::unique_ptr<PeerAcceptor>> Start(
       const net::HostPort& addr, SessionManager* sessions,
