@@ -8,28 +8,35 @@
 namespace migmover::ctl {
 
 namespace {
-std::shared_ptr<grpc::ChannelCredentials>& TlsCredentials() {
-  static auto* creds = new std::shared_ptr<grpc::ChannelCredentials>();
-  return *creds;
+struct Tls {
+  std::shared_ptr<grpc::ChannelCredentials> creds;
+  std::string server_name;
+};
+Tls& TlsSettings() {
+  static auto* tls = new Tls();
+  return *tls;
 }
 }  // namespace
 
-absl::Status UseTls(const GrpcTlsFiles& files) {
+absl::Status UseTls(const GrpcTlsFiles& files, const std::string& server_name) {
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds = GrpcClientTls(files);
   if (!creds.ok()) return creds.status();
-  TlsCredentials() = *std::move(creds);
+  TlsSettings() = {*std::move(creds), server_name};
   return absl::OkStatus();
 }
 
 std::unique_ptr<v1::Migmover::Stub> Connect(const std::string& address) {
   if (absl::StartsWith(address, "tls:")) {
-    std::shared_ptr<grpc::ChannelCredentials> creds = TlsCredentials();
-    if (creds == nullptr) {
+    const Tls& tls = TlsSettings();
+    if (tls.creds == nullptr) {
       // Never plaintext to a TLS listener: a channel that cannot connect, and says why.
       return v1::Migmover::NewStub(grpc::CreateChannel("unix:/nonexistent/--tls_ca-not-given",
                                                        grpc::InsecureChannelCredentials()));
     }
-    return v1::Migmover::NewStub(grpc::CreateChannel(address.substr(4), creds));
+    grpc::ChannelArguments args;
+    if (!tls.server_name.empty()) args.SetSslTargetNameOverride(tls.server_name);
+    return v1::Migmover::NewStub(
+        grpc::CreateCustomChannel(address.substr(4), tls.creds, args));
   }
   return v1::Migmover::NewStub(
       grpc::CreateChannel("unix:" + address, grpc::InsecureChannelCredentials()));

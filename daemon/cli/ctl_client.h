@@ -15,9 +15,11 @@ namespace migmover::ctl {
 // daemon's --grpc_listen (mutual TLS with the credentials UseTls set; without them every call
 // fails with UNAVAILABLE).
 std::unique_ptr<v1::Migmover::Stub> Connect(const std::string& address);
-// The client certificate, key and CA for "tls:" addresses, from now on. Not thread-safe: call
-// before Connect. Errors: GrpcClientTls's (a file that cannot be read).
-absl::Status UseTls(const GrpcTlsFiles& files);
+// The client certificate, key and CA for "tls:" addresses, from now on; `server_name`, when
+// not empty, is the name the daemon's certificate must carry instead of the address's host
+// (for an address given as an IP, e.g. "tls:ipv4:10.0.0.7:7412"). Not thread-safe: call before
+// Connect. Errors: GrpcClientTls's (a file that cannot be read).
+absl::Status UseTls(const GrpcTlsFiles& files, const std::string& server_name = "");
 
 // grpc::Status -> absl::Status, naming the RPC and the daemon.
 absl::Status FromGrpc(const grpc::Status& s, const std::string& rpc, const std::string& daemon);

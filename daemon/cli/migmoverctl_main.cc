@@ -29,6 +29,9 @@ ABSL_FLAG(std::string, tls_ca, "",
 ABSL_FLAG(std::string, tls_cert, "",
           "tls: addresses: PEM client certificate, signed by the daemon's --grpc_tls_ca");
 ABSL_FLAG(std::string, tls_key, "", "tls: addresses: PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "tls: addresses: the name the daemon's certificate must carry, when the address does "
+          "not give it (an IP address: --socket=tls:ipv4:10.0.0.7:7412)");
 ABSL_FLAG(std::string, peer, "", "migrate: the destination daemon's peer address (host:port)");
 ABSL_FLAG(std::string, session, "", "migrate: session id (default: generated)");
 ABSL_FLAG(int, devices, 1, "migrate: number of simulated devices");
@@ -149,7 +152,8 @@ int main(int argc, char** argv) {
     absl::Status tls = migmover::ctl::UseTls({absl::GetFlag(FLAGS_tls_ca),
                                              absl::GetFlag(FLAGS_tls_cert),
                                              absl::GetFlag(FLAGS_tls_key),
-                                             {}});
+                                             {}},
+                                            absl::GetFlag(FLAGS_tls_server_name));
     if (!tls.ok()) {
       std::cerr << "migmoverctl: a tls: address needs --tls_ca, --tls_cert and --tls_key: "
                 << tls.message() << "\n";

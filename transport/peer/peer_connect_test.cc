@@ -12,10 +12,12 @@
 #include <thread>
 
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "transport/net/socket.h"
 #include "transport/tls/testing/test_pki.h"
 #include "transport/tls/tls_context.h"
+#include "transport/tls/tls_relay.h"
 
 namespace migmover::peer {
 namespace {
@@ -78,6 +80,13 @@ TEST(PeerConnect, TuningReachesTheTcpSocketUnderTls) {
     // What the data plane holds under userspace TLS is the relay's unix end: no TCP options.
     EXPECT_FALSE(net::IsTcp(server->fd.get()));
   }
+  // Both ends closed, their relays (detached threads owning the TLS state) finish before the
+  // contexts and the process go.
+  server->fd.Reset();
+  client->fd.Reset();
+  const absl::Time until = absl::Now() + absl::Seconds(10);
+  while (tls::RunningTlsRelays() > 0 && absl::Now() < until) absl::SleepFor(absl::Milliseconds(5));
+  EXPECT_EQ(tls::RunningTlsRelays(), 0);
 }
 
 }  // namespace
