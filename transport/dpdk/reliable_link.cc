@@ -351,12 +351,7 @@ void ReliableLink::HandleFrame(rte_mbuf* m, int64_t now) {
     if (h.check == rcv_nxt64_ && rx_count_ < o_.window) {
       if (!OpenData(m, h)) return;
       heard_ns_ = now;
-      rx_[(rx_head_ + rx_count_++) & mask_] = m;
-      readable_ += h.length;
-      ++rcv_nxt_;
-      ++rcv_nxt64_;
-      ++unacked_in_order_;
-      ++stats_.frames_received;
+      TakeInOrder(m, h.length);
       return;
     }
     if (h.check > rcv_nxt64_ && gap_reported_at_ != rcv_nxt64_) {
@@ -382,12 +377,7 @@ void ReliableLink::HandleFrame(rte_mbuf* m, int64_t now) {
     return;
   }
   if (h.seq == rcv_nxt_ && rx_count_ < o_.window) {
-    rx_[(rx_head_ + rx_count_++) & mask_] = m;
-    readable_ += h.length;
-    ++rcv_nxt_;
-    ++rcv_nxt64_;
-    ++unacked_in_order_;
-    ++stats_.frames_received;
+    TakeInOrder(m, h.length);
     return;
   }
   // Ahead of a gap, a duplicate of one already taken, or no room: drop it and say where we are.
@@ -395,6 +385,15 @@ void ReliableLink::HandleFrame(rte_mbuf* m, int64_t now) {
   ++stats_.frames_dropped;
   ++unacked_in_order_;  // Forces an ack: the sender learns where to resume.
   rte_pktmbuf_free(m);
+}
+
+void ReliableLink::TakeInOrder(rte_mbuf* m, uint16_t length) {
+  rx_[(rx_head_ + rx_count_++) & mask_] = m;
+  readable_ += length;
+  ++rcv_nxt_;
+  ++rcv_nxt64_;
+  ++unacked_in_order_;
+  ++stats_.frames_received;
 }
 
 bool ReliableLink::OpenData(rte_mbuf* m, const wire::LinkHeader& h) {

@@ -133,6 +133,8 @@ class ReliableLink {
   void HandleFrame(rte_mbuf* m, int64_t now);
   void OnAck(uint32_t ack, uint32_t window, uint32_t flags, int64_t now);
   void CloseOpenFrame();
+  // Queues the next in-order DATA frame (`length` payload bytes) for the reader.
+  void TakeInOrder(rte_mbuf* m, uint16_t length);
   // Whether a DATA frame of a sealed link opens; counts it as corrupt if not.
   bool OpenData(rte_mbuf* m, const wire::LinkHeader& h);
   void SendAck(int64_t now);
