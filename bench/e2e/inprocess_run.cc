@@ -51,7 +51,7 @@ absl::StatusOr<InProcessResult> RunInProcess(const std::vector<sim::SimDeviceSpe
   dc.stream = options;
   dc.workers = workers;
   dc.transports = &transports;
-  RETURN_IF_ERROR(dst_sessions.Reserve(dc.session_id));
+  RETURN_IF_ERROR(dst_sessions.Reserve(dc.session_id, "dst").status());
   ASSIGN_OR_RETURN(std::shared_ptr<DestinationSession> dst,
                    DestinationSession::Prepare(dc, &dst_devices));
   dst_sessions.Put(dst);
@@ -65,7 +65,7 @@ absl::StatusOr<InProcessResult> RunInProcess(const std::vector<sim::SimDeviceSpe
   sc.streams = streams;
   sc.transport = &tcp;
   sc.workers = workers ? workers : std::max(1u, std::thread::hardware_concurrency());
-  RETURN_IF_ERROR(src_sessions.Reserve(sc.session_id));
+  RETURN_IF_ERROR(src_sessions.Reserve(sc.session_id, "src").status());
   ASSIGN_OR_RETURN(std::shared_ptr<SourceSession> src, SourceSession::Start(sc, &src_devices));
   src_sessions.Put(src);
 

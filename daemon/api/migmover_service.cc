@@ -2,9 +2,13 @@
 
 #include <algorithm>
 
+#include <openssl/evp.h>
+
 #include "absl/strings/str_cat.h"
 #include "api/peer_wire.h"
+#include "daemon/api/request_bounds.h"
 #include "daemon/base/log.h"
+#include "daemon/base/version.h"
 #include "daemon/device/fsm_path.h"
 #include "daemon/device/ioctl_seam.h"
 #include "daemon/device/sim/sim_driver.h"
@@ -13,6 +17,8 @@
 #include "daemon/session/session_secret.h"
 #include "daemon/session/source_session.h"
 #include "transport/base/status_macros.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "transport/net/socket.h"
 
 namespace migmover {
@@ -107,12 +113,42 @@ void FillStatus(const SessionSnapshot& s, v1::SessionStatus* out) {
   }
 }
 
+// What makes two Prepare/Start requests "the same" (an idempotent retry): a digest of the
+// whole request, secret included, so the map of sessions keeps no second copy of it.
+std::string Fingerprint(const google::protobuf::Message& request) {
+  std::string bytes;
+  {
+    google::protobuf::io::StringOutputStream out(&bytes);
+    google::protobuf::io::CodedOutputStream coded(&out);
+    coded.SetSerializationDeterministic(true);
+    request.SerializeToCodedStream(&coded);
+  }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  if (EVP_Digest(bytes.data(), bytes.size(), digest, &size, EVP_sha256(), nullptr) != 1) {
+    return bytes;  // Still exact, only larger.
+  }
+  return std::string(reinterpret_cast<char*>(digest), size);
+}
+
 }  // namespace
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+  // The last guard against echoing a request at length: gRPC carries the message in a header,
+  // and one past its limit turns the answer into RESOURCE_EXHAUSTED.
+  constexpr size_t kMaxMessage = 2048;
+  std::string message(status.message().substr(0, kMaxMessage));
+  if (status.message().size() > kMaxMessage) absl::StrAppend(&message, "...");
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::move(message));
 }
+
+#define MM_CHECK_BOUNDS(req)                                                  \
+  do {                                                                        \
+    if (absl::Status bounds = CheckRequestBounds(*(req)); !bounds.ok()) {     \
+      return ToGrpcStatus(bounds);                                            \
+    }                                                                         \
+  } while (0)
 
 absl::StatusOr<stream::StreamOptions> MigmoverService::StreamOptionsFrom(
     const v1::TransferOptions& o) {
@@ -188,6 +224,7 @@ absl::StatusOr<std::unique_ptr<DeviceEntry>> MigmoverService::MakeEntry(
 
 grpc::Status MigmoverService::AttachDevice(grpc::ServerContext*, const v1::AttachDeviceRequest* req,
                                            v1::Device* resp) {
+  MM_CHECK_BOUNDS(req);
   absl::StatusOr<std::unique_ptr<DeviceEntry>> entry = MakeEntry(*req);
   if (!entry.ok()) {
     MM_LOG(WARNING) << "AttachDevice " << req->name() << ": " << entry.status();
@@ -204,6 +241,7 @@ grpc::Status MigmoverService::AttachDevice(grpc::ServerContext*, const v1::Attac
 
 grpc::Status MigmoverService::DetachDevice(grpc::ServerContext*, const v1::DetachDeviceRequest* req,
                                            v1::Device* resp) {
+  MM_CHECK_BOUNDS(req);
   auto info = registry_->Remove(req->name());
   if (!info.ok()) return ToGrpcStatus(info.status());
   MM_LOG(INFO) << "detached device " << req->name();
@@ -220,6 +258,7 @@ grpc::Status MigmoverService::ListDevices(grpc::ServerContext*, const v1::ListDe
 grpc::Status MigmoverService::SetDeviceState(grpc::ServerContext*,
                                              const v1::SetDeviceStateRequest* req,
                                              v1::SetDeviceStateResponse* resp) {
+  MM_CHECK_BOUNDS(req);
   absl::Status status = [&]() -> absl::Status {
     ASSIGN_OR_RETURN(MigState target, ParseMigState(req->state()));
     ASSIGN_OR_RETURN(DeviceEntry * e, registry_->GetUnclaimed(req->name()));
@@ -258,6 +297,7 @@ grpc::Status MigmoverService::SetDeviceState(grpc::ServerContext*,
 grpc::Status MigmoverService::PrepareDestination(grpc::ServerContext*,
                                                  const v1::PrepareDestinationRequest* req,
                                                  v1::SessionStatus* resp) {
+  MM_CHECK_BOUNDS(req);
   absl::Status status = [&]() -> absl::Status {
     DestinationConfig config;
     config.session_id = req->session_id();
@@ -280,7 +320,19 @@ grpc::Status MigmoverService::PrepareDestination(grpc::ServerContext*,
     RETURN_IF_ERROR(defaults_.transports->Find(req->options().transport()).status());
     config.transports = defaults_.transports;
     config.tls = defaults_.tls;
-    RETURN_IF_ERROR(sessions_->Reserve(config.session_id));
+    ASSIGN_OR_RETURN(std::shared_ptr<Session> existing,
+                     sessions_->Reserve(config.session_id, Fingerprint(*req)));
+    if (existing) {
+      // A retry of the request that created it (its reply was lost): the same answer, the
+      // generated secret included, for the agent cannot use the session without it.
+      auto dst = std::dynamic_pointer_cast<DestinationSession>(existing);
+      if (dst == nullptr) return absl::InternalError("same request, different role");
+      FillStatus(dst->Snapshot(), resp);
+      if (generated) resp->set_token(dst->token().data(), dst->token().size());
+      MM_LOG(INFO) << "session " << config.session_id << ": PrepareDestination retried, "
+                   << "answered with the session it created";
+      return absl::OkStatus();
+    }
     auto session = DestinationSession::Prepare(config, registry_);
     if (!session.ok()) {
       sessions_->Unreserve(config.session_id);
@@ -297,6 +349,7 @@ grpc::Status MigmoverService::PrepareDestination(grpc::ServerContext*,
 
 grpc::Status MigmoverService::StartSource(grpc::ServerContext*, const v1::StartSourceRequest* req,
                                           v1::SessionStatus* resp) {
+  MM_CHECK_BOUNDS(req);
   absl::Status status = [&]() -> absl::Status {
     SourceConfig config;
     config.session_id = req->session_id();
@@ -323,7 +376,14 @@ grpc::Status MigmoverService::StartSource(grpc::ServerContext*, const v1::StartS
     config.workers = req->options().workers() ? req->options().workers() : defaults_.workers;
     if (config.workers > 64) return absl::InvalidArgumentError("workers must be 0..64");
     ASSIGN_OR_RETURN(config.stream, StreamOptionsFrom(req->options()));
-    RETURN_IF_ERROR(sessions_->Reserve(config.session_id));
+    ASSIGN_OR_RETURN(std::shared_ptr<Session> existing,
+                     sessions_->Reserve(config.session_id, Fingerprint(*req)));
+    if (existing) {
+      FillStatus(existing->Snapshot(), resp);
+      MM_LOG(INFO) << "session " << config.session_id << ": StartSource retried, answered "
+                   << "with the session it started";
+      return absl::OkStatus();
+    }
     auto session = SourceSession::Start(config, registry_);
     if (!session.ok()) {
       sessions_->Unreserve(config.session_id);
@@ -345,6 +405,7 @@ grpc::Status MigmoverService::StartSource(grpc::ServerContext*, const v1::StartS
 
 grpc::Status MigmoverService::Switchover(grpc::ServerContext*, const v1::SwitchoverRequest* req,
                                          v1::SessionStatus* resp) {
+  MM_CHECK_BOUNDS(req);
   auto session = sessions_->FindSource(req->session_id());
   if (!session.ok()) return ToGrpcStatus(session.status());
   if (absl::Status s = (*session)->Switchover(); !s.ok()) return ToGrpcStatus(s);
@@ -354,6 +415,7 @@ grpc::Status MigmoverService::Switchover(grpc::ServerContext*, const v1::Switcho
 
 grpc::Status MigmoverService::SetBandwidth(grpc::ServerContext*, const v1::SetBandwidthRequest* req,
                                            v1::SessionStatus* resp) {
+  MM_CHECK_BOUNDS(req);
   auto session = sessions_->FindSource(req->session_id());
   if (!session.ok()) return ToGrpcStatus(session.status());
   (*session)->SetBandwidth(req->bytes_per_second());
@@ -364,6 +426,7 @@ grpc::Status MigmoverService::SetBandwidth(grpc::ServerContext*, const v1::SetBa
 grpc::Status MigmoverService::WatchSession(grpc::ServerContext* ctx,
                                            const v1::WatchSessionRequest* req,
                                            grpc::ServerWriter<v1::SessionStatus>* writer) {
+  MM_CHECK_BOUNDS(req);
   auto session = sessions_->Find(req->session_id());
   if (!session.ok()) return ToGrpcStatus(session.status());
   SessionSnapshot snap = (*session)->Snapshot();
@@ -384,6 +447,7 @@ grpc::Status MigmoverService::WatchSession(grpc::ServerContext* ctx,
 
 grpc::Status MigmoverService::GetSession(grpc::ServerContext*, const v1::GetSessionRequest* req,
                                          v1::SessionStatus* resp) {
+  MM_CHECK_BOUNDS(req);
   auto session = sessions_->Find(req->session_id());
   if (!session.ok()) return ToGrpcStatus(session.status());
   FillStatus((*session)->Snapshot(), resp);
@@ -393,6 +457,7 @@ grpc::Status MigmoverService::GetSession(grpc::ServerContext*, const v1::GetSess
 grpc::Status MigmoverService::ResolveSession(grpc::ServerContext*,
                                              const v1::ResolveSessionRequest* req,
                                              v1::SessionStatus* resp) {
+  MM_CHECK_BOUNDS(req);
   if (req->outcome() != v1::ResolveSessionRequest::RUN &&
       req->outcome() != v1::ResolveSessionRequest::ABANDON) {
     return ToGrpcStatus(absl::InvalidArgumentError("outcome must be RUN or ABANDON"));
@@ -406,9 +471,12 @@ grpc::Status MigmoverService::ResolveSession(grpc::ServerContext*,
   }
   auto dst = sessions_->FindDestination(req->session_id());
   if (!dst.ok()) return ToGrpcStatus(dst.status());
+  const bool was_in_doubt = (*dst)->phase() == SessionPhase::kInDoubt;
   if (absl::Status s = (*dst)->Resolve(req->outcome() == v1::ResolveSessionRequest::RUN);
-      !s.ok() && (*dst)->phase() == SessionPhase::kInDoubt) {
-    return ToGrpcStatus(s);  // Refused; a device error after RUN shows in the status.
+      !s.ok() && (!was_in_doubt || (*dst)->phase() == SessionPhase::kInDoubt)) {
+    // Refused (not IN_DOUBT). A device's error after RUN ended the session FAILED: that one is
+    // answered with the status, which carries it.
+    return ToGrpcStatus(s);
   }
   FillStatus((*dst)->Snapshot(), resp);
   return grpc::Status::OK;
@@ -417,6 +485,7 @@ grpc::Status MigmoverService::ResolveSession(grpc::ServerContext*,
 grpc::Status MigmoverService::CancelSession(grpc::ServerContext*,
                                             const v1::CancelSessionRequest* req,
                                             v1::SessionStatus* resp) {
+  MM_CHECK_BOUNDS(req);
   auto session = sessions_->Find(req->session_id());
   if (!session.ok()) return ToGrpcStatus(session.status());
   if ((*session)->phase() == SessionPhase::kInDoubt) {
@@ -433,6 +502,55 @@ grpc::Status MigmoverService::CancelSession(grpc::ServerContext*,
     snap = (*session)->WaitForChange(snap.version, absl::Milliseconds(100));
   }
   FillStatus(snap, resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status MigmoverService::ListSessions(grpc::ServerContext*, const v1::ListSessionsRequest*,
+                                           v1::ListSessionsResponse* resp) {
+  for (const auto& session : sessions_->List()) FillStatus(session->Snapshot(), resp->add_sessions());
+  return grpc::Status::OK;
+}
+
+grpc::Status MigmoverService::ForgetSession(grpc::ServerContext*,
+                                            const v1::ForgetSessionRequest* req,
+                                            v1::SessionStatus* resp) {
+  MM_CHECK_BOUNDS(req);
+  auto forgotten = sessions_->Forget(req->session_id());
+  if (!forgotten.ok()) return ToGrpcStatus(forgotten.status());
+  FillStatus((*forgotten)->Snapshot(), resp);
+  MM_LOG(INFO) << "session " << req->session_id() << ": forgotten on request";
+  return grpc::Status::OK;
+}
+
+grpc::Status MigmoverService::GetDaemonInfo(grpc::ServerContext*, const v1::GetDaemonInfoRequest*,
+                                            v1::DaemonInfo* resp) {
+  resp->set_version(kMigmoverVersion);
+  resp->set_peer_protocol_version(wire::kProtocolVersion);
+  for (const char* f : {"pre_copy", "p2p", "data_fd", "striping", "splice", "copy",
+                        "resolve_in_doubt", "idempotent_sessions", "bandwidth_cap"}) {
+    resp->add_features(f);
+  }
+  if (defaults_.tls) resp->add_features("peer_tls");
+  if (defaults_.grpc_tls) resp->add_features("grpc_tls");
+  if (intake_ != nullptr) resp->add_features("fd_intake");
+  for (const transport::Transport* t : defaults_.transports->all()) {
+    resp->add_transports(std::string(t->name()));
+  }
+  resp->set_io_engine(defaults_.io_engine);
+  resp->set_peer_security(defaults_.tls ? "TLS 1.3 with " + defaults_.tls->Describe()
+                                        : "plaintext");
+  resp->set_peer_address(defaults_.peer_address);
+  v1::DaemonInfo::Limits* l = resp->mutable_limits();
+  const SessionLimits& limits = sessions_->limits();
+  l->set_max_sessions(limits.max_sessions);
+  l->set_max_devices_per_session(wire::kMaxDevicesPerSession);
+  l->set_max_streams_per_device(wire::kMaxStreamsPerDevice);
+  l->set_max_chunk_size(wire::kMaxDataLength);
+  l->set_max_ended_sessions(limits.max_ended);
+  l->set_session_retention_seconds(
+      static_cast<uint32_t>(absl::ToInt64Seconds(limits.retention)));
+  l->set_max_session_id_length(wire::kMaxSessionIdLength);
+  l->set_max_device_name_length(64);
   return grpc::Status::OK;
 }
 

@@ -22,6 +22,10 @@ struct ServiceDefaults {
   const transport::TransportSet* transports = nullptr;
   // The TLS a source session's connections run; null: plaintext (--plaintext_peers).
   std::shared_ptr<const tls::TlsContext> tls;
+  // What GetDaemonInfo reports that only main() knows.
+  std::string io_engine;     // "io_uring", or "syscalls (io_uring refused: ...)".
+  std::string peer_address;  // --peer_listen as bound.
+  bool grpc_tls = false;     // --grpc_listen serves agents over mutual TLS.
 };
 
 // The one mapping from absl::Status to grpc::Status (the canonical codes are the same).
@@ -57,6 +61,12 @@ class MigmoverService final : public migmover::v1::Migmover::Service {
                               v1::SessionStatus* resp) override;
   grpc::Status CancelSession(grpc::ServerContext*, const v1::CancelSessionRequest* req,
                              v1::SessionStatus* resp) override;
+  grpc::Status ListSessions(grpc::ServerContext*, const v1::ListSessionsRequest* req,
+                            v1::ListSessionsResponse* resp) override;
+  grpc::Status ForgetSession(grpc::ServerContext*, const v1::ForgetSessionRequest* req,
+                             v1::SessionStatus* resp) override;
+  grpc::Status GetDaemonInfo(grpc::ServerContext*, const v1::GetDaemonInfoRequest* req,
+                             v1::DaemonInfo* resp) override;
 
  private:
   absl::StatusOr<std::unique_ptr<DeviceEntry>> MakeEntry(const v1::AttachDeviceRequest& req);

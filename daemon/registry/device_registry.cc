@@ -2,6 +2,7 @@
 
 #include <set>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 
 namespace migmover {
@@ -22,14 +23,16 @@ const char* DeviceKindName(DeviceKind kind) {
 
 absl::Status DeviceRegistry::CheckName(const std::string& name) {
   if (name.empty() || name.size() > 64) {
+    // Never echoed: it may be megabytes.
     return absl::InvalidArgumentError(
-        absl::StrCat("device name '", name, "' must be 1..64 characters"));
+        absl::StrCat("device name must be 1..64 characters, not ", name.size()));
   }
   for (char c : name) {
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == ':' ||
           c == '-')) {
       return absl::InvalidArgumentError(
-          absl::StrCat("device name '", name, "' may only hold letters, digits and . _ : -"));
+          absl::StrCat("device name '", absl::CHexEscape(name),
+                       "' may only hold letters, digits and . _ : -"));
     }
   }
   return absl::OkStatus();

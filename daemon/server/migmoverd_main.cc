@@ -17,6 +17,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -26,11 +27,14 @@
 #include "absl/time/clock.h"
 #include "daemon/api/migmover_service.h"
 #include "daemon/base/log.h"
+#include "daemon/base/version.h"
 #include "daemon/intake/fd_intake.h"
 #include "daemon/peer/peer_acceptor.h"
 #include "daemon/registry/device_registry.h"
 #include "daemon/session/session_manager.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
 #include "transport/api/transport_set.h"
 #include "transport/dpdk/dpdk_transport.h"
 #include "transport/net/socket.h"
@@ -157,6 +161,12 @@ ABSL_FLAG(uint32_t, dpdk_frame_size, 0,
 ABSL_FLAG(uint32_t, dpdk_queues, 1,
           "Queue pairs on the DPDK port (1..16); a session's devices spread over them. Give both "
           "daemons of a pair the same count. (On memif, 4 measured no faster than 1.)");
+ABSL_FLAG(uint32_t, max_sessions, 64,
+          "Sessions (source and destination) that may run at once, IN_DOUBT ones included; "
+          "PrepareDestination and StartSource beyond it fail with RESOURCE_EXHAUSTED (1..1024).");
+ABSL_FLAG(uint32_t, session_retention_s, 3600,
+          "Seconds an ended session stays queryable (GetSession, ListSessions) and its id taken; "
+          "ForgetSession frees it sooner. At most the 64 most recently ended are kept (1..604800).");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
 ABSL_FLAG(std::string, name, "migmoverd", "Name shown in every log line.");
 
@@ -209,6 +219,9 @@ int main(int argc, char** argv) {
       "  --dpdk_port=net_memif0,role=server,socket=migmover-memif   (destination)\n"
       "  --dpdk_port=net_memif0,role=client,socket=migmover-memif   (source)\n"
       "and ask a migration for TransferOptions.transport = \"dpdk\".");
+  absl::SetFlagsUsageConfig({.version_string = [] {
+    return absl::StrCat("migmoverd ", migmover::kMigmoverVersion, "\n");
+  }});
   absl::ParseCommandLine(argc, argv);
   // A daemon whose peers run in the clear says so on every line it logs.
   migmover::SetLogTag(absl::GetFlag(FLAGS_plaintext_peers)
@@ -322,7 +335,16 @@ int main(int argc, char** argv) {
   defaults.transports = &transports;
 
   auto registry = std::make_unique<migmover::DeviceRegistry>();
-  migmover::SessionManager sessions;
+  migmover::SessionLimits session_limits;
+  session_limits.max_sessions = absl::GetFlag(FLAGS_max_sessions);
+  if (session_limits.max_sessions < 1 || session_limits.max_sessions > 1024) {
+    return Fail(absl::InvalidArgumentError("--max_sessions must be 1..1024"));
+  }
+  if (const uint32_t r = absl::GetFlag(FLAGS_session_retention_s); r < 1 || r > 604800) {
+    return Fail(absl::InvalidArgumentError("--session_retention_s must be 1..604800"));
+  }
+  session_limits.retention = absl::Seconds(absl::GetFlag(FLAGS_session_retention_s));
+  migmover::SessionManager sessions(session_limits);
 
   uint32_t socket_mode = 0;
   if (const std::string m = absl::GetFlag(FLAGS_socket_mode);
@@ -407,7 +429,17 @@ int main(int argc, char** argv) {
 
   const std::string grpc_socket = absl::GetFlag(FLAGS_grpc_socket);
   if (auto s = EnsureParentDir(grpc_socket); !s.ok()) return Fail(s);
+  defaults.io_engine =
+      choice->uring_refused.ok()
+          ? std::string(migmover::io::IoEngineName(choice->engine))
+          : absl::StrCat("syscalls (io_uring refused: ", choice->uring_refused.message(), ")");
+  defaults.peer_address = absl::StrCat(peer_addr->host, ":", (*acceptor)->port());
+  defaults.grpc_tls = !absl::GetFlag(FLAGS_grpc_listen).empty();
   migmover::MigmoverService service(registry.get(), intake.get(), &sessions, defaults);
+  // Both on purpose: orchestrators probe grpc.health.v1, and grpcurl-style tools discover the
+  // API by reflection.
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   // No listening port: the daemon accepts on the socket itself and hands gRPC each connection
   // its peer credentials allow (GrpcUnixListener).
@@ -448,13 +480,18 @@ int main(int argc, char** argv) {
   auto grpc_listener =
       migmover::GrpcUnixListener::Start(grpc_socket, socket_mode, &*access, server.get());
   if (!grpc_listener.ok()) return Fail(grpc_listener.status());
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  if (health != nullptr) {
+    health->SetServingStatus(true);
+    health->SetServingStatus(migmover::v1::Migmover::service_full_name(), true);
+  }
 
   const std::string port_file = absl::GetFlag(FLAGS_port_file);
   if (!port_file.empty()) {
     std::ofstream(port_file + ".tmp") << (*acceptor)->port() << "\n";
     std::rename((port_file + ".tmp").c_str(), port_file.c_str());
   }
-  MM_LOG(INFO) << "ready: gRPC unix:" << grpc_socket
+  MM_LOG(INFO) << "ready: migmoverd " << migmover::kMigmoverVersion << ", gRPC unix:" << grpc_socket
                << (grpc_listen.empty()
                        ? ""
                        : absl::StrCat(" and tcp:", grpc_listen, " (port ", grpc_tcp_port,
@@ -483,6 +520,7 @@ int main(int argc, char** argv) {
 
   while (!g_stop.load()) absl::SleepFor(absl::Milliseconds(100));
   MM_LOG(INFO) << "shutting down: cancelling sessions";
+  if (health != nullptr) health->Shutdown();  // NOT_SERVING from now on.
   sessions.CancelAll();
   // Sessions are over; give in-flight RPCs (watchers) a moment to see it, then cancel them.
   grpc_listener->reset();  // No new agent connections.

@@ -62,6 +62,9 @@ class DestinationSession final : public Session {
                                                                      DeviceRegistry* registry);
   ~DestinationSession() override;
 
+  // The secret HELLOs must prove (PrepareDestination returns it to a retry of its request).
+  const SessionSecret& token() const { return config_.token; }
+
   // A source connection for one stream of one device, after its HELLO was read. Checks the
   // HELLO's proof of the secret, device index and count, hands the connection to the transport the HELLO asks for
   // (which answers HELLO_ACK), and starts the device's thread once all of its streams are

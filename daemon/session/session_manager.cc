@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "api/peer_wire.h"
 
@@ -12,42 +13,67 @@ SessionManager::~SessionManager() { CancelAll(); }
 
 absl::Status SessionManager::CheckId(const std::string& id) {
   if (id.empty() || id.size() > wire::kMaxSessionIdLength) {
-    return absl::InvalidArgumentError("session id must be 1..128 characters");
+    // Never echoed: it may be megabytes.
+    return absl::InvalidArgumentError(absl::StrCat("session id must be 1..",
+                                                   wire::kMaxSessionIdLength, " characters, not ",
+                                                   id.size()));
   }
   for (char c : id) {
     if (c < 0x21 || c > 0x7e) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("session id '", id, "' may only hold printable ASCII without spaces"));
+      return absl::InvalidArgumentError(absl::StrCat("session id '", absl::CHexEscape(id),
+                                                     "' may only hold printable ASCII without "
+                                                     "spaces"));
     }
   }
   return absl::OkStatus();
 }
 
-absl::Status SessionManager::Reserve(const std::string& id) {
+void SessionManager::Reap(std::vector<std::shared_ptr<Session>> sessions) {
+  for (auto& s : sessions) s->Join();
+}
+
+absl::StatusOr<std::shared_ptr<Session>> SessionManager::Reserve(const std::string& id,
+                                                                 const std::string& fingerprint) {
   if (absl::Status s = CheckId(id); !s.ok()) return s;
-  std::shared_ptr<Session> replaced;  // Reaped after the lock: joining may wait.
+  std::vector<std::shared_ptr<Session>> reap;
+  absl::StatusOr<std::shared_ptr<Session>> result = std::shared_ptr<Session>();
   {
     absl::MutexLock l(&mu_);
+    reap = PruneLocked();
     auto it = sessions_.find(id);
     if (it != sessions_.end()) {
-      if (it->second == nullptr || !IsSettled(it->second->phase())) {
-        return absl::AlreadyExistsError(
-            absl::StrCat("session '", id, "' is already running here"));
+      const Entry& e = it->second;
+      if (e.fingerprint != fingerprint) {
+        result = absl::AlreadyExistsError(absl::StrCat(
+            "session '", id, "' exists here, created by a different request",
+            e.session && IsSettled(e.session->phase())
+                ? ": it ended; forget it first (ForgetSession) or choose another id"
+                : ""));
+      } else if (e.session == nullptr) {
+        result = absl::AbortedError(
+            absl::StrCat("session '", id, "' is being created by the same request: retry"));
+      } else {
+        result = e.session;  // The same request again: what it created.
       }
-      // An ended session under this id is replaced.
-      replaced = std::move(it->second);
-      ended_.erase(std::remove(ended_.begin(), ended_.end(), id), ended_.end());
+    } else {
+      const size_t active = ActiveCountLocked();
+      if (active >= limits_.max_sessions) {
+        result = absl::ResourceExhaustedError(absl::StrCat(
+            "this daemon runs ", active, " sessions, its limit (--max_sessions=",
+            limits_.max_sessions, "): retry once one ends"));
+      } else {
+        sessions_[id] = Entry{nullptr, fingerprint};
+      }
     }
-    sessions_[id] = nullptr;
   }
-  if (replaced) replaced->Join();
-  return absl::OkStatus();
+  Reap(std::move(reap));
+  return result;
 }
 
 void SessionManager::Unreserve(const std::string& id) {
   absl::MutexLock l(&mu_);
   auto it = sessions_.find(id);
-  if (it != sessions_.end() && it->second == nullptr) sessions_.erase(it);
+  if (it != sessions_.end() && it->second.session == nullptr) sessions_.erase(it);
 }
 
 void SessionManager::Put(std::shared_ptr<Session> session) {
@@ -55,41 +81,55 @@ void SessionManager::Put(std::shared_ptr<Session> session) {
   {
     absl::MutexLock l(&mu_);
     reap = PruneLocked();
-    sessions_[session->id()] = std::move(session);
+    sessions_[session->id()].session = std::move(session);
   }
   // Outside the lock: the last worker of a session that just ended may still be returning, and
   // a forgotten session's destructor joins too.
-  for (auto& s : reap) s->Join();
+  Reap(std::move(reap));
 }
 
 std::vector<std::shared_ptr<Session>> SessionManager::PruneLocked() {
   std::vector<std::shared_ptr<Session>> reap;
-  for (auto& [id, s] : sessions_) {
+  const absl::Time now = absl::Now();
+  for (auto& [id, e] : sessions_) {
     // An IN_DOUBT session holds its devices until its agent settles it: never forgotten.
-    if (s == nullptr || !IsSettled(s->phase())) continue;
-    if (std::find(ended_.begin(), ended_.end(), id) == ended_.end()) {
-      reap.push_back(s);  // Its threads hold stacks until joined.
-      ended_.push_back(id);
+    if (e.session == nullptr || e.ended != absl::InfiniteFuture() ||
+        !IsSettled(e.session->phase())) {
+      continue;
     }
+    e.ended = now;
+    reap.push_back(e.session);  // Its threads hold stacks until joined.
+    ended_.push_back(id);
   }
-  while (ended_.size() > kKeepEnded) {
+  while (!ended_.empty()) {
     auto it = sessions_.find(ended_.front());
-    if (it != sessions_.end() && it->second && IsSettled(it->second->phase())) {
-      reap.push_back(std::move(it->second));
-      sessions_.erase(it);
+    if (it == sessions_.end() || it->second.ended == absl::InfiniteFuture()) {
+      ended_.pop_front();  // Forgotten or replaced already.
+      continue;
     }
+    if (ended_.size() <= limits_.max_ended && now - it->second.ended < limits_.retention) break;
+    reap.push_back(std::move(it->second.session));
+    sessions_.erase(it);
     ended_.pop_front();
   }
   return reap;
 }
 
 absl::StatusOr<std::shared_ptr<Session>> SessionManager::Find(const std::string& id) {
-  absl::MutexLock l(&mu_);
-  auto it = sessions_.find(id);
-  if (it == sessions_.end() || it->second == nullptr) {
-    return absl::NotFoundError(absl::StrCat("no session '", id, "' on this daemon"));
+  std::vector<std::shared_ptr<Session>> reap;
+  absl::StatusOr<std::shared_ptr<Session>> result;
+  {
+    absl::MutexLock l(&mu_);
+    reap = PruneLocked();
+    auto it = sessions_.find(id);
+    if (it == sessions_.end() || it->second.session == nullptr) {
+      result = absl::NotFoundError(absl::StrCat("no session '", id, "' on this daemon"));
+    } else {
+      result = it->second.session;
+    }
   }
-  return it->second;
+  Reap(std::move(reap));
+  return result;
 }
 
 absl::StatusOr<std::shared_ptr<SourceSession>> SessionManager::FindSource(const std::string& id) {
@@ -115,12 +155,60 @@ absl::StatusOr<std::shared_ptr<DestinationSession>> SessionManager::FindDestinat
   return dst;
 }
 
+std::vector<std::shared_ptr<Session>> SessionManager::List() {
+  std::vector<std::shared_ptr<Session>> reap, all;
+  {
+    absl::MutexLock l(&mu_);
+    reap = PruneLocked();
+    for (const auto& [id, e] : sessions_) {
+      if (e.session) all.push_back(e.session);
+    }
+  }
+  Reap(std::move(reap));
+  return all;
+}
+
+absl::StatusOr<std::shared_ptr<Session>> SessionManager::Forget(const std::string& id) {
+  std::shared_ptr<Session> forgotten;
+  {
+    absl::MutexLock l(&mu_);
+    auto it = sessions_.find(id);
+    if (it == sessions_.end() || it->second.session == nullptr) {
+      return absl::NotFoundError(absl::StrCat("no session '", id, "' on this daemon"));
+    }
+    const SessionPhase phase = it->second.session->phase();
+    if (!IsSettled(phase)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "session '", id, "' is ", SessionPhaseName(phase),
+          phase == SessionPhase::kInDoubt ? ": settle it first (ResolveSession)"
+                                          : ": cancel it first (CancelSession)"));
+    }
+    forgotten = std::move(it->second.session);
+    sessions_.erase(it);
+  }
+  forgotten->Join();  // Its last worker may still be returning.
+  return forgotten;
+}
+
+size_t SessionManager::ActiveCount() {
+  absl::MutexLock l(&mu_);
+  return ActiveCountLocked();
+}
+
+size_t SessionManager::ActiveCountLocked() {
+  size_t active = 0;
+  for (const auto& [_, e] : sessions_) {
+    if (e.session == nullptr || !IsSettled(e.session->phase())) ++active;
+  }
+  return active;
+}
+
 void SessionManager::CancelAll() {
   std::vector<std::shared_ptr<Session>> all;
   {
     absl::MutexLock l(&mu_);
-    for (auto& [id, s] : sessions_) {
-      if (s) all.push_back(s);
+    for (auto& [id, e] : sessions_) {
+      if (e.session) all.push_back(e.session);
     }
   }
   // Refused for sessions whose devices all committed: those finish (or end in doubt) alone.

@@ -1,5 +1,6 @@
-// SessionManager: every session of this daemon by id. Thread-safe; its one mutex guards the
-// map only: sessions are joined and destroyed outside it, so a lookup never waits on a session.
+// SessionManager: every session of this daemon by id, the admission limit on running sessions,
+// and how long ended sessions are remembered. Thread-safe; its one mutex guards the map only:
+// sessions are joined and destroyed outside it, so a lookup never waits on a session.
 #ifndef MIGMOVER_DAEMON_SESSION_SESSION_MANAGER_H_
 #define MIGMOVER_DAEMON_SESSION_SESSION_MANAGER_H_
 
@@ -11,41 +12,74 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "daemon/session/destination_session.h"
 #include "daemon/session/source_session.h"
 
 namespace migmover {
 
+struct SessionLimits {
+  // Sessions not yet settled (running, or IN_DOUBT) at once; more are RESOURCE_EXHAUSTED.
+  uint32_t max_sessions = 64;
+  // Ended sessions stay queryable until this many newer ones have ended...
+  uint32_t max_ended = 64;
+  // ...or this long after they ended, whichever comes first.
+  absl::Duration retention = absl::Hours(1);
+};
+
 class SessionManager {
  public:
+  explicit SessionManager(SessionLimits limits = {}) : limits_(limits) {}
   ~SessionManager();
+
+  const SessionLimits& limits() const { return limits_; }
 
   // Valid ids: 1..128 printable ASCII characters without spaces.
   static absl::Status CheckId(const std::string& id);
-  // Reserves `id`. AlreadyExists while a session with that id has not ended; an ended one is
-  // replaced.
-  absl::Status Reserve(const std::string& id);
+
+  // Reserves `id` for a new session created by a request whose fingerprint (a digest of the
+  // whole request) is `fingerprint`. Returns null when the id is now reserved for the caller
+  // (who then calls Put or Unreserve), or the session the same request created before (an
+  // idempotent retry: nothing is reserved). Errors: InvalidArgument (bad id); AlreadyExists
+  // (a session under this id was created by a different request and is not forgotten);
+  // Aborted (the same request is creating it right now: retry); ResourceExhausted
+  // (limits().max_sessions sessions are not settled).
+  absl::StatusOr<std::shared_ptr<Session>> Reserve(const std::string& id,
+                                                   const std::string& fingerprint);
   void Unreserve(const std::string& id);
+  // Fills the reservation of session->id().
   void Put(std::shared_ptr<Session> session);
 
   absl::StatusOr<std::shared_ptr<Session>> Find(const std::string& id);
   absl::StatusOr<std::shared_ptr<SourceSession>> FindSource(const std::string& id);
   absl::StatusOr<std::shared_ptr<DestinationSession>> FindDestination(const std::string& id);
+  // Every session remembered, ordered by id.
+  std::vector<std::shared_ptr<Session>> List();
+  // Forgets a settled session, freeing its id; returns it. NotFound; FailedPrecondition while
+  // it runs or is IN_DOUBT.
+  absl::StatusOr<std::shared_ptr<Session>> Forget(const std::string& id);
+  // Sessions not settled (reservations included).
+  size_t ActiveCount();
 
   // Cancels every session and waits for their workers (daemon shutdown).
   void CancelAll();
 
-  // Ended sessions stay queryable (GetSession) until this many newer ones have ended.
-  static constexpr size_t kKeepEnded = 64;
-
  private:
-  // Notes newly ended sessions and forgets the oldest ended ones beyond kKeepEnded. Returns
-  // the sessions to join (their threads hold stacks until joined) once mu_ is released: no
-  // join, and no session destructor, runs under mu_.
+  struct Entry {
+    std::shared_ptr<Session> session;  // Null while reserved.
+    std::string fingerprint;
+    absl::Time ended = absl::InfiniteFuture();  // When it was first seen settled.
+  };
+  // Notes newly ended sessions and forgets those past limits_. Returns the sessions to join
+  // (their threads hold stacks until joined) once mu_ is released: no join, and no session
+  // destructor, runs under mu_.
   std::vector<std::shared_ptr<Session>> PruneLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  size_t ActiveCountLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static void Reap(std::vector<std::shared_ptr<Session>> sessions);
 
+  const SessionLimits limits_;
   absl::Mutex mu_;
-  std::map<std::string, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Entry> sessions_ ABSL_GUARDED_BY(mu_);
   std::deque<std::string> ended_ ABSL_GUARDED_BY(mu_);  // Oldest first.
 };
 

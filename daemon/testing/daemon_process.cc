@@ -171,6 +171,7 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
     return absl::DeadlineExceededError("migmoverd gRPC socket did not answer");
   }
   d->stub_ = v1::Migmover::NewStub(channel);
+  d->channel_ = channel;
   return d;
 }
 

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "api/migmover.grpc.pb.h"
+#include "grpcpp/channel.h"
 #include "daemon/testing/forbid_io_uring.h"
 #include "transport/base/unique_fd.h"
 #include "transport/peer/peer_connect.h"
@@ -49,6 +50,8 @@ class DaemonProcess {
   ~DaemonProcess();
 
   v1::Migmover::Stub* stub() { return stub_.get(); }
+  // The gRPC channel stub() uses, for the daemon's other services (health, reflection).
+  std::shared_ptr<grpc::Channel> channel() const { return channel_; }
   pid_t pid() const { return pid_; }
   const std::string& grpc_socket() const { return grpc_socket_; }
   const std::string& fd_socket() const { return fd_socket_; }
@@ -72,6 +75,7 @@ class DaemonProcess {
   int port_ = 0;
   bool default_tls_ = false;
   std::unique_ptr<v1::Migmover::Stub> stub_;
+  std::shared_ptr<grpc::Channel> channel_;
 };
 
 // The migmoverd binary in this program's runfiles (tests and `bazel run`), else next to

@@ -480,7 +480,16 @@ TEST_F(TwoDaemons, BadRequestsGetClearErrors) {
   ASSERT_TRUE(dst_->stub()->CancelSession(&ctx, req, &out).ok());
   EXPECT_EQ(out.phase(), SessionStatus::CANCELLED);
   EXPECT_EQ(StateOf(*dst_, "d"), "RUNNING");
-  // An ended session's id can be used again; the new session replaces it.
+  // An ended session's id stays taken (its status queryable) until it is forgotten.
+  EXPECT_EQ(Prepare("tok", {"d"}).error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  {
+    grpc::ClientContext c;
+    v1::ForgetSessionRequest r;
+    r.set_session_id("tok");
+    SessionStatus o;
+    ASSERT_TRUE(dst_->stub()->ForgetSession(&c, r, &o).ok());
+    EXPECT_EQ(o.phase(), SessionStatus::CANCELLED);
+  }
   ASSERT_TRUE(Prepare("tok", {"d"}).ok());
   EXPECT_EQ(Get(*dst_, "tok").phase(), SessionStatus::PREPARED);
   {
