@@ -14,7 +14,7 @@ inline constexpr uint32_t kFrameMagic = 0x3146'4d4d;  // "MMF1" on the wire (lit
 // 3: HELLO proves the session secret instead of carrying it; END_STREAM's digest is keyed.
 // 4: KEEPALIVEs are sealed; DPDK link frames are sealed (link version 2). A version-3 peer's
 // bare KEEPALIVEs cannot be told from forged ones.
-inline constexpr uint16_t kProtocolVersion = 4;
+inline constexpr uint16_t kProtocolVersion = 5;
 
 // Every frame starts with this 32-byte header; integers are little-endian.
 struct FrameHeader {
@@ -44,6 +44,12 @@ enum class FrameType : uint8_t {
                    // may run.
   kPing = 10,      // source -> destination, heartbeat connection only, no payload.
   kPong = 11,      // destination -> source, heartbeat connection only: answers a PING.
+  // source -> destination, PRE_COPY, no payload; `offset` = the stream bytes before it: every
+  // byte of the device's initial precopy data is in the stream before this offset (version 5).
+  kInitialDataSent = 12,
+  // destination -> source, heartbeat connection only, no payload: device `device` has every
+  // byte before its INITIAL_DATA_SENT offset written into it (version 5; switchover readiness).
+  kLoaded = 13,
 };
 
 // HELLO flag: this connection is the session's heartbeat (PING/PONG between the two daemons'

@@ -96,6 +96,11 @@ void FillStatus(const SessionSnapshot& s, v1::SessionStatus* out) {
   out->set_verified(s.verified);
   out->set_version(s.version);
   out->set_bandwidth_bytes_per_second(s.bandwidth);
+  out->set_stop_copy_size_bytes(s.stop_copy_size);
+  out->set_stop_copy_size_known(s.stop_copy_size_known);
+  out->set_transfer_rate_bytes_per_second(s.transfer_rate_bytes_per_second);
+  out->set_downtime_limit_seconds(s.downtime_limit_seconds);
+  out->set_switchover_ready(s.switchover_ready);
   for (const auto& d : s.devices) {
     v1::DeviceProgress* p = out->add_devices();
     p->set_name(d.name);
@@ -110,6 +115,12 @@ void FillStatus(const SessionSnapshot& s, v1::SessionStatus* out) {
     p->set_digest_checked(d.digest_checked);
     p->set_committed(d.committed);
     p->set_error(d.error);
+    p->set_stop_copy_size_bytes(d.stop_copy_size);
+    p->set_stop_copy_size_known(d.stop_copy_size_known);
+    p->set_initial_data_sent(d.initial_sent);
+    p->set_initial_data_loaded(d.initial_loaded);
+    p->set_rate_bytes_per_second(d.rate_bytes_per_second);
+    p->set_expected_downtime_seconds(d.expected_downtime_seconds);
   }
 }
 
@@ -363,6 +374,18 @@ grpc::Status MigmoverService::StartSource(grpc::ServerContext*, const v1::StartS
     }
     ASSIGN_OR_RETURN(config.token, ParseSessionSecret(req->token(), "token"));
     config.precopy = req->has_precopy() ? req->precopy() : true;
+    if (req->has_downtime_limit_ms()) {
+      config.downtime_limit = absl::Milliseconds(req->downtime_limit_ms());
+    }
+    if (req->has_progress_timeout_seconds()) {
+      config.progress_timeout = absl::Seconds(req->progress_timeout_seconds());
+    }
+    if (req->has_completion_timeout_seconds()) {
+      config.completion_timeout = absl::Seconds(req->completion_timeout_seconds());
+    }
+    if (req->has_completion_timeout_per_gib_seconds()) {
+      config.completion_timeout_per_gib = absl::Seconds(req->completion_timeout_per_gib_seconds());
+    }
     config.bandwidth = req->bandwidth_bytes_per_second();
     ASSIGN_OR_RETURN(config.transport, defaults_.transports->Find(req->options().transport()));
     const uint32_t max_streams = config.transport->max_streams_per_device();

@@ -201,9 +201,26 @@ absl::Status DestinationSession::AcceptHeartbeat(UniqueFd socket, absl::Time dea
       std::move(socket), peer::HeartbeatConnection::End::kDestination);
   workers_.Start([this, link = std::move(link)]() mutable {
     pthread_setname_np(pthread_self(), "mm-dst-watch");
-    watch_.WatchSource(link.get());
+    watch_.WatchSource(link.get(), [this] { return NewlyLoaded(); });
   });
   return absl::OkStatus();
+}
+
+std::vector<uint32_t> DestinationSession::NewlyLoaded() {
+  std::vector<uint32_t> loaded;
+  for (size_t i = 0; i < progress_.size(); ++i) {
+    DeviceProgress& p = *progress_[i];
+    const uint64_t end = p.initial_end.load();
+    if (end == DeviceProgress::kUnknownSize || p.initial_loaded.load() || p.bytes.load() < end) {
+      continue;
+    }
+    p.initial_loaded = true;
+    MM_LOG(INFO) << "session " << id_ << ": device " << p.name << ": initial precopy data ("
+                 << end << " bytes) written into the device; telling the source";
+    loaded.push_back(static_cast<uint32_t>(i));
+  }
+  if (!loaded.empty()) Touch();
+  return loaded;
 }
 
 void DestinationSession::PeerLost(absl::Status why) {
@@ -423,6 +440,7 @@ void DestinationSession::Run(size_t i, std::unique_ptr<transport::DeviceStreamRe
     const int fd = e->runs_fsm() ? data_fds_[i].get() : AgentDataFd(i);
     SetDeviceDataPath(i, stream::DataPathName(receiver->PlannedDataPath(fd)));
     receiver->set_progress_counter(&p.bytes);
+    receiver->set_initial_data_end(&p.initial_end);
     absl::StatusOr<transport::ReceiveResult> received = receiver->Receive(fd, cancel_);
     SetDeviceDataPath(i, stream::DataPathName(receiver->data_path_used()));
     ASSIGN_OR_RETURN(transport::ReceiveResult r, std::move(received));

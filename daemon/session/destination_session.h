@@ -103,6 +103,9 @@ class DestinationSession final : public Session {
   // migration is abandoned (the source cannot have decided); after, the waits for its word end
   // and the session is IN_DOUBT.
   void PeerLost(absl::Status why);
+  // The devices whose initial precopy data is written into them since the last call (the watch
+  // thread sends their LOADED before its next PONG).
+  std::vector<uint32_t> NewlyLoaded();
   absl::Status PeerLostStatus();
   // The source confirmed: every device from STOP to the final state, P2P first. Returns the
   // first device's error (each failing device's is recorded in its progress); nothing goes

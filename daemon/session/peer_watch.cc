@@ -42,11 +42,14 @@ void PeerWatch::PeerClosed(absl::string_view who, const absl::Status& how) {
       "daemon died)")));
 }
 
-void PeerWatch::WatchDestination(transport::HeartbeatLink* link) {
+void PeerWatch::WatchDestination(transport::HeartbeatLink* link,
+                                 std::function<void(uint32_t)> on_loaded,
+                                 std::function<void()> on_tick) {
   const absl::Duration interval = IntervalFor(timeout_);
   absl::Time last_heard = absl::Now();
   absl::Time next_ping = last_heard;
   while (!stop_.load()) {
+    if (on_tick) on_tick();
     const absl::Time now = absl::Now();
     if (now >= next_ping) {
       // A PING that cannot go out within the timeout means the peer is not reading at all.
@@ -64,6 +67,9 @@ void PeerWatch::WatchDestination(transport::HeartbeatLink* link) {
     const absl::Time silent_at = last_heard + timeout_;
     const absl::Time until = std::min(next_ping, silent_at);
     absl::Status s = link->AwaitBeat(until, stop_);
+    for (uint32_t device : link->TakeLoaded()) {
+      if (on_loaded) on_loaded(device);
+    }
     if (s.ok()) {
       last_heard = absl::Now();
       continue;
@@ -90,7 +96,8 @@ void PeerWatch::WatchDestination(transport::HeartbeatLink* link) {
   }
 }
 
-void PeerWatch::WatchSource(transport::HeartbeatLink* link) {
+void PeerWatch::WatchSource(transport::HeartbeatLink* link,
+                            std::function<std::vector<uint32_t>()> newly_loaded) {
   absl::Time last_heard = absl::Now();
   bool heard = false;
   while (!stop_.load()) {
@@ -102,7 +109,13 @@ void PeerWatch::WatchSource(transport::HeartbeatLink* link) {
     if (s.ok()) {
       heard = true;
       last_heard = absl::Now();
-      s = link->Beat(last_heard + timeout_, stop_);
+      if (newly_loaded) {
+        for (uint32_t device : newly_loaded()) {
+          s = link->SendLoaded(device, last_heard + timeout_, stop_);
+          if (!s.ok()) break;
+        }
+      }
+      if (s.ok()) s = link->Beat(last_heard + timeout_, stop_);
       if (s.ok()) continue;
     }
     if (absl::IsCancelled(s)) return;

@@ -17,9 +17,9 @@
 #include <atomic>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
-#include "absl/strings/string_view.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "transport/api/heartbeat_link.h"
@@ -45,10 +45,16 @@ class PeerWatch {
   // own timeout is shorter (down to the 1 s minimum) still hears several beats within it.
   static absl::Duration IntervalFor(absl::Duration timeout);
 
-  // The source's end: PING every IntervalFor(timeout), each PONG noted.
-  void WatchDestination(transport::HeartbeatLink* link);
-  // The destination's end: every PING answered with a PONG.
-  void WatchSource(transport::HeartbeatLink* link);
+  // The source's end: PING every IntervalFor(timeout), each PONG noted. `on_loaded` (may be
+  // empty) gets each device index a LOADED named; `on_tick` (may be empty) runs at least every
+  // interval, on this thread, for the session's own clocks.
+  void WatchDestination(transport::HeartbeatLink* link,
+                        std::function<void(uint32_t)> on_loaded = {},
+                        std::function<void()> on_tick = {});
+  // The destination's end: every PING answered with a PONG, after a LOADED for each device
+  // `newly_loaded` (may be empty) returns.
+  void WatchSource(transport::HeartbeatLink* link,
+                   std::function<std::vector<uint32_t>()> newly_loaded = {});
   // Ends a Watch* within 100 ms (a source's heartbeat still connecting, within its connect
   // timeout); no `on_lost` after it returns unless one is running.
   void Stop() { stop_ = true; }

@@ -189,6 +189,12 @@ SessionSnapshot Session::Snapshot() {
   s.elapsed_seconds = absl::ToDoubleSeconds((IsFinal(phase_) ? end_ : now) - start_);
   uint32_t rounds = UINT32_MAX;
   bool all_verified = !progress_.empty();
+  // What a switchover now would have to move, per device: the larger of what precopy still has
+  // to read and what the driver says STOP_COPY will stream.
+  uint64_t remaining = 0;
+  bool all_loaded = true, any_precopy = false;
+  s.stop_copy_size_known = true;
+  const bool window = absl::ToDoubleSeconds(now - rate_time_) >= 0.25;
   for (const auto& p : progress_) {
     DeviceSnapshot d;
     d.name = p->name;
@@ -204,10 +210,34 @@ SessionSnapshot Session::Snapshot() {
     d.precopy_rounds = p->precopy_rounds.load();
     d.digest_checked = p->digest_checked.load();
     d.committed = p->committed.load();
+    const uint64_t size = p->stop_copy_size.load();
+    d.stop_copy_size_known = size != DeviceProgress::kUnknownSize;
+    d.stop_copy_size = d.stop_copy_size_known ? size : 0;
+    d.initial_sent = p->initial_sent.load();
+    d.initial_loaded = p->initial_loaded.load();
     s.bytes_moved += d.bytes;
     s.precopy_bytes += d.precopy_bytes;
     s.pending_bytes += d.pending_bytes;
-    if (p->precopy_capable.load()) rounds = std::min(rounds, d.precopy_rounds);
+    s.stop_copy_size += d.stop_copy_size;
+    s.stop_copy_size_known = s.stop_copy_size_known && d.stop_copy_size_known;
+    if (p->precopy_capable.load()) {
+      rounds = std::min(rounds, d.precopy_rounds);
+      any_precopy = true;
+      all_loaded = all_loaded && d.initial_loaded;
+    }
+    if (window) {
+      const double dt = absl::ToDoubleSeconds(now - p->rate_time);
+      p->rate = static_cast<double>(d.bytes - p->rate_bytes) / dt;
+      if (d.bytes != p->rate_bytes) p->transfer_rate = p->rate;
+      p->rate_time = now;
+      p->rate_bytes = d.bytes;
+    }
+    d.rate_bytes_per_second = IsFinal(phase_) ? 0 : p->rate;
+    const uint64_t device_remaining = std::max(d.pending_bytes, d.stop_copy_size);
+    remaining += device_remaining;
+    if (p->transfer_rate > 0) {
+      d.expected_downtime_seconds = static_cast<double>(device_remaining) / p->transfer_rate;
+    }
     // Committed streams were checked (the destination refuses the rest); the integrity says by
     // what, and a device without one was not verified.
     all_verified = all_verified && d.committed && !d.integrity.empty();
@@ -217,15 +247,25 @@ SessionSnapshot Session::Snapshot() {
   s.stop_copy_bytes = s.bytes_moved - s.precopy_bytes;
   s.verified =
       role_ == SessionRole::kDestination && all_verified && phase_ == SessionPhase::kSucceeded;
-  const double dt = absl::ToDoubleSeconds(now - rate_time_);
-  if (dt >= 0.25) {
+  if (window) {
+    const double dt = absl::ToDoubleSeconds(now - rate_time_);
     rate_ = static_cast<double>(s.bytes_moved - rate_bytes_) / dt;
+    if (s.bytes_moved != rate_bytes_) transfer_rate_ = rate_;
     rate_time_ = now;
     rate_bytes_ = s.bytes_moved;
   }
   s.rate_bytes_per_second = IsFinal(phase_) ? 0 : rate_;
-  if (s.rate_bytes_per_second > 0) {
-    s.expected_downtime_seconds = static_cast<double>(s.pending_bytes) / s.rate_bytes_per_second;
+  s.transfer_rate_bytes_per_second = transfer_rate_;
+  if (transfer_rate_ > 0) {
+    s.expected_downtime_seconds = static_cast<double>(remaining) / transfer_rate_;
+  }
+  s.downtime_limit_seconds = absl::ToDoubleSeconds(downtime_limit_);
+  if (role_ == SessionRole::kSource && phase_ == SessionPhase::kPreCopy) {
+    // Without a precopy device nothing converges: the downtime is what it is, and the agent
+    // may switch over at once.
+    s.switchover_ready =
+        !any_precopy || (all_loaded && transfer_rate_ > 0 &&
+                         s.expected_downtime_seconds <= s.downtime_limit_seconds);
   }
   if (stop_copy_start_ != absl::InfinitePast()) {
     absl::Time end = stop_copy_end_ != absl::InfinitePast() ? stop_copy_end_ : now;

@@ -47,6 +47,16 @@ struct DeviceProgress {
   std::atomic<bool> digest_checked{false};
   // Set before the device's worker starts: a device not yet in PRE_COPY has done no round.
   std::atomic<bool> precopy_capable{false};
+  // Source: the driver's estimate of what STOP_COPY will stream (MIG_DATA_SIZE), or
+  // kUnknownSize when it refuses to say (or was not asked yet).
+  static constexpr uint64_t kUnknownSize = UINT64_MAX;
+  std::atomic<uint64_t> stop_copy_size{kUnknownSize};
+  // Switchover readiness: every byte of the initial precopy data was pumped (source), and is
+  // written into the destination's device (source: its LOADED came; destination: it wrote them).
+  std::atomic<bool> initial_sent{false};
+  std::atomic<bool> initial_loaded{false};
+  // Destination: INITIAL_DATA_SENT's offset, kUnknownSize until it came.
+  std::atomic<uint64_t> initial_end{kUnknownSize};
   // Guarded by the session's mutex.
   std::string state;
   std::string data_path;
@@ -54,6 +64,11 @@ struct DeviceProgress {
   std::string security;
   std::string integrity;
   std::string error;
+  // The rate estimate's window (Session::Snapshot), also under the session's mutex.
+  absl::Time rate_time = absl::Now();
+  uint64_t rate_bytes = 0;
+  double rate = 0;           // Over the last window.
+  double transfer_rate = 0;  // Over the last window in which bytes moved.
 };
 
 struct DeviceSnapshot {
@@ -61,6 +76,11 @@ struct DeviceSnapshot {
   uint64_t bytes = 0, precopy_bytes = 0, pending_bytes = 0;
   uint32_t precopy_rounds = 0;
   bool digest_checked = false, committed = false;
+  uint64_t stop_copy_size = 0;
+  bool stop_copy_size_known = false;
+  bool initial_sent = false, initial_loaded = false;
+  double rate_bytes_per_second = 0;
+  double expected_downtime_seconds = 0;
 };
 
 struct SessionSnapshot {
@@ -78,6 +98,16 @@ struct SessionSnapshot {
   bool verified = false;
   uint64_t version = 0;
   uint64_t bandwidth = 0;  // Source: the cap in force, 0 = none.
+  // Convergence (source): the summed stop-copy sizes of the devices whose driver gives one.
+  uint64_t stop_copy_size = 0;
+  bool stop_copy_size_known = false;  // Every FSM device's driver gave one.
+  // The rate in the last window in which bytes moved: what the downtime estimates divide by
+  // (0: none measured yet, and no estimate).
+  double transfer_rate_bytes_per_second = 0;
+  double downtime_limit_seconds = 0;
+  // PRE_COPY, every precopy device's initial data loaded at the destination, and the expected
+  // downtime within the limit: the moment to stop the vCPUs.
+  bool switchover_ready = false;
 };
 
 class Session {
@@ -134,6 +164,9 @@ class Session {
   std::vector<std::unique_ptr<DeviceProgress>> progress_;
   const absl::Time start_ = absl::Now();
   std::atomic<uint64_t> bandwidth_{0};
+  // Source: switchover readiness needs the expected downtime within this (set before the
+  // workers start).
+  absl::Duration downtime_limit_ = absl::ZeroDuration();
 
  private:
   absl::Mutex mu_;
@@ -147,6 +180,7 @@ class Session {
   absl::Time rate_time_ ABSL_GUARDED_BY(mu_) = absl::Now();
   uint64_t rate_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   double rate_ ABSL_GUARDED_BY(mu_) = 0;
+  double transfer_rate_ ABSL_GUARDED_BY(mu_) = 0;  // Of the last window in which bytes moved.
 };
 
 }  // namespace migmover

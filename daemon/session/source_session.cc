@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "daemon/base/log.h"
 #include "daemon/device/fsm_path.h"
 #include "transport/base/status_macros.h"
@@ -74,6 +75,7 @@ absl::StatusOr<std::shared_ptr<SourceSession>> SourceSession::Start(SourceConfig
   std::shared_ptr<SourceSession> s(new SourceSession(std::move(config), registry, entries));
   s->channel_ = std::move(*channel);
   s->bandwidth_ = s->config_.bandwidth;
+  s->downtime_limit_ = s->config_.downtime_limit;
   s->SetPhase(SessionPhase::kConnecting);
   s->running_workers_ = static_cast<int>(entries.size());
   // Known before any worker runs, so a device still connecting counts as zero rounds rather
@@ -168,7 +170,8 @@ void SourceSession::WatchPeer(std::shared_ptr<transport::SourceChannel> channel)
                                        link.status().message())));
     return;
   }
-  watch_.WatchDestination(link->get());
+  watch_.WatchDestination(
+      link->get(), [this](uint32_t device) { OnLoaded(device); }, [this] { Tick(); });
 }
 
 void SourceSession::PeerLost(absl::Status why) {
@@ -177,14 +180,18 @@ void SourceSession::PeerLost(absl::Status why) {
       !absl::IsFailedPrecondition(why) && !absl::IsNotFound(why) && !absl::IsInvalidArgument(why)) {
     why = absl::UnavailableError(why.message());
   }
+  (void)AbandonFor(why);
+}
+
+bool SourceSession::AbandonFor(const absl::Status& why) {
   {
     absl::MutexLock l(&decide_mu_);
     if (decision_ == Decision::kCommit) {
       MM_LOG(INFO) << "session " << id_ << ": " << why << "; past the point of no return, "
                    << "the migration completes";
-      return;
+      return false;
     }
-    if (decision_ == Decision::kAbort) return;  // Failing already, for its own reason.
+    if (decision_ == Decision::kAbort) return false;  // Failing already, for its own reason.
     decision_ = Decision::kAbort;
     peer_lost_ = why;
     cancel_ = true;
@@ -192,6 +199,89 @@ void SourceSession::PeerLost(absl::Status why) {
   MM_LOG(WARNING) << "session " << id_ << ": " << why
                   << "; abandoning the migration, the devices go back to RUNNING";
   absl::MutexLock l(&wake_mu_);  // Wake idle PRE_COPY loops.
+  return true;
+}
+
+void SourceSession::OnLoaded(uint32_t device) {
+  if (device >= progress_.size() || !progress_[device]->initial_sent.load()) {
+    MM_LOG(WARNING) << "session " << id_ << ": the destination says device index " << device
+                    << " loaded initial data this session never sent; ignored";
+    return;
+  }
+  if (progress_[device]->initial_loaded.exchange(true)) return;
+  MM_LOG(INFO) << "session " << id_ << ": device " << progress_[device]->name
+               << ": initial precopy data loaded at the destination";
+  Touch();
+}
+
+void SourceSession::ReadStopCopySize(size_t i, MigratableDevice* dev) {
+  absl::StatusOr<uint64_t> size;
+  {
+    absl::MutexLock l(&entries_[i]->mu);
+    size = dev->StopCopySize();
+  }
+  DeviceProgress& p = *progress_[i];
+  // A driver that refuses MIG_DATA_SIZE leaves the size unknown, never zero.
+  const uint64_t now = size.ok() && *size != DeviceProgress::kUnknownSize
+                           ? *size
+                           : DeviceProgress::kUnknownSize;
+  if (p.stop_copy_size.exchange(now) != now) Touch();
+}
+
+void SourceSession::Tick() {
+  const SessionSnapshot s = Snapshot();  // Also moves the rate windows on.
+  if (IsFinal(s.phase)) return;
+  if (s.switchover_ready != ready_reported_) {
+    ready_reported_ = s.switchover_ready;
+    MM_LOG(INFO) << "session " << id_ << ": switchover "
+                 << (s.switchover_ready ? "ready" : "no longer ready") << ": expected downtime "
+                 << absl::StrFormat("%.3f", s.expected_downtime_seconds) << " s (limit "
+                 << absl::StrFormat("%.3f", s.downtime_limit_seconds) << " s), "
+                 << s.pending_bytes << " precopy bytes pending, stop-copy size "
+                 << (s.stop_copy_size_known ? absl::StrCat(s.stop_copy_size) : "unknown");
+    Touch();
+  }
+  const absl::Time now = absl::Now();
+  uint64_t remaining = 0;
+  for (const DeviceSnapshot& d : s.devices) remaining += std::max(d.pending_bytes, d.stop_copy_size);
+  state_bytes_ = std::max(state_bytes_, s.bytes_moved + remaining);
+  if (s.phase == SessionPhase::kPreCopy) {
+    if (remaining < best_remaining_ || s.switchover_ready) {
+      best_remaining_ = std::min(best_remaining_, remaining);
+      last_progress_ = now;
+    }
+    if (config_.progress_timeout > absl::ZeroDuration() &&
+        now - last_progress_ > config_.progress_timeout) {
+      (void)AbandonFor(absl::DeadlineExceededError(absl::StrCat(
+          "progress_timeout: PRE_COPY came no closer to switchover for ",
+          absl::FormatDuration(config_.progress_timeout), ": ", remaining,
+          " bytes remain (fewest seen ", best_remaining_, "), expected downtime ",
+          absl::StrFormat("%.3f", s.expected_downtime_seconds), " s against a limit of ",
+          absl::StrFormat("%.3f", s.downtime_limit_seconds),
+          " s; the devices' state changes faster than it moves (raise the bandwidth, or the "
+          "downtime limit)")));
+      return;
+    }
+  } else {
+    last_progress_ = now;  // Only PRE_COPY converges; later phases have their own deadlines.
+  }
+  const absl::Duration elapsed = now - start_;
+  if (config_.completion_timeout > absl::ZeroDuration() && elapsed > config_.completion_timeout) {
+    (void)AbandonFor(absl::DeadlineExceededError(absl::StrCat(
+        "completion_timeout: the migration did not complete within ",
+        absl::FormatDuration(config_.completion_timeout))));
+    return;
+  }
+  if (config_.completion_timeout_per_gib > absl::ZeroDuration()) {
+    const double gib = std::max(1.0, static_cast<double>(state_bytes_) / (1ull << 30));
+    const absl::Duration limit = config_.completion_timeout_per_gib * gib;
+    if (elapsed > limit) {
+      (void)AbandonFor(absl::DeadlineExceededError(absl::StrCat(
+          "completion_timeout_per_gib: the migration did not complete within ",
+          absl::FormatDuration(limit), " (", absl::FormatDuration(config_.completion_timeout_per_gib),
+          " per GiB of device state, ", absl::StrFormat("%.2f", gib), " GiB counted)")));
+    }
+  }
 }
 
 absl::Duration SourceSession::KeepaliveEvery() const {
@@ -346,6 +436,7 @@ absl::Status SourceSession::RunPrecopy(size_t i, MigratableDevice* dev, int data
   bool had_data = false;
   uint64_t round_bytes = 0;  // Moved since the last completed round.
   absl::Time last_sent = absl::Now();
+  absl::Time size_read = absl::InfinitePast();
   while (!switchover_.load() && !cancel_.load()) {
     absl::StatusOr<PrecopyInfo> info;
     {
@@ -355,6 +446,19 @@ absl::Status SourceSession::RunPrecopy(size_t i, MigratableDevice* dev, int data
     RETURN_IF_ERROR(info.status());
     const uint64_t pending = info->initial_bytes + info->dirty_bytes;
     p.pending_bytes = pending;
+    if (info->initial_bytes == 0 && !p.initial_sent.load()) {
+      // Every initial byte was pumped: the destination tells us once they are in its device
+      // (switchover readiness, api/PEER_PROTOCOL.md).
+      RETURN_IF_ERROR(sender->MarkInitialDataSent());
+      p.initial_sent = true;
+      MM_LOG(INFO) << "session " << id_ << ": device " << entries_[i]->name
+                   << ": initial precopy data sent (" << sender->bytes_sent() << " bytes)";
+      Touch();
+    }
+    if (absl::Now() - size_read > absl::Milliseconds(200)) {
+      ReadStopCopySize(i, dev);
+      size_read = absl::Now();
+    }
     if (pending == 0) {
       if (had_data && round_bytes > 0) {
         ++p.precopy_rounds;
@@ -447,6 +551,7 @@ absl::Status SourceSession::RunDevice(size_t i) {
         if (cancel_.load()) return absl::CancelledError("session cancelled");
         RETURN_IF_ERROR(sender->EndPhase(Phase::kPreCopy));
       } else {
+        ReadStopCopySize(i, dev);
         auto woken = [this] { return switchover_.load() || cancel_.load(); };
         while (true) {
           {

@@ -54,6 +54,17 @@ struct SourceConfig {
   absl::Duration connect_timeout = absl::Seconds(10);
   // How often an idle PRE_COPY device is asked for new precopy data.
   absl::Duration precopy_poll = absl::Milliseconds(5);
+  // Switchover readiness: the expected downtime must be within this (QEMU's downtime-limit
+  // default).
+  absl::Duration downtime_limit = absl::Milliseconds(300);
+  // Policy timeouts (each 0 = off), all ending the session DEADLINE_EXCEEDED with their name,
+  // before its point of no return (commit-protocol.md): a PRE_COPY whose remaining bytes reach
+  // no new low (and that is not switchover-ready) for `progress_timeout`; a session not
+  // complete after `completion_timeout`, or after `completion_timeout_per_gib` for each GiB of
+  // its devices' state (at least one GiB counted). KubeVirt's defaults.
+  absl::Duration progress_timeout = absl::Seconds(150);
+  absl::Duration completion_timeout = absl::ZeroDuration();
+  absl::Duration completion_timeout_per_gib = absl::Seconds(800);
 };
 
 class SourceSession final : public Session {
@@ -84,6 +95,16 @@ class SourceSession final : public Session {
   // The destination daemon stopped answering: abandons the migration unless it was already
   // decided (PeerWatch's on_lost).
   void PeerLost(absl::Status why);
+  // Abandons the migration for `why` unless it was already decided; every device's failure is
+  // then `why`. False when it was decided (to commit, or already to abort).
+  bool AbandonFor(const absl::Status& why);
+  // The watch thread's clock, every heartbeat interval: switchover readiness and the policy
+  // timeouts.
+  void Tick();
+  // The destination loaded device `device`'s initial precopy data (its LOADED).
+  void OnLoaded(uint32_t device);
+  // Reads the driver's stop-copy estimate into the device's progress (unknown if refused).
+  void ReadStopCopySize(size_t i, MigratableDevice* dev);
   absl::Status RunPrecopy(size_t i, MigratableDevice* dev, int data_fd,
                           transport::DeviceStreamSender* sender);
   // How often a device thread with nothing to send tells the destination it is there, and
@@ -128,9 +149,14 @@ class SourceSession final : public Session {
   absl::Mutex decide_mu_;
   Decision decision_ ABSL_GUARDED_BY(decide_mu_) = Decision::kOpen;
   size_t committed_ ABSL_GUARDED_BY(decide_mu_) = 0;
-  // Why the migration was abandoned when the heartbeat was lost first (then every device's
-  // failure is that).
+  // Why the migration was abandoned when the heartbeat was lost or a timeout fired first (then
+  // every device's failure is that).
   absl::Status peer_lost_ ABSL_GUARDED_BY(decide_mu_);
+  // The watch thread's own (Tick).
+  bool ready_reported_ = false;
+  uint64_t best_remaining_ = UINT64_MAX;  // Lowest remaining bytes seen in PRE_COPY.
+  absl::Time last_progress_ = absl::Now();
+  uint64_t state_bytes_ = 0;  // Largest size of the devices' state seen.
   PeerWatch watch_;
   WorkerThreads workers_;  // The device threads and the watch thread.
   // Opened by the device threads (and the watch thread, for the heartbeat); released by the

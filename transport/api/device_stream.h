@@ -59,6 +59,10 @@ class DeviceStreamSender {
                                           const std::atomic<bool>& stop,
                                           const std::atomic<bool>& cancel) = 0;
   virtual absl::Status EndPhase(wire::Phase phase) = 0;
+  // INITIAL_DATA_SENT at the stream's current offset: every byte of the device's initial
+  // precopy data has been pumped (PrecopyInfo::initial_bytes reached 0). At most once, in
+  // PRE_COPY, before EndPhase(PRE_COPY). Errors: the send's; the destination's verdict.
+  virtual absl::Status MarkInitialDataSent() = 0;
   // Tells an idle destination the source is alive (PRE_COPY with nothing to send); also
   // surfaces a destination that gave up.
   virtual absl::Status Keepalive() = 0;
@@ -117,6 +121,10 @@ class DeviceStreamReceiver {
   virtual std::string security() const = 0;
   virtual uint64_t bytes_received() const = 0;
   virtual void set_progress_counter(std::atomic<uint64_t>* counter) = 0;
+  // When INITIAL_DATA_SENT arrives, its offset is stored in `*end` (which must outlive this;
+  // set before Receive): once the progress counter reaches it, the device's initial precopy
+  // data is written into it.
+  virtual void set_initial_data_end(std::atomic<uint64_t>* end) = 0;
 };
 
 }  // namespace migmover::transport

@@ -11,6 +11,8 @@
 #define MIGMOVER_TRANSPORT_API_HEARTBEAT_LINK_H_
 
 #include <atomic>
+#include <cstdint>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -28,7 +30,16 @@ class HeartbeatLink {
   // connection (its session ended, or its daemon died); Cancelled once `stop` is raised
   // (checked every 100 ms at most); DataLoss for any other frame or a sequence gap; the
   // receive's errno (a reset, or ETIMEDOUT from the kernel's own peer timeout).
+  // At the source, LOADED frames that come before the PONG are collected for TakeLoaded.
   virtual absl::Status AwaitBeat(absl::Time deadline, const std::atomic<bool>& stop) = 0;
+
+  // Switchover readiness (api/PEER_PROTOCOL.md, version 5). The destination's end: tells the
+  // source that every byte of device `device`'s initial precopy data is written into the device
+  // (LOADED). Errors: as Beat's. The source's end: the devices whose LOADED came since the last
+  // call (device indexes as the peer sent them: the caller checks their range).
+  virtual absl::Status SendLoaded(uint32_t device, absl::Time deadline,
+                                  const std::atomic<bool>& stop) = 0;
+  virtual std::vector<uint32_t> TakeLoaded() = 0;
 };
 
 }  // namespace migmover::transport

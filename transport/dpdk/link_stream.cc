@@ -313,6 +313,10 @@ absl::Status LinkStreamSender::EndPhase(Phase phase) {
   return SendControl(out_.EndPhase(phase));
 }
 
+absl::Status LinkStreamSender::MarkInitialDataSent() {
+  return SendControl(out_.InitialDataSent(bytes_sent()));
+}
+
 absl::Status LinkStreamSender::Keepalive() {
   return SendControl(out_.Keepalive());
 }

@@ -76,6 +76,7 @@ class LinkStreamSender final : public transport::DeviceStreamSender {
                                           const std::atomic<bool>& cancel) override;
   absl::Status EndPhase(wire::Phase phase) override;
   absl::Status Keepalive() override;
+  absl::Status MarkInitialDataSent() override;
   absl::Status EndStream() override;
   absl::Status AwaitCommit(absl::Duration timeout, const std::atomic<bool>& cancel) override;
   absl::Status Confirm() override;
@@ -155,6 +156,9 @@ class LinkStreamReceiver final : public transport::DeviceStreamReceiver {
   void set_security(std::string security) { security_ = std::move(security); }
   std::string security() const override { return security_; }
   void set_progress_counter(std::atomic<uint64_t>* counter) override { counter_ = counter; }
+  void set_initial_data_end(std::atomic<uint64_t>* end) override {
+    rules_.set_initial_end_out(end);
+  }
 
  private:
   std::unique_ptr<FrameIo> io_;

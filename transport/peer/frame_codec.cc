@@ -33,6 +33,10 @@ const char* FrameTypeName(uint8_t type) {
       return "PING";
     case FrameType::kPong:
       return "PONG";
+    case FrameType::kInitialDataSent:
+      return "INITIAL_DATA_SENT";
+    case FrameType::kLoaded:
+      return "LOADED";
   }
   return "UNKNOWN";
 }
@@ -65,7 +69,7 @@ absl::StatusOr<FrameHeader> DecodeHeader(std::span<const uint8_t, wire::kFrameHe
                             absl::Hex(wire::kFrameMagic)));
   }
   if (h.type < static_cast<uint8_t>(FrameType::kHello) ||
-      h.type > static_cast<uint8_t>(FrameType::kPong)) {
+      h.type > static_cast<uint8_t>(FrameType::kLoaded)) {
     return bad(absl::StrCat("unknown frame type ", h.type));
   }
   if (h.phase > static_cast<uint8_t>(Phase::kStopCopy)) {
@@ -108,7 +112,14 @@ absl::StatusOr<FrameHeader> DecodeHeader(std::span<const uint8_t, wire::kFrameHe
       break;
     case FrameType::kPing:
     case FrameType::kPong:
+    case FrameType::kLoaded:
       max = 0;
+      break;
+    case FrameType::kInitialDataSent:
+      max = 0;
+      if (h.phase != static_cast<uint8_t>(Phase::kPreCopy)) {
+        return bad("INITIAL_DATA_SENT outside PRE_COPY");
+      }
       break;
     case FrameType::kEndPhase:
       max = 0;
@@ -121,7 +132,7 @@ absl::StatusOr<FrameHeader> DecodeHeader(std::span<const uint8_t, wire::kFrameHe
   if (h.length < min || h.length > max) {
     return bad(absl::StrCat("length ", h.length, " outside ", min, "..", max));
   }
-  if (type != FrameType::kData && h.offset != 0) {
+  if (type != FrameType::kData && type != FrameType::kInitialDataSent && h.offset != 0) {
     return bad(absl::StrCat("offset ", h.offset, " on a control frame"));
   }
   return h;
@@ -130,7 +141,7 @@ absl::StatusOr<FrameHeader> DecodeHeader(std::span<const uint8_t, wire::kFrameHe
 namespace {
 
 std::string Frame(FrameType type, uint64_t seq, uint32_t device, Phase phase,
-                  absl::string_view payload, uint16_t flags = 0) {
+                  absl::string_view payload, uint16_t flags = 0, uint64_t offset = 0) {
   FrameHeader h{wire::kFrameMagic,
                 static_cast<uint8_t>(type),
                 static_cast<uint8_t>(phase),
@@ -138,7 +149,7 @@ std::string Frame(FrameType type, uint64_t seq, uint32_t device, Phase phase,
                 device,
                 static_cast<uint32_t>(payload.size()),
                 seq,
-                0};
+                offset};
   std::string out(wire::kFrameHeaderSize + payload.size(), '\0');
   std::memcpy(out.data(), &h, sizeof(h));
   std::memcpy(out.data() + sizeof(h), payload.data(), payload.size());
@@ -251,6 +262,14 @@ std::string EncodeConfirm(uint64_t seq, uint32_t device) {
 std::string EncodePing(uint64_t seq) { return Frame(FrameType::kPing, seq, 0, Phase::kNone, ""); }
 
 std::string EncodePong(uint64_t seq) { return Frame(FrameType::kPong, seq, 0, Phase::kNone, ""); }
+
+std::string EncodeInitialDataSent(uint64_t seq, uint32_t device, uint64_t offset) {
+  return Frame(FrameType::kInitialDataSent, seq, device, Phase::kPreCopy, "", 0, offset);
+}
+
+std::string EncodeLoaded(uint64_t seq, uint32_t device) {
+  return Frame(FrameType::kLoaded, seq, device, Phase::kNone, "");
+}
 
 std::string EncodeKeepalive(uint64_t seq, uint32_t device) {
   return Frame(FrameType::kKeepalive, seq, device, Phase::kNone, "");

@@ -88,6 +88,9 @@ std::string EncodeKeepalive(uint64_t seq, uint32_t device);
 std::string EncodeConfirm(uint64_t seq, uint32_t device);
 std::string EncodePing(uint64_t seq);
 std::string EncodePong(uint64_t seq);
+// `offset`: the stream bytes before it (every byte of the initial precopy data).
+std::string EncodeInitialDataSent(uint64_t seq, uint32_t device, uint64_t offset);
+std::string EncodeLoaded(uint64_t seq, uint32_t device);
 std::string EncodeEndStream(uint64_t seq, uint32_t device, const EndStream& end);
 
 // Text from a peer as it may enter a log, a status or an error: every control byte (below 0x20,

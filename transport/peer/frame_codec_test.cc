@@ -86,6 +86,34 @@ std::pair<FrameHeader, std::string> Split(const std::string& frame) {
   return {*h, frame.substr(wire::kFrameHeaderSize)};
 }
 
+TEST(FrameCodecTest, ReadinessFramesCarryOnlyWhatTheyMay) {
+  auto [sent, sent_payload] = Split(EncodeInitialDataSent(7, 2, 123456));
+  EXPECT_EQ(sent.type, static_cast<uint8_t>(FrameType::kInitialDataSent));
+  EXPECT_EQ(sent.offset, 123456u);
+  EXPECT_EQ(sent.phase, static_cast<uint8_t>(Phase::kPreCopy));
+  EXPECT_EQ(sent.device, 2u);
+  EXPECT_TRUE(sent_payload.empty());
+  auto [loaded, loaded_payload] = Split(EncodeLoaded(3, 5));
+  EXPECT_EQ(loaded.type, static_cast<uint8_t>(FrameType::kLoaded));
+  EXPECT_EQ(loaded.device, 5u);
+  // INITIAL_DATA_SENT only in PRE_COPY, without payload; LOADED without offset or payload.
+  FrameHeader h = sent;
+  h.phase = static_cast<uint8_t>(Phase::kStopCopy);
+  EXPECT_FALSE(RoundTrip(h).ok());
+  h = sent;
+  h.length = 1;
+  EXPECT_FALSE(RoundTrip(h).ok());
+  h = loaded;
+  h.offset = 1;
+  EXPECT_FALSE(RoundTrip(h).ok());
+  h = loaded;
+  h.length = 1;
+  EXPECT_FALSE(RoundTrip(h).ok());
+  h = loaded;
+  h.type = static_cast<uint8_t>(FrameType::kLoaded) + 1;
+  EXPECT_FALSE(RoundTrip(h).ok());
+}
+
 TEST(FrameCodecTest, HelloRoundTripsAndIsBounded) {
   Hello hello;
   hello.session_id = "vm-42.migration-7";
@@ -337,7 +365,7 @@ TEST(FrameCodecTest, AnOlderPeersShortHelloIsToldTheVersion) {
   auto hello = ParseHello(*decoded, payload);
   EXPECT_EQ(hello.status().code(), absl::StatusCode::kFailedPrecondition) << hello.status();
   EXPECT_NE(hello.status().message().find("peer speaks protocol versions 2..2; this daemon "
-                                          "speaks 4"),
+                                          "speaks 5"),
             absl::string_view::npos)
       << hello.status();
 }

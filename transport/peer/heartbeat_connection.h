@@ -1,7 +1,8 @@
 // HeartbeatConnection: a session's heartbeat over TCP (transport/api/heartbeat_link.h): the
 // source's end sends PING and reads PONG, the destination's the reverse. Frames are numbered per
 // direction from 1 (HELLO and HELLO_ACK were frame 0), and a gap or any other frame type is
-// DataLoss: the peer is not speaking the protocol.
+// DataLoss: the peer is not speaking the protocol. The destination's end also sends LOADED
+// (a device's initial precopy data is in it), which the source's AwaitBeat collects.
 #ifndef MIGMOVER_TRANSPORT_PEER_HEARTBEAT_CONNECTION_H_
 #define MIGMOVER_TRANSPORT_PEER_HEARTBEAT_CONNECTION_H_
 
@@ -40,8 +41,12 @@ class HeartbeatConnection final : public transport::HeartbeatLink {
 
   absl::Status Beat(absl::Time deadline, const std::atomic<bool>& stop) override;
   absl::Status AwaitBeat(absl::Time deadline, const std::atomic<bool>& stop) override;
+  absl::Status SendLoaded(uint32_t device, absl::Time deadline,
+                          const std::atomic<bool>& stop) override;
+  std::vector<uint32_t> TakeLoaded() override;
 
  private:
+  std::vector<uint32_t> loaded_;  // LOADED frames AwaitBeat read, not yet taken.
   UniqueFd fd_;
   const End end_;
   uint64_t sent_ = 1;      // Sequence number of our next beat.

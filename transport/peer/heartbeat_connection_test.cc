@@ -80,5 +80,35 @@ TEST(HeartbeatConnectionTest, ASequenceGapIsDataLoss) {
             absl::StatusCode::kDataLoss);
 }
 
+TEST(HeartbeatConnectionTest, LoadedFramesBeforeAPongAreCollectedInSequence) {
+  Pair p;
+  ASSERT_TRUE(p.source->Beat(absl::Now() + absl::Seconds(1), p.stop).ok());
+  ASSERT_TRUE(p.destination->AwaitBeat(absl::Now() + absl::Seconds(1), p.stop).ok());
+  ASSERT_TRUE(p.destination->SendLoaded(2, absl::Now() + absl::Seconds(1), p.stop).ok());
+  ASSERT_TRUE(p.destination->SendLoaded(0, absl::Now() + absl::Seconds(1), p.stop).ok());
+  ASSERT_TRUE(p.destination->Beat(absl::Now() + absl::Seconds(1), p.stop).ok());
+  ASSERT_TRUE(p.source->AwaitBeat(absl::Now() + absl::Seconds(1), p.stop).ok());
+  EXPECT_EQ(p.source->TakeLoaded(), (std::vector<uint32_t>{2, 0}));
+  EXPECT_TRUE(p.source->TakeLoaded().empty());
+  // The beat stays in step after them.
+  ASSERT_TRUE(p.source->Beat(absl::Now() + absl::Seconds(1), p.stop).ok());
+  ASSERT_TRUE(p.destination->AwaitBeat(absl::Now() + absl::Seconds(1), p.stop).ok());
+  ASSERT_TRUE(p.destination->Beat(absl::Now() + absl::Seconds(1), p.stop).ok());
+  ASSERT_TRUE(p.source->AwaitBeat(absl::Now() + absl::Seconds(1), p.stop).ok());
+}
+
+TEST(HeartbeatConnectionTest, ALoadedFromTheSourceIsDataLoss) {
+  Pair p;
+  // Only a destination says LOADED; one sent the other way is not the protocol.
+  int fds[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+  UniqueFd source_end(fds[0]);
+  HeartbeatConnection destination(UniqueFd(fds[1]), HeartbeatConnection::End::kDestination);
+  ASSERT_TRUE(net::SendAll(source_end.get(), EncodeLoaded(1, 0), absl::Now() + absl::Seconds(1))
+                  .ok());
+  EXPECT_EQ(destination.AwaitBeat(absl::Now() + absl::Seconds(1), p.stop).code(),
+            absl::StatusCode::kDataLoss);
+}
+
 }  // namespace
 }  // namespace migmover::peer

@@ -67,7 +67,7 @@ TEST(HelloProof, CoversEveryFieldTheDestinationActsOn) {
   EXPECT_TRUE(broken([](Hello& h) { h.link = 7; }));
   EXPECT_TRUE(broken([](Hello& h) { h.heartbeat = true; }));
   EXPECT_TRUE(broken([](Hello& h) { h.min_version = 2; }));
-  EXPECT_TRUE(broken([](Hello& h) { h.max_version = 5; }));
+  EXPECT_TRUE(broken([](Hello& h) { h.max_version = wire::kProtocolVersion + 1; }));
   EXPECT_TRUE(broken([](Hello& h) { h.nonce[0] ^= 1; }));
   // Checked on another TLS connection than the one it was made for (a relaying peer).
   EXPECT_TRUE(broken([](Hello& h) { h.binding[7] ^= 1; }));

@@ -130,6 +130,7 @@ class CopySendJobImpl final : public CopySendJob {
 
   void OnTick() override {
     if (cancel_.load() && !ended_) Fail(absl::CancelledError("stream cancelled"));
+    if (cancel_sent_ && absl::Now() > finish_by_) CutSends();
     // Switchover must not wait on a PRE_COPY read that the driver cannot satisfy (a precopy
     // estimate that overshot): withdraw it. Only the read: a send must never be cut.
     if (stop_.load() && phase_ == Phase::kPreCopy && read_inflight_ && !read_cancel_sent_) {
@@ -203,13 +204,22 @@ class CopySendJobImpl final : public CopySendJob {
   void Fail(absl::Status st) {
     if (error_.ok()) error_ = std::move(st);
     ended_ = true;
-    if (!cancel_sent_ && (read_inflight_ || poll_inflight_ || sends_inflight_ > 0 ||
-                          notifs_outstanding_ > 0 || peer_poll_inflight_)) {
-      // Only this job's requests: the ring may carry other streams.
+    if (!cancel_sent_) {
+      // Only this job's requests: the ring may carry other streams. Frames already going out
+      // are finished (within kFinishFrame, OnTick), so the stream stays framed for the ERROR
+      // that tells the destination why; a send that fails ends on its own.
       cancel_sent_ = true;
-      Check(ring_->CancelFd(data_fd_));
-      for (const UniqueFd& fd : s_->sockets) Check(ring_->CancelFd(fd.get()));
+      finish_by_ = absl::Now() + kFinishFrame;
+      if (read_inflight_ || poll_inflight_) Check(ring_->CancelFd(data_fd_));
+      if (peer_poll_inflight_) Check(ring_->Cancel(JobTag(kPeer, job_, 0)));
     }
+  }
+
+  // After Fail: frames not finished by then are cut.
+  void CutSends() {
+    if (sends_cut_ || (sends_inflight_ == 0 && notifs_outstanding_ == 0)) return;
+    sends_cut_ = true;
+    for (const UniqueFd& fd : s_->sockets) Check(ring_->CancelFd(fd.get()));
   }
 
   void OnRead(uint32_t slot, int32_t res) {
@@ -263,7 +273,7 @@ class CopySendJobImpl final : public CopySendJob {
       sl.sent += c.res;
     }
     const bool retry = c.res == -EAGAIN || c.res == -EINTR;
-    if (error_.ok() && (c.res > 0 || retry) && sl.sent < total) {
+    if (!sends_cut_ && (c.res > 0 || retry) && sl.sent < total) {
       // A short send: the rest of this frame goes next on the same connection.
       SubmitSend(slot, fd, sl.sent, total - sl.sent);
       return;
@@ -283,6 +293,10 @@ class CopySendJobImpl final : public CopySendJob {
                                  c.res == 0 ? EPIPE : -c.res));
     }
   }
+
+  static constexpr absl::Duration kFinishFrame = absl::Seconds(1);
+  absl::Time finish_by_ = absl::InfiniteFuture();
+  bool sends_cut_ = false;
 
   SendStream* const s_;
   io::IoQueue* const ring_;

@@ -82,8 +82,14 @@ class SpliceSendJobImpl final : public SpliceSendJob {
   void OnTick() override {
     if (ended_) return;
     if (cancel_.load()) {
-      Fail(absl::CancelledError("stream cancelled"));
-      return;
+      // A frame once begun is finished first (within kFinishFrame), so the stream stays framed
+      // for the ERROR that tells the destination why; Fill stops at the next frame.
+      const bool begun = (state_ == kHeader && hdr_sent_ > 0) || state_ == kBody;
+      if (begun && finish_by_ == absl::InfiniteFuture()) finish_by_ = absl::Now() + kFinishFrame;
+      if (!begun || absl::Now() > finish_by_) {
+        Fail(absl::CancelledError("stream cancelled"));
+        return;
+      }
     }
     // Switchover must not wait for PRE_COPY data that may never come; only between frames (a
     // frame once begun is always finished).
@@ -172,7 +178,6 @@ class SpliceSendJobImpl final : public SpliceSendJob {
     }
     sock_index_ = s_->next_socket;
     s_->next_socket = (sock_index_ + 1) % s_->sockets.size();
-    peer::EncodeHeader(s_->out.Data(sock_index_, phase_, frame_len_, s_->offset), hdr_);
     hdr_sent_ = 0;
     moved_ = 0;
     state_ = kHeader;
@@ -183,6 +188,12 @@ class SpliceSendJobImpl final : public SpliceSendJob {
   bool SendHeader() {
     if (absl::Now() < send_not_before_) return false;  // The bandwidth cap: WakeBy() says when.
     const int sock = s_->sockets[sock_index_].get();
+    if (hdr_sent_ == 0 && !numbered_) {
+      // Numbered only now, as it goes: a frame numbered and then never sent (a cancel while
+      // the bandwidth cap held it) would leave a hole in the sequence before the ERROR.
+      peer::EncodeHeader(s_->out.Data(sock_index_, phase_, frame_len_, s_->offset), hdr_);
+      numbered_ = true;
+    }
     while (hdr_sent_ < sizeof(hdr_)) {
       const ssize_t sent = ::send(sock, hdr_ + hdr_sent_, sizeof(hdr_) - hdr_sent_,
                                   MSG_NOSIGNAL | MSG_MORE | MSG_DONTWAIT);
@@ -232,6 +243,7 @@ class SpliceSendJobImpl final : public SpliceSendJob {
     remaining_ -= frame_len_;
     result_.bytes += frame_len_;
     state_ = kFill;
+    numbered_ = false;
     return true;
   }
 
@@ -244,7 +256,12 @@ class SpliceSendJobImpl final : public SpliceSendJob {
   ReadinessWait wait_;  // At most one in flight.
   const bool data_fd_nonblocking_;
 
+  // How long a cancelled job may take to finish the frame it began.
+  static constexpr absl::Duration kFinishFrame = absl::Seconds(1);
+
   State state_ = kFill;
+  bool numbered_ = false;  // hdr_ holds the current frame's numbered header.
+  absl::Time finish_by_ = absl::InfiniteFuture();
   uint64_t remaining_;
   uint8_t hdr_[wire::kFrameHeaderSize];
   uint32_t hdr_sent_ = 0, frame_len_ = 0, moved_ = 0;

@@ -93,6 +93,9 @@ class StreamReceiver final : public transport::DeviceStreamReceiver {
   // Also adds every byte moved to `*counter` (live progress for status readers); the counter
   // must outlive this object.
   void set_progress_counter(std::atomic<uint64_t>* counter) override { r_.counter = counter; }
+  void set_initial_data_end(std::atomic<uint64_t>* end) override {
+    r_.rules.set_initial_end_out(end);
+  }
   DataPath data_path_used() const override { return r_.path_used.load(); }
 
  private:

@@ -36,6 +36,10 @@ std::string OutgoingStream::EndPhase(Phase phase) {
   return peer::EncodeEndPhase(next_seq_[0]++, device_, phase);
 }
 
+std::string OutgoingStream::InitialDataSent(uint64_t offset) {
+  return peer::EncodeInitialDataSent(next_seq_[0]++, device_, offset);
+}
+
 std::string OutgoingStream::Keepalive() {
   return peer::SealVerdict(peer::EncodeKeepalive(next_seq_[0]++, device_), control_key());
 }
@@ -116,6 +120,15 @@ absl::StatusOr<IncomingStream::Frame> IncomingStream::OnHeader(size_t k, const F
         return Violation(k, h, "only PRE_COPY ends by END_PHASE, once, before STOP_COPY data");
       }
       precopy_ended_ = true;
+      return f;
+    case FrameType::kInitialDataSent:
+      // Once, in PRE_COPY, at an offset no lower than what came before it on this connection.
+      if (initial_end_seen_ || precopy_ended_ || c.phase == Phase::kStopCopy ||
+          h.offset < (conns_.size() == 1 ? received : c.next_offset)) {
+        return Violation(k, h, "INITIAL_DATA_SENT comes once, in PRE_COPY, after its data");
+      }
+      initial_end_seen_ = true;
+      if (initial_end_out_ != nullptr) initial_end_out_->store(h.offset);
       return f;
     case FrameType::kEndStream:
     case FrameType::kError:

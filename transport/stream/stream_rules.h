@@ -18,6 +18,7 @@
 #ifndef MIGMOVER_TRANSPORT_STREAM_STREAM_RULES_H_
 #define MIGMOVER_TRANSPORT_STREAM_STREAM_RULES_H_
 
+#include <atomic>
 #include <cstdint>
 #include <optional>
 #include <vector>
@@ -44,6 +45,8 @@ class OutgoingStream {
   // The header of the next DATA frame on connection `k`: `length` stream bytes at `offset`.
   wire::FrameHeader Data(size_t k, wire::Phase phase, uint32_t length, uint64_t offset);
   std::string EndPhase(wire::Phase phase);
+  // `offset`: the stream bytes sent before it.
+  std::string InitialDataSent(uint64_t offset);
   // Sealed (peer::SealVerdict): each KEEPALIVE restarts the destination's idle timer, and after
   // COMMIT its wait for CONFIRM, so nobody but the source may make one.
   std::string Keepalive();
@@ -118,7 +121,12 @@ class IncomingStream {
   const peer::EndStream& end() const { return *end_; }
   uint32_t precopy_phases_ended() const { return precopy_ended_ ? 1 : 0; }
 
+  // Where INITIAL_DATA_SENT's offset goes (DeviceStreamReceiver::set_initial_data_end).
+  void set_initial_end_out(std::atomic<uint64_t>* out) { initial_end_out_ = out; }
+
  private:
+  std::atomic<uint64_t>* initial_end_out_ = nullptr;
+  bool initial_end_seen_ = false;
   struct Conn {
     uint64_t next_seq;
     uint64_t next_offset = 0;  // End of this connection's last DATA frame.

@@ -1,5 +1,6 @@
 #include "transport/stream/stream_rules.h"
 
+#include <atomic>
 #include <cstring>
 #include <string>
 
@@ -96,6 +97,29 @@ TEST(StreamRulesTest, EndPhaseComesOnceAndOnlyForPreCopy) {
     IncomingStream in(3, 1, 0);
     EXPECT_FALSE(in.OnHeader(0, Header(FrameType::kEndPhase, 0, Phase::kStopCopy), 0).ok());
   }
+}
+
+TEST(StreamRulesTest, InitialDataSentComesOnceInPreCopyAfterItsDataAndIsReported) {
+  std::atomic<uint64_t> end{UINT64_MAX};
+  {
+    IncomingStream in(3, 1, 1);
+    in.set_initial_end_out(&end);
+    ASSERT_TRUE(in.OnHeader(0, Data(1, Phase::kPreCopy, 0), 0).ok());
+    // Before its data has all come: refused.
+    EXPECT_FALSE(
+        in.OnHeader(0, Header(FrameType::kInitialDataSent, 2, Phase::kPreCopy, 0, 50), 100).ok());
+  }
+  IncomingStream in(3, 1, 1);
+  in.set_initial_end_out(&end);
+  ASSERT_TRUE(in.OnHeader(0, Data(1, Phase::kPreCopy, 0), 0).ok());
+  auto f = in.OnHeader(0, Header(FrameType::kInitialDataSent, 2, Phase::kPreCopy, 0, 100), 100);
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_FALSE(f->needs_payload);
+  EXPECT_EQ(f->data_length, 0u);
+  EXPECT_EQ(end.load(), 100u);
+  // Once only.
+  EXPECT_FALSE(
+      in.OnHeader(0, Header(FrameType::kInitialDataSent, 3, Phase::kPreCopy, 0, 100), 100).ok());
 }
 
 TEST(StreamRulesTest, NothingFollowsEndStreamOnTheFirstConnection) {

@@ -128,6 +128,11 @@ absl::Status StreamSender::EndPhase(Phase phase) {
   return SendControl(s_.out.EndPhase(phase));
 }
 
+absl::Status StreamSender::MarkInitialDataSent() {
+  RETURN_IF_ERROR(s_.PeerVerdict());
+  return SendControl(s_.out.InitialDataSent(bytes_sent()));
+}
+
 absl::Status StreamSender::Keepalive() {
   RETURN_IF_ERROR(s_.PeerVerdict());
   return SendControl(s_.out.Keepalive());

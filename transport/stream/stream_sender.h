@@ -68,6 +68,7 @@ class StreamSender final : public transport::DeviceStreamSender {
   // Tells an idle destination the source is alive (keeps its idle timeout from firing while
   // the VM runs in PRE_COPY with nothing to send); also surfaces a destination that gave up.
   absl::Status Keepalive() override;
+  absl::Status MarkInitialDataSent() override;
   // END_STREAM with the total and, when every byte passed through userspace, its XXH3-64.
   absl::Status EndStream() override;
   // Waits for the destination's verdict. OK only for COMMIT with code 0; a COMMIT or ERROR with

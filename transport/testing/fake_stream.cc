@@ -145,6 +145,13 @@ absl::Status FakeSender::EndPhase(Phase phase) {
   return absl::OkStatus();
 }
 
+absl::Status FakeSender::MarkInitialDataSent() {
+  absl::MutexLock l(&wire_->mu);
+  RETURN_IF_ERROR(PeerVerdictLocked());
+  if (wire_->initial_end_out != nullptr) wire_->initial_end_out->store(sent_.load());
+  return absl::OkStatus();
+}
+
 absl::Status FakeSender::Keepalive() {
   absl::MutexLock l(&wire_->mu);
   if (wire_->end_total.has_value() && wire_->verdict.has_value() && wire_->verdict->ok()) {

@@ -79,6 +79,9 @@ struct FakeWire {
   // An end that was destroyed: its connection closed.
   bool sender_gone ABSL_GUARDED_BY(mu) = false;
   bool receiver_gone ABSL_GUARDED_BY(mu) = false;
+  // The receiver's DeviceStreamReceiver::set_initial_data_end, which the sender's
+  // MarkInitialDataSent fills at once (the count it compares with is of bytes written).
+  std::atomic<uint64_t>* initial_end_out ABSL_GUARDED_BY(mu) = nullptr;
   // The receiver writes nothing while this is set (FakeTransport::HoldReceive).
   bool held ABSL_GUARDED_BY(mu) = false;
 };
@@ -109,6 +112,7 @@ class FakeSender final : public DeviceStreamSender {
                                   const std::atomic<bool>& cancel) override;
   absl::Status EndPhase(wire::Phase phase) override;
   absl::Status Keepalive() override;
+  absl::Status MarkInitialDataSent() override;
   absl::Status EndStream() override;
   absl::Status AwaitCommit(absl::Duration timeout, const std::atomic<bool>& cancel) override;
   absl::Status Confirm() override;
@@ -150,6 +154,10 @@ class FakeReceiver final : public DeviceStreamReceiver {
   std::string security() const override { return "fake"; }
   uint64_t bytes_received() const override { return received_.load(); }
   void set_progress_counter(std::atomic<uint64_t>* counter) override { counter_ = counter; }
+  void set_initial_data_end(std::atomic<uint64_t>* end) override {
+    absl::MutexLock l(&wire_->mu);
+    wire_->initial_end_out = end;
+  }
 
  private:
   // The next chunk, or nullopt once END_STREAM came and everything before it was taken.

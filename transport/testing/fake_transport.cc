@@ -182,6 +182,11 @@ class FakeHeartbeat final : public HeartbeatLink {
       if (!s.ok() || !t_->drop_pongs.load()) return s;
     }
   }
+  absl::Status SendLoaded(uint32_t device, absl::Time deadline,
+                          const std::atomic<bool>& stop) override {
+    return c_->SendLoaded(device, deadline, stop);
+  }
+  std::vector<uint32_t> TakeLoaded() override { return c_->TakeLoaded(); }
 
  private:
   std::unique_ptr<peer::HeartbeatConnection> c_;

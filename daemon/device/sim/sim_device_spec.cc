@@ -77,6 +77,7 @@ std::string SimDeviceSpec::ToString() const {
     absl::StrAppend(&s, ",corrupt_at=", corrupt_at);
   }
   if (commit_delay_ms != 0) absl::StrAppend(&s, ",commit_delay_ms=", commit_delay_ms);
+  if (!data_size) absl::StrAppend(&s, ",data_size=off");
   if (resume_stall_ms != 0) absl::StrAppend(&s, ",stall=", resume_stall_at, ":", resume_stall_ms);
   return s;
 }
@@ -136,6 +137,9 @@ absl::StatusOr<SimDeviceSpec> ParseSimDeviceSpec(absl::string_view text) {
       }
       spec.resume_stall_at = *at;
       spec.resume_stall_ms = ms;
+    } else if (key == "data_size") {
+      if (value != "on" && value != "off") return bad("expected on or off");
+      spec.data_size = value == "on";
     } else if (key == "short_io") {
       if (value != "0" && value != "1") return bad("expected 0 or 1");
       spec.short_io = value == "1";
@@ -163,7 +167,7 @@ absl::StatusOr<SimDeviceSpec> ParseSimDeviceSpec(absl::string_view text) {
     } else {
       return bad(
           "unknown key (size, chunk, seed, initial, dirty_rate, features, short_io, save_fd, "
-          "fail_arc, corrupt_at, commit_delay_ms, stall)");
+          "fail_arc, corrupt_at, commit_delay_ms, stall, data_size)");
     }
   }
   if (absl::Status s = spec.Validate(); !s.ok()) return s;

@@ -43,9 +43,12 @@ struct SimDeviceSpec {
   // destination has the whole stream but has not committed yet.
   uint32_t commit_delay_ms = 0;
   // The resuming side stops taking data for resume_stall_ms once it has taken resume_stall_at
-  // bytes (once): a device whose writes stall, so userspace's writes block (or EAGAIN).
+  // bytes (once): a device whose writes stall, so userspace's writes block (or EAGAIN); its
+  // data fd then buffers at most 64 KiB.
   uint64_t resume_stall_at = 0;
   uint32_t resume_stall_ms = 0;
+  // Off: the driver has no VFIO_DEVICE_FEATURE_MIG_DATA_SIZE (ENOTTY), as older ones lack it.
+  bool data_size = true;
 
   absl::Status Validate() const;
   // "size=64MiB,chunk=256KiB,seed=1,initial=64MiB,dirty_rate=0,features=stop_copy+p2p+pre_copy"
@@ -55,7 +58,7 @@ struct SimDeviceSpec {
 // Parses "key=value" pairs separated by commas. Keys: size, chunk, seed, initial, dirty_rate
 // (bytes per second; sizes take B/KiB/MiB/GiB/KB/MB/GB suffixes), features (stop_copy+p2p+...),
 // short_io (0/1), save_fd (pipe|file), fail_arc (FROM:TO[:ERRNO[:error]]), corrupt_at,
-// commit_delay_ms, stall (BYTES:MS, resume_stall_at and resume_stall_ms). InvalidArgument names
+// commit_delay_ms, stall (BYTES:MS, resume_stall_at and resume_stall_ms), data_size (on|off). InvalidArgument names
 // the key.
 absl::StatusOr<SimDeviceSpec> ParseSimDeviceSpec(absl::string_view text);
 

@@ -86,8 +86,11 @@ int SimulatedDriver::Feature(void* arg) {
   uint32_t supported;
   const uint32_t id = flags & VFIO_DEVICE_FEATURE_MASK;
   switch (id) {
-    case VFIO_DEVICE_FEATURE_MIGRATION:
     case VFIO_DEVICE_FEATURE_MIG_DATA_SIZE:
+      if (!model_.spec().data_size) return -ENOTTY;
+      supported = VFIO_DEVICE_FEATURE_GET;
+      break;
+    case VFIO_DEVICE_FEATURE_MIGRATION:
       supported = VFIO_DEVICE_FEATURE_GET;
       break;
     case VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE:

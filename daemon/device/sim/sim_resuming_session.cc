@@ -33,6 +33,10 @@ absl::StatusOr<std::unique_ptr<SimResumingSession>> SimResumingSession::Start(
     if (::fcntl(pipe.write.get(), F_SETFL, O_NONBLOCK) != 0) {
       return ErrnoStatus("fcntl(sim resuming pipe write end, F_SETFL, O_NONBLOCK)", errno);
     }
+  } else if (model->spec().resume_stall_ms != 0) {
+    // A stalled device takes (almost) nothing meanwhile: userspace's write blocks, as a
+    // driver's does while it loads, instead of filling a large pipe.
+    ::fcntl(pipe.write.get(), F_SETPIPE_SZ, 64 << 10);
   } else {
     ::fcntl(pipe.write.get(), F_SETPIPE_SZ, 1 << 20);
   }
