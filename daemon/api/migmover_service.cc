@@ -126,7 +126,7 @@ void FillStatus(const SessionSnapshot& s, v1::SessionStatus* out) {
 
 // What makes two Prepare/Start requests "the same" (an idempotent retry): a digest of the
 // whole request, secret included, so the map of sessions keeps no second copy of it.
-std::string Fingerprint(const google::protobuf::Message& request) {
+absl::StatusOr<std::string> Fingerprint(const google::protobuf::Message& request) {
   std::string bytes;
   {
     google::protobuf::io::StringOutputStream out(&bytes);
@@ -137,7 +137,7 @@ std::string Fingerprint(const google::protobuf::Message& request) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int size = 0;
   if (EVP_Digest(bytes.data(), bytes.size(), digest, &size, EVP_sha256(), nullptr) != 1) {
-    return bytes;  // Still exact, only larger.
+    return absl::InternalError("EVP_Digest(SHA-256, request) failed");
   }
   return std::string(reinterpret_cast<char*>(digest), size);
 }
@@ -331,8 +331,9 @@ grpc::Status MigmoverService::PrepareDestination(grpc::ServerContext*,
     RETURN_IF_ERROR(defaults_.transports->Find(req->options().transport()).status());
     config.transports = defaults_.transports;
     config.tls = defaults_.tls;
+    ASSIGN_OR_RETURN(const std::string fingerprint, Fingerprint(*req));
     ASSIGN_OR_RETURN(std::shared_ptr<Session> existing,
-                     sessions_->Reserve(config.session_id, Fingerprint(*req)));
+                     sessions_->Reserve(config.session_id, fingerprint));
     if (existing) {
       // A retry of the request that created it (its reply was lost): the same answer, the
       // generated secret included, for the agent cannot use the session without it.
@@ -399,8 +400,9 @@ grpc::Status MigmoverService::StartSource(grpc::ServerContext*, const v1::StartS
     config.workers = req->options().workers() ? req->options().workers() : defaults_.workers;
     if (config.workers > 64) return absl::InvalidArgumentError("workers must be 0..64");
     ASSIGN_OR_RETURN(config.stream, StreamOptionsFrom(req->options()));
+    ASSIGN_OR_RETURN(const std::string fingerprint, Fingerprint(*req));
     ASSIGN_OR_RETURN(std::shared_ptr<Session> existing,
-                     sessions_->Reserve(config.session_id, Fingerprint(*req)));
+                     sessions_->Reserve(config.session_id, fingerprint));
     if (existing) {
       FillStatus(existing->Snapshot(), resp);
       MM_LOG(INFO) << "session " << config.session_id << ": StartSource retried, answered "

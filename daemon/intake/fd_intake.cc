@@ -134,7 +134,11 @@ absl::Status CheckFdForPurpose(int fd, FdPurpose purpose) {
       }
       return absl::OkStatus();
     case FdPurpose::kSaveData:
-      if (!stream) return absl::InvalidArgumentError("save-data fd is not a stream");
+      // A regular file (a memfd, a saved stream) reads like a VFIO data fd: 0 at its current
+      // end, more after it grows.
+      if (!stream && !S_ISREG(st.st_mode)) {
+        return absl::InvalidArgumentError("save-data fd is neither a stream nor a file");
+      }
       if (mode != O_RDONLY && mode != O_RDWR) {
         return absl::InvalidArgumentError("save-data fd is not open for reading");
       }

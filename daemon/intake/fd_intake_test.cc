@@ -112,13 +112,18 @@ TEST_F(FdIntakeTest, RefusesWrongAccessMode) {
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-TEST_F(FdIntakeTest, RefusesRegularFileAsDevice) {
+TEST_F(FdIntakeTest, RefusesRegularFileAsDeviceTakesItAsSaveData) {
   std::string file = SocketPath("plain");
   UniqueFd fd(::open(file.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600));
   ASSERT_TRUE(fd.valid());
   auto r = SendFdToIntake(path_, FdPurpose::kVfioDevice, fd.get());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  // A file is a stream to save from (read like a VFIO data fd), never a device.
   r = SendFdToIntake(path_, FdPurpose::kSaveData, fd.get());
+  EXPECT_TRUE(r.ok()) << r.status();
+  // A directory is neither.
+  UniqueFd dir(::open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  r = SendFdToIntake(path_, FdPurpose::kSaveData, dir.get());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   ::unlink(file.c_str());
 }

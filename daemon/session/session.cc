@@ -228,15 +228,15 @@ SessionSnapshot Session::Snapshot() {
     if (window) {
       const double dt = absl::ToDoubleSeconds(now - p->rate_time);
       p->rate = static_cast<double>(d.bytes - p->rate_bytes) / dt;
-      if (d.bytes != p->rate_bytes) p->transfer_rate = p->rate;
+      p->transfer_rate = std::max(p->transfer_rate, p->rate);
       p->rate_time = now;
       p->rate_bytes = d.bytes;
     }
     d.rate_bytes_per_second = IsFinal(phase_) ? 0 : p->rate;
     const uint64_t device_remaining = std::max(d.pending_bytes, d.stop_copy_size);
     remaining += device_remaining;
-    if (p->transfer_rate > 0) {
-      d.expected_downtime_seconds = static_cast<double>(device_remaining) / p->transfer_rate;
+    if (const double r = CappedRate(p->transfer_rate); r > 0) {
+      d.expected_downtime_seconds = static_cast<double>(device_remaining) / r;
     }
     // Committed streams were checked (the destination refuses the rest); the integrity says by
     // what, and a device without one was not verified.
@@ -250,28 +250,37 @@ SessionSnapshot Session::Snapshot() {
   if (window) {
     const double dt = absl::ToDoubleSeconds(now - rate_time_);
     rate_ = static_cast<double>(s.bytes_moved - rate_bytes_) / dt;
-    if (s.bytes_moved != rate_bytes_) transfer_rate_ = rate_;
+    transfer_rate_ = std::max(transfer_rate_, rate_);
     rate_time_ = now;
     rate_bytes_ = s.bytes_moved;
   }
   s.rate_bytes_per_second = IsFinal(phase_) ? 0 : rate_;
-  s.transfer_rate_bytes_per_second = transfer_rate_;
-  if (transfer_rate_ > 0) {
-    s.expected_downtime_seconds = static_cast<double>(remaining) / transfer_rate_;
+  s.transfer_rate_bytes_per_second = CappedRate(transfer_rate_);
+  if (s.transfer_rate_bytes_per_second > 0) {
+    s.expected_downtime_seconds =
+        static_cast<double>(remaining) / s.transfer_rate_bytes_per_second;
   }
   s.downtime_limit_seconds = absl::ToDoubleSeconds(downtime_limit_);
   if (role_ == SessionRole::kSource && phase_ == SessionPhase::kPreCopy) {
     // Without a precopy device nothing converges: the downtime is what it is, and the agent
     // may switch over at once.
+    // Nothing left, or no rate measured to estimate by (nothing moved yet), is no reason to
+    // wait once the initial data is in.
     s.switchover_ready =
-        !any_precopy || (all_loaded && transfer_rate_ > 0 &&
-                         s.expected_downtime_seconds <= s.downtime_limit_seconds);
+        !any_precopy ||
+        (all_loaded && (remaining == 0 || s.transfer_rate_bytes_per_second == 0 ||
+                        s.expected_downtime_seconds <= s.downtime_limit_seconds));
   }
   if (stop_copy_start_ != absl::InfinitePast()) {
     absl::Time end = stop_copy_end_ != absl::InfinitePast() ? stop_copy_end_ : now;
     s.stop_copy_seconds = absl::ToDoubleSeconds(end - stop_copy_start_);
   }
   return s;
+}
+
+double Session::CappedRate(double measured) const {
+  const uint64_t cap = bandwidth_.load();
+  return cap != 0 ? std::min(measured, static_cast<double>(cap)) : measured;
 }
 
 SessionSnapshot Session::WaitForChange(uint64_t version, absl::Duration timeout) {

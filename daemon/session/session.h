@@ -68,7 +68,7 @@ struct DeviceProgress {
   absl::Time rate_time = absl::Now();
   uint64_t rate_bytes = 0;
   double rate = 0;           // Over the last window.
-  double transfer_rate = 0;  // Over the last window in which bytes moved.
+  double transfer_rate = 0;  // The fastest window so far: what the link can do.
 };
 
 struct DeviceSnapshot {
@@ -101,8 +101,9 @@ struct SessionSnapshot {
   // Convergence (source): the summed stop-copy sizes of the devices whose driver gives one.
   uint64_t stop_copy_size = 0;
   bool stop_copy_size_known = false;  // Every FSM device's driver gave one.
-  // The rate in the last window in which bytes moved: what the downtime estimates divide by
-  // (0: none measured yet, and no estimate).
+  // The fastest window's rate so far, at most the bandwidth cap: what the link can do, and what
+  // the downtime estimates divide by (0: nothing moved yet, and no estimate). A precopy that
+  // only trickles (the state dirties slowly) says nothing of the link: hence the fastest.
   double transfer_rate_bytes_per_second = 0;
   double downtime_limit_seconds = 0;
   // PRE_COPY, every precopy device's initial data loaded at the destination, and the expected
@@ -156,6 +157,8 @@ class Session {
   // False when the session was not IN_DOUBT.
   bool LeaveDoubt(const absl::Status& outcome);
   absl::Status error();
+  // `measured`, at most the bandwidth cap in force.
+  double CappedRate(double measured) const;
   void MarkStopCopyStart();
   void MarkStopCopyEnd();
 
@@ -180,7 +183,7 @@ class Session {
   absl::Time rate_time_ ABSL_GUARDED_BY(mu_) = absl::Now();
   uint64_t rate_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   double rate_ ABSL_GUARDED_BY(mu_) = 0;
-  double transfer_rate_ ABSL_GUARDED_BY(mu_) = 0;  // Of the last window in which bytes moved.
+  double transfer_rate_ ABSL_GUARDED_BY(mu_) = 0;  // The fastest window's rate so far.
 };
 
 }  // namespace migmover

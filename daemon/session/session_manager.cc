@@ -1,5 +1,7 @@
 #include "daemon/session/session_manager.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <vector>
 
@@ -9,7 +11,35 @@
 
 namespace migmover {
 
-SessionManager::~SessionManager() { CancelAll(); }
+SessionManager::SessionManager(SessionLimits limits)
+    : limits_(limits), reaper_([this] { ReaperLoop(); }) {}
+
+SessionManager::~SessionManager() {
+  CancelAll();
+  {
+    absl::MutexLock l(&reap_mu_);
+    stopping_ = true;
+  }
+  reaper_.join();
+}
+
+void SessionManager::ReaperLoop() {
+  pthread_setname_np(pthread_self(), "mm-reaper");
+  while (true) {
+    std::vector<std::shared_ptr<Session>> batch;
+    {
+      absl::MutexLock l(&reap_mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(reap_mu_) {
+        return stopping_ || !to_reap_.empty();
+      };
+      reap_mu_.Await(absl::Condition(&ready));
+      if (to_reap_.empty()) return;  // Stopping, and nothing left.
+      batch.swap(to_reap_);
+    }
+    // A session's last worker may still be returning (and a forgotten one's destructor joins).
+    for (auto& s : batch) s->Join();
+  }
+}
 
 absl::Status SessionManager::CheckId(const std::string& id) {
   if (id.empty() || id.size() > wire::kMaxSessionIdLength) {
@@ -29,7 +59,9 @@ absl::Status SessionManager::CheckId(const std::string& id) {
 }
 
 void SessionManager::Reap(std::vector<std::shared_ptr<Session>> sessions) {
-  for (auto& s : sessions) s->Join();
+  if (sessions.empty()) return;
+  absl::MutexLock l(&reap_mu_);
+  for (auto& s : sessions) to_reap_.push_back(std::move(s));
 }
 
 absl::StatusOr<std::shared_ptr<Session>> SessionManager::Reserve(const std::string& id,
@@ -185,8 +217,9 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Forget(const std::strin
     }
     forgotten = std::move(it->second.session);
     sessions_.erase(it);
+    ended_.erase(std::remove(ended_.begin(), ended_.end(), id), ended_.end());
   }
-  forgotten->Join();  // Its last worker may still be returning.
+  Reap({forgotten});  // Its last worker may still be returning.
   return forgotten;
 }
 

@@ -1,6 +1,7 @@
 // SessionManager: every session of this daemon by id, the admission limit on running sessions,
-// and how long ended sessions are remembered. Thread-safe; its one mutex guards the map only:
-// sessions are joined and destroyed outside it, so a lookup never waits on a session.
+// and how long ended sessions are remembered. Thread-safe; its mutex guards the map only.
+// Sessions that end are joined and destroyed on the manager's own reaper thread, never under
+// the mutex nor in a caller's: a lookup (a peer's HELLO, an RPC) never waits on a session.
 #ifndef MIGMOVER_DAEMON_SESSION_SESSION_MANAGER_H_
 #define MIGMOVER_DAEMON_SESSION_SESSION_MANAGER_H_
 
@@ -8,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -29,7 +31,8 @@ struct SessionLimits {
 
 class SessionManager {
  public:
-  explicit SessionManager(SessionLimits limits = {}) : limits_(limits) {}
+  explicit SessionManager(SessionLimits limits = {});
+  // Cancels every session, joins them and the reaper.
   ~SessionManager();
 
   const SessionLimits& limits() const { return limits_; }
@@ -71,16 +74,22 @@ class SessionManager {
     absl::Time ended = absl::InfiniteFuture();  // When it was first seen settled.
   };
   // Notes newly ended sessions and forgets those past limits_. Returns the sessions to join
-  // (their threads hold stacks until joined) once mu_ is released: no join, and no session
-  // destructor, runs under mu_.
+  // (their threads hold stacks until joined), for Reap once mu_ is released.
   std::vector<std::shared_ptr<Session>> PruneLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   size_t ActiveCountLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  static void Reap(std::vector<std::shared_ptr<Session>> sessions);
+  // Hands `sessions` to the reaper thread, which joins them (and drops its references).
+  void Reap(std::vector<std::shared_ptr<Session>> sessions);
+  void ReaperLoop();
 
   const SessionLimits limits_;
   absl::Mutex mu_;
   std::map<std::string, Entry> sessions_ ABSL_GUARDED_BY(mu_);
   std::deque<std::string> ended_ ABSL_GUARDED_BY(mu_);  // Oldest first.
+
+  absl::Mutex reap_mu_;
+  std::vector<std::shared_ptr<Session>> to_reap_ ABSL_GUARDED_BY(reap_mu_);
+  bool stopping_ ABSL_GUARDED_BY(reap_mu_) = false;
+  std::thread reaper_;  // Last: started once everything above is.
 };
 
 }  // namespace migmover

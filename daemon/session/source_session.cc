@@ -1,6 +1,10 @@
 #include "daemon/session/source_session.h"
 
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 
@@ -8,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "daemon/base/log.h"
 #include "daemon/device/fsm_path.h"
+#include "transport/base/errno_status.h"
 #include "transport/base/status_macros.h"
 
 namespace migmover {
@@ -113,6 +118,7 @@ void SourceSession::Join() { workers_.Join(); }
 
 absl::Status SourceSession::Switchover() {
   SessionPhase p = phase();
+  if (switchover_.load()) return absl::OkStatus();  // Repeated (its reply was lost): a no-op.
   if (IsFinal(p)) {
     return absl::FailedPreconditionError(
         absl::StrCat("session '", id_, "' already ended (", SessionPhaseName(p), ")"));
@@ -180,10 +186,10 @@ void SourceSession::PeerLost(absl::Status why) {
       !absl::IsFailedPrecondition(why) && !absl::IsNotFound(why) && !absl::IsInvalidArgument(why)) {
     why = absl::UnavailableError(why.message());
   }
-  (void)AbandonFor(why);
+  (void)AbandonFor(why, /*peer_lost=*/true);
 }
 
-bool SourceSession::AbandonFor(const absl::Status& why) {
+bool SourceSession::AbandonFor(const absl::Status& why, bool peer_lost) {
   {
     absl::MutexLock l(&decide_mu_);
     if (decision_ == Decision::kCommit) {
@@ -193,7 +199,8 @@ bool SourceSession::AbandonFor(const absl::Status& why) {
     }
     if (decision_ == Decision::kAbort) return false;  // Failing already, for its own reason.
     decision_ = Decision::kAbort;
-    peer_lost_ = why;
+    abandoned_for_ = why;
+    peer_lost_ = peer_lost;
     cancel_ = true;
   }
   MM_LOG(WARNING) << "session " << id_ << ": " << why
@@ -228,9 +235,14 @@ void SourceSession::ReadStopCopySize(size_t i, MigratableDevice* dev) {
   if (p.stop_copy_size.exchange(now) != now) Touch();
 }
 
+bool SourceSession::Decided() {
+  absl::MutexLock l(&decide_mu_);
+  return decision_ != Decision::kOpen;
+}
+
 void SourceSession::Tick() {
   const SessionSnapshot s = Snapshot();  // Also moves the rate windows on.
-  if (IsFinal(s.phase)) return;
+  if (IsFinal(s.phase) || Decided()) return;
   if (s.switchover_ready != ready_reported_) {
     ready_reported_ = s.switchover_ready;
     MM_LOG(INFO) << "session " << id_ << ": switchover "
@@ -246,10 +258,20 @@ void SourceSession::Tick() {
   for (const DeviceSnapshot& d : s.devices) remaining += std::max(d.pending_bytes, d.stop_copy_size);
   state_bytes_ = std::max(state_bytes_, s.bytes_moved + remaining);
   if (s.phase == SessionPhase::kPreCopy) {
-    if (remaining < best_remaining_ || s.switchover_ready) {
+    // While initial data still moves, moving is progress; after, only a new low of what a
+    // switchover would still have to move (or readiness) is.
+    bool initial_done = true;
+    for (size_t i = 0; i < s.devices.size(); ++i) {
+      if (progress_[i]->precopy_capable.load() && !s.devices[i].initial_sent) initial_done = false;
+    }
+    if (!initial_done) {
+      if (s.bytes_moved != last_bytes_) last_progress_ = now;
+      best_remaining_ = UINT64_MAX;
+    } else if (remaining < best_remaining_ || s.switchover_ready) {
       best_remaining_ = std::min(best_remaining_, remaining);
       last_progress_ = now;
     }
+    last_bytes_ = s.bytes_moved;
     if (config_.progress_timeout > absl::ZeroDuration() &&
         now - last_progress_ > config_.progress_timeout) {
       (void)AbandonFor(absl::DeadlineExceededError(absl::StrCat(
@@ -449,8 +471,9 @@ absl::Status SourceSession::RunPrecopy(size_t i, MigratableDevice* dev, int data
     if (info->initial_bytes == 0 && !p.initial_sent.load()) {
       // Every initial byte was pumped: the destination tells us once they are in its device
       // (switchover readiness, api/PEER_PROTOCOL.md).
-      RETURN_IF_ERROR(sender->MarkInitialDataSent());
+      // Set first: the LOADED can come back before the send returns.
       p.initial_sent = true;
+      RETURN_IF_ERROR(sender->MarkInitialDataSent());
       MM_LOG(INFO) << "session " << id_ << ": device " << entries_[i]->name
                    << ": initial precopy data sent (" << sender->bytes_sent() << " bytes)";
       Touch();
@@ -476,8 +499,11 @@ absl::Status SourceSession::RunPrecopy(size_t i, MigratableDevice* dev, int data
       continue;
     }
     had_data = true;
-    ASSIGN_OR_RETURN(PumpResult r,
-                     sender->Pump(data_fd, Phase::kPreCopy, pending, switchover_, cancel_));
+    // In slices, so the driver's estimates (pending, stop-copy size) stay fresh while a large
+    // state moves: they are what readiness and the progress timeout go by.
+    ASSIGN_OR_RETURN(PumpResult r, sender->Pump(data_fd, Phase::kPreCopy,
+                                                std::min<uint64_t>(pending, kPrecopySlice),
+                                                switchover_, cancel_));
     p.precopy_bytes += r.bytes;
     round_bytes += r.bytes;
     last_sent = absl::Now();
@@ -515,6 +541,95 @@ int SourceSession::AgentDataFd(size_t i) {
   return entries_[i]->data_fd.get();
 }
 
+absl::Status SourceSession::RunAgentStream(size_t i, int data_fd,
+                                           transport::DeviceStreamSender* sender) {
+  DeviceEntry* e = entries_[i];
+  DeviceProgress& p = *progress_[i];
+  struct stat st{};
+  if (::fstat(data_fd, &st) != 0) {
+    return ErrnoStatus(absl::StrCat("fstat(save-data fd ", data_fd, ")"), errno);
+  }
+  // A pipe or socket says "nothing now" by having nothing to read, and its end by a hang-up:
+  // the daemon polls it and reads only what is there, so it never blocks in a read while the
+  // VMM pauses (and keepalives flow). Any other fd (a VFIO migration data fd, a file) says
+  // "nothing now" in PRE_COPY with an empty read (0 or ENOMSG), and its end in STOP_COPY with
+  // 0.
+  const bool stream_fd = S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode);
+  if (stream_fd) {
+    const int flags = ::fcntl(data_fd, F_GETFL);
+    if (flags < 0 || ::fcntl(data_fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+      return ErrnoStatus(absl::StrCat("fcntl(save-data fd ", data_fd, ", F_SETFL, O_NONBLOCK)"),
+                         errno);
+    }
+  }
+  static const std::atomic<bool> kNever{false};
+  const bool precopy = config_.precopy;
+  Phase phase = precopy ? Phase::kPreCopy : Phase::kStopCopy;
+  absl::Time last_sent = absl::Now();
+  auto woken = [this] { return switchover_.load() || cancel_.load(); };
+  auto gave_up = [&] {
+    return absl::AbortedError(absl::StrCat(
+        "device '", e->name, "': the save-data fd ended before Switchover, after ",
+        sender->bytes_sent(), " bytes: its writer gave up (the agent calls Switchover once its "
+        "VMM's device is in STOP_COPY; the fd's end then completes the stream)"));
+  };
+  while (true) {
+    if (cancel_.load()) return absl::CancelledError("session cancelled");
+    if (phase == Phase::kPreCopy && switchover_.load()) {
+      // The agent's device is in STOP_COPY now: what follows is the rest of the stream.
+      p.precopy_bytes = sender->bytes_sent();
+      RETURN_IF_ERROR(sender->EndPhase(Phase::kPreCopy));
+      phase = Phase::kStopCopy;
+      SetDeviceState(i, "");
+    }
+    // Only the agent's Switchover makes an end the stream's end.
+    const std::atomic<bool>& stop = phase == Phase::kPreCopy ? switchover_ : kNever;
+    uint64_t budget = UINT64_MAX;
+    bool ended = false;
+    if (stream_fd) {
+      pollfd pf{data_fd, POLLIN, 0};
+      const int n = ::poll(&pf, 1, 20);
+      if (n < 0 && errno != EINTR) {
+        return ErrnoStatus(absl::StrCat("poll(save-data fd ", data_fd, ")"), errno);
+      }
+      int avail = 0;
+      if (n > 0 && ::ioctl(data_fd, FIONREAD, &avail) != 0) avail = 0;
+      if (avail > 0) {
+        budget = static_cast<uint64_t>(avail);
+      } else if (n > 0 && (pf.revents & (POLLHUP | POLLERR))) {
+        ended = true;  // The writer closed its end, and nothing is left.
+      } else {
+        budget = 0;  // Nothing now.
+      }
+    }
+    if (ended) {
+      if (!switchover_.load()) return gave_up();
+      break;
+    }
+    PumpResult r;
+    if (budget > 0) {
+      ASSIGN_OR_RETURN(r, sender->Pump(data_fd, phase, budget, stop, cancel_));
+      if (r.bytes > 0) last_sent = absl::Now();
+      if (phase == Phase::kPreCopy) p.precopy_bytes = sender->bytes_sent();
+      if (!stream_fd && r.end == PumpResult::End::kEof) {
+        if (!switchover_.load()) return gave_up();  // Only STOP_COPY reads end a stream.
+        break;
+      }
+      if (r.bytes > 0) continue;
+    }
+    if (absl::Now() - last_sent > KeepaliveEvery()) {
+      // Waiting on the VMM, however long it pauses: the destination hears we are here.
+      RETURN_IF_ERROR(sender->Keepalive());
+      last_sent = absl::Now();
+    }
+    if (!stream_fd) {
+      absl::MutexLock l(&wake_mu_);
+      wake_mu_.AwaitWithTimeout(absl::Condition(&woken), config_.precopy_poll);
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status SourceSession::RunDevice(size_t i) {
   DeviceEntry* e = entries_[i];
   DeviceProgress& p = *progress_[i];
@@ -533,6 +648,8 @@ absl::Status SourceSession::RunDevice(size_t i) {
       // keeps the fd open and in place until the session releases the device.
       data_fd = AgentDataFd(i);
       SetDeviceState(i, "");
+      SetDeviceDataPath(i, stream::DataPathName(sender->PlannedDataPath(data_fd)));
+      RETURN_IF_ERROR(RunAgentStream(i, data_fd, sender.get()));
     } else {
       MigratableDevice* dev = e->device.get();
       const bool precopy = p.precopy_capable.load();
@@ -574,22 +691,20 @@ absl::Status SourceSession::RunDevice(size_t i) {
       data_fd = data_fds_[i].get();
       SetDeviceState(i, "STOP_COPY");
     }
-    SetDeviceDataPath(i, stream::DataPathName(sender->PlannedDataPath(data_fd)));
-    static const std::atomic<bool> kNever{false};
-    ASSIGN_OR_RETURN(PumpResult r,
-                     sender->Pump(data_fd, Phase::kStopCopy, UINT64_MAX, kNever, cancel_));
-    if (!e->runs_fsm() && !switchover_.load()) {
-      // Only the agent says the stream is whole: before its Switchover, an end-of-file is a
-      // VMM that gave up (or died) halfway.
-      return absl::AbortedError(absl::StrCat(
-          "device '", e->name, "': the save-data fd ended before Switchover, after ",
-          sender->bytes_sent(), " bytes: its writer gave up (an agent whose VMM decides when the "
-          "stream ends calls Switchover first; an end-of-file then completes it)"));
+    uint64_t stop_copy_bytes = 0;
+    if (e->runs_fsm()) {
+      SetDeviceDataPath(i, stream::DataPathName(sender->PlannedDataPath(data_fd)));
+      static const std::atomic<bool> kNever{false};
+      ASSIGN_OR_RETURN(PumpResult r,
+                       sender->Pump(data_fd, Phase::kStopCopy, UINT64_MAX, kNever, cancel_));
+      stop_copy_bytes = r.bytes;
+    } else {
+      stop_copy_bytes = sender->bytes_sent() - p.precopy_bytes.load();
     }
     SetDeviceDataPath(i, stream::DataPathName(sender->data_path_used()));
     RETURN_IF_ERROR(sender->EndStream());
     MM_LOG(INFO) << "session " << id_ << ": device " << e->name << ": stream complete, "
-                 << sender->bytes_sent() << " bytes (" << r.bytes << " in STOP_COPY)";
+                 << sender->bytes_sent() << " bytes (" << stop_copy_bytes << " in STOP_COPY)";
     SetPhase(SessionPhase::kCommitting);
     RETURN_IF_ERROR(sender->AwaitCommit(config_.stream.idle_timeout * 4, cancel_));
     p.committed = true;
@@ -633,12 +748,13 @@ absl::Status SourceSession::RunDevice(size_t i) {
   }();
   bool lost = false;
   if (!status.ok() && !agent_cancelled_.load()) {
-    // The heartbeat was lost first: whatever this device saw next (a cancelled wait) follows
-    // from that, and the destination (if it hears) learns that reason.
+    // The heartbeat was lost, or a timeout fired, first: whatever this device saw next (a
+    // cancelled wait) follows from that, and the destination (if it hears) learns that reason.
+    // Only a lost peer gets no time for it.
     absl::MutexLock l(&decide_mu_);
-    if (!peer_lost_.ok()) {
-      status = peer_lost_;
-      lost = true;
+    if (!abandoned_for_.ok()) {
+      status = abandoned_for_;
+      lost = peer_lost_;
     }
   }
   // A destination that is lost gets the ERROR only if it fits in the socket now: waiting for

@@ -96,17 +96,24 @@ class SourceSession final : public Session {
   // decided (PeerWatch's on_lost).
   void PeerLost(absl::Status why);
   // Abandons the migration for `why` unless it was already decided; every device's failure is
-  // then `why`. False when it was decided (to commit, or already to abort).
-  bool AbandonFor(const absl::Status& why);
+  // then `why` (`peer_lost`: the destination is gone, so its ERROR gets no time). False when it
+  // was decided (to commit, or already to abort).
+  bool AbandonFor(const absl::Status& why, bool peer_lost = false);
   // The watch thread's clock, every heartbeat interval: switchover readiness and the policy
   // timeouts.
   void Tick();
+  // PRE_COPY pumps at most this much between two reads of the driver's estimates.
+  static constexpr uint64_t kPrecopySlice = 64ull << 20;
   // The destination loaded device `device`'s initial precopy data (its LOADED).
   void OnLoaded(uint32_t device);
   // Reads the driver's stop-copy estimate into the device's progress (unknown if refused).
   void ReadStopCopySize(size_t i, MigratableDevice* dev);
   absl::Status RunPrecopy(size_t i, MigratableDevice* dev, int data_fd,
                           transport::DeviceStreamSender* sender);
+  // Data-fd mode: streams the agent's save-data fd, in PRE_COPY until the agent's Switchover
+  // (when the session asked for precopy), then to the fd's end, keepalives flowing whenever the
+  // VMM pauses. Errors: Aborted when the fd ends before Switchover; the pump's.
+  absl::Status RunAgentStream(size_t i, int data_fd, transport::DeviceStreamSender* sender);
   // How often a device thread with nothing to send tells the destination it is there, and
   // hears whether the destination gave up (its ERROR waits in the socket until then): the
   // heartbeat's interval, at most a quarter of the idle timeout.
@@ -150,11 +157,15 @@ class SourceSession final : public Session {
   Decision decision_ ABSL_GUARDED_BY(decide_mu_) = Decision::kOpen;
   size_t committed_ ABSL_GUARDED_BY(decide_mu_) = 0;
   // Why the migration was abandoned when the heartbeat was lost or a timeout fired first (then
-  // every device's failure is that).
-  absl::Status peer_lost_ ABSL_GUARDED_BY(decide_mu_);
+  // every device's failure is that), and whether it was the peer that was lost.
+  absl::Status abandoned_for_ ABSL_GUARDED_BY(decide_mu_);
+  bool peer_lost_ ABSL_GUARDED_BY(decide_mu_) = false;
+  // Decided (to commit or to abort): nothing is left for a timeout to end.
+  bool Decided();
   // The watch thread's own (Tick).
   bool ready_reported_ = false;
   uint64_t best_remaining_ = UINT64_MAX;  // Lowest remaining bytes seen in PRE_COPY.
+  uint64_t last_bytes_ = 0;                // Bytes moved at the last tick.
   absl::Time last_progress_ = absl::Now();
   uint64_t state_bytes_ = 0;  // Largest size of the devices' state seen.
   PeerWatch watch_;

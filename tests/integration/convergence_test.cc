@@ -107,6 +107,23 @@ TEST_F(Convergence, SwitchoverReadyOnlyAfterTheDestinationLoadedTheInitialData) 
   EXPECT_TRUE(BothSucceeded(e.source, e.destination));
 }
 
+TEST_F(Convergence, AConvergedPrecopyIsReadyUnderTheDefaultLimit) {
+  // Once the initial data is across, the state dirties slowly: precopy trickles (its recent
+  // rate says nothing of the link), and what a switchover would move is small.
+  ASSERT_TRUE(Attach(*src_, "d", "size=16MiB,chunk=64KiB,dirty_rate=256KiB").ok());
+  ASSERT_TRUE(Attach(*dst_, "d", "size=16MiB,chunk=64KiB").ok());
+  ASSERT_TRUE(Prepare("conv", {"d"}).ok());
+  ASSERT_TRUE(StartWith("conv", {"d"}, [](auto*) {}).ok());
+  SessionStatus s;
+  ASSERT_TRUE(WatchSourceUntil(
+      "conv", [](const SessionStatus& st) { return st.switchover_ready(); }, &s, 30))
+      << s.DebugString();
+  EXPECT_NEAR(s.downtime_limit_seconds(), 0.3, 1e-9);
+  EXPECT_LE(s.expected_downtime_seconds(), 0.3);
+  Ended e = SwitchoverAndWait("conv");
+  EXPECT_TRUE(BothSucceeded(e.source, e.destination));
+}
+
 TEST_F(Convergence, StopCopySizeIsReportedAndUnknownWhenTheDriverRefusesIt) {
   ASSERT_TRUE(Attach(*src_, "a", "size=4MiB").ok());
   ASSERT_TRUE(Attach(*src_, "b", "size=4MiB,data_size=off").ok());

@@ -129,8 +129,16 @@ class CopySendJobImpl final : public CopySendJob {
   }
 
   void OnTick() override {
-    if (cancel_.load() && !ended_) Fail(absl::CancelledError("stream cancelled"));
-    if (cancel_sent_ && absl::Now() > finish_by_) CutSends();
+    if (cancel_.load()) {
+      if (!ended_) {
+        Fail(absl::CancelledError("stream cancelled"));
+      } else if (finish_by_ == absl::InfiniteFuture()) {
+        // Ended (stopped, drained, budget) with frames still going out to a peer that may not
+        // read: a cancel bounds them too.
+        finish_by_ = absl::Now() + kFinishFrame;
+      }
+    }
+    if (absl::Now() > finish_by_) CutSends();
     // Switchover must not wait on a PRE_COPY read that the driver cannot satisfy (a precopy
     // estimate that overshot): withdraw it. Only the read: a send must never be cut.
     if (stop_.load() && phase_ == Phase::kPreCopy && read_inflight_ && !read_cancel_sent_) {
@@ -209,7 +217,7 @@ class CopySendJobImpl final : public CopySendJob {
       // are finished (within kFinishFrame, OnTick), so the stream stays framed for the ERROR
       // that tells the destination why; a send that fails ends on its own.
       cancel_sent_ = true;
-      finish_by_ = absl::Now() + kFinishFrame;
+      if (finish_by_ == absl::InfiniteFuture()) finish_by_ = absl::Now() + kFinishFrame;
       if (read_inflight_ || poll_inflight_) Check(ring_->CancelFd(data_fd_));
       if (peer_poll_inflight_) Check(ring_->Cancel(JobTag(kPeer, job_, 0)));
     }

@@ -84,7 +84,8 @@ class SpliceSendJobImpl final : public SpliceSendJob {
     if (cancel_.load()) {
       // A frame once begun is finished first (within kFinishFrame), so the stream stays framed
       // for the ERROR that tells the destination why; Fill stops at the next frame.
-      const bool begun = (state_ == kHeader && hdr_sent_ > 0) || state_ == kBody;
+      // Numbered is begun: its sequence number is spent, whether or not a byte went out yet.
+      const bool begun = numbered_ || state_ == kBody;
       if (begun && finish_by_ == absl::InfiniteFuture()) finish_by_ = absl::Now() + kFinishFrame;
       if (!begun || absl::Now() > finish_by_) {
         Fail(absl::CancelledError("stream cancelled"));

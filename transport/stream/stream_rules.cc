@@ -123,11 +123,14 @@ absl::StatusOr<IncomingStream::Frame> IncomingStream::OnHeader(size_t k, const F
       return f;
     case FrameType::kInitialDataSent:
       // Once, in PRE_COPY, at an offset no lower than what came before it on this connection.
+      // On one connection exactly at the bytes received; striped, the other connections' DATA
+      // may still be on its way (END_STREAM's total bounds it).
       if (initial_end_seen_ || precopy_ended_ || c.phase == Phase::kStopCopy ||
-          h.offset < (conns_.size() == 1 ? received : c.next_offset)) {
-        return Violation(k, h, "INITIAL_DATA_SENT comes once, in PRE_COPY, after its data");
+          (conns_.size() == 1 ? h.offset != received : h.offset < c.next_offset)) {
+        return Violation(k, h, "INITIAL_DATA_SENT comes once, in PRE_COPY, right after its data");
       }
       initial_end_seen_ = true;
+      initial_end_ = h.offset;
       if (initial_end_out_ != nullptr) initial_end_out_->store(h.offset);
       return f;
     case FrameType::kEndStream:
@@ -148,6 +151,11 @@ absl::StatusOr<peer::EndStream> IncomingStream::OnEndStream(const FrameHeader& h
   // may still be on their way.
   if (received > end.total_bytes || (conns_.size() == 1 && received != end.total_bytes)) {
     return EndStreamTotalError(end.total_bytes, received);
+  }
+  if (initial_end_seen_ && initial_end_ > end.total_bytes) {
+    return absl::DataLossError(absl::StrCat("device stream ", device_, ": INITIAL_DATA_SENT at ",
+                                            initial_end_, ", past the stream's end at ",
+                                            end.total_bytes));
   }
   end_ = end;
   return end;

@@ -127,6 +127,7 @@ class IncomingStream {
  private:
   std::atomic<uint64_t>* initial_end_out_ = nullptr;
   bool initial_end_seen_ = false;
+  uint64_t initial_end_ = 0;
   struct Conn {
     uint64_t next_seq;
     uint64_t next_offset = 0;  // End of this connection's last DATA frame.
