@@ -19,6 +19,9 @@ PACKAGES=(
   libdpdk-dev
   libxxhash-dev
   libssl-dev
+  # migmoverd --metrics_listen (Prometheus), and sd_notify readiness and watchdog under systemd.
+  prometheus-cpp-dev
+  libsystemd-dev
   # deploy/demo.sh makes its daemons' throw-away certificates with the openssl tool.
   openssl
   libgtest-dev

@@ -565,6 +565,7 @@ grpc::Status MigmoverService::GetDaemonInfo(grpc::ServerContext*, const v1::GetD
   resp->set_peer_security(defaults_.tls ? "TLS 1.3 with " + defaults_.tls->Describe()
                                         : "plaintext");
   resp->set_peer_address(defaults_.peer_address);
+  resp->set_metrics_address(defaults_.metrics_address);
   v1::DaemonInfo::Limits* l = resp->mutable_limits();
   const SessionLimits& limits = sessions_->limits();
   l->set_max_sessions(limits.max_sessions);

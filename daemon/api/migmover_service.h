@@ -26,6 +26,7 @@ struct ServiceDefaults {
   std::string io_engine;     // "io_uring", or "syscalls (io_uring refused: ...)".
   std::string peer_address;  // --peer_listen as bound.
   bool grpc_tls = false;     // --grpc_listen serves agents over mutual TLS.
+  std::string metrics_address;  // --metrics_listen as bound, or empty.
 };
 
 // The one mapping from absl::Status to grpc::Status (the canonical codes are the same).

@@ -1,5 +1,7 @@
 #include "daemon/device/vfio_device.h"
 
+#include "daemon/metrics/metrics.h"
+
 #include <cerrno>
 #include <cstring>
 
@@ -86,6 +88,7 @@ absl::StatusOr<UniqueFd> VfioDevice::SetArc(MigState next, bool final_arc) {
                                         fd(), ")");
   int r = seam_->Ioctl(fd(), VFIO_DEVICE_FEATURE, &buf);
   if (r < 0) {
+    Metrics().DeviceArcFailed(MigStateName(from), MigStateName(next));
     // A failed SET echoes the requested state: only a GET tells where the device is.
     auto now = GetState();
     std::string where = now.ok() ? absl::StrCat("device now in ", MigStateName(*now))

@@ -29,6 +29,7 @@
 #include "daemon/base/log.h"
 #include "daemon/base/version.h"
 #include "daemon/intake/fd_intake.h"
+#include "daemon/metrics/prometheus_metrics.h"
 #include "daemon/peer/peer_acceptor.h"
 #include "daemon/registry/device_registry.h"
 #include "daemon/session/session_manager.h"
@@ -167,6 +168,11 @@ ABSL_FLAG(uint32_t, max_sessions, 64,
 ABSL_FLAG(uint32_t, session_retention_s, 3600,
           "Seconds an ended session stays queryable (GetSession, ListSessions) and its id taken; "
           "ForgetSession frees it sooner. At most the 64 most recently ended are kept (1..604800).");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "HOST:PORT on which Prometheus metrics are served over plain HTTP at /metrics "
+          "(sessions by role and result, active sessions, bytes by direction and phase, "
+          "durations and switchover downtime as histograms, device FSM arc failures; no session "
+          "ids). Empty: off. Unauthenticated: bind it to loopback or a management network.");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
 ABSL_FLAG(std::string, name, "migmoverd", "Name shown in every log line.");
 
@@ -435,6 +441,14 @@ int main(int argc, char** argv) {
           : absl::StrCat("syscalls (io_uring refused: ", choice->uring_refused.message(), ")");
   defaults.peer_address = absl::StrCat(peer_addr->host, ":", (*acceptor)->port());
   defaults.grpc_tls = !absl::GetFlag(FLAGS_grpc_listen).empty();
+  std::unique_ptr<migmover::PrometheusMetrics> metrics;
+  if (const std::string listen = absl::GetFlag(FLAGS_metrics_listen); !listen.empty()) {
+    auto started = migmover::PrometheusMetrics::Start(listen);
+    if (!started.ok()) return Fail(started.status());
+    metrics = std::move(*started);
+    migmover::SetMetricsSink(metrics.get());
+    defaults.metrics_address = metrics->address();
+  }
   migmover::MigmoverService service(registry.get(), intake.get(), &sessions, defaults);
   // Both on purpose: orchestrators probe grpc.health.v1, and grpcurl-style tools discover the
   // API by reflection.
@@ -515,7 +529,9 @@ int main(int argc, char** argv) {
                << ", TCP congestion control "
                << (defaults.stream.tcp_congestion.empty() ? "system default"
                                                           : defaults.stream.tcp_congestion)
-               << ", DPDK " << (dpdk ? dpdk->Describe() : "off") << ", peers "
+               << ", DPDK " << (dpdk ? dpdk->Describe() : "off") << ", metrics "
+               << (metrics ? absl::StrCat("http://", metrics->address(), "/metrics") : "off")
+               << ", peers "
                << (tls ? absl::StrCat("TLS 1.3 with ", tls->Describe()) : "PLAINTEXT");
 
   while (!g_stop.load()) absl::SleepFor(absl::Milliseconds(100));
@@ -529,6 +545,8 @@ int main(int argc, char** argv) {
   intake.reset();
   registry.reset();  // Closes every device fd; no session or RPC uses them any more.
   dpdk.reset();  // No session uses the port any more.
+  migmover::SetMetricsSink(nullptr);
+  metrics.reset();
   MM_LOG(INFO) << "stopped";
   // gRPC's library teardown waits up to seconds for its timer threads; every fd and device
   // is already released, so skip it.

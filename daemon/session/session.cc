@@ -62,8 +62,47 @@ void Session::SetPhase(SessionPhase phase) {
   MM_LOG(INFO) << "session " << id_ << ": " << SessionPhaseName(phase_) << " -> "
                << SessionPhaseName(phase);
   phase_ = phase;
-  if (IsFinal(phase)) end_ = absl::Now();
   ++version_;
+  if (IsFinal(phase)) {
+    end_ = absl::Now();
+    ReportEndLocked();
+  }
+}
+
+MetricsRole Session::MetricsRoleOf(SessionRole role) {
+  return role == SessionRole::kSource ? MetricsRole::kSource : MetricsRole::kDestination;
+}
+
+const char* Session::ResultName(SessionPhase phase) {
+  switch (phase) {
+    case SessionPhase::kSucceeded:
+      return "succeeded";
+    case SessionPhase::kCancelled:
+      return "cancelled";
+    case SessionPhase::kInDoubt:
+      return "in_doubt";
+    default:
+      return "failed";
+  }
+}
+
+void Session::ReportEndLocked() {
+  SessionOutcome o;
+  o.role = MetricsRoleOf(role_);
+  o.result = ResultName(phase_);
+  uint64_t bytes = 0, precopy = 0;
+  for (const auto& p : progress_) {
+    bytes += p->bytes.load();
+    precopy += p->precopy_bytes.load();
+  }
+  o.precopy_bytes = precopy;
+  o.stop_copy_bytes = bytes - precopy;
+  o.seconds = absl::ToDoubleSeconds(end_ - start_);
+  if (role_ == SessionRole::kSource && stop_copy_start_ != absl::InfinitePast() &&
+      stop_copy_end_ != absl::InfinitePast()) {
+    o.downtime_seconds = absl::ToDoubleSeconds(stop_copy_end_ - stop_copy_start_);
+  }
+  Metrics().SessionEnded(o);
 }
 
 void Session::Fail(size_t device, const absl::Status& status) {
@@ -135,6 +174,7 @@ bool Session::LeaveDoubt(const absl::Status& outcome) {
   error_ = outcome;
   end_ = absl::Now();
   ++version_;
+  Metrics().SessionSettled(MetricsRoleOf(role_), "in_doubt", ResultName(next));
   return true;
 }
 
@@ -154,6 +194,7 @@ void Session::Finish(absl::Status in_doubt) {
   phase_ = next;
   end_ = absl::Now();
   ++version_;
+  ReportEndLocked();
   // One line an SRE can grep for: what moved, how fast, and what the VM paid.
   uint64_t bytes = 0, precopy = 0;
   for (const auto& p : progress_) {

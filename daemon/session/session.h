@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "daemon/metrics/metrics.h"
 
 namespace migmover {
 
@@ -133,6 +134,7 @@ class Session {
   virtual void Join() = 0;
 
   SessionPhase phase();
+  static MetricsRole MetricsRoleOf(SessionRole role);
 
  protected:
   void SetPhase(SessionPhase phase);
@@ -157,6 +159,9 @@ class Session {
   // False when the session was not IN_DOUBT.
   bool LeaveDoubt(const absl::Status& outcome);
   absl::Status error();
+  // The session ended (phase_ final): what it did, to the metrics.
+  void ReportEndLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static const char* ResultName(SessionPhase phase);
   // `measured`, at most the bandwidth cap in force.
   double CappedRate(double measured) const;
   void MarkStopCopyStart();

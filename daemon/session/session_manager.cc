@@ -113,6 +113,7 @@ void SessionManager::Put(std::shared_ptr<Session> session) {
   {
     absl::MutexLock l(&mu_);
     reap = PruneLocked();
+    Metrics().SessionStarted(Session::MetricsRoleOf(session->role()));
     sessions_[session->id()].session = std::move(session);
   }
   // Outside the lock: the last worker of a session that just ended may still be returning, and
