@@ -33,6 +33,8 @@
 #include "daemon/peer/peer_acceptor.h"
 #include "daemon/registry/device_registry.h"
 #include "daemon/session/session_manager.h"
+#include <systemd/sd-daemon.h>
+
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -534,7 +536,24 @@ int main(int argc, char** argv) {
                << ", peers "
                << (tls ? absl::StrCat("TLS 1.3 with ", tls->Describe()) : "PLAINTEXT");
 
-  while (!g_stop.load()) absl::SleepFor(absl::Milliseconds(100));
+  // Under systemd (Type=notify): ready now, and the watchdog fed from this loop, which also
+  // notices SIGTERM. Outside systemd these calls do nothing.
+  (void)sd_notify(0, "READY=1\nSTATUS=serving");
+  uint64_t watchdog_usec = 0;
+  absl::Duration feed_every = absl::InfiniteDuration();
+  if (sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0) {
+    feed_every = absl::Microseconds(static_cast<int64_t>(watchdog_usec / 2));
+    MM_LOG(INFO) << "systemd watchdog: fed every " << absl::FormatDuration(feed_every);
+  }
+  absl::Time fed = absl::InfinitePast();
+  while (!g_stop.load()) {
+    if (absl::Now() - fed >= feed_every) {
+      (void)sd_notify(0, "WATCHDOG=1");
+      fed = absl::Now();
+    }
+    absl::SleepFor(std::min(absl::Milliseconds(100), feed_every));
+  }
+  (void)sd_notify(0, "STOPPING=1");
   MM_LOG(INFO) << "shutting down: cancelling sessions";
   if (health != nullptr) health->Shutdown();  // NOT_SERVING from now on.
   sessions.CancelAll();
