@@ -51,6 +51,10 @@ class MigratableDevice {
 
   // One line for logs: "vfio fd 7 (stop_copy,p2p,pre_copy)".
   virtual std::string Describe() const = 0;
+
+  // What the device's own log lines (one per FSM arc) name it by: its attached name and the
+  // session using it ("" when none). Under the same rule as the other calls.
+  virtual void SetLogLabels(absl::string_view device, absl::string_view session) = 0;
 };
 
 }  // namespace migmover

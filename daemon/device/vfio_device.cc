@@ -1,5 +1,8 @@
 #include "daemon/device/vfio_device.h"
 
+#include <cstring>
+
+#include "daemon/base/log.h"
 #include "daemon/metrics/metrics.h"
 
 #include <cerrno>
@@ -93,8 +96,23 @@ absl::StatusOr<UniqueFd> VfioDevice::SetArc(MigState next, bool final_arc) {
     auto now = GetState();
     std::string where = now.ok() ? absl::StrCat("device now in ", MigStateName(*now))
                                  : absl::StrCat("state unknown (", now.status().message(), ")");
+    const char* err = ::strerrorname_np(-r);
+    MM_LOG(WARNING)
+            .With("session", log_session_)
+            .With("device", log_device_)
+            .With("from", MigStateName(from))
+            .With("to", MigStateName(next))
+            .With("errno", err != nullptr ? err : absl::StrCat(-r))
+        << "device " << log_device_ << ": " << call << " failed: " << (err ? err : "?") << ", "
+        << where;
     return ErrnoStatus(call, -r, where);
   }
+  MM_LOG(INFO)
+          .With("session", log_session_)
+          .With("device", log_device_)
+          .With("from", MigStateName(from))
+          .With("to", MigStateName(next))
+      << "device " << log_device_ << ": " << MigStateName(from) << " -> " << MigStateName(next);
   state_ = next;
   UniqueFd data_fd(mig->data_fd >= 0 ? mig->data_fd : -1);
   const bool expect_fd = ArcOpensDataFd(from, next);

@@ -27,6 +27,10 @@ class VfioDevice final : public MigratableDevice {
   absl::StatusOr<MigState> GetState() override;
   absl::StatusOr<UniqueFd> SetState(MigState target) override;
   MigState last_known_state() const override { return state_; }
+  void SetLogLabels(absl::string_view device, absl::string_view session) override {
+    log_device_ = std::string(device);
+    log_session_ = std::string(session);
+  }
   absl::StatusOr<PrecopyInfo> GetPrecopyInfo(int data_fd) override;
   absl::StatusOr<uint64_t> StopCopySize() override;
   absl::Status Reset() override;
@@ -45,6 +49,7 @@ class VfioDevice final : public MigratableDevice {
   std::shared_ptr<IoctlSeam> seam_;
   MigFeatures features_;
   MigState state_ = MigState::kError;
+  std::string log_device_, log_session_;
 };
 
 }  // namespace migmover

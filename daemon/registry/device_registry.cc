@@ -46,8 +46,15 @@ absl::Status DeviceRegistry::Add(std::unique_ptr<DeviceEntry> entry) {
                                                  "' is already attached"));
   }
   std::string name = entry->name;
+  LabelLocked(entry.get(), "");
   devices_.emplace(name, Slot{std::move(entry), ""});
   return absl::OkStatus();
+}
+
+void DeviceRegistry::LabelLocked(DeviceEntry* e, const std::string& session_id) {
+  // The registry's lock, then the device's: the order Info and List take them in.
+  absl::MutexLock l(&e->mu);
+  if (e->device) e->device->SetLogLabels(e->name, session_id);
 }
 
 absl::StatusOr<std::vector<DeviceEntry*>> DeviceRegistry::Claim(
@@ -70,6 +77,8 @@ absl::StatusOr<std::vector<DeviceEntry*>> DeviceRegistry::Claim(
     out.push_back(it->second.entry.get());
   }
   for (const auto& n : names) devices_[n].session_id = session_id;
+  // The devices' own log lines name the session now.
+  for (DeviceEntry* e : out) LabelLocked(e, session_id);
   return out;
 }
 
@@ -78,7 +87,10 @@ void DeviceRegistry::Release(const std::vector<std::string>& names,
   absl::MutexLock l(&mu_);
   for (const auto& n : names) {
     auto it = devices_.find(n);
-    if (it != devices_.end() && it->second.session_id == session_id) it->second.session_id.clear();
+    if (it != devices_.end() && it->second.session_id == session_id) {
+      it->second.session_id.clear();
+      LabelLocked(it->second.entry.get(), "");
+    }
   }
 }
 

@@ -67,6 +67,9 @@ class DeviceRegistry {
   std::vector<DeviceInfo> List();
 
  private:
+  // Names the session in the device's own log lines.
+  void LabelLocked(DeviceEntry* e, const std::string& session_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static DeviceInfo InfoOf(DeviceEntry& e, const std::string& session);
 
   absl::Mutex mu_;

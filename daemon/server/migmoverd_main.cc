@@ -176,6 +176,11 @@ ABSL_FLAG(std::string, metrics_listen, "",
           "durations and switchover downtime as histograms, device FSM arc failures; no session "
           "ids). Empty: off. Unauthenticated: bind it to loopback or a management network.");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
+ABSL_FLAG(std::string, log_format, "text",
+          "text (a line per event for people), kv (logfmt: ts= level= daemon= msg= and the "
+          "event's fields: session=, device=, from=, to=, errno=, code=) or json (one object per "
+          "line with the same keys). Every value is escaped: a peer's text cannot forge a field "
+          "or a line.");
 ABSL_FLAG(std::string, name, "migmoverd", "Name shown in every log line.");
 
 namespace {
@@ -235,6 +240,12 @@ int main(int argc, char** argv) {
   migmover::SetLogTag(absl::GetFlag(FLAGS_plaintext_peers)
                           ? absl::StrCat(absl::GetFlag(FLAGS_name), " PLAINTEXT-PEERS")
                           : absl::GetFlag(FLAGS_name));
+  if (auto format = migmover::ParseLogFormat(absl::GetFlag(FLAGS_log_format)); format.ok()) {
+    migmover::SetLogFormat(*format);
+  } else {
+    std::cerr << format.status().message() << "\n";
+    return 2;
+  }
   const std::string level = absl::GetFlag(FLAGS_log_level);
   if (level == "debug") {
     migmover::SetMinLogSeverity(migmover::LogSeverity::kDebug);

@@ -59,8 +59,11 @@ void Session::SetPhase(SessionPhase phase) {
   if (IsFinal(phase_) || phase_ == phase) return;
   // Phases only move forward; a late worker must not pull the session back.
   if (!IsFinal(phase) && static_cast<int>(phase) < static_cast<int>(phase_)) return;
-  MM_LOG(INFO) << "session " << id_ << ": " << SessionPhaseName(phase_) << " -> "
-               << SessionPhaseName(phase);
+  MM_LOG(INFO)
+          .With("session", id_)
+          .With("from", SessionPhaseName(phase_))
+          .With("to", SessionPhaseName(phase))
+      << "session " << id_ << ": " << SessionPhaseName(phase_) << " -> " << SessionPhaseName(phase);
   phase_ = phase;
   ++version_;
   if (IsFinal(phase)) {
@@ -112,8 +115,12 @@ void Session::Fail(size_t device, const absl::Status& status) {
   }
   if (error_.ok() && !IsFinal(phase_)) {
     error_ = status;
-    MM_LOG(ERROR) << "session " << id_ << ": device "
-                  << (device < progress_.size() ? progress_[device]->name : "?") << ": " << status;
+    const std::string name = device < progress_.size() ? progress_[device]->name : "?";
+    MM_LOG(ERROR)
+            .With("session", id_)
+            .With("device", name)
+            .With("code", absl::StatusCodeToString(status.code()))
+        << "session " << id_ << ": device " << name << ": " << status;
   }
   ++version_;
 }
@@ -189,8 +196,11 @@ void Session::Finish(absl::Status in_doubt) {
     next = SessionPhase::kInDoubt;
     error_ = in_doubt;
   }
-  MM_LOG(INFO) << "session " << id_ << ": " << SessionPhaseName(phase_) << " -> "
-               << SessionPhaseName(next);
+  MM_LOG(INFO)
+          .With("session", id_)
+          .With("from", SessionPhaseName(phase_))
+          .With("to", SessionPhaseName(next))
+      << "session " << id_ << ": " << SessionPhaseName(phase_) << " -> " << SessionPhaseName(next);
   phase_ = next;
   end_ = absl::Now();
   ++version_;
