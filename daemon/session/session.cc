@@ -255,8 +255,9 @@ SessionSnapshot Session::Snapshot() {
     d.security = p->security;
     d.integrity = p->integrity;
     d.error = p->error;
-    d.bytes = p->bytes.load();
+    // PRE_COPY's count first: both only grow, so bytes >= precopy_bytes holds in the snapshot.
     d.precopy_bytes = p->precopy_bytes.load();
+    d.bytes = std::max(p->bytes.load(), d.precopy_bytes);
     d.pending_bytes = p->pending_bytes.load();
     d.precopy_rounds = p->precopy_rounds.load();
     d.digest_checked = p->digest_checked.load();

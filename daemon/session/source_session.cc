@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -552,19 +553,11 @@ absl::Status SourceSession::RunAgentStream(size_t i, int data_fd,
   // A pipe or socket says "nothing now" by having nothing to read, and its end by a hang-up:
   // the daemon polls it and reads only what is there, so it never blocks in a read while the
   // VMM pauses (and keepalives flow). Any other fd (a VFIO migration data fd, a file) says
-  // "nothing now" in PRE_COPY with an empty read (0 or ENOMSG), and its end in STOP_COPY with
-  // 0.
+  // "nothing now" with an empty read (0 or ENOMSG) until the agent's Switchover, and its end
+  // with 0 after it.
   const bool stream_fd = S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode);
-  if (stream_fd) {
-    const int flags = ::fcntl(data_fd, F_GETFL);
-    if (flags < 0 || ::fcntl(data_fd, F_SETFL, flags | O_NONBLOCK) != 0) {
-      return ErrnoStatus(absl::StrCat("fcntl(save-data fd ", data_fd, ", F_SETFL, O_NONBLOCK)"),
-                         errno);
-    }
-  }
   static const std::atomic<bool> kNever{false};
-  const bool precopy = config_.precopy;
-  Phase phase = precopy ? Phase::kPreCopy : Phase::kStopCopy;
+  Phase phase = config_.precopy ? Phase::kPreCopy : Phase::kStopCopy;
   absl::Time last_sent = absl::Now();
   auto woken = [this] { return switchover_.load() || cancel_.load(); };
   auto gave_up = [&] {
@@ -573,48 +566,70 @@ absl::Status SourceSession::RunAgentStream(size_t i, int data_fd,
         sender->bytes_sent(), " bytes: its writer gave up (the agent calls Switchover once its "
         "VMM's device is in STOP_COPY; the fd's end then completes the stream)"));
   };
+  // Every byte sent while in PRE_COPY counts there, a failed pump's too.
+  auto count_precopy = [&] {
+    if (phase == Phase::kPreCopy) p.precopy_bytes = sender->bytes_sent();
+  };
+  auto to_stop_copy = [&]() -> absl::Status {
+    // The agent's device is in STOP_COPY now: what follows is the rest of the stream.
+    count_precopy();
+    RETURN_IF_ERROR(sender->EndPhase(Phase::kPreCopy));
+    phase = Phase::kStopCopy;
+    return absl::OkStatus();
+  };
   while (true) {
     if (cancel_.load()) return absl::CancelledError("session cancelled");
-    if (phase == Phase::kPreCopy && switchover_.load()) {
-      // The agent's device is in STOP_COPY now: what follows is the rest of the stream.
-      p.precopy_bytes = sender->bytes_sent();
-      RETURN_IF_ERROR(sender->EndPhase(Phase::kPreCopy));
-      phase = Phase::kStopCopy;
-      SetDeviceState(i, "");
-    }
+    if (phase == Phase::kPreCopy && switchover_.load()) RETURN_IF_ERROR(to_stop_copy());
     // Only the agent's Switchover makes an end the stream's end.
     const std::atomic<bool>& stop = phase == Phase::kPreCopy ? switchover_ : kNever;
-    uint64_t budget = UINT64_MAX;
+    // Reads never block: a pipe or socket is read for what it holds (its mode is the agent's,
+    // not ours to change), any other fd in slices.
+    uint64_t budget = kPrecopySlice;
     bool ended = false;
     if (stream_fd) {
-      pollfd pf{data_fd, POLLIN, 0};
+      pollfd pf{data_fd, POLLIN | POLLRDHUP, 0};
       const int n = ::poll(&pf, 1, 20);
       if (n < 0 && errno != EINTR) {
         return ErrnoStatus(absl::StrCat("poll(save-data fd ", data_fd, ")"), errno);
       }
       int avail = 0;
-      if (n > 0 && ::ioctl(data_fd, FIONREAD, &avail) != 0) avail = 0;
-      if (avail > 0) {
+      const bool sized = n <= 0 || ::ioctl(data_fd, FIONREAD, &avail) == 0;
+      if (n > 0 && (pf.revents & POLLNVAL)) {
+        return absl::InternalError(absl::StrCat("poll(save-data fd ", data_fd, "): POLLNVAL"));
+      }
+      if (n > 0 && (pf.revents & POLLERR)) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (::getsockopt(data_fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err == 0) err = EIO;
+        return ErrnoStatus(absl::StrCat("save-data fd ", data_fd, " (poll: POLLERR)"), err);
+      }
+      if (!sized) {
+        budget = kPrecopySlice;  // No FIONREAD here: a read of what is there, at most this.
+      } else if (avail > 0) {
         budget = static_cast<uint64_t>(avail);
-      } else if (n > 0 && (pf.revents & (POLLHUP | POLLERR))) {
-        ended = true;  // The writer closed its end, and nothing is left.
+      } else if (n > 0) {
+        ended = true;  // Readable, or hung up, with nothing to read: the writer's end.
       } else {
         budget = 0;  // Nothing now.
       }
     }
     if (ended) {
       if (!switchover_.load()) return gave_up();
+      if (phase == Phase::kPreCopy) RETURN_IF_ERROR(to_stop_copy());
       break;
     }
     PumpResult r;
     if (budget > 0) {
-      ASSIGN_OR_RETURN(r, sender->Pump(data_fd, phase, budget, stop, cancel_));
+      absl::StatusOr<PumpResult> pumped = sender->Pump(data_fd, phase, budget, stop, cancel_);
+      count_precopy();
+      if (!pumped.ok()) return pumped.status();
+      r = *pumped;
       if (r.bytes > 0) last_sent = absl::Now();
-      if (phase == Phase::kPreCopy) p.precopy_bytes = sender->bytes_sent();
-      if (!stream_fd && r.end == PumpResult::End::kEof) {
-        if (!switchover_.load()) return gave_up();  // Only STOP_COPY reads end a stream.
-        break;
+      if (!stream_fd && r.end == PumpResult::End::kEof && switchover_.load()) {
+        if (phase == Phase::kPreCopy) RETURN_IF_ERROR(to_stop_copy());
+        break;  // A STOP_COPY read of 0: the end.
       }
+      // Before Switchover, 0 from a file-like fd is "nothing now", in either phase.
       if (r.bytes > 0) continue;
     }
     if (absl::Now() - last_sent > KeepaliveEvery()) {

@@ -5,6 +5,7 @@
 // counts each byte in the phase it moved in.
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <random>
@@ -153,6 +154,34 @@ TEST_F(DataFd, PrecopyOnAPipeOutlastsTheIdleTimeoutWhileTheVmmPauses) {
   EXPECT_EQ(src.stop_copy_bytes(), 512u << 10);
   // A repeated Switchover (a lost reply) is no error, even once the session ended.
   EXPECT_TRUE(Switchover("pause").ok());
+  reader_.join();
+  EXPECT_EQ(got_, data);
+}
+
+TEST_F(DataFd, PrecopyOnASocketEndsAtTheWritersShutdown) {
+  // A socket's writer ends its stream with shutdown(SHUT_WR): readable, nothing to read, and no
+  // hang-up (the other direction stays open).
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  UniqueFd vmm(sv[0]), daemon_end(sv[1]);
+  auto h = SendFdToIntake(src_->fd_socket(), FdPurpose::kSaveData, daemon_end.get());
+  ASSERT_TRUE(h.ok()) << h.status();
+  daemon_end.Reset();
+  ASSERT_TRUE(AttachHandle(*src_, "sk", *h).ok());
+  AttachResumePipe("sk");
+  const std::vector<uint8_t> data = Random(3 << 20, 13);
+  PrepareAndStart("sock", "sk");
+  WriteAll(vmm.get(), data.data(), 2 << 20);
+  AwaitPrecopyBytes("sock", 2 << 20);
+  ASSERT_TRUE(Switchover("sock").ok());
+  WriteAll(vmm.get(), data.data() + (2 << 20), 1 << 20);
+  ASSERT_EQ(::shutdown(vmm.get(), SHUT_WR), 0);
+  SessionStatus src = WaitFinal(*src_, "sock", 30);
+  SessionStatus dst = WaitFinal(*dst_, "sock", 30);
+  EXPECT_EQ(src.phase(), SessionStatus::SUCCEEDED) << src.DebugString();
+  EXPECT_EQ(dst.phase(), SessionStatus::SUCCEEDED) << dst.DebugString();
+  EXPECT_EQ(src.precopy_bytes(), 2u << 20);
+  EXPECT_EQ(src.stop_copy_bytes(), 1u << 20);
   reader_.join();
   EXPECT_EQ(got_, data);
 }

@@ -95,7 +95,8 @@ class CopySendJobImpl final : public CopySendJob {
       }
     }
     // Hand ready frames, in stream order, to free connections.
-    while (ready_count_ > 0 && error_.ok() && sends_inflight_ < nsock_) {
+    // Once cancelled, no frame begins (those begun are finished).
+    while (ready_count_ > 0 && error_.ok() && !cancel_.load() && sends_inflight_ < nsock_) {
       const uint32_t slot = ready_[ready_head_];
       Slot& sl = slots_[slot];
       if (s_->options.limiter && !head_reserved_) {
@@ -129,15 +130,9 @@ class CopySendJobImpl final : public CopySendJob {
   }
 
   void OnTick() override {
-    if (cancel_.load()) {
-      if (!ended_) {
-        Fail(absl::CancelledError("stream cancelled"));
-      } else if (finish_by_ == absl::InfiniteFuture()) {
-        // Ended (stopped, drained, budget) with frames still going out to a peer that may not
-        // read: a cancel bounds them too.
-        finish_by_ = absl::Now() + kFinishFrame;
-      }
-    }
+    // Also a job that ended (stopped, drained, budget) with frames still going out to a peer
+    // that may not read: a cancel bounds them too, and frames not begun never will be.
+    if (cancel_.load() && error_.ok()) Fail(absl::CancelledError("stream cancelled"));
     if (absl::Now() > finish_by_) CutSends();
     // Switchover must not wait on a PRE_COPY read that the driver cannot satisfy (a precopy
     // estimate that overshot): withdraw it. Only the read: a send must never be cut.
