@@ -568,7 +568,10 @@ absl::Status SourceSession::RunAgentStream(size_t i, int data_fd,
   };
   // Every byte sent while in PRE_COPY counts there, a failed pump's too.
   auto count_precopy = [&] {
-    if (phase == Phase::kPreCopy) p.precopy_bytes = sender->bytes_sent();
+    if (phase != Phase::kPreCopy) return;
+    // Watchers see the count as soon as it moves (the live byte count ran ahead of it).
+    const uint64_t sent = sender->bytes_sent();
+    if (p.precopy_bytes.exchange(sent) != sent) Touch();
   };
   auto to_stop_copy = [&]() -> absl::Status {
     // The agent's device is in STOP_COPY now: what follows is the rest of the stream.
