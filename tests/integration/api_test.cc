@@ -48,13 +48,6 @@ class Api : public TwoDaemons {
     SessionStatus o;
     return d.stub()->ForgetSession(&ctx, req, out ? out : &o);
   }
-  grpc::Status Cancel(DaemonProcess& d, const std::string& id) {
-    grpc::ClientContext ctx;
-    v1::CancelSessionRequest req;
-    req.set_session_id(id);
-    SessionStatus o;
-    return d.stub()->CancelSession(&ctx, req, &o);
-  }
   std::vector<std::string> ListIds(DaemonProcess& d) {
     grpc::ClientContext ctx;
     v1::ListSessionsResponse resp;

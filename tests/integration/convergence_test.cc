@@ -33,28 +33,6 @@ class Convergence : public TwoDaemons {
     return src_->stub()->StartSource(&ctx, req, &out);
   }
 
-  // Streams the source's status until `until` holds (true) or the session ends (false).
-  bool WatchSourceUntil(const std::string& id,
-                        const std::function<bool(const SessionStatus&)>& until,
-                        SessionStatus* last, double seconds = 60) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() +
-                     std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
-    v1::WatchSessionRequest req;
-    req.set_session_id(id);
-    auto reader = src_->stub()->WatchSession(&ctx, req);
-    bool reached = false;
-    while (reader->Read(last)) {
-      if (until(*last)) {
-        reached = true;
-        ctx.TryCancel();
-        break;
-      }
-    }
-    reader->Finish();
-    return reached;
-  }
-
   v1::DeviceProgress DestinationDevice(const std::string& id, int index) {
     SessionStatus d = Get(*dst_, id);
     return index < d.devices_size() ? d.devices(index) : v1::DeviceProgress();
@@ -176,11 +154,7 @@ TEST_F(Convergence, ExpectedDowntimeOverTheLimitIsNotReady) {
         return absl::Now() > until;
       }, &s, 10);
   EXPECT_GT(seen, 0);
-  grpc::ClientContext ctx;
-  v1::CancelSessionRequest req;
-  req.set_session_id("limit");
-  SessionStatus out;
-  ASSERT_TRUE(src_->stub()->CancelSession(&ctx, req, &out).ok());
+  ASSERT_TRUE(Cancel(*src_, "limit").ok());
   ExpectBothBack("limit", "d");
 }
 

@@ -60,19 +60,10 @@ class DataFd : public TwoDaemons {
 
   // Waits (WatchSession) until the source has moved `bytes` in PRE_COPY.
   SessionStatus AwaitPrecopyBytes(const std::string& id, uint64_t bytes) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-    v1::WatchSessionRequest req;
-    req.set_session_id(id);
-    auto reader = src_->stub()->WatchSession(&ctx, req);
     SessionStatus s;
-    while (reader->Read(&s)) {
-      if (s.precopy_bytes() >= bytes || Final(s)) {
-        ctx.TryCancel();
-        break;
-      }
-    }
-    reader->Finish();
+    WatchSourceUntil(
+        id, [&](const SessionStatus& st) { return st.precopy_bytes() >= bytes || Final(st); },
+        &s, 30);
     EXPECT_GE(s.precopy_bytes(), bytes) << s.DebugString();
     return s;
   }

@@ -54,13 +54,6 @@ uint64_t RssKiB(pid_t pid) {
 
 class LeakTest : public TwoDaemons {
  protected:
-  grpc::Status CancelOn(DaemonProcess& d, const std::string& id) {
-    grpc::ClientContext ctx;
-    v1::CancelSessionRequest req;
-    req.set_session_id(id);
-    SessionStatus out;
-    return d.stub()->CancelSession(&ctx, req, &out);
-  }
   // A whole migration of d0 and d1 (a destination device that ran holds migrated state; the
   // next RESUMING replaces it), then the source's devices running again for the next round.
   void MigrateFully(const std::string& id) {
@@ -103,7 +96,7 @@ TEST_F(LeakTest, FailedAndCancelledMigrationsLeaveNoFdsOrMemoryBehind) {
     if (where == 2) (void)Switchover(id);
     if (where == 3) absl::SleepFor(absl::Microseconds(rng() % 5000));
     // Cancel one side: the source (any phase), or the destination (its source then fails).
-    (void)CancelOn(where % 2 == 0 ? *src_ : *dst_, id);
+    (void)Cancel(where % 2 == 0 ? *src_ : *dst_, id);
     SessionStatus s = WaitFinal(*src_, id, 30);
     SessionStatus d = WaitFinal(*dst_, id, 30);
     if (s.phase() == SessionStatus::SUCCEEDED) {

@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <cstdlib>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -140,27 +141,48 @@ class TwoDaemons : public ::testing::Test {
     return s;
   }
 
-  // Waits (via WatchSession) until the source has done `rounds` precopy rounds.
-  SessionStatus WatchUntilRounds(const std::string& id, uint32_t rounds) {
+  // Streams the source's status until `until` holds (true), or the stream ends (the session
+  // ended) or `seconds` pass (false); `*last` is the last status read.
+  bool WatchSourceUntil(const std::string& id,
+                        const std::function<bool(const SessionStatus&)>& until,
+                        SessionStatus* last, double seconds = 60) {
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
     v1::WatchSessionRequest req;
     req.set_session_id(id);
     auto reader = src_->stub()->WatchSession(&ctx, req);
-    SessionStatus s;
     bool reached = false;
-    while (reader->Read(&s)) {
-      if (s.precopy_rounds() >= rounds || Final(s)) {
+    while (reader->Read(last)) {
+      if (until(*last)) {
         reached = true;
         ctx.TryCancel();
         break;
       }
     }
     reader->Finish();
+    return reached;
+  }
+
+  // Waits (via WatchSession) until the source has done `rounds` precopy rounds.
+  SessionStatus WatchUntilRounds(const std::string& id, uint32_t rounds) {
+    SessionStatus s;
+    const bool reached = WatchSourceUntil(
+        id, [&](const SessionStatus& st) { return st.precopy_rounds() >= rounds || Final(st); },
+        &s, 20);
     // Every device must get through its rounds promptly: a stall here is a bug, not slowness.
     EXPECT_TRUE(reached) << "session " << id << " did not reach " << rounds
                          << " precopy round(s)  within 20 s: " << s.DebugString();
     return s;
+  }
+
+  // CancelSession on daemon `d`.
+  grpc::Status Cancel(DaemonProcess& d, const std::string& id) {
+    grpc::ClientContext ctx;
+    v1::CancelSessionRequest req;
+    req.set_session_id(id);
+    SessionStatus out;
+    return d.stub()->CancelSession(&ctx, req, &out);
   }
 
   grpc::Status Switchover(const std::string& id) {
