@@ -202,6 +202,14 @@ absl::StatusOr<std::unique_ptr<DeviceEntry>> MigmoverService::MakeEntry(
   switch (req.source_case()) {
     case v1::AttachDeviceRequest::kSimulated: {
       ASSIGN_OR_RETURN(sim::SimDeviceSpec spec, sim::ParseSimDeviceSpec(req.simulated()));
+      if (defaults_.memory != nullptr) {
+        ASSIGN_OR_RETURN(entry->memory,
+                         defaults_.memory->Reserve(
+                             spec.BookkeepingBytes(),
+                             absl::StrCat("simulated device '", req.name(), "' (",
+                                          (spec.state_size + spec.chunk_size - 1) / spec.chunk_size,
+                                          " chunks of bookkeeping)")));
+      }
       entry->kind = DeviceKind::kSimulated;
       ASSIGN_OR_RETURN(entry->device, sim::OpenSimulatedDevice(spec, &entry->sim));
       return entry;
@@ -332,8 +340,12 @@ grpc::Status MigmoverService::PrepareDestination(grpc::ServerContext*,
     config.transports = defaults_.transports;
     config.tls = defaults_.tls;
     ASSIGN_OR_RETURN(const std::string fingerprint, Fingerprint(*req));
+    // Receives hold a stream's buffers per connection; the source decides how many, up to
+    // this daemon's default as a rule.
+    const uint64_t memory = config.devices.size() * uint64_t{defaults_.streams} *
+                            stream::StreamMemoryBytes(config.stream);
     ASSIGN_OR_RETURN(std::shared_ptr<Session> existing,
-                     sessions_->Reserve(config.session_id, fingerprint));
+                     sessions_->Reserve(config.session_id, fingerprint, memory));
     if (existing) {
       // A retry of the request that created it (its reply was lost): the same answer, the
       // generated secret included, for the agent cannot use the session without it.
@@ -400,9 +412,12 @@ grpc::Status MigmoverService::StartSource(grpc::ServerContext*, const v1::StartS
     config.workers = req->options().workers() ? req->options().workers() : defaults_.workers;
     if (config.workers > 64) return absl::InvalidArgumentError("workers must be 0..64");
     ASSIGN_OR_RETURN(config.stream, StreamOptionsFrom(req->options()));
+    config.host_bandwidth = defaults_.host_bandwidth;
     ASSIGN_OR_RETURN(const std::string fingerprint, Fingerprint(*req));
+    const uint64_t memory = config.devices.size() * uint64_t{config.streams} *
+                            stream::StreamMemoryBytes(config.stream);
     ASSIGN_OR_RETURN(std::shared_ptr<Session> existing,
-                     sessions_->Reserve(config.session_id, fingerprint));
+                     sessions_->Reserve(config.session_id, fingerprint, memory));
     if (existing) {
       FillStatus(existing->Snapshot(), resp);
       MM_LOG(INFO) << "session " << config.session_id << ": StartSource retried, answered "
@@ -552,7 +567,8 @@ grpc::Status MigmoverService::GetDaemonInfo(grpc::ServerContext*, const v1::GetD
   resp->set_version(kMigmoverVersion);
   resp->set_peer_protocol_version(wire::kProtocolVersion);
   for (const char* f : {"pre_copy", "p2p", "data_fd", "striping", "splice", "copy",
-                        "resolve_in_doubt", "idempotent_sessions", "bandwidth_cap"}) {
+                        "resolve_in_doubt", "idempotent_sessions", "bandwidth_cap",
+                        "host_bandwidth_cap", "memory_admission"}) {
     resp->add_features(f);
   }
   if (defaults_.tls) resp->add_features("peer_tls");
@@ -577,6 +593,14 @@ grpc::Status MigmoverService::GetDaemonInfo(grpc::ServerContext*, const v1::GetD
       static_cast<uint32_t>(absl::ToInt64Seconds(limits.retention)));
   l->set_max_session_id_length(wire::kMaxSessionIdLength);
   l->set_max_device_name_length(64);
+  (void)sessions_->ActiveCount();  // Sessions that ended give their memory back first.
+  if (defaults_.memory != nullptr) {
+    l->set_max_memory_bytes(defaults_.memory->limit());
+    l->set_memory_in_use_bytes(defaults_.memory->in_use());
+  }
+  if (defaults_.host_bandwidth != nullptr) {
+    l->set_max_bandwidth_bytes_per_second(defaults_.host_bandwidth->rate());
+  }
   return grpc::Status::OK;
 }
 

@@ -27,6 +27,10 @@ struct ServiceDefaults {
   std::string peer_address;  // --peer_listen as bound.
   bool grpc_tls = false;     // --grpc_listen serves agents over mutual TLS.
   std::string metrics_address;  // --metrics_listen as bound, or empty.
+  // --max_memory, charged by simulated devices and by sessions' stream buffers (null: none).
+  std::shared_ptr<MemoryBudget> memory;
+  // --max_bandwidth, which every source session joins (null: none).
+  std::shared_ptr<stream::HostBandwidth> host_bandwidth;
 };
 
 // The one mapping from absl::Status to grpc::Status (the canonical codes are the same).

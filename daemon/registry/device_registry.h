@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "daemon/base/memory_budget.h"
 #include "daemon/device/migratable_device.h"
 #include "daemon/device/sim/sim_driver.h"
 #include "transport/base/unique_fd.h"
@@ -31,6 +32,9 @@ struct DeviceEntry {
   absl::Mutex mu;
   // Data-fd kinds: the fd the agent gave. FSM kinds: a data fd opened by SetDeviceState.
   UniqueFd data_fd ABSL_GUARDED_BY(mu);
+  // What the device holds of the daemon's --max_memory (a simulated device's bookkeeping),
+  // given back when the entry is destroyed (DetachDevice).
+  MemoryBudget::Reservation memory;
 
   bool runs_fsm() const { return kind == DeviceKind::kVfio || kind == DeviceKind::kSimulated; }
 };

@@ -27,6 +27,8 @@
 #include "absl/time/clock.h"
 #include "daemon/api/migmover_service.h"
 #include "daemon/base/log.h"
+#include "daemon/base/memory_budget.h"
+#include "daemon/device/sim/sim_device_spec.h"
 #include "daemon/base/version.h"
 #include "daemon/intake/fd_intake.h"
 #include "daemon/metrics/prometheus_metrics.h"
@@ -170,6 +172,17 @@ ABSL_FLAG(uint32_t, max_sessions, 64,
 ABSL_FLAG(uint32_t, session_retention_s, 3600,
           "Seconds an ended session stays queryable (GetSession, ListSessions) and its id taken; "
           "ForgetSession frees it sooner. At most the 64 most recently ended are kept (1..604800).");
+ABSL_FLAG(std::string, max_memory, "",
+          "Memory this daemon's devices and running sessions may hold at once, with units "
+          "(512MiB, 8GiB): a simulated device's bookkeeping, each session's stream buffers "
+          "(devices x streams x (buffers + 1) x chunk size). An AttachDevice or session that "
+          "would pass it fails with RESOURCE_EXHAUSTED and changes nothing. Empty: a quarter of "
+          "this machine's memory (at least 256MiB); 0: no limit.");
+ABSL_FLAG(std::string, max_bandwidth, "0",
+          "Host-wide cap on what all source sessions send together, in bytes per second with "
+          "units (1GB, 500MiB): split fairly among the sessions sending at once (max-min: a "
+          "session held below its part by its own cap, device or peer leaves the rest to the "
+          "others); each session's own cap still applies. 0: no host cap.");
 ABSL_FLAG(std::string, metrics_listen, "",
           "HOST:PORT on which Prometheus metrics are served over plain HTTP at /metrics "
           "(sessions by role and result, active sessions, bytes by direction and phase, "
@@ -363,7 +376,23 @@ int main(int argc, char** argv) {
     return Fail(absl::InvalidArgumentError("--session_retention_s must be 1..604800"));
   }
   session_limits.retention = absl::Seconds(absl::GetFlag(FLAGS_session_retention_s));
-  migmover::SessionManager sessions(session_limits);
+  uint64_t max_memory = migmover::MemoryBudget::DefaultLimit();
+  if (const std::string m = absl::GetFlag(FLAGS_max_memory); !m.empty()) {
+    auto parsed = migmover::sim::ParseByteSize(m);
+    if (!parsed.ok()) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--max_memory: ", parsed.status().message())));
+    }
+    max_memory = *parsed;
+  }
+  defaults.memory = migmover::MemoryBudget::Create(max_memory);
+  auto max_bandwidth = migmover::sim::ParseByteSize(absl::GetFlag(FLAGS_max_bandwidth));
+  if (!max_bandwidth.ok()) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--max_bandwidth: ", max_bandwidth.status().message())));
+  }
+  defaults.host_bandwidth = std::make_shared<migmover::stream::HostBandwidth>(*max_bandwidth);
+  migmover::SessionManager sessions(session_limits, defaults.memory);
 
   uint32_t socket_mode = 0;
   if (const std::string m = absl::GetFlag(FLAGS_socket_mode);
@@ -545,7 +574,11 @@ int main(int argc, char** argv) {
                << ", DPDK " << (dpdk ? dpdk->Describe() : "off") << ", metrics "
                << (metrics ? absl::StrCat("http://", metrics->address(), "/metrics") : "off")
                << ", peers "
-               << (tls ? absl::StrCat("TLS 1.3 with ", tls->Describe()) : "PLAINTEXT");
+               << (tls ? absl::StrCat("TLS 1.3 with ", tls->Describe()) : "PLAINTEXT")
+               << ", memory budget "
+               << (max_memory ? absl::StrCat(max_memory, " bytes") : std::string("unlimited"))
+               << ", host bandwidth cap "
+               << (*max_bandwidth ? absl::StrCat(*max_bandwidth, " B/s") : std::string("off"));
 
   // Under systemd (Type=notify): ready now, and the watchdog fed from this loop, which also
   // notices SIGTERM. Outside systemd these calls do nothing.

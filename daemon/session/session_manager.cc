@@ -11,8 +11,8 @@
 
 namespace migmover {
 
-SessionManager::SessionManager(SessionLimits limits)
-    : limits_(limits), reaper_([this] { ReaperLoop(); }) {}
+SessionManager::SessionManager(SessionLimits limits, std::shared_ptr<MemoryBudget> memory)
+    : limits_(limits), memory_(std::move(memory)), reaper_([this] { ReaperLoop(); }) {}
 
 SessionManager::~SessionManager() {
   CancelAll();
@@ -65,7 +65,8 @@ void SessionManager::Reap(std::vector<std::shared_ptr<Session>> sessions) {
 }
 
 absl::StatusOr<std::shared_ptr<Session>> SessionManager::Reserve(const std::string& id,
-                                                                 const std::string& fingerprint) {
+                                                                 const std::string& fingerprint,
+                                                                 uint64_t memory_bytes) {
   if (absl::Status s = CheckId(id); !s.ok()) return s;
   std::vector<std::shared_ptr<Session>> reap;
   absl::StatusOr<std::shared_ptr<Session>> result = std::shared_ptr<Session>();
@@ -93,8 +94,19 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Reserve(const std::stri
         result = absl::ResourceExhaustedError(absl::StrCat(
             "this daemon runs ", active, " sessions, its limit (--max_sessions=",
             limits_.max_sessions, "): retry once one ends"));
-      } else {
+      } else if (memory_ == nullptr) {
         sessions_[id] = Entry{nullptr, fingerprint};
+      } else {
+        // Sessions that ended gave theirs back in PruneLocked above.
+        absl::StatusOr<MemoryBudget::Reservation> memory =
+            memory_->Reserve(memory_bytes, absl::StrCat("session '", id, "'"));
+        if (!memory.ok()) {
+          result = memory.status();
+        } else {
+          Entry& e = sessions_[id];
+          e.fingerprint = fingerprint;
+          e.memory = *std::move(memory);
+        }
       }
     }
   }
@@ -131,6 +143,8 @@ std::vector<std::shared_ptr<Session>> SessionManager::PruneLocked() {
       continue;
     }
     e.ended = now;
+    // Its buffers go with its last worker, which is returning now.
+    e.memory.Reset();
     reap.push_back(e.session);  // Its threads hold stacks until joined.
     ended_.push_back(id);
   }
@@ -225,8 +239,15 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Forget(const std::strin
 }
 
 size_t SessionManager::ActiveCount() {
-  absl::MutexLock l(&mu_);
-  return ActiveCountLocked();
+  std::vector<std::shared_ptr<Session>> reap;
+  size_t active;
+  {
+    absl::MutexLock l(&mu_);
+    reap = PruneLocked();  // Also gives ended sessions' memory back.
+    active = ActiveCountLocked();
+  }
+  Reap(std::move(reap));
+  return active;
 }
 
 size_t SessionManager::ActiveCountLocked() {

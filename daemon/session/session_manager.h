@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "daemon/base/memory_budget.h"
 #include "daemon/session/destination_session.h"
 #include "daemon/session/source_session.h"
 
@@ -31,7 +32,8 @@ struct SessionLimits {
 
 class SessionManager {
  public:
-  explicit SessionManager(SessionLimits limits = {});
+  // `memory` (null: none) is the daemon's --max_memory, which sessions share with devices.
+  explicit SessionManager(SessionLimits limits = {}, std::shared_ptr<MemoryBudget> memory = nullptr);
   // Cancels every session, joins them and the reaper.
   ~SessionManager();
 
@@ -46,9 +48,12 @@ class SessionManager {
   // idempotent retry: nothing is reserved). Errors: InvalidArgument (bad id); AlreadyExists
   // (a session under this id was created by a different request and is not forgotten);
   // Aborted (the same request is creating it right now: retry); ResourceExhausted
-  // (limits().max_sessions sessions are not settled).
+  // (limits().max_sessions sessions are not settled, or `memory_bytes`, what the session will
+  // hold while it runs, would pass the memory budget). The memory stays reserved until the
+  // session is settled (or Unreserve).
   absl::StatusOr<std::shared_ptr<Session>> Reserve(const std::string& id,
-                                                   const std::string& fingerprint);
+                                                   const std::string& fingerprint,
+                                                   uint64_t memory_bytes = 0);
   void Unreserve(const std::string& id);
   // Fills the reservation of session->id().
   void Put(std::shared_ptr<Session> session);
@@ -61,7 +66,8 @@ class SessionManager {
   // Forgets a settled session, freeing its id; returns it. NotFound; FailedPrecondition while
   // it runs or is IN_DOUBT.
   absl::StatusOr<std::shared_ptr<Session>> Forget(const std::string& id);
-  // Sessions not settled (reservations included).
+  // Sessions not settled (reservations included). Notes those that ended (their memory is
+  // given back) first.
   size_t ActiveCount();
 
   // Cancels every session and waits for their workers (daemon shutdown).
@@ -72,6 +78,7 @@ class SessionManager {
     std::shared_ptr<Session> session;  // Null while reserved.
     std::string fingerprint;
     absl::Time ended = absl::InfiniteFuture();  // When it was first seen settled.
+    MemoryBudget::Reservation memory;  // Given back once it is seen settled.
   };
   // Notes newly ended sessions and forgets those past limits_. Returns the sessions to join
   // (their threads hold stacks until joined), for Reap once mu_ is released.
@@ -82,6 +89,7 @@ class SessionManager {
   void ReaperLoop();
 
   const SessionLimits limits_;
+  const std::shared_ptr<MemoryBudget> memory_;
   absl::Mutex mu_;
   std::map<std::string, Entry> sessions_ ABSL_GUARDED_BY(mu_);
   std::deque<std::string> ended_ ABSL_GUARDED_BY(mu_);  // Oldest first.

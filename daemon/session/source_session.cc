@@ -62,6 +62,7 @@ absl::StatusOr<std::shared_ptr<SourceSession>> SourceSession::Start(SourceConfig
     }
   }
   config.stream.limiter = std::make_shared<stream::RateLimiter>(config.bandwidth);
+  config.stream.limiter->JoinHost(config.host_bandwidth);
   // A peer that answers no connect or HELLO for the peer timeout is as lost as a silent one.
   config.connect_timeout = std::min(config.connect_timeout, PeerWatch::TimeoutFor(config.stream));
   transport::SessionSpec spec;

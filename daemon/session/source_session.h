@@ -30,6 +30,7 @@
 #include "daemon/session/worker_threads.h"
 #include "transport/api/transport.h"
 #include "transport/net/socket.h"
+#include "transport/stream/host_bandwidth.h"
 #include "transport/stream/stream_options.h"
 
 namespace migmover {
@@ -46,6 +47,9 @@ struct SourceConfig {
   // What carries the device streams (not owned; outlives the session).
   transport::Transport* transport = nullptr;
   uint64_t bandwidth = 0;  // Bytes per second, 0 = unlimited.
+  // The daemon's host-wide cap (--max_bandwidth), shared with every other source session
+  // (null or rate 0: none). The session's own cap applies within its share.
+  std::shared_ptr<stream::HostBandwidth> host_bandwidth;
   uint32_t streams = 1;    // Connections each device's stream is striped over (if the
                            // transport stripes).
   // Threads that move the session's copy-path data; 0 = each device's own thread does.

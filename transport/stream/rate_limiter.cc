@@ -4,34 +4,72 @@
 
 #include <algorithm>
 
+#include "transport/stream/host_bandwidth.h"
+
 namespace migmover::stream {
-namespace {
-int64_t NowNs() {
+
+int64_t MonotonicNowNs() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
-}  // namespace
+
+int64_t ReserveOnClock(std::atomic<int64_t>& clock, uint64_t rate, int64_t burst_ns,
+                       int64_t now_ns, uint64_t bytes) {
+  const int64_t cost = static_cast<int64_t>(static_cast<double>(bytes) * 1e9 / rate);
+  int64_t next = clock.load(std::memory_order_relaxed);
+  int64_t start;
+  do {
+    start = std::max(next, now_ns - burst_ns);
+  } while (!clock.compare_exchange_weak(next, start + cost, std::memory_order_relaxed));
+  return start;
+}
 
 RateLimiter::RateLimiter(uint64_t bytes_per_second, absl::Duration burst)
     : rate_(bytes_per_second), burst_ns_(absl::ToInt64Nanoseconds(burst)) {}
 
+RateLimiter::~RateLimiter() {
+  if (host_) host_->Leave(this);
+}
+
+void RateLimiter::JoinHost(std::shared_ptr<HostBandwidth> host) {
+  if (host == nullptr || host->rate() == 0) return;
+  host_ = std::move(host);
+  host_->Join(this);
+}
+
 void RateLimiter::SetRate(uint64_t bytes_per_second) {
   rate_.store(bytes_per_second, std::memory_order_relaxed);
   // Forget credit or debt accumulated under the old cap.
-  next_ns_.store(NowNs(), std::memory_order_relaxed);
+  next_ns_.store(MonotonicNowNs(), std::memory_order_relaxed);
+  // The host's split depends on each migration's own cap: redo it now, not a period later.
+  if (host_) host_->Rebalance();
+}
+
+void RateLimiter::SetShare(uint64_t bytes_per_second) {
+  // Debt or credit stays: it was earned at the old rate, and forgiving it every rebalance
+  // would let the sum creep over the host's cap.
+  share_.store(bytes_per_second, std::memory_order_relaxed);
+}
+
+uint64_t RateLimiter::effective_rate() const {
+  const uint64_t own = rate();
+  const uint64_t share = this->share();
+  if (own == 0) return share;
+  if (share == 0) return own;
+  return std::min(own, share);
 }
 
 absl::Duration RateLimiter::Reserve(uint64_t bytes) {
-  const uint64_t rate = rate_.load(std::memory_order_relaxed);
-  if (rate == 0) return absl::ZeroDuration();
-  const int64_t now = NowNs();
-  const int64_t cost = static_cast<int64_t>(static_cast<double>(bytes) * 1e9 / rate);
-  int64_t next = next_ns_.load(std::memory_order_relaxed);
-  int64_t start;
-  do {
-    start = std::max(next, now - burst_ns_);
-  } while (!next_ns_.compare_exchange_weak(next, start + cost, std::memory_order_relaxed));
+  reserved_.fetch_add(bytes, std::memory_order_relaxed);
+  const uint64_t rate = effective_rate();
+  if (rate == 0 && host_ == nullptr) return absl::ZeroDuration();
+  const int64_t now = MonotonicNowNs();
+  int64_t start = now;
+  if (rate != 0) start = ReserveOnClock(next_ns_, rate, burst_ns_, now, bytes);
+  // Every byte also goes on the host's clock: shares are re-split only every period, and the
+  // host's cap must hold in between too.
+  if (host_) start = std::max(start, host_->Charge(now, bytes));
   return start > now ? absl::Nanoseconds(start - now) : absl::ZeroDuration();
 }
 

@@ -46,6 +46,13 @@ struct StreamOptions {
   std::shared_ptr<RateLimiter> limiter;
 };
 
+// The memory one connection of a device's stream holds while it runs: the copy path's buffers,
+// and the splice path's pipe (kernel memory, the host's all the same). Sessions charge it to the
+// daemon's --max_memory (daemon/base/memory_budget.h) before they start.
+inline uint64_t StreamMemoryBytes(const StreamOptions& o) {
+  return static_cast<uint64_t>(o.buffers) * o.chunk_size + (o.pipe_size ? o.pipe_size : o.chunk_size);
+}
+
 }  // namespace migmover::stream
 
 #endif  // MIGMOVER_TRANSPORT_STREAM_STREAM_OPTIONS_H_

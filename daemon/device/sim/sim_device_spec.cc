@@ -60,6 +60,13 @@ absl::Status SimDeviceSpec::Validate() const {
   return absl::OkStatus();
 }
 
+uint64_t SimDeviceSpec::BookkeepingBytes() const {
+  const uint64_t chunks = (state_size + chunk_size - 1) / chunk_size;
+  // Model: uint32 generation + sent and dirty bits; a saving or resuming session copies the
+  // generations; one chunk buffer per direction; a fixed part for the driver's objects.
+  return chunks * sizeof(uint32_t) * 2 + (chunks + 3) / 4 + 2ull * chunk_size + (64u << 10);
+}
+
 std::string SimDeviceSpec::ToString() const {
   std::string s = absl::StrCat("size=", state_size, ",chunk=", chunk_size, ",seed=", seed,
                                ",dirty_rate=", dirty_rate, ",features=",

@@ -51,6 +51,11 @@ struct SimDeviceSpec {
   bool data_size = true;
 
   absl::Status Validate() const;
+  // The memory the simulated driver holds for this device: a generation number and two bits per
+  // chunk in the model, a copy of the generations per data session, and a chunk buffer each way.
+  // It grows with size/chunk (a 1 TiB device in 64 B chunks would need 150 GB): the daemon
+  // charges it to --max_memory before creating the device.
+  uint64_t BookkeepingBytes() const;
   // "size=64MiB,chunk=256KiB,seed=1,initial=64MiB,dirty_rate=0,features=stop_copy+p2p+pre_copy"
   std::string ToString() const;
 };
