@@ -28,6 +28,10 @@ PACKAGES=(
   libgmock-dev
   libbenchmark-dev
   python3
+  # deploy/examples/python_agent (run by tests/examples): gRPC for Debian's python3; its stubs
+  # are generated at start-up with protoc and grpc_python_plugin (protobuf-compiler-grpc).
+  python3-grpcio
+  python3-protobuf
   iproute2
   # tests/faults: the network faults are nftables rules on a veth between two namespaces.
   nftables
