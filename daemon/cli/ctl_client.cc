@@ -25,21 +25,23 @@ absl::Status UseTls(const GrpcTlsFiles& files, const std::string& server_name) {
   return absl::OkStatus();
 }
 
-std::unique_ptr<v1::Migmover::Stub> Connect(const std::string& address) {
+std::shared_ptr<grpc::Channel> ConnectChannel(const std::string& address) {
   if (absl::StartsWith(address, "tls:")) {
     const Tls& tls = TlsSettings();
     if (tls.creds == nullptr) {
       // Never plaintext to a TLS listener: a channel that cannot connect, and says why.
-      return v1::Migmover::NewStub(grpc::CreateChannel("unix:/nonexistent/--tls_ca-not-given",
-                                                       grpc::InsecureChannelCredentials()));
+      return grpc::CreateChannel("unix:/nonexistent/--tls_ca-not-given",
+                                 grpc::InsecureChannelCredentials());
     }
     grpc::ChannelArguments args;
     if (!tls.server_name.empty()) args.SetSslTargetNameOverride(tls.server_name);
-    return v1::Migmover::NewStub(
-        grpc::CreateCustomChannel(address.substr(4), tls.creds, args));
+    return grpc::CreateCustomChannel(address.substr(4), tls.creds, args);
   }
-  return v1::Migmover::NewStub(
-      grpc::CreateChannel("unix:" + address, grpc::InsecureChannelCredentials()));
+  return grpc::CreateChannel("unix:" + address, grpc::InsecureChannelCredentials());
+}
+
+std::unique_ptr<v1::Migmover::Stub> Connect(const std::string& address) {
+  return v1::Migmover::NewStub(ConnectChannel(address));
 }
 
 absl::Status FromGrpc(const grpc::Status& s, const std::string& rpc, const std::string& daemon) {

@@ -15,6 +15,8 @@ namespace migmover::ctl {
 // daemon's --grpc_listen (mutual TLS with the credentials UseTls set; without them every call
 // fails with UNAVAILABLE).
 std::unique_ptr<v1::Migmover::Stub> Connect(const std::string& address);
+// The channel Connect uses, for the daemon's other services (grpc.health.v1).
+std::shared_ptr<grpc::Channel> ConnectChannel(const std::string& address);
 // The client certificate, key and CA for "tls:" addresses, from now on; `server_name`, when
 // not empty, is the name the daemon's certificate must carry instead of the address's host
 // (for an address given as an IP, e.g. "tls:ipv4:10.0.0.7:7412"). Not thread-safe: call before

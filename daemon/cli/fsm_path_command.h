@@ -13,8 +13,10 @@ namespace migmover {
 // name). Otherwise `args` is {FROM, TO} and the walk is printed as "A > B > C".
 // Returns the process exit code: 0 on success, 1 when the kernel would refuse the request (the
 // errno is named on `err`), 2 for a usage error.
+// With `json`, the same as protobuf's JSON of ctl.FsmPathResult (ctl.FsmPathTable for `all`),
+// a refused request included (exit code 1 still).
 int RunFsmPathCommand(const std::string& features, bool all, const std::vector<std::string>& args,
-                      std::ostream& out, std::ostream& err);
+                      std::ostream& out, std::ostream& err, bool json = false);
 
 }  // namespace migmover
 

@@ -9,6 +9,8 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "daemon/cli/ctl_client.h"
+#include "daemon/cli/ctl_output.h"
+#include "daemon/cli/ctl_output.pb.h"
 #include "daemon/device/sim/sim_device_spec.h"
 #include "grpcpp/grpcpp.h"
 
@@ -230,13 +232,20 @@ int RunMigrateCommand(const MigrateOptions& o, std::ostream& out, std::ostream& 
   if (!s.error().empty()) out << "source error: " << s.error() << "\n";
   if (!d.error().empty()) out << "destination error: " << d.error() << "\n";
   if (o.json) {
-    out << absl::StrFormat(
-        "{\"session\":\"%s\",\"succeeded\":%s,\"bytes_moved\":%d,\"precopy_bytes\":%d,"
-        "\"stop_copy_bytes\":%d,\"precopy_rounds\":%d,\"seconds\":%.6f,"
-        "\"throughput_bytes_per_s\":%.1f,\"downtime_seconds\":%.6f,\"verified\":%s}\n",
-        id, ok ? "true" : "false", s.bytes_moved(), s.precopy_bytes(), s.stop_copy_bytes(),
-        s.precopy_rounds(), seconds, s.bytes_moved() / std::max(seconds, 1e-9),
-        s.stop_copy_seconds(), d.verified() ? "true" : "false");
+    ctl::MigrateSummary m;
+    m.set_session(id);
+    m.set_succeeded(ok);
+    m.set_bytes_moved(static_cast<double>(s.bytes_moved()));
+    m.set_precopy_bytes(static_cast<double>(s.precopy_bytes()));
+    m.set_stop_copy_bytes(static_cast<double>(s.stop_copy_bytes()));
+    m.set_precopy_rounds(s.precopy_rounds());
+    m.set_seconds(seconds);
+    m.set_throughput_bytes_per_s(s.bytes_moved() / std::max(seconds, 1e-9));
+    m.set_downtime_seconds(s.stop_copy_seconds());
+    m.set_verified(d.verified());
+    m.set_source_error(s.error());
+    m.set_destination_error(d.error());
+    ctl::PrintJson(m, out);
   }
   // Leave the daemons as we found them.
   for (Agent* a : {&src, &dst}) {
