@@ -364,6 +364,8 @@ void SourceSession::Run(size_t i) {
     if (!error().ok()) RecoverAll();
     watch_.Stop();
     registry_->Release(config_.devices, id_);
+    // An ended session stays queryable for hours: it must not keep part of the host's cap.
+    config_.stream.limiter->LeaveHost();
     Finish();
     // Every device is done with the channel: do not keep its threads (pump workers) for an
     // ended session that stays queryable.

@@ -148,6 +148,20 @@ TEST_F(ManySessions, ThirtyTwoSessionsShareTheHostCapFairlyAndEndByteExact) {
     EXPECT_TRUE(BothSucceeded(s, d)) << id;
     EXPECT_EQ(d.bytes_moved(), s.bytes_moved()) << id;
   }
+
+  // The 32 stay queryable (--session_retention_s) but hold no part of the cap: one session
+  // alone now gets all of it.
+  ASSERT_TRUE(Attach(*src_, "alone", "size=48MiB,seed=3").ok());
+  ASSERT_TRUE(Attach(*dst_, "alone", "size=48MiB").ok());
+  ASSERT_TRUE(Prepare("alone", {"alone"}).ok());
+  ASSERT_TRUE(StartCapped("alone", 0).ok());
+  ASSERT_TRUE(Switchover("alone").ok());
+  const SessionStatus alone = WaitFinal(*src_, "alone", 60);
+  ASSERT_EQ(alone.phase(), SessionStatus::SUCCEEDED) << alone.DebugString();
+  const double alone_rate = static_cast<double>(alone.bytes_moved()) / alone.stop_copy_seconds();
+  std::cout << "one session after the 32 ended: " << alone_rate / kHostCap << " of the cap\n";
+  EXPECT_GT(alone_rate, 0.85 * kHostCap) << "ended sessions still hold part of the host's cap";
+  EXPECT_LT(alone_rate, 1.05 * kHostCap);
 }
 
 class SmallMemory : public TwoDaemons {

@@ -8,6 +8,10 @@
 
 namespace migmover::stream {
 
+bool HeldBack(const ShareDemand& m) {
+  return m.share != 0 && m.used < 0.5 * static_cast<double>(m.share);
+}
+
 std::vector<uint64_t> FairShares(uint64_t host_rate, const std::vector<ShareDemand>& members) {
   const size_t n = members.size();
   std::vector<uint64_t> shares(n, 0);
@@ -25,7 +29,7 @@ std::vector<uint64_t> FairShares(uint64_t host_rate, const std::vector<ShareDema
   for (size_t i = 0; i < n; ++i) {
     const ShareDemand& m = members[i];
     double d = m.cap != 0 ? static_cast<double>(m.cap) : kUnbounded;
-    if (m.share != 0 && m.used < 0.5 * static_cast<double>(m.share)) {
+    if (HeldBack(m)) {
       d = std::min(d, std::max(2 * m.used, floor));
     }
     demand[i] = d;
@@ -115,6 +119,14 @@ void HostBandwidth::Rebalance() {
   RebalanceLocked(/*measure=*/false);
 }
 
+void HostBandwidth::Wake(RateLimiter* limiter) {
+  absl::MutexLock l(&mu_);
+  auto it = members_.find(limiter);
+  if (it == members_.end()) return;
+  it->second.used = -1;
+  RebalanceLocked(/*measure=*/false);
+}
+
 int64_t HostBandwidth::Charge(int64_t now_ns, uint64_t bytes) {
   return ReserveOnClock(next_ns_, rate_, burst_ns_, now_ns, bytes);
 }
@@ -123,7 +135,7 @@ void HostBandwidth::RebalanceLocked(bool measure) {
   if (rate_ == 0 || members_.empty()) return;
   const int64_t now = MonotonicNowNs();
   // Usage is measured by the periodic split only, each member since it was last measured (or
-  // joined); a re-split in between (a join, a leave) counts every share as fully used.
+  // joined); a re-split in between (a join, a leave, a wake) reuses the last measurement.
   std::vector<ShareDemand> in;
   in.reserve(members_.size());
   for (auto& [limiter, m] : members_) {
@@ -139,16 +151,17 @@ void HostBandwidth::RebalanceLocked(bool measure) {
                           static_cast<double>(window_ns);
       // About four periods of memory.
       const double average = m.average < 0 ? last : m.average + 0.25 * (last - m.average);
-      m = Member{reserved, now, average};
-      d.used = std::max(last, average);
-    } else {
-      d.used = static_cast<double>(d.share);
+      m = Member{reserved, now, average, std::max(last, average)};
     }
+    d.used = m.used >= 0 ? m.used : static_cast<double>(d.share);
     in.push_back(d);
   }
   const std::vector<uint64_t> shares = FairShares(rate_, in);
   size_t i = 0;
-  for (auto& [limiter, m] : members_) limiter->SetShare(shares[i++]);
+  for (auto& [limiter, m] : members_) {
+    limiter->SetShare(shares[i], HeldBack(in[i]));
+    ++i;
+  }
 }
 
 void HostBandwidth::Loop() {

@@ -43,6 +43,10 @@ struct ShareDemand {
   double used = 0;
 };
 
+// Whether `m` used less than half its share: something else holds it back, and the split
+// gives it twice what it used (at least a floor) instead of an equal part.
+bool HeldBack(const ShareDemand& m);
+
 // The max-min fair split of `host_rate` over `members` (see the class comment); one share per
 // member, each at least 1. Pure: the policy, tested on its own.
 std::vector<uint64_t> FairShares(uint64_t host_rate, const std::vector<ShareDemand>& members);
@@ -63,11 +67,17 @@ class HostBandwidth {
   size_t members();
 
   // For RateLimiter. Join/Leave re-split at once; Leave returns only once no rebalance uses
-  // `limiter` any more.
+  // `limiter` any more (and is a no-op for one that is not a member).
   void Join(RateLimiter* limiter);
   void Leave(RateLimiter* limiter);
   void Rebalance();
-  // Charges `bytes` sent at `now_ns` to the host's clock; returns when they may go. Lock-free.
+  // A member that was held back (RateLimiter::held_back) has data again: it counts as wanting
+  // an equal part, re-split now, rather than waiting out a schedule made at its small share
+  // until the next period.
+  void Wake(RateLimiter* limiter);
+  int64_t period_ns() const { return absl::ToInt64Nanoseconds(period_); }
+  // Charges `bytes` reserved at `now_ns` to the host's clock; returns when they may go.
+  // Lock-free.
   int64_t Charge(int64_t now_ns, uint64_t bytes);
 
  private:
@@ -75,6 +85,9 @@ class HostBandwidth {
     uint64_t reserved_at_last = 0;  // RateLimiter::reserved_bytes() when last measured...
     int64_t since_ns = 0;           // ...at this time (a periodic split, or the join).
     double average = -1;            // Bytes per second, smoothed over periods (-1: none yet).
+    // What the last periodic split took as its use (-1: unknown, e.g. just joined or woken:
+    // it counts as using its whole share). Splits in between reuse it.
+    double used = -1;
   };
   void RebalanceLocked(bool measure) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Loop();

@@ -175,6 +175,43 @@ TEST(HostBandwidthTest, LeavingGivesTheShareBack) {
   EXPECT_EQ(a.share(), kHost);
 }
 
+// A session that ended stays queryable with its limiter alive: it must not keep a share.
+TEST(HostBandwidthTest, LeaveHostGivesTheShareBackWhileTheLimiterLives) {
+  auto host = std::make_shared<HostBandwidth>(kHost);
+  RateLimiter live(0), ended(0);
+  live.JoinHost(host);
+  ended.JoinHost(host);
+  EXPECT_EQ(live.share(), kHost / 2);
+  ended.LeaveHost();
+  ended.LeaveHost();  // Idempotent.
+  EXPECT_EQ(host->members(), 1u);
+  EXPECT_EQ(live.share(), kHost);
+}
+
+// Debt run up at a small share is not waited out at it once the share grows.
+TEST(HostBandwidthTest, AShareThatGrowsRescalesTheScheduleAhead) {
+  RateLimiter rl(0, absl::ZeroDuration());
+  rl.SetShare(1000);
+  EXPECT_LE(rl.Reserve(1000), absl::Milliseconds(1));
+  const absl::Duration before = rl.Reserve(1000);  // One second ahead at 1 kB/s.
+  EXPECT_GT(before, absl::Milliseconds(900));
+  rl.SetShare(100'000);  // 100x: what was a second ahead is now 10 ms.
+  EXPECT_LT(rl.Reserve(1000), absl::Milliseconds(50));
+}
+
+// A member held back to a small share that has data again asks for an equal part at once,
+// rather than sending a frame at the small share (seconds, for a large frame).
+TEST(HostBandwidthTest, AHeldBackMemberWithDataAgainGetsAnEqualPartAtOnce) {
+  auto host = std::make_shared<HostBandwidth>(kHost);
+  RateLimiter paused(0), busy(0);
+  paused.JoinHost(host);
+  busy.JoinHost(host);
+  paused.SetShare(kHost / 8, /*held_back=*/true);  // As a split after a pause leaves it.
+  const absl::Duration wait = paused.Reserve(4 << 20);  // 1 s at its small share.
+  EXPECT_EQ(paused.share(), kHost / 2);
+  EXPECT_LT(wait, absl::Milliseconds(300)) << "scheduled at the small share";
+}
+
 TEST(HostBandwidthTest, NoHostCapLimitsNothing) {
   auto host = std::make_shared<HostBandwidth>(0);
   RateLimiter a(0);

@@ -28,16 +28,23 @@ class RateLimiter {
   RateLimiter(const RateLimiter&) = delete;
   RateLimiter& operator=(const RateLimiter&) = delete;
 
-  // Joins `host`'s budget (null: none) for the rest of this limiter's life. Call once, before
-  // any stream uses it.
+  // Joins `host`'s budget (null: none) until LeaveHost or destruction. Call once, before any
+  // stream uses it.
   void JoinHost(std::shared_ptr<HostBandwidth> host);
+  // Gives the share back: the migration ended (its limiter may live on in a session kept for
+  // queries, and must not hold part of the host's cap). Idempotent; reservations after it
+  // still count on the host's clock.
+  void LeaveHost();
 
   // Changes this migration's own cap from now on; safe while streams run.
   void SetRate(uint64_t bytes_per_second);
   // This migration's own cap (0 = none), as set by the constructor or SetRate.
   uint64_t rate() const { return rate_.load(std::memory_order_relaxed); }
-  // The host's share for this migration (0 = no host cap); set by HostBandwidth only.
-  void SetShare(uint64_t bytes_per_second);
+  // The host's share for this migration (0 = no host cap), and whether the split found it held
+  // back by something else (it used less than half its share); set by HostBandwidth only. A
+  // schedule already ahead of now is rescaled to the new rate: debt run up at a small share
+  // is not waited out at it once the share grows.
+  void SetShare(uint64_t bytes_per_second, bool held_back = false);
   uint64_t share() const { return share_.load(std::memory_order_relaxed); }
   // What the streams get now: the smaller of the own cap and the share (0 = unlimited).
   uint64_t effective_rate() const;
@@ -51,6 +58,8 @@ class RateLimiter {
  private:
   std::atomic<uint64_t> rate_;
   std::atomic<uint64_t> share_{0};
+  std::atomic<bool> held_back_{false};
+  std::atomic<bool> left_host_{false};
   std::atomic<uint64_t> reserved_{0};
   const int64_t burst_ns_;
   // The virtual time (ns since the steady epoch) at which the cap allows the next byte.
