@@ -202,6 +202,11 @@ absl::StatusOr<std::unique_ptr<DeviceEntry>> MigmoverService::MakeEntry(
   switch (req.source_case()) {
     case v1::AttachDeviceRequest::kSimulated: {
       ASSIGN_OR_RETURN(sim::SimDeviceSpec spec, sim::ParseSimDeviceSpec(req.simulated()));
+      // A taken name is ALREADY_EXISTS whatever memory is left (Add checks again, atomically).
+      if (registry_->Info(req.name()).ok()) {
+        return absl::AlreadyExistsError(
+            absl::StrCat("a device named '", req.name(), "' is already attached"));
+      }
       if (defaults_.memory != nullptr) {
         ASSIGN_OR_RETURN(entry->memory,
                          defaults_.memory->Reserve(

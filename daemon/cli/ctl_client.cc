@@ -3,6 +3,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "daemon/cli/ctl_output.h"
 #include "grpcpp/grpcpp.h"
 
 namespace migmover::ctl {
@@ -47,7 +48,7 @@ std::unique_ptr<v1::Migmover::Stub> Connect(const std::string& address) {
 absl::Status FromGrpc(const grpc::Status& s, const std::string& rpc, const std::string& daemon) {
   if (s.ok()) return absl::OkStatus();
   return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
-                      absl::StrCat(rpc, " on ", daemon, ": ", s.error_message()));
+                      absl::StrCat(rpc, " on ", daemon, ": ", Printable(s.error_message())));
 }
 
 std::string HumanBytes(double bytes) {
@@ -69,7 +70,7 @@ std::string StatusLine(const v1::SessionStatus& s) {
       HumanBytes(s.precopy_bytes()), HumanBytes(s.stop_copy_bytes()), HumanBytes(s.pending_bytes()),
       HumanBytes(s.rate_bytes_per_second()), s.precopy_rounds());
   if (!s.error().empty()) absl::StrAppend(&line, ", error: ", s.error());
-  return line;
+  return Printable(line);
 }
 
 }  // namespace migmover::ctl

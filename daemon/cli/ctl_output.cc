@@ -26,30 +26,55 @@ void PrintJson(const google::protobuf::Message& m, std::ostream& out) { out << T
 void PrintSession(const v1::SessionStatus& s, std::ostream& out) {
   out << StatusLine(s) << "\n";
   for (const auto& d : s.devices()) {
-    out << "  " << d.name() << ": " << (d.state().empty() ? "-" : d.state()) << ", "
-        << HumanBytes(d.bytes()) << ", path " << (d.data_path().empty() ? "-" : d.data_path())
-        << (d.transport().empty() ? "" : " over " + d.transport())
-        << (d.security().empty() ? "" : " (" + d.security() + ")")
-        << (d.committed() ? ", committed" : "")
-        << (d.error().empty() ? "" : ", error: " + d.error()) << "\n";
+    out << Printable(absl::StrCat(
+               "  ", d.name(), ": ", d.state().empty() ? "-" : d.state(), ", ",
+               HumanBytes(d.bytes()), ", path ", d.data_path().empty() ? "-" : d.data_path(),
+               d.transport().empty() ? "" : " over " + d.transport(),
+               d.security().empty() ? "" : " (" + d.security() + ")",
+               d.committed() ? ", committed" : "",
+               d.error().empty() ? "" : ", error: " + d.error()))
+        << "\n";
   }
 }
 
 std::string DeviceLine(const v1::Device& d) {
-  return absl::StrCat(d.name(), "\t", v1::Device::Kind_Name(d.kind()), "\t",
-                      d.state().empty() ? "-" : d.state(), "\t",
-                      d.session_id().empty() ? "-" : d.session_id(), "\t", d.description());
+  return absl::StrCat(Printable(d.name()), "\t", v1::Device::Kind_Name(d.kind()), "\t",
+                      Printable(d.state().empty() ? "-" : d.state()), "\t",
+                      Printable(d.session_id().empty() ? "-" : d.session_id()), "\t",
+                      Printable(d.description()));
 }
 
 std::string Hex(const std::string& bytes) { return absl::BytesToHexString(bytes); }
 
+std::string Printable(absl::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (unsigned char c : text) {
+    if (c < 0x20 || c == 0x7f) {
+      absl::StrAppend(&out, "\\x", absl::Hex(c, absl::kZeroPad2));
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  return out;
+}
+
 absl::StatusOr<std::string> ParseToken(const std::string& text) {
-  const bool hex = text.size() % 2 == 0 && text.size() >= 32 && text.size() <= 64 &&
-                   std::all_of(text.begin(), text.end(),
-                               [](char c) { return absl::ascii_isxdigit(c); });
-  if (hex) return absl::HexStringToBytes(text);
+  const bool all_hex = !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
+    return absl::ascii_isxdigit(c);
+  });
+  // Hex digits are read as hex only: a mistyped or cut hex secret must be an error here, not
+  // base64 for a different secret that the peer refuses later.
+  if (all_hex) {
+    if (text.size() % 2 == 0 && text.size() >= 32 && text.size() <= 64) {
+      return absl::HexStringToBytes(text);
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--token: ", text.size(), " hex digits; a session secret is 32 to 64 (an even number)"));
+  }
   std::string bytes;
-  if (!text.empty() && absl::Base64Unescape(text, &bytes) && bytes.size() >= 16 &&
+  // Padded base64 only, as protobuf's JSON prints it.
+  if (text.size() % 4 == 0 && absl::Base64Unescape(text, &bytes) && bytes.size() >= 16 &&
       bytes.size() <= 32) {
     return bytes;
   }

@@ -24,6 +24,10 @@ void PrintSession(const v1::SessionStatus& s, std::ostream& out);
 // "NAME  KIND  STATE  SESSION  DESCRIPTION", tab-separated.
 std::string DeviceLine(const v1::Device& d);
 
+// `text` from a daemon (error messages, descriptions) made safe for a terminal: control
+// characters become \xNN, so none can move the cursor or recolour the screen.
+std::string Printable(absl::string_view text);
+
 // Lowercase hex of `bytes` (a session secret as people copy it).
 std::string Hex(const std::string& bytes);
 // A session secret given on the command line: 32 to 64 hex digits (as `prepare` prints it), or

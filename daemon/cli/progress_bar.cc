@@ -13,10 +13,13 @@ uint64_t RemainingBytes(const v1::SessionStatus& s, bool* known) {
   *known = s.role() == v1::SessionStatus::SOURCE;
   if (!*known) return 0;
   if (s.phase() == v1::SessionStatus::SUCCEEDED) return 0;
+  // Saturating: the sizes come from drivers, and a wild one must not wrap the sum.
+  auto add = [](uint64_t a, uint64_t b) { return b > UINT64_MAX - a ? UINT64_MAX : a + b; };
   uint64_t remaining = 0;
   for (const auto& d : s.devices()) {
-    remaining += std::max(d.pending_bytes(), d.stop_copy_size_known() ? d.stop_copy_size_bytes()
-                                                                      : uint64_t{0});
+    remaining = add(remaining, std::max(d.pending_bytes(), d.stop_copy_size_known()
+                                                               ? d.stop_copy_size_bytes()
+                                                               : uint64_t{0}));
   }
   return std::max(remaining, s.devices_size() == 0 ? s.pending_bytes() : uint64_t{0});
 }
@@ -47,9 +50,9 @@ std::string ProgressLine(const v1::SessionStatus& s, int width) {
     tail = next;
   }
   if (!known) return tail.substr(0, std::max(0, width));
-  const uint64_t total = s.bytes_moved() + remaining;
-  const double fraction =
-      total == 0 ? 0 : static_cast<double>(s.bytes_moved()) / static_cast<double>(total);
+  const double moved = static_cast<double>(s.bytes_moved());
+  const double total = moved + static_cast<double>(remaining);
+  const double fraction = total <= 0 ? 0 : std::clamp(moved / total, 0.0, 1.0);
   const int bar = std::max(10, std::min(40, width - static_cast<int>(tail.size()) - 8));
   const int filled = static_cast<int>(fraction * bar);
   std::string line = absl::StrCat("[", std::string(filled, '#'), std::string(bar - filled, '.'),

@@ -48,6 +48,15 @@ TEST(ProgressLineTest, NeverPassesTheWidthAndHasNoControlCharacters) {
   }
 }
 
+TEST(ProgressLineTest, WildSizesFromADriverNeitherWrapNorOverflowTheBar) {
+  SessionStatus s = Source(UINT64_MAX - 5, UINT64_MAX, UINT64_MAX);
+  auto* d = s.add_devices();
+  d->set_pending_bytes(UINT64_MAX);
+  const std::string line = ProgressLine(s, 120);
+  EXPECT_LE(line.size(), 120u);
+  EXPECT_TRUE(absl::StartsWith(line, "[")) << line;
+}
+
 TEST(ProgressLineTest, SaysNotReadyUntilTheSourceIsReady) {
   EXPECT_NE(ProgressLine(Source(1, 2, 3), 120).find("not ready"), std::string::npos);
 }

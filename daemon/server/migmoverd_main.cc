@@ -182,7 +182,7 @@ ABSL_FLAG(std::string, max_bandwidth, "0",
           "Host-wide cap on what all source sessions send together, in bytes per second with "
           "units (1GB, 500MiB): split fairly among the sessions sending at once (max-min: a "
           "session held below its part by its own cap, device or peer leaves the rest to the "
-          "others); each session's own cap still applies. 0: no host cap.");
+          "others); each session's own cap still applies. 0: no host cap; otherwise 1MB..10TB.");
 ABSL_FLAG(std::string, metrics_listen, "",
           "HOST:PORT on which Prometheus metrics are served over plain HTTP at /metrics "
           "(sessions by role and result, active sessions, bytes by direction and phase, "
@@ -390,6 +390,12 @@ int main(int argc, char** argv) {
   if (!max_bandwidth.ok()) {
     return Fail(absl::InvalidArgumentError(
         absl::StrCat("--max_bandwidth: ", max_bandwidth.status().message())));
+  }
+  if (*max_bandwidth != 0 && (*max_bandwidth < 1'000'000 || *max_bandwidth > 10'000'000'000'000)) {
+    // Bytes, not bits: 1 is no cap anyone means, and a typo must not stall every migration.
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "--max_bandwidth=", absl::GetFlag(FLAGS_max_bandwidth),
+        ": bytes per second, 0 (none) or 1MB..10TB")));
   }
   defaults.host_bandwidth = std::make_shared<migmover::stream::HostBandwidth>(*max_bandwidth);
   migmover::SessionManager sessions(session_limits, defaults.memory);

@@ -254,6 +254,10 @@ absl::Status DestinationSession::PeerLostStatus() {
 }
 
 absl::Status DestinationSession::Cancel() {
+  if (phase() == SessionPhase::kSucceeded) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "session '", id_, "' already SUCCEEDED: nothing to cancel (its devices run here)"));
+  }
   {
     absl::MutexLock l(&commit_mu_);
     if (commits_ == entries_.size()) {

@@ -267,7 +267,10 @@ void SessionManager::CancelAll() {
     }
   }
   // Refused for sessions whose devices all committed: those finish (or end in doubt) alone.
-  for (auto& s : all) (void)s->Cancel();
+  // Ended ones have nothing to cancel (and would only log that).
+  for (auto& s : all) {
+    if (!IsFinal(s->phase())) (void)s->Cancel();
+  }
   for (auto& s : all) s->Join();
 }
 

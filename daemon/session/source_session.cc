@@ -151,6 +151,11 @@ bool SourceSession::Abandon() {
 }
 
 absl::Status SourceSession::Cancel() {
+  if (phase() == SessionPhase::kSucceeded) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "session '", id_, "' already SUCCEEDED: nothing to cancel (its devices stay stopped "
+        "here; they run on the destination)"));
+  }
   agent_cancelled_ = true;  // Before Abandon: the device threads it stops report a cancel.
   if (!Abandon()) {
     MM_LOG(INFO) << "session " << id_ << ": cancel requested after every device committed: "

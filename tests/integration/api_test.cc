@@ -309,6 +309,27 @@ TEST_F(Api, EndedSessionsAreListedUntilForgotten) {
   ASSERT_TRUE(Cancel(*dst_, "two").ok());
 }
 
+// Cancelling an ended session: one that failed or was cancelled stays so (OK: what the cancel
+// wants holds); one that SUCCEEDED says so, on either side, rather than a reason that no longer
+// applies ("held for the source's decision").
+TEST_F(Api, CancelAfterTheEndSaysWhatHappened) {
+  ASSERT_TRUE(Attach(*src_, "d", "size=1MiB").ok());
+  ASSERT_TRUE(Attach(*dst_, "d", "size=1MiB").ok());
+  ASSERT_TRUE(Prepare("done", {"d"}).ok());
+  ASSERT_TRUE(Start("done", {"d"}, /*precopy=*/false).ok());
+  auto [s, d] = SwitchoverAndWait("done");
+  ASSERT_TRUE(BothSucceeded(s, d));
+  for (DaemonProcess* daemon : {src_.get(), dst_.get()}) {
+    grpc::Status st = Cancel(*daemon, "done");
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << st.error_message();
+    EXPECT_NE(st.error_message().find("already SUCCEEDED"), std::string::npos)
+        << st.error_message();
+  }
+  ASSERT_TRUE(Prepare("gone", {"d"}).ok());
+  ASSERT_TRUE(Cancel(*dst_, "gone").ok());
+  EXPECT_TRUE(Cancel(*dst_, "gone").ok()) << "idempotent";
+}
+
 class ApiLimits : public Api {
  protected:
   ApiLimits() {

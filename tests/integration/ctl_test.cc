@@ -67,13 +67,14 @@ class Ctl {
   }
   ~Ctl() { Wait(); }
 
-  // Waits until stdout holds `text` (true) or the program ended without it (false).
+  // Waits until stdout holds `text` (true) or the program ended without it, or 60 s passed
+  // (false).
   bool WaitForOutput(const std::string& text) {
     absl::MutexLock l(&mu_);
     auto seen = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       return absl::StrContains(stdout_, text) || closed_ == 2;
     };
-    mu_.Await(absl::Condition(&seen));
+    mu_.AwaitWithTimeout(absl::Condition(&seen), absl::Seconds(60));
     return absl::StrContains(stdout_, text);
   }
 

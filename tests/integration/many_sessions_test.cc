@@ -187,6 +187,15 @@ TEST_F(SmallMemory, ADeviceWhoseBookkeepingWouldNotFitIsResourceExhausted) {
   EXPECT_NE(st.error_message().find("--max_memory"), std::string::npos) << st.error_message();
   EXPECT_EQ(StateOf(*src_, "huge"), "<missing>");
   EXPECT_EQ(LimitsOf(*src_).memory_in_use_bytes(), 0u);
+  // A taken name is ALREADY_EXISTS, even when a second copy would not fit either.
+  ASSERT_TRUE(Attach(*src_, "big", "size=320MiB,chunk=64").ok());
+  st = Attach(*src_, "big", "size=320MiB,chunk=64");
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::ALREADY_EXISTS) << st.error_message();
+  grpc::ClientContext detach_ctx;
+  v1::DetachDeviceRequest detach;
+  detach.set_name("big");
+  v1::Device detached;
+  ASSERT_TRUE(src_->stub()->DetachDevice(&detach_ctx, detach, &detached).ok());
   // What fits is charged while attached and given back on detach.
   ASSERT_TRUE(Attach(*src_, "d", "size=64MiB,chunk=4KiB").ok());
   const uint64_t held = LimitsOf(*src_).memory_in_use_bytes();
