@@ -23,6 +23,12 @@ std::string ToJson(const google::protobuf::Message& m) {
 
 void PrintJson(const google::protobuf::Message& m, std::ostream& out) { out << ToJson(m) << "\n"; }
 
+int Refused(const grpc::Status& st, const std::string& rpc, const std::string& daemon,
+            std::ostream& err) {
+  err << FromGrpc(st, rpc, daemon) << "\n";
+  return 1;
+}
+
 void PrintSession(const v1::SessionStatus& s, std::ostream& out) {
   out << StatusLine(s) << "\n";
   for (const auto& d : s.devices()) {

@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "api/migmover.pb.h"
 #include "google/protobuf/message.h"
+#include "grpcpp/grpcpp.h"
 
 namespace migmover::ctl {
 
@@ -18,6 +19,11 @@ namespace migmover::ctl {
 std::string ToJson(const google::protobuf::Message& m);
 // Prints ToJson(m) and a newline.
 void PrintJson(const google::protobuf::Message& m, std::ostream& out);
+
+// A call the daemon at `daemon` refused: prints FromGrpc's line (the RPC, the daemon, the
+// code, the message made Printable) on `err`; returns exit code 1.
+int Refused(const grpc::Status& st, const std::string& rpc, const std::string& daemon,
+            std::ostream& err);
 
 // A session's status line (ctl_client.h's StatusLine) and a line per device.
 void PrintSession(const v1::SessionStatus& s, std::ostream& out);

@@ -17,10 +17,7 @@ int Health(const CtlOptions& o, std::ostream& out, std::ostream& err) {
   grpc::health::v1::HealthCheckRequest req;  // "": the server as a whole.
   grpc::health::v1::HealthCheckResponse resp;
   grpc::Status st = stub->Check(&ctx, req, &resp);
-  if (!st.ok()) {
-    err << FromGrpc(st, "grpc.health.v1.Health/Check", o.socket) << "\n";
-    return 1;
-  }
+  if (!st.ok()) return Refused(st, "grpc.health.v1.Health/Check", o.socket, err);
   HealthResult r;
   r.set_daemon(o.socket);
   r.set_status(grpc::health::v1::HealthCheckResponse::ServingStatus_Name(resp.status()));
@@ -36,10 +33,7 @@ int Info(const CtlOptions& o, std::ostream& out, std::ostream& err) {
   grpc::ClientContext ctx;
   v1::DaemonInfo info;
   grpc::Status st = Connect(o.socket)->GetDaemonInfo(&ctx, v1::GetDaemonInfoRequest(), &info);
-  if (!st.ok()) {
-    err << FromGrpc(st, "GetDaemonInfo", o.socket) << "\n";
-    return 1;
-  }
+  if (!st.ok()) return Refused(st, "GetDaemonInfo", o.socket, err);
   if (o.json) {
     PrintJson(info, out);
     return 0;

@@ -68,10 +68,7 @@ int Attach(const std::vector<std::string>& args, const CtlOptions& o, std::ostre
   grpc::ClientContext ctx;
   v1::Device d;
   grpc::Status st = Connect(o.socket)->AttachDevice(&ctx, req, &d);
-  if (!st.ok()) {
-    err << FromGrpc(st, "AttachDevice", o.socket) << "\n";
-    return 1;
-  }
+  if (!st.ok()) return Refused(st, "AttachDevice", o.socket, err);
   return PrintDevice(d, o, out);
 }
 
@@ -86,10 +83,7 @@ int Detach(const std::vector<std::string>& args, const CtlOptions& o, std::ostre
   req.set_name(args[0]);
   v1::Device d;
   grpc::Status st = Connect(o.socket)->DetachDevice(&ctx, req, &d);
-  if (!st.ok()) {
-    err << FromGrpc(st, "DetachDevice", o.socket) << "\n";
-    return 1;
-  }
+  if (!st.ok()) return Refused(st, "DetachDevice", o.socket, err);
   return PrintDevice(d, o, out);
 }
 
@@ -102,10 +96,7 @@ int Devices(const std::vector<std::string>& args, const CtlOptions& o, std::ostr
   grpc::ClientContext ctx;
   v1::ListDevicesResponse resp;
   grpc::Status st = Connect(o.socket)->ListDevices(&ctx, v1::ListDevicesRequest(), &resp);
-  if (!st.ok()) {
-    err << FromGrpc(st, "ListDevices", o.socket) << "\n";
-    return 1;
-  }
+  if (!st.ok()) return Refused(st, "ListDevices", o.socket, err);
   if (o.json) {
     PrintJson(resp, out);
     return 0;

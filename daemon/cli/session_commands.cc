@@ -17,13 +17,6 @@ namespace {
 
 using v1::SessionStatus;
 
-// Prints a failed call's status (the RPC, the daemon, the code's meaning in the message).
-int Refused(const grpc::Status& st, const std::string& rpc, const CtlOptions& o,
-            std::ostream& err) {
-  err << FromGrpc(st, rpc, o.socket) << "\n";
-  return 1;
-}
-
 int PrintStatus(const SessionStatus& s, const CtlOptions& o, std::ostream& out) {
   if (o.json) {
     PrintJson(s, out);
@@ -64,7 +57,7 @@ int Prepare(const std::vector<std::string>& args, const CtlOptions& o, std::ostr
   grpc::ClientContext ctx;
   SessionStatus s;
   grpc::Status st = Connect(o.socket)->PrepareDestination(&ctx, req, &s);
-  if (!st.ok()) return Refused(st, "PrepareDestination", o, err);
+  if (!st.ok()) return Refused(st, "PrepareDestination", o.socket, err);
   if (o.json) return PrintStatus(s, o, out);
   PrintSession(s, out);
   if (!s.token().empty()) {
@@ -103,7 +96,7 @@ int Start(const std::vector<std::string>& args, const CtlOptions& o, std::ostrea
   grpc::ClientContext ctx;
   SessionStatus s;
   grpc::Status st = Connect(o.socket)->StartSource(&ctx, req, &s);
-  if (!st.ok()) return Refused(st, "StartSource", o, err);
+  if (!st.ok()) return Refused(st, "StartSource", o.socket, err);
   return PrintStatus(s, o, out);
 }
 
@@ -140,7 +133,7 @@ int OneSession(const std::string& command, const std::vector<std::string>& args,
     rpc = "ForgetSession";
     st = stub->ForgetSession(&ctx, req, &s);
   }
-  if (!st.ok()) return Refused(st, rpc, o, err);
+  if (!st.ok()) return Refused(st, rpc, o.socket, err);
   return PrintStatus(s, o, out);
 }
 
@@ -153,7 +146,7 @@ int List(const std::vector<std::string>& args, const CtlOptions& o, std::ostream
   grpc::ClientContext ctx;
   v1::ListSessionsResponse resp;
   grpc::Status st = Connect(o.socket)->ListSessions(&ctx, v1::ListSessionsRequest(), &resp);
-  if (!st.ok()) return Refused(st, "ListSessions", o, err);
+  if (!st.ok()) return Refused(st, "ListSessions", o.socket, err);
   if (o.json) {
     PrintJson(resp, out);
     return 0;
@@ -180,7 +173,7 @@ int Bandwidth(const std::vector<std::string>& args, const CtlOptions& o, std::os
   req.set_bytes_per_second(*rate);
   SessionStatus s;
   grpc::Status st = Connect(o.socket)->SetBandwidth(&ctx, req, &s);
-  if (!st.ok()) return Refused(st, "SetBandwidth", o, err);
+  if (!st.ok()) return Refused(st, "SetBandwidth", o.socket, err);
   if (o.json) return PrintStatus(s, o, out);
   out << StatusLine(s) << ", cap "
       << (s.bandwidth_bytes_per_second() ? HumanBytes(s.bandwidth_bytes_per_second()) + "/s"
@@ -202,7 +195,7 @@ int Resolve(const std::vector<std::string>& args, const CtlOptions& o, std::ostr
                                    : v1::ResolveSessionRequest::ABANDON);
   SessionStatus s;
   grpc::Status st = Connect(o.socket)->ResolveSession(&ctx, req, &s);
-  if (!st.ok()) return Refused(st, "ResolveSession", o, err);
+  if (!st.ok()) return Refused(st, "ResolveSession", o.socket, err);
   PrintStatus(s, o, out);
   // 0 when the outcome asked for took effect (abandoning ends the session FAILED).
   const bool ran = s.phase() == SessionStatus::SUCCEEDED;
@@ -241,7 +234,7 @@ int Watch(const std::string& session, const CtlOptions& o, bool terminal, int wi
   }
   grpc::Status st = reader->Finish();
   if (drew) out << "\n";
-  if (!st.ok()) return Refused(st, "WatchSession", o, err);
+  if (!st.ok()) return Refused(st, "WatchSession", o.socket, err);
   if (terminal && !o.json) PrintSession(s, out);
   return s.phase() == SessionStatus::SUCCEEDED ? 0 : 1;
 }
