@@ -52,7 +52,8 @@ class RateLimiter {
   uint64_t reserved_bytes() const { return reserved_.load(std::memory_order_relaxed); }
 
   // Reserves `bytes` and returns how long the caller must wait before sending them (zero when
-  // unlimited or under the cap). Never blocks, never takes a lock.
+  // unlimited or under the cap). Never waits on a peer; lock-free except when a held-back
+  // member of a host budget has data again (it takes the host's lock once, to be re-split).
   absl::Duration Reserve(uint64_t bytes);
 
  private:
