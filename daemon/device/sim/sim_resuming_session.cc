@@ -35,8 +35,10 @@ absl::StatusOr<std::unique_ptr<SimResumingSession>> SimResumingSession::Start(
     }
   } else if (model->spec().resume_stall_ms != 0) {
     // A stalled device takes (almost) nothing meanwhile: userspace's write blocks, as a
-    // driver's does while it loads, instead of filling a large pipe.
-    ::fcntl(pipe.write.get(), F_SETPIPE_SZ, 64 << 10);
+    // driver's does while it loads, instead of filling a large pipe. One slot: a pipe's
+    // capacity counts buffers, not bytes, and a splice moves whole ones (a TCP segment each, up
+    // to 64 KiB on loopback), so even 16 slots could take a megabyte during the stall.
+    ::fcntl(pipe.write.get(), F_SETPIPE_SZ, 4096);
   } else {
     ::fcntl(pipe.write.get(), F_SETPIPE_SZ, 1 << 20);
   }
