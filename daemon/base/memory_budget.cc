@@ -26,9 +26,7 @@ void MemoryBudget::Reservation::Reset() {
 }
 
 std::shared_ptr<MemoryBudget> MemoryBudget::Create(uint64_t limit) {
-  std::shared_ptr<MemoryBudget> b(new MemoryBudget(limit));
-  b->self_ = b;
-  return b;
+  return std::shared_ptr<MemoryBudget>(new MemoryBudget(limit));
 }
 
 absl::StatusOr<MemoryBudget::Reservation> MemoryBudget::Reserve(uint64_t bytes,
@@ -41,7 +39,7 @@ absl::StatusOr<MemoryBudget::Reservation> MemoryBudget::Reserve(uint64_t bytes,
                                                                           "session ends"));
   }
   in_use_ += bytes;
-  return Reservation(self_.lock(), bytes);
+  return Reservation(shared_from_this(), bytes);
 }
 
 uint64_t MemoryBudget::in_use() {

@@ -16,7 +16,7 @@
 
 namespace migmover {
 
-class MemoryBudget {
+class MemoryBudget : public std::enable_shared_from_this<MemoryBudget> {
  public:
   // Move-only; gives its bytes back when destroyed or reset. A default one holds nothing.
   class Reservation {
@@ -59,7 +59,6 @@ class MemoryBudget {
   void Release(uint64_t bytes);
 
   const uint64_t limit_;
-  std::weak_ptr<MemoryBudget> self_;
   absl::Mutex mu_;
   uint64_t in_use_ ABSL_GUARDED_BY(mu_) = 0;
 };

@@ -94,18 +94,16 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Reserve(const std::stri
         result = absl::ResourceExhaustedError(absl::StrCat(
             "this daemon runs ", active, " sessions, its limit (--max_sessions=",
             limits_.max_sessions, "): retry once one ends"));
-      } else if (memory_ == nullptr) {
-        sessions_[id] = Entry{nullptr, fingerprint};
       } else {
         // Sessions that ended gave theirs back in PruneLocked above.
-        absl::StatusOr<MemoryBudget::Reservation> memory =
-            memory_->Reserve(memory_bytes, absl::StrCat("session '", id, "'"));
+        absl::StatusOr<MemoryBudget::Reservation> memory = MemoryBudget::Reservation();
+        if (memory_ != nullptr) {
+          memory = memory_->Reserve(memory_bytes, absl::StrCat("session '", id, "'"));
+        }
         if (!memory.ok()) {
           result = memory.status();
         } else {
-          Entry& e = sessions_[id];
-          e.fingerprint = fingerprint;
-          e.memory = *std::move(memory);
+          sessions_[id] = Entry{nullptr, fingerprint, absl::InfiniteFuture(), *std::move(memory)};
         }
       }
     }

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -207,9 +208,8 @@ TEST_F(CtlTest, JsonEverywhereIsProtobufsMapping) {
   EXPECT_EQ(p.session_id(), id);
   ASSERT_EQ(p.token().size(), 32u);
   // The base64 --json shows is accepted as the token too.
-  const std::string b64 = std::string(absl::StripSuffix(
-      absl::StripPrefix(prepared.out.substr(prepared.out.find("\"token\":\"") + 9), ""), "\n"));
-  const std::string token64 = b64.substr(0, b64.find('"'));
+  const std::string token64 = absl::Base64Escape(p.token());
+  EXPECT_TRUE(absl::StrContains(prepared.out, "\"token\":\"" + token64 + "\"")) << prepared.out;
   const Ran started = Run(*src_, {"start", "--json", "--precopy=false", id, "d",
                                   "--peer=" + dst_->peer_address(), "--token=" + token64});
   ASSERT_EQ(started.code, 0) << started.err;

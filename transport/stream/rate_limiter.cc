@@ -79,9 +79,10 @@ void RateLimiter::SetShare(uint64_t bytes_per_second, bool held_back) {
 uint64_t RateLimiter::effective_rate() const { return Smaller(rate(), share()); }
 
 absl::Duration RateLimiter::Reserve(uint64_t bytes) {
-  reserved_.fetch_add(bytes, std::memory_order_relaxed);
   uint64_t rate = effective_rate();
   if (rate == 0 && host_ == nullptr) return absl::ZeroDuration();
+  // Only the host's split reads the count: an uncapped stream pays no atomic per frame.
+  if (host_) reserved_.fetch_add(bytes, std::memory_order_relaxed);
   const int64_t now = MonotonicNowNs();
   if (host_ && rate != 0 && held_back_.load(std::memory_order_relaxed)) {
     // Data again after a pause (or a slow spell) that shrank the share: at that share these

@@ -48,7 +48,8 @@ class RateLimiter {
   uint64_t share() const { return share_.load(std::memory_order_relaxed); }
   // What the streams get now: the smaller of the own cap and the share (0 = unlimited).
   uint64_t effective_rate() const;
-  // Bytes reserved so far (the host measures each migration's demand by it).
+  // Bytes reserved so far while in a host's budget (the host measures each migration's demand
+  // by it; without a host nothing counts them).
   uint64_t reserved_bytes() const { return reserved_.load(std::memory_order_relaxed); }
 
   // Reserves `bytes` and returns how long the caller must wait before sending them (zero when
