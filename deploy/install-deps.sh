@@ -33,6 +33,9 @@ PACKAGES=(
   python3-grpcio
   python3-protobuf
   iproute2
+  # migmover-bench --baseline measures the network stack's own limit with iperf3 (its debconf
+  # question, start a server at boot, keeps its default: no).
+  iperf3
   # tests/faults: the network faults are nftables rules on a veth between two namespaces.
   nftables
   clang

@@ -149,6 +149,8 @@ absl::StatusOr<InProcessResult> RunDpdkLinkInProcess(const std::vector<sim::SimD
   InProcessResult r;
   r.source.cpu_seconds = sampler.Seconds({"mm-src-", "mm-sim-save"});
   r.destination.cpu_seconds = sampler.Seconds({"mm-dst-", "mm-sim-resume"});
+  r.source.device_cpu_seconds = sampler.Seconds({"mm-sim-save"});
+  r.destination.device_cpu_seconds = sampler.Seconds({"mm-sim-resume"});
   sampler.Stop();
   absl::Time last = start;
   r.verified = true;

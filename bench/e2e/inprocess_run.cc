@@ -85,6 +85,8 @@ absl::StatusOr<InProcessResult> RunInProcess(const std::vector<sim::SimDeviceSpe
   SessionSnapshot s = src->Snapshot(), d = dst->Snapshot();
   r.source.cpu_seconds = sampler.Seconds({"mm-src-", "mm-sim-save"});
   r.destination.cpu_seconds = sampler.Seconds({"mm-dst-", "mm-sim-resume"});
+  r.source.device_cpu_seconds = sampler.Seconds({"mm-sim-save"});
+  r.destination.device_cpu_seconds = sampler.Seconds({"mm-sim-resume"});
   sampler.Stop();
   if (s.phase != SessionPhase::kSucceeded) {
     return absl::InternalError(

@@ -13,12 +13,15 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "bench/e2e/dpdk_link_run.h"
 #include "bench/e2e/inprocess_run.h"
+#include "bench/e2e/machine_limits.h"
 #include "bench/e2e/proc_stats.h"
+#include "bench/e2e/thread_cpu_sampler.h"
 #include "bench/e2e/raw_tcp_baseline.h"
 #include "daemon/base/log.h"
 #include "daemon/device/sim/sim_device_spec.h"
@@ -54,7 +57,15 @@ ABSL_FLAG(std::string, tcp_congestion, "",
           "empty = the system's default.");
 ABSL_FLAG(std::string, io_engine, "",
           "Both daemons' --io_engine (auto, uring, syscalls); empty: the daemons' default.");
-ABSL_FLAG(bool, baseline, false, "Also measure a raw TCP sender/receiver pair per device.");
+ABSL_FLAG(bool, baseline, false,
+          "Also measure, in the same run, what the machine allows: the raw loop (a plain "
+          "read/send and recv/write process pair per stream on the same devices), iperf3 (one "
+          "stream per migmover stream), memcpy and AES-128-GCM, and the modelled limit "
+          "(bench/README.md); prints migmover's ratio to each.");
+ABSL_FLAG(std::string, device, "image",
+          "image: the benchmark device, whose data fds cost what a real driver's do (its state "
+          "is served from a prepared memory image and checked by a digest as it passes). "
+          "checked: the tests' device, which generates and compares every byte on the path.");
 ABSL_FLAG(std::string, peer_security, "tls",
           "tls: the daemons' peers run TLS 1.3 (throw-away certificates, kernel TLS where the "
           "kernel has it), as deployed; plaintext: --plaintext_peers (keyed digest only).");
@@ -86,6 +97,12 @@ struct Figures {
   double throughput() const { return seconds > 0 ? bytes / seconds : 0; }
   double cpu_per_gb(const SideFigures& s) const {
     return bytes ? s.cpu_seconds / (bytes / 1e9) : 0;
+  }
+  double mover_cpu_per_gb(const SideFigures& s) const {
+    return bytes ? s.mover_cpu_seconds() / (bytes / 1e9) : 0;
+  }
+  double device_cpu_per_gb(const SideFigures& s) const {
+    return bytes ? s.device_cpu_seconds / (bytes / 1e9) : 0;
   }
 };
 
@@ -205,6 +222,10 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
     absl::SleepFor(absl::Milliseconds(10));
   }
   absl::SleepFor(absl::Milliseconds(100));  // Every device's connection is up.
+  // The simulated devices' threads (mm-sim-*) are the device's; the rest is the mover's.
+  ThreadCpuSampler src_threads((*src)->pid()), dst_threads((*dst)->pid());
+  src_threads.Reset();
+  dst_threads.Reset();
   auto cpu0_src = ReadProcStats((*src)->pid());
   auto cpu0_dst = ReadProcStats((*dst)->pid());
   if (!cpu0_src.ok() || !cpu0_dst.ok()) return absl::InternalError("cannot read /proc");
@@ -232,6 +253,8 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
   auto cpu1_src = ReadProcStats((*src)->pid());
   auto cpu1_dst = ReadProcStats((*dst)->pid());
   if (!cpu1_src.ok() || !cpu1_dst.ok()) return absl::InternalError("cannot read /proc");
+  const double src_device_cpu = src_threads.Seconds({"mm-sim-"});
+  const double dst_device_cpu = dst_threads.Seconds({"mm-sim-"});
   if (s.phase() != SessionStatus::SUCCEEDED) {
     return absl::InternalError(absl::StrCat("migration failed: ", s.error(), " / ", d.error()));
   }
@@ -240,8 +263,10 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
   f.bytes = absl::GetFlag(FLAGS_precopy) ? s.stop_copy_bytes() : s.bytes_moved();
   f.downtime = s.stop_copy_seconds();
   f.seconds = s.stop_copy_seconds();
-  f.source = {cpu1_src->cpu_seconds - cpu0_src->cpu_seconds, cpu1_src->peak_rss_bytes};
-  f.destination = {cpu1_dst->cpu_seconds - cpu0_dst->cpu_seconds, cpu1_dst->peak_rss_bytes};
+  f.source = {cpu1_src->cpu_seconds - cpu0_src->cpu_seconds, src_device_cpu,
+              cpu1_src->peak_rss_bytes};
+  f.destination = {cpu1_dst->cpu_seconds - cpu0_dst->cpu_seconds, dst_device_cpu,
+                   cpu1_dst->peak_rss_bytes};
   f.data_path = s.devices_size() ? s.devices(0).data_path() : "";
   if (d.devices_size() > 0) {
     f.security = d.devices(0).security();
@@ -261,12 +286,19 @@ std::string Human(double bytes) {
   return absl::StrFormat("%.2f %s", bytes, units[u]);
 }
 
+std::string Side(double source, double destination, const char* fmt = "%.4f") {
+  return absl::StrFormat("{\"source\":%s,\"destination\":%s}", absl::StrFormat(fmt, source),
+                         absl::StrFormat(fmt, destination));
+}
+
 std::string FiguresJson(const Figures& f, bool with_extra) {
   std::string j = absl::StrFormat(
       "\"throughput_bytes_per_s\":%.1f,\"bytes\":%d,\"seconds\":%.6f,"
-      "\"cpu_seconds_per_gb\":{\"source\":%.4f,\"destination\":%.4f},"
-      "\"peak_rss_bytes\":{\"source\":%d,\"destination\":%d}",
-      f.throughput(), f.bytes, f.seconds, f.cpu_per_gb(f.source), f.cpu_per_gb(f.destination),
+      "\"cpu_seconds_per_gb\":%s,\"mover_cpu_seconds_per_gb\":%s,"
+      "\"device_cpu_seconds_per_gb\":%s,\"peak_rss_bytes\":{\"source\":%d,\"destination\":%d}",
+      f.throughput(), f.bytes, f.seconds, Side(f.cpu_per_gb(f.source), f.cpu_per_gb(f.destination)),
+      Side(f.mover_cpu_per_gb(f.source), f.mover_cpu_per_gb(f.destination)),
+      Side(f.device_cpu_per_gb(f.source), f.device_cpu_per_gb(f.destination)),
       f.source.peak_rss_bytes, f.destination.peak_rss_bytes);
   if (with_extra) {
     absl::StrAppend(&j, absl::StrFormat(",\"downtime_seconds\":%.6f,\"data_path\":\"%s\","
@@ -321,6 +353,10 @@ int Main() {
       return 2;
     }
   }
+  if (absl::GetFlag(FLAGS_device) != "image" && absl::GetFlag(FLAGS_device) != "checked") {
+    std::cerr << "migmover-bench: --device must be image or checked\n";
+    return 2;
+  }
   if (absl::GetFlag(FLAGS_streams) < 1 || absl::GetFlag(FLAGS_streams) > 16) {
     std::cerr << "migmover-bench: --streams must be 1..16\n";
     return 2;
@@ -336,6 +372,8 @@ int Main() {
     sim::SimDeviceSpec spec;
     spec.state_size = *size;
     spec.seed = 100 + i;
+    spec.content = absl::GetFlag(FLAGS_device) == "image" ? sim::SimDeviceSpec::Content::kImage
+                                                          : sim::SimDeviceSpec::Content::kChecked;
     specs.push_back(spec);
   }
   // The baseline: one raw pair per stream, each moving its share of a device.
@@ -351,6 +389,13 @@ int Main() {
   }
   std::vector<Figures> ours;
   std::vector<BaselineFigures> base;
+  std::vector<Iperf3Figures> iperf3_runs;
+  std::string iperf3_error;
+  double memcpy_rate = 0, aead_rate = 0;
+  if (absl::GetFlag(FLAGS_baseline)) {
+    memcpy_rate = MeasureMemcpy();
+    aead_rate = MeasureAes128Gcm();
+  }
   for (int run = 0; run < std::max(1, absl::GetFlag(FLAGS_repeat)); ++run) {
     if (absl::GetFlag(FLAGS_baseline)) {
       auto b = RunRawTcpBaseline(baseline_specs, *chunk, absl::GetFlag(FLAGS_tcp_congestion));
@@ -359,6 +404,18 @@ int Main() {
         return 1;
       }
       base.push_back({*b});
+      if (iperf3_error.empty()) {
+        // One iperf3 stream per migmover stream, moving the same bytes.
+        auto ip = RunIperf3(*size * specs.size(), streams * static_cast<int>(specs.size()),
+                            absl::GetFlag(FLAGS_tcp_congestion));
+        if (ip.ok()) {
+          iperf3_runs.push_back(*ip);
+        } else {
+          iperf3_error = std::string(ip.status().message());
+          std::cerr << "migmover-bench: iperf3: " << iperf3_error
+                    << " (no limit figures in this run)\n";
+        }
+      }
     }
     absl::StatusOr<Figures> f;
     if (transport == "dpdk" && absl::GetFlag(FLAGS_inprocess)) {
@@ -402,39 +459,88 @@ int Main() {
   bf.seconds = b.r.seconds;
   bf.source = b.r.source;
   bf.destination = b.r.destination;
+  const bool have_iperf3 = !iperf3_runs.empty();
+  Iperf3Figures ip = have_iperf3 ? Median(iperf3_runs) : Iperf3Figures{};
+  const bool tls = transport == "tcp" && absl::GetFlag(FLAGS_peer_security) == "tls";
+  Limit limit;
+  if (have_iperf3) limit = ModelledLimit(ip, memcpy_rate, tls ? aead_rate : 0);
+  const std::string model = absl::StrCat("iperf3 + one copy per side",
+                                         tls ? " + one AES-128-GCM pass per side" : "");
+  auto throughputs = [](const auto& v) {
+    std::string out;
+    for (const auto& x : v) absl::StrAppend(&out, out.empty() ? "" : ",", absl::StrFormat("%.1f", x.throughput()));
+    return "[" + out + "]";
+  };
+  auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
 
   if (absl::GetFlag(FLAGS_json)) {
     std::string j = FiguresJson(m, true);
     j.pop_back();
     absl::StrAppend(
-        &j, absl::StrFormat(",\"devices\":%d,\"device_size_bytes\":%d,\"streams\":%d,"
-                            "\"chunk_size\":%d,\"transport\":\"%s\",\"runs\":%d",
-                            absl::GetFlag(FLAGS_devices), *size, absl::GetFlag(FLAGS_streams),
-                            *chunk, transport, static_cast<int>(ours.size())));
+        &j, absl::StrFormat(",\"device\":\"%s\",\"devices\":%d,\"device_size_bytes\":%d,"
+                            "\"streams\":%d,\"chunk_size\":%d,\"transport\":\"%s\",\"runs\":%d,"
+                            "\"throughput_runs\":%s",
+                            absl::GetFlag(FLAGS_device), absl::GetFlag(FLAGS_devices), *size,
+                            absl::GetFlag(FLAGS_streams), *chunk, transport,
+                            static_cast<int>(ours.size()), throughputs(ours)));
     if (have_base) {
-      absl::StrAppend(&j, ",\"baseline\":", FiguresJson(bf, false));
+      std::string raw = FiguresJson(bf, false);
+      raw.pop_back();
+      absl::StrAppend(&j, ",\"baseline\":", raw, ",\"throughput_runs\":", throughputs(base), "}");
       absl::StrAppend(
           &j,
           absl::StrFormat(
-              ",\"ratio\":{\"throughput\":%.4f,\"cpu_seconds_per_gb\":{"
-              "\"source\":%.4f,\"destination\":%.4f},\"peak_rss_bytes\":{"
-              "\"source\":%.4f,\"destination\":%.4f}}",
-              m.throughput() / bf.throughput(), m.cpu_per_gb(m.source) / bf.cpu_per_gb(bf.source),
-              m.cpu_per_gb(m.destination) / bf.cpu_per_gb(bf.destination),
-              static_cast<double>(m.source.peak_rss_bytes) / bf.source.peak_rss_bytes,
-              static_cast<double>(m.destination.peak_rss_bytes) / bf.destination.peak_rss_bytes));
+              ",\"ratio\":{\"throughput\":%.4f,\"cpu_seconds_per_gb\":%s,"
+              "\"mover_cpu_seconds_per_gb\":%s,\"peak_rss_bytes\":%s",
+              ratio(m.throughput(), bf.throughput()),
+              Side(ratio(m.cpu_per_gb(m.source), bf.cpu_per_gb(bf.source)),
+                   ratio(m.cpu_per_gb(m.destination), bf.cpu_per_gb(bf.destination))),
+              Side(ratio(m.mover_cpu_per_gb(m.source), bf.mover_cpu_per_gb(bf.source)),
+                   ratio(m.mover_cpu_per_gb(m.destination), bf.mover_cpu_per_gb(bf.destination))),
+              Side(ratio(m.source.peak_rss_bytes, bf.source.peak_rss_bytes),
+                   ratio(m.destination.peak_rss_bytes, bf.destination.peak_rss_bytes))));
+      if (have_iperf3) {
+        absl::StrAppend(
+            &j, absl::StrFormat(
+                    ",\"throughput_vs_iperf3\":%.4f,\"throughput_vs_limit\":%.4f,"
+                    "\"mover_cpu_seconds_per_gb_vs_limit\":%s",
+                    ratio(m.throughput(), ip.throughput()), ratio(m.throughput(), limit.throughput),
+                    Side(ratio(m.mover_cpu_per_gb(m.source), limit.source_cpu_seconds_per_gb),
+                         ratio(m.mover_cpu_per_gb(m.destination),
+                               limit.destination_cpu_seconds_per_gb))));
+      }
+      absl::StrAppend(&j, "}");
       // The downtime target: STOP_COPY downtime against the time the baseline needs to move
       // the same bytes.
       absl::StrAppend(&j, absl::StrFormat(",\"downtime_over_baseline_transfer_seconds\":%.6f",
                                           m.downtime - m.bytes / bf.throughput()));
     }
+    if (have_iperf3) {
+      absl::StrAppend(
+          &j, absl::StrFormat(",\"iperf3\":{\"throughput_bytes_per_s\":%.1f,\"bytes\":%d,"
+                              "\"seconds\":%.6f,\"cpu_seconds_per_gb\":%s,\"throughput_runs\":%s}",
+                              ip.throughput(), ip.bytes, ip.seconds,
+                              Side(ip.sender_cpu_seconds_per_gb, ip.receiver_cpu_seconds_per_gb),
+                              throughputs(iperf3_runs)));
+      absl::StrAppend(
+          &j, absl::StrFormat(",\"memcpy_bytes_per_s\":%.1f,\"aes_128_gcm_bytes_per_s\":%.1f,"
+                              "\"limit\":{\"throughput_bytes_per_s\":%.1f,"
+                              "\"cpu_seconds_per_gb\":%s,\"model\":\"%s\"}",
+                              memcpy_rate, aead_rate, limit.throughput,
+                              Side(limit.source_cpu_seconds_per_gb,
+                                   limit.destination_cpu_seconds_per_gb),
+                              model));
+    } else if (!iperf3_error.empty()) {
+      absl::StrAppend(&j, ",\"iperf3_error\":\"", absl::CEscape(iperf3_error), "\"");
+    }
     std::cout << j << "}\n";
     return m.verified ? 0 : 1;
   }
   std::cout << absl::StrFormat(
-      "migmover-bench: %d device(s) x %s, %d stream(s), chunk %s, data path %s, %s, %d run(s)\n",
-      absl::GetFlag(FLAGS_devices), Human(*size), absl::GetFlag(FLAGS_streams), Human(*chunk),
-      m.data_path,
+      "migmover-bench: %d %s device(s) x %s, %d stream(s), chunk %s, data path %s, %s, %d "
+      "run(s)\n",
+      absl::GetFlag(FLAGS_devices), absl::GetFlag(FLAGS_device), Human(*size),
+      absl::GetFlag(FLAGS_streams), Human(*chunk), m.data_path,
       transport != "dpdk"              ? absl::StrCat("tcp (congestion control ",
                                          absl::GetFlag(FLAGS_tcp_congestion).empty()
                                                           ? "system default"
@@ -443,29 +549,53 @@ int Main() {
       : absl::GetFlag(FLAGS_inprocess) ? "dpdk (net_memif link streams in process)"
                                        : "dpdk (net_memif)",
       static_cast<int>(ours.size()));
-  std::cout << absl::StrFormat("%-18s %12s %13s %13s %11s %13s %13s\n", "", "throughput",
-                               "cpu s/GB src", "cpu s/GB dst", "downtime", "peak RSS src",
-                               "peak RSS dst");
+  std::cout << absl::StrFormat("%-14s %12s %15s %15s %15s %10s %21s\n", "", "throughput",
+                               "cpu s/GB src", "cpu s/GB dst", "device s/GB", "downtime",
+                               "peak RSS src / dst");
   auto row = [](const char* name, const Figures& f, bool downtime) {
     std::cout << absl::StrFormat(
-        "%-18s %10s/s %13.3f %13.3f %11s %13s %13s\n", name, Human(f.throughput()),
-        f.cpu_per_gb(f.source), f.cpu_per_gb(f.destination),
+        "%-14s %10s/s %15.3f %15.3f %15s %10s %21s\n", name, Human(f.throughput()),
+        f.mover_cpu_per_gb(f.source), f.mover_cpu_per_gb(f.destination),
+        absl::StrFormat("%.3f / %.3f", f.device_cpu_per_gb(f.source),
+                        f.device_cpu_per_gb(f.destination)),
         downtime ? absl::StrFormat("%.1f ms", f.downtime * 1000) : "-",
-        Human(f.source.peak_rss_bytes), Human(f.destination.peak_rss_bytes));
+        absl::StrCat(Human(f.source.peak_rss_bytes), " / ", Human(f.destination.peak_rss_bytes)));
   };
   row("migmover", m, true);
+  if (have_base) row("raw loop", bf, false);
+  if (have_iperf3) {
+    std::cout << absl::StrFormat("%-14s %10s/s %15.3f %15.3f\n", "iperf3", Human(ip.throughput()),
+                                 ip.sender_cpu_seconds_per_gb, ip.receiver_cpu_seconds_per_gb);
+    std::cout << absl::StrFormat("%-14s %10s/s %15.3f %15.3f   (%s; memcpy %s/s%s)\n", "limit",
+                                 Human(limit.throughput), limit.source_cpu_seconds_per_gb,
+                                 limit.destination_cpu_seconds_per_gb, model, Human(memcpy_rate),
+                                 tls ? absl::StrCat(", AES-128-GCM ", Human(aead_rate), "/s") : "");
+  } else if (!iperf3_error.empty()) {
+    std::cout << "iperf3: " << iperf3_error << "\n";
+  }
+  std::cout << "(cpu s/GB: the mover's own threads; device s/GB: the simulated device's, source / "
+               "destination)\n";
   if (have_base) {
-    row("raw TCP baseline", bf, false);
     std::cout << absl::StrFormat(
-        "%-18s %12.3f %13.3f %13.3f %11s %13.3f %13.3f\n", "ratio",
-        m.throughput() / bf.throughput(), m.cpu_per_gb(m.source) / bf.cpu_per_gb(bf.source),
-        m.cpu_per_gb(m.destination) / bf.cpu_per_gb(bf.destination), "-",
-        static_cast<double>(m.source.peak_rss_bytes) / bf.source.peak_rss_bytes,
-        static_cast<double>(m.destination.peak_rss_bytes) / bf.destination.peak_rss_bytes);
+        "migmover / raw loop: throughput %.3f, mover CPU per GB %.3f src, %.3f dst, peak RSS "
+        "%.2f src, %.2f dst\n",
+        ratio(m.throughput(), bf.throughput()),
+        ratio(m.mover_cpu_per_gb(m.source), bf.mover_cpu_per_gb(bf.source)),
+        ratio(m.mover_cpu_per_gb(m.destination), bf.mover_cpu_per_gb(bf.destination)),
+        ratio(m.source.peak_rss_bytes, bf.source.peak_rss_bytes),
+        ratio(m.destination.peak_rss_bytes, bf.destination.peak_rss_bytes));
+  }
+  if (have_iperf3) {
+    std::cout << absl::StrFormat(
+        "migmover / iperf3: throughput %.3f;  migmover / limit: throughput %.3f, mover CPU per GB "
+        "%.3f src, %.3f dst\n",
+        ratio(m.throughput(), ip.throughput()), ratio(m.throughput(), limit.throughput),
+        ratio(m.mover_cpu_per_gb(m.source), limit.source_cpu_seconds_per_gb),
+        ratio(m.mover_cpu_per_gb(m.destination), limit.destination_cpu_seconds_per_gb));
   }
   if (have_base) {
     std::cout << absl::StrFormat(
-        "downtime %.1f ms = baseline transfer time for the same bytes (%.1f ms) %+.1f ms\n",
+        "downtime %.1f ms = raw loop's transfer time for the same bytes (%.1f ms) %+.1f ms\n",
         m.downtime * 1000, m.bytes / bf.throughput() * 1000,
         (m.downtime - m.bytes / bf.throughput()) * 1000);
   }

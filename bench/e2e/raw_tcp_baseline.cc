@@ -25,7 +25,8 @@ struct ChildReport {
   uint16_t port = 0;
   uint64_t bytes = 0;
   int64_t start_ns = 0, end_ns = 0;
-  double cpu_seconds = 0;
+  double cpu_seconds = 0;       // The whole process.
+  double loop_cpu_seconds = 0;  // The loop's own thread (the rest is the simulated device's).
   uint64_t peak_rss_bytes = 0;
   char error[200] = {};
 };
@@ -36,9 +37,9 @@ int64_t MonoNs() {
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
-double CpuSeconds() {
+double CpuSeconds(int who = RUSAGE_SELF) {
   rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
+  getrusage(who, &ru);
   return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec +
          ru.ru_stime.tv_usec / 1e6;
 }
@@ -93,6 +94,7 @@ bool ReadAll(int fd, void* p, size_t n) {
   }
   std::vector<uint8_t> buf(buffer);
   const double cpu0 = CpuSeconds();
+  const double loop0 = CpuSeconds(RUSAGE_THREAD);
   r.start_ns = MonoNs();
   while (true) {
     ssize_t n = ::recv(conn->get(), buf.data(), buf.size(), 0);
@@ -110,6 +112,7 @@ bool ReadAll(int fd, void* p, size_t n) {
     }
     r.bytes += n;
   }
+  r.loop_cpu_seconds = CpuSeconds(RUSAGE_THREAD) - loop0;
   fd->Reset();
   auto committed = (*dev)->SetState(MigState::kRunning);
   r.end_ns = MonoNs();
@@ -140,6 +143,7 @@ bool ReadAll(int fd, void* p, size_t n) {
   char go;
   if (::read(go_fd, &go, 1) != 1) std::_Exit(1);
   const double cpu0 = CpuSeconds();
+  const double loop0 = CpuSeconds(RUSAGE_THREAD);
   r.start_ns = MonoNs();
   // The switchover: STOP -> STOP_COPY, as our source does without precopy.
   auto fd = (*dev)->SetState(MigState::kStopCopy);
@@ -160,6 +164,7 @@ bool ReadAll(int fd, void* p, size_t n) {
     r.bytes += n;
   }
   ::shutdown(conn->get(), SHUT_WR);
+  r.loop_cpu_seconds = CpuSeconds(RUSAGE_THREAD) - loop0;
   r.end_ns = MonoNs();
   r.cpu_seconds = CpuSeconds() - cpu0;
   r.peak_rss_bytes = PeakRss();
@@ -241,6 +246,8 @@ absl::StatusOr<BaselineResult> RunRawTcpBaseline(const std::vector<sim::SimDevic
     end = std::max(end, r.end_ns);
     out.source.cpu_seconds += s.cpu_seconds;
     out.destination.cpu_seconds += r.cpu_seconds;
+    out.source.device_cpu_seconds += std::max(0.0, s.cpu_seconds - s.loop_cpu_seconds);
+    out.destination.device_cpu_seconds += std::max(0.0, r.cpu_seconds - r.loop_cpu_seconds);
     out.source.peak_rss_bytes += s.peak_rss_bytes;
     out.destination.peak_rss_bytes += r.peak_rss_bytes;
   }

@@ -15,8 +15,10 @@
 namespace migmover::bench {
 
 struct SideFigures {
-  double cpu_seconds = 0;
+  double cpu_seconds = 0;         // Everything the side's processes spent.
+  double device_cpu_seconds = 0;  // Of which the simulated device's own threads.
   uint64_t peak_rss_bytes = 0;
+  double mover_cpu_seconds() const { return cpu_seconds - device_cpu_seconds; }
 };
 
 struct BaselineResult {

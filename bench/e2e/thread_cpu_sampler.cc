@@ -14,7 +14,9 @@
 
 namespace migmover::bench {
 
-ThreadCpuSampler::ThreadCpuSampler() : thread_([this] { Loop(); }) {}
+ThreadCpuSampler::ThreadCpuSampler(pid_t pid)
+    : task_dir_(pid == 0 ? std::string("/proc/self/task") : absl::StrCat("/proc/", pid, "/task")),
+      thread_([this] { Loop(); }) {}
 
 ThreadCpuSampler::~ThreadCpuSampler() { Stop(); }
 
@@ -52,12 +54,12 @@ void ThreadCpuSampler::Loop() {
 
 void ThreadCpuSampler::Sample() {
   const double tick = static_cast<double>(::sysconf(_SC_CLK_TCK));
-  DIR* d = ::opendir("/proc/self/task");
+  DIR* d = ::opendir(task_dir_.c_str());
   if (d == nullptr) return;
   std::map<int, Entry> now;
   while (dirent* de = ::readdir(d)) {
     if (de->d_name[0] == '.') continue;
-    std::ifstream f(absl::StrCat("/proc/self/task/", de->d_name, "/stat"));
+    std::ifstream f(absl::StrCat(task_dir_, "/", de->d_name, "/stat"));
     std::string line;
     if (!std::getline(f, line)) continue;
     size_t open = line.find('('), close = line.rfind(')');

@@ -1,5 +1,6 @@
-// ThreadCpuSampler: CPU time of this process's threads, by thread-name prefix, sampled from
-// /proc every few milliseconds (a thread's last few milliseconds before it exits may be missed).
+// ThreadCpuSampler: CPU time of a process's threads (this one's by default), by thread-name
+// prefix, sampled from /proc every few milliseconds (a thread's last few milliseconds before it
+// exits may be missed).
 #ifndef MIGMOVER_BENCH_E2E_THREAD_CPU_SAMPLER_H_
 #define MIGMOVER_BENCH_E2E_THREAD_CPU_SAMPLER_H_
 
@@ -9,6 +10,8 @@
 #include <string>
 #include <thread>
 
+#include <sys/types.h>
+
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 
@@ -16,7 +19,8 @@ namespace migmover::bench {
 
 class ThreadCpuSampler {
  public:
-  ThreadCpuSampler();
+  // `pid` 0: this process.
+  explicit ThreadCpuSampler(pid_t pid = 0);
   ~ThreadCpuSampler();
   void Stop();
   // From now on: Seconds() counts CPU time used after this call.
@@ -32,6 +36,7 @@ class ThreadCpuSampler {
   void Loop();
   void Sample();
 
+  const std::string task_dir_;  // /proc/<pid>/task
   std::atomic<bool> stop_{false};
   absl::Mutex mu_;
   std::map<int, Entry> last_ ABSL_GUARDED_BY(mu_);

@@ -13,14 +13,33 @@ for k in ["throughput_bytes_per_s", "cpu_seconds_per_gb", "downtime_seconds", "p
 for side in ["source", "destination"]:
     assert d["cpu_seconds_per_gb"][side] >= 0 and d["peak_rss_bytes"][side] > 0, side
 assert d["verified"] is True and d["throughput_bytes_per_s"] > 0
+for k in ["mover_cpu_seconds_per_gb", "device_cpu_seconds_per_gb"]:
+    for side in ["source", "destination"]:
+        assert d[k][side] >= 0, (k, side)
 if "--baseline" in sys.argv:
     assert d["baseline"]["throughput_bytes_per_s"] > 0
     assert d["ratio"]["throughput"] > 0
     assert "downtime_over_baseline_transfer_seconds" in d
+if "--limit" in sys.argv:
+    # The limit of this machine, measured in the same run: iperf3, memcpy, AES-GCM and the model.
+    assert d["iperf3"]["throughput_bytes_per_s"] > 0 and d["iperf3"]["bytes"] > 0
+    assert d["iperf3"]["cpu_seconds_per_gb"]["source"] > 0
+    assert d["memcpy_bytes_per_s"] > 0 and d["aes_128_gcm_bytes_per_s"] > 0
+    lim = d["limit"]
+    # One copy per side (and under TLS an AEAD pass) on top of iperf3: always below it.
+    assert 0 < lim["throughput_bytes_per_s"] < d["iperf3"]["throughput_bytes_per_s"], lim
+    assert lim["cpu_seconds_per_gb"]["destination"] > d["iperf3"]["cpu_seconds_per_gb"]["destination"]
+    assert "copy" in lim["model"]
+    for k in ["throughput_vs_iperf3", "throughput_vs_limit"]:
+        assert d["ratio"][k] > 0, k
+    assert len(d["throughput_runs"]) == d["runs"]
 print("ok:", d["data_path"], round(d["throughput_bytes_per_s"] / 1e9, 2), "GB/s")
 '
 "$bench" --migmoverd="$dir/daemon/server/migmoverd" --device_size=32MiB --data_path=copy \
-  --baseline --json | python3 -c "$check" --baseline
+  --baseline --repeat=2 --json | python3 -c "$check" --baseline --limit
+# The tests' self-checking device stays available.
+"$bench" --migmoverd="$dir/daemon/server/migmoverd" --device=checked --device_size=16MiB \
+  --json | python3 -c "$check"
 "$bench" --migmoverd="$dir/daemon/server/migmoverd" --device_size=16MiB --streams=2 --devices=2 \
   --json | python3 -c "$check"
 "$bench" --inprocess --device_size=16MiB --data_path=splice --json | python3 -c "$check"
@@ -36,4 +55,6 @@ if "$bench" --transport=rdma 2>"$err"; then exit 1; fi
 grep -q "expected tcp or dpdk" "$err"
 if "$bench" --transport=dpdk --streams=2 2>"$err"; then exit 1; fi
 grep -q "streams must be 1" "$err"
+if "$bench" --device=fast 2>"$err"; then exit 1; fi
+grep -q "device must be image or checked" "$err"
 echo "migmover-bench smoke test: all modes ok"

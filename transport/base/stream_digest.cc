@@ -18,6 +18,11 @@ void StreamDigest::Update(const void* data, size_t n) {
   bytes_ += n;
 }
 
+void StreamDigest::Reset() {
+  XXH3_64bits_reset(state_->s);
+  bytes_ = 0;
+}
+
 uint64_t StreamDigest::Value() const { return XXH3_64bits_digest(state_->s); }
 
 }  // namespace migmover

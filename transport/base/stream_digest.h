@@ -18,6 +18,8 @@ class StreamDigest {
   StreamDigest& operator=(const StreamDigest&) = delete;
 
   void Update(const void* data, size_t n);
+  // Starts over: the digest of nothing, 0 bytes.
+  void Reset();
   // The digest of everything so far (the stream may continue).
   uint64_t Value() const;
   uint64_t bytes() const { return bytes_; }

@@ -82,6 +82,14 @@ absl::StatusOr<double> Trial(DataPath path, uint64_t bytes, uint32_t chunk,
 
 }  // namespace
 
+DataPath ChooseDataPath(double copy_bytes_per_second, double splice_bytes_per_second,
+                        double margin) {
+  return splice_bytes_per_second >= copy_bytes_per_second * (1 + margin) &&
+                 splice_bytes_per_second > 0
+             ? DataPath::kSplice
+             : DataPath::kCopy;
+}
+
 absl::StatusOr<DataPathProbe> ProbeDataPaths(uint64_t bytes, int rounds, uint32_t chunk,
                                              io::IoEngine engine) {
   std::vector<double> copy, splice;
@@ -97,8 +105,8 @@ absl::StatusOr<DataPathProbe> ProbeDataPaths(uint64_t bytes, int rounds, uint32_
   DataPathProbe p;
   p.copy_bytes_per_second = copy[copy.size() / 2];
   p.splice_bytes_per_second = splice[splice.size() / 2];
-  p.faster =
-      p.copy_bytes_per_second > p.splice_bytes_per_second ? DataPath::kCopy : DataPath::kSplice;
+  p.splice_advantage = p.splice_bytes_per_second / std::max(p.copy_bytes_per_second, 1.0) - 1;
+  p.faster = ChooseDataPath(p.copy_bytes_per_second, p.splice_bytes_per_second);
   return p;
 }
 

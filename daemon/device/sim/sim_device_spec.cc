@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "daemon/device/sim/sim_content_image.h"
 #include "daemon/device/sim/sim_stream.h"
 #include "transport/base/errno_status.h"
 
@@ -54,6 +55,13 @@ absl::Status SimDeviceSpec::Validate() const {
     return absl::InvalidArgumentError(absl::StrCat(
         "simulated device: chunk ", chunk_size, " must be a multiple of 8 in 64 B .. 1 MiB"));
   }
+  if (content == Content::kImage &&
+      (save_fd != SaveFd::kPipe || short_io ||
+       corrupt_at != std::numeric_limits<uint64_t>::max())) {
+    return absl::InvalidArgumentError(
+        "simulated device: content=image serves a pipe from a prepared image: it cannot be "
+        "combined with save_fd=file, short_io or corrupt_at");
+  }
   if (fail_arc && (fail_errno <= 0 || fail_errno > 4095)) {
     return absl::InvalidArgumentError(absl::StrCat("simulated device: bad errno ", fail_errno));
   }
@@ -64,7 +72,10 @@ uint64_t SimDeviceSpec::BookkeepingBytes() const {
   const uint64_t chunks = (state_size + chunk_size - 1) / chunk_size;
   // Model: uint32 generation + sent and dirty bits; a saving or resuming session copies the
   // generations; one chunk buffer per direction; a fixed part for the driver's objects.
-  return chunks * sizeof(uint32_t) * 2 + (chunks + 3) / 4 + 2ull * chunk_size + (64u << 10);
+  const uint64_t image =
+      content == Content::kImage ? SimContentImage::ImageBytes(state_size, chunk_size) : 0;
+  return chunks * sizeof(uint32_t) * 2 + (chunks + 3) / 4 + 2ull * chunk_size + (64u << 10) +
+         image;
 }
 
 std::string SimDeviceSpec::ToString() const {
@@ -76,6 +87,7 @@ std::string SimDeviceSpec::ToString() const {
   }
   if (short_io) absl::StrAppend(&s, ",short_io=1");
   if (save_fd == SaveFd::kFile) absl::StrAppend(&s, ",save_fd=file");
+  if (content == Content::kImage) absl::StrAppend(&s, ",content=image");
   if (fail_arc) {
     absl::StrAppend(&s, ",fail_arc=", MigStateName(fail_from), ":", MigStateName(fail_to), ":",
                     ErrnoName(fail_errno), fail_to_error ? ":error" : "");
@@ -153,6 +165,10 @@ absl::StatusOr<SimDeviceSpec> ParseSimDeviceSpec(absl::string_view text) {
     } else if (key == "save_fd") {
       if (value != "pipe" && value != "file") return bad("expected pipe or file");
       spec.save_fd = value == "file" ? SimDeviceSpec::SaveFd::kFile : SimDeviceSpec::SaveFd::kPipe;
+    } else if (key == "content") {
+      if (value != "checked" && value != "image") return bad("expected checked or image");
+      spec.content =
+          value == "image" ? SimDeviceSpec::Content::kImage : SimDeviceSpec::Content::kChecked;
     } else if (key == "fail_arc") {
       std::vector<std::string> parts = absl::StrSplit(value, ':');
       if (parts.size() < 2 || parts.size() > 4) return bad("expected FROM:TO[:ERRNO[:error]]");
@@ -174,7 +190,7 @@ absl::StatusOr<SimDeviceSpec> ParseSimDeviceSpec(absl::string_view text) {
     } else {
       return bad(
           "unknown key (size, chunk, seed, initial, dirty_rate, features, short_io, save_fd, "
-          "fail_arc, corrupt_at, commit_delay_ms, stall, data_size)");
+          "content, fail_arc, corrupt_at, commit_delay_ms, stall, data_size)");
     }
   }
   if (absl::Status s = spec.Validate(); !s.ok()) return s;

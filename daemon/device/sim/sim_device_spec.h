@@ -29,6 +29,14 @@ struct SimDeviceSpec {
   // data is all produced inside the arc, as mtty does, so 0 in STOP_COPY is the end.
   enum class SaveFd { kPipe, kFile };
   SaveFd save_fd = SaveFd::kPipe;
+  // Where DATA payloads come from. kChecked: generated per chunk on the path, and the resuming
+  // side regenerates and compares every byte (tests' default: a wrong byte names its chunk).
+  // kImage (the benchmark device): served from a prepared memory image whose pages are spliced
+  // into the data pipe, so the bytes on the path cost what a real driver's do (the reader's
+  // one copy); the resuming side checks them by a digest as they pass (sim_content_image.h).
+  // Needs save_fd=pipe, no short_io and no corrupt_at.
+  enum class Content { kChecked, kImage };
+  Content content = Content::kChecked;
 
   // Fault injection. The arc fail_from -> fail_to fails with fail_errno every time it is taken;
   // with fail_to_error the device then lands in ERROR (else it stays where it was).
@@ -52,7 +60,8 @@ struct SimDeviceSpec {
 
   absl::Status Validate() const;
   // The memory the simulated driver holds for this device: a generation number and two bits per
-  // chunk in the model, a copy of the generations per data session, and a chunk buffer each way.
+  // chunk in the model, a copy of the generations per data session, a chunk buffer each way,
+  // and with image content the image (at most 256 MiB).
   // It grows with size/chunk (a 1 TiB device in 64 B chunks would need 150 GB): the daemon
   // charges it to --max_memory before creating the device.
   uint64_t BookkeepingBytes() const;
@@ -62,7 +71,7 @@ struct SimDeviceSpec {
 
 // Parses "key=value" pairs separated by commas. Keys: size, chunk, seed, initial, dirty_rate
 // (bytes per second; sizes take B/KiB/MiB/GiB/KB/MB/GB suffixes), features (stop_copy+p2p+...),
-// short_io (0/1), save_fd (pipe|file), fail_arc (FROM:TO[:ERRNO[:error]]), corrupt_at,
+// short_io (0/1), save_fd (pipe|file), content (checked|image), fail_arc (FROM:TO[:ERRNO[:error]]), corrupt_at,
 // commit_delay_ms, stall (BYTES:MS, resume_stall_at and resume_stall_ms), data_size (on|off). InvalidArgument names
 // the key.
 absl::StatusOr<SimDeviceSpec> ParseSimDeviceSpec(absl::string_view text);

@@ -25,7 +25,12 @@ bool Runs(MigState s) {
 absl::StatusOr<std::shared_ptr<SimulatedDriver>> SimulatedDriver::Create(
     const SimDeviceSpec& spec) {
   RETURN_IF_ERROR(spec.Validate());
-  return std::shared_ptr<SimulatedDriver>(new SimulatedDriver(spec));
+  std::shared_ptr<SimulatedDriver> driver(new SimulatedDriver(spec));
+  if (spec.content == SimDeviceSpec::Content::kImage) {
+    ASSIGN_OR_RETURN(driver->image_,
+                     SimContentImage::Create(spec.seed, spec.state_size, spec.chunk_size));
+  }
+  return driver;
 }
 
 SimulatedDriver::~SimulatedDriver() {
@@ -180,7 +185,8 @@ int SimulatedDriver::Arc(MigState next, UniqueFd* data_fd) {
       if (!session.ok()) return -ENOMEM;
       resuming_ = std::move(*session);
     } else {
-      auto session = SimSavingSession::Start(&model_, next == MigState::kStopCopy, data_fd);
+      auto session = SimSavingSession::Start(&model_, image_.get(), next == MigState::kStopCopy,
+                                              data_fd);
       if (!session.ok()) return -ENOMEM;
       saving_ = std::move(*session);
     }

@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "daemon/device/ioctl_seam.h"
+#include "daemon/device/sim/sim_content_image.h"
 #include "daemon/device/sim/sim_device_model.h"
 #include "daemon/device/sim/sim_device_spec.h"
 #include "daemon/device/sim/sim_resuming_session.h"
@@ -22,7 +23,7 @@ namespace migmover::sim {
 
 class SimulatedDriver final : public IoctlSeam {
  public:
-  // Errors: InvalidArgument for an invalid spec.
+  // Errors: InvalidArgument for an invalid spec; with content=image, the image's (ENOMEM...).
   static absl::StatusOr<std::shared_ptr<SimulatedDriver>> Create(const SimDeviceSpec& spec);
   ~SimulatedDriver() override;
 
@@ -54,6 +55,7 @@ class SimulatedDriver final : public IoctlSeam {
   bool IsDeviceFd(int fd) const;
 
   SimDeviceModel model_;
+  std::unique_ptr<const SimContentImage> image_;  // content=image only; set in Create.
   mutable absl::Mutex mu_;  // The driver's state mutex: one FSM change at a time.
   MigState state_ ABSL_GUARDED_BY(mu_) = MigState::kRunning;
   dev_t device_dev_ = 0;

@@ -22,10 +22,9 @@
 
 namespace migmover::sim {
 
-absl::StatusOr<std::unique_ptr<SimSavingSession>> SimSavingSession::Start(SimDeviceModel* model,
-                                                                          bool stop_copy,
-                                                                          UniqueFd* user_fd) {
-  std::unique_ptr<SimSavingSession> s(new SimSavingSession(model));
+absl::StatusOr<std::unique_ptr<SimSavingSession>> SimSavingSession::Start(
+    SimDeviceModel* model, const SimContentImage* image, bool stop_copy, UniqueFd* user_fd) {
+  std::unique_ptr<SimSavingSession> s(new SimSavingSession(model, image));
   const SimDeviceSpec& spec = model->spec();
   if (spec.save_fd == SimDeviceSpec::SaveFd::kFile) {
     RETURN_IF_ERROR(s->OpenFile(user_fd));
@@ -193,19 +192,48 @@ bool SimSavingSession::WriteAll(const uint8_t* data, size_t n) {
     }
     if (w < 0 && errno == EINTR) continue;
     if (w < 0 && errno == EAGAIN) {
-      // A file is always writable: there, wait for the reader by time instead.
-      pollfd fds[2] = {{write_fd_.get(), static_cast<short>(file_mode_ ? 0 : POLLOUT), 0},
-                       {cancel_fd_.get(), POLLIN, 0}};
-      ::poll(fds, 2, file_mode_ ? 1 : 100);
-      if (fds[1].revents & POLLIN) {
-        uint64_t v;
-        (void)!::read(cancel_fd_.get(), &v, sizeof(v));
-      }
+      AwaitRoom();
       continue;
     }
     return false;  // EPIPE: userspace closed the data fd; the session is over for us.
   }
   return true;
+}
+
+bool SimSavingSession::SpliceAll(uint64_t offset, size_t n) {
+  while (n > 0) {
+    if (cancelled_) return false;
+    ssize_t w;
+    {
+      absl::MutexLock l(&io_mu_);
+      loff_t off = static_cast<loff_t>(offset);
+      w = ::splice(image_->fd(), &off, write_fd_.get(), nullptr, n, SPLICE_F_NONBLOCK);
+      if (w > 0) written_ += w;
+    }
+    if (w > 0) {
+      offset += w;
+      n -= w;
+      continue;
+    }
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && errno == EAGAIN) {
+      AwaitRoom();
+      continue;
+    }
+    return false;  // EPIPE (the reader went away); 0 would mean the image is short.
+  }
+  return true;
+}
+
+void SimSavingSession::AwaitRoom() {
+  // A file is always writable: there, wait for the reader by time instead.
+  pollfd fds[2] = {{write_fd_.get(), static_cast<short>(file_mode_ ? 0 : POLLOUT), 0},
+                   {cancel_fd_.get(), POLLIN, 0}};
+  ::poll(fds, 2, file_mode_ ? 1 : 100);
+  if (fds[1].revents & POLLIN) {
+    uint64_t v;
+    (void)!::read(cancel_fd_.get(), &v, sizeof(v));
+  }
 }
 
 void SimSavingSession::MarkProduced() {
@@ -223,19 +251,36 @@ void SimSavingSession::Run() {
   const SimDeviceSpec& spec = model_->spec();
   std::vector<uint8_t> buf(sizeof(RecordHeader) + std::max<size_t>(spec.chunk_size, 64));
   StreamDigest digest;
+  uint64_t stream_bytes = 0;  // Before END (with image content, the digest covers fewer).
   uint64_t seq = 0;
   auto emit = [&](RecordType type, uint64_t chunk, uint32_t gen, uint32_t len) {
     RecordHeader h{kRecordMagic, static_cast<uint16_t>(type), kRecordVersion, len, gen, seq++,
                    chunk};
     std::memcpy(buf.data(), &h, sizeof(h));
     const size_t total = sizeof(h) + len;
-    if (type != RecordType::kEnd) digest.Update(buf.data(), total);
+    if (type != RecordType::kEnd) {
+      digest.Update(buf.data(), total);
+      stream_bytes += total;
+    }
     const uint64_t at = written_.load();
     if (spec.corrupt_at >= at && spec.corrupt_at < at + total) buf[spec.corrupt_at - at] ^= 0x5a;
     return WriteAll(buf.data(), total);
   };
+  // Image content: the header is written, the payload spliced from the image's pages.
+  auto emit_image = [&](uint64_t chunk, uint32_t gen, uint32_t len) {
+    RecordHeader h{kRecordMagic, static_cast<uint16_t>(RecordType::kData), kRecordVersion, len,
+                   gen, seq++, chunk};
+    const uint64_t slot = image_->SlotFor(chunk, gen);
+    const uint64_t payload_digest = image_->PayloadDigest(slot, len);
+    digest.Update(&h, sizeof(h));
+    digest.Update(&payload_digest, sizeof(payload_digest));
+    stream_bytes += sizeof(h) + len;
+    return WriteAll(reinterpret_cast<const uint8_t*>(&h), sizeof(h)) &&
+           SpliceAll(image_->SlotOffset(slot), len);
+  };
 
-  BeginPayload b{model_->seed(), spec.state_size, spec.chunk_size, 0};
+  BeginPayload b{model_->seed(), spec.state_size, spec.chunk_size,
+                 image_ != nullptr ? kBeginImageContent : 0};
   std::memcpy(buf.data() + sizeof(RecordHeader), &b, sizeof(b));
   if (!emit(RecordType::kBegin, 0, 0, sizeof(b))) return;
   while (!cancelled_) {
@@ -250,7 +295,7 @@ void SimSavingSession::Run() {
       continue;
     }
     if (next.kind == NextRecord::kEnd) {
-      EndPayload e{seq, digest.bytes(), digest.Value(), model_->state_digest()};
+      EndPayload e{seq, stream_bytes, digest.Value(), model_->state_digest()};
       final_digest_ = e.stream_digest;
       std::memcpy(buf.data() + sizeof(RecordHeader), &e, sizeof(e));
       if (emit(RecordType::kEnd, 0, 0, sizeof(e)) && !file_mode_) {
@@ -261,6 +306,10 @@ void SimSavingSession::Run() {
       return;
     }
     uint32_t len = ChunkLength(spec.state_size, spec.chunk_size, next.chunk);
+    if (image_ != nullptr) {
+      if (!emit_image(next.chunk, next.generation, len)) return;
+      continue;
+    }
     FillChunk(model_->seed(), next.chunk, next.generation,
               std::span<uint8_t>(buf.data() + sizeof(RecordHeader), len));
     if (!emit(RecordType::kData, next.chunk, next.generation, len)) return;

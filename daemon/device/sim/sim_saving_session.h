@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "daemon/device/migratable_device.h"
+#include "daemon/device/sim/sim_content_image.h"
 #include "daemon/device/sim/sim_device_model.h"
 #include "transport/base/unique_fd.h"
 
@@ -22,7 +23,10 @@ class SimSavingSession {
  public:
   // Starts producing into a new pipe. `*user_fd` receives the read end (the data fd).
   // `stop_copy`: the session starts in STOP_COPY (STOP -> STOP_COPY) rather than PRE_COPY.
+  // `image` (the benchmark device's content, or null for generated content) must outlive the
+  // session; its pages are spliced into the pipe, so a DATA payload costs the reader one copy.
   static absl::StatusOr<std::unique_ptr<SimSavingSession>> Start(SimDeviceModel* model,
+                                                                const SimContentImage* image,
                                                                 bool stop_copy,
                                                                 UniqueFd* user_fd);
   // Ends the session (the stream is cut short if unfinished) and joins the producer.
@@ -44,7 +48,8 @@ class SimSavingSession {
   // The producer runs at most this far ahead of a file-mode reader during precopy.
   static constexpr uint64_t kFileWindow = 4u << 20;
 
-  explicit SimSavingSession(SimDeviceModel* model) : model_(model) {}
+  SimSavingSession(SimDeviceModel* model, const SimContentImage* image)
+      : model_(model), image_(image) {}
   absl::Status OpenPipe(UniqueFd* user_fd);
   absl::Status OpenFile(UniqueFd* user_fd);
   // Bytes written but not yet read by the user.
@@ -54,8 +59,13 @@ class SimSavingSession {
   void Run();
   // Writes all of `data` unless cancelled. False when cancelled or the reader went away.
   bool WriteAll(const uint8_t* data, size_t n);
+  // Splices `n` bytes of the image from `offset` into the pipe, under the same rules.
+  bool SpliceAll(uint64_t offset, size_t n);
+  // After EAGAIN: waits until the pipe has room (a file: a moment) or the session is cancelled.
+  void AwaitRoom();
 
   SimDeviceModel* model_;
+  const SimContentImage* const image_;
   mutable absl::Mutex io_mu_;  // Orders writes and their count against precopy queries.
   UniqueFd write_fd_;      // Pipe write end, or the memfd (file mode).
   UniqueFd reader_probe_;  // File mode: shares the user's file offset.

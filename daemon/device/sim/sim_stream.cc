@@ -110,9 +110,13 @@ absl::Status StreamVerifier::OnHeader() {
     default:
       return Fail(absl::DataLossError(absl::StrCat("record ", h.seq, ": unknown type ", h.type)));
   }
-  expected_.resize(h.length);
-  if (type == RecordType::kData) {
-    FillChunk(seed_, h.chunk, h.generation, std::span<uint8_t>(expected_));
+  if (type == RecordType::kData && image_) {
+    payload_digest_.Reset();
+  } else {
+    expected_.resize(h.length);
+    if (type == RecordType::kData) {
+      FillChunk(seed_, h.chunk, h.generation, std::span<uint8_t>(expected_));
+    }
   }
   return absl::OkStatus();
 }
@@ -127,17 +131,25 @@ absl::Status StreamVerifier::OnPayloadComplete() {
       return Fail(absl::DataLossError(absl::StrCat("BEGIN: chunk size ", b.chunk_size,
                                                    ", state size ", b.state_size, " out of range")));
     }
+    if ((b.flags & ~kBeginImageContent) != 0) {
+      return Fail(absl::DataLossError(absl::StrCat("BEGIN: unknown flags 0x", absl::Hex(b.flags))));
+    }
     if (b.state_size != expected_state_size_) {
       return Fail(absl::FailedPreconditionError(
           absl::StrCat("stream is for a device with ", b.state_size,
                        " bytes of state; this device has ", expected_state_size_)));
     }
     begun_ = true;
+    image_ = (b.flags & kBeginImageContent) != 0;
     seed_ = b.seed;
     state_size_ = b.state_size;
     chunk_size_ = b.chunk_size;
     generations_.assign(NumChunks(state_size_, chunk_size_), 0);
   } else if (type == RecordType::kData) {
+    if (image_) {
+      const uint64_t d = payload_digest_.Value();
+      digest_.Update(&d, sizeof(d));
+    }
     generations_[header_.chunk] = header_.generation;
   } else {
     EndPayload e;
@@ -146,9 +158,9 @@ absl::Status StreamVerifier::OnPayloadComplete() {
       return Fail(absl::DataLossError(absl::StrCat("END counts ", e.records, " records, ",
                                                    header_.seq, " arrived")));
     }
-    if (e.stream_bytes != digest_.bytes()) {
+    if (e.stream_bytes != stream_bytes_) {
       return Fail(absl::DataLossError(absl::StrCat("END counts ", e.stream_bytes,
-                                                   " stream bytes, ", digest_.bytes(),
+                                                   " stream bytes, ", stream_bytes_,
                                                    " arrived")));
     }
     if (e.stream_digest != digest_.Value()) {
@@ -185,6 +197,7 @@ absl::Status StreamVerifier::Consume(std::span<const uint8_t> bytes) {
         tail_bytes_ += sizeof(RecordHeader);
       } else {
         digest_.Update(&header_, sizeof(RecordHeader));
+        stream_bytes_ += sizeof(RecordHeader);
       }
       if (absl::Status s = OnHeader(); !s.ok()) return s;
       if (header_.length == 0) {
@@ -194,7 +207,9 @@ absl::Status StreamVerifier::Consume(std::span<const uint8_t> bytes) {
     }
     size_t n = std::min<size_t>(bytes.size(), header_.length - payload_have_);
     const auto type = static_cast<RecordType>(header_.type);
-    if (type == RecordType::kData) {
+    if (type == RecordType::kData && image_) {
+      payload_digest_.Update(bytes.data(), n);
+    } else if (type == RecordType::kData) {
       if (std::memcmp(expected_.data() + payload_have_, bytes.data(), n) != 0) {
         return Fail(absl::DataLossError(absl::StrCat(
             "DATA record ", header_.seq, " (chunk ", header_.chunk, " generation ",
@@ -206,7 +221,8 @@ absl::Status StreamVerifier::Consume(std::span<const uint8_t> bytes) {
     if (type == RecordType::kEnd) {
       tail_bytes_ += n;
     } else {
-      digest_.Update(bytes.data(), n);
+      if (type != RecordType::kData || !image_) digest_.Update(bytes.data(), n);
+      stream_bytes_ += n;
     }
     payload_have_ += n;
     bytes = bytes.subspan(n);

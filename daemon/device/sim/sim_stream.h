@@ -7,6 +7,12 @@
 //   ...    (a chunk is re-sent with a newer generation when it was dirtied after it was sent)
 //   END    {records, stream_bytes, stream_digest (XXH3-64 of every byte before END),
 //           state_digest (XXH3-64 of the final generation of every chunk)}
+// With image content (BEGIN's flags has kBeginImageContent: the benchmark device, see
+// sim_content_image.h) a DATA payload is one of the device's prepared slots, which the resuming
+// side cannot regenerate cheaply, and the stream digest is over the BEGIN record's bytes, then
+// each later record's header followed by the XXH3-64 of its payload (8 bytes), so the saving
+// side hashes no payload on the path (its slots' digests are prepared) and the resuming side
+// hashes each payload once, as it passes, without comparing it to anything.
 // All integers are little-endian (host order on the x86-64 hosts this runs on).
 #ifndef MIGMOVER_DAEMON_DEVICE_SIM_SIM_STREAM_H_
 #define MIGMOVER_DAEMON_DEVICE_SIM_SIM_STREAM_H_
@@ -40,11 +46,13 @@ struct RecordHeader {
 };
 static_assert(sizeof(RecordHeader) == 32);
 
+inline constexpr uint32_t kBeginImageContent = 1;
+
 struct BeginPayload {
   uint64_t seed;
   uint64_t state_size;
   uint32_t chunk_size;
-  uint32_t reserved;
+  uint32_t flags;  // kBeginImageContent; other bits must be 0.
 };
 static_assert(sizeof(BeginPayload) == 24);
 
@@ -85,7 +93,7 @@ class StreamVerifier {
 
   const std::vector<uint32_t>& generations() const { return generations_; }
   uint64_t seed() const { return seed_; }
-  uint64_t bytes_consumed() const { return digest_.bytes() + tail_bytes_; }
+  uint64_t bytes_consumed() const { return stream_bytes_ + tail_bytes_; }
 
  private:
   absl::Status Fail(absl::Status s);
@@ -105,8 +113,11 @@ class StreamVerifier {
   RecordHeader header_{};
   size_t header_have_ = 0;
   size_t payload_have_ = 0;
-  std::vector<uint8_t> expected_;  // DATA: the payload the header names; BEGIN/END: received.
-  StreamDigest digest_;            // Everything before the END header.
+  bool image_ = false;             // BEGIN said kBeginImageContent.
+  std::vector<uint8_t> expected_;  // Checked DATA: the payload the header names; BEGIN/END: received.
+  StreamDigest digest_;            // The stream digest, over everything before the END header.
+  StreamDigest payload_digest_;    // Image content: the current DATA record's payload.
+  uint64_t stream_bytes_ = 0;      // Bytes before the END header.
   uint64_t tail_bytes_ = 0;        // END header + payload and anything after.
   bool in_end_ = false;
 };

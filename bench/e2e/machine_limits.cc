@@ -1,0 +1,234 @@
+#include "bench/e2e/machine_limits.h"
+
+#include <openssl/evp.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
+#include "transport/base/errno_status.h"
+#include "transport/base/unique_fd.h"
+#include "transport/net/socket.h"
+
+extern char** environ;
+
+namespace migmover::bench {
+namespace {
+
+// A child process whose stdout (and stderr) is a pipe to us; killed and reaped on destruction.
+class Child {
+ public:
+  static absl::StatusOr<std::unique_ptr<Child>> Spawn(const std::vector<std::string>& argv) {
+    auto pipe = MakePipe();
+    if (!pipe.ok()) return pipe.status();
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, pipe->write.get(), 1);
+    posix_spawn_file_actions_adddup2(&fa, pipe->write.get(), 2);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    std::unique_ptr<Child> c(new Child());
+    const int err = posix_spawnp(&c->pid_, argv[0].c_str(), &fa, nullptr, args.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (err != 0) {
+      c->pid_ = -1;
+      if (err == ENOENT) {
+        return absl::NotFoundError(absl::StrCat(
+            argv[0], " is not installed (Debian: apt-get install ", argv[0], ")"));
+      }
+      return ErrnoStatus(absl::StrCat("posix_spawnp(", argv[0], ")"), err);
+    }
+    c->out_ = std::move(pipe->read);
+    return c;
+  }
+  ~Child() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  // Reads output until `marker` appears or `timeout` passes; false on EOF or timeout.
+  bool AwaitOutput(absl::string_view marker, absl::Duration timeout) {
+    const absl::Time deadline = absl::Now() + timeout;
+    while (!absl::StrContains(output_, marker)) {
+      pollfd p{out_.get(), POLLIN, 0};
+      const int ms = static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
+      if (ms <= 0 || ::poll(&p, 1, ms) <= 0) return false;
+      if (!ReadSome()) return false;
+    }
+    return true;
+  }
+  // Reads to EOF and reaps the child; its exit code (-1 if killed).
+  int Wait() {
+    while (ReadSome()) {
+    }
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+  const std::string& output() const { return output_; }
+
+ private:
+  Child() = default;
+  bool ReadSome() {
+    char buf[4096];
+    ssize_t n = ::read(out_.get(), buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) return true;
+    if (n <= 0) return false;
+    output_.append(buf, n);
+    return true;
+  }
+  pid_t pid_ = -1;
+  UniqueFd out_;
+  std::string output_;
+};
+
+// A free loopback port (bound and released; iperf3 binds it again at once).
+absl::StatusOr<uint16_t> FreePort() {
+  uint16_t port = 0;
+  auto l = net::TcpListen({"127.0.0.1", 0}, &port);
+  if (!l.ok()) return l.status();
+  return port;
+}
+
+double Number(const google::protobuf::Struct& s, std::initializer_list<const char*> path) {
+  const google::protobuf::Struct* at = &s;
+  const google::protobuf::Value* v = nullptr;
+  for (const char* key : path) {
+    if (at == nullptr) return 0;
+    auto it = at->fields().find(key);
+    if (it == at->fields().end()) return 0;
+    v = &it->second;
+    at = v->has_struct_value() ? &v->struct_value() : nullptr;
+  }
+  return v != nullptr && v->has_number_value() ? v->number_value() : 0;
+}
+
+}  // namespace
+
+absl::StatusOr<Iperf3Figures> RunIperf3(uint64_t bytes, int streams,
+                                        const std::string& congestion) {
+  absl::Status last;
+  for (int attempt = 0; attempt < 3; ++attempt) {  // Another process may take the free port.
+    auto port = FreePort();
+    if (!port.ok()) return port.status();
+    const std::string p = absl::StrCat(*port);
+    auto server = Child::Spawn({"iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", p, "--forceflush"});
+    if (!server.ok()) return server.status();
+    if (!(*server)->AwaitOutput("Server listening", absl::Seconds(10))) {
+      last = absl::InternalError(
+          absl::StrCat("iperf3 server did not start: ", (*server)->output()));
+      continue;
+    }
+    std::vector<std::string> argv = {"iperf3", "-c", "127.0.0.1", "-p", p,
+                                     "-n",     absl::StrCat(bytes),
+                                     "-P",     absl::StrCat(streams), "-J"};
+    if (!congestion.empty()) {
+      argv.push_back("-C");
+      argv.push_back(congestion);
+    }
+    auto client = Child::Spawn(argv);
+    if (!client.ok()) return client.status();
+    const int code = (*client)->Wait();
+    google::protobuf::Struct json;
+    if (!google::protobuf::util::JsonStringToMessage((*client)->output(), &json).ok() ||
+        code != 0) {
+      last = absl::InternalError(absl::StrCat("iperf3 ", absl::StrJoin(argv, " "), " exited ",
+                                              code, ": ", (*client)->output().substr(0, 400)));
+      continue;
+    }
+    Iperf3Figures f;
+    f.bytes = static_cast<uint64_t>(Number(json, {"end", "sum_received", "bytes"}));
+    f.seconds = Number(json, {"end", "sum_received", "seconds"});
+    const double sent_seconds = Number(json, {"end", "sum_sent", "seconds"});
+    const double gb = f.bytes / 1e9;
+    if (f.bytes == 0 || f.seconds <= 0 || gb <= 0) {
+      last = absl::InternalError("iperf3 reported no bytes received");
+      continue;
+    }
+    // CPU utilisation is a percentage of one core over each side's own test time.
+    f.sender_cpu_seconds_per_gb =
+        Number(json, {"end", "cpu_utilization_percent", "host_total"}) / 100 * sent_seconds / gb;
+    f.receiver_cpu_seconds_per_gb =
+        Number(json, {"end", "cpu_utilization_percent", "remote_total"}) / 100 * f.seconds / gb;
+    (*server)->Wait();
+    return f;
+  }
+  return last;
+}
+
+double MeasureMemcpy() {
+  constexpr size_t kBytes = 256u << 20;
+  std::vector<uint8_t> a(kBytes, 1), b(kBytes, 2);  // Touched: no page faults while timed.
+  double best = 0;
+  for (int pass = 0; pass < 4; ++pass) {
+    const absl::Time t0 = absl::Now();
+    std::memcpy(pass % 2 ? a.data() : b.data(), pass % 2 ? b.data() : a.data(), kBytes);
+    const double s = absl::ToDoubleSeconds(absl::Now() - t0);
+    if (s > 0) best = std::max(best, kBytes / s);
+  }
+  // Keep the copies observable.
+  volatile uint8_t sink = a[kBytes / 2] + b[kBytes / 3];
+  (void)sink;
+  return best;
+}
+
+double MeasureAes128Gcm() {
+  constexpr size_t kRecord = 16u << 10;
+  constexpr size_t kTotal = 256u << 20;
+  std::vector<uint8_t> in(kRecord, 7), out(kRecord + 16);
+  uint8_t key[16] = {1}, iv[12] = {2}, tag[16];
+  EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
+  if (ctx == nullptr) return 0;
+  absl::Cleanup free_ctx = [ctx] { EVP_CIPHER_CTX_free(ctx); };
+  if (EVP_EncryptInit_ex(ctx, EVP_aes_128_gcm(), nullptr, key, iv) != 1) return 0;
+  double best = 0;
+  for (int pass = 0; pass < 3; ++pass) {
+    const absl::Time t0 = absl::Now();
+    for (size_t done = 0; done < kTotal; done += kRecord) {
+      int n = 0;
+      iv[0]++;
+      if (EVP_EncryptInit_ex(ctx, nullptr, nullptr, nullptr, iv) != 1 ||
+          EVP_EncryptUpdate(ctx, out.data(), &n, in.data(), kRecord) != 1 ||
+          EVP_EncryptFinal_ex(ctx, out.data() + n, &n) != 1 ||
+          EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, sizeof(tag), tag) != 1) {
+        return 0;
+      }
+    }
+    const double s = absl::ToDoubleSeconds(absl::Now() - t0);
+    if (s > 0) best = std::max(best, kTotal / s);
+  }
+  return best;
+}
+
+Limit ModelledLimit(const Iperf3Figures& iperf3, double memcpy_bytes_per_s,
+                    double aead_bytes_per_s) {
+  Limit l;
+  if (iperf3.throughput() <= 0 || memcpy_bytes_per_s <= 0) return l;
+  // Seconds per byte each side adds to iperf3's: one copy, and one AEAD pass under TLS.
+  double extra = 1 / memcpy_bytes_per_s;
+  if (aead_bytes_per_s > 0) extra += 1 / aead_bytes_per_s;
+  l.throughput = 1 / (1 / iperf3.throughput() + extra);
+  l.source_cpu_seconds_per_gb = iperf3.sender_cpu_seconds_per_gb + extra * 1e9;
+  l.destination_cpu_seconds_per_gb = iperf3.receiver_cpu_seconds_per_gb + extra * 1e9;
+  return l;
+}
+
+}  // namespace migmover::bench
