@@ -147,7 +147,7 @@ absl::StatusOr<InProcessResult> RunDpdkLinkInProcess(const std::vector<sim::SimD
   for (auto& t : threads) t.join();
 
   InProcessResult r;
-  r.source.cpu_seconds = sampler.Seconds({"mm-src-", "mm-sim-save"});
+  r.source.cpu_seconds = sampler.Seconds({"mm-src-", "mm-pump-", "mm-sim-save"});
   r.destination.cpu_seconds = sampler.Seconds({"mm-dst-", "mm-sim-resume"});
   r.source.device_cpu_seconds = sampler.Seconds({"mm-sim-save"});
   r.destination.device_cpu_seconds = sampler.Seconds({"mm-sim-resume"});

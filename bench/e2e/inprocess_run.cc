@@ -83,7 +83,7 @@ absl::StatusOr<InProcessResult> RunInProcess(const std::vector<sim::SimDeviceSpe
   dst->Join();
   InProcessResult r;
   SessionSnapshot s = src->Snapshot(), d = dst->Snapshot();
-  r.source.cpu_seconds = sampler.Seconds({"mm-src-", "mm-sim-save"});
+  r.source.cpu_seconds = sampler.Seconds({"mm-src-", "mm-pump-", "mm-sim-save"});
   r.destination.cpu_seconds = sampler.Seconds({"mm-dst-", "mm-sim-resume"});
   r.source.device_cpu_seconds = sampler.Seconds({"mm-sim-save"});
   r.destination.device_cpu_seconds = sampler.Seconds({"mm-sim-resume"});

@@ -24,6 +24,7 @@
 #include "transport/base/errno_status.h"
 #include "transport/base/unique_fd.h"
 #include "transport/net/socket.h"
+#include "transport/peer/stream_auth.h"
 
 extern char** environ;
 
@@ -218,13 +219,39 @@ double MeasureAes128Gcm() {
   return best;
 }
 
+double MeasureStreamMac() {
+  constexpr size_t kFrame = 256u << 10;
+  constexpr size_t kTotal = 256u << 20;
+  std::vector<uint8_t> frame(kFrame, 0x5a);
+  peer::StreamKey key;
+  key.bytes.fill(7);
+  double best = 0;
+  for (int pass = 0; pass < 3; ++pass) {
+    auto mac = peer::StreamMac::Create(key);
+    if (!mac.ok()) return 0;
+    const absl::Time t0 = absl::Now();
+    for (size_t done = 0; done < kTotal; done += kFrame) (*mac)->Update(frame.data(), kFrame);
+    const bool ok = (*mac)->Finish().has_value();
+    const double s = absl::ToDoubleSeconds(absl::Now() - t0);
+    if (ok && s > 0) best = std::max(best, kTotal / s);
+  }
+  return best;
+}
+
+double CoresLimit(const Limit& limit, double device_cpu_seconds_per_gb, int cores) {
+  const double per_gb = limit.source_cpu_seconds_per_gb + limit.destination_cpu_seconds_per_gb +
+                        device_cpu_seconds_per_gb;
+  return per_gb > 0 ? cores / per_gb * 1e9 : 0;
+}
+
 Limit ModelledLimit(const Iperf3Figures& iperf3, double memcpy_bytes_per_s,
-                    double aead_bytes_per_s) {
+                    double aead_bytes_per_s, double mac_bytes_per_s) {
   Limit l;
   if (iperf3.throughput() <= 0 || memcpy_bytes_per_s <= 0) return l;
   // Seconds per byte each side adds to iperf3's: one copy, and one AEAD pass under TLS.
   double extra = 1 / memcpy_bytes_per_s;
   if (aead_bytes_per_s > 0) extra += 1 / aead_bytes_per_s;
+  if (mac_bytes_per_s > 0) extra += 1 / mac_bytes_per_s;
   l.throughput = 1 / (1 / iperf3.throughput() + extra);
   l.source_cpu_seconds_per_gb = iperf3.sender_cpu_seconds_per_gb + extra * 1e9;
   l.destination_cpu_seconds_per_gb = iperf3.receiver_cpu_seconds_per_gb + extra * 1e9;

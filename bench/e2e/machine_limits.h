@@ -8,7 +8,13 @@
 //    destination must write each byte into the device's data fd (one copy) after iperf3's
 //    receiver work; under TLS each side also seals or opens each byte once. The sides run in
 //    parallel, so the limit's time per byte is iperf3's plus one copy (plus one AEAD pass), and
-//    each side's CPU per GB is iperf3's side's plus the same.
+//    each side's CPU per GB is iperf3's side's plus the same;
+//  - the same limit with the integrity rule: the copy path's keyed Poly1305 digest reads every
+//    byte once more on each side (api/PEER_PROTOCOL.md), measured here too;
+//  - the limit on these cores: the machine's cores divided by everything a migration must
+//    spend per byte on it, both sides' (iperf3's work, a copy and the digest, under TLS the
+//    AEAD) and the device's own threads' as measured in the same run. On two cores shared by
+//    both daemons and both simulated devices, this is the one that binds.
 #ifndef MIGMOVER_BENCH_E2E_MACHINE_LIMITS_H_
 #define MIGMOVER_BENCH_E2E_MACHINE_LIMITS_H_
 
@@ -39,15 +45,23 @@ double MeasureMemcpy();
 // Bytes per second one thread seals with AES-128-GCM in 16 KiB records (TLS's record size).
 double MeasureAes128Gcm();
 
+// Bytes per second one thread digests with the copy path's keyed Poly1305 (peer::StreamMac), in
+// 256 KiB frames (the daemon's default frame, in cache as it is after the frame's copy).
+double MeasureStreamMac();
+
 struct Limit {
   double throughput = 0;                    // Bytes per second.
   double source_cpu_seconds_per_gb = 0;     // What the mover's source must at least spend.
   double destination_cpu_seconds_per_gb = 0;
 };
 
-// The modelled limit (the file comment says how); `aead_bytes_per_s` 0 for plaintext peers.
+// The modelled limit (the file comment says how); `aead_bytes_per_s` 0 for plaintext peers,
+// `mac_bytes_per_s` 0 to leave the integrity digest out.
 Limit ModelledLimit(const Iperf3Figures& iperf3, double memcpy_bytes_per_s,
-                    double aead_bytes_per_s);
+                    double aead_bytes_per_s, double mac_bytes_per_s = 0);
+
+// The limit on `cores` cores: `limit`'s CPU per GB on both sides plus the devices' own.
+double CoresLimit(const Limit& limit, double device_cpu_seconds_per_gb, int cores);
 
 }  // namespace migmover::bench
 

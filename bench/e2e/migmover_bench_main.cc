@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <iostream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -22,6 +23,8 @@
 #include "bench/e2e/machine_limits.h"
 #include "bench/e2e/proc_stats.h"
 #include "bench/e2e/thread_cpu_sampler.h"
+#include "bench/e2e/vmm_stream.h"
+#include "daemon/intake/fd_intake.h"
 #include "bench/e2e/raw_tcp_baseline.h"
 #include "daemon/base/log.h"
 #include "daemon/device/sim/sim_device_spec.h"
@@ -35,7 +38,9 @@ ABSL_FLAG(std::string, device_size, "1GiB", "State size of each device (units: K
 ABSL_FLAG(int, streams, 1,
           "Connections each device's stream is striped over (1..16). The baseline then runs "
           "that many raw pairs per device, each moving its share of the device's bytes.");
-ABSL_FLAG(std::string, chunk_size, "1MiB", "Bytes per DATA frame and per data-fd read.");
+ABSL_FLAG(std::string, chunk_size, "256KiB",
+          "Bytes per DATA frame and per data-fd read (the daemons' default), and the raw loop's "
+          "buffer.");
 ABSL_FLAG(std::string, pipe_size, "0",
           "Intermediate pipe size for the splice path (0 = the chunk size; above 1 MiB needs "
           "root, as /proc/sys/fs/pipe-max-size caps it).");
@@ -79,6 +84,19 @@ ABSL_FLAG(bool, inprocess, false,
           "Quick run: both sides inside this process (same session code, no daemons, no gRPC). "
           "CPU per side comes from sampling thread CPU by role; peak RSS is this process's.");
 ABSL_FLAG(std::string, migmoverd, "", "Path of migmoverd (default: next to this binary).");
+ABSL_FLAG(std::string, vmm_write_size, "0",
+          "Not 0: each device is a VMM's own migration stream in data-fd mode: a writer process "
+          "writes --device_size bytes in pieces of this size (QEMU's QEMUFile: 32KiB) into a "
+          "socket or pipe the source daemon reads, and a reader process reads the destination "
+          "daemon's data fd in pieces of the same size; the session runs PRE_COPY and switches "
+          "over once the streams crossed. Compared with the same writer and reader connected "
+          "directly, in the same run (the direct row).");
+ABSL_FLAG(std::string, vmm_channel, "socket",
+          "--vmm_write_size: socket (a unix socketpair, as QEMU's fd: migration) or pipe.");
+// The VMM stream's child processes (vmm_stream.h); not for users.
+ABSL_FLAG(std::string, vmm_role, "", "internal: writer or reader (a child of migmover-bench)");
+ABSL_FLAG(uint64_t, vmm_child_bytes, 0, "internal");
+ABSL_FLAG(uint64_t, vmm_child_io_size, 0, "internal");
 
 namespace migmover::bench {
 namespace {
@@ -93,6 +111,7 @@ struct Figures {
   std::string data_path;
   std::string security, integrity;  // The destination's first device's.
   bool verified = false;
+  double vmm_cpu_seconds = 0;  // VMM mode: the writers' and readers' own.
 
   double throughput() const { return seconds > 0 ? bytes / seconds : 0; }
   double cpu_per_gb(const SideFigures& s) const {
@@ -112,7 +131,14 @@ absl::Status Check(const grpc::Status& s, const char* what) {
                       absl::StrCat(what, ": ", s.error_message()));
 }
 
-absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, int run) {
+// --vmm_write_size: each device is a VMM's stream in data-fd mode (vmm_stream.h).
+struct VmmMode {
+  uint64_t write_size = 0;  // 0: simulated devices.
+  VmmChannel channel = VmmChannel::kSocket;
+};
+
+absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, int run,
+                                const VmmMode& vmm) {
   const std::string binary = absl::GetFlag(FLAGS_migmoverd).empty()
                                  ? testing::MigmoverdPath()
                                  : absl::GetFlag(FLAGS_migmoverd);
@@ -151,7 +177,32 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
   if (!bandwidth.ok()) return bandwidth.status();
 
   std::vector<std::string> names;
-  for (size_t i = 0; i < specs.size(); ++i) {
+  // VMM mode: the writers' and readers' ends of each device's channels.
+  std::vector<UniqueFd> vmm_writer_fds, vmm_reader_fds;
+  for (size_t i = 0; i < specs.size() && vmm.write_size != 0; ++i) {
+    names.push_back(absl::StrCat("vm", i));
+    auto in = MakeVmmChannel(vmm.channel);
+    auto out = MakeVmmChannel(vmm.channel);
+    if (!in.ok()) return in.status();
+    if (!out.ok()) return out.status();
+    for (auto* d : {src->get(), dst->get()}) {
+      const bool source = d == src->get();
+      auto handle = SendFdToIntake(d->fd_socket(),
+                                   source ? FdPurpose::kSaveData : FdPurpose::kResumeData,
+                                   source ? in->read_end.get() : out->write_end.get());
+      if (!handle.ok()) return handle.status();
+      grpc::ClientContext ctx;
+      v1::AttachDeviceRequest req;
+      req.set_name(names.back());
+      req.set_fd_handle(*handle);
+      v1::Device dev;
+      auto s = Check(d->stub()->AttachDevice(&ctx, req, &dev), "AttachDevice");
+      if (!s.ok()) return s;
+    }
+    vmm_writer_fds.push_back(std::move(in->write_end));
+    vmm_reader_fds.push_back(std::move(out->read_end));
+  }
+  for (size_t i = 0; i < specs.size() && vmm.write_size == 0; ++i) {
     names.push_back(absl::StrCat("dev", i));
     for (auto* d : {src->get(), dst->get()}) {
       grpc::ClientContext ctx;
@@ -192,7 +243,8 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
     for (auto& n : names) req.add_devices(n);
     req.set_peer((*dst)->peer_address());
     req.set_token(secret);
-    req.set_precopy(absl::GetFlag(FLAGS_precopy));
+    // A VMM's stream flows in PRE_COPY as the VMM writes it.
+    req.set_precopy(absl::GetFlag(FLAGS_precopy) || vmm.write_size != 0);
     req.set_bandwidth_bytes_per_second(*bandwidth);
     *req.mutable_options() = opts;
     SessionStatus out;
@@ -211,12 +263,13 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
     return s.phase() == SessionStatus::SUCCEEDED || s.phase() == SessionStatus::FAILED ||
            s.phase() == SessionStatus::CANCELLED;
   };
+  const bool vmm_mode = vmm.write_size != 0;
   // Connected, and (with --precopy) the initial data sent.
   for (int i = 0; i < 6000; ++i) {
     SessionStatus s = get(**src);
     if (final(s)) return absl::InternalError("session ended before switchover: " + s.error());
     if (s.phase() == SessionStatus::PRE_COPY &&
-        (!absl::GetFlag(FLAGS_precopy) || s.precopy_rounds() >= 1)) {
+        (!absl::GetFlag(FLAGS_precopy) || vmm_mode || s.precopy_rounds() >= 1)) {
       break;
     }
     absl::SleepFor(absl::Milliseconds(10));
@@ -229,6 +282,33 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
   auto cpu0_src = ReadProcStats((*src)->pid());
   auto cpu0_dst = ReadProcStats((*dst)->pid());
   if (!cpu0_src.ok() || !cpu0_dst.ok()) return absl::InternalError("cannot read /proc");
+  std::vector<std::unique_ptr<VmmEnd>> vmm_readers, vmm_writers;
+  if (vmm_mode) {
+    for (auto& fd : vmm_reader_fds) {
+      auto r = VmmEnd::StartReader(fd.get(), vmm.write_size);
+      if (!r.ok()) return r.status();
+      vmm_readers.push_back(std::move(*r));
+      fd.Reset();
+    }
+    for (size_t i = 0; i < vmm_writer_fds.size(); ++i) {
+      auto w = VmmEnd::StartWriter(vmm_writer_fds[i].get(), specs[i].state_size, vmm.write_size);
+      if (!w.ok()) return w.status();
+      vmm_writers.push_back(std::move(*w));
+      vmm_writer_fds[i].Reset();
+    }
+    // Switch over once every VMM's stream crossed in PRE_COPY, as an agent does when its VMM
+    // reaches its own switchover point (QEMU's last part is small).
+    uint64_t total = 0;
+    for (const auto& spec : specs) total += spec.state_size;
+    const absl::Time deadline = absl::Now() + absl::Minutes(10);
+    while (true) {
+      SessionStatus st = get(**src);
+      if (final(st)) return absl::InternalError("session ended before switchover: " + st.error());
+      if (st.precopy_bytes() >= total) break;
+      if (absl::Now() > deadline) return absl::DeadlineExceededError("VMM streams too slow");
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+  }
   const absl::Time t0 = absl::Now();
   {
     grpc::ClientContext ctx;
@@ -238,6 +318,7 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
     auto s = Check((*src)->stub()->Switchover(&ctx, req, &out), "Switchover");
     if (!s.ok()) return s;
   }
+  for (auto& w : vmm_writers) w->Go();
   SessionStatus s, d;
   while (true) {
     s = get(**src);
@@ -263,6 +344,24 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
   f.bytes = absl::GetFlag(FLAGS_precopy) ? s.stop_copy_bytes() : s.bytes_moved();
   f.downtime = s.stop_copy_seconds();
   f.seconds = s.stop_copy_seconds();
+  bool vmm_exact = true;
+  if (vmm_mode) {
+    // The VMMs' view: from the first write to the last byte read on the other side.
+    int64_t start = INT64_MAX, end = 0;
+    f.bytes = 0;
+    for (size_t i = 0; i < vmm_writers.size(); ++i) {
+      auto w = vmm_writers[i]->Wait();
+      auto r = vmm_readers[i]->Wait();
+      if (!w.ok()) return w.status();
+      if (!r.ok()) return r.status();
+      vmm_exact = vmm_exact && w->bytes == r->bytes && w->digest == r->digest;
+      f.bytes += r->bytes;
+      f.vmm_cpu_seconds += w->cpu_seconds + r->cpu_seconds;
+      start = std::min(start, w->start_ns);
+      end = std::max(end, r->end_ns);
+    }
+    f.seconds = (end - start) / 1e9;
+  }
   f.source = {cpu1_src->cpu_seconds - cpu0_src->cpu_seconds, src_device_cpu,
               cpu1_src->peak_rss_bytes};
   f.destination = {cpu1_dst->cpu_seconds - cpu0_dst->cpu_seconds, dst_device_cpu,
@@ -272,7 +371,7 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
     f.security = d.devices(0).security();
     f.integrity = d.devices(0).integrity();
   }
-  f.verified = d.verified();
+  f.verified = d.verified() && vmm_exact;
   return f;
 }
 
@@ -387,16 +486,45 @@ int Main() {
       baseline_specs.push_back(share);
     }
   }
+  VmmMode vmm;
+  {
+    auto ws = sim::ParseByteSize(absl::GetFlag(FLAGS_vmm_write_size));
+    auto ch = ParseVmmChannel(absl::GetFlag(FLAGS_vmm_channel));
+    if (!ws.ok() || !ch.ok() || *ws > (64u << 20)) {
+      std::cerr << "migmover-bench: --vmm_write_size (0 or 1 B .. 64 MiB) / --vmm_channel: "
+                << (!ws.ok() ? ws.status() : ch.status()) << "\n";
+      return 2;
+    }
+    vmm.write_size = *ws;
+    vmm.channel = *ch;
+    if (vmm.write_size != 0 && (absl::GetFlag(FLAGS_baseline) || absl::GetFlag(FLAGS_inprocess) ||
+                                transport != "tcp")) {
+      std::cerr << "migmover-bench: --vmm_write_size compares with a direct connection of its "
+                   "own; it runs between daemons over tcp, without --baseline or --inprocess\n";
+      return 2;
+    }
+  }
+  std::vector<DirectFigures> direct;
   std::vector<Figures> ours;
   std::vector<BaselineFigures> base;
   std::vector<Iperf3Figures> iperf3_runs;
   std::string iperf3_error;
-  double memcpy_rate = 0, aead_rate = 0;
+  double memcpy_rate = 0, aead_rate = 0, mac_rate = 0;
   if (absl::GetFlag(FLAGS_baseline)) {
     memcpy_rate = MeasureMemcpy();
     aead_rate = MeasureAes128Gcm();
+    mac_rate = MeasureStreamMac();
   }
   for (int run = 0; run < std::max(1, absl::GetFlag(FLAGS_repeat)); ++run) {
+    if (vmm.write_size != 0) {
+      auto d = RunDirectVmmStreams(static_cast<int>(specs.size()), *size, vmm.write_size,
+                                   vmm.channel);
+      if (!d.ok()) {
+        std::cerr << "migmover-bench: direct VMM streams: " << d.status() << "\n";
+        return 1;
+      }
+      direct.push_back(*d);
+    }
     if (absl::GetFlag(FLAGS_baseline)) {
       auto b = RunRawTcpBaseline(baseline_specs, *chunk, absl::GetFlag(FLAGS_tcp_congestion));
       if (!b.ok()) {
@@ -443,7 +571,7 @@ int Main() {
                        static_cast<uint32_t>(std::max(0, absl::GetFlag(FLAGS_workers))));
       f = r.ok() ? absl::StatusOr<Figures>(FiguresOf(*r)) : r.status();
     } else {
-      f = RunOurs(specs, run);
+      f = RunOurs(specs, run, vmm);
     }
     if (!f.ok()) {
       std::cerr << "migmover-bench: " << f.status() << "\n";
@@ -462,8 +590,16 @@ int Main() {
   const bool have_iperf3 = !iperf3_runs.empty();
   Iperf3Figures ip = have_iperf3 ? Median(iperf3_runs) : Iperf3Figures{};
   const bool tls = transport == "tcp" && absl::GetFlag(FLAGS_peer_security) == "tls";
-  Limit limit;
-  if (have_iperf3) limit = ModelledLimit(ip, memcpy_rate, tls ? aead_rate : 0);
+  Limit limit, with_digest;
+  // The copy path's keyed digest (plaintext and TLS peers over TCP; DPDK seals its frames).
+  const bool digest = m.integrity.find("keyed digest") != std::string::npos;
+  if (have_iperf3) {
+    limit = ModelledLimit(ip, memcpy_rate, tls ? aead_rate : 0);
+    with_digest = ModelledLimit(ip, memcpy_rate, tls ? aead_rate : 0, digest ? mac_rate : 0);
+  }
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const double on_cores = CoresLimit(
+      with_digest, m.device_cpu_per_gb(m.source) + m.device_cpu_per_gb(m.destination), cores);
   const std::string model = absl::StrCat("iperf3 + one copy per side",
                                          tls ? " + one AES-128-GCM pass per side" : "");
   auto throughputs = [](const auto& v) {
@@ -483,6 +619,20 @@ int Main() {
                             absl::GetFlag(FLAGS_device), absl::GetFlag(FLAGS_devices), *size,
                             absl::GetFlag(FLAGS_streams), *chunk, transport,
                             static_cast<int>(ours.size()), throughputs(ours)));
+    if (!direct.empty()) {
+      DirectFigures dm = Median(direct);
+      absl::StrAppend(
+          &j, absl::StrFormat(",\"vmm_write_size\":%d,\"vmm_channel\":\"%s\","
+                              "\"vmm_cpu_seconds_per_gb\":%.4f,"
+                              "\"direct\":{\"throughput_bytes_per_s\":%.1f,\"bytes\":%d,"
+                              "\"seconds\":%.6f,\"vmm_cpu_seconds_per_gb\":%.4f,"
+                              "\"throughput_runs\":%s},\"ratio\":{\"throughput_vs_direct\":%.4f}",
+                              vmm.write_size, absl::GetFlag(FLAGS_vmm_channel),
+                              m.bytes ? m.vmm_cpu_seconds / (m.bytes / 1e9) : 0.0,
+                              dm.throughput(), dm.bytes, dm.seconds,
+                              dm.bytes ? dm.vmm_cpu_seconds / (dm.bytes / 1e9) : 0.0,
+                              throughputs(direct), ratio(m.throughput(), dm.throughput())));
+    }
     if (have_base) {
       std::string raw = FiguresJson(bf, false);
       raw.pop_back();
@@ -503,8 +653,11 @@ int Main() {
         absl::StrAppend(
             &j, absl::StrFormat(
                     ",\"throughput_vs_iperf3\":%.4f,\"throughput_vs_limit\":%.4f,"
+                    "\"throughput_vs_limit_with_integrity\":%.4f,"
+                    "\"throughput_vs_limit_on_cores\":%.4f,"
                     "\"mover_cpu_seconds_per_gb_vs_limit\":%s",
                     ratio(m.throughput(), ip.throughput()), ratio(m.throughput(), limit.throughput),
+                    ratio(m.throughput(), with_digest.throughput), ratio(m.throughput(), on_cores),
                     Side(ratio(m.mover_cpu_per_gb(m.source), limit.source_cpu_seconds_per_gb),
                          ratio(m.mover_cpu_per_gb(m.destination),
                                limit.destination_cpu_seconds_per_gb))));
@@ -524,12 +677,19 @@ int Main() {
                               throughputs(iperf3_runs)));
       absl::StrAppend(
           &j, absl::StrFormat(",\"memcpy_bytes_per_s\":%.1f,\"aes_128_gcm_bytes_per_s\":%.1f,"
+                              "\"poly1305_bytes_per_s\":%.1f,"
                               "\"limit\":{\"throughput_bytes_per_s\":%.1f,"
-                              "\"cpu_seconds_per_gb\":%s,\"model\":\"%s\"}",
-                              memcpy_rate, aead_rate, limit.throughput,
+                              "\"cpu_seconds_per_gb\":%s,\"model\":\"%s\"},"
+                              "\"limit_with_integrity\":{\"throughput_bytes_per_s\":%.1f,"
+                              "\"cpu_seconds_per_gb\":%s,\"digest\":%s},"
+                              "\"limit_on_cores\":{\"throughput_bytes_per_s\":%.1f,\"cores\":%d}",
+                              memcpy_rate, aead_rate, mac_rate, limit.throughput,
                               Side(limit.source_cpu_seconds_per_gb,
                                    limit.destination_cpu_seconds_per_gb),
-                              model));
+                              model, with_digest.throughput,
+                              Side(with_digest.source_cpu_seconds_per_gb,
+                                   with_digest.destination_cpu_seconds_per_gb),
+                              digest ? "true" : "false", on_cores, cores));
     } else if (!iperf3_error.empty()) {
       absl::StrAppend(&j, ",\"iperf3_error\":\"", absl::CEscape(iperf3_error), "\"");
     }
@@ -562,6 +722,18 @@ int Main() {
         absl::StrCat(Human(f.source.peak_rss_bytes), " / ", Human(f.destination.peak_rss_bytes)));
   };
   row("migmover", m, true);
+  if (!direct.empty()) {
+    DirectFigures dm = Median(direct);
+    std::cout << absl::StrFormat("%-14s %10s/s   (writer -> %s -> reader, %s pieces)\n", "direct",
+                                 Human(dm.throughput()), absl::GetFlag(FLAGS_vmm_channel),
+                                 Human(vmm.write_size));
+    std::cout << absl::StrFormat(
+        "migmover / direct: throughput %.3f (the VMM streams' own CPU: %.3f s/GB through "
+        "migmover, %.3f direct)\n",
+        ratio(m.throughput(), dm.throughput()),
+        m.bytes ? m.vmm_cpu_seconds / (m.bytes / 1e9) : 0.0,
+        dm.bytes ? dm.vmm_cpu_seconds / (dm.bytes / 1e9) : 0.0);
+  }
   if (have_base) row("raw loop", bf, false);
   if (have_iperf3) {
     std::cout << absl::StrFormat("%-14s %10s/s %15.3f %15.3f\n", "iperf3", Human(ip.throughput()),
@@ -570,6 +742,17 @@ int Main() {
                                  Human(limit.throughput), limit.source_cpu_seconds_per_gb,
                                  limit.destination_cpu_seconds_per_gb, model, Human(memcpy_rate),
                                  tls ? absl::StrCat(", AES-128-GCM ", Human(aead_rate), "/s") : "");
+    if (digest) {
+      std::cout << absl::StrFormat(
+          "%-14s %10s/s %15.3f %15.3f   (+ the keyed Poly1305 digest per side, %s/s)\n",
+          "+ integrity", Human(with_digest.throughput), with_digest.source_cpu_seconds_per_gb,
+          with_digest.destination_cpu_seconds_per_gb, Human(mac_rate));
+    }
+    std::cout << absl::StrFormat(
+        "%-14s %10s/s   (%d cores for both sides%s and the devices' %.3f s/GB)\n",
+        absl::StrCat("on ", cores, " cores"), Human(on_cores), cores,
+        digest ? " with integrity" : "",
+        m.device_cpu_per_gb(m.source) + m.device_cpu_per_gb(m.destination));
   } else if (!iperf3_error.empty()) {
     std::cout << "iperf3: " << iperf3_error << "\n";
   }
@@ -587,9 +770,10 @@ int Main() {
   }
   if (have_iperf3) {
     std::cout << absl::StrFormat(
-        "migmover / iperf3: throughput %.3f;  migmover / limit: throughput %.3f, mover CPU per GB "
-        "%.3f src, %.3f dst\n",
+        "migmover / iperf3: throughput %.3f;  migmover / limit: throughput %.3f (%.3f with "
+        "integrity, %.3f on these cores), mover CPU per GB %.3f src, %.3f dst\n",
         ratio(m.throughput(), ip.throughput()), ratio(m.throughput(), limit.throughput),
+        ratio(m.throughput(), with_digest.throughput), ratio(m.throughput(), on_cores),
         ratio(m.mover_cpu_per_gb(m.source), limit.source_cpu_seconds_per_gb),
         ratio(m.mover_cpu_per_gb(m.destination), limit.destination_cpu_seconds_per_gb));
   }
@@ -614,6 +798,11 @@ int main(int argc, char** argv) {
       "this machine and reports GB/s, CPU seconds per GB on each side, STOP_COPY downtime and "
       "peak RSS; --baseline also measures raw TCP pairs moving the same bytes and prints ratios.");
   absl::ParseCommandLine(argc, argv);
+  if (!absl::GetFlag(FLAGS_vmm_role).empty()) {
+    return migmover::bench::RunVmmRole(absl::GetFlag(FLAGS_vmm_role),
+                                       absl::GetFlag(FLAGS_vmm_child_bytes),
+                                       absl::GetFlag(FLAGS_vmm_child_io_size));
+  }
   migmover::SetMinLogSeverity(migmover::LogSeverity::kWarning);  // In-process sessions log.
   return migmover::bench::Main();
 }

@@ -134,7 +134,10 @@ ABSL_FLAG(bool, send_zc, false,
           "Copy path: send with io_uring SEND_ZC from the registered buffers (zero copy to the "
           "NIC). Off by default: it only pays with real NICs and large frames, never on "
           "loopback.");
-ABSL_FLAG(uint32_t, chunk_size, 1u << 20, "Default bytes per DATA frame (4096..16777216).");
+ABSL_FLAG(uint32_t, chunk_size, 256u << 10,
+          "Default bytes per DATA frame and per read of a data fd (4096..16777216). 256 KiB keeps "
+          "a frame in the core's cache from the read through the send and the digest; a session "
+          "may choose its own (TransferOptions.chunk_size).");
 ABSL_FLAG(std::string, tcp_congestion, "",
           "TCP congestion control of the data connections, e.g. cubic or bbr (one of "
           "/proc/sys/net/ipv4/tcp_available_congestion_control); empty = the system's default. "

@@ -33,6 +33,12 @@ if "--limit" in sys.argv:
     for k in ["throughput_vs_iperf3", "throughput_vs_limit"]:
         assert d["ratio"][k] > 0, k
     assert len(d["throughput_runs"]) == d["runs"]
+if "--vmm" in sys.argv:
+    # A VMM stream in data-fd mode against the same writer and reader connected directly; the
+    # readers got exactly what the writers wrote (verified covers it).
+    assert d["direct"]["throughput_bytes_per_s"] > 0 and d["direct"]["bytes"] == d["bytes"]
+    assert d["ratio"]["throughput_vs_direct"] > 0
+    assert d["vmm_write_size"] == 32768 and d["vmm_cpu_seconds_per_gb"] > 0
 print("ok:", d["data_path"], round(d["throughput_bytes_per_s"] / 1e9, 2), "GB/s")
 '
 "$bench" --migmoverd="$dir/daemon/server/migmoverd" --device_size=32MiB --data_path=copy \
@@ -43,6 +49,12 @@ print("ok:", d["data_path"], round(d["throughput_bytes_per_s"] / 1e9, 2), "GB/s"
 "$bench" --migmoverd="$dir/daemon/server/migmoverd" --device_size=16MiB --streams=2 --devices=2 \
   --json | python3 -c "$check"
 "$bench" --inprocess --device_size=16MiB --data_path=splice --json | python3 -c "$check"
+# A VMM's own stream (writer and reader processes, 32 KiB pieces) through the daemons in data-fd
+# mode, against a direct connection, over a socket pair and over pipes.
+"$bench" --migmoverd="$dir/daemon/server/migmoverd" --vmm_write_size=32KiB --device_size=16MiB \
+  --json | python3 -c "$check" --vmm
+"$bench" --migmoverd="$dir/daemon/server/migmoverd" --vmm_write_size=32KiB --vmm_channel=pipe \
+  --devices=2 --device_size=8MiB --json | python3 -c "$check" --vmm
 # The DPDK transport: two daemons with a net_memif port each, against the TCP baseline; and the
 # in-process link streams.
 "$bench" --migmoverd="$dir/daemon/server/migmoverd" --transport=dpdk --devices=2 \
@@ -55,6 +67,8 @@ if "$bench" --transport=rdma 2>"$err"; then exit 1; fi
 grep -q "expected tcp or dpdk" "$err"
 if "$bench" --transport=dpdk --streams=2 2>"$err"; then exit 1; fi
 grep -q "streams must be 1" "$err"
+if "$bench" --vmm_write_size=32KiB --baseline 2>"$err"; then exit 1; fi
+grep -q "compares with a direct connection" "$err"
 if "$bench" --device=fast 2>"$err"; then exit 1; fi
 grep -q "device must be image or checked" "$err"
 echo "migmover-bench smoke test: all modes ok"
