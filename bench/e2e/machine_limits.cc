@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "absl/cleanup/cleanup.h"
@@ -19,8 +20,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
-#include "google/protobuf/struct.pb.h"
-#include "google/protobuf/util/json_util.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "transport/base/errno_status.h"
 #include "transport/base/unique_fd.h"
 #include "transport/net/socket.h"
@@ -109,17 +110,36 @@ absl::StatusOr<uint16_t> FreePort() {
   return port;
 }
 
-double Number(const google::protobuf::Struct& s, std::initializer_list<const char*> path) {
-  const google::protobuf::Struct* at = &s;
-  const google::protobuf::Value* v = nullptr;
-  for (const char* key : path) {
-    if (at == nullptr) return 0;
-    auto it = at->fields().find(key);
-    if (it == at->fields().end()) return 0;
-    v = &it->second;
-    at = v->has_struct_value() ? &v->struct_value() : nullptr;
+// iperf3's JSON is not strict (with -P it repeats a key in "start"), so the few figures the
+// bench needs are picked out of the objects only its "end" section has: the object after
+// `"key":`, braces balanced (iperf3 puts no braces in strings there).
+std::optional<std::string> ObjectAfter(absl::string_view text, absl::string_view key) {
+  const size_t at = text.find(absl::StrCat("\"", key, "\":"));
+  if (at == absl::string_view::npos) return std::nullopt;
+  const size_t open = text.find('{', at);
+  if (open == absl::string_view::npos) return std::nullopt;
+  int depth = 0;
+  for (size_t i = open; i < text.size(); ++i) {
+    if (text[i] == '{') ++depth;
+    if (text[i] == '}' && --depth == 0) return std::string(text.substr(open, i - open + 1));
   }
-  return v != nullptr && v->has_number_value() ? v->number_value() : 0;
+  return std::nullopt;
+}
+
+// A number member of a flat object; 0 when absent.
+double Number(absl::string_view object, absl::string_view key) {
+  const size_t at = object.find(absl::StrCat("\"", key, "\":"));
+  if (at == absl::string_view::npos) return 0;
+  size_t i = at + key.size() + 3;
+  while (i < object.size() && (object[i] == ' ' || object[i] == '\t')) ++i;
+  size_t j = i;
+  while (j < object.size() && (absl::ascii_isdigit(object[j]) || object[j] == '.' ||
+                               object[j] == '-' || object[j] == '+' || object[j] == 'e' ||
+                               object[j] == 'E')) {
+    ++j;
+  }
+  double v = 0;
+  return absl::SimpleAtod(object.substr(i, j - i), &v) ? v : 0;
 }
 
 }  // namespace
@@ -148,27 +168,27 @@ absl::StatusOr<Iperf3Figures> RunIperf3(uint64_t bytes, int streams,
     auto client = Child::Spawn(argv);
     if (!client.ok()) return client.status();
     const int code = (*client)->Wait();
-    google::protobuf::Struct json;
-    if (!google::protobuf::util::JsonStringToMessage((*client)->output(), &json).ok() ||
-        code != 0) {
+    const std::string& out = (*client)->output();
+    auto received = ObjectAfter(out, "sum_received");
+    auto sent = ObjectAfter(out, "sum_sent");
+    auto cpu = ObjectAfter(out, "cpu_utilization_percent");
+    if (!received || !sent || !cpu || code != 0) {
       last = absl::InternalError(absl::StrCat("iperf3 ", absl::StrJoin(argv, " "), " exited ",
                                               code, ": ", (*client)->output().substr(0, 400)));
       continue;
     }
     Iperf3Figures f;
-    f.bytes = static_cast<uint64_t>(Number(json, {"end", "sum_received", "bytes"}));
-    f.seconds = Number(json, {"end", "sum_received", "seconds"});
-    const double sent_seconds = Number(json, {"end", "sum_sent", "seconds"});
+    f.bytes = static_cast<uint64_t>(Number(*received, "bytes"));
+    f.seconds = Number(*received, "seconds");
+    const double sent_seconds = Number(*sent, "seconds");
     const double gb = f.bytes / 1e9;
     if (f.bytes == 0 || f.seconds <= 0 || gb <= 0) {
       last = absl::InternalError("iperf3 reported no bytes received");
       continue;
     }
     // CPU utilisation is a percentage of one core over each side's own test time.
-    f.sender_cpu_seconds_per_gb =
-        Number(json, {"end", "cpu_utilization_percent", "host_total"}) / 100 * sent_seconds / gb;
-    f.receiver_cpu_seconds_per_gb =
-        Number(json, {"end", "cpu_utilization_percent", "remote_total"}) / 100 * f.seconds / gb;
+    f.sender_cpu_seconds_per_gb = Number(*cpu, "host_total") / 100 * sent_seconds / gb;
+    f.receiver_cpu_seconds_per_gb = Number(*cpu, "remote_total") / 100 * f.seconds / gb;
     (*server)->Wait();
     return f;
   }

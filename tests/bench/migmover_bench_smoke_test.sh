@@ -33,6 +33,8 @@ if "--limit" in sys.argv:
     for k in ["throughput_vs_iperf3", "throughput_vs_limit"]:
         assert d["ratio"][k] > 0, k
     assert len(d["throughput_runs"]) == d["runs"]
+if "--sessions" in sys.argv:
+    assert d["sessions"] == 3 and d["bytes"] > 3 * 8 * 2**20, d["bytes"]
 if "--vmm" in sys.argv:
     # A VMM stream in data-fd mode against the same writer and reader connected directly; the
     # readers got exactly what the writers wrote (verified covers it).
@@ -49,6 +51,9 @@ print("ok:", d["data_path"], round(d["throughput_bytes_per_s"] / 1e9, 2), "GB/s"
 "$bench" --migmoverd="$dir/daemon/server/migmoverd" --device_size=16MiB --streams=2 --devices=2 \
   --json | python3 -c "$check"
 "$bench" --inprocess --device_size=16MiB --data_path=splice --json | python3 -c "$check"
+# Several migrations at once between the same daemons: every one verified, all bytes counted.
+"$bench" --migmoverd="$dir/daemon/server/migmoverd" --sessions=3 --device_size=8MiB --json |
+  python3 -c "$check" --sessions
 # A VMM's own stream (writer and reader processes, 32 KiB pieces) through the daemons in data-fd
 # mode, against a direct connection, over a socket pair and over pipes.
 "$bench" --migmoverd="$dir/daemon/server/migmoverd" --vmm_write_size=32KiB --device_size=16MiB \
