@@ -1,11 +1,6 @@
 #include "bench/e2e/machine_limits.h"
 
 #include <openssl/evp.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,91 +11,17 @@
 #include <vector>
 
 #include "absl/cleanup/cleanup.h"
-#include "absl/strings/match.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
-#include "absl/strings/ascii.h"
-#include "absl/strings/numbers.h"
-#include "transport/base/errno_status.h"
-#include "transport/base/unique_fd.h"
+#include "bench/e2e/child_process.h"
 #include "transport/net/socket.h"
 #include "transport/peer/stream_auth.h"
 
-extern char** environ;
-
 namespace migmover::bench {
 namespace {
-
-// A child process whose stdout (and stderr) is a pipe to us; killed and reaped on destruction.
-class Child {
- public:
-  static absl::StatusOr<std::unique_ptr<Child>> Spawn(const std::vector<std::string>& argv) {
-    auto pipe = MakePipe();
-    if (!pipe.ok()) return pipe.status();
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, pipe->write.get(), 1);
-    posix_spawn_file_actions_adddup2(&fa, pipe->write.get(), 2);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    std::unique_ptr<Child> c(new Child());
-    const int err = posix_spawnp(&c->pid_, argv[0].c_str(), &fa, nullptr, args.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (err != 0) {
-      c->pid_ = -1;
-      if (err == ENOENT) {
-        return absl::NotFoundError(absl::StrCat(
-            argv[0], " is not installed (Debian: apt-get install ", argv[0], ")"));
-      }
-      return ErrnoStatus(absl::StrCat("posix_spawnp(", argv[0], ")"), err);
-    }
-    c->out_ = std::move(pipe->read);
-    return c;
-  }
-  ~Child() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-  // Reads output until `marker` appears or `timeout` passes; false on EOF or timeout.
-  bool AwaitOutput(absl::string_view marker, absl::Duration timeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    while (!absl::StrContains(output_, marker)) {
-      pollfd p{out_.get(), POLLIN, 0};
-      const int ms = static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
-      if (ms <= 0 || ::poll(&p, 1, ms) <= 0) return false;
-      if (!ReadSome()) return false;
-    }
-    return true;
-  }
-  // Reads to EOF and reaps the child; its exit code (-1 if killed).
-  int Wait() {
-    while (ReadSome()) {
-    }
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-  const std::string& output() const { return output_; }
-
- private:
-  Child() = default;
-  bool ReadSome() {
-    char buf[4096];
-    ssize_t n = ::read(out_.get(), buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) return true;
-    if (n <= 0) return false;
-    output_.append(buf, n);
-    return true;
-  }
-  pid_t pid_ = -1;
-  UniqueFd out_;
-  std::string output_;
-};
 
 // A free loopback port (bound and released; iperf3 binds it again at once).
 absl::StatusOr<uint16_t> FreePort() {
@@ -151,7 +72,8 @@ absl::StatusOr<Iperf3Figures> RunIperf3(uint64_t bytes, int streams,
     auto port = FreePort();
     if (!port.ok()) return port.status();
     const std::string p = absl::StrCat(*port);
-    auto server = Child::Spawn({"iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", p, "--forceflush"});
+    auto server = ChildProcess::Spawn(
+        "iperf3", {"iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", p, "--forceflush"});
     if (!server.ok()) return server.status();
     if (!(*server)->AwaitOutput("Server listening", absl::Seconds(10))) {
       last = absl::InternalError(
@@ -165,7 +87,7 @@ absl::StatusOr<Iperf3Figures> RunIperf3(uint64_t bytes, int streams,
       argv.push_back("-C");
       argv.push_back(congestion);
     }
-    auto client = Child::Spawn(argv);
+    auto client = ChildProcess::Spawn("iperf3", argv);
     if (!client.ok()) return client.status();
     const int code = (*client)->Wait();
     const std::string& out = (*client)->output();

@@ -1,11 +1,8 @@
 #include "bench/e2e/vmm_stream.h"
 
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,11 +16,10 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "bench/e2e/child_process.h"
 #include "daemon/device/sim/sim_stream.h"
 #include "transport/base/errno_status.h"
 #include "transport/base/stream_digest.h"
-
-extern char** environ;
 
 namespace migmover::bench {
 namespace {
@@ -94,62 +90,34 @@ absl::StatusOr<std::unique_ptr<VmmEnd>> VmmEnd::StartReader(int fd, uint64_t rea
 
 absl::StatusOr<std::unique_ptr<VmmEnd>> VmmEnd::Start(const std::string& role, int fd,
                                                       uint64_t bytes, uint64_t io_size) {
-  auto report = MakePipe();
-  if (!report.ok()) return report.status();
   auto go = MakePipe();
   if (!go.ok()) return go.status();
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, report->write.get(), 1);
-  posix_spawn_file_actions_adddup2(&fa, go->read.get(), 0);
-  posix_spawn_file_actions_adddup2(&fa, fd, kChildFd);  // dup2 clears FD_CLOEXEC.
-  std::vector<std::string> argv = {"migmover-bench", "--vmm_role=" + role,
-                                   absl::StrCat("--vmm_child_bytes=", bytes),
-                                   absl::StrCat("--vmm_child_io_size=", io_size)};
-  std::vector<char*> args;
-  for (auto& a : argv) args.push_back(a.data());
-  args.push_back(nullptr);
   std::unique_ptr<VmmEnd> end(new VmmEnd());
-  const int err = posix_spawn(&end->pid_, "/proc/self/exe", &fa, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  if (err != 0) {
-    end->pid_ = -1;
-    return ErrnoStatus("posix_spawn(/proc/self/exe --vmm_role=" + role + ")", err);
-  }
-  end->report_ = std::move(report->read);
+  auto child = ChildProcess::Spawn(
+      "/proc/self/exe",
+      {"migmover-bench", "--vmm_role=" + role, absl::StrCat("--vmm_child_bytes=", bytes),
+       absl::StrCat("--vmm_child_io_size=", io_size)},
+      {{go->read.get(), 0}, {fd, kChildFd}});
+  if (!child.ok()) return child.status();
+  end->child_ = std::move(*child);
   end->go_ = std::move(go->write);
   return end;
 }
 
 void VmmEnd::Go() { go_.Reset(); }
 
-VmmEnd::~VmmEnd() {
-  if (pid_ > 0) {
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-  }
-}
-
 absl::StatusOr<VmmEndReport> VmmEnd::Wait() {
-  std::string out;
-  char buf[512];
-  ssize_t n;
-  while ((n = ::read(report_.get(), buf, sizeof(buf))) != 0) {
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoStatus("read(vmm end report)", errno);
-    out.append(buf, n);
-  }
-  int status = 0;
-  ::waitpid(pid_, &status, 0);
-  pid_ = -1;
-  std::vector<std::string> f = absl::StrSplit(absl::StripTrailingAsciiWhitespace(out), ' ');
+  const int code = child_->Wait();
+  std::vector<std::string> f =
+      absl::StrSplit(absl::StripTrailingAsciiWhitespace(child_->output()), ' ');
   VmmEndReport r;
-  if (f.size() == 6 && f[0] == "ok" && absl::SimpleAtoi(f[1], &r.bytes) &&
+  if (code == 0 && f.size() == 6 && f[0] == "ok" && absl::SimpleAtoi(f[1], &r.bytes) &&
       absl::SimpleAtoi(f[2], &r.digest) && absl::SimpleAtoi(f[3], &r.start_ns) &&
       absl::SimpleAtoi(f[4], &r.end_ns) && absl::SimpleAtod(f[5], &r.cpu_seconds)) {
     return r;
   }
-  return absl::InternalError(absl::StrCat("VMM stream end failed (status ", status, "): ", out));
+  return absl::InternalError(
+      absl::StrCat("VMM stream end failed (exit ", code, "): ", child_->output()));
 }
 
 int RunVmmRole(const std::string& role, uint64_t bytes, uint64_t io_size) {

@@ -20,6 +20,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "bench/e2e/child_process.h"
 #include "transport/base/unique_fd.h"
 
 namespace migmover::bench {
@@ -41,14 +42,13 @@ struct VmmEndReport {
   double cpu_seconds = 0;
 };
 
-// A writer or reader child process; killed and reaped if destroyed before Wait().
+// A writer or reader child process (killed and reaped if destroyed before Wait()).
 class VmmEnd {
  public:
   // Starts `/proc/self/exe --vmm_role=writer|reader` with `fd` as its fd 3.
   static absl::StatusOr<std::unique_ptr<VmmEnd>> StartWriter(int fd, uint64_t bytes,
                                                             uint64_t write_size);
   static absl::StatusOr<std::unique_ptr<VmmEnd>> StartReader(int fd, uint64_t read_size);
-  ~VmmEnd();
   // A writer: the switchover happened; close the stream once everything is written.
   void Go();
   // Waits for the child's report. Errors: what the child said went wrong, or that it died.
@@ -58,9 +58,8 @@ class VmmEnd {
   VmmEnd() = default;
   static absl::StatusOr<std::unique_ptr<VmmEnd>> Start(const std::string& role, int fd,
                                                        uint64_t bytes, uint64_t io_size);
-  pid_t pid_ = -1;
-  UniqueFd report_;
-  UniqueFd go_;  // The writer's stdin.
+  std::unique_ptr<ChildProcess> child_;  // Reports on its stdout.
+  UniqueFd go_;                           // The writer's stdin.
 };
 
 // The child's side (main() calls it when --vmm_role is set): runs the role on fd 3, prints its

@@ -140,8 +140,10 @@ TEST(SimDriverTest, StopCopyWithoutPrecopyMovesExactState) {
   ExpectStopCopyOnlyRoundTrip("size=1MiB,chunk=64KiB,seed=5", "size=1MiB");
 }
 
-TEST(SimDriverTest, DirtyingWhileRunningIsResent) {
-  Sim src = Make("size=2MiB,chunk=64KiB,dirty_rate=64MiB");
+// Precopies a dirtying 2 MiB device until dirty data was reported and read, then STOP_COPY to
+// the end, and resumes the stream into a fresh device.
+void ExpectDirtyChunksResent(const std::string& src_spec) {
+  Sim src = Make(src_spec);
   Sim dst = Make("size=2MiB");
   auto fd = src.dev->SetState(MigState::kPreCopy);
   ASSERT_TRUE(fd.ok());
@@ -160,6 +162,11 @@ TEST(SimDriverTest, DirtyingWhileRunningIsResent) {
   EXPECT_GT(rr.bytes.size(), 2u << 20);
   ASSERT_TRUE(Resume(dst, rr.bytes).ok());
   EXPECT_EQ(dst.driver->state_digest(), src.driver->state_digest());
+  EXPECT_EQ(dst.driver->content_digest(), src.driver->content_digest());
+}
+
+TEST(SimDriverTest, DirtyingWhileRunningIsResent) {
+  ExpectDirtyChunksResent("size=2MiB,chunk=64KiB,dirty_rate=64MiB");
 }
 
 TEST(SimDriverTest, PrecopyInfoShrinksAsRead) {
@@ -211,26 +218,7 @@ TEST(SimDriverTest, CorruptedByteIsCaught) {
 // and dirtying (resent chunks come from another slot) the destination, which learns the content
 // kind from BEGIN, ends with the source's exact state.
 TEST(SimDriverTest, ImageContentRoundTripWithPrecopyAndDirtying) {
-  Sim src = Make("size=2MiB,chunk=64KiB,seed=9,dirty_rate=64MiB,content=image");
-  Sim dst = Make("size=2MiB");
-  auto fd = src.dev->SetState(MigState::kPreCopy);
-  ASSERT_TRUE(fd.ok());
-  ReadResult rr;
-  bool saw_dirty = false;
-  for (int i = 0; i < 200 && !saw_dirty; ++i) {
-    auto info = src.dev->GetPrecopyInfo(fd->get());
-    ASSERT_TRUE(info.ok());
-    if (info->initial_bytes == 0 && info->dirty_bytes > 0) saw_dirty = true;
-    ReadSome(fd->get(), info->initial_bytes + info->dirty_bytes, &rr);
-    absl::SleepFor(absl::Milliseconds(2));
-  }
-  EXPECT_TRUE(saw_dirty);
-  ASSERT_TRUE(src.dev->SetState(MigState::kStopCopy).ok());
-  ReadToEof(fd->get(), &rr);
-  EXPECT_GT(rr.bytes.size(), 2u << 20);
-  ASSERT_TRUE(Resume(dst, rr.bytes).ok());
-  EXPECT_EQ(dst.driver->state_digest(), src.driver->state_digest());
-  EXPECT_EQ(dst.driver->content_digest(), src.driver->content_digest());
+  ExpectDirtyChunksResent("size=2MiB,chunk=64KiB,seed=9,dirty_rate=64MiB,content=image");
 }
 
 // Moves `src_fd` to EOF into `dst_fd` through a small buffer, flipping the byte at `flip_at`.

@@ -157,72 +157,70 @@ PrecopyInfo SimSavingSession::Precopy() const {
   return info;
 }
 
+bool SimSavingSession::PushAll(size_t n, absl::FunctionRef<ssize_t(size_t done)> step) {
+  size_t done = 0;
+  while (done < n) {
+    if (cancelled_) return false;
+    const ssize_t w = step(done);
+    if (w > 0) {
+      done += w;
+      continue;
+    }
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && errno == EAGAIN) {
+      AwaitRoom();
+      continue;
+    }
+    // EPIPE: userspace closed the data fd, the session is over for us (a splice's 0 would mean
+    // a short image).
+    return false;
+  }
+  return true;
+}
+
 bool SimSavingSession::WriteAll(const uint8_t* data, size_t n) {
   const SimDeviceSpec& spec = model_->spec();
-  while (n > 0) {
-    if (cancelled_) return false;
-    size_t piece = spec.short_io ? std::min<size_t>(n, 1 + (written_.load() * 7919) % 4096) : n;
+  return PushAll(n, [&](size_t done) -> ssize_t {
+    const size_t left = n - done;
+    size_t piece = spec.short_io ? std::min<size_t>(left, 1 + (written_.load() * 7919) % 4096)
+                                 : left;
     ssize_t w;
     if (file_mode_) {
       absl::MutexLock l(&io_mu_);
       const uint64_t queued = QueuedLocked();
       if (!stop_copy_.load() && queued > kFileWindow) {
-        w = -1;
         errno = EAGAIN;  // Stay at most a window ahead of the reader while precopying.
-      } else {
-        w = ::pwrite(write_fd_.get(), data, piece, written_.load());
-        if (w > 0) written_ += w;
-        // Release what the reader has consumed, in whole pages.
-        const uint64_t consumed = (written_.load() - QueuedLocked()) & ~uint64_t{4095};
-        if (consumed > punched_) {
-          ::fallocate(write_fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, punched_,
-                      consumed - punched_);
-          punched_ = consumed;
-        }
+        return -1;
       }
-    } else {
-      absl::MutexLock l(&io_mu_);  // The fd is non-blocking: this never waits on the reader.
-      w = ::write(write_fd_.get(), data, piece);
+      w = ::pwrite(write_fd_.get(), data + done, piece, written_.load());
+      const int err = errno;
       if (w > 0) written_ += w;
+      // Release what the reader has consumed, in whole pages.
+      const uint64_t consumed = (written_.load() - QueuedLocked()) & ~uint64_t{4095};
+      if (consumed > punched_) {
+        ::fallocate(write_fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, punched_,
+                    consumed - punched_);
+        punched_ = consumed;
+      }
+      errno = err;
+      return w;
     }
-    if (w > 0) {
-      data += w;
-      n -= w;
-      continue;
-    }
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0 && errno == EAGAIN) {
-      AwaitRoom();
-      continue;
-    }
-    return false;  // EPIPE: userspace closed the data fd; the session is over for us.
-  }
-  return true;
+    absl::MutexLock l(&io_mu_);  // The fd is non-blocking: this never waits on the reader.
+    w = ::write(write_fd_.get(), data + done, piece);
+    if (w > 0) written_ += w;
+    return w;
+  });
 }
 
 bool SimSavingSession::SpliceAll(uint64_t offset, size_t n) {
-  while (n > 0) {
-    if (cancelled_) return false;
-    ssize_t w;
-    {
-      absl::MutexLock l(&io_mu_);
-      loff_t off = static_cast<loff_t>(offset);
-      w = ::splice(image_->fd(), &off, write_fd_.get(), nullptr, n, SPLICE_F_NONBLOCK);
-      if (w > 0) written_ += w;
-    }
-    if (w > 0) {
-      offset += w;
-      n -= w;
-      continue;
-    }
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0 && errno == EAGAIN) {
-      AwaitRoom();
-      continue;
-    }
-    return false;  // EPIPE (the reader went away); 0 would mean the image is short.
-  }
-  return true;
+  return PushAll(n, [&](size_t done) -> ssize_t {
+    absl::MutexLock l(&io_mu_);
+    loff_t off = static_cast<loff_t>(offset + done);
+    const ssize_t w =
+        ::splice(image_->fd(), &off, write_fd_.get(), nullptr, n - done, SPLICE_F_NONBLOCK);
+    if (w > 0) written_ += w;
+    return w;
+  });
 }
 
 void SimSavingSession::AwaitRoom() {

@@ -10,6 +10,7 @@
 #include <memory>
 #include <thread>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "daemon/device/migratable_device.h"
@@ -57,6 +58,10 @@ class SimSavingSession {
   void AwaitProducedIfFile();
   void MarkProduced();
   void Run();
+  // Moves `n` bytes by calling `step(bytes done so far)` (one syscall, counted in written_,
+  // returning its result with errno set), waiting for room on EAGAIN. False when cancelled or
+  // the reader went away.
+  bool PushAll(size_t n, absl::FunctionRef<ssize_t(size_t done)> step);
   // Writes all of `data` unless cancelled. False when cancelled or the reader went away.
   bool WriteAll(const uint8_t* data, size_t n);
   // Splices `n` bytes of the image from `offset` into the pipe, under the same rules.
