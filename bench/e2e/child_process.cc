@@ -74,13 +74,16 @@ bool ChildProcess::AwaitOutput(absl::string_view marker, absl::Duration timeout)
 }
 
 int ChildProcess::Wait() {
+  if (pid_ <= 0) return exit_code_;  // Reaped already: never waitpid(-1), another child's.
   while (ReadSome()) {
   }
   int status = 0;
-  while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+  pid_t got;
+  while ((got = ::waitpid(pid_, &status, 0)) < 0 && errno == EINTR) {
   }
   pid_ = -1;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  exit_code_ = got > 0 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return exit_code_;
 }
 
 }  // namespace migmover::bench

@@ -32,7 +32,8 @@ class ChildProcess {
 
   // Reads output until `marker` appears; false on EOF or after `timeout`.
   bool AwaitOutput(absl::string_view marker, absl::Duration timeout);
-  // Reads to EOF and reaps the child: its exit code, -1 if a signal ended it.
+  // Reads to EOF and reaps the child: its exit code, -1 if a signal ended it (or it could not be
+  // reaped). Again after that: the same code.
   int Wait();
   // Everything it printed so far (stdout and stderr interleaved).
   const std::string& output() const { return output_; }
@@ -42,6 +43,7 @@ class ChildProcess {
   bool ReadSome();
 
   pid_t pid_ = -1;
+  int exit_code_ = -1;  // Once Wait() reaped it.
   UniqueFd out_;
   std::string output_;
 };

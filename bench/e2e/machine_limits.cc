@@ -73,14 +73,15 @@ absl::StatusOr<Iperf3Figures> RunIperf3(uint64_t bytes, int streams,
     if (!port.ok()) return port.status();
     const std::string p = absl::StrCat(*port);
     auto server = ChildProcess::Spawn(
-        "iperf3", {"iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", p, "--forceflush"});
+        // -i 0: no interval reports, so its output stays small while nobody reads it.
+        "iperf3", {"iperf3", "-s", "-1", "-i", "0", "-B", "127.0.0.1", "-p", p, "--forceflush"});
     if (!server.ok()) return server.status();
     if (!(*server)->AwaitOutput("Server listening", absl::Seconds(10))) {
       last = absl::InternalError(
           absl::StrCat("iperf3 server did not start: ", (*server)->output()));
       continue;
     }
-    std::vector<std::string> argv = {"iperf3", "-c", "127.0.0.1", "-p", p,
+    std::vector<std::string> argv = {"iperf3", "-c", "127.0.0.1", "-p", p, "-i", "0",
                                      "-n",     absl::StrCat(bytes),
                                      "-P",     absl::StrCat(streams), "-J"};
     if (!congestion.empty()) {

@@ -14,8 +14,9 @@
 
 namespace migmover::bench {
 
-ThreadCpuSampler::ThreadCpuSampler(pid_t pid)
+ThreadCpuSampler::ThreadCpuSampler(pid_t pid, std::vector<std::string> track)
     : task_dir_(pid == 0 ? std::string("/proc/self/task") : absl::StrCat("/proc/", pid, "/task")),
+      track_(std::move(track)),
       thread_([this] { Loop(); }) {}
 
 ThreadCpuSampler::~ThreadCpuSampler() { Stop(); }
@@ -52,27 +53,55 @@ void ThreadCpuSampler::Loop() {
   }
 }
 
+namespace {
+// One thread's name and CPU seconds from /proc/.../task/<tid>/stat; false if it is gone.
+bool ReadTask(const std::string& path, std::string* name, double* seconds) {
+  std::ifstream f(path);
+  std::string line;
+  if (!std::getline(f, line)) return false;
+  size_t open = line.find('('), close = line.rfind(')');
+  if (open == std::string::npos || close == std::string::npos) return false;
+  std::istringstream rest(line.substr(close + 2));
+  std::string tok;
+  std::vector<std::string> fs;
+  while (rest >> tok) fs.push_back(tok);
+  if (fs.size() < 13) return false;
+  static const double tick = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  *name = line.substr(open + 1, close - open - 1);
+  *seconds = (std::stod(fs[11]) + std::stod(fs[12])) / tick;
+  return true;
+}
+}  // namespace
+
 void ThreadCpuSampler::Sample() {
-  const double tick = static_cast<double>(::sysconf(_SC_CLK_TCK));
-  DIR* d = ::opendir(task_dir_.c_str());
-  if (d == nullptr) return;
+  absl::MutexLock sampling(&sample_mu_);
   std::map<int, Entry> now;
-  while (dirent* de = ::readdir(d)) {
-    if (de->d_name[0] == '.') continue;
-    std::ifstream f(absl::StrCat(task_dir_, "/", de->d_name, "/stat"));
-    std::string line;
-    if (!std::getline(f, line)) continue;
-    size_t open = line.find('('), close = line.rfind(')');
-    if (open == std::string::npos || close == std::string::npos) continue;
-    std::istringstream rest(line.substr(close + 2));
-    std::string tok;
-    std::vector<std::string> fs;
-    while (rest >> tok) fs.push_back(tok);
-    if (fs.size() < 13) continue;
-    now[std::atoi(de->d_name)] = {line.substr(open + 1, close - open - 1),
-                                  (std::stod(fs[11]) + std::stod(fs[12])) / tick};
+  // Every tenth call (50 ms) or without a filter: the whole thread list.
+  const bool scan = track_.empty() || scans_++ % 10 == 0;
+  if (scan) {
+    DIR* d = ::opendir(task_dir_.c_str());
+    if (d == nullptr) return;
+    std::vector<int> tids;
+    while (dirent* de = ::readdir(d)) {
+      if (de->d_name[0] != '.') tids.push_back(std::atoi(de->d_name));
+    }
+    ::closedir(d);
+    if (!track_.empty()) tracked_.clear();
+    for (int tid : tids) {
+      Entry e;
+      if (!ReadTask(absl::StrCat(task_dir_, "/", tid, "/stat"), &e.name, &e.seconds)) continue;
+      bool match = track_.empty();
+      for (const auto& p : track_) match = match || e.name.rfind(p, 0) == 0;
+      if (!match) continue;
+      if (!track_.empty()) tracked_.push_back(tid);
+      now[tid] = e;
+    }
+  } else {
+    for (int tid : tracked_) {
+      Entry e;
+      if (ReadTask(absl::StrCat(task_dir_, "/", tid, "/stat"), &e.name, &e.seconds)) now[tid] = e;
+    }
   }
-  ::closedir(d);
   absl::MutexLock l(&mu_);
   for (auto& [tid, e] : now) {
     Entry& slot = last_[tid];  // Exited threads keep their last sample.

@@ -9,6 +9,7 @@
 #include <map>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <sys/types.h>
 
@@ -19,8 +20,10 @@ namespace migmover::bench {
 
 class ThreadCpuSampler {
  public:
-  // `pid` 0: this process.
-  explicit ThreadCpuSampler(pid_t pid = 0);
+  // `pid` 0: this process. With `track`, only threads whose name starts with one of these are
+  // read every few milliseconds (the thread list is scanned every 50 ms), so sampling a busy
+  // process costs it little; Seconds() then knows only those.
+  explicit ThreadCpuSampler(pid_t pid = 0, std::vector<std::string> track = {});
   ~ThreadCpuSampler();
   void Stop();
   // From now on: Seconds() counts CPU time used after this call.
@@ -37,6 +40,12 @@ class ThreadCpuSampler {
   void Sample();
 
   const std::string task_dir_;  // /proc/<pid>/task
+  const std::vector<std::string> track_;
+  // One Sample() at a time (the sampling thread's, Reset's and Seconds'): tids of tracked
+  // threads, and how many samples since the list was scanned.
+  absl::Mutex sample_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  std::vector<int> tracked_ ABSL_GUARDED_BY(sample_mu_);
+  int64_t scans_ ABSL_GUARDED_BY(sample_mu_) = 0;
   std::atomic<bool> stop_{false};
   absl::Mutex mu_;
   std::map<int, Entry> last_ ABSL_GUARDED_BY(mu_);

@@ -107,6 +107,7 @@ absl::StatusOr<std::unique_ptr<VmmEnd>> VmmEnd::Start(const std::string& role, i
 void VmmEnd::Go() { go_.Reset(); }
 
 absl::StatusOr<VmmEndReport> VmmEnd::Wait() {
+  Go();  // A writer still waiting for its switchover point would never end.
   const int code = child_->Wait();
   std::vector<std::string> f =
       absl::StrSplit(absl::StripTrailingAsciiWhitespace(child_->output()), ' ');

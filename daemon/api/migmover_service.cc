@@ -213,7 +213,11 @@ absl::StatusOr<std::unique_ptr<DeviceEntry>> MigmoverService::MakeEntry(
                              spec.BookkeepingBytes(),
                              absl::StrCat("simulated device '", req.name(), "' (",
                                           (spec.state_size + spec.chunk_size - 1) / spec.chunk_size,
-                                          " chunks of bookkeeping)")));
+                                          " chunks of bookkeeping",
+                                          spec.content == sim::SimDeviceSpec::Content::kImage
+                                              ? " and its content image"
+                                              : "",
+                                          ")")));
       }
       entry->kind = DeviceKind::kSimulated;
       ASSIGN_OR_RETURN(entry->device, sim::OpenSimulatedDevice(spec, &entry->sim));

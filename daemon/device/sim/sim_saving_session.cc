@@ -186,39 +186,53 @@ bool SimSavingSession::WriteAll(const uint8_t* data, size_t n) {
                                  : left;
     ssize_t w;
     if (file_mode_) {
-      absl::MutexLock l(&io_mu_);
-      const uint64_t queued = QueuedLocked();
-      if (!stop_copy_.load() && queued > kFileWindow) {
-        errno = EAGAIN;  // Stay at most a window ahead of the reader while precopying.
-        return -1;
+      int err;
+      {
+        absl::MutexLock l(&io_mu_);
+        const uint64_t queued = QueuedLocked();
+        if (!stop_copy_.load() && queued > kFileWindow) {
+          w = -1;
+          err = EAGAIN;  // Stay at most a window ahead of the reader while precopying.
+        } else {
+          w = ::pwrite(write_fd_.get(), data + done, piece, written_.load());
+          err = errno;
+          if (w > 0) written_ += w;
+          // Release what the reader has consumed, in whole pages.
+          const uint64_t consumed = (written_.load() - QueuedLocked()) & ~uint64_t{4095};
+          if (consumed > punched_) {
+            ::fallocate(write_fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, punched_,
+                        consumed - punched_);
+            punched_ = consumed;
+          }
+        }
       }
-      w = ::pwrite(write_fd_.get(), data + done, piece, written_.load());
-      const int err = errno;
-      if (w > 0) written_ += w;
-      // Release what the reader has consumed, in whole pages.
-      const uint64_t consumed = (written_.load() - QueuedLocked()) & ~uint64_t{4095};
-      if (consumed > punched_) {
-        ::fallocate(write_fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, punched_,
-                    consumed - punched_);
-        punched_ = consumed;
-      }
-      errno = err;
+      errno = err;  // Kept across the calls above and the unlock (a futex call).
       return w;
     }
-    absl::MutexLock l(&io_mu_);  // The fd is non-blocking: this never waits on the reader.
-    w = ::write(write_fd_.get(), data + done, piece);
-    if (w > 0) written_ += w;
+    int err;
+    {
+      absl::MutexLock l(&io_mu_);  // The fd is non-blocking: this never waits on the reader.
+      w = ::write(write_fd_.get(), data + done, piece);
+      err = errno;
+      if (w > 0) written_ += w;
+    }
+    errno = err;  // The unlock may make a futex call.
     return w;
   });
 }
 
 bool SimSavingSession::SpliceAll(uint64_t offset, size_t n) {
   return PushAll(n, [&](size_t done) -> ssize_t {
-    absl::MutexLock l(&io_mu_);
-    loff_t off = static_cast<loff_t>(offset + done);
-    const ssize_t w =
-        ::splice(image_->fd(), &off, write_fd_.get(), nullptr, n - done, SPLICE_F_NONBLOCK);
-    if (w > 0) written_ += w;
+    ssize_t w;
+    int err;
+    {
+      absl::MutexLock l(&io_mu_);
+      loff_t off = static_cast<loff_t>(offset + done);
+      w = ::splice(image_->fd(), &off, write_fd_.get(), nullptr, n - done, SPLICE_F_NONBLOCK);
+      err = errno;
+      if (w > 0) written_ += w;
+    }
+    errno = err;  // The unlock may make a futex call.
     return w;
   });
 }
