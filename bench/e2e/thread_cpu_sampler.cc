@@ -54,20 +54,30 @@ void ThreadCpuSampler::Loop() {
 }
 
 namespace {
-// One thread's name and CPU seconds from /proc/.../task/<tid>/stat; false if it is gone.
-bool ReadTask(const std::string& path, std::string* name, double* seconds) {
-  std::ifstream f(path);
+// One thread's name (/proc/.../task/<tid>/comm) and CPU seconds; false if it is gone. The CPU
+// time comes from schedstat (nanoseconds), not stat's utime + stime: those are in 10 ms clock
+// ticks, so a thread that used less than a tick (a small device's stream) would count 0.
+bool ReadTask(const std::string& dir, std::string* name, double* seconds) {
+  std::ifstream comm(dir + "/comm");
+  if (!std::getline(comm, *name)) return false;
+  std::ifstream sched(dir + "/schedstat");
+  uint64_t ns = 0;
+  if (sched >> ns) {
+    *seconds = ns / 1e9;
+    return true;
+  }
+  // No schedstat (a kernel without CONFIG_SCHED_INFO): stat's ticks.
+  std::ifstream f(dir + "/stat");
   std::string line;
   if (!std::getline(f, line)) return false;
-  size_t open = line.find('('), close = line.rfind(')');
-  if (open == std::string::npos || close == std::string::npos) return false;
+  size_t close = line.rfind(')');
+  if (close == std::string::npos) return false;
   std::istringstream rest(line.substr(close + 2));
   std::string tok;
   std::vector<std::string> fs;
   while (rest >> tok) fs.push_back(tok);
   if (fs.size() < 13) return false;
   static const double tick = static_cast<double>(::sysconf(_SC_CLK_TCK));
-  *name = line.substr(open + 1, close - open - 1);
   *seconds = (std::stod(fs[11]) + std::stod(fs[12])) / tick;
   return true;
 }
@@ -89,7 +99,7 @@ void ThreadCpuSampler::Sample() {
     if (!track_.empty()) tracked_.clear();
     for (int tid : tids) {
       Entry e;
-      if (!ReadTask(absl::StrCat(task_dir_, "/", tid, "/stat"), &e.name, &e.seconds)) continue;
+      if (!ReadTask(absl::StrCat(task_dir_, "/", tid), &e.name, &e.seconds)) continue;
       bool match = track_.empty();
       for (const auto& p : track_) match = match || e.name.rfind(p, 0) == 0;
       if (!match) continue;
@@ -99,7 +109,7 @@ void ThreadCpuSampler::Sample() {
   } else {
     for (int tid : tracked_) {
       Entry e;
-      if (ReadTask(absl::StrCat(task_dir_, "/", tid, "/stat"), &e.name, &e.seconds)) now[tid] = e;
+      if (ReadTask(absl::StrCat(task_dir_, "/", tid), &e.name, &e.seconds)) now[tid] = e;
     }
   }
   absl::MutexLock l(&mu_);

@@ -1,6 +1,6 @@
 // ThreadCpuSampler: CPU time of a process's threads (this one's by default), by thread-name
 // prefix, sampled from /proc every few milliseconds (a thread's last few milliseconds before it
-// exits may be missed).
+// exits may be missed), from schedstat's nanoseconds where the kernel has it.
 #ifndef MIGMOVER_BENCH_E2E_THREAD_CPU_SAMPLER_H_
 #define MIGMOVER_BENCH_E2E_THREAD_CPU_SAMPLER_H_
 
