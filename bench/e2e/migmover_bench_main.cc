@@ -177,7 +177,6 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
   const int sessions = vmm.write_size != 0 ? 1 : absl::GetFlag(FLAGS_sessions);
   std::vector<std::string> ids;
   for (int k = 0; k < sessions; ++k) ids.push_back(absl::StrCat("bench-", run, "-", k));
-  const std::string& id = ids[0];
   auto chunk = sim::ParseByteSize(absl::GetFlag(FLAGS_chunk_size));
   auto bandwidth = sim::ParseByteSize(absl::GetFlag(FLAGS_bandwidth));
   if (!chunk.ok()) return chunk.status();
@@ -266,10 +265,10 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
     if (!s.ok()) return s;
   }
   }
-  auto get = [&](testing::DaemonProcess& d, const std::string& session = "") {
+  auto get = [&](testing::DaemonProcess& d, const std::string& session) {
     grpc::ClientContext ctx;
     v1::GetSessionRequest req;
-    req.set_session_id(session.empty() ? id : session);
+    req.set_session_id(session);
     SessionStatus out;
     d.stub()->GetSession(&ctx, req, &out);
     return out;
@@ -321,7 +320,7 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
     for (const auto& spec : specs) total += spec.state_size;
     const absl::Time deadline = absl::Now() + absl::Minutes(10);
     while (true) {
-      SessionStatus st = get(**src);
+      SessionStatus st = get(**src, ids[0]);  // VMM mode runs one session.
       if (final(st)) return absl::InternalError("session ended before switchover: " + st.error());
       if (st.precopy_bytes() >= total) break;
       if (absl::Now() > deadline) return absl::DeadlineExceededError("VMM streams too slow");

@@ -124,6 +124,7 @@ absl::StatusOr<VmmEndReport> VmmEnd::Wait() {
 int RunVmmRole(const std::string& role, uint64_t bytes, uint64_t io_size) {
   ::signal(SIGPIPE, SIG_IGN);
   if (io_size == 0 || io_size > (64u << 20)) return Fail("io size must be 1 B .. 64 MiB");
+  UniqueFd stream(kChildFd);  // The channel's end the parent placed here.
   VmmEndReport r;
   StreamDigest digest;
   if (role == "writer") {
@@ -144,7 +145,7 @@ int RunVmmRole(const std::string& role, uint64_t bytes, uint64_t io_size) {
       digest.Update(p, piece);
       size_t done = 0;
       while (done < piece) {
-        ssize_t w = ::write(kChildFd, p + done, piece - done);
+        ssize_t w = ::write(stream.get(), p + done, piece - done);
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) return Fail(absl::StrCat("write: ", std::strerror(errno)));
         done += w;
@@ -156,14 +157,14 @@ int RunVmmRole(const std::string& role, uint64_t bytes, uint64_t io_size) {
     char go;
     while (::read(0, &go, 1) < 0 && errno == EINTR) {
     }
-    ::close(kChildFd);  // The end of the stream (EOF on a pipe, on a socket too: last ref).
+    stream.Reset();  // The end of the stream (EOF on a pipe, on a socket too: last ref).
     r.end_ns = MonoNs();
     r.cpu_seconds = CpuSeconds() - cpu0;
   } else if (role == "reader") {
     std::vector<uint8_t> buf(io_size);
     const double cpu0 = CpuSeconds();
     while (true) {
-      ssize_t n = ::read(kChildFd, buf.data(), buf.size());
+      ssize_t n = ::read(stream.get(), buf.data(), buf.size());
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) return Fail(absl::StrCat("read: ", std::strerror(errno)));
       if (n == 0) break;
