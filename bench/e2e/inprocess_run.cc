@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <thread>
 
@@ -14,15 +15,22 @@
 #include "daemon/session/session_manager.h"
 #include "transport/api/transport_set.h"
 #include "transport/base/status_macros.h"
+#include "transport/stream/pump_pool.h"
 #include "transport/tcp/tcp_transport.h"
 
 namespace migmover::bench {
 absl::StatusOr<InProcessResult> RunInProcess(const std::vector<sim::SimDeviceSpec>& specs,
                                              const stream::StreamOptions& options, uint32_t streams,
                                              uint64_t bandwidth, bool precopy, uint32_t workers) {
-  transport::TcpTransport tcp;
+  // Each side has its own host's pump workers, as two daemons do.
+  const uint32_t host_workers = std::max({1u, std::thread::hardware_concurrency(), workers});
+  ASSIGN_OR_RETURN(std::unique_ptr<stream::PumpPool> src_pumps,
+                   stream::PumpPool::Create(host_workers, options.io_engine));
+  ASSIGN_OR_RETURN(std::unique_ptr<stream::PumpPool> dst_pumps,
+                   stream::PumpPool::Create(host_workers, options.io_engine));
+  transport::TcpTransport tcp(src_pumps.get()), dst_tcp(dst_pumps.get());
   transport::TransportSet transports;
-  transports.Add(&tcp);
+  transports.Add(&dst_tcp);
   DeviceRegistry src_devices, dst_devices;
   SessionManager src_sessions, dst_sessions;
   uint16_t port = 0;

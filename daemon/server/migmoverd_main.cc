@@ -44,6 +44,7 @@
 #include "transport/dpdk/dpdk_transport.h"
 #include "transport/net/socket.h"
 #include "transport/io/io_engine.h"
+#include "transport/stream/pump_pool.h"
 #include "transport/io/io_queue_factory.h"
 #include "transport/stream/data_path.h"
 #include "transport/stream/data_path_probe.h"
@@ -127,8 +128,9 @@ ABSL_FLAG(uint32_t, streams, 0,
           "Default connections each device's stream is striped over (1..16); 0 picks one per "
           "two cores, at most 4.");
 ABSL_FLAG(uint32_t, workers, 0,
-          "Default threads per session that move its devices' copy-path data, each with "
-          "one I/O queue (see --io_engine) and buffer pool (never more than the session has devices); 0 = one per "
+          "Pump threads (1..64) that move the copy-path data of every session on this host, "
+          "each with one I/O queue (see --io_engine); a session's devices spread over as many "
+          "as it asks (TransferOptions.workers; sources default to all of them); 0 = one per "
           "core.");
 ABSL_FLAG(bool, send_zc, false,
           "Copy path: send with io_uring SEND_ZC from the registered buffers (zero copy to the "
@@ -353,8 +355,12 @@ int main(int argc, char** argv) {
     }
   }
 
+  // The host's pump workers, shared by every session (before the transports and sessions that
+  // lease them, so it outlives both).
+  auto pumps = migmover::stream::PumpPool::Create(defaults.workers, defaults.stream.io_engine);
+  if (!pumps.ok()) return Fail(pumps.status());
   // The transports sessions may use: TCP always, DPDK with a port.
-  migmover::transport::TcpTransport tcp;
+  migmover::transport::TcpTransport tcp(pumps->get());
   migmover::transport::TransportSet transports;
   transports.Add(&tcp);
   std::unique_ptr<migmover::dpdk::DpdkTransport> dpdk;
@@ -583,6 +589,7 @@ int main(int argc, char** argv) {
                              " where an fd can splice)")
                        : "")
                << ", io engine " << migmover::io::IoEngineName(defaults.stream.io_engine)
+               << ", " << defaults.workers << " pump worker(s) shared by all sessions"
                << ", TCP congestion control "
                << (defaults.stream.tcp_congestion.empty() ? "system default"
                                                           : defaults.stream.tcp_congestion)

@@ -6,6 +6,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <thread>
 
@@ -151,6 +153,51 @@ TEST_F(TwoDaemons, SharedPumpWorkersMoveSeveralDevices) {
   ASSERT_EQ(s.phase(), SessionStatus::SUCCEEDED) << s.DebugString();
   EXPECT_TRUE(d.verified()) << d.DebugString();
   for (const auto& n : names) EXPECT_EQ(StateOf(*dst_, n), "RUNNING");
+}
+
+// The host's pump workers are shared by all of its sessions: four concurrent sessions on a
+// daemon started with --workers=2 run on those two threads (with a worker per session, four),
+// and all four migrate exactly.
+class SharedPumps : public TwoDaemons {
+ protected:
+  SharedPumps() {
+    src_flags_.push_back("--workers=2");
+    dst_flags_.push_back("--workers=2");
+  }
+
+  static int PumpThreads(pid_t pid) {
+    int n = 0;
+    std::error_code ec;
+    for (const auto& t : std::filesystem::directory_iterator(
+             absl::StrCat("/proc/", pid, "/task"), ec)) {
+      std::ifstream comm(t.path() / "comm");
+      std::string name;
+      std::getline(comm, name);
+      n += name == "mm-pump-worker";
+    }
+    return n;
+  }
+};
+
+TEST_F(SharedPumps, ConcurrentSessionsRunOnTheHostsPumpWorkers) {
+  EXPECT_EQ(PumpThreads(src_->pid()), 2);  // Started with the daemon, before any session.
+  const std::vector<std::string> ids = {"p0", "p1", "p2", "p3"};
+  for (size_t i = 0; i < ids.size(); ++i) {
+    ASSERT_TRUE(Attach(*src_, ids[i], absl::StrCat("size=4MiB,seed=", 90 + i,
+                                                  ",dirty_rate=16MiB")).ok());
+    ASSERT_TRUE(Attach(*dst_, ids[i], "size=4MiB").ok());
+    ASSERT_TRUE(Prepare(ids[i], {ids[i]}, "copy").ok());
+    ASSERT_TRUE(Start(ids[i], {ids[i]}, true, "copy").ok());
+  }
+  // Every session is moving PRE_COPY data now, each on one of the two threads.
+  for (const auto& id : ids) WatchUntilRounds(id, 1);
+  EXPECT_EQ(PumpThreads(src_->pid()), 2);
+  for (const auto& id : ids) {
+    auto [s, d] = SwitchoverAndWait(id);
+    EXPECT_TRUE(BothSucceeded(s, d)) << id;
+    EXPECT_TRUE(d.verified()) << id;
+    EXPECT_EQ(StateOf(*dst_, id), "RUNNING") << id;
+  }
 }
 
 TEST_F(TwoDaemons, ShortReadsAndWritesStillExact) {

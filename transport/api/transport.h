@@ -40,8 +40,8 @@ struct SessionSpec {
   stream::StreamOptions stream;
   // Connections each device's stream is striped over (TCP); 1 for transports without striping.
   uint32_t streams = 1;
-  // Threads that move the session's copy-path data, shared by its devices; 0 = each device's
-  // own thread moves its data.
+  // How many of the host's pump workers (threads shared by all sessions) the session's devices
+  // spread over, at most one per device; 0 = each device's own thread moves its data.
   uint32_t workers = 0;
   // Source only: the destination daemon's peer listener.
   net::HostPort peer;

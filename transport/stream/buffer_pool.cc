@@ -30,9 +30,12 @@ absl::StatusOr<std::unique_ptr<BufferPool>> BufferPool::Create(io::IoQueue* ring
     return ErrnoStatus(absl::StrCat("mmap(", pool->bytes_, " bytes of stream buffers)"), errno);
   }
   pool->mem_ = static_cast<uint8_t*>(mem);
-  std::vector<iovec> iov(count);
-  for (uint32_t i = 0; i < count; ++i) iov[i] = {pool->base(i), pool->stride_};
-  RETURN_IF_ERROR(ring->RegisterBuffers(iov));
+  if (ring != nullptr) {
+    std::vector<iovec> iov(count);
+    for (uint32_t i = 0; i < count; ++i) iov[i] = {pool->base(i), pool->stride_};
+    RETURN_IF_ERROR(ring->RegisterBuffers(iov));
+    pool->registered_ = true;
+  }
   for (uint32_t i = 0; i < count; ++i) pool->all_.push_back(i);
   return pool;
 }

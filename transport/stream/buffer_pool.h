@@ -1,5 +1,7 @@
 // BufferPool: the fixed set of I/O buffers of one stream, allocated once, page-aligned, and
-// registered with the stream's queue so reads and writes use READ_FIXED / WRITE_FIXED.
+// registered with the stream's own queue so reads and writes use READ_FIXED / WRITE_FIXED. A
+// stream on a shared pump worker (pump_worker.h) leaves its buffers unregistered: one queue has
+// one table, and its streams come and go (measured: no difference for pipe and socket I/O).
 // Each buffer has kFrameHeaderSize bytes of headroom before its payload, so a frame header and
 // its payload leave in one send.
 #ifndef MIGMOVER_TRANSPORT_STREAM_BUFFER_POOL_H_
@@ -18,7 +20,8 @@ namespace migmover::stream {
 
 class BufferPool {
  public:
-  // `count` buffers of `headroom + payload_size` bytes each, registered with `ring`.
+  // `count` buffers of `headroom + payload_size` bytes each, registered with `ring` (null:
+  // not registered). Errors: mmap's, the registration's.
   static absl::StatusOr<std::unique_ptr<BufferPool>> Create(io::IoQueue* ring, uint32_t count,
                                                             uint32_t payload_size,
                                                             uint32_t headroom);
@@ -33,6 +36,10 @@ class BufferPool {
   // Start of buffer `i`'s payload.
   uint8_t* payload(uint32_t i) const { return base(i) + headroom_; }
   uint32_t headroom() const { return headroom_; }
+  // What a request on buffer `i` names as its buffer index (io_queue.h): `i` if registered.
+  int buffer_index(uint32_t i) const {
+    return registered_ ? static_cast<int>(i) : io::kUnregistered;
+  }
   // Every buffer index, 0..count-1 (for a job that uses the whole pool).
   std::span<const uint32_t> all() const { return all_; }
 
@@ -44,6 +51,7 @@ class BufferPool {
   uint32_t count_ = 0;
   uint32_t payload_size_ = 0;
   uint32_t headroom_ = 0;
+  bool registered_ = false;
   std::vector<uint32_t> all_;
 };
 

@@ -115,7 +115,7 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
       if (writing_ >= 0) {
         const Piece& pc = pieces_[writing_];
         ring_->Write(data_fd_, pool_->payload(pool_index_[writing_]) + pc.written,
-                     pc.len - pc.written, static_cast<int>(pool_index_[writing_]),
+                     pc.len - pc.written, pool_->buffer_index(pool_index_[writing_]),
                      JobTag(kWrite, job_, writing_));
         write_inflight_ = true;
         if (digest_due_) {

@@ -89,7 +89,7 @@ class CopySendJobImpl final : public CopySendJob {
             static_cast<uint32_t>(std::min<uint64_t>(s_->options.chunk_size, remaining_));
         read_tag_ = JobTag(kRead, job_, slot);
         ring_->Read(data_fd_, pool_->payload(pool_index_[slot]), len,
-                    static_cast<int>(pool_index_[slot]), read_tag_);
+                    pool_->buffer_index(pool_index_[slot]), read_tag_);
         read_inflight_ = true;
         read_cancel_sent_ = false;
       }
@@ -186,7 +186,7 @@ class CopySendJobImpl final : public CopySendJob {
   void SubmitSend(uint32_t slot, int fd, uint32_t from, uint32_t len) {
     uint8_t* base = pool_->base(pool_index_[slot]);
     if (s_->options.send_zc) {
-      ring_->SendZeroCopy(fd, base + from, len, MSG_NOSIGNAL, static_cast<int>(pool_index_[slot]),
+      ring_->SendZeroCopy(fd, base + from, len, MSG_NOSIGNAL, pool_->buffer_index(pool_index_[slot]),
                           JobTag(kSend, job_, slot));
     } else {
       ring_->Send(fd, base + from, len, MSG_NOSIGNAL, JobTag(kSend, job_, slot));

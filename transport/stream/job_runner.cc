@@ -6,16 +6,27 @@
 
 namespace migmover::stream {
 
-absl::StatusOr<std::unique_ptr<PumpJob>> JobRunner::Run(uint32_t slots,
-                                                        PumpWorker::JobFactory make) {
-  if (worker_ != nullptr) return worker_->RunJob(slots, std::move(make));
+absl::StatusOr<std::unique_ptr<PumpJob>> JobRunner::Run(uint32_t slots, JobFactory make) {
+  if (worker_ != nullptr) {
+    if (slots > 0 && pool_ == nullptr) {
+      // Unregistered: the worker's queue is shared by streams that come and go.
+      ASSIGN_OR_RETURN(pool_, BufferPool::Create(nullptr, worker_buffers_, chunk_size_,
+                                                 wire::kFrameHeaderSize));
+    }
+    std::span<const uint32_t> granted;
+    if (slots > 0) granted = pool_->all().subspan(0, std::min<size_t>(slots, pool_->count()));
+    BufferPool* pool = slots > 0 ? pool_.get() : nullptr;
+    return worker_->RunJob(slots > 0 ? pool_ : nullptr,
+                           [&](io::IoQueue* queue, uint32_t id) {
+                             return make(queue, pool, granted, id);
+                           });
+  }
   if (queue_ == nullptr) {
     ASSIGN_OR_RETURN(own_queue_, io::CreateIoQueue(engine_, 64));
     queue_ = own_queue_.get();
   }
   std::span<const uint32_t> granted;
   if (slots > 0) {
-    // A stream handed to a pump worker never needs its own buffers.
     if (pool_ == nullptr) {
       ASSIGN_OR_RETURN(pool_,
                        BufferPool::Create(queue_, slots, chunk_size_, wire::kFrameHeaderSize));

@@ -7,7 +7,9 @@
 #define MIGMOVER_TRANSPORT_STREAM_JOB_RUNNER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <span>
 
 #include "absl/status/statusor.h"
 #include "transport/io/io_engine.h"
@@ -26,7 +28,8 @@ class JobRunner {
       : queue_(queue), engine_(engine), chunk_size_(chunk_size) {}
 
   // Runs the stream's jobs on `worker` (which must outlive them) instead; null: back to the own
-  // queue. `max_buffers`: the most of the worker's buffers one job of this stream may hold.
+  // queue. `max_buffers`: the buffers the stream allocates for its jobs there (unregistered,
+  // see buffer_pool.h), and so the most one job may hold.
   void set_worker(PumpWorker* worker, uint32_t max_buffers) {
     worker_ = worker;
     worker_buffers_ = max_buffers;
@@ -34,19 +37,25 @@ class JobRunner {
   // The most buffers a job may ask for.
   uint32_t buffer_cap() const { return worker_ != nullptr ? worker_buffers_ : 64; }
 
-  // Makes the job with `slots` buffers (0 for a job without any: the splice engines) and
-  // drives it until it is Done(); returns it for its result. The own pool is made on the first
-  // Run that wants buffers, `slots` large. Errors: the own queue's or pool's creation, or the
-  // worker's refusal (see PumpWorker::RunJob); a queue that breaks under the job aborts the
-  // job instead (its Result() says so).
-  absl::StatusOr<std::unique_ptr<PumpJob>> Run(uint32_t slots, PumpWorker::JobFactory make);
+  // Makes a job: `make(queue, pool, slots, job_id)` with `slots` of the stream's buffers (0 for
+  // a job without any: the splice engines), on the queue it runs on.
+  using JobFactory = std::function<std::unique_ptr<PumpJob>(
+      io::IoQueue* queue, BufferPool* pool, std::span<const uint32_t> slots, uint32_t job_id)>;
+
+  // Makes the job with `slots` buffers and drives it until it is Done(); returns it for its
+  // result. The stream's pool is made on the first Run that wants buffers: `slots` large on
+  // its own queue, max_buffers large on a worker. Errors: the own queue's or pool's creation,
+  // or the worker's refusal (see PumpWorker::RunJob); a queue that breaks under the job aborts
+  // the job instead (its Result() says so).
+  absl::StatusOr<std::unique_ptr<PumpJob>> Run(uint32_t slots, JobFactory make);
 
  private:
   io::IoQueue* queue_;
   const io::IoEngine engine_;
   const uint32_t chunk_size_;
   std::unique_ptr<io::IoQueue> own_queue_;
-  std::unique_ptr<BufferPool> pool_;
+  // Shared with a worker, which keeps a pool whose job a broken queue aborted.
+  std::shared_ptr<BufferPool> pool_;
   PumpWorker* worker_ = nullptr;
   uint32_t worker_buffers_ = 64;
 };

@@ -72,9 +72,9 @@ class StreamReceiver final : public transport::DeviceStreamReceiver {
 
   // Runs this stream's receive (copy or splice) on `worker` (shared with other streams) instead of
   // the stream's own queue; null: back to its own. The worker must outlive the receive.
-  // `max_buffers`: the most of the worker's buffers one pump of this stream may hold; the
-  // worker's pool must fit every stream it carries at once (receives last a whole migration).
-  void set_worker(PumpWorker* worker, uint32_t max_buffers = 64) {
+  // `max_buffers`: the buffers this stream allocates (once, unregistered) for its pumps there,
+  // the most one pump holds; the worker has none of its own.
+  void set_worker(PumpWorker* worker, uint32_t max_buffers) {
     runner_.set_worker(worker, max_buffers);
   }
 

@@ -5,9 +5,11 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <random>
 #include <thread>
 #include <vector>
@@ -131,7 +133,7 @@ Outcome MoveStriped(const std::vector<uint8_t>& data, size_t precopy, int n, Str
     ASSERT_TRUE(ring.ok()) << ring.status();
     auto sender = StreamSender::Create(ring->get(), std::move(src), 0, so);
     ASSERT_TRUE(sender.ok()) << sender.status();
-    (*sender)->set_worker(worker);
+    (*sender)->set_worker(worker, 6);
     ASSERT_TRUE((*sender)->Protect(Protection(tls)).ok());
     peer::Hello hello;
     hello.session_id = "test";
@@ -171,7 +173,7 @@ Outcome MoveStriped(const std::vector<uint8_t>& data, size_t precopy, int n, Str
     }
     auto receiver = StreamReceiver::Create(ring->get(), std::move(dst), 0, ro);
     ASSERT_TRUE(receiver.ok()) << receiver.status();
-    (*receiver)->set_worker(receive_worker);
+    (*receiver)->set_worker(receive_worker, 4);
     ASSERT_TRUE((*receiver)->Protect(Protection(tls)).ok());
     auto r = (*receiver)->Receive(dst_pipe->write.get(), cancel);
     out.receiver = r.status();
@@ -258,13 +260,13 @@ TEST(StreamTest, SendZcCopyPathIsByteExact) {
   EXPECT_EQ(striped.received, data);
 }
 
-// Several streams' copy-path pumps share one worker thread, ring and buffer pool on each side.
-// The splice engine is a job like the copy engine: splice and copy streams share one worker
+// Several streams' copy-path pumps share one worker thread and queue on each side, each with
+// its own buffers. The splice engine is a job like the copy engine: splice and copy streams share one worker
 // thread on each side, none blocking the others, and every stream arrives byte-exact.
 TEST(StreamTest, SpliceAndCopyStreamsShareOnePumpWorker) {
-  auto worker = PumpWorker::Start(8, 256 << 10, TestEngine());
+  auto worker = PumpWorker::Start(TestEngine());
   ASSERT_TRUE(worker.ok()) << worker.status();
-  auto receive_worker = PumpWorker::Start(8, 256 << 10, TestEngine());
+  auto receive_worker = PumpWorker::Start(TestEngine());
   ASSERT_TRUE(receive_worker.ok()) << receive_worker.status();
   std::vector<std::vector<uint8_t>> data = {RandomBytes(5 << 20 | 3, 41),
                                             RandomBytes(4 << 20 | 9, 42), RandomBytes(6 << 20, 43)};
@@ -293,9 +295,9 @@ TEST(StreamTest, SpliceAndCopyStreamsShareOnePumpWorker) {
 }
 
 TEST(StreamTest, StreamsSharingAPumpWorkerAreByteExact) {
-  auto worker = PumpWorker::Start(12, 256 << 10, TestEngine());
+  auto worker = PumpWorker::Start(TestEngine());
   ASSERT_TRUE(worker.ok()) << worker.status();
-  auto receive_worker = PumpWorker::Start(10, 128 << 10, TestEngine());
+  auto receive_worker = PumpWorker::Start(TestEngine());
   ASSERT_TRUE(receive_worker.ok()) << receive_worker.status();
   std::vector<std::vector<uint8_t>> data = {RandomBytes(6 << 20 | 11, 31),
                                             RandomBytes(3 << 20 | 5, 32), RandomBytes(5 << 20, 33)};
@@ -303,7 +305,7 @@ TEST(StreamTest, StreamsSharingAPumpWorkerAreByteExact) {
   std::vector<std::thread> threads;
   for (size_t i = 0; i < data.size(); ++i) {
     threads.emplace_back([&, i] {
-      // The third stream is striped; buffers run short, so some pumps wait for others.
+      // The third stream is striped; the receives' frames are smaller than the sender's.
       out[i] = MoveStriped(data[i], i == 0 ? 1 << 20 : 0, i == 2 ? 2 : 1,
                            Opts(DataPath::kCopy, 256 << 10), Opts(DataPath::kCopy, 128 << 10),
                            false, worker->get(), receive_worker->get());
@@ -316,6 +318,87 @@ TEST(StreamTest, StreamsSharingAPumpWorkerAreByteExact) {
     EXPECT_EQ(out[i].received, data[i]) << i;
     EXPECT_TRUE(out[i].result.digest_checked) << i;
   }
+}
+
+// A worker is shared by every session of a host: a stream whose peer stops reading must not
+// hold up another stream on the same worker. Each stream brings its own buffers, so the second
+// one never waits for the first's (with buffers owned by the worker, the stalled pump held
+// them all and the second stream never started).
+TEST(StreamTest, AStalledStreamDoesNotHoldUpAnotherOnTheSameWorker) {
+  ::signal(SIGPIPE, SIG_IGN);
+  auto worker = PumpWorker::Start(TestEngine());
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  auto receive_worker = PumpWorker::Start(TestEngine());
+  ASSERT_TRUE(receive_worker.ok()) << receive_worker.status();
+  // The stalled stream: its destination answers HELLO and then never reads.
+  Conn stalled = Connect();
+  auto stalled_pipe = MakePipe(0);
+  ASSERT_TRUE(stalled_pipe.ok());
+  std::atomic<bool> stop{false}, cancel{false};
+  std::thread feeder([&] {
+    std::vector<uint8_t> block(1 << 20, 0x5a);
+    while (!cancel.load()) {
+      if (::write(stalled_pipe->write.get(), block.data(), block.size()) < 0) return;
+    }
+  });
+  std::thread hello([&] {
+    auto h = peer::ReadHello(stalled.dst.get(), absl::Now() + absl::Seconds(5));
+    ASSERT_TRUE(h.ok()) << h.status();
+    ASSERT_TRUE(peer::SendHelloAck(stalled.dst.get(), absl::OkStatus(), 0,
+                                   absl::Now() + absl::Seconds(5)).ok());
+  });
+  absl::Notification stalled_pumping;
+  absl::Status stalled_result;
+  std::thread stalled_source([&] {
+    std::vector<UniqueFd> socks;
+    socks.push_back(std::move(stalled.src));
+    auto sender = StreamSender::Create(nullptr, std::move(socks), 0,
+                                       Opts(DataPath::kCopy, 256 << 10));
+    ASSERT_TRUE(sender.ok()) << sender.status();
+    (*sender)->set_worker(worker->get(), 8);
+    ASSERT_TRUE((*sender)->Protect(Protection(false)).ok());
+    peer::Hello h;
+    h.session_id = "stalled";
+    ASSERT_TRUE((*sender)->Handshake(h, absl::Seconds(5)).ok());
+    stalled_pumping.Notify();
+    auto r = (*sender)->Pump(stalled_pipe->read.get(), Phase::kStopCopy, UINT64_MAX, stop,
+                             cancel);
+    stalled_result = r.status();
+  });
+  hello.join();
+  ASSERT_TRUE(stalled_pumping.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  // The stalled pump is under way (its first frames wait unread at the destination): it holds
+  // its buffers while it is in flight, which is until cancelled.
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  int unread = 0;
+  while (unread == 0 && absl::Now() < deadline) {
+    ASSERT_EQ(::ioctl(stalled.dst.get(), FIONREAD, &unread), 0);
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_GT(unread, 0);
+  EXPECT_EQ((*worker)->jobs_done(), 0u);
+
+  auto data = RandomBytes(6 << 20 | 7, 77);
+  Outcome moved;
+  absl::Notification done;
+  std::thread other([&] {
+    moved = MoveStriped(data, 0, 1, Opts(DataPath::kCopy, 256 << 10),
+                        Opts(DataPath::kCopy, 256 << 10), false, worker->get(),
+                        receive_worker->get(), false);
+    done.Notify();
+  });
+  const bool finished = done.WaitForNotificationWithTimeout(absl::Seconds(30));
+  cancel = true;
+  stalled.dst.Reset();  // Unblocks the stalled pump's sends (EPIPE/reset) in any case.
+  other.join();
+  stalled_source.join();
+  stalled_pipe->read.Reset();
+  feeder.join();
+  ASSERT_TRUE(finished) << "the second stream waited for the stalled one";
+  ASSERT_TRUE(moved.sender.ok()) << moved.sender;
+  ASSERT_TRUE(moved.receiver.ok()) << moved.receiver;
+  EXPECT_EQ(moved.received, data);
+  EXPECT_FALSE(stalled_result.ok());  // Cancelled (or its connection reset), never "done".
 }
 
 TEST(StreamTest, SplicePathIsByteExact) {

@@ -12,7 +12,7 @@
 #include "transport/peer/peer_connect.h"
 #include "transport/peer/heartbeat_connection.h"
 #include "transport/peer/stream_auth.h"
-#include "transport/stream/pump_worker.h"
+#include "transport/stream/pump_pool.h"
 #include "transport/stream/stream_receiver.h"
 #include "transport/stream/stream_sender.h"
 
@@ -26,14 +26,20 @@ uint32_t SourceBuffersPerDevice(const SessionSpec& spec) {
       64, std::max<uint32_t>(spec.stream.buffers, std::max<uint32_t>(1, spec.streams) + 2));
 }
 
-// A destination device's share: every device of a worker receives for the whole migration at
-// once, so the shares must add up to the pool. A striped receive wants two per connection; with
-// a smaller share each connection still gets one.
+// A destination device's buffers: a striped receive wants two per connection; with fewer each
+// connection still gets one.
 uint32_t DestinationBuffersPerDevice(const SessionSpec& spec) {
   return std::min<uint32_t>(64, std::max<uint32_t>(spec.stream.buffers, 4));
 }
 
-using Workers = std::vector<std::unique_ptr<stream::PumpWorker>>;
+// The host's pump workers a session's devices run on, device d on workers[d % size]; none: each
+// device's stream runs on its own thread's queue.
+using Workers = std::vector<stream::PumpPool::Lease>;
+
+Workers LeaseWorkers(stream::PumpPool* pumps, uint32_t workers, uint32_t devices) {
+  if (pumps == nullptr || workers == 0) return {};
+  return pumps->Acquire(std::min(workers, devices));
+}
 
 class TcpSourceChannel final : public SourceChannel {
  public:
@@ -74,7 +80,8 @@ class TcpSourceChannel final : public SourceChannel {
     protection.aead = all_tls;
     RETURN_IF_ERROR(sender->Protect(protection));
     if (!workers_.empty()) {
-      sender->set_worker(workers_[device % workers_.size()].get(), SourceBuffersPerDevice(spec_));
+      sender->set_worker(workers_[device % workers_.size()].worker(),
+                         SourceBuffersPerDevice(spec_));
     }
     peer::Hello hello;
     hello.session_id = spec_.session_id;
@@ -184,7 +191,8 @@ class TcpDestinationChannel final : public DestinationChannel {
     protection.aead = all_tls;
     RETURN_IF_ERROR(receiver->Protect(protection));
     if (!workers_.empty()) {
-      receiver->set_worker(workers_[d % workers_.size()].get(), DestinationBuffersPerDevice(spec_));
+      receiver->set_worker(workers_[d % workers_.size()].worker(),
+                           DestinationBuffersPerDevice(spec_));
     }
     return std::unique_ptr<DeviceStreamReceiver>(std::move(receiver));
   }
@@ -222,20 +230,14 @@ absl::StatusOr<std::unique_ptr<SourceChannel>> TcpTransport::StartSource(const S
     return absl::InvalidArgumentError(
         absl::StrCat("streams ", spec.streams, " outside 1..", wire::kMaxStreamsPerDevice));
   }
-  ASSIGN_OR_RETURN(Workers workers,
-                   stream::PumpWorker::StartPool(spec.workers, spec.device_count,
-                                                 SourceBuffersPerDevice(spec),
-                                                 spec.stream.chunk_size, spec.stream.io_engine));
-  return std::unique_ptr<SourceChannel>(new TcpSourceChannel(spec, std::move(workers)));
+  return std::unique_ptr<SourceChannel>(
+      new TcpSourceChannel(spec, LeaseWorkers(pumps_, spec.workers, spec.device_count)));
 }
 
 absl::StatusOr<std::unique_ptr<DestinationChannel>> TcpTransport::StartDestination(
     const SessionSpec& spec) {
-  ASSIGN_OR_RETURN(Workers workers,
-                   stream::PumpWorker::StartPool(spec.workers, spec.device_count,
-                                                 DestinationBuffersPerDevice(spec),
-                                                 spec.stream.chunk_size, spec.stream.io_engine));
-  return std::unique_ptr<DestinationChannel>(new TcpDestinationChannel(spec, std::move(workers)));
+  return std::unique_ptr<DestinationChannel>(
+      new TcpDestinationChannel(spec, LeaseWorkers(pumps_, spec.workers, spec.device_count)));
 }
 
 }  // namespace migmover::transport
