@@ -355,14 +355,9 @@ int main(int argc, char** argv) {
     }
   }
 
-  // The host's pump workers, shared by every session (before the transports and sessions that
-  // lease them, so it outlives both).
-  auto pumps = migmover::stream::PumpPool::Create(defaults.workers, defaults.stream.io_engine);
-  if (!pumps.ok()) return Fail(pumps.status());
-  // The transports sessions may use: TCP always, DPDK with a port.
-  migmover::transport::TcpTransport tcp(pumps->get());
-  migmover::transport::TransportSet transports;
-  transports.Add(&tcp);
+  // DPDK's EAL first: it must come up before this process starts long-lived threads. With the
+  // pump workers started before rte_eal_init, a memif client crashed in its transmit path when
+  // its peer died (tests/integration/dpdk_migration_test, DestinationDaemonKilled...).
   std::unique_ptr<migmover::dpdk::DpdkTransport> dpdk;
   if (!absl::GetFlag(FLAGS_dpdk_port).empty()) {
     auto started = migmover::dpdk::DpdkTransport::Start(
@@ -374,6 +369,16 @@ int main(int argc, char** argv) {
              static_cast<uint16_t>(std::min(absl::GetFlag(FLAGS_dpdk_frame_size), 65000u))});
     if (!started.ok()) return Fail(started.status());
     dpdk = std::move(*started);
+  }
+  // The host's pump workers, shared by every session (before the transports and sessions that
+  // lease them, so it outlives both).
+  auto pumps = migmover::stream::PumpPool::Create(defaults.workers, defaults.stream.io_engine);
+  if (!pumps.ok()) return Fail(pumps.status());
+  // The transports sessions may use: TCP always (the default, so first), DPDK with a port.
+  migmover::transport::TcpTransport tcp(pumps->get());
+  migmover::transport::TransportSet transports;
+  transports.Add(&tcp);
+  if (dpdk) {
     transports.Add(dpdk.get());
   } else {
     transports.AddMissing("dpdk",
