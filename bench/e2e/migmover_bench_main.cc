@@ -37,7 +37,8 @@ ABSL_FLAG(int, devices, 1, "Simulated devices migrated at once (by each session)
 ABSL_FLAG(int, sessions, 1,
           "Migrations at once between the two daemons (1..64), each of --devices devices; "
           "throughput is all of their bytes over the first Switchover to the last COMMIT, "
-          "downtime the longest session's.");
+          "downtime the longest session's. Each run also migrates the same devices in one "
+          "session, for the ratio of N sessions to one.");
 ABSL_FLAG(std::string, device_size, "1GiB", "State size of each device (units: KiB MiB GiB).");
 ABSL_FLAG(int, streams, 1,
           "Connections each device's stream is striped over (1..16). The baseline then runs "
@@ -97,10 +98,15 @@ ABSL_FLAG(std::string, vmm_write_size, "0",
           "directly, in the same run (the direct row).");
 ABSL_FLAG(std::string, vmm_channel, "socket",
           "--vmm_write_size: socket (a unix socketpair, as QEMU's fd: migration) or pipe.");
+ABSL_FLAG(std::string, vmm_rate, "0",
+          "--vmm_write_size: each writer's own pace in bytes per second (units: KiB MiB GiB), as "
+          "a VMM's rate limit sets it (QEMU's max-bandwidth); 0 = as fast as the channel takes "
+          "the pieces.");
 // The VMM stream's child processes (vmm_stream.h); not for users.
 ABSL_FLAG(std::string, vmm_role, "", "internal: writer or reader (a child of migmover-bench)");
 ABSL_FLAG(uint64_t, vmm_child_bytes, 0, "internal");
 ABSL_FLAG(uint64_t, vmm_child_io_size, 0, "internal");
+ABSL_FLAG(uint64_t, vmm_child_rate, 0, "internal");
 
 namespace migmover::bench {
 namespace {
@@ -138,11 +144,13 @@ absl::Status Check(const grpc::Status& s, const char* what) {
 // --vmm_write_size: each device is a VMM's stream in data-fd mode (vmm_stream.h).
 struct VmmMode {
   uint64_t write_size = 0;  // 0: simulated devices.
+  uint64_t rate = 0;        // Each writer's pace in bytes/s; 0: as fast as it can.
   VmmChannel channel = VmmChannel::kSocket;
 };
 
+// `sessions` sessions, each migrating `specs` (the k-th session's seeds shifted by 1000 k).
 absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, int run,
-                                const VmmMode& vmm) {
+                                const VmmMode& vmm, int sessions) {
   const std::string binary = absl::GetFlag(FLAGS_migmoverd).empty()
                                  ? testing::MigmoverdPath()
                                  : absl::GetFlag(FLAGS_migmoverd);
@@ -174,7 +182,7 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
   if (!dst.ok()) return dst.status();
   auto src = testing::DaemonProcess::Start(binary, "bench-src", src_flags);
   if (!src.ok()) return src.status();
-  const int sessions = vmm.write_size != 0 ? 1 : absl::GetFlag(FLAGS_sessions);
+  if (vmm.write_size != 0) sessions = 1;
   std::vector<std::string> ids;
   for (int k = 0; k < sessions; ++k) ids.push_back(absl::StrCat("bench-", run, "-", k));
   auto chunk = sim::ParseByteSize(absl::GetFlag(FLAGS_chunk_size));
@@ -309,7 +317,8 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
       fd.Reset();
     }
     for (size_t i = 0; i < vmm_writer_fds.size(); ++i) {
-      auto w = VmmEnd::StartWriter(vmm_writer_fds[i].get(), specs[i].state_size, vmm.write_size);
+      auto w = VmmEnd::StartWriter(vmm_writer_fds[i].get(), specs[i].state_size, vmm.write_size,
+                                   vmm.rate);
       if (!w.ok()) return w.status();
       vmm_writers.push_back(std::move(*w));
       vmm_writer_fds[i].Reset();
@@ -324,7 +333,9 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
       if (final(st)) return absl::InternalError("session ended before switchover: " + st.error());
       if (st.precopy_bytes() >= total) break;
       if (absl::Now() > deadline) return absl::DeadlineExceededError("VMM streams too slow");
-      absl::SleepFor(absl::Milliseconds(1));
+      // Polled as an agent would, not so often that the daemon's gRPC threads become part
+      // of the CPU measured (1 ms polls were a third of the source's CPU at 128 MiB/s).
+      absl::SleepFor(absl::Milliseconds(5));
     }
   }
   const absl::Time t0 = absl::Now();
@@ -544,6 +555,12 @@ int Main() {
     }
     vmm.write_size = *ws;
     vmm.channel = *ch;
+    auto rate = sim::ParseByteSize(absl::GetFlag(FLAGS_vmm_rate));
+    if (!rate.ok()) {
+      std::cerr << "migmover-bench: --vmm_rate: " << rate.status() << "\n";
+      return 2;
+    }
+    vmm.rate = *rate;
     if (vmm.write_size != 0 && (absl::GetFlag(FLAGS_baseline) || absl::GetFlag(FLAGS_inprocess) ||
                                 transport != "tcp")) {
       std::cerr << "migmover-bench: --vmm_write_size compares with a direct connection of its "
@@ -551,8 +568,16 @@ int Main() {
       return 2;
     }
   }
+  // --sessions > 1: every session's devices, for one session that migrates them all.
+  std::vector<sim::SimDeviceSpec> all_specs;
+  for (int k = 0; k < sessions; ++k) {
+    for (sim::SimDeviceSpec spec : specs) {
+      spec.seed += 1000 * k;
+      all_specs.push_back(spec);
+    }
+  }
   std::vector<DirectFigures> direct;
-  std::vector<Figures> ours;
+  std::vector<Figures> ours, one_session;
   std::vector<BaselineFigures> base;
   std::vector<Iperf3Figures> iperf3_runs;
   std::string iperf3_error;
@@ -565,7 +590,7 @@ int Main() {
   for (int run = 0; run < std::max(1, absl::GetFlag(FLAGS_repeat)); ++run) {
     if (vmm.write_size != 0) {
       auto d = RunDirectVmmStreams(static_cast<int>(specs.size()), *size, vmm.write_size,
-                                   vmm.channel);
+                                   vmm.channel, vmm.rate);
       if (!d.ok()) {
         std::cerr << "migmover-bench: direct VMM streams: " << d.status() << "\n";
         return 1;
@@ -619,7 +644,17 @@ int Main() {
                        static_cast<uint32_t>(std::max(0, absl::GetFlag(FLAGS_workers))));
       f = r.ok() ? absl::StatusOr<Figures>(FiguresOf(*r)) : r.status();
     } else {
-      f = RunOurs(specs, run, vmm);
+      f = RunOurs(specs, run, vmm, sessions);
+      if (f.ok() && sessions > 1) {
+        // The same devices (the same seeds) in one session, right after: what one session
+        // delivers on this machine at this moment.
+        auto one = RunOurs(all_specs, run + 1000, vmm, 1);
+        if (!one.ok()) {
+          std::cerr << "migmover-bench: one session: " << one.status() << "\n";
+          return 1;
+        }
+        one_session.push_back(*one);
+      }
     }
     if (!f.ok()) {
       std::cerr << "migmover-bench: " << f.status() << "\n";
@@ -672,15 +707,24 @@ int Main() {
       DirectFigures dm = Median(direct);
       absl::StrAppend(
           &j, absl::StrFormat(",\"vmm_write_size\":%d,\"vmm_channel\":\"%s\","
-                              "\"vmm_cpu_seconds_per_gb\":%.4f,"
+                              "\"vmm_rate_bytes_per_s\":%d,\"vmm_cpu_seconds_per_gb\":%.4f,"
                               "\"direct\":{\"throughput_bytes_per_s\":%.1f,\"bytes\":%d,"
                               "\"seconds\":%.6f,\"vmm_cpu_seconds_per_gb\":%.4f,"
                               "\"throughput_runs\":%s},\"ratio\":{\"throughput_vs_direct\":%.4f}",
-                              vmm.write_size, absl::GetFlag(FLAGS_vmm_channel),
+                              vmm.write_size, absl::GetFlag(FLAGS_vmm_channel), vmm.rate,
                               m.bytes ? m.vmm_cpu_seconds / (m.bytes / 1e9) : 0.0,
                               dm.throughput(), dm.bytes, dm.seconds,
                               dm.bytes ? dm.vmm_cpu_seconds / (dm.bytes / 1e9) : 0.0,
                               throughputs(direct), ratio(m.throughput(), dm.throughput())));
+    }
+    if (!one_session.empty()) {
+      Figures om = Median(one_session);
+      std::string one = FiguresJson(om, true);
+      one.pop_back();
+      absl::StrAppend(&j, ",\"one_session\":", one, ",\"throughput_runs\":",
+                      throughputs(one_session), "}",
+                      absl::StrFormat(",\"throughput_vs_one_session\":%.4f",
+                                      ratio(m.throughput(), om.throughput())));
     }
     if (have_base) {
       std::string raw = FiguresJson(bf, false);
@@ -772,11 +816,14 @@ int Main() {
         absl::StrCat(Human(f.source.peak_rss_bytes), " / ", Human(f.destination.peak_rss_bytes)));
   };
   row("migmover", m, true);
+  if (!one_session.empty()) row("one session", Median(one_session), true);
   if (!direct.empty()) {
     DirectFigures dm = Median(direct);
-    std::cout << absl::StrFormat("%-14s %10s/s   (writer -> %s -> reader, %s pieces)\n", "direct",
-                                 Human(dm.throughput()), absl::GetFlag(FLAGS_vmm_channel),
-                                 Human(vmm.write_size));
+    std::cout << absl::StrFormat("%-14s %10s/s   (writer -> %s -> reader, %s pieces%s)\n",
+                                 "direct", Human(dm.throughput()),
+                                 absl::GetFlag(FLAGS_vmm_channel), Human(vmm.write_size),
+                                 vmm.rate ? absl::StrCat(", writers paced at ", Human(vmm.rate), "/s")
+                                          : "");
     std::cout << absl::StrFormat(
         "migmover / direct: throughput %.3f (the VMM streams' own CPU: %.3f s/GB through "
         "migmover, %.3f direct)\n",
@@ -808,6 +855,15 @@ int Main() {
   }
   std::cout << "(cpu s/GB: the mover's own threads; device s/GB: the simulated device's, source / "
                "destination)\n";
+  if (!one_session.empty()) {
+    Figures om = Median(one_session);
+    std::cout << absl::StrFormat(
+        "%d sessions / one session of the same %d devices: throughput %.3f, mover CPU per GB "
+        "%.3f src, %.3f dst\n",
+        sessions, static_cast<int>(all_specs.size()), ratio(m.throughput(), om.throughput()),
+        ratio(m.mover_cpu_per_gb(m.source), om.mover_cpu_per_gb(om.source)),
+        ratio(m.mover_cpu_per_gb(m.destination), om.mover_cpu_per_gb(om.destination)));
+  }
   if (have_base) {
     std::cout << absl::StrFormat(
         "migmover / raw loop: throughput %.3f, mover CPU per GB %.3f src, %.3f dst, peak RSS "
@@ -851,7 +907,8 @@ int main(int argc, char** argv) {
   if (!absl::GetFlag(FLAGS_vmm_role).empty()) {
     return migmover::bench::RunVmmRole(absl::GetFlag(FLAGS_vmm_role),
                                        absl::GetFlag(FLAGS_vmm_child_bytes),
-                                       absl::GetFlag(FLAGS_vmm_child_io_size));
+                                       absl::GetFlag(FLAGS_vmm_child_io_size),
+                                       absl::GetFlag(FLAGS_vmm_child_rate));
   }
   migmover::SetMinLogSeverity(migmover::LogSeverity::kWarning);  // In-process sessions log.
   return migmover::bench::Main();

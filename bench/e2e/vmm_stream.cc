@@ -80,23 +80,24 @@ absl::StatusOr<VmmChannelFds> MakeVmmChannel(VmmChannel kind) {
 }
 
 absl::StatusOr<std::unique_ptr<VmmEnd>> VmmEnd::StartWriter(int fd, uint64_t bytes,
-                                                           uint64_t write_size) {
-  return Start("writer", fd, bytes, write_size);
+                                                           uint64_t write_size, uint64_t rate) {
+  return Start("writer", fd, bytes, write_size, rate);
 }
 
 absl::StatusOr<std::unique_ptr<VmmEnd>> VmmEnd::StartReader(int fd, uint64_t read_size) {
-  return Start("reader", fd, 0, read_size);
+  return Start("reader", fd, 0, read_size, 0);
 }
 
 absl::StatusOr<std::unique_ptr<VmmEnd>> VmmEnd::Start(const std::string& role, int fd,
-                                                      uint64_t bytes, uint64_t io_size) {
+                                                      uint64_t bytes, uint64_t io_size,
+                                                      uint64_t rate) {
   auto go = MakePipe();
   if (!go.ok()) return go.status();
   std::unique_ptr<VmmEnd> end(new VmmEnd());
   auto child = ChildProcess::Spawn(
       "/proc/self/exe",
       {"migmover-bench", "--vmm_role=" + role, absl::StrCat("--vmm_child_bytes=", bytes),
-       absl::StrCat("--vmm_child_io_size=", io_size)},
+       absl::StrCat("--vmm_child_io_size=", io_size), absl::StrCat("--vmm_child_rate=", rate)},
       {{go->read.get(), 0}, {fd, kChildFd}});
   if (!child.ok()) return child.status();
   end->child_ = std::move(*child);
@@ -121,7 +122,7 @@ absl::StatusOr<VmmEndReport> VmmEnd::Wait() {
       absl::StrCat("VMM stream end failed (exit ", code, "): ", child_->output()));
 }
 
-int RunVmmRole(const std::string& role, uint64_t bytes, uint64_t io_size) {
+int RunVmmRole(const std::string& role, uint64_t bytes, uint64_t io_size, uint64_t rate) {
   ::signal(SIGPIPE, SIG_IGN);
   if (io_size == 0 || io_size > (64u << 20)) return Fail("io size must be 1 B .. 64 MiB");
   UniqueFd stream(kChildFd);  // The channel's end the parent placed here.
@@ -152,6 +153,15 @@ int RunVmmRole(const std::string& role, uint64_t bytes, uint64_t io_size) {
       }
       r.bytes += piece;
       at += piece;
+      if (rate != 0) {
+        // The VMM's own pace: piece k leaves no earlier than its share of the rate allows.
+        const int64_t due =
+            r.start_ns + static_cast<int64_t>(static_cast<double>(r.bytes) * 1e9 / rate);
+        const timespec ts{static_cast<time_t>(due / 1000000000), static_cast<long>(due % 1000000000)};
+        while (MonoNs() < due &&
+               ::clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
+        }
+      }
     }
     // The switchover point: the stream ends only after it (EOF on stdin: the parent said go).
     char go;
@@ -182,7 +192,8 @@ int RunVmmRole(const std::string& role, uint64_t bytes, uint64_t io_size) {
 }
 
 absl::StatusOr<DirectFigures> RunDirectVmmStreams(int devices, uint64_t bytes,
-                                                  uint64_t write_size, VmmChannel kind) {
+                                                  uint64_t write_size, VmmChannel kind,
+                                                  uint64_t rate) {
   std::vector<std::unique_ptr<VmmEnd>> readers, writers;
   for (int i = 0; i < devices; ++i) {
     auto ch = MakeVmmChannel(kind);
@@ -190,7 +201,7 @@ absl::StatusOr<DirectFigures> RunDirectVmmStreams(int devices, uint64_t bytes,
     auto reader = VmmEnd::StartReader(ch->read_end.get(), write_size);
     if (!reader.ok()) return reader.status();
     readers.push_back(std::move(*reader));
-    auto writer = VmmEnd::StartWriter(ch->write_end.get(), bytes, write_size);
+    auto writer = VmmEnd::StartWriter(ch->write_end.get(), bytes, write_size, rate);
     if (!writer.ok()) return writer.status();
     (*writer)->Go();  // Directly connected VMMs switch over by themselves.
     writers.push_back(std::move(*writer));

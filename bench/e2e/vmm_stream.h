@@ -6,7 +6,8 @@
 //
 // The two ends are child processes of migmover-bench (the binary re-executed with --vmm_role),
 // so the VMM's work runs on its own, as QEMU's would: a writer that writes `bytes` of content
-// in `write_size` pieces, waits for its switchover point (Go(): through migmover, once the agent
+// in `write_size` pieces (at `rate` bytes/s if set: the VMM's own pace, as QEMU's
+// max-bandwidth sets it; else as fast as the channel takes them), waits for its switchover point (Go(): through migmover, once the agent
 // called Switchover) and closes, and a reader that reads `read_size` pieces until the end.
 // Both digest what they move (XXH3-64), and report when they started and finished
 // (CLOCK_MONOTONIC, comparable across processes) and the CPU they used.
@@ -47,7 +48,8 @@ class VmmEnd {
  public:
   // Starts `/proc/self/exe --vmm_role=writer|reader` with `fd` as its fd 3.
   static absl::StatusOr<std::unique_ptr<VmmEnd>> StartWriter(int fd, uint64_t bytes,
-                                                            uint64_t write_size);
+                                                            uint64_t write_size,
+                                                            uint64_t rate = 0);
   static absl::StatusOr<std::unique_ptr<VmmEnd>> StartReader(int fd, uint64_t read_size);
   // A writer: the switchover happened; close the stream once everything is written.
   void Go();
@@ -57,14 +59,15 @@ class VmmEnd {
  private:
   VmmEnd() = default;
   static absl::StatusOr<std::unique_ptr<VmmEnd>> Start(const std::string& role, int fd,
-                                                       uint64_t bytes, uint64_t io_size);
+                                                       uint64_t bytes, uint64_t io_size,
+                                                       uint64_t rate);
   std::unique_ptr<ChildProcess> child_;  // Reports on its stdout.
   UniqueFd go_;                           // The writer's stdin.
 };
 
 // The child's side (main() calls it when --vmm_role is set): runs the role on fd 3, prints its
 // report on stdout, and returns the process's exit code.
-int RunVmmRole(const std::string& role, uint64_t bytes, uint64_t io_size);
+int RunVmmRole(const std::string& role, uint64_t bytes, uint64_t io_size, uint64_t rate);
 
 struct DirectFigures {
   uint64_t bytes = 0;
@@ -75,7 +78,8 @@ struct DirectFigures {
 
 // The reference: one writer and one reader per device, connected directly, all at once.
 absl::StatusOr<DirectFigures> RunDirectVmmStreams(int devices, uint64_t bytes,
-                                                  uint64_t write_size, VmmChannel kind);
+                                                  uint64_t write_size, VmmChannel kind,
+                                                  uint64_t rate = 0);
 
 }  // namespace migmover::bench
 

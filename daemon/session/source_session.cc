@@ -588,11 +588,41 @@ absl::Status SourceSession::RunAgentStream(size_t i, int data_fd,
     phase = Phase::kStopCopy;
     return absl::OkStatus();
   };
+  // A pipe or socket is pumped in one job for as long as it flows, whatever size the VMM's
+  // writes are (one pump per piece cost more than the bytes did: 2.3 s/GB of the source's CPU
+  // at 32 KiB writes), and handed back after a pause for a keepalive. Where the transport or
+  // data path has no such pump (DPDK, splice), it is polled and pumped piece by piece.
+  bool whole_stream = stream_fd;
+  const absl::Duration idle_return =
+      std::clamp(KeepaliveEvery() / 4, absl::Milliseconds(50), absl::Milliseconds(500));
   while (true) {
     if (cancel_.load()) return absl::CancelledError("session cancelled");
     if (phase == Phase::kPreCopy && switchover_.load()) RETURN_IF_ERROR(to_stop_copy());
     // Only the agent's Switchover makes an end the stream's end.
     const std::atomic<bool>& stop = phase == Phase::kPreCopy ? switchover_ : kNever;
+    if (whole_stream) {
+      absl::StatusOr<PumpResult> pumped = sender->PumpStreamFd(
+          data_fd, phase, idle_return, phase == Phase::kPreCopy ? &p.precopy_bytes : nullptr,
+          stop, cancel_);
+      if (absl::IsUnimplemented(pumped.status())) {
+        whole_stream = false;
+        continue;
+      }
+      count_precopy();
+      if (!pumped.ok()) return pumped.status();
+      if (pumped->bytes > 0) last_sent = absl::Now();
+      if (pumped->end == PumpResult::End::kEof) {
+        if (!switchover_.load()) return gave_up();
+        if (phase == Phase::kPreCopy) RETURN_IF_ERROR(to_stop_copy());
+        break;
+      }
+      if (pumped->end == PumpResult::End::kIdle && absl::Now() - last_sent > KeepaliveEvery()) {
+        // Waiting on the VMM, however long it pauses: the destination hears we are here.
+        RETURN_IF_ERROR(sender->Keepalive());
+        last_sent = absl::Now();
+      }
+      continue;  // kStopped: the top of the loop moves to STOP_COPY.
+    }
     // Reads never block: a pipe or socket is read for what it holds (its mode is the agent's,
     // not ours to change), any other fd in slices.
     uint64_t budget = kPrecopySlice;

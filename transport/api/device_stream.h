@@ -26,6 +26,7 @@ struct PumpResult {
     kDrained,  // PRE_COPY: nothing more right now (read gave 0, ENOMSG or EAGAIN).
     kBudget,   // `max_bytes` were moved.
     kStopped,  // `stop` was raised (switchover): the caller changes phase and pumps again.
+    kIdle,     // PumpStreamFd: nothing arrived for its idle_return; the caller pumps again.
   };
   uint64_t bytes = 0;
   End end = End::kEof;
@@ -58,6 +59,21 @@ class DeviceStreamSender {
   virtual absl::StatusOr<PumpResult> Pump(int data_fd, wire::Phase phase, uint64_t max_bytes,
                                           const std::atomic<bool>& stop,
                                           const std::atomic<bool>& cancel) = 0;
+  // A VMM's own stream on a pipe or socket (data-fd mode), moved in one pump for as long as it
+  // flows, whatever the pieces its writer writes: what the fd holds goes out as it arrives,
+  // until the writer's end (kEof, in either phase: a stream fd has no "nothing now" read),
+  // `stop` (kStopped), or nothing for `idle_return` (kIdle: the caller sends a keepalive if
+  // due and pumps again). A nonblocking fd's EAGAIN is waited out. Each byte is added to
+  // `*phase_bytes` (if not null) as it leaves, so a long pump's progress shows while it runs.
+  // Errors: as Pump's; Unimplemented where this transport or data path has no such pump (the
+  // caller then pumps what the fd holds, piece by piece).
+  virtual absl::StatusOr<PumpResult> PumpStreamFd(int data_fd, wire::Phase phase,
+                                                  absl::Duration idle_return,
+                                                  std::atomic<uint64_t>* phase_bytes,
+                                                  const std::atomic<bool>& stop,
+                                                  const std::atomic<bool>& cancel) {
+    return absl::UnimplementedError("no stream-fd pump on this transport");
+  }
   virtual absl::Status EndPhase(wire::Phase phase) = 0;
   // INITIAL_DATA_SENT at the stream's current offset: every byte of the device's initial
   // precopy data has been pumped (PrecopyInfo::initial_bytes reached 0). At most once, in

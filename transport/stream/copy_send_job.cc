@@ -29,7 +29,7 @@ class CopySendJobImpl final : public CopySendJob {
   CopySendJobImpl(SendStream* s, io::IoQueue* ring, BufferPool* pool,
                   std::span<const uint32_t> slots, uint32_t job, int data_fd, Phase phase,
                   uint64_t max_bytes, const std::atomic<bool>& stop,
-                  const std::atomic<bool>& cancel)
+                  const std::atomic<bool>& cancel, std::optional<StreamFd> stream_fd)
       : s_(s),
         ring_(ring),
         pool_(pool),
@@ -41,7 +41,10 @@ class CopySendJobImpl final : public CopySendJob {
         cap_(static_cast<uint32_t>(std::min<size_t>(slots.size(), 64))),
         nsock_(s->sockets.size()),
         remaining_(max_bytes),
-        read_offset_(s->offset) {
+        read_offset_(s->offset),
+        stream_fd_(stream_fd.has_value()),
+        idle_return_(stream_fd ? stream_fd->idle_return : absl::InfiniteDuration()),
+        phase_bytes_(stream_fd ? stream_fd->phase_bytes : nullptr) {
     for (uint32_t i = 0; i < cap_; ++i) {
       pool_index_[i] = slots[i];
       free_list_[free_count_++] = i;
@@ -83,10 +86,20 @@ class CopySendJobImpl final : public CopySendJob {
       } else if (stop_.load()) {
         ended_ = true;
         result_.end = PumpResult::End::kStopped;
+      } else if (idle_yield_) {
+        ended_ = true;
+        result_.end = PumpResult::End::kIdle;
+      } else if (stream_fd_ && fd_drained_ && free_count_ > 0) {
+        // Wait for the VMM's next piece with a poll, not a read: a read left waiting across the
+        // agent's Switchover would take bytes written after it into PRE_COPY.
+        ring_->Poll(data_fd_, POLLIN, JobTag(kPoll, job_, 0));
+        poll_inflight_ = true;
+        poll_cancel_sent_ = false;
       } else if (free_count_ > 0) {
         const uint32_t slot = free_list_[--free_count_];
         const uint32_t len =
             static_cast<uint32_t>(std::min<uint64_t>(s_->options.chunk_size, remaining_));
+        read_len_ = len;
         read_tag_ = JobTag(kRead, job_, slot);
         ring_->Read(data_fd_, pool_->payload(pool_index_[slot]), len,
                     pool_->buffer_index(pool_index_[slot]), read_tag_);
@@ -140,10 +153,31 @@ class CopySendJobImpl final : public CopySendJob {
       Check(ring_->Cancel(read_tag_));
       read_cancel_sent_ = true;
     }
+    if (stop_.load() && stream_fd_ && poll_inflight_ && !poll_cancel_sent_) {
+      Check(ring_->Cancel(JobTag(kPoll, job_, 0)));
+      poll_cancel_sent_ = true;
+    }
+    // A VMM's stream that pauses: once every frame is out, hand the thread back to the caller
+    // (its keepalives) by withdrawing the wait on the fd.
+    if (stream_fd_ && !idle_yield_ && !ended_ && ready_count_ == 0 && sends_inflight_ == 0 &&
+        absl::Now() - last_read_ > idle_return_) {
+      if (read_inflight_ && !read_cancel_sent_) {
+        Check(ring_->Cancel(read_tag_));
+        read_cancel_sent_ = true;
+        idle_yield_ = true;
+      } else if (poll_inflight_ && !poll_cancel_sent_) {
+        Check(ring_->Cancel(JobTag(kPoll, job_, 0)));
+        poll_cancel_sent_ = true;
+        idle_yield_ = true;
+      }
+    }
     if (send_not_before_ > last_progress_) {
       last_progress_ = std::min(absl::Now(), send_not_before_);
     }
-    if (absl::Now() - last_progress_ > s_->options.idle_timeout && error_.ok() && !ended_) {
+    // A stream fd's pause is the VMM's, not a stall: only the peer's counts.
+    const bool waiting_on_vmm = stream_fd_ && ready_count_ == 0 && sends_inflight_ == 0;
+    if (!waiting_on_vmm && absl::Now() - last_progress_ > s_->options.idle_timeout &&
+        error_.ok() && !ended_) {
       Fail(NoProgressError(s_->device, s_->options.idle_timeout,
                            read_inflight_ ? "waiting on the data fd" : "waiting on the peer"));
     }
@@ -157,6 +191,7 @@ class CopySendJobImpl final : public CopySendJob {
         break;
       case kPoll:
         poll_inflight_ = false;
+        fd_drained_ = false;  // Readable, hung up or failed: the read says which.
         break;
       case kSend:
         OnSend(slot, c);
@@ -229,6 +264,8 @@ class CopySendJobImpl final : public CopySendJob {
     read_inflight_ = false;
     if (res > 0) {
       last_progress_ = absl::Now();
+      last_read_ = last_progress_;
+      fd_drained_ = stream_fd_ && static_cast<uint32_t>(res) < read_len_;
       slots_[slot] = Slot{static_cast<uint32_t>(res), 0, read_offset_, 0, 0, false};
       read_offset_ += res;
       remaining_ -= res;
@@ -240,7 +277,23 @@ class CopySendJobImpl final : public CopySendJob {
     if (ended_) return;  // Cancelled read.
     if (res == -ECANCELED && read_cancel_sent_) {
       ended_ = true;
-      result_.end = PumpResult::End::kStopped;
+      result_.end = idle_yield_ && !stop_.load() ? PumpResult::End::kIdle
+                                                 : PumpResult::End::kStopped;
+      return;
+    }
+    if (stream_fd_) {
+      // A pipe or socket: 0 is its writer's end, EAGAIN (a nonblocking fd) "not yet".
+      if (res == 0) {
+        ended_ = true;
+        result_.end = PumpResult::End::kEof;
+      } else if (res == -EAGAIN) {
+        ring_->Poll(data_fd_, POLLIN, JobTag(kPoll, job_, 0));
+        poll_inflight_ = true;
+        poll_cancel_sent_ = false;
+      } else if (res != -EINTR) {
+        Fail(ErrnoStatus(
+            absl::StrCat("read(data fd ", data_fd_, ", ", peer::PhaseName(phase_), ")"), -res));
+      }
       return;
     }
     const bool precopy = phase_ == Phase::kPreCopy;
@@ -250,6 +303,7 @@ class CopySendJobImpl final : public CopySendJob {
     } else if (res == -EAGAIN) {
       ring_->Poll(data_fd_, POLLIN, JobTag(kPoll, job_, 0));
       poll_inflight_ = true;
+      poll_cancel_sent_ = false;
     } else if (res != -EINTR) {
       Fail(ErrnoStatus(absl::StrCat("read(data fd ", data_fd_, ", ", peer::PhaseName(phase_), ")"),
                        -res));
@@ -286,6 +340,7 @@ class CopySendJobImpl final : public CopySendJob {
     if (c.res > 0 && sl.sent == total) {
       s_->bytes_sent.fetch_add(sl.len, std::memory_order_relaxed);
       if (s_->counter) s_->counter->fetch_add(sl.len, std::memory_order_relaxed);
+      if (phase_bytes_) phase_bytes_->fetch_add(sl.len, std::memory_order_relaxed);
       s_->offset += sl.len;
       sl.sent_all = true;
       if (sl.notifs == 0) free_list_[free_count_++] = slot;
@@ -334,6 +389,14 @@ class CopySendJobImpl final : public CopySendJob {
   uint64_t read_offset_;
   absl::Time last_progress_ = absl::Now();
   absl::Time send_not_before_ = absl::InfinitePast();
+  const bool stream_fd_;             // A VMM's pipe or socket (PumpStreamFd).
+  const absl::Duration idle_return_;  // stream_fd_: end (kIdle) after this long without data.
+  std::atomic<uint64_t>* const phase_bytes_;  // Live count of what this job sent, or null.
+  absl::Time last_read_ = absl::Now();
+  bool idle_yield_ = false;  // The wait on the fd was withdrawn: end with kIdle.
+  bool fd_drained_ = true;   // stream_fd_: the last read took all there was: poll first.
+  bool poll_cancel_sent_ = false;
+  uint32_t read_len_ = 0;
 };
 
 }  // namespace
@@ -342,9 +405,10 @@ std::unique_ptr<CopySendJob> CopySendJob::Create(SendStream* stream, io::IoQueue
                                                  BufferPool* pool, std::span<const uint32_t> slots,
                                                  uint32_t job, int data_fd, Phase phase,
                                                  uint64_t max_bytes, const std::atomic<bool>& stop,
-                                                 const std::atomic<bool>& cancel) {
+                                                 const std::atomic<bool>& cancel,
+                                                 std::optional<StreamFd> stream_fd) {
   return std::make_unique<CopySendJobImpl>(stream, queue, pool, slots, job, data_fd, phase,
-                                           max_bytes, stop, cancel);
+                                           max_bytes, stop, cancel, stream_fd);
 }
 
 uint32_t CopySendJob::SlotsWanted(const SendStream& stream, uint32_t cap) {

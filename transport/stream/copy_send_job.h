@@ -10,9 +10,11 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "api/peer_wire.h"
 #include "transport/api/device_stream.h"
 #include "transport/io/io_queue.h"
@@ -28,11 +30,20 @@ class CopySendJob : public PumpJob {
   // `data_fd`, until it ends, `stop` or `cancel`. `slots`: the buffers of `pool` (registered
   // with `queue`) it may use, at most 64; `job`: its id in the tags of its requests. `stream`,
   // `queue`, `pool` and the flags must outlive the job.
-  static std::unique_ptr<CopySendJob> Create(SendStream* stream, io::IoQueue* queue,
-                                             BufferPool* pool, std::span<const uint32_t> slots,
-                                             uint32_t job, int data_fd, wire::Phase phase,
-                                             uint64_t max_bytes, const std::atomic<bool>& stop,
-                                             const std::atomic<bool>& cancel);
+  //
+  //
+  // `stream_fd` set: the data fd is a VMM's pipe or socket (PumpStreamFd): a read of 0 is its
+  // end in either phase, EAGAIN is waited out in either phase, and the job ends with kIdle once
+  // nothing has arrived for `idle_return` and every frame is out.
+  struct StreamFd {
+    absl::Duration idle_return;
+    std::atomic<uint64_t>* phase_bytes = nullptr;  // Live count of the bytes sent, or null.
+  };
+  static std::unique_ptr<CopySendJob> Create(
+      SendStream* stream, io::IoQueue* queue, BufferPool* pool, std::span<const uint32_t> slots,
+      uint32_t job, int data_fd, wire::Phase phase, uint64_t max_bytes,
+      const std::atomic<bool>& stop, const std::atomic<bool>& cancel,
+      std::optional<StreamFd> stream_fd = std::nullopt);
 
   // Once Done(): how far it got and why it ended. Errors name the call ("read(data fd 9,
   // STOP_COPY): EIO", "send(peer socket fd 7, DATA): EPIPE"), or carry the destination's

@@ -124,6 +124,27 @@ absl::StatusOr<PumpResult> StreamSender::Pump(int data_fd, Phase phase, uint64_t
   return static_cast<const CopySendJob&>(*job).Result();
 }
 
+absl::StatusOr<PumpResult> StreamSender::PumpStreamFd(int data_fd, Phase phase,
+                                                      absl::Duration idle_return,
+                                                      std::atomic<uint64_t>* phase_bytes,
+                                                      const std::atomic<bool>& stop,
+                                                      const std::atomic<bool>& cancel) {
+  if (PlannedDataPath(data_fd) == DataPath::kSplice && FdSupportsSplice(data_fd)) {
+    return absl::UnimplementedError("the splice path pumps a stream fd piece by piece");
+  }
+  s_.path_used = DataPath::kCopy;
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<PumpJob> job,
+      runner_.Run(CopySendJob::SlotsWanted(s_, runner_.buffer_cap()),
+                  [&](io::IoQueue* queue, BufferPool* pool, std::span<const uint32_t> slots,
+                      uint32_t id) -> std::unique_ptr<PumpJob> {
+                    return CopySendJob::Create(&s_, queue, pool, slots, id, data_fd, phase,
+                                               UINT64_MAX, stop, cancel,
+                                               CopySendJob::StreamFd{idle_return, phase_bytes});
+                  }));
+  return static_cast<const CopySendJob&>(*job).Result();
+}
+
 absl::Status StreamSender::EndPhase(Phase phase) {
   return SendControl(s_.out.EndPhase(phase));
 }

@@ -64,6 +64,14 @@ class StreamSender final : public transport::DeviceStreamSender {
                                   const std::atomic<bool>& stop,
                                   const std::atomic<bool>& cancel) override;
 
+  // See DeviceStreamSender::PumpStreamFd: the copy path only (Unimplemented where this stream
+  // would splice the fd: the caller pumps piece by piece).
+  absl::StatusOr<PumpResult> PumpStreamFd(int data_fd, wire::Phase phase,
+                                          absl::Duration idle_return,
+                                          std::atomic<uint64_t>* phase_bytes,
+                                          const std::atomic<bool>& stop,
+                                          const std::atomic<bool>& cancel) override;
+
   absl::Status EndPhase(wire::Phase phase) override;
   // Tells an idle destination the source is alive (keeps its idle timeout from firing while
   // the VM runs in PRE_COPY with nothing to send); also surfaces a destination that gave up.

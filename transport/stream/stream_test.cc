@@ -401,6 +401,112 @@ TEST(StreamTest, AStalledStreamDoesNotHoldUpAnotherOnTheSameWorker) {
   EXPECT_FALSE(stalled_result.ok());  // Cancelled (or its connection reset), never "done".
 }
 
+// A VMM's stream on a pipe (data-fd mode) goes out in one pump however small its writes, and
+// the pump hands the thread back when the writer pauses (kIdle, for a keepalive) and ends at
+// the writer's close (kEof, in PRE_COPY as well: a pipe has no "nothing now" read). A read is
+// never left waiting across `stop`: the writer's bytes after it belong to the next pump.
+TEST(StreamTest, AStreamFdIsPumpedWholeUntilItsWriterPausesOrEnds) {
+  ::signal(SIGPIPE, SIG_IGN);
+  Conn c = Connect();
+  auto in = MakePipe(0);
+  auto out_pipe = MakePipe(0);
+  ASSERT_TRUE(in.ok() && out_pipe.ok());
+  const std::vector<uint8_t> data = RandomBytes((3 << 20) + 777, 61);
+  std::vector<uint8_t> received;
+  std::thread drain([&] {
+    std::vector<uint8_t> buf(1 << 16);
+    ssize_t r;
+    while ((r = ::read(out_pipe->read.get(), buf.data(), buf.size())) > 0) {
+      received.insert(received.end(), buf.data(), buf.data() + r);
+    }
+  });
+  absl::Status receive_status;
+  std::thread dest([&] {
+    auto hello = peer::ReadHello(c.dst.get(), absl::Now() + absl::Seconds(5));
+    ASSERT_TRUE(hello.ok()) << hello.status();
+    ASSERT_TRUE(
+        peer::SendHelloAck(c.dst.get(), absl::OkStatus(), 0, absl::Now() + absl::Seconds(5)).ok());
+    std::vector<UniqueFd> socks;
+    socks.push_back(std::move(c.dst));
+    auto receiver = StreamReceiver::Create(nullptr, std::move(socks), 0,
+                                           Opts(DataPath::kCopy, 256 << 10));
+    ASSERT_TRUE(receiver.ok()) << receiver.status();
+    ASSERT_TRUE((*receiver)->Protect(Protection(false)).ok());
+    std::atomic<bool> never{false};
+    auto r = (*receiver)->Receive(out_pipe->write.get(), never);
+    receive_status = r.status();
+    out_pipe->write.Reset();
+    (void)(*receiver)->SendCommit(r.status());
+  });
+  std::vector<UniqueFd> socks;
+  socks.push_back(std::move(c.src));
+  auto sender = StreamSender::Create(nullptr, std::move(socks), 0, Opts(DataPath::kCopy, 256 << 10));
+  ASSERT_TRUE(sender.ok()) << sender.status();
+  ASSERT_TRUE((*sender)->Protect(Protection(false)).ok());
+  peer::Hello h;
+  h.session_id = "vmm";
+  ASSERT_TRUE((*sender)->Handshake(h, absl::Seconds(5)).ok());
+  std::atomic<bool> stop{false}, cancel{false};
+  std::atomic<uint64_t> precopy{0};
+  const absl::Duration idle = absl::Milliseconds(100);
+
+  // PRE_COPY: 1 MiB in 4 KiB writes, then a pause: the pump moves it as it comes and yields
+  // once the writer pauses (a preempted writer may make it yield earlier too).
+  std::thread precopy_writer([&] {
+    for (size_t off = 0; off < (1 << 20); off += 4096) {
+      WriteAllBlocking(in->write.get(), data.data() + off, 4096);
+    }
+  });
+  uint64_t pumped = 0;
+  while (pumped < (1u << 20)) {
+    auto r = (*sender)->PumpStreamFd(in->read.get(), Phase::kPreCopy, idle, &precopy, stop,
+                                     cancel);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->end, PumpResult::End::kIdle);
+    pumped += r->bytes;
+    EXPECT_EQ(precopy.load(), pumped);  // Counted as it left.
+  }
+  precopy_writer.join();
+  EXPECT_EQ(pumped, 1u << 20);
+  // Switchover while the pump waits on the pipe: it ends without taking what comes after.
+  std::thread switchover([&] {
+    absl::SleepFor(absl::Milliseconds(20));  // Let the pump reach its wait; either way works.
+    stop = true;
+  });
+  auto stopped = (*sender)->PumpStreamFd(in->read.get(), Phase::kPreCopy, absl::Seconds(30),
+                                         &precopy, stop, cancel);
+  switchover.join();
+  ASSERT_TRUE(stopped.ok()) << stopped.status();
+  EXPECT_EQ(stopped->end, PumpResult::End::kStopped);
+  EXPECT_EQ(stopped->bytes, 0u);
+  ASSERT_TRUE((*sender)->EndPhase(Phase::kPreCopy).ok());
+  // STOP_COPY: the rest, then the writer's close is the end.
+  std::thread writer([&] {
+    WriteAllBlocking(in->write.get(), data.data() + (1 << 20), data.size() - (1 << 20));
+    in->write.Reset();
+  });
+  std::atomic<bool> never{false};
+  uint64_t rest = 0;
+  PumpResult::End end = PumpResult::End::kIdle;
+  while (end == PumpResult::End::kIdle) {  // A slow writer may pause longer than `idle`.
+    auto r = (*sender)->PumpStreamFd(in->read.get(), Phase::kStopCopy, idle, nullptr, never,
+                                     cancel);
+    ASSERT_TRUE(r.ok()) << r.status();
+    rest += r->bytes;
+    end = r->end;
+  }
+  writer.join();
+  EXPECT_EQ(end, PumpResult::End::kEof);
+  EXPECT_EQ(rest, data.size() - (1 << 20));
+  EXPECT_EQ(precopy.load(), 1u << 20);  // STOP_COPY's bytes are not PRE_COPY's.
+  ASSERT_TRUE((*sender)->EndStream().ok());
+  EXPECT_TRUE((*sender)->AwaitCommit(absl::Seconds(10), cancel).ok());
+  dest.join();
+  drain.join();
+  EXPECT_TRUE(receive_status.ok()) << receive_status;
+  EXPECT_EQ(received, data);
+}
+
 TEST(StreamTest, SplicePathIsByteExact) {
   auto data = RandomBytes(7 << 20 | 999, 2);
   Outcome o = Move(data, 1 << 20, Opts(DataPath::kSplice), Opts(DataPath::kSplice));
