@@ -23,7 +23,8 @@ absl::StatusOr<InProcessResult> RunInProcess(const std::vector<sim::SimDeviceSpe
                                              const stream::StreamOptions& options, uint32_t streams,
                                              uint64_t bandwidth, bool precopy, uint32_t workers) {
   // Each side has its own host's pump workers, as two daemons do.
-  const uint32_t host_workers = std::max({1u, std::thread::hardware_concurrency(), workers});
+  const uint32_t host_workers =
+      std::clamp(std::max(std::thread::hardware_concurrency(), workers), 1u, 64u);
   ASSIGN_OR_RETURN(std::unique_ptr<stream::PumpPool> src_pumps,
                    stream::PumpPool::Create(host_workers, options.io_engine));
   ASSIGN_OR_RETURN(std::unique_ptr<stream::PumpPool> dst_pumps,

@@ -133,7 +133,7 @@ ABSL_FLAG(uint32_t, workers, 0,
           "as it asks (TransferOptions.workers; sources default to all of them); 0 = one per "
           "core.");
 ABSL_FLAG(bool, send_zc, false,
-          "Copy path: send with io_uring SEND_ZC from the registered buffers (zero copy to the "
+          "Copy path: send with io_uring SEND_ZC from the stream's buffers (zero copy to the "
           "NIC). Off by default: it only pays with real NICs and large frames, never on "
           "loopback.");
 ABSL_FLAG(uint32_t, chunk_size, 256u << 10,
@@ -320,7 +320,9 @@ int main(int argc, char** argv) {
                  << (*engine == migmover::io::IoEngine::kAuto ? " (auto)" : "");
   }
   defaults.workers = absl::GetFlag(FLAGS_workers);
-  if (defaults.workers == 0) defaults.workers = std::max(1u, std::thread::hardware_concurrency());
+  if (defaults.workers == 0) {
+    defaults.workers = std::clamp(std::thread::hardware_concurrency(), 1u, 64u);
+  }
   if (defaults.workers > 64) return Fail(absl::InvalidArgumentError("--workers must be 0..64"));
   defaults.streams = absl::GetFlag(FLAGS_streams);
   if (defaults.streams == 0) {

@@ -577,7 +577,9 @@ absl::Status SourceSession::RunAgentStream(size_t i, int data_fd,
   // Every byte sent while in PRE_COPY counts there, a failed pump's too.
   auto count_precopy = [&] {
     if (phase != Phase::kPreCopy) return;
-    // Watchers see the count as soon as it moves (the live byte count ran ahead of it).
+    // After a piece-by-piece pump, watchers see the count at once (a version change); a whole
+    // stream's pump counts its bytes live as they leave, which watchers read with the byte
+    // count (WatchSession rereads it every 100 ms).
     const uint64_t sent = sender->bytes_sent();
     if (p.precopy_bytes.exchange(sent) != sent) Touch();
   };

@@ -36,6 +36,7 @@ class BufferPool {
   // Start of buffer `i`'s payload.
   uint8_t* payload(uint32_t i) const { return base(i) + headroom_; }
   uint32_t headroom() const { return headroom_; }
+  bool registered() const { return registered_; }
   // What a request on buffer `i` names as its buffer index (io_queue.h): `i` if registered.
   int buffer_index(uint32_t i) const {
     return registered_ ? static_cast<int>(i) : io::kUnregistered;

@@ -1,5 +1,5 @@
 // CopyReceiveJob: the copy engine of a device stream's destination end, as a job on an IoQueue
-// (io_uring or plain syscalls). It receives frames on every connection into registered buffers,
+// (io_uring or plain syscalls). It receives frames on every connection into the stream's buffers,
 // puts the pieces back in stream order, and writes them into the data fd, one write in flight
 // at a time, the digest reading each piece while the kernel writes it. Each connection may hold
 // at most its share of the buffers, so a connection that runs ahead stalls (TCP pushes back on
@@ -24,7 +24,8 @@ namespace migmover::stream {
 class CopyReceiveJob : public PumpJob {
  public:
   // The whole stream, until END_STREAM and every byte written to `data_fd`, or `cancel`.
-  // `slots`: the buffers of `pool` (registered with `queue`) it may use, at most 64; `job`:
+  // `slots`: the buffers of `pool` (registered with `queue` if it is the stream's own) it may use,
+  // at most 64; `job`:
   // its id in the tags of its requests. `stream`, `queue`, `pool` and `cancel` must outlive it.
   static std::unique_ptr<CopyReceiveJob> Create(ReceiveStream* stream, io::IoQueue* queue,
                                                 BufferPool* pool, std::span<const uint32_t> slots,

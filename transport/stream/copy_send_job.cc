@@ -21,8 +21,8 @@ using wire::Phase;
 
 enum OpKind : uint8_t { kRead = 1, kPoll = 2, kSend = 3, kPeer = 5 };
 
-// The copy path of one Pump call: reads the data fd into registered buffers and sends each as a
-// DATA frame on a free connection, with one read in flight (a data fd is a stream) and one frame
+// The copy path of one Pump (or PumpStreamFd) call: reads the data fd into the stream's buffers
+// (registered with the queue where the stream has its own) and sends each as a DATA frame on a free connection, with one read in flight (a data fd is a stream) and one frame
 // in flight per connection (each connection's frames stay in stream order).
 class CopySendJobImpl final : public CopySendJob {
  public:
@@ -175,11 +175,14 @@ class CopySendJobImpl final : public CopySendJob {
       last_progress_ = std::min(absl::Now(), send_not_before_);
     }
     // A stream fd's pause is the VMM's, not a stall: only the peer's counts.
-    const bool waiting_on_vmm = stream_fd_ && ready_count_ == 0 && sends_inflight_ == 0;
+    const bool frames_waiting = ready_count_ > 0 || sends_inflight_ > 0;
+    const bool waiting_on_vmm = stream_fd_ && !frames_waiting;
     if (!waiting_on_vmm && absl::Now() - last_progress_ > s_->options.idle_timeout &&
         error_.ok() && !ended_) {
       Fail(NoProgressError(s_->device, s_->options.idle_timeout,
-                           read_inflight_ ? "waiting on the data fd" : "waiting on the peer"));
+                           read_inflight_ && !(stream_fd_ && frames_waiting)
+                               ? "waiting on the data fd"
+                               : "waiting on the peer"));
     }
   }
 
@@ -265,7 +268,10 @@ class CopySendJobImpl final : public CopySendJob {
     if (res > 0) {
       last_progress_ = absl::Now();
       last_read_ = last_progress_;
-      fd_drained_ = stream_fd_ && static_cast<uint32_t>(res) < read_len_;
+      // In PRE_COPY every read waits behind a poll (one on a readable fd completes at once): a
+      // read left waiting across Switchover would take bytes written after it.
+      fd_drained_ =
+          stream_fd_ && (phase_ == Phase::kPreCopy || static_cast<uint32_t>(res) < read_len_);
       slots_[slot] = Slot{static_cast<uint32_t>(res), 0, read_offset_, 0, 0, false};
       read_offset_ += res;
       remaining_ -= res;
@@ -286,11 +292,9 @@ class CopySendJobImpl final : public CopySendJob {
       if (res == 0) {
         ended_ = true;
         result_.end = PumpResult::End::kEof;
-      } else if (res == -EAGAIN) {
-        ring_->Poll(data_fd_, POLLIN, JobTag(kPoll, job_, 0));
-        poll_inflight_ = true;
-        poll_cancel_sent_ = false;
-      } else if (res != -EINTR) {
+      } else if (res == -EAGAIN || res == -EINTR) {
+        fd_drained_ = true;  // Issue() decides: end (stop, idle) or poll for the next piece.
+      } else {
         Fail(ErrnoStatus(
             absl::StrCat("read(data fd ", data_fd_, ", ", peer::PhaseName(phase_), ")"), -res));
       }

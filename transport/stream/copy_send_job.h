@@ -1,5 +1,5 @@
 // CopySendJob: the copy engine of a device stream's source end, as a job on an IoQueue (io_uring
-// or plain syscalls). It reads the data fd into registered buffers and sends each as a DATA
+// or plain syscalls). It reads the data fd into the stream's buffers and sends each as a DATA
 // frame on a free connection, with one read in flight (a data fd is a stream) and one frame in
 // flight per connection (each connection's frames stay in stream order). The digest reads each
 // frame while the kernel sends it. The destination's connection is watched all along, so a
@@ -28,13 +28,13 @@ class CopySendJob : public PumpJob {
  public:
   // One Pump call's worth (see DeviceStreamSender::Pump): up to `max_bytes` of `phase` from
   // `data_fd`, until it ends, `stop` or `cancel`. `slots`: the buffers of `pool` (registered
-  // with `queue`) it may use, at most 64; `job`: its id in the tags of its requests. `stream`,
-  // `queue`, `pool` and the flags must outlive the job.
-  //
+  // with `queue` if the stream has its own queue) it may use, at most 64; `job`: its id in the
+  // tags of its requests. `stream`, `queue`, `pool` and the flags must outlive the job.
   //
   // `stream_fd` set: the data fd is a VMM's pipe or socket (PumpStreamFd): a read of 0 is its
-  // end in either phase, EAGAIN is waited out in either phase, and the job ends with kIdle once
-  // nothing has arrived for `idle_return` and every frame is out.
+  // end in either phase, EAGAIN is waited out in either phase (each PRE_COPY read waits behind a
+  // poll, never a read, so bytes written after `stop` stay out of it), and the job ends with
+  // kIdle once nothing has arrived for `idle_return` and every frame is out.
   struct StreamFd {
     absl::Duration idle_return;
     std::atomic<uint64_t>* phase_bytes = nullptr;  // Live count of the bytes sent, or null.

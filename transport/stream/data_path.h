@@ -10,7 +10,7 @@ namespace migmover::stream {
 enum class DataPath {
   kAuto,    // Per fd: copy where the fd cannot splice; where it can, whichever measured faster.
   kSplice,  // fd -> pipe -> socket (and back) in the kernel: no userspace copy.
-  kCopy,    // Reads/writes into registered buffers: one copy, and a digest of every byte.
+  kCopy,    // Reads/writes into the stream's buffers: one copy, and a digest of every byte.
 };
 
 const char* DataPathName(DataPath path);

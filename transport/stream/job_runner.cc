@@ -8,6 +8,8 @@ namespace migmover::stream {
 
 absl::StatusOr<std::unique_ptr<PumpJob>> JobRunner::Run(uint32_t slots, JobFactory make) {
   if (worker_ != nullptr) {
+    // A pool registered with the stream's own queue names buffers the worker's queue lacks.
+    if (pool_ != nullptr && pool_->registered()) pool_.reset();
     if (slots > 0 && pool_ == nullptr) {
       // Unregistered: the worker's queue is shared by streams that come and go.
       ASSIGN_OR_RETURN(pool_, BufferPool::Create(nullptr, worker_buffers_, chunk_size_,
@@ -16,10 +18,13 @@ absl::StatusOr<std::unique_ptr<PumpJob>> JobRunner::Run(uint32_t slots, JobFacto
     std::span<const uint32_t> granted;
     if (slots > 0) granted = pool_->all().subspan(0, std::min<size_t>(slots, pool_->count()));
     BufferPool* pool = slots > 0 ? pool_.get() : nullptr;
-    return worker_->RunJob(slots > 0 ? pool_ : nullptr,
-                           [&](io::IoQueue* queue, uint32_t id) {
-                             return make(queue, pool, granted, id);
-                           });
+    absl::StatusOr<std::unique_ptr<PumpJob>> job =
+        worker_->RunJob(slots > 0 ? pool_ : nullptr, [&](io::IoQueue* queue, uint32_t id) {
+          return make(queue, pool, granted, id);
+        });
+    // A queue that broke under the job may still write into its buffers: never reuse them.
+    if (!job.ok()) pool_.reset();
+    return job;
   }
   if (queue_ == nullptr) {
     ASSIGN_OR_RETURN(own_queue_, io::CreateIoQueue(engine_, 64));

@@ -28,7 +28,12 @@ std::vector<PumpPool::Lease> PumpPool::Acquire(uint32_t n) {
   std::iota(order.begin(), order.end(), 0u);
   std::vector<Lease> out;
   absl::MutexLock l(&mu_);
-  const std::vector<uint32_t> load = leased_;
+  // A worker that could not replace a broken queue takes no jobs: it goes last, and is leased
+  // only if no other is left (its streams then fail with its error instead of hanging).
+  std::vector<uint64_t> load(leased_.begin(), leased_.end());
+  for (size_t i = 0; i < load.size(); ++i) {
+    if (workers_[i]->failed()) load[i] += uint64_t{1} << 32;
+  }
   std::stable_sort(order.begin(), order.end(),
                    [&](uint32_t a, uint32_t b) { return load[a] < load[b]; });
   order.resize(std::min<size_t>(n, order.size()));

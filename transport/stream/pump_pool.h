@@ -4,8 +4,9 @@
 // their mover CPU per GB was 1.2-1.4x that of the same devices in one session on 2 workers
 // (bench/README.md, "Many sessions").
 //
-// A session leases the workers its devices' streams run on; a lease goes to the worker with the
-// fewest streams leased at that moment, so sessions that start together spread over the cores.
+// A session leases the workers its devices' streams run on (one lease per worker it uses, however
+// many of its devices share it); a lease goes to the worker with the fewest leases at that
+// moment, so sessions that start together spread over the cores.
 //
 // Thread-safe. The pool must outlive its leases.
 #ifndef MIGMOVER_TRANSPORT_STREAM_PUMP_POOL_H_

@@ -58,7 +58,7 @@ absl::Status PumpWorker::NewQueue() {
   absl::StatusOr<std::unique_ptr<io::IoQueue>> q = io::CreateIoQueue(engine_, kQueueDepth);
   if (!q.ok()) return q.status();
   queue_ = std::move(*q);
-  engine_name_ = queue_->engine();
+  engine_name_.store(queue_->engine(), std::memory_order_relaxed);
   queue_->Read(wake_fd_.get(), &wake_value_, sizeof(wake_value_), io::kUnregistered,
                io::Tag(kWake, 0));
   return absl::OkStatus();
@@ -99,6 +99,31 @@ void PumpWorker::Loop() {
     a.request->job = std::move(a.job);
     a.request->done = true;
   };
+  // The queue broke (EINTR and backpressure never get here): every job on it fails with the
+  // call that broke it, and the worker carries on with a new queue for the host's other and
+  // later streams. What the dead queue's requests may still write into, the jobs' buffers and
+  // the jobs themselves (a receive's header lands in the job), is kept, never freed: their
+  // callers get the error instead of the job.
+  auto replace_queue = [&](const absl::Status& why) -> bool {
+    queue_failures_.fetch_add(1, std::memory_order_relaxed);
+    for (auto& [id, a] : active) {
+      a.job->Abort(why);
+      if (a.request->buffers != nullptr) quarantined_.push_back(a.request->buffers);
+      quarantined_jobs_.push_back(std::move(a.job));
+      absl::MutexLock l(&mu_);
+      a.request->refused = why;
+      a.request->done = true;
+    }
+    active.clear();
+    broken_queues_.push_back(std::move(queue_));
+    if (absl::Status s = NewQueue(); !s.ok()) {
+      absl::MutexLock l(&mu_);
+      failed_ = s;
+      failed_flag_.store(true, std::memory_order_relaxed);
+      return false;
+    }
+    return true;
+  };
   absl::Time next_tick = absl::Now() + kTick;
   while (!(stop_.load() && active.empty())) {
     std::deque<Request*> taken;
@@ -115,6 +140,7 @@ void PumpWorker::Loop() {
     absl::Time wake_by = next_tick;
     for (auto it = active.begin(); it != active.end();) {
       it->second.job->Issue();
+      if (it->second.job->Done() && !queue_->status().ok()) break;  // Handled below.
       if (it->second.job->Done()) {
         hand_back(it->second);
         it = active.erase(it);
@@ -124,28 +150,17 @@ void PumpWorker::Loop() {
       wake_by = std::min(wake_by, it->second.job->WakeBy());
       ++it;
     }
+    // A job's Submit or Cancel may have broken the queue (the job aborted itself).
+    if (!queue_->status().ok()) {
+      if (!replace_queue(queue_->status())) break;
+      continue;
+    }
     if (stop_.load() && active.empty()) break;
     io::Completion batch[64];
     absl::Duration wait = std::max(wake_by - absl::Now(), absl::ZeroDuration());
     absl::StatusOr<size_t> got = queue_->WaitBatch(wait, batch);
     if (!got.ok()) {
-      // The queue broke (EINTR and backpressure never get here): fail every job on it with the
-      // call that broke it, instead of spinning on a dead queue, and carry on with a new one
-      // for the host's other and later streams. What the dead queue's requests may still
-      // touch (its buffers, the queue itself) is kept.
-      queue_failures_.fetch_add(1, std::memory_order_relaxed);
-      for (auto& [id, a] : active) {
-        a.job->Abort(got.status());
-        if (a.request->buffers != nullptr) quarantined_.push_back(a.request->buffers);
-        hand_back(a);
-      }
-      active.clear();
-      broken_queues_.push_back(std::move(queue_));
-      if (absl::Status s = NewQueue(); !s.ok()) {
-        absl::MutexLock l(&mu_);
-        failed_ = s;
-        break;
-      }
+      if (!replace_queue(got.status())) break;
       continue;
     }
     for (size_t i = 0; i < *got; ++i) {
@@ -167,6 +182,7 @@ void PumpWorker::Loop() {
   // Anyone whose request was not taken gets the reason the worker stopped.
   absl::MutexLock l(&mu_);
   if (failed_.ok()) failed_ = absl::CancelledError("pump worker stopped");
+  failed_flag_.store(true, std::memory_order_relaxed);
   const absl::Status why = failed_;  // Later requests get it too.
   for (Request* r : pending_) {
     r->refused = why;

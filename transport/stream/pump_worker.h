@@ -34,7 +34,7 @@ class PumpWorker {
   // Starts the thread and its queue of `engine` (io_queue_factory.h). Errors: the queue's
   // creation (--io_engine=uring refused).
   static absl::StatusOr<std::unique_ptr<PumpWorker>> Start(io::IoEngine engine = io::IoEngine::kAuto);
-  // Stops taking jobs, lets the running ones finish, and joins the thread.
+  // Lets the running jobs finish (and takes any asked for meanwhile), then joins the thread.
   ~PumpWorker();
   PumpWorker(const PumpWorker&) = delete;
   PumpWorker& operator=(const PumpWorker&) = delete;
@@ -43,15 +43,17 @@ class PumpWorker {
   // it is Done(), and hands it back for its result; blocks the caller meanwhile. `make` runs on
   // the worker thread; the job's buffers are `buffers` (may be null for a job without any),
   // which the worker keeps alive as long as a request of the job may still reference them.
-  // If the worker's queue breaks, every job on it is aborted with the queue's error (see
-  // PumpJob::Abort) and the worker carries on with a new queue. Errors: Cancelled when the
-  // worker is stopping; the queue's failure if no new queue could be made.
+  // Errors: the queue's failure if it broke under the job (every job on it fails so, their
+  // jobs and buffers kept by the worker for good, and the worker carries on with a new queue);
+  // Cancelled when the worker is stopping; the failure to make a new queue after a break.
   using JobFactory = std::function<std::unique_ptr<PumpJob>(io::IoQueue* queue, uint32_t job_id)>;
   absl::StatusOr<std::unique_ptr<PumpJob>> RunJob(std::shared_ptr<BufferPool> buffers,
                                                   JobFactory make);
 
-  // "io_uring" or "syscalls".
-  const char* engine_name() const { return engine_name_; }
+  // "io_uring" or "syscalls" (any thread).
+  const char* engine_name() const { return engine_name_.load(std::memory_order_relaxed); }
+  // It takes no more jobs: it stopped, or could not make a queue after a break (any thread).
+  bool failed() const { return failed_flag_.load(std::memory_order_relaxed); }
   // Jobs this worker has driven to Done() so far (any thread).
   uint64_t jobs_done() const { return jobs_done_.load(std::memory_order_relaxed); }
   // Queues that broke under it and were replaced (any thread).
@@ -65,13 +67,15 @@ class PumpWorker {
   absl::Status NewQueue();  // On the worker thread.
 
   io::IoEngine engine_ = io::IoEngine::kAuto;
-  const char* engine_name_ = "";
+  std::atomic<const char*> engine_name_{""};
+  std::atomic<bool> failed_flag_{false};
   // Worker thread only (after start-up).
   std::unique_ptr<io::IoQueue> queue_;
   uint64_t wake_value_ = 0;  // Where the armed read of wake_fd_ lands.
   // Buffers of jobs aborted by a broken queue: requests the kernel may still complete could
   // write into them, so they are never freed (a queue break is a host fault, and rare).
   std::vector<std::shared_ptr<BufferPool>> quarantined_;
+  std::vector<std::unique_ptr<PumpJob>> quarantined_jobs_;     // Their jobs (receive headers).
   std::vector<std::unique_ptr<io::IoQueue>> broken_queues_;  // Kept with those buffers.
   UniqueFd wake_fd_;  // eventfd: a new request or shutdown.
   std::atomic<bool> stop_{false};

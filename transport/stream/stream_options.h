@@ -37,7 +37,7 @@ struct StreamOptions {
   // second while idle, TCP_USER_TIMEOUT): a cut without a reset is noticed within it whatever
   // the stream is doing. 0: the kernel's keepalive defaults (about 25 s).
   absl::Duration peer_timeout = absl::Seconds(4);
-  // Copy path: send with IORING_OP_SEND_ZC from the registered buffers (the NIC reads them; a
+  // Copy path: send with IORING_OP_SEND_ZC from the stream's buffers (the NIC reads them; a
   // buffer is reused only after the kernel's notification). Pays on real NICs with large
   // frames; on loopback the kernel copies anyway, so it cannot win there.
   bool send_zc = false;

@@ -112,6 +112,13 @@ absl::StatusOr<PumpResult> StreamSender::Pump(int data_fd, Phase phase, uint64_t
                                                         " does not support splice (EINVAL)"));
     }
   }
+  return Copy(data_fd, phase, max_bytes, stop, cancel, std::nullopt);
+}
+
+absl::StatusOr<PumpResult> StreamSender::Copy(int data_fd, Phase phase, uint64_t max_bytes,
+                                              const std::atomic<bool>& stop,
+                                              const std::atomic<bool>& cancel,
+                                              std::optional<CopySendJob::StreamFd> stream_fd) {
   s_.path_used = DataPath::kCopy;
   ASSIGN_OR_RETURN(
       std::unique_ptr<PumpJob> job,
@@ -119,7 +126,7 @@ absl::StatusOr<PumpResult> StreamSender::Pump(int data_fd, Phase phase, uint64_t
                   [&](io::IoQueue* queue, BufferPool* pool, std::span<const uint32_t> slots,
                       uint32_t id) -> std::unique_ptr<PumpJob> {
                     return CopySendJob::Create(&s_, queue, pool, slots, id, data_fd, phase,
-                                               max_bytes, stop, cancel);
+                                               max_bytes, stop, cancel, stream_fd);
                   }));
   return static_cast<const CopySendJob&>(*job).Result();
 }
@@ -129,20 +136,12 @@ absl::StatusOr<PumpResult> StreamSender::PumpStreamFd(int data_fd, Phase phase,
                                                       std::atomic<uint64_t>* phase_bytes,
                                                       const std::atomic<bool>& stop,
                                                       const std::atomic<bool>& cancel) {
-  if (PlannedDataPath(data_fd) == DataPath::kSplice && FdSupportsSplice(data_fd)) {
+  if (PlannedDataPath(data_fd) == DataPath::kSplice) {
+    // Pump splices it, or says why it cannot (--data_path=splice on an fd that cannot).
     return absl::UnimplementedError("the splice path pumps a stream fd piece by piece");
   }
-  s_.path_used = DataPath::kCopy;
-  ASSIGN_OR_RETURN(
-      std::unique_ptr<PumpJob> job,
-      runner_.Run(CopySendJob::SlotsWanted(s_, runner_.buffer_cap()),
-                  [&](io::IoQueue* queue, BufferPool* pool, std::span<const uint32_t> slots,
-                      uint32_t id) -> std::unique_ptr<PumpJob> {
-                    return CopySendJob::Create(&s_, queue, pool, slots, id, data_fd, phase,
-                                               UINT64_MAX, stop, cancel,
-                                               CopySendJob::StreamFd{idle_return, phase_bytes});
-                  }));
-  return static_cast<const CopySendJob&>(*job).Result();
+  return Copy(data_fd, phase, UINT64_MAX, stop, cancel,
+              CopySendJob::StreamFd{idle_return, phase_bytes});
 }
 
 absl::Status StreamSender::EndPhase(Phase phase) {

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -23,6 +24,7 @@
 #include "transport/api/device_stream.h"
 #include "transport/peer/frame_codec.h"
 #include "transport/stream/buffer_pool.h"
+#include "transport/stream/copy_send_job.h"
 #include "transport/stream/pump_job.h"
 #include "transport/stream/stream_options.h"
 #include "transport/stream/stream_protection.h"
@@ -121,6 +123,10 @@ class StreamSender final : public transport::DeviceStreamSender {
   StreamSender(io::IoQueue* ring, std::vector<UniqueFd> sockets, uint32_t device,
                const StreamOptions& options);
   absl::Status SendControl(const std::string& frame);
+  // Runs the copy engine (see CopySendJob::Create) on this stream's runner.
+  absl::StatusOr<PumpResult> Copy(int data_fd, wire::Phase phase, uint64_t max_bytes,
+                                  const std::atomic<bool>& stop, const std::atomic<bool>& cancel,
+                                  std::optional<CopySendJob::StreamFd> stream_fd);
 
   JobRunner runner_;  // Where the engines' jobs run.
   SendStream s_;      // What the engines share.

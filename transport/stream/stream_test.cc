@@ -401,6 +401,19 @@ TEST(StreamTest, AStalledStreamDoesNotHoldUpAnotherOnTheSameWorker) {
   EXPECT_FALSE(stalled_result.ok());  // Cancelled (or its connection reset), never "done".
 }
 
+// A plaintext sender of one connection, past its HELLO (the destination's thread answers it).
+absl::StatusOr<std::unique_ptr<StreamSender>> HandshakenSender(UniqueFd sock, uint32_t chunk) {
+  std::vector<UniqueFd> socks;
+  socks.push_back(std::move(sock));
+  auto sender = StreamSender::Create(nullptr, std::move(socks), 0, Opts(DataPath::kCopy, chunk));
+  if (!sender.ok()) return sender.status();
+  if (absl::Status st = (*sender)->Protect(Protection(false)); !st.ok()) return st;
+  peer::Hello h;
+  h.session_id = "vmm";
+  if (absl::Status st = (*sender)->Handshake(h, absl::Seconds(5)); !st.ok()) return st;
+  return sender;
+}
+
 // A VMM's stream on a pipe (data-fd mode) goes out in one pump however small its writes, and
 // the pump hands the thread back when the writer pauses (kIdle, for a keepalive) and ends at
 // the writer's close (kEof, in PRE_COPY as well: a pipe has no "nothing now" read). A read is
@@ -438,14 +451,8 @@ TEST(StreamTest, AStreamFdIsPumpedWholeUntilItsWriterPausesOrEnds) {
     out_pipe->write.Reset();
     (void)(*receiver)->SendCommit(r.status());
   });
-  std::vector<UniqueFd> socks;
-  socks.push_back(std::move(c.src));
-  auto sender = StreamSender::Create(nullptr, std::move(socks), 0, Opts(DataPath::kCopy, 256 << 10));
+  auto sender = HandshakenSender(std::move(c.src), 256 << 10);
   ASSERT_TRUE(sender.ok()) << sender.status();
-  ASSERT_TRUE((*sender)->Protect(Protection(false)).ok());
-  peer::Hello h;
-  h.session_id = "vmm";
-  ASSERT_TRUE((*sender)->Handshake(h, absl::Seconds(5)).ok());
   std::atomic<bool> stop{false}, cancel{false};
   std::atomic<uint64_t> precopy{0};
   const absl::Duration idle = absl::Milliseconds(100);
@@ -505,6 +512,50 @@ TEST(StreamTest, AStreamFdIsPumpedWholeUntilItsWriterPausesOrEnds) {
   drain.join();
   EXPECT_TRUE(receive_status.ok()) << receive_status;
   EXPECT_EQ(received, data);
+}
+
+// With frames no larger than what the pipe holds, a read can take all there is; the next one
+// must still wait behind a poll in PRE_COPY. A read left waiting would take the VMM's first
+// bytes after Switchover into PRE_COPY (before the job's next tick withdrew it).
+TEST(StreamTest, AStreamFdPumpTakesNothingWrittenAfterStopIntoPrecopy) {
+  ::signal(SIGPIPE, SIG_IGN);
+  Conn c = Connect();
+  auto in = MakePipe(0);
+  ASSERT_TRUE(in.ok());
+  std::thread dest([&] {  // Answers HELLO and takes what comes; the test ends before END.
+    auto hello = peer::ReadHello(c.dst.get(), absl::Now() + absl::Seconds(5));
+    ASSERT_TRUE(hello.ok()) << hello.status();
+    ASSERT_TRUE(
+        peer::SendHelloAck(c.dst.get(), absl::OkStatus(), 0, absl::Now() + absl::Seconds(5)).ok());
+    char buf[1 << 16];
+    while (::recv(c.dst.get(), buf, sizeof(buf), 0) > 0) {
+    }
+  });
+  auto sender = HandshakenSender(std::move(c.src), 16 << 10);
+  ASSERT_TRUE(sender.ok()) << sender.status();
+  std::atomic<bool> stop{false}, cancel{false};
+  std::atomic<uint64_t> precopy{0};
+  const std::vector<uint8_t> piece = RandomBytes(16 << 10, 62);
+  absl::StatusOr<PumpResult> r;
+  std::thread pump([&] {
+    r = (*sender)->PumpStreamFd(in->read.get(), Phase::kPreCopy, absl::Seconds(30), &precopy,
+                                stop, cancel);
+  });
+  WriteAllBlocking(in->write.get(), piece.data(), piece.size());  // One full frame.
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (precopy.load() < piece.size() && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  ASSERT_EQ(precopy.load(), piece.size());
+  stop = true;  // The agent's Switchover; the VMM's next bytes are STOP_COPY's.
+  WriteAllBlocking(in->write.get(), piece.data(), piece.size());
+  pump.join();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->end, PumpResult::End::kStopped);
+  EXPECT_EQ(r->bytes, piece.size());
+  EXPECT_EQ(precopy.load(), piece.size());
+  sender->reset();  // Closes the connection: the destination's thread ends.
+  dest.join();
 }
 
 TEST(StreamTest, SplicePathIsByteExact) {

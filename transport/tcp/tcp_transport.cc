@@ -19,8 +19,8 @@
 namespace migmover::transport {
 namespace {
 
-// The buffer budget, decided here once. A source device's share of its pump worker's buffers:
-// a frame in flight per connection while the next ones are read.
+// The buffer budget, decided here once. A source device's stream's own buffers: a frame in
+// flight per connection while the next ones are read.
 uint32_t SourceBuffersPerDevice(const SessionSpec& spec) {
   return std::min<uint32_t>(
       64, std::max<uint32_t>(spec.stream.buffers, std::max<uint32_t>(1, spec.streams) + 2));
