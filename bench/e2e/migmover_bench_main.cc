@@ -822,8 +822,9 @@ int Main() {
     std::cout << absl::StrFormat("%-14s %10s/s   (writer -> %s -> reader, %s pieces%s)\n",
                                  "direct", Human(dm.throughput()),
                                  absl::GetFlag(FLAGS_vmm_channel), Human(vmm.write_size),
-                                 vmm.rate ? absl::StrCat(", writers paced at ", Human(vmm.rate), "/s")
-                                          : "");
+                                 vmm.rate
+                                     ? absl::StrCat(", writers paced at ", Human(vmm.rate), "/s")
+                                     : "");
     std::cout << absl::StrFormat(
         "migmover / direct: throughput %.3f (the VMM streams' own CPU: %.3f s/GB through "
         "migmover, %.3f direct)\n",

@@ -157,7 +157,8 @@ int RunVmmRole(const std::string& role, uint64_t bytes, uint64_t io_size, uint64
         // The VMM's own pace: piece k leaves no earlier than its share of the rate allows.
         const int64_t due =
             r.start_ns + static_cast<int64_t>(static_cast<double>(r.bytes) * 1e9 / rate);
-        const timespec ts{static_cast<time_t>(due / 1000000000), static_cast<long>(due % 1000000000)};
+        const timespec ts{static_cast<time_t>(due / 1000000000),
+                          static_cast<long>(due % 1000000000)};
         while (MonoNs() < due &&
                ::clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
         }

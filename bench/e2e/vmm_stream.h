@@ -7,8 +7,9 @@
 // The two ends are child processes of migmover-bench (the binary re-executed with --vmm_role),
 // so the VMM's work runs on its own, as QEMU's would: a writer that writes `bytes` of content
 // in `write_size` pieces (at `rate` bytes/s if set: the VMM's own pace, as QEMU's
-// max-bandwidth sets it; else as fast as the channel takes them), waits for its switchover point (Go(): through migmover, once the agent
-// called Switchover) and closes, and a reader that reads `read_size` pieces until the end.
+// max-bandwidth sets it; else as fast as the channel takes them), waits for its switchover
+// point (Go(): through migmover, once the agent called Switchover) and closes, and a reader
+// that reads `read_size` pieces until the end.
 // Both digest what they move (XXH3-64), and report when they started and finished
 // (CLOCK_MONOTONIC, comparable across processes) and the CPU they used.
 #ifndef MIGMOVER_BENCH_E2E_VMM_STREAM_H_

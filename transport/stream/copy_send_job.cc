@@ -22,8 +22,9 @@ using wire::Phase;
 enum OpKind : uint8_t { kRead = 1, kPoll = 2, kSend = 3, kPeer = 5 };
 
 // The copy path of one Pump (or PumpStreamFd) call: reads the data fd into the stream's buffers
-// (registered with the queue where the stream has its own) and sends each as a DATA frame on a free connection, with one read in flight (a data fd is a stream) and one frame
-// in flight per connection (each connection's frames stay in stream order).
+// (registered with the queue where the stream has its own) and sends each as a DATA frame on a
+// free connection, with one read in flight (a data fd is a stream) and one frame in flight per
+// connection (each connection's frames stay in stream order).
 class CopySendJobImpl final : public CopySendJob {
  public:
   CopySendJobImpl(SendStream* s, io::IoQueue* ring, BufferPool* pool,
@@ -224,7 +225,8 @@ class CopySendJobImpl final : public CopySendJob {
   void SubmitSend(uint32_t slot, int fd, uint32_t from, uint32_t len) {
     uint8_t* base = pool_->base(pool_index_[slot]);
     if (s_->options.send_zc) {
-      ring_->SendZeroCopy(fd, base + from, len, MSG_NOSIGNAL, pool_->buffer_index(pool_index_[slot]),
+      ring_->SendZeroCopy(fd, base + from, len, MSG_NOSIGNAL,
+                          pool_->buffer_index(pool_index_[slot]),
                           JobTag(kSend, job_, slot));
     } else {
       ring_->Send(fd, base + from, len, MSG_NOSIGNAL, JobTag(kSend, job_, slot));

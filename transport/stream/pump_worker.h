@@ -33,7 +33,8 @@ class PumpWorker {
  public:
   // Starts the thread and its queue of `engine` (io_queue_factory.h). Errors: the queue's
   // creation (--io_engine=uring refused).
-  static absl::StatusOr<std::unique_ptr<PumpWorker>> Start(io::IoEngine engine = io::IoEngine::kAuto);
+  static absl::StatusOr<std::unique_ptr<PumpWorker>> Start(
+      io::IoEngine engine = io::IoEngine::kAuto);
   // Lets the running jobs finish (and takes any asked for meanwhile), then joins the thread.
   ~PumpWorker();
   PumpWorker(const PumpWorker&) = delete;

@@ -414,11 +414,12 @@ absl::StatusOr<std::unique_ptr<StreamSender>> HandshakenSender(UniqueFd sock, ui
   return sender;
 }
 
-// A VMM's stream on a pipe (data-fd mode) goes out in one pump however small its writes, and
-// the pump hands the thread back when the writer pauses (kIdle, for a keepalive) and ends at
+// A VMM's stream on a pipe (data-fd mode) goes out in pumps that each run for as long as it
+// flows, however small its writes: a pump hands the thread back only when the writer pauses
+// (kIdle, for a keepalive; a preempted writer may cause one early) and ends at
 // the writer's close (kEof, in PRE_COPY as well: a pipe has no "nothing now" read). A read is
 // never left waiting across `stop`: the writer's bytes after it belong to the next pump.
-TEST(StreamTest, AStreamFdIsPumpedWholeUntilItsWriterPausesOrEnds) {
+TEST(StreamTest, AStreamFdPumpRunsUntilItsWriterPausesOrEnds) {
   ::signal(SIGPIPE, SIG_IGN);
   Conn c = Connect();
   auto in = MakePipe(0);
