@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -83,6 +84,9 @@ ABSL_FLAG(std::string, dpdk_frames, "sealed",
           "--transport=dpdk --inprocess: sealed (every link frame encrypted and authenticated, as "
           "the daemons run) or digest (frames in clear, the stream's keyed Poly1305 digest): the "
           "cost of sealing, measured in one run.");
+ABSL_FLAG(bool, thread_cpu, false,
+          "Also report each daemon's CPU per GB by thread name (pump workers, gRPC, io_uring's "
+          "io-wq workers, ...). Samples every thread every 5 ms, which costs the daemons a little.");
 ABSL_FLAG(bool, json, false, "Print one JSON object instead of the table.");
 ABSL_FLAG(int, repeat, 1, "Runs of each; the median by throughput is reported.");
 ABSL_FLAG(bool, inprocess, false,
@@ -122,6 +126,8 @@ struct Figures {
   std::string security, integrity;  // The destination's first device's.
   bool verified = false;
   double vmm_cpu_seconds = 0;  // VMM mode: the writers' and readers' own.
+  // --thread_cpu: each daemon's CPU seconds by thread name (ThreadCpuSampler::ByName).
+  std::map<std::string, double> source_threads, destination_threads;
 
   double throughput() const { return seconds > 0 ? bytes / seconds : 0; }
   double cpu_per_gb(const SideFigures& s) const {
@@ -302,7 +308,11 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
   // The simulated devices' threads (mm-sim-*) are the device's; the rest is the mover's.
   // Only they are sampled often: reading every thread of a daemon every 5 ms would cost the
   // daemon (32 sessions: ~100 threads) a part of the CPU being measured.
-  ThreadCpuSampler src_threads((*src)->pid(), {"mm-sim-"}), dst_threads((*dst)->pid(), {"mm-sim-"});
+  // --thread_cpu samples them all.
+  const std::vector<std::string> track =
+      absl::GetFlag(FLAGS_thread_cpu) ? std::vector<std::string>{}
+                                      : std::vector<std::string>{"mm-sim-"};
+  ThreadCpuSampler src_threads((*src)->pid(), track), dst_threads((*dst)->pid(), track);
   src_threads.Reset();
   dst_threads.Reset();
   auto cpu0_src = ReadProcStats((*src)->pid());
@@ -378,6 +388,11 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
   if (!cpu1_src.ok() || !cpu1_dst.ok()) return absl::InternalError("cannot read /proc");
   const double src_device_cpu = src_threads.Seconds({"mm-sim-"});
   const double dst_device_cpu = dst_threads.Seconds({"mm-sim-"});
+  std::map<std::string, double> src_by_name, dst_by_name;
+  if (absl::GetFlag(FLAGS_thread_cpu)) {
+    src_by_name = src_threads.ByName();
+    dst_by_name = dst_threads.ByName();
+  }
   if (s.phase() != SessionStatus::SUCCEEDED) {
     return absl::InternalError(absl::StrCat("migration failed: ", s.error(), " / ", d.error()));
   }
@@ -416,6 +431,8 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
               cpu1_src->peak_rss_bytes};
   f.destination = {cpu1_dst->cpu_seconds - cpu0_dst->cpu_seconds, dst_device_cpu,
                    cpu1_dst->peak_rss_bytes};
+  f.source_threads = std::move(src_by_name);
+  f.destination_threads = std::move(dst_by_name);
   f.data_path = s.devices_size() ? s.devices(0).data_path() : "";
   if (d.devices_size() > 0) {
     f.security = d.devices(0).security();
@@ -456,6 +473,32 @@ std::string FiguresJson(const Figures& f, bool with_extra) {
                                         f.verified ? "true" : "false"));
   }
   return "{" + j + "}";
+}
+
+// --thread_cpu: threads that used at least 1 ms, busiest first.
+std::vector<std::pair<std::string, double>> BusyThreads(const std::map<std::string, double>& t,
+                                                        uint64_t bytes) {
+  std::vector<std::pair<std::string, double>> v;
+  for (const auto& [name, seconds] : t) {
+    if (seconds >= 0.001 && bytes > 0) v.emplace_back(name, seconds / (bytes / 1e9));
+  }
+  std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+  return v;
+}
+std::string ThreadsLine(const std::map<std::string, double>& t, uint64_t bytes) {
+  std::string out;
+  for (const auto& [name, per_gb] : BusyThreads(t, bytes)) {
+    absl::StrAppend(&out, out.empty() ? "" : ", ", name, " ", absl::StrFormat("%.3f", per_gb));
+  }
+  return out;
+}
+std::string ThreadsJson(const std::map<std::string, double>& t, uint64_t bytes) {
+  std::string out;
+  for (const auto& [name, per_gb] : BusyThreads(t, bytes)) {
+    absl::StrAppend(&out, out.empty() ? "" : ",", "\"", absl::CEscape(name), "\":",
+                    absl::StrFormat("%.4f", per_gb));
+  }
+  return "{" + out + "}";
 }
 
 template <typename T>
@@ -579,6 +622,10 @@ int Main() {
   std::vector<DirectFigures> direct;
   std::vector<Figures> ours, one_session;
   std::vector<BaselineFigures> base;
+  // The raw loop doing migmover's integrity work too (a keyed Poly1305 per side): over TCP,
+  // where migmover's streams carry the keyed digest.
+  std::vector<BaselineFigures> base_digest;
+  const bool raw_digest = absl::GetFlag(FLAGS_baseline) && transport == "tcp";
   std::vector<Iperf3Figures> iperf3_runs;
   std::string iperf3_error;
   double memcpy_rate = 0, aead_rate = 0, mac_rate = 0;
@@ -604,6 +651,17 @@ int Main() {
         return 1;
       }
       base.push_back({*b});
+      if (raw_digest) {
+        auto bd = RunRawTcpBaseline(baseline_specs, *chunk, absl::GetFlag(FLAGS_tcp_congestion),
+                                    /*digest=*/true);
+        if (!bd.ok() || !bd->verified) {
+          std::cerr << "migmover-bench: baseline with the digest: "
+                    << (bd.ok() ? absl::DataLossError("the two ends' tags differ") : bd.status())
+                    << "\n";
+          return 1;
+        }
+        base_digest.push_back({*bd});
+      }
       if (iperf3_error.empty()) {
         // One iperf3 stream per migmover stream, moving the same bytes.
         auto ip = RunIperf3(*size * specs.size() * sessions,
@@ -670,6 +728,15 @@ int Main() {
   bf.seconds = b.r.seconds;
   bf.source = b.r.source;
   bf.destination = b.r.destination;
+  const bool have_base_digest = !base_digest.empty();
+  Figures bdf;
+  if (have_base_digest) {
+    BaselineFigures bd = Median(base_digest);
+    bdf.bytes = bd.r.bytes;
+    bdf.seconds = bd.r.seconds;
+    bdf.source = bd.r.source;
+    bdf.destination = bd.r.destination;
+  }
   const bool have_iperf3 = !iperf3_runs.empty();
   Iperf3Figures ip = have_iperf3 ? Median(iperf3_runs) : Iperf3Figures{};
   const bool tls = transport == "tcp" && absl::GetFlag(FLAGS_peer_security) == "tls";
@@ -730,6 +797,12 @@ int Main() {
       std::string raw = FiguresJson(bf, false);
       raw.pop_back();
       absl::StrAppend(&j, ",\"baseline\":", raw, ",\"throughput_runs\":", throughputs(base), "}");
+      if (have_base_digest) {
+        std::string rd = FiguresJson(bdf, false);
+        rd.pop_back();
+        absl::StrAppend(&j, ",\"baseline_with_digest\":", rd, ",\"throughput_runs\":",
+                        throughputs(base_digest), "}");
+      }
       absl::StrAppend(
           &j,
           absl::StrFormat(
@@ -755,11 +828,26 @@ int Main() {
                          ratio(m.mover_cpu_per_gb(m.destination),
                                limit.destination_cpu_seconds_per_gb))));
       }
+      if (have_base_digest) {
+        absl::StrAppend(
+            &j, absl::StrFormat(
+                    ",\"throughput_vs_raw_with_digest\":%.4f,"
+                    "\"mover_cpu_seconds_per_gb_vs_raw_with_digest\":%s",
+                    ratio(m.throughput(), bdf.throughput()),
+                    Side(ratio(m.mover_cpu_per_gb(m.source), bdf.mover_cpu_per_gb(bdf.source)),
+                         ratio(m.mover_cpu_per_gb(m.destination),
+                               bdf.mover_cpu_per_gb(bdf.destination)))));
+      }
       absl::StrAppend(&j, "}");
       // The downtime target: STOP_COPY downtime against the time the baseline needs to move
       // the same bytes.
       absl::StrAppend(&j, absl::StrFormat(",\"downtime_over_baseline_transfer_seconds\":%.6f",
                                           m.downtime - m.bytes / bf.throughput()));
+      if (have_base_digest) {
+        absl::StrAppend(&j,
+                        absl::StrFormat(",\"downtime_over_baseline_with_digest_seconds\":%.6f",
+                                        m.downtime - m.bytes / bdf.throughput()));
+      }
     }
     if (have_iperf3) {
       absl::StrAppend(
@@ -785,6 +873,11 @@ int Main() {
                               digest ? "true" : "false", on_cores, cores));
     } else if (!iperf3_error.empty()) {
       absl::StrAppend(&j, ",\"iperf3_error\":\"", absl::CEscape(iperf3_error), "\"");
+    }
+    if (absl::GetFlag(FLAGS_thread_cpu)) {
+      absl::StrAppend(&j, ",\"thread_cpu_seconds_per_gb\":{\"source\":",
+                      ThreadsJson(m.source_threads, m.bytes), ",\"destination\":",
+                      ThreadsJson(m.destination_threads, m.bytes), "}");
     }
     std::cout << j << "}\n";
     return m.verified ? 0 : 1;
@@ -833,6 +926,7 @@ int Main() {
         dm.bytes ? dm.vmm_cpu_seconds / (dm.bytes / 1e9) : 0.0);
   }
   if (have_base) row("raw loop", bf, false);
+  if (have_base_digest) row("raw + digest", bdf, false);
   if (have_iperf3) {
     std::cout << absl::StrFormat("%-14s %10s/s %15.3f %15.3f\n", "iperf3", Human(ip.throughput()),
                                  ip.sender_cpu_seconds_per_gb, ip.receiver_cpu_seconds_per_gb);
@@ -875,6 +969,14 @@ int Main() {
         ratio(m.source.peak_rss_bytes, bf.source.peak_rss_bytes),
         ratio(m.destination.peak_rss_bytes, bf.destination.peak_rss_bytes));
   }
+  if (have_base_digest) {
+    std::cout << absl::StrFormat(
+        "migmover / raw loop with the digest: throughput %.3f, mover CPU per GB %.3f src, %.3f "
+        "dst\n",
+        ratio(m.throughput(), bdf.throughput()),
+        ratio(m.mover_cpu_per_gb(m.source), bdf.mover_cpu_per_gb(bdf.source)),
+        ratio(m.mover_cpu_per_gb(m.destination), bdf.mover_cpu_per_gb(bdf.destination)));
+  }
   if (have_iperf3) {
     std::cout << absl::StrFormat(
         "migmover / iperf3: throughput %.3f;  migmover / limit: throughput %.3f (%.3f with "
@@ -889,6 +991,17 @@ int Main() {
         "downtime %.1f ms = raw loop's transfer time for the same bytes (%.1f ms) %+.1f ms\n",
         m.downtime * 1000, m.bytes / bf.throughput() * 1000,
         (m.downtime - m.bytes / bf.throughput()) * 1000);
+    if (have_base_digest) {
+      std::cout << absl::StrFormat(
+          "downtime %.1f ms = raw loop with the digest's transfer time (%.1f ms) %+.1f ms\n",
+          m.downtime * 1000, m.bytes / bdf.throughput() * 1000,
+          (m.downtime - m.bytes / bdf.throughput()) * 1000);
+    }
+  }
+  if (absl::GetFlag(FLAGS_thread_cpu)) {
+    std::cout << "cpu s/GB by thread, source:      " << ThreadsLine(m.source_threads, m.bytes)
+              << "\ncpu s/GB by thread, destination: "
+              << ThreadsLine(m.destination_threads, m.bytes) << "\n";
   }
   std::cout << "peers: " << (m.security.empty() ? "-" : m.security) << "; every byte checked by "
             << (m.integrity.empty() ? "-" : m.integrity) << "\n";

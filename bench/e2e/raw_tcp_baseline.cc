@@ -11,10 +11,14 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <memory>
+#include <optional>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "daemon/device/sim/sim_driver.h"
 #include "transport/base/unique_fd.h"
+#include "transport/peer/stream_auth.h"
 #include "transport/net/socket.h"
 
 namespace migmover::bench {
@@ -28,8 +32,22 @@ struct ChildReport {
   double cpu_seconds = 0;       // The whole process.
   double loop_cpu_seconds = 0;  // The loop's own thread (the rest is the simulated device's).
   uint64_t peak_rss_bytes = 0;
+  uint8_t tag[16] = {};  // With the digest: the Poly1305 tag of every byte moved.
   char error[200] = {};
 };
+
+// The bench's fixed digest key: the raw loop's MAC costs what migmover's does, whatever the key.
+peer::StreamKey BenchKey() {
+  peer::StreamKey k;
+  for (size_t i = 0; i < k.bytes.size(); ++i) k.bytes[i] = static_cast<uint8_t>(i * 7 + 1);
+  return k;
+}
+
+// With `digest`, a MAC for the loop; a child that cannot make one reports why.
+std::unique_ptr<peer::StreamMac> MaybeMac(bool digest, int report_fd, ChildReport& r);
+
+// The tag into the report.
+void FinishMac(peer::StreamMac* mac, int report_fd, ChildReport& r);
 
 int64_t MonoNs() {
   timespec ts;
@@ -70,9 +88,25 @@ bool ReadAll(int fd, void* p, size_t n) {
   return true;
 }
 
+std::unique_ptr<peer::StreamMac> MaybeMac(bool digest, int report_fd, ChildReport& r) {
+  if (!digest) return nullptr;
+  auto mac = peer::StreamMac::Create(BenchKey());
+  if (!mac.ok()) Die(report_fd, r, std::string(mac.status().message()));
+  return std::move(*mac);
+}
+
+void FinishMac(peer::StreamMac* mac, int report_fd, ChildReport& r) {
+  if (mac == nullptr) return;
+  std::optional<peer::StreamTag> tag = mac->Finish();
+  if (!tag.has_value()) Die(report_fd, r, "Poly1305 failed");
+  static_assert(sizeof(r.tag) == std::tuple_size<peer::StreamTag>::value);
+  std::memcpy(r.tag, tag->data(), sizeof(r.tag));
+}
+
 [[noreturn]] void Receiver(const sim::SimDeviceSpec& spec, size_t buffer,
-                           const std::string& congestion, int report_fd) {
+                           const std::string& congestion, bool digest, int report_fd) {
   ChildReport r;
+  std::unique_ptr<peer::StreamMac> mac = MaybeMac(digest, report_fd, r);
   sim::SimDeviceSpec dst;
   dst.state_size = spec.state_size;
   dst.features = spec.features;
@@ -110,8 +144,10 @@ bool ReadAll(int fd, void* p, size_t n) {
       if (w <= 0) Die(report_fd, r, absl::StrCat("write: ", std::strerror(errno)));
       off += w;
     }
+    if (mac != nullptr) mac->Update(buf.data(), n);
     r.bytes += n;
   }
+  FinishMac(mac.get(), report_fd, r);
   r.loop_cpu_seconds = CpuSeconds(RUSAGE_THREAD) - loop0;
   fd->Reset();
   auto committed = (*dev)->SetState(MigState::kRunning);
@@ -124,8 +160,9 @@ bool ReadAll(int fd, void* p, size_t n) {
 }
 
 [[noreturn]] void Sender(const sim::SimDeviceSpec& spec, size_t buffer, uint16_t port,
-                         const std::string& congestion, int go_fd, int report_fd) {
+                         const std::string& congestion, bool digest, int go_fd, int report_fd) {
   ChildReport r;
+  std::unique_ptr<peer::StreamMac> mac = MaybeMac(digest, report_fd, r);
   auto dev = sim::OpenSimulatedDevice(spec);
   if (!dev.ok()) Die(report_fd, r, std::string(dev.status().message()));
   if (auto s = (*dev)->SetState(MigState::kStop); !s.ok()) {
@@ -161,9 +198,11 @@ bool ReadAll(int fd, void* p, size_t n) {
              .ok()) {
       Die(report_fd, r, "send failed");
     }
+    if (mac != nullptr) mac->Update(buf.data(), n);
     r.bytes += n;
   }
   ::shutdown(conn->get(), SHUT_WR);
+  FinishMac(mac.get(), report_fd, r);
   r.loop_cpu_seconds = CpuSeconds(RUSAGE_THREAD) - loop0;
   r.end_ns = MonoNs();
   r.cpu_seconds = CpuSeconds() - cpu0;
@@ -176,7 +215,8 @@ bool ReadAll(int fd, void* p, size_t n) {
 
 absl::StatusOr<BaselineResult> RunRawTcpBaseline(const std::vector<sim::SimDeviceSpec>& sources,
                                                  size_t buffer_bytes,
-                                                 const std::string& tcp_congestion) {
+                                                 const std::string& tcp_congestion,
+                                                 bool digest) {
   ::signal(SIGPIPE, SIG_IGN);
   struct Pair {
     pid_t sender = -1, receiver = -1;
@@ -199,7 +239,7 @@ absl::StatusOr<BaselineResult> RunRawTcpBaseline(const std::vector<sim::SimDevic
     pid_t rpid = ::fork();
     if (rpid == 0) {
       rpipe->read.Reset();
-      Receiver(sources[i], buffer_bytes, tcp_congestion, rpipe->write.get());
+      Receiver(sources[i], buffer_bytes, tcp_congestion, digest, rpipe->write.get());
     }
     pairs[i].receiver = rpid;
     pairs[i].receiver_report = std::move(rpipe->read);
@@ -215,7 +255,7 @@ absl::StatusOr<BaselineResult> RunRawTcpBaseline(const std::vector<sim::SimDevic
     if (spid == 0) {
       spipe->read.Reset();
       gpipe->write.Reset();
-      Sender(sources[i], buffer_bytes, ready.port, tcp_congestion, gpipe->read.get(),
+      Sender(sources[i], buffer_bytes, ready.port, tcp_congestion, digest, gpipe->read.get(),
              spipe->write.get());
     }
     pairs[i].sender = spid;
@@ -242,6 +282,7 @@ absl::StatusOr<BaselineResult> RunRawTcpBaseline(const std::vector<sim::SimDevic
       return absl::InternalError(absl::StrCat("baseline pair failed: ", s.error, " ", r.error));
     }
     out.bytes += r.bytes;
+    out.verified = out.verified && std::memcmp(s.tag, r.tag, sizeof(s.tag)) == 0;
     start = std::min(start, s.start_ns);
     end = std::max(end, r.end_ns);
     out.source.cpu_seconds += s.cpu_seconds;

@@ -25,15 +25,20 @@ struct BaselineResult {
   uint64_t bytes = 0;
   double seconds = 0;               // First sender start to last receiver commit.
   SideFigures source, destination;  // Summed over the per-device processes.
-  bool verified = false;            // Every receiver's device committed the stream.
+  bool verified = false;            // Every receiver's device committed the stream (and, with
+                                    // `digest`, both ends' Poly1305 tags matched).
 };
 
 // Forks the processes (call before this process starts threads), moves every device's stream
 // with `buffer_bytes` per read, and waits for all of them. A non-empty `tcp_congestion` is set
-// on every connection, as migmoverd --tcp_congestion sets it on its own.
+// on every connection, as migmoverd --tcp_congestion sets it on its own. With `digest`, both
+// loops also feed every byte through the keyed Poly1305 that migmover's copy path checks
+// (peer::StreamMac), after each send and each write as migmover does, and the two tags are
+// compared: the same integrity work as the mover, so its CPU per GB compares like for like.
 absl::StatusOr<BaselineResult> RunRawTcpBaseline(const std::vector<sim::SimDeviceSpec>& sources,
                                                  size_t buffer_bytes,
-                                                 const std::string& tcp_congestion = "");
+                                                 const std::string& tcp_congestion = "",
+                                                 bool digest = false);
 
 }  // namespace migmover::bench
 

@@ -46,6 +46,19 @@ double ThreadCpuSampler::Seconds(std::initializer_list<const char*> prefixes) {
   return total;
 }
 
+std::map<std::string, double> ThreadCpuSampler::ByName() {
+  Sample();
+  absl::MutexLock l(&mu_);
+  std::map<std::string, double> out;
+  for (auto& [tid, e] : last_) {
+    auto b = base_.find(tid);
+    std::string name = e.name;
+    while (!name.empty() && name.back() >= '0' && name.back() <= '9') name.pop_back();
+    out[name] += e.seconds - (b != base_.end() ? b->second.seconds : 0);
+  }
+  return out;
+}
+
 void ThreadCpuSampler::Loop() {
   while (!stop_) {
     Sample();

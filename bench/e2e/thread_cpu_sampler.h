@@ -30,6 +30,9 @@ class ThreadCpuSampler {
   void Reset();
   // CPU seconds since Reset() of threads whose name starts with any of `prefixes`.
   double Seconds(std::initializer_list<const char*> prefixes);
+  // CPU seconds since Reset() of every sampled thread, by name with its trailing digits taken
+  // off (io_uring's "iou-wrk-1234" and "iou-wrk-1250" are one entry, "iou-wrk-").
+  std::map<std::string, double> ByName();
 
  private:
   struct Entry {

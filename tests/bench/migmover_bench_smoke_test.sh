@@ -20,6 +20,17 @@ if "--baseline" in sys.argv:
     assert d["baseline"]["throughput_bytes_per_s"] > 0
     assert d["ratio"]["throughput"] > 0
     assert "downtime_over_baseline_transfer_seconds" in d
+if "--raw_digest" in sys.argv:
+    # The raw loop doing the same integrity work (a keyed Poly1305 per side), its tags compared.
+    assert d["baseline_with_digest"]["throughput_bytes_per_s"] > 0
+    assert d["baseline_with_digest"]["mover_cpu_seconds_per_gb"]["destination"] > 0
+    assert d["ratio"]["throughput_vs_raw_with_digest"] > 0
+    assert d["ratio"]["mover_cpu_seconds_per_gb_vs_raw_with_digest"]["source"] > 0
+if "--threads" in sys.argv:
+    # CPU by thread name: the pump workers and the simulated devices threads are named.
+    t = d["thread_cpu_seconds_per_gb"]
+    assert t["source"].get("mm-pump-worker", 0) > 0, t
+    assert t["source"].get("mm-sim-save", 0) > 0, t
 if "--limit" in sys.argv and "iperf3_error" in d:
     print("limit checks skipped:", d["iperf3_error"])
 elif "--limit" in sys.argv:
@@ -46,7 +57,8 @@ if "--vmm" in sys.argv:
 print("ok:", d["data_path"], round(d["throughput_bytes_per_s"] / 1e9, 2), "GB/s")
 '
 "$bench" --migmoverd="$dir/daemon/server/migmoverd" --device_size=32MiB --data_path=copy \
-  --baseline --repeat=2 --json | python3 -c "$check" --baseline --limit
+  --baseline --repeat=2 --thread_cpu --json | python3 -c "$check" --baseline --limit \
+  --raw_digest --threads
 # The tests' self-checking device stays available.
 "$bench" --migmoverd="$dir/daemon/server/migmoverd" --device=checked --device_size=16MiB \
   --json | python3 -c "$check"
