@@ -14,7 +14,7 @@ inline constexpr uint32_t kFrameMagic = 0x3146'4d4d;  // "MMF1" on the wire (lit
 // 3: HELLO proves the session secret instead of carrying it; END_STREAM's digest is keyed.
 // 4: KEEPALIVEs are sealed; DPDK link frames are sealed (link version 2). A version-3 peer's
 // bare KEEPALIVEs cannot be told from forged ones.
-inline constexpr uint16_t kProtocolVersion = 5;
+inline constexpr uint16_t kProtocolVersion = 6;
 
 // Every frame starts with this 32-byte header; integers are little-endian.
 struct FrameHeader {
@@ -50,6 +50,10 @@ enum class FrameType : uint8_t {
   // destination -> source, heartbeat connection only, no payload: device `device` has every
   // byte before its INITIAL_DATA_SENT offset written into it (version 5; switchover readiness).
   kLoaded = 13,
+  // destination -> source, on the device's first TCP connection, the seal alone; `offset` = the
+  // stream bytes written into the device so far (version 6): the source need keep no byte
+  // before it for a resume.
+  kAck = 14,
 };
 
 // HELLO flag: this connection is the session's heartbeat (PING/PONG between the two daemons'

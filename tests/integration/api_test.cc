@@ -372,7 +372,7 @@ TEST_F(Api, DaemonInfoDescribesTheDaemon) {
   v1::DaemonInfo info;
   ASSERT_TRUE(dst()->GetDaemonInfo(&ctx, v1::GetDaemonInfoRequest(), &info).ok());
   EXPECT_EQ(info.version(), kMigmoverVersion);
-  EXPECT_EQ(info.peer_protocol_version(), 5u);
+  EXPECT_EQ(info.peer_protocol_version(), 6u);
   EXPECT_EQ(info.peer_address(), dst_->peer_address());
   ASSERT_GE(info.transports_size(), 1);
   EXPECT_EQ(info.transports(0), "tcp");

@@ -37,6 +37,8 @@ const char* FrameTypeName(uint8_t type) {
       return "INITIAL_DATA_SENT";
     case FrameType::kLoaded:
       return "LOADED";
+    case FrameType::kAck:
+      return "ACK";
   }
   return "UNKNOWN";
 }
@@ -69,7 +71,7 @@ absl::StatusOr<FrameHeader> DecodeHeader(std::span<const uint8_t, wire::kFrameHe
                             absl::Hex(wire::kFrameMagic)));
   }
   if (h.type < static_cast<uint8_t>(FrameType::kHello) ||
-      h.type > static_cast<uint8_t>(FrameType::kLoaded)) {
+      h.type > static_cast<uint8_t>(FrameType::kAck)) {
     return bad(absl::StrCat("unknown frame type ", h.type));
   }
   if (h.phase > static_cast<uint8_t>(Phase::kStopCopy)) {
@@ -107,6 +109,7 @@ absl::StatusOr<FrameHeader> DecodeHeader(std::span<const uint8_t, wire::kFrameHe
       break;
     case FrameType::kConfirm:
     case FrameType::kKeepalive:
+    case FrameType::kAck:
       // The seal alone (SealVerdict).
       min = max = wire::kVerdictSealSize;
       break;
@@ -132,7 +135,8 @@ absl::StatusOr<FrameHeader> DecodeHeader(std::span<const uint8_t, wire::kFrameHe
   if (h.length < min || h.length > max) {
     return bad(absl::StrCat("length ", h.length, " outside ", min, "..", max));
   }
-  if (type != FrameType::kData && type != FrameType::kInitialDataSent && h.offset != 0) {
+  if (type != FrameType::kData && type != FrameType::kInitialDataSent &&
+      type != FrameType::kAck && h.offset != 0) {
     return bad(absl::StrCat("offset ", h.offset, " on a control frame"));
   }
   return h;
@@ -269,6 +273,10 @@ std::string EncodeInitialDataSent(uint64_t seq, uint32_t device, uint64_t offset
 
 std::string EncodeLoaded(uint64_t seq, uint32_t device) {
   return Frame(FrameType::kLoaded, seq, device, Phase::kNone, "");
+}
+
+std::string EncodeAck(uint64_t seq, uint32_t device, uint64_t written) {
+  return Frame(FrameType::kAck, seq, device, Phase::kNone, "", 0, written);
 }
 
 std::string EncodeKeepalive(uint64_t seq, uint32_t device) {

@@ -91,6 +91,9 @@ std::string EncodePong(uint64_t seq);
 // `offset`: the stream bytes before it (every byte of the initial precopy data).
 std::string EncodeInitialDataSent(uint64_t seq, uint32_t device, uint64_t offset);
 std::string EncodeLoaded(uint64_t seq, uint32_t device);
+// `written`: the stream bytes written into the device so far. Seal it (SealVerdict): an ACK lets
+// the source drop bytes it could otherwise resend.
+std::string EncodeAck(uint64_t seq, uint32_t device, uint64_t written);
 std::string EncodeEndStream(uint64_t seq, uint32_t device, const EndStream& end);
 
 // Text from a peer as it may enter a log, a status or an error: every control byte (below 0x20,

@@ -110,8 +110,35 @@ TEST(FrameCodecTest, ReadinessFramesCarryOnlyWhatTheyMay) {
   h.length = 1;
   EXPECT_FALSE(RoundTrip(h).ok());
   h = loaded;
-  h.type = static_cast<uint8_t>(FrameType::kLoaded) + 1;
+  h.type = static_cast<uint8_t>(FrameType::kAck) + 1;
   EXPECT_FALSE(RoundTrip(h).ok());
+}
+
+TEST(FrameCodecTest, AnAckCarriesTheOffsetWrittenUnderItsSeal) {
+  ControlKey key;
+  key.bytes.fill(0x21);
+  const std::string sealed = SealVerdict(EncodeAck(4, 6, 8u << 20), &key);
+  auto [h, p] = Split(sealed);
+  auto decoded = RoundTrip(h);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->type, static_cast<uint8_t>(FrameType::kAck));
+  EXPECT_STREQ(FrameTypeName(decoded->type), "ACK");
+  EXPECT_EQ(decoded->offset, 8u << 20);
+  EXPECT_EQ(decoded->device, 6u);
+  auto body = OpenVerdict(h, p, &key);
+  ASSERT_TRUE(body.ok()) << body.status();
+  EXPECT_TRUE(body->empty());
+  // The offset is under the seal: a relay that raises it is caught.
+  std::string raised = sealed;
+  raised[24] ^= 1;
+  auto [rh, rp] = Split(raised);
+  EXPECT_FALSE(OpenVerdict(rh, rp, &key).ok());
+  // The seal alone: no more, no less.
+  FrameHeader bad = h;
+  bad.length = 0;
+  EXPECT_FALSE(RoundTrip(bad).ok());
+  bad.length = wire::kVerdictSealSize + 1;
+  EXPECT_FALSE(RoundTrip(bad).ok());
 }
 
 TEST(FrameCodecTest, HelloRoundTripsAndIsBounded) {
@@ -365,7 +392,7 @@ TEST(FrameCodecTest, AnOlderPeersShortHelloIsToldTheVersion) {
   auto hello = ParseHello(*decoded, payload);
   EXPECT_EQ(hello.status().code(), absl::StatusCode::kFailedPrecondition) << hello.status();
   EXPECT_NE(hello.status().message().find("peer speaks protocol versions 2..2; this daemon "
-                                          "speaks 5"),
+                                          "speaks 6"),
             absl::string_view::npos)
       << hello.status();
 }

@@ -25,7 +25,7 @@ TEST(HandshakeTest, APeerOfAnotherVersionIsRefusedSayingWhichVersions) {
   absl::StatusOr<Hello> got = ReadHello(b.get(), absl::Now() + absl::Seconds(5));
   ASSERT_FALSE(got.ok());
   EXPECT_EQ(got.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_NE(got.status().message().find("peer speaks protocol versions 1..1; this daemon speaks 5"),
+  EXPECT_NE(got.status().message().find("peer speaks protocol versions 1..1; this daemon speaks 6"),
             std::string::npos)
       << got.status();
 

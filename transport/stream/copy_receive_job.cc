@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -18,7 +20,7 @@ namespace {
 using transport::ReceiveResult;
 using wire::FrameHeader;
 
-enum OpKind : uint8_t { kRecvHeader = 1, kRecvPayload = 2, kWrite = 3, kPoll = 4 };
+enum OpKind : uint8_t { kRecvHeader = 1, kRecvPayload = 2, kWrite = 3, kPoll = 4, kAck = 5 };
 
 // The copy path of a stream's Receive: receives frames on every connection into registered
 // buffers, puts the pieces back in stream order, and writes them into the data fd, one write in
@@ -71,7 +73,9 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
 
   void Issue() override {
     const bool done = error_.ok() && Complete();
-    if (done && !cancel_sent_ && AnyInflight()) {
+    // An ACK on its way is let go (a cancelled one could leave half a frame); the receives
+    // still waiting on the connections are withdrawn.
+    if (done && !cancel_sent_ && AnyInflight() && !ack_inflight_) {
       // Every byte is in: the other connections' pending receives will never complete.
       CancelOwn();
     }
@@ -143,6 +147,7 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
 
   void OnTick() override {
     if (cancel_.load() && error_.ok()) Fail(absl::CancelledError("stream cancelled"));
+    MaybeAck(/*tick=*/true);
     if (absl::Now() - last_progress_ > r_->options.idle_timeout && error_.ok() && !Complete()) {
       Fail(NoProgressError(r_->device, r_->options.idle_timeout,
                            write_inflight_ ? "waiting on the data fd" : "waiting on the source"));
@@ -168,6 +173,10 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
         write_inflight_ = false;
         if (error_.ok()) OnWritten(v, c.res);
         break;
+      case kAck:
+        ack_inflight_ = false;
+        OnAckSent(c.res);
+        break;
     }
   }
 
@@ -192,7 +201,7 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
   };
 
   bool AnyInflight() const {
-    if (write_inflight_ || poll_inflight_) return true;
+    if (write_inflight_ || poll_inflight_ || ack_inflight_) return true;
     for (size_t k = 0; k < nsock_; ++k) {
       if (conns_[k].inflight) return true;
     }
@@ -293,6 +302,7 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
         --conns_[pc.sock].used;
         free_list_[free_count_++] = slot;
         writing_ = -1;
+        MaybeAck(/*tick=*/false);
       }
     } else if (res == -EAGAIN) {
       ring_->Poll(data_fd_, POLLOUT, JobTag(kPoll, job_, 0));
@@ -303,6 +313,47 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
                        " bytes at stream offset ", pc.offset + pc.written, ")"),
           res == 0 ? EIO : -res)));
     }
+  }
+
+  // Tells the source how far the device has got (an ACK on the first connection), each
+  // `ack_every` bytes and on a tick, one ACK in flight at a time. None after END_STREAM: the
+  // COMMIT says it all.
+  void MaybeAck(bool tick) {
+    if (!error_.ok() || ack_inflight_ || ended_ || write_offset_ <= r_->acked) return;
+    if (!tick && write_offset_ - r_->acked < r_->options.ack_every) return;
+    const std::string frame = peer::SealVerdict(
+        peer::EncodeAck(r_->next_out_seq, r_->device, write_offset_), r_->rules.control_key());
+    static_assert(sizeof(ack_frame_) == wire::kFrameHeaderSize + wire::kVerdictSealSize);
+    std::memcpy(ack_frame_, frame.data(), sizeof(ack_frame_));
+    ++r_->next_out_seq;
+    ack_offset_ = write_offset_;
+    ack_sent_ = 0;
+    SendAck();
+  }
+  void SendAck() {
+    ring_->Send(r_->control_fd(), ack_frame_ + ack_sent_, sizeof(ack_frame_) - ack_sent_,
+                MSG_NOSIGNAL, JobTag(kAck, job_, 0));
+    ack_inflight_ = true;
+  }
+  void OnAckSent(int32_t res) {
+    if (res > 0) ack_sent_ += res;
+    if (ack_sent_ == sizeof(ack_frame_)) {
+      r_->acked = ack_offset_;
+      return;
+    }
+    if (!error_.ok() || res == -ECANCELED) {
+      // Withdrawn before a byte left: its number goes to the next frame (the verdict).
+      if (ack_sent_ == 0) --r_->next_out_seq;
+      return;
+    }
+    if (res > 0 || res == -EAGAIN || res == -EINTR) {
+      SendAck();
+      return;
+    }
+    Fail(ErrnoStatus(absl::StrCat("send(peer socket fd ", r_->control_fd(), ", ACK ", ack_offset_,
+                                  ")"),
+                     res == 0 ? EPIPE : -res));
+    if (ack_sent_ == 0) --r_->next_out_seq;
   }
 
   ReceiveStream* const r_;
@@ -331,6 +382,10 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
   bool digest_due_ = false;    // writing_'s bytes are not in the digest yet.
   uint64_t write_offset_ = 0;  // Stream bytes written to the data fd.
   uint64_t received_ = 0;      // Stream bytes received.
+  uint8_t ack_frame_[wire::kFrameHeaderSize + wire::kVerdictSealSize];
+  uint32_t ack_sent_ = 0;
+  uint64_t ack_offset_ = 0;
+  bool ack_inflight_ = false;
   absl::Time last_progress_ = absl::Now();
 };
 

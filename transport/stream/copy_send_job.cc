@@ -129,6 +129,7 @@ class CopySendJobImpl final : public CopySendJob {
       uint8_t* frame = pool_->base(pool_index_[slot]);
       peer::EncodeHeader(s_->out.Data(k, phase_, sl.len, sl.offset),
                          std::span<uint8_t, wire::kFrameHeaderSize>(frame, wire::kFrameHeaderSize));
+      s_->framed = std::max(s_->framed, sl.offset + sl.len);
       SubmitSend(slot, s_->sockets[k].get(), 0, wire::kFrameHeaderSize + sl.len);
       sending_[k] = static_cast<int>(slot);
       ++sends_inflight_;

@@ -52,6 +52,10 @@ struct ReceiveStream {
   IncomingStream rules;  // What may arrive, on every connection.
   const StreamOptions options;
   uint64_t offset = 0;  // Stream bytes received in DATA frames.
+  // The number of this end's next frame on the first connection: HELLO_ACK was 0; its ACKs and
+  // its verdict follow.
+  uint64_t next_out_seq = 1;
+  uint64_t acked = 0;  // The offset of the last ACK sent: stream bytes written then.
   // The keyed digest of every byte received (null without a key: framing tests).
   std::unique_ptr<peer::StreamMac> mac;
   bool digest_valid = true;  // Every byte so far passed through userspace (no splice).

@@ -2,6 +2,7 @@
 
 #include <poll.h>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "transport/base/status_macros.h"
 #include "transport/peer/handshake.h"
@@ -21,15 +22,41 @@ void SendStream::Sent(uint32_t n) {
 }
 
 absl::Status SendStream::PeerVerdict() {
-  pollfd p{control_fd(), POLLIN, 0};
-  if (::poll(&p, 1, 0) <= 0 || !(p.revents & (POLLIN | POLLHUP | POLLERR))) {
-    return absl::OkStatus();
+  while (true) {
+    pollfd p{control_fd(), POLLIN, 0};
+    if (::poll(&p, 1, 0) <= 0 || !(p.revents & (POLLIN | POLLHUP | POLLERR))) {
+      return absl::OkStatus();
+    }
+    ASSIGN_OR_RETURN(peer::ControlFrame f,
+                     peer::ReadControlFrame(control_fd(), absl::Now() + absl::Seconds(1)));
+    if (f.header.type == static_cast<uint8_t>(wire::FrameType::kAck)) {
+      RETURN_IF_ERROR(OnAck(f.header, f.payload));
+      continue;
+    }
+    absl::Status verdict = peer::VerdictOf(f, "destination gave up", peer_seq, out.control_key());
+    // Even a COMMIT(0) is wrong mid-stream: nothing was committed yet.
+    return verdict.ok() ? absl::DataLossError("destination committed before END_STREAM") : verdict;
   }
-  ASSIGN_OR_RETURN(peer::ControlFrame f,
-                   peer::ReadControlFrame(control_fd(), absl::Now() + absl::Seconds(1)));
-  absl::Status verdict = peer::VerdictOf(f, "destination gave up", kVerdictSeq, out.control_key());
-  // Even a COMMIT(0) is wrong mid-stream: nothing was committed yet.
-  return verdict.ok() ? absl::DataLossError("destination committed before END_STREAM") : verdict;
+}
+
+absl::Status SendStream::OnAck(const wire::FrameHeader& h, absl::string_view payload) {
+  auto bad = [&](absl::string_view why) {
+    return absl::DataLossError(absl::StrCat("device stream ", device, ": the destination's ACK ",
+                                            h.seq, " ", why));
+  };
+  if (h.seq != peer_seq) return bad(absl::StrCat("arrived where frame ", peer_seq, " was due"));
+  if (h.device != device) return bad(absl::StrCat("names device ", h.device));
+  ASSIGN_OR_RETURN(absl::string_view body, peer::OpenVerdict(h, payload, out.control_key()));
+  if (!body.empty()) return bad("carries a payload");
+  const uint64_t last = acked.load(std::memory_order_relaxed);
+  if (h.offset < last || h.offset > framed) {
+    return bad(absl::StrCat("acknowledges offset ", h.offset, ", outside ", last, "..", framed,
+                            " (the last ACK .. the bytes sent)"));
+  }
+  ++peer_seq;
+  acked.store(h.offset, std::memory_order_relaxed);
+  acks.fetch_add(1, std::memory_order_relaxed);
+  return absl::OkStatus();
 }
 
 }  // namespace migmover::stream

@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "api/peer_wire.h"
 #include "transport/peer/stream_auth.h"
 #include "transport/base/unique_fd.h"
 #include "transport/stream/data_path.h"
@@ -25,8 +27,9 @@ struct SendStream {
   SendStream(std::vector<UniqueFd> connections, uint32_t device_index,
              const StreamOptions& stream_options);
 
-  // The destination's frames on the control connection: HELLO_ACK (0), then its one verdict.
-  static constexpr uint64_t kVerdictSeq = 1;
+  // The destination's frames on the control connection are numbered: HELLO_ACK (0), then its
+  // ACKs and its one verdict from 1 on (peer_seq: the next one's).
+  static constexpr uint64_t kFirstPeerSeq = 1;
 
   // The first connection: HELLO and control frames.
   int control_fd() const { return sockets[0].get(); }
@@ -35,10 +38,16 @@ struct SendStream {
   // the progress counters.
   void Sent(uint32_t n);
 
-  // The destination only speaks mid-stream to give up (ERROR, or a failed COMMIT). If it has,
-  // reads its frame and returns its verdict as an error; OK when it has said nothing. Never
-  // blocks when nothing arrived; reading the frame waits at most 1 s.
+  // Mid-stream the destination acknowledges what it wrote (ACK) or gives up (ERROR, or a
+  // failed COMMIT). Takes every ACK that arrived (OnAck) and, if it gave up, returns its verdict
+  // as an error; OK when it has said nothing else. Never blocks when nothing arrived; reading a
+  // frame waits at most 1 s.
   absl::Status PeerVerdict();
+
+  // An ACK from the destination: its sequence number must be the next (peer_seq), its seal the
+  // stream's, and its offset no lower than the last ACK's and no higher than the bytes framed.
+  // Advances `acked`. Errors: DataLoss naming what was wrong (nothing is acknowledged then).
+  absl::Status OnAck(const wire::FrameHeader& h, absl::string_view payload);
 
   std::vector<UniqueFd> sockets;
   OutgoingStream out;  // Numbers and builds every frame this end sends.
@@ -46,6 +55,13 @@ struct SendStream {
   const StreamOptions options;
   size_t next_socket = 0;  // Round-robin start for the next frame.
   uint64_t offset = 0;     // Stream bytes sent so far.
+  // Stream bytes handed to a connection in DATA frames (>= offset: a frame counts in `offset`
+  // once the kernel took all of it, and may be written at the destination before that).
+  uint64_t framed = 0;
+  uint64_t peer_seq = kFirstPeerSeq;  // The destination's next frame number on connection 0.
+  // The destination's last ACK: stream bytes written into its device. Read by any thread.
+  std::atomic<uint64_t> acked{0};
+  std::atomic<uint64_t> acks{0};  // ACKs taken.
   // The keyed digest of every byte sent (null without a key: framing tests).
   std::unique_ptr<peer::StreamMac> mac;
   bool digest_valid = true;  // Every byte so far passed through userspace (no splice).

@@ -193,6 +193,7 @@ class SpliceSendJobImpl final : public SpliceSendJob {
       // Numbered only now, as it goes: a frame numbered and then never sent (a cancel while
       // the bandwidth cap held it) would leave a hole in the sequence before the ERROR.
       peer::EncodeHeader(s_->out.Data(sock_index_, phase_, frame_len_, s_->offset), hdr_);
+      s_->framed = s_->offset + frame_len_;
       numbered_ = true;
     }
     while (hdr_sent_ < sizeof(hdr_)) {

@@ -31,6 +31,9 @@ struct StreamOptions {
   // TCP congestion control of data connections (empty = the system's default). On these
   // machines' loopback, BBR's pacing costs a third of a raw loop's throughput (bench/README.md).
   std::string tcp_congestion;
+  // Destination, copy path: an ACK (api/PEER_PROTOCOL.md) goes back each time this many more
+  // bytes are written into the device, and at least every 100 ms while any are unacknowledged.
+  uint32_t ack_every = 4u << 20;
   // A stream that makes no progress for this long fails with DeadlineExceeded.
   absl::Duration idle_timeout = absl::Seconds(30);
   // A TCP connection whose peer stays silent this long fails (net::TuneDataSocket: probes every

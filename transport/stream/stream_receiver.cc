@@ -122,7 +122,7 @@ absl::Status StreamReceiver::SendCommit(const absl::Status& verdict, absl::Durat
   absl::Status sent = net::SendAll(
       r_.control_fd(),
       peer::SealVerdict(
-          peer::EncodeStatusFrame(FrameType::kCommit, next_seq_out_++, r_.device, st),
+          peer::EncodeStatusFrame(FrameType::kCommit, r_.next_out_seq++, r_.device, st),
           r_.rules.control_key()),
       absl::Now() + (verdict.ok() ? r_.options.idle_timeout : linger));
   if (verdict.ok() || !sent.ok()) return sent;

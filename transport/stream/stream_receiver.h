@@ -104,7 +104,6 @@ class StreamReceiver final : public transport::DeviceStreamReceiver {
 
   JobRunner runner_;           // Where the engines' jobs run.
   ReceiveStream r_;            // What the engines share.
-  uint64_t next_seq_out_ = 1;  // Frames this end sends: HELLO_ACK was 0.
   SplicePipe pipe_;            // The splice engine's, made on first use.
   std::string security_ = "plaintext";
 };

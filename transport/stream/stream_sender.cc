@@ -165,9 +165,20 @@ absl::Status StreamSender::EndStream() {
 }
 
 absl::Status StreamSender::AwaitCommit(absl::Duration timeout, const std::atomic<bool>& cancel) {
-  ASSIGN_OR_RETURN(peer::ControlFrame f,
-                   peer::ReadControlFrame(s_.control_fd(), absl::Now() + timeout, &cancel));
-  return peer::VerdictOf(f, "destination", SendStream::kVerdictSeq, s_.out.control_key());
+  const absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    ASSIGN_OR_RETURN(peer::ControlFrame f,
+                     peer::ReadControlFrame(s_.control_fd(), deadline, &cancel));
+    // The destination's last ACKs may come before its verdict.
+    if (f.header.type == static_cast<uint8_t>(wire::FrameType::kAck)) {
+      RETURN_IF_ERROR(s_.OnAck(f.header, f.payload));
+      continue;
+    }
+    absl::Status verdict = peer::VerdictOf(f, "destination", s_.peer_seq, s_.out.control_key());
+    // COMMIT(0): every byte is in the device.
+    if (verdict.ok()) s_.acked.store(s_.offset, std::memory_order_relaxed);
+    return verdict;
+  }
 }
 
 absl::Status StreamSender::Confirm() { return SendControl(s_.out.Confirm()); }

@@ -118,6 +118,10 @@ class StreamSender final : public transport::DeviceStreamSender {
   void set_progress_counter(std::atomic<uint64_t>* counter) override { s_.counter = counter; }
   DataPath data_path_used() const override { return s_.path_used.load(); }
   bool digest_valid() const { return s_.digest_valid; }
+  // The destination's ACKs so far, and the stream bytes the last one says are in its device
+  // (all of them once its COMMIT(0) came).
+  uint64_t acks() const { return s_.acks.load(std::memory_order_relaxed); }
+  uint64_t acked_bytes() const { return s_.acked.load(std::memory_order_relaxed); }
 
  private:
   StreamSender(io::IoQueue* ring, std::vector<UniqueFd> sockets, uint32_t device,

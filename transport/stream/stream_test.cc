@@ -80,6 +80,8 @@ struct Outcome {
   ReceiveResult result;
   DataPath sender_path = DataPath::kAuto, receiver_path = DataPath::kAuto;
   bool sender_digest = false;
+  uint64_t acks_before_commit = 0;  // ACKs the sender took while it streamed.
+  uint64_t acked = 0;               // What the last one said (all, after COMMIT(0)).
 };
 
 // Both ends' protection: the same digest key, and whether TLS is taken to carry the
@@ -155,7 +157,9 @@ Outcome MoveStriped(const std::vector<uint8_t>& data, size_t precopy, int n, Str
     }
     EXPECT_EQ(r->end, PumpResult::End::kEof);
     out.sender = (*sender)->EndStream();
+    out.acks_before_commit = (*sender)->acks();
     if (out.sender.ok()) out.sender = (*sender)->AwaitCommit(absl::Seconds(10), cancel);
+    out.acked = (*sender)->acked_bytes();
     out.sender_path = (*sender)->data_path_used();
     out.sender_digest = (*sender)->digest_valid();
   });
@@ -244,6 +248,21 @@ TEST(StreamTest, CopyPathIsByteExactAndDigestChecked) {
   EXPECT_EQ(o.result.precopy_phases_ended, 1u);
   EXPECT_EQ(o.result.total_bytes, data.size());
   EXPECT_EQ(o.sender_path, DataPath::kCopy);
+}
+
+TEST(StreamTest, TheDestinationAcknowledgesWhatItWroteAsTheStreamGoes) {
+  // 48 MiB on the copy path, an ACK every 4 MiB written: the sender hears of most of it while
+  // it still streams (what is still in the sockets and buffers comes after), and of all of it
+  // by the COMMIT.
+  const auto data = RandomBytes(48 << 20, 77);
+  StreamOptions ro = Opts(DataPath::kCopy, 256 << 10);
+  ro.ack_every = 4 << 20;
+  Outcome out = Move(data, 0, Opts(DataPath::kCopy, 256 << 10), ro, false, /*tls=*/false);
+  ASSERT_TRUE(out.sender.ok()) << out.sender;
+  ASSERT_TRUE(out.receiver.ok()) << out.receiver;
+  EXPECT_EQ(out.received, data);
+  EXPECT_GE(out.acks_before_commit, 4u);
+  EXPECT_EQ(out.acked, data.size());
 }
 
 TEST(StreamTest, SendZcCopyPathIsByteExact) {
