@@ -320,6 +320,7 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
   // COMMIT says it all.
   void MaybeAck(bool tick) {
     if (!error_.ok() || ack_inflight_ || ended_ || write_offset_ <= r_->acked) return;
+    if (r_->options.ack_every == 0) return;
     if (!tick && write_offset_ - r_->acked < r_->options.ack_every) return;
     const std::string frame = peer::SealVerdict(
         peer::EncodeAck(r_->next_out_seq, r_->device, write_offset_), r_->rules.control_key());

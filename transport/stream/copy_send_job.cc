@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -39,15 +40,30 @@ class CopySendJobImpl final : public CopySendJob {
         phase_(phase),
         stop_(stop),
         cancel_(cancel),
-        cap_(static_cast<uint32_t>(std::min<size_t>(slots.size(), 64))),
+        cap_(static_cast<uint32_t>(std::min<size_t>(slots.size(), kMaxSlots))),
         nsock_(s->sockets.size()),
         remaining_(max_bytes),
         read_offset_(s->offset),
         stream_fd_(stream_fd.has_value()),
         idle_return_(stream_fd ? stream_fd->idle_return : absl::InfiniteDuration()),
         phase_bytes_(stream_fd ? stream_fd->phase_bytes : nullptr) {
+    // Sized once per pump, never per frame.
+    pool_index_.resize(cap_);
+    slots_.resize(cap_);
+    free_list_.resize(cap_);
+    ready_.resize(cap_);
+    uint32_t max_index = 0;
+    for (uint32_t i = 0; i < cap_; ++i) max_index = std::max(max_index, slots[i]);
+    job_slot_.assign(cap_ > 0 ? max_index + 1 : 0, -1);
     for (uint32_t i = 0; i < cap_; ++i) {
       pool_index_[i] = slots[i];
+      job_slot_[slots[i]] = static_cast<int32_t>(i);
+      if (s->replay.Holds(slots[i])) {
+        // An earlier pump's frame, out and not yet acknowledged: kept until an ACK covers it.
+        slots_[i].sent_all = true;
+        slots_[i].held = true;
+        continue;
+      }
       free_list_[free_count_++] = i;
     }
     for (size_t k = 0; k < nsock_; ++k) sending_[k] = -1;
@@ -90,13 +106,13 @@ class CopySendJobImpl final : public CopySendJob {
       } else if (idle_yield_) {
         ended_ = true;
         result_.end = PumpResult::End::kIdle;
-      } else if (stream_fd_ && fd_drained_ && free_count_ > 0) {
+      } else if (stream_fd_ && fd_drained_ && free_count_ > 0 && ReplayRoom()) {
         // Wait for the VMM's next piece with a poll, not a read: a read left waiting across the
         // agent's Switchover would take bytes written after it into PRE_COPY.
         ring_->Poll(data_fd_, POLLIN, JobTag(kPoll, job_, 0));
         poll_inflight_ = true;
         poll_cancel_sent_ = false;
-      } else if (free_count_ > 0) {
+      } else if (free_count_ > 0 && ReplayRoom()) {
         const uint32_t slot = free_list_[--free_count_];
         const uint32_t len =
             static_cast<uint32_t>(std::min<uint64_t>(s_->options.chunk_size, remaining_));
@@ -130,6 +146,9 @@ class CopySendJobImpl final : public CopySendJob {
       peer::EncodeHeader(s_->out.Data(k, phase_, sl.len, sl.offset),
                          std::span<uint8_t, wire::kFrameHeaderSize>(frame, wire::kFrameHeaderSize));
       s_->framed = std::max(s_->framed, sl.offset + sl.len);
+      // Kept from now on until an ACK covers it: the send may fail half way.
+      sl.held = s_->replay.enabled() && s_->replay.Hold(pool_index_[slot], sl.offset, sl.len);
+      if (sl.held) s_->replay_held.store(s_->replay.bytes(), std::memory_order_relaxed);
       SubmitSend(slot, s_->sockets[k].get(), 0, wire::kFrameHeaderSize + sl.len);
       sending_[k] = static_cast<int>(slot);
       ++sends_inflight_;
@@ -207,6 +226,7 @@ class CopySendJobImpl final : public CopySendJob {
         if (c.res > 0 && !ended_) {
           absl::Status v = s_->PeerVerdict();
           if (!v.ok()) Fail(v);
+          ReleaseAcked();
         }
         break;
     }
@@ -221,7 +241,41 @@ class CopySendJobImpl final : public CopySendJob {
     // SEND_ZC: the kernel still reads the buffer until each send's notification arrives.
     uint32_t notifs = 0;
     bool sent_all = false;
+    bool held = false;  // In the replay buffer: reused only once acknowledged.
   };
+
+  // Whether the replay buffer can take one more frame: every frame read so far is held (once
+  // out) or waiting to go out. When it cannot, the stream waits for the destination's next ACK
+  // (the peer poll wakes the job).
+  bool ReplayRoom() const {
+    return !s_->replay.enabled() || s_->replay.frames() + ready_count_ < s_->replay.capacity();
+  }
+
+  // The kernel is done with `slot`'s frame: its buffer goes back, or waits for its ACK.
+  void Recycle(uint32_t slot) {
+    if (slots_[slot].held) {
+      ReleaseAcked();
+    } else {
+      free_list_[free_count_++] = slot;
+    }
+  }
+
+  // Every held frame the destination's last ACK covers, and whose send is complete, frees its
+  // buffer (in stream order).
+  void ReleaseAcked() {
+    if (!s_->replay.enabled()) return;
+    const uint32_t n = s_->replay.Release(
+        s_->acked.load(std::memory_order_relaxed), [&](uint32_t pool_slot) {
+          const int32_t j = pool_slot < job_slot_.size() ? job_slot_[pool_slot] : -1;
+          if (j < 0) return true;  // Not this pump's buffer: nothing here to give back.
+          Slot& h = slots_[j];
+          if (!h.sent_all || h.notifs != 0) return false;
+          h.held = false;
+          free_list_[free_count_++] = static_cast<uint32_t>(j);
+          return true;
+        });
+    if (n > 0) s_->replay_held.store(s_->replay.bytes(), std::memory_order_relaxed);
+  }
 
   void SubmitSend(uint32_t slot, int fd, uint32_t from, uint32_t len) {
     uint8_t* base = pool_->base(pool_index_[slot]);
@@ -323,7 +377,7 @@ class CopySendJobImpl final : public CopySendJob {
       // SEND_ZC: the kernel is done with the buffer of one send of this frame.
       --sl.notifs;
       --notifs_outstanding_;
-      if (sl.notifs == 0 && sl.sent_all) free_list_[free_count_++] = slot;
+      if (sl.notifs == 0 && sl.sent_all) Recycle(slot);
       return;
     }
     if (c.flags & io::kCompletionMore) {
@@ -350,7 +404,7 @@ class CopySendJobImpl final : public CopySendJob {
       if (phase_bytes_) phase_bytes_->fetch_add(sl.len, std::memory_order_relaxed);
       s_->offset += sl.len;
       sl.sent_all = true;
-      if (sl.notifs == 0) free_list_[free_count_++] = slot;
+      if (sl.notifs == 0) Recycle(slot);
     } else if (error_.ok()) {
       absl::Status v = s_->PeerVerdict();
       Fail(!v.ok() ? v
@@ -374,10 +428,12 @@ class CopySendJobImpl final : public CopySendJob {
   const uint32_t cap_;
   const size_t nsock_;
 
-  // Small fixed rings of slot indices; no allocation per chunk.
-  uint32_t pool_index_[64];  // This job's slot -> buffer in the pool.
-  Slot slots_[64];
-  uint32_t free_list_[64], ready_[64];
+  // Rings of slot indices, sized at construction; no allocation per chunk.
+  static constexpr size_t kMaxSlots = 1u << 16;
+  std::vector<uint32_t> pool_index_;  // This job's slot -> buffer in the pool.
+  std::vector<int32_t> job_slot_;     // Buffer in the pool -> this job's slot, or -1.
+  std::vector<Slot> slots_;
+  std::vector<uint32_t> free_list_, ready_;
   uint32_t free_count_ = 0, ready_head_ = 0, ready_count_ = 0;
   // Per connection: the slot being sent, or -1.
   int sending_[wire::kMaxStreamsPerDevice];
@@ -419,9 +475,11 @@ std::unique_ptr<CopySendJob> CopySendJob::Create(SendStream* stream, io::IoQueue
 }
 
 uint32_t CopySendJob::SlotsWanted(const SendStream& stream, uint32_t cap) {
-  const uint32_t want = std::min<uint32_t>(
-      64, std::max<uint32_t>(stream.options.buffers,
-                             static_cast<uint32_t>(stream.sockets.size()) + 2));
+  // The frames in flight, and as many again as the replay buffer may hold.
+  const uint32_t want =
+      std::min<uint32_t>(64, std::max<uint32_t>(stream.options.buffers,
+                                                static_cast<uint32_t>(stream.sockets.size()) + 2)) +
+      stream.replay.capacity();
   return std::max<uint32_t>(2, std::min(want, cap));
 }
 

@@ -34,8 +34,9 @@ class JobRunner {
     worker_ = worker;
     worker_buffers_ = max_buffers;
   }
-  // The most buffers a job may ask for.
-  uint32_t buffer_cap() const { return worker_ != nullptr ? worker_buffers_ : 64; }
+  // The most buffers a job may ask for (on its own queue: registered with it, so bounded).
+  uint32_t buffer_cap() const { return worker_ != nullptr ? worker_buffers_ : kOwnQueueBuffers; }
+  static constexpr uint32_t kOwnQueueBuffers = 1024;
 
   // Makes a job: `make(queue, pool, slots, job_id)` with `slots` of the stream's buffers (0 for
   // a job without any: the splice engines), on the queue it runs on.

@@ -13,7 +13,8 @@ SendStream::SendStream(std::vector<UniqueFd> connections, uint32_t device_index,
     : sockets(std::move(connections)),
       out(device_index, sockets.size()),
       device(device_index),
-      options(stream_options) {}
+      options(stream_options),
+      replay(ReplayFrames(stream_options)) {}
 
 void SendStream::Sent(uint32_t n) {
   offset += n;

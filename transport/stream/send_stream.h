@@ -18,6 +18,7 @@
 #include "transport/peer/stream_auth.h"
 #include "transport/base/unique_fd.h"
 #include "transport/stream/data_path.h"
+#include "transport/stream/replay_buffer.h"
 #include "transport/stream/stream_options.h"
 #include "transport/stream/stream_rules.h"
 
@@ -62,6 +63,9 @@ struct SendStream {
   // The destination's last ACK: stream bytes written into its device. Read by any thread.
   std::atomic<uint64_t> acked{0};
   std::atomic<uint64_t> acks{0};  // ACKs taken.
+  // The copy path's frames not acknowledged yet (options.replay_bytes), across pumps.
+  ReplayBuffer replay;
+  std::atomic<uint64_t> replay_held{0};  // replay.bytes(), for readers on other threads.
   // The keyed digest of every byte sent (null without a key: framing tests).
   std::unique_ptr<peer::StreamMac> mac;
   bool digest_valid = true;  // Every byte so far passed through userspace (no splice).

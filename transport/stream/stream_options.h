@@ -2,6 +2,7 @@
 #ifndef MIGMOVER_TRANSPORT_STREAM_STREAM_OPTIONS_H_
 #define MIGMOVER_TRANSPORT_STREAM_STREAM_OPTIONS_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -26,6 +27,12 @@ struct StreamOptions {
   uint32_t pipe_size = 0;
   // Buffers in flight on the copy path: one being read/received while others are sent/written.
   uint32_t buffers = 4;
+  // Source, copy path: how many stream bytes the destination has not acknowledged yet may be
+  // out (api/PEER_PROTOCOL.md, "Acknowledgements"). Each frame's buffer is kept, not reused,
+  // until an ACK covers it, so the bytes can be sent again; when these are all held, the stream
+  // waits for the next ACK. Whole chunks (rounded down); 0: off, a buffer is reused as soon as
+  // its frame went out. Streams on it take the copy path.
+  uint64_t replay_bytes = 0;
   // Kernel socket buffer size for data connections (0 = the kernel's autotuning).
   int socket_buffer = 0;
   // TCP congestion control of data connections (empty = the system's default). On these
@@ -33,6 +40,7 @@ struct StreamOptions {
   std::string tcp_congestion;
   // Destination, copy path: an ACK (api/PEER_PROTOCOL.md) goes back each time this many more
   // bytes are written into the device, and at least every 100 ms while any are unacknowledged.
+  // 0: none (a source with a replay buffer then waits; for tests).
   uint32_t ack_every = 4u << 20;
   // A stream that makes no progress for this long fails with DeadlineExceeded.
   absl::Duration idle_timeout = absl::Seconds(30);
@@ -51,11 +59,18 @@ struct StreamOptions {
   std::shared_ptr<RateLimiter> limiter;
 };
 
+// The frames a source's replay buffer holds at most (StreamOptions::replay_bytes).
+inline uint32_t ReplayFrames(const StreamOptions& o) {
+  return o.chunk_size == 0 ? 0 : static_cast<uint32_t>(std::min<uint64_t>(
+                                     o.replay_bytes / o.chunk_size, 1u << 16));
+}
+
 // The memory one connection of a device's stream holds while it runs: the copy path's buffers,
 // and the splice path's pipe (kernel memory, the host's all the same). Sessions charge it to the
 // daemon's --max_memory (daemon/base/memory_budget.h) before they start.
 inline uint64_t StreamMemoryBytes(const StreamOptions& o) {
-  return static_cast<uint64_t>(o.buffers) * o.chunk_size + (o.pipe_size ? o.pipe_size : o.chunk_size);
+  return static_cast<uint64_t>(o.buffers) * o.chunk_size + ReplayFrames(o) * o.chunk_size +
+         (o.pipe_size ? o.pipe_size : o.chunk_size);
 }
 
 }  // namespace migmover::stream

@@ -61,6 +61,8 @@ absl::Status StreamSender::Protect(const StreamProtection& protection) {
 DataPath StreamSender::PlannedDataPath(int data_fd) const {
   // Without TLS only the keyed digest checks the bytes, and it must see every one of them.
   if (!s_.aead) return DataPath::kCopy;
+  // Spliced bytes never reach a buffer that could keep them for a resend.
+  if (s_.replay.enabled()) return DataPath::kCopy;
   return ResolveDataPath(s_.options.data_path, data_fd, s_.options.auto_spliceable);
 }
 
@@ -120,15 +122,20 @@ absl::StatusOr<PumpResult> StreamSender::Copy(int data_fd, Phase phase, uint64_t
                                               const std::atomic<bool>& cancel,
                                               std::optional<CopySendJob::StreamFd> stream_fd) {
   s_.path_used = DataPath::kCopy;
-  ASSIGN_OR_RETURN(
-      std::unique_ptr<PumpJob> job,
+  absl::StatusOr<std::unique_ptr<PumpJob>> job =
       runner_.Run(CopySendJob::SlotsWanted(s_, runner_.buffer_cap()),
                   [&](io::IoQueue* queue, BufferPool* pool, std::span<const uint32_t> slots,
                       uint32_t id) -> std::unique_ptr<PumpJob> {
                     return CopySendJob::Create(&s_, queue, pool, slots, id, data_fd, phase,
                                                max_bytes, stop, cancel, stream_fd);
-                  }));
-  return static_cast<const CopySendJob&>(*job).Result();
+                  });
+  if (!job.ok()) {
+    // The buffers that held the unacknowledged frames are gone with the pool.
+    s_.replay.Clear();
+    s_.replay_held.store(0, std::memory_order_relaxed);
+    return job.status();
+  }
+  return static_cast<const CopySendJob&>(**job).Result();
 }
 
 absl::StatusOr<PumpResult> StreamSender::PumpStreamFd(int data_fd, Phase phase,
@@ -175,8 +182,12 @@ absl::Status StreamSender::AwaitCommit(absl::Duration timeout, const std::atomic
       continue;
     }
     absl::Status verdict = peer::VerdictOf(f, "destination", s_.peer_seq, s_.out.control_key());
-    // COMMIT(0): every byte is in the device.
-    if (verdict.ok()) s_.acked.store(s_.offset, std::memory_order_relaxed);
+    // COMMIT(0): every byte is in the device, none will be sent again.
+    if (verdict.ok()) {
+      s_.acked.store(s_.offset, std::memory_order_relaxed);
+      s_.replay.Clear();
+      s_.replay_held.store(0, std::memory_order_relaxed);
+    }
     return verdict;
   }
 }

@@ -67,6 +67,8 @@ void WriteAllBlocking(int fd, const uint8_t* p, size_t n) {
       usleep(100);
       continue;
     }
+    // The sender stopped reading (a test where it fails): the rest never goes anywhere.
+    if (w < 0 && errno == EPIPE) return;
     ASSERT_GT(w, 0) << strerror(errno);
     p += w;
     n -= w;
@@ -80,6 +82,7 @@ struct Outcome {
   ReceiveResult result;
   DataPath sender_path = DataPath::kAuto, receiver_path = DataPath::kAuto;
   bool sender_digest = false;
+  uint64_t sender_bytes = 0;        // Stream bytes the sender got out.
   uint64_t acks_before_commit = 0;  // ACKs the sender took while it streamed.
   uint64_t acked = 0;               // What the last one said (all, after COMMIT(0)).
 };
@@ -135,7 +138,13 @@ Outcome MoveStriped(const std::vector<uint8_t>& data, size_t precopy, int n, Str
     ASSERT_TRUE(ring.ok()) << ring.status();
     auto sender = StreamSender::Create(ring->get(), std::move(src), 0, so);
     ASSERT_TRUE(sender.ok()) << sender.status();
-    (*sender)->set_worker(worker, 6);
+    // However the source ends: what it sent.
+    struct Tally {
+      Outcome& out;
+      StreamSender& s;
+      ~Tally() { out.sender_bytes = s.bytes_sent(); }
+    } tally{out, **sender};
+    (*sender)->set_worker(worker, 6 + ReplayFrames(so));
     ASSERT_TRUE((*sender)->Protect(Protection(tls)).ok());
     peer::Hello hello;
     hello.session_id = "test";
@@ -187,6 +196,7 @@ Outcome MoveStriped(const std::vector<uint8_t>& data, size_t precopy, int n, Str
     (void)(*receiver)->SendCommit(r.status());
   });
   source.join();
+  src_pipe->read.Reset();  // A sender that failed stopped reading: the feeder must not wait.
   dest.join();
   feeder.join();
   drain.join();
@@ -263,6 +273,46 @@ TEST(StreamTest, TheDestinationAcknowledgesWhatItWroteAsTheStreamGoes) {
   EXPECT_EQ(out.received, data);
   EXPECT_GE(out.acks_before_commit, 4u);
   EXPECT_EQ(out.acked, data.size());
+}
+
+TEST(StreamTest, ASenderKeepsNoMoreThanItsReplayBufferUnacknowledged) {
+  // A destination that never acknowledges: the sender holds each frame for a resend, and once
+  // 2 MiB are out and held it waits (and its no-progress timeout ends it), instead of sending
+  // bytes it could not send again.
+  const auto data = RandomBytes(16 << 20, 78);
+  StreamOptions so = Opts(DataPath::kCopy, 256 << 10);
+  so.replay_bytes = 2 << 20;
+  so.idle_timeout = absl::Seconds(1);
+  StreamOptions ro = Opts(DataPath::kCopy, 256 << 10);
+  ro.ack_every = 0;
+  Outcome out = Move(data, 0, so, ro, false, /*tls=*/false);
+  EXPECT_EQ(out.sender.code(), absl::StatusCode::kDeadlineExceeded) << out.sender;
+  EXPECT_NE(out.sender.message().find("waiting on the peer"), absl::string_view::npos)
+      << out.sender;
+  EXPECT_GT(out.sender_bytes, 0u);
+  EXPECT_LE(out.sender_bytes, 2u << 20);
+}
+
+TEST(StreamTest, ASmallReplayBufferMovesALongStreamAsAcksFreeIt) {
+  // 2 MiB of replay buffer for a 24 MiB stream, ACKs every 512 KiB: one connection, three
+  // stripes (whose sends complete out of stream order), and SEND_ZC (buffers the kernel reads
+  // until its notification).
+  const auto data = RandomBytes(24 << 20, 79);
+  StreamOptions so = Opts(DataPath::kCopy, 256 << 10);
+  so.replay_bytes = 2 << 20;
+  StreamOptions ro = Opts(DataPath::kCopy, 256 << 10);
+  ro.ack_every = 512 << 10;
+  for (int stripes : {1, 3}) {
+    for (bool zc : {false, true}) {
+      so.send_zc = zc;
+      Outcome out = MoveStriped(data, 4 << 20, stripes, so, ro, false, nullptr, nullptr,
+                                /*tls=*/false);
+      ASSERT_TRUE(out.sender.ok()) << stripes << " " << zc << ": " << out.sender;
+      ASSERT_TRUE(out.receiver.ok()) << stripes << " " << zc << ": " << out.receiver;
+      EXPECT_EQ(out.received, data) << stripes << " " << zc;
+      EXPECT_EQ(out.acked, data.size());
+    }
+  }
 }
 
 TEST(StreamTest, SendZcCopyPathIsByteExact) {

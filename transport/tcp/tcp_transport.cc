@@ -22,8 +22,10 @@ namespace {
 // The buffer budget, decided here once. A source device's stream's own buffers: a frame in
 // flight per connection while the next ones are read.
 uint32_t SourceBuffersPerDevice(const SessionSpec& spec) {
+  // Frames in flight, and those the replay buffer keeps until acknowledged.
   return std::min<uint32_t>(
-      64, std::max<uint32_t>(spec.stream.buffers, std::max<uint32_t>(1, spec.streams) + 2));
+             64, std::max<uint32_t>(spec.stream.buffers, std::max<uint32_t>(1, spec.streams) + 2)) +
+         stream::ReplayFrames(spec.stream);
 }
 
 // A destination device's buffers: a striped receive wants two per connection; with fewer each

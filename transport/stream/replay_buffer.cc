@@ -1,0 +1,31 @@
+#include "transport/stream/replay_buffer.h"
+
+namespace migmover::stream {
+
+ReplayBuffer::ReplayBuffer(uint32_t capacity) : entries_(capacity) {}
+
+bool ReplayBuffer::Holds(uint32_t slot) const {
+  for (uint32_t i = 0; i < count_; ++i) {
+    if (entries_[(head_ + i) % capacity()].slot == slot) return true;
+  }
+  return false;
+}
+
+bool ReplayBuffer::Hold(uint32_t slot, uint64_t offset, uint32_t len) {
+  if (count_ == capacity()) return false;
+  if (count_ > 0) {
+    const Entry& last = entries_[(head_ + count_ - 1) % capacity()];
+    if (last.offset + last.len != offset) return false;
+  }
+  entries_[(head_ + count_) % capacity()] = Entry{slot, len, offset};
+  ++count_;
+  bytes_ += len;
+  return true;
+}
+
+void ReplayBuffer::Clear() {
+  head_ = count_ = 0;
+  bytes_ = 0;
+}
+
+}  // namespace migmover::stream

@@ -1,0 +1,79 @@
+// ReplayBuffer: which of a device stream's buffers still hold bytes the destination has not
+// acknowledged (api/PEER_PROTOCOL.md, "Acknowledgements"), in stream order. A data fd cannot be
+// rewound, so after a frame went out its buffer is the only copy of those bytes until the
+// destination's ACK says they are in its device; only then may the buffer take new bytes.
+//
+// It holds no bytes itself, only the buffers' indices and their stream ranges: the frames stay
+// where they were read (no copy). Its capacity is fixed at construction (no allocation after).
+//
+// Thread use: the stream's one pump at a time (SendStream's rule).
+#ifndef MIGMOVER_TRANSPORT_STREAM_REPLAY_BUFFER_H_
+#define MIGMOVER_TRANSPORT_STREAM_REPLAY_BUFFER_H_
+
+#include <cstdint>
+#include <vector>
+
+namespace migmover::stream {
+
+class ReplayBuffer {
+ public:
+  // Up to `capacity` frames; 0: off (a buffer is reused as soon as its frame went out).
+  explicit ReplayBuffer(uint32_t capacity = 0);
+
+  bool enabled() const { return !entries_.empty(); }
+  uint32_t capacity() const { return static_cast<uint32_t>(entries_.size()); }
+  uint32_t frames() const { return count_; }
+  // Stream bytes held, from the first held frame's start to the last one's end.
+  uint64_t bytes() const { return bytes_; }
+  // Whether buffer `slot` holds a frame.
+  bool Holds(uint32_t slot) const;
+
+  // Buffer `slot` is going out as the frame of `len` stream bytes at `offset`, which must
+  // follow the last one held (frames are handed to connections in stream order, though striped
+  // sends may complete out of it). Returns false, holding nothing, when full or out of order.
+  bool Hold(uint32_t slot, uint64_t offset, uint32_t len);
+
+  // The destination has every byte before `acked`: each frame that ends at or before it leaves,
+  // oldest first, as `release(slot)` takes its buffer back. `release` returns false for a
+  // buffer the kernel may still read (its send not complete): that frame and those after it
+  // stay. Returns how many left.
+  template <typename F>
+  uint32_t Release(uint64_t acked, F release) {
+    uint32_t n = 0;
+    while (count_ > 0) {
+      const Entry& e = entries_[head_];
+      if (e.offset + e.len > acked || !release(e.slot)) break;
+      bytes_ -= e.len;
+      head_ = (head_ + 1) % capacity();
+      --count_;
+      ++n;
+    }
+    return n;
+  }
+
+  // The held frames, oldest first: `visit(slot, offset, len)`.
+  template <typename F>
+  void ForEach(F visit) const {
+    for (uint32_t i = 0; i < count_; ++i) {
+      const Entry& e = entries_[(head_ + i) % capacity()];
+      visit(e.slot, e.offset, e.len);
+    }
+  }
+
+  // Forgets every frame (their buffers are gone: a broken queue's pool).
+  void Clear();
+
+ private:
+  struct Entry {
+    uint32_t slot = 0;
+    uint32_t len = 0;
+    uint64_t offset = 0;
+  };
+  std::vector<Entry> entries_;
+  uint32_t head_ = 0, count_ = 0;
+  uint64_t bytes_ = 0;
+};
+
+}  // namespace migmover::stream
+
+#endif  // MIGMOVER_TRANSPORT_STREAM_REPLAY_BUFFER_H_
