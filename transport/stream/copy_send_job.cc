@@ -59,7 +59,8 @@ class CopySendJobImpl final : public CopySendJob {
       pool_index_[i] = slots[i];
       job_slot_[slots[i]] = static_cast<int32_t>(i);
       if (s->replay.Holds(slots[i])) {
-        // An earlier pump's frame, out and not yet acknowledged: kept until an ACK covers it.
+        // An earlier pump's frame, not yet acknowledged: kept until an ACK covers it. Nothing
+        // of this pump reads it (an ACK never covers a frame that did not go out).
         slots_[i].sent_all = true;
         slots_[i].held = true;
         continue;
@@ -146,9 +147,6 @@ class CopySendJobImpl final : public CopySendJob {
       peer::EncodeHeader(s_->out.Data(k, phase_, sl.len, sl.offset),
                          std::span<uint8_t, wire::kFrameHeaderSize>(frame, wire::kFrameHeaderSize));
       s_->framed = std::max(s_->framed, sl.offset + sl.len);
-      // Kept from now on until an ACK covers it: the send may fail half way.
-      sl.held = s_->replay.enabled() && s_->replay.Hold(pool_index_[slot], sl.offset, sl.len);
-      if (sl.held) s_->replay_held.store(s_->replay.bytes(), std::memory_order_relaxed);
       SubmitSend(slot, s_->sockets[k].get(), 0, wire::kFrameHeaderSize + sl.len);
       sending_[k] = static_cast<int>(slot);
       ++sends_inflight_;
@@ -244,11 +242,11 @@ class CopySendJobImpl final : public CopySendJob {
     bool held = false;  // In the replay buffer: reused only once acknowledged.
   };
 
-  // Whether the replay buffer can take one more frame: every frame read so far is held (once
-  // out) or waiting to go out. When it cannot, the stream waits for the destination's next ACK
-  // (the peer poll wakes the job).
+  // Whether the replay buffer can take one more frame (every frame read is held until its ACK).
+  // When it cannot, the stream waits for the destination's next ACK (the peer poll wakes the
+  // job).
   bool ReplayRoom() const {
-    return !s_->replay.enabled() || s_->replay.frames() + ready_count_ < s_->replay.capacity();
+    return !s_->replay.enabled() || s_->replay.frames() < s_->replay.capacity();
   }
 
   // The kernel is done with `slot`'s frame: its buffer goes back, or waits for its ACK.
@@ -330,6 +328,13 @@ class CopySendJobImpl final : public CopySendJob {
       fd_drained_ =
           stream_fd_ && (phase_ == Phase::kPreCopy || static_cast<uint32_t>(res) < read_len_);
       slots_[slot] = Slot{static_cast<uint32_t>(res), 0, read_offset_, 0, 0, false};
+      // Kept from the moment it is read until an ACK covers it: the data fd cannot give these
+      // bytes again, and the send may fail before or while they go out. Reads are in stream
+      // order, so the replay buffer is too; ReplayRoom() left a place for it.
+      if (s_->replay.enabled()) {
+        slots_[slot].held = s_->replay.Hold(pool_index_[slot], read_offset_, res);
+        s_->replay_held.store(s_->replay.bytes(), std::memory_order_relaxed);
+      }
       read_offset_ += res;
       remaining_ -= res;
       result_.bytes += res;

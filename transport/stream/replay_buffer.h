@@ -28,9 +28,9 @@ class ReplayBuffer {
   // Whether buffer `slot` holds a frame.
   bool Holds(uint32_t slot) const;
 
-  // Buffer `slot` is going out as the frame of `len` stream bytes at `offset`, which must
-  // follow the last one held (frames are handed to connections in stream order, though striped
-  // sends may complete out of it). Returns false, holding nothing, when full or out of order.
+  // Buffer `slot` now holds the `len` stream bytes at `offset`, which must follow the last
+  // ones held (the data fd is read in stream order; striped sends may complete out of it).
+  // Returns false, holding nothing, when full or out of order.
   bool Hold(uint32_t slot, uint64_t offset, uint32_t len);
 
   // The destination has every byte before `acked`: each frame that ends at or before it leaves,
