@@ -45,6 +45,9 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
       pool_index_[i] = slots[i];
       free_list_[free_count_++] = i;
     }
+    // A stream that resumed goes on from what the earlier receives wrote.
+    write_offset_ = received_ = r_->offset = r_->written;
+    r_->resumable = false;
   }
 
   absl::StatusOr<ReceiveResult> Result() const override {
@@ -66,8 +69,10 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
   }
 
   void Abort(absl::Status why) override {
-    if (error_.ok()) error_ = std::move(why);
+    if (error_.ok() || lost_) error_ = std::move(why);
     aborted_ = true;
+    lost_ = false;
+    r_->resumable = false;
   }
   absl::Time WakeBy() const override { return absl::InfiniteFuture(); }
 
@@ -105,7 +110,9 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
         }
       }
     }
-    if (error_.ok() && !write_inflight_ && !poll_inflight_) {
+    // After a lost connection only the piece already going into the device is finished: the
+    // digest has taken all of it.
+    if ((error_.ok() || (lost_ && writing_ >= 0)) && !write_inflight_ && !poll_inflight_) {
       if (writing_ < 0) {
         // The piece that continues the stream, if it has arrived.
         for (uint32_t i = 0; i < cap_; ++i) {
@@ -128,7 +135,7 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
           if (r_->mac != nullptr) r_->mac->Update(pool_->payload(pool_index_[writing_]), pc.len);
           digest_due_ = false;
         }
-      } else if (ended_ && received_ == r_->rules.end().total_bytes &&
+      } else if (error_.ok() && ended_ && received_ == r_->rules.end().total_bytes &&
                  write_offset_ < received_) {
         // Every byte the source counted has arrived, yet the next one is missing: the frames
         // left a hole (and so overlapped elsewhere).
@@ -171,7 +178,7 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
         break;
       case kWrite:
         write_inflight_ = false;
-        if (error_.ok()) OnWritten(v, c.res);
+        if (error_.ok() || lost_) OnWritten(v, c.res);
         break;
       case kAck:
         ack_inflight_ = false;
@@ -221,15 +228,33 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
   void Check(absl::Status s) {
     if (!s.ok()) Abort(std::move(s));
   }
+  // Any failure but a lost connection ends the stream for good (and after one, this one wins:
+  // the stream can no longer resume).
   void Fail(absl::Status st) {
-    if (error_.ok()) error_ = std::move(st);
+    if (error_.ok() || lost_) error_ = std::move(st);
+    lost_ = false;
+    r_->resumable = false;
     if (!cancel_sent_ && AnyInflight()) CancelOwn();
+  }
+
+  // A connection broke (the source closed it, a reset, a timeout): stop receiving, finish the
+  // piece going into the device, and end with the stream resumable from what is written. The
+  // pieces received after it are dropped; a resumed source sends them again.
+  void Lose(absl::Status st) {
+    if (!error_.ok()) return;
+    error_ = std::move(st);
+    lost_ = true;
+    r_->resumable = true;
+    if (!sockets_cancelled_) {
+      sockets_cancelled_ = true;
+      for (const UniqueFd& fd : r_->sockets) Check(ring_->CancelFd(fd.get()));
+    }
   }
 
   void OnHeaderBytes(uint32_t k, int32_t res) {
     Conn& cn = conns_[k];
     if (res <= 0) {
-      if (res != -EINTR && res != -EAGAIN) Fail(r_->RecvFailure(res, "before END_STREAM"));
+      if (res != -EINTR && res != -EAGAIN) Lose(r_->RecvFailure(res, "before END_STREAM"));
       return;
     }
     last_progress_ = absl::Now();
@@ -264,7 +289,7 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
   void OnPayloadBytes(uint32_t k, int32_t res) {
     Conn& cn = conns_[k];
     if (res <= 0) {
-      if (res != -EINTR && res != -EAGAIN) Fail(r_->RecvFailure(res, "inside a DATA frame"));
+      if (res != -EINTR && res != -EAGAIN) Lose(r_->RecvFailure(res, "inside a DATA frame"));
       return;
     }
     last_progress_ = absl::Now();
@@ -298,6 +323,7 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
       r_->Written(res);
       if (pc.written == pc.len) {
         write_offset_ += pc.len;
+        r_->written = write_offset_;
         held_[slot] = false;
         --conns_[pc.sock].used;
         free_list_[free_count_++] = slot;
@@ -351,10 +377,11 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
       SendAck();
       return;
     }
-    Fail(ErrnoStatus(absl::StrCat("send(peer socket fd ", r_->control_fd(), ", ACK ", ack_offset_,
+    if (ack_sent_ == 0) --r_->next_out_seq;
+    // The connection is gone (a resume numbers its new ones afresh).
+    Lose(ErrnoStatus(absl::StrCat("send(peer socket fd ", r_->control_fd(), ", ACK ", ack_offset_,
                                   ")"),
                      res == 0 ? EPIPE : -res));
-    if (ack_sent_ == 0) --r_->next_out_seq;
   }
 
   ReceiveStream* const r_;
@@ -387,6 +414,8 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
   uint32_t ack_sent_ = 0;
   uint64_t ack_offset_ = 0;
   bool ack_inflight_ = false;
+  bool lost_ = false;  // Ended by a lost connection (Lose): resumable unless it fails after.
+  bool sockets_cancelled_ = false;
   absl::Time last_progress_ = absl::Now();
 };
 

@@ -56,6 +56,12 @@ struct ReceiveStream {
   // its verdict follow.
   uint64_t next_out_seq = 1;
   uint64_t acked = 0;  // The offset of the last ACK sent: stream bytes written then.
+  // Stream bytes written into the device by the receives so far; the next one goes on from
+  // here.
+  uint64_t written = 0;
+  // The last receive ended on a lost connection with every byte the digest took written into
+  // the device (and none after): the stream may go on, on new connections, from `written`.
+  bool resumable = false;
   // The keyed digest of every byte received (null without a key: framing tests).
   std::unique_ptr<peer::StreamMac> mac;
   bool digest_valid = true;  // Every byte so far passed through userspace (no splice).

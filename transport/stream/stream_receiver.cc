@@ -106,6 +106,36 @@ absl::StatusOr<ReceiveResult> StreamReceiver::Receive(int data_fd,
   return static_cast<const CopyReceiveJob&>(*job).Result();
 }
 
+absl::StatusOr<uint64_t> StreamReceiver::Resume(std::vector<UniqueFd> sockets) {
+  if (!r_.resumable) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "device stream ", r_.device,
+        " cannot resume: its last receive did not end on a lost connection with every byte it "
+        "checked written into the device"));
+  }
+  if (r_.rules.ended()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "device stream ", r_.device, " cannot resume: its END_STREAM had arrived"));
+  }
+  if (sockets.size() != r_.sockets.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("device stream ", r_.device, " resumes on ",
+                                                   sockets.size(), " connections, it had ",
+                                                   r_.sockets.size()));
+  }
+  for (const UniqueFd& fd : sockets) {
+    RETURN_IF_ERROR(net::TuneDataSocket(fd.get(), r_.options.socket_buffer,
+                                        r_.options.tcp_congestion, r_.options.peer_timeout));
+  }
+  r_.sockets = std::move(sockets);
+  // Frames on the new connections are numbered after their HELLO (0), as on the first ones.
+  r_.rules.Reconnected(r_.sockets.size(), 1, r_.written);
+  r_.offset = r_.written;
+  r_.next_out_seq = 1;
+  r_.acked = r_.written;
+  r_.resumable = false;
+  return r_.written;
+}
+
 absl::Status StreamReceiver::AwaitConfirm(absl::Duration timeout,
                                           const std::atomic<bool>& cancel) {
   while (true) {

@@ -63,6 +63,15 @@ class StreamReceiver final : public transport::DeviceStreamReceiver {
   // Cancelled; DeadlineExceeded after the idle timeout.
   absl::StatusOr<ReceiveResult> Receive(int data_fd, const std::atomic<bool>& cancel) override;
 
+  // After a Receive that a lost connection ended (Unavailable, or the recv's errno), with the
+  // piece going into the device finished: the stream goes on over `sockets` (as many as
+  // before, their HELLO answered), from the returned offset, every byte before which is in the
+  // device and in the digest. The next Receive takes the source's frames from there, numbered
+  // afresh; the stream's digest goes on. Errors: FailedPrecondition when the last receive did
+  // not end that way (another error, a device that failed, the splice path, or END_STREAM
+  // already in), InvalidArgument for another number of connections.
+  absl::StatusOr<uint64_t> Resume(std::vector<UniqueFd> sockets);
+
   // COMMIT with code 0 for OK, else a COMMIT carrying the status's code and message. After a
   // failure it then drains and discards what the source still sends (up to `linger`) until the
   // source closes, so the verdict is read rather than lost to a connection reset.

@@ -67,6 +67,10 @@ std::string OutgoingStream::Confirm() {
 IncomingStream::IncomingStream(uint32_t device, size_t connections, uint64_t first_seq)
     : device_(device), conns_(connections, Conn{first_seq}) {}
 
+void IncomingStream::Reconnected(size_t connections, uint64_t first_seq, uint64_t offset) {
+  conns_.assign(connections, Conn{first_seq, offset});
+}
+
 absl::Status IncomingStream::Violation(size_t k, const FrameHeader& h,
                                        absl::string_view rule) const {
   return absl::DataLossError(absl::StrCat("device stream ", device_, " connection ", k, ": ",

@@ -110,6 +110,12 @@ class IncomingStream {
   // other frame, a wrong sequence number, or a frame before the stream ended.
   absl::StatusOr<bool> OnSettle(const wire::FrameHeader& h, absl::string_view payload);
 
+  // The stream goes on over `connections` new connections from stream offset `offset` (every
+  // byte before it is written): each connection's numbering starts again at `first_seq` and
+  // its DATA at `offset`; what the stream as a whole has seen (PRE_COPY ended, the initial
+  // data's end) stays.
+  void Reconnected(size_t connections, uint64_t first_seq, uint64_t offset);
+
   // The stream's control key: the source's ERROR and CONFIRM must carry its seal
   // (peer::OpenVerdict). Unset only in tests of framing alone.
   void set_control_key(const peer::ControlKey& key) { control_key_ = key; }

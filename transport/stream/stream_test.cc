@@ -1051,6 +1051,84 @@ absl::Status ReceiveFrames(const std::vector<std::string>& frames, bool close_af
   return (*receiver)->Receive(pipe->write.get(), cancel).status();
 }
 
+// The source's frames for data[from, to) in `chunk`-sized DATA frames numbered from `seq`.
+std::string Frames(const std::vector<uint8_t>& data, uint64_t from, uint64_t to, uint32_t chunk,
+                   uint64_t* seq) {
+  std::string out;
+  for (uint64_t at = from; at < to; at += chunk) {
+    const uint64_t n = std::min<uint64_t>(chunk, to - at);
+    out += DataFrame((*seq)++, at,
+                     std::string(reinterpret_cast<const char*>(data.data() + at), n));
+  }
+  return out;
+}
+
+TEST(StreamTest, AReceiverCutMidStreamResumesOnANewConnectionFromWhatItWrote) {
+  // 3 MiB and half a frame arrive, then the source's connection closes. The receiver finishes
+  // the piece going into the device, drops what came after it, and on a new connection takes
+  // the stream again from what it wrote: every byte lands in the device once, and the digest
+  // (over the whole stream, computed once by the source) still checks.
+  const uint32_t chunk = 256 << 10;
+  const auto data = RandomBytes(8 << 20, 80);
+  Conn first = Connect(), second = Connect();
+  auto ring = NewQueue(16);
+  ASSERT_TRUE(ring.ok());
+  StreamOptions o = Opts(DataPath::kCopy, chunk);
+  auto receiver = StreamReceiver::Create(ring->get(), std::move(first.dst), 0, 1, o);
+  ASSERT_TRUE(receiver.ok()) << receiver.status();
+  ASSERT_TRUE((*receiver)->Protect(Protection(/*tls=*/false)).ok());
+  auto pipe = MakePipe();
+  std::vector<uint8_t> landed;
+  std::thread drain([&] {
+    std::vector<uint8_t> buf(1 << 16);
+    ssize_t r;
+    while ((r = ::read(pipe->read.get(), buf.data(), buf.size())) > 0) {
+      landed.insert(landed.end(), buf.data(), buf.data() + r);
+    }
+  });
+  uint64_t seq = 1;
+  std::string before = Frames(data, 0, 3 << 20, chunk, &seq);
+  // Half of the next frame: its header and 100 KiB of its payload.
+  before += DataFrame(seq, 3 << 20,
+                      std::string(reinterpret_cast<const char*>(data.data()) + (3 << 20), chunk))
+                .substr(0, wire::kFrameHeaderSize + (100 << 10));
+  ASSERT_TRUE(net::SendAll(first.src.get(), before, absl::Now() + absl::Seconds(5)).ok());
+  first.src.Reset();
+  std::atomic<bool> cancel{false};
+  auto cut = (*receiver)->Receive(pipe->write.get(), cancel);
+  ASSERT_EQ(cut.status().code(), absl::StatusCode::kUnavailable) << cut.status();
+
+  std::vector<UniqueFd> fresh;
+  fresh.push_back(std::move(second.dst));
+  auto from = (*receiver)->Resume(std::move(fresh));
+  ASSERT_TRUE(from.ok()) << from.status();
+  EXPECT_LE(*from, 3u << 20);
+  EXPECT_EQ(*from % chunk, 0u);
+  // A second resume without a lost connection in between is refused.
+  EXPECT_EQ((*receiver)->Resume({}).status().code(), absl::StatusCode::kFailedPrecondition);
+
+  auto mac = peer::StreamMac::Create(Protection(false).keys->digest);
+  ASSERT_TRUE(mac.ok());
+  (*mac)->Update(data.data(), data.size());
+  peer::EndStream end;
+  end.total_bytes = data.size();
+  end.digest_kind = wire::DigestKind::kPoly1305;
+  end.digest = *(*mac)->Finish();
+  seq = 1;
+  std::string after = Frames(data, *from, data.size(), chunk, &seq);
+  after += peer::EncodeEndStream(seq, 0, end);
+  std::thread source(
+      [&] { EXPECT_TRUE(net::SendAll(second.src.get(), after, absl::Now() + absl::Seconds(10)).ok()); });
+  auto done = (*receiver)->Receive(pipe->write.get(), cancel);
+  source.join();
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_TRUE(done->digest_checked);
+  EXPECT_EQ(done->total_bytes, data.size());
+  pipe->write.Reset();
+  drain.join();
+  EXPECT_TRUE(landed == data) << landed.size() << " bytes landed of " << data.size();
+}
+
 TEST(StreamTest, ReceiverRejectsMalformedStreams) {
   // Sequence gap.
   EXPECT_EQ(ReceiveFrames({DataFrame(2, 0, "abc")}).code(), absl::StatusCode::kDataLoss);
