@@ -423,8 +423,9 @@ grpc::Status MigmoverService::StartSource(grpc::ServerContext*, const v1::StartS
     ASSIGN_OR_RETURN(config.stream, StreamOptionsFrom(req->options()));
     config.host_bandwidth = defaults_.host_bandwidth;
     ASSIGN_OR_RETURN(const std::string fingerprint, Fingerprint(*req));
-    const uint64_t memory = config.devices.size() * uint64_t{config.streams} *
-                            stream::StreamMemoryBytes(config.stream);
+    const uint64_t memory =
+        config.devices.size() * (uint64_t{config.streams} * stream::StreamMemoryBytes(config.stream) +
+                                 stream::ReplayMemoryBytes(config.stream));
     ASSIGN_OR_RETURN(std::shared_ptr<Session> existing,
                      sessions_->Reserve(config.session_id, fingerprint, memory));
     if (existing) {

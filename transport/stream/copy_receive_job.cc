@@ -155,6 +155,11 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
   void OnTick() override {
     if (cancel_.load() && error_.ok()) Fail(absl::CancelledError("stream cancelled"));
     MaybeAck(/*tick=*/true);
+    // A half-sent ACK that the failing stream finishes, to a source that does not read: cut.
+    if (!error_.ok() && ack_inflight_ && !ack_cut_ && absl::Now() - last_progress_ > kFinishAck) {
+      ack_cut_ = true;
+      Check(ring_->CancelFd(r_->control_fd()));
+    }
     if (absl::Now() - last_progress_ > r_->options.idle_timeout && error_.ok() && !Complete()) {
       Fail(NoProgressError(r_->device, r_->options.idle_timeout,
                            write_inflight_ ? "waiting on the data fd" : "waiting on the source"));
@@ -221,7 +226,16 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
   void CancelOwn() {
     // Only this stream's requests: the ring may carry other streams.
     cancel_sent_ = true;
-    for (const UniqueFd& fd : r_->sockets) Check(ring_->CancelFd(fd.get()));
+    for (size_t k = 0; k < r_->sockets.size(); ++k) {
+      if (k == 0 && ack_inflight_ && !lost_) {
+        // An ACK going out is finished (OnTick bounds it), or the verdict that follows would
+        // land in the middle of it: only the first connection's receive is withdrawn.
+        Check(ring_->Cancel(JobTag(kRecvHeader, job_, 0)));
+        Check(ring_->Cancel(JobTag(kRecvPayload, job_, 0)));
+        continue;
+      }
+      Check(ring_->CancelFd(r_->sockets[k].get()));
+    }
     Check(ring_->CancelFd(data_fd_));
   }
   // A ring call that failed breaks the ring: the job aborts with it.
@@ -368,7 +382,7 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
       r_->acked = ack_offset_;
       return;
     }
-    if (!error_.ok() || res == -ECANCELED) {
+    if (res == -ECANCELED || (!error_.ok() && (ack_sent_ == 0 || lost_))) {
       // Withdrawn before a byte left: its number goes to the next frame (the verdict).
       if (ack_sent_ == 0) --r_->next_out_seq;
       return;
@@ -415,6 +429,8 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
   uint64_t ack_offset_ = 0;
   bool ack_inflight_ = false;
   bool lost_ = false;  // Ended by a lost connection (Lose): resumable unless it fails after.
+  bool ack_cut_ = false;
+  static constexpr absl::Duration kFinishAck = absl::Seconds(1);
   bool sockets_cancelled_ = false;
   absl::Time last_progress_ = absl::Now();
 };

@@ -43,7 +43,8 @@ class CopySendJobImpl final : public CopySendJob {
         cap_(static_cast<uint32_t>(std::min<size_t>(slots.size(), kMaxSlots))),
         nsock_(s->sockets.size()),
         remaining_(max_bytes),
-        read_offset_(s->offset),
+        // With a replay buffer every byte read is kept, sent or not: reading goes on after it.
+        read_offset_(s->replay.enabled() ? s->read : s->offset),
         stream_fd_(stream_fd.has_value()),
         idle_return_(stream_fd ? stream_fd->idle_return : absl::InfiniteDuration()),
         phase_bytes_(stream_fd ? stream_fd->phase_bytes : nullptr) {
@@ -68,6 +69,26 @@ class CopySendJobImpl final : public CopySendJob {
       free_list_[free_count_++] = i;
     }
     for (size_t k = 0; k < nsock_; ++k) sending_[k] = -1;
+    if (s->replay_from != SendStream::kNoReplay) {
+      // A resumed stream: first the held frames the destination lacks, from where it said
+      // (the first one from the middle), on the new connections; then new reads after the last
+      // byte read.
+      const uint64_t from = s->replay_from;
+      s->replay_from = SendStream::kNoReplay;
+      read_offset_ = s->read;
+      s->replay.ForEach([&](const ReplayBuffer::Frame& f) {
+        const int32_t j = f.slot < job_slot_.size() ? job_slot_[f.slot] : -1;
+        if (j < 0 || f.offset + f.len <= from) return;
+        Slot& sl = slots_[j];
+        sl = Slot{f.len, 0, f.offset, 0, 0, false};
+        sl.held = true;
+        sl.replay = true;
+        sl.digested = f.digested;
+        sl.counted = f.counted;
+        sl.skip = f.offset < from ? static_cast<uint32_t>(from - f.offset) : 0;
+        ready_[(ready_head_ + ready_count_++) % cap_] = static_cast<uint32_t>(j);
+      });
+    }
   }
 
   absl::StatusOr<PumpResult> Result() const override {
@@ -88,8 +109,10 @@ class CopySendJobImpl final : public CopySendJob {
   }
 
   void Issue() override {
-    // The destination only speaks mid-stream to give up. The ring watches its connection, so
-    // noticing costs nothing per frame.
+    // ACKs read between pumps (by a keepalive) may cover frames this pump found held.
+    ReleaseAcked();
+    // The destination speaks mid-stream to acknowledge or to give up. The ring watches its
+    // connection, so noticing costs nothing per frame.
     if (!ended_ && !peer_poll_inflight_) {
       ring_->Poll(s_->control_fd(), POLLIN, JobTag(kPeer, job_, 0));
       peer_poll_inflight_ = true;
@@ -143,17 +166,24 @@ class CopySendJobImpl final : public CopySendJob {
       ready_head_ = (ready_head_ + 1) % cap_;
       --ready_count_;
       sl.sock = static_cast<uint32_t>(k);
-      uint8_t* frame = pool_->base(pool_index_[slot]);
-      peer::EncodeHeader(s_->out.Data(k, phase_, sl.len, sl.offset),
+      // A frame sent again from its middle carries its header over bytes the destination has.
+      uint8_t* frame = pool_->base(pool_index_[slot]) + sl.skip;
+      peer::EncodeHeader(s_->out.Data(k, phase_, sl.len - sl.skip, sl.offset + sl.skip),
                          std::span<uint8_t, wire::kFrameHeaderSize>(frame, wire::kFrameHeaderSize));
       s_->framed = std::max(s_->framed, sl.offset + sl.len);
-      SubmitSend(slot, s_->sockets[k].get(), 0, wire::kFrameHeaderSize + sl.len);
+      SubmitSend(slot, s_->sockets[k].get(), sl.skip, wire::kFrameHeaderSize + sl.len - sl.skip);
       sending_[k] = static_cast<int>(slot);
       ++sends_inflight_;
       // The frame leaves first and the digest reads it meanwhile (the kernel only reads the
       // buffer too): the digest is off the path from the data fd to the peer.
       Check(ring_->Submit());
-      if (s_->mac != nullptr) s_->mac->Update(pool_->payload(pool_index_[slot]), sl.len);
+      // Each frame enters the digest at its first hand-off (in stream order, as hand-offs are),
+      // never again when it is sent again after a resume: the digest covers the stream once.
+      if (!sl.digested) {
+        if (s_->mac != nullptr) s_->mac->Update(pool_->payload(pool_index_[slot]), sl.len);
+        sl.digested = true;
+        if (sl.held) s_->replay.MarkDigested(pool_index_[slot]);
+      }
     }
     if (Drained() && peer_poll_inflight_ && !peer_cancel_sent_) {
       Check(ring_->Cancel(JobTag(kPeer, job_, 0)));
@@ -240,6 +270,10 @@ class CopySendJobImpl final : public CopySendJob {
     uint32_t notifs = 0;
     bool sent_all = false;
     bool held = false;  // In the replay buffer: reused only once acknowledged.
+    bool replay = false;    // Sent again after a resume.
+    bool digested = false;  // Its bytes are in the stream's digest already.
+    bool counted = false;   // Its bytes are in the progress counters already.
+    uint32_t skip = 0;     // Sent again from this far into the payload.
   };
 
   // Whether the replay buffer can take one more frame (every frame read is held until its ACK).
@@ -336,6 +370,7 @@ class CopySendJobImpl final : public CopySendJob {
         s_->replay_held.store(s_->replay.bytes(), std::memory_order_relaxed);
       }
       read_offset_ += res;
+      s_->read = read_offset_;
       remaining_ -= res;
       result_.bytes += res;
       ready_[(ready_head_ + ready_count_++) % cap_] = slot;
@@ -390,7 +425,7 @@ class CopySendJobImpl final : public CopySendJob {
       ++notifs_outstanding_;
     }
     const int fd = s_->sockets[sl.sock].get();
-    const uint32_t total = wire::kFrameHeaderSize + sl.len;
+    const uint32_t total = wire::kFrameHeaderSize + sl.len - sl.skip;
     if (c.res > 0) {
       last_progress_ = absl::Now();
       sl.sent += c.res;
@@ -398,16 +433,23 @@ class CopySendJobImpl final : public CopySendJob {
     const bool retry = c.res == -EAGAIN || c.res == -EINTR;
     if (!sends_cut_ && (c.res > 0 || retry) && sl.sent < total) {
       // A short send: the rest of this frame goes next on the same connection.
-      SubmitSend(slot, fd, sl.sent, total - sl.sent);
+      SubmitSend(slot, fd, sl.skip + sl.sent, total - sl.sent);
       return;
     }
     sending_[sl.sock] = -1;
     --sends_inflight_;
     if (c.res > 0 && sl.sent == total) {
-      s_->bytes_sent.fetch_add(sl.len, std::memory_order_relaxed);
-      if (s_->counter) s_->counter->fetch_add(sl.len, std::memory_order_relaxed);
-      if (phase_bytes_) phase_bytes_->fetch_add(sl.len, std::memory_order_relaxed);
-      s_->offset += sl.len;
+      if (!sl.counted) {
+        s_->bytes_sent.fetch_add(sl.len, std::memory_order_relaxed);
+        if (s_->counter) s_->counter->fetch_add(sl.len, std::memory_order_relaxed);
+        if (phase_bytes_) phase_bytes_->fetch_add(sl.len, std::memory_order_relaxed);
+        sl.counted = true;
+        if (sl.held) s_->replay.MarkCounted(pool_index_[slot]);
+      }
+      if (sl.replay) {
+        s_->replayed_bytes.fetch_add(sl.len - sl.skip, std::memory_order_relaxed);
+      }
+      s_->offset += sl.len - sl.skip;
       sl.sent_all = true;
       if (sl.notifs == 0) Recycle(slot);
     } else if (error_.ok()) {

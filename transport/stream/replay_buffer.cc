@@ -14,13 +14,29 @@ bool ReplayBuffer::Holds(uint32_t slot) const {
 bool ReplayBuffer::Hold(uint32_t slot, uint64_t offset, uint32_t len) {
   if (count_ == capacity()) return false;
   if (count_ > 0) {
-    const Entry& last = entries_[(head_ + count_ - 1) % capacity()];
+    const Frame& last = entries_[(head_ + count_ - 1) % capacity()];
     if (last.offset + last.len != offset) return false;
   }
-  entries_[(head_ + count_) % capacity()] = Entry{slot, len, offset};
+  entries_[(head_ + count_) % capacity()] = Frame{slot, len, offset, false, false};
   ++count_;
   bytes_ += len;
   return true;
+}
+
+ReplayBuffer::Frame* ReplayBuffer::Find(uint32_t slot) {
+  for (uint32_t i = 0; i < count_; ++i) {
+    Frame& e = entries_[(head_ + i) % capacity()];
+    if (e.slot == slot) return &e;
+  }
+  return nullptr;
+}
+
+void ReplayBuffer::MarkDigested(uint32_t slot) {
+  if (Frame* f = Find(slot)) f->digested = true;
+}
+
+void ReplayBuffer::MarkCounted(uint32_t slot) {
+  if (Frame* f = Find(slot)) f->counted = true;
 }
 
 void ReplayBuffer::Clear() {

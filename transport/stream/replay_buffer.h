@@ -41,7 +41,7 @@ class ReplayBuffer {
   uint32_t Release(uint64_t acked, F release) {
     uint32_t n = 0;
     while (count_ > 0) {
-      const Entry& e = entries_[head_];
+      const Frame& e = entries_[head_];
       if (e.offset + e.len > acked || !release(e.slot)) break;
       bytes_ -= e.len;
       head_ = (head_ + 1) % capacity();
@@ -51,25 +51,35 @@ class ReplayBuffer {
     return n;
   }
 
-  // The held frames, oldest first: `visit(slot, offset, len)`.
+  // A held frame, and what became of it.
+  struct Frame {
+    uint32_t slot = 0;
+    uint32_t len = 0;
+    uint64_t offset = 0;
+    bool digested = false;  // Its bytes are in the stream's digest (they went out once).
+    bool counted = false;   // They are in the stream's progress (they went out whole once).
+  };
+
+  // The held frames, oldest first: `visit(const Frame&)`.
   template <typename F>
   void ForEach(F visit) const {
-    for (uint32_t i = 0; i < count_; ++i) {
-      const Entry& e = entries_[(head_ + i) % capacity()];
-      visit(e.slot, e.offset, e.len);
-    }
+    for (uint32_t i = 0; i < count_; ++i) visit(entries_[(head_ + i) % capacity()]);
+  }
+
+  // Buffer `slot`'s frame is in the digest, or in the progress: a resend must not add it again.
+  void MarkDigested(uint32_t slot);
+  void MarkCounted(uint32_t slot);
+  // The first byte held (`end` when none is).
+  uint64_t first_offset(uint64_t end) const {
+    return count_ > 0 ? entries_[head_].offset : end;
   }
 
   // Forgets every frame (their buffers are gone: a broken queue's pool).
   void Clear();
 
  private:
-  struct Entry {
-    uint32_t slot = 0;
-    uint32_t len = 0;
-    uint64_t offset = 0;
-  };
-  std::vector<Entry> entries_;
+  Frame* Find(uint32_t slot);
+  std::vector<Frame> entries_;
   uint32_t head_ = 0, count_ = 0;
   uint64_t bytes_ = 0;
 };

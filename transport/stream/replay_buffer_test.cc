@@ -21,7 +21,19 @@ TEST(ReplayBufferTest, HoldsFramesInStreamOrderUpToItsCapacity) {
   EXPECT_TRUE(r.Holds(8));
   EXPECT_FALSE(r.Holds(3));
   std::vector<uint64_t> offsets;
-  r.ForEach([&](uint32_t, uint64_t offset, uint32_t) { offsets.push_back(offset); });
+  r.MarkCounted(8);
+  r.MarkDigested(8);
+  r.MarkDigested(7);
+  std::vector<bool> counted, digested;
+  r.ForEach([&](const ReplayBuffer::Frame& f) {
+    offsets.push_back(f.offset);
+    counted.push_back(f.counted);
+    digested.push_back(f.digested);
+  });
+  EXPECT_EQ(counted, (std::vector<bool>{false, true, false}));
+  EXPECT_EQ(digested, (std::vector<bool>{true, true, false}));
+  EXPECT_EQ(r.first_offset(999), 0u);
+  EXPECT_EQ(ReplayBuffer(2).first_offset(999), 999u);
   EXPECT_EQ(offsets, (std::vector<uint64_t>{0, 100, 200}));
 }
 

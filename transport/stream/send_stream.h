@@ -56,6 +56,7 @@ struct SendStream {
   const StreamOptions options;
   size_t next_socket = 0;  // Round-robin start for the next frame.
   uint64_t offset = 0;     // Stream bytes sent so far.
+  uint64_t read = 0;       // Copy path: stream bytes read from the data fd so far.
   // Stream bytes handed to a connection in DATA frames (>= offset: a frame counts in `offset`
   // once the kernel took all of it, and may be written at the destination before that).
   uint64_t framed = 0;
@@ -66,6 +67,10 @@ struct SendStream {
   // The copy path's frames not acknowledged yet (options.replay_bytes), across pumps.
   ReplayBuffer replay;
   std::atomic<uint64_t> replay_held{0};  // replay.bytes(), for readers on other threads.
+  // After a resume: the next copy pump first sends the held frames again from here.
+  static constexpr uint64_t kNoReplay = UINT64_MAX;
+  uint64_t replay_from = kNoReplay;
+  std::atomic<uint64_t> replayed_bytes{0};  // Sent again after resumes.
   // The keyed digest of every byte sent (null without a key: framing tests).
   std::unique_ptr<peer::StreamMac> mac;
   bool digest_valid = true;  // Every byte so far passed through userspace (no splice).

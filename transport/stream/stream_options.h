@@ -69,8 +69,12 @@ inline uint32_t ReplayFrames(const StreamOptions& o) {
 // and the splice path's pipe (kernel memory, the host's all the same). Sessions charge it to the
 // daemon's --max_memory (daemon/base/memory_budget.h) before they start.
 inline uint64_t StreamMemoryBytes(const StreamOptions& o) {
-  return static_cast<uint64_t>(o.buffers) * o.chunk_size + ReplayFrames(o) * o.chunk_size +
-         (o.pipe_size ? o.pipe_size : o.chunk_size);
+  return static_cast<uint64_t>(o.buffers) * o.chunk_size + (o.pipe_size ? o.pipe_size : o.chunk_size);
+}
+
+// A source device's replay buffer, once per device whatever its connections.
+inline uint64_t ReplayMemoryBytes(const StreamOptions& o) {
+  return uint64_t{ReplayFrames(o)} * o.chunk_size;
 }
 
 }  // namespace migmover::stream

@@ -57,6 +57,10 @@ class OutgoingStream {
   // After every device's COMMIT(0): the source's point of no return is behind it.
   std::string Confirm();
 
+  // The stream goes on over `connections` new connections: their numbering starts again at 0
+  // (their HELLO).
+  void Reconnected(size_t connections) { next_seq_.assign(connections, 0); }
+
   // The stream's control key: ERROR, CONFIRM and KEEPALIVE are sealed with it
   // (peer::SealVerdict). Unset
   // only in tests of framing alone.

@@ -90,6 +90,46 @@ absl::Status StreamSender::Handshake(const peer::Hello& hello, absl::Duration ti
   return absl::OkStatus();
 }
 
+absl::Status StreamSender::Reconnect(std::vector<UniqueFd> sockets) {
+  if (sockets.size() != s_.sockets.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("device stream ", s_.device, " resumes on ",
+                                                   sockets.size(), " connections, it had ",
+                                                   s_.sockets.size()));
+  }
+  for (const UniqueFd& fd : sockets) {
+    RETURN_IF_ERROR(net::TuneDataSocket(fd.get(), s_.options.socket_buffer,
+                                        s_.options.tcp_congestion, s_.options.peer_timeout));
+  }
+  s_.sockets = std::move(sockets);
+  s_.out.Reconnected(s_.sockets.size());
+  s_.peer_seq = SendStream::kFirstPeerSeq;
+  s_.next_socket = 0;
+  return absl::OkStatus();
+}
+
+absl::Status StreamSender::ReplayFrom(uint64_t from) {
+  if (!s_.replay.enabled()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "device stream ", s_.device, " cannot resume: it keeps no replay buffer"));
+  }
+  const uint64_t acked = s_.acked.load(std::memory_order_relaxed);
+  const uint64_t first = s_.replay.first_offset(s_.read);
+  if (from < acked || from > s_.read || from < first) {
+    return absl::DataLossError(absl::StrCat(
+        "device stream ", s_.device, ": the destination resumes at offset ", from,
+        ", outside what this source can send again (", std::max(acked, first), "..", s_.read,
+        ": its last ACK or the first byte still held, .. the bytes read)"));
+  }
+  // No pump runs: no send is in flight on any held buffer.
+  s_.replay.Release(from, [](uint32_t) { return true; });
+  s_.replay_held.store(s_.replay.bytes(), std::memory_order_relaxed);
+  s_.acked.store(from, std::memory_order_relaxed);
+  s_.framed = from;
+  s_.offset = from;
+  s_.replay_from = from;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<PumpResult> StreamSender::Pump(int data_fd, Phase phase, uint64_t max_bytes,
                                               const std::atomic<bool>& stop,
                                               const std::atomic<bool>& cancel) {

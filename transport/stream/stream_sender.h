@@ -58,6 +58,20 @@ class StreamSender final : public transport::DeviceStreamSender {
   // with its message (e.g. NotFound "unknown session"), DataLoss for a malformed answer.
   absl::Status Handshake(const peer::Hello& hello, absl::Duration timeout);
 
+  // Resuming after a pump that a lost connection ended (copy path, with a replay buffer):
+  // Reconnect puts `sockets` (as many as before, connected; their HELLO still to go, by
+  // Handshake) in place of the broken ones, numbered afresh. ReplayFrom then takes the
+  // destination's word that every byte before `from` is in its device: the held frames from
+  // there go out again first in the next Pump (not in the digest again, not counted as progress
+  // again), then the data fd's bytes after the last one read. Errors: InvalidArgument for
+  // another number of connections; FailedPrecondition without a replay buffer; DataLoss when
+  // `from` is below the destination's last ACK, past the bytes read, or before the first byte
+  // still held (it would need bytes already let go).
+  absl::Status Reconnect(std::vector<UniqueFd> sockets);
+  absl::Status ReplayFrom(uint64_t from);
+  // Stream bytes sent again after resumes.
+  uint64_t replayed_bytes() const { return s_.replayed_bytes.load(std::memory_order_relaxed); }
+
   // Moves up to `max_bytes` from `data_fd` as DATA frames of `phase`, until the fd ends (see
   // PumpResult::End), the budget is spent, or `stop` is raised. Reads 0/ENOMSG/EAGAIN in
   // PRE_COPY are "drained for now"; 0 in STOP_COPY is the end. Short sends and EAGAIN are

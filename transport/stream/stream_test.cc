@@ -1129,6 +1129,211 @@ TEST(StreamTest, AReceiverCutMidStreamResumesOnANewConnectionFromWhatItWrote) {
   EXPECT_TRUE(landed == data) << landed.size() << " bytes landed of " << data.size();
 }
 
+TEST(StreamTest, AStreamCutMidwayResumesOnNewConnectionsAndLandsEveryByteOnce) {
+  // A source with a 4 MiB replay buffer and a destination that acknowledges every 512 KiB. Once
+  // 8 MiB are in the device, the source's connection is shut down under both. Each end finds
+  // its stream broken; the destination takes a new connection and says from where it goes on;
+  // the source sends its held frames again from there, then the rest. Every byte lands in the
+  // device once, the one digest checks, and the source counts what it sent again.
+  for (int stripes : {1, 2}) {
+    SCOPED_TRACE(absl::StrCat(stripes, " connection(s)"));
+    const uint32_t chunk = 256 << 10;
+    const auto data = RandomBytes(24 << 20, 81);
+    StreamOptions so = Opts(DataPath::kCopy, chunk);
+    so.replay_bytes = 4 << 20;
+    StreamOptions ro = Opts(DataPath::kCopy, chunk);
+    ro.ack_every = 512 << 10;
+    std::vector<Conn> first, second;
+    std::vector<UniqueFd> src1, dst1, src2, dst2;
+    std::vector<int> cut_fds;
+    for (int i = 0; i < stripes; ++i) {
+      first.push_back(Connect());
+      second.push_back(Connect());
+      cut_fds.push_back(::dup(first.back().src.get()));
+      src1.push_back(std::move(first.back().src));
+      dst1.push_back(std::move(first.back().dst));
+      src2.push_back(std::move(second.back().src));
+      dst2.push_back(std::move(second.back().dst));
+    }
+    auto src_pipe = MakePipe();
+    auto dst_pipe = MakePipe();
+    std::thread feeder([&] {
+      WriteAllBlocking(src_pipe->write.get(), data.data(), data.size());
+      src_pipe->write.Reset();
+    });
+    std::vector<uint8_t> landed;
+    std::thread drain([&] {
+      std::vector<uint8_t> buf(1 << 16);
+      ssize_t r;
+      while ((r = ::read(dst_pipe->read.get(), buf.data(), buf.size())) > 0) {
+        landed.insert(landed.end(), buf.data(), buf.data() + r);
+      }
+    });
+    std::atomic<uint64_t> written{0};
+    absl::Notification resumed_at_set;
+    uint64_t resumed_at = 0;
+    absl::Status sender_status, receiver_status;
+    uint64_t replayed = 0;
+    bool digest_checked = false;
+    std::thread source([&] {
+      auto ring = NewQueue(64);
+      ASSERT_TRUE(ring.ok());
+      auto sender = StreamSender::Create(ring->get(), std::move(src1), 0, so);
+      ASSERT_TRUE(sender.ok()) << sender.status();
+      ASSERT_TRUE((*sender)->Protect(Protection(false)).ok());
+      peer::Hello hello;
+      hello.session_id = "test";
+      ASSERT_TRUE((*sender)->Handshake(hello, absl::Seconds(5)).ok());
+      std::atomic<bool> stop{false}, cancel{false};
+      auto r = (*sender)->Pump(src_pipe->read.get(), Phase::kStopCopy, UINT64_MAX, stop, cancel);
+      ASSERT_FALSE(r.ok()) << "the cut should have broken the first pump";
+      ASSERT_TRUE((*sender)->Reconnect(std::move(src2)).ok());
+      ASSERT_TRUE((*sender)->Handshake(hello, absl::Seconds(5)).ok());
+      resumed_at_set.WaitForNotification();
+      sender_status = (*sender)->ReplayFrom(resumed_at);
+      if (!sender_status.ok()) return;
+      r = (*sender)->Pump(src_pipe->read.get(), Phase::kStopCopy, UINT64_MAX, stop, cancel);
+      sender_status = r.status();
+      if (!r.ok()) return;
+      sender_status = (*sender)->EndStream();
+      if (sender_status.ok()) sender_status = (*sender)->AwaitCommit(absl::Seconds(10), cancel);
+      replayed = (*sender)->replayed_bytes();
+      EXPECT_EQ((*sender)->bytes_sent(), data.size());
+    });
+    std::thread dest([&] {
+      auto ring = NewQueue(64);
+      ASSERT_TRUE(ring.ok());
+      auto answer = [&](std::vector<UniqueFd>& socks) {
+        for (auto& fd : socks) {
+          ASSERT_TRUE(peer::ReadHello(fd.get(), absl::Now() + absl::Seconds(5)).ok());
+          ASSERT_TRUE(
+              peer::SendHelloAck(fd.get(), absl::OkStatus(), 0, absl::Now() + absl::Seconds(5))
+                  .ok());
+        }
+      };
+      answer(dst1);
+      auto receiver = StreamReceiver::Create(ring->get(), std::move(dst1), 0, ro);
+      ASSERT_TRUE(receiver.ok()) << receiver.status();
+      ASSERT_TRUE((*receiver)->Protect(Protection(false)).ok());
+      (*receiver)->set_progress_counter(&written);
+      std::atomic<bool> cancel{false};
+      auto r = (*receiver)->Receive(dst_pipe->write.get(), cancel);
+      ASSERT_FALSE(r.ok()) << "the cut should have broken the first receive";
+      answer(dst2);
+      auto from = (*receiver)->Resume(std::move(dst2));
+      ASSERT_TRUE(from.ok()) << from.status();
+      resumed_at = *from;
+      resumed_at_set.Notify();
+      r = (*receiver)->Receive(dst_pipe->write.get(), cancel);
+      receiver_status = r.status();
+      if (r.ok()) digest_checked = r->digest_checked;
+      (void)(*receiver)->SendCommit(r.status());
+    });
+    while (written.load() < (8u << 20)) absl::SleepFor(absl::Milliseconds(1));
+    for (int fd : cut_fds) {
+      ::shutdown(fd, SHUT_RDWR);
+      ::close(fd);
+    }
+    source.join();
+    dest.join();
+    src_pipe->read.Reset();
+    feeder.join();
+    dst_pipe->write.Reset();
+    drain.join();
+    EXPECT_TRUE(sender_status.ok()) << sender_status;
+    EXPECT_TRUE(receiver_status.ok()) << receiver_status;
+    EXPECT_TRUE(digest_checked);
+    EXPECT_GE(resumed_at, 8u << 20);
+    EXPECT_TRUE(landed == data) << landed.size() << " bytes landed of " << data.size();
+    // What was out but not in the device when the cut came, at most the replay buffer.
+    EXPECT_LE(replayed, 4u << 20);
+  }
+}
+
+TEST(StreamTest, AcksReadBetweenPumpsFreeTheNextPumpsBuffers) {
+  // A PRE_COPY pump fills the 2 MiB replay buffer exactly and ends on its budget. The
+  // destination writes it all and acknowledges it; the source reads those ACKs with a
+  // keepalive, between pumps. The STOP_COPY pump that follows must find its buffers free:
+  // no further ACK is coming to wake it.
+  const uint32_t chunk = 256 << 10;
+  const auto data = RandomBytes(6 << 20, 82);
+  StreamOptions so = Opts(DataPath::kCopy, chunk);
+  so.replay_bytes = 2 << 20;
+  so.idle_timeout = absl::Seconds(2);
+  StreamOptions ro = Opts(DataPath::kCopy, chunk);
+  ro.ack_every = 512 << 10;
+  Conn conn = Connect();
+  auto src_pipe = MakePipe();
+  auto dst_pipe = MakePipe();
+  std::thread feeder([&] {
+    WriteAllBlocking(src_pipe->write.get(), data.data(), data.size());
+    src_pipe->write.Reset();
+  });
+  std::vector<uint8_t> landed;
+  std::thread drain([&] {
+    std::vector<uint8_t> buf(1 << 16);
+    ssize_t r;
+    while ((r = ::read(dst_pipe->read.get(), buf.data(), buf.size())) > 0) {
+      landed.insert(landed.end(), buf.data(), buf.data() + r);
+    }
+  });
+  std::atomic<uint64_t> written{0};
+  absl::Status sender_status, receiver_status;
+  std::thread source([&] {
+    auto ring = NewQueue(64);
+    ASSERT_TRUE(ring.ok());
+    auto sender = StreamSender::Create(ring->get(), std::move(conn.src), 0, so);
+    ASSERT_TRUE(sender.ok()) << sender.status();
+    ASSERT_TRUE((*sender)->Protect(Protection(false)).ok());
+    peer::Hello hello;
+    hello.session_id = "test";
+    ASSERT_TRUE((*sender)->Handshake(hello, absl::Seconds(5)).ok());
+    std::atomic<bool> stop{false}, cancel{false};
+    auto r = (*sender)->Pump(src_pipe->read.get(), Phase::kPreCopy, 2 << 20, stop, cancel);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->bytes, 2u << 20);
+    while (written.load() < (2u << 20)) absl::SleepFor(absl::Milliseconds(1));
+    // The destination's last ACK for those 2 MiB comes within its 100 ms tick.
+    const absl::Time until = absl::Now() + absl::Seconds(5);
+    while ((*sender)->acked_bytes() < (2u << 20) && absl::Now() < until) {
+      ASSERT_TRUE((*sender)->Keepalive().ok());
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    ASSERT_EQ((*sender)->acked_bytes(), 2u << 20);
+    ASSERT_TRUE((*sender)->EndPhase(Phase::kPreCopy).ok());
+    r = (*sender)->Pump(src_pipe->read.get(), Phase::kStopCopy, UINT64_MAX, stop, cancel);
+    sender_status = r.status();
+    if (!r.ok()) return;
+    sender_status = (*sender)->EndStream();
+    if (sender_status.ok()) sender_status = (*sender)->AwaitCommit(absl::Seconds(10), cancel);
+  });
+  std::thread dest([&] {
+    auto ring = NewQueue(64);
+    ASSERT_TRUE(ring.ok());
+    ASSERT_TRUE(peer::ReadHello(conn.dst.get(), absl::Now() + absl::Seconds(5)).ok());
+    ASSERT_TRUE(
+        peer::SendHelloAck(conn.dst.get(), absl::OkStatus(), 0, absl::Now() + absl::Seconds(5))
+            .ok());
+    auto receiver = StreamReceiver::Create(ring->get(), std::move(conn.dst), 0, 1, ro);
+    ASSERT_TRUE(receiver.ok()) << receiver.status();
+    ASSERT_TRUE((*receiver)->Protect(Protection(false)).ok());
+    (*receiver)->set_progress_counter(&written);
+    std::atomic<bool> cancel{false};
+    auto r = (*receiver)->Receive(dst_pipe->write.get(), cancel);
+    receiver_status = r.status();
+    (void)(*receiver)->SendCommit(r.status());
+  });
+  source.join();
+  dest.join();
+  src_pipe->read.Reset();
+  feeder.join();
+  dst_pipe->write.Reset();
+  drain.join();
+  EXPECT_TRUE(sender_status.ok()) << sender_status;
+  EXPECT_TRUE(receiver_status.ok()) << receiver_status;
+  EXPECT_TRUE(landed == data) << landed.size() << " bytes landed of " << data.size();
+}
+
 TEST(StreamTest, ReceiverRejectsMalformedStreams) {
   // Sequence gap.
   EXPECT_EQ(ReceiveFrames({DataFrame(2, 0, "abc")}).code(), absl::StatusCode::kDataLoss);
