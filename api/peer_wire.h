@@ -59,6 +59,11 @@ enum class FrameType : uint8_t {
 // HELLO flag: this connection is the session's heartbeat (PING/PONG between the two daemons'
 // own threads), not a device stream; device, stream and link are 0, stream_count 1.
 inline constexpr uint16_t kHelloHeartbeat = 1;
+// HELLO flag (version 6): this connection resumes device `device`'s stream after its connections
+// were lost; the header's `offset` is the resume's number for the device (1, 2, ...). The nonce
+// is the stream's first one (its keys stay). The HELLO_ACK that accepts it carries in its
+// `offset` the stream bytes written into the device: the source sends again from there.
+inline constexpr uint16_t kHelloResume = 2;
 
 enum class Phase : uint8_t { kNone = 0, kPreCopy = 1, kStopCopy = 2 };
 

@@ -77,8 +77,9 @@ absl::StatusOr<FrameHeader> DecodeHeader(std::span<const uint8_t, wire::kFrameHe
   if (h.phase > static_cast<uint8_t>(Phase::kStopCopy)) {
     return bad(absl::StrCat("unknown phase ", h.phase));
   }
-  const uint16_t allowed_flags =
-      h.type == static_cast<uint8_t>(FrameType::kHello) ? wire::kHelloHeartbeat : 0;
+  const uint16_t allowed_flags = h.type == static_cast<uint8_t>(FrameType::kHello)
+                                     ? wire::kHelloHeartbeat | wire::kHelloResume
+                                     : 0;
   if ((h.flags & ~allowed_flags) != 0) {
     return bad(absl::StrCat("flags 0x", absl::Hex(h.flags), " not allowed"));
   }
@@ -135,8 +136,12 @@ absl::StatusOr<FrameHeader> DecodeHeader(std::span<const uint8_t, wire::kFrameHe
   if (h.length < min || h.length > max) {
     return bad(absl::StrCat("length ", h.length, " outside ", min, "..", max));
   }
+  // The offset is a stream offset on DATA, INITIAL_DATA_SENT, ACK and HELLO_ACK (a resume's
+  // point), and a resume's number on a resuming HELLO.
+  const bool resume_hello =
+      type == FrameType::kHello && (h.flags & wire::kHelloResume) != 0;
   if (type != FrameType::kData && type != FrameType::kInitialDataSent &&
-      type != FrameType::kAck && h.offset != 0) {
+      type != FrameType::kAck && type != FrameType::kHelloAck && !resume_hello && h.offset != 0) {
     return bad(absl::StrCat("offset ", h.offset, " on a control frame"));
   }
   return h;
@@ -178,6 +183,7 @@ HelloFields Hello::fields() const {
   f.stream_count = stream_count;
   f.link = link;
   f.heartbeat = heartbeat;
+  f.resume = resume;
   f.min_version = min_version;
   f.max_version = max_version;
   f.nonce = nonce;
@@ -245,7 +251,9 @@ std::string EncodeHello(uint64_t seq, const Hello& hello) {
   std::string payload(reinterpret_cast<const char*>(&p), sizeof(p));
   payload += hello.session_id;
   return Frame(FrameType::kHello, seq, hello.device, Phase::kNone, payload,
-               hello.heartbeat ? wire::kHelloHeartbeat : 0);
+               static_cast<uint16_t>((hello.heartbeat ? wire::kHelloHeartbeat : 0) |
+                                     (hello.resume != 0 ? wire::kHelloResume : 0)),
+               hello.resume);
 }
 
 std::string EncodeStatusFrame(FrameType type, uint64_t seq, uint32_t device,
@@ -323,6 +331,10 @@ absl::StatusOr<Hello> ParseHello(const FrameHeader& h, absl::string_view payload
   hello.link = p.link;
   hello.device = h.device;
   hello.heartbeat = (h.flags & wire::kHelloHeartbeat) != 0;
+  hello.resume = (h.flags & wire::kHelloResume) != 0 ? h.offset : 0;
+  if ((h.flags & wire::kHelloResume) != 0 && h.offset == 0) {
+    return absl::DataLossError("HELLO: a resume numbered 0 (they count from 1)");
+  }
   std::memcpy(hello.nonce.data(), p.nonce, sizeof(p.nonce));
   std::memcpy(hello.proof.data(), p.proof, sizeof(p.proof));
   hello.session_id = std::string(payload.substr(sizeof(p)));
@@ -349,6 +361,10 @@ absl::StatusOr<Hello> ParseHello(const FrameHeader& h, absl::string_view payload
                          hello.link != 0)) {
     return absl::DataLossError(
         "HELLO: a heartbeat connection carries no stream (device, stream and link must be 0)");
+  }
+  if (hello.resume != 0 && (hello.heartbeat || hello.link != 0)) {
+    return absl::DataLossError(
+        "HELLO: only a TCP device stream resumes (not a heartbeat, not a DPDK link)");
   }
   if (hello.session_id.size() > wire::kMaxSessionIdLength || !Printable(hello.session_id)) {
     return absl::DataLossError("HELLO: session id must be 1..128 printable ASCII characters");

@@ -40,6 +40,9 @@ struct Hello {
   uint16_t stream_count = 1;
   uint32_t link = 0;  // DPDK link id carrying the stream; 0 = this connection (TCP).
   bool heartbeat = false;  // The session's heartbeat connection (wire::kHelloHeartbeat).
+  // Version 6: 0 for a stream's first connections; n >= 1 for its n-th resume
+  // (wire::kHelloResume, the number in the header's offset; under the proof).
+  uint64_t resume = 0;
   // Source side: the session secret EncodeHello proves (it is never sent). Zero in a parsed
   // HELLO.
   SessionSecretBytes token{};

@@ -141,6 +141,60 @@ TEST(FrameCodecTest, AnAckCarriesTheOffsetWrittenUnderItsSeal) {
   EXPECT_FALSE(RoundTrip(bad).ok());
 }
 
+TEST(FrameCodecTest, AResumingHelloCarriesItsNumberUnderTheProof) {
+  Hello hello;
+  hello.session_id = "vm-42";
+  hello.device_count = 2;
+  hello.device = 1;
+  hello.stream_count = 2;
+  hello.stream = 1;
+  hello.token[0] = 0x5a;
+  hello.nonce[0] = 0x11;
+  hello.resume = 3;
+  const std::string frame = EncodeHello(0, hello);
+  auto [h, payload] = Split(frame);
+  EXPECT_EQ(h.flags, wire::kHelloResume);
+  EXPECT_EQ(h.offset, 3u);
+  ASSERT_TRUE(RoundTrip(h).ok());
+  auto back = ParseHello(h, payload);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->resume, 3u);
+  EXPECT_TRUE(back->ProofValid(hello.token));
+  // An older resume's HELLO played again with a new number: the proof no longer holds.
+  FrameHeader renumbered = h;
+  renumbered.offset = 4;
+  auto replayed = ParseHello(renumbered, payload);
+  ASSERT_TRUE(replayed.ok());
+  EXPECT_FALSE(replayed->ProofValid(hello.token));
+  // Without the flag, the same frame is a first connection, and its proof fails too.
+  FrameHeader unflagged = h;
+  unflagged.flags = 0;
+  unflagged.offset = 0;
+  auto first = ParseHello(unflagged, payload);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->resume, 0u);
+  EXPECT_FALSE(first->ProofValid(hello.token));
+  // Numbered from 1; never a heartbeat's or a DPDK link's; an offset only with the flag.
+  FrameHeader zero = h;
+  zero.offset = 0;
+  EXPECT_FALSE(ParseHello(zero, payload).ok());
+  Hello beat = hello;
+  beat.heartbeat = true;
+  beat.device = beat.stream = 0;
+  beat.stream_count = 1;
+  auto [bh, bp] = Split(EncodeHello(0, beat));
+  EXPECT_FALSE(ParseHello(bh, bp).ok());
+  Hello link = hello;
+  link.link = 9;
+  link.stream = 0;
+  link.stream_count = 1;
+  auto [lh, lp] = Split(EncodeHello(0, link));
+  EXPECT_FALSE(ParseHello(lh, lp).ok());
+  FrameHeader stray = unflagged;
+  stray.offset = 5;
+  EXPECT_FALSE(RoundTrip(stray).ok());
+}
+
 TEST(FrameCodecTest, HelloRoundTripsAndIsBounded) {
   Hello hello;
   hello.session_id = "vm-42.migration-7";

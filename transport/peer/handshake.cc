@@ -1,5 +1,7 @@
 #include "transport/peer/handshake.h"
 
+#include <cstring>
+
 #include "absl/strings/str_cat.h"
 #include "transport/base/status_macros.h"
 #include "transport/net/socket.h"
@@ -65,7 +67,7 @@ absl::StatusOr<Hello> ReadHello(int fd, absl::Time deadline, const std::atomic<b
   return hello;
 }
 
-absl::Status AwaitHelloAck(int fd, absl::Time deadline) {
+absl::Status AwaitHelloAck(int fd, absl::Time deadline, uint64_t* offset) {
   ASSIGN_OR_RETURN(ControlFrame f, ReadControlFrame(fd, deadline));
   if (f.header.type != static_cast<uint8_t>(FrameType::kHelloAck)) {
     return absl::DataLossError(
@@ -76,13 +78,21 @@ absl::Status AwaitHelloAck(int fd, absl::Time deadline) {
     return absl::Status(static_cast<absl::StatusCode>(st.code),
                         absl::StrCat("destination refused the stream: ", st.message));
   }
+  if (offset != nullptr) *offset = f.header.offset;
   return absl::OkStatus();
 }
 
 absl::Status SendHelloAck(int fd, const absl::Status& verdict, uint32_t device,
-                          absl::Time deadline) {
+                          absl::Time deadline, uint64_t offset) {
   PeerStatus st{static_cast<uint32_t>(verdict.code()), std::string(verdict.message())};
-  return net::SendAll(fd, EncodeStatusFrame(FrameType::kHelloAck, 0, device, st), deadline);
+  std::string frame = EncodeStatusFrame(FrameType::kHelloAck, 0, device, st);
+  if (offset != 0) {
+    FrameHeader h;
+    std::memcpy(&h, frame.data(), sizeof(h));
+    h.offset = offset;
+    std::memcpy(frame.data(), &h, sizeof(h));
+  }
+  return net::SendAll(fd, frame, deadline);
 }
 
 }  // namespace migmover::peer

@@ -45,11 +45,13 @@ absl::StatusOr<Hello> ReadHello(int fd, absl::Time deadline,
 // Source side: reads the destination's answer to a HELLO. OK when it accepted the stream.
 // Errors: the refusal as its canonical code ("destination refused the stream: <message>"),
 // DataLoss for anything but a well-formed HELLO_ACK, DeadlineExceeded, Unavailable.
-absl::Status AwaitHelloAck(int fd, absl::Time deadline);
+// `offset`, when given, gets the HELLO_ACK's offset: where a resumed stream goes on.
+absl::Status AwaitHelloAck(int fd, absl::Time deadline, uint64_t* offset = nullptr);
 
 // Answers the HELLO: code 0 accepts the stream; anything else refuses it with the message.
+// `offset`: to a resuming HELLO that it accepts, the stream bytes written into the device.
 absl::Status SendHelloAck(int fd, const absl::Status& verdict, uint32_t device,
-                          absl::Time deadline);
+                          absl::Time deadline, uint64_t offset = 0);
 
 }  // namespace migmover::peer
 

@@ -36,5 +36,20 @@ TEST(HandshakeTest, APeerOfAnotherVersionIsRefusedSayingWhichVersions) {
   EXPECT_TRUE(ReadHello(b.get(), absl::Now() + absl::Seconds(5)).ok());
 }
 
+TEST(HandshakeTest, TheHelloAckToAResumeSaysWhereTheStreamGoesOn) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  UniqueFd a(sv[0]), b(sv[1]);
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  ASSERT_TRUE(SendHelloAck(b.get(), absl::OkStatus(), 2, deadline, 123456789).ok());
+  uint64_t offset = 0;
+  ASSERT_TRUE(AwaitHelloAck(a.get(), deadline, &offset).ok());
+  EXPECT_EQ(offset, 123456789u);
+  // A first connection's HELLO_ACK carries none.
+  ASSERT_TRUE(SendHelloAck(b.get(), absl::OkStatus(), 2, deadline).ok());
+  ASSERT_TRUE(AwaitHelloAck(a.get(), deadline, &offset).ok());
+  EXPECT_EQ(offset, 0u);
+}
+
 }  // namespace
 }  // namespace migmover::peer

@@ -34,6 +34,7 @@ std::string HelloMessage(const HelloFields& f) {
   PutLe(&m, f.stream_count, 2);
   PutLe(&m, f.link, 4);
   m.push_back(f.heartbeat ? 1 : 0);
+  PutLe(&m, f.resume, 8);
   m.append(reinterpret_cast<const char*>(f.nonce.data()), f.nonce.size());
   m.append(reinterpret_cast<const char*>(f.binding.data()), f.binding.size());
   PutLe(&m, f.session_id.size(), 4);

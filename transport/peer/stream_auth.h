@@ -44,6 +44,7 @@ struct HelloFields {
   uint16_t stream_count = 0;
   uint32_t link = 0;
   bool heartbeat = false;
+  uint64_t resume = 0;  // The resume's number; 0 for a stream's first connections.
   uint16_t min_version = 0;
   uint16_t max_version = 0;
   HelloNonce nonce{};
