@@ -256,7 +256,7 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
   // pieces received after it are dropped; a resumed source sends them again.
   void Lose(absl::Status st) {
     if (!error_.ok()) return;
-    error_ = std::move(st);
+    error_ = ConnectionLostError(std::move(st));
     lost_ = true;
     r_->resumable = true;
     if (!sockets_cancelled_) {

@@ -224,14 +224,16 @@ class CopySendJobImpl final : public CopySendJob {
       last_progress_ = std::min(absl::Now(), send_not_before_);
     }
     // A stream fd's pause is the VMM's, not a stall: only the peer's counts.
-    const bool frames_waiting = ready_count_ > 0 || sends_inflight_ > 0;
+    // Frames read and not acknowledged that fill the replay buffer wait on the peer too.
+    const bool frames_waiting = ready_count_ > 0 || sends_inflight_ > 0 || !ReplayRoom();
     const bool waiting_on_vmm = stream_fd_ && !frames_waiting;
     if (!waiting_on_vmm && absl::Now() - last_progress_ > s_->options.idle_timeout &&
         error_.ok() && !ended_) {
-      Fail(NoProgressError(s_->device, s_->options.idle_timeout,
-                           read_inflight_ && !(stream_fd_ && frames_waiting)
-                               ? "waiting on the data fd"
-                               : "waiting on the peer"));
+      const bool on_fd = read_inflight_ && !(stream_fd_ && frames_waiting);
+      absl::Status stalled =
+          NoProgressError(s_->device, s_->options.idle_timeout,
+                          on_fd ? "waiting on the data fd" : "waiting on the peer");
+      Fail(on_fd ? stalled : ConnectionLostError(stalled));
     }
   }
 
@@ -455,8 +457,9 @@ class CopySendJobImpl final : public CopySendJob {
     } else if (error_.ok()) {
       absl::Status v = s_->PeerVerdict();
       Fail(!v.ok() ? v
-                   : ErrnoStatus(absl::StrCat("send(peer socket fd ", fd, ", DATA)"),
-                                 c.res == 0 ? EPIPE : -c.res));
+                   : ConnectionLostError(
+                         ErrnoStatus(absl::StrCat("send(peer socket fd ", fd, ", DATA)"),
+                                     c.res == 0 ? EPIPE : -c.res)));
     }
   }
 

@@ -6,6 +6,7 @@
 #include "absl/time/clock.h"
 #include "transport/base/status_macros.h"
 #include "transport/peer/handshake.h"
+#include "transport/stream/stream_errors.h"
 
 namespace migmover::stream {
 SendStream::SendStream(std::vector<UniqueFd> connections, uint32_t device_index,
@@ -28,8 +29,14 @@ absl::Status SendStream::PeerVerdict() {
     if (::poll(&p, 1, 0) <= 0 || !(p.revents & (POLLIN | POLLHUP | POLLERR))) {
       return absl::OkStatus();
     }
-    ASSIGN_OR_RETURN(peer::ControlFrame f,
-                     peer::ReadControlFrame(control_fd(), absl::Now() + absl::Seconds(1)));
+    absl::StatusOr<peer::ControlFrame> read =
+        peer::ReadControlFrame(control_fd(), absl::Now() + absl::Seconds(1));
+    if (!read.ok()) {
+      // Closed, reset or silent without a word: the connection, not a verdict.
+      const absl::Status& s = read.status();
+      return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) ? ConnectionLostError(s) : s;
+    }
+    const peer::ControlFrame& f = *read;
     if (f.header.type == static_cast<uint8_t>(wire::FrameType::kAck)) {
       RETURN_IF_ERROR(OnAck(f.header, f.payload));
       continue;

@@ -45,4 +45,14 @@ bool IsDeviceSide(const absl::Status& status) {
   return side.has_value() && *side == "device";
 }
 
+absl::Status ConnectionLostError(absl::Status status) {
+  if (!status.ok()) status.SetPayload(kSidePayload, absl::Cord("connection"));
+  return status;
+}
+
+bool IsConnectionLost(const absl::Status& status) {
+  const auto side = status.GetPayload(kSidePayload);
+  return side.has_value() && *side == "connection";
+}
+
 }  // namespace migmover::stream

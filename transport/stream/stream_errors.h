@@ -28,6 +28,12 @@ absl::Status DigestMismatchError();
 absl::Status DeviceSideError(absl::Status status);
 bool IsDeviceSide(const absl::Status& status);
 
+// `status` (a broken or silent connection to the peer: a failed send or receive, a peer that
+// closed without a verdict, no progress while waiting on it) marked as such: what a resume may
+// mend, unlike a verdict, a rule broken or a device that failed. OK stays OK.
+absl::Status ConnectionLostError(absl::Status status);
+bool IsConnectionLost(const absl::Status& status);
+
 // The source's ERROR frame (`payload` after header `h`) as Aborted "source abandoned the stream:
 // <its message>"; DataLoss if the payload is malformed.
 absl::Status SourceAbandonedError(const wire::FrameHeader& h, absl::string_view payload);
