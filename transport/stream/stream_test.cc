@@ -1133,6 +1133,56 @@ TEST(StreamTest, AReceiverCutMidStreamResumesOnANewConnectionFromWhatItWrote) {
   EXPECT_TRUE(landed == data) << landed.size() << " bytes landed of " << data.size();
 }
 
+// The device ends of a stream under test: a source pipe a thread fills with `data` (stopping
+// if the sender stops reading), and a destination pipe whose bytes a thread collects. Finish()
+// closes both and joins the threads; `landed` is then what reached the destination device.
+struct DeviceEnds {
+  explicit DeviceEnds(const std::vector<uint8_t>& data) : src(*MakePipe()), dst(*MakePipe()) {
+    feeder = std::thread([this, &data] {
+      WriteAllBlocking(src.write.get(), data.data(), data.size());
+      src.write.Reset();
+    });
+    drain = std::thread([this] {
+      std::vector<uint8_t> buf(1 << 16);
+      ssize_t r;
+      while ((r = ::read(dst.read.get(), buf.data(), buf.size())) > 0) {
+        landed.insert(landed.end(), buf.data(), buf.data() + r);
+      }
+    });
+  }
+  void Finish() {
+    src.read.Reset();
+    feeder.join();
+    dst.write.Reset();
+    drain.join();
+  }
+  PipeFds src, dst;
+  std::vector<uint8_t> landed;
+  std::thread feeder, drain;
+};
+
+// A sender over `socks`, keyed as Protection(false), its HELLO answered (AnswerHellos).
+std::unique_ptr<StreamSender> HandshakenSender(io::IoQueue* ring, std::vector<UniqueFd> socks,
+                                               const StreamOptions& so) {
+  auto sender = StreamSender::Create(ring, std::move(socks), 0, so);
+  EXPECT_TRUE(sender.ok()) << sender.status();
+  if (!sender.ok()) return nullptr;
+  EXPECT_TRUE((*sender)->Protect(Protection(false)).ok());
+  peer::Hello hello;
+  hello.session_id = "test";
+  EXPECT_TRUE((*sender)->Handshake(hello, absl::Seconds(5)).ok());
+  return std::move(*sender);
+}
+
+// The destination's side of a handshake on each of `socks`: HELLO read, HELLO_ACK(0) sent.
+void AnswerHellos(const std::vector<UniqueFd>& socks) {
+  for (const UniqueFd& fd : socks) {
+    ASSERT_TRUE(peer::ReadHello(fd.get(), absl::Now() + absl::Seconds(5)).ok());
+    ASSERT_TRUE(
+        peer::SendHelloAck(fd.get(), absl::OkStatus(), 0, absl::Now() + absl::Seconds(5)).ok());
+  }
+}
+
 TEST(StreamTest, AStreamCutMidwayResumesOnNewConnectionsAndLandsEveryByteOnce) {
   // A source with a 4 MiB replay buffer and a destination that acknowledges every 512 KiB. Once
   // 8 MiB are in the device, the source's connection is shut down under both. Each end finds
@@ -1147,32 +1197,17 @@ TEST(StreamTest, AStreamCutMidwayResumesOnNewConnectionsAndLandsEveryByteOnce) {
     so.replay_bytes = 4 << 20;
     StreamOptions ro = Opts(DataPath::kCopy, chunk);
     ro.ack_every = 512 << 10;
-    std::vector<Conn> first, second;
     std::vector<UniqueFd> src1, dst1, src2, dst2;
     std::vector<int> cut_fds;
     for (int i = 0; i < stripes; ++i) {
-      first.push_back(Connect());
-      second.push_back(Connect());
-      cut_fds.push_back(::dup(first.back().src.get()));
-      src1.push_back(std::move(first.back().src));
-      dst1.push_back(std::move(first.back().dst));
-      src2.push_back(std::move(second.back().src));
-      dst2.push_back(std::move(second.back().dst));
+      Conn first = Connect(), second = Connect();
+      cut_fds.push_back(::dup(first.src.get()));
+      src1.push_back(std::move(first.src));
+      dst1.push_back(std::move(first.dst));
+      src2.push_back(std::move(second.src));
+      dst2.push_back(std::move(second.dst));
     }
-    auto src_pipe = MakePipe();
-    auto dst_pipe = MakePipe();
-    std::thread feeder([&] {
-      WriteAllBlocking(src_pipe->write.get(), data.data(), data.size());
-      src_pipe->write.Reset();
-    });
-    std::vector<uint8_t> landed;
-    std::thread drain([&] {
-      std::vector<uint8_t> buf(1 << 16);
-      ssize_t r;
-      while ((r = ::read(dst_pipe->read.get(), buf.data(), buf.size())) > 0) {
-        landed.insert(landed.end(), buf.data(), buf.data() + r);
-      }
-    });
+    DeviceEnds ends(data);
     std::atomic<uint64_t> written{0};
     // Atomic: a WaitForNotification that finds the notification given returns on an atomic
     // load inside Debian's uninstrumented abseil, an order ThreadSanitizer cannot see.
@@ -1184,55 +1219,45 @@ TEST(StreamTest, AStreamCutMidwayResumesOnNewConnectionsAndLandsEveryByteOnce) {
     std::thread source([&] {
       auto ring = NewQueue(64);
       ASSERT_TRUE(ring.ok());
-      auto sender = StreamSender::Create(ring->get(), std::move(src1), 0, so);
-      ASSERT_TRUE(sender.ok()) << sender.status();
-      ASSERT_TRUE((*sender)->Protect(Protection(false)).ok());
-      peer::Hello hello;
-      hello.session_id = "test";
-      ASSERT_TRUE((*sender)->Handshake(hello, absl::Seconds(5)).ok());
+      std::unique_ptr<StreamSender> sender = HandshakenSender(ring->get(), std::move(src1), so);
+      ASSERT_NE(sender, nullptr);
       std::atomic<bool> stop{false}, cancel{false};
-      auto r = (*sender)->Pump(src_pipe->read.get(), Phase::kStopCopy, UINT64_MAX, stop, cancel);
+      auto r = sender->Pump(ends.src.read.get(), Phase::kStopCopy, UINT64_MAX, stop, cancel);
       ASSERT_FALSE(r.ok()) << "the cut should have broken the first pump";
       EXPECT_TRUE(IsConnectionLost(r.status())) << r.status();
-      ASSERT_TRUE((*sender)->Reconnect(std::move(src2)).ok());
-      ASSERT_TRUE((*sender)->Handshake(hello, absl::Seconds(5)).ok());
+      ASSERT_TRUE(sender->Reconnect(std::move(src2)).ok());
+      peer::Hello hello;
+      hello.session_id = "test";
+      ASSERT_TRUE(sender->Handshake(hello, absl::Seconds(5)).ok());
       resumed_at_set.WaitForNotification();
-      sender_status = (*sender)->ReplayFrom(resumed_at.load());
+      sender_status = sender->ReplayFrom(resumed_at.load());
       if (!sender_status.ok()) return;
-      r = (*sender)->Pump(src_pipe->read.get(), Phase::kStopCopy, UINT64_MAX, stop, cancel);
+      r = sender->Pump(ends.src.read.get(), Phase::kStopCopy, UINT64_MAX, stop, cancel);
       sender_status = r.status();
       if (!r.ok()) return;
-      sender_status = (*sender)->EndStream();
-      if (sender_status.ok()) sender_status = (*sender)->AwaitCommit(absl::Seconds(10), cancel);
-      replayed = (*sender)->replayed_bytes();
-      EXPECT_EQ((*sender)->bytes_sent(), data.size());
+      sender_status = sender->EndStream();
+      if (sender_status.ok()) sender_status = sender->AwaitCommit(absl::Seconds(10), cancel);
+      replayed = sender->replayed_bytes();
+      EXPECT_EQ(sender->bytes_sent(), data.size());
     });
     std::thread dest([&] {
       auto ring = NewQueue(64);
       ASSERT_TRUE(ring.ok());
-      auto answer = [&](std::vector<UniqueFd>& socks) {
-        for (auto& fd : socks) {
-          ASSERT_TRUE(peer::ReadHello(fd.get(), absl::Now() + absl::Seconds(5)).ok());
-          ASSERT_TRUE(
-              peer::SendHelloAck(fd.get(), absl::OkStatus(), 0, absl::Now() + absl::Seconds(5))
-                  .ok());
-        }
-      };
-      answer(dst1);
+      AnswerHellos(dst1);
       auto receiver = StreamReceiver::Create(ring->get(), std::move(dst1), 0, ro);
       ASSERT_TRUE(receiver.ok()) << receiver.status();
       ASSERT_TRUE((*receiver)->Protect(Protection(false)).ok());
       (*receiver)->set_progress_counter(&written);
       std::atomic<bool> cancel{false};
-      auto r = (*receiver)->Receive(dst_pipe->write.get(), cancel);
+      auto r = (*receiver)->Receive(ends.dst.write.get(), cancel);
       ASSERT_FALSE(r.ok()) << "the cut should have broken the first receive";
       EXPECT_TRUE(IsConnectionLost(r.status())) << r.status();
-      answer(dst2);
+      AnswerHellos(dst2);
       auto from = (*receiver)->Resume(std::move(dst2));
       ASSERT_TRUE(from.ok()) << from.status();
       resumed_at.store(*from);
       resumed_at_set.Notify();
-      r = (*receiver)->Receive(dst_pipe->write.get(), cancel);
+      r = (*receiver)->Receive(ends.dst.write.get(), cancel);
       receiver_status = r.status();
       if (r.ok()) digest_checked = r->digest_checked;
       (void)(*receiver)->SendCommit(r.status());
@@ -1244,15 +1269,12 @@ TEST(StreamTest, AStreamCutMidwayResumesOnNewConnectionsAndLandsEveryByteOnce) {
     }
     source.join();
     dest.join();
-    src_pipe->read.Reset();
-    feeder.join();
-    dst_pipe->write.Reset();
-    drain.join();
+    ends.Finish();
     EXPECT_TRUE(sender_status.ok()) << sender_status;
     EXPECT_TRUE(receiver_status.ok()) << receiver_status;
     EXPECT_TRUE(digest_checked);
     EXPECT_GE(resumed_at.load(), 8u << 20);
-    EXPECT_TRUE(landed == data) << landed.size() << " bytes landed of " << data.size();
+    EXPECT_TRUE(ends.landed == data) << ends.landed.size() << " bytes landed of " << data.size();
     // What was out but not in the device when the cut came, at most the replay buffer.
     EXPECT_LE(replayed, 4u << 20);
   }
@@ -1271,75 +1293,56 @@ TEST(StreamTest, AcksReadBetweenPumpsFreeTheNextPumpsBuffers) {
   StreamOptions ro = Opts(DataPath::kCopy, chunk);
   ro.ack_every = 512 << 10;
   Conn conn = Connect();
-  auto src_pipe = MakePipe();
-  auto dst_pipe = MakePipe();
-  std::thread feeder([&] {
-    WriteAllBlocking(src_pipe->write.get(), data.data(), data.size());
-    src_pipe->write.Reset();
-  });
-  std::vector<uint8_t> landed;
-  std::thread drain([&] {
-    std::vector<uint8_t> buf(1 << 16);
-    ssize_t r;
-    while ((r = ::read(dst_pipe->read.get(), buf.data(), buf.size())) > 0) {
-      landed.insert(landed.end(), buf.data(), buf.data() + r);
-    }
-  });
+  DeviceEnds ends(data);
   std::atomic<uint64_t> written{0};
   absl::Status sender_status, receiver_status;
   std::thread source([&] {
     auto ring = NewQueue(64);
     ASSERT_TRUE(ring.ok());
-    auto sender = StreamSender::Create(ring->get(), std::move(conn.src), 0, so);
-    ASSERT_TRUE(sender.ok()) << sender.status();
-    ASSERT_TRUE((*sender)->Protect(Protection(false)).ok());
-    peer::Hello hello;
-    hello.session_id = "test";
-    ASSERT_TRUE((*sender)->Handshake(hello, absl::Seconds(5)).ok());
+    std::vector<UniqueFd> socks;
+    socks.push_back(std::move(conn.src));
+    std::unique_ptr<StreamSender> sender = HandshakenSender(ring->get(), std::move(socks), so);
+    ASSERT_NE(sender, nullptr);
     std::atomic<bool> stop{false}, cancel{false};
-    auto r = (*sender)->Pump(src_pipe->read.get(), Phase::kPreCopy, 2 << 20, stop, cancel);
+    auto r = sender->Pump(ends.src.read.get(), Phase::kPreCopy, 2 << 20, stop, cancel);
     ASSERT_TRUE(r.ok()) << r.status();
     ASSERT_EQ(r->bytes, 2u << 20);
     while (written.load() < (2u << 20)) absl::SleepFor(absl::Milliseconds(1));
     // The destination's last ACK for those 2 MiB comes within its 100 ms tick.
     const absl::Time until = absl::Now() + absl::Seconds(5);
-    while ((*sender)->acked_bytes() < (2u << 20) && absl::Now() < until) {
-      ASSERT_TRUE((*sender)->Keepalive().ok());
+    while (sender->acked_bytes() < (2u << 20) && absl::Now() < until) {
+      ASSERT_TRUE(sender->Keepalive().ok());
       absl::SleepFor(absl::Milliseconds(5));
     }
-    ASSERT_EQ((*sender)->acked_bytes(), 2u << 20);
-    ASSERT_TRUE((*sender)->EndPhase(Phase::kPreCopy).ok());
-    r = (*sender)->Pump(src_pipe->read.get(), Phase::kStopCopy, UINT64_MAX, stop, cancel);
+    ASSERT_EQ(sender->acked_bytes(), 2u << 20);
+    ASSERT_TRUE(sender->EndPhase(Phase::kPreCopy).ok());
+    r = sender->Pump(ends.src.read.get(), Phase::kStopCopy, UINT64_MAX, stop, cancel);
     sender_status = r.status();
     if (!r.ok()) return;
-    sender_status = (*sender)->EndStream();
-    if (sender_status.ok()) sender_status = (*sender)->AwaitCommit(absl::Seconds(10), cancel);
+    sender_status = sender->EndStream();
+    if (sender_status.ok()) sender_status = sender->AwaitCommit(absl::Seconds(10), cancel);
   });
   std::thread dest([&] {
     auto ring = NewQueue(64);
     ASSERT_TRUE(ring.ok());
-    ASSERT_TRUE(peer::ReadHello(conn.dst.get(), absl::Now() + absl::Seconds(5)).ok());
-    ASSERT_TRUE(
-        peer::SendHelloAck(conn.dst.get(), absl::OkStatus(), 0, absl::Now() + absl::Seconds(5))
-            .ok());
-    auto receiver = StreamReceiver::Create(ring->get(), std::move(conn.dst), 0, 1, ro);
+    std::vector<UniqueFd> socks;
+    socks.push_back(std::move(conn.dst));
+    AnswerHellos(socks);
+    auto receiver = StreamReceiver::Create(ring->get(), std::move(socks), 0, ro);
     ASSERT_TRUE(receiver.ok()) << receiver.status();
     ASSERT_TRUE((*receiver)->Protect(Protection(false)).ok());
     (*receiver)->set_progress_counter(&written);
     std::atomic<bool> cancel{false};
-    auto r = (*receiver)->Receive(dst_pipe->write.get(), cancel);
+    auto r = (*receiver)->Receive(ends.dst.write.get(), cancel);
     receiver_status = r.status();
     (void)(*receiver)->SendCommit(r.status());
   });
   source.join();
   dest.join();
-  src_pipe->read.Reset();
-  feeder.join();
-  dst_pipe->write.Reset();
-  drain.join();
+  ends.Finish();
   EXPECT_TRUE(sender_status.ok()) << sender_status;
   EXPECT_TRUE(receiver_status.ok()) << receiver_status;
-  EXPECT_TRUE(landed == data) << landed.size() << " bytes landed of " << data.size();
+  EXPECT_TRUE(ends.landed == data) << ends.landed.size() << " bytes landed of " << data.size();
 }
 
 TEST(StreamTest, ReceiverRejectsMalformedStreams) {
