@@ -154,6 +154,14 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
 
   void OnTick() override {
     if (cancel_.load() && error_.ok()) Fail(absl::CancelledError("stream cancelled"));
+    // After a lost connection the piece going into the device is finished, but not forever: a
+    // cancel, or a device that takes nothing for the idle timeout, ends the stream for good (and
+    // withdraws the write).
+    if (lost_ && cancel_.load()) Fail(absl::CancelledError("stream cancelled"));
+    if (lost_ && absl::Now() - last_progress_ > r_->options.idle_timeout) {
+      Fail(NoProgressError(r_->device, r_->options.idle_timeout,
+                           "finishing a piece into the data fd after the connection was lost"));
+    }
     MaybeAck(/*tick=*/true);
     // A half-sent ACK that the failing stream finishes, to a source that does not read: cut.
     if (!error_.ok() && ack_inflight_ && !ack_cut_ && absl::Now() - last_progress_ > kFinishAck) {
@@ -261,7 +269,16 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
     r_->resumable = true;
     if (!sockets_cancelled_) {
       sockets_cancelled_ = true;
-      for (const UniqueFd& fd : r_->sockets) Check(ring_->CancelFd(fd.get()));
+      for (size_t k = 0; k < r_->sockets.size(); ++k) {
+        if (k == 0 && ack_inflight_) {
+          // As in CancelOwn: an ACK going out is finished (or cut by OnTick), so a verdict on a
+          // first connection that still works never lands inside it.
+          Check(ring_->Cancel(JobTag(kRecvHeader, job_, 0)));
+          Check(ring_->Cancel(JobTag(kRecvPayload, job_, 0)));
+          continue;
+        }
+        Check(ring_->CancelFd(r_->sockets[k].get()));
+      }
     }
   }
 
@@ -382,7 +399,7 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
       r_->acked = ack_offset_;
       return;
     }
-    if (res == -ECANCELED || (!error_.ok() && (ack_sent_ == 0 || lost_))) {
+    if (res == -ECANCELED || (!error_.ok() && ack_sent_ == 0)) {
       // Withdrawn before a byte left: its number goes to the next frame (the verdict).
       if (ack_sent_ == 0) --r_->next_out_seq;
       return;

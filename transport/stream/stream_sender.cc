@@ -101,6 +101,8 @@ absl::Status StreamSender::Reconnect(std::vector<UniqueFd> sockets) {
                                         s_.options.tcp_congestion, s_.options.peer_timeout));
   }
   s_.sockets = std::move(sockets);
+  // The old connections' TLS exporter values would prove nothing on the new ones.
+  bindings_.clear();
   s_.out.Reconnected(s_.sockets.size());
   s_.peer_seq = SendStream::kFirstPeerSeq;
   s_.next_socket = 0;
@@ -114,11 +116,12 @@ absl::Status StreamSender::ReplayFrom(uint64_t from) {
   }
   const uint64_t acked = s_.acked.load(std::memory_order_relaxed);
   const uint64_t first = s_.replay.first_offset(s_.read);
-  if (from < acked || from > s_.read || from < first) {
+  // Up to the bytes put in frames: what was read but never sent cannot be in the device.
+  if (from < acked || from > s_.framed || from < first) {
     return absl::DataLossError(absl::StrCat(
         "device stream ", s_.device, ": the destination resumes at offset ", from,
-        ", outside what this source can send again (", std::max(acked, first), "..", s_.read,
-        ": its last ACK or the first byte still held, .. the bytes read)"));
+        ", outside what this source can send again (", std::max(acked, first), "..", s_.framed,
+        ": its last ACK or the first byte still held, .. the bytes sent)"));
   }
   // No pump runs: no send is in flight on any held buffer.
   s_.replay.Release(from, [](uint32_t) { return true; });

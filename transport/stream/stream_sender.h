@@ -60,12 +60,13 @@ class StreamSender final : public transport::DeviceStreamSender {
 
   // Resuming after a pump that a lost connection ended (copy path, with a replay buffer):
   // Reconnect puts `sockets` (as many as before, connected; their HELLO still to go, by
-  // Handshake) in place of the broken ones, numbered afresh. ReplayFrom then takes the
+  // Handshake, after set_channel_bindings for TLS ones) in place of the broken ones, numbered
+  // afresh. ReplayFrom then takes the
   // destination's word that every byte before `from` is in its device: the held frames from
   // there go out again first in the next Pump (not in the digest again, not counted as progress
   // again), then the data fd's bytes after the last one read. Errors: InvalidArgument for
   // another number of connections; FailedPrecondition without a replay buffer; DataLoss when
-  // `from` is below the destination's last ACK, past the bytes read, or before the first byte
+  // `from` is below the destination's last ACK, past the bytes sent, or before the first byte
   // still held (it would need bytes already let go).
   absl::Status Reconnect(std::vector<UniqueFd> sockets);
   absl::Status ReplayFrom(uint64_t from);

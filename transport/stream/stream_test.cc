@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <random>
+#include <future>
 #include <thread>
 #include <vector>
 
@@ -1343,6 +1344,48 @@ TEST(StreamTest, AcksReadBetweenPumpsFreeTheNextPumpsBuffers) {
   EXPECT_TRUE(sender_status.ok()) << sender_status;
   EXPECT_TRUE(receiver_status.ok()) << receiver_status;
   EXPECT_TRUE(ends.landed == data) << ends.landed.size() << " bytes landed of " << data.size();
+}
+
+TEST(StreamTest, AReceiveCutWhileItsDeviceTakesNothingStillEnds) {
+  // The device's pipe is full (nobody reads it) when the source's connection closes: the piece
+  // being written cannot be finished. The receive must still end, after its idle timeout, not
+  // wait on the device for ever.
+  Conn conn = Connect();
+  auto ring = NewQueue(16);
+  ASSERT_TRUE(ring.ok());
+  StreamOptions o = Opts(DataPath::kCopy, 256 << 10);
+  o.idle_timeout = absl::Seconds(1);
+  auto receiver = StreamReceiver::Create(ring->get(), std::move(conn.dst), 0, 1, o);
+  ASSERT_TRUE(receiver.ok()) << receiver.status();
+  ASSERT_TRUE((*receiver)->Protect(Protection(/*tls=*/false)).ok());
+  auto pipe = MakePipe(O_NONBLOCK);
+  ASSERT_TRUE(pipe.ok());
+  const auto data = RandomBytes(1 << 20, 83);
+  uint64_t seq = 1;
+  ASSERT_TRUE(net::SendAll(conn.src.get(), Frames(data, 0, data.size(), 256 << 10, &seq),
+                           absl::Now() + absl::Seconds(5))
+                  .ok());
+  conn.src.Reset();
+  std::atomic<bool> cancel{false};
+  auto receive = std::async(std::launch::async, [&] {
+    return (*receiver)->Receive(pipe->write.get(), cancel).status();
+  });
+  const bool ended = receive.wait_for(std::chrono::seconds(20)) == std::future_status::ready;
+  if (!ended) {
+    // Unblock it before failing, so the test ends.
+    std::vector<uint8_t> buf(1 << 16);
+    cancel = true;
+    while (receive.wait_for(std::chrono::milliseconds(10)) != std::future_status::ready) {
+      (void)::read(pipe->read.get(), buf.data(), buf.size());
+    }
+  }
+  ASSERT_TRUE(ended) << "the receive waited on a device that takes nothing";
+  const absl::Status s = receive.get();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
+  // The piece was not finished: nothing to resume from.
+  std::vector<UniqueFd> none;
+  EXPECT_EQ((*receiver)->Resume(std::move(none)).status().code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 TEST(StreamTest, ReceiverRejectsMalformedStreams) {
