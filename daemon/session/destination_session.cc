@@ -141,6 +141,11 @@ absl::Status DestinationSession::AcceptStream(const peer::Hello& hello, UniqueFd
         absl::StrCat("session '", id_, "' is over", why.ok() ? "" : ": ", why.message()));
   } else if (hello.heartbeat) {
     return AcceptHeartbeat(std::move(socket), deadline);
+  } else if (hello.resume != 0) {
+    // Version 6 defines the resuming HELLO; this daemon does not take one yet. Never as a
+    // first connection: it would start the device's stream from 0 under another nonce.
+    verdict = absl::UnimplementedError(absl::StrCat(
+        "device ", hello.device, " of session '", id_, "': this daemon does not resume streams"));
   } else if (connected_[hello.device].load()) {
     verdict = absl::AlreadyExistsError(
         absl::StrCat("device ", hello.device, " of session '", id_, "' is already connected"));

@@ -158,6 +158,21 @@ TEST_F(PeerAuth, AStrayHeartbeatDoesNotTakeTheSessionsSlot) {
   ExpectTheRealSourceMigrates("beat");
 }
 
+// A resuming HELLO (protocol 6) with the right secret, for a device not yet connected: this
+// daemon does not resume streams yet, and must not take it as the device's first connection.
+TEST_F(PeerAuth, AResumingHelloIsRefusedAndTakesNoDeviceSlot) {
+  SetUpDevices("resume");
+  peer::Hello h = StrayHello("resume");
+  const std::string secret = SecretOf("resume");
+  std::copy(secret.begin(), secret.end(), h.token.begin());
+  h.resume = 1;
+  const absl::Status answer = Intrude(h);
+  EXPECT_EQ(answer.code(), absl::StatusCode::kUnimplemented) << answer;
+  EXPECT_NE(answer.message().find("does not resume streams"), absl::string_view::npos) << answer;
+  ExpectUntouched("resume");
+  ExpectTheRealSourceMigrates("resume");
+}
+
 // A flood of connections that never say HELLO used to hold every handshake place (64) for 5 s:
 // the real source's HELLOs were refused (RESOURCE_EXHAUSTED) and the migration failed. New
 // connections now take the places of silent ones.

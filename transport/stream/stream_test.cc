@@ -1263,7 +1263,11 @@ TEST(StreamTest, AStreamCutMidwayResumesOnNewConnectionsAndLandsEveryByteOnce) {
       if (r.ok()) digest_checked = r->digest_checked;
       (void)(*receiver)->SendCommit(r.status());
     });
-    while (written.load() < (8u << 20)) absl::SleepFor(absl::Milliseconds(1));
+    const absl::Time give_up = absl::Now() + absl::Seconds(30);
+    while (written.load() < (8u << 20) && absl::Now() < give_up) {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+    EXPECT_GE(written.load(), 8u << 20) << "the stream stopped before the cut";
     for (int fd : cut_fds) {
       ::shutdown(fd, SHUT_RDWR);
       ::close(fd);
@@ -1308,7 +1312,11 @@ TEST(StreamTest, AcksReadBetweenPumpsFreeTheNextPumpsBuffers) {
     auto r = sender->Pump(ends.src.read.get(), Phase::kPreCopy, 2 << 20, stop, cancel);
     ASSERT_TRUE(r.ok()) << r.status();
     ASSERT_EQ(r->bytes, 2u << 20);
-    while (written.load() < (2u << 20)) absl::SleepFor(absl::Milliseconds(1));
+    const absl::Time give_up = absl::Now() + absl::Seconds(30);
+    while (written.load() < (2u << 20) && absl::Now() < give_up) {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+    ASSERT_GE(written.load(), 2u << 20) << "the destination stopped writing";
     // The destination's last ACK for those 2 MiB comes within its 100 ms tick.
     const absl::Time until = absl::Now() + absl::Seconds(5);
     while (sender->acked_bytes() < (2u << 20) && absl::Now() < until) {
