@@ -119,7 +119,7 @@ int main(int argc, char** argv) {
            peer::EncodeStatusFrame(wire::FrameType::kError, 2, 0, {13, "bad\nforged log line"}),
            &key)},
       {"data", data},
-      {"end_phase", peer::EncodeEndPhase(6, 1, wire::Phase::kPreCopy)},
+      {"end_phase", peer::EncodeEndPhase(6, 1, wire::Phase::kPreCopy, 0)},
       {"end_stream", peer::EncodeEndStream(9, 1, end)},
       {"keepalive", peer::SealVerdict(peer::EncodeKeepalive(3, 1), nullptr)},
       {"confirm", peer::SealVerdict(peer::EncodeConfirm(10, 1), &key)},

@@ -62,7 +62,8 @@ class PeerAuth : public TwoDaemons {
     peer::EncodeHeader(h, std::span<uint8_t, wire::kFrameHeaderSize>(
                               reinterpret_cast<uint8_t*>(frames.data()), wire::kFrameHeaderSize));
     frames += garbage;
-    frames += peer::EncodeEndPhase(seq++, hello.device, wire::Phase::kStopCopy);
+    frames += peer::EncodeEndPhase(seq++, hello.device, wire::Phase::kStopCopy,
+                                    garbage.size());
     peer::EndStream end;
     end.total_bytes = garbage.size();
     frames += peer::EncodeEndStream(seq++, hello.device, end);

@@ -310,7 +310,7 @@ absl::Status LinkStreamSender::SendControl(const std::string& frame) {
 }
 
 absl::Status LinkStreamSender::EndPhase(Phase phase) {
-  return SendControl(out_.EndPhase(phase));
+  return SendControl(out_.EndPhase(phase, bytes_sent()));
 }
 
 absl::Status LinkStreamSender::MarkInitialDataSent() {

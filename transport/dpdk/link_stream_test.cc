@@ -340,7 +340,7 @@ TEST_F(LinkStreamTest, ACommitOutOfSequenceIsRefused) {
 
 // The stream's rules, as on TCP (stream_test): PRE_COPY data after END_PHASE(PRE_COPY) is refused.
 TEST_F(LinkStreamTest, PreCopyDataAfterItsPhaseEndedIsDataLoss) {
-  const std::string frames = peer::EncodeEndPhase(0, 0, Phase::kPreCopy) +
+  const std::string frames = peer::EncodeEndPhase(0, 0, Phase::kPreCopy, 0) +
                              RawData(1, Phase::kPreCopy, 0, "late");
   absl::Status got = ReceiveRaw(frames);
   EXPECT_EQ(got.code(), absl::StatusCode::kDataLoss) << got;

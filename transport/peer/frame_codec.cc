@@ -136,12 +136,13 @@ absl::StatusOr<FrameHeader> DecodeHeader(std::span<const uint8_t, wire::kFrameHe
   if (h.length < min || h.length > max) {
     return bad(absl::StrCat("length ", h.length, " outside ", min, "..", max));
   }
-  // The offset is a stream offset on DATA, INITIAL_DATA_SENT, ACK and HELLO_ACK (a resume's
-  // point), and a resume's number on a resuming HELLO.
+  // The offset is a stream offset on DATA, INITIAL_DATA_SENT, END_PHASE, ACK and HELLO_ACK (a
+  // resume's point), and a resume's number on a resuming HELLO.
   const bool resume_hello =
       type == FrameType::kHello && (h.flags & wire::kHelloResume) != 0;
   if (type != FrameType::kData && type != FrameType::kInitialDataSent &&
-      type != FrameType::kAck && type != FrameType::kHelloAck && !resume_hello && h.offset != 0) {
+      type != FrameType::kEndPhase && type != FrameType::kAck && type != FrameType::kHelloAck &&
+      !resume_hello && h.offset != 0) {
     return bad(absl::StrCat("offset ", h.offset, " on a control frame"));
   }
   return h;
@@ -291,8 +292,8 @@ std::string EncodeKeepalive(uint64_t seq, uint32_t device) {
   return Frame(FrameType::kKeepalive, seq, device, Phase::kNone, "");
 }
 
-std::string EncodeEndPhase(uint64_t seq, uint32_t device, Phase phase) {
-  return Frame(FrameType::kEndPhase, seq, device, phase, "");
+std::string EncodeEndPhase(uint64_t seq, uint32_t device, Phase phase, uint64_t offset) {
+  return Frame(FrameType::kEndPhase, seq, device, phase, "", 0, offset);
 }
 
 std::string EncodeEndStream(uint64_t seq, uint32_t device, const EndStream& end) {

@@ -86,7 +86,8 @@ bool IsVerdict(uint8_t type);
 std::string EncodeHello(uint64_t seq, const Hello& hello);
 std::string EncodeStatusFrame(FrameType type, uint64_t seq, uint32_t device,
                               const PeerStatus& status);
-std::string EncodeEndPhase(uint64_t seq, uint32_t device, Phase phase);
+// `offset`: the stream bytes sent before it (version 6).
+std::string EncodeEndPhase(uint64_t seq, uint32_t device, Phase phase, uint64_t offset);
 std::string EncodeKeepalive(uint64_t seq, uint32_t device);
 std::string EncodeConfirm(uint64_t seq, uint32_t device);
 std::string EncodePing(uint64_t seq);

@@ -81,6 +81,7 @@ class CopySendJobImpl final : public CopySendJob {
         if (j < 0 || f.offset + f.len <= from) return;
         Slot& sl = slots_[j];
         sl = Slot{f.len, 0, f.offset, 0, 0, false};
+        sl.phase = f.phase;
         sl.held = true;
         sl.replay = true;
         sl.digested = f.digested;
@@ -168,7 +169,7 @@ class CopySendJobImpl final : public CopySendJob {
       sl.sock = static_cast<uint32_t>(k);
       // A frame sent again from its middle carries its header over bytes the destination has.
       uint8_t* frame = pool_->base(pool_index_[slot]) + sl.skip;
-      peer::EncodeHeader(s_->out.Data(k, phase_, sl.len - sl.skip, sl.offset + sl.skip),
+      peer::EncodeHeader(s_->out.Data(k, sl.phase, sl.len - sl.skip, sl.offset + sl.skip),
                          std::span<uint8_t, wire::kFrameHeaderSize>(frame, wire::kFrameHeaderSize));
       s_->framed = std::max(s_->framed, sl.offset + sl.len);
       SubmitSend(slot, s_->sockets[k].get(), sl.skip, wire::kFrameHeaderSize + sl.len - sl.skip);
@@ -276,6 +277,7 @@ class CopySendJobImpl final : public CopySendJob {
     bool digested = false;  // Its bytes are in the stream's digest already.
     bool counted = false;   // Its bytes are in the progress counters already.
     uint32_t skip = 0;     // Sent again from this far into the payload.
+    Phase phase = Phase::kPreCopy;  // The phase it was read in (a resend keeps it).
   };
 
   // Whether the replay buffer can take one more frame (every frame read is held until its ACK).
@@ -364,11 +366,12 @@ class CopySendJobImpl final : public CopySendJob {
       fd_drained_ =
           stream_fd_ && (phase_ == Phase::kPreCopy || static_cast<uint32_t>(res) < read_len_);
       slots_[slot] = Slot{static_cast<uint32_t>(res), 0, read_offset_, 0, 0, false};
+      slots_[slot].phase = phase_;
       // Kept from the moment it is read until an ACK covers it: the data fd cannot give these
       // bytes again, and the send may fail before or while they go out. Reads are in stream
       // order, so the replay buffer is too; ReplayRoom() left a place for it.
       if (s_->replay.enabled()) {
-        slots_[slot].held = s_->replay.Hold(pool_index_[slot], read_offset_, res);
+        slots_[slot].held = s_->replay.Hold(pool_index_[slot], read_offset_, res, phase_);
         s_->replay_held.store(s_->replay.bytes(), std::memory_order_relaxed);
       }
       read_offset_ += res;

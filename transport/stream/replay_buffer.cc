@@ -11,13 +11,13 @@ bool ReplayBuffer::Holds(uint32_t slot) const {
   return false;
 }
 
-bool ReplayBuffer::Hold(uint32_t slot, uint64_t offset, uint32_t len) {
+bool ReplayBuffer::Hold(uint32_t slot, uint64_t offset, uint32_t len, wire::Phase phase) {
   if (count_ == capacity()) return false;
   if (count_ > 0) {
     const Frame& last = entries_[(head_ + count_ - 1) % capacity()];
     if (last.offset + last.len != offset) return false;
   }
-  entries_[(head_ + count_) % capacity()] = Frame{slot, len, offset, false, false};
+  entries_[(head_ + count_) % capacity()] = Frame{slot, len, offset, phase, false, false};
   ++count_;
   bytes_ += len;
   return true;

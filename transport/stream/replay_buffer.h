@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "api/peer_wire.h"
+
 namespace migmover::stream {
 
 class ReplayBuffer {
@@ -28,10 +30,11 @@ class ReplayBuffer {
   // Whether buffer `slot` holds a frame.
   bool Holds(uint32_t slot) const;
 
-  // Buffer `slot` now holds the `len` stream bytes at `offset`, which must follow the last
-  // ones held (the data fd is read in stream order; striped sends may complete out of it).
-  // Returns false, holding nothing, when full or out of order.
-  bool Hold(uint32_t slot, uint64_t offset, uint32_t len);
+  // Buffer `slot` now holds the `len` stream bytes at `offset`, of `phase`, which must follow
+  // the last ones held (the data fd is read in stream order; striped sends may complete out of
+  // it). Returns false, holding nothing, when full or out of order.
+  bool Hold(uint32_t slot, uint64_t offset, uint32_t len,
+            wire::Phase phase = wire::Phase::kPreCopy);
 
   // The destination has every byte before `acked`: each frame that ends at or before it leaves,
   // oldest first, as `release(slot)` takes its buffer back. `release` returns false for a
@@ -56,6 +59,7 @@ class ReplayBuffer {
     uint32_t slot = 0;
     uint32_t len = 0;
     uint64_t offset = 0;
+    wire::Phase phase = wire::Phase::kPreCopy;  // A resend goes in the phase it was read in.
     bool digested = false;  // Its bytes are in the stream's digest (they went out once).
     bool counted = false;   // They are in the stream's progress (they went out whole once).
   };

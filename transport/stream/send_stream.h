@@ -71,6 +71,14 @@ struct SendStream {
   static constexpr uint64_t kNoReplay = UINT64_MAX;
   uint64_t replay_from = kNoReplay;
   std::atomic<uint64_t> replayed_bytes{0};  // Sent again after resumes.
+  // The marks this stream put in it (INITIAL_DATA_SENT, END_PHASE(PRE_COPY)), at their offsets:
+  // a resume says them again, as the destination may have lost them with a connection.
+  static constexpr uint64_t kNoMark = UINT64_MAX;
+  uint64_t initial_sent_at = kNoMark;
+  uint64_t precopy_end_at = kNoMark;
+  // The stream bytes before whatever is sent next: with a replay buffer every byte read is
+  // held and goes out (again) before anything after it, sent or not yet.
+  uint64_t end() const { return replay.enabled() ? std::max(read, offset) : offset; }
   // The keyed digest of every byte sent (null without a key: framing tests).
   std::unique_ptr<peer::StreamMac> mac;
   bool digest_valid = true;  // Every byte so far passed through userspace (no splice).

@@ -96,6 +96,7 @@ class SpliceReceiveJobImpl final : public SpliceReceiveJob {
 
   void OnTick() override {
     if (ended_) return;
+    MaybeAck(/*tick=*/true);
     const absl::Duration idle = absl::Now() - last_progress_;
     if (cancel_.load()) {
       Fail(absl::CancelledError("stream cancelled"));
@@ -228,7 +229,28 @@ class SpliceReceiveJobImpl final : public SpliceReceiveJob {
     s_->offset += piece_;
     left_ -= piece_;
     state_ = left_ > 0 ? kIn : kHeader;
+    MaybeAck(/*tick=*/false);
     return true;
+  }
+
+  // Tells the source how far the device has got, as the copy path does (every `ack_every`
+  // bytes written and on a tick): a source that keeps a replay buffer frees it by these. An ACK
+  // the socket cannot take now waits for the next tick; one it took in part is finished at once,
+  // so the next frame (the verdict) starts where a frame starts.
+  void MaybeAck(bool tick) {
+    if (ended_ || s_->options.ack_every == 0 || s_->offset <= s_->acked) return;
+    if (!tick && s_->offset - s_->acked < s_->options.ack_every) return;
+    const std::string frame = peer::SealVerdict(
+        peer::EncodeAck(s_->next_out_seq, s_->device, s_->offset), s_->rules.control_key());
+    const ssize_t n = ::send(sock_, frame.data(), frame.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n <= 0) return;  // Full, or broken: the receive sees why.
+    ++s_->next_out_seq;
+    s_->acked = s_->offset;
+    if (static_cast<size_t>(n) < frame.size()) {
+      absl::Status rest = net::SendAll(sock_, absl::string_view(frame).substr(n),
+                                       absl::Now() + absl::Seconds(1));
+      if (!rest.ok()) Fail(ConnectionLostError(rest));
+    }
   }
 
   // SO_RCVLOWAT of the connection, set only when it changes. False when the call failed (the

@@ -42,6 +42,11 @@ struct StreamOptions {
   // bytes are written into the device, and at least every 100 ms while any are unacknowledged.
   // 0: none (a source with a replay buffer then waits; for tests).
   uint32_t ack_every = 4u << 20;
+  // Resume (api/PEER_PROTOCOL.md, "Resume"): how long after a lost connection the source keeps
+  // trying to reconnect, and the destination waits for it, before the stream fails. 0: off, a
+  // lost connection fails the stream at once. A destination with it receives on the copy path
+  // (only that one can resume); a source needs a replay buffer (replay_bytes) too.
+  absl::Duration reconnect_window = absl::ZeroDuration();
   // A stream that makes no progress for this long fails with DeadlineExceeded.
   absl::Duration idle_timeout = absl::Seconds(30);
   // A TCP connection whose peer stays silent this long fails (net::TuneDataSocket: probes every

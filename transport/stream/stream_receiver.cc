@@ -70,6 +70,8 @@ DataPath StreamReceiver::PlannedDataPath(int data_fd) const {
   if (!r_.aead) return DataPath::kCopy;
   // Striped frames must be put back in order in buffers: splice cannot reorder.
   if (r_.sockets.size() > 1) return DataPath::kCopy;
+  // Only the copy path ends a lost connection with the bytes it took all written, and resumes.
+  if (r_.options.reconnect_window > absl::ZeroDuration()) return DataPath::kCopy;
   return ResolveDataPath(r_.options.data_path, data_fd, r_.options.auto_spliceable);
 }
 

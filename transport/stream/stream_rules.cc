@@ -32,8 +32,8 @@ FrameHeader OutgoingStream::Data(size_t k, Phase phase, uint32_t length, uint64_
   return h;
 }
 
-std::string OutgoingStream::EndPhase(Phase phase) {
-  return peer::EncodeEndPhase(next_seq_[0]++, device_, phase);
+std::string OutgoingStream::EndPhase(Phase phase, uint64_t offset) {
+  return peer::EncodeEndPhase(next_seq_[0]++, device_, phase, offset);
 }
 
 std::string OutgoingStream::InitialDataSent(uint64_t offset) {
@@ -69,6 +69,7 @@ IncomingStream::IncomingStream(uint32_t device, size_t connections, uint64_t fir
 
 void IncomingStream::Reconnected(size_t connections, uint64_t first_seq, uint64_t offset) {
   conns_.assign(connections, Conn{first_seq, offset});
+  ++epoch_;
 }
 
 absl::Status IncomingStream::Violation(size_t k, const FrameHeader& h,
@@ -101,8 +102,21 @@ absl::StatusOr<IncomingStream::Frame> IncomingStream::OnHeader(size_t k, const F
   switch (type) {
     case FrameType::kData: {
       const Phase phase = static_cast<Phase>(h.phase);
-      if (phase == Phase::kPreCopy && (c.phase == Phase::kStopCopy || (k == 0 && precopy_ended_))) {
+      // Phases by offset: every PRE_COPY byte lies before END_PHASE's offset, every STOP_COPY
+      // byte at or after it. A resumed stream sends its held frames again after the END_PHASE
+      // the destination already has, and this is what still holds then.
+      if (phase == Phase::kPreCopy &&
+          (c.phase == Phase::kStopCopy ||
+           (precopy_ended_ && h.offset + h.length > precopy_end_))) {
         return Violation(k, h, "PRE_COPY data after the PRE_COPY phase ended");
+      }
+      if (phase == Phase::kStopCopy && precopy_ended_ && h.offset < precopy_end_) {
+        return Violation(k, h, "STOP_COPY data before the offset where PRE_COPY ended");
+      }
+      if (phase == Phase::kPreCopy) {
+        precopy_data_end_ = std::max(precopy_data_end_, h.offset + h.length);
+      } else {
+        stop_data_start_ = std::min(stop_data_start_, h.offset);
       }
       c.phase = phase;
       const bool one = conns_.size() == 1;
@@ -119,22 +133,47 @@ absl::StatusOr<IncomingStream::Frame> IncomingStream::OnHeader(size_t k, const F
       f.needs_payload = true;  // Its seal.
       return f;
     case FrameType::kEndPhase:
-      if (h.phase != static_cast<uint8_t>(Phase::kPreCopy) || precopy_ended_ ||
-          c.phase == Phase::kStopCopy) {
-        return Violation(k, h, "only PRE_COPY ends by END_PHASE, once, before STOP_COPY data");
+      if (h.phase != static_cast<uint8_t>(Phase::kPreCopy)) {
+        return Violation(k, h, "only PRE_COPY ends by END_PHASE");
+      }
+      if (precopy_ended_) {
+        // After a resume the source says again what it said before: the same, or a violation.
+        if (h.offset == precopy_end_ && precopy_end_epoch_ < epoch_) return f;
+        return Violation(k, h, "END_PHASE(PRE_COPY) comes once (again after a resume only as "
+                               "it came before)");
+      }
+      // At the bytes sent before it: after every PRE_COPY byte, before every STOP_COPY one;
+      // on one connection, before a resume, exactly at the bytes received.
+      if (h.offset < precopy_data_end_ || h.offset > stop_data_start_ ||
+          (epoch_ == 0 && (conns_.size() == 1 ? h.offset != received
+                                              : h.offset < c.next_offset))) {
+        return Violation(k, h, absl::StrCat("END_PHASE(PRE_COPY) at offset ", h.offset,
+                                            " does not separate the PRE_COPY data (to ",
+                                            precopy_data_end_, ") from the STOP_COPY data"));
       }
       precopy_ended_ = true;
+      precopy_end_ = h.offset;
+      precopy_end_epoch_ = epoch_;
       return f;
     case FrameType::kInitialDataSent:
+      if (initial_end_seen_) {
+        if (h.offset == initial_end_ && initial_end_epoch_ < epoch_) return f;
+        return Violation(k, h, "INITIAL_DATA_SENT comes once (again after a resume only as it "
+                               "came before)");
+      }
       // Once, in PRE_COPY, at an offset no lower than what came before it on this connection.
       // On one connection exactly at the bytes received; striped, the other connections' DATA
-      // may still be on its way (END_STREAM's total bounds it).
-      if (initial_end_seen_ || precopy_ended_ || c.phase == Phase::kStopCopy ||
-          (conns_.size() == 1 ? h.offset != received : h.offset < c.next_offset)) {
+      // may still be on its way (END_STREAM's total bounds it). After a resume the source says
+      // it again before it sends its held frames again: only the phases' bounds hold then.
+      if (precopy_ended_ || h.offset > stop_data_start_ ||
+          (epoch_ == 0 && (c.phase == Phase::kStopCopy ||
+                           (conns_.size() == 1 ? h.offset != received
+                                               : h.offset < c.next_offset)))) {
         return Violation(k, h, "INITIAL_DATA_SENT comes once, in PRE_COPY, right after its data");
       }
       initial_end_seen_ = true;
       initial_end_ = h.offset;
+      initial_end_epoch_ = epoch_;
       if (initial_end_out_ != nullptr) initial_end_out_->store(h.offset);
       return f;
     case FrameType::kEndStream:

@@ -44,7 +44,8 @@ class OutgoingStream {
   std::string Hello(size_t k, const peer::Hello& hello);
   // The header of the next DATA frame on connection `k`: `length` stream bytes at `offset`.
   wire::FrameHeader Data(size_t k, wire::Phase phase, uint32_t length, uint64_t offset);
-  std::string EndPhase(wire::Phase phase);
+  // `offset`: the stream bytes sent before it (version 6).
+  std::string EndPhase(wire::Phase phase, uint64_t offset);
   // `offset`: the stream bytes sent before it.
   std::string InitialDataSent(uint64_t offset);
   // Sealed (peer::SealVerdict): each KEEPALIVE restarts the destination's idle timer, and after
@@ -117,7 +118,8 @@ class IncomingStream {
   // The stream goes on over `connections` new connections from stream offset `offset` (every
   // byte before it is written): each connection's numbering starts again at `first_seq` and
   // its DATA at `offset`; what the stream as a whole has seen (PRE_COPY ended, the initial
-  // data's end) stays.
+  // data's end) stays, and the source may say it once more, as it said it before (it cannot
+  // know whether it arrived).
   void Reconnected(size_t connections, uint64_t first_seq, uint64_t offset);
 
   // The stream's control key: the source's ERROR and CONFIRM must carry its seal
@@ -149,6 +151,14 @@ class IncomingStream {
   uint32_t device_;
   std::vector<Conn> conns_;
   bool precopy_ended_ = false;
+  uint64_t precopy_end_ = 0;        // END_PHASE(PRE_COPY)'s offset, once it came.
+  uint64_t precopy_data_end_ = 0;   // The end of the last PRE_COPY byte seen.
+  uint64_t stop_data_start_ = UINT64_MAX;  // The first STOP_COPY byte seen.
+  // Connection sets so far (Reconnected adds one), and the one each mark came on: a mark may
+  // come again only on a later set.
+  uint64_t epoch_ = 0;
+  uint64_t precopy_end_epoch_ = 0;
+  uint64_t initial_end_epoch_ = 0;
   std::optional<peer::EndStream> end_;
 };
 

@@ -45,7 +45,7 @@ TEST(StreamRulesTest, AWellFormedStreamPasses) {
   IncomingStream in(3, 1, 1);
   ASSERT_TRUE(in.OnHeader(0, Data(1, Phase::kPreCopy, 0), 0).ok());
   ASSERT_TRUE(in.OnHeader(0, Header(FrameType::kKeepalive, 2), 100).ok());
-  ASSERT_TRUE(in.OnHeader(0, Header(FrameType::kEndPhase, 3, Phase::kPreCopy), 100).ok());
+  ASSERT_TRUE(in.OnHeader(0, Header(FrameType::kEndPhase, 3, Phase::kPreCopy, 0, 100), 100).ok());
   EXPECT_EQ(in.precopy_phases_ended(), 1u);
   auto f = in.OnHeader(0, Data(4, Phase::kStopCopy, 100), 100);
   ASSERT_TRUE(f.ok()) << f.status();
@@ -120,6 +120,48 @@ TEST(StreamRulesTest, InitialDataSentComesOnceInPreCopyAfterItsDataAndIsReported
   // Once only.
   EXPECT_FALSE(
       in.OnHeader(0, Header(FrameType::kInitialDataSent, 3, Phase::kPreCopy, 0, 100), 100).ok());
+}
+
+// Phases are placed by offset: after a resume the source says its marks again, before it sends
+// its held frames again, PRE_COPY ones among them.
+TEST(StreamRulesTest, AfterAResumeTheMarksComeAgainAndHeldPreCopyFramesStillPass) {
+  std::atomic<uint64_t> end{UINT64_MAX};
+  IncomingStream in(3, 1, 1);
+  in.set_initial_end_out(&end);
+  ASSERT_TRUE(in.OnHeader(0, Data(1, Phase::kPreCopy, 0), 0).ok());
+  ASSERT_TRUE(
+      in.OnHeader(0, Header(FrameType::kInitialDataSent, 2, Phase::kPreCopy, 0, 100), 100).ok());
+  ASSERT_TRUE(in.OnHeader(0, Data(3, Phase::kPreCopy, 100), 100).ok());
+  ASSERT_TRUE(in.OnHeader(0, Header(FrameType::kEndPhase, 4, Phase::kPreCopy, 0, 200), 200).ok());
+  // Without a resume a repeat is a violation.
+  EXPECT_FALSE(
+      in.OnHeader(0, Header(FrameType::kEndPhase, 5, Phase::kPreCopy, 0, 200), 200).ok());
+
+  // Only the first 100 bytes were written: the stream goes on from there.
+  in.Reconnected(1, 1, 100);
+  auto a = in.OnHeader(0, Header(FrameType::kInitialDataSent, 1, Phase::kPreCopy, 0, 100), 100);
+  EXPECT_TRUE(a.ok()) << a.status();
+  auto b = in.OnHeader(0, Header(FrameType::kEndPhase, 2, Phase::kPreCopy, 0, 200), 100);
+  EXPECT_TRUE(b.ok()) << b.status();
+  auto c = in.OnHeader(0, Data(3, Phase::kPreCopy, 100), 100);
+  EXPECT_TRUE(c.ok()) << c.status() << ": a held PRE_COPY frame before END_PHASE's offset";
+  EXPECT_TRUE(in.OnHeader(0, Data(4, Phase::kStopCopy, 200), 200).ok());
+  EXPECT_EQ(end.load(), 100u);
+  EXPECT_EQ(in.precopy_phases_ended(), 1u);
+
+  // A mark said differently, or PRE_COPY data past where PRE_COPY ended, is refused.
+  in.Reconnected(1, 1, 300);
+  EXPECT_FALSE(
+      in.OnHeader(0, Header(FrameType::kEndPhase, 1, Phase::kPreCopy, 0, 250), 300).ok());
+  IncomingStream other(3, 1, 1);
+  ASSERT_TRUE(other.OnHeader(0, Data(1, Phase::kPreCopy, 0), 0).ok());
+  ASSERT_TRUE(
+      other.OnHeader(0, Header(FrameType::kEndPhase, 2, Phase::kPreCopy, 0, 100), 100).ok());
+  other.Reconnected(1, 1, 100);
+  auto late = other.OnHeader(0, Data(1, Phase::kPreCopy, 100), 100);
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kDataLoss);
+  auto early = other.OnHeader(0, Data(1, Phase::kStopCopy, 50), 100);
+  EXPECT_FALSE(early.ok());
 }
 
 TEST(StreamRulesTest, NothingFollowsEndStreamOnTheFirstConnection) {
@@ -217,7 +259,7 @@ TEST(StreamRulesTest, WhatTheWriterSendsTheCheckerAccepts) {
   ASSERT_TRUE(in.OnHeader(1, out.Data(1, Phase::kPreCopy, 100, 100), received).ok());
   ASSERT_TRUE(in.OnHeader(0, out.Data(0, Phase::kPreCopy, 100, 0), received).ok());
   received = 200;
-  ASSERT_TRUE(in.OnHeader(0, header_of(out.EndPhase(Phase::kPreCopy)), received).ok());
+  ASSERT_TRUE(in.OnHeader(0, header_of(out.EndPhase(Phase::kPreCopy, 200)), received).ok());
   ASSERT_TRUE(in.OnHeader(0, header_of(out.Keepalive()), received).ok());
   ASSERT_TRUE(in.OnHeader(0, out.Data(0, Phase::kStopCopy, 50, 200), received).ok());
   received = 250;

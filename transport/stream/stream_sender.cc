@@ -79,14 +79,19 @@ absl::Status StreamSender::SendControl(const std::string& frame) {
   return why.ok() ? sent : why;
 }
 
-absl::Status StreamSender::Handshake(const peer::Hello& hello, absl::Duration timeout) {
+absl::Status StreamSender::Handshake(const peer::Hello& hello, absl::Duration timeout,
+                                     uint64_t* resume_offset) {
   const absl::Time deadline = absl::Now() + timeout;
   for (size_t k = 0; k < s_.sockets.size(); ++k) {
     peer::Hello h = hello;
     if (k < bindings_.size()) h.binding = bindings_[k];  // Each proof bound to its connection.
     RETURN_IF_ERROR(net::SendAll(s_.sockets[k].get(), s_.out.Hello(k, h), deadline));
   }
-  for (const UniqueFd& fd : s_.sockets) RETURN_IF_ERROR(peer::AwaitHelloAck(fd.get(), deadline));
+  for (size_t k = 0; k < s_.sockets.size(); ++k) {
+    uint64_t offset = 0;
+    RETURN_IF_ERROR(peer::AwaitHelloAck(s_.sockets[k].get(), deadline, &offset));
+    if (k == 0 && resume_offset != nullptr) *resume_offset = offset;
+  }
   return absl::OkStatus();
 }
 
@@ -130,6 +135,14 @@ absl::Status StreamSender::ReplayFrom(uint64_t from) {
   s_.framed = from;
   s_.offset = from;
   s_.replay_from = from;
+  // The marks go again, in the order they went, before the held frames: the destination places
+  // each by its offset, and takes one it already has as a repeat.
+  if (s_.initial_sent_at != SendStream::kNoMark) {
+    RETURN_IF_ERROR(SendControl(s_.out.InitialDataSent(s_.initial_sent_at)));
+  }
+  if (s_.precopy_end_at != SendStream::kNoMark) {
+    RETURN_IF_ERROR(SendControl(s_.out.EndPhase(Phase::kPreCopy, s_.precopy_end_at)));
+  }
   return absl::OkStatus();
 }
 
@@ -195,12 +208,22 @@ absl::StatusOr<PumpResult> StreamSender::PumpStreamFd(int data_fd, Phase phase,
 }
 
 absl::Status StreamSender::EndPhase(Phase phase) {
-  return SendControl(s_.out.EndPhase(phase));
+  // Recorded before it goes: if its connection is lost, a resume says it again.
+  if (phase == Phase::kPreCopy) s_.precopy_end_at = s_.end();
+  return SendControl(s_.out.EndPhase(phase, s_.end()));
 }
 
 absl::Status StreamSender::MarkInitialDataSent() {
+  s_.initial_sent_at = s_.end();
   RETURN_IF_ERROR(s_.PeerVerdict());
-  return SendControl(s_.out.InitialDataSent(bytes_sent()));
+  return SendControl(s_.out.InitialDataSent(s_.initial_sent_at));
+}
+
+absl::StatusOr<PumpResult> StreamSender::FlushReplay(const std::atomic<bool>& cancel) {
+  if (s_.replay_from == SendStream::kNoReplay) return PumpResult{0, PumpResult::End::kBudget};
+  static const std::atomic<bool> kNever{false};
+  // No budget: the job reads nothing, sends the held frames and ends.
+  return Copy(-1, Phase::kStopCopy, 0, kNever, cancel, std::nullopt);
 }
 
 absl::Status StreamSender::Keepalive() {

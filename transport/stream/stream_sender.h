@@ -56,7 +56,10 @@ class StreamSender final : public transport::DeviceStreamSender {
   // HELLO on every connection (its stream index and the count filled in), then waits for each
   // HELLO_ACK. Errors: the destination's refusal as its canonical code
   // with its message (e.g. NotFound "unknown session"), DataLoss for a malformed answer.
-  absl::Status Handshake(const peer::Hello& hello, absl::Duration timeout);
+  // For a resuming HELLO, `*resume_offset` (if not null) gets the destination's HELLO_ACK
+  // offset: every stream byte before it is in its device (ReplayFrom's `from`).
+  absl::Status Handshake(const peer::Hello& hello, absl::Duration timeout,
+                         uint64_t* resume_offset = nullptr);
 
   // Resuming after a pump that a lost connection ended (copy path, with a replay buffer):
   // Reconnect puts `sockets` (as many as before, connected; their HELLO still to go, by
@@ -69,7 +72,13 @@ class StreamSender final : public transport::DeviceStreamSender {
   // `from` is below the destination's last ACK, past the bytes sent, or before the first byte
   // still held (it would need bytes already let go).
   absl::Status Reconnect(std::vector<UniqueFd> sockets);
+  // It also says again the marks the stream carried (INITIAL_DATA_SENT, END_PHASE(PRE_COPY)) at
+  // their offsets: the destination may have lost them with the connection. Errors: also the
+  // sends' (Unavailable: the new connections failed too).
   absl::Status ReplayFrom(uint64_t from);
+  // Sends the frames ReplayFrom left to send again, and nothing new (no read): for a resume
+  // whose next word is not a pump (END_STREAM must follow every byte). Errors: as Pump's.
+  absl::StatusOr<PumpResult> FlushReplay(const std::atomic<bool>& cancel);
   // Stream bytes sent again after resumes.
   uint64_t replayed_bytes() const { return s_.replayed_bytes.load(std::memory_order_relaxed); }
 

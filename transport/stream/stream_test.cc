@@ -1589,7 +1589,7 @@ TEST(StreamTest, PreCopyDataAfterItsPhaseEndedIsDataLoss) {
     ASSERT_TRUE(receiver.ok()) << receiver.status();
     auto pipe = MakePipe();
     ASSERT_TRUE(pipe.ok());
-    const std::string frames = peer::EncodeEndPhase(1, 0, Phase::kPreCopy) +
+    const std::string frames = peer::EncodeEndPhase(1, 0, Phase::kPreCopy, 0) +
                                DataFrame(2, 0, "late", 0, Phase::kPreCopy);
     ASSERT_TRUE(net::SendAll(conn.src.get(), frames, absl::Now() + absl::Seconds(1)).ok());
     std::atomic<bool> cancel{false};
