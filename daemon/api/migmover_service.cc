@@ -101,6 +101,9 @@ void FillStatus(const SessionSnapshot& s, v1::SessionStatus* out) {
   out->set_transfer_rate_bytes_per_second(s.transfer_rate_bytes_per_second);
   out->set_downtime_limit_seconds(s.downtime_limit_seconds);
   out->set_switchover_ready(s.switchover_ready);
+  out->set_reconnections(s.reconnections);
+  out->set_time_lost_seconds(s.time_lost_seconds);
+  out->set_replayed_bytes(s.replayed_bytes);
   for (const auto& d : s.devices) {
     v1::DeviceProgress* p = out->add_devices();
     p->set_name(d.name);
@@ -121,6 +124,9 @@ void FillStatus(const SessionSnapshot& s, v1::SessionStatus* out) {
     p->set_initial_data_loaded(d.initial_loaded);
     p->set_rate_bytes_per_second(d.rate_bytes_per_second);
     p->set_expected_downtime_seconds(d.expected_downtime_seconds);
+    p->set_reconnections(d.reconnections);
+    p->set_time_lost_seconds(d.time_lost_seconds);
+    p->set_replayed_bytes(d.replayed_bytes);
   }
 }
 
@@ -183,6 +189,25 @@ absl::StatusOr<stream::StreamOptions> MigmoverService::StreamOptionsFrom(
     s.chunk_size = o.chunk_size();
   }
   if (o.idle_timeout_ms() != 0) s.idle_timeout = absl::Milliseconds(o.idle_timeout_ms());
+  if (o.has_reconnect_window_ms()) {
+    if (o.reconnect_window_ms() > 600'000) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "reconnect_window_ms ", o.reconnect_window_ms(), " outside 0..600000"));
+    }
+    s.reconnect_window = absl::Milliseconds(o.reconnect_window_ms());
+  }
+  if (s.data_path == stream::DataPath::kSplice) {
+    // Spliced bytes are nowhere to send again, and only the copy path ends a receive with
+    // what it took written: a splice stream does not resume.
+    if (o.reconnect_window_ms() > 0) {
+      return absl::FailedPreconditionError(
+          "data path splice cannot resume a stream: use copy or auto with a reconnect window, "
+          "or set reconnect_window_ms to 0");
+    }
+    s.reconnect_window = absl::ZeroDuration();
+  }
+  // Only a stream that keeps what the destination has not acknowledged can resume.
+  s.replay_bytes = s.reconnect_window > absl::ZeroDuration() ? defaults_.replay_bytes : 0;
   if (o.has_send_zc()) s.send_zc = o.send_zc();
   if (o.pipe_size() != 0) {
     if (o.pipe_size() < 4096 || o.pipe_size() > (64u << 20)) {
@@ -421,6 +446,11 @@ grpc::Status MigmoverService::StartSource(grpc::ServerContext*, const v1::StartS
     config.workers = req->options().workers() ? req->options().workers() : defaults_.workers;
     if (config.workers > 64) return absl::InvalidArgumentError("workers must be 0..64");
     ASSIGN_OR_RETURN(config.stream, StreamOptionsFrom(req->options()));
+    if (config.transport->name() != "tcp") {
+      // A DPDK link's stream does not resume (its link has its own retransmission).
+      config.stream.reconnect_window = absl::ZeroDuration();
+      config.stream.replay_bytes = 0;
+    }
     config.host_bandwidth = defaults_.host_bandwidth;
     ASSIGN_OR_RETURN(const std::string fingerprint, Fingerprint(*req));
     const uint64_t memory =

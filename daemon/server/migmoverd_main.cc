@@ -178,6 +178,21 @@ ABSL_FLAG(uint32_t, max_sessions, 64,
 ABSL_FLAG(uint32_t, session_retention_s, 3600,
           "Seconds an ended session stays queryable (GetSession, ListSessions) and its id taken; "
           "ForgetSession frees it sooner. At most the 64 most recently ended are kept (1..604800).");
+ABSL_FLAG(uint32_t, reconnect_window_ms, 5000,
+          "How long a device stream survives a lost connection (milliseconds, 0..600000): the "
+          "source reconnects (authenticated as at first) and goes on from the bytes the "
+          "destination's device has, and the destination waits this long for it; each blip "
+          "gets its own window. The heartbeat is lost only after --peer_timeout_ms plus this. "
+          "A migration's TransferOptions.reconnect_window_ms overrides it (per side). Streams "
+          "that can resume take the copy path (not splice). 0: a lost connection fails the "
+          "migration at once (api/PEER_PROTOCOL.md, \"Resume\").");
+ABSL_FLAG(std::string, replay_buffer, "64MiB",
+          "Source: the stream bytes each device may have out that the destination has not yet "
+          "written into its device (with units: 64MiB). A data fd cannot be rewound, so a "
+          "resume sends these again from this buffer; when it is full the stream waits for "
+          "the destination's acknowledgement. Per device, charged to --max_memory; used only "
+          "with a reconnect window. Too small for the link's bytes in flight slows the stream; "
+          "4MiB..4GiB.");
 ABSL_FLAG(std::string, max_memory, "",
           "Memory this daemon's devices and running sessions may hold at once, with units "
           "(512MiB, 8GiB): a simulated device's bookkeeping, each session's stream buffers "
@@ -298,6 +313,22 @@ int main(int argc, char** argv) {
         "most every 500 ms"));
   }
   defaults.stream.peer_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_peer_timeout_ms));
+  if (absl::GetFlag(FLAGS_reconnect_window_ms) > 600'000) {
+    return Fail(absl::InvalidArgumentError("--reconnect_window_ms must be within 0..600000"));
+  }
+  defaults.stream.reconnect_window =
+      absl::Milliseconds(absl::GetFlag(FLAGS_reconnect_window_ms));
+  {
+    auto replay = migmover::sim::ParseByteSize(absl::GetFlag(FLAGS_replay_buffer));
+    if (!replay.ok()) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--replay_buffer: ", replay.status().message())));
+    }
+    if (*replay < (4u << 20) || *replay > (uint64_t{4} << 30)) {
+      return Fail(absl::InvalidArgumentError("--replay_buffer must be within 4MiB..4GiB"));
+    }
+    defaults.replay_bytes = *replay;
+  }
   defaults.stream.send_zc = absl::GetFlag(FLAGS_send_zc);
   defaults.stream.tcp_congestion = absl::GetFlag(FLAGS_tcp_congestion);
   if (!defaults.stream.tcp_congestion.empty()) {

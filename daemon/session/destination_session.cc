@@ -1,6 +1,8 @@
 #include "daemon/session/destination_session.h"
 
+#include <fcntl.h>
 #include <pthread.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 
@@ -142,10 +144,23 @@ absl::Status DestinationSession::AcceptStream(const peer::Hello& hello, UniqueFd
   } else if (hello.heartbeat) {
     return AcceptHeartbeat(std::move(socket), deadline);
   } else if (hello.resume != 0) {
-    // Version 6 defines the resuming HELLO; this daemon does not take one yet. Never as a
-    // first connection: it would start the device's stream from 0 under another nonce.
-    verdict = absl::UnimplementedError(absl::StrCat(
-        "device ", hello.device, " of session '", id_, "': this daemon does not resume streams"));
+    // A resume goes to the device's stream, which must already be here: never a first
+    // connection (it would start the stream from 0 under another nonce).
+    absl::StatusOr<std::shared_ptr<transport::DestinationChannel>> c = ChannelFor(hello);
+    if (!c.ok()) {
+      (void)peer::SendHelloAck(socket.get(), c.status(), hello.device, deadline);
+      return c.status();
+    }
+    absl::Status offered = (*c)->AcceptResume(hello, std::move(socket), security, tls, deadline);
+    if (offered.ok()) {
+      MM_LOG(INFO) << "session " << id_ << ": device " << hello.device << ": resume "
+                   << hello.resume << ", connection " << hello.stream + 1 << " of "
+                   << hello.stream_count << " came";
+    } else {
+      MM_LOG(WARNING) << "session " << id_ << ": device " << hello.device << ": resume "
+                      << hello.resume << " refused: " << offered;
+    }
+    return offered;
   } else if (connected_[hello.device].load()) {
     verdict = absl::AlreadyExistsError(
         absl::StrCat("device ", hello.device, " of session '", id_, "' is already connected"));
@@ -182,13 +197,16 @@ absl::Status DestinationSession::AcceptHeartbeat(UniqueFd socket, absl::Time dea
   if (net::IsTcp(socket.get())) {
     verdict = net::TuneDataSocket(socket.get(), 0, "", config_.stream.peer_timeout);
   }
+  const bool may_replace = config_.stream.reconnect_window > absl::ZeroDuration();
+  bool replacement = false;
   {
     // Taken only by a heartbeat that is answered: a failed one leaves the place to the next.
     absl::MutexLock l(&commit_mu_);
-    if (verdict.ok() && heartbeat_) {
+    if (verdict.ok() && heartbeat_ && !may_replace) {
       verdict = absl::AlreadyExistsError(
           absl::StrCat("session '", id_, "' already has its heartbeat connection"));
     }
+    replacement = heartbeat_;
     if (verdict.ok()) heartbeat_ = true;
   }
   if (!verdict.ok()) {
@@ -197,18 +215,51 @@ absl::Status DestinationSession::AcceptHeartbeat(UniqueFd socket, absl::Time dea
   }
   if (absl::Status sent = peer::SendHelloAck(socket.get(), absl::OkStatus(), 0, deadline);
       !sent.ok()) {
-    absl::MutexLock l(&commit_mu_);
-    heartbeat_ = false;
+    if (!replacement) {
+      absl::MutexLock l(&commit_mu_);
+      heartbeat_ = false;
+    }
     return sent;
   }
-  MM_LOG(INFO) << "session " << id_ << ": heartbeat from the source connected";
+  UniqueFd cut(::fcntl(socket.get(), F_DUPFD_CLOEXEC, 0));
   auto link = std::make_unique<peer::HeartbeatConnection>(
       std::move(socket), peer::HeartbeatConnection::End::kDestination);
+  if (replacement) {
+    MM_LOG(INFO) << "session " << id_ << ": a new heartbeat from the source connected";
+    absl::MutexLock l(&commit_mu_);
+    next_heartbeat_ = std::move(link);
+    // The watch may still wait on the old one: it ends now, and the watch takes this one.
+    if (heartbeat_cut_.valid()) ::shutdown(heartbeat_cut_.get(), SHUT_RDWR);
+    heartbeat_cut_ = std::move(cut);
+    return absl::OkStatus();
+  }
+  {
+    absl::MutexLock l(&commit_mu_);
+    heartbeat_cut_ = std::move(cut);
+  }
+  MM_LOG(INFO) << "session " << id_ << ": heartbeat from the source connected";
+  if (may_replace) {
+    watch_.set_replacement(config_.stream.reconnect_window,
+                           [this](absl::Time until) { return AwaitHeartbeat(until); });
+  }
   workers_.Start([this, link = std::move(link)]() mutable {
     pthread_setname_np(pthread_self(), "mm-dst-watch");
     watch_.WatchSource(link.get(), [this] { return NewlyLoaded(); });
   });
   return absl::OkStatus();
+}
+
+std::unique_ptr<transport::HeartbeatLink> DestinationSession::AwaitHeartbeat(
+    absl::Time deadline) {
+  absl::MutexLock l(&commit_mu_);
+  auto came = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_) {
+    return next_heartbeat_ != nullptr;
+  };
+  while (!came() && !watch_.stopped() && absl::Now() < deadline) {
+    commit_mu_.AwaitWithDeadline(absl::Condition(&came),
+                                 std::min(deadline, absl::Now() + absl::Milliseconds(100)));
+  }
+  return std::move(next_heartbeat_);
 }
 
 std::vector<uint32_t> DestinationSession::NewlyLoaded() {
@@ -449,6 +500,7 @@ void DestinationSession::Run(size_t i, std::unique_ptr<transport::DeviceStreamRe
     const int fd = e->runs_fsm() ? data_fds_[i].get() : AgentDataFd(i);
     SetDeviceDataPath(i, stream::DataPathName(receiver->PlannedDataPath(fd)));
     receiver->set_progress_counter(&p.bytes);
+    LogStream(i, receiver.get());
     receiver->set_initial_data_end(&p.initial_end);
     absl::StatusOr<transport::ReceiveResult> received = receiver->Receive(fd, cancel_);
     SetDeviceDataPath(i, stream::DataPathName(receiver->data_path_used()));
@@ -573,6 +625,7 @@ void DestinationSession::Run(size_t i, std::unique_ptr<transport::DeviceStreamRe
       }
     }
   }
+  NoteResumes(i, receiver->resume_stats());
   receiver.reset();  // Its connections close before the device is abandoned or released.
   if (!status.ok()) {
     Fail(i, status);

@@ -140,6 +140,13 @@ class DestinationSession final : public Session {
   bool cancelled_ ABSL_GUARDED_BY(commit_mu_) = false;
   absl::Status peer_lost_ ABSL_GUARDED_BY(commit_mu_);  // Why the heartbeat was lost.
   bool heartbeat_ ABSL_GUARDED_BY(commit_mu_) = false;  // A heartbeat connection was accepted.
+  // Within a reconnect window the source may replace its heartbeat (PeerWatch::set_replacement):
+  // the new one waits here for the watch thread, and the current one's socket (a duplicate) is
+  // shut down when it comes, so the watch stops waiting on a connection the source gave up.
+  std::unique_ptr<transport::HeartbeatLink> next_heartbeat_ ABSL_GUARDED_BY(commit_mu_);
+  UniqueFd heartbeat_cut_ ABSL_GUARDED_BY(commit_mu_);
+  // The watch thread: a replacement by `deadline`, or null.
+  std::unique_ptr<transport::HeartbeatLink> AwaitHeartbeat(absl::Time deadline);
   PeerWatch watch_;
   absl::Mutex doubt_mu_;  // Also serialises Resolve.
   absl::Status doubt_ ABSL_GUARDED_BY(doubt_mu_);  // Why a committed device heard no CONFIRM.

@@ -28,6 +28,25 @@ bool PeerWatch::Stalled(absl::Time until, absl::Time* last_heard) {
   return true;
 }
 
+transport::HeartbeatLink* PeerWatch::Replace(const absl::Status& why,
+                                             std::unique_ptr<transport::HeartbeatLink>* owned) {
+  if (window_ <= absl::ZeroDuration() || !replace_ || stop_.load()) return nullptr;
+  const absl::Time start = absl::Now();
+  MM_LOG(WARNING) << what_ << ": heartbeat failed (" << why << "); replacing it within "
+                  << absl::FormatDuration(window_);
+  std::unique_ptr<transport::HeartbeatLink> next = replace_(start + window_);
+  if (next == nullptr || stop_.load()) {
+    if (!stop_.load()) {
+      MM_LOG(WARNING) << what_ << ": no new heartbeat within the reconnect window";
+    }
+    return nullptr;
+  }
+  MM_LOG(INFO) << what_ << ": heartbeat replaced after "
+               << absl::FormatDuration(absl::Now() - start);
+  *owned = std::move(next);
+  return owned->get();
+}
+
 void PeerWatch::PeerClosed(absl::string_view who, const absl::Status& how) {
   // Its session ended (or its daemon died): what it had to say is on the streams, or was lost
   // with them. Give the streams a timeout to deliver it; a session still waiting then is lost.
@@ -48,12 +67,22 @@ void PeerWatch::WatchDestination(transport::HeartbeatLink* link,
   const absl::Duration interval = IntervalFor(timeout_);
   absl::Time last_heard = absl::Now();
   absl::Time next_ping = last_heard;
+  std::unique_ptr<transport::HeartbeatLink> replaced;
+  // A failed heartbeat replaced: the watch goes on on the new one, its peer heard just now.
+  auto go_on = [&](const absl::Status& why) {
+    transport::HeartbeatLink* next = Replace(why, &replaced);
+    if (next == nullptr) return false;
+    link = next;
+    last_heard = next_ping = absl::Now();
+    return true;
+  };
   while (!stop_.load()) {
     if (on_tick) on_tick();
     const absl::Time now = absl::Now();
     if (now >= next_ping) {
       // A PING that cannot go out within the timeout means the peer is not reading at all.
       if (absl::Status s = link->Beat(last_heard + timeout_, stop_); !s.ok()) {
+        if (!absl::IsCancelled(s) && go_on(s)) continue;
         if (absl::IsUnavailable(s)) {
           PeerClosed("destination", s);
         } else if (!absl::IsCancelled(s)) {
@@ -79,8 +108,9 @@ void PeerWatch::WatchDestination(transport::HeartbeatLink* link,
       continue;
     }
     if (absl::IsCancelled(s)) return;
+    if (absl::IsDeadlineExceeded(s) && absl::Now() < silent_at) continue;  // The next PING.
+    if (go_on(s)) continue;
     if (absl::IsDeadlineExceeded(s)) {
-      if (absl::Now() < silent_at) continue;  // Time for the next PING.
       Lost(absl::DeadlineExceededError(absl::StrCat(
           "heartbeat: the destination daemon answered no PING for ",
           absl::FormatDuration(absl::Now() - last_heard), " (peer timeout ",
@@ -100,6 +130,7 @@ void PeerWatch::WatchSource(transport::HeartbeatLink* link,
                             std::function<std::vector<uint32_t>()> newly_loaded) {
   absl::Time last_heard = absl::Now();
   bool heard = false;
+  std::unique_ptr<transport::HeartbeatLink> replaced;
   while (!stop_.load()) {
     // At most a second at a time, so a stall of this thread shows as a late return.
     const absl::Time until = std::min(last_heard + timeout_, absl::Now() + absl::Seconds(1));
@@ -119,6 +150,13 @@ void PeerWatch::WatchSource(transport::HeartbeatLink* link,
       if (s.ok()) continue;
     }
     if (absl::IsCancelled(s)) return;
+    if (heard || !absl::IsUnavailable(s)) {
+      if (transport::HeartbeatLink* next = Replace(s, &replaced)) {
+        link = next;
+        last_heard = absl::Now();
+        continue;
+      }
+    }
     if (absl::IsDeadlineExceeded(s)) {
       Lost(absl::DeadlineExceededError(absl::StrCat(
           "heartbeat: the source daemon sent no PING for ",

@@ -8,6 +8,11 @@
 // the connection ended its session (or died): its word is on the streams, which get one more
 // timeout to deliver it before the peer counts as lost.
 //
+// With a reconnect window (set_replacement), a heartbeat that fails is replaced rather than
+// lost: the source opens a new one, the destination waits for it, for up to the window, as the
+// device streams resume theirs (api/PEER_PROTOCOL.md, "Resume"). The peer counts as lost only
+// when none comes: after the peer timeout plus the window.
+//
 // Threads: Watch* runs on the caller's thread (the session's watch thread) until Stop or a loss;
 // Stop from any thread, including inside `on_lost`; `on_lost` runs on the watch thread.
 #ifndef MIGMOVER_DAEMON_SESSION_PEER_WATCH_H_
@@ -16,6 +21,7 @@
 #include <algorithm>
 #include <atomic>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -55,6 +61,16 @@ class PeerWatch {
   // `newly_loaded` (may be empty) returns.
   void WatchSource(transport::HeartbeatLink* link,
                    std::function<std::vector<uint32_t>()> newly_loaded = {});
+  // Returns a new heartbeat link by `deadline`, or null when none can come (the peer refused:
+  // its session is over). Called on the watch thread.
+  using ReplaceFn =
+      std::function<std::unique_ptr<transport::HeartbeatLink>(absl::Time deadline)>;
+  // A failed heartbeat is replaced by `replace` within `window` (zero: never). Before Watch*.
+  void set_replacement(absl::Duration window, ReplaceFn replace) {
+    window_ = window;
+    replace_ = std::move(replace);
+  }
+
   // Ends a Watch* within 100 ms (a source's heartbeat still connecting, within its connect
   // timeout); no `on_lost` after it returns unless one is running.
   void Stop() { stop_ = true; }
@@ -68,10 +84,16 @@ class PeerWatch {
   // True (and `*last_heard` moved to now) when this thread returned from a wait meant to end at
   // `until` more than half a timeout late.
   bool Stalled(absl::Time until, absl::Time* last_heard);
+  // After the heartbeat failed with `why`: a replacement within the window, held in `*owned`
+  // and returned, or null (no window, none came, or stopped).
+  transport::HeartbeatLink* Replace(const absl::Status& why,
+                                    std::unique_ptr<transport::HeartbeatLink>* owned);
 
   const std::string what_;
   const absl::Duration timeout_;
   const LostFn on_lost_;
+  absl::Duration window_ = absl::ZeroDuration();
+  ReplaceFn replace_;
   std::atomic<bool> stop_{false};
 };
 

@@ -227,6 +227,18 @@ void Session::Finish(absl::Status in_doubt) {
   MM_LOG(INFO) << summary;
 }
 
+void Session::NoteResumes(size_t device, const transport::ResumeStats& stats) {
+  DeviceProgress& p = *progress_[device];
+  p.reconnections = static_cast<uint32_t>(stats.reconnections);
+  p.time_lost_ns = absl::ToInt64Nanoseconds(stats.time_lost);
+  p.replayed_bytes = stats.replayed_bytes;
+  Touch();
+}
+
+void Session::LogDeviceLine(size_t device, const std::string& line) {
+  MM_LOG(WARNING) << "session " << id_ << ": device " << progress_[device]->name << ": " << line;
+}
+
 SessionSnapshot Session::Snapshot() {
   absl::MutexLock l(&mu_);
   SessionSnapshot s;
@@ -247,14 +259,8 @@ SessionSnapshot Session::Snapshot() {
   s.stop_copy_size_known = true;
   const bool window = absl::ToDoubleSeconds(now - rate_time_) >= 0.25;
   for (const auto& p : progress_) {
-    DeviceSnapshot d;
-    d.name = p->name;
-    d.state = p->state;
-    d.data_path = p->data_path;
-    d.transport = p->transport;
-    d.security = p->security;
-    d.integrity = p->integrity;
-    d.error = p->error;
+    DeviceSnapshot d{p->name,     p->state,     p->data_path, p->transport,
+                     p->security, p->integrity, p->error};
     // PRE_COPY's count first: both only grow, so bytes >= precopy_bytes holds in the snapshot.
     d.precopy_bytes = p->precopy_bytes.load();
     d.bytes = std::max(p->bytes.load(), d.precopy_bytes);
@@ -267,6 +273,12 @@ SessionSnapshot Session::Snapshot() {
     d.stop_copy_size = d.stop_copy_size_known ? size : 0;
     d.initial_sent = p->initial_sent.load();
     d.initial_loaded = p->initial_loaded.load();
+    d.reconnections = p->reconnections.load();
+    d.time_lost_seconds = absl::ToDoubleSeconds(absl::Nanoseconds(p->time_lost_ns.load()));
+    d.replayed_bytes = p->replayed_bytes.load();
+    s.reconnections += d.reconnections;
+    s.time_lost_seconds += d.time_lost_seconds;
+    s.replayed_bytes += d.replayed_bytes;
     s.bytes_moved += d.bytes;
     s.precopy_bytes += d.precopy_bytes;
     s.pending_bytes += d.pending_bytes;

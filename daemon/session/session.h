@@ -13,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "daemon/metrics/metrics.h"
+#include "transport/api/device_stream.h"
 
 namespace migmover {
 
@@ -58,6 +59,10 @@ struct DeviceProgress {
   std::atomic<bool> initial_loaded{false};
   // Destination: INITIAL_DATA_SENT's offset, kUnknownSize until it came.
   std::atomic<uint64_t> initial_end{kUnknownSize};
+  // Resumes of its stream (transport::ResumeStats), as Session::NoteResumes last saw them.
+  std::atomic<uint32_t> reconnections{0};
+  std::atomic<int64_t> time_lost_ns{0};
+  std::atomic<uint64_t> replayed_bytes{0};
   // Guarded by the session's mutex.
   std::string state;
   std::string data_path;
@@ -82,6 +87,9 @@ struct DeviceSnapshot {
   bool initial_sent = false, initial_loaded = false;
   double rate_bytes_per_second = 0;
   double expected_downtime_seconds = 0;
+  uint32_t reconnections = 0;
+  double time_lost_seconds = 0;
+  uint64_t replayed_bytes = 0;
 };
 
 struct SessionSnapshot {
@@ -110,6 +118,9 @@ struct SessionSnapshot {
   // PRE_COPY, every precopy device's initial data loaded at the destination, and the expected
   // downtime within the limit: the moment to stop the vCPUs.
   bool switchover_ready = false;
+  uint32_t reconnections = 0;  // The devices', summed.
+  double time_lost_seconds = 0;
+  uint64_t replayed_bytes = 0;
 };
 
 class Session {
@@ -152,6 +163,19 @@ class Session {
     return streams > 1 ? "tcp x " + std::to_string(streams) : "tcp";
   }
   void Touch();
+  // Device `device`'s stream resumed or gave up on a resume: its counts for the status, and the
+  // line for the log (one per event, as the stream words it).
+  void NoteResumes(size_t device, const transport::ResumeStats& stats);
+  // The stream's log (transport::StreamLog) for device `device`: its lines in the daemon's log,
+  // its resume counts (`stream`'s, read when it logs) in the status.
+  template <typename Stream>
+  void LogStream(size_t device, Stream* stream) {
+    stream->set_log([this, device, stream](const std::string& line) {
+      LogDeviceLine(device, line);
+      NoteResumes(device, stream->resume_stats());
+    });
+  }
+  void LogDeviceLine(size_t device, const std::string& line);
   // Called by the last worker to finish: FAILED or CANCELLED after an error; otherwise
   // SUCCEEDED, or IN_DOUBT with `in_doubt` as the session's error (its reason) when that is set.
   void Finish(absl::Status in_doubt = absl::OkStatus());

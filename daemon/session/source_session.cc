@@ -173,8 +173,33 @@ void SourceSession::WatchPeer(std::shared_ptr<transport::SourceChannel> channel)
   pthread_setname_np(pthread_self(), "mm-src-watch");
   absl::StatusOr<std::unique_ptr<transport::HeartbeatLink>> link =
       channel->OpenHeartbeat(config_.connect_timeout);
-  channel.reset();
   if (watch_.stopped()) return;  // The session ended meanwhile.
+  if (config_.stream.reconnect_window > absl::ZeroDuration()) {
+    // A heartbeat lost with the network is opened again, as the streams are, until the window
+    // runs out or the destination refuses (its session is over).
+    watch_.set_replacement(
+        config_.stream.reconnect_window,
+        [this, channel](absl::Time deadline) -> std::unique_ptr<transport::HeartbeatLink> {
+          absl::Duration pause = absl::Milliseconds(50);
+          while (!watch_.stopped()) {
+            const absl::Duration left = deadline - absl::Now();
+            if (left <= absl::ZeroDuration()) return nullptr;
+            absl::StatusOr<std::unique_ptr<transport::HeartbeatLink>> next =
+                channel->OpenHeartbeat(std::min(left, config_.connect_timeout));
+            if (next.ok()) return std::move(*next);
+            if (!absl::IsUnavailable(next.status()) &&
+                !absl::IsDeadlineExceeded(next.status())) {
+              MM_LOG(WARNING) << "session " << id_ << ": new heartbeat refused: "
+                              << next.status();
+              return nullptr;
+            }
+            absl::SleepFor(std::min(pause, deadline - absl::Now()));
+            pause = std::min(pause * 2, absl::Milliseconds(500));
+          }
+          return nullptr;
+        });
+  }
+  channel.reset();
   if (!link.ok()) {
     // The peer that takes the streams takes the heartbeat: without it a hung destination would
     // go unnoticed in the idle phases, so the migration does not go on without one.
@@ -694,6 +719,7 @@ absl::Status SourceSession::RunDevice(size_t i) {
   ASSIGN_OR_RETURN(std::unique_ptr<transport::DeviceStreamSender> sender,
                    channel_->Open(static_cast<uint32_t>(i), config_.connect_timeout));
   sender->set_progress_counter(&p.bytes);
+  LogStream(i, sender.get());
   MM_LOG(INFO) << "session " << id_ << ": device " << e->name << " connected to "
                << channel_->Describe() << ", stream on " << sender->transport_name();
   SetDeviceTransport(i, sender->transport_name(), sender->security());
@@ -818,6 +844,7 @@ absl::Status SourceSession::RunDevice(size_t i) {
   // A destination that is lost gets the ERROR only if it fits in the socket now: waiting for
   // a shut window would only delay the VM's return to RUNNING.
   if (!status.ok()) sender->SendError(status, lost ? absl::ZeroDuration() : absl::Seconds(1));
+  NoteResumes(i, sender->resume_stats());  // The bytes replayed after the last resume too.
   return status;
 }
 

@@ -159,8 +159,8 @@ TEST_F(PeerAuth, AStrayHeartbeatDoesNotTakeTheSessionsSlot) {
   ExpectTheRealSourceMigrates("beat");
 }
 
-// A resuming HELLO (protocol 6) with the right secret, for a device not yet connected: this
-// daemon does not resume streams yet, and must not take it as the device's first connection.
+// A resuming HELLO (protocol 6) with the right secret, for a device not yet connected: there is
+// no stream to resume, and it must not be taken as the device's first connection.
 TEST_F(PeerAuth, AResumingHelloIsRefusedAndTakesNoDeviceSlot) {
   SetUpDevices("resume");
   peer::Hello h = StrayHello("resume");
@@ -168,8 +168,8 @@ TEST_F(PeerAuth, AResumingHelloIsRefusedAndTakesNoDeviceSlot) {
   std::copy(secret.begin(), secret.end(), h.token.begin());
   h.resume = 1;
   const absl::Status answer = Intrude(h);
-  EXPECT_EQ(answer.code(), absl::StatusCode::kUnimplemented) << answer;
-  EXPECT_NE(answer.message().find("does not resume streams"), absl::string_view::npos) << answer;
+  EXPECT_EQ(answer.code(), absl::StatusCode::kFailedPrecondition) << answer;
+  EXPECT_NE(answer.message().find("no stream of it to resume"), absl::string_view::npos) << answer;
   ExpectUntouched("resume");
   ExpectTheRealSourceMigrates("resume");
 }

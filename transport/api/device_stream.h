@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -45,6 +46,18 @@ struct ReceiveResult {
   bool checked() const { return digest_checked || aead; }
   uint32_t precopy_phases_ended = 0;
 };
+
+// What resumes after lost connections cost a stream (api/PEER_PROTOCOL.md, "Resume").
+struct ResumeStats {
+  uint64_t reconnections = 0;  // Resumes that succeeded.
+  // From each lost connection to the stream going on again (or to giving up).
+  absl::Duration time_lost = absl::ZeroDuration();
+  uint64_t replayed_bytes = 0;  // Source: stream bytes sent again after resumes.
+};
+
+// Where a stream says what happened to it that a log should show (a lost connection, a
+// resume): one line, without the session's or device's name. Called on the stream's thread.
+using StreamLog = std::function<void(const std::string&)>;
 
 // The source end. Pump, EndPhase, Keepalive, EndStream, AwaitCommit and SendError on one thread
 // at a time (the session's device thread); the getters from any thread.
@@ -107,6 +120,10 @@ class DeviceStreamSender {
   virtual uint64_t bytes_sent() const = 0;
   // Also adds every byte moved to `*counter`, which must outlive this. Set before Pump.
   virtual void set_progress_counter(std::atomic<uint64_t>* counter) = 0;
+  // Resumes so far (none on a transport that does not resume). Any thread.
+  virtual ResumeStats resume_stats() const { return {}; }
+  // Set before the first call that moves the stream.
+  virtual void set_log(StreamLog log) {}
 };
 
 // The destination end. Receive, SendCommit and AwaitConfirm on one thread at a time; getters
@@ -141,6 +158,9 @@ class DeviceStreamReceiver {
   // set before Receive): once the progress counter reaches it, the device's initial precopy
   // data is written into it.
   virtual void set_initial_data_end(std::atomic<uint64_t>* end) = 0;
+  // As DeviceStreamSender's.
+  virtual ResumeStats resume_stats() const { return {}; }
+  virtual void set_log(StreamLog log) {}
 };
 
 }  // namespace migmover::transport

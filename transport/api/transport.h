@@ -27,6 +27,7 @@
 #include "transport/base/unique_fd.h"
 #include "transport/net/socket.h"
 #include "transport/peer/frame_codec.h"
+#include "transport/peer/handshake.h"
 #include "transport/stream/stream_options.h"
 #include "transport/tls/tls_context.h"
 
@@ -84,6 +85,21 @@ class DestinationChannel {
   virtual absl::StatusOr<std::unique_ptr<DeviceStreamReceiver>> Accept(
       const peer::Hello& hello, UniqueFd connection, const std::string& security, bool tls,
       absl::Time deadline) = 0;
+  // A connection whose resuming HELLO (api/PEER_PROTOCOL.md, "Resume") named this session and
+  // passed its proof: the device's receiver, waiting to resume, answers it once every
+  // connection of the resume has come. Errors are refusals, already sent to the peer (by
+  // `deadline`):
+  // FailedPrecondition when the device's stream cannot resume (not connected yet, ended,
+  // failed, or this transport does not resume), InvalidArgument for a HELLO that disagrees with
+  // the stream's first ones (nonce, stream count, TLS or not), AlreadyExists for a resume's
+  // number not above the last one's.
+  virtual absl::Status AcceptResume(const peer::Hello& hello, UniqueFd connection,
+                                    const std::string& security, bool tls,
+                                    absl::Time deadline) {
+    absl::Status no = absl::FailedPreconditionError("this transport does not resume streams");
+    (void)peer::SendHelloAck(connection.get(), no, hello.device, deadline);
+    return no;
+  }
   // Closes the connections of devices whose streams have not all come (cancel).
   virtual void DropPending() = 0;
 };

@@ -1,5 +1,6 @@
 #include "transport/stream/stream_receiver.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 
@@ -7,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "transport/base/errno_status.h"
 #include "transport/base/status_macros.h"
 #include "transport/net/socket.h"
 #include "transport/peer/frame_codec.h"
@@ -136,6 +138,23 @@ absl::StatusOr<uint64_t> StreamReceiver::Resume(std::vector<UniqueFd> sockets) {
   r_.acked = r_.written;
   r_.resumable = false;
   return r_.written;
+}
+
+absl::Status StreamReceiver::AnswerResume(absl::Time deadline) {
+  for (const UniqueFd& fd : r_.sockets) {
+    RETURN_IF_ERROR(peer::SendHelloAck(fd.get(), absl::OkStatus(), r_.device, deadline, r_.written));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<UniqueFd>> StreamReceiver::DupConnections() const {
+  std::vector<UniqueFd> dups;
+  for (const UniqueFd& fd : r_.sockets) {
+    const int d = ::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0);
+    if (d < 0) return ErrnoStatus(absl::StrCat("fcntl(fd ", fd.get(), ", F_DUPFD_CLOEXEC)"), errno);
+    dups.emplace_back(d);
+  }
+  return dups;
 }
 
 absl::Status StreamReceiver::AwaitConfirm(absl::Duration timeout,

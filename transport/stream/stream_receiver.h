@@ -71,6 +71,14 @@ class StreamReceiver final : public transport::DeviceStreamReceiver {
   // not end that way (another error, a device that failed, the splice path, or END_STREAM
   // already in), InvalidArgument for another number of connections.
   absl::StatusOr<uint64_t> Resume(std::vector<UniqueFd> sockets);
+  // Whether the last Receive ended so that Resume may follow.
+  bool resumable() const { return r_.resumable; }
+  // After Resume: accepts each new connection's resuming HELLO with the offset the stream goes
+  // on from (HELLO_ACK). Errors: the sends' (the new connections failed too).
+  absl::Status AnswerResume(absl::Time deadline);
+  // Duplicates of the stream's connections (for a shutdown from another thread that must not
+  // race their close). Errors: dup's.
+  absl::StatusOr<std::vector<UniqueFd>> DupConnections() const;
 
   // COMMIT with code 0 for OK, else a COMMIT carrying the status's code and message. After a
   // failure it then drains and discards what the source still sends (up to `linger`) until the

@@ -79,6 +79,9 @@ class StreamSender final : public transport::DeviceStreamSender {
   // Sends the frames ReplayFrom left to send again, and nothing new (no read): for a resume
   // whose next word is not a pump (END_STREAM must follow every byte). Errors: as Pump's.
   absl::StatusOr<PumpResult> FlushReplay(const std::atomic<bool>& cancel);
+  // Whether this stream keeps a replay buffer (StreamOptions::replay_bytes): only then can it
+  // resume.
+  bool replays() const { return s_.replay.enabled(); }
   // Stream bytes sent again after resumes.
   uint64_t replayed_bytes() const { return s_.replayed_bytes.load(std::memory_order_relaxed); }
 

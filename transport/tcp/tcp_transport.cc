@@ -15,6 +15,9 @@
 #include "transport/stream/pump_pool.h"
 #include "transport/stream/stream_receiver.h"
 #include "transport/stream/stream_sender.h"
+#include "transport/tcp/resume_slot.h"
+#include "transport/tcp/resuming_receiver.h"
+#include "transport/tcp/resuming_sender.h"
 
 namespace migmover::transport {
 namespace {
@@ -43,53 +46,66 @@ Workers LeaseWorkers(stream::PumpPool* pumps, uint32_t workers, uint32_t devices
   return pumps->Acquire(std::min(workers, devices));
 }
 
+// One set of connections for a device's stream: every stripe connected (TLS done) to the peer.
+struct Stripes {
+  std::vector<UniqueFd> socks;
+  std::vector<std::string> security;
+  // What Explain needs of each connection (its failure note, kernel TLS or not); the fds move
+  // on to the sender.
+  std::vector<peer::PeerConnection> tls_failures;
+  std::vector<peer::ChannelBinding> bindings;
+  bool all_tls = true;
+};
+
+absl::StatusOr<Stripes> ConnectStripes(const SessionSpec& spec, absl::Duration timeout) {
+  Stripes s;
+  for (uint32_t k = 0; k < std::max<uint32_t>(1, spec.streams); ++k) {
+    ASSIGN_OR_RETURN(peer::PeerConnection conn,
+                     peer::ConnectPeer(spec.peer, timeout, spec.tls.get(),
+                                       {spec.stream.socket_buffer, spec.stream.tcp_congestion,
+                                        spec.stream.peer_timeout}));
+    s.socks.push_back(std::move(conn.fd));
+    s.security.push_back(std::move(conn.security));
+    s.bindings.push_back(conn.binding);
+    s.all_tls = s.all_tls && conn.tls;
+    peer::PeerConnection note{UniqueFd(), "", std::move(conn.tls_failure)};
+    note.kernel_tls = conn.kernel_tls;
+    s.tls_failures.push_back(std::move(note));
+  }
+  return s;
+}
+
 class TcpSourceChannel final : public SourceChannel {
  public:
   TcpSourceChannel(const SessionSpec& spec, Workers workers)
-      : spec_(spec), workers_(std::move(workers)) {}
+      : spec_(std::make_shared<const SessionSpec>(spec)), workers_(std::move(workers)) {}
 
   absl::StatusOr<std::unique_ptr<DeviceStreamSender>> Open(uint32_t device,
                                                            absl::Duration timeout) override {
-    std::vector<UniqueFd> socks;
-    std::vector<std::string> security;
-    // What Explain needs of each connection (its failure note, kernel TLS or not); the fds
-    // move on to the sender.
-    std::vector<peer::PeerConnection> tls_failures;
-    std::vector<peer::ChannelBinding> bindings;
-    bool all_tls = true;
-    for (uint32_t k = 0; k < std::max<uint32_t>(1, spec_.streams); ++k) {
-      ASSIGN_OR_RETURN(peer::PeerConnection conn,
-                       peer::ConnectPeer(spec_.peer, timeout, spec_.tls.get(),
-                                         {spec_.stream.socket_buffer,
-                                          spec_.stream.tcp_congestion,
-                                          spec_.stream.peer_timeout}));
-      socks.push_back(std::move(conn.fd));
-      security.push_back(std::move(conn.security));
-      bindings.push_back(conn.binding);
-      all_tls = all_tls && conn.tls;
-      peer::PeerConnection note{UniqueFd(), "", std::move(conn.tls_failure)};
-      note.kernel_tls = conn.kernel_tls;
-      tls_failures.push_back(std::move(note));
-    }
+    const SessionSpec& spec = *spec_;
+    ASSIGN_OR_RETURN(Stripes stripes, ConnectStripes(spec, timeout));
+    std::vector<peer::PeerConnection> tls_failures = std::move(stripes.tls_failures);
+    const bool all_tls = stripes.all_tls;
     ASSIGN_OR_RETURN(std::unique_ptr<stream::StreamSender> sender,
-                     stream::StreamSender::Create(nullptr, std::move(socks), device, spec_.stream));
-    sender->set_security(peer::DescribeStripes(security));
-    sender->set_channel_bindings(std::move(bindings));
+                     stream::StreamSender::Create(nullptr, std::move(stripes.socks), device,
+                                                  spec.stream));
+    sender->set_security(peer::DescribeStripes(stripes.security));
+    sender->set_channel_bindings(std::move(stripes.bindings));
     ASSIGN_OR_RETURN(peer::HelloNonce nonce, peer::NewHelloNonce());
     stream::StreamProtection protection;
     ASSIGN_OR_RETURN(protection.keys,
-                     peer::DeriveStreamKeys(spec_.token, nonce, spec_.session_id, device));
+                     peer::DeriveStreamKeys(spec.token, nonce, spec.session_id, device));
     protection.aead = all_tls;
     RETURN_IF_ERROR(sender->Protect(protection));
     if (!workers_.empty()) {
       sender->set_worker(workers_[device % workers_.size()].worker(),
-                         SourceBuffersPerDevice(spec_));
+                         SourceBuffersPerDevice(spec));
     }
     peer::Hello hello;
-    hello.session_id = spec_.session_id;
+    hello.session_id = spec.session_id;
     hello.device = device;
-    hello.device_count = spec_.device_count;
-    hello.token = spec_.token;
+    hello.device_count = spec.device_count;
+    hello.token = spec.token;
     hello.nonce = nonce;
     if (absl::Status s = sender->Handshake(hello, timeout); !s.ok()) {
       // The first connection that knows more says it (once, not once per stripe).
@@ -99,28 +115,65 @@ class TcpSourceChannel final : public SourceChannel {
       }
       return s;
     }
-    return std::unique_ptr<DeviceStreamSender>(std::move(sender));
+    if (spec.stream.reconnect_window <= absl::ZeroDuration() || !sender->replays()) {
+      return std::unique_ptr<DeviceStreamSender>(std::move(sender));
+    }
+    // The resumes connect as the first connections did (the spec outlives this channel).
+    ResumingSender::Connect connect =
+        [spec = spec_](absl::Duration t) -> absl::StatusOr<ResumingSender::Connections> {
+      ASSIGN_OR_RETURN(Stripes s, ConnectStripes(*spec, t));
+      ResumingSender::Connections c;
+      c.fds = std::move(s.socks);
+      c.bindings = std::move(s.bindings);
+      c.security = peer::DescribeStripes(s.security);
+      return c;
+    };
+    return std::unique_ptr<DeviceStreamSender>(new ResumingSender(
+        std::move(sender), hello, std::move(connect), spec.stream.reconnect_window));
   }
 
   absl::StatusOr<std::unique_ptr<HeartbeatLink>> OpenHeartbeat(absl::Duration timeout) override {
-    return peer::OpenHeartbeat(spec_, timeout);
+    return peer::OpenHeartbeat(*spec_, timeout);
   }
 
   std::string Describe() const override {
-    return absl::StrCat(spec_.peer.host, ":", spec_.peer.port, " over ",
-                        std::max<uint32_t>(1, spec_.streams), " TCP connection(s) per device, ",
-                        spec_.tls ? "TLS" : "PLAINTEXT (--plaintext_peers)");
+    return absl::StrCat(spec_->peer.host, ":", spec_->peer.port, " over ",
+                        std::max<uint32_t>(1, spec_->streams), " TCP connection(s) per device, ",
+                        spec_->tls ? "TLS" : "PLAINTEXT (--plaintext_peers)");
   }
 
  private:
-  const SessionSpec spec_;
+  const std::shared_ptr<const SessionSpec> spec_;
   const Workers workers_;  // Immutable after construction: read by every device thread.
 };
 
 class TcpDestinationChannel final : public DestinationChannel {
  public:
   TcpDestinationChannel(const SessionSpec& spec, Workers workers)
-      : spec_(spec), workers_(std::move(workers)), pending_(spec.device_count) {}
+      : spec_(spec),
+        workers_(std::move(workers)),
+        pending_(spec.device_count),
+        resume_slots_(spec.device_count) {}
+
+  absl::Status AcceptResume(const peer::Hello& hello, UniqueFd connection,
+                            const std::string& security, bool tls,
+                            absl::Time deadline) override {
+    std::shared_ptr<ResumeSlot> slot;
+    {
+      absl::MutexLock l(&mu_);
+      if (hello.device < resume_slots_.size()) slot = resume_slots_[hello.device];
+    }
+    absl::Status offered =
+        slot == nullptr
+            ? absl::FailedPreconditionError(absl::StrCat(
+                  "device ", hello.device, ": no stream of it to resume on this daemon",
+                  spec_.stream.reconnect_window > absl::ZeroDuration()
+                      ? ""
+                      : " (its session's reconnect window is 0)"))
+            : slot->Offer(hello, &connection, tls, security);
+    if (!offered.ok()) (void)peer::SendHelloAck(connection.get(), offered, hello.device, deadline);
+    return offered;
+  }
 
   absl::StatusOr<std::unique_ptr<DeviceStreamReceiver>> Accept(const peer::Hello& hello,
                                                                UniqueFd connection,
@@ -196,7 +249,16 @@ class TcpDestinationChannel final : public DestinationChannel {
       receiver->set_worker(workers_[d % workers_.size()].worker(),
                            DestinationBuffersPerDevice(spec_));
     }
-    return std::unique_ptr<DeviceStreamReceiver>(std::move(receiver));
+    if (spec_.stream.reconnect_window <= absl::ZeroDuration()) {
+      return std::unique_ptr<DeviceStreamReceiver>(std::move(receiver));
+    }
+    auto slot = std::make_shared<ResumeSlot>(d, nonce, hello.stream_count, all_tls);
+    {
+      absl::MutexLock l(&mu_);
+      resume_slots_[d] = slot;
+    }
+    return std::unique_ptr<DeviceStreamReceiver>(new ResumingReceiver(
+        std::move(receiver), std::move(slot), spec_.stream.reconnect_window));
   }
 
   void DropPending() override {
@@ -222,6 +284,8 @@ class TcpDestinationChannel final : public DestinationChannel {
   const Workers workers_;
   absl::Mutex mu_;
   std::vector<Group> pending_ ABSL_GUARDED_BY(mu_);
+  // By device: where its stream's resumes go, once its first connections all came.
+  std::vector<std::shared_ptr<ResumeSlot>> resume_slots_ ABSL_GUARDED_BY(mu_);
   bool dropped_ ABSL_GUARDED_BY(mu_) = false;
 };
 

@@ -1,0 +1,169 @@
+#include "transport/tcp/resuming_sender.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "transport/base/status_macros.h"
+#include "transport/stream/stream_errors.h"
+
+namespace migmover::transport {
+
+ResumingSender::ResumingSender(std::unique_ptr<stream::StreamSender> inner, peer::Hello hello,
+                               Connect connect, absl::Duration window)
+    : inner_(std::move(inner)),
+      hello_(std::move(hello)),
+      connect_(std::move(connect)),
+      window_(window),
+      security_(inner_->security()) {}
+
+bool ResumingSender::Mendable(const absl::Status& s) const {
+  return !s.ok() && stream::IsConnectionLost(s) && window_ > absl::ZeroDuration() &&
+         inner_->replays();
+}
+
+absl::StatusOr<PumpResult> ResumingSender::Pump(int data_fd, wire::Phase phase,
+                                                uint64_t max_bytes,
+                                                const std::atomic<bool>& stop,
+                                                const std::atomic<bool>& cancel) {
+  while (true) {
+    absl::StatusOr<PumpResult> r = inner_->Pump(data_fd, phase, max_bytes, stop, cancel);
+    if (r.ok() || !Mendable(r.status())) return r;
+    RETURN_IF_ERROR(Resume(r.status(), &cancel));
+  }
+}
+
+absl::StatusOr<PumpResult> ResumingSender::PumpStreamFd(int data_fd, wire::Phase phase,
+                                                        absl::Duration idle_return,
+                                                        std::atomic<uint64_t>* phase_bytes,
+                                                        const std::atomic<bool>& stop,
+                                                        const std::atomic<bool>& cancel) {
+  while (true) {
+    absl::StatusOr<PumpResult> r =
+        inner_->PumpStreamFd(data_fd, phase, idle_return, phase_bytes, stop, cancel);
+    if (r.ok() || !Mendable(r.status())) return r;
+    RETURN_IF_ERROR(Resume(r.status(), &cancel));
+  }
+}
+
+// The marks are recorded before they go: a resume says them again, so the call is done.
+absl::Status ResumingSender::EndPhase(wire::Phase phase) {
+  absl::Status s = inner_->EndPhase(phase);
+  return Mendable(s) ? Resume(s, nullptr) : s;
+}
+
+absl::Status ResumingSender::MarkInitialDataSent() {
+  absl::Status s = inner_->MarkInitialDataSent();
+  return Mendable(s) ? Resume(s, nullptr) : s;
+}
+
+// The resume itself tells the destination the source is alive.
+absl::Status ResumingSender::Keepalive() {
+  absl::Status s = inner_->Keepalive();
+  return Mendable(s) ? Resume(s, nullptr) : s;
+}
+
+absl::Status ResumingSender::EndStream() {
+  static const std::atomic<bool> kNever{false};
+  while (true) {
+    absl::Status s = inner_->EndStream();
+    if (s.ok()) end_stream_sent_ = true;
+    if (!Mendable(s)) return s;
+    RETURN_IF_ERROR(Resume(s, nullptr));
+    // Every byte again before END_STREAM: on one connection nothing of the stream follows it.
+    RETURN_IF_ERROR(inner_->FlushReplay(kNever).status());
+  }
+}
+
+absl::Status ResumingSender::AwaitCommit(absl::Duration timeout,
+                                         const std::atomic<bool>& cancel) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    absl::Status s = inner_->AwaitCommit(std::max(deadline - absl::Now(), absl::ZeroDuration()),
+                                         cancel);
+    if (!Mendable(s)) return s;
+    // The destination resumes only a receive that had not ended: then END_STREAM did not
+    // arrive whole, and goes again after the bytes it lacks.
+    RETURN_IF_ERROR(Resume(s, &cancel));
+    RETURN_IF_ERROR(inner_->FlushReplay(cancel).status());
+    RETURN_IF_ERROR(inner_->EndStream());
+  }
+}
+
+std::string ResumingSender::security() const {
+  absl::MutexLock l(&security_mu_);
+  return security_;
+}
+
+ResumeStats ResumingSender::resume_stats() const {
+  ResumeStats r;
+  r.reconnections = reconnections_.load(std::memory_order_relaxed);
+  r.time_lost = absl::Nanoseconds(lost_ns_.load(std::memory_order_relaxed));
+  r.replayed_bytes = inner_->replayed_bytes();
+  return r;
+}
+
+absl::Status ResumingSender::TryResume(absl::Duration left, uint64_t* offset) {
+  ASSIGN_OR_RETURN(Connections c, connect_(left));
+  const std::string security = c.security;
+  RETURN_IF_ERROR(inner_->Reconnect(std::move(c.fds)));
+  inner_->set_channel_bindings(std::move(c.bindings));
+  inner_->set_security(security);
+  {
+    absl::MutexLock l(&security_mu_);
+    security_ = security;
+  }
+  peer::Hello hello = hello_;
+  hello.resume = ++resume_number_;
+  RETURN_IF_ERROR(inner_->Handshake(hello, left, offset));
+  return inner_->ReplayFrom(*offset);
+}
+
+absl::Status ResumingSender::Resume(const absl::Status& lost, const std::atomic<bool>* cancel) {
+  const absl::Time start = absl::Now();
+  const absl::Time deadline = start + window_;
+  Log(absl::StrCat("connection lost at stream offset ", inner_->bytes_sent(), " (",
+                   lost.message(), "); reconnecting for up to ", absl::FormatDuration(window_)));
+  absl::Duration pause = absl::Milliseconds(50);
+  absl::Status last;
+  int attempts = 0;
+  while (true) {
+    if (cancel != nullptr && cancel->load()) {
+      lost_ns_.fetch_add(absl::ToInt64Nanoseconds(absl::Now() - start),
+                         std::memory_order_relaxed);
+      return absl::CancelledError("stream cancelled while reconnecting");
+    }
+    const absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) break;
+    ++attempts;
+    uint64_t offset = 0;
+    last = TryResume(left, &offset);
+    if (last.ok()) {
+      const absl::Duration took = absl::Now() - start;
+      reconnections_.fetch_add(1, std::memory_order_relaxed);
+      lost_ns_.fetch_add(absl::ToInt64Nanoseconds(took), std::memory_order_relaxed);
+      Log(absl::StrCat("resumed (resume ", resume_number_, ", attempt ", attempts, ") after ",
+                       absl::FormatDuration(took), ": the destination has ", offset,
+                       " bytes, the rest from there goes again"));
+      return absl::OkStatus();
+    }
+    // A refusal, or a stream that cannot go on from where the destination is: no retry mends
+    // it. Failed connects and handshakes (the link still down) are tried again.
+    const bool refused = !absl::IsUnavailable(last) && !absl::IsDeadlineExceeded(last) &&
+                         !stream::IsConnectionLost(last);
+    if (refused) break;
+    const absl::Duration sleep = std::min(pause, deadline - absl::Now());
+    if (sleep > absl::ZeroDuration()) absl::SleepFor(sleep);
+    pause = std::min(pause * 2, absl::Milliseconds(500));
+  }
+  lost_ns_.fetch_add(absl::ToInt64Nanoseconds(absl::Now() - start), std::memory_order_relaxed);
+  const std::string why = absl::StrCat(
+      lost.message(), "; not resumed within the reconnect window (",
+      absl::FormatDuration(window_), ", ", attempts, " attempt(s)",
+      last.ok() ? "" : absl::StrCat(", last: ", last.message()), ")");
+  Log(why);
+  return stream::ConnectionLostError(absl::Status(lost.code(), why));
+}
+
+}  // namespace migmover::transport
