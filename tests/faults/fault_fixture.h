@@ -38,6 +38,9 @@ class FaultTest : public TwoDaemons {
     dst_launch_.listen_host = NetnsPair::kAddressB;
     for (auto* flags : {&src_flags_, &dst_flags_}) {
       flags->push_back(absl::StrCat("--peer_timeout_ms=", kPeerTimeoutMs));
+      // These cases are about noticing a fault and the outcome rule: no resume unless a
+      // test asks for one (resume_test.cc).
+      flags->push_back(absl::StrCat("--reconnect_window_ms=", reconnect_window_ms_));
     }
     TwoDaemons::SetUp();
   }
@@ -183,6 +186,7 @@ class FaultTest : public TwoDaemons {
   }
 
   std::unique_ptr<NetnsPair> net_;
+  int reconnect_window_ms_ = 0;  // Both daemons' --reconnect_window_ms; set before SetUp.
 };
 
 }  // namespace migmover::testing

@@ -17,6 +17,7 @@
 #include <fstream>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -287,6 +288,14 @@ absl::Status SendAll(int fd, absl::string_view data, absl::Time deadline,
   return absl::OkStatus();
 }
 
+absl::Status PeerClosedError(absl::string_view message) {
+  absl::Status s = absl::UnavailableError(message);
+  s.SetPayload(kPeerClosedPayload, absl::Cord("eof"));
+  return s;
+}
+
+bool IsPeerClosed(const absl::Status& s) { return s.GetPayload(kPeerClosedPayload).has_value(); }
+
 absl::Status RecvExact(int fd, void* buf, size_t n, absl::Time deadline,
                        const std::atomic<bool>* cancel) {
   size_t done = 0;
@@ -299,7 +308,7 @@ absl::Status RecvExact(int fd, void* buf, size_t n, absl::Time deadline,
       continue;
     }
     if (r == 0) {
-      return absl::UnavailableError(
+      return PeerClosedError(
           absl::StrCat("peer closed the connection after ", done, " of ", n, " bytes"));
     }
     if (errno == EINTR) continue;

@@ -78,6 +78,14 @@ absl::Status SendAll(int fd, absl::string_view data, absl::Time deadline,
 
 // Receives exactly `n` bytes. A peer that closes first is Unavailable ("peer closed the
 // connection after X of N bytes").
+// The peer closed the connection in order (its FIN: a read returned 0), as opposed to a reset
+// or a silence: its process closed it, or (through a userspace TLS relay, whose failures end
+// the plaintext side the same way) the relay failed. Unavailable, marked.
+inline constexpr char kPeerClosedPayload[] = "migmover/peer-closed";
+absl::Status PeerClosedError(absl::string_view message);
+bool IsPeerClosed(const absl::Status& s);
+
+// Errors: PeerClosedError when the peer closed before `n` bytes came.
 absl::Status RecvExact(int fd, void* buf, size_t n, absl::Time deadline,
                        const std::atomic<bool>* cancel = nullptr);
 

@@ -262,6 +262,16 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
   // A connection broke (the source closed it, a reset, a timeout): stop receiving, finish the
   // piece going into the device, and end with the stream resumable from what is written. The
   // pieces received after it are dropped; a resumed source sends them again.
+  // A receive that returned `res` (0 or an error) ended the connection: a reset or a silence
+  // is a lost connection; the source closing in order is its own doing (not resumable), unless
+  // a relay's close hides a reset.
+  void Ended(int32_t res, absl::Status st) {
+    if (res == 0 && !r_->relayed) {
+      Fail(std::move(st));
+    } else {
+      Lose(std::move(st));
+    }
+  }
   void Lose(absl::Status st) {
     if (!error_.ok()) return;
     error_ = ConnectionLostError(std::move(st));
@@ -285,7 +295,7 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
   void OnHeaderBytes(uint32_t k, int32_t res) {
     Conn& cn = conns_[k];
     if (res <= 0) {
-      if (res != -EINTR && res != -EAGAIN) Lose(r_->RecvFailure(res, "before END_STREAM"));
+      if (res != -EINTR && res != -EAGAIN) Ended(res, r_->RecvFailure(res, "before END_STREAM"));
       return;
     }
     last_progress_ = absl::Now();
@@ -320,7 +330,7 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
   void OnPayloadBytes(uint32_t k, int32_t res) {
     Conn& cn = conns_[k];
     if (res <= 0) {
-      if (res != -EINTR && res != -EAGAIN) Lose(r_->RecvFailure(res, "inside a DATA frame"));
+      if (res != -EINTR && res != -EAGAIN) Ended(res, r_->RecvFailure(res, "inside a DATA frame"));
       return;
     }
     last_progress_ = absl::Now();

@@ -1,5 +1,7 @@
 #include "transport/stream/receive_stream.h"
 
+#include "transport/stream/send_stream.h"
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "transport/base/errno_status.h"
@@ -16,7 +18,9 @@ ReceiveStream::ReceiveStream(std::vector<UniqueFd> connections, uint32_t device_
     : sockets(std::move(connections)),
       device(device_index),
       rules(device_index, sockets.size(), next_seq),
-      options(stream_options) {}
+      options(stream_options) {
+  relayed = AnyRelayed(sockets);
+}
 
 absl::Status ReceiveStream::OnHeader(size_t k, const wire::FrameHeader& h, uint32_t* data_len,
                                      bool* ended, transport::ReceiveResult* result) {

@@ -5,17 +5,28 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "transport/base/status_macros.h"
+#include "transport/net/socket.h"
 #include "transport/peer/handshake.h"
 #include "transport/stream/stream_errors.h"
 
 namespace migmover::stream {
+
+bool AnyRelayed(const std::vector<UniqueFd>& sockets) {
+  for (const UniqueFd& fd : sockets) {
+    if (!net::IsTcp(fd.get())) return true;
+  }
+  return false;
+}
+
 SendStream::SendStream(std::vector<UniqueFd> connections, uint32_t device_index,
                        const StreamOptions& stream_options)
     : sockets(std::move(connections)),
       out(device_index, sockets.size()),
       device(device_index),
       options(stream_options),
-      replay(ReplayFrames(stream_options)) {}
+      replay(ReplayFrames(stream_options)) {
+  relayed = AnyRelayed(sockets);
+}
 
 void SendStream::Sent(uint32_t n) {
   offset += n;
@@ -32,9 +43,12 @@ absl::Status SendStream::PeerVerdict() {
     absl::StatusOr<peer::ControlFrame> read =
         peer::ReadControlFrame(control_fd(), absl::Now() + absl::Seconds(1));
     if (!read.ok()) {
-      // Closed, reset or silent without a word: the connection, not a verdict.
+      // Reset or silent without a word: the connection, not a verdict. Closed in order: the
+      // destination's process closed it (it ended, or died), unless a relay hides a reset.
       const absl::Status& s = read.status();
-      return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) ? ConnectionLostError(s) : s;
+      const bool lost = (absl::IsUnavailable(s) && (!net::IsPeerClosed(s) || relayed)) ||
+                        absl::IsDeadlineExceeded(s);
+      return lost ? ConnectionLostError(s) : s;
     }
     const peer::ControlFrame& f = *read;
     if (f.header.type == static_cast<uint8_t>(wire::FrameType::kAck)) {

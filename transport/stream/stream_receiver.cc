@@ -15,6 +15,7 @@
 #include "transport/peer/handshake.h"
 #include "transport/stream/copy_receive_job.h"
 #include "transport/stream/splice_io.h"
+#include "transport/stream/send_stream.h"
 #include "transport/stream/splice_receive.h"
 
 namespace migmover::stream {
@@ -131,6 +132,7 @@ absl::StatusOr<uint64_t> StreamReceiver::Resume(std::vector<UniqueFd> sockets) {
                                         r_.options.tcp_congestion, r_.options.peer_timeout));
   }
   r_.sockets = std::move(sockets);
+  r_.relayed = AnyRelayed(r_.sockets);
   // Frames on the new connections are numbered after their HELLO (0), as on the first ones.
   r_.rules.Reconnected(r_.sockets.size(), 1, r_.written);
   r_.offset = r_.written;

@@ -106,6 +106,7 @@ absl::Status StreamSender::Reconnect(std::vector<UniqueFd> sockets) {
                                         s_.options.tcp_congestion, s_.options.peer_timeout));
   }
   s_.sockets = std::move(sockets);
+  s_.relayed = AnyRelayed(s_.sockets);
   // The old connections' TLS exporter values would prove nothing on the new ones.
   bindings_.clear();
   s_.out.Reconnected(s_.sockets.size());

@@ -68,7 +68,6 @@ absl::Status ResumingSender::EndStream() {
   static const std::atomic<bool> kNever{false};
   while (true) {
     absl::Status s = inner_->EndStream();
-    if (s.ok()) end_stream_sent_ = true;
     if (!Mendable(s)) return s;
     RETURN_IF_ERROR(Resume(s, nullptr));
     // Every byte again before END_STREAM: on one connection nothing of the stream follows it.

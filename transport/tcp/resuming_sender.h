@@ -98,7 +98,6 @@ class ResumingSender final : public DeviceStreamSender {
   const absl::Duration window_;
   StreamLog log_;
   uint64_t resume_number_ = 0;
-  bool end_stream_sent_ = false;  // END_STREAM went out: the verdict is what comes next.
   std::atomic<uint64_t> reconnections_{0};
   std::atomic<int64_t> lost_ns_{0};
   // What protects the connections now, for readers on other threads.

@@ -253,10 +253,7 @@ class TcpDestinationChannel final : public DestinationChannel {
       return std::unique_ptr<DeviceStreamReceiver>(std::move(receiver));
     }
     auto slot = std::make_shared<ResumeSlot>(d, nonce, hello.stream_count, all_tls);
-    {
-      absl::MutexLock l(&mu_);
-      resume_slots_[d] = slot;
-    }
+    resume_slots_[d] = slot;  // Under mu_, held since the answer went out.
     return std::unique_ptr<DeviceStreamReceiver>(new ResumingReceiver(
         std::move(receiver), std::move(slot), spec_.stream.reconnect_window));
   }
