@@ -19,7 +19,7 @@ struct ServiceDefaults {
   uint32_t streams = 1;  // Connections per device stream when a request leaves it 0.
   // --replay_buffer: a source device stream's replay buffer whenever its reconnect window is
   // not 0 (stream.replay_bytes follows the window, session by session).
-  uint64_t replay_bytes = 64u << 20;
+  uint64_t replay_bytes = 16u << 20;
   uint32_t workers = 1;  // Shared pump threads per source session when a request leaves it 0.
   // The transports this daemon offers (TCP always; DPDK with --dpdk_port). Not owned.
   const transport::TransportSet* transports = nullptr;

@@ -186,13 +186,14 @@ ABSL_FLAG(uint32_t, reconnect_window_ms, 5000,
           "A migration's TransferOptions.reconnect_window_ms overrides it (per side). Streams "
           "that can resume take the copy path (not splice). 0: a lost connection fails the "
           "migration at once (api/PEER_PROTOCOL.md, \"Resume\").");
-ABSL_FLAG(std::string, replay_buffer, "64MiB",
+ABSL_FLAG(std::string, replay_buffer, "16MiB",
           "Source: the stream bytes each device may have out that the destination has not yet "
           "written into its device (with units: 64MiB). A data fd cannot be rewound, so a "
           "resume sends these again from this buffer; when it is full the stream waits for "
-          "the destination's acknowledgement. Per device, charged to --max_memory; used only "
-          "with a reconnect window. Too small for the link's bytes in flight slows the stream; "
-          "4MiB..4GiB.");
+          "the destination's acknowledgement (every 4 MiB it writes, and every 100 ms). Per "
+          "device, charged to --max_memory; used only with a reconnect window. It must hold "
+          "what is in flight between the two devices (both hosts' socket buffers and the "
+          "destination's writes): smaller slows the stream (bench/README.md); 4MiB..4GiB.");
 ABSL_FLAG(std::string, max_memory, "",
           "Memory this daemon's devices and running sessions may hold at once, with units "
           "(512MiB, 8GiB): a simulated device's bookkeeping, each session's stream buffers "

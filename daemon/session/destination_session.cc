@@ -245,6 +245,10 @@ absl::Status DestinationSession::AcceptHeartbeat(UniqueFd socket, absl::Time dea
   workers_.Start([this, link = std::move(link)]() mutable {
     pthread_setname_np(pthread_self(), "mm-dst-watch");
     watch_.WatchSource(link.get(), [this] { return NewlyLoaded(); });
+    // A retained session keeps no connection.
+    absl::MutexLock l(&commit_mu_);
+    next_heartbeat_.reset();
+    heartbeat_cut_.Reset();
   });
   return absl::OkStatus();
 }
@@ -259,11 +263,20 @@ std::unique_ptr<transport::HeartbeatLink> DestinationSession::AwaitHeartbeat(
     commit_mu_.AwaitWithDeadline(absl::Condition(&came),
                                  std::min(deadline, absl::Now() + absl::Milliseconds(100)));
   }
+  // A LOADED may have gone down with the old one: the new one says every one again.
+  if (next_heartbeat_ != nullptr) resend_loaded_ = true;
   return std::move(next_heartbeat_);
 }
 
 std::vector<uint32_t> DestinationSession::NewlyLoaded() {
   std::vector<uint32_t> loaded;
+  if (resend_loaded_) {
+    // Heard again (the source takes a repeat as nothing).
+    resend_loaded_ = false;
+    for (size_t i = 0; i < progress_.size(); ++i) {
+      if (progress_[i]->initial_loaded.load()) loaded.push_back(static_cast<uint32_t>(i));
+    }
+  }
   for (size_t i = 0; i < progress_.size(); ++i) {
     DeviceProgress& p = *progress_[i];
     const uint64_t end = p.initial_end.load();

@@ -145,6 +145,9 @@ class DestinationSession final : public Session {
   // shut down when it comes, so the watch stops waiting on a connection the source gave up.
   std::unique_ptr<transport::HeartbeatLink> next_heartbeat_ ABSL_GUARDED_BY(commit_mu_);
   UniqueFd heartbeat_cut_ ABSL_GUARDED_BY(commit_mu_);
+  // Set when a replacement came: the next NewlyLoaded names every loaded device again. The
+  // watch thread's only.
+  bool resend_loaded_ = false;
   // The watch thread: a replacement by `deadline`, or null.
   std::unique_ptr<transport::HeartbeatLink> AwaitHeartbeat(absl::Time deadline);
   PeerWatch watch_;

@@ -154,6 +154,7 @@ void PeerWatch::WatchSource(transport::HeartbeatLink* link,
       if (transport::HeartbeatLink* next = Replace(s, &replaced)) {
         link = next;
         last_heard = absl::Now();
+        heard = true;  // A close of the new one is no "gave up before beating".
         continue;
       }
     }

@@ -174,7 +174,7 @@ void SourceSession::WatchPeer(std::shared_ptr<transport::SourceChannel> channel)
   absl::StatusOr<std::unique_ptr<transport::HeartbeatLink>> link =
       channel->OpenHeartbeat(config_.connect_timeout);
   if (watch_.stopped()) return;  // The session ended meanwhile.
-  if (config_.stream.reconnect_window > absl::ZeroDuration()) {
+  if (link.ok() && config_.stream.reconnect_window > absl::ZeroDuration()) {
     // A heartbeat lost with the network is opened again, as the streams are, until the window
     // runs out or the destination refuses (its session is over).
     watch_.set_replacement(
@@ -210,6 +210,9 @@ void SourceSession::WatchPeer(std::shared_ptr<transport::SourceChannel> channel)
   }
   watch_.WatchDestination(
       link->get(), [this](uint32_t device) { OnLoaded(device); }, [this] { Tick(); });
+  // The channel it held (and the session's streams' shared state with it: the bandwidth cap's
+  // share) goes with the watch, not with the session's retention.
+  watch_.set_replacement(absl::ZeroDuration(), nullptr);
 }
 
 void SourceSession::PeerLost(absl::Status why) {

@@ -116,19 +116,23 @@ TEST_F(ResumeTest, AResetConnectionIsResumed) {
   EXPECT_GE(e.source.reconnections(), 1u) << e.source.DebugString();
 }
 
+// Three drops of 5 s, each past the peer timeout (the connections cannot outlive one), with the
+// stream moving again in between.
 TEST_F(ResumeTest, AFlappingLinkIsResumedEachTime) {
   StartLongStopCopy("flap");
   for (int i = 0; i < 3; ++i) {
-    Blip(absl::Seconds(4));
-    // Up again until the stream has resumed (the source counts it), before the next drop.
-    SessionStatus st = WatchUntil(*src_, "flap", [i](const SessionStatus& s) {
-      return s.reconnections() >= static_cast<uint32_t>(i + 1);
+    const uint64_t before = Get(*src_, "flap").stop_copy_bytes();
+    Blip(absl::Seconds(5));
+    // Up again until the stream moves again, before the next drop.
+    SessionStatus st = WatchUntil(*src_, "flap", [before](const SessionStatus& s) {
+      return s.stop_copy_bytes() >= before + (2u << 20);
     }, 20);
-    ASSERT_GE(st.reconnections(), static_cast<uint32_t>(i + 1)) << st.DebugString();
+    ASSERT_EQ(st.phase(), SessionStatus::STOP_COPY) << st.DebugString();
   }
   Ended e{WaitFinal(*src_, "flap", 90), WaitFinal(*dst_, "flap", 90)};
-  ExpectResumedByteExact(e, "flapping_3x4s_stop_copy");
-  EXPECT_GE(e.source.reconnections(), 3u);
+  ExpectResumedByteExact(e, "flapping_3x5s_stop_copy");
+  EXPECT_GE(e.source.reconnections(), 3u) << e.source.DebugString();
+  EXPECT_GE(e.destination.reconnections(), 3u) << e.destination.DebugString();
 }
 
 // The stream is in and the destination loads its device (4 s) when the link drops for longer
@@ -150,9 +154,11 @@ TEST_F(ResumeTest, ADropWhileTheDestinationCommitsKeepsTheOutcomeRule) {
     EXPECT_EQ(settled.phase(), SessionStatus::SUCCEEDED) << settled.DebugString();
     EXPECT_EQ(StateOf(*dst_, "d0"), "RUNNING");
   } else {
-    EXPECT_NE(settled.phase(), SessionStatus::SUCCEEDED) << settled.DebugString();
+    // The VM runs on the source; the destination's device was reset (a reset device reports
+    // RUNNING, with none of the VM's state in it).
+    EXPECT_NE(settled.phase(), SessionStatus::SUCCEEDED) << "running on both hosts: "
+                                                          << settled.DebugString();
     EXPECT_EQ(StateOf(*src_, "d0"), "RUNNING");
-    EXPECT_NE(StateOf(*dst_, "d0"), "RUNNING") << "running on both hosts";
   }
 }
 
@@ -174,6 +180,40 @@ TEST_F(ResumeTest, ADestinationThatLostItsStateLeavesTheSourceRunning) {
   EXPECT_EQ(StateOf(*dst_, "d0"), "RUNNING") << "the new daemon's device was never touched";
   EXPECT_LE(noticed, absl::Milliseconds(kPeerTimeoutMs + kWindowMs) + kDetectionSlack);
   ExpectANewMigrationSucceeds("after-lost-state", "d0");
+}
+
+// STOP_COPY downtime (the source's stop_copy_seconds: switchover to the commit acknowledged)
+// of the same 32 MiB migration at 16 MiB/s, without and with a 1 s drop in its middle; printed
+// as the figure the issue asks for. A drop this short is bridged by TCP's retransmissions (no
+// reconnect is needed within the 3 s peer timeout): it costs its length and the retransmission
+// backoff, not the migration.
+TEST_F(ResumeTest, StopCopyDowntimeWithAOneSecondDropAgainstWithout) {
+  double downtime[2] = {0, 0};
+  for (int blip = 0; blip < 2; ++blip) {
+    const std::string id = absl::StrCat("downtime-", blip);
+    const std::string device = absl::StrCat("d", blip);
+    AttachPair(device, "size=32MiB");
+    bandwidth_ = 16 << 20;
+    ASSERT_TRUE(Prepare(id, {device}).ok());
+    ASSERT_TRUE(Start(id, {device}, /*precopy=*/false).ok());
+    bandwidth_ = 0;
+    ASSERT_TRUE(Switchover(id).ok());
+    if (blip == 1) {
+      SessionStatus st = WatchUntil(*src_, id, [](const SessionStatus& s) {
+        return s.phase() == SessionStatus::STOP_COPY && s.stop_copy_bytes() >= (8u << 20);
+      }, 20);
+      ASSERT_EQ(st.phase(), SessionStatus::STOP_COPY) << st.DebugString();
+      Blip(absl::Seconds(1));
+    }
+    Ended e{WaitFinal(*src_, id, 60), WaitFinal(*dst_, id, 60)};
+    ASSERT_TRUE(BothSucceeded(e.source, e.destination)) << e.source.DebugString();
+    downtime[blip] = e.source.stop_copy_seconds();
+  }
+  std::cout << "resume stop_copy_downtime: without a drop " << downtime[0] << " s, with a 1 s drop "
+            << downtime[1] << " s (" << downtime[1] - downtime[0] << " s more)" << std::endl;
+  RecordProperty("downtime_without_ms", static_cast<int>(downtime[0] * 1000));
+  RecordProperty("downtime_with_1s_drop_ms", static_cast<int>(downtime[1] * 1000));
+  EXPECT_GT(downtime[1], downtime[0]);
 }
 
 // A window shorter than the drop: the migration fails on both sides with the outcome rule,

@@ -296,6 +296,15 @@ absl::Status PeerClosedError(absl::string_view message) {
 
 bool IsPeerClosed(const absl::Status& s) { return s.GetPayload(kPeerClosedPayload).has_value(); }
 
+bool PeerClosedInOrder(int fd) {
+  tcp_info info{};
+  socklen_t len = sizeof(info);
+  if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return false;
+  // The peer's FIN came (and was taken): a reset or an abort leaves TCP_CLOSE instead.
+  return info.tcpi_state == TCP_CLOSE_WAIT || info.tcpi_state == TCP_LAST_ACK ||
+         info.tcpi_state == TCP_CLOSING || info.tcpi_state == TCP_TIME_WAIT;
+}
+
 absl::Status RecvExact(int fd, void* buf, size_t n, absl::Time deadline,
                        const std::atomic<bool>* cancel) {
   size_t done = 0;
@@ -308,8 +317,10 @@ absl::Status RecvExact(int fd, void* buf, size_t n, absl::Time deadline,
       continue;
     }
     if (r == 0) {
-      return PeerClosedError(
-          absl::StrCat("peer closed the connection after ", done, " of ", n, " bytes"));
+      const std::string what =
+          absl::StrCat("peer closed the connection after ", done, " of ", n, " bytes");
+      // After a reset the reads that follow the one that said so see an end too.
+      return PeerClosedInOrder(fd) ? PeerClosedError(what) : absl::UnavailableError(what);
     }
     if (errno == EINTR) continue;
     if (errno != EAGAIN) {

@@ -78,14 +78,19 @@ absl::Status SendAll(int fd, absl::string_view data, absl::Time deadline,
 
 // Receives exactly `n` bytes. A peer that closes first is Unavailable ("peer closed the
 // connection after X of N bytes").
-// The peer closed the connection in order (its FIN: a read returned 0), as opposed to a reset
-// or a silence: its process closed it, or (through a userspace TLS relay, whose failures end
-// the plaintext side the same way) the relay failed. Unavailable, marked.
+// The peer closed the TCP connection in order (its FIN came), as opposed to a reset or a
+// silence: its process closed it. A read returns 0 either way (after a reset, every read but
+// the one that said ECONNRESET), so the socket's TCP state tells them apart. False for
+// anything but a TCP socket (a userspace TLS relay's plaintext end: its relay's failures end it
+// the same way).
+bool PeerClosedInOrder(int fd);
+// Unavailable, marked as the peer's close in order (IsPeerClosed).
 inline constexpr char kPeerClosedPayload[] = "migmover/peer-closed";
 absl::Status PeerClosedError(absl::string_view message);
 bool IsPeerClosed(const absl::Status& s);
 
-// Errors: PeerClosedError when the peer closed before `n` bytes came.
+// Errors: PeerClosedError when the peer closed in order before `n` bytes came, Unavailable when
+// the connection ended otherwise.
 absl::Status RecvExact(int fd, void* buf, size_t n, absl::Time deadline,
                        const std::atomic<bool>* cancel = nullptr);
 

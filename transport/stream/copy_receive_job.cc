@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "transport/base/errno_status.h"
+#include "transport/net/socket.h"
 #include "transport/peer/frame_codec.h"
 #include "transport/stream/stream_errors.h"
 
@@ -262,11 +263,11 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
   // A connection broke (the source closed it, a reset, a timeout): stop receiving, finish the
   // piece going into the device, and end with the stream resumable from what is written. The
   // pieces received after it are dropped; a resumed source sends them again.
-  // A receive that returned `res` (0 or an error) ended the connection: a reset or a silence
-  // is a lost connection; the source closing in order is its own doing (not resumable), unless
-  // a relay's close hides a reset.
-  void Ended(int32_t res, absl::Status st) {
-    if (res == 0 && !r_->relayed) {
+  // A receive on connection `k` that returned `res` (0 or an error) ended it: a reset or a
+  // silence is a lost connection; the source closing in order (its FIN) is its own doing, never
+  // resumed.
+  void Ended(uint32_t k, int32_t res, absl::Status st) {
+    if (res == 0 && net::PeerClosedInOrder(r_->sockets[k].get())) {
       Fail(std::move(st));
     } else {
       Lose(std::move(st));
@@ -295,7 +296,7 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
   void OnHeaderBytes(uint32_t k, int32_t res) {
     Conn& cn = conns_[k];
     if (res <= 0) {
-      if (res != -EINTR && res != -EAGAIN) Ended(res, r_->RecvFailure(res, "before END_STREAM"));
+      if (res != -EINTR && res != -EAGAIN) Ended(k, res, r_->RecvFailure(res, "before END_STREAM"));
       return;
     }
     last_progress_ = absl::Now();
@@ -330,7 +331,9 @@ class CopyReceiveJobImpl final : public CopyReceiveJob {
   void OnPayloadBytes(uint32_t k, int32_t res) {
     Conn& cn = conns_[k];
     if (res <= 0) {
-      if (res != -EINTR && res != -EAGAIN) Ended(res, r_->RecvFailure(res, "inside a DATA frame"));
+      if (res != -EINTR && res != -EAGAIN) {
+        Ended(k, res, r_->RecvFailure(res, "inside a DATA frame"));
+      }
       return;
     }
     last_progress_ = absl::Now();

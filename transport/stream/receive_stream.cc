@@ -18,9 +18,7 @@ ReceiveStream::ReceiveStream(std::vector<UniqueFd> connections, uint32_t device_
     : sockets(std::move(connections)),
       device(device_index),
       rules(device_index, sockets.size(), next_seq),
-      options(stream_options) {
-  relayed = AnyRelayed(sockets);
-}
+      options(stream_options) {}
 
 absl::Status ReceiveStream::OnHeader(size_t k, const wire::FrameHeader& h, uint32_t* data_len,
                                      bool* ended, transport::ReceiveResult* result) {

@@ -48,9 +48,6 @@ struct ReceiveStream {
   void Written(uint32_t n);
 
   std::vector<UniqueFd> sockets;
-  // Some connection is a userspace TLS relay's plaintext end (AnyRelayed): its close may hide
-  // a reset of the relay's TCP connection.
-  bool relayed = false;
   const uint32_t device;
   IncomingStream rules;  // What may arrive, on every connection.
   const StreamOptions options;

@@ -11,22 +11,13 @@
 
 namespace migmover::stream {
 
-bool AnyRelayed(const std::vector<UniqueFd>& sockets) {
-  for (const UniqueFd& fd : sockets) {
-    if (!net::IsTcp(fd.get())) return true;
-  }
-  return false;
-}
-
 SendStream::SendStream(std::vector<UniqueFd> connections, uint32_t device_index,
                        const StreamOptions& stream_options)
     : sockets(std::move(connections)),
       out(device_index, sockets.size()),
       device(device_index),
       options(stream_options),
-      replay(ReplayFrames(stream_options)) {
-  relayed = AnyRelayed(sockets);
-}
+      replay(ReplayFrames(stream_options)) {}
 
 void SendStream::Sent(uint32_t n) {
   offset += n;
@@ -43,11 +34,11 @@ absl::Status SendStream::PeerVerdict() {
     absl::StatusOr<peer::ControlFrame> read =
         peer::ReadControlFrame(control_fd(), absl::Now() + absl::Seconds(1));
     if (!read.ok()) {
-      // Reset or silent without a word: the connection, not a verdict. Closed in order: the
-      // destination's process closed it (it ended, or died), unless a relay hides a reset.
+      // Reset or silent without a word: the connection, not a verdict. Closed in order (its
+      // FIN): the destination's process closed it (it ended, or died).
       const absl::Status& s = read.status();
-      const bool lost = (absl::IsUnavailable(s) && (!net::IsPeerClosed(s) || relayed)) ||
-                        absl::IsDeadlineExceeded(s);
+      const bool lost =
+          (absl::IsUnavailable(s) && !net::IsPeerClosed(s)) || absl::IsDeadlineExceeded(s);
       return lost ? ConnectionLostError(s) : s;
     }
     const peer::ControlFrame& f = *read;

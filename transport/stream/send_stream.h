@@ -24,9 +24,6 @@
 
 namespace migmover::stream {
 
-// Whether some of `sockets` is not TCP (a userspace TLS relay's plaintext end).
-bool AnyRelayed(const std::vector<UniqueFd>& sockets);
-
 struct SendStream {
   SendStream(std::vector<UniqueFd> connections, uint32_t device_index,
              const StreamOptions& stream_options);
@@ -54,9 +51,6 @@ struct SendStream {
   absl::Status OnAck(const wire::FrameHeader& h, absl::string_view payload);
 
   std::vector<UniqueFd> sockets;
-  // Some connection is not TCP: the plaintext end of a userspace TLS relay, which ends in order
-  // when the relay's TCP connection fails. A close is then no sign the peer closed on purpose.
-  bool relayed = false;
   OutgoingStream out;  // Numbers and builds every frame this end sends.
   const uint32_t device;
   const StreamOptions options;

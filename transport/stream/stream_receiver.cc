@@ -132,7 +132,6 @@ absl::StatusOr<uint64_t> StreamReceiver::Resume(std::vector<UniqueFd> sockets) {
                                         r_.options.tcp_congestion, r_.options.peer_timeout));
   }
   r_.sockets = std::move(sockets);
-  r_.relayed = AnyRelayed(r_.sockets);
   // Frames on the new connections are numbered after their HELLO (0), as on the first ones.
   r_.rules.Reconnected(r_.sockets.size(), 1, r_.written);
   r_.offset = r_.written;

@@ -1,5 +1,7 @@
 #include "transport/stream/stream_sender.h"
 
+#include <sys/socket.h>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "transport/base/status_macros.h"
@@ -7,6 +9,7 @@
 #include "transport/peer/handshake.h"
 #include "transport/stream/copy_send_job.h"
 #include "transport/stream/splice_send.h"
+#include "transport/stream/stream_errors.h"
 
 namespace migmover::stream {
 
@@ -76,7 +79,10 @@ absl::Status StreamSender::SendControl(const std::string& frame) {
   // A destination that gave up says why before it closes: that, not the broken pipe it left,
   // is the error (as on the data path).
   absl::Status why = s_.PeerVerdict();
-  return why.ok() ? sent : why;
+  if (!why.ok()) return why;
+  // A send that failed or never got through (a silent peer): the connection.
+  return absl::IsUnavailable(sent) || absl::IsDeadlineExceeded(sent) ? ConnectionLostError(sent)
+                                                                     : sent;
 }
 
 absl::Status StreamSender::Handshake(const peer::Hello& hello, absl::Duration timeout,
@@ -105,8 +111,16 @@ absl::Status StreamSender::Reconnect(std::vector<UniqueFd> sockets) {
     RETURN_IF_ERROR(net::TuneDataSocket(fd.get(), s_.options.socket_buffer,
                                         s_.options.tcp_congestion, s_.options.peer_timeout));
   }
+  for (const UniqueFd& fd : s_.sockets) {
+    // Given up: reset, not closed in order. A destination that answered these (an attempt
+    // that timed out here) must see a lost connection it may resume from, not the source's
+    // deliberate end.
+    if (net::IsTcp(fd.get())) {
+      const linger abort{1, 0};
+      (void)::setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof(abort));
+    }
+  }
   s_.sockets = std::move(sockets);
-  s_.relayed = AnyRelayed(s_.sockets);
   // The old connections' TLS exporter values would prove nothing on the new ones.
   bindings_.clear();
   s_.out.Reconnected(s_.sockets.size());
@@ -241,8 +255,15 @@ absl::Status StreamSender::EndStream() {
 absl::Status StreamSender::AwaitCommit(absl::Duration timeout, const std::atomic<bool>& cancel) {
   const absl::Time deadline = absl::Now() + timeout;
   while (true) {
-    ASSIGN_OR_RETURN(peer::ControlFrame f,
-                     peer::ReadControlFrame(s_.control_fd(), deadline, &cancel));
+    absl::StatusOr<peer::ControlFrame> read =
+        peer::ReadControlFrame(s_.control_fd(), deadline, &cancel);
+    if (!read.ok()) {
+      // Reset or cut before the verdict came (not a close in order, nor the wait's own end):
+      // the connection. The destination resumes it only if its receive had not ended.
+      const absl::Status& s = read.status();
+      return absl::IsUnavailable(s) && !net::IsPeerClosed(s) ? ConnectionLostError(s) : s;
+    }
+    const peer::ControlFrame& f = *read;
     // The destination's last ACKs may come before its verdict.
     if (f.header.type == static_cast<uint8_t>(wire::FrameType::kAck)) {
       RETURN_IF_ERROR(s_.OnAck(f.header, f.payload));

@@ -55,6 +55,27 @@ Conn Connect() {
   return {std::move(*src), std::move(*dst)};
 }
 
+// What a middlebox's reset or a lost link looks like to both ends: the connection of `fd` (any
+// descriptor of it) is reset (connect(AF_UNSPEC) disconnects a TCP socket with an RST), so the
+// peer's next call fails with ECONNRESET and this end's with ENOTCONN or EPIPE. Not a close in
+// order: a FIN is the peer process's own end of the stream, which is never resumed.
+void ResetConnection(int fd) {
+  sockaddr unspec{};
+  unspec.sa_family = AF_UNSPEC;
+  ASSERT_EQ(::connect(fd, &unspec, sizeof(unspec)), 0) << "connect(AF_UNSPEC): " << errno;
+}
+
+// Resets the connection of `fd` once the peer's kernel has every byte sent on it (a reset drops
+// what is still queued at the sender).
+void ResetWhenDelivered(int fd) {
+  const absl::Time give_up = absl::Now() + absl::Seconds(10);
+  int queued = 0;
+  while (::ioctl(fd, TIOCOUTQ, &queued) == 0 && queued > 0 && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  ResetConnection(fd);
+}
+
 std::vector<uint8_t> RandomBytes(size_t n, uint32_t seed) {
   std::vector<uint8_t> v(n);
   std::mt19937 rng(seed);
@@ -1067,6 +1088,39 @@ std::string Frames(const std::vector<uint8_t>& data, uint64_t from, uint64_t to,
   return out;
 }
 
+// A source that closes its connection in order (its FIN) ended the stream itself: a lost link or
+// a middlebox never sends one. Not a lost connection, and no resume follows.
+TEST(StreamTest, ASourceThatClosesInOrderEndsTheStreamForGood) {
+  const uint32_t chunk = 64 << 10;
+  const auto data = RandomBytes(1 << 20, 83);
+  Conn conn = Connect();
+  auto ring = NewQueue(16);
+  ASSERT_TRUE(ring.ok());
+  auto receiver = StreamReceiver::Create(ring->get(), std::move(conn.dst), 0, 1,
+                                         Opts(DataPath::kCopy, chunk));
+  ASSERT_TRUE(receiver.ok()) << receiver.status();
+  ASSERT_TRUE((*receiver)->Protect(Protection(/*tls=*/false)).ok());
+  auto pipe = MakePipe();
+  ASSERT_TRUE(pipe.ok());
+  std::thread drain([&] {
+    std::vector<uint8_t> buf(1 << 16);
+    while (::read(pipe->read.get(), buf.data(), buf.size()) > 0) {
+    }
+  });
+  uint64_t seq = 1;
+  ASSERT_TRUE(net::SendAll(conn.src.get(), Frames(data, 0, data.size(), chunk, &seq),
+                           absl::Now() + absl::Seconds(5))
+                  .ok());
+  conn.src.Reset();
+  std::atomic<bool> cancel{false};
+  auto r = (*receiver)->Receive(pipe->write.get(), cancel);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+  EXPECT_FALSE(IsConnectionLost(r.status())) << r.status();
+  EXPECT_FALSE((*receiver)->resumable());
+  pipe->write.Reset();
+  drain.join();
+}
+
 TEST(StreamTest, AReceiverCutMidStreamResumesOnANewConnectionFromWhatItWrote) {
   // 3 MiB and half a frame arrive, then the source's connection closes. The receiver finishes
   // the piece going into the device, drops what came after it, and on a new connection takes
@@ -1097,7 +1151,7 @@ TEST(StreamTest, AReceiverCutMidStreamResumesOnANewConnectionFromWhatItWrote) {
                       std::string(reinterpret_cast<const char*>(data.data()) + (3 << 20), chunk))
                 .substr(0, wire::kFrameHeaderSize + (100 << 10));
   ASSERT_TRUE(net::SendAll(first.src.get(), before, absl::Now() + absl::Seconds(5)).ok());
-  first.src.Reset();
+  ResetWhenDelivered(first.src.get());
   std::atomic<bool> cancel{false};
   auto cut = (*receiver)->Receive(pipe->write.get(), cancel);
   ASSERT_EQ(cut.status().code(), absl::StatusCode::kUnavailable) << cut.status();
@@ -1269,7 +1323,7 @@ TEST(StreamTest, AStreamCutMidwayResumesOnNewConnectionsAndLandsEveryByteOnce) {
     }
     EXPECT_GE(written.load(), 8u << 20) << "the stream stopped before the cut";
     for (int fd : cut_fds) {
-      ::shutdown(fd, SHUT_RDWR);
+      ResetConnection(fd);
       ::close(fd);
     }
     source.join();
@@ -1355,7 +1409,7 @@ TEST(StreamTest, AcksReadBetweenPumpsFreeTheNextPumpsBuffers) {
 }
 
 TEST(StreamTest, AReceiveCutWhileItsDeviceTakesNothingStillEnds) {
-  // The device's pipe is full (nobody reads it) when the source's connection closes: the piece
+  // The device's pipe is full (nobody reads it) when the source's connection is reset: the piece
   // being written cannot be finished. The receive must still end, after its idle timeout, not
   // wait on the device for ever.
   Conn conn = Connect();
@@ -1373,7 +1427,7 @@ TEST(StreamTest, AReceiveCutWhileItsDeviceTakesNothingStillEnds) {
   ASSERT_TRUE(net::SendAll(conn.src.get(), Frames(data, 0, data.size(), 256 << 10, &seq),
                            absl::Now() + absl::Seconds(5))
                   .ok());
-  conn.src.Reset();
+  ResetWhenDelivered(conn.src.get());
   std::atomic<bool> cancel{false};
   auto receive = std::async(std::launch::async, [&] {
     return (*receiver)->Receive(pipe->write.get(), cancel).status();

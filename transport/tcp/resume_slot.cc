@@ -67,6 +67,10 @@ absl::Status ResumeSlot::Offer(const peer::Hello& hello, UniqueFd* connection, b
 
 void ResumeSlot::SetLive(std::vector<UniqueFd> connections) {
   absl::MutexLock l(&mu_);
+  if (offered_ > last_taken_) {
+    // A newer resume came while the receiver took the last one: these are given up already.
+    for (UniqueFd& fd : connections) ::shutdown(fd.get(), SHUT_RDWR);
+  }
   live_ = std::move(connections);
 }
 

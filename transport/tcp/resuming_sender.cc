@@ -19,14 +19,23 @@ ResumingSender::ResumingSender(std::unique_ptr<stream::StreamSender> inner, peer
       security_(inner_->security()) {}
 
 bool ResumingSender::Mendable(const absl::Status& s) const {
+  // After the destination's COMMIT(0) nothing is resumed: its receive is over.
   return !s.ok() && stream::IsConnectionLost(s) && window_ > absl::ZeroDuration() &&
-         inner_->replays();
+         inner_->replays() && !committed_;
+}
+
+absl::Status ResumingSender::ResumeAndFlush(const absl::Status& lost) {
+  RETURN_IF_ERROR(Resume(lost, cancel_));
+  // The held frames go now: whatever comes next (END_STREAM above all) follows every byte.
+  static const std::atomic<bool> kNever{false};
+  return inner_->FlushReplay(cancel_ != nullptr ? *cancel_ : kNever).status();
 }
 
 absl::StatusOr<PumpResult> ResumingSender::Pump(int data_fd, wire::Phase phase,
                                                 uint64_t max_bytes,
                                                 const std::atomic<bool>& stop,
                                                 const std::atomic<bool>& cancel) {
+  cancel_ = &cancel;
   while (true) {
     absl::StatusOr<PumpResult> r = inner_->Pump(data_fd, phase, max_bytes, stop, cancel);
     if (r.ok() || !Mendable(r.status())) return r;
@@ -39,6 +48,7 @@ absl::StatusOr<PumpResult> ResumingSender::PumpStreamFd(int data_fd, wire::Phase
                                                         std::atomic<uint64_t>* phase_bytes,
                                                         const std::atomic<bool>& stop,
                                                         const std::atomic<bool>& cancel) {
+  cancel_ = &cancel;
   while (true) {
     absl::StatusOr<PumpResult> r =
         inner_->PumpStreamFd(data_fd, phase, idle_return, phase_bytes, stop, cancel);
@@ -50,42 +60,41 @@ absl::StatusOr<PumpResult> ResumingSender::PumpStreamFd(int data_fd, wire::Phase
 // The marks are recorded before they go: a resume says them again, so the call is done.
 absl::Status ResumingSender::EndPhase(wire::Phase phase) {
   absl::Status s = inner_->EndPhase(phase);
-  return Mendable(s) ? Resume(s, nullptr) : s;
+  return Mendable(s) ? ResumeAndFlush(s) : s;
 }
 
 absl::Status ResumingSender::MarkInitialDataSent() {
   absl::Status s = inner_->MarkInitialDataSent();
-  return Mendable(s) ? Resume(s, nullptr) : s;
+  return Mendable(s) ? ResumeAndFlush(s) : s;
 }
 
 // The resume itself tells the destination the source is alive.
 absl::Status ResumingSender::Keepalive() {
   absl::Status s = inner_->Keepalive();
-  return Mendable(s) ? Resume(s, nullptr) : s;
+  return Mendable(s) ? ResumeAndFlush(s) : s;
 }
 
 absl::Status ResumingSender::EndStream() {
-  static const std::atomic<bool> kNever{false};
   while (true) {
     absl::Status s = inner_->EndStream();
     if (!Mendable(s)) return s;
-    RETURN_IF_ERROR(Resume(s, nullptr));
     // Every byte again before END_STREAM: on one connection nothing of the stream follows it.
-    RETURN_IF_ERROR(inner_->FlushReplay(kNever).status());
+    RETURN_IF_ERROR(ResumeAndFlush(s));
   }
 }
 
 absl::Status ResumingSender::AwaitCommit(absl::Duration timeout,
                                          const std::atomic<bool>& cancel) {
+  cancel_ = &cancel;
   const absl::Time deadline = absl::Now() + timeout;
   while (true) {
     absl::Status s = inner_->AwaitCommit(std::max(deadline - absl::Now(), absl::ZeroDuration()),
                                          cancel);
+    if (s.ok()) committed_ = true;
     if (!Mendable(s)) return s;
     // The destination resumes only a receive that had not ended: then END_STREAM did not
     // arrive whole, and goes again after the bytes it lacks.
-    RETURN_IF_ERROR(Resume(s, &cancel));
-    RETURN_IF_ERROR(inner_->FlushReplay(cancel).status());
+    RETURN_IF_ERROR(ResumeAndFlush(s));
     RETURN_IF_ERROR(inner_->EndStream());
   }
 }
@@ -103,8 +112,8 @@ ResumeStats ResumingSender::resume_stats() const {
   return r;
 }
 
-absl::Status ResumingSender::TryResume(absl::Duration left, uint64_t* offset) {
-  ASSIGN_OR_RETURN(Connections c, connect_(left));
+absl::Status ResumingSender::TryResume(absl::Time deadline, uint64_t* offset) {
+  ASSIGN_OR_RETURN(Connections c, connect_(deadline));
   const std::string security = c.security;
   RETURN_IF_ERROR(inner_->Reconnect(std::move(c.fds)));
   inner_->set_channel_bindings(std::move(c.bindings));
@@ -115,7 +124,7 @@ absl::Status ResumingSender::TryResume(absl::Duration left, uint64_t* offset) {
   }
   peer::Hello hello = hello_;
   hello.resume = ++resume_number_;
-  RETURN_IF_ERROR(inner_->Handshake(hello, left, offset));
+  RETURN_IF_ERROR(inner_->Handshake(hello, deadline - absl::Now(), offset));
   return inner_->ReplayFrom(*offset);
 }
 
@@ -137,7 +146,7 @@ absl::Status ResumingSender::Resume(const absl::Status& lost, const std::atomic<
     if (left <= absl::ZeroDuration()) break;
     ++attempts;
     uint64_t offset = 0;
-    last = TryResume(left, &offset);
+    last = TryResume(deadline, &offset);
     if (last.ok()) {
       const absl::Duration took = absl::Now() - start;
       reconnections_.fetch_add(1, std::memory_order_relaxed);

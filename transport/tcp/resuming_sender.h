@@ -43,8 +43,8 @@ class ResumingSender final : public DeviceStreamSender {
     std::vector<peer::ChannelBinding> bindings;
     std::string security;
   };
-  // Makes one, within `timeout`. Errors: the connect's or TLS handshake's.
-  using Connect = std::function<absl::StatusOr<Connections>(absl::Duration timeout)>;
+  // Makes one by `deadline`. Errors: the connect's or TLS handshake's.
+  using Connect = std::function<absl::StatusOr<Connections>(absl::Time deadline)>;
 
   // `inner`: the stream, handshaken with `hello` (the resuming HELLOs repeat it with their
   // number). `window`: how long after a lost connection to keep trying; zero: never resume.
@@ -84,8 +84,10 @@ class ResumingSender final : public DeviceStreamSender {
   // After `lost`: reconnects and resumes within the window, or returns why not (`lost`, with
   // what the attempts met). `cancel` (may be null) ends the attempts.
   absl::Status Resume(const absl::Status& lost, const std::atomic<bool>* cancel);
-  // One attempt, within `left`.
-  absl::Status TryResume(absl::Duration left, uint64_t* offset);
+  // One attempt, by `deadline`.
+  absl::Status TryResume(absl::Time deadline, uint64_t* offset);
+  // Resume, then the held frames out (FlushReplay): for the calls that are not pumps.
+  absl::Status ResumeAndFlush(const absl::Status& lost);
   // Whether a failed call may be mended by a resume.
   bool Mendable(const absl::Status& s) const;
   void Log(const std::string& line) const {
@@ -98,6 +100,10 @@ class ResumingSender final : public DeviceStreamSender {
   const absl::Duration window_;
   StreamLog log_;
   uint64_t resume_number_ = 0;
+  // The session's cancel, as the last pump or wait passed it (the same flag every time): the
+  // calls without one stop their resume on it too.
+  const std::atomic<bool>* cancel_ = nullptr;
+  bool committed_ = false;  // The destination's COMMIT(0) came.
   std::atomic<uint64_t> reconnections_{0};
   std::atomic<int64_t> lost_ns_{0};
   // What protects the connections now, for readers on other threads.

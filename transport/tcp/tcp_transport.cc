@@ -57,11 +57,16 @@ struct Stripes {
   bool all_tls = true;
 };
 
-absl::StatusOr<Stripes> ConnectStripes(const SessionSpec& spec, absl::Duration timeout) {
+absl::StatusOr<Stripes> ConnectStripes(const SessionSpec& spec, absl::Time deadline) {
   Stripes s;
   for (uint32_t k = 0; k < std::max<uint32_t>(1, spec.streams); ++k) {
+    const absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) {
+      return absl::DeadlineExceededError(absl::StrCat("connecting stripe ", k + 1, " of ",
+                                                      spec.streams, " to the peer: out of time"));
+    }
     ASSIGN_OR_RETURN(peer::PeerConnection conn,
-                     peer::ConnectPeer(spec.peer, timeout, spec.tls.get(),
+                     peer::ConnectPeer(spec.peer, left, spec.tls.get(),
                                        {spec.stream.socket_buffer, spec.stream.tcp_congestion,
                                         spec.stream.peer_timeout}));
     s.socks.push_back(std::move(conn.fd));
@@ -83,7 +88,7 @@ class TcpSourceChannel final : public SourceChannel {
   absl::StatusOr<std::unique_ptr<DeviceStreamSender>> Open(uint32_t device,
                                                            absl::Duration timeout) override {
     const SessionSpec& spec = *spec_;
-    ASSIGN_OR_RETURN(Stripes stripes, ConnectStripes(spec, timeout));
+    ASSIGN_OR_RETURN(Stripes stripes, ConnectStripes(spec, absl::Now() + timeout));
     std::vector<peer::PeerConnection> tls_failures = std::move(stripes.tls_failures);
     const bool all_tls = stripes.all_tls;
     ASSIGN_OR_RETURN(std::unique_ptr<stream::StreamSender> sender,
@@ -120,8 +125,8 @@ class TcpSourceChannel final : public SourceChannel {
     }
     // The resumes connect as the first connections did (the spec outlives this channel).
     ResumingSender::Connect connect =
-        [spec = spec_](absl::Duration t) -> absl::StatusOr<ResumingSender::Connections> {
-      ASSIGN_OR_RETURN(Stripes s, ConnectStripes(*spec, t));
+        [spec = spec_](absl::Time deadline) -> absl::StatusOr<ResumingSender::Connections> {
+      ASSIGN_OR_RETURN(Stripes s, ConnectStripes(*spec, deadline));
       ResumingSender::Connections c;
       c.fds = std::move(s.socks);
       c.bindings = std::move(s.bindings);
@@ -253,7 +258,9 @@ class TcpDestinationChannel final : public DestinationChannel {
       return std::unique_ptr<DeviceStreamReceiver>(std::move(receiver));
     }
     auto slot = std::make_shared<ResumeSlot>(d, nonce, hello.stream_count, all_tls);
-    resume_slots_[d] = slot;  // Under mu_, held since the answer went out.
+    // Under mu_, held since the answer went out. Only the device's first stream set has one: a
+    // second set that raced it (its receiver is dropped) must not take the running one's place.
+    if (resume_slots_[d] == nullptr) resume_slots_[d] = slot;
     return std::unique_ptr<DeviceStreamReceiver>(new ResumingReceiver(
         std::move(receiver), std::move(slot), spec_.stream.reconnect_window));
   }
