@@ -181,12 +181,20 @@ void SourceSession::WatchPeer(std::shared_ptr<transport::SourceChannel> channel)
         config_.stream.reconnect_window,
         [this, channel](absl::Time deadline) -> std::unique_ptr<transport::HeartbeatLink> {
           absl::Duration pause = absl::Milliseconds(50);
+          absl::Status last;
           while (!watch_.stopped()) {
             const absl::Duration left = deadline - absl::Now();
-            if (left <= absl::ZeroDuration()) return nullptr;
+            if (left <= absl::ZeroDuration()) {
+              MM_LOG(WARNING) << "session " << id_ << ": the heartbeat could not be opened again: "
+                              << last;
+              return nullptr;
+            }
+            // Short attempts: a connect into a dead link retries its SYN only after 1, 2, 4 s,
+            // and a flapping link may be up for a moment only.
             absl::StatusOr<std::unique_ptr<transport::HeartbeatLink>> next =
-                channel->OpenHeartbeat(std::min(left, config_.connect_timeout));
+                channel->OpenHeartbeat(std::min({left, config_.connect_timeout, absl::Seconds(1)}));
             if (next.ok()) return std::move(*next);
+            last = next.status();
             if (!absl::IsUnavailable(next.status()) &&
                 !absl::IsDeadlineExceeded(next.status())) {
               MM_LOG(WARNING) << "session " << id_ << ": new heartbeat refused: "

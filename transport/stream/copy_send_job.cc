@@ -83,7 +83,9 @@ class CopySendJobImpl final : public CopySendJob {
         sl = Slot{f.len, 0, f.offset, 0, 0, false};
         sl.phase = f.phase;
         sl.held = true;
-        sl.replay = true;
+        // Sent again only if it went out before (it entered the digest then): a frame read
+        // but never handed out is simply sent now.
+        sl.replay = f.digested;
         sl.digested = f.digested;
         sl.counted = f.counted;
         sl.skip = f.offset < from ? static_cast<uint32_t>(from - f.offset) : 0;

@@ -1427,11 +1427,12 @@ TEST(StreamTest, AReceiveCutWhileItsDeviceTakesNothingStillEnds) {
   ASSERT_TRUE(net::SendAll(conn.src.get(), Frames(data, 0, data.size(), 256 << 10, &seq),
                            absl::Now() + absl::Seconds(5))
                   .ok());
-  ResetWhenDelivered(conn.src.get());
   std::atomic<bool> cancel{false};
   auto receive = std::async(std::launch::async, [&] {
     return (*receiver)->Receive(pipe->write.get(), cancel).status();
   });
+  // Cut once the receive took every byte (into its buffers: the device takes none of them).
+  ResetWhenDelivered(conn.src.get());
   const bool ended = receive.wait_for(std::chrono::seconds(20)) == std::future_status::ready;
   if (!ended) {
     // Unblock it before failing, so the test ends.

@@ -113,7 +113,10 @@ ResumeStats ResumingSender::resume_stats() const {
 }
 
 absl::Status ResumingSender::TryResume(absl::Time deadline, uint64_t* offset) {
-  ASSIGN_OR_RETURN(Connections c, connect_(deadline));
+  // A connect sent into a dead link retries its SYN only after 1, 2, 4 ... s: a fresh attempt
+  // each second meets the link soon after it is back. The HELLO's answer may take longer (the
+  // destination answers once its receive has ended): it gets the rest of the window.
+  ASSIGN_OR_RETURN(Connections c, connect_(std::min(deadline, absl::Now() + kConnectAttempt)));
   const std::string security = c.security;
   RETURN_IF_ERROR(inner_->Reconnect(std::move(c.fds)));
   inner_->set_channel_bindings(std::move(c.bindings));

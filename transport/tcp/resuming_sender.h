@@ -94,6 +94,8 @@ class ResumingSender final : public DeviceStreamSender {
     if (log_) log_(line);
   }
 
+  static constexpr absl::Duration kConnectAttempt = absl::Seconds(1);
+
   std::unique_ptr<stream::StreamSender> inner_;
   const peer::Hello hello_;
   const Connect connect_;
