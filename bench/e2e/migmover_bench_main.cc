@@ -68,6 +68,11 @@ ABSL_FLAG(std::string, tcp_congestion, "",
           "empty = the system's default.");
 ABSL_FLAG(std::string, io_engine, "",
           "Both daemons' --io_engine (auto, uring, syscalls); empty: the daemons' default.");
+ABSL_FLAG(std::string, reconnect_window_ms, "",
+          "Both daemons' --reconnect_window_ms (0: streams do not resume, and may splice); empty: "
+          "the daemons' default (5 s).");
+ABSL_FLAG(std::string, replay_buffer, "",
+          "The source daemon's --replay_buffer (per device, with units); empty: its default.");
 ABSL_FLAG(bool, baseline, false,
           "Also measure, in the same run, what the machine allows: the raw loop (a plain "
           "read/send and recv/write process pair per stream on the same devices), iperf3 (one "
@@ -165,6 +170,12 @@ absl::StatusOr<Figures> RunOurs(const std::vector<sim::SimDeviceSpec>& specs, in
                                     "--tcp_congestion=" + absl::GetFlag(FLAGS_tcp_congestion)};
   if (!absl::GetFlag(FLAGS_io_engine).empty()) {
     flags.push_back("--io_engine=" + absl::GetFlag(FLAGS_io_engine));
+  }
+  if (!absl::GetFlag(FLAGS_reconnect_window_ms).empty()) {
+    flags.push_back("--reconnect_window_ms=" + absl::GetFlag(FLAGS_reconnect_window_ms));
+  }
+  if (!absl::GetFlag(FLAGS_replay_buffer).empty()) {
+    flags.push_back("--replay_buffer=" + absl::GetFlag(FLAGS_replay_buffer));
   }
   const std::string security = absl::GetFlag(FLAGS_peer_security);
   if (security == "plaintext") {

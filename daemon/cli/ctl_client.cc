@@ -69,6 +69,13 @@ std::string StatusLine(const v1::SessionStatus& s) {
       v1::SessionStatus::Phase_Name(s.phase()), HumanBytes(s.bytes_moved()),
       HumanBytes(s.precopy_bytes()), HumanBytes(s.stop_copy_bytes()), HumanBytes(s.pending_bytes()),
       HumanBytes(s.rate_bytes_per_second()), s.precopy_rounds());
+  if (s.reconnections() > 0 || s.time_lost_seconds() > 0) {
+    absl::StrAppend(&line, absl::StrFormat(", %d reconnection(s), %.2f s lost to them",
+                                           s.reconnections(), s.time_lost_seconds()));
+    if (s.replayed_bytes() > 0) {
+      absl::StrAppend(&line, ", ", HumanBytes(s.replayed_bytes()), " sent again");
+    }
+  }
   if (!s.error().empty()) absl::StrAppend(&line, ", error: ", s.error());
   return Printable(line);
 }

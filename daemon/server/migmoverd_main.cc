@@ -190,7 +190,7 @@ ABSL_FLAG(std::string, replay_buffer, "16MiB",
           "Source: the stream bytes each device may have out that the destination has not yet "
           "written into its device (with units: 64MiB). A data fd cannot be rewound, so a "
           "resume sends these again from this buffer; when it is full the stream waits for "
-          "the destination's acknowledgement (every 4 MiB it writes, and every 100 ms). Per "
+          "the destination's acknowledgement (every 1 MiB it writes, and every 100 ms). Per "
           "device, charged to --max_memory; used only with a reconnect window. It must hold "
           "what is in flight between the two devices (both hosts' socket buffers and the "
           "destination's writes): smaller slows the stream (bench/README.md); 4MiB..4GiB.");

@@ -110,7 +110,9 @@ TEST_F(ResumeTest, ADropInStopCopyCostsItsLengthNotTheMigration) {
 
 TEST_F(ResumeTest, AResetConnectionIsResumed) {
   StartLongStopCopy("reset-stop");
-  Blip(absl::Milliseconds(500), /*reset=*/true);
+  // Long enough that segments of the stream meet the rule even on a loaded machine (installing
+  // it takes a moment): each is answered with a reset, and so are the first reconnects.
+  Blip(absl::Seconds(2), /*reset=*/true);
   Ended e{WaitFinal(*src_, "reset-stop", 60), WaitFinal(*dst_, "reset-stop", 60)};
   ExpectResumedByteExact(e, "reset_stop_copy");
   EXPECT_GE(e.source.reconnections(), 1u) << e.source.DebugString();

@@ -41,7 +41,7 @@ struct StreamOptions {
   // Destination, copy path: an ACK (api/PEER_PROTOCOL.md) goes back each time this many more
   // bytes are written into the device, and at least every 100 ms while any are unacknowledged.
   // 0: none (a source with a replay buffer then waits; for tests).
-  uint32_t ack_every = 4u << 20;
+  uint32_t ack_every = 1u << 20;
   // Resume (api/PEER_PROTOCOL.md, "Resume"): how long after a lost connection the source keeps
   // trying to reconnect, and the destination waits for it, before the stream fails. 0: off, a
   // lost connection fails the stream at once. A destination with it receives on the copy path
