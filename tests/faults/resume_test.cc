@@ -1,6 +1,6 @@
 // Resumable device streams between two real daemons in their own network namespaces
-// (api/PEER_PROTOCOL.md, "Resume"): silent drops of 1, 3 and 8 s in PRE_COPY, a drop in
-// STOP_COPY, a reset, a flapping link, a drop while the destination commits, a drop longer
+// (api/PEER_PROTOCOL.md, "Resume"): silent drops of 1, 3 and 8 s in PRE_COPY and in STOP_COPY,
+// a striped stream, a reset, a flapping link, a drop while the destination commits, a drop longer
 // than the window, and a destination daemon that lost its state. Inside the window every byte
 // lands once (the destination's simulated device checks each, the keyed digest the whole) and
 // both daemons report the reconnections and the time lost; outside it, the outcome rule.
@@ -96,16 +96,41 @@ TEST_P(ResumeAfterDrop, InPreCopyTheStreamGoesOnAndEveryByteLandsOnce) {
   }
 }
 
+TEST_P(ResumeAfterDrop, InStopCopyItCostsTheDropNotTheMigration) {
+  const int seconds = GetParam();
+  const std::string id = absl::StrCat("drop-stop-", seconds);
+  StartLongStopCopy(id);  // About 8 s of STOP_COPY: the drop lands inside it.
+  Blip(absl::Seconds(seconds));
+  Ended e{WaitFinal(*src_, id, 60), WaitFinal(*dst_, id, 60)};
+  ExpectResumedByteExact(e, absl::StrCat("drop_", seconds, "s_stop_copy"));
+  if (seconds > kPeerTimeoutMs / 1000) {
+    EXPECT_GE(e.source.reconnections(), 1u) << e.source.DebugString();
+    EXPECT_GE(e.destination.reconnections(), 1u) << e.destination.DebugString();
+  }
+}
+
+// A stream striped over two connections resumes both: every stripe connects again under the
+// same resume, and the frames sent again are put back in order at the destination.
 INSTANTIATE_TEST_SUITE_P(Seconds, ResumeAfterDrop, ::testing::Values(1, 3, 8),
                          [](const auto& info) { return absl::StrCat(info.param, "s"); });
 
-TEST_F(ResumeTest, ADropInStopCopyCostsItsLengthNotTheMigration) {
-  StartLongStopCopy("drop-stop");
-  Blip(absl::Seconds(4));
-  Ended e{WaitFinal(*src_, "drop-stop", 60), WaitFinal(*dst_, "drop-stop", 60)};
-  ExpectResumedByteExact(e, "drop_4s_stop_copy");
+TEST_F(ResumeTest, AStripedStreamResumesEveryStripe) {
+  AttachPair("d0", "size=128MiB");
+  bandwidth_ = 16 << 20;
+  ASSERT_TRUE(Prepare("stripes", {"d0"}).ok());
+  ASSERT_TRUE(Start("stripes", {"d0"}, /*precopy=*/false, "", "", "", /*streams=*/2).ok());
+  bandwidth_ = 0;
+  ASSERT_TRUE(Switchover("stripes").ok());
+  SessionStatus st = WatchUntil(*src_, "stripes", [](const SessionStatus& s) {
+    return s.phase() == SessionStatus::STOP_COPY && s.stop_copy_bytes() > 0;
+  }, 20);
+  ASSERT_EQ(st.phase(), SessionStatus::STOP_COPY) << st.DebugString();
+  ASSERT_EQ(st.devices(0).transport(), "tcp x 2") << st.DebugString();
+  Blip(absl::Seconds(5));
+  Ended e{WaitFinal(*src_, "stripes", 60), WaitFinal(*dst_, "stripes", 60)};
+  ExpectResumedByteExact(e, "drop_5s_stop_copy_2_stripes");
   EXPECT_GE(e.source.reconnections(), 1u) << e.source.DebugString();
-  EXPECT_GE(e.destination.reconnections(), 1u);
+  EXPECT_GE(e.destination.reconnections(), 1u) << e.destination.DebugString();
 }
 
 TEST_F(ResumeTest, AResetConnectionIsResumed) {
