@@ -138,11 +138,13 @@ TEST_F(FaultTest, ACutWhileTheDestinationCommitsAbandonsTheMigrationOnBothSides)
 }
 
 // A one-way cut (nothing from the source reaches the destination) while the destination loads
-// its device (1 s): its COMMIT still reaches the source, which passes its point of no return,
-// stops its VM and SUCCEEDS, but the CONFIRM is lost. The destination had counted its commit,
-// so when the source's heartbeat stops it cannot know whether the VM runs there: IN_DOUBT, its
-// device held in STOP (CancelSession refused). The agent sees the source SUCCEEDED and settles
-// it with RUN.
+// its device (1 s). The destination had counted its commit, so when the source's heartbeat stops
+// it cannot know whether the VM runs there: IN_DOUBT, its device held in STOP (CancelSession
+// refused). Its COMMIT reaches the source if its connection can still send: then the source
+// passes its point of no return and SUCCEEDS (the CONFIRM is lost); but an ACK of the stream
+// still unacknowledged when the cut came leaves that connection retransmitting it, the COMMIT
+// queued behind, and the source abandons and runs its VM. Either way the agent settles the
+// destination from the source's outcome (RUN, or ABANDON), and the VM runs on one host.
 TEST_F(FaultTest, AOneWayCutAfterTheCommitLeavesTheDestinationInDoubtUntilItsAgentSettlesIt) {
   ASSERT_TRUE(Attach(*src_, "d0", "size=8MiB").ok());
   ASSERT_TRUE(Attach(*dst_, "d0", "size=8MiB,commit_delay_ms=1000").ok());
@@ -150,7 +152,12 @@ TEST_F(FaultTest, AOneWayCutAfterTheCommitLeavesTheDestinationInDoubtUntilItsAge
   const absl::Time cut = absl::Now();
   ASSERT_TRUE(net_->DropFromA().ok());
   Outcome o = AwaitBoth("doubt", cut);
-  EXPECT_EQ(o.ended.source.phase(), SessionStatus::SUCCEEDED) << o.ended.source.DebugString();
+  const bool source_succeeded = o.ended.source.phase() == SessionStatus::SUCCEEDED;
+  std::cout << "fault one_way_cut_after_commit: source "
+            << SessionStatus::Phase_Name(o.ended.source.phase()) << std::endl;
+  if (!source_succeeded) {
+    EXPECT_EQ(o.ended.source.phase(), SessionStatus::FAILED) << o.ended.source.DebugString();
+  }
   EXPECT_EQ(o.ended.destination.phase(), SessionStatus::IN_DOUBT)
       << o.ended.destination.DebugString();
   ExpectOutcomeRule(o.ended, "d0");
@@ -164,16 +171,15 @@ TEST_F(FaultTest, AOneWayCutAfterTheCommitLeavesTheDestinationInDoubtUntilItsAge
               grpc::StatusCode::FAILED_PRECONDITION);
   }
   EXPECT_EQ(StateOf(*dst_, "d0"), "STOP");
-  grpc::ClientContext ctx;
-  v1::ResolveSessionRequest req;
-  req.set_session_id("doubt");
-  req.set_outcome(v1::ResolveSessionRequest::RUN);
-  SessionStatus settled;
-  grpc::Status st = dst_->stub()->ResolveSession(&ctx, req, &settled);
-  ASSERT_TRUE(st.ok()) << st.error_message();
-  EXPECT_EQ(settled.phase(), SessionStatus::SUCCEEDED) << settled.DebugString();
-  EXPECT_EQ(StateOf(*dst_, "d0"), "RUNNING");
-  EXPECT_EQ(StateOf(*src_, "d0"), "STOP");
+  const SessionStatus settled = Settle("doubt", o.ended.source, o.ended.destination);
+  if (source_succeeded) {
+    EXPECT_EQ(settled.phase(), SessionStatus::SUCCEEDED) << settled.DebugString();
+    EXPECT_EQ(StateOf(*dst_, "d0"), "RUNNING");
+    EXPECT_EQ(StateOf(*src_, "d0"), "STOP");
+  } else {
+    EXPECT_NE(settled.phase(), SessionStatus::SUCCEEDED) << settled.DebugString();
+    EXPECT_EQ(StateOf(*src_, "d0"), "RUNNING");
+  }
 }
 
 // A daemon that hangs (SIGSTOP) while its peer streams nothing (PRE_COPY, the device idle): its
