@@ -3,7 +3,9 @@
 // stream on a shared pump worker (pump_worker.h) leaves its buffers unregistered: one queue has
 // one table, and its streams come and go (measured: no difference for pipe and socket I/O).
 // Each buffer has kFrameHeaderSize bytes of headroom before its payload, so a frame header and
-// its payload leave in one send.
+// its payload leave in one send. Memory: the pool's address space is taken at Create, a
+// buffer's pages from its first use on (registering pins the whole pool at once), so a replay
+// buffer's reserve costs resident memory only as far as the stream holds unacknowledged frames.
 #ifndef MIGMOVER_TRANSPORT_STREAM_BUFFER_POOL_H_
 #define MIGMOVER_TRANSPORT_STREAM_BUFFER_POOL_H_
 
