@@ -109,11 +109,11 @@ TEST_P(ResumeAfterDrop, InStopCopyItCostsTheDropNotTheMigration) {
   }
 }
 
-// A stream striped over two connections resumes both: every stripe connects again under the
-// same resume, and the frames sent again are put back in order at the destination.
 INSTANTIATE_TEST_SUITE_P(Seconds, ResumeAfterDrop, ::testing::Values(1, 3, 8),
                          [](const auto& info) { return absl::StrCat(info.param, "s"); });
 
+// A stream striped over two connections resumes both: every stripe connects again under the
+// same resume, and the frames sent again are put back in order at the destination.
 TEST_F(ResumeTest, AStripedStreamResumesEveryStripe) {
   AttachPair("d0", "size=128MiB");
   bandwidth_ = 16 << 20;

@@ -257,7 +257,7 @@ class CopySendJobImpl final : public CopySendJob {
         peer_poll_inflight_ = false;
         // Readable (or hung up) while frames still go out: read why, and stop.
         if (c.res > 0 && !ended_) {
-          absl::Status v = s_->PeerVerdict();
+          absl::Status v = s_->PeerVerdict(SendStream::kPeerFramesPerTurn);
           if (!v.ok()) Fail(v);
           ReleaseAcked();
         }
@@ -460,7 +460,7 @@ class CopySendJobImpl final : public CopySendJob {
       sl.sent_all = true;
       if (sl.notifs == 0) Recycle(slot);
     } else if (error_.ok()) {
-      absl::Status v = s_->PeerVerdict();
+      absl::Status v = s_->PeerVerdict(SendStream::kPeerFramesPerTurn);
       Fail(!v.ok() ? v
                    : ConnectionLostError(
                          ErrnoStatus(absl::StrCat("send(peer socket fd ", fd, ", DATA)"),

@@ -1,6 +1,7 @@
 #include "transport/stream/send_stream.h"
 
 #include <poll.h>
+#include <sys/ioctl.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -25,10 +26,17 @@ void SendStream::Sent(uint32_t n) {
   if (counter) counter->fetch_add(n, std::memory_order_relaxed);
 }
 
-absl::Status SendStream::PeerVerdict() {
-  while (true) {
+absl::Status SendStream::PeerVerdict(uint32_t max_frames) {
+  for (uint32_t n = 0; n < max_frames; ++n) {
     pollfd p{control_fd(), POLLIN, 0};
     if (::poll(&p, 1, 0) <= 0 || !(p.revents & (POLLIN | POLLHUP | POLLERR))) {
+      return absl::OkStatus();
+    }
+    // Within a bounded turn, only the first frame may wait (at most 1 s) for bytes still on
+    // their way: a peer that drips its frames costs the turn one such wait, not one per frame.
+    int buffered = 0;
+    if (max_frames != UINT32_MAX && n > 0 && ::ioctl(control_fd(), FIONREAD, &buffered) == 0 &&
+        buffered < static_cast<int>(wire::kFrameHeaderSize + wire::kVerdictSealSize)) {
       return absl::OkStatus();
     }
     absl::StatusOr<peer::ControlFrame> read =
@@ -50,6 +58,7 @@ absl::Status SendStream::PeerVerdict() {
     // Even a COMMIT(0) is wrong mid-stream: nothing was committed yet.
     return verdict.ok() ? absl::DataLossError("destination committed before END_STREAM") : verdict;
   }
+  return absl::OkStatus();  // More may be waiting: the next turn reads it.
 }
 
 absl::Status SendStream::OnAck(const wire::FrameHeader& h, absl::string_view payload) {

@@ -42,8 +42,11 @@ struct SendStream {
   // Mid-stream the destination acknowledges what it wrote (ACK) or gives up (ERROR, or a
   // failed COMMIT). Takes every ACK that arrived (OnAck) and, if it gave up, returns its verdict
   // as an error; OK when it has said nothing else. Never blocks when nothing arrived; reading a
-  // frame waits at most 1 s.
-  absl::Status PeerVerdict();
+  // frame waits at most 1 s. At most `max_frames` are read: a job on a shared pump worker reads
+  // kPeerFramesPerTurn and the rest at its next turn, so a destination that floods its source
+  // with ACKs holds up only its own stream, never the worker's others.
+  absl::Status PeerVerdict(uint32_t max_frames = UINT32_MAX);
+  static constexpr uint32_t kPeerFramesPerTurn = 64;
 
   // An ACK from the destination: its sequence number must be the next (peer_seq), its seal the
   // stream's, and its offset no lower than the last ACK's and no higher than the bytes framed.

@@ -97,7 +97,7 @@ class SpliceSendJobImpl final : public SpliceSendJob {
     if (stop_.load() && state_ == kFill) Check(wait_.Withdraw());
     // The destination only speaks mid-stream to give up; while the job waits on the data fd
     // nothing else would notice.
-    if (absl::Status v = s_->PeerVerdict(); !v.ok()) {
+    if (absl::Status v = s_->PeerVerdict(SendStream::kPeerFramesPerTurn); !v.ok()) {
       Fail(v);
       return;
     }
@@ -127,7 +127,7 @@ class SpliceSendJobImpl final : public SpliceSendJob {
   }
   // A failed send: the destination's verdict if it gave one, else the call's error.
   void FailSend(absl::Status call) {
-    absl::Status v = s_->PeerVerdict();
+    absl::Status v = s_->PeerVerdict(SendStream::kPeerFramesPerTurn);
     Fail(v.ok() ? std::move(call) : std::move(v));
   }
 
@@ -224,7 +224,7 @@ class SpliceSendJobImpl final : public SpliceSendJob {
         moved_ += out;
         last_progress_ = absl::Now();
       } else if (out == -EAGAIN || out == -EINTR) {
-        if (absl::Status v = s_->PeerVerdict(); !v.ok()) {
+        if (absl::Status v = s_->PeerVerdict(SendStream::kPeerFramesPerTurn); !v.ok()) {
           Fail(v);
         } else {
           wait_.Start(sock, POLLOUT);
@@ -237,7 +237,7 @@ class SpliceSendJobImpl final : public SpliceSendJob {
         return false;
       }
     }
-    if (absl::Status v = s_->PeerVerdict(); !v.ok()) {
+    if (absl::Status v = s_->PeerVerdict(SendStream::kPeerFramesPerTurn); !v.ok()) {
       Fail(v);
       return false;
     }

@@ -19,8 +19,10 @@
 #include "gtest/gtest.h"
 #include "transport/io/io_queue_factory.h"
 #include "transport/net/socket.h"
+#include "transport/peer/frame_codec.h"
 #include "transport/peer/handshake.h"
 #include "transport/stream/pump_worker.h"
+#include "transport/stream/send_stream.h"
 #include "transport/stream/stream_errors.h"
 #include "transport/stream/stream_receiver.h"
 #include "transport/stream/stream_sender.h"
@@ -491,6 +493,88 @@ TEST(StreamTest, AStalledStreamDoesNotHoldUpAnotherOnTheSameWorker) {
   ASSERT_TRUE(moved.receiver.ok()) << moved.receiver;
   EXPECT_EQ(moved.received, data);
   EXPECT_FALSE(stalled_result.ok());  // Cancelled (or its connection reset), never "done".
+}
+
+// A destination that floods its stream's source with ACKs (each well numbered and sealed, so each
+// is read and checked) holds up only that stream: the pump worker it shares with another
+// stream reads a bounded number of its frames per turn, and the other stream goes on while the
+// flood still runs. Reading until the socket had nothing more left the worker in one job for as
+// long as the flood lasted.
+TEST(StreamTest, AStreamWhoseDestinationFloodsAcksDoesNotHoldUpAnotherOnTheSameWorker) {
+  ::signal(SIGPIPE, SIG_IGN);
+  auto worker = PumpWorker::Start(TestEngine());
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  auto receive_worker = PumpWorker::Start(TestEngine());
+  ASSERT_TRUE(receive_worker.ok()) << receive_worker.status();
+  const StreamProtection protection = Protection(false);
+  // Sealed up front, so the flood outruns any reader: 48 bytes a frame.
+  constexpr uint64_t kFrames = 1 << 20;
+  std::string flood;
+  flood.reserve(kFrames * 48);
+  for (uint64_t i = 0; i < kFrames; ++i) {
+    flood += peer::SealVerdict(peer::EncodeAck(SendStream::kFirstPeerSeq + i, 0, 0),
+                               &protection.keys->control);
+  }
+  Conn flooded = Connect();
+  auto flooded_pipe = MakePipe(0);
+  ASSERT_TRUE(flooded_pipe.ok());
+  std::atomic<bool> stop{false}, cancel{false}, flood_done{false};
+  std::thread feeder([&] {
+    std::vector<uint8_t> block(1 << 20, 0x5a);
+    while (!cancel.load()) {
+      if (::write(flooded_pipe->write.get(), block.data(), block.size()) < 0) return;
+    }
+  });
+  absl::Notification flooding;
+  std::thread destination([&] {
+    auto h = peer::ReadHello(flooded.dst.get(), absl::Now() + absl::Seconds(5));
+    ASSERT_TRUE(h.ok()) << h.status();
+    ASSERT_TRUE(peer::SendHelloAck(flooded.dst.get(), absl::OkStatus(), 0,
+                                   absl::Now() + absl::Seconds(5)).ok());
+    flooding.Notify();
+    // Never reads the stream; says ACK(0) again and again until cut.
+    (void)net::SendAll(flooded.dst.get(), flood, absl::Now() + absl::Seconds(60));
+    flood_done = true;
+  });
+  absl::Status flooded_result;
+  std::thread flooded_source([&] {
+    std::vector<UniqueFd> socks;
+    socks.push_back(std::move(flooded.src));
+    auto sender = StreamSender::Create(nullptr, std::move(socks), 0,
+                                       Opts(DataPath::kCopy, 256 << 10));
+    ASSERT_TRUE(sender.ok()) << sender.status();
+    (*sender)->set_worker(worker->get(), 8);
+    ASSERT_TRUE((*sender)->Protect(protection).ok());
+    peer::Hello h;
+    h.session_id = "flooded";
+    ASSERT_TRUE((*sender)->Handshake(h, absl::Seconds(5)).ok());
+    auto r = (*sender)->Pump(flooded_pipe->read.get(), Phase::kStopCopy, UINT64_MAX, stop,
+                             cancel);
+    flooded_result = r.status();
+  });
+  ASSERT_TRUE(flooding.WaitForNotificationWithTimeout(absl::Seconds(10)));
+
+  auto data = RandomBytes(6 << 20 | 7, 78);
+  Outcome moved;
+  std::thread other([&] {
+    moved = MoveStriped(data, 0, 1, Opts(DataPath::kCopy, 256 << 10),
+                        Opts(DataPath::kCopy, 256 << 10), false, worker->get(),
+                        receive_worker->get(), false);
+  });
+  other.join();
+  // The other stream is done: the flood must not be (a million checked ACKs take seconds).
+  const bool flood_was_running = !flood_done.load();
+  cancel = true;
+  ::shutdown(flooded.dst.get(), SHUT_RDWR);  // Ends the flood and the flooded pump's sends.
+  destination.join();
+  flooded_source.join();
+  flooded_pipe->read.Reset();
+  feeder.join();
+  ASSERT_TRUE(moved.sender.ok()) << moved.sender;
+  ASSERT_TRUE(moved.receiver.ok()) << moved.receiver;
+  EXPECT_EQ(moved.received, data);
+  EXPECT_TRUE(flood_was_running) << "the second stream waited for the flooded one's ACKs";
+  EXPECT_FALSE(flooded_result.ok());  // Cancelled (or its connection cut), never "done".
 }
 
 // A plaintext sender of one connection, past its HELLO (the destination's thread answers it).
